@@ -1,0 +1,214 @@
+"""Guest kernel catalog: turn a name or path into a :class:`GuestImage`.
+
+Names:
+
+* ``None`` -> :data:`DEFAULT_GUEST` ("pvtest-v2")
+* ``"pvtest-v1"``, ``"pvtest-v2"`` -> built-in reference guests at
+  ``pvmon/guests/images/<name>.elf`` (symbols from ``<name>.map`` beside it, or
+  the ELF ``.symtab``)
+* ``"debian-6.1"``, ``"debian-6.12"`` -> the cache filled by ``pvmon guests fetch``
+  (see :mod:`pvmon.guests.debian`)
+* an existing file -> an ELF vmlinux, or a bzImage whose vmlinux is extracted once
+  into ``<cache>/guests/by-sha256/<sha256 of the bzImage>/vmlinux``; a
+  ``System.map`` / ``System.map-<release>`` and ``config-<release>`` beside it
+  are picked up.
+
+Errors: GuestNotFound for unknown names, uncached Debian kernels and missing
+built-in images; GuestImageError for malformed files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pvmon.engine.loaders.bzimage import ELF_MAGIC, check_elf_x86_64, load_vmlinux
+from pvmon.engine.loaders.symbols import SymbolTable
+from pvmon.errors import GuestImageError, GuestNotFound
+from pvmon.guests import debian
+
+DEFAULT_GUEST = "pvtest-v2"
+BUILTIN = ("pvtest-v1", "pvtest-v2")
+DEBIAN = tuple(debian.SERIES)
+IMAGES_DIR = Path(__file__).parent / "images"
+
+
+@dataclass
+class GuestImage:
+    """One guest kernel ready to load. Paths are absolute; ``sha256`` is the hex
+    SHA-256 of the ``vmlinux`` ELF file actually loaded."""
+
+    name: str
+    kind: Literal["debian", "builtin", "path"]
+    vmlinux: Path
+    vmlinuz: Path | None
+    system_map: Path | None   # a System.map-format file (for Debian: decoded from kallsyms)
+    config: Path | None
+    package: str | None
+    version: str | None
+    release: str | None
+    sha256: str
+    _symbols: SymbolTable | None = field(default=None, init=False, repr=False, compare=False)
+
+    def symbols(self) -> SymbolTable:
+        """Symbols of this kernel: System.map if present, else ELF ``.symtab``, else
+        the kernel's embedded kallsyms. Cached after the first call."""
+        if self._symbols is None:
+            if self.system_map is not None:
+                self._symbols = SymbolTable.from_system_map(self.system_map)
+            else:
+                try:
+                    self._symbols = SymbolTable.from_elf(self.vmlinux)
+                except GuestImageError:
+                    self._symbols = SymbolTable.from_kallsyms(self.vmlinux)
+        return self._symbols
+
+
+def known_names() -> list[str]:
+    return [*BUILTIN, *DEBIAN]
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_symbol_map(path: Path) -> bool:
+    """True if ``path`` is a System.map with symbols (not Debian's one-line placeholder)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.count(b"\n") > 2
+
+
+def _builtin(name: str) -> GuestImage:
+    elf = IMAGES_DIR / f"{name}.elf"
+    if not elf.is_file():
+        raise GuestNotFound(
+            f"built-in guest {name} is not available: {elf} does not exist (not built yet?)"
+        )
+    check_elf_x86_64(elf.read_bytes())
+    smap = elf.with_suffix(".map")
+    return GuestImage(
+        name=name, kind="builtin", vmlinux=elf, vmlinuz=None,
+        system_map=smap if _is_symbol_map(smap) else None, config=None,
+        package=None, version=None, release=None, sha256=_sha256_file(elf),
+    )
+
+
+def _debian(name: str) -> GuestImage:
+    meta = debian.read_meta(name)
+    if meta is None:
+        raise GuestNotFound(f"{name} is not fetched yet; run `pvmon guests fetch {name}`")
+    d = debian.guest_dir(name)
+    smap = next((d / f for f in ("System.map", "kallsyms.map") if _is_symbol_map(d / f)), None)
+    return GuestImage(
+        name=name, kind="debian", vmlinux=d / "vmlinux", vmlinuz=d / "vmlinuz",
+        system_map=smap, config=d / "config" if (d / "config").is_file() else None,
+        package=meta.get("package"), version=meta.get("version"), release=meta.get("release"),
+        sha256=_sha256_file(d / "vmlinux"),
+    )
+
+
+def _from_path(path: Path) -> GuestImage:
+    path = path.resolve()
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise GuestImageError(f"cannot read {path}: {exc.strerror}") from None
+    base = path.name
+    release = None
+    for prefix in ("vmlinuz-", "vmlinux-", "bzImage-"):
+        if base.startswith(prefix):
+            release = base[len(prefix):]
+    if magic == ELF_MAGIC:
+        check_elf_x86_64(path.read_bytes())
+        vmlinux, vmlinuz = path, None
+    else:
+        key = _sha256_file(path)
+        cached = debian.cache_root() / "guests" / "by-sha256" / key / "vmlinux"
+        if not cached.is_file():
+            data = load_vmlinux(path)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            tmp.replace(cached)
+        vmlinux, vmlinuz = cached, path
+    smap = None
+    names = ["System.map"] + ([f"System.map-{release}"] if release else [])
+    for cand in names:
+        if _is_symbol_map(path.parent / cand):
+            smap = path.parent / cand
+    config = path.parent / f"config-{release}" if release else None
+    return GuestImage(
+        name=str(path), kind="path", vmlinux=vmlinux, vmlinuz=vmlinuz, system_map=smap,
+        config=config if config and config.is_file() else None,
+        package=None, version=None, release=release, sha256=_sha256_file(vmlinux),
+    )
+
+
+def resolve(name_or_path: str | None) -> GuestImage:
+    """Resolve a guest name, a kernel file path, or None (the default guest)."""
+    name = DEFAULT_GUEST if name_or_path is None else name_or_path
+    if name in BUILTIN:
+        return _builtin(name)
+    if name in DEBIAN:
+        return _debian(name)
+    p = Path(name).expanduser()
+    if p.is_file():
+        return _from_path(p)
+    if p.exists():
+        raise GuestNotFound(f"{name} is not a regular file")
+    raise GuestNotFound(
+        f"unknown guest {name!r}: not a file, and not one of {', '.join(known_names())}"
+    )
+
+
+def fetch(name: str, force: bool = False) -> GuestImage:
+    """Fetch a Debian guest into the cache (a no-op if current); built-ins resolve as is."""
+    if name in DEBIAN:
+        debian.fetch_debian(name, force=force)
+        return _debian(name)
+    if name in BUILTIN:
+        return _builtin(name)
+    raise GuestNotFound(f"cannot fetch {name!r}: fetchable guests are {', '.join(DEBIAN)}")
+
+
+def debian_guest(name: str) -> GuestImage:
+    """The cached Debian guest ``name``, fetching it first if it is not cached (for tests)."""
+    if debian.read_meta(name) is None:
+        debian.fetch_debian(name)
+    return _debian(name)
+
+
+def list_guests() -> list[dict]:
+    """One row per known guest: name, kind, version, status ("built in" | "missing" |
+    "cached" | "not fetched"), path (str or None), and for Debian the package."""
+    rows: list[dict] = []
+    for name in BUILTIN:
+        elf = IMAGES_DIR / f"{name}.elf"
+        ok = elf.is_file()
+        rows.append({
+            "name": name, "kind": "builtin", "version": None, "package": None,
+            "status": "built in" if ok else "missing", "cached": ok,
+            "path": str(elf) if ok else None,
+        })
+    for name in DEBIAN:
+        meta = debian.read_meta(name)
+        rows.append({
+            "name": name, "kind": "debian",
+            "version": meta.get("version") if meta else None,
+            "package": meta.get("package") if meta else None,
+            "status": "cached" if meta else "not fetched", "cached": meta is not None,
+            "path": str(debian.guest_dir(name)) if meta else None,
+        })
+    return rows
