@@ -1,0 +1,234 @@
+"""Writing `.pvt` traces: :class:`TraceWriter`."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Self
+
+import msgpack
+import zstandard
+
+from pvmon.errors import TraceError
+from pvmon.trace import format as fmt
+
+
+class _Job:
+    __slots__ = ("count", "first_seq", "first_t", "last_t", "raw")
+
+    def __init__(self, raw: bytes, first_seq: int, count: int, first_t: int, last_t: int):
+        self.raw = raw
+        self.first_seq = first_seq
+        self.count = count
+        self.first_t = first_t
+        self.last_t = last_t
+
+
+class TraceWriter:
+    """Records events into a `.pvt` trace file (format version 1).
+
+    ``header`` is the self-description of the run (a msgpack-able dict, see
+    ``docs/trace-format.md``); ``"format"`` and ``"version"`` are filled in if
+    absent. Events are dicts whose ``"seq"`` counts 0, 1, 2, ... and whose
+    ``"t"`` (virtual time, ns, int) never decreases; :meth:`append` raises
+    :class:`ValueError` otherwise, because seeking by seq and by time relies
+    on both.
+
+    Events are packed at once (so the caller may reuse its dicts) and buffered;
+    a frame is cut when it holds ``frame_events`` events or ``frame_bytes``
+    bytes of msgpack. With ``background=True`` (default) frames are compressed
+    (zstd ``level``) and written by one worker thread, which releases the GIL
+    while compressing; at most a few frames wait in its queue, then
+    :meth:`append` blocks. Each frame is written in one ``write`` as soon as
+    it is compressed, so a process killed at any point leaves every frame
+    written before intact; ``sync=True`` also ``fsync``s after each frame.
+
+    An unclosed writer is closed at interpreter exit. I/O errors surface as
+    :class:`~pvmon.errors.TraceError` from the next call.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], *,
+                 frame_events: int = fmt.DEFAULT_FRAME_EVENTS,
+                 frame_bytes: int = fmt.DEFAULT_FRAME_BYTES, level: int = 3,
+                 sync: bool = False, background: bool = True) -> None:
+        if not 1 <= frame_events <= fmt.MAX_FRAME_EVENTS:
+            raise ValueError(f"frame_events must be 1..{fmt.MAX_FRAME_EVENTS}")
+        if not 1 <= frame_bytes <= fmt.MAX_FRAME_RAW - fmt.MAX_EVENT_RAW:
+            raise ValueError("frame_bytes out of range")
+        if not isinstance(header, dict):
+            raise TypeError("header must be a dict")
+        header = {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, **header}
+        if header["format"] != fmt.FORMAT_NAME or header["version"] != fmt.FORMAT_VERSION:
+            raise ValueError(f"this writer writes {fmt.FORMAT_NAME} version {fmt.FORMAT_VERSION}")
+        raw_header = msgpack.packb(header, use_bin_type=True)
+        if len(raw_header) > fmt.MAX_HEADER_RAW:
+            raise ValueError("header too large")
+
+        self.path = Path(path)
+        self.header = header
+        self._frame_events = frame_events
+        self._frame_bytes = frame_bytes
+        self._sync = sync
+        self._level = level
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._buf: list[bytes] = []
+        self._buf_bytes = 0
+        self._buf_first_t = 0
+        self._next_seq = 0
+        self._last_t: int | None = None
+        self._frames: list[fmt.FrameInfo] = []
+        self._error: BaseException | None = None
+        self._closed = False
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise TraceError(f"{self.path}: cannot create trace: {exc.strerror}") from exc
+        comp_header = self._compressor().compress(raw_header)
+        self._offset = 0
+        try:
+            self._write(fmt.pack_preamble(len(comp_header), len(raw_header)) + comp_header)
+        except OSError as exc:
+            os.close(self._fd)
+            raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
+        self._queue: queue.Queue[_Job | None] | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._worker, name="pvmon-trace-writer",
+                                            daemon=True)
+            self._thread.start()
+        atexit.register(self.close)
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        """The ``"seq"`` the next appended event must carry."""
+        return self._next_seq
+
+    @property
+    def frames(self) -> list[fmt.FrameInfo]:
+        """Frames written so far (complete only after :meth:`flush` or :meth:`close`)."""
+        return list(self._frames)
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Add one event (a dict with int ``seq``, int ``t`` in ns, int ``cpu``, str ``k``)."""
+        if self._closed:
+            raise ValueError("trace writer is closed")
+        seq = event["seq"]
+        t = event["t"]
+        if seq != self._next_seq or type(seq) is not int:
+            raise ValueError(f"event seq {seq!r}, expected {self._next_seq}")
+        if type(t) is not int or (self._last_t is not None and t < self._last_t):
+            raise ValueError(f"event {seq}: virtual time {t!r} goes backwards")
+        data = self._pack(event)
+        if len(data) > fmt.MAX_EVENT_RAW:
+            raise ValueError(f"event {seq} is {len(data)} bytes packed (limit {fmt.MAX_EVENT_RAW})")
+        if not self._buf:
+            self._buf_first_t = t
+        self._buf.append(data)
+        self._buf_bytes += len(data)
+        self._next_seq = seq + 1
+        self._last_t = t
+        if len(self._buf) >= self._frame_events or self._buf_bytes >= self._frame_bytes:
+            self._cut()
+
+    def flush(self) -> None:
+        """Write out the current partial frame and wait until every frame is written."""
+        if self._closed:
+            return
+        self._cut()
+        if self._queue is not None:
+            self._queue.join()
+        self._raise_error()
+
+    def close(self) -> None:
+        """Write the last frame and the seek table, and close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        try:
+            self._cut()
+            if self._thread is not None and self._queue is not None:
+                self._queue.put(None)
+                self._thread.join()
+            self._raise_error()
+            self._write(fmt.pack_seek_table(self._frames, self._next_seq))
+            if self._sync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
+        finally:
+            os.close(self._fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        return zstandard.ZstdCompressor(level=self._level, write_checksum=True,
+                                        write_content_size=True)
+
+    def _cut(self) -> None:
+        if not self._buf:
+            return
+        n = len(self._buf)
+        job = _Job(b"".join(self._buf), self._next_seq - n, n, self._buf_first_t,
+                   self._last_t or 0)
+        self._buf = []
+        self._buf_bytes = 0
+        if self._queue is None:
+            try:
+                self._write_frame(job, self._compressor())
+            except OSError as exc:
+                raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
+        else:
+            self._raise_error()
+            self._queue.put(job)
+
+    def _worker(self) -> None:
+        assert self._queue is not None
+        cctx = self._compressor()
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    self._write_frame(job, cctx)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _write_frame(self, job: _Job, cctx: zstandard.ZstdCompressor) -> None:
+        comp = cctx.compress(job.raw)
+        desc = fmt.pack_descriptor(len(comp), len(job.raw), job.count, job.first_seq,
+                                   job.first_t, job.last_t)
+        offset = self._offset
+        self._write(desc + comp)
+        if self._sync:
+            os.fsync(self._fd)
+        self._frames.append(fmt.FrameInfo(len(self._frames), offset, job.first_seq, job.count,
+                                          job.first_t, job.last_t, len(comp), len(job.raw)))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._offset += len(data)
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            exc = self._error
+            msg = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise TraceError(f"{self.path}: writing trace failed: {msg}") from exc
