@@ -150,8 +150,9 @@ def extract_vmlinux(data: bytes) -> bytes:
             out = _bounded(zlib.decompressobj(16 + zlib.MAX_WBITS), payload, limit)
         elif hdr.compression == "xz":
             out = _bounded(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), payload, limit)
-        else:
-            out = bytes(payload)
+        else:  # CONFIG_KERNEL_UNCOMPRESSED: the ELF itself, maybe with a size trailer
+            has_trailer = expected == len(payload) - 4
+            out = bytes(payload[:-4] if has_trailer else payload)
             expected = None
     except (zstandard.ZstdError, lz4.block.LZ4BlockError, zlib.error, lzma.LZMAError) as exc:
         raise GuestImageError(
