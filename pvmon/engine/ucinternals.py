@@ -344,7 +344,7 @@ class UcInternals:
         Returns unsigned ints in the order of ``regs``. Registers wider than 8 bytes
         (XMM, GDTR, MSR, FPx) are refused by Unicorn with ``UcError(UC_ERR_OVERFLOW)``
         rather than overrunning the buffer. Buffers are cached per register tuple, so
-        reuse the same few lists on hot paths. Cost: about 0.7 us for 1-8 registers
+        reuse the same few lists on hot paths. Cost: 0.7-1.3 us for 1-8 registers
         (binding ``reg_read`` 1.8 us each, binding ``reg_read_batch`` 10 us for 4).
         """
         b = self._batches.get(tuple(regs)) or self._batch(regs)
@@ -360,7 +360,7 @@ class UcInternals:
         call sets ``skip_sync_pc_on_exit``; without it a PC written from a code hook is
         overwritten by QEMU's PC restore when the block exits (measured). A PC written
         from a CPUID hook is ignored whichever call writes it (measured). Cost: about
-        0.7 us for 1-8 registers, +0.4 us when RIP is among them.
+        1.0-1.4 us for 1-8 registers, +0.4 us when RIP is among them.
         """
         args, vals, pc, idx, _keep = self._batches.get(tuple(regs)) or self._batch(regs)
         if len(values) != args[4]:
@@ -560,7 +560,7 @@ def check_unicorn() -> None:
 
     Runs :meth:`UcInternals.self_test` on a scratch engine the first time it is called
     and caches success (a failure is not cached: it raises :class:`EngineError` again
-    on the next call). Call it at engine start-up. Cost: about 30 ms the first time.
+    on the next call). Call it at engine start-up. Cost: 2-10 ms the first time.
     """
     global _checked
     if _checked:
