@@ -47,9 +47,11 @@ END_MAGIC = b"PVTEND01"
 
 # Limits a reader enforces (and the writer stays within), so hostile input
 # cannot make it allocate without bound.
-MAX_HEADER_RAW = 16 << 20  # decompressed header
-MAX_FRAME_RAW = 16 << 20  # decompressed event frame
-MAX_EVENT_RAW = 8 << 20  # one packed event (writer-side)
+# A hostile frame can decode into at most ~64 bytes of Python objects per input
+# byte (a 1-byte empty array is a 56-byte list), so these also bound memory.
+MAX_HEADER_RAW = 1 << 20  # decompressed header
+MAX_FRAME_RAW = 4 << 20  # decompressed event frame
+MAX_EVENT_RAW = 2 << 20  # one packed event (writer-side)
 MAX_FRAME_EVENTS = 1 << 20  # events in one frame
 MAX_WINDOW = 1 << 24  # zstd window a reader accepts
 

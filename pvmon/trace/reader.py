@@ -383,7 +383,7 @@ class _V1:
         gc_on = gc.isenabled()
         gc.disable()
         try:
-            evs = list(unpacker)
+            evs = list(itertools.islice(unpacker, frame.count + 1))
             consumed = unpacker.tell()
         except Exception as exc:  # noqa: BLE001 - any unpack failure means a bad file
             raise r._error(frame.offset, f"bad msgpack in frame: {_why(exc)}") from None
