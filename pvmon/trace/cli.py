@@ -1,8 +1,264 @@
-"""`pvmon trace ...`: inspect recorded traces."""
+"""`pvmon trace ...`: inspect recorded traces (info, cat, stats, export)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+from pvmon.errors import TraceError
+from pvmon.trace.export import export_jsonl, export_perfetto
+from pvmon.trace.reader import TraceReader
+from pvmon.trace.render import FAULT_NAMES, event_label, format_line, format_time, jsonable
+from pvmon.trace.stats import TraceStats
+
+_TIME_UNITS = {"": 1_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def parse_time(text: str) -> int:
+    """``"1.5"``/``"1.5s"``/``"250ms"``/``"10us"``/``"100ns"`` -> nanoseconds."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(s|ms|us|ns)?\s*", text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a time (examples: 1.5, 250ms, 10us, 100ns)")
+    return round(float(m.group(1)) * _TIME_UNITS[m.group(2) or ""])
+
+
+@contextmanager
+def _open(path: str) -> Iterator[TraceReader]:
+    reader = TraceReader(path)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _status(reader: TraceReader) -> str:
+    if reader.complete:
+        return "complete"
+    if reader.truncated_after is None or reader.truncated_after < 0:
+        return "truncated before the first event"
+    return f"truncated after event {reader.truncated_after}"
+
+
+def _pipe_safe(write: Any) -> Any:
+    """Run ``write``; a closed pipe (``| head``) ends output quietly."""
+    try:
+        return write()
+    except BrokenPipeError:
+        sys.stdout = None  # type: ignore[assignment]  # keep Python from flushing a dead pipe
+        return None
 
 
 @click.group()
 def trace() -> None:
     """Inspect recorded .pvt traces."""
+
+
+@trace.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def info(path: str) -> None:
+    """Header, event counts, duration, size and integrity of a trace."""
+    console = Console()
+    with _open(path) as reader:
+        stats = TraceStats.of(reader)
+        h = reader.header
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+
+        def sub(key: str) -> dict[str, Any]:
+            v = h.get(key)
+            return v if isinstance(v, dict) else {}
+
+        guest, backend, machine = sub("guest"), sub("backend"), sub("machine")
+        n = len(reader)
+        rows = [
+            ("file", str(path)),
+            ("format", f"{h.get('format')} version {reader.version} (pvmon {h.get('pvmon')})"),
+            ("guest", " ".join(str(guest.get(k)) for k in ("name", "package", "version")
+                               if guest.get(k) is not None)),
+            ("guest sha256", str(guest.get("sha256"))),
+            ("backend", " ".join(str(backend.get(k)) for k in ("name", "version")
+                                 if backend.get(k) is not None)
+             + (f" (profile {backend['profile']})" if backend.get("profile") else "")),
+            ("machine", f"{_size(machine.get('memory'))} memory, {machine.get('vcpus')} vCPU(s)"),
+            ("cmdline", str(machine.get("cmdline"))),
+            ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz"),
+            ("recorded", f"{h.get('recorded_at')} on {h.get('host')}"),
+            ("events", f"{n:,}"),
+            ("virtual duration", format_time(stats.duration_ns)),
+            ("file size", f"{_size(reader.file_size)}"
+                          + (f", {reader.file_size / n:.1f} bytes/event" if n else "")),
+            ("frames", f"{len(reader.frames)}"),
+            ("status", _status(reader)),
+        ]
+        for k, v in rows:
+            table.add_row(k, v)
+        console.print(table)
+        kinds = Table(title="events by kind")
+        kinds.add_column("kind")
+        kinds.add_column("count", justify="right")
+        for k, c in stats.by_kind.most_common():
+            kinds.add_row(str(k), f"{c:,}")
+        console.print(kinds)
+        calls = Table(title="hypercalls by name")
+        calls.add_column("name")
+        calls.add_column("count", justify="right")
+        for name, hs in sorted(stats.hypercalls.items(), key=lambda kv: -kv[1].count):
+            calls.add_row(name, f"{hs.count:,}")
+        console.print(calls)
+
+
+def _size(n: Any) -> str:
+    if type(n) is not int:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@trace.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--from", "from_", type=click.IntRange(min=0), default=0,
+              help="First event (seq) to show.")
+@click.option("--to", "to", type=click.IntRange(min=0), default=None,
+              help="Last event (seq) to show, inclusive.")
+@click.option("--time", "time_", default=None,
+              help="Start at the first event at or after this virtual time (1.5, 250ms, 10us).")
+@click.option("--filter", "filter_", default=None,
+              help="Comma-separated hypercall names or event kinds to show (mmu_update,fault).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (bytes as hex).")
+def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str | None,
+        as_json: bool) -> None:
+    """Print events, one per line. Seeks without decompressing what it skips."""
+    names = {n.strip() for n in filter_.split(",") if n.strip()} if filter_ else None
+    with _open(path) as reader:
+        start = from_
+        if time_ is not None:
+            start = max(start, reader.seek_time(parse_time(time_)))
+        stop = None if to is None else to + 1
+        show_cpu = len(reader.frames) > 0 and _vcpus(reader) > 1
+        out: TextIO = sys.stdout
+        lines: list[str] = []
+
+        def write() -> None:
+            for ev in reader.events(start, stop):
+                if names is not None and event_label(ev) not in names:
+                    continue
+                if as_json:
+                    lines.append(json.dumps(jsonable(ev), separators=(",", ":")))
+                else:
+                    lines.append(format_line(ev, show_cpu=show_cpu))
+                if len(lines) >= 1024:
+                    out.write("\n".join(lines) + "\n")
+                    lines.clear()
+            if lines:
+                out.write("\n".join(lines) + "\n")
+            out.flush()
+
+        _pipe_safe(write)
+        if not reader.complete and (stop is None or stop > len(reader)):
+            click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
+
+
+def _vcpus(reader: TraceReader) -> int:
+    machine = reader.header.get("machine")
+    v = machine.get("vcpus") if isinstance(machine, dict) else None
+    return v if type(v) is int else 1
+
+
+@trace.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
+@click.option("--top", type=click.IntRange(min=1), default=8,
+              help="Sub-operations shown per hypercall.")
+def stats(path: str, as_json: bool, top: int) -> None:
+    """Per-hypercall counts, rates over virtual time and sub-operation histograms."""
+    with _open(path) as reader:
+        st = TraceStats.of(reader)
+        status = _status(reader)
+    if as_json:
+        click.echo(json.dumps({**st.to_dict(), "status": status}, indent=1))
+        return
+    console = Console()
+    seconds = st.duration_ns / 1e9
+    console.print(f"{st.events:,} events over {format_time(st.duration_ns)} of virtual time"
+                  f" ({status})")
+    calls = Table(title="hypercalls")
+    for col, just in (("name", "left"), ("count", "right"), ("%", "right"),
+                      ("per s", "right"), ("errors", "right"), ("ops/batch", "right"),
+                      ("top sub-operations", "left")):
+        calls.add_column(col, justify=just)  # type: ignore[arg-type]
+    total_hc = sum(hs.count for hs in st.hypercalls.values()) or 1
+    for name, hs in sorted(st.hypercalls.items(), key=lambda kv: -kv[1].count):
+        subs = sum(hs.subops.values()) or 1
+        top_subs = ", ".join(f"{k} {100 * v / subs:.0f}%" for k, v in hs.subops.most_common(3))
+        errors = ", ".join(f"{k}x{v}" for k, v in hs.errors.most_common(3)) if hs.errors else ""
+        batch = f"{hs.batch_ops / hs.batched:.1f} (max {hs.batch_max})" if hs.batched else ""
+        calls.add_row(name, f"{hs.count:,}", f"{100 * hs.count / total_hc:.1f}",
+                      f"{hs.count / seconds:,.0f}" if seconds else "-", errors, batch, top_subs)
+    console.print(calls)
+    for name, hs in sorted(st.hypercalls.items(), key=lambda kv: -kv[1].count):
+        if len(hs.subops) < 2:
+            continue
+        hist = Table(title=f"{name}: sub-operations", title_justify="left")
+        hist.add_column("cmd")
+        hist.add_column("count", justify="right")
+        hist.add_column("%", justify="right")
+        hist.add_column("")
+        subs = sum(hs.subops.values())
+        for k, v in hs.subops.most_common(top):
+            hist.add_row(k, f"{v:,}", f"{100 * v / subs:.1f}", "#" * round(30 * v / subs))
+        if len(hs.subops) > top:
+            hist.add_row(f"({len(hs.subops) - top} more)", "", "", "")
+        console.print(hist)
+    others = Table(title="other events")
+    others.add_column("kind")
+    others.add_column("count", justify="right")
+    others.add_column("detail")
+    for k, c in st.by_kind.most_common():
+        if k == "hc":
+            continue
+        detail = ""
+        if k == "fault":
+            detail = ", ".join(f"{FAULT_NAMES.get(_int(v), v)} x{n}"
+                               for v, n in st.faults.most_common())
+        elif k == "con":
+            detail = ", ".join(f"{d} {n:,} bytes" for d, n in st.console_bytes.items())
+        others.add_row(str(k), f"{c:,}", detail)
+    console.print(others)
+
+
+def _int(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+@trace.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--format", "format_", type=click.Choice(["perfetto", "jsonl"]), required=True,
+              help="perfetto: Chrome trace-event JSON for ui.perfetto.dev; jsonl: JSON lines.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
+              help="File to write.")
+def export(path: str, format_: str, output: str) -> None:
+    """Write a trace in another format."""
+    with _open(path) as reader:
+        try:
+            with Path(output).open("w", encoding="utf-8") as out:
+                n = (export_perfetto if format_ == "perfetto" else export_jsonl)(reader, out)
+        except OSError as exc:
+            raise TraceError(f"{output}: cannot write: {exc.strerror}") from exc
+        note = "" if reader.complete else f" ({_status(reader)})"
+    click.echo(f"wrote {n:,} {format_} records to {output}{note}", err=True)
