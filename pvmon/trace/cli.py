@@ -197,12 +197,12 @@ def stats(path: str, as_json: bool, top: int) -> None:
     calls = Table(title="hypercalls")
     for col, just in (("name", "left"), ("count", "right"), ("%", "right"),
                       ("per s", "right"), ("errors", "right"), ("ops/batch", "right"),
-                      ("top sub-operations", "left")):
+                      ("top sub-op", "left")):
         calls.add_column(col, justify=just)  # type: ignore[arg-type]
     total_hc = sum(hs.count for hs in st.hypercalls.values()) or 1
     for name, hs in sorted(st.hypercalls.items(), key=lambda kv: -kv[1].count):
         subs = sum(hs.subops.values()) or 1
-        top_subs = ", ".join(f"{k} {100 * v / subs:.0f}%" for k, v in hs.subops.most_common(3))
+        top_subs = ", ".join(f"{k} {100 * v / subs:.0f}%" for k, v in hs.subops.most_common(1))
         errors = ", ".join(f"{k}x{v}" for k, v in hs.errors.most_common(3)) if hs.errors else ""
         batch = f"{hs.batch_ops / hs.batched:.1f} (max {hs.batch_max})" if hs.batched else ""
         calls.add_row(name, f"{hs.count:,}", f"{100 * hs.count / total_hc:.1f}",
