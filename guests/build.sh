@@ -1,0 +1,67 @@
+#!/bin/sh
+# Build pvmon's built-in reference guests and install them into
+# pvmon/guests/images/.  With --check, rebuild and compare instead: exit 1
+# if any image (or BUILDINFO) differs from the committed one.
+#
+#   guests/build.sh            build pvtest-v1.elf, pvtest-v2.elf, pvtest-v2-fail.elf
+#   guests/build.sh --check    verify the committed images rebuild identically
+#
+# The images are byte-reproducible with the toolchain named in BUILDINFO
+# (Debian 12: gcc 12.2.0, binutils 2.40).  Environment: CC, LD may override.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+images="$here/../pvmon/guests/images"
+mode=install
+case "${1:-}" in
+    "") ;;
+    --check) mode=check ;;
+    *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+CC=${CC:-gcc}
+LD=${LD:-ld}
+export LC_ALL=C
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pvtest-build.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+build() {
+    make -s -C "$here" CC="$CC" LD="$LD" OUT="$tmp" "$@"
+}
+build VARIANT=1
+build VARIANT=2
+build VARIANT=2 FAIL_CHECK=1
+
+{
+    echo "# toolchain that produced these images (guests/build.sh)"
+    echo "cc: $("$CC" --version | head -n 1)"
+    echo "ld: $("$LD" --version | head -n 1)"
+    echo "# sha256"
+    (cd "$tmp" && sha256sum pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf)
+} > "$tmp/BUILDINFO"
+
+files="pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf BUILDINFO"
+if [ "$mode" = install ]; then
+    mkdir -p "$images"
+    for f in $files; do
+        cp "$tmp/$f" "$images/$f"
+    done
+    (cd "$images" && ls -l pvtest-*.elf)
+    exit 0
+fi
+
+status=0
+for f in $files; do
+    if ! cmp -s "$tmp/$f" "$images/$f"; then
+        echo "differs: pvmon/guests/images/$f" >&2
+        status=1
+    fi
+done
+if [ "$status" -eq 0 ]; then
+    echo "ok: committed images rebuild identically"
+else
+    echo "rebuilt BUILDINFO:" >&2
+    cat "$tmp/BUILDINFO" >&2
+fi
+exit "$status"

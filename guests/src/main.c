@@ -1,0 +1,112 @@
+/*
+ * main.c - pvtest's boot sequence and its test-suite style reporting:
+ *   pvtest: ok 12 - <check>
+ *   pvtest: FAIL 13 - <check> (got X, expected Y)
+ *   pvtest: N passed, M failed
+ * then SCHEDOP_shutdown: poweroff if everything passed, crash otherwise.
+ */
+#include "pvtest.h"
+
+static unsigned nchecks, npassed, nfailed;
+
+void section(const char *name)
+{
+    printk("pvtest: # %s\n", name);
+}
+
+static int report(int ok, const char *name, const char *detail)
+{
+    nchecks++;
+    if (ok) {
+        npassed++;
+        printk("pvtest: ok %u - %s\n", nchecks, name);
+    } else {
+        nfailed++;
+        printk("pvtest: FAIL %u - %s (%s)\n", nchecks, name, detail);
+    }
+    return ok;
+}
+
+int check(int ok, const char *name, const char *fmt, ...)
+{
+    char detail[160] = "";
+    if (!ok) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof(detail), fmt, ap);
+        va_end(ap);
+    }
+    return report(ok, name, detail);
+}
+
+int check_eq(const char *name, long got, long expected)
+{
+    return check(got == expected, name, "got %ld, expected %ld", got, expected);
+}
+
+int check_eqx(const char *name, unsigned long got, unsigned long expected)
+{
+    return check(got == expected, name, "got 0x%lx, expected 0x%lx", got, expected);
+}
+
+void check_skip(const char *name, const char *fmt, ...)
+{
+    char why[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    nchecks++;
+    npassed++;
+    printk("pvtest: ok %u - %s # SKIP %s\n", nchecks, name, why);
+}
+
+static void __attribute__((noreturn)) finish(void)
+{
+    printk("pvtest: %u passed, %u failed\n", npassed, nfailed);
+    if (nfailed)
+        printk("pvtest: shutting down: crash\n");
+    else
+        printk("pvtest: shutting down: poweroff\n");
+    pv_shutdown_loop(nfailed ? SHUTDOWN_crash : SHUTDOWN_poweroff);
+}
+
+void fatal(const char *fmt, ...)
+{
+    char buf[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    nchecks++;
+    nfailed++;
+    printk("pvtest: FAIL %u - fatal: %s\n", nchecks, buf);
+    finish();
+}
+
+void pvtest_main(struct start_info *si, unsigned long rsp);
+void pvtest_main(struct start_info *si, unsigned long rsp)
+{
+    xen_start_info = si;
+    p2m = (unsigned long *)si->mfn_list;
+    boot_rsp = rsp;
+
+    printk("pvtest: pvtest-v%d booting (Xen x86-64 PV reference guest, "
+           "hypercalls via %s%s)\n", PVTEST_VERSION, hypercall_mechanism,
+           FAIL_CHECK ? ", FAIL_CHECK build" : "");
+    long trap_rc = install_trap_table();
+    checks_boot(trap_rc);
+    checks_cpu();
+    checks_mmu();
+    checks_events();
+    checks_time();
+    checks_faults();
+    checks_memory_version();
+    checks_xenstore();
+    checks_bad_calls();
+#if FAIL_CHECK
+    section("deliberate failure");
+    check_eq("deliberate failure (FAIL_CHECK build)", 1, 2);
+#endif
+    finish();
+}
