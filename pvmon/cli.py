@@ -37,6 +37,67 @@ cli.add_command(guests)
 cli.add_command(trace)
 
 
+def _print_summary(res) -> None:
+    """The end-of-run report: exit reason, times, hypercalls, faults."""
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(stderr=True, highlight=False)
+    con.print()
+    con.print(f"[bold]exit:[/bold] {res.exit_kind} - {res.detail}")
+    con.print(f"      at {res.rip:#x} {res.symbol}")
+    speed = (res.vtime_ns / 1e9) / res.wall_s if res.wall_s else 0.0
+    con.print(f"[bold]virtual time:[/bold] {res.vtime_ns / 1e9:.6f} s   "
+              f"[bold]wall time:[/bold] {res.wall_s:.3f} s   ({speed:.2f}x real time)")
+    t = Table(title="hypercalls", show_edge=False, pad_edge=False)
+    t.add_column("hypercall")
+    t.add_column("count", justify="right")
+    for name, n in res.hypercalls.most_common():
+        t.add_row(name, str(n))
+    t.add_row("[bold]total[/bold]", str(sum(res.hypercalls.values())))
+    con.print(t)
+    if res.faults:
+        con.print("[bold]faults delivered:[/bold] " + ", ".join(
+            f"{k} x{v}" for k, v in res.faults.most_common()))
+    con.print(f"[bold]event upcalls:[/bold] {res.upcalls}")
+    if res.unsupported:
+        con.print("[bold]unsupported (-ENOSYS):[/bold] " + ", ".join(
+            f"{k} x{v}" for k, v in sorted(res.unsupported.items())))
+    if res.trace_path:
+        con.print(f"[bold]trace:[/bold] {res.trace_path} ({res.events} events)")
+
+
+@cli.command()
+@click.argument("guest", required=False)
+@click.option("--cmdline", default=None, help="Guest kernel command line.")
+@click.option("--memory", default="256M", show_default=True, help="Guest memory (e.g. 256M, 1G).")
+@click.option("--backend", default="xen-4.17", show_default=True, help="Hypervisor backend.")
+@click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
+              help="Write a .pvt trace of the run.")
+@click.option("--timeout", default=None, type=float, help="Stop after this many wall seconds.")
+@click.option("--quiet", is_flag=True, help="Do not stream the guest console.")
+def run(guest, cmdline, memory, backend, record, timeout, quiet) -> None:
+    """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
+
+    Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang, 2 pvmon error."""
+    from pvmon.guests.catalog import resolve
+    from pvmon.session import DEFAULT_CMDLINE, Session, parse_memory
+
+    img = resolve(guest)
+    sess = Session(img, memory=parse_memory(memory), cmdline=cmdline or DEFAULT_CMDLINE,
+                   backend=backend, record=record)
+    if not quiet:
+        out = sys.stdout.buffer
+
+        def show(ch: str, data: bytes) -> None:
+            out.write(data)
+            out.flush()
+        sess.on_console(show)
+    res = sess.run(timeout=timeout)
+    _print_summary(res)
+    sys.exit(0 if res.clean else 1)
+
+
 def main() -> None:
     cli(prog_name="pvmon")
 

@@ -1,0 +1,833 @@
+"""The Xen PV backend: a 64-bit PV domU's view of Xen, hypercall by hypercall.
+
+Each ``hc_<name>`` method implements one hypercall of
+xen/include/public/xen.h for a single-vCPU domain. Arguments arrive as the
+five raw argument registers (rdi, rsi, rdx, r10, r8); guest memory is reached
+only through ``self.guest`` (a recording :class:`~pvmon.backends.base.GuestAccess`),
+and bad pointers become -EFAULT, bad arguments -EINVAL, unknown calls -ENOSYS,
+as Xen answers them. Nothing a guest passes may raise out of this module.
+
+The vCPU side of PV (bounce frames, iret, kernel/user mode, upcalls) is in
+:mod:`pvmon.backends.xen.vcpu`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from pvmon.backends.base import Backend, GuestFault
+from pvmon.backends.xen import abi
+from pvmon.backends.xen.builder import Layout
+from pvmon.backends.xen.console import ConsoleRing
+from pvmon.backends.xen.events import EventChannels, Port
+from pvmon.backends.xen.versions import VERSIONS, XenVersion
+from pvmon.backends.xen.xenstore import XenStore
+from pvmon.backends.xen.vcpu import PvVcpu
+from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, Machine, Stop
+
+E = abi
+U64 = 0xFFFF_FFFF_FFFF_FFFF
+DOMID = 1
+WALLCLOCK_EPOCH = 1_767_225_600   # 2026-01-01T00:00:00Z: fixed, so runs are repeatable
+
+
+def _s64(v: int) -> int:
+    return v - (1 << 64) if v & (1 << 63) else v
+
+
+class XenBackend(Backend):
+    """Xen ``version`` (a key of :data:`versions.VERSIONS`) serving one PV domU."""
+
+    abi = "xen"
+
+    def __init__(self, version: str = "4.17") -> None:
+        if version not in VERSIONS:
+            from pvmon.errors import BackendError
+            raise BackendError(f"unknown Xen version {version!r}; known: "
+                               f"{', '.join(sorted(VERSIONS))}")
+        self.ver: XenVersion = VERSIONS[version]
+        self.version = version
+        self.name = f"xen-{version}"
+        self.table: dict[int, Callable] = {}
+        for nr, name in abi.HYPERCALLS.items():
+            fn = getattr(self, f"hc_{name}", None)
+            if fn is not None and name not in self.ver.missing:
+                self.table[nr] = fn
+        self.op: dict = {}
+        self.console_out: Callable[[str, bytes], None] = lambda ch, data: None
+        self.unsupported: dict[str, int] = {}
+
+    def describe(self) -> dict:
+        return {"name": self.name, "abi": "xen", "version": self.version, "base": None,
+                "differences": [{"what": f"{m} returns -ENOSYS",
+                                 "source": self.ver.sources.get(m, "")}
+                                for m in sorted(self.ver.missing)]}
+
+    # ------------------------------------------------------------ attach
+    def attach(self, machine: Machine, layout: Layout, guest, platform,
+               memory_bytes: int, name: str) -> None:
+        """Bind to a built domain. ``guest``: recording GuestAccess;
+        ``platform``: the dispatch layer (jumps, stops, time)."""
+        self.m = machine
+        self.layout = layout
+        self.guest = guest
+        self.p = platform
+        self.clock = machine.clock
+        self.vcpu = PvVcpu(self, machine, layout)
+        self.events = EventChannels(machine, layout.shared_info_ma, self.vcpu.vcpu_info_ma)
+        store_ma = layout.store_pfn * PAGE_SIZE
+        cons_ma = layout.console_pfn * PAGE_SIZE
+        self.xenstore = XenStore(machine, store_ma, DOMID, name, memory_bytes // 1024)
+        self.console = ConsoleRing(machine, cons_ma)
+        self.events.ports[layout.store_evtchn] = Port(
+            "interdomain", remote_dom=0, remote_port=1, on_send=self._xenstore_kick)
+        self.events.ports[layout.console_evtchn] = Port(
+            "interdomain", remote_dom=0, remote_port=2, on_send=self._console_kick)
+        # The builder's L4 is pinned by the domain builder (libxenguest pins pt_base).
+        self.pinned: dict[int, int] = {layout.pt_base_pfn: 4}   # mfn -> level
+        self.page_types: dict[int, int] = {}
+        self.free_mfns: list[int] = []
+        self.vm_assist = 0
+        self.gnttab_version = 1
+        self.shutdown_code: int | None = None
+        # Wallclock in shared_info (xen.h: wc_version, wc_sec, wc_nsec, wc_sec_hi)
+        si = layout.shared_info_ma
+        machine.write_phys_data(si + abi.SHARED_INFO["wc_version"], struct.pack(
+            "<IIII", 2, WALLCLOCK_EPOCH & 0xFFFFFFFF, 0, WALLCLOCK_EPOCH >> 32))
+        machine.write_u64_phys(si + abi.SHARED_INFO["max_pfn"], layout.nr_pages)
+        self.vcpu.init_time()
+
+    def _xenstore_kick(self) -> None:
+        if self.xenstore.process():
+            self.events.set_pending(self.layout.store_evtchn)
+
+    def _console_kick(self) -> None:
+        data = self.console.drain()
+        if data:
+            self.console_out("ring", data)
+
+    def console_input(self, data: bytes) -> None:
+        """Type ``data`` into the guest's PV console (hvc0)."""
+        if self.console.feed(data):
+            self.events.set_pending(self.layout.console_evtchn)
+
+    # ------------------------------------------------------------ dispatch
+    def call(self, nr: int, args: tuple[int, ...]) -> int:
+        """Run hypercall ``nr`` with raw ``args``; returns the value for RAX
+        (negative errno as a signed int). Unknown calls: -ENOSYS."""
+        self.op = {}
+        fn = self.table.get(nr)
+        if fn is None:
+            name = abi.hypercall_name(nr)
+            self.unsupported[name] = self.unsupported.get(name, 0) + 1
+            return -E.ENOSYS
+        try:
+            return fn(*args)
+        except GuestFault:
+            return -E.EFAULT
+        except (ValueError, struct.error, IndexError, OverflowError):
+            return -E.EINVAL
+
+    def _unsupported_sub(self, call: str, sub) -> int:
+        key = f"{call}({sub})"
+        self.unsupported[key] = self.unsupported.get(key, 0) + 1
+        return -E.ENOSYS
+
+    def _read(self, va: int, size: int) -> bytes:
+        return self.guest.read(va, size)
+
+    def _write(self, va: int, data: bytes) -> None:
+        self.guest.write(va, data)
+
+    def _u32(self, va: int) -> int:
+        return struct.unpack("<I", self._read(va, 4))[0]
+
+    def _u64(self, va: int) -> int:
+        return struct.unpack("<Q", self._read(va, 8))[0]
+
+    def _valid_mfn(self, mfn: int) -> bool:
+        return 0 <= mfn < self.layout.nr_pages
+
+    # ============================================================ CPU state
+    def hc_set_trap_table(self, traps, *_):
+        if traps == 0:
+            self.vcpu.trap_table.clear()
+            return 0
+        n = 0
+        for i in range(256):
+            vec, flags, cs, addr = struct.unpack("<BBH4xQ", self._read(traps + i * 16, 16))
+            if addr == 0:
+                break
+            self.vcpu.trap_table[vec] = (flags, cs, addr)
+            n += 1
+        self.op = {"entries": n}
+        return 0
+
+    def hc_set_callbacks(self, event, failsafe, syscall, *_):
+        self.vcpu.callbacks.update({0: (event, 0), 1: (failsafe, 0), 2: (syscall, 0)})
+        return 0
+
+    def hc_callback_op(self, cmd, arg, *_):
+        self.op = {"cmd": abi.CALLBACKOP_CMDS.get(cmd, cmd)}
+        if cmd == 0:
+            typ, flags, addr = struct.unpack("<HH4xQ", self._read(arg, 16))
+            self.op.update(type=abi.CALLBACKTYPES.get(typ, typ), address=addr)
+            if typ not in abi.CALLBACKTYPES:
+                return -E.EINVAL
+            if typ in (5, 7):   # sysenter / syscall32: 32-bit compat entry points
+                return -E.EINVAL if addr else 0
+            self.vcpu.callbacks[typ] = (addr, flags)
+            return 0
+        if cmd == 1:
+            typ = struct.unpack("<H", self._read(arg, 2))[0]
+            self.op.update(type=abi.CALLBACKTYPES.get(typ, typ))
+            if typ == 4:
+                self.vcpu.callbacks.pop(typ, None)
+                return 0
+            return -E.EINVAL
+        return -E.ENOSYS
+
+    def hc_stack_switch(self, ss, sp, *_):
+        self.vcpu.kernel_ss, self.vcpu.kernel_sp = ss, sp
+        self.op = {"ss": ss, "sp": sp}
+        return 0
+
+    def hc_fpu_taskswitch(self, set_, *_):
+        self.vcpu.set_ts(bool(set_))
+        return 0
+
+    def hc_set_segment_base(self, which, base, *_):
+        self.op = {"which": abi.SEGBASE_NAMES.get(which, which), "base": base}
+        return self.vcpu.set_segment_base(which, base)
+
+    def hc_set_debugreg(self, reg, value, *_):
+        if reg > 7 or reg in (4, 5):
+            return -E.EINVAL
+        self.vcpu.debugreg[reg] = value
+        return 0
+
+    def hc_get_debugreg(self, reg, *_):
+        if reg > 7 or reg in (4, 5):
+            return -E.EINVAL
+        return self.vcpu.debugreg.get(reg, 0)
+
+    def hc_set_gdt(self, frame_list, entries, *_):
+        if entries > 14 * 512:
+            return -E.EINVAL
+        nframes = -(-entries // 512)
+        frames = struct.unpack(f"<{nframes}Q", self._read(frame_list, 8 * nframes)) \
+            if nframes else ()
+        for f in frames:
+            if not self._valid_mfn(f):
+                return -E.EINVAL
+        self.op = {"entries": entries, "frames": list(frames)}
+        self.vcpu.load_gdt(list(frames), entries)
+        return 0
+
+    def hc_update_descriptor(self, ma, desc, *_):
+        if ma & 7 or not self._valid_mfn(ma >> 12):
+            return -E.EINVAL
+        self.op = {"ma": ma, "desc": desc}
+        self.guest.write_machine(ma, struct.pack("<Q", desc))
+        self.vcpu.descriptor_written(ma, desc)
+        return 0
+
+    def hc_vm_assist(self, cmd, typ, *_):
+        self.op = {"cmd": abi.VMASST_CMDS.get(cmd, cmd), "type": abi.VMASST_TYPES.get(typ, typ)}
+        if typ not in (2, 3, 4, 5, 32) or cmd not in (0, 1):
+            return -E.EINVAL
+        if cmd == 0:
+            self.vm_assist |= 1 << typ
+        else:
+            self.vm_assist &= ~(1 << typ)
+        return 0
+
+    def hc_iret(self, *_):
+        return self.vcpu.iret()
+
+    def hc_nmi_op(self, cmd, arg, *_):
+        return -E.ENOSYS
+
+    # ================================================================= MMU
+    def hc_mmu_update(self, reqs, count, done_ptr, domid, *_):
+        count &= ~abi.MMU_UPDATE_PREEMPTED
+        if domid != abi.DOMID_SELF and domid != DOMID:
+            return -E.ESRCH
+        if count > 1 << 20:
+            return -E.EINVAL
+        data = self._read(reqs, 16 * count) if count else b""
+        rc = 0
+        done = 0
+        flush = False
+        cmds = {}
+        for i in range(count):
+            ptr, val = struct.unpack_from("<QQ", data, i * 16)
+            cmd = ptr & 3
+            cmds[cmd] = cmds.get(cmd, 0) + 1
+            ma = ptr & ~7
+            if cmd in (E.MMU_NORMAL_PT_UPDATE, E.MMU_PT_UPDATE_PRESERVE_AD):
+                mfn = ma >> 12
+                if not self._valid_mfn(mfn) or (val & PTE_P and not self._valid_pte(val)):
+                    rc = -E.EINVAL
+                    break
+                if self.pinned.get(mfn) == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
+                    rc = -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
+                    break
+                old = self.m.read_u64_phys(ma)
+                self.guest.write_machine(ma, struct.pack("<Q", val))
+                if old & PTE_P:
+                    flush = True
+            elif cmd == E.MMU_MACHPHYS_UPDATE:
+                mfn = ptr >> 12
+                if not self._valid_mfn(mfn):
+                    rc = -E.EINVAL
+                    break
+                self.m.write_u64_phys(self.layout.m2p_ma + mfn * 8, val)
+            else:
+                rc = -E.ENOSYS
+                break
+            done += 1
+        if flush:
+            self.m.flush_tlb()
+        self.op = {"count": count, "done": done,
+                   "cmds": {abi.MMU_CMDS.get(k, k): v for k, v in cmds.items()}}
+        if count == 1 and data:
+            self.op.update(ptr=struct.unpack_from("<Q", data)[0],
+                           val=struct.unpack_from("<Q", data, 8)[0])
+        if done_ptr:
+            self._write(done_ptr, struct.pack("<I", done))
+        return rc
+
+    def _valid_pte(self, val: int) -> bool:
+        mfn = (val & PTE_ADDR_MASK) >> 12
+        # Guest RAM, or a hypervisor frame the guest was given (shared_info, grant frames).
+        return self._valid_mfn(mfn) or self._hv_frame_ok(mfn)
+
+    def _hv_frame_ok(self, mfn: int) -> bool:
+        ma = mfn << 12
+        lay = self.layout
+        return ma == lay.shared_info_ma or lay.grant_ma <= ma < lay.grant_ma + 4 * PAGE_SIZE
+
+    def hc_mmuext_op(self, ops, count, done_ptr, domid, *_):
+        count &= ~abi.MMU_UPDATE_PREEMPTED
+        if count > 1 << 20:
+            return -E.EINVAL
+        data = self._read(ops, 24 * count) if count else b""
+        rc = 0
+        done = 0
+        decoded = []
+        for i in range(count):
+            cmd, arg1, arg2 = struct.unpack_from("<I4xQQ", data, i * 24)
+            name = abi.MMUEXT_CMDS.get(cmd)
+            decoded.append({"cmd": name or cmd, "arg1": arg1})
+            rc = self._mmuext(cmd, arg1, arg2)
+            if rc:
+                break
+            done += 1
+        if count == 1 and decoded:
+            self.op = dict(decoded[0])
+            if decoded[0]["cmd"] in ("INVLPG_LOCAL", "INVLPG_ALL", "INVLPG_MULTI", "SET_LDT"):
+                self.op["linear_addr"] = self.op.pop("arg1")
+            else:
+                self.op["mfn"] = self.op.pop("arg1")
+        else:
+            self.op = {"count": count, "ops": [d["cmd"] for d in decoded]}
+        if done_ptr:
+            self._write(done_ptr, struct.pack("<I", done))
+        return rc
+
+    def _mmuext(self, cmd: int, arg1: int, arg2: int) -> int:
+        v = self.vcpu
+        if cmd in (0, 1, 2, 3):
+            if not self._valid_mfn(arg1):
+                return -E.EINVAL
+            if arg1 in self.pinned:
+                return -E.EINVAL
+            self.pinned[arg1] = cmd + 1
+            if cmd == 3:
+                v.install_xen_slots(arg1)
+            return 0
+        if cmd == 4:
+            if arg1 not in self.pinned:
+                return -E.EINVAL
+            del self.pinned[arg1]
+            return 0
+        if cmd == 5:
+            if not self._valid_mfn(arg1):
+                return -E.EINVAL
+            v.new_baseptr(arg1, user=False)
+            return 0
+        if cmd == 15:
+            if arg1 and not self._valid_mfn(arg1):
+                return -E.EINVAL
+            v.new_baseptr(arg1, user=True)
+            return 0
+        if cmd in (6, 7, 8, 9, 10, 11):
+            self.m.flush_tlb()
+            return 0
+        if cmd in (12, 18):
+            return 0
+        if cmd == 13:
+            v.ldt = (arg1, arg2)
+            return 0
+        if cmd == 16:
+            if not self._valid_mfn(arg1):
+                return -E.EINVAL
+            self.guest.write_machine(arg1 << 12, bytes(PAGE_SIZE))
+            return 0
+        if cmd == 17:
+            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)):
+                return -E.EINVAL
+            self.guest.write_machine(arg1 << 12, self.guest.read_machine(arg2 << 12, PAGE_SIZE))
+            return 0
+        if cmd in (19, 20):
+            return -E.EOPNOTSUPP
+        return -E.EINVAL
+
+    def hc_update_va_mapping(self, va, val, flags, *_):
+        self.op = {"va": va, "val": val, "flags": flags}
+        if val & PTE_P and not self._valid_pte(val):
+            return -E.EINVAL
+        try:
+            _, pte_ma = self.m.walk(va)
+        except Exception:
+            pte_ma = self._l1_slot(va)
+            if pte_ma is None:
+                return -E.EINVAL
+        self.guest.write_machine(pte_ma, struct.pack("<Q", val))
+        if flags & E.UVMF_FLUSHTYPE_MASK or True:
+            self.m.flush_tlb()
+        return 0
+
+    def _l1_slot(self, va: int) -> int | None:
+        """Machine address of the L1 entry for ``va`` when the L1 table exists
+        but the entry itself is not present."""
+        table = self.m.reg("cr3") & PTE_ADDR_MASK
+        for shift in (39, 30, 21):
+            e = self.m.read_u64_phys(table + ((va >> shift) & 511) * 8)
+            if not e & PTE_P or e & 0x80:
+                return None
+            table = e & PTE_ADDR_MASK
+        return table + ((va >> 12) & 511) * 8
+
+    def hc_update_va_mapping_otherdomain(self, *_):
+        return -E.EPERM
+
+    def hc_multicall(self, calls, nr, *_):
+        if nr > 1024:
+            return -E.EINVAL
+        names = []
+        for i in range(nr):
+            ent = calls + i * abi.MULTICALL_ENTRY_SIZE
+            op, _res, *a = struct.unpack("<QQ6Q", self._read(ent, 64))
+            names.append(abi.hypercall_name(op))
+            if op in (abi.HYPERVISOR_iret, 13):
+                res = -E.EINVAL
+            else:
+                saved = self.op
+                res = self.call(op, tuple(a[:5]))
+                self.op = saved
+            self._write(ent + 8, struct.pack("<q", res))
+        self.op = {"count": nr, "calls": names}
+        return 0
+
+    # ============================================================== events
+    def hc_event_channel_op(self, cmd, arg, *_):
+        return self._evtchn(cmd, arg, arg)
+
+    def hc_event_channel_op_compat(self, uop, *_):
+        cmd = self._u32(uop)
+        return self._evtchn(cmd, uop + 4, uop + 4)
+
+    def _evtchn(self, cmd: int, arg: int, out: int) -> int:
+        ev = self.events
+        name = abi.EVTCHNOP_CMDS.get(cmd, cmd)
+        self.op = {"cmd": name}
+        if cmd == 4:   # send
+            port = self._u32(arg)
+            self.op["port"] = port
+            return ev.send(port)
+        if cmd == 9:   # unmask
+            port = self._u32(arg)
+            self.op["port"] = port
+            return ev.unmask(port)
+        if cmd == 1:   # bind_virq {virq, vcpu, port}
+            virq, vcpu = struct.unpack("<II", self._read(arg, 8))
+            self.op.update(virq=abi.VIRQS.get(virq, virq), vcpu=vcpu)
+            port = ev.bind_virq(virq, vcpu)
+            if port < 0:
+                return port
+            self._write(arg + 8, struct.pack("<I", port))
+            self.op["port"] = port
+            return 0
+        if cmd == 7:   # bind_ipi {vcpu, port}
+            vcpu = self._u32(arg)
+            if vcpu != 0:
+                return -E.ENOENT
+            port = ev.alloc(Port("ipi", vcpu=vcpu))
+            if port < 0:
+                return port
+            self._write(arg + 4, struct.pack("<I", port))
+            self.op["port"] = port
+            return 0
+        if cmd == 6:   # alloc_unbound {dom, remote_dom, port}
+            dom, remote = struct.unpack("<HH", self._read(arg, 4))
+            self.op.update(dom=dom, remote_dom=remote)
+            if dom not in (abi.DOMID_SELF, DOMID):
+                return -E.EPERM
+            port = ev.alloc(Port("unbound", remote_dom=remote))
+            if port < 0:
+                return port
+            self._write(arg + 4, struct.pack("<I", port))
+            self.op["port"] = port
+            return 0
+        if cmd == 0:   # bind_interdomain {remote_dom, remote_port, local_port}
+            remote_dom, remote_port = struct.unpack("<H2xI", self._read(arg, 8))
+            self.op.update(remote_dom=remote_dom, remote_port=remote_port)
+            if remote_dom not in (abi.DOMID_SELF, DOMID):
+                return -E.ESRCH
+            rp = ev.ports.get(remote_port)
+            if rp is None or rp.state != "unbound":
+                return -E.EINVAL
+            port = ev.alloc(Port("interdomain", remote_dom=DOMID, remote_port=remote_port))
+            if port < 0:
+                return port
+            rp.state, rp.remote_dom, rp.remote_port = "interdomain", DOMID, port
+            # loopback: a send on either end raises the other
+            rp.on_send = lambda p=port: ev.set_pending(p)
+            ev.ports[port].on_send = lambda p=remote_port: ev.set_pending(p)
+            self._write(arg + 8, struct.pack("<I", port))
+            self.op["port"] = port
+            return 0
+        if cmd == 3:   # close
+            port = self._u32(arg)
+            self.op["port"] = port
+            return ev.close(port)
+        if cmd == 5:   # status {dom, port, status, vcpu, u}
+            dom, port = struct.unpack("<H2xI", self._read(arg, 8))
+            self.op["port"] = port
+            if dom not in (abi.DOMID_SELF, DOMID):
+                return -E.ESRCH
+            if not 0 <= port < ev.NR_PORTS:
+                return -E.EINVAL
+            self._write(arg + 8, ev.status(port))
+            return 0
+        if cmd == 8:   # bind_vcpu {port, vcpu}
+            port, vcpu = struct.unpack("<II", self._read(arg, 8))
+            self.op.update(port=port, vcpu=vcpu)
+            if port not in ev.ports:
+                return -E.EINVAL
+            return 0 if vcpu == 0 else -E.ENOENT
+        if cmd == 11:  # init_control: FIFO ABI
+            if "fifo_events" not in self.ver.features:
+                return -E.ENOSYS
+            return self._unsupported_sub("event_channel_op", "init_control")
+        if cmd in (12, 13):
+            return -E.ENOSYS
+        if cmd == 10:
+            return -E.EINVAL
+        return self._unsupported_sub("event_channel_op", name)
+
+    # ================================================================ time
+    def hc_set_timer_op(self, timeout, *_):
+        self.op = {"timeout_ns": timeout}
+        self.vcpu.set_singleshot(timeout if timeout else None)
+        return 0
+
+    def hc_vcpu_op(self, cmd, vcpuid, arg, *_):
+        name = abi.VCPUOP_CMDS.get(cmd, cmd)
+        self.op = {"cmd": name, "vcpu": vcpuid}
+        if vcpuid != 0:
+            return -E.ENOENT
+        v = self.vcpu
+        if cmd == 8:   # set_singleshot_timer {timeout_abs_ns, flags}
+            timeout, flags = struct.unpack("<QI", self._read(arg, 12))
+            self.op.update(timeout_ns=timeout, flags=flags)
+            if flags & E.VCPU_SSHOTTMR_future and timeout < self.clock.now_ns:
+                return -E.ETIME
+            v.set_singleshot(timeout)
+            return 0
+        if cmd == 9:
+            v.set_singleshot(None)
+            return 0
+        if cmd == 6:   # set_periodic_timer {period_ns}
+            period = self._u64(arg)
+            self.op["period_ns"] = period
+            if period < 1_000_000 // 10:   # Xen: at least 100 us
+                return -E.EINVAL
+            v.set_periodic(period)
+            return 0
+        if cmd == 7:
+            v.set_periodic(0)
+            return 0
+        if cmd == 10:  # register_vcpu_info {mfn, offset, rsvd}
+            mfn, offset = struct.unpack("<QI", self._read(arg, 12))
+            self.op.update(mfn=mfn, offset=offset)
+            if not self._valid_mfn(mfn) or offset > PAGE_SIZE - abi.VCPU_INFO_SIZE:
+                return -E.EINVAL
+            if offset & 7:
+                return -E.EINVAL
+            return v.register_vcpu_info((mfn << 12) + offset)
+        if cmd == 5:   # register_runstate_memory_area {addr}
+            v.runstate_va = self._u64(arg)
+            self.op["addr"] = v.runstate_va
+            v.update_runstate()
+            return 0
+        if cmd == 13:  # register_vcpu_time_memory_area
+            v.time_area_va = self._u64(arg)
+            self.op["addr"] = v.time_area_va
+            v.update_time_area()
+            return 0
+        if cmd == 3:   # is_up
+            return 1
+        if cmd == 4:   # get_runstate_info
+            self._write(arg, v.runstate_bytes())
+            return 0
+        if cmd in (0, 1):
+            return -E.EEXIST if cmd == 0 else 0
+        if cmd == 2:
+            return -E.EINVAL
+        if cmd == 12:
+            return -E.EINVAL
+        if cmd == 11:
+            return -E.ENOSYS
+        return -E.ENOSYS
+
+    # ========================================================== scheduling
+    def hc_sched_op(self, cmd, arg, *_):
+        return self._sched(cmd, arg, compat=False)
+
+    def hc_sched_op_compat(self, cmd, arg, *_):
+        return self._sched(cmd, arg, compat=True)
+
+    def _sched(self, cmd: int, arg: int, compat: bool) -> int:
+        self.op = {"cmd": abi.SCHEDOP_CMDS.get(cmd, cmd)}
+        if cmd == 0:
+            self.clock.advance(1_000)
+            return 0
+        if cmd == 1:
+            return self.vcpu.block()
+        if cmd == 2:
+            reason = arg if compat else self._u32(arg)
+            self.op["reason"] = abi.SHUTDOWN_REASONS.get(reason, reason)
+            if reason not in abi.SHUTDOWN_REASONS:
+                return -E.EINVAL
+            self.shutdown_code = reason
+            self.p.guest_shutdown(reason)
+            return 0
+        if cmd == 3 and not compat:   # poll {ports handle, nr_ports, timeout}
+            ports_va, nr, timeout = struct.unpack("<QIxxxxQ", self._read(arg, 24))
+            self.op.update(nr_ports=nr, timeout=timeout)
+            if nr > 128:
+                return -E.EINVAL
+            ports = struct.unpack(f"<{nr}I", self._read(ports_va, 4 * nr)) if nr else ()
+            return self.vcpu.poll(list(ports), timeout)
+        if cmd == 5 and not compat:
+            reason = self._u32(arg)
+            self.op["reason"] = reason
+            return 0
+        if cmd == 6 and not compat:
+            return 0
+        if cmd == 4:
+            return -E.EPERM
+        return -E.EINVAL if cmd < 8 else -E.ENOSYS
+
+    # ======================================================= information
+    def hc_xen_version(self, cmd, arg, *_):
+        self.op = {"cmd": abi.XENVER_CMDS.get(cmd, cmd)}
+        ver = self.ver
+        if cmd == 0:
+            return (ver.major << 16) | ver.minor
+        if cmd == 1:
+            self._write(arg, ver.extraversion.encode().ljust(16, b"\0"))
+            return 0
+        if cmd == 2:
+            info = (b"gcc (pvmon)".ljust(64, b"\0") + b"pvmon".ljust(16, b"\0")
+                    + b"pvmon.invalid".ljust(32, b"\0") + b"reproducible".ljust(32, b"\0"))
+            self._write(arg, info)
+            return 0
+        if cmd == 3:
+            self._write(arg, b"xen-3.0-x86_64 hvm-3.0-x86_32 ".ljust(1024, b"\0"))
+            return 0
+        if cmd == 4:
+            self._write(arg, b"pvmon".ljust(64, b"\0"))
+            return 0
+        if cmd == 5:
+            self._write(arg, struct.pack("<Q", abi.HYPERVISOR_VIRT_START))
+            return 0
+        if cmd == 6:
+            idx = self._u32(arg)
+            self.op["submap_idx"] = idx
+            bits = 0
+            if idx == 0:
+                for f in ("writable_descriptor_tables", "pae_pgdir_above_4gb",
+                          "mmu_pt_update_preserve_ad", "gnttab_map_avail_bits"):
+                    bits |= 1 << abi.XENFEAT[f]
+            self._write(arg + 4, struct.pack("<I", bits))
+            return 0
+        if cmd == 7:
+            return PAGE_SIZE
+        if cmd == 8:
+            self._write(arg, bytes(16))
+            return 0
+        if cmd == 9:
+            self._write(arg, b"".ljust(1024, b"\0"))
+            return 0
+        if cmd == 10:
+            return -E.EPERM
+        return -E.ENOSYS
+
+    def hc_console_io(self, cmd, count, buf, *_):
+        self.op = {"cmd": abi.CONSOLEIO_CMDS.get(cmd, cmd), "count": count}
+        if cmd == E.CONSOLEIO_write:
+            if count > 1 << 20:
+                return -E.EINVAL
+            data = self._read(buf, count)
+            self.console_out("io", data)
+            return 0
+        if cmd == E.CONSOLEIO_read:
+            return 0
+        return -E.EINVAL
+
+    def hc_memory_op(self, cmd, arg, *_):
+        op = cmd & 0x3F   # MEMOP_CMD_MASK: low 6 bits; the rest is a continuation
+        name = abi.XENMEM_CMDS.get(op, op)
+        self.op = {"cmd": name}
+        nr_pages = self.layout.nr_pages
+        if op in (3, 4, 14):   # current/maximum_reservation, maximum_gpfn: arg -> domid
+            dom = struct.unpack("<H", self._read(arg, 2))[0]
+            if dom not in (abi.DOMID_SELF, DOMID):
+                return -E.ESRCH
+            return nr_pages if op != 14 else nr_pages - 1
+        if op == 2:
+            return nr_pages - 1
+        if op == 12:   # machphys_mapping {v_start, v_end, max_mfn}
+            frames = self.m.phys_bytes // PAGE_SIZE
+            self._write(arg, struct.pack("<QQQ", abi.MACH2PHYS_VIRT_START,
+                                         abi.MACH2PHYS_VIRT_START + frames * 8, frames - 1))
+            return 0
+        if op in (9, 10):   # memory_map / machine_memory_map {nr_entries, buffer}
+            nr, buf = struct.unpack("<I4xQ", self._read(arg, 16))
+            if nr < 1:
+                return -E.EINVAL
+            self._write(buf, struct.pack("<QQI", 0, nr_pages * PAGE_SIZE, abi.E820_RAM))
+            self._write(arg, struct.pack("<I", 1))
+            return 0
+        if op in (0, 1, 6):   # increase / decrease_reservation, populate_physmap
+            ext, n, order, _flags, dom = struct.unpack("<QQIIH", self._read(arg, 26))
+            self.op.update(nr_extents=n, extent_order=order)
+            if dom not in (abi.DOMID_SELF, DOMID):
+                return -E.ESRCH
+            if order != 0 or n > 1 << 20:
+                return -E.EINVAL
+            done = 0
+            for i in range(n):
+                if op == 1:
+                    mfn = self._u64(ext + i * 8) if ext else 0
+                    if not self._valid_mfn(mfn):
+                        break
+                    self.free_mfns.append(mfn)
+                else:
+                    if not self.free_mfns:
+                        break
+                    mfn = self.free_mfns.pop()
+                    self.m.write_phys(mfn << 12, bytes(PAGE_SIZE))
+                    if ext:
+                        self._write(ext + i * 8, struct.pack("<Q", mfn))
+                done += 1
+            return done
+        if op == 7:
+            return -E.EINVAL
+        if op in (5, 25):
+            return -E.ENOSYS
+        return self._unsupported_sub("memory_op", name)
+
+    def hc_physdev_op(self, cmd, arg, *_):
+        self.op = {"cmd": abi.PHYSDEVOP_CMDS.get(cmd, cmd)}
+        if cmd == 6:   # set_iopl
+            return 0
+        if cmd == 5:   # irq_status_query {irq, flags}
+            self._write(arg + 4, struct.pack("<I", 0))
+            return 0
+        if cmd in (12, 17, 28):
+            return -E.EINVAL if cmd == 12 else 0
+        if cmd == 7:
+            return 0
+        return -E.ENOSYS if cmd not in abi.PHYSDEVOP_CMDS else -E.EPERM
+
+    def hc_physdev_op_compat(self, uop, *_):
+        cmd = self._u32(uop)
+        return self.hc_physdev_op(cmd, uop + 4)
+
+    def hc_grant_table_op(self, cmd, arg, count, *_):
+        self.op = {"cmd": abi.GNTTABOP_CMDS.get(cmd, cmd), "count": count}
+        if count > 512:
+            return -E.EINVAL
+        if cmd == 6:   # query_size {dom, nr_frames, max_nr_frames, status}
+            self._write(arg + 4, struct.pack("<IIh", 1, 4, E.GNTST_okay))
+            return 0
+        if cmd == 2:   # setup_table {dom, nr_frames, status, frame_list}
+            dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
+            frame_list = self._u64(arg + 16)
+            status = E.GNTST_okay
+            if nr > 4:
+                status = E.GNTST_general_error
+            else:
+                base = self.layout.grant_ma >> 12
+                if nr:
+                    self._write(frame_list, struct.pack(f"<{nr}Q", *range(base, base + nr)))
+            self._write(arg + 8, struct.pack("<h", status))
+            return 0
+        if cmd == 8:   # set_version {version}
+            ver = self._u32(arg)
+            if ver not in (1, 2):
+                return -E.EINVAL
+            if ver == 2:
+                self._write(arg, struct.pack("<I", self.gnttab_version))
+                return -E.EOPNOTSUPP
+            self.gnttab_version = ver
+            return 0
+        if cmd == 10:  # get_version {dom, pad, version}
+            self._write(arg + 4, struct.pack("<I", self.gnttab_version))
+            return 0
+        return self._unsupported_sub("grant_table_op", abi.GNTTABOP_CMDS.get(cmd, cmd))
+
+    def hc_xenpmu_op(self, cmd, arg, *_):
+        self.op = {"cmd": abi.XENPMU_CMDS.get(cmd, cmd)}
+        return -E.EOPNOTSUPP   # vPMU disabled by default (xen-command-line: vpmu=off)
+
+    def hc_platform_op(self, *_):
+        return -E.EPERM
+
+    def hc_sysctl(self, *_):
+        return -E.EPERM
+
+    def hc_domctl(self, *_):
+        return -E.EPERM
+
+    def hc_hvm_op(self, cmd, arg, *_):
+        self.op = {"cmd": cmd}
+        return -E.ENOSYS
+
+    def hc_xsm_op(self, *_):
+        return -E.ENOSYS
+
+    def hc_kexec_op(self, *_):
+        return -E.EPERM
+
+    def hc_argo_op(self, *_):
+        return -E.ENOSYS
+
+    def hc_dm_op(self, *_):
+        return -E.EPERM
+
+    def hc_hypfs_op(self, *_):
+        return -E.ENOSYS
+
+    # ====================================================== preemption
+    def stopped(self) -> Stop | None:
+        return self.m.stop_reason
+
+
+__all__ = ["XenBackend", "_s64", "U64"]

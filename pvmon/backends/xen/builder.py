@@ -1,0 +1,320 @@
+"""The Xen PV domain builder: the start-of-day layout a 64-bit PV kernel expects.
+
+Facts from xen/include/public/xen.h ("Start-of-day memory layout"),
+xen/include/public/elfnote.h and the layout libxenguest's domain builder
+(tools/libs/guest/xg_dom_x86.c) produces for a domU:
+
+    kernel image (ELF PT_LOAD segments, at p_paddr - PADDR_OFFSET)
+    initrd module (if any)
+    P2M list (nr_pages x u64), start_info page, xenstore page, console page,
+    bootstrap page tables [L4][L3][L2][L1...], one page of boot stack,
+    all mapped at VIRT_BASE + pfn * 4 KiB; the mapping covers at least 512 KiB
+    past the stack, rounded up to 4 MiB; page-table pages are mapped read-only.
+
+Machine frames equal pseudo-physical frames at start of day, so the P2M is the
+identity. Frames the hypervisor keeps (shared_info, the read-only M2P, the
+descriptor table, grant frames) sit above guest RAM. The M2P is mapped
+read-only at MACH2PHYS_VIRT_START (L4 slot 256), which appears in every L4.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+from elftools.common.exceptions import ELFError
+
+from pvmon.backends.xen import abi
+from pvmon.engine.machine import (PAGE_SIZE, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_RW, PTE_US,
+                                  Machine)
+from pvmon.errors import GuestImageError
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+HV_GDT_VA = abi.HYPERVISOR_VIRT_START + GiB   # L4 slot 256, L3 slot 1
+GDT_PAGES = 16
+GRANT_FRAMES = 4
+# Descriptor-table slots for FLAT_RING3_{CS,SS}64 (xen-x86_64.h): index = selector >> 3.
+_GDT_CODE64 = 0x00AFFB000000FFFF   # present, DPL3, 64-bit code
+_GDT_DATA = 0x00CFF3000000FFFF     # present, DPL3, writable data
+_GDT_CODE64_K = 0x00AF9B000000FFFF  # present, DPL0, 64-bit code
+_GDT_DATA_K = 0x00CF93000000FFFF    # present, DPL0, writable data
+# The engine runs the guest kernel at CPL 0 (see vcpu.py), so the hidden SS/CS
+# it loads must be DPL 0: Unicorn derives the CPL from SS.DPL whenever SS is
+# reloaded. These selectors sit in Xen's reserved GDT area (entries >= 14*512)
+# and are never shown to the guest, which sees FLAT_RING3_* in its frames.
+ENGINE_KERNEL_CS = 0xE010
+ENGINE_KERNEL_SS = 0xE018
+
+
+@dataclass
+class KernelImage:
+    """A parsed PV kernel ELF. ``notes``: Xen ELF notes by name (ints for
+    addresses, str for strings). ``segments``: (paddr, vaddr, bytes, memsz)."""
+
+    path: Path | None
+    entry: int
+    virt_base: int
+    paddr_offset: int
+    hypercall_page: int | None
+    notes: dict[str, object]
+    segments: list[tuple[int, int, bytes, int]]
+
+    @property
+    def mechanism(self) -> str:
+        """"page" when the kernel asks for a hypercall page, else "syscall"."""
+        return "page" if self.hypercall_page is not None else "syscall"
+
+
+_INT_NOTES = {"ENTRY", "HYPERCALL_PAGE", "VIRT_BASE", "PADDR_OFFSET", "INIT_P2M",
+              "HV_START_LOW", "PHYS32_ENTRY", "MOD_START_PFN", "L1_MFN_VALID",
+              "SUSPEND_CANCEL"}
+
+
+def _xen_notes(data: bytes) -> dict[str, object]:
+    """Xen ELF notes from a PT_NOTE segment's bytes (ELF note format: namesz,
+    descsz, type, name and desc each padded to 4 bytes). Names from elfnote.h."""
+    notes: dict[str, object] = {}
+    off = 0
+    while off + 12 <= len(data):
+        namesz, descsz, typ = struct.unpack_from("<III", data, off)
+        off += 12
+        name = data[off:off + namesz].rstrip(b"\0")
+        off += (namesz + 3) & ~3
+        desc = data[off:off + descsz]
+        off += (descsz + 3) & ~3
+        if off > len(data) + 3:
+            break
+        if name != b"Xen":
+            continue
+        key = abi.XEN_ELFNOTES.get(typ, str(typ))
+        if key in _INT_NOTES and len(desc) in (1, 2, 4, 8):
+            notes[key] = int.from_bytes(desc, "little")
+        else:
+            notes[key] = desc.rstrip(b"\0").decode("latin-1")
+    return notes
+
+
+def parse_kernel(data: bytes, path: Path | None = None) -> KernelImage:
+    """Parse a Xen PV kernel ELF. Raises GuestImageError for anything that is
+    not an x86-64 ELF with Xen notes."""
+    import io
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        if elf.get_machine_arch() != "x64" or elf.elfclass != 64:
+            raise GuestImageError(f"{path or 'image'}: not an x86-64 ELF kernel")
+        notes: dict[str, object] = {}
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_NOTE":
+                notes.update(_xen_notes(seg.data()))
+        segments = []
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_LOAD" and seg["p_memsz"]:
+                segments.append((seg["p_paddr"], seg["p_vaddr"], seg.data(), seg["p_memsz"]))
+        entry_default = elf.header["e_entry"]
+    except ELFError as exc:
+        raise GuestImageError(f"{path or 'image'}: malformed ELF ({exc})") from None
+    except GuestImageError:
+        raise
+    except Exception as exc:  # pyelftools raises assorted errors on hostile input
+        raise GuestImageError(f"{path or 'image'}: unreadable ELF ({exc})") from None
+    if "VIRT_BASE" not in notes and "GUEST_OS" not in notes:
+        raise GuestImageError(f"{path or 'image'}: no Xen ELF notes; not a Xen PV kernel")
+    if not segments:
+        raise GuestImageError(f"{path or 'image'}: no loadable segments")
+    return KernelImage(path, int(notes.get("ENTRY", entry_default)),
+                       int(notes.get("VIRT_BASE", 0)), int(notes.get("PADDR_OFFSET", 0)),
+                       notes.get("HYPERCALL_PAGE"), notes, segments)
+
+
+@dataclass
+class Layout:
+    """Where the builder put everything. Virtual addresses are guest-virtual,
+    ``*_pfn`` are frame numbers, ``*_ma`` machine addresses."""
+
+    nr_pages: int
+    virt_base: int
+    start_info_va: int
+    start_info_pfn: int
+    store_pfn: int
+    console_pfn: int
+    p2m_va: int
+    pt_base_va: int
+    pt_base_pfn: int
+    nr_pt_frames: int
+    stack_top_va: int
+    mapped_end_va: int
+    shared_info_ma: int
+    hv_l3_ma: int
+    gdt_ma: int
+    grant_ma: int
+    m2p_ma: int
+    mod_start_pfn: int = 0
+    mod_len: int = 0
+    store_evtchn: int = 1
+    console_evtchn: int = 2
+    extras: dict = field(default_factory=dict)
+
+
+def extra_bytes_for(ram_bytes: int) -> int:
+    """Bytes of hypervisor-owned frames the builder needs above ``ram_bytes``."""
+    fixed = 5 + GDT_PAGES + GRANT_FRAMES
+    total = ram_bytes // PAGE_SIZE + fixed
+    for _ in range(4):
+        m2p_pages = -(-total * 8 // PAGE_SIZE)
+        m2p_l1 = -(-m2p_pages // 512)
+        total = ram_bytes // PAGE_SIZE + fixed + m2p_pages + m2p_l1
+    return (total - ram_bytes // PAGE_SIZE) * PAGE_SIZE
+
+
+def build(machine: Machine, kernel: KernelImage, cmdline: str,
+          initrd: bytes | None = None) -> Layout:
+    """Lay the domain out in ``machine``'s RAM and set the boot registers.
+    Raises GuestImageError when the kernel does not fit."""
+    ram = machine.ram_bytes
+    nr_pages = ram // PAGE_SIZE
+    vb = kernel.virt_base
+    pages = lambda n: -(-n // PAGE_SIZE)  # noqa: E731
+
+    kend = 0
+    for paddr, _vaddr, data, memsz in kernel.segments:
+        pa = paddr - kernel.paddr_offset
+        if pa < 0 or pa + memsz > ram:
+            raise GuestImageError(f"kernel segment at {pa:#x}+{memsz:#x} does not fit in "
+                                  f"{ram >> 20} MiB")
+        machine.write_phys(pa, data)
+        kend = max(kend, pa + memsz)
+    pfn = pages(kend)
+
+    mod_pfn = mod_len = 0
+    if initrd:
+        mod_pfn, mod_len = pfn, len(initrd)
+        if (pfn + pages(mod_len)) * PAGE_SIZE > ram:
+            raise GuestImageError("initrd does not fit in guest memory")
+        machine.write_phys(mod_pfn * PAGE_SIZE, initrd)
+        pfn += pages(mod_len)
+    p2m_pfn = pfn
+    pfn += pages(nr_pages * 8)
+    si_pfn, store_pfn, cons_pfn = pfn, pfn + 1, pfn + 2
+    pfn += 3
+    pt_pfn = pfn
+    n_pt = 4
+    while True:
+        stack_pfn = pt_pfn + n_pt
+        mapped_end = -(-((stack_pfn + 1) * PAGE_SIZE + 512 * KiB) // (4 * MiB)) * 4 * MiB
+        need = 3 + mapped_end // (2 * MiB)
+        if need <= n_pt:
+            break
+        n_pt = need
+    if mapped_end > GiB or mapped_end > ram:
+        raise GuestImageError(f"initial mapping ({mapped_end >> 20} MiB) exceeds guest memory")
+    mapped_pages = mapped_end // PAGE_SIZE
+
+    # --- hypervisor frames above RAM
+    hv = ram
+    si_ma, hv_l3, m2p_l2, hv_l2, hv_l1 = (hv + i * PAGE_SIZE for i in range(5))
+    gdt_ma = hv + 5 * PAGE_SIZE
+    grant_ma = gdt_ma + GDT_PAGES * PAGE_SIZE
+    m2p_l1_ma = grant_ma + GRANT_FRAMES * PAGE_SIZE
+    total_frames = machine.phys_bytes // PAGE_SIZE
+    m2p_pages = pages(total_frames * 8)
+    m2p_l1_n = -(-m2p_pages // 512)
+    m2p_ma = m2p_l1_ma + m2p_l1_n * PAGE_SIZE
+    if m2p_ma + m2p_pages * PAGE_SIZE > machine.phys_bytes:
+        raise GuestImageError("internal: hypervisor area too small")
+
+    w = machine.write_u64_phys
+    # M2P contents: identity for RAM, INVALID (~0) for hypervisor frames.
+    m2p = bytearray(m2p_pages * PAGE_SIZE)
+    struct.pack_into(f"<{nr_pages}Q", m2p, 0, *range(nr_pages))
+    inval = b"\xff" * 8 * (total_frames - nr_pages)
+    m2p[nr_pages * 8:total_frames * 8] = inval
+    machine.write_phys_data(m2p_ma, bytes(m2p))
+    for i in range(m2p_pages):
+        w(m2p_l1_ma + i * 8, (m2p_ma + i * PAGE_SIZE) | PTE_P | PTE_US | PTE_A | PTE_NX)
+    for i in range(m2p_l1_n):
+        w(m2p_l2 + i * 8, (m2p_l1_ma + i * PAGE_SIZE) | PTE_P | PTE_RW | PTE_US | PTE_A)
+    for i in range(GDT_PAGES):
+        w(hv_l1 + i * 8, (gdt_ma + i * PAGE_SIZE) | PTE_P | PTE_RW | PTE_A | PTE_D | PTE_NX)
+    w(hv_l2, hv_l1 | PTE_P | PTE_RW | PTE_A)
+    w(hv_l3, m2p_l2 | PTE_P | PTE_RW | PTE_US | PTE_A)
+    w(hv_l3 + 8, hv_l2 | PTE_P | PTE_RW | PTE_A)
+    for sel, desc in ((abi.FLAT_RING3_CS64, _GDT_CODE64), (abi.FLAT_RING3_SS64, _GDT_DATA),
+                      (ENGINE_KERNEL_CS, _GDT_CODE64_K), (ENGINE_KERNEL_SS, _GDT_DATA_K)):
+        w(gdt_ma + (sel >> 3) * 8, desc)
+
+    # --- P2M (identity), start_info, bootstrap page tables
+    machine.write_phys_data(p2m_pfn * PAGE_SIZE,
+                            struct.pack(f"<{nr_pages}Q", *range(nr_pages)))
+    l4, l3, l2 = (pt_pfn + i for i in range(3))
+    l1_first = pt_pfn + 3
+    pt_lo, pt_hi = pt_pfn, pt_pfn + n_pt
+    page = lambda p: p * PAGE_SIZE  # noqa: E731
+    l1 = bytearray(n_pt * PAGE_SIZE)
+    for p in range(mapped_pages):
+        flags = PTE_P | PTE_US | PTE_A
+        if not pt_lo <= p < pt_hi:
+            flags |= PTE_RW | PTE_D
+        struct.pack_into("<Q", l1, p * 8, page(p) | flags)
+    machine.write_phys_data(page(l1_first), bytes(l1[:(n_pt - 3) * PAGE_SIZE]))
+    tbl = PTE_P | PTE_RW | PTE_US | PTE_A
+    for i in range(mapped_end // (2 * MiB)):
+        w(page(l2) + (((vb >> 21) + i) & 511) * 8, page(l1_first + i) | tbl)
+    w(page(l3) + ((vb >> 30) & 511) * 8, page(l2) | tbl)
+    w(page(l4) + ((vb >> 39) & 511) * 8, page(l3) | tbl)
+    w(page(l4) + 256 * 8, hv_l3 | tbl)
+
+    si = bytearray(PAGE_SIZE)
+    S = abi.START_INFO
+    si[0:len(abi.START_INFO_MAGIC)] = abi.START_INFO_MAGIC
+    flags = 0
+    if initrd and kernel.notes.get("MOD_START_PFN"):
+        flags |= abi.SIF_MOD_START_PFN
+    va = lambda p: vb + page(p)  # noqa: E731
+    for name, val in (("nr_pages", nr_pages), ("shared_info", si_ma), ("store_mfn", store_pfn),
+                      ("console_mfn", cons_pfn), ("pt_base", va(pt_pfn)),
+                      ("nr_pt_frames", n_pt), ("mfn_list", va(p2m_pfn)),
+                      ("mod_start", (mod_pfn if flags & abi.SIF_MOD_START_PFN else va(mod_pfn))
+                       if initrd else 0),
+                      ("mod_len", mod_len), ("first_p2m_pfn", 0), ("nr_p2m_frames", 0)):
+        struct.pack_into("<Q", si, S[name], val)
+    struct.pack_into("<I", si, S["flags"], flags)
+    struct.pack_into("<I", si, S["store_evtchn"], 1)
+    struct.pack_into("<I", si, S["console_evtchn"], 2)
+    cmd = cmdline.encode()[:abi.MAX_GUEST_CMDLINE - 1]
+    si[S["cmd_line"]:S["cmd_line"] + len(cmd)] = cmd
+    machine.write_phys_data(page(si_pfn), bytes(si))
+
+    if kernel.hypercall_page is not None:
+        hp = kernel.hypercall_page - vb
+        if not 0 <= hp < kend:
+            raise GuestImageError("HYPERCALL_PAGE note points outside the kernel image")
+        machine.write_phys(hp, hypercall_page_bytes())
+
+    layout = Layout(nr_pages, vb, va(si_pfn), si_pfn, store_pfn, cons_pfn, va(p2m_pfn),
+                    va(pt_pfn), pt_pfn, n_pt, va(pt_pfn + n_pt + 1), vb + mapped_end,
+                    si_ma, hv_l3, gdt_ma, grant_ma, m2p_ma, mod_pfn, mod_len)
+    machine.setup_long_mode(page(pt_pfn), HV_GDT_VA, GDT_PAGES * PAGE_SIZE - 1)
+    machine.set_segment("ss", ENGINE_KERNEL_SS)
+    machine.set_segment("cs", ENGINE_KERNEL_CS)
+    machine.set_cpl(0)
+    machine.set_regs(rip=kernel.entry, rsp=layout.stack_top_va, rsi=layout.start_info_va,
+                     rflags=0x202)
+    return layout
+
+
+def hypercall_page_bytes() -> bytes:
+    """The 64-bit PV hypercall page: 128 stubs of 32 bytes, each
+    ``push %rcx; push %r11; mov $nr,%eax; syscall; pop %r11; pop %rcx; ret``,
+    and for iret ``push %rcx; push %r11; push %rax; mov $23,%eax; syscall``
+    (byte layout as Xen writes it: xen/arch/x86/pv/hypercall.c)."""
+    p = bytearray(b"\xcc" * PAGE_SIZE)
+    for i in range(PAGE_SIZE // abi.HYPERCALL_ENTRY_SIZE):
+        o = i * abi.HYPERCALL_ENTRY_SIZE
+        if i == abi.HYPERVISOR_iret:
+            stub = b"\x51\x41\x53\x50\xb8" + struct.pack("<I", i) + b"\x0f\x05"
+        else:
+            stub = b"\x51\x41\x53\xb8" + struct.pack("<I", i) + b"\x0f\x05\x41\x5b\x59\xc3"
+        p[o:o + len(stub)] = stub
+    return bytes(p)

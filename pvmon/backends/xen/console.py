@@ -1,0 +1,48 @@
+"""The PV console backend: drains the guest's console ring
+(xen/include/public/io/console.h, struct xencons_interface) and feeds input
+into it, like xenconsoled does for a real domU."""
+
+from __future__ import annotations
+
+import struct
+
+from pvmon.backends.xen import abi
+
+_C = abi.XENCONS
+
+
+class ConsoleRing:
+    """Console ring in the guest page at machine address ``ma``."""
+
+    def __init__(self, mem, ma: int) -> None:
+        self.mem = mem
+        self.ma = ma
+
+    def drain(self) -> bytes:
+        """Take every byte the guest produced since the last drain."""
+        m = self.mem
+        cons, prod = struct.unpack_from("<II", m.read_phys(self.ma + _C["out_cons"], 8))
+        n = (prod - cons) & 0xFFFFFFFF
+        if n == 0 or n > _C["out_size"]:
+            if n:
+                m.write_phys_data(self.ma + _C["out_cons"], struct.pack("<I", prod))
+            return b""
+        out = bytearray()
+        size = _C["out_size"]
+        page = m.read_phys(self.ma + _C["out"], size)
+        for i in range(n):
+            out.append(page[(cons + i) % size])
+        m.write_phys_data(self.ma + _C["out_cons"], struct.pack("<I", prod))
+        return bytes(out)
+
+    def feed(self, data: bytes) -> int:
+        """Put input bytes into the ring; returns how many fitted."""
+        m = self.mem
+        cons, prod = struct.unpack_from("<II", m.read_phys(self.ma + _C["in_cons"], 8))
+        size = _C["in_size"]
+        room = size - ((prod - cons) & 0xFFFFFFFF)
+        n = min(room, len(data))
+        for i in range(n):
+            m.write_phys_data(self.ma + _C["in"] + ((prod + i) % size), data[i:i + 1])
+        m.write_phys_data(self.ma + _C["in_prod"], struct.pack("<I", (prod + n) & 0xFFFFFFFF))
+        return n

@@ -1,0 +1,160 @@
+"""Xen event channels, 2-level ABI (xen/include/public/event_channel.h,
+xen/include/public/xen.h "shared_info").
+
+Pending and mask bits live in the guest-visible shared_info page; the
+per-vCPU selector word and ``evtchn_upcall_pending`` live in vcpu_info. This
+module owns the port table and the bit protocol; delivery of the upcall is the
+vCPU's business.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pvmon.backends.xen import abi
+
+
+@dataclass
+class Port:
+    """One event-channel port. ``state``: a key of :data:`abi.EVTCHNSTAT`."""
+
+    state: str
+    vcpu: int = 0
+    virq: int | None = None
+    remote_dom: int = 0
+    remote_port: int = 0
+    # For ports whose other end is inside pvmon (console, xenstore): called on send.
+    on_send: Callable[[], None] | None = field(default=None, repr=False)
+
+
+class EventChannels:
+    """Port table plus the 2-level pending/mask protocol.
+
+    ``mem`` gives machine memory (``read_u64_phys``/``write_u64_phys``);
+    ``shared_info_ma`` is the machine address of shared_info;
+    ``vcpu_info_ma()`` returns the machine address of vCPU 0's vcpu_info
+    (it moves when the guest registers its own with VCPUOP_register_vcpu_info).
+    """
+
+    NR_PORTS = abi.EVTCHN_2L_NR_CHANNELS
+
+    def __init__(self, mem, shared_info_ma: int, vcpu_info_ma: Callable[[], int]) -> None:
+        self.mem = mem
+        self.si = shared_info_ma
+        self.vcpu_info_ma = vcpu_info_ma
+        self.ports: dict[int, Port] = {}
+        self.virqs: dict[int, int] = {}
+        self.raised: list[int] = []   # ports made pending during the current call
+
+    # ---------------------------------------------------------- port table
+    def alloc(self, port: Port) -> int:
+        """Bind ``port`` at the lowest free number >= 1; -ENOSPC when full."""
+        for n in range(1, self.NR_PORTS):
+            if n not in self.ports:
+                self.ports[n] = port
+                return n
+        return -abi.ENOSPC
+
+    def close(self, n: int) -> int:
+        p = self.ports.get(n)
+        if p is None:
+            return -abi.EINVAL
+        if p.virq is not None:
+            self.virqs.pop(p.virq, None)
+        del self.ports[n]
+        self._clear_bit(abi.SHARED_INFO["evtchn_pending"], n)
+        return 0
+
+    def bind_virq(self, virq: int, vcpu: int) -> int:
+        if virq < 0 or virq >= abi.NR_VIRQS or vcpu != 0:
+            return -abi.EINVAL
+        if virq in self.virqs:
+            return -abi.EEXIST
+        n = self.alloc(Port("virq", vcpu=vcpu, virq=virq))
+        if n > 0:
+            self.virqs[virq] = n
+        return n
+
+    # ---------------------------------------------------------- bit protocol
+    def _word(self, base: int, n: int) -> tuple[int, int]:
+        return self.si + base + (n // 64) * 8, 1 << (n % 64)
+
+    def _test(self, base: int, n: int) -> bool:
+        a, bit = self._word(base, n)
+        return bool(self.mem.read_u64_phys(a) & bit)
+
+    def _set_bit(self, base: int, n: int) -> bool:
+        a, bit = self._word(base, n)
+        v = self.mem.read_u64_phys(a)
+        self.mem.write_u64_phys(a, v | bit)
+        return bool(v & bit)
+
+    def _clear_bit(self, base: int, n: int) -> None:
+        a, bit = self._word(base, n)
+        self.mem.write_u64_phys(a, self.mem.read_u64_phys(a) & ~bit)
+
+    def masked(self, n: int) -> bool:
+        return self._test(abi.SHARED_INFO["evtchn_mask"], n)
+
+    def pending(self, n: int) -> bool:
+        return self._test(abi.SHARED_INFO["evtchn_pending"], n)
+
+    def _mark_vcpu(self, n: int) -> None:
+        vi = self.vcpu_info_ma()
+        sel = vi + abi.VCPU_INFO["evtchn_pending_sel"]
+        self.mem.write_u64_phys(sel, self.mem.read_u64_phys(sel) | (1 << (n // 64)))
+        b = self.mem.read_phys(vi, 1)[0]
+        if not b:
+            self.mem.write_phys_data(vi, b"\x01")
+
+    def set_pending(self, n: int) -> None:
+        """Raise port ``n`` (Xen's evtchn_2l_set_pending)."""
+        self.raised.append(n)
+        if self._set_bit(abi.SHARED_INFO["evtchn_pending"], n):
+            return
+        if not self.masked(n):
+            self._mark_vcpu(n)
+
+    def unmask(self, n: int) -> int:
+        if n not in self.ports and not (0 < n < self.NR_PORTS):
+            return -abi.EINVAL
+        self._clear_bit(abi.SHARED_INFO["evtchn_mask"], n)
+        if self.pending(n):
+            self._mark_vcpu(n)
+        return 0
+
+    def send(self, n: int) -> int:
+        """EVTCHNOP_send from the guest on local port ``n``."""
+        p = self.ports.get(n)
+        if p is None:
+            return -abi.EINVAL
+        if p.state == "interdomain":
+            if p.on_send is not None:
+                p.on_send()
+            return 0
+        if p.state == "ipi":
+            self.set_pending(n)
+            return 0
+        if p.state == "unbound":
+            return 0
+        return -abi.EINVAL
+
+    def raise_virq(self, virq: int) -> bool:
+        n = self.virqs.get(virq)
+        if n is None:
+            return False
+        self.set_pending(n)
+        return True
+
+    def status(self, n: int) -> bytes | int:
+        """struct evtchn_status body (24 bytes from ``dom``), or -errno."""
+        p = self.ports.get(n)
+        st = abi.EVTCHNSTAT[p.state] if p else 0
+        u = b""
+        if p and p.state in ("unbound", "interdomain"):
+            u = struct.pack("<HxxI", p.remote_dom, p.remote_port)
+        elif p and p.state == "virq":
+            u = struct.pack("<I", p.virq)
+        return struct.pack("<II", st, p.vcpu if p else 0) + u.ljust(8, b"\0")

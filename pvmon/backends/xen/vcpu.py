@@ -1,0 +1,358 @@
+"""The PV vCPU: what Xen does to a 64-bit PV guest's CPU state.
+
+Bounce frames (fault, event and syscall delivery), the iret hypercall,
+kernel/user mode switches, vcpu_info and pvclock, timers and blocking.
+
+Facts: the bounce frame {RCX, R11, [ERRCODE,] RIP, CS, RFLAGS, RSP, SS} on a
+16-byte aligned stack, CS RPL cleared when interrupted in kernel mode, the
+saved upcall mask in bits 32-39 of the CS slot and EFLAGS.IF = !mask
+(xen/arch/x86/x86_64/entry.S create_bounce_frame); struct iret_context and
+do_iret semantics (xen/include/public/arch-x86/xen-x86_64.h,
+xen/arch/x86/pv/iret.c); vcpu_info and vcpu_time_info layouts
+(xen/include/public/xen.h); pvclock scaling: ns = ((tsc - tsc_timestamp) <<
+tsc_shift) * tsc_to_system_mul >> 32.
+
+Engine decision: the guest kernel runs at CPL 0 in Unicorn and user mode at
+CPL 3. Real Xen runs both at ring 3 and separates them with page tables; at
+CPL 0 the kernel needs no _PAGE_USER rewriting of its mappings, and the CS/SS
+values the guest sees in frames are still Xen's FLAT_RING3 selectors.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pvmon.backends.xen import abi
+from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
+from pvmon.engine.machine import (CR0_TS, PAGE_SIZE, PTE_A, PTE_P, PTE_RW, PTE_US,
+                                  GuestPageFault, Machine, Stop)
+
+E = abi
+RFLAGS_IF = 1 << 9
+RFLAGS_CLEAR_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18)  # TF NT RF VM AC
+TI_IF = 4   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
+
+
+class PvVcpu:
+    """vCPU 0 of a PV domain, bound to a backend (for events, time and the
+    platform) and the machine."""
+
+    def __init__(self, backend, machine: Machine, layout) -> None:
+        self.b = backend
+        self.m = machine
+        self.layout = layout
+        self.trap_table: dict[int, tuple[int, int, int]] = {}
+        self.callbacks: dict[int, tuple[int, int]] = {}
+        self.kernel_ss = 0
+        self.kernel_sp = 0
+        self.user_mode = False
+        self.kernel_cr3 = layout.pt_base_pfn
+        self.user_cr3 = 0
+        self.gs_user = 0
+        self.gs_kernel = 0
+        self.debugreg: dict[int, int] = {}
+        self.ldt = (0, 0)
+        self.gdt_frames: list[int] = []
+        self._vcpu_info = layout.shared_info_ma   # vcpu_info[0] sits at offset 0
+        self.singleshot: int | None = None
+        # Xen starts every vCPU with a 10 ms periodic timer (xen/common/sched/core.c)
+        self.periodic = 10_000_000
+        self.periodic_next = 10_000_000
+        self.runstate_va = 0
+        self.time_area_va = 0
+        self.blocked_ns = 0
+        self.install_xen_slots(layout.pt_base_pfn)
+
+    # ---------------------------------------------------------- vcpu_info
+    def vcpu_info_ma(self) -> int:
+        return self._vcpu_info
+
+    def upcall_mask(self) -> int:
+        return self.m.read_phys(self._vcpu_info + 1, 1)[0]
+
+    def set_upcall_mask(self, v: int) -> None:
+        self.m.write_phys_data(self._vcpu_info + 1, bytes((v & 0xFF,)))
+
+    def upcall_pending(self) -> bool:
+        return bool(self.m.read_phys(self._vcpu_info, 1)[0])
+
+    def _time_info(self) -> bytes:
+        # TSC runs at tsc_khz; with the default 1 GHz, mul=2^31 shift=1 gives ns == cycles.
+        khz = self.m.clock.tsc_khz
+        shift = 1
+        mul = (1_000_000 << 32) // (khz << shift)
+        return struct.pack("<IIQQIbB2x", 2, 0, 0, 0, mul, shift,
+                           E.XEN_PVCLOCK_TSC_STABLE_BIT)
+
+    def init_time(self) -> None:
+        self.m.write_phys_data(self._vcpu_info + E.VCPU_INFO["time"], self._time_info())
+
+    def register_vcpu_info(self, ma: int) -> int:
+        """VCPUOP_register_vcpu_info: move vcpu_info to machine address ``ma``;
+        Xen copies the old contents and marks every selector bit pending."""
+        old = self.m.read_phys(self._vcpu_info, E.VCPU_INFO_SIZE)
+        self._vcpu_info = ma
+        self.m.write_phys_data(ma, old)
+        self.m.write_phys_data(ma, b"\x01")
+        self.m.write_u64_phys(ma + E.VCPU_INFO["evtchn_pending_sel"], (1 << 64) - 1)
+        self.init_time()
+        return 0
+
+    def update_time_area(self) -> None:
+        if self.time_area_va:
+            try:
+                self.m.write_virt(self.time_area_va, self._time_info())
+            except GuestPageFault:
+                pass
+
+    def runstate_bytes(self) -> bytes:
+        now = self.m.clock.now_ns
+        return struct.pack("<i4xQQQQQ", E.RUNSTATE_running, now, now - self.blocked_ns, 0,
+                           self.blocked_ns, 0)
+
+    def update_runstate(self) -> None:
+        if self.runstate_va:
+            try:
+                self.m.write_virt(self.runstate_va, self.runstate_bytes())
+            except GuestPageFault:
+                pass
+
+    # ------------------------------------------------------------- CPU state
+    def set_ts(self, on: bool) -> None:
+        cr0 = self.m.reg("cr0")
+        self.m.set_reg("cr0", (cr0 | CR0_TS) if on else (cr0 & ~CR0_TS))
+
+    def set_segment_base(self, which: int, base: int) -> int:
+        if (base >> 47) not in (0, 0x1FFFF) and which != E.SEGBASE_GS_USER_SEL:
+            return -E.EINVAL
+        if which == E.SEGBASE_FS:
+            self.m.set_reg("fs_base", base)
+        elif which == E.SEGBASE_GS_KERNEL:
+            if self.user_mode:
+                self.gs_kernel = base
+            else:
+                self.m.set_reg("gs_base", base)
+        elif which == E.SEGBASE_GS_USER:
+            if self.user_mode:
+                self.m.set_reg("gs_base", base)
+            else:
+                self.gs_user = base
+        elif which == E.SEGBASE_GS_USER_SEL:
+            self.gs_user = 0   # flat descriptors have base 0
+        else:
+            return -E.EINVAL
+        return 0
+
+    def load_gdt(self, frames: list[int], entries: int) -> None:
+        self.gdt_frames = frames
+        gdt = self.layout.gdt_ma
+        for i, f in enumerate(frames):
+            self.m.write_phys_data(gdt + i * PAGE_SIZE, self.m.read_phys(f << 12, PAGE_SIZE))
+        tail = entries * 8
+        self.m.write_phys_data(gdt + tail, bytes(len(frames) * PAGE_SIZE - tail))
+        self.m.flush_tlb()
+
+    def descriptor_written(self, ma: int, desc: int) -> None:
+        frame = ma >> 12
+        if frame in self.gdt_frames:
+            idx = self.gdt_frames.index(frame)
+            self.m.write_u64_phys(self.layout.gdt_ma + idx * PAGE_SIZE + (ma & 0xFFF), desc)
+
+    def install_xen_slots(self, l4_mfn: int) -> None:
+        """Put the hypervisor's L4 slot (M2P, descriptor table) into an L4,
+        as Xen does for every page validated as an L4 table."""
+        self.m.write_u64_phys((l4_mfn << 12) + 256 * 8,
+                              self.layout.hv_l3_ma | PTE_P | PTE_RW | PTE_US | PTE_A)
+
+    def new_baseptr(self, mfn: int, user: bool) -> None:
+        if mfn:
+            self.install_xen_slots(mfn)
+        if user:
+            self.user_cr3 = mfn
+            if self.user_mode:
+                self.m.write_cr3(mfn << 12)
+        else:
+            self.kernel_cr3 = mfn
+            if not self.user_mode:
+                self.m.write_cr3(mfn << 12)
+
+    def _to_kernel(self) -> None:
+        self.user_mode = False
+        self.gs_user = self.m.reg("gs_base")
+        self.m.set_reg("gs_base", self.gs_kernel)
+        self.m.write_cr3(self.kernel_cr3 << 12)
+        self.m.set_segment("ss", ENGINE_KERNEL_SS)
+        self.m.set_segment("cs", ENGINE_KERNEL_CS)
+        self.m.set_cpl(0)
+
+    def _to_user(self) -> None:
+        self.user_mode = True
+        self.gs_kernel = self.m.reg("gs_base")
+        self.m.set_reg("gs_base", self.gs_user)
+        self.m.write_cr3((self.user_cr3 or self.kernel_cr3) << 12)
+        self.m.set_segment("ss", E.FLAT_USER_SS64)
+        self.m.set_segment("cs", E.FLAT_USER_CS64)
+        self.m.set_cpl(3)
+
+    # ----------------------------------------------------------- delivery
+    def bounce(self, target: int, error_code: int | None = None, mask_events: bool = False,
+               rip: int | None = None, regs: dict | None = None) -> bool:
+        """Build Xen's PV exception frame and enter the guest kernel at
+        ``target``. Returns False (and stops the machine with a crash) when the
+        frame cannot be written, as Xen crashes the domain."""
+        p = self.b.p
+        m = self.m
+        rsp, rflags, rcx, r11 = m.regs("rsp", "rflags", "rcx", "r11")
+        if regs:
+            rcx = regs.get("rcx", rcx)
+            r11 = regs.get("r11", r11)
+        if rip is None:
+            rip = p.cur_rip()
+        if self.user_mode:
+            cs, ss = E.FLAT_USER_CS64, E.FLAT_USER_SS64
+            user_rsp = rsp
+            self._to_kernel()
+            sp = self.kernel_sp
+            frame_rsp = user_rsp
+        else:
+            cs, ss = E.FLAT_KERNEL_CS64 & ~3, E.FLAT_KERNEL_SS64
+            sp = rsp
+            frame_rsp = rsp
+        if not target:
+            p.crash_stop("guest has no handler registered for this delivery", rip)
+            return False
+        sp &= ~0xF
+        mask = self.upcall_mask()
+        words = [rcx, r11]
+        if error_code is not None:
+            words.append(error_code)
+        words += [rip, cs | (mask << 32), (rflags & ~RFLAGS_IF) | (0 if mask else RFLAGS_IF),
+                  frame_rsp, ss]
+        sp -= 8 * len(words)
+        try:
+            m.write_virt(sp, struct.pack(f"<{len(words)}Q", *words))
+        except GuestPageFault as exc:
+            p.crash_stop(f"fatal error while creating a bounce frame at {exc.va:#x}", rip)
+            return False
+        if mask_events:
+            self.set_upcall_mask(1)
+        m.set_regs(rsp=sp, rflags=(rflags & ~RFLAGS_CLEAR_ON_TRAP) | RFLAGS_IF)
+        p.jump(target)
+        return True
+
+    def deliver_trap(self, vector: int, error_code: int | None, cr2: int | None,
+                     rip: int) -> bool:
+        """Deliver exception ``vector`` through the guest's trap table."""
+        ent = self.trap_table.get(vector)
+        if ent is None:
+            self.b.p.crash_stop(f"no trap handler for vector {vector}", rip)
+            return False
+        flags, _cs, addr = ent
+        if vector == 14 and cr2 is not None:
+            self.m.write_u64_phys(self._vcpu_info + E.VCPU_INFO["cr2"], cr2)
+        return self.bounce(addr, error_code, bool(flags & TI_IF), rip=rip)
+
+    def can_upcall(self) -> bool:
+        return self.upcall_pending() and not self.upcall_mask() and 0 in self.callbacks
+
+    def deliver_upcall(self) -> bool:
+        """Enter the event callback if an event is pending and not masked."""
+        if not self.can_upcall():
+            return False
+        return self.bounce(self.callbacks[0][0], mask_events=True)
+
+    def syscall_from_user(self, ret_rip: int) -> bool:
+        """A ``syscall`` executed in guest user mode enters the kernel's
+        syscall callback (xen/arch/x86/x86_64/entry.S switch_to_kernel)."""
+        cb = self.callbacks.get(2)
+        if cb is None:
+            return self.deliver_trap(13, 0, None, ret_rip - 2)
+        rflags = self.m.reg("rflags")
+        return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events),
+                           rip=ret_rip, regs={"rcx": ret_rip, "r11": rflags})
+
+    def iret(self) -> int:
+        """HYPERVISOR_iret: pop struct iret_context from the guest stack."""
+        m = self.m
+        rsp = m.reg("rsp")
+        try:
+            raw = m.read_virt(rsp, E.IRET_CONTEXT_SIZE)
+        except GuestPageFault:
+            self.b.p.crash_stop("iret with an unreadable stack", self.b.p.cur_rip())
+            return 0
+        rax, r11, rcx, flags, rip, cs, rflags, sp, ss = struct.unpack("<9Q", raw)
+        self.b.op = {"rip": rip, "cs": cs, "rflags": rflags, "rsp": sp, "flags": flags}
+        if (cs & 3) == 3 and not self.user_mode:
+            if not self.user_cr3:
+                self.b.p.crash_stop("iret to user mode without user page tables", rip)
+                return 0
+            self._to_user()
+        regs = {"rsp": sp, "rflags": (rflags & ~((3 << 12) | (1 << 17))) | RFLAGS_IF}
+        if not flags & E.VGCF_in_syscall:
+            regs.update(r11=r11, rcx=rcx)
+        m.set_regs(**regs)
+        self.set_upcall_mask(0 if rflags & RFLAGS_IF else 1)
+        self.b.p.jump(rip)
+        return rax
+
+    # ---------------------------------------------------------------- time
+    def set_singleshot(self, deadline: int | None) -> None:
+        self.singleshot = deadline
+
+    def set_periodic(self, period: int) -> None:
+        self.periodic = period
+        self.periodic_next = self.m.clock.now_ns + period if period else None
+
+    def next_deadline(self) -> int | None:
+        ds = [d for d in (self.singleshot, self.periodic_next if self.periodic else None)
+              if d is not None]
+        return min(ds) if ds else None
+
+    def fire_timers(self) -> bool:
+        """Raise VIRQ_TIMER for every timer that is due. Returns True if one fired."""
+        now = self.m.clock.now_ns
+        fired = False
+        if self.singleshot is not None and self.singleshot <= now:
+            self.singleshot = None
+            fired = True
+        if self.periodic and self.periodic_next is not None and self.periodic_next <= now:
+            while self.periodic_next <= now:
+                self.periodic_next += self.periodic
+            fired = True
+        if fired:
+            self.b.events.raise_virq(E.VIRQ_TIMER)
+        return fired
+
+    def block(self) -> int:
+        """SCHEDOP_block: enable event delivery, then sleep until an event.
+        Virtual time jumps to the next timer; with none, the guest is stuck."""
+        self.set_upcall_mask(0)
+        if self.upcall_pending():
+            return 0
+        dl = self.next_deadline()
+        if dl is None:
+            self.b.p.stuck("blocked with no timer armed and no event pending")
+            return 0
+        now = self.m.clock.now_ns
+        if dl > now:
+            self.blocked_ns += dl - now
+            self.m.clock.advance_to(dl)
+        self.fire_timers()
+        self.update_runstate()
+        return 0
+
+    def poll(self, ports: list[int], timeout: int) -> int:
+        ev = self.b.events
+        if any(ev.pending(p) for p in ports):
+            return 0
+        dl = self.next_deadline()
+        target = min(x for x in (timeout or None, dl) if x) if (timeout or dl) else None
+        if target is None:
+            self.b.p.stuck("SCHEDOP_poll with no timeout and no timer")
+            return 0
+        self.m.clock.advance_to(target)
+        self.fire_timers()
+        return 0
+
+
+__all__ = ["PvVcpu", "Stop"]

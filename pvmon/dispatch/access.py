@@ -1,0 +1,64 @@
+"""Guest memory access for backends, recording every byte read and written.
+
+The recorded lists become the ``rd``/``wr`` fields of a hypercall event, which
+is what lets open-loop replay feed a call to another backend without the guest.
+"""
+
+from __future__ import annotations
+
+from pvmon.backends.base import GuestFault
+from pvmon.engine.machine import GuestPageFault, Machine
+
+
+class RecordingGuestAccess:
+    """:class:`~pvmon.backends.base.GuestAccess` over a :class:`Machine`.
+
+    ``record``: when False, nothing is kept (the hot path of an unrecorded run).
+    ``reads``/``writes``: ``[space, address, bytes]`` with space "v" (guest-
+    virtual) or "p" (machine), cleared by :meth:`begin`.
+    """
+
+    def __init__(self, machine: Machine, record: bool = False) -> None:
+        self.m = machine
+        self.record = record
+        self.reads: list = []
+        self.writes: list = []
+
+    def begin(self) -> None:
+        if self.record:
+            self.reads = []
+            self.writes = []
+
+    def read(self, va: int, size: int) -> bytes:
+        if size < 0:
+            raise GuestFault(va)
+        try:
+            data = self.m.read_virt(va, size)
+        except GuestPageFault as exc:
+            raise GuestFault(exc.va) from None
+        if self.record:
+            self.reads.append(["v", va, data])
+        return data
+
+    def write(self, va: int, data: bytes) -> None:
+        try:
+            self.m.write_virt(va, data)
+        except GuestPageFault as exc:
+            raise GuestFault(exc.va, True) from None
+        if self.record:
+            self.writes.append(["v", va, bytes(data)])
+
+    def read_machine(self, ma: int, size: int) -> bytes:
+        if not self.m.valid_phys(ma, size):
+            raise GuestFault(ma)
+        data = self.m.read_phys(ma, size)
+        if self.record:
+            self.reads.append(["p", ma, data])
+        return data
+
+    def write_machine(self, ma: int, data: bytes) -> None:
+        if not self.m.valid_phys(ma, len(data)):
+            raise GuestFault(ma, True)
+        self.m.write_phys(ma, data)
+        if self.record:
+            self.writes.append(["p", ma, bytes(data)])

@@ -1,0 +1,255 @@
+"""The paravirt-op dispatch layer for Xen PV guests.
+
+Turns what the engine reports into Xen PV operations: a ``syscall`` in guest
+kernel mode is a hypercall (number in RAX, arguments in RDI, RSI, RDX, R10, R8:
+xen/include/public/arch-x86/xen-x86_64.h), in user mode a system call bounced
+to the guest kernel; ``ud2; .ascii "xen"; cpuid`` is the forced-emulation
+CPUID prefix (xen/include/public/arch-x86/xen.h XEN_CPUID); faults go through
+the guest's trap table. Every call, delivery, console byte and
+nondeterministic value is handed to the recorder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Callable
+
+from pvmon.backends.xen import abi
+from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
+from pvmon.dispatch.access import RecordingGuestAccess
+from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, Machine, Stop
+
+XEN_CPUID_PREFIX = b"\x0f\x0bxen\x0f\xa2"
+SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v  # noqa: E731
+U64 = (1 << 64) - 1
+
+
+class XenPvDispatch:
+    """TrapHandler for one Xen PV domain. ``record``: a callable taking an
+    event dict (see docs/trace-format.md), or None."""
+
+    def __init__(self, machine: Machine, backend, guest: RecordingGuestAccess,
+                 record: Callable[[dict], None] | None = None) -> None:
+        self.m = machine
+        self.b = backend
+        self.guest = guest
+        self.record = record
+        self.policy = xen_cpuid_policy(backend.ver.major, backend.ver.minor)
+        self.clock = machine.clock
+        self.seq = 0
+        self.hypercalls: Counter = Counter()
+        self.faults: Counter = Counter()
+        self.upcalls = 0
+        self.console_listeners: list[Callable[[str, bytes], None]] = []
+        self.call_listeners: list[Callable[[dict], None]] = []
+        self._cur_rip = 0
+        self._jump: int | None = None
+        self._preempt = False
+        self._fault_streak = (None, 0)
+        self.deadline_wall: float | None = None
+        self._traps = 0
+        self.exit_hook: Callable[[], Stop | None] | None = None
+        backend.console_out = self._console
+
+    # ---------------------------------------------------- platform services
+    def cur_rip(self) -> int:
+        return self._jump if self._jump is not None else self._cur_rip
+
+    def jump(self, rip: int) -> None:
+        self._jump = rip
+
+    def crash_stop(self, detail: str, rip: int) -> None:
+        self.m.stop(Stop("crash", detail, rip))
+
+    def stuck(self, detail: str) -> None:
+        self.m.stop(Stop("stuck", detail, self.cur_rip()))
+
+    def guest_shutdown(self, reason: int) -> None:
+        name = abi.SHUTDOWN_REASONS.get(reason, str(reason))
+        kind = "crash" if reason == abi.SHUTDOWN_crash else "shutdown"
+        self.m.stop(Stop(kind, f"SCHEDOP_shutdown({name})", self.cur_rip(), reason))
+
+    def _emit(self, ev: dict) -> None:
+        ev["seq"] = self.seq
+        ev["t"] = self.clock.now_ns
+        ev["cpu"] = 0
+        self.seq += 1
+        if self.record is not None:
+            self.record(ev)
+
+    def _console(self, channel: str, data: bytes) -> None:
+        for fn in self.console_listeners:
+            fn(channel, data)
+        if self.record is not None:
+            self._emit({"k": "con", "dir": "out", "ch": channel, "data": bytes(data)})
+
+    def console_input(self, data: bytes) -> None:
+        """Feed keyboard input to the guest's hvc0 (recorded)."""
+        if self.record is not None:
+            self._emit({"k": "con", "dir": "in", "ch": "ring", "data": bytes(data)})
+        self.b.console_input(data)
+
+    def _check_wall(self) -> None:
+        self._traps += 1
+        if self.deadline_wall is not None and not self._traps & 1023:
+            if time.monotonic() > self.deadline_wall:
+                self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
+        if self.exit_hook is not None and not self._traps & 255:
+            st = self.exit_hook()
+            if st is not None:
+                self.m.stop(st)
+
+    # ---------------------------------------------------------------- traps
+    def on_syscall(self) -> None:
+        m = self.m
+        rip = m.reg("rip")
+        self._cur_rip = rip + 2
+        self._jump = None
+        vcpu = self.b.vcpu
+        if vcpu.user_mode:
+            vcpu.syscall_from_user(rip + 2)
+            self._finish_syscall()
+            return
+        rax, rdi, rsi, rdx, r10, r8 = m.regs("rax", "rdi", "rsi", "rdx", "r10", "r8")
+        self.clock.advance(self.clock.costs.hypercall_ns)
+        nr = rax & 0xFFFFFFFF if rax < (1 << 32) else rax
+        args = (rdi, rsi, rdx, r10, r8)
+        self.guest.begin()
+        ev_before = len(self.b.events.raised)
+        ret = self.b.call(nr, args)
+        name = abi.hypercall_name(nr) if nr < 1 << 32 else f"hypercall_{nr:#x}"
+        self.hypercalls[name] += 1
+        if self.m.stop_reason is None or nr != abi.HYPERVISOR_iret:
+            m.set_reg("rax", ret & U64)
+        raised = self.b.events.raised[ev_before:]
+        del self.b.events.raised[:]
+        if self.record is not None or self.call_listeners:
+            ev = {"k": "hc", "abi": "xen", "nr": nr, "name": name, "args": list(args),
+                  "op": self.b.op, "ret": ret, "rip": rip, "via": self._via(rip),
+                  "rd": self.guest.reads if self.guest.record else [],
+                  "wr": self.guest.writes if self.guest.record else [], "ev": raised}
+            self._emit(ev)
+            for fn in self.call_listeners:
+                fn(ev)
+        if self.m.stop_reason is None:
+            self.b.vcpu.fire_timers()
+            if self.b.vcpu.can_upcall():
+                self._upcall()
+        self._check_wall()
+        self._finish_syscall()
+
+    def _via(self, rip: int) -> str:
+        hp = getattr(self.b, "hypercall_page", None)
+        if hp is not None and hp <= rip < hp + 4096:
+            return "page"
+        return "syscall"
+
+    def _finish_syscall(self) -> None:
+        if self._jump is not None:
+            # Unicorn adds 2 to RIP after a SYSCALL hook returns (DESIGN.md).
+            self.m.set_reg("rip", self._jump - 2)
+            self._jump = None
+
+    def _upcall(self) -> None:
+        rip = self.cur_rip()
+        if self.b.vcpu.deliver_upcall():
+            self.upcalls += 1
+            if self.record is not None:
+                self._emit({"k": "upcall", "rip": rip, "ports": []})
+
+    def on_interrupt(self, vector: int, rip: int) -> None:
+        m = self.m
+        ints = m.internals
+        err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
+        cr2 = m.reg("cr2") if vector == 14 else None
+        ints.clear_exception_state()
+        self.clock.advance(self.clock.costs.fault_ns)
+        self.faults[vector] += 1
+        last, n = self._fault_streak
+        key = (vector, rip, cr2)
+        self._fault_streak = (key, n + 1 if key == last else 1)
+        if self._fault_streak[1] > 64:
+            self.m.stop(Stop("triple_fault", f"vector {vector} repeats at the same RIP "
+                             f"with no progress", rip))
+            return
+        if self.record is not None:
+            ev = {"k": "fault", "vec": vector, "err": err, "rip": rip, "cs": 0}
+            if cr2 is not None:
+                ev["cr2"] = cr2
+            self._emit(ev)
+        if vector == 8:
+            self.m.stop(Stop("triple_fault", "double fault", rip))
+            return
+        self._cur_rip = rip
+        self._jump = None
+        self.b.vcpu.deliver_trap(vector, err, cr2, rip)
+        if self._jump is not None:
+            m.set_reg("rip", self._jump)
+            self._jump = None
+        self._check_wall()
+
+    def on_invalid_opcode(self, rip: int) -> bool:
+        m = self.m
+        try:
+            code = m.read_virt(rip, 7, user=self.b.vcpu.user_mode)
+        except Exception:
+            code = b""
+        if code == XEN_CPUID_PREFIX:
+            self._cpuid(rip)
+            m.set_reg("rip", rip + len(XEN_CPUID_PREFIX))
+            return True
+        self.on_interrupt(6, rip)
+        return self.m.stop_reason is None
+
+    def _cpuid(self, rip: int) -> None:
+        m = self.m
+        eax, ecx = m.regs("rax", "rcx")
+        leaf, sub = eax & 0xFFFFFFFF, ecx & 0xFFFFFFFF
+        out = lookup(self.policy, leaf, sub)
+        m.set_regs(rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3])
+        self.clock.advance(self.clock.costs.cpuid_ns)
+        if self.record is not None:
+            self._emit({"k": "cpuid", "rip": rip, "leaf": leaf, "sub": sub, "out": list(out)})
+
+    def on_cpuid(self) -> None:
+        self._cpuid(self.m.reg("rip"))
+
+    def on_tsc(self) -> int:
+        v = self.clock.read_tsc()
+        if self.record is not None:
+            self._emit({"k": "tsc", "rip": self.m.reg("rip"), "val": v})
+        vcpu = self.b.vcpu
+        dl = vcpu.next_deadline()
+        if dl is not None and dl <= self.clock.now_ns and not vcpu.upcall_mask():
+            self._preempt = True
+            self.m.pause()
+        self._check_wall()
+        return v
+
+    def on_io_in(self, port: int, size: int) -> int:
+        # A domU has no I/O port access: reads float high (Xen's guest_io_read).
+        return (1 << (8 * size)) - 1
+
+    def on_io_out(self, port: int, size: int, value: int) -> None:
+        return None
+
+    def on_resume(self) -> None:
+        """Between engine slices: fire due timers and deliver pending events."""
+        self._preempt = False
+        vcpu = self.b.vcpu
+        vcpu.fire_timers()
+        if vcpu.can_upcall():
+            self._cur_rip = self.m.reg("rip")
+            self._jump = None
+            self._upcall()
+            if self._jump is not None:
+                self.m.set_reg("rip", self._jump)
+                self._jump = None
+
+    def on_halt(self) -> None:
+        pass
+
+    def on_memory_error(self, kind: str, address: int) -> None:
+        self.m.stop(Stop("crash", f"guest {kind} of machine address {address:#x} outside "
+                         "its memory", self.m.reg("rip")))

@@ -1,0 +1,363 @@
+"""The x86-64 machine on Unicorn: RAM, registers, page walks, traps, the run loop.
+
+The machine knows nothing of Xen or KVM. It turns what Unicorn reports into
+calls on a :class:`TrapHandler` ("a syscall happened here", "vector 14 at this
+RIP") and offers the primitives a platform needs to answer them: physical and
+guest-virtual memory access, registers, CPL, TLB flushes, and a stop with a
+reason.
+
+Physical address space (machine frames): ``[0, ram_bytes)`` is guest RAM,
+``[ram_bytes, ram_bytes + extra_bytes)`` is memory the platform keeps for
+itself (shared_info, read-only M2P, descriptor tables). Both are backed by one
+host mmap so reads are slices.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+import unicorn
+from unicorn import UC_ARCH_X86, UC_MODE_64, Uc, UcError
+from unicorn import unicorn_const as ucc
+from unicorn import x86_const as x86
+
+from pvmon.engine.clock import VirtualClock
+from pvmon.engine.ucinternals import UcInternals
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+# Page-table entry bits (Intel SDM vol. 3, 4.5)
+PTE_P, PTE_RW, PTE_US, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_PS, PTE_G = (
+    1, 2, 4, 8, 16, 32, 64, 128, 256)
+PTE_NX = 1 << 63
+PTE_ADDR_MASK = 0x000F_FFFF_FFFF_F000
+
+# #PF error code bits
+PFEC_PRESENT, PFEC_WRITE, PFEC_USER, PFEC_RSVD, PFEC_INSN = 1, 2, 4, 8, 16
+
+CR0_PE, CR0_MP, CR0_TS, CR0_ET, CR0_NE, CR0_WP, CR0_PG = (
+    1, 2, 8, 16, 32, 1 << 16, 1 << 31)
+CR4_PAE, CR4_PGE, CR4_OSFXSR, CR4_OSXMMEXCPT = 1 << 5, 1 << 7, 1 << 9, 1 << 10
+MSR_EFER = 0xC0000080
+EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1, 1 << 8, 1 << 10, 1 << 11
+
+VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD",
+                7: "#NM", 8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
+                16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM"}
+# Exceptions that push an error code (SDM vol. 3, table 6-1)
+VECTORS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17})
+
+# General-purpose registers by name, for bulk access.
+GPR = {n: getattr(x86, f"UC_X86_REG_{n.upper()}") for n in (
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+    "r12", "r13", "r14", "r15", "rip", "rflags", "cs", "ss", "ds", "es", "fs", "gs",
+    "cr0", "cr2", "cr3", "cr4", "fs_base", "gs_base")}
+
+
+class GuestPageFault(Exception):
+    """A guest-virtual access the guest's page tables do not allow.
+
+    ``va``: the address; ``error_code``: the #PF error code it would raise.
+    Platforms turn this into the ABI's -EFAULT; it never leaves pvmon.
+    """
+
+    def __init__(self, va: int, error_code: int) -> None:
+        super().__init__(f"page fault at {va:#x} (error code {error_code:#x})")
+        self.va = va
+        self.error_code = error_code
+
+
+@dataclass
+class Stop:
+    """Why the run loop ended. ``kind``: "shutdown", "crash", "triple_fault",
+    "stuck", "error", "limit", "interrupted". ``detail``: a readable sentence."""
+
+    kind: str
+    detail: str = ""
+    rip: int = 0
+    code: int | None = None
+
+
+class TrapHandler(Protocol):
+    """What a platform (the dispatch layer) implements to answer traps."""
+
+    def on_syscall(self) -> None: ...
+    def on_invalid_opcode(self, rip: int) -> bool: ...
+    def on_interrupt(self, vector: int, rip: int) -> None: ...
+    def on_cpuid(self) -> None: ...
+    def on_tsc(self) -> int: ...
+    def on_io_in(self, port: int, size: int) -> int: ...
+    def on_io_out(self, port: int, size: int, value: int) -> None: ...
+    def on_resume(self) -> None: ...
+    def on_halt(self) -> None: ...
+    def on_memory_error(self, kind: str, address: int) -> None: ...
+
+
+class Machine:
+    """One vCPU, its RAM, and the Unicorn instance behind them.
+
+    ``ram_bytes``: guest RAM (bytes, multiple of 4 KiB); ``extra_bytes``:
+    platform-owned frames placed right after RAM.
+    Raises :class:`pvmon.errors.EngineError` if the pinned Unicorn does not
+    behave as measured (see :mod:`pvmon.engine.ucinternals`).
+    """
+
+    def __init__(self, ram_bytes: int, extra_bytes: int = 0,
+                 clock: VirtualClock | None = None) -> None:
+        if ram_bytes % PAGE_SIZE or extra_bytes % PAGE_SIZE:
+            raise ValueError("memory sizes must be multiples of 4 KiB")
+        self.ram_bytes = ram_bytes
+        self.extra_bytes = extra_bytes
+        self.phys_bytes = ram_bytes + extra_bytes
+        self.clock = clock or VirtualClock()
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.internals = UcInternals(self.uc)
+        self._mem = mmap.mmap(-1, self.phys_bytes)
+        self._mem_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mem))
+        self.uc.mem_map_ptr(0, self.phys_bytes, ucc.UC_PROT_ALL, self._mem_ptr)
+        self.mem = memoryview(self._mem)
+        self.handler: TrapHandler | None = None
+        self.stop_reason: Stop | None = None
+        self._hooks: list[int] = []
+        self.instructions_hint = 0
+
+    # ----------------------------------------------------------------- setup
+    def attach(self, handler: TrapHandler) -> None:
+        """Route every trap to ``handler`` (installs the Unicorn hooks)."""
+        self.handler = handler
+        uc = self.uc
+        h = handler
+        self._hooks += [
+            uc.hook_add(ucc.UC_HOOK_INSN, lambda u, d: h.on_syscall(), None, 1, 0,
+                        x86.UC_X86_INS_SYSCALL),
+            uc.hook_add(ucc.UC_HOOK_INSN, self._cpuid_cb, None, 1, 0, x86.UC_X86_INS_CPUID),
+            uc.hook_add(ucc.UC_HOOK_INSN, lambda u, p, s, d: h.on_io_in(p, s), None, 1, 0,
+                        x86.UC_X86_INS_IN),
+            uc.hook_add(ucc.UC_HOOK_INSN, lambda u, p, s, v, d: h.on_io_out(p, s, v), None, 1,
+                        0, x86.UC_X86_INS_OUT),
+            uc.hook_add(ucc.UC_HOOK_INSN_INVALID, self._invalid_cb),
+            uc.hook_add(ucc.UC_HOOK_INTR, self._intr_cb),
+            uc.hook_add(ucc.UC_HOOK_MEM_UNMAPPED | ucc.UC_HOOK_MEM_FETCH_PROT, self._unmapped_cb),
+        ]
+        self._tsc_hook = self.internals.hook_tsc(lambda u: h.on_tsc())
+        # Empty exit list: emu_start ignores `until` and never probes an address
+        # through the guest page tables when it returns (DESIGN.md, engine facts).
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
+
+    def _cpuid_cb(self, uc, data) -> int:
+        self.handler.on_cpuid()
+        return 1
+
+    def _invalid_cb(self, uc, data) -> bool:
+        return bool(self.handler.on_invalid_opcode(self.reg("rip")))
+
+    def _intr_cb(self, uc, vector, data) -> None:
+        self.handler.on_interrupt(vector, self.reg("rip"))
+
+    def _unmapped_cb(self, uc, access, address, size, value, data) -> bool:
+        kind = {ucc.UC_MEM_READ_UNMAPPED: "read", ucc.UC_MEM_WRITE_UNMAPPED: "write",
+                ucc.UC_MEM_FETCH_UNMAPPED: "fetch"}.get(access, "access")
+        self.handler.on_memory_error(kind, address)
+        return False
+
+    def setup_long_mode(self, cr3: int, gdt_base: int, gdt_limit: int) -> None:
+        """Enter 64-bit paging mode with the guest's page-table root ``cr3``
+        (a machine address) and a GDT at guest-virtual ``gdt_base``."""
+        uc = self.uc
+        uc.reg_write(x86.UC_X86_REG_CR3, cr3)
+        uc.reg_write(x86.UC_X86_REG_CR4, CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT)
+        uc.msr_write(MSR_EFER, EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE)
+        uc.reg_write(x86.UC_X86_REG_CR0, CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG)
+        uc.reg_write(x86.UC_X86_REG_GDTR, (0, gdt_base, gdt_limit, 0))
+
+    # -------------------------------------------------------------- registers
+    def reg(self, name: str) -> int:
+        """Read one register by lower-case name (``rip``, ``rax``, ``cr3``...)."""
+        return self.uc.reg_read(GPR[name])
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.uc.reg_write(GPR[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def regs(self, *names: str) -> list[int]:
+        """Read several registers in one raw batch call."""
+        return self.internals.reg_read_batch([GPR[n] for n in names])
+
+    def set_regs(self, **values: int) -> None:
+        """Write several registers in one raw batch call."""
+        names = list(values)
+        self.internals.reg_write_batch([GPR[n] for n in names],
+                                       [values[n] & 0xFFFF_FFFF_FFFF_FFFF for n in names])
+
+    def snapshot_regs(self) -> dict[str, int]:
+        """All general-purpose and control registers, for the UI and crash reports."""
+        names = list(GPR)
+        return dict(zip(names, self.regs(*names)))
+
+    @property
+    def cpl(self) -> int:
+        return self.internals.get_cpl()
+
+    def set_cpl(self, cpl: int) -> None:
+        self.internals.set_cpl(cpl)
+
+    def set_segment(self, name: str, selector: int) -> None:
+        self.uc.reg_write(GPR[name], selector)
+
+    def msr_write(self, msr: int, value: int) -> None:
+        self.uc.msr_write(msr, value)
+
+    def flush_tlb(self) -> None:
+        """Drop every cached translation (after the host edits a present PTE)."""
+        self.uc.ctl(ucc.UC_CTL_TLB_FLUSH, ucc.UC_CTL_IO_WRITE)
+
+    def write_cr3(self, cr3: int) -> None:
+        self.uc.reg_write(x86.UC_X86_REG_CR3, cr3)
+        self.flush_tlb()
+
+    # -------------------------------------------------------- physical memory
+    def valid_phys(self, pa: int, size: int = 1) -> bool:
+        return 0 <= pa and pa + size <= self.phys_bytes
+
+    def read_phys(self, pa: int, size: int) -> bytes:
+        """Read machine memory. Raises ValueError outside the machine."""
+        if not self.valid_phys(pa, size):
+            raise ValueError(f"machine address {pa:#x}+{size} outside memory")
+        return self._mem[pa:pa + size]
+
+    def write_phys(self, pa: int, data: bytes) -> None:
+        """Write machine memory through Unicorn so translated code is invalidated."""
+        if not self.valid_phys(pa, len(data)):
+            raise ValueError(f"machine address {pa:#x}+{len(data)} outside memory")
+        self.uc.mem_write(pa, bytes(data))
+
+    def write_phys_data(self, pa: int, data: bytes) -> None:
+        """Write machine memory that holds data, never code (no TB invalidation)."""
+        if not self.valid_phys(pa, len(data)):
+            raise ValueError(f"machine address {pa:#x}+{len(data)} outside memory")
+        self._mem[pa:pa + len(data)] = data
+
+    def read_u64_phys(self, pa: int) -> int:
+        return struct.unpack_from("<Q", self._mem, pa)[0]
+
+    def write_u64_phys(self, pa: int, value: int) -> None:
+        struct.pack_into("<Q", self._mem, pa, value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    # ------------------------------------------------- guest-virtual memory
+    def walk(self, va: int, *, write: bool = False, user: bool = False,
+             cr3: int | None = None) -> tuple[int, int]:
+        """Translate guest-virtual ``va`` through the page tables at ``cr3``
+        (default: the current CR3). Returns ``(machine address, pte address)``.
+        Raises :class:`GuestPageFault` with the #PF error code the access would
+        raise. 4 KiB, 2 MiB and 1 GiB pages are understood."""
+        if cr3 is None:
+            cr3 = self.uc.reg_read(x86.UC_X86_REG_CR3)
+        top = va >> 47
+        if top not in (0, 0x1FFFF):
+            raise GuestPageFault(va, (PFEC_WRITE if write else 0) | (PFEC_USER if user else 0))
+        err = (PFEC_WRITE if write else 0) | (PFEC_USER if user else 0)
+        table = cr3 & PTE_ADDR_MASK
+        mem = self._mem
+        limit = self.phys_bytes
+        for level, shift in ((4, 39), (3, 30), (2, 21), (1, 12)):
+            ea = table + ((va >> shift) & 0x1FF) * 8
+            if ea + 8 > limit:
+                raise GuestPageFault(va, err)
+            e = struct.unpack_from("<Q", mem, ea)[0]
+            if not e & PTE_P:
+                raise GuestPageFault(va, err)
+            if (write and not e & PTE_RW) or (user and not e & PTE_US):
+                raise GuestPageFault(va, err | PFEC_PRESENT)
+            if level in (3, 2) and e & PTE_PS:
+                size_mask = (1 << shift) - 1
+                return (e & PTE_ADDR_MASK & ~size_mask) | (va & size_mask), ea
+            table = e & PTE_ADDR_MASK
+        return table | (va & 0xFFF), ea
+
+    def read_virt(self, va: int, size: int, *, user: bool = False) -> bytes:
+        """Read ``size`` bytes at guest-virtual ``va`` (may cross pages).
+        Raises :class:`GuestPageFault`."""
+        out = bytearray()
+        while size > 0:
+            pa, _ = self.walk(va, user=user)
+            n = min(size, PAGE_SIZE - (va & 0xFFF))
+            if pa + n > self.phys_bytes:
+                raise GuestPageFault(va, PFEC_PRESENT)
+            out += self._mem[pa:pa + n]
+            va += n
+            size -= n
+        return bytes(out)
+
+    def write_virt(self, va: int, data: bytes, *, user: bool = False) -> None:
+        """Write ``data`` at guest-virtual ``va`` honouring write permission.
+        Checks every page first, so a fault writes nothing."""
+        chunks = []
+        off = 0
+        size = len(data)
+        while off < size:
+            pa, _ = self.walk(va + off, write=True, user=user)
+            n = min(size - off, PAGE_SIZE - ((va + off) & 0xFFF))
+            if pa + n > self.phys_bytes:
+                raise GuestPageFault(va + off, PFEC_PRESENT | PFEC_WRITE)
+            chunks.append((pa, off, n))
+            off += n
+        for pa, o, n in chunks:
+            self.uc.mem_write(pa, bytes(data[o:o + n]))
+
+    # ---------------------------------------------------------------- running
+    def stop(self, stop: Stop) -> None:
+        """End the run loop (from inside a hook: stops right after the trap)."""
+        if self.stop_reason is None:
+            self.stop_reason = stop
+        self.uc.emu_stop()
+
+    def pause(self) -> None:
+        """Return from the current ``emu_start`` without ending the run."""
+        self.uc.emu_stop()
+
+    def run(self, max_slices: int | None = None) -> Stop:
+        """Run until a platform stops the machine. Between slices the handler's
+        ``on_resume`` delivers whatever became pending (events, timers).
+        Returns the :class:`Stop`."""
+        uc = self.uc
+        slices = 0
+        while self.stop_reason is None:
+            if max_slices is not None and slices >= max_slices:
+                return Stop("limit", "slice limit reached", self.reg("rip"))
+            slices += 1
+            rip = uc.reg_read(x86.UC_X86_REG_RIP)
+            try:
+                uc.emu_start(rip, 0)
+            except UcError as exc:
+                if self.stop_reason is None:
+                    self.stop_reason = self._classify_error(exc)
+                break
+            if self.stop_reason is not None:
+                break
+            self.handler.on_resume()
+        return self.stop_reason
+
+    def _classify_error(self, exc: UcError) -> Stop:
+        rip = self.reg("rip")
+        if exc.errno == ucc.UC_ERR_EXCEPTION:
+            return Stop("triple_fault", "unhandled CPU exception (triple fault)", rip)
+        if exc.errno == ucc.UC_ERR_INSN_INVALID:
+            return Stop("crash", "invalid instruction", rip)
+        if exc.errno in (ucc.UC_ERR_READ_UNMAPPED, ucc.UC_ERR_WRITE_UNMAPPED,
+                         ucc.UC_ERR_FETCH_UNMAPPED):
+            return Stop("crash", f"access outside machine memory ({exc})", rip)
+        return Stop("crash", f"engine stopped: {exc}", rip)
+
+    def close(self) -> None:
+        try:
+            self.uc.emu_stop()
+        except UcError:
+            pass
+
+
+__all__ = ["Machine", "Stop", "GuestPageFault", "TrapHandler", "PAGE_SIZE", "unicorn"]

@@ -1,0 +1,156 @@
+"""A run of one guest on one backend: builds the machine, the domain and the
+dispatch layer, optionally records a trace, and reports how it ended.
+
+Used by ``pvmon run``, ``pvmon boot`` (the TUI) and replay.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform as host_platform
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pvmon import __version__
+from pvmon.backends.registry import get_backend
+from pvmon.backends.xen import builder
+from pvmon.dispatch.access import RecordingGuestAccess
+from pvmon.dispatch.xen import XenPvDispatch
+from pvmon.engine.machine import Machine, Stop, VECTOR_NAMES
+from pvmon.errors import GuestImageError, PvmonError
+from pvmon.guests.catalog import GuestImage
+
+DEFAULT_CMDLINE = "console=hvc0"
+MiB = 1 << 20
+
+
+def parse_memory(text: str) -> int:
+    """``256M``, ``1G``, ``524288K`` or plain bytes -> bytes (multiple of 4 KiB).
+    Raises PvmonError with a readable message."""
+    t = str(text).strip().upper().removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    num = t[:-1] if t[-1:] in "KMG" else t
+    try:
+        val = int(num) * mult
+    except ValueError:
+        raise PvmonError(f"bad memory size {text!r}: use e.g. 256M or 1G") from None
+    if val < 32 * MiB or val > 8 << 30:
+        raise PvmonError(f"memory size {text!r} out of range (32M to 8G)")
+    return val & ~0xFFF
+
+
+@dataclass
+class RunResult:
+    """How a run ended. ``exit_kind``: shutdown | crash | triple_fault | stuck |
+    limit | error; ``vtime_ns``: virtual time at the end (ns); ``wall_s``: host
+    seconds; ``hypercalls``: counts by name; ``faults``: counts by vector name."""
+
+    exit_kind: str
+    detail: str
+    rip: int
+    symbol: str
+    shutdown_reason: int | None
+    vtime_ns: int
+    wall_s: float
+    hypercalls: Counter
+    faults: Counter
+    upcalls: int
+    unsupported: dict
+    events: int
+    console: bytes = b""
+    trace_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return self.exit_kind == "shutdown" and self.shutdown_reason in (0, 1)
+
+
+class Session:
+    """One guest on one backend. ``record``: path of a .pvt trace to write."""
+
+    def __init__(self, guest: GuestImage, *, memory: int = 256 * MiB,
+                 cmdline: str = DEFAULT_CMDLINE, backend: str = "xen-4.17",
+                 record: str | Path | None = None, initrd: bytes | None = None,
+                 keep_console: bool = True) -> None:
+        self.guest = guest
+        self.memory = memory
+        self.cmdline = cmdline
+        self.backend_name = backend
+        self.backend = get_backend(backend)
+        try:
+            data = Path(guest.vmlinux).read_bytes()
+        except OSError as exc:
+            raise GuestImageError(f"cannot read guest image {guest.vmlinux}: "
+                                  f"{exc.strerror}") from None
+        self.kernel = builder.parse_kernel(data, Path(guest.vmlinux))
+        self.machine = Machine(memory, builder.extra_bytes_for(memory))
+        self.layout = builder.build(self.machine, self.kernel, cmdline, initrd)
+        self.backend.hypercall_page = self.kernel.hypercall_page
+        self.trace_path = Path(record) if record else None
+        self.writer = None
+        self.access = RecordingGuestAccess(self.machine, record=self.trace_path is not None)
+        self.dispatch = XenPvDispatch(self.machine, self.backend, self.access, None)
+        self.backend.attach(self.machine, self.layout, self.access, self.dispatch, memory,
+                            guest.name)
+        self.machine.attach(self.dispatch)
+        self.console = bytearray()
+        if keep_console:
+            self.dispatch.console_listeners.append(lambda ch, d: self.console.extend(d))
+        if self.trace_path is not None:
+            from pvmon.trace.writer import TraceWriter
+            self.writer = TraceWriter(self.trace_path, self.header())
+            self.dispatch.record = self.writer.append
+
+    def header(self) -> dict:
+        g = self.guest
+        return {
+            "format": "pvmon-trace", "version": 1, "pvmon": __version__,
+            "guest": {"name": g.name, "kind": g.kind, "package": g.package,
+                      "version": g.version, "release": g.release, "sha256": g.sha256,
+                      "mechanism": self.kernel.mechanism},
+            "backend": {"name": self.backend.name, "abi": self.backend.abi,
+                        "version": self.backend.version},
+            "machine": {"memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
+                        "cpuid_policy": "xen-pv-v1", "tsc_khz": self.machine.clock.tsc_khz},
+            "vtime_base_ns": 0, "tsc_khz": self.machine.clock.tsc_khz,
+            "host": host_platform.node(),
+            "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        }
+
+    def on_console(self, fn: Callable[[str, bytes], None]) -> None:
+        self.dispatch.console_listeners.append(fn)
+
+    def run(self, timeout: float | None = None) -> RunResult:
+        """Run to the end. ``timeout``: wall seconds before stopping with
+        exit kind "limit" (the event stream up to that point is unaffected)."""
+        t0 = time.monotonic()
+        if timeout:
+            self.dispatch.deadline_wall = t0 + timeout
+        try:
+            stop = self.machine.run()
+        except KeyboardInterrupt:
+            stop = Stop("interrupted", "interrupted by the user", self.machine.reg("rip"))
+        finally:
+            wall = time.monotonic() - t0
+        if self.writer is not None:
+            self.dispatch._emit({"k": "exit", "reason": stop.kind, "rip": stop.rip,
+                                 "detail": stop.detail})
+            self.writer.close()
+        return self._result(stop, wall)
+
+    def _result(self, stop: Stop, wall: float) -> RunResult:
+        sym = ""
+        try:
+            sym = self.guest.symbols().format(stop.rip)
+        except Exception:  # symbols are a nicety for the report; never fail on them
+            sym = f"{stop.rip:#x}"
+        d = self.dispatch
+        faults = Counter({VECTOR_NAMES.get(v, f"vector {v}"): n for v, n in d.faults.items()})
+        return RunResult(stop.kind, stop.detail, stop.rip, sym, stop.code,
+                         self.machine.clock.now_ns, wall, d.hypercalls, faults, d.upcalls,
+                         dict(self.backend.unsupported), d.seq, bytes(self.console),
+                         self.trace_path)
