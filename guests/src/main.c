@@ -91,9 +91,9 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     p2m = (unsigned long *)si->mfn_list;
     boot_rsp = rsp;
 
-    printk("pvtest: pvtest-v%d booting (Xen x86-64 PV reference guest, "
-           "hypercalls via %s%s)\n", PVTEST_VERSION, hypercall_mechanism,
-           FAIL_CHECK ? ", FAIL_CHECK build" : "");
+    printk("pvtest: pvtest-v%d%s booting (Xen x86-64 PV reference guest, "
+           "hypercalls via %s)\n", PVTEST_VERSION, FAIL_CHECK ? "-fail" : "",
+           hypercall_mechanism);
     long trap_rc = install_trap_table();
     checks_boot(trap_rc);
     checks_cpu();
