@@ -23,7 +23,7 @@ from pvmon.engine.machine import Machine, Stop, VECTOR_NAMES
 from pvmon.errors import GuestImageError, PvmonError
 from pvmon.guests.catalog import GuestImage
 
-DEFAULT_CMDLINE = "console=hvc0"
+DEFAULT_CMDLINE = "console=hvc0 earlyprintk=xen"
 MiB = 1 << 20
 
 

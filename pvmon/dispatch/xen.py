@@ -41,6 +41,8 @@ class XenPvDispatch:
         self.hypercalls: Counter = Counter()
         self.faults: Counter = Counter()
         self.upcalls = 0
+        self.ptwr_emulations = 0
+        self._ptwr_restore = (0, 0)
         self.console_listeners: list[Callable[[str, bytes], None]] = []
         self.call_listeners: list[Callable[[dict], None]] = []
         self._cur_rip = 0
@@ -181,6 +183,8 @@ class XenPvDispatch:
         if vector == 8:
             self.m.stop(Stop("triple_fault", "double fault", rip))
             return
+        if vector == 14 and err is not None and err & 7 == 3 and self._ptwr(cr2):
+            return
         self._cur_rip = rip
         self._jump = None
         self.b.vcpu.deliver_trap(vector, err, cr2, rip)
@@ -188,6 +192,31 @@ class XenPvDispatch:
             m.set_reg("rip", self._jump)
             self._jump = None
         self._check_wall()
+
+    def _ptwr(self, va: int) -> bool:
+        """Writable page tables: a kernel-mode write to a read-only mapping of a
+        page-table frame is carried out on the guest's behalf, as Xen's ptwr
+        emulation does (xen/arch/x86/pv/ro-page-fault.c). The mapping is made
+        writable for exactly one instruction, then read-only again."""
+        m = self.m
+        try:
+            pa, pte_ma = m.walk(va)
+        except Exception:
+            return False
+        if (pa >> 12) not in self.b.pinned:
+            return False
+        pte = m.read_u64_phys(pte_ma)
+        m.write_u64_phys(pte_ma, pte | 2)
+        m.flush_tlb()
+        self._ptwr_restore = (pte_ma, pte)
+        self.ptwr_emulations += 1
+        m.request_step()
+        return True
+
+    def after_step(self) -> None:
+        pte_ma, pte = self._ptwr_restore
+        self.m.write_u64_phys(pte_ma, pte)
+        self.m.flush_tlb()
 
     def on_invalid_opcode(self, rip: int) -> bool:
         m = self.m

@@ -94,6 +94,7 @@ class TrapHandler(Protocol):
     def on_io_in(self, port: int, size: int) -> int: ...
     def on_io_out(self, port: int, size: int, value: int) -> None: ...
     def on_resume(self) -> None: ...
+    def after_step(self) -> None: ...
     def on_halt(self) -> None: ...
     def on_memory_error(self, kind: str, address: int) -> None: ...
 
@@ -124,7 +125,7 @@ class Machine:
         self.handler: TrapHandler | None = None
         self.stop_reason: Stop | None = None
         self._hooks: list[int] = []
-        self.instructions_hint = 0
+        self.step_pending = False
 
     # ----------------------------------------------------------------- setup
     def attach(self, handler: TrapHandler) -> None:
@@ -316,6 +317,12 @@ class Machine:
             self.stop_reason = stop
         self.uc.emu_stop()
 
+    def request_step(self) -> None:
+        """Stop now and execute exactly one instruction before the next
+        ``on_resume``; the handler's ``after_step`` runs right after it."""
+        self.step_pending = True
+        self.uc.emu_stop()
+
     def pause(self) -> None:
         """Return from the current ``emu_start`` without ending the run."""
         self.uc.emu_stop()
@@ -332,6 +339,12 @@ class Machine:
             slices += 1
             rip = uc.reg_read(x86.UC_X86_REG_RIP)
             try:
+                if self.step_pending:
+                    # One instruction, then hand back (count= is exact: DESIGN.md).
+                    self.step_pending = False
+                    uc.emu_start(rip, 0, count=1)
+                    self.handler.after_step()
+                    continue
                 uc.emu_start(rip, 0)
             except UcError as exc:
                 if self.stop_reason is None:

@@ -97,6 +97,8 @@ class XenBackend(Backend):
             "<IIII", 2, WALLCLOCK_EPOCH & 0xFFFFFFFF, 0, WALLCLOCK_EPOCH >> 32))
         machine.write_u64_phys(si + abi.SHARED_INFO["max_pfn"], layout.nr_pages)
         self.vcpu.init_time()
+        # Xen creates every vCPU with event delivery masked (evtchn_upcall_mask = 1).
+        self.vcpu.set_upcall_mask(1)
 
     def _xenstore_kick(self) -> None:
         if self.xenstore.process():
