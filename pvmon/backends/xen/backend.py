@@ -273,6 +273,9 @@ class XenBackend(Backend):
                 if not self._valid_mfn(mfn) or (val & PTE_P and not self._valid_pte(val)):
                     rc = -E.EINVAL
                     break
+                if self.pinned.get(mfn) == 1 and self._writable_pt_mapping(val):
+                    rc = -E.EBUSY
+                    break
                 if self.pinned.get(mfn) == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
                     rc = -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
                     break
@@ -300,6 +303,11 @@ class XenBackend(Backend):
         if done_ptr:
             self._write(done_ptr, struct.pack("<I", done))
         return rc
+
+    def _writable_pt_mapping(self, val: int) -> bool:
+        """A leaf PTE that would map a pinned page-table frame writable: Xen
+        refuses it (get_page_from_l1e cannot take a writable type ref)."""
+        return bool(val & PTE_P and val & 2 and ((val & PTE_ADDR_MASK) >> 12) in self.pinned)
 
     def _valid_pte(self, val: int) -> bool:
         mfn = (val & PTE_ADDR_MASK) >> 12
@@ -385,12 +393,14 @@ class XenBackend(Backend):
             return 0
         if cmd in (19, 20):
             return -E.EOPNOTSUPP
-        return -E.EINVAL
+        return -E.ENOSYS   # xen/arch/x86/mm.c do_mmuext_op: default: rc = -ENOSYS
 
     def hc_update_va_mapping(self, va, val, flags, *_):
         self.op = {"va": va, "val": val, "flags": flags}
         if val & PTE_P and not self._valid_pte(val):
             return -E.EINVAL
+        if self._writable_pt_mapping(val):
+            return -E.EBUSY
         try:
             _, pte_ma = self.m.walk(va)
         except Exception:
@@ -661,11 +671,15 @@ class XenBackend(Backend):
         if cmd == 6:
             idx = self._u32(arg)
             self.op["submap_idx"] = idx
+            if idx != 0:
+                return -E.EINVAL   # one submap only (xen/common/kernel.c)
             bits = 0
-            if idx == 0:
-                for f in ("writable_descriptor_tables", "pae_pgdir_above_4gb",
-                          "mmu_pt_update_preserve_ad", "gnttab_map_avail_bits"):
-                    bits |= 1 << abi.XENFEAT[f]
+            # What Xen 4.17 reports to a 64-bit PV domU (xen/common/kernel.c).
+            for f in ("mmu_pt_update_preserve_ad", "highmem_assist", "gnttab_map_avail_bits",
+                      "memory_op_vnode_supported", "not_direct_mapped"):
+                bits |= 1 << abi.XENFEAT[f]
+            if self.vm_assist & (1 << 3):   # VMASST_TYPE_pae_extended_cr3
+                bits |= 1 << abi.XENFEAT["pae_pgdir_above_4gb"]
             self._write(arg + 4, struct.pack("<I", bits))
             return 0
         if cmd == 7:
