@@ -1,0 +1,252 @@
+"""Boot benchmark: Debian PV kernels to the VFS panic, pvmon vs QEMU TCG.
+
+For each kernel (default debian-6.12 and debian-6.1), boots it --runs times
+under pvmon and under QEMU's TCG (pure emulation, no KVM), each run in a fresh
+process, up to "Kernel panic - not syncing: VFS: Unable to mount root fs"
+(no root device and no initrd are given, so that is where every boot ends).
+
+- pvmon: a fresh `python -c` process per run builds `Session(img)` and calls
+  `run()`; the time reported is that of `Session(...)` + `run()` (so Python
+  start-up and imports are left out; the whole process time is kept in the
+  per-run details). The console must contain the VFS panic line.
+- QEMU: `qemu-system-x86_64 -accel tcg -m 256 -display none -monitor none
+  -no-reboot -serial file:LOG -kernel VMLINUZ -append "console=ttyS0 panic=-1"`,
+  timed from spawn to exit (panic=-1 reboots at once, -no-reboot makes QEMU
+  exit then). LOG must contain the VFS panic line. When qemu-system-x86_64 is
+  missing, Debian's qemu-system-x86 package is installed with apt-get.
+
+Prints a table of medians (kernel, pvmon s, QEMU s, pvmon/QEMU) and every run's
+times; `--json` prints one JSON document instead. The kernels must be cached
+(`pvmon guests fetch debian-6.1 debian-6.12`).
+
+Run: python bench/bench_boot.py [--kernels debian-6.12,debian-6.1] [--runs 3]
+                                [--timeout 600] [--no-qemu] [--json]
+Exit status: 0 when every run reached the panic, 1 when a run failed, 2 on a
+setup error (kernel not cached, QEMU unavailable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PANIC = b"VFS: Unable to mount root fs"
+DEFAULT_KERNELS = ("debian-6.12", "debian-6.1")
+REPO = Path(__file__).resolve().parent.parent
+
+# Runs in a fresh interpreter per boot; prints one JSON line on stdout.
+PVMON_SNIPPET = r"""
+import json, sys, time
+from pvmon.guests.catalog import resolve
+from pvmon.session import Session
+img = resolve(sys.argv[1])
+t0 = time.perf_counter()
+s = Session(img)
+r = s.run()
+wall = time.perf_counter() - t0
+needle = sys.argv[2].encode()
+tail = r.console[-2000:].decode("utf-8", "replace")
+print(json.dumps({"wall_s": wall, "exit_kind": r.exit_kind, "detail": r.detail,
+                  "panic": needle in r.console, "console_bytes": len(r.console),
+                  "tail": tail}))
+"""
+
+
+class BenchError(Exception):
+    """A setup problem that stops the benchmark (exit status 2)."""
+
+
+def resolve_kernel(name: str):
+    from pvmon.errors import PvmonError
+    from pvmon.guests.catalog import resolve
+    try:
+        img = resolve(name)
+    except PvmonError as exc:  # GuestNotFound etc. carry a readable message
+        raise BenchError(f"cannot resolve guest {name!r}: {exc}") from None
+    for attr in ("vmlinuz", "vmlinux"):
+        p = getattr(img, attr, None)
+        if not p or not Path(p).is_file():
+            raise BenchError(f"{name}: {attr} not found ({p}); fetch it with "
+                             f"`pvmon guests fetch {name}`")
+    return img
+
+
+def ensure_qemu(log) -> str:
+    exe = shutil.which("qemu-system-x86_64")
+    if exe:
+        return exe
+    log("qemu-system-x86_64 not found: installing Debian's qemu-system-x86 "
+        "(apt-get install -y qemu-system-x86) ...")
+    if not shutil.which("apt-get"):
+        raise BenchError("qemu-system-x86_64 is missing and apt-get is not available; "
+                         "install QEMU or pass --no-qemu")
+    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else [])
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = prefix + ["apt-get", "install", "-y", "--no-install-recommends", "qemu-system-x86"]
+
+    def attempt(cmd) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, check=False)
+
+    res = attempt(install)
+    if res.returncode != 0:
+        log("apt-get install failed; running apt-get update and retrying ...")
+        upd = attempt(prefix + ["apt-get", "update"])
+        if upd.returncode != 0:
+            raise BenchError("apt-get update failed:\n" + upd.stdout[-2000:])
+        res = attempt(install)
+    if res.returncode != 0:
+        raise BenchError("apt-get install qemu-system-x86 failed:\n" + res.stdout[-2000:])
+    exe = shutil.which("qemu-system-x86_64")
+    if not exe:
+        raise BenchError("qemu-system-x86 installed but qemu-system-x86_64 is not on PATH")
+    log(f"installed {exe}")
+    return exe
+
+
+def run_pvmon(name: str, timeout: float) -> dict:
+    cmd = [sys.executable, "-c", PVMON_SNIPPET, name, PANIC.decode()]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    t0 = time.perf_counter()
+    try:
+        res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"pvmon run did not finish within {timeout:g} s"}
+    process_s = time.perf_counter() - t0
+    lines = res.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        err = (res.stderr or res.stdout).strip()[-1500:]
+        return {"ok": False, "process_s": process_s,
+                "error": f"pvmon process exited {res.returncode} without a result:\n{err}"}
+    run = {"ok": bool(out["panic"]), "wall_s": out["wall_s"], "process_s": process_s,
+           "exit_kind": out["exit_kind"], "console_bytes": out["console_bytes"]}
+    if not out["panic"]:
+        run["error"] = (f"console lacks the VFS panic line (exit {out['exit_kind']}: "
+                        f"{out['detail']}); console tail:\n{out['tail'][-800:]}")
+    return run
+
+
+def run_qemu(exe: str, vmlinuz: str, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pvmon-bench-qemu-") as tmp:
+        log_path = Path(tmp) / "serial.log"
+        cmd = [exe, "-accel", "tcg", "-m", "256", "-display", "none", "-monitor", "none",
+               "-no-reboot", "-serial", f"file:{log_path}", "-kernel", vmlinuz,
+               "-append", "console=ttyS0 panic=-1"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return {"ok": False, "error": f"QEMU did not exit within {timeout:g} s"}
+        wall = time.perf_counter() - t0
+        log = log_path.read_bytes() if log_path.exists() else b""
+    run = {"ok": PANIC in log, "wall_s": wall, "returncode": proc.returncode,
+           "serial_bytes": len(log)}
+    if not run["ok"]:
+        msg = out.decode("utf-8", "replace").strip()[-800:]
+        tail = log[-800:].decode("utf-8", "replace")
+        run["error"] = (f"serial log lacks the VFS panic line (QEMU exit {proc.returncode})"
+                        + (f"\nQEMU said: {msg}" if msg else "")
+                        + f"\nserial tail:\n{tail}")
+    return run
+
+
+def median_of(runs: list[dict]) -> float | None:
+    times = [r["wall_s"] for r in runs if r.get("ok")]
+    return statistics.median(times) if times else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernels", default=",".join(DEFAULT_KERNELS),
+                    help="comma-separated guest names (default: %(default)s)")
+    ap.add_argument("--runs", type=int, default=3, help="boots per kernel and engine")
+    ap.add_argument("--timeout", type=float, default=600.0,
+                    help="seconds before a single boot is abandoned")
+    ap.add_argument("--no-qemu", action="store_true", help="skip the QEMU TCG comparison")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    if not kernels:
+        ap.error("--kernels names no kernel")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    sys.path.insert(0, str(REPO))
+    try:
+        images = {k: resolve_kernel(k) for k in kernels}
+        qemu = None if args.no_qemu else ensure_qemu(log)
+    except BenchError as exc:
+        log(f"bench_boot: error: {exc}")
+        return 2
+    qemu_version = None
+    if qemu:
+        v = subprocess.run([qemu, "--version"], capture_output=True, text=True,
+                           check=False)
+        qemu_version = v.stdout.splitlines()[0] if v.stdout else None
+
+    results = []
+    for name in kernels:
+        img = images[name]
+        entry = {"kernel": name, "version": getattr(img, "version", None),
+                 "pvmon": [], "qemu": []}
+        for i in range(args.runs):
+            log(f"{name}: pvmon run {i + 1}/{args.runs} ...")
+            r = run_pvmon(name, args.timeout)
+            entry["pvmon"].append(r)
+            log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
+        if qemu:
+            for i in range(args.runs):
+                log(f"{name}: QEMU TCG run {i + 1}/{args.runs} ...")
+                r = run_qemu(qemu, str(img.vmlinuz), args.timeout)
+                entry["qemu"].append(r)
+                log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
+        entry["pvmon_median_s"] = median_of(entry["pvmon"])
+        entry["qemu_median_s"] = median_of(entry["qemu"]) if qemu else None
+        p, q = entry["pvmon_median_s"], entry["qemu_median_s"]
+        entry["ratio"] = p / q if p is not None and q else None
+        results.append(entry)
+
+    failed = sum(not r["ok"] for e in results for r in e["pvmon"] + e["qemu"])
+    if args.json:
+        print(json.dumps({"runs": args.runs, "qemu": qemu_version, "failed_runs": failed,
+                          "host_cpus": os.cpu_count(), "results": results}, indent=2))
+    else:
+        def cell(x, spec="8.2f"):
+            return format(x, spec) if x is not None else format("-", ">" + spec.split(".")[0])
+
+        def times(runs):
+            return " ".join(f"{r['wall_s']:.2f}" if r["ok"] else "FAIL" for r in runs) or "-"
+
+        print(f"boot to VFS panic, {args.runs} run(s) each; medians in seconds"
+              + (f"; {qemu_version}" if qemu_version else ""))
+        print(f"{'kernel':<14} {'pvmon':>8} {'QEMU':>8} {'pvmon/QEMU':>10}   "
+              f"{'pvmon runs':<24} QEMU runs")
+        for e in results:
+            print(f"{e['kernel']:<14} {cell(e['pvmon_median_s'])} {cell(e['qemu_median_s'])} "
+                  f"{cell(e['ratio'], '10.2f')}   {times(e['pvmon']):<24} {times(e['qemu'])}")
+        if failed:
+            print(f"{failed} run(s) failed; see the messages above")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
