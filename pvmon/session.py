@@ -51,7 +51,7 @@ class RunResult:
     exit_kind: str
     detail: str
     rip: int
-    symbol: str
+    symbolize: Callable[[int], str]
     shutdown_reason: int | None
     vtime_ns: int
     wall_s: float
@@ -63,6 +63,14 @@ class RunResult:
     console: bytes = b""
     trace_path: Path | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def symbol(self) -> str:
+        """``name+0xoff`` of the final RIP (symbols load on first use)."""
+        try:
+            return self.symbolize(self.rip)
+        except Exception:  # symbols are a nicety for reports; never fail on them
+            return f"{self.rip:#x}"
 
     @property
     def clean(self) -> bool:
@@ -143,14 +151,10 @@ class Session:
         return self._result(stop, wall)
 
     def _result(self, stop: Stop, wall: float) -> RunResult:
-        sym = ""
-        try:
-            sym = self.guest.symbols().format(stop.rip)
-        except Exception:  # symbols are a nicety for the report; never fail on them
-            sym = f"{stop.rip:#x}"
         d = self.dispatch
         faults = Counter({VECTOR_NAMES.get(v, f"vector {v}"): n for v, n in d.faults.items()})
-        return RunResult(stop.kind, stop.detail, stop.rip, sym, stop.code,
+        return RunResult(stop.kind, stop.detail, stop.rip,
+                         lambda rip: self.guest.symbols().format(rip), stop.code,
                          self.machine.clock.now_ns, wall, d.hypercalls, faults, d.upcalls,
                          dict(self.backend.unsupported), d.seq, bytes(self.console),
                          self.trace_path)

@@ -143,8 +143,11 @@ class Machine:
                         0, x86.UC_X86_INS_OUT),
             uc.hook_add(ucc.UC_HOOK_INSN_INVALID, self._invalid_cb),
             uc.hook_add(ucc.UC_HOOK_INTR, self._intr_cb),
-            uc.hook_add(ucc.UC_HOOK_MEM_UNMAPPED | ucc.UC_HOOK_MEM_FETCH_PROT, self._unmapped_cb),
         ]
+        # No memory hooks: even an UNMAPPED/FETCH_PROT hook slows every guest load
+        # and store (measured: 11.6 s -> 7.7 s for the Debian 6.12 boot). An access
+        # outside machine memory ends emu_start with UC_ERR_*_UNMAPPED instead,
+        # which _classify_error reports as a guest crash.
         self._tsc_hook = self.internals.hook_tsc(lambda u: h.on_tsc())
         # Empty exit list: emu_start ignores `until` and never probes an address
         # through the guest page tables when it returns (DESIGN.md, engine facts).
@@ -179,11 +182,12 @@ class Machine:
 
     # -------------------------------------------------------------- registers
     def reg(self, name: str) -> int:
-        """Read one register by lower-case name (``rip``, ``rax``, ``cr3``...)."""
-        return self.uc.reg_read(GPR[name])
+        """Read one register by lower-case name (``rip``, ``rax``, ``cr3``...)
+        through the raw batch call (about 3x cheaper than the binding's)."""
+        return self.internals.reg_read_batch([GPR[name]])[0]
 
     def set_reg(self, name: str, value: int) -> None:
-        self.uc.reg_write(GPR[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+        self.internals.reg_write_batch([GPR[name]], [value & 0xFFFF_FFFF_FFFF_FFFF])
 
     def regs(self, *names: str) -> list[int]:
         """Read several registers in one raw batch call."""
@@ -257,7 +261,7 @@ class Machine:
         Raises :class:`GuestPageFault` with the #PF error code the access would
         raise. 4 KiB, 2 MiB and 1 GiB pages are understood."""
         if cr3 is None:
-            cr3 = self.uc.reg_read(x86.UC_X86_REG_CR3)
+            cr3 = self.reg("cr3")
         top = va >> 47
         if top not in (0, 0x1FFFF):
             raise GuestPageFault(va, (PFEC_WRITE if write else 0) | (PFEC_USER if user else 0))

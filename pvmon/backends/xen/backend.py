@@ -261,7 +261,6 @@ class XenBackend(Backend):
         data = self._read(reqs, 16 * count) if count else b""
         rc = 0
         done = 0
-        flush = False
         cmds = {}
         for i in range(count):
             ptr, val = struct.unpack_from("<QQ", data, i * 16)
@@ -279,10 +278,9 @@ class XenBackend(Backend):
                 if self.pinned.get(mfn) == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
                     rc = -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
                     break
-                old = self.m.read_u64_phys(ma)
+                # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
+                # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
                 self.guest.write_machine(ma, struct.pack("<Q", val))
-                if old & PTE_P:
-                    flush = True
             elif cmd == E.MMU_MACHPHYS_UPDATE:
                 mfn = ptr >> 12
                 if not self._valid_mfn(mfn):
@@ -293,8 +291,6 @@ class XenBackend(Backend):
                 rc = -E.ENOSYS
                 break
             done += 1
-        if flush:
-            self.m.flush_tlb()
         self.op = {"count": count, "done": done,
                    "cmds": {abi.MMU_CMDS.get(k, k): v for k, v in cmds.items()}}
         if count == 1 and data:
@@ -408,7 +404,7 @@ class XenBackend(Backend):
             if pte_ma is None:
                 return -E.EINVAL
         self.guest.write_machine(pte_ma, struct.pack("<Q", val))
-        if flags & E.UVMF_FLUSHTYPE_MASK or True:
+        if flags & E.UVMF_FLUSHTYPE_MASK:   # UVMF_INVLPG or UVMF_TLB_FLUSH: xen.h
             self.m.flush_tlb()
         return 0
 
