@@ -67,6 +67,36 @@ def _print_summary(res) -> None:
         con.print(f"[bold]trace:[/bold] {res.trace_path} ({res.events} events)")
 
 
+_RUN_OPTIONS = [
+    click.argument("guest", required=False),
+    click.option("--cmdline", default=None, help="Guest kernel command line."),
+    click.option("--memory", default="256M", show_default=True,
+                 help="Guest memory (e.g. 256M, 1G)."),
+    click.option("--backend", default="xen-4.17", show_default=True,
+                 help="Hypervisor backend."),
+    click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
+                 help="Write a .pvt trace of the run."),
+    click.option("--timeout", default=None, type=float,
+                 help="Stop after this many wall seconds."),
+]
+
+
+def _run_options(fn):
+    for opt in reversed(_RUN_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+@cli.command()
+@_run_options
+def boot(guest, cmdline, memory, backend, record, timeout) -> None:
+    """Boot GUEST (default: the built-in pvtest-v2) and watch it.
+
+    The live Textual view is not built yet; until it lands this streams the
+    console and prints the summary exactly like `pvmon run`."""
+    _run(guest, cmdline, memory, backend, record, timeout, quiet=False)
+
+
 @cli.command()
 @click.argument("guest", required=False)
 @click.option("--cmdline", default=None, help="Guest kernel command line.")
@@ -80,6 +110,10 @@ def run(guest, cmdline, memory, backend, record, timeout, quiet) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang, 2 pvmon error."""
+    _run(guest, cmdline, memory, backend, record, timeout, quiet)
+
+
+def _run(guest, cmdline, memory, backend, record, timeout, quiet) -> None:
     from pvmon.guests.catalog import resolve
     from pvmon.session import DEFAULT_CMDLINE, Session, parse_memory
 
