@@ -10,16 +10,16 @@ import datetime
 import platform as host_platform
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pvmon import __version__
 from pvmon.backends.registry import get_backend
 from pvmon.backends.xen import builder
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.xen import XenPvDispatch
-from pvmon.engine.machine import Machine, Stop, VECTOR_NAMES
+from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
 from pvmon.errors import GuestImageError, PvmonError
 from pvmon.guests.catalog import GuestImage
 
@@ -126,7 +126,7 @@ class Session:
                         "cpuid_policy": "xen-pv-v1", "tsc_khz": self.machine.clock.tsc_khz},
             "vtime_base_ns": 0, "tsc_khz": self.machine.clock.tsc_khz,
             "host": host_platform.node(),
-            "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(),
         }
 
     def on_console(self, fn: Callable[[str, bytes], None]) -> None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
 from pvmon.dispatch.access import RecordingGuestAccess
-from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, Machine, Stop
+from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
 
 XEN_CPUID_PREFIX = b"\x0f\x0bxen\x0f\xa2"
-SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v  # noqa: E731
+SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v
 U64 = (1 << 64) - 1
 
 
@@ -201,7 +201,7 @@ class XenPvDispatch:
         m = self.m
         try:
             pa, pte_ma = m.walk(va)
-        except Exception:
+        except GuestPageFault:
             return False
         if (pa >> 12) not in self.b.pinned:
             return False
@@ -222,7 +222,7 @@ class XenPvDispatch:
         m = self.m
         try:
             code = m.read_virt(rip, 7, user=self.b.vcpu.user_mode)
-        except Exception:
+        except GuestPageFault:
             code = b""
         if code == XEN_CPUID_PREFIX:
             self._cpuid(rip)

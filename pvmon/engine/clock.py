@@ -42,8 +42,7 @@ class VirtualClock:
 
     def advance_to(self, t_ns: int) -> int:
         """Move virtual time forward to ``t_ns`` if that is in the future."""
-        if t_ns > self.now_ns:
-            self.now_ns = t_ns
+        self.now_ns = max(self.now_ns, t_ns)
         return self.now_ns
 
     def tsc_at(self, t_ns: int) -> int:

@@ -377,4 +377,4 @@ class Machine:
             pass
 
 
-__all__ = ["Machine", "Stop", "GuestPageFault", "TrapHandler", "PAGE_SIZE", "unicorn"]
+__all__ = ["PAGE_SIZE", "GuestPageFault", "Machine", "Stop", "TrapHandler", "unicorn"]

@@ -14,17 +14,17 @@ The vCPU side of PV (bounce frames, iret, kernel/user mode, upcalls) is in
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from pvmon.backends.base import Backend, GuestFault
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.builder import Layout
 from pvmon.backends.xen.console import ConsoleRing
 from pvmon.backends.xen.events import EventChannels, Port
+from pvmon.backends.xen.vcpu import PvVcpu
 from pvmon.backends.xen.versions import VERSIONS, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
-from pvmon.backends.xen.vcpu import PvVcpu
-from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, Machine, Stop
+from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, GuestPageFault, Machine, Stop
 
 E = abi
 U64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -399,7 +399,7 @@ class XenBackend(Backend):
             return -E.EBUSY
         try:
             _, pte_ma = self.m.walk(va)
-        except Exception:
+        except GuestPageFault:
             pte_ma = self._l1_slot(va)
             if pte_ma is None:
                 return -E.EINVAL
@@ -842,4 +842,4 @@ class XenBackend(Backend):
         return self.m.stop_reason
 
 
-__all__ = ["XenBackend", "_s64", "U64"]
+__all__ = ["U64", "XenBackend", "_s64"]

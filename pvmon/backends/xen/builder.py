@@ -23,12 +23,11 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elftools.elf.elffile import ELFFile
 from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
 
 from pvmon.backends.xen import abi
-from pvmon.engine.machine import (PAGE_SIZE, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_RW, PTE_US,
-                                  Machine)
+from pvmon.engine.machine import PAGE_SIZE, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_RW, PTE_US, Machine
 from pvmon.errors import GuestImageError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -175,7 +174,7 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     ram = machine.ram_bytes
     nr_pages = ram // PAGE_SIZE
     vb = kernel.virt_base
-    pages = lambda n: -(-n // PAGE_SIZE)  # noqa: E731
+    pages = lambda n: -(-n // PAGE_SIZE)
 
     kend = 0
     for paddr, _vaddr, data, memsz in kernel.segments:
@@ -250,7 +249,7 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     l4, l3, l2 = (pt_pfn + i for i in range(3))
     l1_first = pt_pfn + 3
     pt_lo, pt_hi = pt_pfn, pt_pfn + n_pt
-    page = lambda p: p * PAGE_SIZE  # noqa: E731
+    page = lambda p: p * PAGE_SIZE
     l1 = bytearray(n_pt * PAGE_SIZE)
     for p in range(mapped_pages):
         flags = PTE_P | PTE_US | PTE_A
@@ -271,7 +270,7 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     flags = 0
     if initrd and kernel.notes.get("MOD_START_PFN"):
         flags |= abi.SIF_MOD_START_PFN
-    va = lambda p: vb + page(p)  # noqa: E731
+    va = lambda p: vb + page(p)
     for name, val in (("nr_pages", nr_pages), ("shared_info", si_ma), ("store_mfn", store_pfn),
                       ("console_mfn", cons_pfn), ("pt_base", va(pt_pfn)),
                       ("nr_pt_frames", n_pt), ("mfn_list", va(p2m_pfn)),

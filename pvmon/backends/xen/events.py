@@ -10,8 +10,8 @@ vCPU's business.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from pvmon.backends.xen import abi
 

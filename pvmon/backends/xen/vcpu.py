@@ -24,8 +24,17 @@ import struct
 
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
-from pvmon.engine.machine import (CR0_TS, PAGE_SIZE, PTE_A, PTE_P, PTE_RW, PTE_US,
-                                  GuestPageFault, Machine, Stop)
+from pvmon.engine.machine import (
+    CR0_TS,
+    PAGE_SIZE,
+    PTE_A,
+    PTE_P,
+    PTE_RW,
+    PTE_US,
+    GuestPageFault,
+    Machine,
+    Stop,
+)
 
 E = abi
 RFLAGS_IF = 1 << 9
