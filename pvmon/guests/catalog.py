@@ -19,7 +19,6 @@ built-in images; GuestImageError for malformed files.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +70,7 @@ def known_names() -> list[str]:
     return [*BUILTIN, *DEBIAN]
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256_file = debian._sha256
 
 
 def _is_symbol_map(path: Path) -> bool:
