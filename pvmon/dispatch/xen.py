@@ -275,10 +275,3 @@ class XenPvDispatch:
             if self._jump is not None:
                 self.m.set_reg("rip", self._jump)
                 self._jump = None
-
-    def on_halt(self) -> None:
-        pass
-
-    def on_memory_error(self, kind: str, address: int) -> None:
-        self.m.stop(Stop("crash", f"guest {kind} of machine address {address:#x} outside "
-                         "its memory", self.m.reg("rip")))

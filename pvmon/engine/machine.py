@@ -95,8 +95,6 @@ class TrapHandler(Protocol):
     def on_io_out(self, port: int, size: int, value: int) -> None: ...
     def on_resume(self) -> None: ...
     def after_step(self) -> None: ...
-    def on_halt(self) -> None: ...
-    def on_memory_error(self, kind: str, address: int) -> None: ...
 
 
 class Machine:
@@ -163,12 +161,6 @@ class Machine:
 
     def _intr_cb(self, uc, vector, data) -> None:
         self.handler.on_interrupt(vector, self.reg("rip"))
-
-    def _unmapped_cb(self, uc, access, address, size, value, data) -> bool:
-        kind = {ucc.UC_MEM_READ_UNMAPPED: "read", ucc.UC_MEM_WRITE_UNMAPPED: "write",
-                ucc.UC_MEM_FETCH_UNMAPPED: "fetch"}.get(access, "access")
-        self.handler.on_memory_error(kind, address)
-        return False
 
     def setup_long_mode(self, cr3: int, gdt_base: int, gdt_limit: int) -> None:
         """Enter 64-bit paging mode with the guest's page-table root ``cr3``

@@ -24,16 +24,12 @@ from pvmon.backends.xen.events import EventChannels, Port
 from pvmon.backends.xen.vcpu import PvVcpu
 from pvmon.backends.xen.versions import VERSIONS, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
-from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, GuestPageFault, Machine, Stop
+from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, GuestPageFault, Machine
 
 E = abi
 U64 = 0xFFFF_FFFF_FFFF_FFFF
 DOMID = 1
 WALLCLOCK_EPOCH = 1_767_225_600   # 2026-01-01T00:00:00Z: fixed, so runs are repeatable
-
-
-def _s64(v: int) -> int:
-    return v - (1 << 64) if v & (1 << 63) else v
 
 
 class XenBackend(Backend):
@@ -837,9 +833,5 @@ class XenBackend(Backend):
     def hc_hypfs_op(self, *_):
         return -E.ENOSYS
 
-    # ====================================================== preemption
-    def stopped(self) -> Stop | None:
-        return self.m.stop_reason
 
-
-__all__ = ["U64", "XenBackend", "_s64"]
+__all__ = ["XenBackend"]

@@ -148,7 +148,7 @@ class XenStore:
             wpath = parts[0].decode(errors="replace")
             token = parts[1].decode(errors="replace") if len(parts) > 1 else ""
             full = self._abs(wpath)
-            self.watches.append((full if wpath.startswith("/") else full, token))
+            self.watches.append((full, token))
             wrote = self._reply(typ, req_id, tx_id, ok)
             body = wpath.encode() + b"\0" + token.encode() + b"\0"
             return wrote | self._reply(abi.XS["WATCH_EVENT"], 0, 0, body)
