@@ -94,9 +94,9 @@ class XenPvDispatch:
 
     def _check_wall(self) -> None:
         self._traps += 1
-        if self.deadline_wall is not None and not self._traps & 1023:
-            if time.monotonic() > self.deadline_wall:
-                self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
+        if (self.deadline_wall is not None and not self._traps & 1023
+                and time.monotonic() > self.deadline_wall):
+            self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
         if self.exit_hook is not None and not self._traps & 255:
             st = self.exit_hook()
             if st is not None:

@@ -107,7 +107,8 @@ VCPUOP_CMDS = {0: "initialise", 1: "up", 2: "down", 3: "is_up", 4: "get_runstate
                5: "register_runstate_memory_area", 6: "set_periodic_timer",
                7: "stop_periodic_timer", 8: "set_singleshot_timer",
                9: "stop_singleshot_timer", 10: "register_vcpu_info", 11: "send_nmi",
-               12: "get_physid", 13: "register_vcpu_time_memory_area"}
+               12: "get_physid", 13: "register_vcpu_time_memory_area",
+               14: "register_runstate_phys_area", 15: "register_vcpu_time_phys_area"}
 VCPUOP = {v: k for k, v in VCPUOP_CMDS.items()}
 VCPU_SSHOTTMR_future = 1
 RUNSTATE_running, RUNSTATE_runnable, RUNSTATE_blocked, RUNSTATE_offline = 0, 1, 2, 3
@@ -126,7 +127,8 @@ XENFEAT = {"writable_page_tables": 0, "writable_descriptor_tables": 1,
            "highmem_assist": 6, "gnttab_map_avail_bits": 7, "hvm_callback_vector": 8,
            "hvm_safe_pvclock": 9, "hvm_pirqs": 10, "dom0": 11, "grant_map_identity": 12,
            "memory_op_vnode_supported": 13, "ARM_SMCCC_supported": 14,
-           "linux_rsdp_unrestricted": 15, "direct_mapped": 16, "not_direct_mapped": 17}
+           "linux_rsdp_unrestricted": 15, "direct_mapped": 16, "not_direct_mapped": 17,
+           "runstate_phys_area": 18, "vcpu_time_phys_area": 19}
 
 # --- memory.h ----------------------------------------------------------------
 XENMEM_CMDS = {0: "increase_reservation", 1: "decrease_reservation", 2: "maximum_ram_page",

@@ -31,34 +31,77 @@ U64 = 0xFFFF_FFFF_FFFF_FFFF
 DOMID = 1
 WALLCLOCK_EPOCH = 1_767_225_600   # 2026-01-01T00:00:00Z: fixed, so runs are repeatable
 
+# Multiplexed hypercalls whose sub-op number is the first argument
+# (xen/include/public/xen.h and the per-call headers): name -> (names, mask).
+# memory_op carries the continuation start extent above bit 6 (XENMEMOP_CMD_MASK).
+_SUBOP_IN_ARG0: dict[str, tuple[dict[int, str], int]] = {
+    name: (abi.SUBOPS[name], 0x3F if name == "memory_op" else 0xFFFFFFFF)
+    for name in ("sched_op", "sched_op_compat", "event_channel_op", "vcpu_op",
+                 "xen_version", "memory_op", "physdev_op", "callback_op",
+                 "grant_table_op", "console_io", "xenpmu_op", "vm_assist")}
+
 
 class XenBackend(Backend):
     """Xen ``version`` (a key of :data:`versions.VERSIONS`) serving one PV domU."""
 
     abi = "xen"
 
-    def __init__(self, version: str = "4.17") -> None:
-        if version not in VERSIONS:
-            from pvmon.errors import BackendError
-            raise BackendError(f"unknown Xen version {version!r}; known: "
-                               f"{', '.join(sorted(VERSIONS))}")
-        self.ver: XenVersion = VERSIONS[version]
-        self.version = version
-        self.name = f"xen-{version}"
+    def __init__(self, version: str | XenVersion = "4.17") -> None:
+        if isinstance(version, str):
+            if version not in VERSIONS:
+                from pvmon.errors import BackendError
+                raise BackendError(f"unknown Xen version {version!r}; known: "
+                                   f"{', '.join(sorted(VERSIONS))}")
+            version = VERSIONS[version]
+        self.ver: XenVersion = version
+        self.version = version.version
+        self.name = version.name
         self.table: dict[int, Callable] = {}
+        gated = version.gated
         for nr, name in abi.HYPERCALLS.items():
             fn = getattr(self, f"hc_{name}", None)
-            if fn is not None and name not in self.ver.missing:
-                self.table[nr] = fn
+            if fn is None or name in version.missing:
+                continue
+            if name in gated and name in _SUBOP_IN_ARG0:
+                fn = self._gate(name, fn)
+            self.table[nr] = fn
         self.op: dict = {}
         self.console_out: Callable[[str, bytes], None] = lambda ch, data: None
         self.unsupported: dict[str, int] = {}
 
     def describe(self) -> dict:
-        return {"name": self.name, "abi": "xen", "version": self.version, "base": None,
-                "differences": [{"what": f"{m} returns -ENOSYS",
-                                 "source": self.ver.sources.get(m, "")}
-                                for m in sorted(self.ver.missing)]}
+        v = self.ver
+        return {"name": self.name, "abi": "xen", "version": v.version_string,
+                "base": v.base, "description": v.description,
+                "differences": [c.as_dict() for c in v.changes]}
+
+    def _gate(self, name: str, fn: Callable) -> Callable:
+        """Wrap ``fn`` so this version's missing or failing sub-ops of
+        ``name`` answer their errno before the handler runs (sub-op number in
+        the first argument, xen/include/public/xen.h)."""
+        subops, mask = _SUBOP_IN_ARG0[name]
+        ver = self.ver
+
+        def gated(*args):
+            sub = subops.get(args[0] & mask, args[0] & mask)
+            err = ver.subop_error(name, sub)
+            if err is None:
+                return fn(*args)
+            self.op = {"cmd": sub}
+            if err == E.ENOSYS:
+                return self._unsupported_sub(name, sub)
+            return -err
+        return gated
+
+    def _subop_gate(self, name: str, sub) -> int | None:
+        """For sub-ops decoded inside a handler (mmuext_op, compat calls): the
+        negative errno this version forces, or None."""
+        if name not in self.ver.gated:
+            return None
+        err = self.ver.subop_error(name, sub)
+        if err is None:
+            return None
+        return self._unsupported_sub(name, sub) if err == E.ENOSYS else -err
 
     # ------------------------------------------------------------ attach
     def attach(self, machine: Machine, layout: Layout, guest, platform,
@@ -323,7 +366,9 @@ class XenBackend(Backend):
             cmd, arg1, arg2 = struct.unpack_from("<I4xQQ", data, i * 24)
             name = abi.MMUEXT_CMDS.get(cmd)
             decoded.append({"cmd": name or cmd, "arg1": arg1})
-            rc = self._mmuext(cmd, arg1, arg2)
+            rc = self._subop_gate("mmuext_op", name or cmd)
+            if rc is None:
+                rc = self._mmuext(cmd, arg1, arg2)
             if rc:
                 break
             done += 1
@@ -442,6 +487,9 @@ class XenBackend(Backend):
 
     def hc_event_channel_op_compat(self, uop, *_):
         cmd = self._u32(uop)
+        rc = self._subop_gate("event_channel_op", abi.EVTCHNOP_CMDS.get(cmd, cmd))
+        if rc is not None:
+            return rc
         return self._evtchn(cmd, uop + 4, uop + 4)
 
     def _evtchn(self, cmd: int, arg: int, out: int) -> int:
@@ -524,7 +572,7 @@ class XenBackend(Backend):
                 return -E.EINVAL
             return 0 if vcpu == 0 else -E.ENOENT
         if cmd == 11:  # init_control: FIFO ABI
-            if "fifo_events" not in self.ver.features:
+            if "fifo_events" not in self.ver.capabilities:
                 return -E.ENOSYS
             return self._unsupported_sub("event_channel_op", "init_control")
         if cmd in (12, 13):
@@ -666,9 +714,8 @@ class XenBackend(Backend):
             if idx != 0:
                 return -E.EINVAL   # one submap only (xen/common/kernel.c)
             bits = 0
-            # What Xen 4.17 reports to a 64-bit PV domU (xen/common/kernel.c).
-            for f in ("mmu_pt_update_preserve_ad", "highmem_assist", "gnttab_map_avail_bits",
-                      "memory_op_vnode_supported", "not_direct_mapped"):
+            # The version's feature set (versions.py; xen/common/kernel.c).
+            for f in self.ver.features:
                 bits |= 1 << abi.XENFEAT[f]
             if self.vm_assist & (1 << 3):   # VMASST_TYPE_pae_extended_cr3
                 bits |= 1 << abi.XENFEAT["pae_pgdir_above_4gb"]
@@ -776,7 +823,7 @@ class XenBackend(Backend):
             self._write(arg + 4, struct.pack("<IIh", 1, 4, E.GNTST_okay))
             return 0
         if cmd == 2:   # setup_table {dom, nr_frames, status, frame_list}
-            dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
+            _dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
             frame_list = self._u64(arg + 16)
             status = E.GNTST_okay
             if nr > 4:

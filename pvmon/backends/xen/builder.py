@@ -116,7 +116,7 @@ def parse_kernel(data: bytes, path: Path | None = None) -> KernelImage:
         raise GuestImageError(f"{path or 'image'}: malformed ELF ({exc})") from None
     except GuestImageError:
         raise
-    except Exception as exc:  # pyelftools raises assorted errors on hostile input
+    except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on hostile input
         raise GuestImageError(f"{path or 'image'}: unreadable ELF ({exc})") from None
     if "VIRT_BASE" not in notes and "GUEST_OS" not in notes:
         raise GuestImageError(f"{path or 'image'}: no Xen ELF notes; not a Xen PV kernel")
