@@ -10,6 +10,7 @@ import click
 from pvmon import __version__
 from pvmon.errors import EXIT_ERROR, PvmonError
 from pvmon.guests.cli import guests
+from pvmon.replay.cli import backends, diff, replay
 from pvmon.trace.cli import trace
 
 
@@ -35,6 +36,9 @@ def cli() -> None:
 
 cli.add_command(guests)
 cli.add_command(trace)
+cli.add_command(replay)
+cli.add_command(diff)
+cli.add_command(backends)
 
 
 def _print_summary(res) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 from pvmon.backends.xen import abi
@@ -80,14 +81,24 @@ def load_profile(path: str | Path) -> XenVersion:
     try:
         if p.stat().st_size > MAX_PROFILE_BYTES:
             raise BackendError(f"{where}: profile larger than 1 MiB")
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except OSError as exc:
         raise BackendError(f"cannot read backend profile {where}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise BackendError(f"{where}: profile is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise BackendError(f"{where}: not valid TOML: {exc}") from None
-    return parse_profile(data, where, default_name=p.stem)
+    return replace(parse_profile(data, where, default_name=p.stem), profile_toml=text)
+
+
+def profile_from_text(text: str, where: str = "<recorded profile>") -> XenVersion:
+    """Rebuild a profile from its TOML text (as recorded in a trace header)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BackendError(f"{where}: not valid TOML: {exc}") from None
+    return replace(parse_profile(data, where), profile_toml=text)
 
 
 def parse_profile(data: dict, where: str = "<profile>", default_name: str = "") -> XenVersion:

@@ -24,7 +24,7 @@ from pvmon.backends.xen.events import EventChannels, Port
 from pvmon.backends.xen.vcpu import PvVcpu
 from pvmon.backends.xen.versions import VERSIONS, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
-from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, GuestPageFault, Machine
+from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, Machine
 
 E = abi
 U64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -114,11 +114,13 @@ class XenBackend(Backend):
         self.p = platform
         self.clock = machine.clock
         self.vcpu = PvVcpu(self, machine, layout)
-        self.events = EventChannels(machine, layout.shared_info_ma, self.vcpu.vcpu_info_ma)
+        # Event-channel bits live in guest-shared memory; reaching them through
+        # the recording access puts them in the trace (open-loop replay needs them).
+        self.events = EventChannels(guest, layout.shared_info_ma, self.vcpu.vcpu_info_ma)
         store_ma = layout.store_pfn * PAGE_SIZE
         cons_ma = layout.console_pfn * PAGE_SIZE
-        self.xenstore = XenStore(machine, store_ma, DOMID, name, memory_bytes // 1024)
-        self.console = ConsoleRing(machine, cons_ma)
+        self.xenstore = XenStore(guest, store_ma, DOMID, name, memory_bytes // 1024)
+        self.console = ConsoleRing(guest, cons_ma)
         self.events.ports[layout.store_evtchn] = Port(
             "interdomain", remote_dom=0, remote_port=1, on_send=self._xenstore_kick)
         self.events.ports[layout.console_evtchn] = Port(
@@ -277,6 +279,10 @@ class XenBackend(Backend):
     def hc_vm_assist(self, cmd, typ, *_):
         self.op = {"cmd": abi.VMASST_CMDS.get(cmd, cmd), "type": abi.VMASST_TYPES.get(typ, typ)}
         if typ not in (2, 3, 4, 5, 32) or cmd not in (0, 1):
+            return -E.EINVAL
+        # Types newer than the version: -EINVAL (xen/common/domain.c vm_assist(),
+        # type > MAX_VMASST_TYPE or not in the valid mask).
+        if typ in (4, 5, 32) and f"vmassist_{abi.VMASST_TYPES[typ]}" not in self.ver.capabilities:
             return -E.EINVAL
         if cmd == 0:
             self.vm_assist |= 1 << typ
@@ -439,8 +445,8 @@ class XenBackend(Backend):
         if self._writable_pt_mapping(val):
             return -E.EBUSY
         try:
-            _, pte_ma = self.m.walk(va)
-        except GuestPageFault:
+            _, pte_ma = self.guest.walk(va)
+        except GuestFault:
             pte_ma = self._l1_slot(va)
             if pte_ma is None:
                 return -E.EINVAL
@@ -454,7 +460,7 @@ class XenBackend(Backend):
         but the entry itself is not present."""
         table = self.m.reg("cr3") & PTE_ADDR_MASK
         for shift in (39, 30, 21):
-            e = self.m.read_u64_phys(table + ((va >> shift) & 511) * 8)
+            e = self.guest.read_u64_phys(table + ((va >> shift) & 511) * 8)
             if not e & PTE_P or e & 0x80:
                 return None
             table = e & PTE_ADDR_MASK

@@ -90,8 +90,10 @@ class PvVcpu:
         khz = self.m.clock.tsc_khz
         shift = 1
         mul = (1_000_000 << 32) // (khz << shift)
-        return struct.pack("<IIQQIbB2x", 2, 0, 0, 0, mul, shift,
-                           E.XEN_PVCLOCK_TSC_STABLE_BIT)
+        # vcpu_time_info.flags exists from 4.7 (xen.h); before, it is padding.
+        flags = E.XEN_PVCLOCK_TSC_STABLE_BIT if "pvclock_tsc_stable" in \
+            self.b.ver.capabilities else 0
+        return struct.pack("<IIQQIbB2x", 2, 0, 0, 0, mul, shift, flags)
 
     def init_time(self) -> None:
         self.m.write_phys_data(self._vcpu_info + E.VCPU_INFO["time"], self._time_info())

@@ -84,7 +84,8 @@ class XenVersion:
     ``features``: XENFEAT names XENVER_get_features reports;
     ``capabilities``: backend behaviours (``fifo_events``);
     ``base``: the version this one is derived from; ``changes``: the declared
-    differences from ``base``; ``description``: one line.
+    differences from ``base``; ``description``: one line; ``profile_toml``:
+    for a profile, its TOML text (recorded in traces so replay can rebuild it).
     """
 
     name: str
@@ -100,6 +101,7 @@ class XenVersion:
     changes: tuple[Change, ...] = ()
     description: str = ""
     released: str = ""
+    profile_toml: str = ""
 
     @property
     def version(self) -> str:
@@ -136,6 +138,12 @@ class XenVersion:
         features = set(self.features)
         caps = set(self.capabilities)
         for c in changes:
+            if c.hypercall is not None and c.hypercall not in abi.HYPERCALL_NUMBERS:
+                raise ValueError(f"{name}: unknown hypercall {c.hypercall!r}")
+            if c.subop is not None and c.subop not in abi.SUBOPS.get(c.hypercall, {}).values():
+                raise ValueError(f"{name}: unknown sub-op {c.hypercall}({c.subop})")
+            if c.kind == "feature" and c.feature not in abi.XENFEAT:
+                raise ValueError(f"{name}: unknown feature {c.feature!r}")
             if c.kind == "hypercall":
                 (missing.discard if c.present else missing.add)(c.hypercall)
             elif c.kind == "subop":
@@ -178,16 +186,22 @@ class XenVersion:
 
 # ---------------------------------------------------------------- reference
 XEN_4_17 = XenVersion(
-    "xen-4.17", 4, 17, ".5",
-    # tmem_op was removed in 4.13; xenoprof_op is still built in 4.17 but compiled out by
-    # default (CONFIG_XENOPROF off), so a stock build answers -ENOSYS.
-    missing=frozenset({"tmem_op", "xenoprof_op"}),
-    # What Xen 4.17 reports to a 64-bit PV domU (xen/common/kernel.c XENVER_get_features).
+    "xen-4.17", 4, 17, ".7",
+    # tmem_op: removed in 4.13 (xen.git c492e19fdd "xen: remove tmem from hypervisor");
+    # the hypercall table entry is "-" (xen/include/hypercall-defs.c@RELEASE-4.17.0).
+    missing=frozenset({"tmem_op"}),
+    # What 4.17 reports to a 64-bit PV domU (xen/common/kernel.c@RELEASE-4.17.7,
+    # XENVER_get_features): submap 0 = 0x220E0. PV is not translated, so it gets
+    # XENFEAT_direct_mapped; pae_pgdir_above_4gb only after VMASST_TYPE_pae_extended_cr3.
     features=frozenset({"mmu_pt_update_preserve_ad", "highmem_assist", "gnttab_map_avail_bits",
-                        "memory_op_vnode_supported", "not_direct_mapped"}),
-    capabilities=frozenset({"fifo_events", "vcpu_info_registration",
-                            "runstate_update_flag"}),
-    description="reference: Xen 4.17 (Dec 2022), the stock build's PV domU ABI",
+                        "memory_op_vnode_supported", "direct_mapped"}),
+    # Backend behaviours: FIFO event channels (4.4), vm_assist types up to
+    # runstate_update_flag (4.8) and m2p_strict (4.6), the pvclock flags field with
+    # XEN_PVCLOCK_TSC_STABLE_BIT (4.7).
+    capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
+                            "vmassist_runstate_update_flag", "vmassist_m2p_strict",
+                            "pvclock_tsc_stable"}),
+    description="reference: Xen 4.17.7 (4.17 released Dec 2022), a stock build's PV domU ABI",
     released="2022-12",
 )
 
