@@ -22,7 +22,7 @@ from pvmon.backends.xen.versions import XenVersion
 from pvmon.engine.disasm import around
 from pvmon.engine.machine import Stop
 from pvmon.replay.compare import ALIGNED_KINDS, Delta, align, compare
-from pvmon.replay.explain import differences, explain, rule_verdict
+from pvmon.replay.explain import differences, explain_event, rule_verdict
 from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun, frame_inputs
 from pvmon.session import Session
@@ -179,6 +179,7 @@ def _diverged(report: Report, run: RecordedRun, cmp: _StreamCompare,
     n = 0
     for tag, a0, a1, b0, b1 in align(left, right):
         if tag == "equal":
+            report.compared += a1 - a0
             for i, j in zip(range(a0, a1), range(b0, b1), strict=True):
                 d = compare(left[i], right[j], reads=False)
                 if d:
@@ -220,14 +221,9 @@ def _divergence(n: int, deltas: list[Delta], left: dict | None, right: dict | No
         except Exception:  # noqa: BLE001 - symbols are a nicety
             syms = None
         site.disasm = around(run.guest.vmlinux, site.rip, syms)
-    expl = explain(facts, ev.get("name"), _sub(ev)) if ev.get("k") == "hc" else []
+    expl = explain_event(facts, ev)
     ctx = [f"#{e.get('seq')} {describe(e)}" for e in context[-5:]] if want_detail else []
     return Divergence(n, deltas, left, right, site, ctx, expl)
-
-
-def _sub(ev: dict):
-    op = ev.get("op")
-    return op.get("cmd") if isinstance(op, dict) else None
 
 
 def replay_paths(trace: Path, guest: str | None, backend: str | None,

@@ -137,11 +137,33 @@ def compare(a: dict, b: dict, *, reads: bool = True) -> list[Delta]:
     return out
 
 
-def align(a: list[dict], b: list[dict]) -> list[tuple[str, int, int, int, int]]:
-    """Align two event lists by :func:`key` (longest common subsequence,
-    rapidfuzz's Indel distance in C++): difflib-style opcodes
+# The same operation through an older and a newer interface (xen/include/public/
+# xen.h: the *_compat calls are the pre-3.0.2 entry points; set_timer_op and
+# set_callbacks predate VCPUOP_set_singleshot_timer and CALLBACKOP_register).
+EQUIVALENT = {"event_channel_op_compat": "event_channel_op", "sched_op_compat": "sched_op",
+              "physdev_op_compat": "physdev_op",
+              "set_timer_op": "vcpu_op:set_singleshot_timer",
+              "set_callbacks": "callback_op:register"}
+
+
+def operation(ev: dict) -> str:
+    """Like :func:`key`, but the same operation through an older or newer
+    interface maps to one name (``sched_op_compat:block`` -> ``sched_op:block``)."""
+    if ev.get("k") != "hc":
+        return key(ev)
+    name = str(ev.get("name"))
+    canon = EQUIVALENT.get(name, name)
+    if ":" in canon:
+        return f"{ev.get('abi', 'xen')}:{canon}"
+    sub = subop_of(ev)
+    return f"{ev.get('abi', 'xen')}:{canon}" + (f":{sub}" if sub is not None else "")
+
+
+def align(a: list[dict], b: list[dict], key_fn=key) -> list[tuple[str, int, int, int, int]]:
+    """Align two event lists by ``key_fn`` (default :func:`key`; longest common
+    subsequence, rapidfuzz's Indel distance in C++): difflib-style opcodes
     ``(tag, a_lo, a_hi, b_lo, b_hi)`` with tag equal | insert | delete | replace."""
     table: dict[str, int] = {}
-    ka = [table.setdefault(key(e), len(table)) for e in a]
-    kb = [table.setdefault(key(e), len(table)) for e in b]
+    ka = [table.setdefault(key_fn(e), len(table)) for e in a]
+    kb = [table.setdefault(key_fn(e), len(table)) for e in b]
     return [tuple(op) for op in Indel.opcodes(ka, kb)]

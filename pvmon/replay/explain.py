@@ -112,6 +112,28 @@ def explain(facts: list[Fact], hypercall: str | None, subop) -> list[Fact]:
     return exact + whole
 
 
+def explain_event(facts: list[Fact], ev: dict) -> list[Fact]:
+    """The facts that concern a recorded event: a hypercall's own
+    (hypercall, sub-op), every call batched in a multicall, or the CPUID
+    leaves that carry the Xen version."""
+    k = ev.get("k")
+    if k == "cpuid":
+        leaf = ev.get("leaf")
+        if leaf == 0x40000001:   # xen/include/public/arch-x86/cpuid.h: version leaf
+            return [Fact("cpuid", None, f.text.replace("XENVER_version", "CPUID leaf "
+                                                       "0x40000001 (Xen version)"),
+                         "xen/include/public/arch-x86/cpuid.h")
+                    for f in facts if f.hypercall == "xen_version" and f.subop == "version"]
+        return []
+    if k != "hc":
+        return []
+    op = ev.get("op") if isinstance(ev.get("op"), dict) else {}
+    if ev.get("name") == "multicall" and isinstance(op.get("calls"), list):
+        names = set(map(str, op["calls"]))
+        return [f for f in facts if f.hypercall in names]
+    return explain(facts, ev.get("name"), op.get("cmd"))
+
+
 def rule_verdict(recorded: XenVersion, replayed: XenVersion) -> str:
     """Which side of the paravirt-ops rule a divergence falls on: replaying a
     guest's trace on a newer host that breaks it means the guest would need an

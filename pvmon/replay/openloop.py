@@ -26,7 +26,7 @@ from pvmon.backends.xen.versions import XenVersion
 from pvmon.engine.machine import Machine
 from pvmon.errors import TraceError
 from pvmon.replay.compare import Delta, key
-from pvmon.replay.explain import differences, explain
+from pvmon.replay.explain import differences, explain_event
 from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun
 from pvmon.trace.render import describe
@@ -54,10 +54,14 @@ class _RecordedMemory:
         virt = self.virt = {}
         walks = self.walks = {}
         m = self.m
+        primed = set()
         for sp, addr, data in rd:
             if sp == "v":
-                virt[(addr, len(data))] = data
-            elif sp == "p" and m.valid_phys(addr, len(data)):
+                virt.setdefault((addr, len(data)), data)
+            elif sp == "p" and addr not in primed and m.valid_phys(addr, len(data)):
+                # only the first read of an address shows the state before the
+                # call; later ones already include the call's own writes
+                primed.add(addr)
                 m.write_phys_data(addr, data)
             elif sp == "w" and len(data) == 16:
                 walks[addr] = data
@@ -222,13 +226,11 @@ def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = No
                                     f"{version.name} read guest memory the recording did not "
                                     f"capture (v:{access.unrecorded[0]:#x})"))
             right = dict(ev, ret=ret, wr=access.writes, ev=list(raised), op=backend.op)
-            op = ev.get("op")
-            sub = op.get("cmd") if isinstance(op, dict) else None
             n = report.total + 1
             report.add(Divergence(
                 n, deltas, ev, right, Site(ev.get("seq"), ev.get("t"), ev.get("rip")),
                 [f"#{e.get('seq')} {describe(e)}" for e in recent[-5:]] if n <= 5 else [],
-                explain(facts, ev.get("name"), sub)))
+                explain_event(facts, ev)))
         recent.append(ev)
         if len(recent) > 16:
             del recent[:8]
