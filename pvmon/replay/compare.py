@@ -23,6 +23,8 @@ def subop_of(ev: dict):
     op = ev.get("op")
     if isinstance(op, dict):
         cmd = op.get("cmd")
+        if "type" in op and ev.get("name") == "vm_assist":
+            return f"{cmd}:{op['type']}"
         if cmd is None and "ops" in op and isinstance(op["ops"], list) and op["ops"]:
             return f"{op['ops'][0]}…" if len(op["ops"]) > 1 else op["ops"][0]
         return cmd
@@ -105,7 +107,8 @@ def compare(a: dict, b: dict, *, reads: bool = True) -> list[Delta]:
         elif a.get("args") != b.get("args"):
             # raw argument registers; the decoded "op" is the backend's reading of them
             out.append(Delta("call", "same call with different arguments"))
-        if a.get("ret") != b.get("ret"):
+        # iret never returns to its caller: its "ret" is the RAX it restored
+        if a.get("ret") != b.get("ret") and a.get("name") != "iret":
             out.append(Delta("result", f"{_fmt_ret(a.get('ret'))} vs {_fmt_ret(b.get('ret'))}"))
         d = _mem_delta(a.get("wr"), b.get("wr"), "writes")
         if d:

@@ -13,6 +13,7 @@ reports.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from pvmon.backends.xen import abi
 
@@ -111,7 +112,7 @@ class XenVersion:
     def version_string(self) -> str:
         return f"{self.major}.{self.minor}{self.extraversion}"
 
-    @property
+    @cached_property
     def gated(self) -> frozenset[str]:
         """Hypercalls whose sub-ops this version restricts (checked per call)."""
         return frozenset(self.missing_subops) | frozenset(h for h, _ in self.failures)
