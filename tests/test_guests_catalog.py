@@ -126,7 +126,7 @@ def test_unpack_deb_pure_python(tmp_path, monkeypatch, comp):
     empty = tmp_path / "emptybin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no dpkg-deb: the ar + tar fallback runs
-    debian._unpack_deb(deb, tmp_path / "out")
+    debian.unpack_deb(deb, tmp_path / "out")
     assert (tmp_path / "out" / "boot" / "vmlinuz-1.0").read_bytes() == b"kernel bytes"
 
 

@@ -46,3 +46,8 @@ class ConsoleRing:
             m.write_phys_data(self.ma + _C["in"] + ((prod + i) % size), data[i:i + 1])
         m.write_phys_data(self.ma + _C["in_prod"], struct.pack("<I", (prod + n) & 0xFFFFFFFF))
         return n
+
+    def input_consumed(self) -> bool:
+        """True when the guest has read every input byte (in_cons == in_prod)."""
+        cons, prod = struct.unpack_from("<II", self.mem.read_phys(self.ma + _C["in_cons"], 8))
+        return cons == prod
