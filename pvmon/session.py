@@ -70,7 +70,7 @@ class RunResult:
         """``name+0xoff`` of the final RIP (symbols load on first use)."""
         try:
             return self.symbolize(self.rip)
-        except Exception:  # symbols are a nicety for reports; never fail on them
+        except Exception:  # noqa: BLE001 - symbols are a nicety for reports; never fail on them
             return f"{self.rip:#x}"
 
     @property

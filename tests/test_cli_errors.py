@@ -6,7 +6,7 @@ import sys
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "pvmon.cli", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def test_an_unknown_guest_name_is_one_line_and_exit_2():

@@ -53,7 +53,19 @@ PROMPT_RE = re.compile(rb"[#$>] $")
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 
 DEFAULT_IDLE_LIMIT_NS = 10_000_000_000
+#: Ctrl-] on a live source ends the run, like telnet's and virsh console's escape.
+DETACH = b"\x1d"
 DEFAULT_QUIET_NS = 1_000_000_000
+
+
+def script_lines(text: str | bytes) -> list[bytes]:
+    """Split script text into the lines to type, each ending in a newline
+    (a missing final newline is added; an empty text types nothing)."""
+    if isinstance(text, str):
+        text = text.encode()
+    if text.endswith(b"\n"):
+        text = text[:-1]
+    return [ln + b"\n" for ln in text.split(b"\n")] if text else []
 
 
 class ConsoleInput:
@@ -74,6 +86,8 @@ class ConsoleInput:
         #: A live source (a terminal, the TUI) may post input at any time.
         self.live_open = False
         self.live_ready = False
+        #: The user asked to leave (DETACH typed on a live source).
+        self.detach = False
         #: Bytes accepted for injection that did not fit in the ring yet.
         self.carry = b""
         self.quiet_ns = DEFAULT_QUIET_NS
@@ -104,8 +118,13 @@ class ConsoleInput:
             self._script_cv.notify_all()
 
     def post(self, data: bytes) -> None:
-        """Live input from any thread: injected at the next hypercall boundary."""
-        if data:
+        """Live input from any thread: injected at the next hypercall boundary.
+        A :data:`DETACH` byte (Ctrl-]) is not passed on: it asks the run to
+        stop at that boundary (exit kind "interrupted")."""
+        if DETACH in data:
+            data = data.split(DETACH, 1)[0]
+            self.detach = True
+        if data or self.detach:
             self._live.put(bytes(data))
             self.live_ready = True
 
@@ -155,4 +174,4 @@ class ConsoleInput:
         return bool(self.prompt.search(lines[-1]))
 
 
-__all__ = ["ConsoleInput", "PROMPT_RE"]
+__all__ = ["DETACH", "PROMPT_RE", "ConsoleInput", "script_lines"]

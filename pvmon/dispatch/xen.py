@@ -124,18 +124,26 @@ class XenPvDispatch:
             if self.record is not None:
                 self._emit({"k": "con", "dir": "in", "ch": "ring", "data": bytes(data[:n])})
 
-    def _inject_due(self) -> None:
+    def _detach(self) -> None:
+        self.m.stop(Stop("interrupted", "detached by the user (Ctrl-])", self.cur_rip()))
+
+    def _inject_due(self) -> bool:
+        """Inject whatever is due at this boundary. True if the run must stop."""
         inp = self.input
+        if inp.detach:
+            self._detach()
+            return True
         if inp.carry:
             self._inject(inp.carry)
             if inp.carry:
-                return
+                return False
         while inp.scheduled and inp.scheduled[0][0] <= self.seq and not inp.carry:
             self._inject(inp.scheduled.popleft()[1])
         if inp.live_ready and not inp.carry:
             data = inp.take_live()
             if data:
                 self._inject(data)
+        return False
 
     def _idle_point(self) -> bool:
         """The guest is about to block (SCHEDOP_block). Feed live or script input
@@ -149,6 +157,9 @@ class XenPvDispatch:
             dl = vcpu.next_deadline()
             wait = 30.0 if dl is None else min(max(dl - now, 0) / 1e9, 30.0)
             data = inp.take_live(wait) if wait > 0 else inp.take_live()
+            if inp.detach:
+                self._detach()
+                return True
             if data:
                 self._inject(data)
                 return False
@@ -173,9 +184,9 @@ class XenPvDispatch:
 
     def _check_wall(self) -> None:
         self._traps += 1
-        if self.deadline_wall is not None and not self._traps & 1023:
-            if time.monotonic() > self.deadline_wall:
-                self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
+        if self.deadline_wall is not None and not self._traps & 1023 \
+                and time.monotonic() > self.deadline_wall:
+            self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
         if self.exit_hook is not None and not self._traps & 255:
             st = self.exit_hook()
             if st is not None:
@@ -195,8 +206,8 @@ class XenPvDispatch:
         rax, rdi, rsi, rdx, r10, r8 = m.regs("rax", "rdi", "rsi", "rdx", "r10", "r8")
         nr = rax & 0xFFFFFFFF if rax < (1 << 32) else rax
         inp = self.input
-        if inp.carry or inp.scheduled or inp.live_ready:
-            self._inject_due()
+        if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
+            return
         if nr in _SCHED_OPS and rdi == _SCHEDOP_block and self._idle_point():
             return
         self.clock.advance(self.clock.costs.hypercall_ns)

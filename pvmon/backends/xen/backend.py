@@ -779,7 +779,7 @@ class XenBackend(Backend):
             self._write(arg + 4, struct.pack("<IIh", 1, 4, E.GNTST_okay))
             return 0
         if cmd == 2:   # setup_table {dom, nr_frames, status, frame_list}
-            dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
+            _dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
             frame_list = self._u64(arg + 16)
             status = E.GNTST_okay
             if nr > 4:

@@ -289,7 +289,7 @@ class PvVcpu:
         except GuestPageFault:
             self.b.p.crash_stop("iret with an unreadable stack", self.b.p.cur_rip())
             return 0
-        rax, r11, rcx, flags, rip, cs, rflags, sp, ss = struct.unpack("<9Q", raw)
+        rax, r11, rcx, flags, rip, cs, rflags, sp, _ss = struct.unpack("<9Q", raw)
         self.b.op = {"rip": rip, "cs": cs, "rflags": rflags, "rsp": sp, "flags": flags}
         if (cs & 3) == 3 and not self.user_mode:
             if not self.user_cr3:
