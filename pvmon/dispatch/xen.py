@@ -200,6 +200,11 @@ class XenPvDispatch:
         self._jump = None
         vcpu = self.b.vcpu
         if vcpu.user_mode:
+            # A system call of a guest process: Xen bounces it to the guest
+            # kernel's syscall callback. Recorded so a trace shows which system
+            # call led to the hypercalls that follow.
+            if self.record is not None:
+                self._emit({"k": "syscall", "nr": m.reg("rax"), "rip": rip})
             vcpu.syscall_from_user(rip + 2)
             self._finish_syscall()
             return
