@@ -84,6 +84,17 @@ def test_initrd_options_resolve_or_fail_readably(tmp_path, monkeypatch):
         initramfs.load_initrd(None, str(tmp_path / "empty"))
 
 
+def test_a_replay_finds_the_recorded_initrd_or_says_why_not(tmp_path):
+    f = tmp_path / "rd.cpio"
+    f.write_bytes(b"070701 initrd")
+    _, info = initramfs.load_initrd(None, str(f))
+    assert initramfs.initrd_from_header(None) is None
+    assert initramfs.initrd_from_header(info) == b"070701 initrd"
+    f.write_bytes(b"070701 changed")
+    with pytest.raises(GuestImageError, match="differs from the recorded one"):
+        initramfs.initrd_from_header(info)
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--initrd", "/no/such/initrd"], "does not exist"),
     (["--initramfs", "alpine"], "unknown initramfs"),

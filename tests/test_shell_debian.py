@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pvmon.dispatch.console_input import script_lines
-from pvmon.guests.initramfs import ensure_initramfs
+from pvmon.guests.initramfs import ensure_initramfs, initrd_from_header
 from pvmon.session import Session
 from pvmon.trace.reader import TraceReader
 
@@ -114,7 +114,9 @@ def test_a_recorded_shell_session_replays_event_for_event(shell61_cli, debian61,
         inputs = [(e["seq"], e["data"]) for e in r if e["k"] == "con" and e["dir"] == "in"]
     assert header["machine"]["initrd"]["sha256"] and len(inputs) == len(COMMANDS)
     replayed = tmp_path / "replay.pvt"
-    sess = Session(debian61, initrd=busybox_initrd, initrd_info=header["machine"]["initrd"],
+    initrd = initrd_from_header(header["machine"]["initrd"])
+    assert initrd == busybox_initrd
+    sess = Session(debian61, initrd=initrd, initrd_info=header["machine"]["initrd"],
                    cmdline=header["machine"]["cmdline"], record=replayed,
                    idle_limit_ns=header["machine"]["idle_limit_ns"])
     for seq, data in inputs:
@@ -131,3 +133,42 @@ def _same_events(a: Path, b: Path) -> None:
             assert ea == eb, f"event {n} differs:\n{ea}\n{eb}"
             n += 1
         assert n > 100_000
+
+
+def test_keys_typed_on_a_terminal_reach_the_guest_and_ctrl_bracket_leaves(debian61):
+    """`pvmon run` on a terminal: raw keys go to hvc0 as typed; Ctrl-] ends the run."""
+    import os
+    import pty
+    import select
+    import time
+
+    ensure_initramfs("busybox")
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: pvmon with the pty as its terminal
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "pvmon", "run", "debian-6.1",
+                                  "--initramfs", "busybox"])
+    seen = bytearray()
+
+    def read_until(needle: bytes, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while needle not in seen:
+            left = end - time.monotonic()
+            assert left > 0, f"no {needle!r} on the terminal; tail: {bytes(seen[-500:])!r}"
+            if select.select([fd], [], [], min(left, 1.0))[0]:
+                try:
+                    seen.extend(os.read(fd, 4096))
+                except OSError:
+                    break
+
+    try:
+        read_until(b"~ # ", 300)
+        os.write(fd, b"echo typed-$((40+2))\r")
+        read_until(b"typed-42", 120)
+        os.write(fd, b"\x1d")
+        read_until(b"detached by the user", 120)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 1   # not a clean guest shutdown
+    assert b"Ctrl-] leaves" in seen

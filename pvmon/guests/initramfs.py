@@ -275,3 +275,23 @@ def load_initrd(initramfs: str | None, initrd: str | Path | None) -> tuple[bytes
     if not data:
         raise GuestImageError(f"initrd {path} is empty")
     return data, {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def initrd_from_header(info: dict | None) -> bytes | None:
+    """The initrd bytes a recorded run used, from its trace header's
+    ``machine.initrd`` (``{"name", "sha256", "size"}``; None: no initrd), for
+    replay. ``name`` is an initramfs name (``busybox``) or a file path. Raises
+    GuestNotFound when it is not available here and GuestImageError when the
+    bytes found differ from the recorded sha256."""
+    if not info:
+        return None
+    name = info.get("name")
+    if not name:
+        raise GuestNotFound("the trace's initrd has no name; pass the initrd file explicitly")
+    data, found = load_initrd(name, None) if name in KINDS else load_initrd(None, name)
+    want = info.get("sha256")
+    if want and found["sha256"] != want:
+        raise GuestImageError(f"initrd {name} differs from the recorded one "
+                              f"(sha256 {found['sha256'][:16]}..., trace has {want[:16]}...)")
+    return data
+
