@@ -25,6 +25,10 @@ XEN_CPUID_PREFIX = b"\x0f\x0bxen\x0f\xa2"
 # SCHEDOP_block (xen/include/public/sched.h) through sched_op (29) or sched_op_compat (6)
 _SCHED_OPS = (abi.HYPERCALL_NUMBERS["sched_op"], abi.HYPERCALL_NUMBERS["sched_op_compat"])
 _SCHEDOP_block = abi.SCHEDOP["block"]
+def _discard(ev: dict) -> None:
+    """A recorder that keeps nothing (events are still numbered)."""
+
+
 SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v
 U64 = (1 << 64) - 1
 
@@ -102,7 +106,12 @@ class XenPvDispatch:
 
     def schedule_input(self, at_seq: int, data: bytes) -> None:
         """Replay: inject ``data`` at the first hypercall boundary where
-        ``self.seq >= at_seq`` (the seq of the recorded ``con``/``in`` event)."""
+        ``self.seq >= at_seq`` (the seq of the recorded ``con``/``in`` event).
+        Events are numbered only while something records them, so without a
+        recorder this installs one that discards (the numbering must match
+        the recorded run's)."""
+        if self.record is None:
+            self.record = _discard
         self.input.schedule(at_seq, data)
 
     def post_input(self, data: bytes) -> None:
