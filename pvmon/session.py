@@ -20,6 +20,7 @@ from pvmon.backends.base import Backend
 from pvmon.backends.registry import get_backend
 from pvmon.backends.xen import builder
 from pvmon.dispatch.access import RecordingGuestAccess
+from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.dispatch.xen import XenPvDispatch
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
 from pvmon.errors import GuestImageError, PvmonError
@@ -47,7 +48,7 @@ def parse_memory(text: str) -> int:
 @dataclass
 class RunResult:
     """How a run ended. ``exit_kind``: shutdown | crash | triple_fault | stuck |
-    limit | error; ``vtime_ns``: virtual time at the end (ns); ``wall_s``: host
+    idle | limit | error; ``vtime_ns``: virtual time at the end (ns); ``wall_s``: host
     seconds; ``hypercalls``: counts by name; ``faults``: counts by vector name."""
 
     exit_kind: str
@@ -85,8 +86,15 @@ class Session:
     def __init__(self, guest: GuestImage, *, memory: int = 256 * MiB,
                  cmdline: str = DEFAULT_CMDLINE, backend: str | Backend = "xen-4.17",
                  record: str | Path | None = None, initrd: bytes | None = None,
-                 keep_console: bool = True) -> None:
+                 initrd_info: dict | None = None, keep_console: bool = True,
+                 script: list[bytes] | None = None,
+                 idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS) -> None:
         self.guest = guest
+        self.initrd_info = dict(initrd_info or {})
+        if initrd and not self.initrd_info:
+            import hashlib
+            self.initrd_info = {"name": None, "size": len(initrd),
+                                "sha256": hashlib.sha256(initrd).hexdigest()}
         self.memory = memory
         self.cmdline = cmdline
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
@@ -107,6 +115,9 @@ class Session:
         self.backend.attach(self.machine, self.layout, self.access, self.dispatch, memory,
                             guest.name)
         self.machine.attach(self.dispatch)
+        self.dispatch.input.idle_limit_ns = idle_limit_ns
+        if script:
+            self.dispatch.input.add_script(script)
         self.console = bytearray()
         if keep_console:
             self.dispatch.console_listeners.append(lambda ch, d: self.console.extend(d))
@@ -124,7 +135,9 @@ class Session:
                       "mechanism": self.kernel.mechanism},
             "backend": self._backend_identity(),
             "machine": {"memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
-                        "cpuid_policy": "xen-pv-v1", "tsc_khz": self.machine.clock.tsc_khz},
+                        "cpuid_policy": "xen-pv-v1", "tsc_khz": self.machine.clock.tsc_khz,
+                        "initrd": self.initrd_info or None,
+                        "idle_limit_ns": self.dispatch.input.idle_limit_ns},
             "layout": {k: v for k, v in dataclasses.asdict(self.layout).items()
                        if k != "extras"},
             "vtime_base_ns": 0, "tsc_khz": self.machine.clock.tsc_khz,

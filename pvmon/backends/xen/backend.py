@@ -150,10 +150,13 @@ class XenBackend(Backend):
         if data:
             self.console_out("ring", data)
 
-    def console_input(self, data: bytes) -> None:
-        """Type ``data`` into the guest's PV console (hvc0)."""
-        if self.console.feed(data):
+    def console_input(self, data: bytes) -> int:
+        """Type ``data`` into the guest's PV console (hvc0) and raise its event
+        channel, as xenconsoled does. Returns how many bytes fitted in the ring."""
+        n = self.console.feed(data)
+        if n:
             self.events.set_pending(self.layout.console_evtchn)
+        return n
 
     # ------------------------------------------------------------ dispatch
     def call(self, nr: int, args: tuple[int, ...]) -> int:

@@ -43,3 +43,8 @@ class ConsoleRing:
         _ring_write(m, self.ma + _C["in"], size, prod, data[:n])
         m.write_phys_data(self.ma + _C["in_prod"], struct.pack("<I", (prod + n) & 0xFFFFFFFF))
         return n
+
+    def input_consumed(self) -> bool:
+        """True when the guest has read every input byte (in_cons == in_prod)."""
+        cons, prod = struct.unpack_from("<II", self.mem.read_phys(self.ma + _C["in_cons"], 8))
+        return cons == prod
