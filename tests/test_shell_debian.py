@@ -124,6 +124,11 @@ def test_a_recorded_shell_session_replays_event_for_event(shell61_cli, debian61,
     res = sess.run(timeout=600)
     assert res.clean
     _same_events(trace, replayed)
+    # and the same through pvmon replay's own path (finds the initrd by the header)
+    from pvmon.replay.closed import replay_closed
+    from pvmon.replay.source import open_run
+    rep = replay_closed(open_run(trace))
+    assert rep.total == 0 and rep.compared == len(TraceReader(trace))
 
 
 def _same_events(a: Path, b: Path) -> None:

@@ -12,7 +12,6 @@ and every difference is reported with its explanation.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -38,35 +37,22 @@ class _StreamCompare:
     compares it with the trace's bytes at the same position; after the first
     mismatch it keeps the new events (aligned kinds) for alignment."""
 
-    def __init__(self, run: RecordedRun, schedule: Callable[[int, bytes], None] | None):
+    def __init__(self, run: RecordedRun):
         self.r = run.reader
         self.run = run
         self.pack = msgpack.Packer(use_bin_type=True).pack
         self.frame = -1
         self.buf = b""
         self.pos = 0
-        self.schedule = schedule
-        self.scanned = -1
         self.diverged_at: int | None = None
         self.live: list[dict] = []
         self.compared = 0
         self._next_frame()
 
-    def _scan_inputs(self, upto: int) -> None:
-        while self.scanned < min(upto, len(self.r.frames) - 1):
-            self.scanned += 1
-            for seq, data in frame_inputs(self.r, self.scanned):
-                if self.schedule is not None:
-                    self.schedule(seq, data)
-
     def _next_frame(self) -> None:
         self.frame += 1
         self.pos = 0
-        if self.frame < len(self.r.frames):
-            self.buf = self.r.frame_bytes(self.frame)
-            self._scan_inputs(self.frame + 1)   # inputs are scheduled a frame ahead
-        else:
-            self.buf = b""
+        self.buf = self.r.frame_bytes(self.frame) if self.frame < len(self.r.frames) else b""
 
     def __call__(self, ev: dict) -> None:
         if self.diverged_at is None:
@@ -79,7 +65,6 @@ class _StreamCompare:
                     self._next_frame()
                 return
             self.diverged_at = ev["seq"]
-            self._scan_inputs(len(self.r.frames))
             self.first_live = msgpack.unpackb(data, raw=False)
         if ev.get("k") in ALIGNED_KINDS:
             self.live.append(msgpack.unpackb(self.pack(ev), raw=False))
@@ -95,10 +80,13 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     version = version or rec
     verify = (version.name == rec.name) if verify is None else verify
     backend = XenBackend(version)
-    sess = Session(run.guest, memory=run.memory, cmdline=run.cmdline, backend=backend,
-                   keep_console=False)
-    schedule = getattr(sess.dispatch, "schedule_input", None)
-    cmp = _StreamCompare(run, schedule)
+    sess = Session(run.guest, backend=backend, keep_console=False, **run.session_args())
+    # Recorded console input goes back in at its recorded event seq
+    # (pvmon.dispatch.console_input), all scheduled before the run starts.
+    for i in range(len(run.reader.frames)):
+        for seq, data in frame_inputs(run.reader, i):
+            sess.dispatch.schedule_input(seq, data)
+    cmp = _StreamCompare(run)
     sess.access.record = True
     sess.dispatch.record = cmp
     last_t = run.reader.last_t or 0

@@ -30,6 +30,18 @@ class RecordedRun:
     version: XenVersion
     memory: int
     cmdline: str
+    initrd: bytes | None = None
+    initrd_info: dict | None = None
+
+    def session_args(self) -> dict:
+        """Keyword arguments for :class:`~pvmon.session.Session` that rebuild
+        the recorded machine (memory, command line, initrd, idle limit)."""
+        from pvmon.session import DEFAULT_IDLE_LIMIT_NS
+        m = self.header["machine"]
+        idle = m.get("idle_limit_ns", DEFAULT_IDLE_LIMIT_NS)
+        return {"memory": self.memory, "cmdline": self.cmdline, "initrd": self.initrd,
+                "initrd_info": self.initrd_info,
+                "idle_limit_ns": idle if isinstance(idle, int) else None}
 
     @property
     def label(self) -> str:
@@ -109,7 +121,12 @@ def open_run(path: str | Path, guest: str | Path | None = None, *,
         raise TraceError(f"{p}: trace header has no kernel command line")
     version = recorded_version(h, p)
     img = find_guest(h, p, guest) if need_guest else None
-    return RecordedRun(p, reader, h, img, version, m["memory"], cmdline)
+    info = m.get("initrd") if isinstance(m.get("initrd"), dict) else None
+    initrd = None
+    if need_guest and info:
+        from pvmon.guests.initramfs import initrd_from_header
+        initrd = initrd_from_header(info)
+    return RecordedRun(p, reader, h, img, version, m["memory"], cmdline, initrd, info)
 
 
 _INPUT_MARK = b"\xa3dir\xa2in"   # msgpack of the key/value "dir": "in"
