@@ -580,12 +580,35 @@ class XenBackend(Backend):
             if port not in ev.ports:
                 return -E.EINVAL
             return 0 if vcpu == 0 else -E.ENOENT
-        if cmd == 11:  # init_control: FIFO ABI
-            if "fifo_events" not in self.ver.capabilities:
-                return -E.ENOSYS
-            return self._unsupported_sub("event_channel_op", "init_control")
-        if cmd in (12, 13):
-            return -E.ENOSYS
+        if cmd in (11, 12, 13) and "fifo_events" not in self.ver.capabilities:
+            return self._unsupported_sub("event_channel_op", name)
+        if cmd == 11:  # init_control {u64 control_gfn, u32 offset, u32 vcpu, u8 link_bits OUT}
+            gfn, offset, vcpu = struct.unpack("<QII", self._read(arg, 16))
+            self.op.update(control_gfn=gfn, offset=offset, vcpu=vcpu)
+            if ev.fifo is not None:
+                return -E.EINVAL
+            from pvmon.backends.xen.events_fifo import LINK_BITS, FifoEvents
+            fifo = FifoEvents(self.guest, self._valid_mfn, ev.mark_upcall)
+            rc = fifo.init_control(gfn, offset, vcpu)
+            if rc:
+                return rc
+            self._write(arg + 16, bytes((LINK_BITS,)))
+            ev.enable_fifo(fifo)
+            return 0
+        if cmd == 12:  # expand_array {u64 array_gfn}
+            gfn = self._u64(arg)
+            self.op["array_gfn"] = gfn
+            if ev.fifo is None:
+                return -E.EOPNOTSUPP   # xen/common/event_fifo.c: no FIFO set up
+            return ev.fifo.expand_array(gfn)
+        if cmd == 13:  # set_priority {u32 port, u32 priority}
+            port, prio = struct.unpack("<II", self._read(arg, 8))
+            self.op.update(port=port, priority=prio)
+            if ev.fifo is None:
+                return -E.ENOSYS       # the 2-level ABI has no priorities
+            if port not in ev.ports:
+                return -E.EINVAL
+            return ev.fifo.set_priority(port, prio)
         if cmd == 10:
             return -E.EINVAL
         return self._unsupported_sub("event_channel_op", name)
