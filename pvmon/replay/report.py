@@ -87,6 +87,7 @@ class Report:
     ending: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    explained: dict = field(default_factory=dict)
 
     def add(self, div: Divergence) -> None:
         self.total += 1
@@ -95,6 +96,13 @@ class Report:
             self.by_call[(key(ev), d.what)] += 1
         if len(self.divergences) < DETAILED:
             self.divergences.append(div)
+        for f in div.explanation:
+            k = (key(ev), f.text)
+            if k not in self.explained:
+                self.explained[k] = {"call": key(ev), "seq": ev.get("seq"),
+                                     "what": [d.what for d in div.deltas],
+                                     "left": _line(div.left), "right": _line(div.right),
+                                     "why": f.text, "source": f.source}
 
     @property
     def exit_code(self) -> int:
@@ -107,6 +115,7 @@ class Report:
                 "by_call": [{"call": k, "what": w, "count": n}
                             for (k, w), n in self.by_call.most_common()],
                 "divergences": [d.as_dict() for d in self.divergences],
+                "explained": list(self.explained.values()),
                 "ending": self.ending, "notes": self.notes, "stats": self.stats}
 
 
@@ -152,6 +161,14 @@ def render_text(report: Report, console: Console | None = None, detail: int = 5)
             for addr, _hx, text in w.disasm:
                 mark = "=>" if addr == w.rip else "  "
                 con.print(f"   {mark} {addr:#x}  {escape(text)}")
+    if len(report.explained) > 0 and report.total > detail:
+        con.print()
+        con.print("[bold]every explained difference[/] (first occurrence of each):")
+        for x in report.explained.values():
+            con.print(f"  #{x['seq']} {escape(x['call'])} ({', '.join(x['what'])}): "
+                      f"{escape(x['why'])}")
+            con.print(f"      left {escape(x['left'])}")
+            con.print(f"      right {escape(x['right'])}")
     if report.total > detail:
         con.print()
         t = Table(title="divergences by call", show_edge=False)
