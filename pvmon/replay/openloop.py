@@ -23,6 +23,7 @@ from pvmon.backends.base import GuestFault
 from pvmon.backends.xen import builder
 from pvmon.backends.xen.backend import XenBackend
 from pvmon.backends.xen.versions import XenVersion
+from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.engine.machine import Machine
 from pvmon.errors import TraceError
 from pvmon.replay.compare import Delta, key
@@ -32,22 +33,20 @@ from pvmon.replay.source import RecordedRun
 from pvmon.trace.render import describe
 
 
-class _RecordedMemory:
-    """GuestAccess for one replayed call: guest-virtual reads come from the
-    call's recorded reads, machine reads from the scratch RAM (primed with
-    the recorded machine reads), and every access is recorded as the live
-    RecordingGuestAccess would."""
+class _RecordedMemory(RecordingGuestAccess):
+    """GuestAccess for one replayed call: guest-virtual reads and page walks
+    come from the call's recorded reads, machine memory from the scratch RAM
+    (primed with the recorded machine reads), and every access is recorded as
+    in a live run. Virtual writes are recorded, not applied (there are no
+    guest page tables to apply them through)."""
 
     def __init__(self, machine: Machine) -> None:
-        self.m = machine
+        super().__init__(machine, record=True)
         self.virt: dict[tuple[int, int], bytes] = {}
-        self.reads: list = []
-        self.writes: list = []
-        self.unrecorded: list[int] = []
         self.walks: dict[int, bytes] = {}
-        self.record = True
+        self.unrecorded: list[int] = []
 
-    def begin(self, rd) -> None:
+    def begin(self, rd=()) -> None:
         self.reads = []
         self.writes = []
         self.unrecorded = []
@@ -74,25 +73,6 @@ class _RecordedMemory:
         self.reads.append(["w", va, data])
         return struct.unpack("<QQ", data)
 
-    def read_u64_phys(self, ma: int) -> int:
-        v = self.m.read_u64_phys(ma)
-        self.reads.append(["p", ma, struct.pack("<Q", v)])
-        return v
-
-    def write_u64_phys(self, ma: int, v: int) -> None:
-        v &= 0xFFFF_FFFF_FFFF_FFFF
-        self.m.write_u64_phys(ma, v)
-        self.writes.append(["p", ma, struct.pack("<Q", v)])
-
-    def read_phys(self, ma: int, size: int) -> bytes:
-        data = self.m.read_phys(ma, size)
-        self.reads.append(["p", ma, data])
-        return data
-
-    def write_phys_data(self, ma: int, data: bytes) -> None:
-        self.m.write_phys_data(ma, data)
-        self.writes.append(["p", ma, bytes(data)])
-
     def read(self, va: int, size: int) -> bytes:
         data = self.virt.get((va, size))
         if data is None:
@@ -111,19 +91,6 @@ class _RecordedMemory:
 
     def write(self, va: int, data: bytes) -> None:
         self.writes.append(["v", va, bytes(data)])
-
-    def read_machine(self, ma: int, size: int) -> bytes:
-        if not self.m.valid_phys(ma, size):
-            raise GuestFault(ma)
-        data = self.m.read_phys(ma, size)
-        self.reads.append(["p", ma, data])
-        return data
-
-    def write_machine(self, ma: int, data: bytes) -> None:
-        if not self.m.valid_phys(ma, len(data)):
-            raise GuestFault(ma, True)
-        self.m.write_phys(ma, data)
-        self.writes.append(["p", ma, bytes(data)])
 
 
 class _NoGuestPlatform:
