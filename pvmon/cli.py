@@ -89,12 +89,49 @@ def _run_options(fn):
 
 @cli.command()
 @_run_options
-def boot(guest, cmdline, memory, backend, record, timeout) -> None:
-    """Boot GUEST (default: the built-in pvtest-v2) and watch it.
+@click.option("--headless", is_flag=True,
+              help="No TUI: stream the console and print the summary (like `pvmon run`).")
+def boot(guest, cmdline, memory, backend, record, timeout, headless) -> None:
+    """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
-    The live Textual view is not built yet; until it lands this streams the
-    console and prints the summary exactly like `pvmon run`."""
-    _run(guest, cmdline, memory, backend, record, timeout, quiet=False)
+    Keys: space pause/resume, n step to the next hypercall, b break on a
+    hypercall, f filter the stream, r record, o open a trace, ? help, q quit.
+    Tab focuses the console: what you type there goes to the guest.
+
+    After quitting, the run's summary is printed. Exit status: 0 clean
+    shutdown or quit by the user, 1 guest crash / triple fault / hang,
+    2 pvmon error."""
+    if headless:
+        _run(guest, cmdline, memory, backend, record, timeout, quiet=False)
+        return
+    from pathlib import Path
+
+    from pvmon.guests.catalog import resolve
+    from pvmon.session import DEFAULT_CMDLINE, parse_memory
+    from pvmon.ui.app import run_boot
+    from pvmon.ui.live_session import BootSpec
+
+    spec = BootSpec(resolve(guest), memory=parse_memory(memory),
+                    cmdline=cmdline or DEFAULT_CMDLINE, backend=backend,
+                    record=Path(record) if record else None, timeout=timeout)
+    res = run_boot(spec)
+    if res is None:
+        click.echo("pvmon: the guest was still running when the TUI closed", err=True)
+        sys.exit(0)
+    _print_summary(res)
+    sys.exit(0 if res.clean or res.exit_kind == "interrupted" else 1)
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False))
+def view(trace_path) -> None:
+    """Play a recorded .pvt TRACE back in the TUI: scrub the timeline, jump to an
+    event or a virtual time, search, see the console as it was.
+
+    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit."""
+    from pvmon.ui.app import run_view
+
+    run_view(trace_path)
 
 
 @cli.command()

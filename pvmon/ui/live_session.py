@@ -1,0 +1,301 @@
+"""A guest boot that the TUI watches: a :class:`~pvmon.session.Session` run on a
+worker thread and published through thread-safe buffers.
+
+Threads. :meth:`LiveSession.run` is the only code that runs on the engine
+thread (a Textual thread worker calls it). Everything else is called from the
+UI thread and only sets flags or appends to queues; the engine thread acts on
+them at the next **hypercall boundary**, inside the dispatch's call listener.
+
+Determinism. Pausing, stepping, breakpoints, register samples and the end of
+recording all happen inside the call listener, after the hypercall returned
+and before the guest runs on. The listener only reads guest state (registers,
+memory); it never changes slice boundaries or virtual time, so the event
+stream does not depend on when the UI asked for anything. Console input typed
+in the UI is handed to the guest at the next hypercall boundary and recorded
+there, like any other input.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvmon.engine.machine import GuestPageFault, Stop
+from pvmon.guests.catalog import GuestImage
+from pvmon.session import DEFAULT_CMDLINE, RunResult, Session
+from pvmon.ui.console_text import ConsoleChannels
+
+# Bytes of code read around RIP for the disassembly pane: before and after it.
+CODE_BEFORE = 96
+CODE_AFTER = 64
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """What to boot: a resolved guest and its machine. ``memory`` in bytes;
+    ``record``: a .pvt path or None; ``timeout``: wall seconds or None."""
+
+    guest: GuestImage
+    memory: int = 256 << 20
+    cmdline: str = DEFAULT_CMDLINE
+    backend: str = "xen-4.17"
+    record: Path | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Guest state captured at a hypercall boundary (on the engine thread).
+
+    ``seq``: the hypercall event's seq; ``regs``: register name -> value (the
+    names of :data:`pvmon.engine.machine.GPR`); ``code``: guest bytes at
+    guest-virtual ``code_base`` (RIP lies inside; may be empty if unmapped);
+    ``vtime_ns``: virtual time (ns)."""
+
+    seq: int
+    rip: int
+    regs: dict[str, int]
+    code: bytes
+    code_base: int
+    vtime_ns: int
+
+
+@dataclass
+class LiveState:
+    """A consistent copy of the session's state for the UI. ``phase``:
+    "running" | "pausing" | "paused" | "finished"; ``paused_at``: the
+    hypercall event the guest is stopped after (when paused)."""
+
+    phase: str
+    vtime_ns: int
+    hypercalls: int
+    recording: Path | None
+    paused_at: dict[str, Any] | None = None
+    result: RunResult | None = None
+    error: str | None = None
+    breakpoints: frozenset[str] = field(default_factory=frozenset)
+
+
+class LiveSession:
+    """Runs one :class:`Session` for the TUI.
+
+    Build it with :meth:`create` on any thread (it raises
+    :class:`~pvmon.errors.PvmonError` for a bad guest or backend), then call
+    :meth:`run` on a worker thread. The UI drains :attr:`events` (hypercall
+    event dicts, docs/trace-format.md) and :attr:`console` (output bytes) at
+    its own pace; both are :class:`collections.deque`, whose ``append`` and
+    ``popleft`` are thread-safe.
+    """
+
+    def __init__(self, session: Session, spec: BootSpec) -> None:
+        self.session = session
+        self.spec = spec
+        self.events: deque[dict[str, Any]] = deque()
+        self.console: deque[bytes] = deque()
+        self.sample: Sample | None = None
+        self.result: RunResult | None = None
+        self.error: str | None = None
+        self.phase = "running"
+        self.paused_at: dict[str, Any] | None = None
+        self.breakpoints: frozenset[str] = frozenset()
+        self.recording: Path | None = session.trace_path
+        self._cv = threading.Condition()
+        self._gen = 0
+        self._pause_next = False
+        self._want_sample = True
+        self._stop = False
+        self._stop_recording = False
+        self._input: deque[bytes] = deque()
+        self._attention = True
+        self._calls = 0
+        self.wall_start: float | None = None
+        self.wall_paused = 0.0
+        session.dispatch.call_listeners.append(self._on_call)
+        channels = ConsoleChannels()
+        session.on_console(lambda ch, data: channels.accept(ch) and
+                           self.console.append(bytes(data)))
+
+    @classmethod
+    def create(cls, spec: BootSpec) -> LiveSession:
+        """Build the session (parses the kernel, builds the domain: about 0.2 s
+        for a Debian kernel). Raises PvmonError on bad input."""
+        sess = Session(spec.guest, memory=spec.memory, cmdline=spec.cmdline,
+                       backend=spec.backend, record=spec.record)
+        return cls(sess, spec)
+
+    # ------------------------------------------------------------ engine thread
+    def run(self) -> RunResult:
+        """Run the guest to its end (blocking; call on a worker thread)."""
+        self.wall_start = time.monotonic()
+        try:
+            self.result = self.session.run(timeout=self.spec.timeout)
+            last = {"seq": self.session.dispatch.seq - 1,
+                    "rip": self.session.machine.reg("rip")}
+            self.sample = self._capture(last)  # the machine is stopped: final state
+        except Exception as exc:  # shown in the UI; the TUI must not die with the guest
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.phase = "finished"
+            self.paused_at = None
+        return self.result
+
+    def _on_call(self, ev: dict[str, Any]) -> None:
+        self.events.append(ev)
+        self._calls += 1
+        if self._attention:
+            self._attend(ev)
+
+    def _attend(self, ev: dict[str, Any]) -> None:
+        sess = self.session
+        while self._input:
+            sess.dispatch.console_input(self._input.popleft())
+        if self._stop:
+            sess.machine.stop(Stop("interrupted", "stopped from the TUI", ev.get("rip", 0)))
+            self._update_attention()
+            return
+        if self._stop_recording:
+            self._stop_recording = False
+            sess.stop_recording()
+            self.recording = None
+        hit = self._pause_next or self._breaks(ev)
+        if self._want_sample or hit:
+            self._want_sample = False
+            self.sample = self._capture(ev)
+        if hit:
+            self._pause_next = False
+            self._wait(ev)
+        self._update_attention()
+
+    def _breaks(self, ev: dict[str, Any]) -> bool:
+        if not self.breakpoints:
+            return False
+        if ev.get("name") in self.breakpoints:
+            return True
+        op = ev.get("op")
+        return isinstance(op, dict) and op.get("cmd", op.get("op")) in self.breakpoints
+
+    def _capture(self, ev: dict[str, Any]) -> Sample:
+        m = self.session.machine
+        regs = m.snapshot_regs()
+        rip = ev.get("rip", regs["rip"])
+        base, code = rip, b""
+        for before in (CODE_BEFORE, rip & 0xFFF, 0):
+            try:
+                code = m.read_virt(rip - before, before + CODE_AFTER)
+                base = rip - before
+                break
+            except GuestPageFault:
+                continue
+        return Sample(ev.get("seq", -1), rip, regs, code, base, m.clock.now_ns)
+
+    def _wait(self, ev: dict[str, Any]) -> None:
+        self.paused_at = ev
+        self.phase = "paused"
+        t0 = time.monotonic()
+        with self._cv:
+            gen = self._gen
+            while self._gen == gen and not self._stop:
+                self._cv.wait(0.1)
+        dt = time.monotonic() - t0
+        self.wall_paused += dt
+        d = self.session.dispatch
+        if d.deadline_wall is not None:
+            d.deadline_wall += dt  # a wall-clock timeout counts running time only
+        self.paused_at = None
+        if self.phase == "paused":
+            self.phase = "running"
+        while self._input:
+            d.console_input(self._input.popleft())
+
+    def _release(self) -> None:
+        with self._cv:
+            self._gen += 1
+            self._cv.notify_all()
+
+    def _update_attention(self) -> None:
+        self._attention = bool(self._pause_next or self.breakpoints or self._want_sample
+                               or self._stop or self._stop_recording or self._input)
+
+    # ---------------------------------------------------------------- UI thread
+    def request_sample(self) -> None:
+        """Capture registers and code at the next hypercall."""
+        self._want_sample = True
+        self._attention = True
+
+    def pause(self) -> None:
+        """Stop the guest right after its next hypercall returns."""
+        if self.phase == "running":
+            self.phase = "pausing"
+            self._pause_next = True
+            self._attention = True
+
+    def resume(self) -> None:
+        """Let a paused (or pausing) guest run on."""
+        self._pause_next = False
+        self._update_attention()
+        if self.phase in ("paused", "pausing"):
+            self.phase = "running"
+        self._release()
+
+    def step(self) -> None:
+        """Run to the end of the next hypercall, then pause again."""
+        if self.phase == "finished":
+            return
+        self._pause_next = True
+        self._attention = True
+        self.phase = "pausing"
+        self._release()
+
+    def set_breakpoints(self, names: frozenset[str] | set[str]) -> None:
+        """Pause after any hypercall whose name (or sub-op ``cmd``) is in ``names``."""
+        self.breakpoints = frozenset(names)
+        self._update_attention()
+
+    def send_console(self, data: bytes) -> None:
+        """Type ``data`` into the guest's console (delivered at the next hypercall)."""
+        if data:
+            self._input.append(bytes(data))
+            self._attention = True
+
+    def stop_recording(self) -> None:
+        """Close the trace at the next hypercall (the file stays a readable trace)."""
+        if self.recording is not None:
+            self._stop_recording = True
+            self._attention = True
+
+    def stop(self) -> None:
+        """End the run: at the next hypercall, or at the next trap (TSC read,
+        fault) if the guest makes no more hypercalls."""
+        self._stop = True
+        self._attention = True
+        stop = Stop("interrupted", "stopped from the TUI", 0)
+        self.session.dispatch.exit_hook = lambda: stop
+        self._release()
+
+    def force_stop(self) -> None:
+        """Last resort when :meth:`stop` was not honoured in time (a guest spinning
+        without traps): stop the emulator from this thread. Only for quitting."""
+        self.session.machine.stop(Stop("interrupted", "stopped from the TUI", 0))
+
+    @property
+    def hypercalls(self) -> int:
+        """Hypercalls so far (engine-thread counter; exact when paused or finished)."""
+        return self._calls
+
+    @property
+    def vtime_ns(self) -> int:
+        return self.session.machine.clock.now_ns
+
+    def wall_running_s(self, now: float | None = None) -> float:
+        """Wall seconds the guest has been running, paused time excluded."""
+        if self.wall_start is None:
+            return 0.0
+        if self.result is not None:
+            return self.result.wall_s - self.wall_paused
+        return (now if now is not None else time.monotonic()) - self.wall_start - \
+            self.wall_paused
