@@ -11,8 +11,7 @@ and in the command palette (ctrl+p).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
@@ -29,8 +28,7 @@ from pvmon.ui.live_session import BootSpec, LiveSession
 
 class PvmonApp(App[RunResult | None]):
     """pvmon's TUI. Exactly one of ``live``, ``trace``, ``divergence`` says what
-    the first screen shows. ``clock``: wall-clock source for speed figures.
-    The app's return value is the live boot's :class:`RunResult` (None if the
+    the first screen shows. The app's return value is the live boot's :class:`RunResult` (None if the
     run had not ended or there was no live boot)."""
 
     CSS_PATH = "pvmon.tcss"
@@ -42,20 +40,18 @@ class PvmonApp(App[RunResult | None]):
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
 
     def __init__(self, *, live: LiveSession | None = None, trace: str | Path | None = None,
-                 divergence: Divergence | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 divergence: Divergence | None = None) -> None:
         super().__init__()
         if sum(x is not None for x in (live, trace, divergence)) != 1:
             raise ValueError("give exactly one of live, trace, divergence")
         self.live = live
         self.trace = trace
         self.divergence = divergence
-        self.clock = clock
 
     def on_mount(self) -> None:
         if self.live is not None:
             from pvmon.ui.screens.live import LiveScreen
-            self.push_screen(LiveScreen(self.live, clock=self.clock))
+            self.push_screen(LiveScreen(self.live))
         elif self.trace is not None:
             from pvmon.ui.screens.player import PlayerScreen
             self.push_screen(PlayerScreen(self.trace))

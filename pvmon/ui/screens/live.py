@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,23 +27,22 @@ from textual.worker import Worker, WorkerState
 from pvmon.ui.disassembly import disassemble_around, label
 from pvmon.ui.filters import EventFilter
 from pvmon.ui.live_session import BootSpec, LiveSession
-from pvmon.ui.rates import RateHistory
 from pvmon.ui.screens.prompt import PromptScreen
 from pvmon.ui.widgets.console import GuestConsole
 from pvmon.ui.widgets.disasm import DisassemblyPane
 from pvmon.ui.widgets.hypercalls import EventRows, HypercallStream
 from pvmon.ui.widgets.registers import RegisterPane
-from pvmon.ui.widgets.stats import StatsPane
+from pvmon.ui.widgets.stats import StatsPane, compact, rate_caption
 from pvmon.ui.widgets.status import StatusLine
 
-REFRESH_HZ = 10          # pane refreshes per second while the guest runs
+REFRESH_HZ = 10          # pane refreshes per second at most while the guest runs
+UI_CPU_BUDGET = 0.06     # share of one core the UI thread may use while the guest runs
 STATS_EVERY = 3          # the counts pane redraws every Nth refresh
+RATE_SAMPLES = 60        # sparkline values kept (one per >= 0.2 s of wall time)
 
 
 class LiveScreen(Screen[None]):
-    """Boots ``live`` (already built) and shows it. ``clock``: wall-clock
-    source in seconds (``time.monotonic``; tests pass a fixed one so that
-    speed figures in snapshots do not vary)."""
+    """Boots ``live`` (already built) and shows it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_pause", "Pause"),
@@ -57,19 +55,21 @@ class LiveScreen(Screen[None]):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, live: LiveSession, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, live: LiveSession) -> None:
         super().__init__()
         self.live = live
-        self.clock = clock
         self.rows = EventRows()
         self.counts: Counter[str] = Counter()
-        self.rates = RateHistory()
+        self.rate_samples: deque[float] = deque(maxlen=RATE_SAMPLES)
+        self._rate_mark: tuple[float, int] | None = None
         self._shown_sample: Any = None
         self._ticks = 0
         self._worker: Worker[Any] | None = None
         self._finished_shown = False
         self._note = ""
+        self._cpu_mark = (time.monotonic(), time.thread_time())
+        self._skip = 0
+        self._console_buf: list[bytes] = []
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
@@ -118,6 +118,23 @@ class LiveScreen(Screen[None]):
             await w.wait()
 
     # -- refreshing ---------------------------------------------------------------------
+    def _over_budget(self) -> bool:
+        """True if this refresh should only drain, not draw: the UI thread (which
+        needs the GIL the engine's hooks also need) used more than
+        :data:`UI_CPU_BUDGET` of a core since the last draw. Keys are answered
+        regardless; only the redraw rate drops, down to about 2 Hz."""
+        if self.live.phase != "running":
+            return False
+        if self._skip:
+            self._skip -= 1
+            return True
+        wall, cpu = time.monotonic(), time.thread_time()
+        w0, c0 = self._cpu_mark
+        self._cpu_mark = (wall, cpu)
+        duty = (cpu - c0) / max(wall - w0, 1e-3)
+        self._skip = min(4, int(duty / UI_CPU_BUDGET))
+        return False
+
     def refresh_view(self) -> None:
         """Drain what the engine published and redraw the panes that changed."""
         live = self.live
@@ -126,29 +143,55 @@ class LiveScreen(Screen[None]):
         if batch:
             self.rows.extend(batch)
             self.counts.update(ev.get("name") for ev in batch)
-            add = self.rates.add_time
-            for ev in batch:
-                add(ev["t"])
-            self.query_one(HypercallStream).sync()
         cq = live.console
         if cq:
-            data = b"".join(cq.popleft() for _ in range(len(cq)))
-            self.query_one(GuestConsole).feed(data)
+            self._console_buf.append(b"".join(cq.popleft() for _ in range(len(cq))))
+        if self._over_budget():
+            return
+        self.query_one(HypercallStream).sync()
+        self._sample_rate()
+        if self._console_buf:
+            self.query_one(GuestConsole).feed(b"".join(self._console_buf))
+            self._console_buf.clear()
         sample = live.sample
         if sample is not None and sample is not self._shown_sample:
             self._shown_sample = sample
             self._show_sample(sample)
         self._ticks += 1
         finished = live.phase == "finished" and not q
-        if batch and (self._ticks % STATS_EVERY == 0 or finished):
-            self.query_one(StatsPane).show(self.counts, self.rates)
+        if self._ticks % STATS_EVERY == 0 or finished:
+            self._show_stats()
         self._show_status()
         if live.phase == "running":
             live.request_sample()
         if finished and not self._finished_shown and not q and not cq:
             self._finished_shown = True
-            self.query_one(StatsPane).show(self.counts, self.rates)
+            self._show_stats()
             self._timer.pause()
+
+    def _sample_rate(self) -> None:
+        """One sparkline value: hypercalls per wall second since the last one
+        (paused time excluded; nothing while paused or finished)."""
+        now, calls = self.live.clock(), self.live.hypercalls
+        mark = self._rate_mark
+        self._rate_mark = (now, calls)
+        if mark is None or self.live.phase != "running" or now - mark[0] < 0.2:
+            if mark is not None and now - mark[0] < 0.2 and self.live.phase == "running":
+                self._rate_mark = mark  # too soon: measure over a longer span
+            return
+        self.rate_samples.append((calls - mark[1]) / (now - mark[0]))
+
+    def _show_stats(self) -> None:
+        series = list(self.rate_samples)
+        total = sum(self.counts.values())
+        wall = self.live.wall_running_s()
+        if self.live.phase == "finished":
+            caption = f"calls {total} · avg {compact(total / wall)}/s" if wall > 0 else \
+                f"calls {total}"
+        else:
+            caption = rate_caption(total, series[-1] if series else 0.0,
+                                   max(series, default=0.0), "s")
+        self.query_one(StatsPane).show(self.counts, series, caption)
 
     def _show_sample(self, sample: Any) -> None:
         sym = self.live.session.guest.symbols()
@@ -164,8 +207,7 @@ class LiveScreen(Screen[None]):
         spec = live.spec
         res = live.result
         vt = res.vtime_ns if res else live.vtime_ns
-        wall = res.wall_s if res else (self.clock() - live.wall_start - live.wall_paused
-                                       if live.wall_start is not None else 0.0)
+        wall = live.wall_running_s()
         parts = [("", spec.guest.name), ("", spec.backend),
                  ("vt", f"{vt / 1e9:.6f}s"), ("calls", f"{live.hypercalls}"),
                  ("wall", f"{wall:.2f}s")]
@@ -264,9 +306,11 @@ class LiveScreen(Screen[None]):
         self.live = live
         self.rows = EventRows()
         self.counts = Counter()
-        self.rates = RateHistory()
+        self.rate_samples: deque[float] = deque(maxlen=RATE_SAMPLES)
+        self._rate_mark: tuple[float, int] | None = None
         self._shown_sample = None
         self._finished_shown = False
+        self._console_buf.clear()
         self.query_one(HypercallStream).set_source(self.rows)
         self.query_one(GuestConsole).clear()
         self.query_one(RegisterPane).show(None)

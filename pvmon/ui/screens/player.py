@@ -33,7 +33,7 @@ from pvmon.ui.widgets.console import GuestConsole
 from pvmon.ui.widgets.disasm import DisassemblyPane
 from pvmon.ui.widgets.hypercalls import HypercallStream
 from pvmon.ui.widgets.registers import RegisterPane
-from pvmon.ui.widgets.stats import StatsPane
+from pvmon.ui.widgets.stats import StatsPane, rate_caption
 from pvmon.ui.widgets.status import StatusLine
 from pvmon.ui.widgets.timeline import Timeline
 
@@ -169,7 +169,10 @@ class PlayerScreen(Screen[None]):
         stream = self.query_one(HypercallStream)
         stream.set_source(self.rows)
         stream.go(0)
-        self.query_one(StatsPane).show(index.counts, index.rates)
+        per_ms = index.rates.per_ms()
+        self.query_one(StatsPane).show(index.counts, per_ms, rate_caption(
+            sum(index.counts.values()), index.rates.recent_per_ms(), max(per_ms, default=0),
+            "ms (virtual)"))
         r = index.rates
         self.query_one(Timeline).set_density(r.counts, r.start_ns,
                                              r.start_ns + len(r.counts) * r.width_ns)

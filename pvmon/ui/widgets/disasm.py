@@ -15,7 +15,7 @@ class DisassemblyPane(Static):
     def show(self, insns: list[Insn], symbol: str = "", note: str = "") -> None:
         self.border_title = f"code {symbol}" if symbol else "code"
         if not insns:
-            self.update(Text(note or "no code at RIP", style="dim"))
+            self.update(Text(note or "no code at RIP", style="dim"), layout=False)
             return
         text = Text(no_wrap=True, overflow="ellipsis")
         for ins in insns:
@@ -28,4 +28,4 @@ class DisassemblyPane(Static):
             text.append(note, style="dim italic")
         else:
             text.rstrip()
-        self.update(text)
+        self.update(text, layout=False)

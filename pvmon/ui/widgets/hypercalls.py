@@ -11,12 +11,12 @@ from typing import Any, ClassVar, Protocol
 
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 
 from pvmon.trace.render import describe
 from pvmon.ui.families import FAMILY_STYLE, family_of
@@ -86,12 +86,15 @@ def row_text(ev: dict[str, Any] | None, *, with_time: bool = True) -> Text:
     return text
 
 
-class HypercallStream(ScrollView, can_focus=True):
-    """A scrolling list of events with a cursor and a follow mode.
+class HypercallStream(Widget, can_focus=True):
+    """A list of events with a cursor and a follow mode.
 
     ``follow``: the cursor sticks to the newest row (the live view's default;
     moving up turns it off, End turns it back on). Posts :class:`Selected`
-    when the cursor moves."""
+    when the cursor moves. Not a scroll view on purpose: rows arrive many
+    times a second, and a changing virtual size would re-lay out the whole
+    screen each time; this widget only repaints itself. The border subtitle
+    says where the cursor is."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor(-1)", "Up", show=False),
@@ -127,6 +130,7 @@ class HypercallStream(ScrollView, can_focus=True):
         self.marks = marks if marks is not None else set()
         self.set_reactive(HypercallStream.follow, follow)
         self._rows = 0
+        self.top = 0
 
     # -- data ---------------------------------------------------------------------------
     def set_source(self, source: RowSource) -> None:
@@ -140,11 +144,12 @@ class HypercallStream(ScrollView, can_focus=True):
         if n == self._rows:
             return
         self._rows = n
-        self.virtual_size = Size(self.size.width, n)
         if self.follow and n or self.cursor >= n:
             self.cursor = n - 1
         elif self.cursor < 0 and n:
             self.cursor = 0
+        else:
+            self._subtitle()
         self.refresh()
 
     @property
@@ -163,25 +168,32 @@ class HypercallStream(ScrollView, can_focus=True):
 
     # -- reactive -----------------------------------------------------------------------
     def watch_cursor(self, old: int, new: int) -> None:
-        self.refresh()
         self._reveal()
-        self.call_after_refresh(self._reveal)
+        self.refresh()
+        self._subtitle()
         self.post_message(self.Selected(self, new, self.event))
 
     def _reveal(self) -> None:
-        """Scroll so that the cursor row is visible."""
+        """Move the window so that the cursor row is visible."""
+        h = self.content_size.height
         row = self.cursor
-        h = self.scrollable_content_region.height
-        if row < 0 or h <= 0:
+        if h <= 0 or row < 0:
             return
-        top = self.scroll_offset.y
-        if row < top:
-            self.scroll_to(y=row, animate=False, immediate=True)
-        elif row >= top + h:
-            self.scroll_to(y=row - h + 1, animate=False, immediate=True)
+        if row < self.top:
+            self.top = row if self.top - row <= 1 else max(0, row - h // 2)
+        elif row >= self.top + h:
+            self.top = row - h + 1 if row - (self.top + h) < 1 else row - h // 2
+        # never leave empty rows below the last one
+        self.top = max(0, min(self.top, len(self.source) - h))
+
+    def _subtitle(self) -> None:
+        n = len(self.source)
+        where = f"{self.cursor + 1}/{n}" if n else "empty"
+        self.border_subtitle = f"{where} · following" if self.follow else \
+            f"{where} · end: follow"
 
     def watch_follow(self, follow: bool) -> None:
-        self.border_subtitle = "following" if follow else "end: follow"
+        self._subtitle()
         if follow and len(self.source):
             self.cursor = len(self.source) - 1
 
@@ -192,8 +204,7 @@ class HypercallStream(ScrollView, can_focus=True):
         self.go(self.cursor + delta)
 
     def action_page(self, direction: int) -> None:
-        h = max(1, self.scrollable_content_region.height - 1)
-        self.action_cursor(direction * h)
+        self.action_cursor(direction * max(1, self.content_size.height - 1))
 
     def action_first(self) -> None:
         self.follow = False
@@ -203,31 +214,37 @@ class HypercallStream(ScrollView, can_focus=True):
         self.follow = True
         self.go(len(self.source) - 1)
 
-    def on_click(self, event: Any) -> None:
-        row = self.scroll_offset.y + event.y
+    def on_click(self, event: events.Click) -> None:
+        row = self.top + event.y - self.styles.gutter.top
         if 0 <= row < len(self.source):
             self.follow = False
             self.go(row)
 
-    # -- rendering ----------------------------------------------------------------------
-    def render_line(self, y: int) -> Strip:
-        scroll_x, scroll_y = self.scroll_offset
-        width = self.size.width
-        row = scroll_y + y
-        base = self.rich_style
-        if row >= len(self.source):
-            return Strip.blank(width, base)
-        text = row_text(self.source.row(row), with_time=width >= 60)
-        mark = "≠ " if row in self.marks else ""
-        if self.marks:
-            text = Text(mark or "  ", style="bold red", no_wrap=True) + text
-        text.stylize(base)
-        if row == self.cursor:
-            text.stylize(Style(reverse=True))
-        strip = Strip(text.render(self.app.console), text.cell_len)
-        return strip.crop_extend(scroll_x, scroll_x + width,
-                                 base + Style(reverse=True) if row == self.cursor else base)
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self.action_cursor(-3)
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        self.action_cursor(3)
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self.source))
-        self.call_after_refresh(self._reveal)
+        self._reveal()
+
+    # -- rendering ----------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        base = self.rich_style
+        if y == 0:
+            self._reveal()
+        row = self.top + y
+        if row >= len(self.source) or width <= 0:
+            return Strip.blank(width, base)
+        text = row_text(self.source.row(row), with_time=width >= 60)
+        if self.marks:
+            mark = "≠ " if row in self.marks else "  "
+            text = Text(mark, style="bold red", no_wrap=True) + text
+        text.stylize(base)
+        cursor = row == self.cursor
+        if cursor:
+            text.stylize(Style(reverse=True))
+        strip = Strip(text.render(self.app.console), text.cell_len)
+        return strip.crop_extend(0, width, base + Style(reverse=True) if cursor else base)

@@ -25,7 +25,7 @@ class RegisterPane(Static):
     def show(self, regs: dict[str, int] | None, note: str = "") -> None:
         """Draw ``regs`` (None: nothing to show); highlight changes since the last call."""
         if not regs:
-            self.update(Text(note or "no registers yet", style="dim"))
+            self.update(Text(note or "no registers yet", style="dim"), layout=False)
             return
         text = Text(no_wrap=True)
         names = [n for n in ORDER if n in regs] + [n for n in regs if n not in ORDER]
@@ -40,4 +40,4 @@ class RegisterPane(Static):
         else:
             text.rstrip()
         self._last = dict(regs)
-        self.update(text)
+        self.update(text, layout=False)

@@ -24,4 +24,4 @@ class StatusLine(Static):
         lines = [line]
         if note:
             lines.append(Text(note, style="bold", no_wrap=True, overflow="ellipsis"))
-        self.update(Group(*lines))
+        self.update(Group(*lines), layout=False)
