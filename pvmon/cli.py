@@ -91,7 +91,8 @@ def _run_options(fn):
 @_run_options
 @click.option("--headless", is_flag=True,
               help="No TUI: stream the console and print the summary (like `pvmon run`).")
-def boot(guest, cmdline, memory, backend, record, timeout, headless) -> None:
+@click.option("--paused", is_flag=True, help="Pause after the first hypercall.")
+def boot(guest, cmdline, memory, backend, record, timeout, headless, paused) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
     Keys: space pause/resume, n step to the next hypercall, b break on a
@@ -113,7 +114,7 @@ def boot(guest, cmdline, memory, backend, record, timeout, headless) -> None:
 
     spec = BootSpec(resolve(guest), memory=parse_memory(memory),
                     cmdline=cmdline or DEFAULT_CMDLINE, backend=backend,
-                    record=Path(record) if record else None, timeout=timeout)
+                    record=Path(record) if record else None, timeout=timeout, paused=paused)
     res = run_boot(spec)
     if res is None:
         click.echo("pvmon: the guest was still running when the TUI closed", err=True)

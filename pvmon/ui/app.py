@@ -67,7 +67,7 @@ class PvmonApp(App[RunResult | None]):
         try:
             TraceReader(path).close()
         except PvmonError as exc:
-            self.notify(str(exc), severity="error", timeout=8)
+            self.notify(str(exc), severity="error", timeout=8, markup=False)
             return False
         self.push_screen(PlayerScreen(path, closable=True))
         return True

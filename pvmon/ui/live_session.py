@@ -38,7 +38,8 @@ CODE_AFTER = 64
 @dataclass(frozen=True)
 class BootSpec:
     """What to boot: a resolved guest and its machine. ``memory`` in bytes;
-    ``record``: a .pvt path or None; ``timeout``: wall seconds or None."""
+    ``record``: a .pvt path or None; ``timeout``: wall seconds or None;
+    ``paused``: stop after the first hypercall."""
 
     guest: GuestImage
     memory: int = 256 << 20
@@ -46,6 +47,7 @@ class BootSpec:
     backend: str = "xen-4.17"
     record: Path | None = None
     timeout: float | None = None
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class LiveSession:
         self.recording: Path | None = session.trace_path
         self._cv = threading.Condition()
         self._gen = 0
-        self._pause_next = False
+        self._pause_next = spec.paused
         self._want_sample = True
         self._stop = False
         self._stop_recording = False

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -71,8 +72,8 @@ class DivergenceScreen(Screen[None]):
         d = self.div
         left, right = self.query_one("#left", HypercallStream), \
             self.query_one("#right", HypercallStream)
-        left.border_title = d.left_label
-        right.border_title = d.right_label
+        left.border_title = escape(d.left_label)
+        right.border_title = escape(d.right_label)
         self.query_one("#explanation").border_title = "explanation"
         self.query_one("#explanation", Static).update(Text(d.explanation))
         for s in (left, right):

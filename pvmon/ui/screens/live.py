@@ -20,6 +20,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
@@ -251,7 +252,7 @@ class LiveScreen(Screen[None]):
             names = {t for t in text.replace(",", " ").split() if t}
             self.live.set_breakpoints(names)
             self.notify(f"break after: {', '.join(sorted(names))}" if names
-                        else "breakpoints cleared")
+                        else "breakpoints cleared", markup=False)
             self._show_status()
 
         self.app.push_screen(PromptScreen(
@@ -274,7 +275,8 @@ class LiveScreen(Screen[None]):
         """Show only the events matching ``text`` (see :mod:`pvmon.ui.filters`)."""
         self.rows.set_filter(EventFilter.parse(text))
         stream = self.query_one(HypercallStream)
-        stream.border_title = f"hypercalls [{text}]" if text.strip() else "hypercalls"
+        stream.border_title = f"hypercalls \\[{escape(text.strip())}]" if text.strip() \
+            else "hypercalls"
         stream.sync()
 
     def action_toggle_record(self) -> None:
@@ -282,7 +284,8 @@ class LiveScreen(Screen[None]):
         if live.recording is not None:
             path = live.recording
             live.stop_recording()
-            self.notify(f"recording stopped: {path} (a complete trace up to here)")
+            self.notify(f"recording stopped: {path} (a complete trace up to here)",
+                        markup=False)
             return
         default = datetime.datetime.now().strftime("pvmon-%Y%m%d-%H%M%S.pvt")
 
@@ -301,7 +304,7 @@ class LiveScreen(Screen[None]):
         try:
             live = LiveSession.create(spec)
         except Exception as exc:  # noqa: BLE001 - a bad path or image: say so, keep the screen
-            self.notify(f"cannot reboot: {exc}", severity="error")
+            self.notify(f"cannot reboot: {exc}", severity="error", markup=False)
             return
         self.live = live
         self.rows = EventRows()
@@ -316,7 +319,8 @@ class LiveScreen(Screen[None]):
         self.query_one(RegisterPane).show(None)
         self._start()
         self._timer.resume()
-        self.notify(f"rebooted{', recording to ' + str(spec.record) if spec.record else ''}")
+        self.notify(f"rebooted{', recording to ' + str(spec.record) if spec.record else ''}",
+                    markup=False)
 
     def action_open_trace(self) -> None:
         def done(text: str | None) -> None:

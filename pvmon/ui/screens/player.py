@@ -18,6 +18,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -161,7 +162,7 @@ class PlayerScreen(Screen[None]):
     def _failed(self, message: str) -> None:
         self._error = message
         self._show_status("error")
-        self.notify(message, severity="error", timeout=10)
+        self.notify(message, severity="error", timeout=10, markup=False)
 
     def _loaded(self, reader: TraceReader, index: TraceIndex, code: ImageCode | None) -> None:
         self.reader, self.index, self.code = reader, index, code
@@ -261,7 +262,7 @@ class PlayerScreen(Screen[None]):
             try:
                 kind, value = parse_position(text)
             except ValueError as exc:
-                self.notify(str(exc), severity="error")
+                self.notify(str(exc), severity="error", markup=False)
                 return
             (self.seek_seq if kind == "seq" else self.seek_time)(value)
 
@@ -287,7 +288,8 @@ class PlayerScreen(Screen[None]):
         self.rows = TraceRows(self.index, self.index.filtered(self.filter))
         stream = self.query_one(HypercallStream)
         stream.set_source(self.rows)
-        stream.border_title = f"events [{self.filter.text}]" if self.filter else "events"
+        stream.border_title = f"events \\[{escape(self.filter.text)}]" if self.filter \
+            else "events"
         self.seek_seq(cur.get("seq", 0) if cur else 0)
         self._show_status("playing")
 
@@ -340,7 +342,7 @@ class PlayerScreen(Screen[None]):
 
     def _found(self, text: str, seq: int | None) -> None:
         if seq is None:
-            self.notify(f"no more matches for {text!r}", severity="warning")
+            self.notify(f"no more matches for {text!r}", severity="warning", markup=False)
             return
         self.seek_seq(seq)
 

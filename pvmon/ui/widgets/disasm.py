@@ -4,6 +4,7 @@ titled with the symbol (``sym+0xoff``)."""
 from __future__ import annotations
 
 from rich.text import Text
+from textual.markup import escape
 from textual.widgets import Static
 
 from pvmon.ui.disassembly import Insn
@@ -13,7 +14,7 @@ class DisassemblyPane(Static):
     """Shows a list of :class:`~pvmon.ui.disassembly.Insn`."""
 
     def show(self, insns: list[Insn], symbol: str = "", note: str = "") -> None:
-        self.border_title = f"code {symbol}" if symbol else "code"
+        self.border_title = f"code {escape(symbol)}" if symbol else "code"
         if not insns:
             self.update(Text(note or "no code at RIP", style="dim"), layout=False)
             return

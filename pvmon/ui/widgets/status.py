@@ -11,7 +11,10 @@ _STATE_STYLE = {"running": "bold green", "pausing": "bold yellow", "paused": "bo
 
 
 class StatusLine(Static):
-    """One or two lines of ``label: value`` parts, state first."""
+    """One or two lines of ``label: value`` parts, state first. ``text``: what
+    it shows, as plain text."""
+
+    text = ""
 
     def show(self, state: str, parts: list[tuple[str, str]], note: str = "") -> None:
         line = Text(no_wrap=True, overflow="ellipsis")
@@ -24,4 +27,5 @@ class StatusLine(Static):
         lines = [line]
         if note:
             lines.append(Text(note, style="bold", no_wrap=True, overflow="ellipsis"))
+        self.text = "\n".join(t.plain for t in lines)
         self.update(Group(*lines), layout=False)
