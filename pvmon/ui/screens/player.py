@@ -34,7 +34,7 @@ from pvmon.ui.widgets.console import GuestConsole
 from pvmon.ui.widgets.disasm import DisassemblyPane
 from pvmon.ui.widgets.hypercalls import HypercallStream
 from pvmon.ui.widgets.registers import RegisterPane
-from pvmon.ui.widgets.stats import StatsPane, rate_caption
+from pvmon.ui.widgets.stats import StatsPane, compact
 from pvmon.ui.widgets.status import StatusLine
 from pvmon.ui.widgets.timeline import Timeline
 
@@ -171,9 +171,9 @@ class PlayerScreen(Screen[None]):
         stream.set_source(self.rows)
         stream.go(0)
         per_ms = index.rates.per_ms()
-        self.query_one(StatsPane).show(index.counts, per_ms, rate_caption(
-            sum(index.counts.values()), index.rates.recent_per_ms(), max(per_ms, default=0),
-            "ms (virtual)"))
+        self.query_one(StatsPane).show(
+            index.counts, per_ms, f"calls {sum(index.counts.values())} · max "
+            f"{compact(max(per_ms, default=0))}/ms virtual")
         r = index.rates
         self.query_one(Timeline).set_density(r.counts, r.start_ns,
                                              r.start_ns + len(r.counts) * r.width_ns)
