@@ -60,7 +60,7 @@ asyncio.run(main())
 def _py(code: str, guest: str, timeout: float) -> float:
     out = subprocess.run([sys.executable, "-c", code, guest], cwd=ROOT, capture_output=True,
                          text=True, timeout=timeout, check=False)
-    m = re.search(r"^WALL ([0-9.]+) (\w+)", out.stdout, re.M)
+    m = re.search(r"^WALL ([0-9.]+) (\w+)", out.stdout, re.MULTILINE)
     if not m:
         raise RuntimeError(f"run failed: {out.stderr[-2000:]}")
     return float(m.group(1))

@@ -120,6 +120,7 @@ class LiveSession:
         self.wall_start: float | None = None
         self.wall_end: float | None = None
         self.wall_paused = 0.0
+        self._pause_started: float | None = None
         session.dispatch.call_listeners.append(self._on_call)
         channels = ConsoleChannels()
         session.on_console(lambda ch, data: channels.accept(ch) and
@@ -207,13 +208,14 @@ class LiveSession:
     def _wait(self, ev: dict[str, Any]) -> None:
         self.paused_at = ev
         self.phase = "paused"
-        t0 = self.clock()
+        t0 = self._pause_started = self.clock()
         with self._cv:
             gen = self._gen
             while self._gen == gen and not self._stop:
                 self._cv.wait(0.1)
         dt = self.clock() - t0
         self.wall_paused += dt
+        self._pause_started = None
         d = self.session.dispatch
         if d.deadline_wall is not None:
             d.deadline_wall += dt  # a wall-clock timeout counts running time only
@@ -307,4 +309,7 @@ class LiveSession:
         if self.wall_start is None:
             return 0.0
         end = self.wall_end if self.wall_end is not None else self.clock()
+        pausing = self._pause_started
+        if pausing is not None and self.wall_end is None:
+            end = min(end, pausing)   # paused now: the clock stopped when the pause began
         return max(0.0, end - self.wall_start - self.wall_paused)
