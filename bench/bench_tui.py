@@ -4,7 +4,8 @@
 Each run is a fresh process. ``headless`` times ``Session(resolve(GUEST)).run()``
 (what ``pvmon run`` does, console not printed); ``run_test`` opens the live
 view with Textual's headless driver (``App.run_test``, full layout and
-rendering at the TUI's refresh rate, no terminal); ``tmux`` runs
+rendering at the TUI's refresh rate, no terminal; it also presses a key
+once a second and times the answer); ``tmux`` runs
 ``python3 -m pvmon boot GUEST`` in a real terminal (tmux, 120x36), waits for
 the run to finish, quits with ``q`` and reads the wall time from the summary
 ``pvmon boot`` prints. The figure is the run's own wall time (``RunResult.wall_s``:
@@ -39,22 +40,38 @@ print(f"WALL {res.wall_s:.6f} {res.exit_kind}")
 """
 
 _RUN_TEST = """
-import asyncio, sys
+import asyncio, sys, time
 from pvmon.guests.catalog import resolve
 from pvmon.ui.app import PvmonApp
 from pvmon.ui.live_session import BootSpec, LiveSession
+from pvmon.ui.screens.prompt import PromptScreen
 
 async def main():
     live = LiveSession.create(BootSpec(resolve(sys.argv[1])))
     app = PvmonApp(live=live)
+    lat = []
     async with app.run_test(size=(120, 36)) as pilot:
+        next_key = time.monotonic() + 1.0
         while live.phase != "finished":
-            await pilot.pause(0.1)
+            await pilot.pause(0.05)
+            if time.monotonic() >= next_key and live.phase == "running":
+                # key latency: from the key press to the filter prompt on screen
+                t0 = time.monotonic()
+                await pilot.press("f")
+                while not isinstance(app.screen, PromptScreen):
+                    await pilot.pause(0.005)
+                lat.append(time.monotonic() - t0)
+                await pilot.press("escape")
+                next_key = time.monotonic() + 1.0
         await pilot.pause(0.2)
     res = live.result
     print(f"WALL {res.wall_s:.6f} {res.exit_kind}")
+    print("KEYS " + " ".join(f"{x * 1000:.1f}" for x in lat))
 asyncio.run(main())
 """
+
+
+KEY_LATENCIES_MS: list[float] = []
 
 
 def _py(code: str, guest: str, timeout: float) -> float:
@@ -63,6 +80,9 @@ def _py(code: str, guest: str, timeout: float) -> float:
     m = re.search(r"^WALL ([0-9.]+) (\w+)", out.stdout, re.MULTILINE)
     if not m:
         raise RuntimeError(f"run failed: {out.stderr[-2000:]}")
+    keys = re.search(r"^KEYS(.*)$", out.stdout, re.MULTILINE)
+    if keys:
+        KEY_LATENCIES_MS.extend(float(x) for x in keys.group(1).split())
     return float(m.group(1))
 
 
@@ -130,6 +150,10 @@ def main() -> int:
         med = statistics.median(ts)
         ratio = f"{med / base:.3f}" if base else "-"
         print(f"{m:<10}{med:9.3f}{ratio:>7}  " + " ".join(f"{t:.3f}" for t in ts))
+    if KEY_LATENCIES_MS:
+        k = sorted(KEY_LATENCIES_MS)
+        print(f"key latency during the boot (run_test, key press to prompt on screen): "
+              f"median {statistics.median(k):.0f} ms, max {k[-1]:.0f} ms, {len(k)} presses")
     return 0
 
 

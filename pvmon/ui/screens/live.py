@@ -91,7 +91,9 @@ class LiveScreen(Screen[None]):
         self.query_one("#code").border_title = "code"
         self.query_one("#stats").border_title = "counts"
         self.query_one("#stream").focus()
-        self._start()
+        # Boot once the first frame is on screen: the screen appears at once and
+        # Textual's start-up does not compete with the guest for the GIL.
+        self.call_after_refresh(self._start)
         self._timer = self.set_interval(1 / REFRESH_HZ, self.refresh_view)
         self.refresh_view()
 
