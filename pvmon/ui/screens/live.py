@@ -37,7 +37,7 @@ from pvmon.ui.widgets.stats import StatsPane, compact, rate_caption
 from pvmon.ui.widgets.status import StatusLine
 
 REFRESH_HZ = 10          # pane refreshes per second at most while the guest runs
-UI_CPU_BUDGET = 0.06     # share of one core the UI thread may use while the guest runs
+UI_CPU_BUDGET = 0.03     # share of one core the UI thread may use while the guest runs
 STATS_EVERY = 3          # the counts pane redraws every Nth refresh
 RATE_SAMPLES = 60        # sparkline values kept (one per >= 0.2 s of wall time)
 
