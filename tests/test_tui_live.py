@@ -203,3 +203,20 @@ def test_help_lists_the_keys_and_quit_while_paused_stops_the_guest():
 
     drive(app, script)
     assert live.result.exit_kind == "interrupted"
+
+
+def test_the_command_palette_lists_the_screen_commands():
+    app, live = live_app(paused=True)
+
+    async def script(pilot):
+        await until(pilot, lambda: live.phase == "paused")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"break")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "PromptScreen")
+        await pilot.press(*"iret", "enter")
+        assert live.breakpoints == {"iret"}
+        await pilot.press("q")
+
+    drive(app, script)
