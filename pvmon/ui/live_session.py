@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,22 +65,6 @@ class Sample:
     code: bytes
     code_base: int
     vtime_ns: int
-
-
-@dataclass
-class LiveState:
-    """A consistent copy of the session's state for the UI. ``phase``:
-    "running" | "pausing" | "paused" | "finished"; ``paused_at``: the
-    hypercall event the guest is stopped after (when paused)."""
-
-    phase: str
-    vtime_ns: int
-    hypercalls: int
-    recording: Path | None
-    paused_at: dict[str, Any] | None = None
-    result: RunResult | None = None
-    error: str | None = None
-    breakpoints: frozenset[str] = field(default_factory=frozenset)
 
 
 class LiveSession:

@@ -3,13 +3,12 @@
 Counts events in buckets of virtual time. The bucket width starts at
 ``initial_ns`` and doubles (merging neighbours) whenever the run outgrows
 ``max_buckets``, so any run, 8 ms or 8 s of virtual time, fits the same
-sparkline. Everything depends only on the events' virtual times: live and
-played-back runs draw the same picture.
+sparkline. Everything depends only on the events' virtual times, so a trace
+always draws the same picture. The player uses it for its timeline and rate
+sparkline (the live view shows calls per wall-clock second instead).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 
 class RateHistory:
@@ -36,10 +35,6 @@ class RateHistory:
             self.counts.extend([0] * (i + 1 - len(self.counts)))
         self.counts[max(i, 0)] += 1
         self.total += 1
-
-    def add_times(self, times: Iterable[int]) -> None:
-        for t in times:
-            self.add_time(t)
 
     def per_ms(self) -> list[float]:
         """Each bucket's rate in events per virtual millisecond."""

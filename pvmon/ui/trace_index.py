@@ -81,10 +81,6 @@ class TraceIndex:
         n = bisect.bisect_right(self.console_seqs, seq)
         return b"".join(self.console_data[:n])
 
-    def seq_at_time(self, t_ns: int) -> int:
-        """Row of the last stream event at or before the first event at virtual time ``t_ns``."""
-        return self.row_of(self.reader.seek_time(t_ns))
-
     def row_of(self, seq: int, rows: array | None = None) -> int:
         """Row (in ``rows``, default all stream events) of the last event ``<= seq``."""
         rows = self.seqs if rows is None else rows

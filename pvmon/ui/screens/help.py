@@ -13,8 +13,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 ABOUT = {
-    "live": "Live boot: the guest runs on a worker thread; the panes refresh about 10 times a "
-            "second. Pause, step and breakpoints stop the guest right after a hypercall "
+    "live": "Live boot: the guest runs on a worker thread; the panes refresh up to 10 times a "
+            "second (fewer when drawing would slow the guest). Pause, step and breakpoints stop the guest right after a hypercall "
             "returns, so they never change what the guest sees. Focus the console "
             "(tab or click) to type into the guest; escape gives the keys back.",
     "player": "Trace player: the same panes over a recorded .pvt trace. Scrub the timeline, "

@@ -39,7 +39,6 @@ class EventRows:
         self.all: list[dict[str, Any]] = []
         self.shown: list[dict[str, Any]] = []
         self.filter = EventFilter()
-        self.dropped = 0
 
     def __len__(self) -> int:
         return len(self.shown)
@@ -55,9 +54,7 @@ class EventRows:
         else:
             self.shown.extend(events)
         if len(self.all) > self.cap:
-            drop = len(self.all) - self.cap // 2
-            self.dropped += drop
-            del self.all[:drop]
+            del self.all[:len(self.all) - self.cap // 2]
             self._refilter()
 
     def set_filter(self, flt: EventFilter) -> None:
