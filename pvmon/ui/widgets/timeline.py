@@ -61,10 +61,13 @@ class Timeline(Widget, can_focus=True):
 
     def render(self) -> Text:
         w = self._cells()
-        buckets = [0] * w
         n = len(self.density)
-        for i, c in enumerate(self.density):
-            buckets[min(w - 1, i * w // max(1, n))] += c
+        if n >= w:      # several buckets per cell: add them up
+            buckets = [0] * w
+            for i, c in enumerate(self.density):
+                buckets[i * w // n] += c
+        else:           # a bucket spans several cells
+            buckets = [self.density[x * n // w] for x in range(w)] if n else [0] * w
         peak = max(buckets) or 1
         pos = self._cell_of(self.position_ns)
         text = Text(no_wrap=True)
