@@ -10,6 +10,7 @@ import click
 from pvmon import __version__
 from pvmon.errors import EXIT_ERROR, PvmonError
 from pvmon.guests.cli import guests
+from pvmon.replay.cli import backends, diff, replay
 from pvmon.trace.cli import trace
 
 
@@ -35,6 +36,9 @@ def cli() -> None:
 
 cli.add_command(guests)
 cli.add_command(trace)
+cli.add_command(replay)
+cli.add_command(diff)
+cli.add_command(backends)
 
 
 def _print_summary(res) -> None:
@@ -78,6 +82,19 @@ _RUN_OPTIONS = [
                  help="Write a .pvt trace of the run."),
     click.option("--timeout", default=None, type=float,
                  help="Stop after this many wall seconds."),
+    click.option("--initramfs", default=None, metavar="NAME",
+                 help="Give the guest a built initramfs as its initrd (busybox; build it "
+                      "with `pvmon guests fetch debian-6.12 --initramfs busybox`)."),
+    click.option("--initrd", default=None, metavar="PATH",
+                 help="Give the guest this file as its initrd module."),
+    click.option("--script", default=None, metavar="TEXT",
+                 help="Console input: lines (newline or a literal \\n between them), "
+                      "each typed when the guest idles at a prompt."),
+    click.option("--input-file", default=None, type=click.Path(dir_okay=False),
+                 help="Console input: the lines of this file ('-' = stdin), as --script."),
+    click.option("--idle-exit", default=10.0, show_default=True, type=float, metavar="SECONDS",
+                 help="Stop when the guest idles this many virtual seconds with no console "
+                      "input left (0: never)."),
 ]
 
 
@@ -92,7 +109,8 @@ def _run_options(fn):
 @click.option("--headless", is_flag=True,
               help="No TUI: stream the console and print the summary (like `pvmon run`).")
 @click.option("--paused", is_flag=True, help="Pause after the first hypercall.")
-def boot(guest, cmdline, memory, backend, record, timeout, headless, paused) -> None:
+def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+         input_file, idle_exit, headless, paused) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
     Keys: space pause/resume, n step to the next hypercall, b break on a
@@ -100,22 +118,20 @@ def boot(guest, cmdline, memory, backend, record, timeout, headless, paused) -> 
     Tab focuses the console: what you type there goes to the guest.
 
     After quitting, the run's summary is printed. Exit status: 0 clean
-    shutdown or quit by the user, 1 guest crash / triple fault / hang,
+    shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
     2 pvmon error."""
     if headless:
-        _run(guest, cmdline, memory, backend, record, timeout, quiet=False)
+        _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
+             script, input_file, idle_exit)
         return
-    from pathlib import Path
-
-    from pvmon.guests.catalog import resolve
-    from pvmon.session import DEFAULT_CMDLINE, parse_memory
     from pvmon.ui.app import run_boot
     from pvmon.ui.live_session import BootSpec
 
-    spec = BootSpec(resolve(guest), memory=parse_memory(memory),
-                    cmdline=cmdline or DEFAULT_CMDLINE, backend=backend,
-                    record=Path(record) if record else None, timeout=timeout, paused=paused)
-    res = run_boot(spec)
+    if input_file == "-":
+        raise PvmonError("--input-file - (stdin) needs --headless: the TUI owns the terminal")
+    sess_args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd,
+                              script, input_file, idle_exit)
+    res = run_boot(BootSpec(**sess_args, timeout=timeout, paused=paused))
     if res is None:
         click.echo("pvmon: the guest was still running when the TUI closed", err=True)
         sys.exit(0)
@@ -136,28 +152,136 @@ def view(trace_path) -> None:
 
 
 @cli.command()
-@click.argument("guest", required=False)
-@click.option("--cmdline", default=None, help="Guest kernel command line.")
-@click.option("--memory", default="256M", show_default=True, help="Guest memory (e.g. 256M, 1G).")
-@click.option("--backend", default="xen-4.17", show_default=True, help="Hypervisor backend.")
-@click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
-              help="Write a .pvt trace of the run.")
-@click.option("--timeout", default=None, type=float, help="Stop after this many wall seconds.")
+@_run_options
 @click.option("--quiet", is_flag=True, help="Do not stream the guest console.")
-def run(guest, cmdline, memory, backend, record, timeout, quiet) -> None:
+def run(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+        input_file, idle_exit, quiet) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
-    Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang, 2 pvmon error."""
-    _run(guest, cmdline, memory, backend, record, timeout, quiet)
+    With an initrd (--initramfs busybox, --initrd PATH) the guest's console
+    reads input: --script / --input-file lines are typed one at a time when the
+    guest idles at a prompt; otherwise stdin is used (a terminal interactively,
+    Ctrl-] to leave; a pipe or file like --input-file -). The run stops when the
+    guest powers off, or idles --idle-exit virtual seconds with no input left.
+
+    Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang / idle,
+    2 pvmon error."""
+    _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
+         input_file, idle_exit)
 
 
-def _run(guest, cmdline, memory, backend, record, timeout, quiet) -> None:
+def _read_input_file(path: str) -> bytes:
+    from pvmon.errors import PvmonError
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise PvmonError(f"cannot read input file {path}: {exc.strerror}") from None
+
+
+def _stdin_source(sess, fd: int):
+    """Feed stdin to the guest console. A terminal: live input, raw keys
+    (Ctrl-C goes to the guest, Ctrl-] leaves); returns a function restoring the
+    terminal. Anything else: script lines, read by a thread as they come."""
+    import os
+    import threading
+
+    inp = sess.dispatch.input
+    if os.isatty(fd):
+        import termios
+        old = termios.tcgetattr(fd)
+        new = termios.tcgetattr(fd)
+        new[0] &= ~(termios.ICRNL | termios.IXON)
+        new[3] &= ~(termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN)
+        new[6][termios.VMIN], new[6][termios.VTIME] = 1, 0
+        termios.tcsetattr(fd, termios.TCSANOW, new)
+        inp.live_open = True
+        click.echo("pvmon: console input from this terminal; Ctrl-] leaves", err=True)
+
+        def pump_tty() -> None:
+            while True:
+                try:
+                    data = os.read(fd, 1024)
+                except OSError:
+                    data = b""
+                if not data:
+                    inp.live_open = False
+                    inp.post(b"")
+                    return
+                inp.post(data)
+
+        threading.Thread(target=pump_tty, name="pvmon-stdin", daemon=True).start()
+        return lambda: termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+
+    inp.add_script([], more=True)
+
+    def pump_lines() -> None:
+        try:
+            with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
+                pending = b""
+                while True:
+                    data = fh.read(4096)
+                    if not data:
+                        break
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    if lines:
+                        inp.add_script([ln + b"\n" for ln in lines], more=True)
+                if pending:
+                    inp.add_script([pending + b"\n"], more=True)
+        except OSError:
+            pass
+        inp.close_script()
+
+    threading.Thread(target=pump_lines, name="pvmon-stdin", daemon=True).start()
+    return None
+
+
+def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
+                  input_file, idle_exit) -> dict:
+    """Check the run options shared by ``run`` and ``boot`` and turn them into
+    :class:`~pvmon.session.Session` keyword arguments (``guest`` resolved).
+    Raises PvmonError on bad input."""
+    from pathlib import Path
+
+    from pvmon.dispatch.console_input import script_lines
     from pvmon.guests.catalog import resolve
-    from pvmon.session import DEFAULT_CMDLINE, Session, parse_memory
+    from pvmon.guests.initramfs import load_initrd
+    from pvmon.session import DEFAULT_CMDLINE, parse_memory
 
+    if script is not None and input_file is not None:
+        raise PvmonError("give either --script or --input-file, not both")
+    if idle_exit < 0:
+        raise PvmonError("--idle-exit must be 0 (never) or a positive number of seconds")
     img = resolve(guest)
-    sess = Session(img, memory=parse_memory(memory), cmdline=cmdline or DEFAULT_CMDLINE,
-                   backend=backend, record=record)
+    initrd_data, initrd_info = load_initrd(initramfs, initrd)
+    lines = None
+    if script is not None:
+        lines = script_lines(script.replace("\\n", "\n"))
+    elif input_file is not None and input_file != "-":
+        lines = script_lines(_read_input_file(input_file))
+    return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
+            "backend": backend, "record": Path(record) if record else None,
+            "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
+            "idle_limit_ns": int(idle_exit * 1e9) or None}
+
+
+def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
+         script=None, input_file=None, idle_exit=10.0) -> None:
+    from pvmon.session import Session
+
+    args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
+                         input_file, idle_exit)
+    sess = Session(args.pop("guest"), **args)
+    initrd_data, lines = args["initrd"], args["script"]
+    restore = None
+    if lines is None and (initrd_data is not None or input_file == "-"):
+        try:
+            fd = sys.stdin.fileno()
+        except (AttributeError, ValueError, OSError):
+            fd = None
+        if fd is not None:
+            restore = _stdin_source(sess, fd)
     if not quiet:
         out = sys.stdout.buffer
 
@@ -165,7 +289,11 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet) -> None:
             out.write(data)
             out.flush()
         sess.on_console(show)
-    res = sess.run(timeout=timeout)
+    try:
+        res = sess.run(timeout=timeout)
+    finally:
+        if restore is not None:
+            restore()
     _print_summary(res)
     sys.exit(0 if res.clean else 1)
 

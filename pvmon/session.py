@@ -6,6 +6,7 @@ Used by ``pvmon run``, ``pvmon boot`` (the TUI) and replay.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import platform as host_platform
 import time
@@ -15,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvmon import __version__
+from pvmon.backends.base import Backend
 from pvmon.backends.registry import get_backend
 from pvmon.backends.xen import builder
 from pvmon.dispatch.access import RecordingGuestAccess
+from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.dispatch.xen import XenPvDispatch
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
 from pvmon.errors import GuestImageError, PvmonError
@@ -45,7 +48,7 @@ def parse_memory(text: str) -> int:
 @dataclass
 class RunResult:
     """How a run ended. ``exit_kind``: shutdown | crash | triple_fault | stuck |
-    limit | error; ``vtime_ns``: virtual time at the end (ns); ``wall_s``: host
+    idle | limit | error; ``vtime_ns``: virtual time at the end (ns); ``wall_s``: host
     seconds; ``hypercalls``: counts by name; ``faults``: counts by vector name."""
 
     exit_kind: str
@@ -69,7 +72,7 @@ class RunResult:
         """``name+0xoff`` of the final RIP (symbols load on first use)."""
         try:
             return self.symbolize(self.rip)
-        except Exception:  # symbols are a nicety for reports; never fail on them
+        except Exception:  # noqa: BLE001 - symbols are a nicety; never fail on them
             return f"{self.rip:#x}"
 
     @property
@@ -81,14 +84,21 @@ class Session:
     """One guest on one backend. ``record``: path of a .pvt trace to write."""
 
     def __init__(self, guest: GuestImage, *, memory: int = 256 * MiB,
-                 cmdline: str = DEFAULT_CMDLINE, backend: str = "xen-4.17",
+                 cmdline: str = DEFAULT_CMDLINE, backend: str | Backend = "xen-4.17",
                  record: str | Path | None = None, initrd: bytes | None = None,
-                 keep_console: bool = True) -> None:
+                 initrd_info: dict | None = None, keep_console: bool = True,
+                 script: list[bytes] | None = None,
+                 idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS) -> None:
         self.guest = guest
+        self.initrd_info = dict(initrd_info or {})
+        if initrd and not self.initrd_info:
+            import hashlib
+            self.initrd_info = {"name": None, "size": len(initrd),
+                                "sha256": hashlib.sha256(initrd).hexdigest()}
         self.memory = memory
         self.cmdline = cmdline
-        self.backend_name = backend
-        self.backend = get_backend(backend)
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.backend_name = self.backend.name
         try:
             data = Path(guest.vmlinux).read_bytes()
         except OSError as exc:
@@ -105,6 +115,9 @@ class Session:
         self.backend.attach(self.machine, self.layout, self.access, self.dispatch, memory,
                             guest.name)
         self.machine.attach(self.dispatch)
+        self.dispatch.input.idle_limit_ns = idle_limit_ns
+        if script:
+            self.dispatch.input.add_script(script)
         self.console = bytearray()
         if keep_console:
             self.dispatch.console_listeners.append(lambda ch, d: self.console.extend(d))
@@ -120,14 +133,27 @@ class Session:
             "guest": {"name": g.name, "kind": g.kind, "package": g.package,
                       "version": g.version, "release": g.release, "sha256": g.sha256,
                       "mechanism": self.kernel.mechanism},
-            "backend": {"name": self.backend.name, "abi": self.backend.abi,
-                        "version": self.backend.version},
+            "backend": self._backend_identity(),
             "machine": {"memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
-                        "cpuid_policy": "xen-pv-v1", "tsc_khz": self.machine.clock.tsc_khz},
+                        "cpuid_policy": "xen-pv-v1", "tsc_khz": self.machine.clock.tsc_khz,
+                        "initrd": self.initrd_info or None,
+                        "idle_limit_ns": self.dispatch.input.idle_limit_ns},
+            "layout": {k: v for k, v in dataclasses.asdict(self.layout).items()
+                       if k != "extras"},
             "vtime_base_ns": 0, "tsc_khz": self.machine.clock.tsc_khz,
             "host": host_platform.node(),
             "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(),
         }
+
+    def _backend_identity(self) -> dict:
+        b = self.backend
+        out = {"name": b.name, "abi": b.abi, "version": b.version}
+        ver = getattr(b, "ver", None)
+        if ver is not None:
+            out["version_string"] = ver.version_string
+            if ver.profile_toml:
+                out["profile"] = ver.profile_toml
+        return out
 
     def on_console(self, fn: Callable[[str, bytes], None]) -> None:
         self.dispatch.console_listeners.append(fn)
@@ -157,9 +183,10 @@ class Session:
             stop = Stop("interrupted", "interrupted by the user", self.machine.reg("rip"))
         finally:
             wall = time.monotonic() - t0
-        if self.writer is not None:
+        if self.dispatch.record is not None:
             self.dispatch._emit({"k": "exit", "reason": stop.kind, "rip": stop.rip,
                                  "detail": stop.detail})
+        if self.writer is not None:
             self.writer.close()
         return self._result(stop, wall)
 

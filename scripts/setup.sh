@@ -12,5 +12,5 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 python3 -m pip install -q -e ".[test]"
 if command -v apt-get >/dev/null 2>&1; then
-  pvmon guests fetch debian-6.1 debian-6.12
+  pvmon guests fetch debian-6.1 debian-6.12 --initramfs busybox
 fi

@@ -5,7 +5,7 @@ import sys
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "pvmon.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pvmon.cli", *args], check=False, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -88,8 +88,9 @@ def test_path_garbage(cache, tmp_path):
 
 def test_list_guests_uncached(cache):
     rows = {r["name"]: r for r in catalog.list_guests()}
-    assert set(rows) == {"pvtest-v1", "pvtest-v2", "debian-6.1", "debian-6.12"}
+    assert set(rows) == {"pvtest-v1", "pvtest-v2", "debian-6.1", "debian-6.12", "busybox"}
     assert rows["debian-6.1"]["status"] == "not fetched"
+    assert (rows["busybox"]["kind"], rows["busybox"]["status"]) == ("initramfs", "not fetched")
     assert rows["pvtest-v1"]["status"] in ("built in", "missing")
 
 
@@ -126,7 +127,7 @@ def test_unpack_deb_pure_python(tmp_path, monkeypatch, comp):
     empty = tmp_path / "emptybin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no dpkg-deb: the ar + tar fallback runs
-    debian._unpack_deb(deb, tmp_path / "out")
+    debian.unpack_deb(deb, tmp_path / "out")
     assert (tmp_path / "out" / "boot" / "vmlinuz-1.0").read_bytes() == b"kernel bytes"
 
 

@@ -29,12 +29,15 @@ class GuestFault(Exception):
 class GuestAccess(Protocol):
     """How a backend reads and writes the guest. Virtual addresses go through
     the guest's current page tables with kernel privilege; machine addresses
-    are frame << 12. Every method raises :class:`GuestFault` on a bad address."""
+    are frame << 12; ``walk`` translates a virtual address to ``(pa,
+    machine address of its L1 entry)``. Every method raises
+    :class:`GuestFault` on a bad address."""
 
     def read(self, va: int, size: int) -> bytes: ...
     def write(self, va: int, data: bytes) -> None: ...
     def read_machine(self, ma: int, size: int) -> bytes: ...
     def write_machine(self, ma: int, data: bytes) -> None: ...
+    def walk(self, va: int) -> tuple[int, int]: ...
 
 
 class Backend(ABC):

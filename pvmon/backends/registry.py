@@ -1,29 +1,87 @@
-"""Backends by name: built-in ``xen-<version>`` and third-party ones found
-through the ``pvmon.backends`` entry point group."""
+"""Backends by name: the built-in Xen versions (``xen-3.4``, ``xen-4.17``,
+...), TOML profiles (:mod:`pvmon.backends.profiles`, by name or path) and
+third-party backends found through the ``pvmon.backends`` entry point group."""
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from pvmon.backends.base import Backend
 from pvmon.errors import BackendError
 
 
 def builtin_names() -> list[str]:
-    from pvmon.backends.xen.versions import VERSIONS
-    return [f"xen-{v}" for v in VERSIONS]
+    from pvmon.backends.xen.versions import REGISTRY
+    return sorted(REGISTRY, key=lambda n: REGISTRY[n].major * 1000 + REGISTRY[n].minor)
+
+
+def resolve_version(name: str):
+    """The :class:`~pvmon.backends.xen.versions.XenVersion` for a built-in
+    name, a profile name or a ``.toml`` path; None for other backends.
+    Raises BackendError for a broken profile."""
+    from pvmon.backends.profiles import find_profiles, load_profile
+    from pvmon.backends.xen.versions import REGISTRY
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name.endswith(".toml"):
+        return load_profile(name)
+    path = find_profiles().get(name)
+    if path is not None:
+        return load_profile(path)
+    return None
 
 
 def get_backend(name: str) -> Backend:
     """A fresh backend instance for ``name``. Raises BackendError listing the
     known names when ``name`` is unknown."""
-    if name.startswith("xen-"):
+    ver = resolve_version(name)
+    if ver is not None:
         from pvmon.backends.xen.backend import XenBackend
-        from pvmon.backends.xen.versions import VERSIONS
-        if name[4:] in VERSIONS:
-            return XenBackend(name[4:])
+        return XenBackend(ver)
     for ep in entry_points(group="pvmon.backends"):
         if ep.name == name:
-            return ep.load()()
-    known = builtin_names() + [ep.name for ep in entry_points(group="pvmon.backends")]
-    raise BackendError(f"unknown backend {name!r}; known: {', '.join(known)}")
+            try:
+                backend = ep.load()()
+            except Exception as exc:  # noqa: BLE001 - a third-party plugin failing to load
+                raise BackendError(f"backend {name!r} failed to load: {exc}") from None
+            if not isinstance(backend, Backend):
+                raise BackendError(f"backend {name!r} is not a pvmon Backend")
+            return backend
+    raise BackendError(f"unknown backend {name!r}; known: {', '.join(known_names())}")
+
+
+def known_names() -> list[str]:
+    from pvmon.backends.profiles import find_profiles
+    return (builtin_names() + sorted(find_profiles())
+            + sorted(ep.name for ep in entry_points(group="pvmon.backends")))
+
+
+def list_backends() -> list[dict]:
+    """Every backend and profile with its declared differences: dicts with
+    ``name``, ``kind`` (builtin/profile/plugin), ``version``, ``base``,
+    ``description``, ``differences`` [{kind, what, source}] and for profiles
+    ``path``. A broken profile is listed with an ``error``."""
+    from pvmon.backends.profiles import find_profiles, load_profile
+    from pvmon.backends.xen.versions import REGISTRY
+    out = []
+    for n in builtin_names():
+        v = REGISTRY[n]
+        out.append({"name": n, "kind": "builtin", "version": v.version_string,
+                    "base": v.base, "description": v.description,
+                    "differences": [c.as_dict() for c in v.changes]})
+    for n, path in sorted(find_profiles().items()):
+        try:
+            v = load_profile(path)
+        except BackendError as exc:
+            out.append({"name": n, "kind": "profile", "path": str(path), "error": str(exc),
+                        "differences": []})
+            continue
+        out.append({"name": v.name, "kind": "profile", "path": str(Path(path)),
+                    "version": v.version_string, "base": v.base,
+                    "description": v.description,
+                    "differences": [c.as_dict() for c in v.changes]})
+    for ep in entry_points(group="pvmon.backends"):
+        out.append({"name": ep.name, "kind": "plugin", "version": "", "base": None,
+                    "description": f"entry point {ep.value}", "differences": []})
+    return out

@@ -18,9 +18,17 @@ from collections.abc import Callable
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
 from pvmon.dispatch.access import RecordingGuestAccess
+from pvmon.dispatch.console_input import ConsoleInput
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
 
 XEN_CPUID_PREFIX = b"\x0f\x0bxen\x0f\xa2"
+# SCHEDOP_block (xen/include/public/sched.h) through sched_op (29) or sched_op_compat (6)
+_SCHED_OPS = (abi.HYPERCALL_NUMBERS["sched_op"], abi.HYPERCALL_NUMBERS["sched_op_compat"])
+_SCHEDOP_block = abi.SCHEDOP["block"]
+def _discard(ev: dict) -> None:
+    """A recorder that keeps nothing (events are still numbered)."""
+
+
 SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v
 U64 = (1 << 64) - 1
 
@@ -52,6 +60,9 @@ class XenPvDispatch:
         self.deadline_wall: float | None = None
         self._traps = 0
         self.exit_hook: Callable[[], Stop | None] | None = None
+        #: Console input waiting for its injection point (see console_input.py).
+        self.input = ConsoleInput()
+        self._last_console_ns = 0
         backend.console_out = self._console
 
     # ---------------------------------------------------- platform services
@@ -81,22 +92,110 @@ class XenPvDispatch:
             self.record(ev)
 
     def _console(self, channel: str, data: bytes) -> None:
+        self._last_console_ns = self.clock.now_ns
+        self.input.saw_output(data)
         for fn in self.console_listeners:
             fn(channel, data)
         if self.record is not None:
             self._emit({"k": "con", "dir": "out", "ch": channel, "data": bytes(data)})
 
+    # ---------------------------------------------------------- console input
+    # Input enters the guest only at a kernel-mode hypercall boundary, before the
+    # backend handles the call; the recorded ``con``/``in`` event carries the seq
+    # of that point (pvmon/dispatch/console_input.py has the whole rule).
+
+    def schedule_input(self, at_seq: int, data: bytes) -> None:
+        """Replay: inject ``data`` at the first hypercall boundary where
+        ``self.seq >= at_seq`` (the seq of the recorded ``con``/``in`` event).
+        Events are numbered only while something records them, so without a
+        recorder this installs one that discards (the numbering must match
+        the recorded run's)."""
+        if self.record is None:
+            self.record = _discard
+        self.input.schedule(at_seq, data)
+
+    def post_input(self, data: bytes) -> None:
+        """Live input (terminal, TUI console pane); safe from any thread.
+        Injected at the next hypercall boundary."""
+        self.input.post(data)
+
     def console_input(self, data: bytes) -> None:
-        """Feed keyboard input to the guest's hvc0 (recorded)."""
-        if self.record is not None:
-            self._emit({"k": "con", "dir": "in", "ch": "ring", "data": bytes(data)})
-        self.b.console_input(data)
+        """Queue keyboard input for hvc0 (same as :meth:`post_input`)."""
+        self.input.post(data)
+
+    def _inject(self, data: bytes) -> None:
+        """Put ``data`` into the console ring now and record it; what does not
+        fit waits for the next boundary."""
+        n = self.b.console_input(data)
+        self.input.carry = bytes(data[n:])
+        if n:
+            self._last_console_ns = self.clock.now_ns
+            if self.record is not None:
+                self._emit({"k": "con", "dir": "in", "ch": "ring", "data": bytes(data[:n])})
+
+    def _detach(self) -> None:
+        self.m.stop(Stop("interrupted", "detached by the user (Ctrl-])", self.cur_rip()))
+
+    def _inject_due(self) -> bool:
+        """Inject whatever is due at this boundary. True if the run must stop."""
+        inp = self.input
+        if inp.detach:
+            self._detach()
+            return True
+        if inp.carry:
+            self._inject(inp.carry)
+            if inp.carry:
+                return False
+        while inp.scheduled and inp.scheduled[0][0] <= self.seq and not inp.carry:
+            self._inject(inp.scheduled.popleft()[1])
+        if inp.live_ready and not inp.carry:
+            data = inp.take_live()
+            if data:
+                self._inject(data)
+        return False
+
+    def _idle_point(self) -> bool:
+        """The guest is about to block (SCHEDOP_block). Feed live or script input
+        if due; stop the run when it idles with no input left. True if stopped."""
+        vcpu = self.b.vcpu
+        if vcpu.upcall_pending():
+            return False          # an event is waiting: block returns at once
+        inp = self.input
+        now = self.clock.now_ns
+        if inp.live_open:
+            dl = vcpu.next_deadline()
+            wait = 30.0 if dl is None else min(max(dl - now, 0) / 1e9, 30.0)
+            data = inp.take_live(wait) if wait > 0 else inp.take_live()
+            if inp.detach:
+                self._detach()
+                return True
+            if data:
+                self._inject(data)
+                return False
+        consumed = self.b.console.input_consumed()
+        if inp.has_script():
+            if consumed and not inp.carry and (
+                    inp.at_prompt() or now - self._last_console_ns >= inp.quiet_ns):
+                chunk = inp.next_script_chunk()
+                if chunk is not None:
+                    inp.forget_output()
+                    self._inject(chunk)
+                    return False
+            if inp.has_script():
+                return False
+        limit = inp.idle_limit_ns
+        if limit is not None and inp.exhausted() and now - self._last_console_ns >= limit:
+            detail = ("idle: waiting for console input, no input left" if consumed else
+                      "idle: the guest stopped reading console input")
+            self.m.stop(Stop("idle", detail, self.cur_rip()))
+            return True
+        return False
 
     def _check_wall(self) -> None:
         self._traps += 1
-        if self.deadline_wall is not None and not self._traps & 1023:
-            if time.monotonic() > self.deadline_wall:
-                self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
+        if (self.deadline_wall is not None and not self._traps & 1023
+                and time.monotonic() > self.deadline_wall):
+            self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
         if self.exit_hook is not None and not self._traps & 255:
             st = self.exit_hook()
             if st is not None:
@@ -110,12 +209,22 @@ class XenPvDispatch:
         self._jump = None
         vcpu = self.b.vcpu
         if vcpu.user_mode:
+            # A system call of a guest process: Xen bounces it to the guest
+            # kernel's syscall callback. Recorded so a trace shows which system
+            # call led to the hypercalls that follow.
+            if self.record is not None:
+                self._emit({"k": "syscall", "nr": m.reg("rax"), "rip": rip})
             vcpu.syscall_from_user(rip + 2)
             self._finish_syscall()
             return
         rax, rdi, rsi, rdx, r10, r8 = m.regs("rax", "rdi", "rsi", "rdx", "r10", "r8")
-        self.clock.advance(self.clock.costs.hypercall_ns)
         nr = rax & 0xFFFFFFFF if rax < (1 << 32) else rax
+        inp = self.input
+        if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
+            return
+        if nr in _SCHED_OPS and rdi == _SCHEDOP_block and self._idle_point():
+            return
+        self.clock.advance(self.clock.costs.hypercall_ns)
         args = (rdi, rsi, rdx, r10, r8)
         self.guest.begin()
         ev_before = len(self.b.events.raised)

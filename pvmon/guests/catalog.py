@@ -185,7 +185,7 @@ def debian_guest(name: str) -> GuestImage:
 
 
 def list_guests() -> list[dict]:
-    """One row per known guest: name, kind, version, status ("built in" | "missing" |
+    """One row per known guest (and initramfs, kind "initramfs"): name, kind, version, status ("built in" | "missing" |
     "cached" | "not fetched"), path (str or None), and for Debian the package."""
     rows: list[dict] = []
     for name in BUILTIN:
@@ -204,5 +204,15 @@ def list_guests() -> list[dict]:
             "package": meta.get("package") if meta else None,
             "status": "cached" if meta else "not fetched", "cached": meta is not None,
             "path": str(debian.guest_dir(name)) if meta else None,
+        })
+    from pvmon.guests import initramfs
+    for name in initramfs.KINDS:
+        meta = initramfs.read_meta(name)
+        rows.append({
+            "name": name, "kind": "initramfs",
+            "version": meta.get("version") if meta else None,
+            "package": meta.get("package") if meta else None,
+            "status": "cached" if meta else "not fetched", "cached": meta is not None,
+            "path": str(initramfs.initramfs_path(name)) if meta else None,
         })
     return rows

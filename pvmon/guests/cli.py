@@ -15,18 +15,27 @@ def _mb(n: int | None) -> str:
 
 
 @guests.command("fetch")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Download again even if the cache is current.")
-def fetch_cmd(names: tuple[str, ...], force: bool) -> None:
-    """Fetch Debian kernels (debian-6.1, debian-6.12) into the cache."""
+@click.option("--initramfs", "initramfs", default=None, metavar="NAME",
+              help="Also build this initramfs (busybox: from Debian's busybox-static).")
+def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> None:
+    """Fetch Debian kernels (debian-6.1, debian-6.12) into the cache, and with
+    --initramfs busybox the busybox initramfs they boot to a shell with."""
     from pvmon.errors import GuestNotFound
     from pvmon.guests import catalog, debian
+    from pvmon.guests import initramfs as irfs
 
+    if not names and not initramfs:
+        raise click.UsageError("name a kernel to fetch (debian-6.1, debian-6.12) or "
+                               "--initramfs busybox")
     for name in names:
         if name not in catalog.DEBIAN:
             raise GuestNotFound(
                 f"cannot fetch {name!r}: fetchable guests are {', '.join(catalog.DEBIAN)}"
             )
+    if initramfs is not None and initramfs not in irfs.KINDS:
+        raise GuestNotFound(f"unknown initramfs {initramfs!r}; known: {', '.join(irfs.KINDS)}")
     for name in names:
         meta = debian.fetch_debian(name, force=force)
         what = "fetched" if meta["fetched"] else "already cached"
@@ -37,6 +46,13 @@ def fetch_cmd(names: tuple[str, ...], force: bool) -> None:
         click.echo(f"  vmlinuz   {_mb(meta['vmlinuz_size']):>9}  sha256 {meta['vmlinuz_sha256']}")
         click.echo(f"  vmlinux   {_mb(meta['vmlinux_size']):>9}  sha256 {meta['vmlinux_sha256']}")
         click.echo(f"  symbols   {meta['symbols']['count']} from {meta['symbols']['source']}")
+        click.echo(f"  cache     {meta['path']}")
+    if initramfs is not None:
+        meta = irfs.fetch_initramfs(initramfs, force=force)
+        what = "built" if meta["fetched"] else "already cached"
+        click.echo(f"initramfs {initramfs}: {what} from {meta['package']} {meta['version']}")
+        click.echo(f"  cpio      {_mb(meta['cpio_size']):>9}  sha256 {meta['cpio_sha256']}"
+                   f"  ({meta['applets']} applets)")
         click.echo(f"  cache     {meta['path']}")
 
 

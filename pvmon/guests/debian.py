@@ -204,8 +204,38 @@ def resolve_package(name: str) -> Candidate:
     return best
 
 
-def _unpack_deb(deb: Path, dest: Path) -> None:
-    """Unpack ``deb``'s data member into ``dest``: dpkg-deb -x, else ar + tar (deb(5))."""
+def resolve_exact(package: str) -> Candidate:
+    """The installable version of the package named exactly ``package`` (e.g.
+    ``busybox-static``). Raises FetchError when apt does not know it."""
+    require_apt()
+    policy = _run(["apt-cache", "policy", package])
+    for ln in policy.splitlines():
+        if ln.strip().startswith("Candidate:"):
+            ver = ln.split(":", 1)[1].strip()
+            if ver and ver != "(none)":
+                return Candidate(package, ver)
+    raise FetchError(f"apt has no installable version of {package} "
+                     "(is a Debian archive in sources.list, and apt-get update run?)")
+
+
+def download_package(cand: Candidate, where: Path) -> Path:
+    """``apt-get download`` exactly ``cand`` into a fresh folder under ``where``;
+    returns the .deb's path. Raises FetchError."""
+    dl = where / "dl"
+    dl.mkdir()
+    os.chmod(where, 0o755)
+    os.chmod(dl, 0o777)  # lets apt's _apt user write there, avoiding its sandbox warning
+    _run(["apt-get", "download", "-q", f"{cand.package}={cand.version}"], cwd=dl,
+         timeout=APT_TIMEOUT)
+    debs = list(dl.glob("*.deb"))
+    if len(debs) != 1:
+        raise FetchError(f"apt-get download left {len(debs)} .deb files, expected 1")
+    return debs[0]
+
+
+def unpack_deb(deb: Path, dest: Path, prefixes: tuple[str, ...] = ("boot/",)) -> None:
+    """Unpack ``deb``'s data member into ``dest``: dpkg-deb -x (everything), else
+    ar + tar (deb(5)) keeping only members under ``prefixes``."""
     if shutil.which("dpkg-deb"):
         _run(["dpkg-deb", "-x", str(deb), str(dest)], timeout=300)
         return
@@ -229,7 +259,7 @@ def _unpack_deb(deb: Path, dest: Path) -> None:
         else:
             mode = "r:*"
         with tarfile.open(fileobj=io.BytesIO(body), mode=mode) as tar:
-            members = [m for m in tar.getmembers() if m.name.lstrip("./").startswith("boot/")]
+            members = [m for m in tar.getmembers() if m.name.lstrip("./").startswith(prefixes)]
             tar.extractall(dest, members=members, filter="data")
         return
     raise FetchError(f"{deb.name} has no data.tar member")
@@ -258,19 +288,10 @@ def fetch_debian(name: str, force: bool = False) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=root) as tmp_s:
         tmp = Path(tmp_s)
-        dl = tmp / "dl"
-        dl.mkdir()
-        os.chmod(tmp, 0o755)
-        os.chmod(dl, 0o777)  # lets apt's _apt user write there, avoiding its sandbox warning
-        _run(["apt-get", "download", "-q", f"{cand.package}={cand.version}"], cwd=dl,
-             timeout=APT_TIMEOUT)
-        debs = list(dl.glob("*.deb"))
-        if len(debs) != 1:
-            raise FetchError(f"apt-get download left {len(debs)} .deb files, expected 1")
-        deb = debs[0]
+        deb = download_package(cand, tmp)
         t_dl = time.monotonic() - t0
         root_fs = tmp / "root"
-        _unpack_deb(deb, root_fs)
+        unpack_deb(deb, root_fs)
         vmlinuzes = sorted((root_fs / "boot").glob("vmlinuz-*"))
         if len(vmlinuzes) != 1:
             raise FetchError(f"{deb.name} holds {len(vmlinuzes)} /boot/vmlinuz-* files")

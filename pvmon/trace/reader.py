@@ -110,6 +110,13 @@ class TraceReader:
                 yield from evs[lo:hi]
             i += 1
 
+    def frame_bytes(self, index: int) -> bytes:
+        """The msgpack content of frame ``index`` (its events packed back to
+        back), checked against its descriptor and zstd checksum but not
+        decoded: what verify-replay compares byte for byte."""
+        self.frames_decompressed += 1
+        return self._format.frame_raw(self, self.frames[index])
+
     def frame_events(self, index: int) -> list[dict[str, Any]]:
         """All events of frame ``index`` (a list; do not mutate it)."""
         return self._load(index)
@@ -366,7 +373,7 @@ class _V1:
         return raw
 
     @classmethod
-    def decode_frame(cls, r: TraceReader, frame: FrameInfo) -> list[dict[str, Any]]:
+    def frame_raw(cls, r: TraceReader, frame: FrameInfo) -> bytes:
         blob = r._pread(frame.offset, fmt.DESC_SIZE + frame.comp_len)
         if len(blob) != fmt.DESC_SIZE + frame.comp_len:
             raise TraceError(f"{r.path}: file shrank: frame at byte {frame.offset} is cut off")
@@ -375,7 +382,11 @@ class _V1:
                 frame.first_seq, frame.count, frame.first_t, frame.last_t, frame.comp_len,
                 frame.raw_len):
             raise r._error(frame.offset, "frame descriptor does not match the seek table")
-        raw = cls._decompress(r, frame.offset, memoryview(blob)[fmt.DESC_SIZE:], frame.raw_len)
+        return cls._decompress(r, frame.offset, memoryview(blob)[fmt.DESC_SIZE:], frame.raw_len)
+
+    @classmethod
+    def decode_frame(cls, r: TraceReader, frame: FrameInfo) -> list[dict[str, Any]]:
+        raw = cls.frame_raw(r, frame)
         unpacker = _unpacker(frame.raw_len)
         unpacker.feed(raw)
         # Decoded msgpack holds no reference cycles; collecting while building

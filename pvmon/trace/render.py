@@ -111,6 +111,25 @@ def format_ret(ret: Any) -> str:
     return hex(ret) if ret >= 0x10000 else str(ret)
 
 
+#: Names of common x86-64 Linux system calls, for ``syscall`` events (numbers from
+#: Linux arch/x86/entry/syscalls/syscall_64.tbl; a guest process's RAX at ``syscall``).
+LINUX_X86_64_SYSCALLS = {
+    0: "read", 1: "write", 2: "open", 3: "close", 4: "stat", 5: "fstat", 6: "lstat",
+    7: "poll", 8: "lseek", 9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk",
+    13: "rt_sigaction", 14: "rt_sigprocmask", 15: "rt_sigreturn", 16: "ioctl", 17: "pread64",
+    19: "readv", 20: "writev", 21: "access", 22: "pipe", 23: "select", 24: "sched_yield",
+    28: "madvise", 32: "dup", 33: "dup2", 35: "nanosleep", 39: "getpid", 41: "socket",
+    56: "clone", 57: "fork", 58: "vfork", 59: "execve", 60: "exit", 61: "wait4",
+    62: "kill", 63: "uname", 72: "fcntl", 78: "getdents", 79: "getcwd", 80: "chdir",
+    83: "mkdir", 87: "unlink", 89: "readlink", 96: "gettimeofday", 99: "sysinfo",
+    102: "getuid", 104: "getgid", 107: "geteuid", 108: "getegid", 109: "setpgid",
+    110: "getppid", 111: "getpgrp", 112: "setsid", 158: "arch_prctl", 165: "mount",
+    169: "reboot", 186: "gettid", 202: "futex", 217: "getdents64", 218: "set_tid_address",
+    228: "clock_gettime", 231: "exit_group", 257: "openat", 262: "newfstatat",
+    273: "set_robust_list", 293: "pipe2", 302: "prlimit64", 318: "getrandom", 334: "rseq",
+}
+
+
 def describe(ev: dict[Any, Any]) -> str:
     """The event without its seq/time prefix, e.g. ``mmuext_op(PIN_L4_TABLE, mfn=0x1234) = 0``."""
     k = ev.get("k")
@@ -146,6 +165,11 @@ def describe(ev: dict[Any, Any]) -> str:
         leaf, sub = ev.get("leaf"), ev.get("sub")
         return (f"cpuid({format_value(leaf, 'val')}, {format_value(sub, 'val')}) = "
                 f"{format_value(ev.get('out'), 'val')} rip={format_value(ev.get('rip'), 'rip')}")
+    if k == "syscall":
+        nr = ev.get("nr")
+        name = LINUX_X86_64_SYSCALLS.get(nr) if isinstance(nr, int) else None
+        return (f"syscall {nr}{f' ({name})' if name else ''} from user "
+                f"rip={format_value(ev.get('rip'), 'rip')}")
     if k == "exit":
         return (f"exit {ev.get('reason')}: {ev.get('detail', '')} "
                 f"rip={format_value(ev.get('rip'), 'rip')}")

@@ -11,8 +11,8 @@ recording all happen inside the call listener, after the hypercall returned
 and before the guest runs on. The listener only reads guest state (registers,
 memory); it never changes slice boundaries or virtual time, so the event
 stream does not depend on when the UI asked for anything. Console input typed
-in the UI is handed to the guest at the next hypercall boundary and recorded
-there, like any other input.
+in the UI is a live source for :mod:`pvmon.dispatch.console_input`: injected
+at the next hypercall boundary and recorded there, like any other input.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.engine.machine import GuestPageFault, Stop
 from pvmon.guests.catalog import GuestImage
 from pvmon.session import DEFAULT_CMDLINE, RunResult, Session
@@ -37,15 +38,21 @@ CODE_AFTER = 64
 
 @dataclass(frozen=True)
 class BootSpec:
-    """What to boot: a resolved guest and its machine. ``memory`` in bytes;
-    ``record``: a .pvt path or None; ``timeout``: wall seconds or None;
-    ``paused``: stop after the first hypercall."""
+    """What to boot: a resolved guest and its machine, as :class:`Session` takes
+    them (``memory`` in bytes; ``record``: a .pvt path or None; ``initrd``
+    bytes and ``initrd_info``; ``script``: console input lines;
+    ``idle_limit_ns``: idle exit, virtual ns), plus ``timeout`` (wall seconds
+    or None) and ``paused`` (stop after the first hypercall)."""
 
     guest: GuestImage
     memory: int = 256 << 20
     cmdline: str = DEFAULT_CMDLINE
     backend: str = "xen-4.17"
     record: Path | None = None
+    initrd: bytes | None = None
+    initrd_info: dict | None = None
+    script: list[bytes] | None = None
+    idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS
     timeout: float | None = None
     paused: bool = False
 
@@ -98,7 +105,6 @@ class LiveSession:
         self._want_sample = True
         self._stop = False
         self._stop_recording = False
-        self._input: deque[bytes] = deque()
         self._attention = True
         self._calls = 0
         self.wall_start: float | None = None
@@ -118,7 +124,13 @@ class LiveSession:
         wall clock (seconds) behind the speed and rate figures shown; tests
         pass a fixed one so that screenshots do not vary."""
         sess = Session(spec.guest, memory=spec.memory, cmdline=spec.cmdline,
-                       backend=spec.backend, record=spec.record)
+                       backend=spec.backend, record=spec.record, initrd=spec.initrd,
+                       initrd_info=spec.initrd_info, script=spec.script,
+                       idle_limit_ns=spec.idle_limit_ns)
+        if spec.initrd is not None and spec.script is None:
+            # A guest with a userland reads its console: the console pane is a
+            # live source, so the run waits for the user instead of idling out.
+            sess.dispatch.input.live_open = True
         return cls(sess, spec, clock=clock)
 
     # ------------------------------------------------------------ engine thread
@@ -148,8 +160,6 @@ class LiveSession:
 
     def _attend(self, ev: dict[str, Any]) -> None:
         sess = self.session
-        while self._input:
-            sess.dispatch.console_input(self._input.popleft())
         if self._stop:
             sess.machine.stop(Stop("interrupted", "stopped from the TUI", ev.get("rip", 0)))
             self._update_attention()
@@ -206,8 +216,6 @@ class LiveSession:
         self.paused_at = None
         if self.phase == "paused":
             self.phase = "running"
-        while self._input:
-            d.console_input(self._input.popleft())
 
     def _release(self) -> None:
         with self._cv:
@@ -216,7 +224,7 @@ class LiveSession:
 
     def _update_attention(self) -> None:
         self._attention = bool(self._pause_next or self.breakpoints or self._want_sample
-                               or self._stop or self._stop_recording or self._input)
+                               or self._stop or self._stop_recording)
 
     # ---------------------------------------------------------------- UI thread
     def request_sample(self) -> None:
@@ -254,10 +262,10 @@ class LiveSession:
         self._update_attention()
 
     def send_console(self, data: bytes) -> None:
-        """Type ``data`` into the guest's console (delivered at the next hypercall)."""
+        """Type ``data`` into the guest's console: injected and recorded at the
+        next hypercall boundary (:mod:`pvmon.dispatch.console_input`)."""
         if data:
-            self._input.append(bytes(data))
-            self._attention = True
+            self.session.dispatch.post_input(bytes(data))
 
     def stop_recording(self) -> None:
         """Close the trace at the next hypercall (the file stays a readable trace)."""

@@ -107,7 +107,8 @@ VCPUOP_CMDS = {0: "initialise", 1: "up", 2: "down", 3: "is_up", 4: "get_runstate
                5: "register_runstate_memory_area", 6: "set_periodic_timer",
                7: "stop_periodic_timer", 8: "set_singleshot_timer",
                9: "stop_singleshot_timer", 10: "register_vcpu_info", 11: "send_nmi",
-               12: "get_physid", 13: "register_vcpu_time_memory_area"}
+               12: "get_physid", 13: "register_vcpu_time_memory_area",
+               14: "register_runstate_phys_area", 15: "register_vcpu_time_phys_area"}
 VCPUOP = {v: k for k, v in VCPUOP_CMDS.items()}
 VCPU_SSHOTTMR_future = 1
 RUNSTATE_running, RUNSTATE_runnable, RUNSTATE_blocked, RUNSTATE_offline = 0, 1, 2, 3
@@ -117,7 +118,8 @@ XEN_RUNSTATE_UPDATE = 1 << 63
 # --- version.h ---------------------------------------------------------------
 XENVER_CMDS = {0: "version", 1: "extraversion", 2: "compile_info", 3: "capabilities",
                4: "changeset", 5: "platform_parameters", 6: "get_features", 7: "pagesize",
-               8: "guest_handle", 9: "commandline", 10: "build_id"}
+               8: "guest_handle", 9: "commandline", 10: "build_id", 11: "extraversion2",
+               12: "capabilities2", 13: "changeset2", 14: "commandline2"}
 XENVER = {v: k for k, v in XENVER_CMDS.items()}
 # features.h
 XENFEAT = {"writable_page_tables": 0, "writable_descriptor_tables": 1,
@@ -126,7 +128,8 @@ XENFEAT = {"writable_page_tables": 0, "writable_descriptor_tables": 1,
            "highmem_assist": 6, "gnttab_map_avail_bits": 7, "hvm_callback_vector": 8,
            "hvm_safe_pvclock": 9, "hvm_pirqs": 10, "dom0": 11, "grant_map_identity": 12,
            "memory_op_vnode_supported": 13, "ARM_SMCCC_supported": 14,
-           "linux_rsdp_unrestricted": 15, "direct_mapped": 16, "not_direct_mapped": 17}
+           "linux_rsdp_unrestricted": 15, "not_direct_mapped": 16, "direct_mapped": 17,
+           "runstate_phys_area": 18, "vcpu_time_phys_area": 19, "dm_msix_all_writes": 20}
 
 # --- memory.h ----------------------------------------------------------------
 XENMEM_CMDS = {0: "increase_reservation", 1: "decrease_reservation", 2: "maximum_ram_page",
@@ -134,7 +137,8 @@ XENMEM_CMDS = {0: "increase_reservation", 1: "decrease_reservation", 2: "maximum
                6: "populate_physmap", 7: "add_to_physmap", 9: "memory_map",
                10: "machine_memory_map", 11: "exchange", 12: "machphys_mapping",
                13: "set_memory_map", 14: "maximum_gpfn", 15: "remove_from_physmap",
-               16: "set_pod_target", 17: "get_pod_target", 21: "access_op",
+               16: "set_pod_target", 17: "get_pod_target", 18: "get_sharing_freed_pages",
+               21: "access_op",
                22: "sharing_op", 23: "add_to_physmap_batch", 24: "claim_pages",
                25: "machphys_compat_mfn_list", 26: "get_vnumainfo",
                27: "reserved_device_memory_map", 28: "acquire_resource",

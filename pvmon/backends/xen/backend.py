@@ -24,12 +24,21 @@ from pvmon.backends.xen.events import EventChannels, Port
 from pvmon.backends.xen.vcpu import PvVcpu
 from pvmon.backends.xen.versions import VERSIONS, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
-from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, GuestPageFault, Machine
+from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, Machine
 
 E = abi
 U64 = 0xFFFF_FFFF_FFFF_FFFF
 DOMID = 1
 WALLCLOCK_EPOCH = 1_767_225_600   # 2026-01-01T00:00:00Z: fixed, so runs are repeatable
+
+# Multiplexed hypercalls whose sub-op number is the first argument
+# (xen/include/public/xen.h and the per-call headers): name -> (names, mask).
+# memory_op carries the continuation start extent above bit 6 (XENMEMOP_CMD_MASK).
+_SUBOP_IN_ARG0: dict[str, tuple[dict[int, str], int]] = {
+    name: (abi.SUBOPS[name], 0x3F if name == "memory_op" else 0xFFFFFFFF)
+    for name in ("sched_op", "sched_op_compat", "event_channel_op", "vcpu_op",
+                 "xen_version", "memory_op", "physdev_op", "callback_op",
+                 "grant_table_op", "console_io", "xenpmu_op", "vm_assist")}
 
 
 class XenBackend(Backend):
@@ -37,28 +46,62 @@ class XenBackend(Backend):
 
     abi = "xen"
 
-    def __init__(self, version: str = "4.17") -> None:
-        if version not in VERSIONS:
-            from pvmon.errors import BackendError
-            raise BackendError(f"unknown Xen version {version!r}; known: "
-                               f"{', '.join(sorted(VERSIONS))}")
-        self.ver: XenVersion = VERSIONS[version]
-        self.version = version
-        self.name = f"xen-{version}"
+    def __init__(self, version: str | XenVersion = "4.17") -> None:
+        if isinstance(version, str):
+            if version not in VERSIONS:
+                from pvmon.errors import BackendError
+                raise BackendError(f"unknown Xen version {version!r}; known: "
+                                   f"{', '.join(sorted(VERSIONS))}")
+            version = VERSIONS[version]
+        self.ver: XenVersion = version
+        self.version = version.version
+        self.name = version.name
         self.table: dict[int, Callable] = {}
+        gated = version.gated
         for nr, name in abi.HYPERCALLS.items():
             fn = getattr(self, f"hc_{name}", None)
-            if fn is not None and name not in self.ver.missing:
-                self.table[nr] = fn
+            if fn is None or name in version.missing:
+                continue
+            if name in gated and name in _SUBOP_IN_ARG0:
+                fn = self._gate(name, fn)
+            self.table[nr] = fn
         self.op: dict = {}
         self.console_out: Callable[[str, bytes], None] = lambda ch, data: None
         self.unsupported: dict[str, int] = {}
 
     def describe(self) -> dict:
-        return {"name": self.name, "abi": "xen", "version": self.version, "base": None,
-                "differences": [{"what": f"{m} returns -ENOSYS",
-                                 "source": self.ver.sources.get(m, "")}
-                                for m in sorted(self.ver.missing)]}
+        v = self.ver
+        return {"name": self.name, "abi": "xen", "version": v.version_string,
+                "base": v.base, "description": v.description,
+                "differences": [c.as_dict() for c in v.changes]}
+
+    def _gate(self, name: str, fn: Callable) -> Callable:
+        """Wrap ``fn`` so this version's missing or failing sub-ops of
+        ``name`` answer their errno before the handler runs (sub-op number in
+        the first argument, xen/include/public/xen.h)."""
+        subops, mask = _SUBOP_IN_ARG0[name]
+        ver = self.ver
+
+        def gated(*args):
+            sub = subops.get(args[0] & mask, args[0] & mask)
+            err = ver.subop_error(name, sub)
+            if err is None:
+                return fn(*args)
+            self.op = {"cmd": sub}
+            if err == E.ENOSYS:
+                return self._unsupported_sub(name, sub)
+            return -err
+        return gated
+
+    def _subop_gate(self, name: str, sub) -> int | None:
+        """For sub-ops decoded inside a handler (mmuext_op, compat calls): the
+        negative errno this version forces, or None."""
+        if name not in self.ver.gated:
+            return None
+        err = self.ver.subop_error(name, sub)
+        if err is None:
+            return None
+        return self._unsupported_sub(name, sub) if err == E.ENOSYS else -err
 
     # ------------------------------------------------------------ attach
     def attach(self, machine: Machine, layout: Layout, guest, platform,
@@ -71,11 +114,13 @@ class XenBackend(Backend):
         self.p = platform
         self.clock = machine.clock
         self.vcpu = PvVcpu(self, machine, layout)
-        self.events = EventChannels(machine, layout.shared_info_ma, self.vcpu.vcpu_info_ma)
+        # Event-channel bits live in guest-shared memory; reaching them through
+        # the recording access puts them in the trace (open-loop replay needs them).
+        self.events = EventChannels(guest, layout.shared_info_ma, self.vcpu.vcpu_info_ma)
         store_ma = layout.store_pfn * PAGE_SIZE
         cons_ma = layout.console_pfn * PAGE_SIZE
-        self.xenstore = XenStore(machine, store_ma, DOMID, name, memory_bytes // 1024)
-        self.console = ConsoleRing(machine, cons_ma)
+        self.xenstore = XenStore(guest, store_ma, DOMID, name, memory_bytes // 1024)
+        self.console = ConsoleRing(guest, cons_ma)
         self.events.ports[layout.store_evtchn] = Port(
             "interdomain", remote_dom=0, remote_port=1, on_send=self._xenstore_kick)
         self.events.ports[layout.console_evtchn] = Port(
@@ -105,10 +150,13 @@ class XenBackend(Backend):
         if data:
             self.console_out("ring", data)
 
-    def console_input(self, data: bytes) -> None:
-        """Type ``data`` into the guest's PV console (hvc0)."""
-        if self.console.feed(data):
+    def console_input(self, data: bytes) -> int:
+        """Type ``data`` into the guest's PV console (hvc0) and raise its event
+        channel, as xenconsoled does. Returns how many bytes fitted in the ring."""
+        n = self.console.feed(data)
+        if n:
             self.events.set_pending(self.layout.console_evtchn)
+        return n
 
     # ------------------------------------------------------------ dispatch
     def call(self, nr: int, args: tuple[int, ...]) -> int:
@@ -235,6 +283,10 @@ class XenBackend(Backend):
         self.op = {"cmd": abi.VMASST_CMDS.get(cmd, cmd), "type": abi.VMASST_TYPES.get(typ, typ)}
         if typ not in (2, 3, 4, 5, 32) or cmd not in (0, 1):
             return -E.EINVAL
+        # Types newer than the version: -EINVAL (xen/common/domain.c vm_assist(),
+        # type > MAX_VMASST_TYPE or not in the valid mask).
+        if typ in (4, 5, 32) and f"vmassist_{abi.VMASST_TYPES[typ]}" not in self.ver.capabilities:
+            return -E.EINVAL
         if cmd == 0:
             self.vm_assist |= 1 << typ
         else:
@@ -323,7 +375,9 @@ class XenBackend(Backend):
             cmd, arg1, arg2 = struct.unpack_from("<I4xQQ", data, i * 24)
             name = abi.MMUEXT_CMDS.get(cmd)
             decoded.append({"cmd": name or cmd, "arg1": arg1})
-            rc = self._mmuext(cmd, arg1, arg2)
+            rc = self._subop_gate("mmuext_op", name or cmd)
+            if rc is None:
+                rc = self._mmuext(cmd, arg1, arg2)
             if rc:
                 break
             done += 1
@@ -394,8 +448,8 @@ class XenBackend(Backend):
         if self._writable_pt_mapping(val):
             return -E.EBUSY
         try:
-            _, pte_ma = self.m.walk(va)
-        except GuestPageFault:
+            _, pte_ma = self.guest.walk(va)
+        except GuestFault:
             pte_ma = self._l1_slot(va)
             if pte_ma is None:
                 return -E.EINVAL
@@ -409,7 +463,7 @@ class XenBackend(Backend):
         but the entry itself is not present."""
         table = self.m.reg("cr3") & PTE_ADDR_MASK
         for shift in (39, 30, 21):
-            e = self.m.read_u64_phys(table + ((va >> shift) & 511) * 8)
+            e = self.guest.read_u64_phys(table + ((va >> shift) & 511) * 8)
             if not e & PTE_P or e & 0x80:
                 return None
             table = e & PTE_ADDR_MASK
@@ -442,6 +496,9 @@ class XenBackend(Backend):
 
     def hc_event_channel_op_compat(self, uop, *_):
         cmd = self._u32(uop)
+        rc = self._subop_gate("event_channel_op", abi.EVTCHNOP_CMDS.get(cmd, cmd))
+        if rc is not None:
+            return rc
         return self._evtchn(cmd, uop + 4, uop + 4)
 
     def _evtchn(self, cmd: int, arg: int, out: int) -> int:
@@ -523,12 +580,35 @@ class XenBackend(Backend):
             if port not in ev.ports:
                 return -E.EINVAL
             return 0 if vcpu == 0 else -E.ENOENT
-        if cmd == 11:  # init_control: FIFO ABI
-            if "fifo_events" not in self.ver.features:
-                return -E.ENOSYS
-            return self._unsupported_sub("event_channel_op", "init_control")
-        if cmd in (12, 13):
-            return -E.ENOSYS
+        if cmd in (11, 12, 13) and "fifo_events" not in self.ver.capabilities:
+            return self._unsupported_sub("event_channel_op", name)
+        if cmd == 11:  # init_control {u64 control_gfn, u32 offset, u32 vcpu, u8 link_bits OUT}
+            gfn, offset, vcpu = struct.unpack("<QII", self._read(arg, 16))
+            self.op.update(control_gfn=gfn, offset=offset, vcpu=vcpu)
+            if ev.fifo is not None:
+                return -E.EINVAL
+            from pvmon.backends.xen.events_fifo import LINK_BITS, FifoEvents
+            fifo = FifoEvents(self.guest, self._valid_mfn, ev.mark_upcall)
+            rc = fifo.init_control(gfn, offset, vcpu)
+            if rc:
+                return rc
+            self._write(arg + 16, bytes((LINK_BITS,)))
+            ev.enable_fifo(fifo)
+            return 0
+        if cmd == 12:  # expand_array {u64 array_gfn}
+            gfn = self._u64(arg)
+            self.op["array_gfn"] = gfn
+            if ev.fifo is None:
+                return -E.EOPNOTSUPP   # xen/common/event_fifo.c: no FIFO set up
+            return ev.fifo.expand_array(gfn)
+        if cmd == 13:  # set_priority {u32 port, u32 priority}
+            port, prio = struct.unpack("<II", self._read(arg, 8))
+            self.op.update(port=port, priority=prio)
+            if ev.fifo is None:
+                return -E.ENOSYS       # the 2-level ABI has no priorities
+            if port not in ev.ports:
+                return -E.EINVAL
+            return ev.fifo.set_priority(port, prio)
         if cmd == 10:
             return -E.EINVAL
         return self._unsupported_sub("event_channel_op", name)
@@ -666,9 +746,8 @@ class XenBackend(Backend):
             if idx != 0:
                 return -E.EINVAL   # one submap only (xen/common/kernel.c)
             bits = 0
-            # What Xen 4.17 reports to a 64-bit PV domU (xen/common/kernel.c).
-            for f in ("mmu_pt_update_preserve_ad", "highmem_assist", "gnttab_map_avail_bits",
-                      "memory_op_vnode_supported", "not_direct_mapped"):
+            # The version's feature set (versions.py; xen/common/kernel.c).
+            for f in self.ver.features:
                 bits |= 1 << abi.XENFEAT[f]
             if self.vm_assist & (1 << 3):   # VMASST_TYPE_pae_extended_cr3
                 bits |= 1 << abi.XENFEAT["pae_pgdir_above_4gb"]
@@ -776,7 +855,7 @@ class XenBackend(Backend):
             self._write(arg + 4, struct.pack("<IIh", 1, 4, E.GNTST_okay))
             return 0
         if cmd == 2:   # setup_table {dom, nr_frames, status, frame_list}
-            dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
+            _dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
             frame_list = self._u64(arg + 16)
             status = E.GNTST_okay
             if nr > 4:

@@ -5,11 +5,13 @@ xen/include/public/elfnote.h and the layout libxenguest's domain builder
 (tools/libs/guest/xg_dom_x86.c) produces for a domU:
 
     kernel image (ELF PT_LOAD segments, at p_paddr - PADDR_OFFSET)
-    initrd module (if any)
+    initrd module (if any, and the kernel lacks the MOD_START_PFN note)
     P2M list (nr_pages x u64), start_info page, xenstore page, console page,
     bootstrap page tables [L4][L3][L2][L1...], one page of boot stack,
     all mapped at VIRT_BASE + pfn * 4 KiB; the mapping covers at least 512 KiB
     past the stack, rounded up to 4 MiB; page-table pages are mapped read-only.
+    initrd module (if any, for a kernel with the MOD_START_PFN note): right
+    above the mapping, unmapped, found through start_info.mod_start as a PFN.
 
 Machine frames equal pseudo-physical frames at start of day, so the P2M is the
 identity. Frames the hypervisor keeps (shared_info, the read-only M2P, the
@@ -116,7 +118,7 @@ def parse_kernel(data: bytes, path: Path | None = None) -> KernelImage:
         raise GuestImageError(f"{path or 'image'}: malformed ELF ({exc})") from None
     except GuestImageError:
         raise
-    except Exception as exc:  # pyelftools raises assorted errors on hostile input
+    except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on hostile input
         raise GuestImageError(f"{path or 'image'}: unreadable ELF ({exc})") from None
     if "VIRT_BASE" not in notes and "GUEST_OS" not in notes:
         raise GuestImageError(f"{path or 'image'}: no Xen ELF notes; not a Xen PV kernel")
@@ -186,11 +188,19 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
         kend = max(kend, pa + memsz)
     pfn = pages(kend)
 
+    # The initrd module (xen.h start_info mod_start/mod_len). A kernel with the
+    # MOD_START_PFN note (elfnote.h; Linux arch/x86/xen/xen-head.S has it) takes
+    # it unmapped, by frame number: it goes above the bootstrap mapping and
+    # start_info says SIF_MOD_START_PFN, as libxenguest does for such kernels
+    # ("unmapped initrd"). Other kernels get it mapped right after the kernel
+    # image, with mod_start a virtual address.
+    unmapped_mod = bool(initrd) and bool(kernel.notes.get("MOD_START_PFN"))
     mod_pfn = mod_len = 0
-    if initrd:
-        mod_pfn, mod_len = pfn, len(initrd)
+    mod_len = len(initrd) if initrd else 0
+    if initrd and not unmapped_mod:
+        mod_pfn = pfn
         if (pfn + pages(mod_len)) * PAGE_SIZE > ram:
-            raise GuestImageError("initrd does not fit in guest memory")
+            raise GuestImageError(f"initrd ({mod_len} bytes) does not fit in guest memory")
         machine.write_phys(mod_pfn * PAGE_SIZE, initrd)
         pfn += pages(mod_len)
     p2m_pfn = pfn
@@ -209,6 +219,12 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     if mapped_end > GiB or mapped_end > ram:
         raise GuestImageError(f"initial mapping ({mapped_end >> 20} MiB) exceeds guest memory")
     mapped_pages = mapped_end // PAGE_SIZE
+    if unmapped_mod:
+        mod_pfn = mapped_pages
+        if (mod_pfn + pages(mod_len)) * PAGE_SIZE > ram:
+            raise GuestImageError(f"initrd ({mod_len} bytes) does not fit in "
+                                  f"{ram >> 20} MiB of guest memory")
+        machine.write_phys(mod_pfn * PAGE_SIZE, initrd)
 
     # --- hypervisor frames above RAM
     hv = ram
@@ -267,9 +283,7 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     si = bytearray(PAGE_SIZE)
     S = abi.START_INFO
     si[0:len(abi.START_INFO_MAGIC)] = abi.START_INFO_MAGIC
-    flags = 0
-    if initrd and kernel.notes.get("MOD_START_PFN"):
-        flags |= abi.SIF_MOD_START_PFN
+    flags = abi.SIF_MOD_START_PFN if unmapped_mod else 0
     va = lambda p: vb + page(p)
     for name, val in (("nr_pages", nr_pages), ("shared_info", si_ma), ("store_mfn", store_pfn),
                       ("console_mfn", cons_pfn), ("pt_base", va(pt_pfn)),

@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.ring import ring_read as _ring_read
+from pvmon.backends.xen.ring import ring_write as _ring_write
 
 _C = abi.XENCONS
 
@@ -27,13 +29,9 @@ class ConsoleRing:
             if n:
                 m.write_phys_data(self.ma + _C["out_cons"], struct.pack("<I", prod))
             return b""
-        out = bytearray()
-        size = _C["out_size"]
-        page = m.read_phys(self.ma + _C["out"], size)
-        for i in range(n):
-            out.append(page[(cons + i) % size])
+        out = _ring_read(m, self.ma + _C["out"], _C["out_size"], cons, n)
         m.write_phys_data(self.ma + _C["out_cons"], struct.pack("<I", prod))
-        return bytes(out)
+        return out
 
     def feed(self, data: bytes) -> int:
         """Put input bytes into the ring; returns how many fitted."""
@@ -42,7 +40,11 @@ class ConsoleRing:
         size = _C["in_size"]
         room = size - ((prod - cons) & 0xFFFFFFFF)
         n = min(room, len(data))
-        for i in range(n):
-            m.write_phys_data(self.ma + _C["in"] + ((prod + i) % size), data[i:i + 1])
+        _ring_write(m, self.ma + _C["in"], size, prod, data[:n])
         m.write_phys_data(self.ma + _C["in_prod"], struct.pack("<I", (prod + n) & 0xFFFFFFFF))
         return n
+
+    def input_consumed(self) -> bool:
+        """True when the guest has read every input byte (in_cons == in_prod)."""
+        cons, prod = struct.unpack_from("<II", self.mem.read_phys(self.ma + _C["in_cons"], 8))
+        return cons == prod

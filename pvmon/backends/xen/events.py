@@ -40,6 +40,14 @@ class EventChannels:
 
     NR_PORTS = abi.EVTCHN_2L_NR_CHANNELS
 
+    @property
+    def nr_ports(self) -> int:
+        """Ports the current ABI can name: 4096 (2-level), or the words of the
+        FIFO event array mapped so far."""
+        if self.fifo is not None:
+            return len(self.fifo.pages) * 1024
+        return self.NR_PORTS
+
     def __init__(self, mem, shared_info_ma: int, vcpu_info_ma: Callable[[], int]) -> None:
         self.mem = mem
         self.si = shared_info_ma
@@ -47,11 +55,20 @@ class EventChannels:
         self.ports: dict[int, Port] = {}
         self.virqs: dict[int, int] = {}
         self.raised: list[int] = []   # ports made pending during the current call
+        self.fifo = None              # FifoEvents once the guest picks the FIFO ABI
+
+    def enable_fifo(self, fifo) -> None:
+        """Switch to the FIFO ABI (after EVTCHNOP_init_control): ports pending
+        in the 2-level bitmap stay pending (Xen's setup_ports)."""
+        for n in self.ports:
+            if self.pending(n):
+                fifo.pending_unmapped.add(n)
+        self.fifo = fifo
 
     # ---------------------------------------------------------- port table
     def alloc(self, port: Port) -> int:
         """Bind ``port`` at the lowest free number >= 1; -ENOSPC when full."""
-        for n in range(1, self.NR_PORTS):
+        for n in range(1, self.nr_ports if self.fifo is None else 1 << 17):
             if n not in self.ports:
                 self.ports[n] = port
                 return n
@@ -64,7 +81,10 @@ class EventChannels:
         if p.virq is not None:
             self.virqs.pop(p.virq, None)
         del self.ports[n]
-        self._clear_bit(abi.SHARED_INFO["evtchn_pending"], n)
+        if self.fifo is not None:
+            self.fifo.clear_pending(n)
+        else:
+            self._clear_bit(abi.SHARED_INFO["evtchn_pending"], n)
         return 0
 
     def bind_virq(self, virq: int, vcpu: int) -> int:
@@ -96,28 +116,43 @@ class EventChannels:
         self.mem.write_u64_phys(a, self.mem.read_u64_phys(a) & ~bit)
 
     def masked(self, n: int) -> bool:
+        if self.fifo is not None:
+            from pvmon.backends.xen.events_fifo import MASKED
+            return self.fifo.test(n, MASKED)
         return self._test(abi.SHARED_INFO["evtchn_mask"], n)
 
     def pending(self, n: int) -> bool:
+        if self.fifo is not None:
+            from pvmon.backends.xen.events_fifo import PENDING
+            return self.fifo.test(n, PENDING)
         return self._test(abi.SHARED_INFO["evtchn_pending"], n)
 
     def _mark_vcpu(self, n: int) -> None:
         vi = self.vcpu_info_ma()
         sel = vi + abi.VCPU_INFO["evtchn_pending_sel"]
         self.mem.write_u64_phys(sel, self.mem.read_u64_phys(sel) | (1 << (n // 64)))
-        b = self.mem.read_phys(vi, 1)[0]
-        if not b:
+        self.mark_upcall()
+
+    def mark_upcall(self) -> None:
+        """Set vcpu_info.evtchn_upcall_pending (both ABIs)."""
+        vi = self.vcpu_info_ma()
+        if not self.mem.read_phys(vi, 1)[0]:
             self.mem.write_phys_data(vi, b"\x01")
 
     def set_pending(self, n: int) -> None:
-        """Raise port ``n`` (Xen's evtchn_2l_set_pending)."""
+        """Raise port ``n`` (Xen's evtchn_2l_set_pending, or the FIFO ABI's)."""
         self.raised.append(n)
+        if self.fifo is not None:
+            self.fifo.set_pending(n)
+            return
         if self._set_bit(abi.SHARED_INFO["evtchn_pending"], n):
             return
         if not self.masked(n):
             self._mark_vcpu(n)
 
     def unmask(self, n: int) -> int:
+        if self.fifo is not None:
+            return self.fifo.unmask(n) if n in self.ports else -abi.EINVAL
         if n not in self.ports and not (0 < n < self.NR_PORTS):
             return -abi.EINVAL
         self._clear_bit(abi.SHARED_INFO["evtchn_mask"], n)

@@ -13,9 +13,34 @@ xen/arch/x86/pv/iret.c); vcpu_info and vcpu_time_info layouts
 tsc_shift) * tsc_to_system_mul >> 32.
 
 Engine decision: the guest kernel runs at CPL 0 in Unicorn and user mode at
-CPL 3. Real Xen runs both at ring 3 and separates them with page tables; at
-CPL 0 the kernel needs no _PAGE_USER rewriting of its mappings, and the CS/SS
-values the guest sees in frames are still Xen's FLAT_RING3 selectors.
+CPL 3. Real 64-bit Xen runs both at ring 3 and tells them apart only by which
+page-table root is loaded (the kernel L4, or the user L4 given with
+MMUEXT_NEW_USER_BASEPTR) and by its own per-vCPU "kernel mode" flag
+(xen/arch/x86/x86_64/entry.S, toggle_guest_mode in xen/arch/x86/pv/domain.c).
+pvmon keeps that flag (``user_mode``) and the two roots exactly as Xen does,
+but lets Unicorn run the kernel at CPL 0 because:
+
+* Unicorn's CPL is the privilege its page walks check. At CPL 3 every kernel
+  mapping would need _PAGE_USER, which Xen forces into guest kernel PTEs
+  behind the guest's back (adjust_guest_l1e); pvmon writes guest PTEs verbatim
+  (machine frame = pseudo-physical frame, so guest page tables are used by the
+  MMU directly) and would have to rewrite them and hide the rewrite.
+* At CPL 0 the kernel's frames, stacks and the CS/SS values it sees are still
+  Xen's: bounce frames carry FLAT_KERNEL/FLAT_USER selectors (RPL 3), the
+  hidden DPL-0 ENGINE_KERNEL_CS/SS live in Xen's reserved GDT area and are
+  never visible to the guest.
+* The cost: a privileged instruction the kernel executes (cli, mov to CR3,
+  wrmsr, invlpg) runs instead of raising #GP as it would under Xen. A pvops
+  Linux never does that; a kernel that did would behave differently here.
+
+User mode, as Xen does it: ``iret`` to a CS with RPL 3 switches to the user L4
+(TLB flushed on every CR3 write), swaps the GS bases (the kernel's stays in
+``gs_kernel``; SEGBASE_GS_USER writes the other one, like SWAPGS would) and
+drops the CPL to 3. ``syscall`` from user mode enters the registered syscall
+callback with RCX/R11 in the frame; faults and events arriving in user mode
+switch to the kernel L4 and the kernel stack given with stack_switch
+(``kernel_sp``) and push the PV frame with the user CS/SS/RSP there. FS base
+is shared by both modes and set directly by SEGBASE_FS.
 """
 
 from __future__ import annotations
@@ -90,8 +115,10 @@ class PvVcpu:
         khz = self.m.clock.tsc_khz
         shift = 1
         mul = (1_000_000 << 32) // (khz << shift)
-        return struct.pack("<IIQQIbB2x", 2, 0, 0, 0, mul, shift,
-                           E.XEN_PVCLOCK_TSC_STABLE_BIT)
+        # vcpu_time_info.flags exists from 4.7 (xen.h); before, it is padding.
+        flags = E.XEN_PVCLOCK_TSC_STABLE_BIT if "pvclock_tsc_stable" in \
+            self.b.ver.capabilities else 0
+        return struct.pack("<IIQQIbB2x", 2, 0, 0, 0, mul, shift, flags)
 
     def init_time(self) -> None:
         self.m.write_phys_data(self._vcpu_info + E.VCPU_INFO["time"], self._time_info())
@@ -289,7 +316,7 @@ class PvVcpu:
         except GuestPageFault:
             self.b.p.crash_stop("iret with an unreadable stack", self.b.p.cur_rip())
             return 0
-        rax, r11, rcx, flags, rip, cs, rflags, sp, ss = struct.unpack("<9Q", raw)
+        rax, r11, rcx, flags, rip, cs, rflags, sp, _ss = struct.unpack("<9Q", raw)
         self.b.op = {"rip": rip, "cs": cs, "rflags": rflags, "rsp": sp, "flags": flags}
         if (cs & 3) == 3 and not self.user_mode:
             if not self.user_cr3:

@@ -1,40 +1,221 @@
-"""Xen ABI versions as data: each declared difference from the reference
-(xen-4.17) in one place, with its source. Backends consult these tables; no
-version conditionals are scattered through the hypercall code."""
+"""Xen ABI versions as data.
+
+Xen 4.17 is the reference. Every other version (and every user profile, see
+:mod:`pvmon.backends.profiles`) is the reference plus a list of
+:class:`Change` records, each one difference a PV domU can observe, declared
+once, with its public source. The backend consults the resulting
+:class:`XenVersion` tables (missing hypercalls, missing sub-ops, forced
+failures, feature bits, capabilities); there are no version conditionals in
+the hypercall code, and the same records explain divergences in replay
+reports.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from pvmon.backends.xen import abi
+
+
+@dataclass(frozen=True)
+class Change:
+    """One declared difference from a base version.
+
+    ``kind``:
+      - ``"hypercall"``: ``hypercall`` does not exist (``present=False``: -ENOSYS)
+        or exists (``present=True``) in this version;
+      - ``"subop"``: sub-op ``subop`` of ``hypercall`` is absent (-ENOSYS) or present;
+      - ``"feature"``: XENFEAT bit ``feature`` (xen/include/public/features.h) is
+        reported by XENVER_get_features or not;
+      - ``"capability"``: a behaviour of the backend (``"fifo_events"``...) is on or off;
+      - ``"failure"``: ``hypercall`` (sub-op ``subop`` or every sub-op when None)
+        always fails with ``-errno`` (profiles only: models a broken build).
+    ``source``: where the fact comes from (header@version, CHANGELOG line).
+    """
+
+    kind: str
+    hypercall: str | None = None
+    subop: str | None = None
+    feature: str | None = None
+    present: bool = False
+    errno: int = 0
+    source: str = ""
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line for people: ``EVTCHNOP_init_control returns -ENOSYS``."""
+        if self.kind == "hypercall":
+            return (f"hypercall {self.hypercall} is available" if self.present
+                    else f"hypercall {self.hypercall} returns -ENOSYS")
+        if self.kind == "subop":
+            what = f"{self.hypercall}({self.subop})"
+            return f"{what} is available" if self.present else f"{what} returns -ENOSYS"
+        if self.kind == "feature":
+            return (f"XENVER_get_features reports XENFEAT_{self.feature}" if self.present
+                    else f"XENVER_get_features does not report XENFEAT_{self.feature}")
+        if self.kind == "capability":
+            return f"{self.feature} {'supported' if self.present else 'not supported'}"
+        if self.kind == "failure":
+            what = f"{self.hypercall}({self.subop})" if self.subop else self.hypercall
+            return f"{what} fails with -{abi.ERRNO_NAMES.get(self.errno, self.errno)}"
+        return self.note or self.kind
+
+    def as_dict(self) -> dict:
+        d = {"kind": self.kind, "what": self.describe(), "source": self.source}
+        for k in ("hypercall", "subop", "feature"):
+            if getattr(self, k):
+                d[k] = getattr(self, k)
+        if self.kind == "failure":
+            d["errno"] = self.errno
+        if self.note:
+            d["note"] = self.note
+        return d
 
 
 @dataclass(frozen=True)
 class XenVersion:
-    """One modelled Xen release. ``missing``: hypercall names that return
-    -ENOSYS; ``missing_subops``: {hypercall: {sub-op names}} that return
-    -ENOSYS; ``features``: feature flags this release has."""
+    """One modelled Xen build as a 64-bit PV domU sees it.
 
+    ``name``: how users select it (``xen-4.17``, or a profile's name);
+    ``major``/``minor``/``extraversion``: what XENVER_version and
+    XENVER_extraversion return; ``missing``: hypercall names answering -ENOSYS;
+    ``missing_subops``: {hypercall: {sub-op}} answering -ENOSYS;
+    ``failures``: {(hypercall, sub-op or None): errno} forced failures;
+    ``features``: XENFEAT names XENVER_get_features reports;
+    ``capabilities``: backend behaviours (``fifo_events``);
+    ``base``: the version this one is derived from; ``changes``: the declared
+    differences from ``base``; ``description``: one line; ``profile_toml``:
+    for a profile, its TOML text (recorded in traces so replay can rebuild it).
+    """
+
+    name: str
     major: int
     minor: int
     extraversion: str = ".0"
     missing: frozenset[str] = frozenset()
     missing_subops: dict[str, frozenset[str]] = field(default_factory=dict)
+    failures: dict[tuple[str, str | None], int] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
-    sources: dict[str, str] = field(default_factory=dict)
+    capabilities: frozenset[str] = frozenset()
+    base: str | None = None
+    changes: tuple[Change, ...] = ()
+    description: str = ""
+    released: str = ""
+    profile_toml: str = ""
 
     @property
-    def name(self) -> str:
-        return f"xen-{self.major}.{self.minor}"
+    def version(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    @property
+    def version_string(self) -> str:
+        return f"{self.major}.{self.minor}{self.extraversion}"
+
+    @cached_property
+    def gated(self) -> frozenset[str]:
+        """Hypercalls whose sub-ops this version restricts (checked per call)."""
+        return frozenset(self.missing_subops) | frozenset(h for h, _ in self.failures)
+
+    def subop_error(self, hypercall: str, subop: str | None) -> int | None:
+        """The errno (positive) this version forces for ``hypercall(subop)``,
+        or None when the call proceeds normally."""
+        e = self.failures.get((hypercall, subop))
+        if e is None:
+            e = self.failures.get((hypercall, None))
+        if e is not None:
+            return e
+        if subop is not None and subop in self.missing_subops.get(hypercall, ()):
+            return abi.ENOSYS
+        return None
+
+    def derive(self, name: str, changes: list[Change], *, major: int | None = None,
+               minor: int | None = None, extraversion: str | None = None,
+               description: str = "", released: str = "") -> XenVersion:
+        """A new version: this one with ``changes`` applied in order."""
+        missing = set(self.missing)
+        subops = {k: set(v) for k, v in self.missing_subops.items()}
+        failures = dict(self.failures)
+        features = set(self.features)
+        caps = set(self.capabilities)
+        for c in changes:
+            if c.hypercall is not None and c.hypercall not in abi.HYPERCALL_NUMBERS:
+                raise ValueError(f"{name}: unknown hypercall {c.hypercall!r}")
+            if c.subop is not None and c.subop not in abi.SUBOPS.get(c.hypercall, {}).values():
+                raise ValueError(f"{name}: unknown sub-op {c.hypercall}({c.subop})")
+            if c.kind == "feature" and c.feature not in abi.XENFEAT:
+                raise ValueError(f"{name}: unknown feature {c.feature!r}")
+            if c.kind == "hypercall":
+                (missing.discard if c.present else missing.add)(c.hypercall)
+            elif c.kind == "subop":
+                s = subops.setdefault(c.hypercall, set())
+                (s.discard if c.present else s.add)(c.subop)
+            elif c.kind == "feature":
+                (features.add if c.present else features.discard)(c.feature)
+            elif c.kind == "capability":
+                (caps.add if c.present else caps.discard)(c.feature)
+            elif c.kind == "failure":
+                failures[(c.hypercall, c.subop)] = c.errno
+            else:
+                raise ValueError(f"unknown change kind {c.kind!r}")
+        return replace(
+            self, name=name, major=self.major if major is None else major,
+            minor=self.minor if minor is None else minor,
+            extraversion=self.extraversion if extraversion is None else extraversion,
+            missing=frozenset(missing),
+            missing_subops={k: frozenset(v) for k, v in subops.items() if v},
+            failures=failures, features=frozenset(features), capabilities=frozenset(caps),
+            base=self.name, changes=tuple(changes), description=description,
+            released=released)
+
+    def lineage(self) -> list[XenVersion]:
+        """This version and its bases, nearest first (up to the reference)."""
+        out = [self]
+        seen = {self.name}
+        while out[-1].base and out[-1].base in REGISTRY and out[-1].base not in seen:
+            seen.add(out[-1].base)
+            out.append(REGISTRY[out[-1].base])
+        return out
+
+    def all_changes(self) -> list[Change]:
+        """Every change from the reference to this version (reference first)."""
+        out: list[Change] = []
+        for v in reversed(self.lineage()):
+            out.extend(v.changes)
+        return out
 
 
+# ---------------------------------------------------------------- reference
 XEN_4_17 = XenVersion(
-    4, 17, ".0",
-    # tmem_op was removed in 4.13; xenoprof_op is still built in 4.17 but compiled out by
-    # default (CONFIG_XENOPROF off), so a stock build answers -ENOSYS.
-    missing=frozenset({"tmem_op", "xenoprof_op"}),
-    features=frozenset({"fifo_events", "vcpu_info_registration", "runstate_update_flag"}),
-    sources={"tmem_op": "Xen CHANGELOG.md 4.13: tmem removed",
-             "xenoprof_op": "xen/common/Kconfig XENOPROF default n (4.17)",
-             "fifo_events": "EVTCHNOP_init_control, xen/include/public/event_channel.h (since 4.4)"},
+    "xen-4.17", 4, 17, ".7",
+    # tmem_op: removed in 4.13 (xen.git c492e19fdd "xen: remove tmem from hypervisor");
+    # the hypercall table entry is "-" (xen/include/hypercall-defs.c@RELEASE-4.17.0).
+    missing=frozenset({"tmem_op"}),
+    # What 4.17 reports to a 64-bit PV domU (xen/common/kernel.c@RELEASE-4.17.7,
+    # XENVER_get_features): submap 0 = 0x220E0. PV is not translated, so it gets
+    # XENFEAT_direct_mapped; pae_pgdir_above_4gb only after VMASST_TYPE_pae_extended_cr3.
+    features=frozenset({"mmu_pt_update_preserve_ad", "highmem_assist", "gnttab_map_avail_bits",
+                        "memory_op_vnode_supported", "direct_mapped"}),
+    # Backend behaviours: FIFO event channels (4.4), vm_assist types up to
+    # runstate_update_flag (4.8) and m2p_strict (4.6), the pvclock flags field with
+    # XEN_PVCLOCK_TSC_STABLE_BIT (4.7).
+    capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
+                            "vmassist_runstate_update_flag", "vmassist_m2p_strict",
+                            "pvclock_tsc_stable"}),
+    description="reference: Xen 4.17.7 (4.17 released Dec 2022), a stock build's PV domU ABI",
+    released="2022-12",
 )
 
-VERSIONS: dict[str, XenVersion] = {"4.17": XEN_4_17}
+REFERENCE = XEN_4_17
+REGISTRY: dict[str, XenVersion] = {XEN_4_17.name: XEN_4_17}
+
+
+def register(v: XenVersion) -> XenVersion:
+    REGISTRY[v.name] = v
+    return v
+
+
+# Versions other than the reference are declared in pvmon.backends.xen.history.
+from pvmon.backends.xen import history as _history  # noqa: F401
+
+VERSIONS: dict[str, XenVersion] = {k.removeprefix("xen-"): v for k, v in REGISTRY.items()}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.ring import ring_read as _ring_read
+from pvmon.backends.xen.ring import ring_write as _ring_write
 
 _R = abi.XENSTORE
 _RING = abi.XENSTORE_RING_SIZE
@@ -60,9 +62,7 @@ class XenStore:
         if n > _RING:
             n = 0
             cons = prod
-        data = m.read_phys(self.ma + _R["req"], _RING)
-        for i in range(n):
-            self._pending.append(data[(cons + i) % _RING])
+        self._pending += _ring_read(m, self.ma + _R["req"], _RING, cons, n)
         m.write_phys_data(self.ma + _R["req_cons"], struct.pack("<I", prod))
         wrote = False
         while len(self._pending) >= 16:
@@ -85,8 +85,7 @@ class XenStore:
         cons, prod = struct.unpack_from("<II", m.read_phys(self.ma + _R["rsp_cons"], 8))
         if _RING - ((prod - cons) & 0xFFFFFFFF) < len(msg):
             return False   # guest is not draining; drop rather than overrun
-        for i, b in enumerate(msg):
-            m.write_phys_data(self.ma + _R["rsp"] + ((prod + i) % _RING), bytes((b,)))
+        _ring_write(m, self.ma + _R["rsp"], _RING, prod, msg)
         m.write_phys_data(self.ma + _R["rsp_prod"],
                           struct.pack("<I", (prod + len(msg)) & 0xFFFFFFFF))
         return True
@@ -171,3 +170,4 @@ class XenStore:
         if name == "IS_DOMAIN_INTRODUCED":
             return self._reply(typ, req_id, tx_id, b"T\0")
         return self._error(req_id, tx_id, "ENOSYS")
+

@@ -1,0 +1,100 @@
+"""Real Xen releases other than the reference, each declared as the reference
+(Xen 4.17) plus the differences a 64-bit PV domU can observe, every one with
+its public source. Read by :mod:`pvmon.backends.xen.versions`.
+
+Sources are xen.git paths at a tag (``file@tag``) or xen.git commits. The 3.x
+stable trees were never imported into xen.git, so 3.4 facts are read at tag
+``3.4.0-rc3`` (3.4.x stable releases took bug fixes only).
+"""
+
+from __future__ import annotations
+
+from pvmon.backends.xen.versions import XEN_4_17, Change, register
+
+_H34 = "@3.4.0-rc3"
+
+
+def _gone(hc: str, *subs: str, source: str) -> list[Change]:
+    return [Change("subop", hc, s, source=source) for s in subs]
+
+
+# ----------------------------------------------------------------- Xen 3.4
+# May 2009, the last 3.x release: what the first paravirt_ops Linux PV ports met in the
+# field. XENVER_version 0x00030004; interface version 0x00030209
+# (xen/include/public/xen-compat.h@3.4.0-rc3).
+XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
+    *_gone("event_channel_op", "init_control", "expand_array", "set_priority",
+           source="FIFO event channels added in 4.4 (xen.git d2d50c2f30); "
+                  "xen/common/event_channel.c" + _H34),
+    *_gone("event_channel_op", "reset_cont", source="EVTCHNOP_reset_cont added in 4.15"),
+    Change("capability", feature="fifo_events", source="FIFO event channels: Xen 4.4"),
+    Change("hypercall", "xenpmu_op",
+           source="__HYPERVISOR_xenpmu_op (40) added in 4.6 (xen.git 11fe998e56); "
+                  "xen/arch/x86/x86_64/entry.S" + _H34),
+    Change("hypercall", "argo_op", source="argo_op (39) added in 4.12"),
+    Change("hypercall", "dm_op", source="dm_op (41) added in 4.9"),
+    Change("hypercall", "hypfs_op", source="hypfs_op (42) added in 4.14"),
+    *_gone("vcpu_op", "register_vcpu_time_memory_area",
+           source="VCPUOP_register_vcpu_time_memory_area added in 4.0 (xen.git a5d39947cb)"),
+    *_gone("xen_version", "commandline",
+           source="XENVER_commandline added in 4.0 (xen.git fa97833ae1)"),
+    *_gone("xen_version", "build_id", source="XENVER_build_id added in 4.7 (xen.git 460d24188d)"),
+    *_gone("grant_table_op", "set_version", "get_status_frames", "get_version",
+           source="grant tables v2 added in 4.0 (xen.git a98dc13703)"),
+    *_gone("grant_table_op", "cache_flush", source="GNTTABOP_cache_flush added in 4.6"),
+    *_gone("sched_op", "shutdown_code", "watchdog",
+           source="xen/include/public/sched.h: SCHEDOP_shutdown_code, SCHEDOP_watchdog (4.1)"),
+    *_gone("sched_op", "pin_override", source="SCHEDOP_pin_override added in 4.7"),
+    *_gone("physdev_op", "pirq_eoi_gmfn_v2",
+           source="PHYSDEVOP_pirq_eoi_gmfn_v2 added in 4.2 (xen.git 0057a949de)"),
+    *_gone("physdev_op", "get_free_pirq", source="PHYSDEVOP_get_free_pirq added in 4.1"),
+    *_gone("memory_op", "get_sharing_freed_pages", "add_to_physmap_batch", "claim_pages",
+           "machphys_compat_mfn_list", "get_vnumainfo", "acquire_resource",
+           source="xen/include/public/memory.h" + _H34 + " vs @RELEASE-4.17.0"),
+    *_gone("mmuext_op", "FLUSH_CACHE_GLOBAL", "MARK_SUPER", "UNMARK_SUPER",
+           source="xen/include/public/xen.h: MMUEXT_FLUSH_CACHE_GLOBAL, MMUEXT_[UN]MARK_SUPER "
+                  "(4.1)"),
+    Change("capability", feature="vmassist_architectural_iopl",
+           source="MAX_VMASST_TYPE 3 in xen/common/domain.c" + _H34 +
+                  "; VMASST_TYPE_architectural_iopl added in 4.7"),
+    Change("capability", feature="vmassist_runstate_update_flag",
+           source="VMASST_TYPE_runstate_update_flag added in 4.8; -EINVAL before"),
+    Change("capability", feature="vmassist_m2p_strict",
+           source="VMASST_TYPE_m2p_strict added in 4.6 (xen.git d639e6a05a)"),
+    Change("capability", feature="pvclock_tsc_stable",
+           source="vcpu_time_info.flags (XEN_PVCLOCK_TSC_STABLE_BIT) added in 4.7 "
+                  "(xen.git 9e55a33cc8); padding in xen/include/public/xen.h" + _H34),
+    Change("feature", feature="memory_op_vnode_supported",
+           source="XENFEAT_memory_op_vnode_supported (13) added in 4.6 (xen.git 319442762f); "
+                  "xen/common/kernel.c" + _H34 + " reports submap 0 = 0xE0"),
+    Change("feature", feature="direct_mapped",
+           source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
+], major=3, minor=4, extraversion=".4",
+    description="Xen 3.4.4 (3.4 released May 2009): 2-level event channels only, no PMU, "
+                "no vNUMA, grant tables v1",
+    released="2009-05"))
+
+# ----------------------------------------------------------------- Xen 4.21
+# Interface version 0x00041300 (bumped in 4.19, xen.git 93d913c6e6).
+XEN_4_21 = register(XEN_4_17.derive("xen-4.21", [
+    Change("feature", feature="runstate_phys_area", present=True,
+           source="XENFEAT_runstate_phys_area (18) added in 4.18 (xen.git 48a3fd1432)"),
+    Change("feature", feature="vcpu_time_phys_area", present=True,
+           source="XENFEAT_vcpu_time_phys_area (19) added in 4.18 (xen.git 48a3fd1432)"),
+    Change("feature", feature="dm_msix_all_writes", present=True,
+           source="XENFEAT_dm_msix_all_writes (20) added in 4.19 (xen.git 64b21662b1), "
+                  "reported to every x86 domain (xen/common/kernel.c@RELEASE-4.21.0)"),
+    *_gone("grant_table_op", "cache_flush",
+           source="CHANGELOG.md 4.21: GNTTABOP_cache_flush removed on x86 (xen.git 5642a6055c)"),
+], major=4, minor=21, extraversion=".2",
+    description="Xen 4.21.2 (4.21 released Nov 2025): physical-address runstate and time "
+                "area feature bits; GNTTABOP_cache_flush gone on x86",
+    released="2025-11"))
+
+# ----------------------------------------------------------------- Xen 4.22
+XEN_4_22 = register(XEN_4_21.derive("xen-4.22", [
+    Change("hypercall", "xenoprof_op",
+           source="CHANGELOG.md 4.22: Xenoprofile support removed (xen.git 69e8aaf9cc); "
+                  "xen/include/public/xen.h@RELEASE-4.22.0 '/* Dropped in Xen 4.22 */'"),
+], major=4, minor=22, extraversion=".0",
+    description="Xen 4.22.0 (Jul 2026): xenoprof_op removed", released="2026-07"))

@@ -1,0 +1,231 @@
+"""Closed-loop replay: run the recorded guest again, on the recorded backend
+(verify, the determinism check) or on another one, with the recorded inputs,
+and compare the new event stream with the trace.
+
+Up to the first divergence the two streams are compared as packed msgpack,
+byte for byte, frame by frame, without decoding the trace (verify costs
+about what recording cost). From the first difference on, both remaining
+streams are decoded and aligned call by call (:func:`pvmon.replay.compare.align`),
+and every difference is reported with its explanation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgpack
+
+from pvmon.backends.xen.backend import XenBackend
+from pvmon.backends.xen.versions import XenVersion
+from pvmon.engine.disasm import around
+from pvmon.engine.machine import Stop
+from pvmon.replay.compare import ALIGNED_KINDS, Delta, align, compare
+from pvmon.replay.explain import differences, explain_event, rule_verdict
+from pvmon.replay.report import Divergence, Report, Site
+from pvmon.replay.source import RecordedRun, frame_inputs
+from pvmon.session import Session
+from pvmon.trace.render import describe, format_time
+
+# A replay that runs this much longer (virtual time) than the recording is hung.
+HANG_FACTOR = 2
+HANG_SLACK_NS = 2_000_000_000
+
+
+class _StreamCompare:
+    """The record callback of a replayed session: packs each new event and
+    compares it with the trace's bytes at the same position; after the first
+    mismatch it keeps the new events (aligned kinds) for alignment."""
+
+    def __init__(self, run: RecordedRun):
+        self.r = run.reader
+        self.run = run
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+        self.frame = -1
+        self.buf = b""
+        self.pos = 0
+        self.diverged_at: int | None = None
+        self.live: list[dict] = []
+        self.compared = 0
+        self._next_frame()
+
+    def _next_frame(self) -> None:
+        self.frame += 1
+        self.pos = 0
+        self.buf = self.r.frame_bytes(self.frame) if self.frame < len(self.r.frames) else b""
+
+    def __call__(self, ev: dict) -> None:
+        if self.diverged_at is None:
+            data = self.pack(ev)
+            end = self.pos + len(data)
+            if self.buf[self.pos:end] == data:
+                self.compared += 1
+                self.pos = end
+                if end == len(self.buf):
+                    self._next_frame()
+                return
+            self.diverged_at = ev["seq"]
+            self.first_live = msgpack.unpackb(data, raw=False)
+        if ev.get("k") in ALIGNED_KINDS:
+            self.live.append(msgpack.unpackb(self.pack(ev), raw=False))
+
+
+def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
+                  timeout: float | None = None, verify: bool | None = None) -> Report:
+    """Rerun ``run``'s guest on ``version`` (default: the recorded backend)
+    and compare. ``timeout``: wall seconds before giving up (reported as
+    hung). Returns a :class:`Report`; raises PvmonError subclasses on
+    missing guest images or unreadable traces."""
+    rec = run.version
+    version = version or rec
+    verify = (version.name == rec.name) if verify is None else verify
+    backend = XenBackend(version)
+    sess = Session(run.guest, backend=backend, keep_console=False, **run.session_args())
+    # Recorded console input goes back in at its recorded event seq
+    # (pvmon.dispatch.console_input), all scheduled before the run starts.
+    for i in range(len(run.reader.frames)):
+        for seq, data in frame_inputs(run.reader, i):
+            sess.dispatch.schedule_input(seq, data)
+    cmp = _StreamCompare(run)
+    sess.access.record = True
+    sess.dispatch.record = cmp
+    last_t = run.reader.last_t or 0
+    limit = max(last_t * HANG_FACTOR, last_t + HANG_SLACK_NS)
+    clock = sess.machine.clock
+
+    def hang_check() -> Stop | None:
+        if clock.now_ns > limit:
+            return Stop("limit", f"still running at {format_time(clock.now_ns)}, "
+                                 f"{HANG_FACTOR}x the recording", sess.machine.reg("rip"))
+        return None
+    sess.dispatch.exit_hook = hang_check
+    t0 = time.monotonic()
+    result = sess.run(timeout=timeout)
+    wall = time.monotonic() - t0
+
+    mode = "verify" if verify else "closed-loop"
+    report = Report(mode, run.label, f"{run.header['guest'].get('name')} on {version.name}"
+                                     f" (replayed)")
+    report.stats = {"replay_wall_s": round(wall, 3), "events_replayed": sess.dispatch.seq,
+                    "events_recorded": len(run.reader)}
+    report.compared = cmp.compared
+    if cmp.diverged_at is None and cmp.frame < len(run.reader.frames):
+        # the replay ended early: everything it did matched, the rest is missing
+        cmp.diverged_at = sess.dispatch.seq
+        cmp.first_live = None
+    if cmp.diverged_at is not None:
+        _diverged(report, run, cmp, version)
+    rec_exit = _recorded_exit(run)
+    report.ending = {"left": rec_exit,
+                     "right": f"{result.exit_kind}: {result.detail} at {result.symbol}"}
+    report.ending["outcome"] = _outcome(report, rec_exit, result)
+    if not verify and version.name != rec.name:
+        report.notes.append(rule_verdict(rec, version))
+    return report
+
+
+def _recorded_exit(run: RecordedRun) -> str:
+    n = len(run.reader)
+    if not n:
+        return "empty trace"
+    last = next(run.reader.events(n - 1, n))
+    if last.get("k") != "exit":
+        return f"trace ends at event {n - 1} without an exit record"
+    sym = ""
+    if run.guest is not None and isinstance(last.get("rip"), int):
+        try:
+            sym = " at " + run.guest.symbols().format(last["rip"])
+        except Exception:  # noqa: BLE001 - symbols are a nicety
+            sym = f" at {last['rip']:#x}"
+    return f"{last.get('reason')}: {last.get('detail')}{sym}"
+
+
+def _outcome(report: Report, rec_exit: str, result) -> str:
+    same_end = rec_exit.split(" at ")[0] == f"{result.exit_kind}: {result.detail}"
+    if not report.total:
+        return "identical"
+    if same_end:
+        return "the guest tolerated every difference and ended as recorded"
+    if result.exit_kind == "limit":
+        return "the guest hung (ran past the recording without ending)"
+    if result.exit_kind in ("crash", "triple_fault"):
+        return f"the guest crashed ({result.detail})"
+    if result.exit_kind == "stuck":
+        return f"the guest got stuck ({result.detail})"
+    return f"the guest ended differently: {result.exit_kind} ({result.detail})"
+
+
+def _diverged(report: Report, run: RecordedRun, cmp: _StreamCompare,
+              version: XenVersion) -> None:
+    s = cmp.diverged_at
+    left = [e for e in run.reader.events(s) if e.get("k") in ALIGNED_KINDS]
+    right = cmp.live
+    facts = differences(run.version, version)
+    ctx_src = [e for e in run.reader.events(max(0, s - 64), s) if e.get("k") in ALIGNED_KINDS]
+    def ctx(i: int) -> list[dict]:
+        return (ctx_src[-5:] + left[max(0, i - 5):i])[-5:]
+    n = 0
+    for tag, a0, a1, b0, b1 in align(left, right):
+        if tag == "equal":
+            report.compared += a1 - a0
+            for i, j in zip(range(a0, a1), range(b0, b1), strict=True):
+                d = compare(left[i], right[j], reads=False)
+                if d:
+                    n += 1
+                    report.add(_divergence(n, d, left[i], right[j], run, facts,
+                                           ctx(i)))
+            continue
+        pairs = min(a1 - a0, b1 - b0) if tag == "replace" else 0
+        for off in range(pairs):
+            i, j = a0 + off, b0 + off
+            n += 1
+            report.add(_divergence(n, compare(left[i], right[j], reads=False), left[i],
+                                   right[j], run, facts, ctx(i)))
+        for i in range(a0 + pairs, a1):
+            n += 1
+            report.add(_divergence(n, [Delta("call", "only in the recording")], left[i], None,
+                                   run, facts, ctx(i)))
+        for j in range(b0 + pairs, b1):
+            n += 1
+            report.add(_divergence(n, [Delta("call", "only in the replay")], None, right[j],
+                                   run, facts, ctx(a0)))
+    if n == 0:
+        # only unaligned events (TSC reads, times) differ
+        lev = next(run.reader.events(s, s + 1), None)
+        d = compare(lev, cmp.first_live) if lev and cmp.first_live else []
+        what = d or [Delta("result", "event stream differs (TSC reads or virtual time)")]
+        report.add(_divergence(1, what, lev, cmp.first_live, run, facts, ctx_src))
+
+
+def _divergence(n: int, deltas: list[Delta], left: dict | None, right: dict | None,
+                run: RecordedRun, facts, context: list[dict]) -> Divergence:
+    ev = left or right or {}
+    site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
+    want_detail = n <= 5
+    if want_detail and site.rip is not None and run.guest is not None:
+        try:
+            syms = run.guest.symbols()
+            site.symbol = syms.format(site.rip)
+        except Exception:  # noqa: BLE001 - symbols are a nicety
+            syms = None
+        site.disasm = around(run.guest.vmlinux, site.rip, syms)
+    expl = explain_event(facts, ev)
+    ctx = [f"#{e.get('seq')} {describe(e)}" for e in context[-5:]] if want_detail else []
+    return Divergence(n, deltas, left, right, site, ctx, expl)
+
+
+def replay_paths(trace: Path, guest: str | None, backend: str | None,
+                 timeout: float | None) -> Report:
+    """CLI entry: open ``trace``, resolve ``backend`` (None: recorded) and replay."""
+    from pvmon.backends.registry import resolve_version
+    from pvmon.errors import BackendError
+    from pvmon.replay.source import open_run
+    run = open_run(trace, guest)
+    version = None
+    if backend is not None:
+        version = resolve_version(backend)
+        if version is None:
+            from pvmon.backends.registry import known_names
+            raise BackendError(f"unknown backend {backend!r}; known: "
+                               f"{', '.join(known_names())}")
+    return replay_closed(run, version, timeout=timeout)

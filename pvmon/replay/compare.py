@@ -1,0 +1,173 @@
+"""Comparing trace events: alignment keys, field-by-field differences, and
+the alignment of two event sequences.
+
+Events are the dicts of docs/trace-format.md. Two hypercall events are "the
+same call" when ABI, name and sub-op agree (their alignment key); they then
+differ by arguments, result, memory written, memory read or events raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rapidfuzz.distance import Indel
+
+# Kinds that take part in alignment. TSC reads are inputs the engine supplies;
+# after the first divergence their number and values follow the guest's path,
+# so they are compared in verify mode only.
+ALIGNED_KINDS = frozenset({"hc", "fault", "upcall", "con", "cpuid", "exit"})
+
+
+def subop_of(ev: dict):
+    """The decoded sub-op of a hypercall event (``op["cmd"]``), or None."""
+    op = ev.get("op")
+    if isinstance(op, dict):
+        cmd = op.get("cmd")
+        if "type" in op and ev.get("name") == "vm_assist":
+            return f"{cmd}:{op['type']}"
+        if cmd is None and "ops" in op and isinstance(op["ops"], list) and op["ops"]:
+            return f"{op['ops'][0]}…" if len(op["ops"]) > 1 else op["ops"][0]
+        return cmd
+    return None
+
+
+def key(ev: dict) -> str:
+    """Alignment key: what the guest asked for, not how it was answered."""
+    k = ev.get("k")
+    if k == "hc":
+        sub = subop_of(ev)
+        return f"{ev.get('abi', 'xen')}:{ev.get('name')}" + (f":{sub}" if sub is not None else "")
+    if k == "fault":
+        return f"fault:{ev.get('vec')}"
+    if k == "con":
+        return f"con:{ev.get('dir')}:{ev.get('ch')}"
+    if k == "cpuid":
+        return f"cpuid:{ev.get('leaf')}:{ev.get('sub')}"
+    return str(k)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One way two aligned events differ. ``what``: call | result | memory |
+    memory-read | events | output | kind; ``detail``: one line."""
+
+    what: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"what": self.what, "detail": self.detail}
+
+
+def _fmt_ret(v) -> str:
+    if isinstance(v, int) and v < 0:
+        from pvmon.backends.xen.abi import ERRNO_NAMES
+        return f"-{ERRNO_NAMES.get(-v, -v)}"
+    return str(v)
+
+
+def _mem(entries) -> dict:
+    out = {}
+    for e in entries or ():
+        if isinstance(e, (list, tuple)) and len(e) == 3:
+            out[(e[0], e[1])] = e[2]
+    return out
+
+
+def _mem_delta(a, b, label: str) -> str | None:
+    ma, mb = _mem(a), _mem(b)
+    if ma == mb:
+        return None
+    only_a = [k for k in ma if k not in mb]
+    only_b = [k for k in mb if k not in ma]
+    changed = [k for k in ma if k in mb and ma[k] != mb[k]]
+    parts = []
+    if changed:
+        sp, addr = changed[0]
+        parts.append(f"{len(changed)} {label} with different bytes (first at {sp}:{addr:#x})")
+    if only_a:
+        sp, addr = only_a[0]
+        parts.append(f"{len(only_a)} {label} only on the left (first {sp}:{addr:#x})")
+    if only_b:
+        sp, addr = only_b[0]
+        parts.append(f"{len(only_b)} {label} only on the right (first {sp}:{addr:#x})")
+    return "; ".join(parts)
+
+
+def compare(a: dict, b: dict, *, reads: bool = True) -> list[Delta]:
+    """Differences between two events at an aligned point (empty: the same).
+    ``reads``: also compare the memory the backend read (differences there
+    usually mean the guest state already differed)."""
+    if a.get("k") != b.get("k"):
+        return [Delta("kind", f"{a.get('k')} vs {b.get('k')}")]
+    k = a["k"]
+    out: list[Delta] = []
+    if k == "hc":
+        if key(a) != key(b):
+            out.append(Delta("call", f"{key(a)} vs {key(b)}"))
+        elif a.get("args") != b.get("args"):
+            # raw argument registers; the decoded "op" is the backend's reading of them
+            out.append(Delta("call", "same call with different arguments"))
+        # iret never returns to its caller: its "ret" is the RAX it restored
+        if a.get("ret") != b.get("ret") and a.get("name") != "iret":
+            out.append(Delta("result", f"{_fmt_ret(a.get('ret'))} vs {_fmt_ret(b.get('ret'))}"))
+        d = _mem_delta(a.get("wr"), b.get("wr"), "writes")
+        if d:
+            out.append(Delta("memory", d))
+        if a.get("ev") != b.get("ev"):
+            out.append(Delta("events", f"raised {a.get('ev')} vs {b.get('ev')}"))
+        if reads:
+            d = _mem_delta(a.get("rd"), b.get("rd"), "reads")
+            if d:
+                out.append(Delta("memory-read", d))
+        return out
+    if k == "con":
+        if a.get("data") != b.get("data"):
+            out.append(Delta("output", "console bytes differ"))
+        return out
+    if k == "exit":
+        if (a.get("reason"), a.get("detail")) != (b.get("reason"), b.get("detail")):
+            out.append(Delta("result", f"ended {a.get('reason')} ({a.get('detail')}) vs "
+                                       f"{b.get('reason')} ({b.get('detail')})"))
+        return out
+    if k == "cpuid":
+        if a.get("out") != b.get("out"):
+            out.append(Delta("result", f"cpuid {a.get('leaf'):#x} returned {a.get('out')} "
+                                       f"vs {b.get('out')}"))
+        return out
+    skip = {"seq", "t", "cpu"}
+    if {x: v for x, v in a.items() if x not in skip} != \
+            {x: v for x, v in b.items() if x not in skip}:
+        out.append(Delta("result", f"{k} events differ"))
+    return out
+
+
+# The same operation through an older and a newer interface (xen/include/public/
+# xen.h: the *_compat calls are the pre-3.0.2 entry points; set_timer_op and
+# set_callbacks predate VCPUOP_set_singleshot_timer and CALLBACKOP_register).
+EQUIVALENT = {"event_channel_op_compat": "event_channel_op", "sched_op_compat": "sched_op",
+              "physdev_op_compat": "physdev_op",
+              "set_timer_op": "vcpu_op:set_singleshot_timer",
+              "set_callbacks": "callback_op:register"}
+
+
+def operation(ev: dict) -> str:
+    """Like :func:`key`, but the same operation through an older or newer
+    interface maps to one name (``sched_op_compat:block`` -> ``sched_op:block``)."""
+    if ev.get("k") != "hc":
+        return key(ev)
+    name = str(ev.get("name"))
+    canon = EQUIVALENT.get(name, name)
+    if ":" in canon:
+        return f"{ev.get('abi', 'xen')}:{canon}"
+    sub = subop_of(ev)
+    return f"{ev.get('abi', 'xen')}:{canon}" + (f":{sub}" if sub is not None else "")
+
+
+def align(a: list[dict], b: list[dict], key_fn=key) -> list[tuple[str, int, int, int, int]]:
+    """Align two event lists by ``key_fn`` (default :func:`key`; longest common
+    subsequence, rapidfuzz's Indel distance in C++): difflib-style opcodes
+    ``(tag, a_lo, a_hi, b_lo, b_hi)`` with tag equal | insert | delete | replace."""
+    table: dict[str, int] = {}
+    ka = [table.setdefault(key_fn(e), len(table)) for e in a]
+    kb = [table.setdefault(key_fn(e), len(table)) for e in b]
+    return [tuple(op) for op in Indel.opcodes(ka, kb)]

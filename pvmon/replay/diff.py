@@ -1,0 +1,241 @@
+"""``pvmon diff``: two traces side by side, typically two guest kernels on
+the same backend ("does kernel N+1 need calls deployed hypervisors lack?").
+
+Reports the hypercall mechanism of each side (hypercall page or direct
+``syscall``), per-call count deltas, calls (and sub-ops) only one side
+makes, the aligned call sequence's inserted and removed runs, and argument
+and result differences at aligned points.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pvmon.replay.compare import align, key, operation, subop_of
+from pvmon.trace.reader import TraceReader
+from pvmon.trace.render import describe
+
+EXAMPLES = 3
+
+
+@dataclass
+class Side:
+    """One trace: ``label``, ``mechanism`` (declared by the kernel image),
+    ``via`` (calls per entry path), ``calls`` (per name), ``subops`` (per
+    name:sub-op), ``faults`` (per vector), ``events`` (hypercall events)."""
+
+    path: Path
+    label: str
+    mechanism: str
+    via: Counter
+    calls: Counter
+    subops: Counter
+    faults: Counter
+    events: list[dict] = field(repr=False, default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "label": self.label, "mechanism": self.mechanism,
+                "via": dict(self.via), "hypercalls": sum(self.calls.values()),
+                "calls": dict(self.calls), "faults": dict(self.faults)}
+
+
+@dataclass
+class DiffResult:
+    """The comparison of ``left`` and ``right``. ``count_deltas``: [(call,
+    left, right)] for calls whose counts differ; ``only_left``/``only_right``:
+    call or call:sub-op keys one side never makes; ``runs``: inserted/removed
+    runs of the aligned sequence [(tag, left seq, right seq, length, keys)];
+    ``arg_diffs``/``ret_diffs``: per key, count and examples at aligned points;
+    ``drift``: operations each side reaches through a different interface
+    (``sched_op_compat`` vs ``sched_op``) [{operation, left, right}]. Calls are
+    aligned by operation, so drift does not break the alignment."""
+
+    left: Side
+    right: Side
+    count_deltas: list[tuple[str, int, int]]
+    only_left: list[str]
+    only_right: list[str]
+    aligned: int
+    runs: list[dict]
+    arg_diffs: dict[str, dict]
+    ret_diffs: dict[str, dict]
+    mechanism_differs: bool
+    drift: list[dict] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if (self.count_deltas or self.only_left or self.only_right or self.runs
+                     or self.ret_diffs or self.mechanism_differs or self.drift) else 0
+
+    def as_dict(self) -> dict:
+        return {"left": self.left.as_dict(), "right": self.right.as_dict(),
+                "mechanism_differs": self.mechanism_differs,
+                "count_deltas": [{"call": k, "left": a, "right": b}
+                                 for k, a, b in self.count_deltas],
+                "only_left": self.only_left, "only_right": self.only_right,
+                "interface_drift": self.drift,
+                "aligned_calls": self.aligned, "runs": self.runs,
+                "argument_differences": self.arg_diffs, "result_differences": self.ret_diffs}
+
+
+def _side(path: Path) -> Side:
+    r = TraceReader(path)
+    h = r.header
+    g = h.get("guest") if isinstance(h.get("guest"), dict) else {}
+    b = h.get("backend") if isinstance(h.get("backend"), dict) else {}
+    label = f"{g.get('name', path.name)}"
+    if g.get("version"):
+        label += f" {g.get('version')}"
+    label += f" on {b.get('name', '?')}"
+    via, calls, subops, faults = Counter(), Counter(), Counter(), Counter()
+    events = []
+    for ev in r.events():
+        k = ev.get("k")
+        if k == "hc":
+            events.append(ev)
+            name = str(ev.get("name"))
+            calls[name] += 1
+            via[str(ev.get("via", "?"))] += 1
+            sub = subop_of(ev)
+            if sub is not None:
+                subops[f"{name}:{sub}"] += 1
+        elif k == "fault":
+            faults[str(ev.get("vec"))] += 1
+    r.close()
+    mech = str(g.get("mechanism") or ("page" if via.get("page") else "syscall"))
+    return Side(path, label, mech, via, calls, subops, faults, events)
+
+
+def _example(ev_a: dict, ev_b: dict) -> dict:
+    return {"left_seq": ev_a.get("seq"), "right_seq": ev_b.get("seq"),
+            "left": describe(ev_a), "right": describe(ev_b)}
+
+
+def diff_traces(left: Path, right: Path) -> DiffResult:
+    """Compare two traces. Raises TraceError for an unreadable one."""
+    a, b = _side(left), _side(right)
+    names = sorted(set(a.calls) | set(b.calls))
+    deltas = [(n, a.calls.get(n, 0), b.calls.get(n, 0)) for n in names
+              if a.calls.get(n, 0) != b.calls.get(n, 0)]
+    keys_a = set(a.calls) | set(a.subops)
+    keys_b = set(b.calls) | set(b.subops)
+    only_left = sorted(keys_a - keys_b)
+    only_right = sorted(keys_b - keys_a)
+    runs: list[dict] = []
+    arg_diffs: dict[str, dict] = {}
+    ret_diffs: dict[str, dict] = {}
+    aligned = 0
+    ea, eb = a.events, b.events
+    for tag, a0, a1, b0, b1 in align(ea, eb, operation):
+        if tag == "equal":
+            aligned += a1 - a0
+            for i, j in zip(range(a0, a1), range(b0, b1), strict=True):
+                x, y = ea[i], eb[j]
+                k = operation(x)
+                if x.get("ret") != y.get("ret"):
+                    d = ret_diffs.setdefault(k, {"count": 0, "examples": []})
+                    d["count"] += 1
+                    if len(d["examples"]) < EXAMPLES:
+                        d["examples"].append(_example(x, y))
+                elif x.get("op") != y.get("op"):
+                    d = arg_diffs.setdefault(k, {"count": 0, "examples": []})
+                    d["count"] += 1
+                    if len(d["examples"]) < EXAMPLES:
+                        d["examples"].append(_example(x, y))
+            continue
+        if a1 > a0:
+            runs.append({"tag": "only_left", "left_seq": ea[a0].get("seq"),
+                         "right_seq": eb[b0].get("seq") if b0 < len(eb) else None,
+                         "length": a1 - a0, "calls": dict(Counter(operation(e) for e in ea[a0:a1]))})
+        if b1 > b0:
+            runs.append({"tag": "only_right", "left_seq": ea[a0].get("seq") if a0 < len(ea)
+                         else None, "right_seq": eb[b0].get("seq"), "length": b1 - b0,
+                         "calls": dict(Counter(operation(e) for e in eb[b0:b1]))})
+    mech = a.mechanism != b.mechanism or set(a.via) != set(b.via)
+    return DiffResult(a, b, deltas, only_left, only_right, aligned, runs, arg_diffs,
+                      ret_diffs, mech, _drift(a, b))
+
+
+def _drift(a: Side, b: Side) -> list[dict]:
+    """Operations both sides perform through different hypercalls."""
+    def by_op(side: Side) -> dict[str, Counter]:
+        out: dict[str, Counter] = {}
+        for ev in side.events:
+            out.setdefault(operation(ev), Counter())[key(ev).split(":", 1)[1]] += 1
+        return out
+    oa, ob = by_op(a), by_op(b)
+    return [{"operation": op.split(":", 1)[1], "left": dict(oa[op]), "right": dict(ob[op])}
+            for op in sorted(set(oa) & set(ob)) if set(oa[op]) != set(ob[op])]
+
+
+def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = False) -> None:
+    """Print a diff for people."""
+    con = console or Console(highlight=False)
+    a, b = d.left, d.right
+    con.print(f"[bold]left[/] : {escape(a.label)}  ({sum(a.calls.values()):,} hypercalls, "
+              f"mechanism {a.mechanism}: {escape(_via(a))})")
+    con.print(f"[bold]right[/]: {escape(b.label)}  ({sum(b.calls.values()):,} hypercalls, "
+              f"mechanism {b.mechanism}: {escape(_via(b))})")
+    if d.mechanism_differs:
+        con.print(f"[yellow]mechanism differs[/]: left enters Xen through {escape(_via(a))}, "
+                  f"right through {escape(_via(b))}")
+    else:
+        con.print(f"mechanism: both {escape(_via(a))}")
+    if d.drift:
+        con.print()
+        con.print("[bold]interface drift[/] (same operation, different hypercall):")
+        for x in d.drift:
+            fmt = lambda m: ", ".join(f"{k} x{n:,}" for k, n in m.items())
+            con.print(f"  {escape(x['operation'])}: left {escape(fmt(x['left']))}; "
+                      f"right {escape(fmt(x['right']))}")
+    if d.only_left or d.only_right:
+        con.print()
+        if d.only_left:
+            con.print("[bold]calls only the left makes[/]: " + escape(", ".join(d.only_left)))
+        if d.only_right:
+            con.print("[bold]calls only the right makes[/]: " + escape(", ".join(d.only_right)))
+    if d.count_deltas:
+        t = Table(title="hypercall counts", show_edge=False)
+        t.add_column("hypercall")
+        t.add_column("left", justify="right")
+        t.add_column("right", justify="right")
+        t.add_column("delta", justify="right")
+        for k, x, y in sorted(d.count_deltas, key=lambda r: -abs(r[2] - r[1])):
+            t.add_row(k, f"{x:,}", f"{y:,}", f"{y - x:+,}")
+        con.print()
+        con.print(t)
+    total = max(len(a.events), len(b.events))
+    con.print()
+    con.print(f"aligned: {d.aligned:,} of {len(a.events):,} / {len(b.events):,} calls "
+              f"({100 * d.aligned / total:.1f}%)" if total else "aligned: no calls")
+    runs = d.runs if show_all else sorted(d.runs, key=lambda r: -r["length"])[:8]
+    if runs:
+        con.print(f"{len(d.runs):,} inserted/removed run(s)" +
+                  ("" if show_all else "; the longest:"))
+        for r in runs:
+            side = "left only " if r["tag"] == "only_left" else "right only"
+            top = ", ".join(f"{k} x{n}" for k, n in Counter(r["calls"]).most_common(3))
+            con.print(f"  {side} at left #{r['left_seq']} / right #{r['right_seq']}: "
+                      f"{r['length']:,} call(s): {escape(top)}")
+    for title, diffs in (("result differences at aligned calls", d.ret_diffs),
+                         ("argument differences at aligned calls", d.arg_diffs)):
+        if not diffs:
+            continue
+        con.print()
+        con.print(f"[bold]{title}[/]:")
+        items = sorted(diffs.items(), key=lambda kv: -kv[1]["count"])
+        for k, v in items if show_all else items[:10]:
+            con.print(f"  {escape(k)} x{v['count']:,}")
+            for ex in v["examples"][:1 if not show_all else EXAMPLES]:
+                con.print(f"    left  #{ex['left_seq']}: {escape(ex['left'])}")
+                con.print(f"    right #{ex['right_seq']}: {escape(ex['right'])}")
+
+
+def _via(s: Side) -> str:
+    return ", ".join(f"{k} x{n:,}" for k, n in s.via.most_common()) or "no hypercalls"

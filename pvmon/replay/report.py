@@ -1,0 +1,189 @@
+"""Divergence reports: what differed, where, the calls around it, and why.
+
+A :class:`Report` is produced by verify, closed-loop and open-loop replay and
+by trace diff; it renders as text for people (:func:`render_text`) and as
+JSON for CI (:meth:`Report.as_dict`). Exit status: 0 no divergence, 1
+divergence (2, errors, is raised as PvmonError before a report exists).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pvmon.replay.compare import Delta, key
+from pvmon.replay.explain import Fact
+from pvmon.trace.render import describe, format_time, jsonable
+
+DETAILED = 50          # divergences reported in full; the rest are counted
+
+
+@dataclass
+class Site:
+    """Where a divergence happened: the recorded event's ``seq`` and virtual
+    time ``t`` (ns), the guest ``rip``, its ``symbol`` (System.map or ELF
+    symbols) and disassembly ``[(address, hex bytes, text)]``."""
+
+    seq: int | None
+    t: int | None
+    rip: int | None = None
+    symbol: str = ""
+    disasm: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"seq": self.seq, "t_ns": self.t, "rip": self.rip, "symbol": self.symbol,
+                "disasm": [{"address": a, "bytes": b, "text": t} for a, b, t in self.disasm]}
+
+
+@dataclass
+class Divergence:
+    """One point where the two sides differ. ``left``/``right``: the events
+    (None when the call exists on one side only); ``deltas``: how they differ;
+    ``context``: rendered events before it (left side); ``explanation``: the
+    declared backend differences that account for it."""
+
+    n: int
+    deltas: list[Delta]
+    left: dict | None
+    right: dict | None
+    where: Site
+    context: list[str] = field(default_factory=list)
+    explanation: list[Fact] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        ev = self.left or self.right or {}
+        what = ", ".join(d.what for d in self.deltas)
+        return f"{key(ev)}: {what}"
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "what": [d.as_dict() for d in self.deltas],
+                "left": jsonable(self.left) if self.left else None,
+                "right": jsonable(self.right) if self.right else None,
+                "where": self.where.as_dict(), "context": self.context,
+                "explanation": [f.as_dict() for f in self.explanation]}
+
+
+@dataclass
+class Report:
+    """The result of one replay or diff. ``mode``: verify | closed-loop |
+    open-loop | diff; ``left``/``right``: labels of the two sides;
+    ``divergences``: the first :data:`DETAILED` in full; ``total``: how many
+    there were; ``by_call``: count per (call key, what differed);
+    ``ending``: how each side ended and what that means; ``notes``: lines
+    worth knowing (rule verdict, mechanism, unrecorded inputs)."""
+
+    mode: str
+    left: str
+    right: str
+    divergences: list[Divergence] = field(default_factory=list)
+    total: int = 0
+    by_call: Counter = field(default_factory=Counter)
+    compared: int = 0
+    ending: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    explained: dict = field(default_factory=dict)
+
+    def add(self, div: Divergence) -> None:
+        self.total += 1
+        ev = div.left or div.right or {}
+        for d in div.deltas:
+            self.by_call[(key(ev), d.what)] += 1
+        if len(self.divergences) < DETAILED:
+            self.divergences.append(div)
+        for f in div.explanation:
+            k = (key(ev), f.text)
+            if k not in self.explained:
+                self.explained[k] = {"call": key(ev), "seq": ev.get("seq"),
+                                     "what": [d.what for d in div.deltas],
+                                     "left": _line(div.left), "right": _line(div.right),
+                                     "why": f.text, "source": f.source}
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.total else 0
+
+    def as_dict(self) -> dict:
+        return {"mode": self.mode, "left": self.left, "right": self.right,
+                "diverged": bool(self.total), "total": self.total,
+                "compared": self.compared,
+                "by_call": [{"call": k, "what": w, "count": n}
+                            for (k, w), n in self.by_call.most_common()],
+                "divergences": [d.as_dict() for d in self.divergences],
+                "explained": list(self.explained.values()),
+                "ending": self.ending, "notes": self.notes, "stats": self.stats}
+
+
+def _line(ev: dict | None) -> str:
+    if ev is None:
+        return "(absent)"
+    return f"#{ev.get('seq')} {format_time(ev.get('t'))} {describe(ev)}"
+
+
+def render_text(report: Report, console: Console | None = None, detail: int = 5) -> None:
+    """Print ``report`` for people: a verdict line, the first ``detail``
+    divergences in full, a table of divergences by call, how each side ended."""
+    con = console or Console(highlight=False)
+    if not report.total:
+        con.print(f"[bold green]no divergence[/]: {escape(report.right)} matches "
+                  f"{escape(report.left)} over {report.compared:,} events")
+    else:
+        con.print(f"[bold red]{report.total:,} divergence(s)[/] between {escape(report.left)} "
+                  f"and {escape(report.right)} ({report.compared:,} events compared)")
+    for div in report.divergences[:detail]:
+        w = div.where
+        con.print()
+        head = "first divergence" if div.n == 1 else f"divergence {div.n}"
+        loc = f"event {w.seq}" if w.seq is not None else "end of trace"
+        if w.t is not None:
+            loc += f", {format_time(w.t)}"
+        if w.rip is not None:
+            loc += f", rip {w.rip:#x} {w.symbol}"
+        con.print(f"[bold]{head}[/] at {escape(loc)}")
+        for d in div.deltas:
+            con.print(f"  [yellow]{d.what}[/]: {escape(d.detail)}")
+        con.print(f"  left : {escape(_line(div.left))}")
+        con.print(f"  right: {escape(_line(div.right))}")
+        for f in div.explanation:
+            con.print(f"  [cyan]why[/]: {escape(f.text)}" + (f" [dim]({escape(f.source)})[/]"
+                                                            if f.source else ""))
+        if div.context:
+            con.print("  before:")
+            for line in div.context:
+                con.print(f"    {escape(line)}")
+        if w.disasm:
+            con.print("  code:")
+            for addr, _hx, text in w.disasm:
+                mark = "=>" if addr == w.rip else "  "
+                con.print(f"   {mark} {addr:#x}  {escape(text)}")
+    if len(report.explained) > 0 and report.total > detail:
+        con.print()
+        con.print("[bold]every explained difference[/] (first occurrence of each):")
+        for x in report.explained.values():
+            con.print(f"  #{x['seq']} {escape(x['call'])} ({', '.join(x['what'])}): "
+                      f"{escape(x['why'])}")
+            con.print(f"      left {escape(x['left'])}")
+            con.print(f"      right {escape(x['right'])}")
+    if report.total > detail:
+        con.print()
+        t = Table(title="divergences by call", show_edge=False)
+        t.add_column("call")
+        t.add_column("what")
+        t.add_column("count", justify="right")
+        for (k, w), n in report.by_call.most_common(20):
+            t.add_row(k, w, f"{n:,}")
+        con.print(t)
+    if report.ending:
+        con.print()
+        for side in ("left", "right"):
+            if side in report.ending:
+                con.print(f"{side} ended: {escape(str(report.ending[side]))}")
+        if "outcome" in report.ending:
+            con.print(f"[bold]outcome[/]: {escape(report.ending['outcome'])}")
+    for n in report.notes:
+        con.print(f"note: {escape(n)}")

@@ -1,0 +1,145 @@
+"""What a trace says about the run that made it, and how to run it again:
+the guest image (found by the trace's identity, checked by sha256), the
+backend (built-in version, or the profile recorded in the header), the
+machine configuration and the recorded inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvmon.backends.registry import resolve_version
+from pvmon.backends.xen.versions import XenVersion
+from pvmon.errors import BackendError, GuestImageError, GuestNotFound, TraceError
+from pvmon.guests.catalog import GuestImage, resolve
+from pvmon.trace.reader import TraceReader
+
+
+@dataclass
+class RecordedRun:
+    """A trace opened for replay. ``header``: the trace header; ``guest``:
+    the image to run (None for open-loop, which needs none); ``version``: the
+    recording backend's XenVersion; ``memory`` (bytes), ``cmdline``;
+    console input is found frame by frame (:func:`frame_inputs`)."""
+
+    path: Path
+    reader: TraceReader
+    header: dict
+    guest: GuestImage | None
+    version: XenVersion
+    memory: int
+    cmdline: str
+    initrd: bytes | None = None
+    initrd_info: dict | None = None
+
+    def session_args(self) -> dict:
+        """Keyword arguments for :class:`~pvmon.session.Session` that rebuild
+        the recorded machine (memory, command line, initrd, idle limit)."""
+        from pvmon.session import DEFAULT_IDLE_LIMIT_NS
+        m = self.header["machine"]
+        idle = m.get("idle_limit_ns", DEFAULT_IDLE_LIMIT_NS)
+        return {"memory": self.memory, "cmdline": self.cmdline, "initrd": self.initrd,
+                "initrd_info": self.initrd_info,
+                "idle_limit_ns": idle if isinstance(idle, int) else None}
+
+    @property
+    def label(self) -> str:
+        g = self.header.get("guest", {})
+        return f"{g.get('name', '?')} on {self.version.name} (recorded)"
+
+
+def _str(v, what: str, path: Path) -> str:
+    if not isinstance(v, str) or not v:
+        raise TraceError(f"{path}: trace header has no {what}")
+    return v
+
+
+def recorded_version(header: dict, path: Path) -> XenVersion:
+    """The backend a trace was recorded on. Raises BackendError when it is
+    unknown to this pvmon and the trace carries no profile to rebuild it."""
+    b = header.get("backend")
+    if not isinstance(b, dict):
+        raise TraceError(f"{path}: trace header has no backend")
+    name = _str(b.get("name"), "backend name", path)
+    if b.get("abi", "xen") != "xen":
+        raise BackendError(f"{path}: recorded on backend {name!r} (ABI {b.get('abi')}); "
+                           "only Xen traces can be replayed by this pvmon")
+    profile = b.get("profile")
+    if isinstance(profile, str) and profile:
+        from pvmon.backends.profiles import profile_from_text
+        return profile_from_text(profile, f"profile recorded in {path}")
+    ver = resolve_version(name)
+    if ver is None:
+        raise BackendError(f"{path}: recorded on backend {name!r}, which this pvmon does "
+                           "not know (pvmon backends lists the known ones)")
+    return ver
+
+
+def find_guest(header: dict, path: Path, override: str | Path | None) -> GuestImage:
+    """The guest image a trace was recorded with: ``override`` if given,
+    else by the trace's guest name (built-in or cache). Its sha256 must match
+    the trace's. Raises GuestNotFound / GuestImageError with one line."""
+    g = header.get("guest")
+    if not isinstance(g, dict):
+        raise TraceError(f"{path}: trace header has no guest identity")
+    want = g.get("sha256")
+    name = g.get("name")
+    if override is not None:
+        img = resolve(str(override))
+    else:
+        if not isinstance(name, str) or not name:
+            raise TraceError(f"{path}: trace header has no guest name")
+        try:
+            img = resolve(name)
+        except GuestNotFound:
+            pkg = f" ({g.get('package')} {g.get('version')})" if g.get("package") else ""
+            raise GuestNotFound(
+                f"guest {name!r}{pkg} of {path.name} is not available here: run "
+                f"'pvmon guests fetch {name}' or pass --guest PATH") from None
+    if isinstance(want, str) and want and img.sha256 != want:
+        raise GuestImageError(
+            f"guest image {img.vmlinux} has sha256 {img.sha256[:16]}..., but {path.name} was "
+            f"recorded with {want[:16]}... ({g.get('package') or name} "
+            f"{g.get('version') or ''}); pass the matching image with --guest PATH".replace(
+                " )", ")"))
+    return img
+
+
+def open_run(path: str | Path, guest: str | Path | None = None, *,
+             need_guest: bool = True) -> RecordedRun:
+    """Open a trace for replay. Raises TraceError (unreadable trace),
+    GuestNotFound/GuestImageError (guest) or BackendError (backend)."""
+    p = Path(path)
+    reader = TraceReader(p)
+    h = reader.header
+    m = h.get("machine")
+    if not isinstance(m, dict) or not isinstance(m.get("memory"), int):
+        raise TraceError(f"{p}: trace header has no machine configuration")
+    cmdline = m.get("cmdline")
+    if not isinstance(cmdline, str):
+        raise TraceError(f"{p}: trace header has no kernel command line")
+    version = recorded_version(h, p)
+    img = find_guest(h, p, guest) if need_guest else None
+    info = m.get("initrd") if isinstance(m.get("initrd"), dict) else None
+    initrd = None
+    if need_guest and info:
+        from pvmon.guests.initramfs import initrd_from_header
+        initrd = initrd_from_header(info)
+    return RecordedRun(p, reader, h, img, version, m["memory"], cmdline, initrd, info)
+
+
+_INPUT_MARK = b"\xa3dir\xa2in"   # msgpack of the key/value "dir": "in"
+
+
+def frame_inputs(reader: TraceReader, index: int, raw: bytes | None = None
+                 ) -> list[tuple[int, bytes]]:
+    """Recorded console input in frame ``index`` as ``[(seq, bytes)]``. The
+    frame is decoded only when its raw bytes can hold an input event."""
+    if raw is None:
+        raw = reader.frame_bytes(index)
+    if _INPUT_MARK not in raw:
+        return []
+    return [(ev["seq"], ev["data"]) for ev in reader.frame_events(index)
+            if ev.get("k") == "con" and ev.get("dir") == "in"
+            and isinstance(ev.get("data"), bytes)]
