@@ -89,3 +89,27 @@ def test_keys_walk_the_differences_and_keep_both_sides_together(divergence):
         assert left.cursor == d.first
 
     drive(PvmonApp(divergence=divergence), script)
+
+
+def test_a_replay_report_opens_with_its_first_divergence_selected(tmp_path):
+    from pvmon.backends.registry import resolve_version
+    from pvmon.replay.closed import replay_closed
+    from pvmon.replay.source import open_run
+    from pvmon.ui.report_view import divergence_from_report
+
+    run = open_run(record("pvtest-v2", tmp_path / "v2.pvt"), None)
+    report = replay_closed(run, resolve_version("xen-3.4"))
+    assert report.total
+    d = divergence_from_report(report, run)
+    first = report.divergences[0]
+    assert d.left[d.first] is first.left and d.right[d.first] is first.right
+    assert len(d.differs) == len(report.divergences)
+    assert f"{report.total:,} divergence(s)" in d.explanation
+
+    async def script(pilot):
+        left = pilot.app.screen.query_one("#left", HypercallStream)
+        await until(pilot, lambda: left.cursor == d.first)
+        await pilot.press("n")
+        assert left.cursor == d.differs[1]
+
+    drive(PvmonApp(divergence=d), script)

@@ -94,3 +94,10 @@ def first_difference(left: Sequence[Event | None], right: Sequence[Event | None]
         if call_key(a) != call_key(b):
             return i
     return 0
+
+
+def show_report(report: Any, run: Any) -> None:
+    """``pvmon replay ... --tui`` (called by :mod:`pvmon.replay.tui`): the view of
+    a replay :class:`~pvmon.replay.report.Report` (see :mod:`pvmon.ui.report_view`)."""
+    from pvmon.ui.report_view import show_report as show
+    show(report, run)
