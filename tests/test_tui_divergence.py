@@ -108,8 +108,8 @@ def test_a_replay_report_opens_with_its_first_divergence_selected(tmp_path):
 
     async def script(pilot):
         left = pilot.app.screen.query_one("#left", HypercallStream)
-        await until(pilot, lambda: left.cursor == d.first)
+        await until(pilot, lambda: left.cursor == d.first and left.has_focus)
         await pilot.press("n")
-        assert left.cursor == d.differs[1]
+        await until(pilot, lambda: left.cursor == d.differs[1])
 
     drive(PvmonApp(divergence=d), script)
