@@ -223,6 +223,10 @@ class LiveSession:
             self._cv.notify_all()
 
     def _update_attention(self) -> None:
+        """Engine thread only. The UI thread sets a flag, then ``_attention``;
+        clearing ``_attention`` before reading the flags means a request made
+        while this runs is never lost."""
+        self._attention = False
         self._attention = bool(self._pause_next or self.breakpoints or self._want_sample
                                or self._stop or self._stop_recording)
 
@@ -242,7 +246,6 @@ class LiveSession:
     def resume(self) -> None:
         """Let a paused (or pausing) guest run on."""
         self._pause_next = False
-        self._update_attention()
         if self.phase in ("paused", "pausing"):
             self.phase = "running"
         self._release()
@@ -259,7 +262,7 @@ class LiveSession:
     def set_breakpoints(self, names: frozenset[str] | set[str]) -> None:
         """Pause after any hypercall whose name (or sub-op ``cmd``) is in ``names``."""
         self.breakpoints = frozenset(names)
-        self._update_attention()
+        self._attention = True
 
     def send_console(self, data: bytes) -> None:
         """Type ``data`` into the guest's console: injected and recorded at the
