@@ -38,7 +38,9 @@ from pvmon.ui.widgets.status import StatusLine
 
 REFRESH_HZ = 10          # pane refreshes per second at most while the guest runs
 UI_CPU_BUDGET = 0.03     # share of one core the UI thread may use while the guest runs
-STATS_EVERY = 3          # the counts pane redraws every Nth refresh
+MAX_SKIP = 7             # ... but it redraws at least every 8 refreshes (1.25 Hz)
+STATS_EVERY = 3          # the counts pane redraws every Nth draw
+SAMPLE_EVERY = 2         # registers and code redraw every Nth draw while the guest runs
 RATE_SAMPLES = 60        # sparkline values kept (one per >= 0.2 s of wall time)
 
 
@@ -68,7 +70,7 @@ class LiveScreen(Screen[None]):
         self._worker: Worker[Any] | None = None
         self._finished_shown = False
         self._note = ""
-        self._cpu_mark = (time.monotonic(), time.thread_time())
+        self._cpu_mark = time.thread_time()
         self._skip = 0
         self._console_buf: list[bytes] = []
 
@@ -122,20 +124,20 @@ class LiveScreen(Screen[None]):
 
     # -- refreshing ---------------------------------------------------------------------
     def _over_budget(self) -> bool:
-        """True if this refresh should only drain, not draw: the UI thread (which
-        needs the GIL the engine's hooks also need) used more than
-        :data:`UI_CPU_BUDGET` of a core since the last draw. Keys are answered
-        regardless; only the redraw rate drops, down to about 2 Hz."""
+        """True if this refresh should only drain, not draw. The UI thread needs
+        the GIL that the engine's hooks also need, so its CPU time is the
+        guest's loss: after each draw, skip as many refreshes as keep the UI
+        thread's CPU (the draw, Textual's compositing and output since the last
+        draw) within :data:`UI_CPU_BUDGET` of a core, redrawing at least every
+        :data:`MAX_SKIP` + 1 refreshes. Keys are answered regardless."""
         if self.live.phase != "running":
             return False
         if self._skip:
             self._skip -= 1
             return True
-        wall, cpu = time.monotonic(), time.thread_time()
-        w0, c0 = self._cpu_mark
-        self._cpu_mark = (wall, cpu)
-        duty = (cpu - c0) / max(wall - w0, 1e-3)
-        self._skip = min(4, int(duty / UI_CPU_BUDGET))
+        cpu = time.thread_time()
+        spent, self._cpu_mark = cpu - self._cpu_mark, cpu
+        self._skip = min(MAX_SKIP, int(spent / (UI_CPU_BUDGET / REFRESH_HZ)))
         return False
 
     def refresh_view(self) -> None:
@@ -157,7 +159,8 @@ class LiveScreen(Screen[None]):
             self.query_one(GuestConsole).feed(b"".join(self._console_buf))
             self._console_buf.clear()
         sample = live.sample
-        if sample is not None and sample is not self._shown_sample:
+        if sample is not None and sample is not self._shown_sample and \
+                (self._ticks % SAMPLE_EVERY == 0 or live.phase != "running"):
             self._shown_sample = sample
             self._show_sample(sample)
         self._ticks += 1
