@@ -2,8 +2,10 @@
 
 The engine runs in a Textual thread worker (:class:`~pvmon.ui.live_session.LiveSession`);
 this screen drains its buffers on a timer (:data:`REFRESH_HZ`), so the
-refresh rate is bounded however fast the guest makes hypercalls, and keys are
-answered between two refreshes.
+refresh rate is bounded however fast the guest makes hypercalls. While the
+guest runs, redraws are also spaced out to keep the UI thread's CPU within
+:data:`UI_CPU_BUDGET` (it shares the GIL with the engine's hooks). Keys are
+answered by Textual's event loop at once, independently of the timer.
 """
 
 from __future__ import annotations
@@ -69,7 +71,6 @@ class LiveScreen(Screen[None]):
         self._ticks = 0
         self._worker: Worker[Any] | None = None
         self._finished_shown = False
-        self._note = ""
         self._cpu_mark = time.thread_time()
         self._skip = 0
         self._console_buf: list[bytes] = []
@@ -223,7 +224,7 @@ class LiveScreen(Screen[None]):
             parts.append(("rec", live.recording.name))
         if live.breakpoints:
             parts.append(("break", ",".join(sorted(live.breakpoints))))
-        note = self._note
+        note = ""
         if live.phase == "paused" and live.paused_at is not None:
             ev = live.paused_at
             note = f"paused after #{ev.get('seq')} {ev.get('name')} (space: resume, n: step)"
