@@ -106,14 +106,49 @@ def _run_options(fn):
 
 @cli.command()
 @_run_options
+@click.option("--headless", is_flag=True,
+              help="No TUI: stream the console and print the summary (like `pvmon run`).")
+@click.option("--paused", is_flag=True, help="Pause after the first hypercall.")
 def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
-         input_file, idle_exit) -> None:
-    """Boot GUEST (default: the built-in pvtest-v2) and watch it.
+         input_file, idle_exit, headless, paused) -> None:
+    """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
-    The live Textual view is not built yet; until it lands this streams the
-    console and prints the summary exactly like `pvmon run`."""
-    _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd, script,
-         input_file, idle_exit)
+    Keys: space pause/resume, n step to the next hypercall, b break on a
+    hypercall, f filter the stream, r record, o open a trace, ? help, q quit.
+    Tab focuses the console: what you type there goes to the guest.
+
+    After quitting, the run's summary is printed. Exit status: 0 clean
+    shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
+    2 pvmon error."""
+    if headless:
+        _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
+             script, input_file, idle_exit)
+        return
+    from pvmon.ui.app import run_boot
+    from pvmon.ui.live_session import BootSpec
+
+    if input_file == "-":
+        raise PvmonError("--input-file - (stdin) needs --headless: the TUI owns the terminal")
+    sess_args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd,
+                              script, input_file, idle_exit)
+    res = run_boot(BootSpec(**sess_args, timeout=timeout, paused=paused))
+    if res is None:
+        click.echo("pvmon: the guest was still running when the TUI closed", err=True)
+        sys.exit(0)
+    _print_summary(res)
+    sys.exit(0 if res.clean or res.exit_kind == "interrupted" else 1)
+
+
+@cli.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False))
+def view(trace_path) -> None:
+    """Play a recorded .pvt TRACE back in the TUI: scrub the timeline, jump to an
+    event or a virtual time, search, see the console as it was.
+
+    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit."""
+    from pvmon.ui.app import run_view
+
+    run_view(trace_path)
 
 
 @cli.command()
@@ -202,13 +237,17 @@ def _stdin_source(sess, fd: int):
     return None
 
 
-def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
-         script=None, input_file=None, idle_exit=10.0) -> None:
+def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
+                  input_file, idle_exit) -> dict:
+    """Check the run options shared by ``run`` and ``boot`` and turn them into
+    :class:`~pvmon.session.Session` keyword arguments (``guest`` resolved).
+    Raises PvmonError on bad input."""
+    from pathlib import Path
+
     from pvmon.dispatch.console_input import script_lines
-    from pvmon.errors import PvmonError
     from pvmon.guests.catalog import resolve
     from pvmon.guests.initramfs import load_initrd
-    from pvmon.session import DEFAULT_CMDLINE, Session, parse_memory
+    from pvmon.session import DEFAULT_CMDLINE, parse_memory
 
     if script is not None and input_file is not None:
         raise PvmonError("give either --script or --input-file, not both")
@@ -221,9 +260,20 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
         lines = script_lines(script.replace("\\n", "\n"))
     elif input_file is not None and input_file != "-":
         lines = script_lines(_read_input_file(input_file))
-    sess = Session(img, memory=parse_memory(memory), cmdline=cmdline or DEFAULT_CMDLINE,
-                   backend=backend, record=record, initrd=initrd_data, initrd_info=initrd_info,
-                   script=lines, idle_limit_ns=int(idle_exit * 1e9) or None)
+    return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
+            "backend": backend, "record": Path(record) if record else None,
+            "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
+            "idle_limit_ns": int(idle_exit * 1e9) or None}
+
+
+def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
+         script=None, input_file=None, idle_exit=10.0) -> None:
+    from pvmon.session import Session
+
+    args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
+                         input_file, idle_exit)
+    sess = Session(args.pop("guest"), **args)
+    initrd_data, lines = args["initrd"], args["script"]
     restore = None
     if lines is None and (initrd_data is not None or input_file == "-"):
         try:

@@ -158,6 +158,19 @@ class Session:
     def on_console(self, fn: Callable[[str, bytes], None]) -> None:
         self.dispatch.console_listeners.append(fn)
 
+    def stop_recording(self) -> Path | None:
+        """Close the trace now; the run goes on unrecorded. The file stays a
+        complete, readable trace of the run up to this point (it has no
+        ``exit`` event). Returns its path, or None if nothing was recorded.
+        Call it on the engine thread (e.g. from a call listener), never while
+        another thread runs the machine. What the guest sees does not change."""
+        if self.writer is None:
+            return None
+        self.dispatch.record = None
+        self.writer.close()
+        self.writer = None
+        return self.trace_path
+
     def run(self, timeout: float | None = None) -> RunResult:
         """Run to the end. ``timeout``: wall seconds before stopping with
         exit kind "limit" (the event stream up to that point is unaffected)."""

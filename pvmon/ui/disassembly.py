@@ -1,0 +1,72 @@
+"""x86-64 disassembly around an instruction pointer (capstone).
+
+x86 cannot be decoded backwards, so :func:`disassemble_around` decodes
+forward from the start of the enclosing function when it lies inside the
+bytes given, else from the first offset before RIP whose decoding lands
+exactly on RIP, else from RIP itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import capstone
+
+
+@dataclass(frozen=True)
+class Insn:
+    """One decoded instruction: guest-virtual ``address``, raw ``size`` bytes,
+    ``text`` (``mnemonic operands``), ``at_rip`` if it is the one at RIP."""
+
+    address: int
+    size: int
+    text: str
+    at_rip: bool
+
+
+@cache
+def _cs() -> capstone.Cs:
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    cs.skipdata = False
+    return cs
+
+
+def _decode(code: bytes, base: int, start: int) -> list[tuple[int, int, str]]:
+    out = []
+    for a, size, mn, ops in _cs().disasm_lite(code[start - base:], start):
+        out.append((a, size, f"{mn} {ops}".rstrip()))
+    return out
+
+
+def disassemble_around(code: bytes, base: int, rip: int, *, before: int = 4, after: int = 8,
+                       func_start: int | None = None) -> list[Insn]:
+    """Up to ``before`` instructions before RIP, the one at RIP and ``after``
+    after it, from ``code`` (bytes at guest-virtual ``base``). Empty if RIP
+    is outside ``code``."""
+    if not base <= rip < base + len(code):
+        return []
+    starts: list[int] = []
+    if func_start is not None and base <= func_start <= rip:
+        starts.append(func_start)
+    starts += range(max(base, rip - 64), rip)
+    chosen = _decode(code, base, rip)
+    for s in starts:
+        insns = _decode(code, base, s)
+        if any(a == rip for a, _, _ in insns):
+            chosen = insns
+            break
+    idx = next((i for i, (a, _, _) in enumerate(chosen) if a == rip), 0)
+    window = chosen[max(0, idx - before): idx + after + 1]
+    return [Insn(a, n, t, a == rip) for a, n, t in window]
+
+
+def label(rip: int, symbolize: Callable[[int], str] | None) -> str:
+    """``sym+0xoff`` for the pane's title, or the address if no symbols."""
+    if symbolize is None:
+        return f"{rip:#x}"
+    try:
+        return symbolize(rip)
+    except Exception:  # noqa: BLE001 - symbols are a nicety; never fail the pane on them
+        return f"{rip:#x}"

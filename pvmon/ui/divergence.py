@@ -1,0 +1,103 @@
+"""What the divergence view shows: two runs' events aligned side by side.
+
+The replay and diff code (``pvmon/replay/``) builds a :class:`Divergence` and
+hands it to :func:`pvmon.ui.app.run_divergence`. Events are trace event dicts
+(``docs/trace-format.md``); only their ``k``, ``name``, ``op``/``args``,
+``ret``, ``rip``, ``seq`` and ``t`` are read.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvmon.ui.guest_code import ImageCode
+
+Event = dict[str, Any]
+
+
+def call_key(ev: Event | None) -> tuple[Any, ...] | None:
+    """What has to be equal for two events to be "the same call": kind, name,
+    decoded arguments and result (times, seqs, RIPs may differ)."""
+    if ev is None:
+        return None
+    return (ev.get("k"), ev.get("name"), repr(ev.get("op") or ev.get("args")), ev.get("ret"))
+
+
+@dataclass
+class Divergence:
+    """Two aligned event sequences and the report's explanation.
+
+    - ``left``, ``right``: lists of equal length; row ``i`` pairs ``left[i]``
+      with ``right[i]``; ``None`` is a gap (the call exists on one side only).
+    - ``first``: row index of the first divergence (selected when the view opens).
+    - ``explanation``: the report's text, plain (several lines allowed).
+    - ``left_label``, ``right_label``: column titles, e.g. ``"recorded xen-4.17"``.
+    - ``differs``: row indexes that differ; computed with :func:`call_key` if empty.
+    - ``left_code``, ``right_code``: guest images for disassembly and symbols
+      (:class:`~pvmon.ui.guest_code.ImageCode`), or None.
+    """
+
+    left: list[Event | None]
+    right: list[Event | None]
+    first: int
+    explanation: str
+    left_label: str = "left"
+    right_label: str = "right"
+    differs: list[int] = field(default_factory=list)
+    left_code: ImageCode | None = None
+    right_code: ImageCode | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.left) != len(self.right):
+            raise ValueError("left and right must be aligned (equal length, None for gaps)")
+        if not self.differs:
+            self.differs = [i for i, (a, b) in enumerate(zip(self.left, self.right))
+                            if call_key(a) != call_key(b)]
+        if self.left and not 0 <= self.first < len(self.left):
+            raise ValueError(f"first={self.first} outside the {len(self.left)} rows")
+
+
+def align(left: Sequence[Event], right: Sequence[Event],
+          key: Callable[[Event], Any] = lambda ev: (ev.get("k"), ev.get("name"))
+          ) -> tuple[list[Event | None], list[Event | None]]:
+    """Align two event lists by ``key`` (default: kind and hypercall name) with
+    :class:`difflib.SequenceMatcher`; unmatched events face ``None``. A simple
+    alignment for tools and tests; the replay package may supply its own."""
+    ka = [key(e) for e in left]
+    kb = [key(e) for e in right]
+    sm = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    out_l: list[Event | None] = []
+    out_r: list[Event | None] = []
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            out_l += left[i1:i2]
+            out_r += right[j1:j2]
+            continue
+        n = max(i2 - i1, j2 - j1)
+        a = list(left[i1:i2]) if tag != "insert" else []
+        b = list(right[j1:j2]) if tag != "delete" else []
+        if tag == "replace":
+            out_l += a + [None] * (n - len(a))
+            out_r += b + [None] * (n - len(b))
+        else:
+            out_l += a + [None] * len(b)
+            out_r += [None] * len(a) + b
+    return out_l, out_r
+
+
+def first_difference(left: Sequence[Event | None], right: Sequence[Event | None]) -> int:
+    """Row of the first pair whose :func:`call_key` differs (0 if none)."""
+    for i, (a, b) in enumerate(zip(left, right)):
+        if call_key(a) != call_key(b):
+            return i
+    return 0
+
+
+def show_report(report: Any, run: Any) -> None:
+    """``pvmon replay ... --tui`` (called by :mod:`pvmon.replay.tui`): the view of
+    a replay :class:`~pvmon.replay.report.Report` (see :mod:`pvmon.ui.report_view`)."""
+    from pvmon.ui.report_view import show_report as show
+    show(report, run)

@@ -1,0 +1,310 @@
+"""A guest boot that the TUI watches: a :class:`~pvmon.session.Session` run on a
+worker thread and published through thread-safe buffers.
+
+Threads. :meth:`LiveSession.run` is the only code that runs on the engine
+thread (a Textual thread worker calls it). Everything else is called from the
+UI thread and only sets flags or appends to queues; the engine thread acts on
+them at the next **hypercall boundary**, inside the dispatch's call listener.
+
+Determinism. Pausing, stepping, breakpoints, register samples and the end of
+recording all happen inside the call listener, after the hypercall returned
+and before the guest runs on. The listener only reads guest state (registers,
+memory); it never changes slice boundaries or virtual time, so the event
+stream does not depend on when the UI asked for anything. Console input typed
+in the UI is a live source for :mod:`pvmon.dispatch.console_input`: injected
+at the next hypercall boundary and recorded there, like any other input.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
+from pvmon.engine.machine import GuestPageFault, Stop
+from pvmon.guests.catalog import GuestImage
+from pvmon.session import DEFAULT_CMDLINE, RunResult, Session
+from pvmon.ui.console_text import ConsoleChannels
+
+# Bytes of code read around RIP for the disassembly pane: before and after it.
+CODE_BEFORE = 96
+CODE_AFTER = 64
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """What to boot: a resolved guest and its machine, as :class:`Session` takes
+    them (``memory`` in bytes; ``record``: a .pvt path or None; ``initrd``
+    bytes and ``initrd_info``; ``script``: console input lines;
+    ``idle_limit_ns``: idle exit, virtual ns), plus ``timeout`` (wall seconds
+    or None) and ``paused`` (stop after the first hypercall)."""
+
+    guest: GuestImage
+    memory: int = 256 << 20
+    cmdline: str = DEFAULT_CMDLINE
+    backend: str = "xen-4.17"
+    record: Path | None = None
+    initrd: bytes | None = None
+    initrd_info: dict | None = None
+    script: list[bytes] | None = None
+    idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS
+    timeout: float | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Guest state captured at a hypercall boundary (on the engine thread).
+
+    ``seq``: the hypercall event's seq; ``regs``: register name -> value (the
+    names of :data:`pvmon.engine.machine.GPR`); ``code``: guest bytes at
+    guest-virtual ``code_base`` (RIP lies inside; may be empty if unmapped);
+    ``vtime_ns``: virtual time (ns)."""
+
+    seq: int
+    rip: int
+    regs: dict[str, int]
+    code: bytes
+    code_base: int
+    vtime_ns: int
+
+
+class LiveSession:
+    """Runs one :class:`Session` for the TUI.
+
+    Build it with :meth:`create` on any thread (it raises
+    :class:`~pvmon.errors.PvmonError` for a bad guest or backend), then call
+    :meth:`run` on a worker thread. The UI drains :attr:`events` (hypercall
+    event dicts, docs/trace-format.md) and :attr:`console` (output bytes) at
+    its own pace; both are :class:`collections.deque`, whose ``append`` and
+    ``popleft`` are thread-safe.
+    """
+
+    def __init__(self, session: Session, spec: BootSpec, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.session = session
+        self.clock = clock
+        self.spec = spec
+        self.events: deque[dict[str, Any]] = deque()
+        self.console: deque[bytes] = deque()
+        self.sample: Sample | None = None
+        self.result: RunResult | None = None
+        self.error: str | None = None
+        self.phase = "running"
+        self.paused_at: dict[str, Any] | None = None
+        self.breakpoints: frozenset[str] = frozenset()
+        self.recording: Path | None = session.trace_path
+        self._cv = threading.Condition()
+        self._gen = 0
+        self._pause_next = spec.paused
+        self._want_sample = True
+        self._stop = False
+        self._stop_recording = False
+        self._attention = True
+        self._calls = 0
+        self.wall_start: float | None = None
+        self.wall_end: float | None = None
+        self.wall_paused = 0.0
+        self._pause_started: float | None = None
+        session.dispatch.call_listeners.append(self._on_call)
+        channels = ConsoleChannels()
+        session.on_console(lambda ch, data: channels.accept(ch) and
+                           self.console.append(bytes(data)))
+
+    @classmethod
+    def create(cls, spec: BootSpec, *, clock: Callable[[], float] = time.monotonic
+               ) -> LiveSession:
+        """Build the session (parses the kernel, builds the domain: about 0.2 s
+        for a Debian kernel). Raises PvmonError on bad input. ``clock``: the
+        wall clock (seconds) behind the speed and rate figures shown; tests
+        pass a fixed one so that screenshots do not vary."""
+        sess = Session(spec.guest, memory=spec.memory, cmdline=spec.cmdline,
+                       backend=spec.backend, record=spec.record, initrd=spec.initrd,
+                       initrd_info=spec.initrd_info, script=spec.script,
+                       idle_limit_ns=spec.idle_limit_ns)
+        if spec.initrd is not None and spec.script is None:
+            # A guest with a userland reads its console: the console pane is a
+            # live source, so the run waits for the user instead of idling out.
+            sess.dispatch.input.live_open = True
+        return cls(sess, spec, clock=clock)
+
+    # ------------------------------------------------------------ engine thread
+    def run(self) -> RunResult:
+        """Run the guest to its end (blocking; call on a worker thread)."""
+        self.session.guest.symbols()  # load here, not on the UI thread (0.3-0.8 s for Debian)
+        self.wall_start = self.clock()
+        try:
+            self.result = self.session.run(timeout=self.spec.timeout)
+            last = {"seq": self.session.dispatch.seq - 1,
+                    "rip": self.session.machine.reg("rip")}
+            self.sample = self._capture(last)  # the machine is stopped: final state
+        except Exception as exc:  # shown in the UI; the TUI must not die with the guest
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.wall_end = self.clock()
+            self.phase = "finished"
+            self.paused_at = None
+        return self.result
+
+    def _on_call(self, ev: dict[str, Any]) -> None:
+        self.events.append(ev)
+        self._calls += 1
+        if self._attention:
+            self._attend(ev)
+
+    def _attend(self, ev: dict[str, Any]) -> None:
+        sess = self.session
+        if self._stop:
+            sess.machine.stop(Stop("interrupted", "stopped from the TUI", ev.get("rip", 0)))
+            self._update_attention()
+            return
+        if self._stop_recording:
+            self._stop_recording = False
+            sess.stop_recording()
+            self.recording = None
+        hit = self._pause_next or self._breaks(ev)
+        if self._want_sample or hit:
+            self._want_sample = False
+            self.sample = self._capture(ev)
+        if hit:
+            self._pause_next = False
+            self._wait(ev)
+        self._update_attention()
+
+    def _breaks(self, ev: dict[str, Any]) -> bool:
+        if not self.breakpoints:
+            return False
+        if ev.get("name") in self.breakpoints:
+            return True
+        op = ev.get("op")
+        return isinstance(op, dict) and op.get("cmd", op.get("op")) in self.breakpoints
+
+    def _capture(self, ev: dict[str, Any]) -> Sample:
+        m = self.session.machine
+        regs = m.snapshot_regs()
+        rip = ev.get("rip", regs["rip"])
+        base, code = rip, b""
+        for before in (CODE_BEFORE, rip & 0xFFF, 0):
+            try:
+                code = m.read_virt(rip - before, before + CODE_AFTER)
+                base = rip - before
+                break
+            except GuestPageFault:
+                continue
+        return Sample(ev.get("seq", -1), rip, regs, code, base, m.clock.now_ns)
+
+    def _wait(self, ev: dict[str, Any]) -> None:
+        self.paused_at = ev
+        self.phase = "paused"
+        t0 = self._pause_started = self.clock()
+        with self._cv:
+            gen = self._gen
+            while self._gen == gen and not self._stop:
+                self._cv.wait(0.1)
+        dt = self.clock() - t0
+        self.wall_paused += dt
+        self._pause_started = None
+        d = self.session.dispatch
+        if d.deadline_wall is not None:
+            d.deadline_wall += dt  # a wall-clock timeout counts running time only
+        self.paused_at = None
+        if self.phase == "paused":
+            self.phase = "running"
+
+    def _release(self) -> None:
+        with self._cv:
+            self._gen += 1
+            self._cv.notify_all()
+
+    def _update_attention(self) -> None:
+        """Engine thread only. The UI thread sets a flag, then ``_attention``;
+        clearing ``_attention`` before reading the flags means a request made
+        while this runs is never lost."""
+        self._attention = False
+        self._attention = bool(self._pause_next or self.breakpoints or self._want_sample
+                               or self._stop or self._stop_recording)
+
+    # ---------------------------------------------------------------- UI thread
+    def request_sample(self) -> None:
+        """Capture registers and code at the next hypercall."""
+        self._want_sample = True
+        self._attention = True
+
+    def pause(self) -> None:
+        """Stop the guest right after its next hypercall returns."""
+        if self.phase == "running":
+            self.phase = "pausing"
+            self._pause_next = True
+            self._attention = True
+
+    def resume(self) -> None:
+        """Let a paused (or pausing) guest run on."""
+        self._pause_next = False
+        if self.phase in ("paused", "pausing"):
+            self.phase = "running"
+        self._release()
+
+    def step(self) -> None:
+        """Run to the end of the next hypercall, then pause again."""
+        if self.phase == "finished":
+            return
+        self._pause_next = True
+        self._attention = True
+        self.phase = "pausing"
+        self._release()
+
+    def set_breakpoints(self, names: frozenset[str] | set[str]) -> None:
+        """Pause after any hypercall whose name (or sub-op ``cmd``) is in ``names``."""
+        self.breakpoints = frozenset(names)
+        self._attention = True
+
+    def send_console(self, data: bytes) -> None:
+        """Type ``data`` into the guest's console: injected and recorded at the
+        next hypercall boundary (:mod:`pvmon.dispatch.console_input`)."""
+        if data:
+            self.session.dispatch.post_input(bytes(data))
+
+    def stop_recording(self) -> None:
+        """Close the trace at the next hypercall (the file stays a readable trace)."""
+        if self.recording is not None:
+            self._stop_recording = True
+            self._attention = True
+
+    def stop(self) -> None:
+        """End the run: at the next hypercall, or at the next trap (TSC read,
+        fault) if the guest makes no more hypercalls."""
+        self._stop = True
+        self._attention = True
+        stop = Stop("interrupted", "stopped from the TUI", 0)
+        self.session.dispatch.exit_hook = lambda: stop
+        self._release()
+
+    def force_stop(self) -> None:
+        """Last resort when :meth:`stop` was not honoured in time (a guest spinning
+        without traps): stop the emulator from this thread. Only for quitting."""
+        self.session.machine.stop(Stop("interrupted", "stopped from the TUI", 0))
+
+    @property
+    def hypercalls(self) -> int:
+        """Hypercalls so far (engine-thread counter; exact when paused or finished)."""
+        return self._calls
+
+    @property
+    def vtime_ns(self) -> int:
+        return self.session.machine.clock.now_ns
+
+    def wall_running_s(self) -> float:
+        """Wall seconds the guest has run so far (by :attr:`clock`), paused time excluded."""
+        if self.wall_start is None:
+            return 0.0
+        end = self.wall_end if self.wall_end is not None else self.clock()
+        pausing = self._pause_started
+        if pausing is not None and self.wall_end is None:
+            end = min(end, pausing)   # paused now: the clock stopped when the pause began
+        return max(0.0, end - self.wall_start - self.wall_paused)

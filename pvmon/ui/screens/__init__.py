@@ -1,0 +1,1 @@
+"""Screens of the TUI: live boot, trace player, divergence, help and prompts."""

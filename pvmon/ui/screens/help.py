@@ -1,0 +1,61 @@
+"""The help screen: what the panes show and the keys of the screen below."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
+
+ABOUT = {
+    "live": "Live boot: the guest runs on a worker thread; the panes refresh up to 10 times a "
+            "second (fewer when drawing would slow the guest). Pause, step and breakpoints stop the guest right after a hypercall "
+            "returns, so they never change what the guest sees. Focus the console "
+            "(tab or click) to type into the guest; escape gives the keys back.",
+    "player": "Trace player: the same panes over a recorded .pvt trace. Scrub the timeline, "
+              "jump to an event or a virtual time, search the calls; the console shows "
+              "what the guest had written at the selected event. Registers are the "
+              "hypercall's argument registers as recorded; code comes from the guest image.",
+    "divergence": "Divergence: both runs' calls aligned side by side (≠ marks a difference), "
+                  "the first divergence selected, the report's explanation and the code "
+                  "at the selected call below.",
+}
+
+FILTER_HELP = ("Filter terms (space separated): a name or part of one (mmu), a family (mmu "
+               "cpu events time console sched fault), an ABI (xen), a kind (hc fault "
+               "upcall), a sub-op (PIN_L4); -term excludes.")
+
+
+class HelpScreen(ModalScreen[None]):
+    """Help for ``screen``: its description and its key bindings."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark,f1", "close", "Close")]
+
+    def __init__(self, screen: Screen, kind: str) -> None:
+        super().__init__()
+        self.target = screen
+        self.kind = kind
+
+    def compose(self) -> ComposeResult:
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column()
+        seen = set()
+        for b in [*self.target.BINDINGS, *self.app.BINDINGS]:
+            if not hasattr(b, "key") or b.description in seen or not b.description:
+                continue
+            seen.add(b.description)
+            table.add_row(b.key_display or b.key.replace("question_mark", "?"), b.description)
+        with VerticalScroll(id="help"):
+            yield Static(Text(ABOUT.get(self.kind, ""), style="italic"))
+            yield Static(table)
+            yield Static(Text(FILTER_HELP, style="dim"))
+            yield Static(Text("ctrl+p: command palette · escape: close", style="dim"))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,340 @@
+"""The live view: a guest booting, watched while it runs.
+
+The engine runs in a Textual thread worker (:class:`~pvmon.ui.live_session.LiveSession`);
+this screen drains its buffers on a timer (:data:`REFRESH_HZ`), so the
+refresh rate is bounded however fast the guest makes hypercalls. While the
+guest runs, redraws are also spaced out to keep the UI thread's CPU within
+:data:`UI_CPU_BUDGET` (it shares the GIL with the engine's hooks). Keys are
+answered by Textual's event loop at once, independently of the timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections import Counter, deque
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from pvmon.ui.disassembly import disassemble_around, label
+from pvmon.ui.filters import EventFilter
+from pvmon.ui.live_session import BootSpec, LiveSession
+from pvmon.ui.screens.prompt import PromptScreen
+from pvmon.ui.widgets.console import GuestConsole
+from pvmon.ui.widgets.disasm import DisassemblyPane
+from pvmon.ui.widgets.hypercalls import EventRows, HypercallStream
+from pvmon.ui.widgets.registers import RegisterPane
+from pvmon.ui.widgets.stats import StatsPane, compact, rate_caption
+from pvmon.ui.widgets.status import StatusLine
+
+REFRESH_HZ = 10          # pane refreshes per second at most while the guest runs
+UI_CPU_BUDGET = 0.03     # share of one core the UI thread may use while the guest runs
+MAX_SKIP = 7             # ... but it redraws at least every 8 refreshes (1.25 Hz)
+STATS_EVERY = 3          # the counts pane redraws every Nth draw
+SAMPLE_EVERY = 2         # registers and code redraw every Nth draw while the guest runs
+RATE_SAMPLES = 60        # sparkline values kept (one per >= 0.2 s of wall time)
+
+
+class LiveScreen(Screen[None]):
+    """Boots ``live`` (already built) and shows it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_pause", "Pause"),
+        Binding("n", "step", "Step"),
+        Binding("b", "break_on", "Break"),
+        Binding("f", "filter", "Filter"),
+        Binding("r", "toggle_record", "Record"),
+        Binding("o", "open_trace", "Open"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, live: LiveSession) -> None:
+        super().__init__()
+        self.live = live
+        self.rows = EventRows()
+        self.counts: Counter[str] = Counter()
+        self.rate_samples: deque[float] = deque(maxlen=RATE_SAMPLES)
+        self._rate_mark: tuple[float, int] | None = None
+        self._shown_sample: Any = None
+        self._ticks = 0
+        self._worker: Worker[Any] | None = None
+        self._finished_shown = False
+        self._cpu_mark = time.thread_time()
+        self._skip = 0
+        self._console_buf: list[bytes] = []
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status")
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield HypercallStream(self.rows, follow=True, id="stream")
+                yield GuestConsole(interactive=True, id="console")
+            with Vertical(id="side"):
+                yield RegisterPane(id="regs")
+                yield DisassemblyPane("", id="code")
+                yield StatsPane(id="stats")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#stream").border_title = "hypercalls"
+        self.query_one("#console").border_title = "console"
+        self.query_one("#regs").border_title = "registers"
+        self.query_one("#code").border_title = "code"
+        self.query_one("#stats").border_title = "counts"
+        self.query_one("#stream").focus()
+        # Boot once the first frame is on screen: the screen appears at once and
+        # Textual's start-up does not compete with the guest for the GIL.
+        self.call_after_refresh(self._start)
+        self._timer = self.set_interval(1 / REFRESH_HZ, self.refresh_view)
+        self.refresh_view()
+
+    # -- engine -------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._worker = self.run_worker(self.live.run, thread=True, name="engine",
+                                       group="engine", exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._worker and event.state in (WorkerState.SUCCESS,
+                                                             WorkerState.ERROR):
+            self.refresh_view()
+
+    async def shutdown(self, timeout: float = 2.0) -> None:
+        """Stop the guest and wait for the engine thread (used when quitting)."""
+        if self.live.phase == "finished" or self._worker is None:
+            return
+        self.live.stop()
+        w = self._worker
+        deadline = time.monotonic() + timeout
+        while not w.is_finished and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if not w.is_finished:
+            self.live.force_stop()
+            await w.wait()
+
+    # -- refreshing ---------------------------------------------------------------------
+    def _over_budget(self) -> bool:
+        """True if this refresh should only drain, not draw. The UI thread needs
+        the GIL that the engine's hooks also need, so its CPU time is the
+        guest's loss: after each draw, skip as many refreshes as keep the UI
+        thread's CPU (the draw, Textual's compositing and output since the last
+        draw) within :data:`UI_CPU_BUDGET` of a core, redrawing at least every
+        :data:`MAX_SKIP` + 1 refreshes. Keys are answered regardless."""
+        if self.live.phase != "running":
+            return False
+        if self._skip:
+            self._skip -= 1
+            return True
+        cpu = time.thread_time()
+        spent, self._cpu_mark = cpu - self._cpu_mark, cpu
+        self._skip = min(MAX_SKIP, int(spent / (UI_CPU_BUDGET / REFRESH_HZ)))
+        return False
+
+    def refresh_view(self) -> None:
+        """Drain what the engine published and redraw the panes that changed."""
+        live = self.live
+        q = live.events
+        batch = [q.popleft() for _ in range(len(q))]
+        if batch:
+            self.rows.extend(batch)
+            self.counts.update(ev.get("name") for ev in batch)
+        cq = live.console
+        if cq:
+            self._console_buf.append(b"".join(cq.popleft() for _ in range(len(cq))))
+        if self._over_budget():
+            return
+        self.query_one(HypercallStream).sync()
+        self._sample_rate()
+        if self._console_buf:
+            self.query_one(GuestConsole).feed(b"".join(self._console_buf))
+            self._console_buf.clear()
+        sample = live.sample
+        if sample is not None and sample is not self._shown_sample and \
+                (self._ticks % SAMPLE_EVERY == 0 or live.phase != "running"):
+            self._shown_sample = sample
+            self._show_sample(sample)
+        self._ticks += 1
+        finished = live.phase == "finished" and not q
+        if self._ticks % STATS_EVERY == 0 or finished:
+            self._show_stats()
+        self._show_status()
+        if live.phase == "running":
+            live.request_sample()
+        if finished and not self._finished_shown and not q and not cq:
+            self._finished_shown = True
+            self._show_stats()
+            self._timer.pause()
+
+    def _sample_rate(self) -> None:
+        """One sparkline value: hypercalls per wall second since the last one
+        (paused time excluded; nothing while paused or finished)."""
+        now, calls = self.live.clock(), self.live.hypercalls
+        mark = self._rate_mark
+        self._rate_mark = (now, calls)
+        if mark is None or self.live.phase != "running" or now - mark[0] < 0.2:
+            if mark is not None and now - mark[0] < 0.2 and self.live.phase == "running":
+                self._rate_mark = mark  # too soon: measure over a longer span
+            return
+        self.rate_samples.append((calls - mark[1]) / (now - mark[0]))
+
+    def _show_stats(self) -> None:
+        series = list(self.rate_samples)
+        total = sum(self.counts.values())
+        wall = self.live.wall_running_s()
+        if self.live.phase == "finished":
+            caption = f"calls {total} · avg {compact(total / wall)}/s" if wall > 0 else \
+                f"calls {total}"
+        else:
+            caption = rate_caption(total, series[-1] if series else 0.0,
+                                   max(series, default=0.0), "s")
+        self.query_one(StatsPane).show(self.counts, series, caption)
+
+    def _show_sample(self, sample: Any) -> None:
+        sym = self.live.session.guest.symbols()
+        hit = sym.lookup(sample.rip)
+        func = sample.rip - hit[1] if hit else None
+        insns = disassemble_around(sample.code, sample.code_base, sample.rip, func_start=func)
+        self.query_one(RegisterPane).show(sample.regs)
+        self.query_one(DisassemblyPane).show(insns, label(sample.rip, sym.format))
+        self.query_one("#regs").border_title = f"registers at #{sample.seq}"
+
+    def _show_status(self) -> None:
+        live = self.live
+        spec = live.spec
+        res = live.result
+        vt = res.vtime_ns if res else live.vtime_ns
+        wall = live.wall_running_s()
+        parts = [("", spec.guest.name), ("", spec.backend),
+                 ("vt", f"{vt / 1e9:.6f}s"), ("calls", f"{live.hypercalls}"),
+                 ("wall", f"{wall:.2f}s")]
+        if wall > 0:
+            parts.append(("speed", f"{vt / 1e9 / wall:.3f}x"))
+        if live.recording is not None:
+            parts.append(("rec", live.recording.name))
+        if live.breakpoints:
+            parts.append(("break", ",".join(sorted(live.breakpoints))))
+        note = ""
+        if live.phase == "paused" and live.paused_at is not None:
+            ev = live.paused_at
+            note = f"paused after #{ev.get('seq')} {ev.get('name')} (space: resume, n: step)"
+        elif res is not None:
+            note = f"exit: {res.exit_kind} - {res.detail} at {res.symbol}"
+        elif live.error:
+            note = f"engine error: {live.error}"
+        state = "finished" if live.phase == "finished" else live.phase
+        self.query_one(StatusLine).show(state, parts, note)
+
+    # -- messages -----------------------------------------------------------------------
+    def on_guest_console_typed(self, message: GuestConsole.Typed) -> None:
+        self.live.send_console(message.data)
+
+    # -- actions ------------------------------------------------------------------------
+    def action_toggle_pause(self) -> None:
+        if self.live.phase in ("paused", "pausing"):
+            self.live.resume()
+        else:
+            self.live.pause()
+        self._show_status()
+
+    def action_step(self) -> None:
+        self.live.step()
+        self._show_status()
+
+    def action_break_on(self) -> None:
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            names = {t for t in text.replace(",", " ").split() if t}
+            self.live.set_breakpoints(names)
+            self.notify(f"break after: {', '.join(sorted(names))}" if names
+                        else "breakpoints cleared", markup=False)
+            self._show_status()
+
+        self.app.push_screen(PromptScreen(
+            "Break after hypercalls named (space separated, empty clears):",
+            " ".join(sorted(self.live.breakpoints)),
+            hint="names (mmu_update) or sub-ops (PIN_L4_TABLE)", placeholder="sched_op"), done)
+
+    def action_filter(self) -> None:
+        def done(text: str | None) -> None:
+            if text is None:
+                return
+            self.set_filter(text)
+
+        from pvmon.ui.screens.help import FILTER_HELP
+        self.app.push_screen(PromptScreen("Show only:", self.rows.filter.text,
+                                          hint=FILTER_HELP, placeholder="mmu -mmu_update"),
+                             done)
+
+    def set_filter(self, text: str) -> None:
+        """Show only the events matching ``text`` (see :mod:`pvmon.ui.filters`)."""
+        self.rows.set_filter(EventFilter.parse(text))
+        stream = self.query_one(HypercallStream)
+        stream.border_title = f"hypercalls \\[{escape(text.strip())}]" if text.strip() \
+            else "hypercalls"
+        stream.sync()
+
+    def action_toggle_record(self) -> None:
+        live = self.live
+        if live.recording is not None:
+            path = live.recording
+            live.stop_recording()
+            self.notify(f"recording stopped: {path} (a complete trace up to here)",
+                        markup=False)
+            return
+        default = datetime.datetime.now().strftime("pvmon-%Y%m%d-%H%M%S.pvt")
+
+        def done(text: str | None) -> None:
+            if text:
+                self.reboot(replace(live.spec, record=Path(text)))
+
+        self.app.push_screen(PromptScreen(
+            "A trace records a whole run: reboot the guest now, recording to:", default,
+            hint="enter: reboot and record · escape: cancel"), done)
+
+    @work(exclusive=True, group="reboot")
+    async def reboot(self, spec: BootSpec) -> None:
+        """Stop this boot and start ``spec`` from the beginning in the same screen."""
+        await self.shutdown()
+        try:
+            live = LiveSession.create(spec)
+        except Exception as exc:  # noqa: BLE001 - a bad path or image: say so, keep the screen
+            self.notify(f"cannot reboot: {exc}", severity="error", markup=False)
+            return
+        self.live = live
+        self.rows = EventRows()
+        self.counts = Counter()
+        self.rate_samples: deque[float] = deque(maxlen=RATE_SAMPLES)
+        self._rate_mark: tuple[float, int] | None = None
+        self._shown_sample = None
+        self._finished_shown = False
+        self._console_buf.clear()
+        self.query_one(HypercallStream).set_source(self.rows)
+        self.query_one(GuestConsole).clear()
+        self.query_one(RegisterPane).show(None)
+        self._start()
+        self._timer.resume()
+        self.notify(f"rebooted{', recording to ' + str(spec.record) if spec.record else ''}",
+                    markup=False)
+
+    def action_open_trace(self) -> None:
+        def done(text: str | None) -> None:
+            if text:
+                self.app.open_trace(text)  # type: ignore[attr-defined]
+
+        self.app.push_screen(PromptScreen("Open trace:", "", placeholder="run.pvt"), done)
+
+    def action_help(self) -> None:
+        from pvmon.ui.screens.help import HelpScreen
+        self.app.push_screen(HelpScreen(self, "live"))

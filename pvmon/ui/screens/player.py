@@ -1,0 +1,365 @@
+"""The trace player: the live view's panes over a recorded .pvt trace.
+
+Opening indexes the trace on a worker thread (:class:`~pvmon.ui.trace_index.TraceIndex`);
+after that, moving the cursor, scrubbing the timeline, jumping to an event or
+a virtual time, and filtering cost one frame decompression at most. Searching
+scans the trace forward or backward on a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from pathlib import Path
+from typing import Any, ClassVar
+
+import click
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from pvmon.errors import PvmonError
+from pvmon.trace.reader import TraceReader
+from pvmon.trace.render import describe, format_ret, format_time
+from pvmon.ui.disassembly import disassemble_around
+from pvmon.ui.filters import EventFilter
+from pvmon.ui.guest_code import ImageCode, image_for_header
+from pvmon.ui.screens.prompt import PromptScreen
+from pvmon.ui.trace_index import STREAM_KINDS, TraceIndex
+from pvmon.ui.widgets.console import GuestConsole
+from pvmon.ui.widgets.disasm import DisassemblyPane
+from pvmon.ui.widgets.hypercalls import HypercallStream
+from pvmon.ui.widgets.registers import RegisterPane
+from pvmon.ui.widgets.stats import StatsPane, compact
+from pvmon.ui.widgets.status import StatusLine
+from pvmon.ui.widgets.timeline import Timeline
+
+_ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8")   # Xen x86-64 hypercall arguments
+
+
+class TraceRows:
+    """Rows of the player: the events whose seqs are in ``seqs``."""
+
+    def __init__(self, index: TraceIndex | None = None, seqs: array | None = None) -> None:
+        self.index = index
+        self.seqs = seqs if seqs is not None else array("Q")
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def row(self, i: int) -> dict[str, Any] | None:
+        if self.index is None or not 0 <= i < len(self.seqs):
+            return None
+        return self.index.event(self.seqs[i])
+
+
+def registers_of(ev: dict[str, Any] | None) -> tuple[dict[str, int], str]:
+    """The registers a trace records for an event, and a note: a hypercall's
+    number and argument registers (Xen x86-64 ABI), a fault's RIP and CR2."""
+    if not ev:
+        return {}, ""
+    regs: dict[str, int] = {}
+    if isinstance(ev.get("rip"), int):
+        regs["rip"] = ev["rip"]
+    if ev.get("k") == "hc":
+        if isinstance(ev.get("nr"), int):
+            regs["rax"] = ev["nr"]
+        args = ev.get("args")
+        if isinstance(args, list):
+            for name, v in zip(_ARG_REGS, args):
+                if isinstance(v, int):
+                    regs[name] = v
+        return regs, f"as recorded at entry · returned {format_ret(ev.get('ret'))}"
+    if ev.get("k") == "fault" and isinstance(ev.get("cr2"), int):
+        regs["cr2"] = ev["cr2"]
+    return regs, "as recorded"
+
+
+def parse_position(text: str) -> tuple[str, int]:
+    """``"1234"``/``"#1234"`` -> ("seq", 1234); ``"1.5ms"``/``"0.01s"``/``"t=2us"`` ->
+    ("time", ns). Raises ValueError with a readable message."""
+    from pvmon.trace.cli import parse_time
+    t = text.strip().lstrip("#")
+    if re.fullmatch(r"[0-9]+", t):
+        return "seq", int(t)
+    t = t.removeprefix("t=").strip()
+    try:
+        return "time", parse_time(t)
+    except click.BadParameter:
+        raise ValueError(f"{text!r} is neither an event number (1234) nor a virtual time "
+                         "(1.5ms, 0.01s)") from None
+
+
+class PlayerScreen(Screen[None]):
+    """Plays the trace at ``path``. ``closable``: q closes this screen (it was
+    opened on top of another) instead of quitting."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("g", "goto", "Go to"),
+        Binding("f", "filter", "Filter"),
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("n", "search_next(1)", "Next"),
+        Binding("N", "search_next(-1)", "Prev", key_display="N"),
+        Binding("o", "open_trace", "Open"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "close", "Quit"),
+    ]
+
+    def __init__(self, path: str | Path, *, closable: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.closable = closable
+        self.reader: TraceReader | None = None
+        self.index: TraceIndex | None = None
+        self.rows = TraceRows()
+        self.filter = EventFilter()
+        self.search_text = ""
+        self.code: ImageCode | None = None
+        self._shown_seq: int | None = None
+        self._pending: dict[str, Any] | None = None
+        self._error = ""
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status")
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield HypercallStream(self.rows, follow=False, id="stream")
+                yield GuestConsole(interactive=False, id="console")
+            with Vertical(id="side"):
+                yield RegisterPane(id="regs")
+                yield DisassemblyPane("", id="code")
+                yield StatsPane(id="stats")
+        yield Timeline(id="timeline")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#stream").border_title = "events"
+        self.query_one("#console").border_title = "console at the selected event"
+        self.query_one("#regs").border_title = "registers"
+        self.query_one("#code").border_title = "code"
+        self.query_one("#stats").border_title = "counts"
+        self.query_one("#stream").focus()
+        self._show_status("loading")
+        self.load()
+        self.set_interval(1 / 10, self._apply_selection)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load(self) -> None:
+        """Open and index the trace (worker thread)."""
+        try:
+            reader = TraceReader(self.path)
+            index = TraceIndex(reader)
+            code = image_for_header(reader.header)
+        except PvmonError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            return
+        self.app.call_from_thread(self._loaded, reader, index, code)
+
+    def _failed(self, message: str) -> None:
+        self._error = message
+        self._show_status("error")
+        self.notify(message, severity="error", timeout=10, markup=False)
+
+    def _loaded(self, reader: TraceReader, index: TraceIndex, code: ImageCode | None) -> None:
+        self.reader, self.index, self.code = reader, index, code
+        self.rows = TraceRows(index, index.seqs)
+        stream = self.query_one(HypercallStream)
+        stream.set_source(self.rows)
+        stream.go(0)
+        per_ms = index.rates.per_ms()
+        self.query_one(StatsPane).show(
+            index.counts, per_ms, f"calls {sum(index.counts.values())} · max "
+            f"{compact(max(per_ms, default=0))}/ms virtual")
+        r = index.rates
+        self.query_one(Timeline).set_density(r.counts, r.start_ns,
+                                             r.start_ns + len(r.counts) * r.width_ns)
+        self._show_status("playing")
+
+    def on_unmount(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    # -- selection ----------------------------------------------------------------------
+    def on_hypercall_stream_selected(self, message: HypercallStream.Selected) -> None:
+        self._pending = message.event
+        self._apply_selection()
+
+    def _apply_selection(self) -> None:
+        ev = self._pending
+        if ev is None or self.index is None or ev.get("seq") == self._shown_seq:
+            return
+        self._shown_seq = ev.get("seq")
+        seq = ev.get("seq", 0)
+        self.query_one(GuestConsole).show(self.index.console_until(seq))
+        regs, note = registers_of(ev)
+        self.query_one(RegisterPane).show(regs, note)
+        self.query_one("#regs").border_title = f"registers at #{seq}"
+        self._show_code(ev)
+        if isinstance(ev.get("t"), int):
+            self.query_one(Timeline).position_ns = ev["t"]
+        self._show_status("playing")
+
+    def _show_code(self, ev: dict[str, Any]) -> None:
+        pane = self.query_one(DisassemblyPane)
+        rip = ev.get("rip")
+        if not isinstance(rip, int):
+            pane.show([], note="this event has no RIP")
+            return
+        if self.code is None:
+            pane.show([], f"{rip:#x}", note="guest image not here: no code")
+            return
+        base, data = self.code.window(rip)
+        insns = disassemble_around(data, base, rip, func_start=self.code.func_start(rip))
+        pane.show(insns, self.code.symbolize(rip), note="" if insns else "RIP outside the image")
+
+    def _show_status(self, state: str) -> None:
+        parts: list[tuple[str, str]] = [("", self.path.name)]
+        note = self._error
+        r, idx = self.reader, self.index
+        if r is not None and idx is not None:
+            h = r.header
+            g = h.get("guest", {}) if isinstance(h.get("guest"), dict) else {}
+            b = h.get("backend", {}) if isinstance(h.get("backend"), dict) else {}
+            parts += [("", str(g.get("name", "?"))), ("", f"{b.get('name', '?')}")]
+            stream = self.query_one(HypercallStream)
+            ev = stream.event
+            parts.append(("event", f"#{ev.get('seq') if ev else '-'}/{len(r)}"))
+            if ev and isinstance(ev.get("t"), int):
+                parts.append(("vt", format_time(ev["t"])))
+            if not r.complete:
+                parts.append(("", f"truncated after {r.truncated_after}"))
+            if self.filter:
+                parts.append(("filter", self.filter.text))
+            if idx.exit is not None and not note:
+                x = idx.exit
+                sym = self.code.symbolize(x.get("rip", 0)) if self.code else ""
+                note = f"exit: {x.get('reason')} - {x.get('detail', '')} {sym}".rstrip()
+        self.query_one(StatusLine).show(state, parts, note)
+
+    # -- seeking --------------------------------------------------------------------------
+    def on_timeline_seek(self, message: Timeline.Seek) -> None:
+        self.seek_time(message.t_ns)
+
+    def seek_seq(self, seq: int) -> None:
+        """Select the shown event at or before ``seq``."""
+        if self.index is None:
+            return
+        self.query_one(HypercallStream).go(self.index.row_of(seq, self.rows.seqs))
+
+    def seek_time(self, t_ns: int) -> None:
+        """Select the event at virtual time ``t_ns`` (ns)."""
+        if self.reader is not None:
+            self.seek_seq(self.reader.seek_time(t_ns))
+
+    def action_goto(self) -> None:
+        def done(text: str | None) -> None:
+            if not text:
+                return
+            try:
+                kind, value = parse_position(text)
+            except ValueError as exc:
+                self.notify(str(exc), severity="error", markup=False)
+                return
+            (self.seek_seq if kind == "seq" else self.seek_time)(value)
+
+        self.app.push_screen(PromptScreen("Go to event number or virtual time:", "",
+                                          placeholder="1234  or  1.5ms  or  0.002s"), done)
+
+    def action_filter(self) -> None:
+        from pvmon.ui.screens.help import FILTER_HELP
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                self.set_filter(text)
+
+        self.app.push_screen(PromptScreen("Show only:", self.filter.text, hint=FILTER_HELP,
+                                          placeholder="mmu -mmu_update"), done)
+
+    def set_filter(self, text: str) -> None:
+        """Show only the events matching ``text``; keeps the selected event if shown."""
+        if self.index is None:
+            return
+        cur = self.query_one(HypercallStream).event
+        self.filter = EventFilter.parse(text)
+        self.rows = TraceRows(self.index, self.index.filtered(self.filter))
+        stream = self.query_one(HypercallStream)
+        stream.set_source(self.rows)
+        stream.border_title = f"events \\[{escape(self.filter.text)}]" if self.filter \
+            else "events"
+        self.seek_seq(cur.get("seq", 0) if cur else 0)
+        self._show_status("playing")
+
+    # -- search ---------------------------------------------------------------------------
+    def action_search(self) -> None:
+        def done(text: str | None) -> None:
+            if text:
+                self.search_text = text
+                self.search(text, 1)
+
+        self.app.push_screen(PromptScreen("Search calls and arguments for:", self.search_text,
+                                          placeholder="PIN_L4_TABLE  or  mfn=0x1234"), done)
+
+    def action_search_next(self, direction: int) -> None:
+        if self.search_text:
+            self.search(self.search_text, direction)
+        else:
+            self.action_search()
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def search(self, text: str, direction: int) -> None:
+        """Find the next (``direction`` 1) or previous (-1) shown event whose
+        readable line contains ``text`` (case-insensitive); worker thread."""
+        idx, reader = self.index, self.reader
+        if idx is None or reader is None:
+            return
+        cur = self.app.call_from_thread(lambda: self.query_one(HypercallStream).event)
+        start = cur.get("seq", -1) if cur else -1
+        needle = text.lower()
+        flt = self.filter
+        hit = None
+        frames = reader.frames
+        import bisect
+        fi = max(0, bisect.bisect_right([f.first_seq for f in frames], max(start, 0)) - 1)
+        order = range(fi, len(frames)) if direction > 0 else range(fi, -1, -1)
+        for i in order:
+            evs = reader.frame_events(i)
+            seq_iter = evs if direction > 0 else reversed(evs)
+            for ev in seq_iter:
+                s = ev["seq"]
+                if (s <= start) if direction > 0 else (s >= start):
+                    continue
+                if ev["k"] in STREAM_KINDS and needle in describe(ev).lower() and \
+                        (not flt or flt.matches(ev)):
+                    hit = s
+                    break
+            if hit is not None:
+                break
+        self.app.call_from_thread(self._found, text, hit)
+
+    def _found(self, text: str, seq: int | None) -> None:
+        if seq is None:
+            self.notify(f"no more matches for {text!r}", severity="warning", markup=False)
+            return
+        self.seek_seq(seq)
+
+    # -- other ----------------------------------------------------------------------------
+    def action_open_trace(self) -> None:
+        def done(text: str | None) -> None:
+            if text:
+                self.app.open_trace(text)  # type: ignore[attr-defined]
+
+        self.app.push_screen(PromptScreen("Open trace:", "", placeholder="run.pvt"), done)
+
+    def action_help(self) -> None:
+        from pvmon.ui.screens.help import HelpScreen
+        self.app.push_screen(HelpScreen(self, "player"))
+
+    async def action_close(self) -> None:
+        if self.closable:
+            self.dismiss()
+        else:
+            await self.app.action_quit()

@@ -1,0 +1,2 @@
+"""Widgets of the TUI. They draw what the engine or a trace publishes and never
+call into Unicorn."""
