@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from pvmon.guests.catalog import resolve
+from pvmon.guests.code import ImageCode
 from pvmon.trace.reader import TraceReader
 from pvmon.ui.app import PvmonApp
 from pvmon.ui.divergence import Divergence, align, call_key, first_difference
-from pvmon.ui.guest_code import ImageCode
 from pvmon.ui.screens.divergence import DivergenceScreen
 from pvmon.ui.widgets.hypercalls import HypercallStream
 from pvmon.ui.widgets.status import StatusLine

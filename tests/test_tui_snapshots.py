@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 from pvmon.guests.catalog import resolve
+from pvmon.guests.code import ImageCode
 from pvmon.trace.reader import TraceReader
 from pvmon.ui.app import PvmonApp
 from pvmon.ui.divergence import Divergence, align, first_difference
-from pvmon.ui.guest_code import ImageCode
 from tests.tui_support import live_app, record, until
 
 

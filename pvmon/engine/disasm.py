@@ -1,82 +1,72 @@
-"""Disassembly around a guest RIP (capstone), for reports and the TUI.
+"""x86-64 disassembly around an instruction pointer (capstone).
 
-Code bytes come either from guest memory (a live run) or from the kernel's
-ELF image (a trace: kernel text does not change after boot, apart from
-alternatives patching, which the report states).
+x86 cannot be decoded backwards, so :func:`disassemble_around` decodes
+forward from the start of the enclosing function when it lies inside the
+bytes given, else from the first offset before RIP whose decoding lands
+exactly on RIP, else from RIP itself.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 
 import capstone
 
-_CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+
+@dataclass(frozen=True)
+class Insn:
+    """One decoded instruction: guest-virtual ``address``, raw ``size`` bytes,
+    ``text`` (``mnemonic operands``), ``at_rip`` if it is the one at RIP."""
+
+    address: int
+    size: int
+    text: str
+    at_rip: bool
 
 
-def disassemble(code: bytes, address: int, count: int = 8,
-                symbolize=None) -> list[tuple[int, str, str]]:
-    """Up to ``count`` instructions of ``code`` placed at ``address``:
-    ``[(address, "bytes in hex", "mnemonic operands")]``. ``symbolize``:
-    optional ``fn(address) -> str`` used to annotate branch targets."""
+@cache
+def _cs() -> capstone.Cs:
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    cs.skipdata = False
+    return cs
+
+
+def _decode(code: bytes, base: int, start: int) -> list[tuple[int, int, str]]:
     out = []
-    for insn in _CS.disasm(code, address):
-        text = f"{insn.mnemonic} {insn.op_str}".strip()
-        if symbolize is not None and (insn.mnemonic[0] == "j" or insn.mnemonic == "call"):
-            try:
-                target = int(insn.op_str, 16)
-                text += f"  <{symbolize(target)}>"
-            except ValueError:
-                pass
-        out.append((insn.address, insn.bytes.hex(), text))
-        if len(out) >= count:
-            break
+    for a, size, mn, ops in _cs().disasm_lite(code[start - base:], start):
+        out.append((a, size, f"{mn} {ops}".rstrip()))
     return out
 
 
-@lru_cache(maxsize=8)
-def _segments(path: str) -> list[tuple[int, bytes]]:
-    from elftools.elf.elffile import ELFFile
-    segs = []
-    with open(path, "rb") as fh:
-        elf = ELFFile(fh)
-        for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_LOAD" and seg["p_filesz"]:
-                segs.append((seg["p_vaddr"], seg.data()))
-    return segs
+def disassemble_around(code: bytes, base: int, rip: int, *, before: int = 4, after: int = 8,
+                       func_start: int | None = None) -> list[Insn]:
+    """Up to ``before`` instructions before RIP, the one at RIP and ``after``
+    after it, from ``code`` (bytes at guest-virtual ``base``). Empty if RIP
+    is outside ``code``."""
+    if not base <= rip < base + len(code):
+        return []
+    starts: list[int] = []
+    if func_start is not None and base <= func_start <= rip:
+        starts.append(func_start)
+    starts += range(max(base, rip - 64), rip)
+    chosen = _decode(code, base, rip)
+    for s in starts:
+        insns = _decode(code, base, s)
+        if any(a == rip for a, _, _ in insns):
+            chosen = insns
+            break
+    idx = next((i for i, (a, _, _) in enumerate(chosen) if a == rip), 0)
+    window = chosen[max(0, idx - before): idx + after + 1]
+    return [Insn(a, n, t, a == rip) for a, n, t in window]
 
 
-def elf_code(vmlinux: str | Path, va: int, size: int) -> bytes:
-    """``size`` bytes of the ELF image at virtual address ``va`` (b"" when
-    ``va`` is outside every PT_LOAD segment or the file is unreadable)."""
+def label(rip: int, symbolize: Callable[[int], str] | None) -> str:
+    """``sym+0xoff`` for the pane's title, or the address if no symbols."""
+    if symbolize is None:
+        return f"{rip:#x}"
     try:
-        segs = _segments(str(vmlinux))
-    except (OSError, ValueError, Exception):  # noqa: BLE001 - a report must not fail on this
-        return b""
-    for base, data in segs:
-        if base <= va < base + len(data):
-            off = va - base
-            return data[off:off + size]
-    return b""
-
-
-def around(vmlinux: str | Path, rip: int, symbols=None, before: int = 3,
-           after: int = 3) -> list[tuple[int, str, str]]:
-    """Instructions around ``rip`` from the ELF image: up to ``before``
-    instructions ending at ``rip`` (decoded forward from the enclosing
-    symbol's start, since x86 cannot be decoded backwards), the one at
-    ``rip``, and ``after`` more. ``symbols``: a SymbolTable or None."""
-    start = rip
-    fmt = None
-    if symbols is not None:
-        fmt = symbols.format
-        hit = symbols.lookup(rip)
-        if hit is not None and 0 < hit[1] <= 4096:
-            start = rip - hit[1]
-    code = elf_code(vmlinux, start, rip - start + 16 * (after + 1))
-    insns = disassemble(code, start, 1 << 12, fmt)
-    idx = next((i for i, ins in enumerate(insns) if ins[0] == rip), None)
-    if idx is None:   # rip is not on an instruction boundary from the symbol start
-        return disassemble(elf_code(vmlinux, rip, 16 * (after + 1)), rip, after + 1, fmt)
-    return insns[max(0, idx - before):idx + after + 1]
+        return symbolize(rip)
+    except Exception:  # noqa: BLE001 - symbols are a nicety; never fail the pane on them
+        return f"{rip:#x}"

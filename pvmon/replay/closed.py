@@ -18,8 +18,8 @@ import msgpack
 
 from pvmon.backends.xen.backend import XenBackend
 from pvmon.backends.xen.versions import XenVersion
-from pvmon.engine.disasm import around
 from pvmon.engine.machine import Stop
+from pvmon.guests.code import code_at
 from pvmon.replay.compare import ALIGNED_KINDS, Delta, align, compare
 from pvmon.replay.explain import differences, explain_event, rule_verdict
 from pvmon.replay.report import Divergence, Report, Site
@@ -203,12 +203,7 @@ def _divergence(n: int, deltas: list[Delta], left: dict | None, right: dict | No
     site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
     want_detail = n <= 5
     if want_detail and site.rip is not None and run.guest is not None:
-        try:
-            syms = run.guest.symbols()
-            site.symbol = syms.format(site.rip)
-        except Exception:  # noqa: BLE001 - symbols are a nicety
-            syms = None
-        site.disasm = around(run.guest.vmlinux, site.rip, syms)
+        site.symbol, site.disasm = code_at(run.guest, site.rip)
     expl = explain_event(facts, ev)
     ctx = [f"#{e.get('seq')} {describe(e)}" for e in context[-5:]] if want_detail else []
     return Divergence(n, deltas, left, right, site, ctx, expl)

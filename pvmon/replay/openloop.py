@@ -26,6 +26,7 @@ from pvmon.backends.xen.versions import XenVersion
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.engine.machine import Machine
 from pvmon.errors import TraceError
+from pvmon.guests.code import code_at
 from pvmon.replay.compare import Delta, key
 from pvmon.replay.explain import differences, explain_event
 from pvmon.replay.report import Divergence, Report, Site
@@ -194,8 +195,11 @@ def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = No
                                     f"capture (v:{access.unrecorded[0]:#x})"))
             right = dict(ev, ret=ret, wr=access.writes, ev=list(raised), op=backend.op)
             n = report.total + 1
+            site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
+            if n <= 5 and run.guest is not None and isinstance(site.rip, int):
+                site.symbol, site.disasm = code_at(run.guest, site.rip)
             report.add(Divergence(
-                n, deltas, ev, right, Site(ev.get("seq"), ev.get("t"), ev.get("rip")),
+                n, deltas, ev, right, site,
                 [f"#{e.get('seq')} {describe(e)}" for e in recent[-5:]] if n <= 5 else [],
                 explain_event(facts, ev)))
         recent.append(ev)

@@ -36,7 +36,7 @@ class Site:
 
     def as_dict(self) -> dict:
         return {"seq": self.seq, "t_ns": self.t, "rip": self.rip, "symbol": self.symbol,
-                "disasm": [{"address": a, "bytes": b, "text": t} for a, b, t in self.disasm]}
+                "disasm": [{"address": a, "size": n, "text": t} for a, n, t in self.disasm]}
 
 
 @dataclass

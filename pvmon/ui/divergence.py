@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvmon.ui.guest_code import ImageCode
+from pvmon.guests.code import ImageCode
 
 Event = dict[str, Any]
 
@@ -37,7 +37,7 @@ class Divergence:
     - ``left_label``, ``right_label``: column titles, e.g. ``"recorded xen-4.17"``.
     - ``differs``: row indexes that differ; computed with :func:`call_key` if empty.
     - ``left_code``, ``right_code``: guest images for disassembly and symbols
-      (:class:`~pvmon.ui.guest_code.ImageCode`), or None.
+      (:class:`~pvmon.guests.code.ImageCode`), or None.
     """
 
     left: list[Event | None]

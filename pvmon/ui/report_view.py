@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvmon.guests.code import ImageCode
 from pvmon.trace.render import format_time
 from pvmon.ui.divergence import Divergence
-from pvmon.ui.guest_code import ImageCode
 
 CONTEXT_CALLS = 4      # matched hypercalls shown before each divergence
 

@@ -14,10 +14,10 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from pvmon.engine.disasm import disassemble_around
+from pvmon.guests.code import ImageCode
 from pvmon.trace.render import format_time
-from pvmon.ui.disassembly import disassemble_around
 from pvmon.ui.divergence import Divergence
-from pvmon.ui.guest_code import ImageCode
 from pvmon.ui.widgets.disasm import DisassemblyPane
 from pvmon.ui.widgets.hypercalls import HypercallStream
 from pvmon.ui.widgets.status import StatusLine

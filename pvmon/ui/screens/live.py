@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from pvmon.ui.disassembly import disassemble_around, label
+from pvmon.engine.disasm import disassemble_around, label
 from pvmon.ui.filters import EventFilter
 from pvmon.ui.live_session import BootSpec, LiveSession
 from pvmon.ui.screens.prompt import PromptScreen

@@ -22,12 +22,12 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from pvmon.engine.disasm import disassemble_around
 from pvmon.errors import PvmonError
+from pvmon.guests.code import ImageCode, image_for_header
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import describe, format_ret, format_time
-from pvmon.ui.disassembly import disassemble_around
 from pvmon.ui.filters import EventFilter
-from pvmon.ui.guest_code import ImageCode, image_for_header
 from pvmon.ui.screens.prompt import PromptScreen
 from pvmon.ui.trace_index import STREAM_KINDS, TraceIndex
 from pvmon.ui.widgets.console import GuestConsole

@@ -8,11 +8,11 @@ from rich.text import Text
 from textual.markup import escape
 from textual.widgets import Static
 
-from pvmon.ui.disassembly import Insn
+from pvmon.engine.disasm import Insn
 
 
 class DisassemblyPane(Static):
-    """Shows a list of :class:`~pvmon.ui.disassembly.Insn`."""
+    """Shows a list of :class:`~pvmon.engine.disasm.Insn`."""
 
     def show(self, insns: list[Insn], symbol: str = "", note: str = "") -> None:
         self.border_title = f"code {escape(symbol)}" if symbol else "code"

@@ -13,6 +13,7 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
+from pvmon.engine.disasm import disassemble_around
 from pvmon.errors import PvmonError
 from pvmon.guests.catalog import GuestImage
 
@@ -70,3 +71,17 @@ def image_for_header(header: dict[str, Any]) -> ImageCode | None:
         return ImageCode(img)
     except (PvmonError, OSError, ValueError):
         return None
+
+
+def code_at(guest, rip: int) -> tuple[str, list]:
+    """``(symbol, [(address, size, text)])`` around ``rip`` from the guest's
+    ELF image (3 instructions before, 3 after); empty when unavailable."""
+    try:
+        code = ImageCode(guest)
+        sym = code.symbolize(rip)
+        base, data = code.window(rip)
+        insns = disassemble_around(data, base, rip, before=3, after=3,
+                                   func_start=code.func_start(rip))
+    except (OSError, PvmonError, ValueError):
+        return "", []
+    return sym, [(i.address, i.size, i.text) for i in insns]
