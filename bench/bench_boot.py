@@ -171,6 +171,33 @@ def median_of(runs: list[dict]) -> float | None:
     return statistics.median(times) if times else None
 
 
+def report(results: list[dict], runs: int, qemu_version: str | None, title: str,
+           as_json: bool) -> int:
+    """Print the pvmon-vs-QEMU table (or JSON) of ``results`` (one entry per
+    kernel with pvmon/qemu runs, medians and ratio); 1 if any run failed."""
+    failed = sum(not r["ok"] for e in results for r in e["pvmon"] + e["qemu"])
+    if as_json:
+        print(json.dumps({"runs": runs, "qemu": qemu_version, "failed_runs": failed,
+                          "host_cpus": os.cpu_count(), "results": results}, indent=2))
+    else:
+        def cell(x, spec="8.2f"):
+            return format(x, spec) if x is not None else format("-", ">" + spec.split(".")[0])
+
+        def times(rs):
+            return " ".join(f"{r['wall_s']:.2f}" if r["ok"] else "FAIL" for r in rs) or "-"
+
+        print(f"{title}, {runs} run(s) each; medians in seconds"
+              + (f"; {qemu_version}" if qemu_version else ""))
+        print(f"{'kernel':<14} {'pvmon':>8} {'QEMU':>8} {'pvmon/QEMU':>10}   "
+              f"{'pvmon runs':<24} QEMU runs")
+        for e in results:
+            print(f"{e['kernel']:<14} {cell(e['pvmon_median_s'])} {cell(e['qemu_median_s'])} "
+                  f"{cell(e['ratio'], '10.2f')}   {times(e['pvmon']):<24} {times(e['qemu'])}")
+        if failed:
+            print(f"{failed} run(s) failed; see the messages above")
+    return 1 if failed else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernels", default=",".join(DEFAULT_KERNELS),
@@ -225,27 +252,7 @@ def main() -> int:
         entry["ratio"] = p / q if p is not None and q else None
         results.append(entry)
 
-    failed = sum(not r["ok"] for e in results for r in e["pvmon"] + e["qemu"])
-    if args.json:
-        print(json.dumps({"runs": args.runs, "qemu": qemu_version, "failed_runs": failed,
-                          "host_cpus": os.cpu_count(), "results": results}, indent=2))
-    else:
-        def cell(x, spec="8.2f"):
-            return format(x, spec) if x is not None else format("-", ">" + spec.split(".")[0])
-
-        def times(runs):
-            return " ".join(f"{r['wall_s']:.2f}" if r["ok"] else "FAIL" for r in runs) or "-"
-
-        print(f"boot to VFS panic, {args.runs} run(s) each; medians in seconds"
-              + (f"; {qemu_version}" if qemu_version else ""))
-        print(f"{'kernel':<14} {'pvmon':>8} {'QEMU':>8} {'pvmon/QEMU':>10}   "
-              f"{'pvmon runs':<24} QEMU runs")
-        for e in results:
-            print(f"{e['kernel']:<14} {cell(e['pvmon_median_s'])} {cell(e['qemu_median_s'])} "
-                  f"{cell(e['ratio'], '10.2f')}   {times(e['pvmon']):<24} {times(e['qemu'])}")
-        if failed:
-            print(f"{failed} run(s) failed; see the messages above")
-    return 1 if failed else 0
+    return report(results, args.runs, qemu_version, "boot to VFS panic", args.json)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ def resolve_version(name: str):
     return None
 
 
+def require_version(name: str):
+    """Like :func:`resolve_version`, but an unknown name raises BackendError
+    listing the known ones (for commands that need a Xen ABI version)."""
+    ver = resolve_version(name)
+    if ver is None:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(known_names())}")
+    return ver
+
+
 def get_backend(name: str) -> Backend:
     """A fresh backend instance for ``name``. Raises BackendError listing the
     known names when ``name`` is unknown."""

@@ -197,22 +197,20 @@ def list_guests() -> list[dict]:
             "path": str(elf) if ok else None,
         })
     for name in DEBIAN:
-        meta = debian.read_meta(name)
-        rows.append({
-            "name": name, "kind": "debian",
-            "version": meta.get("version") if meta else None,
-            "package": meta.get("package") if meta else None,
-            "status": "cached" if meta else "not fetched", "cached": meta is not None,
-            "path": str(debian.guest_dir(name)) if meta else None,
-        })
+        rows.append(_cached_row(name, "debian", debian.read_meta(name),
+                                debian.guest_dir))
     from pvmon.guests import initramfs
     for name in initramfs.KINDS:
-        meta = initramfs.read_meta(name)
-        rows.append({
-            "name": name, "kind": "initramfs",
+        rows.append(_cached_row(name, "initramfs", initramfs.read_meta(name),
+                                initramfs.initramfs_path))
+    return rows
+
+
+def _cached_row(name: str, kind: str, meta: dict | None, path_of) -> dict:
+    """A ``list_guests`` row for something fetched into the cache (``meta``:
+    its cache record, None when not fetched)."""
+    return {"name": name, "kind": kind,
             "version": meta.get("version") if meta else None,
             "package": meta.get("package") if meta else None,
             "status": "cached" if meta else "not fetched", "cached": meta is not None,
-            "path": str(initramfs.initramfs_path(name)) if meta else None,
-        })
-    return rows
+            "path": str(path_of(name)) if meta else None}

@@ -24,16 +24,8 @@ def _emit(report, as_json: bool) -> None:
 
 
 def _versions(spec: str | None) -> list:
-    from pvmon.backends.registry import known_names, resolve_version
-    from pvmon.errors import BackendError
-    out = []
-    for name in (spec.split(",") if spec else []):
-        name = name.strip()
-        v = resolve_version(name)
-        if v is None:
-            raise BackendError(f"unknown backend {name!r}; known: {', '.join(known_names())}")
-        out.append(v)
-    return out
+    from pvmon.backends.registry import require_version
+    return [require_version(name.strip()) for name in (spec.split(",") if spec else [])]
 
 
 @click.command()

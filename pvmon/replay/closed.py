@@ -12,7 +12,6 @@ and every difference is reported with its explanation.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import msgpack
 
@@ -39,12 +38,12 @@ class _StreamCompare:
 
     def __init__(self, run: RecordedRun):
         self.r = run.reader
-        self.run = run
         self.pack = msgpack.Packer(use_bin_type=True).pack
         self.frame = -1
         self.buf = b""
         self.pos = 0
         self.diverged_at: int | None = None
+        self.first_live: dict | None = None   # the first replayed event that differed
         self.live: list[dict] = []
         self.compared = 0
         self._next_frame()
@@ -112,7 +111,6 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     if cmp.diverged_at is None and cmp.frame < len(run.reader.frames):
         # the replay ended early: everything it did matched, the rest is missing
         cmp.diverged_at = sess.dispatch.seq
-        cmp.first_live = None
     if cmp.diverged_at is not None:
         _diverged(report, run, cmp, version)
     rec_exit = _recorded_exit(run)
@@ -207,20 +205,3 @@ def _divergence(n: int, deltas: list[Delta], left: dict | None, right: dict | No
     expl = explain_event(facts, ev)
     ctx = [f"#{e.get('seq')} {describe(e)}" for e in context[-5:]] if want_detail else []
     return Divergence(n, deltas, left, right, site, ctx, expl)
-
-
-def replay_paths(trace: Path, guest: str | None, backend: str | None,
-                 timeout: float | None) -> Report:
-    """CLI entry: open ``trace``, resolve ``backend`` (None: recorded) and replay."""
-    from pvmon.backends.registry import resolve_version
-    from pvmon.errors import BackendError
-    from pvmon.replay.source import open_run
-    run = open_run(trace, guest)
-    version = None
-    if backend is not None:
-        version = resolve_version(backend)
-        if version is None:
-            from pvmon.backends.registry import known_names
-            raise BackendError(f"unknown backend {backend!r}; known: "
-                               f"{', '.join(known_names())}")
-    return replay_closed(run, version, timeout=timeout)

@@ -58,7 +58,8 @@ class Delta:
         return {"what": self.what, "detail": self.detail}
 
 
-def _fmt_ret(v) -> str:
+def result_text(v) -> str:
+    """A hypercall result for reports: ``-EINVAL`` for errors, else the number."""
     if isinstance(v, int) and v < 0:
         from pvmon.backends.xen.abi import ERRNO_NAMES
         return f"-{ERRNO_NAMES.get(-v, -v)}"
@@ -73,7 +74,9 @@ def _mem(entries) -> dict:
     return out
 
 
-def _mem_delta(a, b, label: str) -> str | None:
+def memory_delta(a, b, label: str) -> str | None:
+    """One line on how two ``[[space, addr, bytes]]`` lists differ, or None
+    when they hold the same bytes at the same places."""
     ma, mb = _mem(a), _mem(b)
     if ma == mb:
         return None
@@ -109,14 +112,14 @@ def compare(a: dict, b: dict, *, reads: bool = True) -> list[Delta]:
             out.append(Delta("call", "same call with different arguments"))
         # iret never returns to its caller: its "ret" is the RAX it restored
         if a.get("ret") != b.get("ret") and a.get("name") != "iret":
-            out.append(Delta("result", f"{_fmt_ret(a.get('ret'))} vs {_fmt_ret(b.get('ret'))}"))
-        d = _mem_delta(a.get("wr"), b.get("wr"), "writes")
+            out.append(Delta("result", f"{result_text(a.get('ret'))} vs {result_text(b.get('ret'))}"))
+        d = memory_delta(a.get("wr"), b.get("wr"), "writes")
         if d:
             out.append(Delta("memory", d))
         if a.get("ev") != b.get("ev"):
             out.append(Delta("events", f"raised {a.get('ev')} vs {b.get('ev')}"))
         if reads:
-            d = _mem_delta(a.get("rd"), b.get("rd"), "reads")
+            d = memory_delta(a.get("rd"), b.get("rd"), "reads")
             if d:
                 out.append(Delta("memory-read", d))
         return out

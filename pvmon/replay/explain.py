@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pvmon.backends.xen import abi
-from pvmon.backends.xen.versions import Change, XenVersion
+from pvmon.backends.xen.versions import XenVersion
 
 
 @dataclass(frozen=True)
@@ -151,4 +151,4 @@ def rule_verdict(recorded: XenVersion, replayed: XenVersion) -> str:
     return "same Xen version: differences come from the build's declared changes"
 
 
-__all__ = ["Change", "Fact", "differences", "explain", "rule_verdict"]
+__all__ = ["Fact", "differences", "explain", "explain_event", "rule_verdict"]

@@ -16,15 +16,13 @@ from pvmon.errors import PvmonError
 
 def _cell(args: tuple[str, str | None]) -> dict:
     path, backend = args
-    from pvmon.backends.registry import resolve_version
+    from pvmon.backends.registry import require_version
     from pvmon.replay.openloop import replay_open
     from pvmon.replay.source import open_run
     row: dict = {"trace": path, "backend": backend}
     try:
         run = open_run(path, need_guest=False)
-        version = resolve_version(backend) if backend else run.version
-        if version is None:
-            raise PvmonError(f"unknown backend {backend!r}")
+        version = require_version(backend) if backend else run.version
         row["backend"] = version.name
         row["recorded_on"] = run.version.name
         rep = replay_open(run, version)

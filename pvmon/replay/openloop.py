@@ -27,7 +27,7 @@ from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.engine.machine import Machine
 from pvmon.errors import TraceError
 from pvmon.guests.code import code_at
-from pvmon.replay.compare import Delta, key
+from pvmon.replay.compare import Delta, memory_delta, result_text
 from pvmon.replay.explain import differences, explain_event
 from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun
@@ -182,9 +182,10 @@ def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = No
         # iret never returns to its caller: its "result" is the restored RAX and
         # its effect is on vCPU registers, which open loop does not model.
         if ret != ev.get("ret") and ev.get("name") != "iret":
-            deltas.append(Delta("result", f"{_ret(ev.get('ret'))} vs {_ret(ret)}"))
+            deltas.append(Delta("result", f"{result_text(ev.get('ret'))} vs {result_text(ret)}"))
         if access.writes != (ev.get("wr") or []):
-            deltas.append(Delta("memory", _wdiff(ev.get("wr") or [], access.writes)))
+            deltas.append(Delta("memory", memory_delta(ev.get("wr"), access.writes, "writes")
+                                or "writes in a different order"))
         if list(raised) != (ev.get("ev") or []):
             deltas.append(Delta("events", f"raised {ev.get('ev')} vs {list(raised)}"))
         if deltas:
@@ -219,29 +220,4 @@ def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = No
     return report
 
 
-def _ret(v) -> str:
-    from pvmon.replay.compare import _fmt_ret
-    return _fmt_ret(v)
-
-
-def _wdiff(a: list, b: list) -> str:
-    ka = {(e[0], e[1]): e[2] for e in a}
-    kb = {(e[0], e[1]): e[2] for e in b}
-    if set(ka) != set(kb):
-        only_a = sorted(set(ka) - set(kb))
-        only_b = sorted(set(kb) - set(ka))
-        parts = []
-        if only_a:
-            parts.append(f"{len(only_a)} write(s) only recorded (first {only_a[0][0]}:"
-                         f"{only_a[0][1]:#x})")
-        if only_b:
-            parts.append(f"{len(only_b)} write(s) only replayed (first {only_b[0][0]}:"
-                         f"{only_b[0][1]:#x})")
-        return "; ".join(parts)
-    diff = [k for k in ka if ka[k] != kb[k]]
-    if diff:
-        return f"{len(diff)} write(s) with different bytes (first {diff[0][0]}:{diff[0][1]:#x})"
-    return "writes in a different order"
-
-
-__all__ = ["key", "replay_open"]
+__all__ = ["replay_open"]

@@ -22,7 +22,7 @@ from pvmon.backends.xen.builder import Layout
 from pvmon.backends.xen.console import ConsoleRing
 from pvmon.backends.xen.events import EventChannels, Port
 from pvmon.backends.xen.vcpu import PvVcpu
-from pvmon.backends.xen.versions import VERSIONS, XenVersion
+from pvmon.backends.xen.versions import REGISTRY, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
 from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, Machine
 
@@ -42,17 +42,19 @@ _SUBOP_IN_ARG0: dict[str, tuple[dict[int, str], int]] = {
 
 
 class XenBackend(Backend):
-    """Xen ``version`` (a key of :data:`versions.VERSIONS`) serving one PV domU."""
+    """Xen ``version`` serving one PV domU: a :class:`XenVersion` (built-in or
+    profile) or a built-in's name (``"4.17"``, ``"xen-4.17"``)."""
 
     abi = "xen"
 
     def __init__(self, version: str | XenVersion = "4.17") -> None:
         if isinstance(version, str):
-            if version not in VERSIONS:
+            found = REGISTRY.get(version) or REGISTRY.get(f"xen-{version}")
+            if found is None:
                 from pvmon.errors import BackendError
                 raise BackendError(f"unknown Xen version {version!r}; known: "
-                                   f"{', '.join(sorted(VERSIONS))}")
-            version = VERSIONS[version]
+                                   f"{', '.join(sorted(REGISTRY))}")
+            version = found
         self.ver: XenVersion = version
         self.version = version.version
         self.name = version.name

@@ -73,6 +73,9 @@ class PvVcpu:
 
     def __init__(self, backend, machine: Machine, layout) -> None:
         self.b = backend
+        # vcpu_time_info.flags exists from 4.7 (xen.h); before, it is padding.
+        self._pvclock_flags = (E.XEN_PVCLOCK_TSC_STABLE_BIT if "pvclock_tsc_stable"
+                               in backend.ver.capabilities else 0)
         self.m = machine
         self.layout = layout
         self.trap_table: dict[int, tuple[int, int, int]] = {}
@@ -115,10 +118,7 @@ class PvVcpu:
         khz = self.m.clock.tsc_khz
         shift = 1
         mul = (1_000_000 << 32) // (khz << shift)
-        # vcpu_time_info.flags exists from 4.7 (xen.h); before, it is padding.
-        flags = E.XEN_PVCLOCK_TSC_STABLE_BIT if "pvclock_tsc_stable" in \
-            self.b.ver.capabilities else 0
-        return struct.pack("<IIQQIbB2x", 2, 0, 0, 0, mul, shift, flags)
+        return struct.pack("<IIQQIbB2x", 2, 0, 0, 0, mul, shift, self._pvclock_flags)
 
     def init_time(self) -> None:
         self.m.write_phys_data(self._vcpu_info + E.VCPU_INFO["time"], self._time_info())

@@ -217,5 +217,3 @@ def register(v: XenVersion) -> XenVersion:
 
 # Versions other than the reference are declared in pvmon.backends.xen.history.
 from pvmon.backends.xen import history as _history  # noqa: F401
-
-VERSIONS: dict[str, XenVersion] = {k.removeprefix("xen-"): v for k, v in REGISTRY.items()}
