@@ -116,6 +116,9 @@ class Machine:
         self.clock = clock or VirtualClock()
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.internals = UcInternals(self.uc)
+        # No memory hooks, so no exit check after every load and store (the largest
+        # single cost in Unicorn's translated code; ucinternals.set_memory_exit_checks).
+        self.internals.set_memory_exit_checks(False)
         self._mem = mmap.mmap(-1, self.phys_bytes)
         self._mem_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mem))
         self.uc.mem_map_ptr(0, self.phys_bytes, ucc.UC_PROT_ALL, self._mem_ptr)
@@ -338,7 +341,11 @@ class Machine:
                 if self.step_pending:
                     # One instruction, then hand back (count= is exact: DESIGN.md).
                     self.step_pending = False
-                    uc.emu_start(rip, 0, count=1)
+                    self.internals.set_memory_exit_checks(True)
+                    try:
+                        uc.emu_start(rip, 0, count=1)
+                    finally:
+                        self.internals.set_memory_exit_checks(False)
                     self.handler.after_step()
                     continue
                 uc.emu_start(rip, 0)

@@ -81,6 +81,13 @@ ENV_ERROR_CODE = 5384
 ENV_OLD_EXCEPTION = 5496
 #: ``offsetof(CPUX86State, uc)``: back-pointer to the engine, used to check the env pointer.
 ENV_UC = 7000
+#: ``offsetof(struct uc_struct, no_exit_request)``, bool (include/uc_priv.h; measured).
+UC_STRUCT_NO_EXIT_REQUEST = 0x7F2
+#: ``offsetof(struct uc_struct, target_page_size)``..``qemu_icache_linesize``: uint32 4096,
+#: uint32 4095, uint64 4096, uint64 4096, int 64, then ``context_content``,
+#: ``cpu_context_size``, ``next_pc``, ``hook_insert``, ``first_tb`` and ``no_exit_request``.
+#: Checked as an anchor before the flag is written.
+UC_STRUCT_TARGET_PAGE_SIZE = 0x7C0
 
 HF_CPL_MASK = 0x3
 
@@ -168,6 +175,7 @@ class UcInternals:
         # Any API call runs UC_INIT, which creates the CPU lazily; make sure it exists.
         uc.reg_read(x86.UC_X86_REG_RAX)
         self._env = self._find_env()
+        self._no_exit_request = self._find_no_exit_request()
         env = self._env
         self._hflags = ctypes.c_uint32.from_address(env + ENV_HFLAGS)
         self._error_code = ctypes.c_int32.from_address(env + ENV_ERROR_CODE)
@@ -202,6 +210,42 @@ class UcInternals:
             raise EngineError(f"{where}: env->regs/eip at env+{ENV_REGS}/{ENV_EIP} differ "
                               "from uc_reg_read")
         return env
+
+    # --- exit checks after memory accesses -------------------------------------------
+    def set_memory_exit_checks(self, enabled: bool) -> None:
+        """Turn Unicorn's exit-request check after every guest load and store on or off.
+
+        Unicorn 2.1.4 emits a call to ``helper_check_exit_request`` after each memory
+        access and after each ``UC_HOOK_CODE`` callback (``qemu/tcg/tcg-op.c``,
+        ``check_exit_request``) unless ``uc->no_exit_request`` is set, so that a memory
+        hook calling ``uc_emu_stop`` ends the block at once. The call is an unflagged
+        TCG helper: the translated code spills the guest registers around every load
+        and store. pvmon installs no memory hooks, so it turns the checks off; a stop
+        requested from an instruction hook (hypercall, RDTSC) still takes effect at
+        the start of the next translation block, which Unicorn checks regardless
+        (``gen_tb_start``). Applies to blocks translated afterwards. Keep the checks
+        on while running with ``count=`` (the count hook stops through them).
+        Cost: about 0.1 us.
+        """
+        self._no_exit_request.value = 0 if enabled else 1
+
+    def _find_no_exit_request(self) -> ctypes.c_uint8:
+        h = self._uch
+        anchor = h + UC_STRUCT_TARGET_PAGE_SIZE
+        if not _readable(anchor, 0x34):
+            raise EngineError(f"unicorn {PINNED_UNICORN} internals do not match this build: "
+                              f"uc_struct at {h:#x} is unreadable")
+        page, align, host_page, real_page, icache = struct.unpack_from(
+            "<IIQQi", ctypes.string_at(anchor, 28))
+        flag = ctypes.c_uint8.from_address(h + UC_STRUCT_NO_EXIT_REQUEST)
+        if (page, align, host_page, real_page, icache) != (4096, 4095, 4096, 4096, 64) \
+                or flag.value not in (0, 1):
+            raise EngineError(
+                f"unicorn {PINNED_UNICORN} internals do not match this build: uc_struct "
+                f"page-size fields at uc+{UC_STRUCT_TARGET_PAGE_SIZE:#x} read "
+                f"{(page, align, host_page, real_page, icache)}, expected (4096, 4095, 4096, "
+                "4096, 64)")
+        return flag
 
     # --- faults -----------------------------------------------------------------------
     def pending_error_code(self) -> int:
@@ -387,7 +431,8 @@ class UcInternals:
         RIP, CR2 and :meth:`pending_error_code`; checks that a #GP after an uncleared
         #PF arrives as #DF and after :meth:`clear_exception_state` as #GP; that
         :meth:`set_cpl` survives ``emu_start``; that :meth:`hook_tsc` feeds RDTSC and
-        RDTSCP; and that batched register access round-trips. Raises
+        RDTSCP; that batched register access round-trips; and that
+        :meth:`set_memory_exit_checks` moves where a memory hook's stop lands. Raises
         :class:`EngineError` naming the first mismatch.
         """
         _run_self_test()
@@ -549,6 +594,28 @@ def _run_self_test() -> None:
             f"hooked rdtscp gave EDX:EAX {rdx:#x}:{rax:#x} ECX {rcx:#x}")
     _expect(rip == _CODE + len(code), f"RIP after rdtscp {rip:#x}, expected {_CODE + len(code):#x}")
     ui.del_hook(handle)
+
+    # 5. A stop requested from a memory hook ends the block at the access while the
+    #    exit checks are on, and only at the next block once they are off.
+    def stop_on_read(uc_: unicorn.Uc, *_a) -> None:
+        uc_.emu_stop()
+
+    code = bytes.fromhex("488b0425") + struct.pack("<I", _RW) + bytes.fromhex("48ffc3" * 3)
+    hk = uc.hook_add(unicorn.UC_HOOK_MEM_READ, stop_on_read)
+    ui.set_cpl(0)
+    for enabled, want_rbx in ((True, 0), (False, 3)):
+        ui.set_memory_exit_checks(enabled)
+        uc.ctl_flush_tb()
+        uc.reg_write(x86.UC_X86_REG_RBX, 0)
+        uc.mem_write(_CODE, code + b"\x90")
+        uc.emu_start(_CODE, _CODE + len(code))
+        rbx = uc.reg_read(x86.UC_X86_REG_RBX)
+        _expect(rbx == want_rbx,
+                f"with memory exit checks {'on' if enabled else 'off'} a stop from a read "
+                f"hook let {rbx} of 3 later instructions run, expected {want_rbx} "
+                f"(uc->no_exit_request at uc+{UC_STRUCT_NO_EXIT_REQUEST:#x}?)")
+    uc.hook_del(hk)
+    ui.set_memory_exit_checks(True)
 
 
 _checked: bool = False
