@@ -217,8 +217,10 @@ class Machine:
         self.uc.ctl(ucc.UC_CTL_TLB_FLUSH, ucc.UC_CTL_IO_WRITE)
 
     def write_cr3(self, cr3: int) -> None:
-        self.uc.reg_write(x86.UC_X86_REG_CR3, cr3)
-        self.flush_tlb()
+        """Load CR3 (a machine address below 4 GiB: Unicorn 2.1.4 keeps the low 32
+        bits). Unicorn's CR3 write flushes the TLB itself (``cpu_x86_update_cr3``),
+        as a MOV to CR3 does without PCIDs."""
+        self.internals.reg_write_batch([x86.UC_X86_REG_CR3], [cr3])
 
     # -------------------------------------------------------- physical memory
     def valid_phys(self, pa: int, size: int = 1) -> bool:
