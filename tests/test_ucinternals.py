@@ -383,3 +383,14 @@ def test_a_tsc_hook_keeps_working_after_the_ucinternals_object_is_dropped():
     gc.collect()
     mach.run(RDTSC)
     assert mach.reg(x86.UC_X86_REG_RAX) == 1234
+
+
+def test_straight_line_length_for_single_steps():
+    from pvmon.engine.disasm import straight_line_length
+    assert straight_line_length(bytes.fromhex("48893e"), 0x1000) == 3        # mov [rsi], rdi
+    assert straight_line_length(bytes.fromhex("f0480fb13e"), 0x1000) == 5    # lock cmpxchg
+    assert straight_line_length(bytes.fromhex("f348a5"), 0x1000) == 3        # rep movsq
+    assert straight_line_length(bytes.fromhex("4887 3e".replace(" ", "")), 0) == 3  # xchg
+    for branch in ("eb00", "e800000000", "c3", "0f05", "cc", "f4", "0f0b", "7400", "e2fe"):
+        assert straight_line_length(bytes.fromhex(branch), 0x1000) is None, branch
+    assert straight_line_length(b"\x0f", 0x1000) is None                      # truncated

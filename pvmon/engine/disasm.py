@@ -62,6 +62,22 @@ def disassemble_around(code: bytes, base: int, rip: int, *, before: int = 4, aft
     return [Insn(a, n, t, a == rip) for a, n, t in window]
 
 
+#: Mnemonics after which execution may not continue at the next instruction.
+_TRANSFERS = ("j", "call", "ret", "iret", "int", "syscall", "sysret", "sysexit", "sysenter",
+              "loop", "hlt", "ud", "lret", "ljmp", "lcall", "xbegin")
+
+
+def straight_line_length(code: bytes, address: int) -> int | None:
+    """Length in bytes of the instruction at the start of ``code`` (guest-virtual
+    ``address``) if execution always continues right after it; None if it does
+    not decode or may transfer control (jumps, calls, returns, interrupts, loops,
+    HLT, UD)."""
+    for _a, size, mn, _ops in _cs().disasm_lite(code, address, 1):
+        bare = mn.split()[-1] if mn.startswith(("rep", "lock", "bnd", "notrack")) else mn
+        return None if bare.startswith(_TRANSFERS) else size
+    return None
+
+
 def label(rip: int, symbolize: Callable[[int], str] | None) -> str:
     """``sym+0xoff`` for the pane's title, or the address if no symbols."""
     if symbolize is None:
