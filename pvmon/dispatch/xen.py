@@ -204,7 +204,8 @@ class XenPvDispatch:
     # ---------------------------------------------------------------- traps
     def on_syscall(self) -> None:
         m = self.m
-        rip = m.reg("rip")
+        g = m.gprs          # live env->regs: 0 rax, 2 rdx, 6 rsi, 7 rdi, 8 r8, 10 r10
+        rip = m.internals.eip.value
         self._cur_rip = rip + 2
         self._jump = None
         vcpu = self.b.vcpu
@@ -213,11 +214,11 @@ class XenPvDispatch:
             # kernel's syscall callback. Recorded so a trace shows which system
             # call led to the hypercalls that follow.
             if self.record is not None:
-                self._emit({"k": "syscall", "nr": m.reg("rax"), "rip": rip})
+                self._emit({"k": "syscall", "nr": g[0], "rip": rip})
             vcpu.syscall_from_user(rip + 2)
             self._finish_syscall()
             return
-        rax, rdi, rsi, rdx, r10, r8 = m.regs("rax", "rdi", "rsi", "rdx", "r10", "r8")
+        rax, rdi, rsi, rdx, r10, r8 = g[0], g[7], g[6], g[2], g[10], g[8]
         nr = rax & 0xFFFFFFFF if rax < (1 << 32) else rax
         inp = self.input
         if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
@@ -227,14 +228,18 @@ class XenPvDispatch:
         self.clock.advance(self.clock.costs.hypercall_ns)
         args = (rdi, rsi, rdx, r10, r8)
         self.guest.begin()
-        ev_before = len(self.b.events.raised)
+        pending = self.b.events.raised
+        ev_before = len(pending)
         ret = self.b.call(nr, args)
         name = abi.hypercall_name(nr) if nr < 1 << 32 else f"hypercall_{nr:#x}"
         self.hypercalls[name] += 1
-        if self.m.stop_reason is None or nr != abi.HYPERVISOR_iret:
-            m.set_reg("rax", ret & U64)
-        raised = self.b.events.raised[ev_before:]
-        del self.b.events.raised[:]
+        if m.stop_reason is None or nr != abi.HYPERVISOR_iret:
+            g[0] = ret & U64
+        if pending:
+            raised = pending[ev_before:]
+            pending.clear()
+        else:
+            raised = []
         if self.record is not None or self.call_listeners:
             ev = {"k": "hc", "abi": "xen", "nr": nr, "name": name, "args": list(args),
                   "op": self.b.op, "ret": ret, "rip": rip, "via": self._via(rip),
@@ -354,12 +359,13 @@ class XenPvDispatch:
         self._cpuid(self.m.reg("rip"))
 
     def on_tsc(self) -> int:
-        v = self.clock.read_tsc()
+        clock = self.clock
+        v = clock.read_tsc()
         if self.record is not None:
-            self._emit({"k": "tsc", "rip": self.m.reg("rip"), "val": v})
+            self._emit({"k": "tsc", "rip": self.m.internals.eip.value, "val": v})
         vcpu = self.b.vcpu
-        dl = vcpu.next_deadline()
-        if dl is not None and dl <= self.clock.now_ns and not vcpu.upcall_mask():
+        dl = vcpu.deadline
+        if dl is not None and dl <= clock.now_ns and not vcpu.upcall_mask():
             self._preempt = True
             self.m.pause()
         self._check_wall()

@@ -60,6 +60,12 @@ GPR = {n: getattr(x86, f"UC_X86_REG_{n.upper()}") for n in (
     "cr0", "cr2", "cr3", "cr4", "fs_base", "gs_base")}
 
 
+#: Index of each general register in :attr:`Machine.gprs` (QEMU's ``env->regs`` order).
+GPR_INDEX = {n: i for i, n in enumerate((
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"))}
+
+
 class GuestPageFault(Exception):
     """A guest-virtual access the guest's page tables do not allow.
 
@@ -120,6 +126,8 @@ class Machine:
         # No memory hooks, so no exit check after every load and store (the largest
         # single cost in Unicorn's translated code; ucinternals.set_memory_exit_checks).
         self.internals.set_memory_exit_checks(False)
+        #: Live general registers, indexed as ``GPR_INDEX`` (ucinternals ``gprs``).
+        self.gprs = self.internals.gprs
         self._mem = mmap.mmap(-1, self.phys_bytes)
         self._mem_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mem))
         self.uc.mem_map_ptr(0, self.phys_bytes, ucc.UC_PROT_ALL, self._mem_ptr)
@@ -415,4 +423,4 @@ class Machine:
             pass
 
 
-__all__ = ["PAGE_SIZE", "GuestPageFault", "Machine", "Stop", "TrapHandler", "unicorn"]
+__all__ = ["GPR_INDEX", "PAGE_SIZE", "GuestPageFault", "Machine", "Stop", "TrapHandler", "unicorn"]

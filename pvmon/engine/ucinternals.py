@@ -180,6 +180,10 @@ class UcInternals:
         self._hflags = ctypes.c_uint32.from_address(env + ENV_HFLAGS)
         self._error_code = ctypes.c_int32.from_address(env + ENV_ERROR_CODE)
         self._old_exception = ctypes.c_int32.from_address(env + ENV_OLD_EXCEPTION)
+        #: ``env->regs``: RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15 (see :attr:`gprs`).
+        self.gprs = (ctypes.c_uint64 * 16).from_address(env + ENV_REGS)
+        #: ``env->eip`` as a ``c_uint64`` (read ``.value``); see :attr:`gprs`.
+        self.eip = ctypes.c_uint64.from_address(env + ENV_EIP)
         self._rax = ctypes.c_uint64.from_address(env + ENV_REGS + 0 * 8)
         self._rcx = ctypes.c_uint64.from_address(env + ENV_REGS + 1 * 8)
         self._rdx = ctypes.c_uint64.from_address(env + ENV_REGS + 2 * 8)
@@ -210,6 +214,15 @@ class UcInternals:
             raise EngineError(f"{where}: env->regs/eip at env+{ENV_REGS}/{ENV_EIP} differ "
                               "from uc_reg_read")
         return env
+
+    # --- general registers in place --------------------------------------------------
+    # ``gprs[i]`` reads or writes general register i of the live ``CPUX86State``
+    # (0 RAX, 1 RCX, 2 RDX, 3 RBX, 4 RSP, 5 RBP, 6 RSI, 7 RDI, 8-15 R8-R15), which is
+    # what ``uc_reg_read``/``uc_reg_write`` do for these registers, at about 0.05 us
+    # instead of 0.8-2.6 us. Valid between runs and inside instruction hooks (the
+    # helpers that call them are unflagged TCG helpers, so guest registers are in
+    # ``env`` on entry and reloaded on return); not for RIP writes (use the batch
+    # write, which also tells Unicorn not to restore the PC).
 
     # --- exit checks after memory accesses -------------------------------------------
     def set_memory_exit_checks(self, enabled: bool) -> None:

@@ -95,6 +95,7 @@ class PvVcpu:
         # Xen starts every vCPU with a 10 ms periodic timer (xen/common/sched/core.c)
         self.periodic = 10_000_000
         self.periodic_next = 10_000_000
+        self.deadline: int | None = 10_000_000
         self.runstate_va = 0
         self.time_area_va = 0
         self.blocked_ns = 0
@@ -334,15 +335,22 @@ class PvVcpu:
     # ---------------------------------------------------------------- time
     def set_singleshot(self, deadline: int | None) -> None:
         self.singleshot = deadline
+        self._update_deadline()
 
     def set_periodic(self, period: int) -> None:
         self.periodic = period
         self.periodic_next = self.m.clock.now_ns + period if period else None
+        self._update_deadline()
 
-    def next_deadline(self) -> int | None:
+    def _update_deadline(self) -> None:
         ds = [d for d in (self.singleshot, self.periodic_next if self.periodic else None)
               if d is not None]
-        return min(ds) if ds else None
+        self.deadline = min(ds) if ds else None
+
+    def next_deadline(self) -> int | None:
+        """The earliest armed timer in virtual ns, or None (also kept in ``deadline``,
+        which every TSC read consults)."""
+        return self.deadline
 
     def fire_timers(self) -> bool:
         """Raise VIRQ_TIMER for every timer that is due. Returns True if one fired."""
@@ -356,6 +364,7 @@ class PvVcpu:
                 self.periodic_next += self.periodic
             fired = True
         if fired:
+            self._update_deadline()
             self.b.events.raise_virq(E.VIRQ_TIMER)
         return fired
 
