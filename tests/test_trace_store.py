@@ -193,3 +193,23 @@ def test_zstd_dc_yields_the_header_then_the_events_as_plain_msgpack(trace, event
     objs = list(unpacker)
     assert objs[0] == synthetic_header()
     assert objs[1:] == events
+
+
+def test_stats_read_in_parallel_equal_the_serial_read(trace):
+    from pvmon.trace.stats import TraceStats
+    with TraceReader(trace) as r:
+        assert len(r.frames) >= 16
+        serial = TraceStats.of(r)
+        parallel = TraceStats.of(r, jobs=3)
+    assert parallel.to_dict() == serial.to_dict()
+    assert (parallel.first_t, parallel.last_t) == (serial.first_t, serial.last_t)
+
+
+def test_a_corrupt_frame_fails_a_parallel_stats_read_by_its_offset(tmp_path, events):
+    from pvmon.trace.stats import TraceStats
+    path = write(tmp_path / "c.pvt", events, frame_events=100)
+    with TraceReader(path) as r:
+        bad = r.frames[40]
+    _flip(path, bad.offset + fmt.DESC_SIZE + bad.comp_len // 2)
+    with TraceReader(path) as r, pytest.raises(TraceError, match=f"at byte {bad.offset}:"):
+        TraceStats.of(r, jobs=2)

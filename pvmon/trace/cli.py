@@ -18,7 +18,7 @@ from pvmon.errors import TraceError
 from pvmon.trace.export import export_jsonl, export_perfetto
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import FAULT_NAMES, event_label, format_line, format_time, jsonable
-from pvmon.trace.stats import TraceStats
+from pvmon.trace.stats import TraceStats, default_jobs
 
 _TIME_UNITS = {"": 1_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
@@ -68,7 +68,7 @@ def info(path: str) -> None:
     """Header, event counts, duration, size and integrity of a trace."""
     console = Console()
     with _open(path) as reader:
-        stats = TraceStats.of(reader)
+        stats = TraceStats.of(reader, jobs=default_jobs())
         h = reader.header
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold")
@@ -185,7 +185,7 @@ def _vcpus(reader: TraceReader) -> int:
 def stats(path: str, as_json: bool, top: int) -> None:
     """Per-hypercall counts, rates over virtual time and sub-operation histograms."""
     with _open(path) as reader:
-        st = TraceStats.of(reader)
+        st = TraceStats.of(reader, jobs=default_jobs())
         status = _status(reader)
     if as_json:
         click.echo(json.dumps({**st.to_dict(), "status": status}, indent=1))
