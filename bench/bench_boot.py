@@ -235,13 +235,14 @@ def main() -> int:
         img = images[name]
         entry = {"kernel": name, "version": getattr(img, "version", None),
                  "pvmon": [], "qemu": []}
+        # pvmon and QEMU runs alternate, so a slow stretch of a shared host
+        # weighs on both sides of the ratio alike.
         for i in range(args.runs):
             log(f"{name}: pvmon run {i + 1}/{args.runs} ...")
             r = run_pvmon(name, args.timeout)
             entry["pvmon"].append(r)
             log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
-        if qemu:
-            for i in range(args.runs):
+            if qemu:
                 log(f"{name}: QEMU TCG run {i + 1}/{args.runs} ...")
                 r = run_qemu(qemu, str(img.vmlinuz), args.timeout)
                 entry["qemu"].append(r)
