@@ -79,6 +79,7 @@ class TraceWriter:
         self._buf_first_t = 0
         self._next_seq = 0
         self._last_t: int | None = None
+        self._floor_t = -(1 << 64)     # _last_t, or below any time before the first event
         self._frames: list[fmt.FrameInfo] = []
         self._error: BaseException | None = None
         self._closed = False
@@ -115,7 +116,32 @@ class TraceWriter:
         return list(self._frames)
 
     def append(self, event: dict[str, Any]) -> None:
-        """Add one event (a dict with int ``seq``, int ``t`` in ns, int ``cpu``, str ``k``)."""
+        """Add one event (a dict with int ``seq``, int ``t`` in ns, int ``cpu``, str ``k``).
+
+        Raises ValueError for an event out of sequence, back in time or too large,
+        or on a closed writer; :class:`~pvmon.errors.TraceError` when writing failed."""
+        seq = event["seq"]
+        t = event["t"]
+        # The recorder's hot path (one call per guest event): every check of
+        # _append_checked, in one condition; anything unusual takes the long way.
+        if (seq == self._next_seq and type(seq) is int and type(t) is int
+                and t >= self._floor_t and not self._closed):
+            data = self._pack(event)
+            n = len(data)
+            if n <= fmt.MAX_EVENT_RAW:
+                buf = self._buf
+                if not buf:
+                    self._buf_first_t = t
+                buf.append(data)
+                self._buf_bytes += n
+                self._next_seq = seq + 1
+                self._last_t = self._floor_t = t
+                if len(buf) >= self._frame_events or self._buf_bytes >= self._frame_bytes:
+                    self._cut()
+                return
+        self._append_checked(event)
+
+    def _append_checked(self, event: dict[str, Any]) -> None:
         if self._closed:
             raise ValueError("trace writer is closed")
         seq = event["seq"]
@@ -132,7 +158,7 @@ class TraceWriter:
         self._buf.append(data)
         self._buf_bytes += len(data)
         self._next_seq = seq + 1
-        self._last_t = t
+        self._last_t = self._floor_t = t
         if len(self._buf) >= self._frame_events or self._buf_bytes >= self._frame_bytes:
             self._cut()
 
