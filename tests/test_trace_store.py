@@ -213,3 +213,15 @@ def test_a_corrupt_frame_fails_a_parallel_stats_read_by_its_offset(tmp_path, eve
     _flip(path, bad.offset + fmt.DESC_SIZE + bad.comp_len // 2)
     with TraceReader(path) as r, pytest.raises(TraceError, match=f"at byte {bad.offset}:"):
         TraceStats.of(r, jobs=2)
+
+
+def test_the_fast_packer_writes_the_bytes_msgpack_writes(events):
+    """The writer packs with ormsgpack; a trace must not depend on which packer ran."""
+    import msgpack
+    import ormsgpack
+    pack = msgpack.Packer(use_bin_type=True).pack
+    odd = [{"seq": 0, "t": 0, "k": "x", "m": {3: 1, "s": b"\x00"}, "n": [-1, 2**64 - 1, -2**63],
+            "f": 1.5, "b": True, "z": None, "ba": bytearray(b"ab"), "tu": (1, 2)}]
+    for ev in events + odd:
+        assert ormsgpack.packb(ev, option=ormsgpack.OPT_NON_STR_KEYS) == pack(ev)
+
