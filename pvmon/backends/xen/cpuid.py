@@ -34,8 +34,11 @@ def xen_cpuid_policy(xen_major: int, xen_minor: int) -> dict[tuple[int, int], tu
     xen = _regs(b"XenVMMXenVMM")
     return {
         (0, 0): (0xD, vendor[0], vendor[2], vendor[1]),
-        # family 6 model 0x55 stepping 4; one logical CPU; CLFLUSH line 64 bytes
-        (1, 0): (0x00050654, 0x00000800, _L1_ECX, _L1_EDX),
+        # family 6 model 0x8F stepping 8 (Sapphire Rapids, a current Xen host; Xen
+        # passes the host's signature through to PV guests); one logical CPU;
+        # CLFLUSH line 64 bytes. Not Skylake-X (0x55), which Linux lists as
+        # RETBleed-affected and so WARNs that retpolines leave it vulnerable.
+        (1, 0): (0x000806F8, 0x00000800, _L1_ECX, _L1_EDX),
         (2, 0): (0x00000001, 0, 0, 0x002C307D),
         (4, 0): (0x00000121, 0x01C0003F, 0x0000003F, 0),
         (6, 0): (0, 0, 0, 0),
