@@ -25,6 +25,7 @@ from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun, frame_inputs
 from pvmon.session import Session
 from pvmon.trace.render import describe, format_time
+from pvmon.trace.writer import pack_event
 
 # A replay that runs this much longer (virtual time) than the recording is hung.
 HANG_FACTOR = 2
@@ -38,7 +39,7 @@ class _StreamCompare:
 
     def __init__(self, run: RecordedRun):
         self.r = run.reader
-        self.pack = msgpack.Packer(use_bin_type=True).pack
+        self.pack = pack_event
         self.frame = -1
         self.buf = b""
         self.pos = 0
@@ -57,7 +58,7 @@ class _StreamCompare:
         if self.diverged_at is None:
             data = self.pack(ev)
             end = self.pos + len(data)
-            if self.buf[self.pos:end] == data:
+            if self.buf.startswith(data, self.pos):
                 self.compared += 1
                 self.pos = end
                 if end == len(self.buf):

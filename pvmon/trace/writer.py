@@ -24,6 +24,15 @@ from pvmon.trace import format as fmt
 _fast_packb = ormsgpack.packb
 _FAST_OPTS = ormsgpack.OPT_NON_STR_KEYS
 
+
+def pack_event(event: dict[str, Any]) -> bytes:
+    """The bytes ``event`` has in a trace frame (msgpack; what :meth:`TraceWriter.append`
+    writes). Raises TypeError or OverflowError for a value msgpack cannot hold."""
+    try:
+        return _fast_packb(event, option=_FAST_OPTS)
+    except TypeError:
+        return msgpack.packb(event, use_bin_type=True)
+
 class _Job:
     __slots__ = ("count", "first_seq", "first_t", "last_t", "raw")
 
