@@ -394,3 +394,25 @@ def test_straight_line_length_for_single_steps():
     for branch in ("eb00", "e800000000", "c3", "0f05", "cc", "f4", "0f0b", "7400", "e2fe"):
         assert straight_line_length(bytes.fromhex(branch), 0x1000) is None, branch
     assert straight_line_length(b"\x0f", 0x1000) is None                      # truncated
+
+
+def test_raw_syscall_and_port_hooks_see_each_trap_and_answer_in(m):
+    seen = []
+    m.ui.hook_syscall_and_ports(lambda: seen.append("syscall"),
+                                lambda port, size: seen.append(("in", port, size)) or 0xABCD,
+                                lambda port, size, v: seen.append(("out", port, size, v)))
+    m.uc.reg_write(x86.UC_X86_REG_RDX, 0x42)
+    m.uc.reg_write(x86.UC_X86_REG_RAX, 0)
+    m.run(bytes.fromhex("66ed"),      # in ax, dx
+          bytes.fromhex("ee"),        # out dx, al
+          bytes.fromhex("0f05"))      # syscall
+    assert seen == [("in", 0x42, 2), ("out", 0x42, 1, 0xCD), "syscall"]
+    assert m.reg(x86.UC_X86_REG_RAX) & 0xFFFF == 0xABCD
+
+
+def test_an_exception_in_a_raw_hook_comes_out_of_emu_start(m):
+    def boom():
+        raise RuntimeError("handler failed")
+    m.ui.hook_syscall_and_ports(boom, lambda p, s: 0, lambda p, s, v: None)
+    with pytest.raises(RuntimeError, match="handler failed"):
+        m.run(bytes.fromhex("0f05"))

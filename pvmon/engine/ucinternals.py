@@ -81,6 +81,8 @@ ENV_ERROR_CODE = 5384
 ENV_OLD_EXCEPTION = 5496
 #: ``offsetof(CPUX86State, uc)``: back-pointer to the engine, used to check the env pointer.
 ENV_UC = 7000
+#: ``offsetof(CPUX86State, cr)`` + 3 * 8: CR3 (after segs[6], ldt, tr, gdt, idt; measured).
+ENV_CR3 = 448
 #: ``offsetof(struct uc_struct, no_exit_request)``, bool (include/uc_priv.h; measured).
 UC_STRUCT_NO_EXIT_REQUEST = 0x7F2
 #: ``offsetof(struct uc_struct, target_page_size)``..``qemu_icache_linesize``: uint32 4096,
@@ -93,6 +95,12 @@ HF_CPL_MASK = 0x3
 
 _U64 = (1 << 64) - 1
 _INSN_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)  # uc_cb_insn_cpuid_t
+# uc_cb_insn_syscall_t, uc_cb_insn_in_t, uc_cb_insn_out_t (include/unicorn/unicorn.h)
+_SYSCALL_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+_IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                          ctypes.c_void_p)
+_OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32,
+                           ctypes.c_void_p)
 # Pointer arguments are declared c_void_p and passed as precomputed ints: the cheapest
 # ctypes call shape (0.43 us versus 0.80 us with array objects, measured).
 _REG_BATCH2 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -175,6 +183,14 @@ class UcInternals:
         # Any API call runs UC_INIT, which creates the CPU lazily; make sure it exists.
         uc.reg_read(x86.UC_X86_REG_RAX)
         self._env = self._find_env()
+        self._cr3 = ctypes.c_uint64.from_address(self._env + ENV_CR3)
+        cr3 = uc.reg_read(x86.UC_X86_REG_CR3)
+        uc.reg_write(x86.UC_X86_REG_CR3, cr3 ^ 0x5000)
+        moved = self._cr3.value == cr3 ^ 0x5000
+        uc.reg_write(x86.UC_X86_REG_CR3, cr3)
+        if not moved or self._cr3.value != cr3:
+            raise EngineError(f"unicorn {PINNED_UNICORN} internals do not match this build: "
+                              f"env->cr[3] at env+{ENV_CR3} does not follow CR3 writes")
         self._no_exit_request = self._find_no_exit_request()
         env = self._env
         self._hflags = ctypes.c_uint32.from_address(env + ENV_HFLAGS)
@@ -223,6 +239,11 @@ class UcInternals:
     # helpers that call them are unflagged TCG helpers, so guest registers are in
     # ``env`` on entry and reloaded on return); not for RIP writes (use the batch
     # write, which also tells Unicorn not to restore the PC).
+
+    @property
+    def cr3(self) -> int:
+        """``env->cr[3]``, what ``uc_reg_read(CR3)`` returns. Cost: about 0.1 us."""
+        return self._cr3.value
 
     # --- exit checks after memory accesses -------------------------------------------
     def set_memory_exit_checks(self, enabled: bool) -> None:
@@ -364,8 +385,70 @@ class UcInternals:
         self._hooks[handles[0]] = (tuple(handles), cbs)
         return handles[0]
 
+    # --- SYSCALL, IN, OUT ---------------------------------------------------------------
+    def hook_syscall_and_ports(self, on_syscall: Callable[[], None],
+                               on_in: Callable[[int, int], int],
+                               on_out: Callable[[int, int, int], None]) -> int:
+        """Hook SYSCALL, IN and OUT with raw ``uc_hook_add(UC_HOOK_INSN, ...)`` callbacks.
+
+        The same hooks the binding installs, without its per-call wrapper (about
+        0.3 us a call; the Linux boots make 150,000 of these traps). ``on_syscall()``;
+        ``on_in(port, size)`` returns the value read (``size`` in bytes: 1, 2, 4);
+        ``on_out(port, size, value)``. An exception stops emulation and ``emu_start``
+        re-raises it, as for binding hooks. Returns a handle for :meth:`del_hook`.
+        """
+        uc = self._uc
+
+        def fail(e: BaseException) -> None:
+            if getattr(uc, "_hook_exception", None) is None:
+                uc._hook_exception = e
+            uc.emu_stop()
+
+        def sys_cb(_h, _ud) -> None:
+            try:
+                on_syscall()
+            except BaseException as e:  # noqa: BLE001 - re-raised by emu_start
+                fail(e)
+
+        def in_cb(_h, port, size, _ud) -> int:
+            try:
+                return on_in(port, size) & 0xFFFFFFFF
+            except BaseException as e:  # noqa: BLE001 - re-raised by emu_start
+                fail(e)
+                return 0
+
+        def out_cb(_h, port, size, value, _ud) -> None:
+            try:
+                on_out(port, size, value)
+            except BaseException as e:  # noqa: BLE001 - re-raised by emu_start
+                fail(e)
+
+        return self._add_raw_hooks((
+            (x86.UC_X86_INS_SYSCALL, _SYSCALL_CB(sys_cb)),
+            (x86.UC_X86_INS_IN, _IN_CB(in_cb)),
+            (x86.UC_X86_INS_OUT, _OUT_CB(out_cb))))
+
+    def _add_raw_hooks(self, pairs) -> int:
+        """Install ``(insn id, ctypes callback)`` pairs as UC_HOOK_INSN hooks; one handle."""
+        uc = self._uc
+        handles: list[int] = []
+        for insn, cb in pairs:
+            hh = uc_hook_h()
+            err = _uc_hook_add(self._uch, ctypes.byref(hh), unicorn.UC_HOOK_INSN,
+                               ctypes.cast(cb, ctypes.c_void_p), None, 1, 0, insn)
+            if err != unicorn.UC_ERR_OK:
+                for done in handles:
+                    _uc_hook_del(self._uch, uc_hook_h(done))
+                raise unicorn.UcError(err)
+            handles.append(hh.value)
+            # Park the C callback where the binding keeps its own: Unicorn may call it
+            # for as long as the Uc lives, even if this object is dropped first.
+            uc._callbacks[hh.value] = cb
+        self._hooks[handles[0]] = (tuple(handles), tuple(cb for _i, cb in pairs))
+        return handles[0]
+
     def del_hook(self, handle: int) -> None:
-        """Remove a hook installed by :meth:`hook_tsc` (both of its raw hooks)."""
+        """Remove hooks installed by :meth:`hook_tsc` or :meth:`hook_syscall_and_ports`."""
         try:
             raw, _cbs = self._hooks.pop(handle)
         except KeyError:

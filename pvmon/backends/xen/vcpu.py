@@ -106,13 +106,15 @@ class PvVcpu:
         return self._vcpu_info
 
     def upcall_mask(self) -> int:
-        return self.m.read_phys(self._vcpu_info + 1, 1)[0]
+        # vcpu_info sits in machine memory the builder placed (always valid), so
+        # read the byte straight from RAM: this runs on every hypercall and TSC read.
+        return self.m.mem[self._vcpu_info + 1]
 
     def set_upcall_mask(self, v: int) -> None:
         self.m.write_phys_data(self._vcpu_info + 1, bytes((v & 0xFF,)))
 
     def upcall_pending(self) -> bool:
-        return bool(self.m.read_phys(self._vcpu_info, 1)[0])
+        return bool(self.m.mem[self._vcpu_info])
 
     def _time_info(self) -> bytes:
         # TSC runs at tsc_khz; with the default 1 GHz, mul=2^31 shift=1 gives ns == cycles.
