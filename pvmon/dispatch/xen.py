@@ -248,12 +248,13 @@ class XenPvDispatch:
             self._emit(ev)
             for fn in self.call_listeners:
                 fn(ev)
-        if self.m.stop_reason is None:
-            self.b.vcpu.fire_timers()
-            if self.b.vcpu.can_upcall():
+        if m.stop_reason is None:
+            vcpu.fire_timers()
+            if vcpu.can_upcall():
                 self._upcall()
         self._check_wall()
-        self._finish_syscall()
+        if self._jump is not None:
+            self._finish_syscall()
 
     def _via(self, rip: int) -> str:
         hp = getattr(self.b, "hypercall_page", None)

@@ -254,4 +254,5 @@ SUBOPS: dict[str, dict[int, str]] = {
 
 def hypercall_name(nr: int) -> str:
     """Name of Xen hypercall ``nr`` (xen.h), or ``hypercall_<nr>`` when unassigned."""
-    return HYPERCALLS.get(nr, f"hypercall_{nr}")
+    name = HYPERCALLS.get(nr)
+    return name if name is not None else f"hypercall_{nr}"

@@ -308,6 +308,15 @@ class XenBackend(Backend):
             return -E.ESRCH
         if count > 1 << 20:
             return -E.EINVAL
+        if count == 1:                    # the common case, without the batch bookkeeping
+            ptr, val = struct.unpack("<QQ", self._read(reqs, 16))
+            rc = self._mmu_update_one(ptr, val)
+            done = 0 if rc else 1
+            self.op = {"count": 1, "done": done,
+                       "cmds": {abi.MMU_CMDS.get(ptr & 3, ptr & 3): 1}, "ptr": ptr, "val": val}
+            if done_ptr:
+                self._write(done_ptr, struct.pack("<I", done))
+            return rc
         data = self._read(reqs, 16 * count) if count else b""
         rc = 0
         done = 0
@@ -316,39 +325,40 @@ class XenBackend(Backend):
             ptr, val = struct.unpack_from("<QQ", data, i * 16)
             cmd = ptr & 3
             cmds[cmd] = cmds.get(cmd, 0) + 1
-            ma = ptr & ~7
-            if cmd in (E.MMU_NORMAL_PT_UPDATE, E.MMU_PT_UPDATE_PRESERVE_AD):
-                mfn = ma >> 12
-                if not self._valid_mfn(mfn) or (val & PTE_P and not self._valid_pte(val)):
-                    rc = -E.EINVAL
-                    break
-                if self.pinned.get(mfn) == 1 and self._writable_pt_mapping(val):
-                    rc = -E.EBUSY
-                    break
-                if self.pinned.get(mfn) == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
-                    rc = -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
-                    break
-                # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
-                # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
-                self.guest.write_machine(ma, struct.pack("<Q", val))
-            elif cmd == E.MMU_MACHPHYS_UPDATE:
-                mfn = ptr >> 12
-                if not self._valid_mfn(mfn):
-                    rc = -E.EINVAL
-                    break
-                self.m.write_u64_phys(self.layout.m2p_ma + mfn * 8, val)
-            else:
-                rc = -E.ENOSYS
+            rc = self._mmu_update_one(ptr, val)
+            if rc:
                 break
             done += 1
         self.op = {"count": count, "done": done,
                    "cmds": {abi.MMU_CMDS.get(k, k): v for k, v in cmds.items()}}
-        if count == 1 and data:
-            self.op.update(ptr=struct.unpack_from("<Q", data)[0],
-                           val=struct.unpack_from("<Q", data, 8)[0])
         if done_ptr:
             self._write(done_ptr, struct.pack("<I", done))
         return rc
+
+    def _mmu_update_one(self, ptr: int, val: int) -> int:
+        """One ``struct mmu_update`` request (xen.h); 0 or a negative errno."""
+        cmd = ptr & 3
+        ma = ptr & ~7
+        if cmd == E.MMU_NORMAL_PT_UPDATE or cmd == E.MMU_PT_UPDATE_PRESERVE_AD:
+            mfn = ma >> 12
+            if not 0 <= mfn < self.layout.nr_pages or (val & PTE_P and not self._valid_pte(val)):
+                return -E.EINVAL
+            level = self.pinned.get(mfn)
+            if level == 1 and self._writable_pt_mapping(val):
+                return -E.EBUSY
+            if level == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
+                return -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
+            # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
+            # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
+            self.guest.write_machine(ma, struct.pack("<Q", val))
+            return 0
+        if cmd == E.MMU_MACHPHYS_UPDATE:
+            mfn = ptr >> 12
+            if not self._valid_mfn(mfn):
+                return -E.EINVAL
+            self.m.write_u64_phys(self.layout.m2p_ma + mfn * 8, val)
+            return 0
+        return -E.ENOSYS
 
     def _writable_pt_mapping(self, val: int) -> bool:
         """A leaf PTE that would map a pinned page-table frame writable: Xen
@@ -372,25 +382,25 @@ class XenBackend(Backend):
         data = self._read(ops, 24 * count) if count else b""
         rc = 0
         done = 0
-        decoded = []
+        decoded = []                      # (name or number, arg1) per op tried
+        gated = "mmuext_op" in self.ver.gated
         for i in range(count):
             cmd, arg1, arg2 = struct.unpack_from("<I4xQQ", data, i * 24)
-            name = abi.MMUEXT_CMDS.get(cmd)
-            decoded.append({"cmd": name or cmd, "arg1": arg1})
-            rc = self._subop_gate("mmuext_op", name or cmd)
+            name = abi.MMUEXT_CMDS.get(cmd) or cmd
+            decoded.append((name, arg1))
+            rc = self._subop_gate("mmuext_op", name) if gated else None
             if rc is None:
                 rc = self._mmuext(cmd, arg1, arg2)
             if rc:
                 break
             done += 1
         if count == 1 and decoded:
-            self.op = dict(decoded[0])
-            if decoded[0]["cmd"] in ("INVLPG_LOCAL", "INVLPG_ALL", "INVLPG_MULTI", "SET_LDT"):
-                self.op["linear_addr"] = self.op.pop("arg1")
-            else:
-                self.op["mfn"] = self.op.pop("arg1")
+            name, arg1 = decoded[0]
+            key = ("linear_addr" if name in ("INVLPG_LOCAL", "INVLPG_ALL", "INVLPG_MULTI",
+                                             "SET_LDT") else "mfn")
+            self.op = {"cmd": name, key: arg1}
         else:
-            self.op = {"count": count, "ops": [d["cmd"] for d in decoded]}
+            self.op = {"count": count, "ops": [d[0] for d in decoded]}
         if done_ptr:
             self._write(done_ptr, struct.pack("<I", done))
         return rc
