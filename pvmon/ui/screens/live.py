@@ -38,9 +38,9 @@ from pvmon.ui.widgets.registers import RegisterPane
 from pvmon.ui.widgets.stats import StatsPane, compact, rate_caption
 from pvmon.ui.widgets.status import StatusLine
 
-REFRESH_HZ = 10          # pane refreshes per second at most while the guest runs
-UI_CPU_BUDGET = 0.03     # share of one core the UI thread may use while the guest runs
-MAX_SKIP = 7             # ... but it redraws at least every 8 refreshes (1.25 Hz)
+REFRESH_HZ = 5           # pane refreshes per second at most while the guest runs
+UI_CPU_BUDGET = 0.015    # share of one core the UI thread may use while the guest runs
+MAX_SKIP = 4             # ... but it redraws at least every 5 refreshes (1 Hz)
 STATS_EVERY = 3          # the counts pane redraws every Nth draw
 SAMPLE_EVERY = 2         # registers and code redraw every Nth draw while the guest runs
 RATE_SAMPLES = 60        # sparkline values kept (one per >= 0.2 s of wall time)
