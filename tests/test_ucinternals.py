@@ -416,3 +416,13 @@ def test_an_exception_in_a_raw_hook_comes_out_of_emu_start(m):
     m.ui.hook_syscall_and_ports(boom, lambda p, s: 0, lambda p, s, v: None)
     with pytest.raises(RuntimeError, match="handler failed"):
         m.run(bytes.fromhex("0f05"))
+
+
+def test_disassembly_names_the_targets_of_direct_jumps_and_calls():
+    from pvmon.engine.disasm import disassemble_around
+    code = bytes.fromhex("e80b000000" "90" "eb05" "c3")   # call +0xb; nop; jmp +5; ret
+    names = {0x1010: "helper", 0x100B: "tail+0x3"}
+    out = disassemble_around(code, 0x1000, 0x1005, symbolize=lambda a: names.get(a, hex(a)))
+    assert [i.text for i in out] == ["call 0x1010  <helper>", "nop", "jmp 0x100d", "ret"]
+    plain = disassemble_around(code, 0x1000, 0x1005)
+    assert plain[0].text == "call 0x1010"

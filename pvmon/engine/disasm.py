@@ -40,11 +40,26 @@ def _decode(code: bytes, base: int, start: int) -> list[tuple[int, int, str]]:
     return out
 
 
+def _annotate(text: str, symbolize: Callable[[int], str]) -> str:
+    """``jmp 0x...`` / ``call 0x...`` / ``jcc 0x...`` with ``  <symbol>`` of the target."""
+    mn, _, ops = text.partition(" ")
+    if not (mn.startswith("j") or mn == "call") or not ops.startswith("0x"):
+        return text
+    try:
+        target = int(ops, 16)
+        name = symbolize(target)
+    except Exception:  # noqa: BLE001 - symbols are a nicety; never fail the listing on them
+        return text
+    return text if not name or name.startswith("0x") else f"{text}  <{name}>"
+
+
 def disassemble_around(code: bytes, base: int, rip: int, *, before: int = 4, after: int = 8,
-                       func_start: int | None = None) -> list[Insn]:
+                       func_start: int | None = None,
+                       symbolize: Callable[[int], str] | None = None) -> list[Insn]:
     """Up to ``before`` instructions before RIP, the one at RIP and ``after``
     after it, from ``code`` (bytes at guest-virtual ``base``). Empty if RIP
-    is outside ``code``."""
+    is outside ``code``. With ``symbolize`` (address -> ``sym+0xoff``), direct
+    jump and call targets are followed by ``<symbol>``."""
     if not base <= rip < base + len(code):
         return []
     starts: list[int] = []
@@ -59,6 +74,8 @@ def disassemble_around(code: bytes, base: int, rip: int, *, before: int = 4, aft
             break
     idx = next((i for i, (a, _, _) in enumerate(chosen) if a == rip), 0)
     window = chosen[max(0, idx - before): idx + after + 1]
+    if symbolize is not None:
+        window = [(a, n, _annotate(t, symbolize)) for a, n, t in window]
     return [Insn(a, n, t, a == rip) for a, n, t in window]
 
 

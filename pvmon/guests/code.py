@@ -81,7 +81,7 @@ def code_at(guest, rip: int) -> tuple[str, list]:
         sym = code.symbolize(rip)
         base, data = code.window(rip)
         insns = disassemble_around(data, base, rip, before=3, after=3,
-                                   func_start=code.func_start(rip))
+                                   func_start=code.func_start(rip), symbolize=code.symbolize)
     except (OSError, PvmonError, ValueError):
         return "", []
     return sym, [(i.address, i.size, i.text) for i in insns]
