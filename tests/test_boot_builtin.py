@@ -94,3 +94,18 @@ def test_two_runs_give_the_same_hypercall_stream_and_console():
         res = s.run(timeout=60)
         return calls, res.console
     assert stream() == stream()
+
+
+def test_the_bootstrap_mapping_is_executable_only_over_the_kernels_code():
+    """The builder sets NX outside the kernel's PF_X segments (pvmon/backends/xen/builder.py:
+    Unicorn takes a slow path for every store to an executable page)."""
+    from pvmon.engine.machine import PTE_NX
+    s = Session(resolve("pvtest-v2"))
+    m, lay = s.machine, s.layout
+    assert s.kernel.exec_ranges
+    _pa, entry_pte = m.walk(s.kernel.entry)
+    _pa, si_pte = m.walk(lay.start_info_va)
+    _pa, stack_pte = m.walk(lay.stack_top_va - 8)
+    assert not m.read_u64_phys(entry_pte) & PTE_NX
+    assert m.read_u64_phys(si_pte) & PTE_NX
+    assert m.read_u64_phys(stack_pte) & PTE_NX
