@@ -227,7 +227,7 @@ class Machine:
 
     def flush_tlb(self) -> None:
         """Drop every cached translation (after the host edits a present PTE)."""
-        self.uc.ctl(ucc.UC_CTL_TLB_FLUSH, ucc.UC_CTL_IO_WRITE)
+        self.internals.flush_tlb()
 
     def write_cr3(self, cr3: int) -> None:
         """Load CR3 (a machine address below 4 GiB: Unicorn 2.1.4 keeps the low 32
@@ -249,7 +249,7 @@ class Machine:
         """Write machine memory through Unicorn so translated code is invalidated."""
         if not self.valid_phys(pa, len(data)):
             raise ValueError(f"machine address {pa:#x}+{len(data)} outside memory")
-        self.uc.mem_write(pa, bytes(data))
+        self.internals.mem_write(pa, bytes(data))
 
     def write_phys_data(self, pa: int, data: bytes) -> None:
         """Write machine memory that holds data, never code (no TB invalidation)."""
@@ -343,7 +343,7 @@ class Machine:
             chunks.append((pa, off, n))
             off += n
         for pa, o, n in chunks:
-            self.uc.mem_write(pa, bytes(data[o:o + n]))
+            self.internals.mem_write(pa, bytes(data[o:o + n]))
 
     # ---------------------------------------------------------------- running
     def stop(self, stop: Stop) -> None:

@@ -103,13 +103,22 @@ _OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                            ctypes.c_void_p)
 # Pointer arguments are declared c_void_p and passed as precomputed ints: the cheapest
 # ctypes call shape (0.43 us versus 0.80 us with array objects, measured).
-_REG_BATCH2 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+# PYFUNCTYPE: these foreign calls keep the GIL. They are short, never call back into
+# Python, and run inside the engine's hooks, where releasing the GIL (what CFUNCTYPE
+# functions do) hands it to any other thread, the TUI's say, and then waits to get it
+# back: one wait per call, thousands a second.
+_REG_BATCH2 = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                ctypes.c_void_p, ctypes.c_int)
 # Own function objects so the binding's prototypes on the shared CDLL stay untouched.
 _uc_reg_read_batch2 = _REG_BATCH2(("uc_reg_read_batch2", uclib))
 _uc_reg_write_batch2 = _REG_BATCH2(("uc_reg_write_batch2", uclib))
-_uc_reg_write = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(
+_uc_reg_write = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(
     ("uc_reg_write", uclib))
+_uc_mem_write = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                                  ctypes.c_size_t)(("uc_mem_write", uclib))
+# QEMU's whole-TLB flush (accel/tcg/cputlb.c), what UC_CTL_TLB_FLUSH runs
+# (tcg_flush_softmmu_tlb): void tlb_flush(CPUState *cpu).
+_tlb_flush = ctypes.PYFUNCTYPE(None, ctypes.c_void_p)(("tlb_flush_x86_64", uclib))
 _uc_hook_add = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(uc_hook_h), ctypes.c_int, ctypes.c_void_p,
     ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int)(("uc_hook_add", uclib))
@@ -183,6 +192,7 @@ class UcInternals:
         # Any API call runs UC_INIT, which creates the CPU lazily; make sure it exists.
         uc.reg_read(x86.UC_X86_REG_RAX)
         self._env = self._find_env()
+        self._cpu = ctypes.c_uint64.from_address(self._uch + UC_STRUCT_CPU).value
         self._cr3 = ctypes.c_uint64.from_address(self._env + ENV_CR3)
         cr3 = uc.reg_read(x86.UC_X86_REG_CR3)
         uc.reg_write(x86.UC_X86_REG_CR3, cr3 ^ 0x5000)
@@ -239,6 +249,19 @@ class UcInternals:
     # helpers that call them are unflagged TCG helpers, so guest registers are in
     # ``env`` on entry and reloaded on return); not for RIP writes (use the batch
     # write, which also tells Unicorn not to restore the PC).
+
+    def flush_tlb(self) -> None:
+        """Drop every cached translation (QEMU's ``tlb_flush``, what ``uc_ctl``
+        ``UC_CTL_TLB_FLUSH`` runs), keeping the GIL. Cost: about 0.3 us plus
+        the refills."""
+        _tlb_flush(self._cpu)
+
+    def mem_write(self, addr: int, data: bytes) -> None:
+        """``uc_mem_write`` (machine address; translated code over it is dropped),
+        keeping the GIL. Raises ``UcError`` outside mapped memory."""
+        err = _uc_mem_write(self._uch, addr, data, len(data))
+        if err:
+            raise unicorn.UcError(err)
 
     @property
     def cr3(self) -> int:
