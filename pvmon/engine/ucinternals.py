@@ -15,6 +15,14 @@ It also adds what the Python binding lacks: ``UC_HOOK_INSN`` hooks for RDTSC and
 RDTSCP (the binding refuses them) and a batched raw-ctypes register access for hot
 paths (binding ``reg_read`` about 2.6 us, raw about 0.8 us, DESIGN.md "Speed").
 
+And it removes two costs Unicorn adds over QEMU: the exit-request helper called
+after every guest load and store (``uc->no_exit_request``,
+:meth:`UcInternals.set_memory_exit_checks`), and the GIL hand-off of every
+foreign call made inside a hook (register batches, ``uc_mem_write`` and QEMU's
+exported ``tlb_flush_x86_64`` go through ``ctypes.PYFUNCTYPE`` prototypes, which
+keep the GIL; the SYSCALL/IN/OUT hooks are raw callbacks without the binding's
+wrapper).
+
 How it works: :class:`UcInternals` follows ``uc_struct.cpu`` -> ``CPUState.env_ptr``
 once, checks the pointer it found (readable memory, ``env->uc`` pointing back at the
 engine, general registers equal to what ``uc_reg_read`` reports), and from then on
@@ -29,6 +37,10 @@ Every offset below was read from the Unicorn 2.1.4 sources (tag ``2.1.4``:
 ``uc_context_save`` blob offsets DESIGN.md quotes (5424, 5536, 216) are these env
 offsets plus the 40-byte ``struct uc_context`` header. :func:`check_unicorn` proves
 them once per process by provoking faults with known error codes on a scratch engine.
+
+``UC_STRUCT_NO_EXIT_REQUEST`` sits after the page-size fields that
+``UC_STRUCT_TARGET_PAGE_SIZE`` anchors (checked before the write), ``ENV_CR3`` is
+checked against ``uc_reg_read(CR3)`` at construction.
 
 Re-deriving after a Unicorn upgrade: ``UC_STRUCT_CPU``/``CPUSTATE_ENV_PTR`` by scanning
 ``uc_struct`` for a pointer whose target holds, within 0x400 bytes, a pointer to memory
