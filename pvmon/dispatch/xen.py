@@ -253,8 +253,7 @@ class XenPvDispatch:
             if vcpu.can_upcall():
                 self._upcall()
         self._check_wall()
-        if self._jump is not None:
-            self._finish_syscall()
+        self._finish_syscall()
 
     def _via(self, rip: int) -> str:
         hp = getattr(self.b, "hypercall_page", None)

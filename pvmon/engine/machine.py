@@ -278,37 +278,19 @@ class Machine:
             raise GuestPageFault(va, _pfec(need, 0))
         mem = self._mem
         last = self.phys_bytes - 8
-        unpack = struct.unpack_from
-        # Four levels unrolled (this runs for most hypercalls): L4, L3, L2, L1.
-        ea = (cr3 & PTE_ADDR_MASK) | ((va >> 36) & 0xFF8)
-        if ea > last:
-            raise GuestPageFault(va, _pfec(need, 0))
-        e = unpack("<Q", mem, ea)[0]
-        if e & need != need:
-            raise GuestPageFault(va, _pfec(need, e))
-        ea = (e & PTE_ADDR_MASK) | ((va >> 27) & 0xFF8)
-        if ea > last:
-            raise GuestPageFault(va, _pfec(need, 0))
-        e = unpack("<Q", mem, ea)[0]
-        if e & need != need:
-            raise GuestPageFault(va, _pfec(need, e))
-        if e & PTE_PS:
-            return (e & PTE_ADDR_MASK & ~0x3FFF_FFFF) | (va & 0x3FFF_FFFF), ea
-        ea = (e & PTE_ADDR_MASK) | ((va >> 18) & 0xFF8)
-        if ea > last:
-            raise GuestPageFault(va, _pfec(need, 0))
-        e = unpack("<Q", mem, ea)[0]
-        if e & need != need:
-            raise GuestPageFault(va, _pfec(need, e))
-        if e & PTE_PS:
-            return (e & PTE_ADDR_MASK & ~0x1F_FFFF) | (va & 0x1F_FFFF), ea
-        ea = (e & PTE_ADDR_MASK) | ((va >> 9) & 0xFF8)
-        if ea > last:
-            raise GuestPageFault(va, _pfec(need, 0))
-        e = unpack("<Q", mem, ea)[0]
-        if e & need != need:
-            raise GuestPageFault(va, _pfec(need, e))
-        return (e & PTE_ADDR_MASK) | (va & 0xFFF), ea
+        table = cr3 & PTE_ADDR_MASK
+        for shift in (39, 30, 21, 12):            # L4, L3, L2, L1
+            ea = table | ((va >> (shift - 3)) & 0xFF8)
+            if ea > last:
+                raise GuestPageFault(va, _pfec(need, 0))
+            e = struct.unpack_from("<Q", mem, ea)[0]
+            if e & need != need:
+                raise GuestPageFault(va, _pfec(need, e))
+            if e & PTE_PS and (shift == 30 or shift == 21):    # 1 GiB / 2 MiB page
+                size_mask = (1 << shift) - 1
+                return (e & PTE_ADDR_MASK & ~size_mask) | (va & size_mask), ea
+            table = e & PTE_ADDR_MASK
+        return table | (va & 0xFFF), ea
 
     def read_virt(self, va: int, size: int, *, user: bool = False) -> bytes:
         """Read ``size`` bytes at guest-virtual ``va`` (may cross pages).

@@ -378,12 +378,6 @@ class UcInternals:
         uc = self._uc
         rax, rcx, rdx = self._rax, self._rcx, self._rdx
 
-        def fail(e: BaseException) -> int:
-            if getattr(uc, "_hook_exception", None) is None:
-                uc._hook_exception = e
-            uc.emu_stop()
-            return 1
-
         def on_rdtsc(_h, _ud) -> int:
             try:
                 v = int(callback(uc)) & _U64
@@ -391,7 +385,8 @@ class UcInternals:
                 rdx.value = v >> 32
                 return 1
             except BaseException as e:  # noqa: BLE001 - re-raised by emu_start
-                return fail(e)
+                self._hook_failed(e)
+                return 1
 
         def on_rdtscp(_h, _ud) -> int:
             try:
@@ -401,24 +396,11 @@ class UcInternals:
                 rcx.value = 0
                 return 1
             except BaseException as e:  # noqa: BLE001 - re-raised by emu_start
-                return fail(e)
+                self._hook_failed(e)
+                return 1
 
-        cbs = (_INSN_CB(on_rdtsc), _INSN_CB(on_rdtscp))
-        handles = []
-        for insn, cb in zip((x86.UC_X86_INS_RDTSC, x86.UC_X86_INS_RDTSCP), cbs):
-            hh = uc_hook_h()
-            err = _uc_hook_add(self._uch, ctypes.byref(hh), unicorn.UC_HOOK_INSN,
-                               ctypes.cast(cb, ctypes.c_void_p), None, 1, 0, insn)
-            if err != unicorn.UC_ERR_OK:
-                for done in handles:
-                    _uc_hook_del(self._uch, uc_hook_h(done))
-                raise unicorn.UcError(err)
-            handles.append(hh.value)
-            # Also park the C callback where the binding keeps its own: Unicorn may call it
-            # for as long as the Uc lives, even if this object is dropped first.
-            uc._callbacks[hh.value] = cb
-        self._hooks[handles[0]] = (tuple(handles), cbs)
-        return handles[0]
+        return self._add_raw_hooks(((x86.UC_X86_INS_RDTSC, _INSN_CB(on_rdtsc)),
+                                    (x86.UC_X86_INS_RDTSCP, _INSN_CB(on_rdtscp))))
 
     # --- SYSCALL, IN, OUT ---------------------------------------------------------------
     def hook_syscall_and_ports(self, on_syscall: Callable[[], None],
@@ -432,12 +414,7 @@ class UcInternals:
         ``on_out(port, size, value)``. An exception stops emulation and ``emu_start``
         re-raises it, as for binding hooks. Returns a handle for :meth:`del_hook`.
         """
-        uc = self._uc
-
-        def fail(e: BaseException) -> None:
-            if getattr(uc, "_hook_exception", None) is None:
-                uc._hook_exception = e
-            uc.emu_stop()
+        fail = self._hook_failed
 
         def sys_cb(_h, _ud) -> None:
             try:
@@ -462,6 +439,14 @@ class UcInternals:
             (x86.UC_X86_INS_SYSCALL, _SYSCALL_CB(sys_cb)),
             (x86.UC_X86_INS_IN, _IN_CB(in_cb)),
             (x86.UC_X86_INS_OUT, _OUT_CB(out_cb))))
+
+    def _hook_failed(self, e: BaseException) -> None:
+        """A raw hook raised: stop emulation; ``emu_start`` re-raises the first such
+        exception, as it does for the binding's hooks."""
+        uc = self._uc
+        if getattr(uc, "_hook_exception", None) is None:
+            uc._hook_exception = e
+        uc.emu_stop()
 
     def _add_raw_hooks(self, pairs) -> int:
         """Install ``(insn id, ctypes callback)`` pairs as UC_HOOK_INSN hooks; one handle."""

@@ -19,8 +19,8 @@ from pvmon.trace import format as fmt
 # Events are packed with ormsgpack (Rust; 1.1 us for a recorded hypercall, msgpack-
 # python 2.7 us). Both produce the same bytes for every type an event holds (str, int
 # up to 64 bits, bytes, lists, dicts with str or int keys, None, bool, float; checked
-# on recorded boots in tests/test_trace_store.py); anything ormsgpack refuses is
-# packed by msgpack-python, the reference.
+# in tests/test_trace_store.py on boot-like synthetic events and those edge values);
+# anything ormsgpack refuses is packed by msgpack-python, the reference.
 _fast_packb = ormsgpack.packb
 _FAST_OPTS = ormsgpack.OPT_NON_STR_KEYS
 
@@ -32,6 +32,7 @@ def pack_event(event: dict[str, Any]) -> bytes:
         return _fast_packb(event, option=_FAST_OPTS)
     except TypeError:
         return msgpack.packb(event, use_bin_type=True)
+
 
 class _Job:
     __slots__ = ("count", "first_seq", "first_t", "last_t", "raw")
@@ -143,11 +144,8 @@ class TraceWriter:
         # _append_checked, in one condition; anything unusual takes the long way.
         if (seq == self._next_seq and type(seq) is int and type(t) is int
                 and t >= self._floor_t and not self._closed):
-            try:
-                data = _fast_packb(event, option=_FAST_OPTS)
-            except TypeError:             # a type only msgpack-python packs: the long way
-                data = None
-            n = len(data) if data is not None else fmt.MAX_EVENT_RAW + 1
+            data = pack_event(event)
+            n = len(data)
             if n <= fmt.MAX_EVENT_RAW:
                 buf = self._buf
                 if not buf:
