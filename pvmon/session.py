@@ -25,6 +25,7 @@ from pvmon.dispatch.xen import XenPvDispatch
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
 from pvmon.errors import GuestImageError, PvmonError
 from pvmon.guests.catalog import GuestImage
+from pvmon.trace import format as fmt
 
 DEFAULT_CMDLINE = "console=hvc0 earlyprintk=xen"
 MiB = 1 << 20
@@ -129,7 +130,7 @@ class Session:
     def header(self) -> dict:
         g = self.guest
         return {
-            "format": "pvmon-trace", "version": 1, "pvmon": __version__,
+            "format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "pvmon": __version__,
             "guest": {"name": g.name, "kind": g.kind, "package": g.package,
                       "version": g.version, "release": g.release, "sha256": g.sha256,
                       "mechanism": self.kernel.mechanism},
@@ -166,6 +167,7 @@ class Session:
         another thread runs the machine. What the guest sees does not change."""
         if self.writer is None:
             return None
+        self.dispatch.flush_tsc()
         self.dispatch.record = None
         self.writer.close()
         self.writer = None

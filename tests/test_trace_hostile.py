@@ -82,7 +82,7 @@ def forge(header: object, frames: list[tuple[bytes, int, int, int]], *, seek: bo
     return bytes(out)
 
 
-HEADER = {"format": "pvmon-trace", "version": 1}
+HEADER = {"format": "pvmon-trace", "version": fmt.FORMAT_VERSION}
 
 
 @SETTINGS

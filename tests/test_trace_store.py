@@ -35,7 +35,7 @@ def test_events_and_header_read_back_exactly_as_written(trace, events):
     with TraceReader(trace) as r:
         assert r.complete and r.truncated_after is None
         assert r.header == {**synthetic_header()}
-        assert r.version == 1
+        assert r.version == fmt.FORMAT_VERSION
         assert len(r) == len(events)
         assert list(r) == events
         assert [f.count for f in r.frames] == [256] * 19 + [136]

@@ -29,6 +29,12 @@ def _discard(ev: dict) -> None:
     """A recorder that keeps nothing (events are still numbered)."""
 
 
+#: The most TSC reads one ``tsc_run`` event holds (trace format version 2,
+#: docs/trace-format.md). Consecutive reads with no other event between them
+#: share one event, so a calibration loop's thousands of reads cost a list
+#: append each instead of an event each.
+TSC_RUN_MAX = 1024
+
 SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v
 U64 = (1 << 64) - 1
 
@@ -63,6 +69,12 @@ class XenPvDispatch:
         #: Console input waiting for its injection point (see console_input.py).
         self.input = ConsoleInput()
         self._last_console_ns = 0
+        #: TSC reads per ``tsc_run`` event; 0 records one ``tsc`` event per read,
+        #: as trace format version 1 did (replaying such a trace sets it).
+        self.tsc_run_max = TSC_RUN_MAX
+        self._tsc_rips: list[int] | None = None   # the open run's RIPs, values
+        self._tsc_vals: list[int] = []
+        self._tsc_head = (0, 0)                   # its seq and virtual time
         backend.console_out = self._console
 
     # ---------------------------------------------------- platform services
@@ -84,12 +96,27 @@ class XenPvDispatch:
         self.m.stop(Stop(kind, f"SCHEDOP_shutdown({name})", self.cur_rip(), reason))
 
     def _emit(self, ev: dict) -> None:
+        if self._tsc_rips is not None:
+            self.flush_tsc()
         ev["seq"] = self.seq
         ev["t"] = self.clock.now_ns
         ev["cpu"] = 0
         self.seq += 1
         if self.record is not None:
             self.record(ev)
+
+    def flush_tsc(self) -> None:
+        """Record the open run of TSC reads, if any, as one ``tsc_run`` event
+        (its seq and time are those of its first read). Called before any other
+        event is recorded and before recording stops."""
+        rips = self._tsc_rips
+        if rips is None:
+            return
+        self._tsc_rips = None
+        seq, t = self._tsc_head
+        if self.record is not None:
+            self.record({"k": "tsc_run", "rip": rips, "val": self._tsc_vals,
+                         "seq": seq, "t": t, "cpu": 0})
 
     def _console(self, channel: str, data: bytes) -> None:
         self._last_console_ns = self.clock.now_ns
@@ -362,11 +389,23 @@ class XenPvDispatch:
         clock = self.clock
         v = clock.read_tsc()
         if self.record is not None:
-            # The whole event at once, in _emit's key order (the hottest event kind).
-            seq = self.seq
-            self.seq = seq + 1
-            self.record({"k": "tsc", "rip": self.m.internals.eip.value, "val": v,
-                         "seq": seq, "t": clock.now_ns, "cpu": 0})
+            rips = self._tsc_rips
+            if rips is not None:                # the hottest path: extend the open run
+                rips.append(self.m.internals.eip.value)
+                self._tsc_vals.append(v)
+                if len(rips) >= self.tsc_run_max:
+                    self.flush_tsc()
+            elif self.tsc_run_max:
+                seq = self.seq
+                self.seq = seq + 1
+                self._tsc_head = (seq, clock.now_ns)
+                self._tsc_rips = [self.m.internals.eip.value]
+                self._tsc_vals = [v]
+            else:                               # format version 1: an event per read
+                seq = self.seq
+                self.seq = seq + 1
+                self.record({"k": "tsc", "rip": self.m.internals.eip.value, "val": v,
+                             "seq": seq, "t": clock.now_ns, "cpu": 0})
         vcpu = self.b.vcpu
         dl = vcpu.deadline
         if dl is not None and dl <= clock.now_ns and not vcpu.upcall_mask():

@@ -86,6 +86,8 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     for i in range(len(run.reader.frames)):
         for seq, data in frame_inputs(run.reader, i):
             sess.dispatch.schedule_input(seq, data)
+    if run.reader.version == 1:
+        sess.dispatch.tsc_run_max = 0   # version 1 recorded an event per TSC read
     cmp = _StreamCompare(run)
     sess.access.record = True
     sess.dispatch.record = cmp

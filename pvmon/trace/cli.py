@@ -107,7 +107,8 @@ def info(path: str) -> None:
         kinds.add_column("kind")
         kinds.add_column("count", justify="right")
         for k, c in stats.by_kind.most_common():
-            kinds.add_row(str(k), f"{c:,}")
+            kinds.add_row(str(k), f"{c:,}" + (f" ({stats.tsc_reads:,} reads)"
+                                              if k == "tsc_run" else ""))
         console.print(kinds)
         calls = Table(title="hypercalls by name")
         calls.add_column("name")
@@ -235,6 +236,8 @@ def stats(path: str, as_json: bool, top: int) -> None:
                                for v, n in st.faults.most_common())
         elif k == "con":
             detail = ", ".join(f"{d} {n:,} bytes" for d, n in st.console_bytes.items())
+        elif k in ("tsc", "tsc_run"):
+            detail = f"{st.tsc_reads:,} TSC reads"
         others.add_row(str(k), f"{c:,}", detail)
     console.print(others)
 

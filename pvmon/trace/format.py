@@ -2,9 +2,12 @@
 
 The exact format is documented in ``docs/trace-format.md``; this module is its
 executable form and the writer and reader share it. Everything here is
-version 1 except :data:`PREAMBLE_MAGIC`, :data:`PREAMBLE_TAG` and the
-position of the version number, which every version keeps so a reader can
-dispatch on the version before it understands anything else.
+the container of versions 1 and 2 except :data:`PREAMBLE_MAGIC`,
+:data:`PREAMBLE_TAG` and the position of the version number, which every
+version keeps so a reader can dispatch on the version before it understands
+anything else. Version 2 keeps version 1's container and changes one event:
+runs of TSC reads are recorded as one ``tsc_run`` event instead of one ``tsc``
+event per read.
 
 All integers are little-endian. Sizes are in bytes, times in nanoseconds of
 virtual time.
@@ -17,7 +20,9 @@ import zlib
 from dataclasses import dataclass
 
 FORMAT_NAME = "pvmon-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this pvmon reads (the writer writes :data:`FORMAT_VERSION`).
+READ_VERSIONS = (1, 2)
 
 # zstd skippable frames: magic 0x184D2A50..0x184D2A5F, then a u32 payload size.
 # `zstd -dc` skips them, so everything that is not msgpack lives in them.
@@ -30,7 +35,7 @@ ZSTD_MAGIC = 0xFD2FB528
 PREAMBLE_TAG = b"PVMONTRC"
 # Stable across versions: tag (8 bytes) then u32 version, right after SKIP_HDR.
 PREAMBLE_STABLE = struct.Struct("<8sI")
-# Version 1 preamble payload: tag, version, header comp_len, header raw_len, flags, crc32.
+# Version 1 and 2 preamble payload: tag, version, header comp_len, header raw_len, flags, crc32.
 PREAMBLE_V1 = struct.Struct("<8sIIIII")
 PREAMBLE_SIZE = SKIP_HDR.size + PREAMBLE_V1.size
 
@@ -73,7 +78,8 @@ def skippable(magic: int, payload: bytes) -> bytes:
 
 
 def pack_preamble(header_comp_len: int, header_raw_len: int) -> bytes:
-    """The version-1 preamble (a skippable frame of :data:`PREAMBLE_SIZE` bytes)."""
+    """The preamble of a :data:`FORMAT_VERSION` file (a skippable frame of
+    :data:`PREAMBLE_SIZE` bytes)."""
     body = PREAMBLE_V1.pack(PREAMBLE_TAG, FORMAT_VERSION, header_comp_len, header_raw_len, 0, 0)
     body = body[:-4] + struct.pack("<I", crc32(body[:-4]))
     return skippable(PREAMBLE_MAGIC, body)

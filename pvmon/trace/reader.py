@@ -212,7 +212,7 @@ def _unpacker(limit: int) -> msgpack.Unpacker:
 
 
 class _V1:
-    """Version 1: preamble, header frame, (descriptor, zstd frame)*, seek table."""
+    """Versions 1 and 2: preamble, header frame, (descriptor, zstd frame)*, seek table."""
 
     _dctx = zstandard.ZstdDecompressor(max_window_size=fmt.MAX_WINDOW)
 
@@ -430,6 +430,8 @@ def _why(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-_FORMATS: dict[int, type[_V1]] = {1: _V1}
+# Version 2 changed only the event vocabulary (tsc_run), not the container.
+_FORMATS: dict[int, type[_V1]] = {1: _V1, 2: _V1}
+assert set(_FORMATS) == set(fmt.READ_VERSIONS)
 
 __all__ = ["FrameInfo", "TraceReader"]

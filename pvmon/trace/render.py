@@ -161,6 +161,16 @@ def describe(ev: dict[Any, Any]) -> str:
         return f"console {ev.get('dir')} {ev.get('ch')} {shown}"
     if k == "tsc":
         return f"rdtsc = {format_value(ev.get('val'), 'val')} rip={format_value(ev.get('rip'), 'rip')}"
+    if k == "tsc_run":
+        vals, rips = ev.get("val"), ev.get("rip")
+        if isinstance(vals, list) and isinstance(rips, list) and vals:
+            where = {r for r in rips if isinstance(r, int)}
+            at = (f"rip={format_value(rips[0], 'rip')}" if len(where) == 1
+                  else f"from {len(where)} RIPs")
+            if len(vals) == 1:
+                return f"rdtsc = {format_value(vals[0], 'val')} {at}"
+            return (f"rdtsc x{len(vals)} = {format_value(vals[0], 'val')}.."
+                    f"{format_value(vals[-1], 'val')} {at}")
     if k == "cpuid":
         leaf, sub = ev.get("leaf"), ev.get("sub")
         return (f"cpuid({format_value(leaf, 'val')}, {format_value(sub, 'val')}) = "

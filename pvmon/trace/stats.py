@@ -58,6 +58,8 @@ class TraceStats:
     hypercalls: dict[str, HypercallStats] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
     console_bytes: Counter[str] = field(default_factory=Counter)
+    #: TSC values the guest read (one per ``tsc`` event, one per value of a ``tsc_run``).
+    tsc_reads: int = 0
     cpus: set[Any] = field(default_factory=set)
     first_t: int | None = None
     last_t: int | None = None
@@ -109,6 +111,7 @@ class TraceStats:
             mine.batch_max = max(mine.batch_max, hs.batch_max)
         self.faults.update(later.faults)
         self.console_bytes.update(later.console_bytes)
+        self.tsc_reads += later.tsc_reads
         self.cpus |= later.cpus
         if self.first_t is None:
             self.first_t = later.first_t
@@ -142,7 +145,13 @@ class TraceStats:
             k = ev["k"]
             by_kind[k] += 1
             if k != "hc":
-                if k == "fault":
+                if k == "tsc_run":
+                    vals = ev.get("val")
+                    if type(vals) is list:
+                        self.tsc_reads += len(vals)
+                elif k == "tsc":
+                    self.tsc_reads += 1
+                elif k == "fault":
                     self.faults[str(ev.get("vec"))] += 1
                 elif k == "con":
                     data = ev.get("data")
@@ -207,5 +216,6 @@ class TraceStats:
             },
             "faults": dict(self.faults.most_common()),
             "console_bytes": dict(self.console_bytes),
+            "tsc_reads": self.tsc_reads,
             "cpus": sorted(map(str, self.cpus)),
         }

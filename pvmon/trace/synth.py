@@ -13,6 +13,8 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from pvmon.trace import format as fmt
+
 DOMID_SELF = 0x7FF0
 _KERNEL_RIP = 0xFFFFFFFF81000000
 _DIRECTMAP = 0xFFFF888000000000
@@ -22,7 +24,7 @@ def synthetic_header(**overrides: Any) -> dict[str, Any]:
     """A header dict as the recorder writes it (see docs/trace-format.md)."""
     header: dict[str, Any] = {
         "format": "pvmon-trace",
-        "version": 1,
+        "version": fmt.FORMAT_VERSION,
         "pvmon": "0.1.0",
         "guest": {"name": "debian-6.12", "package": "linux-image-6.12.0-cloud-amd64",
                   "version": "6.12.43-1", "sha256": "0" * 64},
@@ -115,8 +117,10 @@ def synthetic_events(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
                    "rip": _KERNEL_RIP + rng.randrange(0, 1 << 21), "leaf": 0x40000000 + rng.randrange(4),
                    "sub": 0, "out": [0x40000004, 0x566E6558, 0x65584D4D, 0x4D4D566E]}
         elif r < 0.997:
-            yield {"seq": seq, "t": t, "cpu": 0, "k": "tsc",
-                   "rip": _KERNEL_RIP + rng.randrange(0, 1 << 21), "val": t * 2}
+            n = rng.randrange(1, 200)
+            rip = _KERNEL_RIP + rng.randrange(0, 1 << 21)
+            yield {"k": "tsc_run", "rip": [rip] * n, "val": [t * 2 + 37 * i for i in range(n)],
+                   "seq": seq, "t": t, "cpu": 0}
         else:
             yield _hc(rng, seq, t, 29, "sched_op", [1, 0], {"cmd": "SCHEDOP_yield"},
                       ret=0)

@@ -46,7 +46,7 @@ class _Job:
 
 
 class TraceWriter:
-    """Records events into a `.pvt` trace file (format version 1).
+    """Records events into a `.pvt` trace file (format version 2).
 
     ``header`` is the self-description of the run (a msgpack-able dict, see
     ``docs/trace-format.md``); ``"format"`` and ``"version"`` are filled in if

@@ -44,6 +44,7 @@ for _fam, _names in _XEN_FAMILIES.items():
         HYPERCALL_FAMILY[_n] = _fam
 
 _KIND_FAMILY = {"fault": "fault", "upcall": "events", "con": "console", "tsc": "time",
+                "tsc_run": "time",
                 "cpuid": "cpu", "exit": "sched"}
 
 

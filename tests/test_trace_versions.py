@@ -1,0 +1,81 @@
+"""Trace format versions: a version-1 file (tests/data/format1-pvtest-v1.pvt,
+recorded by pvmon before version 2 existed) stays readable, replayable and
+verifiable, and a version-2 recording of the same guest carries the same
+information with its TSC reads grouped into ``tsc_run`` events."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pvmon.cli import cli
+from pvmon.dispatch.xen import TSC_RUN_MAX
+from pvmon.guests.catalog import resolve
+from pvmon.replay.closed import replay_closed
+from pvmon.replay.openloop import replay_open
+from pvmon.replay.source import open_run
+from pvmon.session import Session
+from pvmon.trace import format as fmt
+from pvmon.trace.reader import TraceReader
+from pvmon.trace.stats import TraceStats
+
+V1_TRACE = Path(__file__).parent / "data" / "format1-pvtest-v1.pvt"
+V1_TSC_READS = 1008
+
+
+def _without_tsc(events):
+    """The events other than TSC reads, without their seqs (which TSC grouping renumbers)."""
+    return [{k: v for k, v in e.items() if k != "seq"} for e in events
+            if e["k"] not in ("tsc", "tsc_run")]
+
+
+def _tsc_reads(events):
+    out = []
+    for e in events:
+        if e["k"] == "tsc":
+            out.append((e["rip"], e["val"]))
+        elif e["k"] == "tsc_run":
+            assert len(e["rip"]) == len(e["val"]) <= TSC_RUN_MAX
+            out.extend(zip(e["rip"], e["val"], strict=True))
+    return out
+
+
+def test_a_version_1_trace_reads_with_its_per_read_tsc_events():
+    r = TraceReader(V1_TRACE)
+    assert r.version == 1 and r.complete
+    stats = TraceStats.of(r)
+    assert stats.by_kind["tsc"] == V1_TSC_READS and "tsc_run" not in stats.by_kind
+    assert stats.tsc_reads == V1_TSC_READS
+    out = CliRunner().invoke(cli, ["trace", "info", str(V1_TRACE)])
+    assert out.exit_code == 0 and "version 1" in out.output
+    out = CliRunner().invoke(cli, ["trace", "cat", str(V1_TRACE), "--filter", "tsc"])
+    assert out.exit_code == 0 and "rdtsc = 0x" in out.output
+
+
+def test_a_version_1_trace_still_verifies_and_replays_open_loop():
+    run = open_run(V1_TRACE)
+    rep = replay_closed(run)
+    assert rep.total == 0 and rep.ending["outcome"] == "identical"
+    assert rep.compared == len(run.reader)
+    rep = replay_open(open_run(V1_TRACE, need_guest=False), run.version)
+    assert rep.total == 0 and rep.stats["calls"] > 300
+
+
+def test_a_version_2_recording_holds_the_same_events_with_tsc_reads_in_runs(tmp_path):
+    path = tmp_path / "v2.pvt"
+    assert Session(resolve("pvtest-v1"), record=path).run(timeout=120).clean
+    new, old = TraceReader(path), TraceReader(V1_TRACE)
+    assert new.version == fmt.FORMAT_VERSION == 2
+    new_evs, old_evs = list(new.events()), list(old.events())
+    # every TSC value the guest read, in order, at the same RIPs
+    assert _tsc_reads(new_evs) == _tsc_reads(old_evs) and len(_tsc_reads(new_evs)) == V1_TSC_READS
+    # and nothing else changed but the numbering
+    assert _without_tsc(new_evs) == _without_tsc(old_evs)
+    runs = [e for e in new_evs if e["k"] == "tsc_run"]
+    assert 0 < len(runs) < V1_TSC_READS / 10
+    # a run holds reads with no other event between them: its neighbours are other kinds
+    kinds = [e["k"] for e in new_evs]
+    assert all(a != "tsc_run" or b != "tsc_run" or len(runs_at) == TSC_RUN_MAX
+               for a, b, runs_at in zip(kinds, kinds[1:], [e.get("val") for e in new_evs]))
+    doc = json.loads(CliRunner().invoke(cli, ["trace", "stats", str(path), "--json"]).output)
+    assert doc["tsc_reads"] == V1_TSC_READS
