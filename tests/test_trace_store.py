@@ -225,3 +225,30 @@ def test_the_fast_packer_writes_the_bytes_msgpack_writes(events):
     for ev in events + odd:
         assert ormsgpack.packb(ev, option=ormsgpack.OPT_NON_STR_KEYS) == pack(ev)
 
+
+
+def test_the_fast_frame_decoder_reads_what_msgpack_reads_or_declines(events):
+    """Frames are decoded with ormsgpack when it can vouch for the result; whatever
+    it declines goes to msgpack-python, so a trace reads the same either way."""
+    from pvmon.trace.reader import _fast_events, _unpacker
+    from pvmon.trace.writer import pack_event
+
+    def reference(raw):
+        u = _unpacker(len(raw))
+        u.feed(raw)
+        return list(u)
+    raw = b"".join(pack_event(ev) for ev in events)
+    assert _fast_events(raw, len(events)) == reference(raw) == events
+    one = pack_event(events[0])
+    assert _fast_events(raw + one, len(events)) is None          # an object too many
+    assert _fast_events(raw[:-1], len(events)) is None           # ends inside an event
+    assert _fast_events(raw, len(events) + 1) is None            # one too few
+    assert _fast_events(raw + b"\xa3end", len(events)) is None   # bytes left over
+    int_keys = msgpack.packb({"seq": 0, "t": 0, "k": "x", "m": {3: 1}})
+    assert _fast_events(int_keys, 1) is None and reference(int_keys)[0]["m"] == {3: 1}
+
+
+def test_a_frame_the_fast_decoder_declines_still_reads(tmp_path):
+    evs = [{"k": "x", "m": {3: "int key"}, "seq": i, "t": i, "cpu": 0} for i in range(3)]
+    with TraceReader(write(tmp_path / "k.pvt", evs)) as r:
+        assert list(r.events()) == evs

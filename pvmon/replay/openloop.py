@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections import deque
 from dataclasses import fields
 from pathlib import Path
 
@@ -50,11 +51,12 @@ class _RecordedMemory(RecordingGuestAccess):
     def begin(self, rd=()) -> None:
         self.reads = []
         self.writes = []
-        self.unrecorded = []
+        if self.unrecorded:
+            self.unrecorded = []
         virt = self.virt = {}
         walks = self.walks = {}
         m = self.m
-        primed = set()
+        primed: set[int] = set()
         for sp, addr, data in rd:
             if sp == "v":
                 virt.setdefault((addr, len(data)), data)
@@ -134,6 +136,34 @@ def _layout(run: RecordedRun, machine: Machine) -> builder.Layout:
                      "was found to rebuild it (pass --guest PATH)")
 
 
+def _diverged(report: Report, run: RecordedRun, facts, version: XenVersion, ev: dict,
+              ret: int, access: _RecordedMemory, raised: list, backend: XenBackend,
+              recent: deque) -> None:
+    """Add the divergence of recorded call ``ev`` (the backend answered ``ret``,
+    wrote ``access.writes`` and raised ``raised``) to ``report``."""
+    deltas = []
+    if ret != ev.get("ret") and ev.get("name") != "iret":
+        deltas.append(Delta("result", f"{result_text(ev.get('ret'))} vs {result_text(ret)}"))
+    if access.writes != (ev.get("wr") or []):
+        deltas.append(Delta("memory", memory_delta(ev.get("wr"), access.writes, "writes")
+                            or "writes in a different order"))
+    if raised != (ev.get("ev") or []):
+        deltas.append(Delta("events", f"raised {ev.get('ev')} vs {list(raised)}"))
+    if access.unrecorded:
+        deltas.append(Delta("unrecorded-input",
+                            f"{version.name} read guest memory the recording did not "
+                            f"capture (v:{access.unrecorded[0]:#x})"))
+    right = dict(ev, ret=ret, wr=access.writes, ev=list(raised), op=backend.op)
+    n = report.total + 1
+    site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
+    if n <= 5 and run.guest is not None and isinstance(site.rip, int):
+        site.symbol, site.disasm = code_at(run.guest, site.rip)
+    report.add(Divergence(
+        n, deltas, ev, right, site,
+        [f"#{e.get('seq')} {describe(e)}" for e in recent] if n <= 5 else [],
+        explain_event(facts, ev)))
+
+
 def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = None) -> Report:
     """Feed every recorded hypercall of ``run`` to a fresh ``version``
     backend and compare. ``limit``: stop after this many calls. Returns a
@@ -152,60 +182,48 @@ def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = No
     report = Report("open-loop", run.label, f"{version.name} (open loop, no guest)")
     clock = machine.clock
     raised = backend.events.raised
+    call = backend.call
+    begin = access.begin
     calls = 0
     unrecorded = 0
-    recent: list[dict] = []
-    prev_t, prev_con = 0, False
+    recent: deque[dict] = deque(maxlen=5)
+    prev_t, prev_con = 0, False   # time of the last event; was it console output?
     cost = clock.costs.hypercall_ns
     t0 = time.perf_counter()
     for ev in run.reader.events():
-        k = ev.get("k")
-        t_before, con_before = prev_t, prev_con
-        prev_t, prev_con = ev["t"], (k == "con" and ev.get("dir") == "out")
-        if k == "con" and ev.get("dir") == "in":
-            backend.console_input(ev.get("data") or b"")
+        k = ev["k"]
+        if k != "hc":
+            if k == "con":
+                if ev.get("dir") == "in":
+                    backend.console_input(ev.get("data") or b"")
+                    prev_con = False
+                else:
+                    prev_con = ev.get("dir") == "out"
+            else:
+                prev_con = False
+            prev_t = ev["t"]
             continue
-        if k != "hc" or ev.get("abi", "xen") != "xen":
-            continue
-        args = ev.get("args")
-        if not isinstance(args, list) or len(args) != 5:
-            continue
-        calls += 1
         # The clock as the call began: console output emitted inside the call
         # already carries that time; otherwise the last event plus the entry cost.
-        clock.now_ns = t_before if con_before else t_before + cost
+        clock.now_ns = prev_t if prev_con else prev_t + cost
+        prev_t, prev_con = ev["t"], False
+        args = ev.get("args")
+        if ev.get("abi", "xen") != "xen" or type(args) is not list or len(args) != 5:
+            continue
+        calls += 1
         platform.rip = ev.get("rip", 0)
-        access.begin(ev.get("rd") or ())
-        del raised[:]
-        ret = backend.call(ev["nr"], tuple(args))
-        deltas = []
+        begin(ev.get("rd") or ())
+        if raised:
+            del raised[:]
+        ret = call(ev["nr"], tuple(args))
         # iret never returns to its caller: its "result" is the restored RAX and
         # its effect is on vCPU registers, which open loop does not model.
-        if ret != ev.get("ret") and ev.get("name") != "iret":
-            deltas.append(Delta("result", f"{result_text(ev.get('ret'))} vs {result_text(ret)}"))
-        if access.writes != (ev.get("wr") or []):
-            deltas.append(Delta("memory", memory_delta(ev.get("wr"), access.writes, "writes")
-                                or "writes in a different order"))
-        if list(raised) != (ev.get("ev") or []):
-            deltas.append(Delta("events", f"raised {ev.get('ev')} vs {list(raised)}"))
-        if deltas:
+        if (ret != ev.get("ret") and ev.get("name") != "iret") or \
+                access.writes != (ev.get("wr") or []) or raised != (ev.get("ev") or []):
+            _diverged(report, run, facts, version, ev, ret, access, raised, backend, recent)
             if access.unrecorded:
                 unrecorded += 1
-                deltas.append(Delta("unrecorded-input",
-                                    f"{version.name} read guest memory the recording did not "
-                                    f"capture (v:{access.unrecorded[0]:#x})"))
-            right = dict(ev, ret=ret, wr=access.writes, ev=list(raised), op=backend.op)
-            n = report.total + 1
-            site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
-            if n <= 5 and run.guest is not None and isinstance(site.rip, int):
-                site.symbol, site.disasm = code_at(run.guest, site.rip)
-            report.add(Divergence(
-                n, deltas, ev, right, site,
-                [f"#{e.get('seq')} {describe(e)}" for e in recent[-5:]] if n <= 5 else [],
-                explain_event(facts, ev)))
         recent.append(ev)
-        if len(recent) > 16:
-            del recent[:8]
         if limit is not None and calls >= limit:
             break
     wall = time.perf_counter() - t0
