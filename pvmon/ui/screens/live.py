@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -30,6 +29,7 @@ from textual.worker import Worker, WorkerState
 from pvmon.engine.disasm import disassemble_around, label
 from pvmon.ui.filters import EventFilter
 from pvmon.ui.live_session import BootSpec, LiveSession
+from pvmon.ui.screens.guest_panes import compose_guest_panes, title_guest_panes
 from pvmon.ui.screens.prompt import PromptScreen
 from pvmon.ui.widgets.console import GuestConsole
 from pvmon.ui.widgets.disasm import DisassemblyPane
@@ -77,23 +77,11 @@ class LiveScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
-        with Horizontal(id="body"):
-            with Vertical(id="main"):
-                yield HypercallStream(self.rows, follow=True, id="stream")
-                yield GuestConsole(interactive=True, id="console")
-            with Vertical(id="side"):
-                yield RegisterPane(id="regs")
-                yield DisassemblyPane("", id="code")
-                yield StatsPane(id="stats")
+        yield from compose_guest_panes(self.rows, live=True)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#stream").border_title = "hypercalls"
-        self.query_one("#console").border_title = "console"
-        self.query_one("#regs").border_title = "registers"
-        self.query_one("#code").border_title = "code"
-        self.query_one("#stats").border_title = "counts"
-        self.query_one("#stream").focus()
+        title_guest_panes(self, stream="hypercalls", console="console")
         # Boot once the first frame is on screen: the screen appears at once and
         # Textual's start-up does not compete with the guest for the GIL.
         self.call_after_refresh(self._start)

@@ -17,7 +17,6 @@ import click
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -28,6 +27,7 @@ from pvmon.guests.code import ImageCode, image_for_header
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import describe, format_ret, format_time
 from pvmon.ui.filters import EventFilter
+from pvmon.ui.screens.guest_panes import compose_guest_panes, title_guest_panes
 from pvmon.ui.screens.prompt import PromptScreen
 from pvmon.ui.trace_index import STREAM_KINDS, TraceIndex
 from pvmon.ui.widgets.console import GuestConsole
@@ -125,24 +125,12 @@ class PlayerScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
-        with Horizontal(id="body"):
-            with Vertical(id="main"):
-                yield HypercallStream(self.rows, follow=False, id="stream")
-                yield GuestConsole(interactive=False, id="console")
-            with Vertical(id="side"):
-                yield RegisterPane(id="regs")
-                yield DisassemblyPane("", id="code")
-                yield StatsPane(id="stats")
+        yield from compose_guest_panes(self.rows, live=False)
         yield Timeline(id="timeline")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#stream").border_title = "events"
-        self.query_one("#console").border_title = "console at the selected event"
-        self.query_one("#regs").border_title = "registers"
-        self.query_one("#code").border_title = "code"
-        self.query_one("#stats").border_title = "counts"
-        self.query_one("#stream").focus()
+        title_guest_panes(self, stream="events", console="console at the selected event")
         self._show_status("loading")
         self.load()
         self.set_interval(1 / 10, self._apply_selection)
