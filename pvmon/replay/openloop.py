@@ -136,66 +136,111 @@ def _layout(run: RecordedRun, machine: Machine) -> builder.Layout:
                      "was found to rebuild it (pass --guest PATH)")
 
 
-def _diverged(report: Report, run: RecordedRun, facts, version: XenVersion, ev: dict,
-              ret: int, access: _RecordedMemory, raised: list, backend: XenBackend,
-              recent: deque) -> None:
-    """Add the divergence of recorded call ``ev`` (the backend answered ``ret``,
-    wrote ``access.writes`` and raised ``raised``) to ``report``."""
-    deltas = []
-    if ret != ev.get("ret") and ev.get("name") != "iret":
-        deltas.append(Delta("result", f"{result_text(ev.get('ret'))} vs {result_text(ret)}"))
-    if access.writes != (ev.get("wr") or []):
-        deltas.append(Delta("memory", memory_delta(ev.get("wr"), access.writes, "writes")
-                            or "writes in a different order"))
-    if raised != (ev.get("ev") or []):
-        deltas.append(Delta("events", f"raised {ev.get('ev')} vs {list(raised)}"))
-    if access.unrecorded:
-        deltas.append(Delta("unrecorded-input",
-                            f"{version.name} read guest memory the recording did not "
-                            f"capture (v:{access.unrecorded[0]:#x})"))
-    right = dict(ev, ret=ret, wr=access.writes, ev=list(raised), op=backend.op)
-    n = report.total + 1
-    site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
-    if n <= 5 and run.guest is not None and isinstance(site.rip, int):
-        site.symbol, site.disasm = code_at(run.guest, site.rip)
-    report.add(Divergence(
-        n, deltas, ev, right, site,
-        [f"#{e.get('seq')} {describe(e)}" for e in recent] if n <= 5 else [],
-        explain_event(facts, ev)))
+class _Side:
+    """One backend under open-loop replay: its scratch machine (built from the
+    trace header's layout, never executed), the recorded-memory access layer,
+    and the report being filled."""
+
+    def __init__(self, run: RecordedRun, version: XenVersion) -> None:
+        memory = run.memory
+        self.run = run
+        self.version = version
+        self.machine = machine = Machine(memory, builder.extra_bytes_for(memory))
+        layout = _layout(run, machine)
+        self.backend = backend = XenBackend(version)
+        self.access = access = _RecordedMemory(machine)
+        self.platform = _NoGuestPlatform()
+        name = run.header.get("guest", {}).get("name", "guest")
+        backend.attach(machine, layout, access, self.platform, memory, str(name))
+        self.outputs: list[bytes] = []
+        backend.console_out = lambda ch, data: self.outputs.append(bytes(data))
+        self.facts = differences(run.version, version)
+        self.report = Report("open-loop", run.label, f"{version.name} (open loop, no guest)")
+        self.unrecorded = 0
+        # bound once: the per-call path below runs once per call and backend
+        self.clock = machine.clock
+        self.raised = backend.events.raised
+        self.backend_call = backend.call
+        self.begin = access.begin
+
+    def feed(self, ev: dict, now_ns: int, args: tuple[int, ...], recent: deque) -> None:
+        """Run recorded call ``ev`` (raw ``args``) on this backend at virtual time
+        ``now_ns`` and compare what it does with the recording."""
+        self.clock.now_ns = now_ns
+        self.platform.rip = ev.get("rip", 0)
+        self.begin(ev.get("rd") or ())
+        raised = self.raised
+        if raised:
+            del raised[:]
+        ret = self.backend_call(ev["nr"], args)
+        access = self.access
+        # iret never returns to its caller: its "result" is the restored RAX and
+        # its effect is on vCPU registers, which open loop does not model.
+        if (ret != ev.get("ret") and ev.get("name") != "iret") or \
+                access.writes != (ev.get("wr") or []) or raised != (ev.get("ev") or []):
+            self._diverged(ev, ret, recent)
+
+    def _diverged(self, ev: dict, ret: int, recent: deque) -> None:
+        """Add the divergence of recorded call ``ev`` (the backend answered
+        ``ret``, wrote ``access.writes`` and raised ``raised``) to the report."""
+        access, raised, report = self.access, self.raised, self.report
+        deltas = []
+        if ret != ev.get("ret") and ev.get("name") != "iret":
+            deltas.append(Delta("result", f"{result_text(ev.get('ret'))} vs "
+                                          f"{result_text(ret)}"))
+        if access.writes != (ev.get("wr") or []):
+            deltas.append(Delta("memory", memory_delta(ev.get("wr"), access.writes, "writes")
+                                or "writes in a different order"))
+        if raised != (ev.get("ev") or []):
+            deltas.append(Delta("events", f"raised {ev.get('ev')} vs {list(raised)}"))
+        if access.unrecorded:
+            self.unrecorded += 1
+            deltas.append(Delta("unrecorded-input",
+                                f"{self.version.name} read guest memory the recording did "
+                                f"not capture (v:{access.unrecorded[0]:#x})"))
+        right = dict(ev, ret=ret, wr=access.writes, ev=list(raised), op=self.backend.op)
+        n = report.total + 1
+        site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
+        run = self.run
+        if n <= 5 and run.guest is not None and isinstance(site.rip, int):
+            site.symbol, site.disasm = code_at(run.guest, site.rip)
+        report.add(Divergence(
+            n, deltas, ev, right, site,
+            [f"#{e.get('seq')} {describe(e)}" for e in recent] if n <= 5 else [],
+            explain_event(self.facts, ev)))
 
 
 def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = None) -> Report:
     """Feed every recorded hypercall of ``run`` to a fresh ``version``
     backend and compare. ``limit``: stop after this many calls. Returns a
     :class:`Report` with ``stats`` holding calls and calls per second."""
-    memory = run.memory
-    machine = Machine(memory, builder.extra_bytes_for(memory))
-    layout = _layout(run, machine)
-    backend = XenBackend(version)
-    access = _RecordedMemory(machine)
-    platform = _NoGuestPlatform()
-    name = run.header.get("guest", {}).get("name", "guest")
-    backend.attach(machine, layout, access, platform, memory, str(name))
-    outputs: list[bytes] = []
-    backend.console_out = lambda ch, data: outputs.append(bytes(data))
-    facts = differences(run.version, version)
-    report = Report("open-loop", run.label, f"{version.name} (open loop, no guest)")
-    clock = machine.clock
-    raised = backend.events.raised
-    call = backend.call
-    begin = access.begin
+    return replay_open_many(run, [version], limit=limit)[0]
+
+
+def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
+                     limit: int | None = None) -> list[Report]:
+    """Open-loop replay of ``run`` against each of ``versions`` in one pass over
+    the trace: every event is decoded once and each recorded call is fed to
+    every backend in turn (decoding costs about as much as one backend's
+    work). ``limit``: stop after this many calls. Returns one :class:`Report`
+    per version, in order; each ``stats`` holds ``calls`` (recorded calls fed to
+    that backend), ``wall_s`` (the whole pass), ``calls_per_s`` (calls / wall_s)
+    and ``backend_calls_per_s`` (calls x backends / wall_s). Raises
+    :class:`~pvmon.errors.TraceError` for an unreadable trace."""
+    sides = [_Side(run, v) for v in versions]
     calls = 0
-    unrecorded = 0
     recent: deque[dict] = deque(maxlen=5)
     prev_t, prev_con = 0, False   # time of the last event; was it console output?
-    cost = clock.costs.hypercall_ns
+    cost = sides[0].clock.costs.hypercall_ns if sides else 0
     t0 = time.perf_counter()
     for ev in run.reader.events():
         k = ev["k"]
         if k != "hc":
             if k == "con":
                 if ev.get("dir") == "in":
-                    backend.console_input(ev.get("data") or b"")
+                    data = ev.get("data") or b""
+                    for side in sides:
+                        side.backend.console_input(data)
                     prev_con = False
                 else:
                     prev_con = ev.get("dir") == "out"
@@ -205,37 +250,35 @@ def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = No
             continue
         # The clock as the call began: console output emitted inside the call
         # already carries that time; otherwise the last event plus the entry cost.
-        clock.now_ns = prev_t if prev_con else prev_t + cost
+        now = prev_t if prev_con else prev_t + cost
         prev_t, prev_con = ev["t"], False
         args = ev.get("args")
         if ev.get("abi", "xen") != "xen" or type(args) is not list or len(args) != 5:
             continue
         calls += 1
-        platform.rip = ev.get("rip", 0)
-        begin(ev.get("rd") or ())
-        if raised:
-            del raised[:]
-        ret = call(ev["nr"], tuple(args))
-        # iret never returns to its caller: its "result" is the restored RAX and
-        # its effect is on vCPU registers, which open loop does not model.
-        if (ret != ev.get("ret") and ev.get("name") != "iret") or \
-                access.writes != (ev.get("wr") or []) or raised != (ev.get("ev") or []):
-            _diverged(report, run, facts, version, ev, ret, access, raised, backend, recent)
-            if access.unrecorded:
-                unrecorded += 1
+        args = tuple(args)
+        for side in sides:
+            side.feed(ev, now, args, recent)
         recent.append(ev)
         if limit is not None and calls >= limit:
             break
     wall = time.perf_counter() - t0
-    report.compared = calls
-    report.stats = {"calls": calls, "wall_s": round(wall, 3),
-                    "calls_per_s": round(calls / wall) if wall else None,
-                    "unrecorded_input_divergences": unrecorded}
-    if unrecorded:
-        report.notes.append(f"{unrecorded} divergent call(s) read guest memory the recording "
-                            "did not capture; closed-loop replay (pvmon replay without "
-                            "--open-loop) can tell whether the guest would notice")
-    return report
+    reports = []
+    for side in sides:
+        report = side.report
+        report.compared = calls
+        report.stats = {"calls": calls, "wall_s": round(wall, 3),
+                        "calls_per_s": round(calls / wall) if wall else None,
+                        "backend_calls_per_s":
+                            round(calls * len(sides) / wall) if wall else None,
+                        "backends_in_pass": len(sides),
+                        "unrecorded_input_divergences": side.unrecorded}
+        if side.unrecorded:
+            report.notes.append(f"{side.unrecorded} divergent call(s) read guest memory the "
+                                "recording did not capture; closed-loop replay (pvmon replay "
+                                "without --open-loop) can tell whether the guest would notice")
+        reports.append(report)
+    return reports
 
 
-__all__ = ["replay_open"]
+__all__ = ["replay_open", "replay_open_many"]
