@@ -35,6 +35,17 @@ from pvmon.replay.source import RecordedRun
 from pvmon.trace.render import describe
 
 
+class _ScratchMachine(Machine):
+    """The machine an open-loop backend works on. It never executes guest code,
+    so there is no translated code to invalidate: machine-memory writes go
+    straight into RAM instead of through Unicorn (about 1 us less per write)."""
+
+    write_phys = Machine.write_phys_data
+
+
+_NO_WALKS: dict[int, bytes] = {}    # shared, never written
+
+
 class _RecordedMemory(RecordingGuestAccess):
     """GuestAccess for one replayed call: guest-virtual reads and page walks
     come from the call's recorded reads, machine memory from the scratch RAM
@@ -53,6 +64,11 @@ class _RecordedMemory(RecordingGuestAccess):
         self.writes = []
         if self.unrecorded:
             self.unrecorded = []
+        if len(rd) == 1 and rd[0][0] == "v":       # most calls: one guest-virtual read
+            _, addr, data = rd[0]
+            self.virt = {(addr, len(data)): data}
+            self.walks = _NO_WALKS
+            return
         virt = self.virt = {}
         walks = self.walks = {}
         m = self.m
@@ -145,7 +161,7 @@ class _Side:
         memory = run.memory
         self.run = run
         self.version = version
-        self.machine = machine = Machine(memory, builder.extra_bytes_for(memory))
+        self.machine = machine = _ScratchMachine(memory, builder.extra_bytes_for(memory))
         layout = _layout(run, machine)
         self.backend = backend = XenBackend(version)
         self.access = access = _RecordedMemory(machine)
