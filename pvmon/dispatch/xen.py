@@ -266,12 +266,15 @@ class XenPvDispatch:
             raised = pending[ev_before:]
             pending.clear()
         else:
-            raised = []
+            raised = ()
         if self.record is not None or self.call_listeners:
-            ev = {"k": "hc", "abi": "xen", "nr": nr, "name": name, "args": list(args),
+            # Tuples, not lists, where the recorder does not need lists (msgpack packs
+            # both alike): a listener (the TUI) may keep 50,000 of these events, and
+            # every list among them is one more object for each full GC pass to scan.
+            ev = {"k": "hc", "abi": "xen", "nr": nr, "name": name, "args": args,
                   "op": self.b.op, "ret": ret, "rip": rip, "via": self._via(rip),
-                  "rd": self.guest.reads if self.guest.record else [],
-                  "wr": self.guest.writes if self.guest.record else [], "ev": raised}
+                  "rd": self.guest.reads if self.guest.record else (),
+                  "wr": self.guest.writes if self.guest.record else (), "ev": raised}
             self._emit(ev)
             for fn in self.call_listeners:
                 fn(ev)

@@ -55,7 +55,7 @@ def format_value(value: Any, key: Any = None) -> str:
         return _bytes(value)
     if isinstance(value, dict):
         return "{" + format_op(value) + "}"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(v, key) for v in value[:8]) + \
             (", ..." if len(value) > 8 else "") + "]"
     if isinstance(value, str):
@@ -140,8 +140,8 @@ def describe(ev: dict[Any, Any]) -> str:
             inner = format_op(op)
         else:
             args = ev.get("args")
-            inner = ", ".join(format_value(a, "addr") for a in args) if isinstance(args, list) \
-                else ""
+            inner = (", ".join(format_value(a, "addr") for a in args)
+                     if isinstance(args, (list, tuple)) else "")
         text = f"{name}({inner}) = {format_ret(ev.get('ret'))}"
         if ev.get("ev"):
             text += f"  ev={format_value(ev['ev'])}"

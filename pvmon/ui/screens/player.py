@@ -69,7 +69,7 @@ def registers_of(ev: dict[str, Any] | None) -> tuple[dict[str, int], str]:
         if isinstance(ev.get("nr"), int):
             regs["rax"] = ev["nr"]
         args = ev.get("args")
-        if isinstance(args, list):
+        if isinstance(args, (list, tuple)):
             for name, v in zip(_ARG_REGS, args):
                 if isinstance(v, int):
                     regs[name] = v
