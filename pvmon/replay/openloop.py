@@ -10,6 +10,10 @@ recorded reads. What open loop cannot see: guest state the guest changes
 without a hypercall (for example event-channel mask bits it clears in
 shared_info itself) and reads the recording never made (reported as
 "unrecorded input"). Closed-loop replay sees both.
+
+:func:`replay_open_many` replays one trace against several backends in one
+pass (each event decoded once, each call fed to every backend in turn), which
+is how the corpus matrix (:mod:`pvmon.replay.matrix`) uses it.
 """
 
 from __future__ import annotations
