@@ -154,10 +154,11 @@ msgpack_values = st.recursive(
                                                                 max_size=4),
     max_leaves=12)
 odd_events = st.fixed_dictionaries(
-    {"k": st.sampled_from(["hc", "fault", "con", "upcall", "tsc", "cpuid", "exit", "?"])},
+    {"k": st.sampled_from(["hc", "fault", "con", "upcall", "tsc", "tsc_run", "cpuid", "exit",
+                           "?"])},
     optional={key: msgpack_values for key in ("name", "op", "args", "ret", "ev", "vec", "err",
                                               "rip", "cr2", "data", "ports", "out", "leaf",
-                                              "cpu", "dir", "ch")})
+                                              "cpu", "dir", "ch", "val")})
 
 
 @SETTINGS
