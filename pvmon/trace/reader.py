@@ -444,7 +444,6 @@ class _V1:
                            " descriptor")
         return evs
 
-
     @staticmethod
     def _reference_decode(r: TraceReader, frame: FrameInfo, raw: bytes) -> list[Any]:
         unpacker = _unpacker(frame.raw_len)
