@@ -77,5 +77,7 @@ def test_a_version_2_recording_holds_the_same_events_with_tsc_reads_in_runs(tmp_
     kinds = [e["k"] for e in new_evs]
     assert all(a != "tsc_run" or b != "tsc_run" or len(runs_at) == TSC_RUN_MAX
                for a, b, runs_at in zip(kinds, kinds[1:], [e.get("val") for e in new_evs]))
+    out = CliRunner().invoke(cli, ["trace", "cat", str(path), "--filter", "tsc"]).output
+    assert out.count("rdtsc") == len(runs)
     doc = json.loads(CliRunner().invoke(cli, ["trace", "stats", str(path), "--json"]).output)
     assert doc["tsc_reads"] == V1_TSC_READS

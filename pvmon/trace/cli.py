@@ -137,12 +137,15 @@ def _size(n: Any) -> str:
 @click.option("--time", "time_", default=None,
               help="Start at the first event at or after this virtual time (1.5, 250ms, 10us).")
 @click.option("--filter", "filter_", default=None,
-              help="Comma-separated hypercall names or event kinds to show (mmu_update,fault).")
+              help="Comma-separated hypercall names or event kinds to show (mmu_update,fault; "
+                   "tsc also shows format 2's tsc_run).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (bytes as hex).")
 def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str | None,
         as_json: bool) -> None:
     """Print events, one per line. Seeks without decompressing what it skips."""
     names = {n.strip() for n in filter_.split(",") if n.strip()} if filter_ else None
+    if names is not None and names & _TSC_KINDS:
+        names |= _TSC_KINDS          # TSC reads, whichever format version recorded them
     with _open(path) as reader:
         start = from_
         if time_ is not None:
@@ -170,6 +173,9 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
         _pipe_safe(write)
         if not reader.complete and (stop is None or stop > len(reader)):
             click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
+
+
+_TSC_KINDS = frozenset({"tsc", "tsc_run"})
 
 
 def _vcpus(reader: TraceReader) -> int:
