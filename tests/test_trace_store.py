@@ -195,8 +195,10 @@ def test_zstd_dc_yields_the_header_then_the_events_as_plain_msgpack(trace, event
     assert objs[1:] == events
 
 
-def test_stats_read_in_parallel_equal_the_serial_read(trace):
+def test_stats_read_in_parallel_equal_the_serial_read(trace, monkeypatch):
+    from pvmon.trace import stats
     from pvmon.trace.stats import TraceStats
+    monkeypatch.setattr(stats, "PARALLEL_MIN_EVENTS", 0)   # this small trace too
     with TraceReader(trace) as r:
         assert len(r.frames) >= 16
         serial = TraceStats.of(r)
@@ -205,8 +207,11 @@ def test_stats_read_in_parallel_equal_the_serial_read(trace):
     assert (parallel.first_t, parallel.last_t) == (serial.first_t, serial.last_t)
 
 
-def test_a_corrupt_frame_fails_a_parallel_stats_read_by_its_offset(tmp_path, events):
+def test_a_corrupt_frame_fails_a_parallel_stats_read_by_its_offset(tmp_path, events,
+                                                                   monkeypatch):
+    from pvmon.trace import stats
     from pvmon.trace.stats import TraceStats
+    monkeypatch.setattr(stats, "PARALLEL_MIN_EVENTS", 0)
     path = write(tmp_path / "c.pvt", events, frame_events=100)
     with TraceReader(path) as r:
         bad = r.frames[40]

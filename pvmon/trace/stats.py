@@ -13,8 +13,10 @@ from typing import Any
 from pvmon.errors import TraceError
 from pvmon.trace.reader import TraceReader
 
-#: Below this many frames a trace is read in one process.
+#: Below this many frames, or this many events, a trace is read in one process
+#: (starting a worker costs about as much as reading 10,000 events).
 PARALLEL_MIN_FRAMES = 8
+PARALLEL_MIN_EVENTS = 20_000
 #: Each worker process gets at least this many frames.
 PARALLEL_MIN_FRAMES_PER_JOB = 4
 
@@ -71,11 +73,12 @@ class TraceStats:
         ``jobs`` > 1 splits the frames into that many contiguous runs, each read by
         a forked worker process that opens the file itself; the parts are merged in
         order (decoding msgpack is the cost, and it scales with cores). Traces of
-        fewer than :data:`PARALLEL_MIN_FRAMES` frames are read in this process.
+        fewer than :data:`PARALLEL_MIN_FRAMES` frames or :data:`PARALLEL_MIN_EVENTS`
+        events are read in this process.
         Raises :class:`~pvmon.errors.TraceError` as the serial read would."""
         n = len(reader.frames)
         jobs = max(1, min(jobs, n // PARALLEL_MIN_FRAMES_PER_JOB))
-        if jobs == 1 or n < PARALLEL_MIN_FRAMES:
+        if jobs == 1 or n < PARALLEL_MIN_FRAMES or len(reader) < PARALLEL_MIN_EVENTS:
             return cls._of_frames(reader, 0, n)
         bounds = [n * j // jobs for j in range(jobs + 1)]
         ctx = multiprocessing.get_context("fork")
