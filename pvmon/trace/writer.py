@@ -34,6 +34,10 @@ def pack_event(event: dict[str, Any]) -> bytes:
         return msgpack.packb(event, use_bin_type=True)
 
 
+#: Frames the recorder hands to the writer thread at once (see ``_hand_off``).
+FRAMES_PER_HANDOFF = 8
+
+
 class _Job:
     __slots__ = ("count", "first_seq", "first_t", "last_t", "raw")
 
@@ -59,10 +63,12 @@ class TraceWriter:
     a frame is cut when it holds ``frame_events`` events or ``frame_bytes``
     bytes of msgpack. With ``background=True`` (default) frames are compressed
     (zstd ``level``) and written by one worker thread, which releases the GIL
-    while compressing; at most a few frames wait in its queue, then
-    :meth:`append` blocks. Each frame is written in one ``write`` as soon as
-    it is compressed, so a process killed at any point leaves every frame
-    written before intact; ``sync=True`` also ``fsync``s after each frame.
+    while compressing; frames reach it :data:`FRAMES_PER_HANDOFF` at a time, at
+    most a few batches wait in its queue, then :meth:`append` blocks. Each frame
+    is written in one ``write`` as soon as it is compressed, so a process killed
+    at any point leaves every frame written before intact (up to a batch of
+    frames not yet handed over is lost with it); ``sync=True`` also ``fsync``s
+    after each frame.
 
     An unclosed writer is closed at interpreter exit. I/O errors surface as
     :class:`~pvmon.errors.TraceError` from the next call.
@@ -112,7 +118,8 @@ class TraceWriter:
         except OSError as exc:
             os.close(self._fd)
             raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
-        self._queue: queue.Queue[_Job | None] | None = None
+        self._queue: queue.Queue[list[_Job] | None] | None = None
+        self._pending: list[_Job] = []          # frames cut, not yet handed to the thread
         self._thread: threading.Thread | None = None
         if background:
             self._queue = queue.Queue(maxsize=4)
@@ -185,6 +192,7 @@ class TraceWriter:
         if self._closed:
             return
         self._cut()
+        self._hand_off()
         if self._queue is not None:
             self._queue.join()
         self._raise_error()
@@ -197,6 +205,7 @@ class TraceWriter:
         atexit.unregister(self.close)
         try:
             self._cut()
+            self._hand_off()
             if self._thread is not None and self._queue is not None:
                 self._queue.put(None)
                 self._thread.join()
@@ -235,19 +244,29 @@ class TraceWriter:
             except OSError as exc:
                 raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
         else:
+            self._pending.append(job)
+            if len(self._pending) >= FRAMES_PER_HANDOFF:
+                self._hand_off()
+
+    def _hand_off(self) -> None:
+        """Give the frames cut so far to the writer thread, in one queue item: the
+        thread then takes the GIL once per batch, not once per frame."""
+        if self._pending and self._queue is not None:
             self._raise_error()
-            self._queue.put(job)
+            self._queue.put(self._pending)
+            self._pending = []
 
     def _worker(self) -> None:
         assert self._queue is not None
         cctx = self._compressor()
         while True:
-            job = self._queue.get()
+            jobs = self._queue.get()
             try:
-                if job is None:
+                if jobs is None:
                     return
-                if self._error is None:
-                    self._write_frame(job, cctx)
+                for job in jobs:
+                    if self._error is None:
+                        self._write_frame(job, cctx)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
             finally:
