@@ -18,6 +18,7 @@ is how the corpus matrix (:mod:`pvmon.replay.matrix`) uses it.
 
 from __future__ import annotations
 
+import gc
 import struct
 import time
 from collections import deque
@@ -237,22 +238,13 @@ def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = No
     return replay_open_many(run, [version], limit=limit)[0]
 
 
-def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
-                     limit: int | None = None) -> list[Report]:
-    """Open-loop replay of ``run`` against each of ``versions`` in one pass over
-    the trace: every event is decoded once and each recorded call is fed to
-    every backend in turn (decoding costs about as much as one backend's
-    work). ``limit``: stop after this many calls. Returns one :class:`Report`
-    per version, in order; each ``stats`` holds ``calls`` (recorded calls fed to
-    that backend), ``wall_s`` (the whole pass), ``calls_per_s`` (calls / wall_s)
-    and ``backend_calls_per_s`` (calls x backends / wall_s). Raises
-    :class:`~pvmon.errors.TraceError` for an unreadable trace."""
-    sides = [_Side(run, v) for v in versions]
+def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None) -> int:
+    """Feed every recorded Xen hypercall of ``run`` to each side, and recorded
+    console input to each backend. Returns the number of calls fed."""
     calls = 0
     recent: deque[dict] = deque(maxlen=5)
     prev_t, prev_con = 0, False   # time of the last event; was it console output?
     cost = sides[0].clock.costs.hypercall_ns if sides else 0
-    t0 = time.perf_counter()
     for ev in run.reader.events():
         k = ev["k"]
         if k != "hc":
@@ -282,7 +274,32 @@ def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
         recent.append(ev)
         if limit is not None and calls >= limit:
             break
-    wall = time.perf_counter() - t0
+    return calls
+
+
+def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
+                     limit: int | None = None) -> list[Report]:
+    """Open-loop replay of ``run`` against each of ``versions`` in one pass over
+    the trace: every event is decoded once and each recorded call is fed to
+    every backend in turn (decoding costs about as much as one backend's
+    work). ``limit``: stop after this many calls. Returns one :class:`Report`
+    per version, in order; each ``stats`` holds ``calls`` (recorded calls fed to
+    that backend), ``wall_s`` (the whole pass), ``calls_per_s`` (calls / wall_s)
+    and ``backend_calls_per_s`` (calls x backends / wall_s). Raises
+    :class:`~pvmon.errors.TraceError` for an unreadable trace."""
+    sides = [_Side(run, v) for v in versions]
+    # The pass makes and drops many containers (decoded events, each call's reads
+    # and writes) and no reference cycles; the collector's passes over every decoded
+    # frame cost about a tenth of it (gc.callbacks timing), so it is off meanwhile.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    t0 = time.perf_counter()
+    try:
+        calls = _feed_all(run, sides, limit)
+    finally:
+        wall = time.perf_counter() - t0
+        if gc_was_on:
+            gc.enable()
     reports = []
     for side in sides:
         report = side.report
