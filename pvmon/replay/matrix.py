@@ -69,21 +69,16 @@ def run_matrix(traces: list[Path], backends: list[str] | None,
     names: list[str | None] = list(backends) if backends else [None]
     jobs = max(1, jobs or os.cpu_count() or 1)
     per_trace = max(1, min(len(names), jobs // max(1, len(traces))))
-    # task: (trace, the backend columns it covers, those backends)
-    tasks = [(str(t), list(range(len(names)))[i::per_trace], names[i::per_trace])
-             for t in traces for i in range(per_trace)]
+    # A trace's backend columns are dealt round-robin to its per_trace tasks: column c
+    # is row c // per_trace of task c % per_trace, and one trace's tasks are consecutive.
+    tasks = [(str(t), names[i::per_trace]) for t in traces for i in range(per_trace)]
     if min(jobs, len(tasks)) == 1:
-        parts = [_cells((path, group)) for path, _, group in tasks]
+        parts = [_cells(task) for task in tasks]
     else:
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-            parts = list(pool.map(_cells, [(path, group) for path, _, group in tasks]))
-    rows: list[dict] = []
-    for k in range(0, len(tasks), per_trace):   # one trace's tasks are consecutive
-        cells = [(col, row) for (_, cols, _), part in zip(tasks[k:k + per_trace],
-                                                          parts[k:k + per_trace], strict=True)
-                 for col, row in zip(cols, part, strict=True)]
-        rows += [row for _, row in sorted(cells, key=lambda c: c[0])]
-    return rows
+            parts = list(pool.map(_cells, tasks))
+    return [parts[k + c % per_trace][c // per_trace]
+            for k in range(0, len(tasks), per_trace) for c in range(len(names))]
 
 
 def render_matrix(rows: list[dict], console: Console | None = None) -> None:

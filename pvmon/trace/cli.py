@@ -242,7 +242,7 @@ def stats(path: str, as_json: bool, top: int) -> None:
                                for v, n in st.faults.most_common())
         elif k == "con":
             detail = ", ".join(f"{d} {n:,} bytes" for d, n in st.console_bytes.items())
-        elif k in ("tsc", "tsc_run"):
+        elif k in _TSC_KINDS:
             detail = f"{st.tsc_reads:,} TSC reads"
         others.add_row(str(k), f"{c:,}", detail)
     console.print(others)

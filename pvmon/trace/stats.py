@@ -228,4 +228,3 @@ class TraceStats:
             "tsc_reads": self.tsc_reads,
             "cpus": sorted(map(str, self.cpus)),
         }
-

@@ -249,8 +249,8 @@ class TraceWriter:
                 self._hand_off()
 
     def _hand_off(self) -> None:
-        """Give the frames cut so far to the writer thread, in one queue item: the
-        thread then takes the GIL once per batch, not once per frame."""
+        """Give the frames cut so far to the writer thread in one queue item, so it
+        wakes once per batch instead of once per frame."""
         if self._pending and self._queue is not None:
             self._raise_error()
             self._queue.put(self._pending)
