@@ -15,12 +15,18 @@ process, up to "Kernel panic - not syncing: VFS: Unable to mount root fs"
   exit then). LOG must contain the VFS panic line. When qemu-system-x86_64 is
   missing, Debian's qemu-system-x86 package is installed with apt-get.
 
+pvmon runs on whichever libunicorn it selects (`pvmon engine info`): the patched
+build when `pvmon engine build` has made one, otherwise the pinned wheel's. The
+header line says which. `--stock` adds a third engine, pvmon forced onto the
+wheel's library (PVMON_UNICORN=stock), alternated with the others, so the
+patch's effect is measured in the same stretch of the host.
+
 Prints a table of medians (kernel, pvmon s, QEMU s, pvmon/QEMU) and every run's
 times; `--json` prints one JSON document instead. The kernels must be cached
 (`pvmon guests fetch debian-6.1 debian-6.12`).
 
 Run: python bench/bench_boot.py [--kernels debian-6.12,debian-6.1] [--runs 3]
-                                [--timeout 600] [--no-qemu] [--json]
+                                [--timeout 600] [--no-qemu] [--stock] [--json]
 Exit status: 0 when every run reached the panic, 1 when a run failed, 2 on a
 setup error (kernel not cached, QEMU unavailable).
 """
@@ -47,6 +53,7 @@ PVMON_SNIPPET = r"""
 import json, sys, time
 from pvmon.guests.catalog import resolve
 from pvmon.session import Session
+from pvmon.engine import uclib
 img = resolve(sys.argv[1])
 t0 = time.perf_counter()
 s = Session(img)
@@ -55,6 +62,7 @@ wall = time.perf_counter() - t0
 needle = sys.argv[2].encode()
 tail = r.console[-2000:].decode("utf-8", "replace")
 print(json.dumps({"wall_s": wall, "exit_kind": r.exit_kind, "detail": r.detail,
+                  "patched_unicorn": uclib.describe()["patched"],
                   "panic": needle in r.console, "console_bytes": len(r.console),
                   "tail": tail}))
 """
@@ -112,9 +120,13 @@ def ensure_qemu(log) -> str:
     return exe
 
 
-def run_pvmon(name: str, timeout: float) -> dict:
+def run_pvmon(name: str, timeout: float, stock: bool = False) -> dict:
+    """One boot in a fresh process; *stock* forces the wheel's libunicorn."""
     cmd = [sys.executable, "-c", PVMON_SNIPPET, name, PANIC.decode()]
     env = dict(os.environ)
+    if stock:
+        env.pop("LIBUNICORN_PATH", None)
+        env["PVMON_UNICORN"] = "stock"
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
     try:
@@ -131,7 +143,8 @@ def run_pvmon(name: str, timeout: float) -> dict:
         return {"ok": False, "process_s": process_s,
                 "error": f"pvmon process exited {res.returncode} without a result:\n{err}"}
     run = {"ok": bool(out["panic"]), "wall_s": out["wall_s"], "process_s": process_s,
-           "exit_kind": out["exit_kind"], "console_bytes": out["console_bytes"]}
+           "exit_kind": out["exit_kind"], "console_bytes": out["console_bytes"],
+           "patched_unicorn": out["patched_unicorn"]}
     if not out["panic"]:
         run["error"] = (f"console lacks the VFS panic line (exit {out['exit_kind']}: "
                         f"{out['detail']}); console tail:\n{out['tail'][-800:]}")
@@ -175,7 +188,8 @@ def report(results: list[dict], runs: int, qemu_version: str | None, title: str,
            as_json: bool) -> int:
     """Print the pvmon-vs-QEMU table (or JSON) of ``results`` (one entry per
     kernel with pvmon/qemu runs, medians and ratio); 1 if any run failed."""
-    failed = sum(not r["ok"] for e in results for r in e["pvmon"] + e["qemu"])
+    failed = sum(not r["ok"] for e in results
+                 for r in e["pvmon"] + e["qemu"] + e.get("stock", []))
     if as_json:
         print(json.dumps({"runs": runs, "qemu": qemu_version, "failed_runs": failed,
                           "host_cpus": os.cpu_count(), "results": results}, indent=2))
@@ -186,13 +200,22 @@ def report(results: list[dict], runs: int, qemu_version: str | None, title: str,
         def times(rs):
             return " ".join(f"{r['wall_s']:.2f}" if r["ok"] else "FAIL" for r in rs) or "-"
 
+        patched = {r.get("patched_unicorn") for e in results for r in e["pvmon"] if r["ok"]}
+        lib = {frozenset({True}): "patched libunicorn", frozenset({False}): "wheel's libunicorn"}
         print(f"{title}, {runs} run(s) each; medians in seconds"
-              + (f"; {qemu_version}" if qemu_version else ""))
+              + (f"; {qemu_version}" if qemu_version else "")
+              + f"; pvmon on the {lib.get(frozenset(patched), 'mixed libunicorn')}")
         print(f"{'kernel':<14} {'pvmon':>8} {'QEMU':>8} {'pvmon/QEMU':>10}   "
               f"{'pvmon runs':<24} QEMU runs")
         for e in results:
             print(f"{e['kernel']:<14} {cell(e['pvmon_median_s'])} {cell(e['qemu_median_s'])} "
                   f"{cell(e['ratio'], '10.2f')}   {times(e['pvmon']):<24} {times(e['qemu'])}")
+        if any(e.get("stock") for e in results):
+            print(f"{'wheel lib':<14} {'pvmon':>8} {'':>8} {'/patched':>10}   runs")
+            for e in results:
+                p, s = e["pvmon_median_s"], e["stock_median_s"]
+                print(f"{e['kernel']:<14} {cell(s)} {'':>8} "
+                      f"{cell(s / p if s and p else None, '10.2f')}   {times(e['stock'])}")
         if failed:
             print(f"{failed} run(s) failed; see the messages above")
     return 1 if failed else 0
@@ -206,6 +229,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600.0,
                     help="seconds before a single boot is abandoned")
     ap.add_argument("--no-qemu", action="store_true", help="skip the QEMU TCG comparison")
+    ap.add_argument("--stock", action="store_true",
+                    help="also boot pvmon on the wheel's libunicorn (PVMON_UNICORN=stock)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
     if args.runs < 1:
@@ -234,7 +259,7 @@ def main() -> int:
     for name in kernels:
         img = images[name]
         entry = {"kernel": name, "version": getattr(img, "version", None),
-                 "pvmon": [], "qemu": []}
+                 "pvmon": [], "qemu": [], "stock": []}
         # pvmon and QEMU runs alternate, so a slow stretch of a shared host
         # weighs on both sides of the ratio alike.
         for i in range(args.runs):
@@ -247,8 +272,14 @@ def main() -> int:
                 r = run_qemu(qemu, str(img.vmlinuz), args.timeout)
                 entry["qemu"].append(r)
                 log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
+            if args.stock:
+                log(f"{name}: pvmon on the wheel's libunicorn, run {i + 1}/{args.runs} ...")
+                r = run_pvmon(name, args.timeout, stock=True)
+                entry["stock"].append(r)
+                log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
         entry["pvmon_median_s"] = median_of(entry["pvmon"])
         entry["qemu_median_s"] = median_of(entry["qemu"]) if qemu else None
+        entry["stock_median_s"] = median_of(entry["stock"]) if args.stock else None
         p, q = entry["pvmon_median_s"], entry["qemu_median_s"]
         entry["ratio"] = p / q if p is not None and q else None
         results.append(entry)

@@ -8,6 +8,7 @@ import sys
 import click
 
 from pvmon import __version__
+from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
 from pvmon.guests.cli import guests
 from pvmon.replay.cli import backends, diff, replay
@@ -39,6 +40,7 @@ cli.add_command(trace)
 cli.add_command(replay)
 cli.add_command(diff)
 cli.add_command(backends)
+cli.add_command(engine)
 
 
 def _print_summary(res) -> None:

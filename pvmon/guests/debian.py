@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pvmon.cache import cache_root
 from pvmon.engine.loaders.bzimage import extract_vmlinux, parse_header
 from pvmon.engine.loaders.symbols import SymbolTable
 from pvmon.errors import FetchError, GuestImageError
@@ -52,16 +53,6 @@ _SEARCH = {
 }
 META = "meta.json"
 APT_TIMEOUT = 900  # seconds for one apt-get download
-
-
-def cache_root() -> Path:
-    """``$PVMON_CACHE`` or the platform user cache dir for "pvmon" (not created here)."""
-    env = os.environ.get("PVMON_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("pvmon"))
 
 
 def guest_dir(name: str) -> Path:

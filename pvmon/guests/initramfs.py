@@ -170,7 +170,7 @@ def busybox_initramfs(binary: bytes) -> bytes:
 
 
 def initramfs_dir(kind: str) -> Path:
-    from pvmon.guests.debian import cache_root
+    from pvmon.cache import cache_root
     return cache_root() / "guests" / "initramfs" / kind
 
 
