@@ -23,7 +23,7 @@ from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.dispatch.xen import XenPvDispatch
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
-from pvmon.errors import GuestImageError, PvmonError
+from pvmon.errors import PvmonError
 from pvmon.guests.catalog import GuestImage
 from pvmon.trace import format as fmt
 
@@ -100,12 +100,7 @@ class Session:
         self.cmdline = cmdline
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.backend_name = self.backend.name
-        try:
-            data = Path(guest.vmlinux).read_bytes()
-        except OSError as exc:
-            raise GuestImageError(f"cannot read guest image {guest.vmlinux}: "
-                                  f"{exc.strerror}") from None
-        self.kernel = builder.parse_kernel(data, Path(guest.vmlinux))
+        self.kernel = builder.load_kernel(Path(guest.vmlinux))
         self.machine = Machine(memory, builder.extra_bytes_for(memory))
         self.layout = builder.build(self.machine, self.kernel, cmdline, initrd)
         self.backend.hypercall_page = self.kernel.hypercall_page

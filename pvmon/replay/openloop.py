@@ -150,8 +150,7 @@ def _layout(run: RecordedRun, machine: Machine) -> builder.Layout:
         except TypeError:
             pass
     if run.guest is not None:   # older traces: lay the domain out again from the image
-        kernel = builder.parse_kernel(Path(run.guest.vmlinux).read_bytes(),
-                                      Path(run.guest.vmlinux))
+        kernel = builder.load_kernel(Path(run.guest.vmlinux))
         return builder.build(machine, kernel, run.cmdline)
     raise TraceError(f"{run.path}: trace header has no domain layout and no guest image "
                      "was found to rebuild it (pass --guest PATH)")

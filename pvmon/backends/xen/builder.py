@@ -21,6 +21,7 @@ read-only at MACH2PHYS_VIRT_START (L4 slot 256), which appears in every L4.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,8 @@ ENGINE_KERNEL_SS = 0xE018
 @dataclass
 class KernelImage:
     """A parsed PV kernel ELF. ``notes``: Xen ELF notes by name (ints for
-    addresses, str for strings). ``segments``: (paddr, vaddr, bytes, memsz)."""
+    addresses, str for strings). ``segments``: (paddr, vaddr, file bytes, memsz),
+    the file bytes a zero-copy view into the image (see :func:`load_kernel`)."""
 
     path: Path | None
     entry: int
@@ -60,7 +62,7 @@ class KernelImage:
     paddr_offset: int
     hypercall_page: int | None
     notes: dict[str, object]
-    segments: list[tuple[int, int, bytes, int]]
+    segments: list[tuple[int, int, bytes | memoryview, int]]
     #: [p_paddr, p_paddr + p_memsz) of each PT_LOAD segment with PF_X (executable).
     exec_ranges: tuple[tuple[int, int], ...] = ()
 
@@ -99,14 +101,34 @@ def _xen_notes(data: bytes) -> dict[str, object]:
     return notes
 
 
-def parse_kernel(data: bytes, path: Path | None = None) -> KernelImage:
-    """Parse a Xen PV kernel ELF. Raises GuestImageError for anything that is
-    not an x86-64 ELF with Xen notes."""
-    import io
+def load_kernel(path: Path) -> KernelImage:
+    """Parse the Xen PV kernel ELF at ``path`` without copying it: the file is
+    mapped read-only and each segment is a view into the mapping, which the
+    views keep alive (a Debian vmlinux is about 55 MB; reading and slicing it
+    cost about 0.2 s of a 2 s boot). Raises GuestImageError when the file cannot
+    be read or is not a Xen PV kernel (see :func:`parse_kernel`)."""
     try:
-        elf = ELFFile(io.BytesIO(data))
+        with open(path, "rb") as f:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except ValueError:          # mmap refuses an empty file
+        raise GuestImageError(f"{path}: empty file, not an x86-64 ELF kernel") from None
+    except OSError as exc:
+        raise GuestImageError(f"cannot read guest image {path}: {exc.strerror}") from None
+    return parse_kernel(data, path)
+
+
+def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelImage:
+    """Parse a Xen PV kernel ELF held in ``data``. Segment bytes are views into
+    ``data``, not copies. Raises GuestImageError for anything that is not an
+    x86-64 ELF with Xen notes, and for a segment that lies outside the file or
+    whose file size exceeds its memory size."""
+    import io
+    name = path or "image"
+    view = memoryview(data)
+    try:
+        elf = ELFFile(io.BytesIO(data) if isinstance(data, bytes) else data)
         if elf.get_machine_arch() != "x64" or elf.elfclass != 64:
-            raise GuestImageError(f"{path or 'image'}: not an x86-64 ELF kernel")
+            raise GuestImageError(f"{name}: not an x86-64 ELF kernel")
         notes: dict[str, object] = {}
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_NOTE":
@@ -115,20 +137,27 @@ def parse_kernel(data: bytes, path: Path | None = None) -> KernelImage:
         exec_ranges = []
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_LOAD" and seg["p_memsz"]:
-                segments.append((seg["p_paddr"], seg["p_vaddr"], seg.data(), seg["p_memsz"]))
+                off, filesz, memsz = seg["p_offset"], seg["p_filesz"], seg["p_memsz"]
+                if off + filesz > len(view):
+                    raise GuestImageError(f"{name}: PT_LOAD segment at file offset {off:#x}"
+                                          f"+{filesz:#x} extends past the end of the file")
+                if filesz > memsz:
+                    raise GuestImageError(f"{name}: PT_LOAD segment has p_filesz {filesz:#x}"
+                                          f" > p_memsz {memsz:#x}")
+                segments.append((seg["p_paddr"], seg["p_vaddr"], view[off:off + filesz], memsz))
                 if seg["p_flags"] & 1:     # PF_X
-                    exec_ranges.append((seg["p_paddr"], seg["p_paddr"] + seg["p_memsz"]))
+                    exec_ranges.append((seg["p_paddr"], seg["p_paddr"] + memsz))
         entry_default = elf.header["e_entry"]
     except ELFError as exc:
-        raise GuestImageError(f"{path or 'image'}: malformed ELF ({exc})") from None
+        raise GuestImageError(f"{name}: malformed ELF ({exc})") from None
     except GuestImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on hostile input
-        raise GuestImageError(f"{path or 'image'}: unreadable ELF ({exc})") from None
+        raise GuestImageError(f"{name}: unreadable ELF ({exc})") from None
     if "VIRT_BASE" not in notes and "GUEST_OS" not in notes:
-        raise GuestImageError(f"{path or 'image'}: no Xen ELF notes; not a Xen PV kernel")
+        raise GuestImageError(f"{name}: no Xen ELF notes; not a Xen PV kernel")
     if not segments:
-        raise GuestImageError(f"{path or 'image'}: no loadable segments")
+        raise GuestImageError(f"{name}: no loadable segments")
     return KernelImage(path, int(notes.get("ENTRY", entry_default)),
                        int(notes.get("VIRT_BASE", 0)), int(notes.get("PADDR_OFFSET", 0)),
                        notes.get("HYPERCALL_PAGE"), notes, segments, tuple(exec_ranges))
@@ -189,7 +218,8 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
         if pa < 0 or pa + memsz > ram:
             raise GuestImageError(f"kernel segment at {pa:#x}+{memsz:#x} does not fit in "
                                   f"{ram >> 20} MiB")
-        machine.write_phys(pa, data)
+        # nothing has run in this machine yet, so no translated code to invalidate
+        machine.write_phys_data(pa, data)
         kend = max(kend, pa + memsz)
     pfn = pages(kend)
 
