@@ -39,6 +39,7 @@ def _elf_with_first_load(patch_phdr):
     (a function of (p_offset, p_filesz, p_memsz) returning new values)."""
     import struct
     from pathlib import Path
+
     import pvmon.guests
     data = bytearray((Path(pvmon.guests.__file__).parent / "images" / "pvtest-v2.elf").read_bytes())
     phoff, = struct.unpack_from("<Q", data, 0x20)

@@ -43,18 +43,18 @@ def test_the_patch_applies_to_the_gen_tb_start_it_describes():
 def test_this_process_and_children_load_the_patched_library():
     d = uclib.describe()
     assert d["patched"] and d["patches"] == list(uclib.PATCHES)
-    out = subprocess.run(PVMON + ["engine", "info"], capture_output=True, text=True,
+    out = subprocess.run(PVMON + ["engine", "info"], check=False, capture_output=True, text=True,
                          env=_env(), timeout=60)
     assert out.returncode == 0 and "patched: yes" in out.stdout
 
 
 def test_stock_choice_and_an_explicit_path_keep_the_wheel(tmp_path):
-    out = subprocess.run(PVMON + ["engine", "info"], capture_output=True, text=True,
+    out = subprocess.run(PVMON + ["engine", "info"], check=False, capture_output=True, text=True,
                          env=_env(PVMON_UNICORN="stock"), timeout=60)
     assert out.returncode == 0, out.stderr
     assert "patched: no" in out.stdout and "site-packages" in out.stdout
     # without any build in this cache, pvmon runs on the wheel and says how to build
-    out = subprocess.run(PVMON + ["engine", "info"], capture_output=True, text=True,
+    out = subprocess.run(PVMON + ["engine", "info"], check=False, capture_output=True, text=True,
                          env=_env(PVMON_CACHE=str(tmp_path)), timeout=60)
     assert "not built: run `pvmon engine build`" in out.stdout
 
@@ -63,7 +63,7 @@ def test_a_bad_sdist_is_one_line_and_installs_nothing(tmp_path):
     bogus = tmp_path / "unicorn-2.1.4.tar.gz"
     bogus.write_bytes(b"not a tarball")
     cache = tmp_path / "cache"
-    p = subprocess.run(PVMON + ["engine", "build", "--sdist", str(bogus)],
+    p = subprocess.run(PVMON + ["engine", "build", "--sdist", str(bogus)], check=False,
                        capture_output=True, text=True, env=_env(PVMON_CACHE=str(cache)),
                        timeout=120)
     assert p.returncode == 2
@@ -78,7 +78,7 @@ def _events(path):
 
 
 def _record(guest, path, **env):
-    p = subprocess.run(PVMON + ["run", guest, "--quiet", "--record", str(path)],
+    p = subprocess.run(PVMON + ["run", guest, "--quiet", "--record", str(path)], check=False,
                        capture_output=True, text=True, env=_env(**env), timeout=600)
     assert p.returncode in (0, 1), p.stderr
     return _events(path)
