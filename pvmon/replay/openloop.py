@@ -23,6 +23,7 @@ import struct
 import time
 from collections import deque
 from dataclasses import fields
+from itertools import chain
 from pathlib import Path
 
 from pvmon.backends.base import GuestFault
@@ -115,6 +116,16 @@ class _RecordedMemory(RecordingGuestAccess):
 
     def write(self, va: int, data: bytes) -> None:
         self.writes.append(["v", va, bytes(data)])
+
+    def write_machine(self, ma: int, data: bytes) -> None:
+        """As a live run's, with one bounds check: the scratch machine never
+        executes, so its RAM is written directly (mmu_update's common path)."""
+        data = bytes(data)
+        end = ma + len(data)
+        if ma < 0 or end > self.m.phys_bytes:
+            raise GuestFault(ma, True)
+        self.m.mem[ma:end] = data
+        self.writes.append(["p", ma, data])
 
 
 class _NoGuestPlatform:
@@ -245,7 +256,9 @@ def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None) -> int:
     recent: deque[dict] = deque(maxlen=5)
     prev_t, prev_con = 0, False   # time of the last event; was it console output?
     cost = sides[0].clock.costs.hypercall_ns if sides else 0
-    for ev in run.reader.events():
+    reader = run.reader
+    # frame by frame through C-level chaining: no generator frame per event
+    for ev in chain.from_iterable(map(reader.frame_events, range(len(reader.frames)))):
         k = ev["k"]
         if k != "hc":
             if k == "con":
