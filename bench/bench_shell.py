@@ -55,6 +55,7 @@ INIT = b"Run /init as init process"
 
 PVMON_SNIPPET = r"""
 import json, sys, time
+from pvmon.engine import uclib
 from pvmon.engine.machine import Stop
 from pvmon.guests.catalog import resolve
 from pvmon.guests.initramfs import initramfs_path
@@ -76,6 +77,7 @@ r = s.run(timeout=float(sys.argv[2]))
 print(json.dumps({"wall_s": at.get("prompt"), "ok": "prompt" in at, "exit_kind": r.exit_kind,
                   "detail": r.detail, "vtime_ns": r.vtime_ns,
                   "hypercalls": sum(r.hypercalls.values()),
+                  "patched_unicorn": uclib.describe()["patched"],
                   "tail": bytes(seen[-800:]).decode("utf-8", "replace")}))
 """
 
@@ -98,7 +100,8 @@ def run_pvmon(name: str, timeout: float) -> dict:
         err = (res.stderr or res.stdout).strip()[-1500:]
         return {"ok": False, "error": f"pvmon exited {res.returncode} without a result:\n{err}"}
     run = {"ok": out["ok"], "wall_s": out["wall_s"], "process_s": process_s,
-           "vtime_ns": out["vtime_ns"], "hypercalls": out["hypercalls"]}
+           "vtime_ns": out["vtime_ns"], "hypercalls": out["hypercalls"],
+           "patched_unicorn": out["patched_unicorn"]}
     if not out["ok"]:
         run["error"] = (f"no shell prompt (exit {out['exit_kind']}: {out['detail']}); "
                         f"console tail:\n{out['tail']}")
