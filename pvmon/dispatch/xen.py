@@ -267,26 +267,15 @@ class XenPvDispatch:
             pending.clear()
         else:
             raised = ()
-        record = self.record
-        if record is not None or self.call_listeners:
+        if self.record is not None or self.call_listeners:
             # Tuples, not lists, where the recorder does not need lists (msgpack packs
             # both alike): a listener (the TUI) may keep 50,000 of these events, and
             # every list among them is one more object for each full GC pass to scan.
-            # _emit and _via inlined: this runs once per hypercall of a recorded boot.
-            if self._tsc_rips is not None:
-                self.flush_tsc()
-            hp = getattr(self.b, "hypercall_page", None)
-            guest = self.guest
-            seq = self.seq
-            self.seq = seq + 1
             ev = {"k": "hc", "abi": "xen", "nr": nr, "name": name, "args": args,
-                  "op": self.b.op, "ret": ret, "rip": rip,
-                  "via": "page" if hp is not None and hp <= rip < hp + 4096 else "syscall",
-                  "rd": guest.reads if guest.record else (),
-                  "wr": guest.writes if guest.record else (), "ev": raised,
-                  "seq": seq, "t": self.clock.now_ns, "cpu": 0}
-            if record is not None:
-                record(ev)
+                  "op": self.b.op, "ret": ret, "rip": rip, "via": self._via(rip),
+                  "rd": self.guest.reads if self.guest.record else (),
+                  "wr": self.guest.writes if self.guest.record else (), "ev": raised}
+            self._emit(ev)
             for fn in self.call_listeners:
                 fn(ev)
         if m.stop_reason is None:

@@ -154,10 +154,7 @@ class TraceWriter:
         # _append_checked, in one condition; anything unusual takes the long way.
         if (seq == self._next_seq and type(seq) is int and type(t) is int
                 and t >= self._floor_t and not self._closed):
-            try:                        # pack_event, inlined
-                data = _fast_packb(event, option=_FAST_OPTS)
-            except TypeError:
-                data = msgpack.packb(event, use_bin_type=True)
+            data = pack_event(event)
             n = len(data)
             if n <= fmt.MAX_EVENT_RAW:
                 buf = self._buf
