@@ -117,16 +117,6 @@ class _RecordedMemory(RecordingGuestAccess):
     def write(self, va: int, data: bytes) -> None:
         self.writes.append(["v", va, bytes(data)])
 
-    def write_machine(self, ma: int, data: bytes) -> None:
-        """As a live run's, with one bounds check: the scratch machine never
-        executes, so its RAM is written directly (mmu_update's common path)."""
-        data = bytes(data)
-        end = ma + len(data)
-        if ma < 0 or end > self.m.phys_bytes:
-            raise GuestFault(ma, True)
-        self.m.mem[ma:end] = data
-        self.writes.append(["p", ma, data])
-
 
 class _NoGuestPlatform:
     """The platform services a backend calls (jumps, stops), for a domain
