@@ -121,6 +121,7 @@ class Session:
             from pvmon.trace.writer import TraceWriter
             self.writer = TraceWriter(self.trace_path, self.header())
             self.dispatch.record = self.writer.append
+            self.dispatch.record_hc = self.writer.append_hc
 
     def header(self) -> dict:
         g = self.guest
@@ -164,6 +165,7 @@ class Session:
             return None
         self.dispatch.flush_tsc()
         self.dispatch.record = None
+        self.dispatch.record_hc = None
         self.writer.close()
         self.writer = None
         return self.trace_path

@@ -3,7 +3,7 @@
 # tests use (apt's own download tool, zstd for the trace tests, gcc/binutils/make
 # to check the built-in guests rebuild byte for byte, cmake/patch to build the
 # engine's patched Unicorn), pvmon itself, the patched Unicorn library (`pvmon
-# engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's one patch, x86 only,
+# engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's two patches, x86 only,
 # about 30-40 s), and the two stock Debian kernels (fetched by package name with
 # apt-get download).
 set -euo pipefail

@@ -20,6 +20,7 @@ from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.console_input import ConsoleInput
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
+from pvmon.trace.format import hc_event
 
 XEN_CPUID_PREFIX = b"\x0f\x0bxen\x0f\xa2"
 # SCHEDOP_block (xen/include/public/sched.h) through sched_op (29) or sched_op_compat (6)
@@ -49,6 +50,10 @@ class XenPvDispatch:
         self.b = backend
         self.guest = guest
         self.record = record
+        #: Optional fast path for hypercall events, taken while no call listener is
+        #: attached: called with :func:`pvmon.trace.format.hc_event`'s arguments
+        #: instead of ``record`` with the dict (e.g. ``TraceWriter.append_hc``).
+        self.record_hc: Callable[..., None] | None = None
         self.policy = xen_cpuid_policy(backend.ver.major, backend.ver.minor)
         self.clock = machine.clock
         self.seq = 0
@@ -268,16 +273,27 @@ class XenPvDispatch:
         else:
             raised = ()
         if self.record is not None or self.call_listeners:
+            if self._tsc_rips is not None:
+                self.flush_tsc()
+            seq = self.seq
+            self.seq = seq + 1
+            guest = self.guest
             # Tuples, not lists, where the recorder does not need lists (msgpack packs
             # both alike): a listener (the TUI) may keep 50,000 of these events, and
             # every list among them is one more object for each full GC pass to scan.
-            ev = {"k": "hc", "abi": "xen", "nr": nr, "name": name, "args": args,
-                  "op": self.b.op, "ret": ret, "rip": rip, "via": self._via(rip),
-                  "rd": self.guest.reads if self.guest.record else (),
-                  "wr": self.guest.writes if self.guest.record else (), "ev": raised}
-            self._emit(ev)
-            for fn in self.call_listeners:
-                fn(ev)
+            rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
+            if self.record_hc is not None and not self.call_listeners:
+                # The recorder's fast path: no dict (format.hc_event's bytes, packed
+                # from the values).
+                self.record_hc("xen", nr, name, args, self.b.op, ret, rip, self._via(rip),
+                               rd, wr, raised, seq, self.clock.now_ns, 0)
+            else:
+                ev = hc_event("xen", nr, name, args, self.b.op, ret, rip, self._via(rip),
+                              rd, wr, raised, seq, self.clock.now_ns, 0)
+                if self.record is not None:
+                    self.record(ev)
+                for fn in self.call_listeners:
+                    fn(ev)
         if m.stop_reason is None:
             vcpu.fire_timers()
             if vcpu.can_upcall():

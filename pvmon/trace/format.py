@@ -138,3 +138,21 @@ def pack_seek_table(frames: list[FrameInfo], n_events: int) -> bytes:
     counts = struct.pack("<QI", n_events, len(frames))
     footer = counts + struct.pack("<I", crc32(entries, counts)) + END_MAGIC
     return skippable(SEEK_MAGIC, entries + footer)
+
+
+#: The keys of a hypercall event (``"k": "hc"``, docs/trace-format.md) after
+#: ``"k"``, in the order every writer packs them.
+HC_KEYS = ("abi", "nr", "name", "args", "op", "ret", "rip", "via", "rd", "wr", "ev", "seq", "t",
+           "cpu")
+
+
+def hc_event(abi: str, nr: int, name: str, args, op: dict, ret: int, rip: int, via: str, rd, wr,
+             ev, seq: int, t: int, cpu: int) -> dict:
+    """A hypercall event as a dict, keys in :data:`HC_KEYS` order (the order is
+    part of the bytes: msgpack maps keep it). ``args``: raw argument registers;
+    ``op``: decoded arguments; ``ret``: signed return value; ``rd``/``wr``:
+    ``[space, address, bytes]`` guest-memory accesses; ``ev``: ports raised;
+    ``t`` in ns of virtual time."""
+    return {"k": "hc", "abi": abi, "nr": nr, "name": name, "args": args, "op": op, "ret": ret,
+            "rip": rip, "via": via, "rd": rd, "wr": wr, "ev": ev, "seq": seq, "t": t,
+            "cpu": cpu}

@@ -23,6 +23,16 @@ from pvmon.trace import format as fmt
 # anything ormsgpack refuses is packed by msgpack-python, the reference.
 _fast_packb = ormsgpack.packb
 _FAST_OPTS = ormsgpack.OPT_NON_STR_KEYS
+# Hypercall events, most of a recording, are packed straight from their values by
+# the compiled pvmon.trace._evpack (same bytes; tests/test_evpack.py). Without it
+# (no C compiler at install time) they go through hc_event and pack_event.
+try:
+    from pvmon.trace._evpack import pack_hc as _pack_hc
+except ImportError:  # pragma: no cover - exercised by installs without a compiler
+    _pack_hc = None
+
+#: True when hypercall events are packed by the compiled packer.
+COMPILED_PACKER = _pack_hc is not None
 
 
 def pack_event(event: dict[str, Any]) -> bytes:
@@ -169,6 +179,34 @@ class TraceWriter:
                     self._cut()
                 return
         self._append_checked(event)
+
+    def append_hc(self, abi: str, nr: int, name: str, args, op: dict, ret: int, rip: int,
+                  via: str, rd, wr, ev, seq: int, t: int, cpu: int) -> None:
+        """Add a hypercall event given as its values: the same as
+        ``append(format.hc_event(abi, ..., cpu))`` (same bytes, same errors)
+        without building the dict, when the compiled packer is present. The
+        values are packed at once, so the caller may reuse them."""
+        if (seq == self._next_seq and type(seq) is int and type(t) is int
+                and t >= self._floor_t and not self._closed and _pack_hc is not None):
+            buf = self._buf
+            start = len(buf)
+            try:
+                end = _pack_hc(buf, abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t,
+                               cpu)
+            except (TypeError, ValueError, OverflowError):
+                end = -1    # the dict path packs it, or raises its own error
+            if 0 <= end - start <= fmt.MAX_EVENT_RAW:
+                count = self._buf_count
+                if not count:
+                    self._buf_first_t = t
+                self._buf_count = count = count + 1
+                self._next_seq = seq + 1
+                self._last_t = self._floor_t = t
+                if count >= self._frame_events or end >= self._frame_bytes:
+                    self._cut()
+                return
+            del buf[start:]
+        self.append(fmt.hc_event(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu))
 
     def _append_checked(self, event: dict[str, Any]) -> None:
         if self._closed:
