@@ -54,6 +54,10 @@ class XenPvDispatch:
         #: attached: called with :func:`pvmon.trace.format.hc_event`'s arguments
         #: instead of ``record`` with the dict (e.g. ``TraceWriter.append_hc``).
         self.record_hc: Callable[..., None] | None = None
+        #: The guest's hypercall page (a call from inside it is recorded with
+        #: ``via`` "page"), set on the backend by the domain builder before this.
+        self._hypercall_page: int | None = getattr(backend, "hypercall_page", None)
+        self._eip = machine.internals.eip         # env->eip, read at each TSC read
         self.policy = xen_cpuid_policy(backend.ver.major, backend.ver.minor)
         self.clock = machine.clock
         self.seq = 0
@@ -282,13 +286,15 @@ class XenPvDispatch:
             # both alike): a listener (the TUI) may keep 50,000 of these events, and
             # every list among them is one more object for each full GC pass to scan.
             rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
+            hp = self._hypercall_page
+            via = "page" if hp is not None and hp <= rip < hp + 4096 else "syscall"
             if self.record_hc is not None and not self.call_listeners:
                 # The recorder's fast path: no dict (format.hc_event's bytes, packed
                 # from the values).
-                self.record_hc("xen", nr, name, args, self.b.op, ret, rip, self._via(rip),
+                self.record_hc("xen", nr, name, args, self.b.op, ret, rip, via,
                                rd, wr, raised, seq, self.clock.now_ns, 0)
             else:
-                ev = hc_event("xen", nr, name, args, self.b.op, ret, rip, self._via(rip),
+                ev = hc_event("xen", nr, name, args, self.b.op, ret, rip, via,
                               rd, wr, raised, seq, self.clock.now_ns, 0)
                 if self.record is not None:
                     self.record(ev)
@@ -300,12 +306,6 @@ class XenPvDispatch:
                 self._upcall()
         self._check_wall()
         self._finish_syscall()
-
-    def _via(self, rip: int) -> str:
-        hp = getattr(self.b, "hypercall_page", None)
-        if hp is not None and hp <= rip < hp + 4096:
-            return "page"
-        return "syscall"
 
     def _finish_syscall(self) -> None:
         if self._jump is not None:
@@ -410,7 +410,7 @@ class XenPvDispatch:
         if self.record is not None:
             rips = self._tsc_rips
             if rips is not None:                # the hottest path: extend the open run
-                rips.append(self.m.internals.eip.value)
+                rips.append(self._eip.value)
                 self._tsc_vals.append(v)
                 if len(rips) >= self.tsc_run_max:
                     self.flush_tsc()
@@ -418,7 +418,7 @@ class XenPvDispatch:
                 seq = self.seq
                 self.seq = seq + 1
                 self._tsc_head = (seq, clock.now_ns)
-                self._tsc_rips = [self.m.internals.eip.value]
+                self._tsc_rips = [self._eip.value]
                 self._tsc_vals = [v]
             else:                               # format version 1: an event per read
                 seq = self.seq

@@ -74,11 +74,11 @@ class TraceWriter:
     bytes of msgpack. With ``background=True`` (default) frames are compressed
     (zstd ``level``) and written by one worker thread, which releases the GIL
     while compressing; frames reach it :data:`FRAMES_PER_HANDOFF` at a time, at
-    most a few batches wait in its queue, then :meth:`append` blocks. Each frame
-    is written in one ``write`` as soon as it is compressed, so a process killed
-    at any point leaves every frame written before intact (up to a batch of
-    frames not yet handed over is lost with it); ``sync=True`` also ``fsync``s
-    after each frame.
+    most a few batches wait in its queue, then :meth:`append` blocks. Each batch
+    is written in one ``write`` as soon as it is compressed (without a thread,
+    each frame as it is cut), so a process killed at any point leaves every
+    frame written before intact (up to a few batches of frames not yet written
+    are lost with it); ``sync=True`` also ``fsync``s after each write.
 
     An unclosed writer is closed at interpreter exit. I/O errors surface as
     :class:`~pvmon.errors.TraceError` from the next call.
@@ -281,7 +281,7 @@ class TraceWriter:
         self._buf_count = 0
         if self._queue is None:
             try:
-                self._write_frame(job, self._compressor())
+                self._write_frames([job], self._compressor())
             except OSError as exc:
                 raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
         else:
@@ -305,24 +305,40 @@ class TraceWriter:
             try:
                 if jobs is None:
                     return
-                for job in jobs:
-                    if self._error is None:
-                        self._write_frame(job, cctx)
+                if self._error is None:
+                    self._write_frames(jobs, cctx)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
             finally:
                 self._queue.task_done()
 
-    def _write_frame(self, job: _Job, cctx: zstandard.ZstdCompressor) -> None:
-        comp = cctx.compress(job.raw)
-        desc = fmt.pack_descriptor(len(comp), len(job.raw), job.count, job.first_seq,
-                                   job.first_t, job.last_t)
+    def _write_frames(self, jobs: list[_Job], cctx: zstandard.ZstdCompressor) -> None:
+        """Compress ``jobs`` and write them, descriptors and frames, in one ``write``.
+
+        The batch is compressed in one call that holds no GIL throughout
+        (``multi_compress_to_buffer``; the same frames ``compress`` makes), so the
+        writer thread takes the GIL a few times a batch instead of three times a
+        frame: each take can stall the recorder's next hook behind it."""
+        if len(jobs) == 1:
+            comps = [cctx.compress(jobs[0].raw)]
+        else:
+            out = cctx.multi_compress_to_buffer([job.raw for job in jobs])
+            comps = [out[i].tobytes() for i in range(len(jobs))]
+        chunk = bytearray()
         offset = self._offset
-        self._write(desc + comp)
+        infos = []
+        for job, comp in zip(jobs, comps):
+            chunk += fmt.pack_descriptor(len(comp), len(job.raw), job.count, job.first_seq,
+                                         job.first_t, job.last_t)
+            chunk += comp
+            infos.append(fmt.FrameInfo(len(self._frames) + len(infos), offset, job.first_seq,
+                                       job.count, job.first_t, job.last_t, len(comp),
+                                       len(job.raw)))
+            offset = self._offset + len(chunk)
+        self._write(chunk)
         if self._sync:
             os.fsync(self._fd)
-        self._frames.append(fmt.FrameInfo(len(self._frames), offset, job.first_seq, job.count,
-                                          job.first_t, job.last_t, len(comp), len(job.raw)))
+        self._frames.extend(infos)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
