@@ -63,7 +63,9 @@ def main() -> int:
     args = ap.parse_args()
     from pvmon.guests.catalog import resolve
     img = resolve(args.kernel)
-    res: dict = {"kernel": args.kernel, "loadavg_start": os.getloadavg()[0]}
+    from pvmon.trace.writer import COMPILED_PACKER
+    res: dict = {"kernel": args.kernel, "loadavg_start": os.getloadavg()[0],
+                 "compiled_packer": COMPILED_PACKER}
     plain, rec = [], []
     with tempfile.TemporaryDirectory() as d:
         trace = str(Path(d) / "run.pvt")
@@ -104,7 +106,9 @@ def main() -> int:
     if args.json:
         print(json.dumps(res, indent=1))
         return 0
-    print(f"kernel {args.kernel}: {res['events']:,} events ({res['hypercalls']:,} hypercalls)")
+    print(f"kernel {args.kernel}: {res['events']:,} events ({res['hypercalls']:,} hypercalls); "
+          f"hypercall events packed by the "
+          f"{'compiled packer' if res['compiled_packer'] else 'dict path (no compiled packer)'}")
     print(f"plain   median {pm:6.2f} s   runs " + " ".join(f"{x:.2f}" for x in res["plain_s"]))
     print(f"record  median {rm:6.2f} s   runs " + " ".join(f"{x:.2f}" for x in res["record_s"]))
     print(f"recording overhead {100 * res['overhead']:+.1f} %   (target <= 5 %); median of "
