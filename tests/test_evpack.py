@@ -141,3 +141,42 @@ def test_a_recorded_boot_is_the_same_with_and_without_the_dict(tmp_path, pvtest_
         raw_b = (tmp_path / "dict.pvt").read_bytes()
         assert ([raw_a[f.offset:f.end] for f in a.frames]
                 == [raw_b[f.offset:f.end] for f in b.frames])
+
+
+def _write_mixed(path, events):
+    """Dict events through append, hypercall events through append_hc, errors noted."""
+    from pvmon.trace.synth import synthetic_header
+    errors = []
+    with TraceWriter(path, synthetic_header(), frame_events=100, frame_bytes=8 << 10) as w:
+        for ev in events:
+            try:
+                if ev["k"] == "hc":
+                    w.append_hc(*(ev[k] for k in fmt.HC_KEYS))
+                else:
+                    w.append(ev)
+            except (TypeError, ValueError, OverflowError) as exc:
+                errors.append((ev["seq"], type(exc).__name__, str(exc)))
+    return errors
+
+
+def test_the_python_open_frame_writes_the_same_file(tmp_path, monkeypatch):
+    """Installs without the compiled module use writer.PyOpenFrame: same bytes,
+    same refusals."""
+    import pvmon.trace.writer as W
+    from pvmon.trace.synth import synthetic_events
+    events = []
+    for i, ev in enumerate(synthetic_events(3000, seed=11)):
+        if i % 3 == 0:
+            ev = {"k": "hc", **hc_values(seq=ev["seq"], t=ev["t"], nr=i, ret=-i,
+                                         rd=[["v", i, bytes(i % 300)]])}
+        events.append(ev)
+    bad = [dict(events[-1], seq=3000, t=-1), dict(events[-1], seq=3001),
+           {**hc_values(seq=3000, t=2**63), "k": "hc"},
+           {**hc_values(seq=3000, t=events[-1]["t"], op={"x": object()}), "k": "hc"}]
+    compiled = _write_mixed(tmp_path / "c.pvt", events + bad)
+    monkeypatch.setattr(W, "OpenFrame", W.PyOpenFrame)
+    python = _write_mixed(tmp_path / "p.pvt", events + bad)
+    assert compiled == python and len(compiled) == 4
+    assert (tmp_path / "c.pvt").read_bytes() == (tmp_path / "p.pvt").read_bytes()
+    with TraceReader(tmp_path / "c.pvt") as r:
+        assert len(r) == 3000 and len(r.frames) > 30

@@ -16,9 +16,14 @@
  * memoryview as bin 8/16/32, list and tuple as arrays, dict as a map in
  * insertion order, None, True, False. Anything else raises TypeError, an int
  * outside [-2**63, 2**64) OverflowError; the caller then takes the dict path.
+ *
+ * OpenFrame is a trace writer's open frame (pvmon.trace.writer): the events
+ * packed so far and the checks every appended event must pass, so that the
+ * recorder's call per hypercall runs no Python code unless the frame is full.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -207,6 +212,19 @@ PyDoc_STRVAR(pack_hc_doc,
 "for a value msgpack cannot hold, OverflowError for an int outside 64 bits,\n"
 "ValueError for one nested deeper than 64; buf is then unchanged.");
 
+/* Pack the hypercall event of args[0..HC_NARGS) into o. */
+static int pack_hc_into(Out *o, PyObject *const *args) {
+    /* fixmap of 15: "k": "hc", then the 14 keys above. */
+    static const char head[] = "\x8f\xa1k\xa2hc";
+    if (put(o, head, sizeof head - 1)) return -1;
+    for (Py_ssize_t i = 0; i < HC_NARGS; i++) {
+        const char *key = HC_KEYS[i];
+        if (put(o, key, 1 + (key[0] & 0x1f)) || pack(o, args[i], 1))
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *pack_hc(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != HC_NARGS + 1) {
         PyErr_Format(PyExc_TypeError, "pack_hc takes %zd arguments (%zd given)",
@@ -220,22 +238,220 @@ static PyObject *pack_hc(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     Out o;
     out_init(&o);
-    /* fixmap of 15: "k": "hc", then the 14 keys above. */
-    static const char head[] = "\x8f\xa1k\xa2hc";
-    if (put(&o, head, sizeof head - 1)) goto fail;
-    for (Py_ssize_t i = 0; i < HC_NARGS; i++) {
-        const char *key = HC_KEYS[i];
-        if (put(&o, key, 1 + (key[0] & 0x1f)) || pack(&o, args[i + 1], 1))
-            goto fail;
+    if (pack_hc_into(&o, args + 1)) {
+        out_free(&o);
+        return NULL;
     }
     Py_ssize_t n = flush_to(buf, &o);
     out_free(&o);
     if (n < 0) return NULL;
     return PyLong_FromSsize_t(n);
-fail:
-    out_free(&o);
-    return NULL;
 }
+
+/* ------------------------------------------------------------------ OpenFrame */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *buf;              /* bytearray: the events packed back to back */
+    Py_ssize_t count;           /* events in buf */
+    long long next_seq;         /* the seq the next event must carry */
+    long long first_t, last_t;  /* virtual time (ns) of buf's first event, of the last accepted */
+    int has_last;               /* an event was accepted: last_t holds */
+    int closed;
+    Py_ssize_t frame_events, frame_bytes, max_event;
+    PyObject *on_full;          /* called with no arguments when the frame is full */
+    PyObject *fallback;         /* hc(): called with hc's arguments when they take the long way */
+} OpenFrame;
+
+/* seq and t as the checks want them: exact ints, seq == next_seq, t in i64
+ * and not before the last accepted event. 1 if they pass, 0 if not. */
+static int frame_accepts(OpenFrame *f, PyObject *seq, PyObject *t, long long *tv) {
+    if (f->closed || !PyLong_CheckExact(seq) || !PyLong_CheckExact(t)) return 0;
+    int overflow;
+    long long sv = PyLong_AsLongLongAndOverflow(seq, &overflow);
+    if (overflow || (sv == -1 && PyErr_Occurred()) || sv != f->next_seq) { PyErr_Clear(); return 0; }
+    *tv = PyLong_AsLongLongAndOverflow(t, &overflow);
+    if (overflow || (*tv == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    return !f->has_last || *tv >= f->last_t;
+}
+
+/* Take n accepted bytes: append them, count the event, call on_full if full. */
+static PyObject *frame_commit(OpenFrame *f, const char *data, Py_ssize_t n, long long t) {
+    Py_ssize_t n0 = PyByteArray_GET_SIZE(f->buf);
+    if (PyByteArray_Resize(f->buf, n0 + n)) return NULL;
+    memcpy(PyByteArray_AS_STRING(f->buf) + n0, data, n);
+    if (!f->count) f->first_t = t;
+    f->count++;
+    f->next_seq++;
+    f->last_t = t;
+    f->has_last = 1;
+    if (f->count >= f->frame_events || n0 + n >= f->frame_bytes)
+        return PyObject_CallNoArgs(f->on_full);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(frame_hc_doc,
+"hc(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu)\n\n"
+"Append the hypercall event pvmon.trace.format.hc_event(abi, ..., cpu) (the bytes\n"
+"pack_hc writes). When seq, t or the frame do not pass the checks, or a value\n"
+"cannot be packed or packs to more than max_event bytes, returns\n"
+"fallback(abi, ..., cpu) instead, which raises the error.");
+
+static PyObject *frame_hc(OpenFrame *f, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != HC_NARGS) {
+        PyErr_Format(PyExc_TypeError, "hc takes %zd arguments (%zd given)", HC_NARGS, nargs);
+        return NULL;
+    }
+    long long t;
+    if (frame_accepts(f, args[HC_NARGS - 3], args[HC_NARGS - 2], &t)) {
+        Out o;
+        out_init(&o);
+        if (!pack_hc_into(&o, args) && o.len <= f->max_event) {
+            PyObject *r = frame_commit(f, o.p, o.len, t);
+            out_free(&o);
+            return r;
+        }
+        out_free(&o);
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)
+                    && !PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;        /* MemoryError and the like: not the event's fault */
+            PyErr_Clear();
+        }
+    }
+    return PyObject_Vectorcall(f->fallback, args, nargs, NULL);
+}
+
+PyDoc_STRVAR(frame_add_doc,
+"add(data, seq, t) -> bool\n\n"
+"Append one packed event (bytes) whose seq and t (ns) are given. False, with\n"
+"nothing changed, when they or the frame do not pass the checks or data is\n"
+"longer than max_event; True once appended (on_full called if the frame filled).");
+
+static PyObject *frame_add(OpenFrame *f, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "add(data: bytes, seq: int, t: int)");
+        return NULL;
+    }
+    long long t;
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    if (!frame_accepts(f, args[1], args[2], &t) || n > f->max_event) Py_RETURN_FALSE;
+    PyObject *r = frame_commit(f, PyBytes_AS_STRING(args[0]), n, t);
+    if (!r) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(frame_take_doc,
+"take() -> (raw, count, first_seq, first_t, last_t) | None\n\n"
+"Hand over the frame (raw: its msgpack bytes, a bytearray) and start an empty\n"
+"one; None when it holds no event.");
+
+static PyObject *frame_take(OpenFrame *f, PyObject *unused) {
+    if (!f->count) Py_RETURN_NONE;
+    PyObject *fresh = PyByteArray_FromStringAndSize(NULL, 0);
+    if (!fresh) return NULL;
+    PyObject *r = Py_BuildValue("(OnLLL)", f->buf, f->count, f->next_seq - f->count,
+                                f->first_t, f->last_t);
+    if (!r) { Py_DECREF(fresh); return NULL; }
+    Py_SETREF(f->buf, fresh);
+    f->count = 0;
+    return r;
+}
+
+static PyObject *frame_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *names[] = {"frame_events", "frame_bytes", "max_event", "on_full", "fallback",
+                            NULL};
+    Py_ssize_t fe, fb, me;
+    PyObject *on_full, *fallback;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "nnnOO:OpenFrame", names, &fe, &fb, &me, &on_full,
+                                     &fallback))
+        return NULL;
+    if (fe < 1 || fb < 1 || me < 1 || !PyCallable_Check(on_full) || !PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_ValueError, "OpenFrame: sizes must be >= 1, callbacks callable");
+        return NULL;
+    }
+    OpenFrame *f = (OpenFrame *)type->tp_alloc(type, 0);
+    if (!f) return NULL;
+    if (!(f->buf = PyByteArray_FromStringAndSize(NULL, 0))) { Py_DECREF(f); return NULL; }
+    f->frame_events = fe;
+    f->frame_bytes = fb;
+    f->max_event = me;
+    f->on_full = Py_NewRef(on_full);
+    f->fallback = Py_NewRef(fallback);
+    return (PyObject *)f;
+}
+
+static int frame_traverse(OpenFrame *f, visitproc visit, void *arg) {
+    Py_VISIT(f->on_full);
+    Py_VISIT(f->fallback);
+    return 0;
+}
+
+static int frame_clear(OpenFrame *f) {
+    Py_CLEAR(f->on_full);
+    Py_CLEAR(f->fallback);
+    return 0;
+}
+
+static void frame_dealloc(OpenFrame *f) {
+    PyObject_GC_UnTrack(f);
+    frame_clear(f);
+    Py_CLEAR(f->buf);
+    Py_TYPE(f)->tp_free((PyObject *)f);
+}
+
+static PyObject *frame_get_last_t(OpenFrame *f, void *c) {
+    if (!f->has_last) Py_RETURN_NONE;
+    return PyLong_FromLongLong(f->last_t);
+}
+
+static PyObject *frame_get_nbytes(OpenFrame *f, void *c) {
+    return PyLong_FromSsize_t(PyByteArray_GET_SIZE(f->buf));
+}
+
+static PyGetSetDef frame_getset[] = {
+    {"last_t", (getter)frame_get_last_t, NULL, "t (ns) of the last event accepted, or None", NULL},
+    {"nbytes", (getter)frame_get_nbytes, NULL, "bytes of msgpack in the frame", NULL},
+    {NULL},
+};
+
+static PyMemberDef frame_members[] = {
+    {"count", T_PYSSIZET, offsetof(OpenFrame, count), READONLY, "events in the frame"},
+    {"next_seq", T_LONGLONG, offsetof(OpenFrame, next_seq), READONLY,
+     "the seq the next event must carry"},
+    {"closed", T_INT, offsetof(OpenFrame, closed), 0, "set: every event takes the long way"},
+    {NULL},
+};
+
+static PyMethodDef frame_methods[] = {
+    {"hc", (PyCFunction)(void (*)(void))frame_hc, METH_FASTCALL, frame_hc_doc},
+    {"add", (PyCFunction)(void (*)(void))frame_add, METH_FASTCALL, frame_add_doc},
+    {"take", (PyCFunction)frame_take, METH_NOARGS, frame_take_doc},
+    {NULL},
+};
+
+PyDoc_STRVAR(frame_doc,
+"OpenFrame(frame_events, frame_bytes, max_event, on_full, fallback)\n\n"
+"A trace writer's open frame: events packed back to back, with the checks each\n"
+"appended event must pass (seq = next_seq, int t in ns not before the last,\n"
+"at most max_event bytes packed, not closed). on_full() is called once it holds\n"
+"frame_events events or frame_bytes bytes; it is expected to take() it.");
+
+static PyTypeObject OpenFrameType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pvmon.trace._evpack.OpenFrame",
+    .tp_basicsize = sizeof(OpenFrame),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = frame_doc,
+    .tp_new = frame_new,
+    .tp_dealloc = (destructor)frame_dealloc,
+    .tp_traverse = (traverseproc)frame_traverse,
+    .tp_clear = (inquiry)frame_clear,
+    .tp_methods = frame_methods,
+    .tp_members = frame_members,
+    .tp_getset = frame_getset,
+};
 
 PyDoc_STRVAR(packb_doc,
 "packb(obj) -> bytes\n\n"
@@ -261,4 +477,13 @@ static struct PyModuleDef module = {
     "The recorder's hypercall-event packer (msgpack, compiled).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__evpack(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__evpack(void) {
+    if (PyType_Ready(&OpenFrameType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "OpenFrame", (PyObject *)&OpenFrameType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -6,6 +6,7 @@ import atexit
 import os
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -23,17 +24,6 @@ from pvmon.trace import format as fmt
 # anything ormsgpack refuses is packed by msgpack-python, the reference.
 _fast_packb = ormsgpack.packb
 _FAST_OPTS = ormsgpack.OPT_NON_STR_KEYS
-# Hypercall events, most of a recording, are packed straight from their values by
-# the compiled pvmon.trace._evpack (same bytes; tests/test_evpack.py). Without it
-# (no C compiler at install time) they go through hc_event and pack_event.
-try:
-    from pvmon.trace._evpack import pack_hc as _pack_hc
-except ImportError:  # pragma: no cover - exercised by installs without a compiler
-    _pack_hc = None
-
-#: True when hypercall events are packed by the compiled packer.
-COMPILED_PACKER = _pack_hc is not None
-
 
 def pack_event(event: dict[str, Any]) -> bytes:
     """The bytes ``event`` has in a trace frame (msgpack; what :meth:`TraceWriter.append`
@@ -43,6 +33,69 @@ def pack_event(event: dict[str, Any]) -> bytes:
     except TypeError:
         return msgpack.packb(event, use_bin_type=True)
 
+
+_I64 = 1 << 63
+
+
+class PyOpenFrame:
+    """A writer's open frame in Python: what ``pvmon.trace._evpack.OpenFrame``
+    does, for installs without the compiled module (see its docstring). ``hc``
+    always takes the long way, through ``fallback``."""
+
+    def __init__(self, frame_events: int, frame_bytes: int, max_event: int,
+                 on_full: Callable[[], None], fallback: Callable[..., None]) -> None:
+        self.frame_events = frame_events
+        self.frame_bytes = frame_bytes
+        self.max_event = max_event
+        self.on_full = on_full
+        self.hc = fallback
+        self.buf = bytearray()
+        self.count = 0
+        self.next_seq = 0
+        self.first_t = 0
+        self.last_t: int | None = None
+        self.closed = False
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.buf)
+
+    def add(self, data: bytes, seq: int, t: int) -> bool:
+        if (self.closed or type(seq) is not int or seq != self.next_seq or type(t) is not int
+                or not -_I64 <= t < _I64 or (self.last_t is not None and t < self.last_t)
+                or len(data) > self.max_event):
+            return False
+        if not self.count:
+            self.first_t = t
+        self.buf += data
+        self.count += 1
+        self.next_seq = seq + 1
+        self.last_t = t
+        if self.count >= self.frame_events or len(self.buf) >= self.frame_bytes:
+            self.on_full()
+        return True
+
+    def take(self) -> tuple[bytearray, int, int, int, int] | None:
+        if not self.count:
+            return None
+        out = (self.buf, self.count, self.next_seq - self.count, self.first_t, self.last_t)
+        self.buf = bytearray()
+        self.count = 0
+        return out
+
+
+# Hypercall events, most of a recording, are packed straight from their values by
+# the compiled pvmon.trace._evpack, and its OpenFrame keeps the open frame, so the
+# recorder's call per hypercall runs no Python code (same bytes: tests/test_evpack.py).
+# Without it (no C compiler at install time) PyOpenFrame, hc_event and pack_event
+# do the same, slower.
+try:
+    from pvmon.trace._evpack import OpenFrame
+except ImportError:  # pragma: no cover - exercised by installs without a compiler
+    OpenFrame = PyOpenFrame
+
+#: True when hypercall events are packed by the compiled packer.
+COMPILED_PACKER = OpenFrame is not PyOpenFrame
 
 #: Frames the recorder hands to the writer thread at once (see ``_hand_off``).
 FRAMES_PER_HANDOFF = 8
@@ -108,15 +161,14 @@ class TraceWriter:
         self._sync = sync
         self._level = level
         self._pack = msgpack.Packer(use_bin_type=True).pack
-        # The open frame's events, packed back to back. Each packed event is copied in
-        # and dropped at once: holding 256 separate bytes objects per frame and joining
-        # them cost about as much again as packing them (the 6.12 boot, alternated runs).
-        self._buf = bytearray()
-        self._buf_count = 0
-        self._buf_first_t = 0
-        self._next_seq = 0
-        self._last_t: int | None = None
-        self._floor_t = -(1 << 64)     # _last_t, or below any time before the first event
+        # The open frame: its events packed back to back, and the sequence and time
+        # checks. Each packed event is copied in and dropped at once: holding 256
+        # separate bytes objects per frame and joining them cost about as much again as
+        # packing them (the 6.12 boot, alternated runs).
+        self._open = OpenFrame(frame_events, frame_bytes, fmt.MAX_EVENT_RAW, self._cut,
+                               self._append_hc_dict)
+        #: Add a hypercall event given as its values (see the method's docstring).
+        self.append_hc = self._open.hc
         self._frames: list[fmt.FrameInfo] = []
         self._error: BaseException | None = None
         self._closed = False
@@ -146,7 +198,7 @@ class TraceWriter:
     @property
     def next_seq(self) -> int:
         """The ``"seq"`` the next appended event must carry."""
-        return self._next_seq
+        return self._open.next_seq
 
     @property
     def frames(self) -> list[fmt.FrameInfo]:
@@ -157,77 +209,41 @@ class TraceWriter:
         """Add one event (a dict with int ``seq``, int ``t`` in ns, int ``cpu``, str ``k``).
 
         Raises ValueError for an event out of sequence, back in time or too large,
-        or on a closed writer; :class:`~pvmon.errors.TraceError` when writing failed."""
-        seq = event["seq"]
-        t = event["t"]
-        # The recorder's hot path (one call per guest event): every check of
-        # _append_checked, in one condition; anything unusual takes the long way.
-        if (seq == self._next_seq and type(seq) is int and type(t) is int
-                and t >= self._floor_t and not self._closed):
-            data = pack_event(event)
-            n = len(data)
-            if n <= fmt.MAX_EVENT_RAW:
-                buf = self._buf
-                count = self._buf_count
-                if not count:
-                    self._buf_first_t = t
-                buf += data
-                self._buf_count = count = count + 1
-                self._next_seq = seq + 1
-                self._last_t = self._floor_t = t
-                if count >= self._frame_events or len(buf) >= self._frame_bytes:
-                    self._cut()
-                return
-        self._append_checked(event)
+        or on a closed writer, TypeError or OverflowError for a value msgpack
+        cannot hold; :class:`~pvmon.errors.TraceError` when writing failed."""
+        if not self._open.add(pack_event(event), event["seq"], event["t"]):
+            self._append_checked(event)
 
-    def append_hc(self, abi: str, nr: int, name: str, args, op: dict, ret: int, rip: int,
-                  via: str, rd, wr, ev, seq: int, t: int, cpu: int) -> None:
+    def append_hc(self, abi: str, nr: int, name: str, args, op: dict, ret: int,
+                  rip: int, via: str, rd, wr, ev, seq: int, t: int, cpu: int) -> None:
         """Add a hypercall event given as its values: the same as
-        ``append(format.hc_event(abi, ..., cpu))`` (same bytes, same errors)
-        without building the dict, when the compiled packer is present. The
-        values are packed at once, so the caller may reuse them."""
-        if (seq == self._next_seq and type(seq) is int and type(t) is int
-                and t >= self._floor_t and not self._closed and _pack_hc is not None):
-            buf = self._buf
-            start = len(buf)
-            try:
-                end = _pack_hc(buf, abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t,
-                               cpu)
-            except (TypeError, ValueError, OverflowError):
-                end = -1    # the dict path packs it, or raises its own error
-            if 0 <= end - start <= fmt.MAX_EVENT_RAW:
-                count = self._buf_count
-                if not count:
-                    self._buf_first_t = t
-                self._buf_count = count = count + 1
-                self._next_seq = seq + 1
-                self._last_t = self._floor_t = t
-                if count >= self._frame_events or end >= self._frame_bytes:
-                    self._cut()
-                return
-            del buf[start:]
-        self.append(fmt.hc_event(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu))
+        ``append(format.hc_event(abi, ..., cpu))`` (same bytes, same errors),
+        without building the dict when the compiled packer is present (the
+        instance's ``append_hc`` is then the open frame's ``hc``). The values
+        are packed at once, so the caller may reuse them."""
+        self._append_hc_dict(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu)
+
+    def _append_hc_dict(self, *values: Any) -> None:
+        self.append(fmt.hc_event(*values))
 
     def _append_checked(self, event: dict[str, Any]) -> None:
-        if self._closed:
+        """Raise the error ``event`` earns (the open frame refused it)."""
+        f = self._open
+        if self._closed or f.closed:
             raise ValueError("trace writer is closed")
         seq = event["seq"]
         t = event["t"]
-        if seq != self._next_seq or type(seq) is not int:
-            raise ValueError(f"event seq {seq!r}, expected {self._next_seq}")
-        if type(t) is not int or (self._last_t is not None and t < self._last_t):
+        if seq != f.next_seq or type(seq) is not int:
+            raise ValueError(f"event seq {seq!r}, expected {f.next_seq}")
+        if type(t) is not int or (f.last_t is not None and t < f.last_t):
             raise ValueError(f"event {seq}: virtual time {t!r} goes backwards")
+        if not -_I64 <= t < _I64:
+            raise ValueError(f"event {seq}: virtual time {t!r} is outside 64 bits")
         data = self._pack(event)
         if len(data) > fmt.MAX_EVENT_RAW:
             raise ValueError(f"event {seq} is {len(data)} bytes packed (limit {fmt.MAX_EVENT_RAW})")
-        if not self._buf_count:
-            self._buf_first_t = t
-        self._buf += data
-        self._buf_count += 1
-        self._next_seq = seq + 1
-        self._last_t = self._floor_t = t
-        if self._buf_count >= self._frame_events or len(self._buf) >= self._frame_bytes:
-            self._cut()
+        if not f.add(data, seq, t):  # pragma: no cover - every refusal is named above
+            raise ValueError(f"event {seq} refused")
 
     def flush(self) -> None:
         """Write out the current partial frame and wait until every frame is written."""
@@ -244,6 +260,7 @@ class TraceWriter:
         if self._closed:
             return
         self._closed = True
+        self._open.closed = True
         atexit.unregister(self.close)
         try:
             self._cut()
@@ -252,7 +269,7 @@ class TraceWriter:
                 self._queue.put(None)
                 self._thread.join()
             self._raise_error()
-            self._write(fmt.pack_seek_table(self._frames, self._next_seq))
+            self._write(fmt.pack_seek_table(self._frames, self._open.next_seq))
             if self._sync:
                 os.fsync(self._fd)
         except OSError as exc:
@@ -273,12 +290,13 @@ class TraceWriter:
                                         write_content_size=True)
 
     def _cut(self) -> None:
-        n = self._buf_count
-        if not n:
+        """Hand the open frame, if it holds any event, to the writer thread (or
+        write it now, without one)."""
+        taken = self._open.take()
+        if taken is None:
             return
-        job = _Job(self._buf, self._next_seq - n, n, self._buf_first_t, self._last_t or 0)
-        self._buf = bytearray()
-        self._buf_count = 0
+        raw, count, first_seq, first_t, last_t = taken
+        job = _Job(raw, first_seq, count, first_t, last_t)
         if self._queue is None:
             try:
                 self._write_frames([job], self._compressor())
