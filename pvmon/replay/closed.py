@@ -24,8 +24,14 @@ from pvmon.replay.explain import differences, explain_event, rule_verdict
 from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun, frame_inputs
 from pvmon.session import Session
+from pvmon.trace.format import hc_event
 from pvmon.trace.render import describe, format_time
 from pvmon.trace.writer import pack_event
+
+try:
+    from pvmon.trace._evpack import pack_hc
+except ImportError:  # pragma: no cover - installs without a C compiler
+    pack_hc = None
 
 # A replay that runs this much longer (virtual time) than the recording is hung.
 HANG_FACTOR = 2
@@ -69,6 +75,25 @@ class _StreamCompare:
         if ev.get("k") in ALIGNED_KINDS:
             self.live.append(msgpack.unpackb(self.pack(ev), raw=False))
 
+    def hc(self, *values) -> None:
+        """The dispatch's ``record_hc``: a hypercall event as its values (the
+        arguments of :func:`pvmon.trace.format.hc_event`), packed without the
+        dict while the streams agree, as the recorder packed it."""
+        if self.diverged_at is None and pack_hc is not None:
+            data = bytearray()
+            try:
+                pack_hc(data, *values)
+            except (TypeError, ValueError, OverflowError):
+                pass
+            else:
+                if self.buf.startswith(data, self.pos):
+                    self.compared += 1
+                    self.pos += len(data)
+                    if self.pos == len(self.buf):
+                        self._next_frame()
+                    return
+        self(hc_event(*values))
+
 
 def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
                   timeout: float | None = None, verify: bool | None = None) -> Report:
@@ -91,6 +116,7 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     cmp = _StreamCompare(run)
     sess.access.record = True
     sess.dispatch.record = cmp
+    sess.dispatch.record_hc = cmp.hc
     last_t = run.reader.last_t or 0
     limit = max(last_t * HANG_FACTOR, last_t + HANG_SLACK_NS)
     clock = sess.machine.clock
