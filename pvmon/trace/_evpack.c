@@ -406,13 +406,8 @@ static PyObject *frame_get_last_t(OpenFrame *f, void *c) {
     return PyLong_FromLongLong(f->last_t);
 }
 
-static PyObject *frame_get_nbytes(OpenFrame *f, void *c) {
-    return PyLong_FromSsize_t(PyByteArray_GET_SIZE(f->buf));
-}
-
 static PyGetSetDef frame_getset[] = {
     {"last_t", (getter)frame_get_last_t, NULL, "t (ns) of the last event accepted, or None", NULL},
-    {"nbytes", (getter)frame_get_nbytes, NULL, "bytes of msgpack in the frame", NULL},
     {NULL},
 };
 

@@ -25,6 +25,7 @@ from pvmon.trace import format as fmt
 _fast_packb = ormsgpack.packb
 _FAST_OPTS = ormsgpack.OPT_NON_STR_KEYS
 
+
 def pack_event(event: dict[str, Any]) -> bytes:
     """The bytes ``event`` has in a trace frame (msgpack; what :meth:`TraceWriter.append`
     writes). Raises TypeError or OverflowError for a value msgpack cannot hold."""
@@ -55,10 +56,6 @@ class PyOpenFrame:
         self.first_t = 0
         self.last_t: int | None = None
         self.closed = False
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.buf)
 
     def add(self, data: bytes, seq: int, t: int) -> bool:
         if (self.closed or type(seq) is not int or seq != self.next_seq or type(t) is not int
