@@ -4,7 +4,7 @@
 # to check the built-in guests rebuild byte for byte, cmake/patch to build the
 # engine's patched Unicorn; gcc also compiles pvmon's one C module, the recorder's
 # hypercall-event packer, during pip install), pvmon itself, the patched Unicorn library (`pvmon
-# engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's two patches, x86 only,
+# engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's three patches, x86 only,
 # about 30-40 s), and the two stock Debian kernels (fetched by package name with
 # apt-get download).
 set -euo pipefail

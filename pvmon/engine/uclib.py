@@ -23,6 +23,16 @@ the patches, so a changed patch never reuses an old build. A build is only
 installed after :func:`pvmon.engine.ucinternals.check_unicorn` passes on it in a
 fresh process.
 
+``patches/unicorn-2.1.4-tlb-resize-by-flush-count.patch`` makes runs repeatable.
+QEMU resizes each TLB at flushes and shrinks it only once a 100 ms window of host
+time has passed (``accel/tcg/cputlb.c``, ``tlb_mmu_resize_locked``), so the TLB's
+size, and with it which entries a later fill evicts, depended on how fast the
+host ran; a replayed Debian 6.1 busybox session took a different path (a trapped
+page-table write instead of a hypercall) in about one run of two. The patch counts
+the window in TLB flushes (a flush stands for 100 us, from the flush counters QEMU
+keeps), so the same guest and inputs see the same TLB. On the wheel's library that
+guarantee does not hold.
+
 :func:`select` (called when ``pvmon.engine`` is imported, before anything imports
 ``unicorn``) points the binding at that library through ``LIBUNICORN_PATH``, the
 variable Unicorn's own Python binding reads first (``unicorn_py3/unicorn.py``). It
@@ -52,7 +62,8 @@ UNICORN_VERSION = "2.1.4"
 
 PATCH_DIR = Path(__file__).with_name("patches")
 PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
-           "unicorn-2.1.4-tlb-reset-dirty-by-page.patch")
+           "unicorn-2.1.4-tlb-reset-dirty-by-page.patch",
+           "unicorn-2.1.4-tlb-resize-by-flush-count.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 
 LIB_NAME = "libunicorn.so.2"
