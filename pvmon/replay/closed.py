@@ -60,15 +60,20 @@ class _StreamCompare:
         self.pos = 0
         self.buf = self.r.frame_bytes(self.frame) if self.frame < len(self.r.frames) else b""
 
+    def _matches(self, data: bytes | bytearray) -> bool:
+        """True, and past it, if the trace's next packed event is ``data``."""
+        if not self.buf.startswith(data, self.pos):
+            return False
+        self.compared += 1
+        self.pos += len(data)
+        if self.pos == len(self.buf):
+            self._next_frame()
+        return True
+
     def __call__(self, ev: dict) -> None:
         if self.diverged_at is None:
             data = self.pack(ev)
-            end = self.pos + len(data)
-            if self.buf.startswith(data, self.pos):
-                self.compared += 1
-                self.pos = end
-                if end == len(self.buf):
-                    self._next_frame()
+            if self._matches(data):
                 return
             self.diverged_at = ev["seq"]
             self.first_live = msgpack.unpackb(data, raw=False)
@@ -86,14 +91,9 @@ class _StreamCompare:
             except (TypeError, ValueError, OverflowError):
                 pass
             else:
-                if self.buf.startswith(data, self.pos):
-                    self.compared += 1
-                    self.pos += len(data)
-                    if self.pos == len(self.buf):
-                        self._next_frame()
+                if self._matches(data):
                     return
         self(hc_event(*values))
-
 
 def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
                   timeout: float | None = None, verify: bool | None = None) -> Report:

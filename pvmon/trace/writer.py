@@ -164,8 +164,13 @@ class TraceWriter:
         # packing them (the 6.12 boot, alternated runs).
         self._open = OpenFrame(frame_events, frame_bytes, fmt.MAX_EVENT_RAW, self._cut,
                                self._append_hc_dict)
-        #: Add a hypercall event given as its values (see the method's docstring).
-        self.append_hc = self._open.hc
+        #: ``append_hc(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu)``:
+        #: add a hypercall event given as its values, the same as
+        #: ``append(format.hc_event(abi, ..., cpu))`` (same bytes, same errors) without
+        #: building the dict when the compiled packer is present; the values are packed
+        #: at once, so the caller may reuse them. It is the open frame's own ``hc``, so
+        #: a recorded hypercall runs no Python code here until a frame fills.
+        self.append_hc: Callable[..., None] = self._open.hc
         self._frames: list[fmt.FrameInfo] = []
         self._error: BaseException | None = None
         self._closed = False
@@ -210,15 +215,6 @@ class TraceWriter:
         cannot hold; :class:`~pvmon.errors.TraceError` when writing failed."""
         if not self._open.add(pack_event(event), event["seq"], event["t"]):
             self._append_checked(event)
-
-    def append_hc(self, abi: str, nr: int, name: str, args, op: dict, ret: int,
-                  rip: int, via: str, rd, wr, ev, seq: int, t: int, cpu: int) -> None:
-        """Add a hypercall event given as its values: the same as
-        ``append(format.hc_event(abi, ..., cpu))`` (same bytes, same errors),
-        without building the dict when the compiled packer is present (the
-        instance's ``append_hc`` is then the open frame's ``hc``). The values
-        are packed at once, so the caller may reuse them."""
-        self._append_hc_dict(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu)
 
     def _append_hc_dict(self, *values: Any) -> None:
         self.append(fmt.hc_event(*values))
