@@ -153,8 +153,6 @@ class TraceWriter:
 
         self.path = Path(path)
         self.header = header
-        self._frame_events = frame_events
-        self._frame_bytes = frame_bytes
         self._sync = sync
         self._level = level
         self._pack = msgpack.Packer(use_bin_type=True).pack
@@ -173,7 +171,6 @@ class TraceWriter:
         self.append_hc: Callable[..., None] = self._open.hc
         self._frames: list[fmt.FrameInfo] = []
         self._error: BaseException | None = None
-        self._closed = False
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
@@ -222,7 +219,7 @@ class TraceWriter:
     def _append_checked(self, event: dict[str, Any]) -> None:
         """Raise the error ``event`` earns (the open frame refused it)."""
         f = self._open
-        if self._closed or f.closed:
+        if f.closed:
             raise ValueError("trace writer is closed")
         seq = event["seq"]
         t = event["t"]
@@ -240,7 +237,7 @@ class TraceWriter:
 
     def flush(self) -> None:
         """Write out the current partial frame and wait until every frame is written."""
-        if self._closed:
+        if self._open.closed:
             return
         self._cut()
         self._hand_off()
@@ -250,9 +247,8 @@ class TraceWriter:
 
     def close(self) -> None:
         """Write the last frame and the seek table, and close the file. Idempotent."""
-        if self._closed:
+        if self._open.closed:
             return
-        self._closed = True
         self._open.closed = True
         atexit.unregister(self.close)
         try:
