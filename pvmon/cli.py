@@ -121,7 +121,8 @@ def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, sc
 
     After quitting, the run's summary is printed. Exit status: 0 clean
     shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
-    2 pvmon error."""
+    2 pvmon error (the trace could not be written included); with --headless,
+    130 / 143 when SIGINT / SIGTERM stopped the run (as for `pvmon run`)."""
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit)
@@ -138,7 +139,7 @@ def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, sc
         click.echo("pvmon: the guest was still running when the TUI closed", err=True)
         sys.exit(0)
     _print_summary(res)
-    sys.exit(0 if res.clean or res.exit_kind == "interrupted" else 1)
+    sys.exit(_exit_status(res, interrupted_ok=True))
 
 
 @cli.command()
@@ -166,8 +167,16 @@ def run(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, scr
     Ctrl-] to leave; a pipe or file like --input-file -). The run stops when the
     guest powers off, or idles --idle-exit virtual seconds with no input left.
 
+    SIGINT (Ctrl-C when the console is not reading the terminal) and SIGTERM
+    stop the run between two guest instructions, never inside a hypercall: a
+    --record trace keeps every event up to there and ends with an exit record
+    "interrupted", and `pvmon replay` verifies it up to that end.
+
+    \b
     Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang / idle,
-    2 pvmon error."""
+    2 pvmon error (the trace could not be written included: it is kept,
+    truncated), 130 stopped by SIGINT, 143 stopped by SIGTERM (128 + the
+    signal's number, as the shell reports)."""
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
          input_file, idle_exit)
 
@@ -270,20 +279,25 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
 
 def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
          script=None, input_file=None, idle_exit=10.0) -> None:
+    import os
+
     from pvmon.session import Session
 
     args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
                          input_file, idle_exit)
-    sess = Session(args.pop("guest"), **args)
     initrd_data, lines = args["initrd"], args["script"]
-    restore = None
+    fd = None
     if lines is None and (initrd_data is not None or input_file == "-"):
         try:
             fd = sys.stdin.fileno()
         except (AttributeError, ValueError, OSError):
             fd = None
-        if fd is not None:
-            restore = _stdin_source(sess, fd)
+    if fd is not None and os.isatty(fd):
+        # A terminal is a live source, which never runs out: the idle exit does not
+        # apply, and the trace header must say so or a replay would idle out early.
+        args["idle_limit_ns"] = None
+    sess = Session(args.pop("guest"), **args)
+    restore = _stdin_source(sess, fd) if fd is not None else None
     if not quiet:
         out = sys.stdout.buffer
 
@@ -292,12 +306,26 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
             out.flush()
         sess.on_console(show)
     try:
-        res = sess.run(timeout=timeout)
+        res = sess.run(timeout=timeout, stop_on_signals=True)
     finally:
         if restore is not None:
             restore()
     _print_summary(res)
-    sys.exit(0 if res.clean else 1)
+    sys.exit(_exit_status(res))
+
+
+def _exit_status(res, *, interrupted_ok: bool = False) -> int:
+    """The exit status of ``pvmon run`` / ``boot`` for a finished run: 2 when the
+    trace could not be written (said on stderr), 128 + the signal number when a
+    signal ended the run (130 SIGINT, 143 SIGTERM), 0 for a clean shutdown (or
+    any user stop when ``interrupted_ok``), 1 otherwise."""
+    if res.trace_error:
+        click.echo(f"pvmon: error: {res.trace_error}", err=True)
+        return EXIT_ERROR
+    if res.signal:
+        from pvmon.engine.signals import exit_status
+        return exit_status(res.signal)
+    return 0 if res.clean or (interrupted_ok and res.exit_kind == "interrupted") else 1
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """``pvmon replay``, ``pvmon diff`` and ``pvmon backends``.
 
 Exit status: 0 no divergence, 1 divergence, 2 error (missing guest image,
-unreadable trace, unknown backend: one line on stderr).
+unreadable trace, unknown backend: one line on stderr); a closed-loop replay
+also 124 when ``--timeout`` ran out and 130 / 143 when SIGINT / SIGTERM
+stopped it (no verdict either way).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def _versions(spec: str | None) -> list:
               help="Feed recorded calls to the backend without running the guest.")
 @click.option("--jobs", "-j", default=0, type=int,
               help="Parallel processes for an open-loop matrix (default: CPUs).")
-@click.option("--timeout", default=None, type=float, help="Wall seconds before giving up.")
+@click.option("--timeout", default=None, type=float,
+              help="Wall seconds before giving up: the report says where the replay "
+                   "stopped, with no verdict (exit status 124).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
 @click.option("--tui", is_flag=True, help="Show the divergence side by side in the TUI.")
 def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> None:
@@ -50,7 +54,14 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
     pvmon replay run.pvt --backend xen-3.4 --open-loop
     pvmon replay --open-loop a.pvt b.pvt --backend xen-3.4,xen-4.21
 
-    Exit status: 0 no divergence, 1 divergence, 2 error."""
+    A recording the guest did not end itself (stopped by a signal, --timeout,
+    Ctrl-], the TUI, or a file cut short) is replayed to its recorded end and
+    compared up to there: "matches the recording up to its end".
+
+    \b
+    Exit status: 0 no divergence, 1 divergence, 2 error, 124 the replay ran
+    out of --timeout, 130 / 143 SIGINT / SIGTERM stopped it (128 + the signal's
+    number; no verdict in these three cases)."""
     versions = _versions(backend)
     if len(traces) > 1 or len(versions) > 1:
         if not open_loop:
@@ -80,7 +91,8 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
     else:
         from pvmon.replay.closed import replay_closed
         run = open_run(path, guest)
-        report = replay_closed(run, versions[0] if versions else None, timeout=timeout)
+        report = replay_closed(run, versions[0] if versions else None, timeout=timeout,
+                               stop_on_signals=True)
     if tui:
         from pvmon.replay.tui import show
         show(report, run)
