@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pvmon.errors import TraceError
 from pvmon.trace.export import export_jsonl, export_perfetto
@@ -46,6 +47,15 @@ def _status(reader: TraceReader) -> str:
     if reader.truncated_after is None or reader.truncated_after < 0:
         return "truncated before the first event"
     return f"truncated after event {reader.truncated_after}"
+
+
+def _ending(reader: TraceReader) -> str:
+    """How the recorded run ended: its exit record, or that it has none."""
+    n = len(reader)
+    last = next(reader.events(n - 1, n), None) if n else None
+    if last is None or last.get("k") != "exit":
+        return "no exit record (the recording was cut short or stopped)"
+    return f"{last.get('reason')}: {last.get('detail')} (event {n - 1:,})"
 
 
 def _pipe_safe(write: Any) -> Any:
@@ -99,6 +109,7 @@ def info(path: str) -> None:
                           + (f", {reader.file_size / n:.1f} bytes/event" if n else "")),
             ("frames", f"{len(reader.frames)}"),
             ("status", _status(reader)),
+            ("ended", Text(_ending(reader))),
         ]
         for k, v in rows:
             table.add_row(k, v)
