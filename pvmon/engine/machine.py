@@ -373,9 +373,10 @@ class Machine:
         self.uc.emu_stop()
 
     def run(self, max_slices: int | None = None) -> Stop:
-        """Run until a platform stops the machine. Between slices the handler's
-        ``on_resume`` delivers whatever became pending (events, timers).
-        Returns the :class:`Stop`."""
+        """Run until a platform stops the machine, or until a stop asked for with
+        :meth:`request_stop` is honoured between two slices. Between slices the
+        handler's ``on_resume`` delivers whatever became pending (events,
+        timers). Returns the :class:`Stop`."""
         uc = self.uc
         slices = 0
         self.running = True
