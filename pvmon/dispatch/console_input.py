@@ -21,7 +21,7 @@ sequence number: ``dispatch.schedule_input(seq, data, at)`` for every
 recorded ``con``/``in`` event, and the dispatch injects it at the first
 hypercall boundary where ``dispatch.seq >= seq`` (in a faithful replay that
 is exactly ``seq``). A replay on another backend takes another path, where
-those numbers mean nothing: there ``dispatch.replay_input(data, at)``
+those numbers mean nothing: there ``dispatch.replay_input(data, rule)``
 re-injects each input, in order, at an idle point chosen by what the guest is
 doing (*replayed*, below).
 
@@ -55,9 +55,9 @@ Four sources, each with its own rule for *which* boundary:
   same run as the same text given with ``--script``.
 
 Idle exit: when no input can arrive any more (no scheduled, replayed or
-script input left, the script source closed, no live source) and the guest has idled with
-no console output or input for :attr:`ConsoleInput.idle_limit_ns` of virtual
-time (default 10 s), the run stops with exit kind ``idle``: "idle: waiting for
+script input left, the script source closed, no live source) and the guest
+has idled with no console output or input for
+:attr:`ConsoleInput.idle_limit_ns` of virtual time (default 10 s), the run stops with exit kind ``idle``: "idle: waiting for
 console input, no input left". The check runs at idle points, so the stop
 point is deterministic too.
 """
@@ -100,8 +100,8 @@ class ConsoleInput:
     def __init__(self) -> None:
         #: Verify: ``(seq, data, at)`` to inject by recorded seq.
         self.scheduled: deque[tuple[int, bytes, str | None]] = deque()
-        #: Closed loop on another backend: ``(data, at)`` to inject by idle point.
-        self.replayed: deque[tuple[bytes, str | None]] = deque()
+        #: Closed loop on another backend: ``(data, rule)`` to inject by idle point.
+        self.replayed: deque[tuple[bytes, str]] = deque()
         self.script: deque[bytes] = deque()
         #: More script chunks may still come (a pipe not yet at EOF).
         self.script_open = False
@@ -128,12 +128,12 @@ class ConsoleInput:
             raise ValueError("schedule_input calls must come in seq order")
         self.scheduled.append((at_seq, bytes(data), at))
 
-    def replay(self, data: bytes, at: str | None = None) -> None:
+    def replay(self, data: bytes, rule: str = "idle") -> None:
         """Closed loop on another backend: inject ``data`` at an idle point
         after every input given before it (see the module docstring);
-        ``at``: the recorded ``at`` (``"prompt"``: wait for the prompt)."""
+        ``rule`` "prompt": wait for the prompt, "idle": do not."""
         if data:
-            self.replayed.append((bytes(data), at))
+            self.replayed.append((bytes(data), rule))
 
     def add_script(self, chunks, *, more: bool = False) -> None:
         """Script: append ``chunks`` (bytes each, usually one line with its
@@ -202,8 +202,8 @@ class ConsoleInput:
 
     def replay_due(self, consumed: bool, quiet_for_ns: int) -> bool:
         """Whether the next :meth:`replay` input is due at this idle point:
-        the script rule for one recorded ``at: "prompt"``, else only that
-        every earlier input was consumed and none is left over."""
+        the script rule for rule "prompt", else only that every earlier
+        input was consumed and none is left over."""
         if not self.replayed:
             return False
         if self.replayed[0][1] == "prompt":

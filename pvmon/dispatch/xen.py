@@ -151,12 +151,13 @@ class XenPvDispatch:
             self.record = _discard
         self.input.schedule(at_seq, data, at)
 
-    def replay_input(self, data: bytes, at: str | None = None) -> None:
+    def replay_input(self, data: bytes, rule: str = "idle") -> None:
         """Closed loop on another backend: inject ``data`` at an idle point
         chosen by what the guest is doing, after every input given before it
-        (``at`` "prompt": when the script rule holds, else at the first idle
-        point with earlier input consumed; console_input.py)."""
-        self.input.replay(data, at)
+        (``rule`` "prompt": where the script rule holds; "idle": the first idle
+        point with earlier input consumed; console_input.py). The injection is
+        recorded with ``at`` = ``rule``."""
+        self.input.replay(data, rule)
 
     def post_input(self, data: bytes) -> None:
         """Live input (terminal, TUI console pane); safe from any thread.
@@ -205,8 +206,9 @@ class XenPvDispatch:
         return False
 
     def _idle_point(self) -> bool:
-        """The guest is about to block (SCHEDOP_block). Feed live or script input
-        if due; stop the run when it idles with no input left. True if stopped."""
+        """The guest is about to block (SCHEDOP_block). Feed live, script or
+        replayed input if due; stop the run when it idles with no input left.
+        True if stopped."""
         vcpu = self.b.vcpu
         if vcpu.upcall_pending():
             return False          # an event is waiting: block returns at once
