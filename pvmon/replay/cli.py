@@ -113,16 +113,15 @@ def diff(left, right, as_json, show_all) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
 def backends(as_json) -> None:
     """List every backend and profile with its declared differences."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from pvmon.backends.profiles import search_dirs
     from pvmon.backends.registry import list_backends
+    from pvmon.literal import console
+    from pvmon.literal import markup as escape
     items = list_backends()
     if as_json:
         click.echo(json.dumps(items, indent=1))
         return
-    con = Console(highlight=False)
+    con = console()
     for b in items:
         base = f" (based on {b['base']})" if b.get("base") else ""
         con.print(f"[bold]{escape(b['name'])}[/]  {b['kind']} {escape(b.get('version') or '')}"
@@ -137,5 +136,5 @@ def backends(as_json) -> None:
         for d in b["differences"]:
             con.print(f"  - {escape(d['what'])}" + (f" [dim]({escape(d['source'])})[/]"
                                                     if d.get("source") else ""))
-    con.print(f"\nprofiles are read from: {', '.join(str(d) for d in search_dirs())} "
+    con.print(f"\nprofiles are read from: {escape(', '.join(str(d) for d in search_dirs()))} "
               "(or pass --backend path/to/profile.toml)")
