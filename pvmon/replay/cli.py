@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from pvmon.errors import PvmonError
+from pvmon.units import Seconds
 
 
 def _emit(report, as_json: bool) -> None:
@@ -36,9 +37,10 @@ def _versions(spec: str | None) -> list:
 @click.option("--guest", default=None, help="Guest image to use instead of the trace's.")
 @click.option("--open-loop", is_flag=True,
               help="Feed recorded calls to the backend without running the guest.")
-@click.option("--jobs", "-j", default=0, type=int,
+@click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),
               help="Parallel processes for an open-loop matrix (default: CPUs).")
-@click.option("--timeout", default=None, type=float, help="Wall seconds before giving up.")
+@click.option("--timeout", default=None, type=Seconds(), metavar="SECONDS",
+              help="Wall seconds before giving up (0: no limit, the default).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
 @click.option("--tui", is_flag=True, help="Show the divergence side by side in the TUI.")
 def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> None:
