@@ -65,14 +65,16 @@ _KINDS = {"trace": (is_pvmon_trace, "a pvmon trace"),
 
 def check_output(path: str | os.PathLike[str], *,
                  inputs: Iterable[str | os.PathLike[str] | None] = (),
-                 force: bool = False, option: str = "output", kind: str = "trace") -> Path:
+                 force: bool = False, option: str = "output", kind: str = "trace",
+                 force_option: str | None = "--force") -> Path:
     """Check that ``path`` may be written (see the module's rules) and return
     it as a Path. ``inputs``: the files the command reads (None entries and
     missing files are skipped). ``force``: the user allowed overwriting an
     existing file (writing onto an input is refused even then). ``option``:
     how the user named the path (``--record``), for messages. ``kind``:
     what the command writes, ``"trace"`` or ``"export"``; an existing file
-    of that kind is replaced without ``force``.
+    of that kind is replaced without ``force``. ``force_option``: the option
+    that allows overwriting, named in the refusal (None: there is none).
 
     Raises :class:`OutputError` with one line. Checks what is there now; a
     file that appears between the check and the write is not caught."""
@@ -103,5 +105,12 @@ def check_output(path: str | os.PathLike[str], *,
     replaceable, noun = _KINDS[kind]
     if replaceable(out):
         return out
-    raise OutputError(f"{option} {shown} exists and is not {noun}; pass --force to "
-                      "overwrite it")
+    how = f"pass {force_option} to overwrite it" if force_option else "choose another file"
+    raise OutputError(f"{option} {shown}{_link(out)} exists and is not {noun}; {how}")
+
+
+def _link(path: Path) -> str:
+    """`` (a link to X)`` when ``path`` is a symlink, so a refusal names what it protects."""
+    if not path.is_symlink():
+        return ""
+    return f" (a link to {printable(str(path.resolve()))})"
