@@ -300,6 +300,11 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
         raise PvmonError(f"--cmdline: the command line {cmdline_problem(cmdline)}")
     img = resolve(guest)
     initrd_data, initrd_info = load_initrd(initramfs, initrd)
+    lines = None
+    if script is not None:
+        lines = script_lines(script.replace("\\n", "\n"))
+    elif input_file is not None and input_file != "-":
+        lines = script_lines(_read_input_file(input_file))
     if initrd_data is None and (script is not None or input_file is not None):
         _input_without_initrd(img, "--script" if script is not None else "--input-file")
     if record:
@@ -309,11 +314,6 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
                   initramfs_path(initramfs) if initramfs else None,
                   input_file if input_file != "-" else None]
         check_output(record, inputs=[p for p in inputs if p], force=force, option="--record")
-    lines = None
-    if script is not None:
-        lines = script_lines(script.replace("\\n", "\n"))
-    elif input_file is not None and input_file != "-":
-        lines = script_lines(_read_input_file(input_file))
     return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
             "backend": backend, "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
