@@ -11,6 +11,7 @@ from pvmon import __version__
 from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
 from pvmon.guests.cli import guests
+from pvmon.literal import printable
 from pvmon.replay.cli import backends, diff, replay
 from pvmon.trace.cli import trace
 from pvmon.units import CommandLine, MemorySize, Seconds
@@ -22,7 +23,7 @@ def _usage_error(exc: click.UsageError) -> None:
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
         raise exc
     where = f"; see '{exc.ctx.command_path} -h'" if exc.ctx is not None else ""
-    msg = " ".join(exc.format_message().split()).rstrip(".")
+    msg = printable(" ".join(exc.format_message().split()).rstrip("."))
     click.echo(f"pvmon: error: {msg}{where}", err=True)
     sys.exit(EXIT_ERROR)
 
@@ -43,8 +44,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:
             _usage_error(exc)
-        except PvmonError as exc:
-            click.echo(f"pvmon: error: {exc}", err=True)
+        except PvmonError as exc:     # one line, whatever a path or a file put in it
+            click.echo(f"pvmon: error: {printable(str(exc))}", err=True)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("pvmon: interrupted", err=True)

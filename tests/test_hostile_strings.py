@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pvmon.literal import markup, printable
-from tests.hostile_support import pvmon, rewrite
+from tests.hostile_support import one_line_error, pvmon, rewrite
 
 MARKUP = "console=hvc0 [/oops] opt=[red] [bold]x[/bold] :smile: [[fail]] \\"
 
@@ -86,3 +86,17 @@ def test_printable_shows_control_characters_and_keeps_everything_else():
     assert printable("a\x1b[2Jb\rc\n\x00\u202e") == "a\\x1b[2Jb\\rc\\n\\x00\\u202e"
     assert printable("toml\n[remove]\tx", multiline=True) == "toml\n[remove]\tx"
     assert markup("[/oops] \\") == "\\[/oops] \\\\"
+
+
+def test_backends_lists_a_profile_description_with_markup_and_emoji_codes_literally(tmp_path):
+    (tmp_path / "acme.toml").write_text('name = "acme-4.17"\nbase = "xen-4.17"\n'
+                                        'description = "ACME :smile: build [/x] [red]hot"\n')
+    p = pvmon("backends", env={"PVMON_PROFILES": str(tmp_path)})
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert "ACME :smile: build [/x] [red]hot" in p.stdout
+
+
+def test_an_error_about_a_file_name_with_a_newline_and_an_escape_stays_one_visible_line(
+        tmp_path):
+    line = one_line_error(pvmon("trace", "info", "a\nb\x1b[31m.pvt", cwd=tmp_path))
+    assert "a\\nb\\x1b[31m.pvt: cannot open trace" in line
