@@ -122,10 +122,11 @@ _RUN_OPTIONS = [
     click.option("--initrd", default=None, metavar="PATH",
                  help="Give the guest this file as its initrd module."),
     click.option("--script", default=None, metavar="TEXT",
-                 help="Console input: lines (newline or a literal \\n between them), "
+                 help="Console input (needs an initrd): lines (newline or a literal \\n between them), "
                       "each typed when the guest idles at a prompt."),
     click.option("--input-file", default=None, type=click.Path(dir_okay=False),
-                 help="Console input: the lines of this file ('-' = stdin), as --script."),
+                 help="Console input (needs an initrd): the lines of this file ('-' = stdin), "
+                      "as --script."),
     click.option("--idle-exit", default=10.0, show_default=True, type=Seconds(), metavar="SECONDS",
                  help="Stop when the guest idles this many virtual seconds with no console "
                       "input left (0: never)."),
@@ -294,11 +295,13 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
 
     if script is not None and input_file is not None:
         raise PvmonError("give either --script or --input-file, not both")
+    # the click types check these too; callers passing plain values get the same checks
     problem = seconds_problem(idle_exit) if idle_exit else None
     if problem:
         raise PvmonError(f"--idle-exit {idle_exit} {problem}")
-    if cmdline is not None and cmdline_problem(cmdline):
-        raise PvmonError(f"--cmdline: the command line {cmdline_problem(cmdline)}")
+    problem = cmdline_problem(cmdline) if cmdline is not None else None
+    if problem:
+        raise PvmonError(f"--cmdline: the command line {problem}")
     img = resolve(guest)
     initrd_data, initrd_info = load_initrd(initramfs, initrd)
     lines = None
