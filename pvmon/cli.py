@@ -122,7 +122,8 @@ _RUN_OPTIONS = [
     click.option("--initrd", default=None, metavar="PATH",
                  help="Give the guest this file as its initrd module."),
     click.option("--script", default=None, metavar="TEXT",
-                 help="Console input (needs an initrd): lines (newline or a literal \\n between them), "
+                 help="Console input (needs an initrd): lines (newline or a literal \\n "
+                      "between them), "
                       "each typed when the guest idles at a prompt."),
     click.option("--input-file", default=None, type=click.Path(dir_okay=False),
                  help="Console input (needs an initrd): the lines of this file ('-' = stdin), "
