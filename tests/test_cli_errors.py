@@ -92,7 +92,6 @@ def test_an_empty_guest_image_is_one_line_and_exit_2(tmp_path):
 
 
 
-@pytest.mark.parametrize("command", [("run",), ("boot", "--headless")])
 @pytest.mark.parametrize("option, value, says", [
     ("--idle-exit", "nan", "finite"),
     ("--idle-exit", "inf", "finite"),
@@ -107,9 +106,16 @@ def test_an_empty_guest_image_is_one_line_and_exit_2(tmp_path):
     ("--memory", "32769K", "4 KiB pages"),
     ("--cmdline", "x" * 1024, "at most 1023"),
 ])
-def test_an_option_value_out_of_bounds_is_a_one_line_usage_error(command, option, value, says):
-    line = one_line_error(pvmon(*command, option, value))
+def test_an_option_value_out_of_bounds_is_a_one_line_usage_error(option, value, says):
+    line = one_line_error(pvmon("run", option, value))
     assert option in line and says in line
+
+
+@pytest.mark.parametrize("option, value", [("--idle-exit", "nan"), ("--timeout", "-1"),
+                                           ("--memory", "12")])
+def test_boot_takes_the_same_option_values_as_run(option, value):
+    line = one_line_error(pvmon("boot", "--headless", option, value))
+    assert option in line and "see 'pvmon boot -h'" in line
 
 
 def test_replay_timeout_must_be_a_finite_number_of_seconds(tmp_path):
