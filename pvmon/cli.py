@@ -11,18 +11,41 @@ from pvmon import __version__
 from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
 from pvmon.guests.cli import guests
+from pvmon.literal import printable
 from pvmon.replay.cli import backends, diff, replay
 from pvmon.trace.cli import trace
+from pvmon.units import CommandLine, MemorySize, Seconds
+
+
+def _usage_error(exc: click.UsageError) -> None:
+    """A usage error (bad option value, unknown option, options that do not go
+    together) as one line on stderr, then exit 2. Asking for help is no error."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc
+    where = f"; see '{exc.ctx.command_path} -h'" if exc.ctx is not None else ""
+    msg = printable(" ".join(exc.format_message().split()).rstrip("."))
+    click.echo(f"pvmon: error: {msg}{where}", err=True)
+    sys.exit(EXIT_ERROR)
 
 
 class _Group(click.Group):
-    """Click group that turns our errors into one readable line and exit 2."""
+    """Click group that turns our errors and usage errors into one readable
+    line and exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            _usage_error(exc)
+            raise
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except PvmonError as exc:
-            click.echo(f"pvmon: error: {exc}", err=True)
+        except click.UsageError as exc:
+            _usage_error(exc)
+        except PvmonError as exc:     # one line, whatever a path or a file put in it
+            click.echo(f"pvmon: error: {printable(str(exc))}", err=True)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("pvmon: interrupted", err=True)
@@ -44,14 +67,17 @@ cli.add_command(engine)
 
 
 def _print_summary(res) -> None:
-    """The end-of-run report: exit reason, times, hypercalls, faults."""
-    from rich.console import Console
+    """The end-of-run report: exit reason, times, hypercalls, faults. What the
+    guest or the user supplied (exit detail, symbol, names, the trace path) is
+    printed literally."""
     from rich.table import Table
 
-    con = Console(stderr=True, highlight=False)
+    from pvmon.literal import console, markup, text
+
+    con = console(stderr=True)
     con.print()
-    con.print(f"[bold]exit:[/bold] {res.exit_kind} - {res.detail}")
-    con.print(f"      at {res.rip:#x} {res.symbol}")
+    con.print(f"[bold]exit:[/bold] {markup(res.exit_kind)} - {markup(res.detail)}")
+    con.print(f"      at {res.rip:#x} {markup(res.symbol)}")
     speed = (res.vtime_ns / 1e9) / res.wall_s if res.wall_s else 0.0
     con.print(f"[bold]virtual time:[/bold] {res.vtime_ns / 1e9:.6f} s   "
               f"[bold]wall time:[/bold] {res.wall_s:.3f} s   ({speed:.2f}x real time)")
@@ -59,42 +85,50 @@ def _print_summary(res) -> None:
     t.add_column("hypercall")
     t.add_column("count", justify="right")
     for name, n in res.hypercalls.most_common():
-        t.add_row(name, str(n))
+        t.add_row(text(name), str(n))
     t.add_row("[bold]total[/bold]", str(sum(res.hypercalls.values())))
     con.print(t)
     if res.faults:
-        con.print("[bold]faults delivered:[/bold] " + ", ".join(
-            f"{k} x{v}" for k, v in res.faults.most_common()))
+        con.print("[bold]faults delivered:[/bold] " + markup(", ".join(
+            f"{k} x{v}" for k, v in res.faults.most_common())))
     con.print(f"[bold]event upcalls:[/bold] {res.upcalls}")
     if res.unsupported:
-        con.print("[bold]unsupported (-ENOSYS):[/bold] " + ", ".join(
-            f"{k} x{v}" for k, v in sorted(res.unsupported.items())))
+        con.print("[bold]unsupported (-ENOSYS):[/bold] " + markup(", ".join(
+            f"{k} x{v}" for k, v in sorted(res.unsupported.items()))))
     if res.trace_path:
-        con.print(f"[bold]trace:[/bold] {res.trace_path} ({res.events} events)")
+        con.print(f"[bold]trace:[/bold] {markup(res.trace_path)} ({res.events} events)")
 
 
 _RUN_OPTIONS = [
     click.argument("guest", required=False),
-    click.option("--cmdline", default=None, help="Guest kernel command line."),
-    click.option("--memory", default="256M", show_default=True,
-                 help="Guest memory (e.g. 256M, 1G)."),
+    click.option("--cmdline", default=None, type=CommandLine(),
+                 help="Guest kernel command line (at most 1023 bytes)."),
+    click.option("--memory", default="256M", show_default=True, type=MemorySize(),
+                 help="Guest memory in MiB (256), or with a suffix K, M, G or T (512M, 1G, "
+                      "1.5G) as QEMU's -m; 32M to 8G."),
     click.option("--backend", default="xen-4.17", show_default=True,
                  help="Hypervisor backend."),
     click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
-                 help="Write a .pvt trace of the run."),
-    click.option("--timeout", default=None, type=float,
-                 help="Stop after this many wall seconds."),
+                 help="Write a .pvt trace of the run. An existing trace there is replaced; "
+                      "any other existing file only with --force."),
+    click.option("--force", is_flag=True,
+                 help="With --record: overwrite an existing file that is not a pvmon trace "
+                      "(never one of the run's inputs)."),
+    click.option("--timeout", default=None, type=Seconds(), metavar="SECONDS",
+                 help="Stop after this many wall seconds (0: no limit, the default)."),
     click.option("--initramfs", default=None, metavar="NAME",
                  help="Give the guest a built initramfs as its initrd (busybox; build it "
                       "with `pvmon guests fetch debian-6.12 --initramfs busybox`)."),
     click.option("--initrd", default=None, metavar="PATH",
                  help="Give the guest this file as its initrd module."),
     click.option("--script", default=None, metavar="TEXT",
-                 help="Console input: lines (newline or a literal \\n between them), "
+                 help="Console input (needs an initrd): lines (newline or a literal \\n "
+                      "between them), "
                       "each typed when the guest idles at a prompt."),
     click.option("--input-file", default=None, type=click.Path(dir_okay=False),
-                 help="Console input: the lines of this file ('-' = stdin), as --script."),
-    click.option("--idle-exit", default=10.0, show_default=True, type=float, metavar="SECONDS",
+                 help="Console input (needs an initrd): the lines of this file ('-' = stdin), "
+                      "as --script."),
+    click.option("--idle-exit", default=10.0, show_default=True, type=Seconds(), metavar="SECONDS",
                  help="Stop when the guest idles this many virtual seconds with no console "
                       "input left (0: never)."),
 ]
@@ -111,7 +145,7 @@ def _run_options(fn):
 @click.option("--headless", is_flag=True,
               help="No TUI: stream the console and print the summary (like `pvmon run`).")
 @click.option("--paused", is_flag=True, help="Pause after the first hypercall.")
-def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
          input_file, idle_exit, headless, paused) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
@@ -123,6 +157,9 @@ def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, sc
     shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
     2 pvmon error (the trace could not be written included); with --headless,
     130 / 143 when SIGINT / SIGTERM stopped the run (as for `pvmon run`)."""
+    if headless and paused:
+        # refused rather than ignored: nothing could resume a paused headless run
+        raise click.UsageError("--paused pauses the live view; there is none with --headless")
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit)
@@ -157,7 +194,7 @@ def view(trace_path) -> None:
 @cli.command()
 @_run_options
 @click.option("--quiet", is_flag=True, help="Do not stream the guest console.")
-def run(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
         input_file, idle_exit, quiet) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
@@ -252,18 +289,29 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
                   input_file, idle_exit) -> dict:
     """Check the run options shared by ``run`` and ``boot`` and turn them into
     :class:`~pvmon.session.Session` keyword arguments (``guest`` resolved).
-    Raises PvmonError on bad input."""
+    ``memory`` is bytes (or a size text, see :func:`pvmon.session.parse_memory`),
+    ``idle_exit`` seconds (0 or None: never). ``--record`` is checked with
+    :func:`pvmon.files.check_output` against the run's input files; ``--force``
+    is read from the running command's options. Raises PvmonError on bad
+    input, click.UsageError on options that do not go together."""
     from pathlib import Path
 
     from pvmon.dispatch.console_input import script_lines
+    from pvmon.files import check_output
     from pvmon.guests.catalog import resolve
-    from pvmon.guests.initramfs import load_initrd
+    from pvmon.guests.initramfs import initramfs_path, load_initrd
     from pvmon.session import DEFAULT_CMDLINE, parse_memory
+    from pvmon.units import cmdline_problem, seconds_problem, seconds_to_ns
 
     if script is not None and input_file is not None:
         raise PvmonError("give either --script or --input-file, not both")
-    if idle_exit < 0:
-        raise PvmonError("--idle-exit must be 0 (never) or a positive number of seconds")
+    # the click types check these too; callers passing plain values get the same checks
+    problem = seconds_problem(idle_exit) if idle_exit else None
+    if problem:
+        raise PvmonError(f"--idle-exit {idle_exit} {problem}")
+    problem = cmdline_problem(cmdline) if cmdline is not None else None
+    if problem:
+        raise PvmonError(f"--cmdline: the command line {problem}")
     img = resolve(guest)
     initrd_data, initrd_info = load_initrd(initramfs, initrd)
     lines = None
@@ -271,10 +319,32 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
         lines = script_lines(script.replace("\\n", "\n"))
     elif input_file is not None and input_file != "-":
         lines = script_lines(_read_input_file(input_file))
+    if initrd_data is None and (script is not None or input_file is not None):
+        _input_without_initrd(img, "--script" if script is not None else "--input-file")
+    if record:
+        ctx = click.get_current_context(silent=True)
+        force = bool(ctx is not None and ctx.params.get("force"))
+        inputs = [img.vmlinux, img.vmlinuz, img.system_map, img.config, initrd,
+                  initramfs_path(initramfs) if initramfs else None,
+                  input_file if input_file != "-" else None]
+        check_output(record, inputs=[p for p in inputs if p], force=force, option="--record")
     return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
             "backend": backend, "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
-            "idle_limit_ns": int(idle_exit * 1e9) or None}
+            "idle_limit_ns": seconds_to_ns(idle_exit)}
+
+
+def _input_without_initrd(img, option: str) -> None:
+    """Console input given to a guest without an initrd. Built-in and Debian
+    guests have no userland then (the built-in ones read no input, a Debian
+    kernel panics without a root file system), so the input could never be
+    typed: refused. A kernel given by path may carry its own initramfs: warned."""
+    if img.kind in ("builtin", "debian"):
+        raise click.UsageError(
+            f"{option} needs an initrd (--initramfs busybox or --initrd PATH): without one "
+            f"{img.name} has no userland to read console input")
+    click.echo(f"pvmon: warning: {option} without an initrd: the lines are typed only if "
+               "this kernel has a userland of its own (a built-in initramfs)", err=True)
 
 
 def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
@@ -320,7 +390,7 @@ def _exit_status(res, *, interrupted_ok: bool = False) -> int:
     signal ended the run (130 SIGINT, 143 SIGTERM), 0 for a clean shutdown (or
     any user stop when ``interrupted_ok``), 1 otherwise."""
     if res.trace_error:
-        click.echo(f"pvmon: error: {res.trace_error}", err=True)
+        click.echo(f"pvmon: error: {printable(res.trace_error)}", err=True)
         return EXIT_ERROR
     if res.signal:
         from pvmon.engine.signals import exit_status

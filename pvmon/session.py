@@ -25,7 +25,7 @@ from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.dispatch.xen import XenPvDispatch
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
 from pvmon.engine.signals import StopOnSignals
-from pvmon.errors import PvmonError, TraceError
+from pvmon.errors import TraceError
 from pvmon.guests.catalog import GuestImage
 from pvmon.trace import format as fmt
 
@@ -33,19 +33,13 @@ DEFAULT_CMDLINE = "console=hvc0 earlyprintk=xen"
 MiB = 1 << 20
 
 
-def parse_memory(text: str) -> int:
-    """``256M``, ``1G``, ``524288K`` or plain bytes -> bytes (multiple of 4 KiB).
-    Raises PvmonError with a readable message."""
-    t = str(text).strip().upper().removesuffix("B")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    num = t[:-1] if t[-1:] in "KMG" else t
-    try:
-        val = int(num) * mult
-    except ValueError:
-        raise PvmonError(f"bad memory size {text!r}: use e.g. 256M or 1G") from None
-    if val < 32 * MiB or val > 8 << 30:
-        raise PvmonError(f"memory size {text!r} out of range (32M to 8G)")
-    return val & ~0xFFF
+def parse_memory(text: str | int) -> int:
+    """A memory size -> bytes: MiB by default (``256``), or ``512M``, ``1G``,
+    ``1.5G``, ``524288K`` (QEMU's ``-m`` units), 32 MiB to 8 GiB in whole
+    4 KiB pages (the bounds replay also applies to trace headers). Raises
+    PvmonError with a readable message. See :mod:`pvmon.units`."""
+    from pvmon.units import parse_memory as parse
+    return parse(text)
 
 
 @dataclass

@@ -59,10 +59,10 @@ def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> Non
 @guests.command("list")
 def list_cmd() -> None:
     """List built-in and Debian guests and whether they are available."""
-    from rich.console import Console
     from rich.table import Table
 
     from pvmon.guests import catalog
+    from pvmon.literal import console, text
 
     table = Table(title="pvmon guests")
     for col in ("name", "kind", "status", "version", "path"):
@@ -71,8 +71,8 @@ def list_cmd() -> None:
     for row in catalog.list_guests():
         st = row["status"]
         table.add_row(
-            row["name"] + (" (default)" if row["name"] == catalog.DEFAULT_GUEST else ""),
-            row["kind"], f"[{style.get(st, '')}]{st}[/]",
-            row["version"] or "-", row["path"] or "-",
+            text(row["name"] + (" (default)" if row["name"] == catalog.DEFAULT_GUEST else "")),
+            text(row["kind"]), text(st, style=style.get(st, "")),
+            text(row["version"] or "-"), text(row["path"] or "-"),
         )
-    Console().print(table)
+    console().print(table)

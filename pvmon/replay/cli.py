@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from pvmon.errors import PvmonError
+from pvmon.units import Seconds
 
 
 def _emit(report, as_json: bool) -> None:
@@ -38,11 +39,11 @@ def _versions(spec: str | None) -> list:
 @click.option("--guest", default=None, help="Guest image to use instead of the trace's.")
 @click.option("--open-loop", is_flag=True,
               help="Feed recorded calls to the backend without running the guest.")
-@click.option("--jobs", "-j", default=0, type=int,
+@click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),
               help="Parallel processes for an open-loop matrix (default: CPUs).")
-@click.option("--timeout", default=None, type=float,
-              help="Wall seconds before giving up: the report says where the replay "
-                   "stopped, with no verdict (exit status 124).")
+@click.option("--timeout", default=None, type=Seconds(), metavar="SECONDS",
+              help="Wall seconds before giving up (0: no limit, the default): the report "
+                   "says where the replay stopped, with no verdict (exit status 124).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
 @click.option("--tui", is_flag=True, help="Show the divergence side by side in the TUI.")
 def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> None:
@@ -125,16 +126,15 @@ def diff(left, right, as_json, show_all) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
 def backends(as_json) -> None:
     """List every backend and profile with its declared differences."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from pvmon.backends.profiles import search_dirs
     from pvmon.backends.registry import list_backends
+    from pvmon.literal import console
+    from pvmon.literal import markup as escape
     items = list_backends()
     if as_json:
         click.echo(json.dumps(items, indent=1))
         return
-    con = Console(highlight=False)
+    con = console()
     for b in items:
         base = f" (based on {b['base']})" if b.get("base") else ""
         con.print(f"[bold]{escape(b['name'])}[/]  {b['kind']} {escape(b.get('version') or '')}"
@@ -149,5 +149,5 @@ def backends(as_json) -> None:
         for d in b["differences"]:
             con.print(f"  - {escape(d['what'])}" + (f" [dim]({escape(d['source'])})[/]"
                                                     if d.get("source") else ""))
-    con.print(f"\nprofiles are read from: {', '.join(str(d) for d in search_dirs())} "
+    con.print(f"\nprofiles are read from: {escape(', '.join(str(d) for d in search_dirs()))} "
               "(or pass --backend path/to/profile.toml)")

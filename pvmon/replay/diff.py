@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from pvmon.literal import console as plain_console
+from pvmon.literal import markup as escape  # Rich escaping + visible control characters
+from pvmon.literal import text
 from pvmon.replay.compare import align, key, operation, subop_of
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import describe
@@ -176,7 +178,7 @@ def _drift(a: Side, b: Side) -> list[dict]:
 
 def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = False) -> None:
     """Print a diff for people."""
-    con = console or Console(highlight=False)
+    con = console or plain_console()
     a, b = d.left, d.right
     con.print(f"[bold]left[/] : {escape(a.label)}  ({sum(a.calls.values()):,} hypercalls, "
               f"mechanism {a.mechanism}: {escape(_via(a))})")
@@ -207,7 +209,7 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
         t.add_column("right", justify="right")
         t.add_column("delta", justify="right")
         for k, x, y in sorted(d.count_deltas, key=lambda r: -abs(r[2] - r[1])):
-            t.add_row(k, f"{x:,}", f"{y:,}", f"{y - x:+,}")
+            t.add_row(text(k), f"{x:,}", f"{y:,}", f"{y - x:+,}")
         con.print()
         con.print(t)
     total = max(len(a.events), len(b.events))

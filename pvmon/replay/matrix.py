@@ -9,10 +9,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from pvmon.errors import PvmonError
+from pvmon.literal import console as plain_console
+from pvmon.literal import markup as escape  # Rich escaping + visible control characters
+from pvmon.literal import text
 
 
 def _cells(args: tuple[str, list[str | None]]) -> list[dict]:
@@ -83,16 +85,16 @@ def run_matrix(traces: list[Path], backends: list[str] | None,
 
 def render_matrix(rows: list[dict], console: Console | None = None) -> None:
     """The compatibility table: traces down, backends across."""
-    con = console or Console(highlight=False)
+    con = console or plain_console()
     traces = list(dict.fromkeys(r["trace"] for r in rows))
     backends = list(dict.fromkeys(r["backend"] or "?" for r in rows))
     t = Table(title="open-loop compatibility", show_edge=False)
     t.add_column("trace")
     for b in backends:
-        t.add_column(b)
+        t.add_column(text(b))
     cells = {(r["trace"], r["backend"] or "?"): r for r in rows}
     for tr in traces:
-        line = [Path(tr).name]
+        line = [text(Path(tr).name)]
         for b in backends:
             r = cells.get((tr, b))
             if r is None:

@@ -12,9 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from pvmon.literal import console as plain_console
+from pvmon.literal import markup as escape  # Rich escaping + visible control characters
+from pvmon.literal import text as literal_text
 from pvmon.replay.compare import Delta, key
 from pvmon.replay.explain import Fact
 from pvmon.trace.render import describe, format_time, jsonable
@@ -137,7 +139,7 @@ def _line(ev: dict | None) -> str:
 def render_text(report: Report, console: Console | None = None, detail: int = 5) -> None:
     """Print ``report`` for people: a verdict line, the first ``detail``
     divergences in full, a table of divergences by call, how each side ended."""
-    con = console or Console(highlight=False)
+    con = console or plain_console()
     if not report.total and report.verdict:
         head = "[bold green]no divergence[/]" if not report.exit_code else "[bold yellow]no verdict[/]"
         con.print(f"{head}: {escape(report.verdict)}")
@@ -158,7 +160,7 @@ def render_text(report: Report, console: Console | None = None, detail: int = 5)
             loc += f", rip {w.rip:#x} {w.symbol}"
         con.print(f"[bold]{head}[/] at {escape(loc)}")
         for d in div.deltas:
-            con.print(f"  [yellow]{d.what}[/]: {escape(d.detail)}")
+            con.print(f"  [yellow]{escape(d.what)}[/]: {escape(d.detail)}")
         con.print(f"  left : {escape(_line(div.left))}")
         con.print(f"  right: {escape(_line(div.right))}")
         for f in div.explanation:
@@ -177,7 +179,7 @@ def render_text(report: Report, console: Console | None = None, detail: int = 5)
         con.print()
         con.print("[bold]every explained difference[/] (first occurrence of each):")
         for x in report.explained.values():
-            con.print(f"  #{x['seq']} {escape(x['call'])} ({', '.join(x['what'])}): "
+            con.print(f"  #{x['seq']} {escape(x['call'])} ({escape(', '.join(x['what']))}): "
                       f"{escape(x['why'])}")
             con.print(f"      left {escape(x['left'])}")
             con.print(f"      right {escape(x['right'])}")
@@ -188,7 +190,7 @@ def render_text(report: Report, console: Console | None = None, detail: int = 5)
         t.add_column("what")
         t.add_column("count", justify="right")
         for (k, w), n in report.by_call.most_common(20):
-            t.add_row(k, w, f"{n:,}")
+            t.add_row(literal_text(k), literal_text(w), f"{n:,}")
         con.print(t)
     if report.ending:
         con.print()

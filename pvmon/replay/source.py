@@ -2,18 +2,32 @@
 the guest image (found by the trace's identity, checked by sha256), the
 backend (built-in version, or the profile recorded in the header), the
 machine configuration and the recorded inputs.
+
+A trace header is input like any other: :func:`check_header` holds every
+field replay uses to the bounds ``pvmon run`` applies to its options
+(:mod:`pvmon.units`) and to the shapes the recorder writes, so a crafted
+header gets one line naming the field, never an engine error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from pvmon.backends.registry import resolve_version
 from pvmon.backends.xen.versions import XenVersion
 from pvmon.errors import BackendError, GuestImageError, GuestNotFound, TraceError
 from pvmon.guests.catalog import GuestImage, resolve
 from pvmon.trace.reader import TraceReader
+from pvmon.units import (
+    PAGE_SIZE,
+    cmdline_problem,
+    duration_ns_problem,
+    memory_problem,
+    size_text,
+)
 
 
 @dataclass
@@ -21,7 +35,8 @@ class RecordedRun:
     """A trace opened for replay. ``header``: the trace header; ``guest``:
     the image to run (None for open-loop, which needs none); ``version``: the
     recording backend's XenVersion; ``memory`` (bytes), ``cmdline``;
-    console input is found frame by frame (:func:`frame_inputs`)."""
+    console input is found frame by frame (:func:`frame_inputs`,
+    :func:`recorded_inputs`)."""
 
     path: Path
     reader: TraceReader
@@ -38,15 +53,146 @@ class RecordedRun:
         the recorded machine (memory, command line, initrd, idle limit)."""
         from pvmon.session import DEFAULT_IDLE_LIMIT_NS
         m = self.header["machine"]
-        idle = m.get("idle_limit_ns", DEFAULT_IDLE_LIMIT_NS)
+        idle = m.get("idle_limit_ns", DEFAULT_IDLE_LIMIT_NS)   # checked by check_header
         return {"memory": self.memory, "cmdline": self.cmdline, "initrd": self.initrd,
                 "initrd_info": self.initrd_info,
-                "idle_limit_ns": idle if isinstance(idle, int) else None}
+                "idle_limit_ns": idle if type(idle) is int else None}
 
     @property
     def label(self) -> str:
         g = self.header.get("guest", {})
         return f"{g.get('name', '?')} on {self.version.name} (recorded)"
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MAX_NAME = 4096          # a guest, backend or initrd name (may be a file path)
+
+
+def _bad(path: Path, name: str, value: Any, problem: str) -> TraceError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return TraceError(f"{path}: trace header field {name} = {shown} {problem}")
+
+
+def _name_problem(v: Any) -> str | None:
+    if not isinstance(v, str) or not v:
+        return "is not a name"
+    if len(v) > _MAX_NAME or not v.isprintable():
+        return "is not a usable name (too long, or control characters)"
+    return None
+
+
+def _check_sha256(path: Path, name: str, v: Any) -> None:
+    if v is not None and not (isinstance(v, str) and _SHA256.fullmatch(v)):
+        raise _bad(path, name, v, "is not a SHA-256 (64 lowercase hex digits)")
+
+
+def check_header(h: dict, path: Path) -> None:
+    """Check every header field replay uses (the machine, the guest's and the
+    backend's identity, the domain layout) against the bounds of ``pvmon run``.
+    Fields an older recorder did not write may be absent. Raises TraceError
+    naming the field, in one line."""
+    from pvmon.engine.clock import VirtualClock
+
+    m = h.get("machine")
+    if not isinstance(m, dict):
+        raise TraceError(f"{path}: trace header has no machine configuration")
+    if "memory" not in m:
+        raise TraceError(f"{path}: trace header has no machine.memory")
+    problem = memory_problem(m["memory"])
+    if problem:
+        raise _bad(path, "machine.memory", m["memory"], problem)
+    memory = m["memory"]
+    if "cmdline" not in m:
+        raise TraceError(f"{path}: trace header has no kernel command line")
+    problem = cmdline_problem(m["cmdline"])
+    if problem:
+        raise _bad(path, "machine.cmdline", m["cmdline"], problem)
+    idle = m.get("idle_limit_ns")
+    if idle is not None and duration_ns_problem(idle):
+        raise _bad(path, "machine.idle_limit_ns", idle, duration_ns_problem(idle))
+    if "vcpus" in m and (type(m["vcpus"]) is not int or m["vcpus"] != 1):
+        raise _bad(path, "machine.vcpus", m["vcpus"], "is not 1 (pvmon runs one vCPU)")
+    engine_khz = VirtualClock().tsc_khz
+    for name, khz in (("machine.tsc_khz", m.get("tsc_khz")), ("tsc_khz", h.get("tsc_khz"))):
+        if khz is not None and (type(khz) is not int or khz != engine_khz):
+            raise _bad(path, name, khz, f"is not this pvmon's TSC rate ({engine_khz} kHz), "
+                                        "so the run cannot be repeated")
+    _check_initrd_info(m.get("initrd"), memory, path)
+    g = h.get("guest")
+    if g is not None:
+        if not isinstance(g, dict):
+            raise _bad(path, "guest", g, "is not a map")
+        if g.get("name") is not None and _name_problem(g["name"]):
+            raise _bad(path, "guest.name", g["name"], _name_problem(g["name"]))
+        _check_sha256(path, "guest.sha256", g.get("sha256"))
+        for key in ("package", "version", "release"):
+            v = g.get(key)
+            if v is not None and _name_problem(v):
+                raise _bad(path, f"guest.{key}", v, _name_problem(v))
+    b = h.get("backend")
+    if isinstance(b, dict):
+        if b.get("name") is not None and _name_problem(b["name"]):
+            raise _bad(path, "backend.name", b["name"], _name_problem(b["name"]))
+        if b.get("profile") is not None and not isinstance(b["profile"], str):
+            raise _bad(path, "backend.profile", b["profile"], "is not a profile's text")
+    lay = h.get("layout")
+    if lay is not None:
+        if not isinstance(lay, dict):
+            raise _bad(path, "layout", lay, "is not a map")
+        _check_layout(lay, memory, path)
+
+
+def _check_initrd_info(info: Any, memory: int, path: Path) -> None:
+    if info is None or info == {}:
+        return
+    if not isinstance(info, dict):
+        raise _bad(path, "machine.initrd", info, "is not a map")
+    if _name_problem(info.get("name")):
+        raise _bad(path, "machine.initrd.name", info.get("name"), _name_problem(info.get("name")))
+    size = info.get("size")
+    if type(size) is not int or not 0 < size <= memory:
+        raise _bad(path, "machine.initrd.size", size,
+                   f"is not a size from 1 byte to machine.memory ({size_text(memory)})")
+    _check_sha256(path, "machine.initrd.sha256", info.get("sha256"))
+
+
+def _check_layout(lay: dict, memory: int, path: Path) -> None:
+    """The recorded domain layout (open loop builds its scratch domain from it):
+    every field an int where the recorder puts it for ``memory`` bytes of RAM."""
+    from pvmon.backends.xen import abi, builder
+
+    nr_pages = memory // PAGE_SIZE
+    phys = memory + builder.extra_bytes_for(memory)
+    m2p_pages = -(-(phys // PAGE_SIZE) * 8 // PAGE_SIZE)
+    spans = {"gdt_ma": builder.GDT_PAGES, "grant_ma": builder.GRANT_FRAMES, "m2p_ma": m2p_pages}
+    for f in fields(builder.Layout):
+        name = f.name
+        if name == "extras" or name not in lay:
+            continue
+        v = lay[name]
+        if type(v) is not int:
+            raise _bad(path, f"layout.{name}", v, "is not an integer")
+        if name == "nr_pages":
+            ok, where = v == nr_pages, f"machine.memory's {nr_pages} pages"
+        elif name.endswith("_ma"):
+            top = phys - spans.get(name, 1) * PAGE_SIZE
+            ok = v % PAGE_SIZE == 0 and memory <= v <= top
+            where = f"a page of the hypervisor area, {memory:#x} to {top:#x}"
+        elif name.endswith("_pfn"):
+            ok, where = 0 <= v < nr_pages, f"a guest frame, 0 to {nr_pages - 1}"
+        elif name == "nr_pt_frames":
+            ok, where = 0 < v <= nr_pages - lay.get("pt_base_pfn", 0), "the frames of guest RAM"
+        elif name == "mod_len":
+            ok, where = 0 <= v <= memory, f"0 to machine.memory ({size_text(memory)})"
+        elif name.endswith("_evtchn"):
+            ok, where = 0 < v < abi.EVTCHN_2L_NR_CHANNELS, \
+                f"an event channel, 1 to {abi.EVTCHN_2L_NR_CHANNELS - 1}"
+        else:                                   # guest-virtual addresses
+            ok, where = 0 <= v < 1 << 64, "a 64-bit address"
+        if not ok:
+            raise _bad(path, f"layout.{name}", v, f"is not {where}")
 
 
 def _str(v, what: str, path: Path) -> str:
@@ -113,33 +259,114 @@ def open_run(path: str | Path, guest: str | Path | None = None, *,
     p = Path(path)
     reader = TraceReader(p)
     h = reader.header
-    m = h.get("machine")
-    if not isinstance(m, dict) or not isinstance(m.get("memory"), int):
-        raise TraceError(f"{p}: trace header has no machine configuration")
-    cmdline = m.get("cmdline")
-    if not isinstance(cmdline, str):
-        raise TraceError(f"{p}: trace header has no kernel command line")
+    check_header(h, p)
+    m = h["machine"]
     version = recorded_version(h, p)
     img = find_guest(h, p, guest) if need_guest else None
-    info = m.get("initrd") if isinstance(m.get("initrd"), dict) else None
+    info = m.get("initrd") or None
     initrd = None
     if need_guest and info:
         from pvmon.guests.initramfs import initrd_from_header
+        _check_initrd_size(info, p)
         initrd = initrd_from_header(info)
-    return RecordedRun(p, reader, h, img, version, m["memory"], cmdline, initrd, info)
+    return RecordedRun(p, reader, h, img, version, m["memory"], m["cmdline"], initrd, info)
+
+
+def _check_initrd_size(info: dict, path: Path) -> None:
+    """Refuse, before reading it, an initrd file whose size is not the recorded one."""
+    from pvmon.guests.initramfs import KINDS, initramfs_path
+    name = info["name"]
+    f = initramfs_path(name) if name in KINDS else Path(name).expanduser()
+    try:
+        size = f.stat().st_size if f.is_file() else None
+    except OSError:
+        size = None                 # initrd_from_header says why it cannot read it
+    if size is not None and size != info["size"]:
+        raise GuestImageError(f"initrd {name} is {size:,} bytes, but {path.name} was recorded "
+                              f"with one of {info['size']:,} bytes")
 
 
 _INPUT_MARK = b"\xa3dir\xa2in"   # msgpack of the key/value "dir": "in"
+
+
+class RecordedInput(NamedTuple):
+    """One recorded console input (a ``con`` event with ``dir: "in"``):
+    ``seq`` of the event, the bytes that entered the ring, its recorded
+    ``at`` (None when it has none), and ``rule``: where a replay on another
+    backend types it, ``"prompt"`` (at an idle point where the script rule
+    holds) or ``"idle"`` (at the next idle point; see
+    :mod:`pvmon.dispatch.console_input`)."""
+
+    seq: int
+    data: bytes
+    at: str | None
+    rule: str
+
+
+def _is_block(ev: dict | None) -> bool:
+    """``ev`` is the guest's SCHEDOP_block hypercall (sched_op or its compat)."""
+    if ev is None or ev.get("k") != "hc" or ev.get("name") not in ("sched_op", "sched_op_compat"):
+        return False
+    op = ev.get("op")
+    return isinstance(op, dict) and op.get("cmd") == "block"
+
+
+def _frame_input_events(reader: TraceReader, index: int, raw: bytes | None
+                        ) -> list[RecordedInput]:
+    if raw is None:
+        raw = reader.frame_bytes(index)
+    if _INPUT_MARK not in raw:
+        return []
+    evs = reader.frame_events(index)
+    out = []
+    for i, ev in enumerate(evs):
+        if ev.get("k") != "con" or ev.get("dir") != "in" or not isinstance(ev.get("data"), bytes):
+            continue
+        at = ev.get("at") if isinstance(ev.get("at"), str) else None
+        if at in ("prompt", "idle"):
+            rule = at
+        elif "at" in ev:
+            rule = "idle"           # a value this pvmon does not know: no prompt to wait for
+        else:
+            # No ``at``: live input at an arbitrary boundary, the rest of a chunk,
+            # or a trace from before ``at`` existed, whose script lines are the
+            # inputs taken at an idle point (the next event is the guest's block).
+            if i + 1 < len(evs):
+                nxt = evs[i + 1]
+            elif index + 1 < len(reader.frames):
+                nxt = next(iter(reader.frame_events(index + 1)), None)
+            else:
+                nxt = None
+            rule = "prompt" if _is_block(nxt) else "idle"
+        out.append(RecordedInput(ev["seq"], ev["data"], at, rule))
+    return out
 
 
 def frame_inputs(reader: TraceReader, index: int, raw: bytes | None = None
                  ) -> list[tuple[int, bytes]]:
     """Recorded console input in frame ``index`` as ``[(seq, bytes)]``. The
     frame is decoded only when its raw bytes can hold an input event."""
-    if raw is None:
-        raw = reader.frame_bytes(index)
-    if _INPUT_MARK not in raw:
-        return []
-    return [(ev["seq"], ev["data"]) for ev in reader.frame_events(index)
-            if ev.get("k") == "con" and ev.get("dir") == "in"
-            and isinstance(ev.get("data"), bytes)]
+    return [(i.seq, i.data) for i in _frame_input_events(reader, index, raw)]
+
+
+def recorded_inputs(reader: TraceReader) -> list[RecordedInput]:
+    """Every recorded console input of the trace, in seq order (only frames
+    whose raw bytes can hold an input event are decoded)."""
+    return [i for n in range(len(reader.frames)) for i in _frame_input_events(reader, n, None)]
+
+
+def feed_recorded_input(dispatch, reader: TraceReader, *, by_seq: bool) -> int:
+    """Hand the trace's console input to a replay's ``dispatch`` (a
+    :class:`~pvmon.dispatch.xen.XenPvDispatch`) before it runs. ``by_seq``
+    (verify, the recorded backend): each input at its recorded event seq, so
+    the replay is byte-identical. Otherwise (closed loop on another backend,
+    whose run takes another path): each input in order at the idle point the
+    guest reaches, by the rules of :mod:`pvmon.dispatch.console_input` (an
+    input typed at a prompt waits for the prompt). Returns how many inputs."""
+    inputs = recorded_inputs(reader)
+    for i in inputs:
+        if by_seq:
+            dispatch.schedule_input(i.seq, i.data, i.at)
+        else:
+            dispatch.replay_input(i.data, i.rule)
+    return len(inputs)

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from pvmon.errors import TraceError
+from pvmon.files import check_output
+from pvmon.literal import console as plain_console
+from pvmon.literal import text
 from pvmon.trace.export import export_jsonl, export_perfetto
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import FAULT_NAMES, event_label, format_line, format_time, jsonable
@@ -76,7 +78,7 @@ def trace() -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 def info(path: str) -> None:
     """Header, event counts, duration, size and integrity of a trace."""
-    console = Console()
+    console = plain_console()
     with _open(path) as reader:
         stats = TraceStats.of(reader, jobs=default_jobs())
         h = reader.header
@@ -111,21 +113,21 @@ def info(path: str) -> None:
             ("status", _status(reader)),
             ("ended", Text(_ending(reader))),
         ]
-        for k, v in rows:
-            table.add_row(k, v)
+        for k, v in rows:     # every value as it is: a header may hold markup or escapes
+            table.add_row(k, text(v, multiline=k == "backend"))
         console.print(table)
         kinds = Table(title="events by kind")
         kinds.add_column("kind")
         kinds.add_column("count", justify="right")
         for k, c in stats.by_kind.most_common():
-            kinds.add_row(str(k), f"{c:,}" + (f" ({stats.tsc_reads:,} reads)"
+            kinds.add_row(text(k), f"{c:,}" + (f" ({stats.tsc_reads:,} reads)"
                                               if k == "tsc_run" else ""))
         console.print(kinds)
         calls = Table(title="hypercalls by name")
         calls.add_column("name")
         calls.add_column("count", justify="right")
         for name, hs in sorted(stats.hypercalls.items(), key=lambda kv: -kv[1].count):
-            calls.add_row(name, f"{hs.count:,}")
+            calls.add_row(text(name), f"{hs.count:,}")
         console.print(calls)
 
 
@@ -208,10 +210,10 @@ def stats(path: str, as_json: bool, top: int) -> None:
     if as_json:
         click.echo(json.dumps({**st.to_dict(), "status": status}, indent=1))
         return
-    console = Console()
+    console = plain_console()
     seconds = st.duration_ns / 1e9
-    console.print(f"{st.events:,} events over {format_time(st.duration_ns)} of virtual time"
-                  f" ({status})")
+    console.print(text(f"{st.events:,} events over {format_time(st.duration_ns)} of virtual "
+                       f"time ({status})"))
     calls = Table(title="hypercalls")
     for col, just in (("name", "left"), ("count", "right"), ("%", "right"),
                       ("per s", "right"), ("errors", "right"), ("ops/batch", "right"),
@@ -223,20 +225,21 @@ def stats(path: str, as_json: bool, top: int) -> None:
         top_subs = ", ".join(f"{k} {100 * v / subs:.0f}%" for k, v in hs.subops.most_common(1))
         errors = ", ".join(f"{k}x{v}" for k, v in hs.errors.most_common(3)) if hs.errors else ""
         batch = f"{hs.batch_ops / hs.batched:.1f} (max {hs.batch_max})" if hs.batched else ""
-        calls.add_row(name, f"{hs.count:,}", f"{100 * hs.count / total_hc:.1f}",
-                      f"{hs.count / seconds:,.0f}" if seconds else "-", errors, batch, top_subs)
+        calls.add_row(text(name), f"{hs.count:,}", f"{100 * hs.count / total_hc:.1f}",
+                      f"{hs.count / seconds:,.0f}" if seconds else "-", text(errors), batch,
+                      text(top_subs))
     console.print(calls)
     for name, hs in sorted(st.hypercalls.items(), key=lambda kv: -kv[1].count):
         if len(hs.subops) < 2:
             continue
-        hist = Table(title=f"{name}: sub-operations", title_justify="left")
+        hist = Table(title=text(f"{name}: sub-operations"), title_justify="left")
         hist.add_column("cmd")
         hist.add_column("count", justify="right")
         hist.add_column("%", justify="right")
         hist.add_column("")
         subs = sum(hs.subops.values())
         for k, v in hs.subops.most_common(top):
-            hist.add_row(k, f"{v:,}", f"{100 * v / subs:.1f}", "#" * round(30 * v / subs))
+            hist.add_row(text(k), f"{v:,}", f"{100 * v / subs:.1f}", "#" * round(30 * v / subs))
         if len(hs.subops) > top:
             hist.add_row(f"({len(hs.subops) - top} more)", "", "", "")
         console.print(hist)
@@ -255,7 +258,7 @@ def stats(path: str, as_json: bool, top: int) -> None:
             detail = ", ".join(f"{d} {n:,} bytes" for d, n in st.console_bytes.items())
         elif k in _TSC_KINDS:
             detail = f"{st.tsc_reads:,} TSC reads"
-        others.add_row(str(k), f"{c:,}", detail)
+        others.add_row(text(k), f"{c:,}", text(detail))
     console.print(others)
 
 
@@ -271,9 +274,12 @@ def _int(text: str) -> int | str:
 @click.option("--format", "format_", type=click.Choice(["perfetto", "jsonl"]), required=True,
               help="perfetto: Chrome trace-event JSON for ui.perfetto.dev; jsonl: JSON lines.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
-              help="File to write.")
-def export(path: str, format_: str, output: str) -> None:
+              help="File to write (never the trace itself; an existing file that is not an "
+                   "earlier export only with --force).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file that is not an export.")
+def export(path: str, format_: str, output: str, force: bool) -> None:
     """Write a trace in another format."""
+    check_output(output, inputs=[path], force=force, option="-o", kind="export")
     with _open(path) as reader:
         try:
             with Path(output).open("w", encoding="utf-8") as out:

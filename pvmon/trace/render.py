@@ -11,6 +11,8 @@ import errno
 from collections import Counter
 from typing import Any
 
+from pvmon.literal import printable
+
 # Integer fields printed in hex: addresses, frame numbers, register values.
 HEX_KEYS = frozenset({
     "mfn", "gmfn", "pfn", "gfn", "gpfn", "addr", "va", "vaddr", "linear_addr", "ptr", "val",
@@ -131,7 +133,13 @@ LINUX_X86_64_SYSCALLS = {
 
 
 def describe(ev: dict[Any, Any]) -> str:
-    """The event without its seq/time prefix, e.g. ``mmuext_op(PIN_L4_TABLE, mfn=0x1234) = 0``."""
+    """The event without its seq/time prefix, e.g. ``mmuext_op(PIN_L4_TABLE, mfn=0x1234) = 0``:
+    one line of visible characters (control characters in recorded strings are
+    shown as escapes, :func:`pvmon.literal.printable`)."""
+    return printable(_describe(ev))
+
+
+def _describe(ev: dict[Any, Any]) -> str:
     k = ev.get("k")
     if k == "hc":
         name = ev.get("name") or f"hc{ev.get('nr')!r}"
@@ -188,9 +196,11 @@ def describe(ev: dict[Any, Any]) -> str:
 
 
 def format_line(ev: dict[Any, Any], *, show_cpu: bool = False) -> str:
-    """``#1234 t=0.012345678s  mmuext_op(PIN_L4_TABLE, mfn=0x1234) = 0``."""
+    """``#1234 t=0.012345678s  mmuext_op(PIN_L4_TABLE, mfn=0x1234) = 0``: always
+    one line of visible characters (a control character in a recorded string
+    is shown as an escape, see :func:`pvmon.literal.printable`)."""
     cpu = f" cpu{ev.get('cpu')}" if show_cpu else ""
-    return f"#{ev.get('seq')} t={format_time(ev.get('t'))}{cpu}  {describe(ev)}"
+    return printable(f"#{ev.get('seq')} t={format_time(ev.get('t'))}{cpu}  {describe(ev)}")
 
 
 def jsonable(value: Any) -> Any:

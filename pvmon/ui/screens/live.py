@@ -15,7 +15,6 @@ import datetime
 import time
 from collections import Counter, deque
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import work
@@ -27,6 +26,8 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from pvmon.engine.disasm import disassemble_around, label
+from pvmon.errors import PvmonError
+from pvmon.files import check_output
 from pvmon.ui.filters import EventFilter
 from pvmon.ui.live_session import BootSpec, LiveSession
 from pvmon.ui.screens.guest_panes import compose_guest_panes, title_guest_panes
@@ -285,7 +286,14 @@ class LiveScreen(Screen[None]):
 
         def done(text: str | None) -> None:
             if text:
-                self.reboot(replace(live.spec, record=Path(text)))
+                guest = live.spec.guest
+                try:    # never onto the guest's files, nor over a file that is not a trace
+                    path = check_output(text, inputs=[guest.vmlinux, guest.vmlinuz],
+                                        option="record to", force_option=None)
+                except PvmonError as exc:
+                    self.notify(str(exc), severity="error", markup=False)
+                    return
+                self.reboot(replace(live.spec, record=path))
 
         self.app.push_screen(PromptScreen(
             "A trace records a whole run: reboot the guest now, recording to:", default,
