@@ -35,9 +35,11 @@ from pvmon.trace.writer import TraceWriter
 
 REPO = Path(__file__).resolve().parent.parent
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-#: Where in the run the recordings are signalled: seconds after the run began (its
-#: signal handlers are in place); the 6.12 boot runs about 3.3 s.
-RECORD_DELAYS = (0.0, 0.5, 1.2)
+#: Where in the run the recordings are signalled: once the trace file holds this many
+#: bytes (the whole 6.12 boot is about 925 KB, 54,800 events: as the run starts, at
+#: about event 9,000 and at about event 26,000), whatever the host's speed.
+RECORD_POINTS = (0, 150_000, 450_000)
+#: Where the replays are signalled: seconds after the replay began (it runs 2-3 s).
 REPLAY_DELAYS = (0.3, 1.0)
 _SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 
@@ -65,9 +67,15 @@ def _wait_for_handlers(proc: subprocess.Popen, timeout: float = 120.0) -> None:
     raise AssertionError("pvmon never installed its signal handlers")
 
 
-def _signal_at(proc: subprocess.Popen, sig: int, delay: float) -> tuple[str, str]:
+def _signal_at(proc: subprocess.Popen, sig: int, delay: float = 0.0,
+               trace: Path | None = None, size: int = 0) -> tuple[str, str]:
+    """Send ``sig`` ``delay`` seconds after the run began, and once ``trace``
+    holds ``size`` bytes; returns stdout and stderr."""
     _wait_for_handlers(proc)
     time.sleep(delay)
+    while trace is not None and size and (not trace.exists() or trace.stat().st_size < size):
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        time.sleep(0.005)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     return out.decode(errors="replace"), err.decode(errors="replace")
@@ -103,14 +111,14 @@ def _is_prefix(cut: TraceReader, full: TraceReader) -> int:
 
 @pytest.mark.debian
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", RECORD_DELAYS)
+@pytest.mark.parametrize("point", RECORD_POINTS)
 @pytest.mark.parametrize("name", list(SIGNALS))
 def test_a_recording_stopped_by_a_signal_keeps_every_event_and_verifies_up_to_its_end(
-        name, delay, full612, tmp_path):
+        name, point, full612, tmp_path):
     sig = SIGNALS[name]
     path = tmp_path / "cut.pvt"
     proc = _popen("run", "debian-6.12", "--record", str(path), "--quiet")
-    out, err = _signal_at(proc, sig, delay)
+    out, err = _signal_at(proc, sig, trace=path, size=point)
     assert proc.returncode == 128 + sig, err
     assert f"exit: interrupted - interrupted by {name}" in err
     assert "Traceback" not in err and "Exception ignored" not in err, err
@@ -122,7 +130,7 @@ def test_a_recording_stopped_by_a_signal_keeps_every_event_and_verifies_up_to_it
         n = _is_prefix(cut, full)
         assert n < len(full) - 1
     verdict = f"matches the recording up to its end (interrupted by {name} at event {n:,})"
-    if delay == RECORD_DELAYS[1]:    # once each: what a user runs
+    if point == RECORD_POINTS[1]:    # once each: what a user runs
         info = CliRunner().invoke(cli, ["trace", "info", str(path)])
         assert info.exit_code == 0
         assert f"interrupted: interrupted by {name} (event {n:,})" in info.output
