@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
 #: Where in the run the recordings are signalled: once the trace file holds this many
 #: bytes (the whole 6.12 boot is about 925 KB, 54,800 events: as the run starts, at
-#: about event 9,000 and at about event 26,000), whatever the host's speed.
+#: about event 2,400 and at about event 24,700), whatever the host's speed.
 RECORD_POINTS = (0, 150_000, 450_000)
 #: Where the replays are signalled: seconds after the replay began (it runs 2-3 s).
 REPLAY_DELAYS = (0.3, 1.0)
