@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pvmon.errors import TraceError
-from pvmon.trace.export import export_jsonl, export_perfetto
+from pvmon.trace.export import EXPORTERS, large_export_warning
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import FAULT_NAMES, event_label, format_line, format_time, jsonable
 from pvmon.trace.stats import TraceStats, default_jobs
@@ -263,10 +263,15 @@ def _int(text: str) -> int | str:
               help="File to write.")
 def export(path: str, format_: str, output: str) -> None:
     """Write a trace in another format."""
+    from pvmon.progress import progress
     with _open(path) as reader:
+        warning = large_export_warning(reader, format_)
+        if warning:
+            click.echo(f"pvmon: warning: {warning}", err=True)
         try:
-            with Path(output).open("w", encoding="utf-8") as out:
-                n = (export_perfetto if format_ == "perfetto" else export_jsonl)(reader, out)
+            with Path(output).open("w", encoding="utf-8") as out, \
+                    progress(f"exporting {Path(path).name}", len(reader)) as task:
+                n = EXPORTERS[format_](reader, out, progress=task.update)
         except OSError as exc:
             raise TraceError(f"{output}: cannot write: {exc.strerror}") from exc
         note = "" if reader.complete else f" ({_status(reader)})"
