@@ -156,8 +156,11 @@ def view(trace_path) -> None:
 @cli.command()
 @_run_options
 @click.option("--quiet", is_flag=True, help="Do not stream the guest console.")
+@click.option("--xen-log", is_flag=True,
+              help="Also print the hypervisor-log channel (what the guest writes with "
+                   "console_io) on stderr, each line prefixed '(xen) '.")
 def run(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet) -> None:
+        input_file, idle_exit, quiet, xen_log) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -169,7 +172,7 @@ def run(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, scr
     Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang / idle,
     2 pvmon error."""
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
-         input_file, idle_exit)
+         input_file, idle_exit, xen_log=xen_log)
 
 
 def _read_input_file(path: str) -> bytes:
@@ -269,7 +272,7 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
 
 
 def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
-         script=None, input_file=None, idle_exit=10.0) -> None:
+         script=None, input_file=None, idle_exit=10.0, xen_log=False) -> None:
     from pvmon.session import Session
 
     args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
@@ -284,18 +287,26 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
             fd = None
         if fd is not None:
             restore = _stdin_source(sess, fd)
-    if not quiet:
-        out = sys.stdout.buffer
+    console = None
+    if not quiet or xen_log:
+        # The guest console once (pvmon.dispatch.console_output); the hypervisor-log
+        # channel only with --xen-log, on stderr.
+        from pvmon.dispatch.console_output import GuestConsole, prefixed
 
-        def show(ch: str, data: bytes) -> None:
-            out.write(data)
-            out.flush()
-        sess.on_console(show)
+        def show(data: bytes) -> None:
+            if not quiet:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+        console = GuestConsole(show, prefixed(sys.stderr.buffer, b"(xen) ") if xen_log
+                               else None)
+        sess.on_console(console)
     try:
         res = sess.run(timeout=timeout)
     finally:
         if restore is not None:
             restore()
+    if console is not None:
+        console.close()
     _print_summary(res)
     sys.exit(0 if res.clean else 1)
 

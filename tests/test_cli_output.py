@@ -52,3 +52,50 @@ def test_diff_against_a_truncated_trace_says_so_and_counts_what_each_side_holds(
     assert doc["right"]["status"] == f"truncated after event {last}"
     assert doc["right"]["hypercalls"] == cut_calls and doc["left"]["status"] == "complete"
     assert doc["runs"][-1]["past_truncated_end"] is True
+
+
+# ---------------------------------------------------------------- console
+def test_run_prints_the_guest_console_once_and_the_xen_log_only_when_asked(v2_trace):
+    p = pvmon("run", "pvtest-v2")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == len(set(lines)) > 100           # every line once
+    with TraceReader(v2_trace) as r:
+        ring = b"".join(e["data"] for e in r if e["k"] == "con" and e["ch"] == "ring")
+    assert p.stdout == ring.decode()
+    assert "(xen)" not in p.stderr
+    q = pvmon("run", "pvtest-v2", "--quiet", "--xen-log")
+    assert q.stdout == ""
+    log = [ln for ln in q.stderr.splitlines() if ln.startswith("(xen) ")]
+    assert [ln.removeprefix("(xen) ") for ln in log] == lines
+
+
+def _feed_in_pieces(chunks, size):
+    from pvmon.dispatch.console_output import GuestConsole
+    out, log = [], []
+    con = GuestConsole(out.append, log.append)
+    for ch, data in chunks:
+        for i in range(0, len(data), size):
+            con(ch, data[i:i + size])
+    con.close()
+    return b"".join(out), b"".join(log)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4096])
+def test_a_linux_style_hand_over_from_the_early_console_to_hvc0_is_printed_once(size):
+    early = b"".join(b"[    0.%06d] line %d\n" % (i, i) for i in range(50))
+    handover = b"[    0.009758] console [hvc0] enabled\n[    0.009763] bootconsole disabled\n"
+    later = b"[    0.01] after\r\n[    0.02] more\r\n~ # "
+    chunks = [("io", early), ("io", handover),
+              ("ring", handover.replace(b"\n", b"\r\n") + later)]
+    out, log = _feed_in_pieces(chunks, size)
+    assert out == early + handover + later
+    assert log == early + handover
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_ring_output_that_is_not_a_repeat_is_never_dropped(size):
+    chunks = [("io", b"hello\nworld\n"), ("ring", b"world wide\n"), ("io", b"x\n"),
+              ("ring", b"hello\n")]
+    out, _ = _feed_in_pieces(chunks, size)
+    assert out == b"hello\nworld\nworld wide\nhello\n"
