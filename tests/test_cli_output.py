@@ -99,3 +99,50 @@ def test_ring_output_that_is_not_a_repeat_is_never_dropped(size):
               ("ring", b"hello\n")]
     out, _ = _feed_in_pieces(chunks, size)
     assert out == b"hello\nworld\nworld wide\nhello\n"
+
+
+# --------------------------------------------------------------- profiles
+ACME = """# a profile whose file is not named after it
+name = "acme-4.17"
+base = "xen-4.17"
+version = "4.17.7-acme"
+description = "ACME's build [remove] not [red]markup[/red]"
+[remove]
+hypercalls = ["xenpmu_op"]
+[[fail]]
+hypercall = "vcpu_op"
+subop = "set_singleshot_timer"
+error = "EINVAL"
+reason = "ACME-1234"
+"""
+
+
+def test_a_profile_has_one_name_everywhere_and_a_broken_one_is_not_offered(tmp_path):
+    (tmp_path / "acme.toml").write_text(ACME)
+    (tmp_path / "broken.toml").write_text("name = 'broken'\nbase = 'xen-9.9'\n")
+    env = {"PVMON_PROFILES": str(tmp_path), "COLUMNS": "200"}
+    listing = pvmon("backends", env=env)
+    assert listing.returncode == 0
+    assert "acme-4.17  profile 4.17.7-acme" in listing.stdout
+    assert f"file: {tmp_path / 'acme.toml'}" in listing.stdout
+    assert "unknown base 'xen-9.9'" in listing.stdout        # listed, with its error
+    trace = tmp_path / "acme.pvt"
+    p = pvmon("run", "--backend", "acme-4.17", "--quiet", "--record", trace, env=env)
+    assert p.returncode in (0, 1) and "trace: " in p.stderr, p.stderr   # its timer fails
+    by_file = pvmon("run", "--backend", "acme", "--quiet", env=env)
+    assert by_file.returncode == 2
+    line = by_file.stderr.strip()
+    assert line.count("\n") == 0 and "unknown backend 'acme'" in line
+    assert f"{tmp_path / 'acme.toml'} is the profile 'acme-4.17'" in line
+    known = line.split("known: ")[1].split(", ")
+    assert "acme-4.17" in known and "broken" not in known and "acme" not in known
+    info = pvmon("trace", "info", trace, env=env)
+    assert info.returncode == 0, info.stderr
+    assert "acme-4.17 (Xen 4.17.7-acme), based on xen-4.17, from " in info.stdout
+    assert str(tmp_path / "acme.toml") in info.stdout
+    for toml_only in ("[[fail]]", "ACME-1234", "set_singleshot_timer", "xenpmu_op\""):
+        assert toml_only not in info.stdout
+    # the trace verifies from its recorded profile, under the same name
+    (tmp_path / "acme.toml").unlink()
+    rep = json.loads(pvmon("replay", trace, "--json", env=env).stdout)
+    assert "acme-4.17" in rep["left"]

@@ -87,8 +87,8 @@ def info(path: str) -> None:
                                if guest.get(k) is not None)),
             ("guest sha256", str(guest.get("sha256"))),
             ("backend", " ".join(str(backend.get(k)) for k in ("name", "version")
-                                 if backend.get(k) is not None)
-             + (f" (profile {backend['profile']})" if backend.get("profile") else "")),
+                                 if backend.get(k) is not None)),
+            *([("profile", _profile_line(backend))] if backend.get("profile") else []),
             ("machine", f"{_size(machine.get('memory'))} memory, {machine.get('vcpus')} vCPU(s)"),
             ("cmdline", str(machine.get("cmdline"))),
             ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz"),
@@ -116,6 +116,25 @@ def info(path: str) -> None:
         for name, hs in sorted(stats.hypercalls.items(), key=lambda kv: -kv[1].count):
             calls.add_row(name, f"{hs.count:,}")
         console.print(calls)
+
+
+def _profile_line(backend: dict[str, Any]) -> str:
+    """The recorded profile in one line: its name, base and source file (the
+    header holds its whole TOML text, which replay rebuilds it from)."""
+    import tomllib
+    text = backend.get("profile")
+    try:
+        base = tomllib.loads(text).get("base") if isinstance(text, str) else None
+    except tomllib.TOMLDecodeError:
+        base = None
+    source = backend.get("profile_source")
+    version = backend.get("version_string")
+    return (f"{backend.get('name')}"
+            + (f" (Xen {version})" if isinstance(version, str) else "")
+            + (f", based on {base}" if isinstance(base, str) else "")
+            + (f", from {source}" if isinstance(source, str) and source
+               else ", recorded before pvmon kept its source file")
+            + " (its TOML is recorded in the trace)")
 
 
 def _size(n: Any) -> str:
