@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from pvmon.trace import TraceReader
+from pvmon.ui.families import family_of
 
 PVMON = [sys.executable, "-m", "pvmon.cli"]
 
@@ -146,3 +147,44 @@ def test_a_profile_has_one_name_everywhere_and_a_broken_one_is_not_offered(tmp_p
     (tmp_path / "acme.toml").unlink()
     rep = json.loads(pvmon("replay", trace, "--json", env=env).stdout)
     assert "acme-4.17" in rep["left"]
+
+
+# ---------------------------------------------------------------- filters
+def test_trace_cat_refuses_an_unknown_filter_term_with_close_matches(v2_trace):
+    p = pvmon("trace", "cat", v2_trace, "--filter", "nosuchcall")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and "unknown filter term 'nosuchcall'" in p.stderr
+    p = pvmon("trace", "cat", v2_trace, "--filter", "mmu_updat,event_channel_op")
+    assert p.returncode == 2
+    assert "'mmu_updat' (did you mean mmu_update" in p.stderr
+    assert "event_channel_op'" not in p.stderr          # the known term is not blamed
+
+
+@pytest.mark.parametrize("term,check", [
+    ("mmu", lambda ev: family_of(ev) == "mmu"),
+    ("xen", lambda ev: ev["k"] == "hc"),
+    ("PIN_L4_TABLE", lambda ev: ev.get("op", {}).get("cmd") == "PIN_L4_TABLE"),
+    ("pin_l4_table", lambda ev: ev.get("op", {}).get("cmd") == "PIN_L4_TABLE"),
+    ("console", lambda ev: ev["k"] == "con" or ev.get("name") == "console_io"),
+    ("set_gdt", lambda ev: ev.get("name") == "set_gdt"),
+])
+def test_families_abis_and_sub_ops_remain_filter_terms(v2_trace, term, check):
+    p = pvmon("trace", "cat", v2_trace, "--filter", term, "--json")
+    assert p.returncode == 0, p.stderr
+    shown = [json.loads(line) for line in p.stdout.splitlines()]
+    with TraceReader(v2_trace) as r:
+        want = [e["seq"] for e in r if check(e)]
+    assert want and [e["seq"] for e in shown] == want
+
+
+def test_a_name_only_the_trace_knows_is_a_valid_filter_term(tmp_path):
+    from pvmon.trace import TraceWriter
+    from pvmon.trace.synth import synthetic_header
+    path = tmp_path / "new.pvt"
+    with TraceWriter(path, synthetic_header()) as w:
+        w.append({"seq": 0, "t": 1, "cpu": 0, "k": "hc", "abi": "xen", "nr": 77,
+                  "name": "frobnicate_op", "args": [], "op": {}, "ret": 0, "rip": 1})
+        w.append({"seq": 1, "t": 2, "cpu": 0, "k": "teleport", "rip": 2})
+    p = pvmon("trace", "cat", path, "--filter", "frobnicate_op,teleport")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 2

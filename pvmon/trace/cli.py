@@ -156,16 +156,19 @@ def _size(n: Any) -> str:
 @click.option("--time", "time_", default=None,
               help="Start at the first event at or after this virtual time (1.5, 250ms, 10us).")
 @click.option("--filter", "filter_", default=None,
-              help="Comma-separated hypercall names or event kinds to show (mmu_update,fault; "
-                   "tsc also shows format 2's tsc_run).")
+              help="Comma-separated hypercall names, event kinds, families, ABIs or sub-ops "
+                   "to show (mmu_update,fault; mmu; PIN_L4_TABLE; tsc also shows format 2's "
+                   "tsc_run). An unknown term is an error.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (bytes as hex).")
 def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str | None,
         as_json: bool) -> None:
     """Print events, one per line. Seeks without decompressing what it skips."""
-    names = {n.strip() for n in filter_.split(",") if n.strip()} if filter_ else None
-    if names is not None and names & _TSC_KINDS:
-        names |= _TSC_KINDS          # TSC reads, whichever format version recorded them
+    from pvmon.ui.filters import TermFilter
+    names = [n.strip() for n in filter_.split(",") if n.strip()] if filter_ else None
+    if names is not None and set(names) & _TSC_KINDS:
+        names += sorted(_TSC_KINDS)   # TSC reads, whichever format version recorded them
     with _open(path) as reader:
+        flt = None if names is None else TermFilter.parse(names, lambda: _names_in(reader))
         start = from_
         if time_ is not None:
             start = max(start, reader.seek_time(parse_time(time_)))
@@ -176,7 +179,7 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
 
         def write() -> None:
             for ev in reader.events(start, stop):
-                if names is not None and event_label(ev) not in names:
+                if flt is not None and not flt.matches(ev):
                     continue
                 if as_json:
                     lines.append(json.dumps(jsonable(ev), separators=(",", ":")))
@@ -195,6 +198,19 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
 
 
 _TSC_KINDS = frozenset({"tsc", "tsc_run"})
+
+
+def _names_in(reader: TraceReader) -> set[str]:
+    """Every event name and sub-op in the trace (read only when a filter term is
+    unknown to pvmon's tables)."""
+    from pvmon.replay.compare import subop_of
+    out: set[str] = set()
+    for ev in reader:
+        out.add(event_label(ev))
+        sub = subop_of(ev) if ev.get("k") == "hc" else None
+        if isinstance(sub, str):
+            out.add(sub)
+    return out
 
 
 def _vcpus(reader: TraceReader) -> int:
