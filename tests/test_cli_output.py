@@ -188,3 +188,22 @@ def test_a_name_only_the_trace_knows_is_a_valid_filter_term(tmp_path):
     p = pvmon("trace", "cat", path, "--filter", "frobnicate_op,teleport")
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.splitlines()) == 2
+
+
+# ----------------------------------------------------------------- engine
+def test_the_engine_help_and_the_readme_tell_one_story_about_the_patches():
+    from pathlib import Path
+
+    from pvmon.engine.uclib import PATCHES
+    count = {2: "two", 3: "three", 4: "four", 5: "five"}[len(PATCHES)]
+    text = " ".join(pvmon("engine", "build", "--help", env={"COLUMNS": "200"}).stdout.split())
+    assert f"pvmon's {count} patches" in text
+    assert "Only the patched library guarantees" in text
+    assert "same on either library" not in text
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert f"rebuilt with {count} small patches" in readme
+    assert "only the patched library guarantees repeatable runs" in readme
+    env = {k: v for k, v in os.environ.items() if k != "LIBUNICORN_PATH"}
+    info = subprocess.run(PVMON + ["engine", "info"], capture_output=True, text=True,
+                          check=False, env={**env, "PVMON_UNICORN": "stock"})
+    assert "patched: no" in info.stdout and "not guaranteed to repeat" in info.stdout
