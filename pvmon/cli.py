@@ -10,7 +10,7 @@ import click
 from pvmon import __version__
 from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
-from pvmon.guests.cli import guests
+from pvmon.guests.cli import cache, guests
 from pvmon.replay.cli import backends, diff, replay
 from pvmon.trace.cli import trace
 
@@ -36,6 +36,7 @@ def cli() -> None:
 
 
 cli.add_command(guests)
+cli.add_command(cache)
 cli.add_command(trace)
 cli.add_command(replay)
 cli.add_command(diff)

@@ -241,6 +241,8 @@ def initramfs_path(kind: str) -> Path:
     if read_meta(kind) is None:
         raise GuestNotFound(f"initramfs {kind!r} is not built yet; run "
                             f"`pvmon guests fetch debian-6.12 --initramfs {kind}`")
+    from pvmon.guests import cachedir
+    cachedir.touch(initramfs_dir(kind))
     return initramfs_dir(kind) / CPIO_NAME
 
 
