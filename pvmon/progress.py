@@ -62,7 +62,8 @@ class Task:
 def progress(description: str, total: float | None = None, *, unit: str = "events",
              poll: Callable[[], float] | None = None) -> Iterator[Task]:
     """Show ``description`` with a bar over ``total`` (in ``unit``; None: a
-    spinner with the count so far) while the ``with`` block runs. ``poll``:
+    spinner with the count so far, none when ``unit`` is empty, and the time
+    taken) while the ``with`` block runs. ``poll``:
     called from a helper thread every :data:`POLL_INTERVAL_S` seconds for the
     completed amount (it must be safe to call from another thread; reading an
     int attribute is). Yields a :class:`Task`; when stderr is not a terminal,
@@ -78,8 +79,9 @@ def progress(description: str, total: float | None = None, *, unit: str = "event
         columns += [rp.BarColumn(), rp.MofNCompleteColumn(), rp.TextColumn(unit, markup=False),
                     rp.TimeRemainingColumn()]
     else:
-        columns += [rp.TextColumn("{task.completed:,.0f} " + unit, markup=False),
-                    rp.TimeElapsedColumn()]
+        if unit:
+            columns.append(rp.TextColumn("{task.completed:,.0f} " + unit, markup=False))
+        columns.append(rp.TimeElapsedColumn())
     bar = rp.Progress(*columns, console=Console(stderr=True), transient=True,
                       redirect_stdout=False, redirect_stderr=False)
     task = Task(bar, bar.add_task(description, total=total))

@@ -36,8 +36,12 @@ def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> Non
             )
     if initramfs is not None and initramfs not in irfs.KINDS:
         raise GuestNotFound(f"unknown initramfs {initramfs!r}; known: {', '.join(irfs.KINDS)}")
+    from pvmon.progress import progress
+
     for name in names:
-        meta = debian.fetch_debian(name, force=force)
+        with progress(f"{name}: fetching", unit="") as task:
+            meta = debian.fetch_debian(name, force=force,
+                                       step=lambda what: task.update(description=what))
         what = "fetched" if meta["fetched"] else "already cached"
         click.echo(f"{name}: {what} {meta['package']} {meta['version']}"
                    + (f" in {meta['fetch_seconds']:.1f} s" if meta["fetched"] else ""))
@@ -48,7 +52,9 @@ def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> Non
         click.echo(f"  symbols   {meta['symbols']['count']} from {meta['symbols']['source']}")
         click.echo(f"  cache     {meta['path']}")
     if initramfs is not None:
-        meta = irfs.fetch_initramfs(initramfs, force=force)
+        with progress(f"initramfs {initramfs}: fetching", unit="") as task:
+            meta = irfs.fetch_initramfs(initramfs, force=force,
+                                        step=lambda what: task.update(description=what))
         what = "built" if meta["fetched"] else "already cached"
         click.echo(f"initramfs {initramfs}: {what} from {meta['package']} {meta['version']}")
         click.echo(f"  cpio      {_mb(meta['cpio_size']):>9}  sha256 {meta['cpio_sha256']}"
