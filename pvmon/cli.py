@@ -29,7 +29,18 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+_EPILOG = """Shell completion (commands, options, choices) comes from click; add one
+line to your shell's start-up file:
+
+\b
+  bash: eval "$(_PVMON_COMPLETE=bash_source pvmon)"   (~/.bashrc)
+  zsh:  eval "$(_PVMON_COMPLETE=zsh_source pvmon)"    (~/.zshrc)
+  fish: _PVMON_COMPLETE=fish_source pvmon | source    (~/.config/fish/completions/pvmon.fish)
+"""
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_EPILOG)
 @click.version_option(__version__, prog_name="pvmon")
 def cli() -> None:
     """pvmon: watch, record, replay and diff paravirtualized guests' hypercalls."""

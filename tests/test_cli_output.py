@@ -207,3 +207,18 @@ def test_the_engine_help_and_the_readme_tell_one_story_about_the_patches():
     info = subprocess.run(PVMON + ["engine", "info"], capture_output=True, text=True,
                           check=False, env={**env, "PVMON_UNICORN": "stock"})
     assert "patched: no" in info.stdout and "not guaranteed to repeat" in info.stdout
+
+
+# ------------------------------------------------------------- completion
+def test_shell_completion_is_documented_and_works():
+    from pathlib import Path
+    text = pvmon("--help", env={"COLUMNS": "120"}).stdout
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for shell in ("bash", "zsh", "fish"):
+        assert f"_PVMON_COMPLETE={shell}_source pvmon" in text
+        assert f"_PVMON_COMPLETE={shell}_source pvmon" in readme
+    script = pvmon(env={"_PVMON_COMPLETE": "bash_source"})
+    assert script.returncode == 0 and "_pvmon_completion()" in script.stdout
+    done = pvmon(env={"_PVMON_COMPLETE": "bash_complete", "COMP_WORDS": "pvmon cache clean "
+                      "--kind ex", "COMP_CWORD": "4"})
+    assert done.stdout.split() == ["plain,extracted"]
