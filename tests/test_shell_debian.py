@@ -111,7 +111,8 @@ def test_a_recorded_shell_session_replays_event_for_event(shell61_cli, debian61,
     _, trace = shell61_cli
     with TraceReader(trace) as r:
         header = r.header
-        inputs = [(e["seq"], e["data"]) for e in r if e["k"] == "con" and e["dir"] == "in"]
+        inputs = [(e["seq"], e["data"], e.get("at")) for e in r
+                  if e["k"] == "con" and e["dir"] == "in"]
     assert header["machine"]["initrd"]["sha256"] and len(inputs) == len(COMMANDS)
     replayed = tmp_path / "replay.pvt"
     initrd = initrd_from_header(header["machine"]["initrd"])
@@ -119,8 +120,8 @@ def test_a_recorded_shell_session_replays_event_for_event(shell61_cli, debian61,
     sess = Session(debian61, initrd=initrd, initrd_info=header["machine"]["initrd"],
                    cmdline=header["machine"]["cmdline"], record=replayed,
                    idle_limit_ns=header["machine"]["idle_limit_ns"])
-    for seq, data in inputs:
-        sess.dispatch.schedule_input(seq, data)
+    for seq, data, at in inputs:
+        sess.dispatch.schedule_input(seq, data, at)
     res = sess.run(timeout=600)
     assert res.clean
     _same_events(trace, replayed)

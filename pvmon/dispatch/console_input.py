@@ -10,14 +10,35 @@ be defined by the guest's own execution, and recorded. The rule:
     ``dir: "in"`` whose ``seq`` is the dispatch's event counter at that moment;
     the hypercall then gets the next ``seq``.
 
-A replay therefore re-injects recorded input by sequence number:
-``dispatch.schedule_input(seq, data)`` for every recorded ``con``/``in``
-event, and the dispatch injects it at the first hypercall boundary where
-``dispatch.seq >= seq`` (in a faithful replay that is exactly ``seq``).
+How the point was chosen is recorded too, as the event's ``at``: ``"prompt"``
+for a chunk placed by the script rule (below), ``"idle"`` for live input
+that arrived while the guest waited at an idle point; live input taken at any
+other boundary, and the rest of a chunk that did not fit in the ring the
+first time, carry no ``at``.
 
-Three sources, each with its own rule for *which* boundary:
+A replay on the recorded backend (verify) re-injects recorded input by
+sequence number: ``dispatch.schedule_input(seq, data, at)`` for every
+recorded ``con``/``in`` event, and the dispatch injects it at the first
+hypercall boundary where ``dispatch.seq >= seq`` (in a faithful replay that
+is exactly ``seq``). A replay on another backend takes another path, where
+those numbers mean nothing: there ``dispatch.replay_input(data, rule)``
+re-injects each input, in order, at an idle point chosen by what the guest is
+doing (*replayed*, below).
 
-* **scheduled** (replay): :meth:`ConsoleInput.schedule` — at the recorded seq.
+Four sources, each with its own rule for *which* boundary:
+
+* **scheduled** (verify): :meth:`ConsoleInput.schedule` — at the recorded seq.
+* **replayed** (closed loop on another backend): :meth:`ConsoleInput.replay`
+  — one input per idle point, in order, once the guest has consumed all
+  earlier input and nothing is left over from it; an input recorded with
+  ``at: "prompt"`` also waits for the script rule's prompt (or quiet)
+  condition, so it is typed at the prompt it was typed at. Any other input
+  (``"idle"``, or typed live at an arbitrary hypercall boundary) is typed at
+  the first such idle point after everything before it. A trace recorded
+  before ``at`` existed says nothing: there an input whose next event is the
+  guest's SCHEDOP_block was taken at an idle point, which for such traces
+  means a script line, and is replayed as ``"prompt"``
+  (:func:`pvmon.replay.source.recorded_inputs`).
 * **live** (a TTY, the TUI console pane; any thread): :meth:`ConsoleInput.post`
   — at the next hypercall boundary after the bytes arrive. When the guest
   idles (SCHEDOP_block with nothing pending) the dispatch waits in wall time,
@@ -33,10 +54,10 @@ Three sources, each with its own rule for *which* boundary:
   are waited for (wall time) at the idle point, so a piped script gives the
   same run as the same text given with ``--script``.
 
-Idle exit: when no input can arrive any more (no scheduled or script input
-left, the script source closed, no live source) and the guest has idled with
-no console output or input for :attr:`ConsoleInput.idle_limit_ns` of virtual
-time (default 10 s), the run stops with exit kind ``idle``: "idle: waiting for
+Idle exit: when no input can arrive any more (no scheduled, replayed or
+script input left, the script source closed, no live source) and the guest
+has idled with no console output or input for
+:attr:`ConsoleInput.idle_limit_ns` of virtual time (default 10 s), the run stops with exit kind ``idle``: "idle: waiting for
 console input, no input left". The check runs at idle points, so the stop
 point is deterministic too.
 """
@@ -77,7 +98,10 @@ class ConsoleInput:
     """
 
     def __init__(self) -> None:
-        self.scheduled: deque[tuple[int, bytes]] = deque()
+        #: Verify: ``(seq, data, at)`` to inject by recorded seq.
+        self.scheduled: deque[tuple[int, bytes, str | None]] = deque()
+        #: Closed loop on another backend: ``(data, rule)`` to inject by idle point.
+        self.replayed: deque[tuple[bytes, str]] = deque()
         self.script: deque[bytes] = deque()
         #: More script chunks may still come (a pipe not yet at EOF).
         self.script_open = False
@@ -96,12 +120,20 @@ class ConsoleInput:
         self._tail = bytearray()
 
     # --------------------------------------------------------------- sources
-    def schedule(self, at_seq: int, data: bytes) -> None:
-        """Replay: inject ``data`` at the first hypercall boundary with
-        ``dispatch.seq >= at_seq``. Calls must come in seq order."""
+    def schedule(self, at_seq: int, data: bytes, at: str | None = None) -> None:
+        """Verify: inject ``data`` at the first hypercall boundary with
+        ``dispatch.seq >= at_seq``, recorded with the recorded ``at`` (None:
+        none). Calls must come in seq order; raises ValueError otherwise."""
         if self.scheduled and at_seq < self.scheduled[-1][0]:
             raise ValueError("schedule_input calls must come in seq order")
-        self.scheduled.append((at_seq, bytes(data)))
+        self.scheduled.append((at_seq, bytes(data), at))
+
+    def replay(self, data: bytes, rule: str = "idle") -> None:
+        """Closed loop on another backend: inject ``data`` at an idle point
+        after every input given before it (see the module docstring);
+        ``rule`` "prompt": wait for the prompt, "idle": do not."""
+        if data:
+            self.replayed.append((bytes(data), rule))
 
     def add_script(self, chunks, *, more: bool = False) -> None:
         """Script: append ``chunks`` (bytes each, usually one line with its
@@ -156,8 +188,27 @@ class ConsoleInput:
 
     def exhausted(self) -> bool:
         """No input can arrive any more."""
-        return not (self.scheduled or self.carry or self.has_script() or self.live_open
-                    or self.live_ready)
+        return not (self.scheduled or self.replayed or self.carry or self.has_script()
+                    or self.live_open or self.live_ready)
+
+    def script_due(self, consumed: bool, quiet_for_ns: int) -> bool:
+        """The script rule at an idle point: the guest has read every input
+        byte (``consumed``), none is left over, and its console output since
+        the last chunk ends in a prompt or it has written nothing to the
+        console for :attr:`quiet_ns` (``quiet_for_ns``: virtual ns since
+        its last console output or input)."""
+        return consumed and not self.carry and (self.at_prompt()
+                                                or quiet_for_ns >= self.quiet_ns)
+
+    def replay_due(self, consumed: bool, quiet_for_ns: int) -> bool:
+        """Whether the next :meth:`replay` input is due at this idle point:
+        the script rule for rule "prompt", else only that every earlier
+        input was consumed and none is left over."""
+        if not self.replayed:
+            return False
+        if self.replayed[0][1] == "prompt":
+            return self.script_due(consumed, quiet_for_ns)
+        return consumed and not self.carry
 
     # ------------------------------------------------------------- prompt
     def saw_output(self, data: bytes) -> None:

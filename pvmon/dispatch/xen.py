@@ -140,15 +140,24 @@ class XenPvDispatch:
     # backend handles the call; the recorded ``con``/``in`` event carries the seq
     # of that point (pvmon/dispatch/console_input.py has the whole rule).
 
-    def schedule_input(self, at_seq: int, data: bytes) -> None:
-        """Replay: inject ``data`` at the first hypercall boundary where
-        ``self.seq >= at_seq`` (the seq of the recorded ``con``/``in`` event).
-        Events are numbered only while something records them, so without a
-        recorder this installs one that discards (the numbering must match
-        the recorded run's)."""
+    def schedule_input(self, at_seq: int, data: bytes, at: str | None = None) -> None:
+        """Verify: inject ``data`` at the first hypercall boundary where
+        ``self.seq >= at_seq`` (the seq of the recorded ``con``/``in`` event),
+        recorded with the recorded ``at`` (None: none), so the event comes out
+        byte for byte as recorded. Events are numbered only while something
+        records them, so without a recorder this installs one that discards
+        (the numbering must match the recorded run's)."""
         if self.record is None:
             self.record = _discard
-        self.input.schedule(at_seq, data)
+        self.input.schedule(at_seq, data, at)
+
+    def replay_input(self, data: bytes, rule: str = "idle") -> None:
+        """Closed loop on another backend: inject ``data`` at an idle point
+        chosen by what the guest is doing, after every input given before it
+        (``rule`` "prompt": where the script rule holds; "idle": the first idle
+        point with earlier input consumed; console_input.py). The injection is
+        recorded with ``at`` = ``rule``."""
+        self.input.replay(data, rule)
 
     def post_input(self, data: bytes) -> None:
         """Live input (terminal, TUI console pane); safe from any thread.
@@ -159,15 +168,20 @@ class XenPvDispatch:
         """Queue keyboard input for hvc0 (same as :meth:`post_input`)."""
         self.input.post(data)
 
-    def _inject(self, data: bytes) -> None:
-        """Put ``data`` into the console ring now and record it; what does not
-        fit waits for the next boundary."""
+    def _inject(self, data: bytes, at: str | None = None) -> None:
+        """Put ``data`` into the console ring now and record it, with ``at``
+        if given (``"prompt"``: placed by the script rule; ``"idle"``: typed
+        while the guest waited at an idle point); what does not fit waits for
+        the next boundary (recorded then without ``at``)."""
         n = self.b.console_input(data)
         self.input.carry = bytes(data[n:])
         if n:
             self._last_console_ns = self.clock.now_ns
             if self.record is not None:
-                self._emit({"k": "con", "dir": "in", "ch": "ring", "data": bytes(data[:n])})
+                ev = {"k": "con", "dir": "in", "ch": "ring", "data": bytes(data[:n])}
+                if at is not None:
+                    ev["at"] = at
+                self._emit(ev)
 
     def _detach(self) -> None:
         self.m.stop(Stop("interrupted", "detached by the user (Ctrl-])", self.cur_rip()))
@@ -183,7 +197,8 @@ class XenPvDispatch:
             if inp.carry:
                 return False
         while inp.scheduled and inp.scheduled[0][0] <= self.seq and not inp.carry:
-            self._inject(inp.scheduled.popleft()[1])
+            _, data, at = inp.scheduled.popleft()
+            self._inject(data, at)
         if inp.live_ready and not inp.carry:
             data = inp.take_live()
             if data:
@@ -191,8 +206,9 @@ class XenPvDispatch:
         return False
 
     def _idle_point(self) -> bool:
-        """The guest is about to block (SCHEDOP_block). Feed live or script input
-        if due; stop the run when it idles with no input left. True if stopped."""
+        """The guest is about to block (SCHEDOP_block). Feed live, script or
+        replayed input if due; stop the run when it idles with no input left.
+        True if stopped."""
         vcpu = self.b.vcpu
         if vcpu.upcall_pending():
             return False          # an event is waiting: block returns at once
@@ -206,19 +222,25 @@ class XenPvDispatch:
                 self._detach()
                 return True
             if data:
-                self._inject(data)
+                self._inject(data, "idle")
                 return False
         consumed = self.b.console.input_consumed()
+        quiet = now - self._last_console_ns
         if inp.has_script():
-            if consumed and not inp.carry and (
-                    inp.at_prompt() or now - self._last_console_ns >= inp.quiet_ns):
+            if inp.script_due(consumed, quiet):
                 chunk = inp.next_script_chunk()
                 if chunk is not None:
                     inp.forget_output()
-                    self._inject(chunk)
+                    self._inject(chunk, "prompt")
                     return False
             if inp.has_script():
                 return False
+        if inp.replayed:
+            if inp.replay_due(consumed, quiet):
+                data, at = inp.replayed.popleft()
+                inp.forget_output()
+                self._inject(data, at)
+            return False
         limit = inp.idle_limit_ns
         if limit is not None and inp.exhausted() and now - self._last_console_ns >= limit:
             detail = ("idle: waiting for console input, no input left" if consumed else

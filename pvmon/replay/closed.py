@@ -23,7 +23,7 @@ from pvmon.guests.code import code_at
 from pvmon.replay.compare import ALIGNED_KINDS, Delta, align, compare
 from pvmon.replay.explain import differences, explain_event, rule_verdict
 from pvmon.replay.report import Divergence, Report, Site
-from pvmon.replay.source import RecordedRun, frame_inputs
+from pvmon.replay.source import RecordedRun, feed_recorded_input
 from pvmon.session import Session
 from pvmon.trace.format import hc_event
 from pvmon.trace.render import describe, format_time
@@ -110,11 +110,9 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     verify = (version.name == rec.name) if verify is None else verify
     backend = XenBackend(version)
     sess = Session(run.guest, backend=backend, keep_console=False, **run.session_args())
-    # Recorded console input goes back in at its recorded event seq
-    # (pvmon.dispatch.console_input), all scheduled before the run starts.
-    for i in range(len(run.reader.frames)):
-        for seq, data in frame_inputs(run.reader, i):
-            sess.dispatch.schedule_input(seq, data)
+    # Recorded console input: at its recorded event seq in verify, at the idle
+    # point the guest reaches on another backend (pvmon.dispatch.console_input).
+    feed_recorded_input(sess.dispatch, run.reader, by_seq=verify)
     if run.reader.version == 1:
         sess.dispatch.tsc_run_max = 0   # version 1 recorded an event per TSC read
     cmp = _StreamCompare(run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pvmon.backends.registry import resolve_version
 from pvmon.backends.xen.versions import XenVersion
@@ -21,7 +22,8 @@ class RecordedRun:
     """A trace opened for replay. ``header``: the trace header; ``guest``:
     the image to run (None for open-loop, which needs none); ``version``: the
     recording backend's XenVersion; ``memory`` (bytes), ``cmdline``;
-    console input is found frame by frame (:func:`frame_inputs`)."""
+    console input is found frame by frame (:func:`frame_inputs`,
+    :func:`recorded_inputs`)."""
 
     path: Path
     reader: TraceReader
@@ -132,14 +134,84 @@ def open_run(path: str | Path, guest: str | Path | None = None, *,
 _INPUT_MARK = b"\xa3dir\xa2in"   # msgpack of the key/value "dir": "in"
 
 
-def frame_inputs(reader: TraceReader, index: int, raw: bytes | None = None
-                 ) -> list[tuple[int, bytes]]:
-    """Recorded console input in frame ``index`` as ``[(seq, bytes)]``. The
-    frame is decoded only when its raw bytes can hold an input event."""
+class RecordedInput(NamedTuple):
+    """One recorded console input (a ``con`` event with ``dir: "in"``):
+    ``seq`` of the event, the bytes that entered the ring, its recorded
+    ``at`` (None when it has none), and ``rule``: where a replay on another
+    backend types it, ``"prompt"`` (at an idle point where the script rule
+    holds) or ``"idle"`` (at the next idle point; see
+    :mod:`pvmon.dispatch.console_input`)."""
+
+    seq: int
+    data: bytes
+    at: str | None
+    rule: str
+
+
+def _is_block(ev: dict | None) -> bool:
+    """``ev`` is the guest's SCHEDOP_block hypercall (sched_op or its compat)."""
+    if ev is None or ev.get("k") != "hc" or ev.get("name") not in ("sched_op", "sched_op_compat"):
+        return False
+    op = ev.get("op")
+    return isinstance(op, dict) and op.get("cmd") == "block"
+
+
+def _frame_input_events(reader: TraceReader, index: int, raw: bytes | None
+                        ) -> list[RecordedInput]:
     if raw is None:
         raw = reader.frame_bytes(index)
     if _INPUT_MARK not in raw:
         return []
-    return [(ev["seq"], ev["data"]) for ev in reader.frame_events(index)
-            if ev.get("k") == "con" and ev.get("dir") == "in"
-            and isinstance(ev.get("data"), bytes)]
+    evs = reader.frame_events(index)
+    out = []
+    for i, ev in enumerate(evs):
+        if ev.get("k") != "con" or ev.get("dir") != "in" or not isinstance(ev.get("data"), bytes):
+            continue
+        at = ev.get("at") if isinstance(ev.get("at"), str) else None
+        if at in ("prompt", "idle"):
+            rule = at
+        elif "at" in ev:
+            rule = "idle"           # a value this pvmon does not know: no prompt to wait for
+        else:
+            # No ``at``: live input at an arbitrary boundary, the rest of a chunk,
+            # or a trace from before ``at`` existed, whose script lines are the
+            # inputs taken at an idle point (the next event is the guest's block).
+            if i + 1 < len(evs):
+                nxt = evs[i + 1]
+            elif index + 1 < len(reader.frames):
+                nxt = next(iter(reader.frame_events(index + 1)), None)
+            else:
+                nxt = None
+            rule = "prompt" if _is_block(nxt) else "idle"
+        out.append(RecordedInput(ev["seq"], ev["data"], at, rule))
+    return out
+
+
+def frame_inputs(reader: TraceReader, index: int, raw: bytes | None = None
+                 ) -> list[tuple[int, bytes]]:
+    """Recorded console input in frame ``index`` as ``[(seq, bytes)]``. The
+    frame is decoded only when its raw bytes can hold an input event."""
+    return [(i.seq, i.data) for i in _frame_input_events(reader, index, raw)]
+
+
+def recorded_inputs(reader: TraceReader) -> list[RecordedInput]:
+    """Every recorded console input of the trace, in seq order (only frames
+    whose raw bytes can hold an input event are decoded)."""
+    return [i for n in range(len(reader.frames)) for i in _frame_input_events(reader, n, None)]
+
+
+def feed_recorded_input(dispatch, reader: TraceReader, *, by_seq: bool) -> int:
+    """Hand the trace's console input to a replay's ``dispatch`` (a
+    :class:`~pvmon.dispatch.xen.XenPvDispatch`) before it runs. ``by_seq``
+    (verify, the recorded backend): each input at its recorded event seq, so
+    the replay is byte-identical. Otherwise (closed loop on another backend,
+    whose run takes another path): each input in order at the idle point the
+    guest reaches, by the rules of :mod:`pvmon.dispatch.console_input` (an
+    input typed at a prompt waits for the prompt). Returns how many inputs."""
+    inputs = recorded_inputs(reader)
+    for i in inputs:
+        if by_seq:
+            dispatch.schedule_input(i.seq, i.data, i.at)
+        else:
+            dispatch.replay_input(i.data, i.rule)
+    return len(inputs)
