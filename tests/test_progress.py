@@ -92,3 +92,11 @@ def test_a_closed_loop_replay_shows_how_far_it_got(debian612, tmp_path):
     assert status == 0, shown
     counts = [int(a.replace(",", "")) for a, _ in re.findall(r"(\d[\d,]*)/(\d[\d,]*)", shown)]
     assert any(0 < c for c in counts), shown        # the poll saw the replay move
+
+
+@pytest.mark.debian
+def test_a_fetch_shows_its_current_step_on_a_terminal(debian612):
+    status, out, shown = _on_a_terminal(["guests", "fetch", "debian-6.12"])
+    assert status == 0, shown
+    assert "debian-6.12: resolving the newest package" in shown
+    assert "debian-6.12: " in out and "resolving" not in out
