@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-POLL_INTERVAL_S = 0.2
+POLL_INTERVAL_S = 0.25
+REFRESH_PER_S = 4
 
 
 def enabled() -> bool:
@@ -82,8 +83,11 @@ def progress(description: str, total: float | None = None, *, unit: str = "event
         if unit:
             columns.append(rp.TextColumn("{task.completed:,.0f} " + unit, markup=False))
         columns.append(rp.TimeElapsedColumn())
+    # A few redraws a second: each takes the GIL for about a millisecond, which the
+    # work (a replayed guest's hooks) would otherwise have.
     bar = rp.Progress(*columns, console=Console(stderr=True), transient=True,
-                      redirect_stdout=False, redirect_stderr=False)
+                      redirect_stdout=False, redirect_stderr=False,
+                      refresh_per_second=REFRESH_PER_S)
     task = Task(bar, bar.add_task(description, total=total))
     stop = threading.Event()
     poller = None
