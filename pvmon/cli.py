@@ -10,7 +10,7 @@ import click
 from pvmon import __version__
 from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
-from pvmon.guests.cli import guests
+from pvmon.guests.cli import cache, guests
 from pvmon.literal import printable
 from pvmon.replay.cli import backends, diff, replay
 from pvmon.trace.cli import trace
@@ -52,13 +52,25 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+_EPILOG = """Shell completion (commands, options, choices) comes from click; add one
+line to your shell's start-up file:
+
+\b
+  bash: eval "$(_PVMON_COMPLETE=bash_source pvmon)"   (~/.bashrc)
+  zsh:  eval "$(_PVMON_COMPLETE=zsh_source pvmon)"    (~/.zshrc)
+  fish: _PVMON_COMPLETE=fish_source pvmon | source    (~/.config/fish/completions/pvmon.fish)
+"""
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_EPILOG)
 @click.version_option(__version__, prog_name="pvmon")
 def cli() -> None:
     """pvmon: watch, record, replay and diff paravirtualized guests' hypercalls."""
 
 
 cli.add_command(guests)
+cli.add_command(cache)
 cli.add_command(trace)
 cli.add_command(replay)
 cli.add_command(diff)
@@ -193,8 +205,11 @@ def view(trace_path) -> None:
 @cli.command()
 @_run_options
 @click.option("--quiet", is_flag=True, help="Do not stream the guest console.")
+@click.option("--xen-log", is_flag=True,
+              help="Also print the hypervisor-log channel (what the guest writes with "
+                   "console_io) on stderr, each line prefixed '(xen) '.")
 def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet) -> None:
+        input_file, idle_exit, quiet, xen_log) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -206,7 +221,7 @@ def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, init
     Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang / idle,
     2 pvmon error."""
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
-         input_file, idle_exit)
+         input_file, idle_exit, xen_log=xen_log)
 
 
 def _read_input_file(path: str) -> bytes:
@@ -339,7 +354,7 @@ def _input_without_initrd(img, option: str) -> None:
 
 
 def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
-         script=None, input_file=None, idle_exit=10.0) -> None:
+         script=None, input_file=None, idle_exit=10.0, xen_log=False) -> None:
     from pvmon.session import Session
 
     args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
@@ -354,18 +369,26 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
             fd = None
         if fd is not None:
             restore = _stdin_source(sess, fd)
-    if not quiet:
-        out = sys.stdout.buffer
+    console = None
+    if not quiet or xen_log:
+        # The guest console once (pvmon.dispatch.console_output); the hypervisor-log
+        # channel only with --xen-log, on stderr.
+        from pvmon.dispatch.console_output import GuestConsole, prefixed
 
-        def show(ch: str, data: bytes) -> None:
-            out.write(data)
-            out.flush()
-        sess.on_console(show)
+        def show(data: bytes) -> None:
+            if not quiet:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+        console = GuestConsole(show, prefixed(sys.stderr.buffer, b"(xen) ") if xen_log
+                               else None)
+        sess.on_console(console)
     try:
         res = sess.run(timeout=timeout)
     finally:
         if restore is not None:
             restore()
+    if console is not None:
+        console.close()
     _print_summary(res)
     sys.exit(0 if res.clean else 1)
 

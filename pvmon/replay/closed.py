@@ -12,6 +12,7 @@ and every difference is reported with its explanation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import msgpack
 
@@ -96,11 +97,14 @@ class _StreamCompare:
         self(hc_event(*values))
 
 def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
-                  timeout: float | None = None, verify: bool | None = None) -> Report:
+                  timeout: float | None = None, verify: bool | None = None,
+                  on_session: Callable[[Session], None] | None = None) -> Report:
     """Rerun ``run``'s guest on ``version`` (default: the recorded backend)
     and compare. ``timeout``: wall seconds before giving up (reported as
-    hung). Returns a :class:`Report`; raises PvmonError subclasses on
-    missing guest images or unreadable traces."""
+    hung). ``on_session``: called with the replay's session just before it
+    runs (a progress display reads ``session.dispatch.seq`` from it). Returns
+    a :class:`Report`; raises PvmonError subclasses on missing guest images or
+    unreadable traces."""
     rec = run.version
     version = version or rec
     verify = (version.name == rec.name) if verify is None else verify
@@ -125,6 +129,8 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
                                  f"{HANG_FACTOR}x the recording", sess.machine.reg("rip"))
         return None
     sess.dispatch.exit_hook = hang_check
+    if on_session is not None:
+        on_session(sess)
     t0 = time.monotonic()
     result = sess.run(timeout=timeout)
     wall = time.monotonic() - t0
