@@ -121,7 +121,9 @@ def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, sc
 
     After quitting, the run's summary is printed. Exit status: 0 clean
     shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
-    2 pvmon error."""
+    2 pvmon error. Needs a terminal
+    on stdin, stdout and stderr; without one it says so and exits 2 (use
+    --headless or `pvmon run` in scripts)."""
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit)
@@ -147,7 +149,9 @@ def view(trace_path) -> None:
     """Play a recorded .pvt TRACE back in the TUI: scrub the timeline, jump to an
     event or a virtual time, search, see the console as it was.
 
-    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit."""
+    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit.
+    Needs a terminal on stdin, stdout and stderr; without one it says so and
+    exits 2 (`pvmon trace cat` prints a trace)."""
     from pvmon.ui.app import run_view
 
     run_view(trace_path)

@@ -24,6 +24,7 @@ from pvmon.errors import PvmonError
 from pvmon.session import RunResult
 from pvmon.ui.divergence import Divergence
 from pvmon.ui.live_session import BootSpec, LiveSession
+from pvmon.ui.terminal import require_terminal
 
 
 class PvmonApp(App[RunResult | None]):
@@ -100,23 +101,34 @@ class PvmonApp(App[RunResult | None]):
 
 def run_boot(spec: BootSpec) -> RunResult | None:
     """``pvmon boot``: build the session (raises PvmonError on bad input, before
-    the screen opens), show it live, return its result after the user quits."""
-    live = LiveSession.create(spec)
-    app = PvmonApp(live=live)
+    the screen opens), show it live, return its result after the user quits
+    (None if it had not ended). Without a terminal, raises
+    :class:`~pvmon.ui.terminal.NoTerminalError` before the session exists (so
+    that no trace file is created)."""
+    from pvmon.backends.registry import get_backend
+    get_backend(spec.backend)   # an unknown backend is bad input: say that first
+    require_terminal("`pvmon boot` shows the guest live in the TUI",
+                     "use `pvmon run` or `pvmon boot --headless`")
+    app = PvmonApp(live=LiveSession.create(spec))
     app.run()
-    return live.result
+    return app.live.result if app.live is not None else None
 
 
 def run_view(path: str | Path) -> None:
     """``pvmon view``: play ``path`` back. Raises TraceError (before the screen
-    opens) if it is not a readable trace."""
+    opens) if it is not a readable trace, NoTerminalError without a terminal."""
     from pvmon.trace.reader import TraceReader
     TraceReader(path).close()
+    require_terminal("`pvmon view` plays a trace back in the TUI",
+                     "use `pvmon trace info` or `pvmon trace cat`")
     PvmonApp(trace=path).run()
 
 
 def run_divergence(divergence: Divergence) -> None:
-    """``pvmon replay ... --tui``: show ``divergence`` (see :mod:`pvmon.ui.divergence`)."""
+    """``pvmon replay ... --tui``: show ``divergence`` (see :mod:`pvmon.ui.divergence`).
+    Raises NoTerminalError without a terminal."""
+    require_terminal("`pvmon replay --tui` shows the divergences in the TUI",
+                     "leave out --tui for the text report, or use --json")
     PvmonApp(divergence=divergence).run()
 
 
