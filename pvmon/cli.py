@@ -119,9 +119,9 @@ def boot(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, sc
     hypercall, f filter the stream, r record, o open a trace, ? help, q quit.
     Tab focuses the console: what you type there goes to the guest.
 
-    After quitting, the run's summary is printed. Exit status: 0 clean
-    shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
-    2 pvmon error. Needs a terminal
+    After quitting, the summary of the run on screen is printed (after an `r`
+    reboot, the last run's). Exit status: 0 clean shutdown or quit by the user,
+    1 guest crash / triple fault / hang / idle, 2 pvmon error. Needs a terminal
     on stdin, stdout and stderr; without one it says so and exits 2 (use
     --headless or `pvmon run` in scripts)."""
     if headless:
