@@ -23,8 +23,8 @@ ABOUT = {
               "what the guest had written at the selected event. Registers are the "
               "hypercall's argument registers as recorded; code comes from the guest image.",
     "divergence": "Divergence: both runs' calls aligned side by side (≠ marks a difference), "
-                  "the first divergence selected, the report's explanation and the code "
-                  "at the selected call below.",
+                  "the first divergence selected, what differs at the selected call and "
+                  "why, and the code at it below. n / N walk every difference.",
 }
 
 FILTER_HELP = ("Filter terms (space separated): a name or part of one (mmu), a family (mmu "
