@@ -349,7 +349,7 @@ class PlayerScreen(Screen[None]):
                     continue
                 if con is not None and ((s > con[0]) if forward else (s < con[0])):
                     break
-                if needle in describe(ev).lower() and _contains(shown, s):
+                if _contains(shown, s) and needle in describe(ev).lower():
                     hit = s
                     break
             else:
