@@ -165,9 +165,11 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
     hypercall, f filter the stream, r record, o open a trace, ? help, q quit.
     Tab focuses the console: what you type there goes to the guest.
 
-    After quitting, the run's summary is printed. Exit status: 0 clean
-    shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
-    2 pvmon error."""
+    After quitting, the summary of the run on screen is printed (after an `r`
+    reboot, the last run's). Exit status: 0 clean shutdown or quit by the user,
+    1 guest crash / triple fault / hang / idle, 2 pvmon error. Needs a terminal
+    on stdin, stdout and stderr; without one it says so and exits 2 (use
+    --headless or `pvmon run` in scripts)."""
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
@@ -196,7 +198,9 @@ def view(trace_path) -> None:
     """Play a recorded .pvt TRACE back in the TUI: scrub the timeline, jump to an
     event or a virtual time, search, see the console as it was.
 
-    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit."""
+    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit.
+    Needs a terminal on stdin, stdout and stderr; without one it says so and
+    exits 2 (`pvmon trace cat` prints a trace)."""
     from pvmon.ui.app import run_view
 
     run_view(trace_path)

@@ -42,7 +42,8 @@ def _versions(spec: str | None) -> list:
 @click.option("--timeout", default=None, type=Seconds(), metavar="SECONDS",
               help="Wall seconds before giving up (0: no limit, the default).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
-@click.option("--tui", is_flag=True, help="Show the divergence side by side in the TUI.")
+@click.option("--tui", is_flag=True, help="Show the divergences side by side in the TUI "
+              "(needs a terminal; not with --json or a matrix).")
 def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> None:
     """Replay TRACES: verify (no --backend), against another backend, or open loop.
 
@@ -53,6 +54,9 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
     pvmon replay --open-loop a.pvt b.pvt --backend xen-3.4,xen-4.21
 
     Exit status: 0 no divergence, 1 divergence, 2 error."""
+    if tui:
+        from pvmon.replay.tui import prepare
+        prepare(as_json=as_json, matrix=len(traces) > 1 or bool(backend and "," in backend))
     versions = _versions(backend)
     if len(traces) > 1 or len(versions) > 1:
         if not open_loop:
