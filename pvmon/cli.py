@@ -10,7 +10,7 @@ import click
 from pvmon import __version__
 from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
-from pvmon.guests.cli import guests
+from pvmon.guests.cli import cache, guests
 from pvmon.literal import printable
 from pvmon.replay.cli import backends, diff, replay
 from pvmon.trace.cli import trace
@@ -52,13 +52,25 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+_EPILOG = """Shell completion (commands, options, choices) comes from click; add one
+line to your shell's start-up file:
+
+\b
+  bash: eval "$(_PVMON_COMPLETE=bash_source pvmon)"   (~/.bashrc)
+  zsh:  eval "$(_PVMON_COMPLETE=zsh_source pvmon)"    (~/.zshrc)
+  fish: _PVMON_COMPLETE=fish_source pvmon | source    (~/.config/fish/completions/pvmon.fish)
+"""
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_EPILOG)
 @click.version_option(__version__, prog_name="pvmon")
 def cli() -> None:
     """pvmon: watch, record, replay and diff paravirtualized guests' hypercalls."""
 
 
 cli.add_command(guests)
+cli.add_command(cache)
 cli.add_command(trace)
 cli.add_command(replay)
 cli.add_command(diff)
@@ -153,10 +165,13 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
     hypercall, f filter the stream, r record, o open a trace, ? help, q quit.
     Tab focuses the console: what you type there goes to the guest.
 
-    After quitting, the run's summary is printed. Exit status: 0 clean
-    shutdown or quit by the user, 1 guest crash / triple fault / hang / idle,
-    2 pvmon error (the trace could not be written included); with --headless,
-    130 / 143 when SIGINT / SIGTERM stopped the run (as for `pvmon run`)."""
+    After quitting, the summary of the run on screen is printed (after an `r`
+    reboot, the last run's). Exit status: 0 clean shutdown or quit by the user,
+    1 guest crash / triple fault / hang / idle, 2 pvmon error (the trace could
+    not be written included); with --headless, 130 / 143 when SIGINT / SIGTERM
+    stopped the run (as for `pvmon run`). Needs a terminal on stdin, stdout and
+    stderr; without one it says so and exits 2 (use --headless or `pvmon run`
+    in scripts)."""
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
@@ -185,7 +200,9 @@ def view(trace_path) -> None:
     """Play a recorded .pvt TRACE back in the TUI: scrub the timeline, jump to an
     event or a virtual time, search, see the console as it was.
 
-    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit."""
+    Keys: g go to, f filter, / search, n/N next/previous match, o open, ? help, q quit.
+    Needs a terminal on stdin, stdout and stderr; without one it says so and
+    exits 2 (`pvmon trace cat` prints a trace)."""
     from pvmon.ui.app import run_view
 
     run_view(trace_path)
@@ -194,8 +211,11 @@ def view(trace_path) -> None:
 @cli.command()
 @_run_options
 @click.option("--quiet", is_flag=True, help="Do not stream the guest console.")
+@click.option("--xen-log", is_flag=True,
+              help="Also print the hypervisor-log channel (what the guest writes with "
+                   "console_io) on stderr, each line prefixed '(xen) '.")
 def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet) -> None:
+        input_file, idle_exit, quiet, xen_log) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -215,7 +235,7 @@ def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, init
     truncated), 130 stopped by SIGINT, 143 stopped by SIGTERM (128 + the
     signal's number, as the shell reports)."""
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
-         input_file, idle_exit)
+         input_file, idle_exit, xen_log=xen_log)
 
 
 def _read_input_file(path: str) -> bytes:
@@ -348,7 +368,7 @@ def _input_without_initrd(img, option: str) -> None:
 
 
 def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
-         script=None, input_file=None, idle_exit=10.0) -> None:
+         script=None, input_file=None, idle_exit=10.0, xen_log=False) -> None:
     import os
 
     from pvmon.session import Session
@@ -368,18 +388,26 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
         args["idle_limit_ns"] = None
     sess = Session(args.pop("guest"), **args)
     restore = _stdin_source(sess, fd) if fd is not None else None
-    if not quiet:
-        out = sys.stdout.buffer
+    console = None
+    if not quiet or xen_log:
+        # The guest console once (pvmon.dispatch.console_output); the hypervisor-log
+        # channel only with --xen-log, on stderr.
+        from pvmon.dispatch.console_output import GuestConsole, prefixed
 
-        def show(ch: str, data: bytes) -> None:
-            out.write(data)
-            out.flush()
-        sess.on_console(show)
+        def show(data: bytes) -> None:
+            if not quiet:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+        console = GuestConsole(show, prefixed(sys.stderr.buffer, b"(xen) ") if xen_log
+                               else None)
+        sess.on_console(console)
     try:
         res = sess.run(timeout=timeout, stop_on_signals=True)
     finally:
         if restore is not None:
             restore()
+    if console is not None:
+        console.close()
     _print_summary(res)
     sys.exit(_exit_status(res))
 

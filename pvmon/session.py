@@ -157,6 +157,7 @@ class Session:
             out["version_string"] = ver.version_string
             if ver.profile_toml:
                 out["profile"] = ver.profile_toml
+                out["profile_source"] = ver.profile_source
         return out
 
     def on_console(self, fn: Callable[[str, bytes], None]) -> None:

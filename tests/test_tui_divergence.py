@@ -113,3 +113,83 @@ def test_a_replay_report_opens_with_its_first_divergence_selected(tmp_path):
         await until(pilot, lambda: left.cursor == d.differs[1])
 
     drive(PvmonApp(divergence=d), script)
+
+
+@pytest.fixture(scope="module")
+def replay_with_every_divergence(tmp_path_factory):
+    """pvtest-v2 replayed on xen-3.4 (47 divergences) with the report keeping
+    only the first 5 in full, as a long replay keeps only its first 50; a
+    DifferenceLog observes the replay as `pvmon replay --tui` does."""
+    import pvmon.replay.report as report_mod
+    from pvmon.backends.registry import resolve_version
+    from pvmon.replay.closed import replay_closed
+    from pvmon.replay.source import open_run
+    from pvmon.ui.report_view import DifferenceLog
+
+    run = open_run(record("pvtest-v2", tmp_path_factory.mktemp("all") / "v2.pvt"), None)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(report_mod, "DETAILED", 5)
+    log = DifferenceLog.observing()
+    try:
+        report = replay_closed(run, resolve_version("xen-3.4"))
+    finally:
+        mp.undo()
+        log.stop_observing()
+    assert report_mod.OBSERVERS == []
+    yield report, run, log
+    log.close()
+
+
+def test_every_divergence_of_a_replay_is_kept_not_only_the_detailed_ones(
+        replay_with_every_divergence):
+    from pvmon.ui.report_view import divergence_from_report
+
+    report, run, log = replay_with_every_divergence
+    assert len(report.divergences) == 5 < report.total == len(log)
+    assert [d.n for d in log] == list(range(1, report.total + 1))
+    d = divergence_from_report(report, run, log)
+    assert len(d.differs) == report.total
+    for k, det in enumerate(report.divergences):   # the spilled copies equal the originals
+        row = d.differs[k]
+        assert d.left[row] == det.left and d.right[row] == det.right
+    assert "the first" not in d.explanation   # nothing is left out
+
+
+def test_n_walks_every_difference_and_the_explanation_follows_the_selection(
+        replay_with_every_divergence):
+    from pvmon.ui.report_view import divergence_from_report
+
+    report, run, log = replay_with_every_divergence
+    d = divergence_from_report(report, run, log)
+    total = report.total
+
+    def explanation(screen) -> str:
+        return str(screen.query_one("#explanation").render())
+
+    async def script(pilot):
+        screen = pilot.app.screen
+        left = screen.query_one("#left", HypercallStream)
+        await until(pilot, lambda: left.cursor == d.first and left.has_focus)
+        assert f"difference 1 of {total}" in explanation(screen)
+        for k in range(1, total):
+            await pilot.press("n")
+            await until(pilot, lambda k=k: left.cursor == d.differs[k] and
+                        f"difference {k + 1} of {total}" in explanation(screen),
+                        what=f"difference {k + 1} explained")
+            text = explanation(screen)
+            diff = log[k]
+            assert diff.what[0][1][:30] in text.replace("\n", " ")
+            assert f"difference {k + 1}" in screen.query_one(StatusLine).text
+        await pilot.press("n")                     # past the last: stays, says so
+        await pilot.pause(0.05)
+        assert left.cursor == d.differs[-1]
+        await pilot.press("N")
+        await until(pilot, lambda: left.cursor == d.differs[-2] and
+                    f"difference {total - 1} of {total}" in explanation(screen))
+        assert not d.differs_at(0)     # the calls before the first difference
+        await pilot.press("home")
+        await until(pilot, lambda: left.cursor == 0 and
+                    "the same recorded call in both runs" in explanation(screen))
+        assert f"difference 1 of {total} follows" in explanation(screen)
+
+    drive(PvmonApp(divergence=d), script, size=(120, 40))

@@ -176,6 +176,31 @@ def test_record_key_when_not_recording_reboots_the_guest_recording(tmp_path, mon
         assert next(iter(r.events(len(r) - 1)))["k"] == "exit"
 
 
+def test_the_result_after_an_r_reboot_is_the_rebooted_run(tmp_path, monkeypatch):
+    """`pvmon boot` prints the summary of what the app returns: after `r`
+    rebooted to record, that is the recorded run on screen, not the first."""
+    monkeypatch.chdir(tmp_path)
+    app, first = live_app(paused=True)   # the first run: paused, then stopped by the reboot
+
+    async def script(pilot):
+        screen = app.screen
+        await until(pilot, lambda: first.phase == "paused")
+        await pilot.press("r", "ctrl+u", *"second.pvt", "enter")
+        await until(pilot, lambda: screen.live is not first)
+        assert first.result.exit_kind == "interrupted" and first.result.trace_path is None
+        await until(pilot, lambda: screen.live.phase == "paused")   # boots paused again
+        await pilot.press("space")
+        await until(pilot, lambda: screen.live.phase == "finished" and screen._finished_shown)
+        assert app.live is screen.live
+        await pilot.press("q")
+
+    drive(app, script)
+    res = app.return_value
+    assert res is app.live.result and res is not first.result
+    assert res.trace_path is not None and res.trace_path.name == "second.pvt"
+    assert res.exit_kind == "shutdown" and sum(res.hypercalls.values()) == 370
+
+
 def test_open_key_plays_a_trace_on_top_and_q_closes_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     record("pvtest-v2", tmp_path / "o.pvt")

@@ -95,13 +95,15 @@ def test_search_finds_calls_by_name_or_argument_forward_and_back(trace, events):
     matches = [ev["seq"] for ev in events
                if ev["k"] in STREAM_KINDS and "reason=poweroff" in describe(ev).lower()]
     uvas = [ev["seq"] for ev in events if ev["k"] in STREAM_KINDS and
-            "update_va_mapping" in describe(ev).lower()]
+            "update_va_mapping(" in describe(ev).lower()]
     assert matches and len(uvas) >= 2
 
     async def script(pilot):
         screen = await _loaded(pilot)
         stream = screen.query_one(HypercallStream)
-        await pilot.press("slash", *"update_va", "enter")
+        # "update_va" alone also matches the guest's console ("ok 4 - update_va_mapping
+        # maps ..."): the search looks there too; the call's line has a "("
+        await pilot.press("slash", *"update_va_mapping(", "enter")
         await until(pilot, lambda: stream.event["seq"] == uvas[0])
         await pilot.press("n")
         await until(pilot, lambda: stream.event["seq"] == uvas[1])
@@ -120,7 +122,7 @@ def test_filter_and_timeline_scrubbing(trace, events):
         stream = screen.query_one(HypercallStream)
         await pilot.press("f", *"console", "enter")
         shown = [stream.source.row(i) for i in range(len(stream.source))]
-        assert shown and {ev["name"] for ev in shown} == {"console_io"}
+        assert shown and {ev.get("name", ev["k"]) for ev in shown} == {"console_io", "con"}
         await pilot.press("f", "ctrl+u", "enter")
         timeline = screen.query_one(Timeline)
         timeline.focus()
@@ -141,3 +143,95 @@ def test_positions_parse_as_event_numbers_or_virtual_times():
     assert parse_position("t=2us") == ("time", 2_000)
     with pytest.raises(ValueError, match="neither an event number"):
         parse_position("soon")
+
+
+# -- console events: search and filter find them -----------------------------------------
+
+@pytest.fixture(scope="module")
+def typed_trace(tmp_path_factory):
+    """pvtest-v2 recorded with console input typed in two pieces (at events
+    300 and 310), as a user types at the console pane."""
+    from pvmon.guests.catalog import resolve
+    from pvmon.session import Session
+
+    path = tmp_path_factory.mktemp("typed") / "typed.pvt"
+    sess = Session(resolve("pvtest-v2"), record=path)
+    sess.dispatch.schedule_input(300, b"xyzzy ")
+    sess.dispatch.schedule_input(310, b"plugh\r")
+    sess.run()
+    return path
+
+
+def test_search_finds_text_the_guest_wrote_to_its_console(trace, events):
+    """Console output is not a call, so the search used to skip it. A match
+    selects the first shown event at or after the output that completes it,
+    so that the console pane shows it; n and N walk the matches."""
+    needle = "pvtest: ok 1"      # ok 1, ok 10, ok 11, ...: several matches
+    assert not any(needle in describe(ev).lower() for ev in events if ev["k"] == "hc")
+
+    def seen(screen, seq):
+        return sanitize(screen.index.console_until(seq)).lower().count(needle)
+
+    async def script(pilot):
+        screen = await _loaded(pilot)
+        stream = screen.query_one(HypercallStream)
+        rows = screen.rows.seqs
+        found = []
+        await pilot.press("slash", *needle, "enter")
+        for k in range(1, 4):
+            if k > 1:
+                await pilot.press("n")
+            await until(pilot, lambda k=k: seen(screen, stream.event["seq"]) >= k,
+                        what=f"match {k}")
+            row = stream.cursor
+            assert seen(screen, rows[row - 1]) < k   # the first row that shows match k
+            found.append(row)
+        assert found == sorted(found)
+        await pilot.press("N")
+        await until(pilot, lambda: stream.cursor <= found[1])
+        assert seen(screen, stream.event["seq"]) >= 2
+
+    drive(_player(trace), script)
+
+
+def test_search_finds_typed_input_even_when_typed_in_pieces(typed_trace):
+    async def script(pilot):
+        screen = await _loaded(pilot)
+        stream = screen.query_one(HypercallStream)
+        await pilot.press("slash", *"XYZZY PLUGH", "enter")      # case-insensitive
+        await until(pilot, lambda: stream.event["seq"] > 310)
+        assert screen.rows.seqs[stream.cursor - 1] < 310        # the first event after it
+        await pilot.press("n")                                   # the only match
+        await pilot.pause(0.2)
+        assert screen.rows.seqs[stream.cursor - 1] < 310
+
+    drive(_player(typed_trace), script)
+
+
+def test_filter_names_console_events_input_output_and_channel(typed_trace):
+    with TraceReader(typed_trace) as r:
+        evs = list(r)
+    con = [ev for ev in evs if ev["k"] == "con"]
+    typed = [ev["seq"] for ev in con if ev["dir"] == "in"]
+    ring_out = [ev["seq"] for ev in con if ev["dir"] == "out" and ev["ch"] == "ring"]
+    assert typed == [300, 310] and ring_out
+
+    async def script(pilot):
+        screen = await _loaded(pilot)
+        screen.set_filter("input")
+        assert list(screen.rows.seqs) == typed
+        screen.set_filter("ring -input")          # terms are alternatives; -term excludes
+        assert list(screen.rows.seqs) == ring_out
+        screen.set_filter("output")
+        assert list(screen.rows.seqs) == [ev["seq"] for ev in con if ev["dir"] == "out"]
+        screen.set_filter("-mmu")                 # exclusions alone: the usual kinds
+        assert not any(s in screen.rows.seqs for s in typed)
+        screen.set_filter("input sched")          # mixed, in event order
+        seqs = list(screen.rows.seqs)
+        assert seqs == sorted(seqs) and set(typed) <= set(seqs) and len(seqs) > 2
+        await pilot.pause(0.1)
+        screen.seek_seq(310)
+        await pilot.pause(0.2)
+        assert screen.query_one(HypercallStream).event["seq"] == 310
+
+    drive(_player(typed_trace), script)

@@ -28,8 +28,11 @@ features.h (``XENFEAT_*`` without the prefix); ``pvmon backends`` lists them.
 
 Profiles are found by name in ``$PVMON_PROFILES`` (directories separated by
 ``:``) and ``<user config dir>/pvmon/profiles``, or given as a path ending in
-``.toml``. Every error is a :class:`~pvmon.errors.BackendError` naming the
-file and the key.
+``.toml``. A profile has one name everywhere: its ``name`` key (the file's
+stem when it has none), which ``pvmon backends`` lists, ``--backend`` selects
+and traces record; ``acme.toml`` holding ``name = "acme-4.17"`` is
+``acme-4.17``. Every error is a :class:`~pvmon.errors.BackendError` naming
+the file and the key.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pvmon.backends.xen import abi
@@ -62,14 +65,52 @@ def search_dirs() -> list[Path]:
     return dirs
 
 
-def find_profiles() -> dict[str, Path]:
-    """Profile name (file stem) -> path, first directory wins."""
-    out: dict[str, Path] = {}
+@dataclass(frozen=True)
+class FoundProfile:
+    """A profile file in the search directories: ``name`` (its ``name`` key, or
+    the file's stem), ``path``, and either ``version`` (the loaded profile) or
+    ``error`` (why it cannot be used, one line)."""
+
+    name: str
+    path: Path
+    version: XenVersion | None = None
+    error: str | None = None
+
+
+def scan_profiles() -> list[FoundProfile]:
+    """Every profile file in :func:`search_dirs`, loaded, by name; for a name
+    declared twice the first directory (and first file) wins. Never raises: a
+    broken profile comes back with its ``error``."""
+    out: dict[str, FoundProfile] = {}
     for d in search_dirs():
-        if d.is_dir():
-            for p in sorted(d.glob("*.toml")):
-                out.setdefault(p.stem, p)
-    return out
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.toml")):
+            try:
+                ver = load_profile(p)
+            except BackendError as exc:
+                found = FoundProfile(_declared_name(p), p, error=str(exc))
+            else:
+                found = FoundProfile(ver.name, p, version=ver)
+            out.setdefault(found.name, found)
+    return list(out.values())
+
+
+def find_profiles() -> dict[str, Path]:
+    """Profile name -> path of every usable profile (see :func:`scan_profiles`)."""
+    return {f.name: f.path for f in scan_profiles() if f.error is None}
+
+
+def _declared_name(p: Path) -> str:
+    """The ``name`` a profile file declares, if it can be read, else its stem."""
+    try:
+        if p.stat().st_size <= MAX_PROFILE_BYTES:
+            name = tomllib.loads(p.read_text(encoding="utf-8")).get("name")
+            if isinstance(name, str) and _NAME.match(name):
+                return name
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        pass
+    return p.stem
 
 
 def load_profile(path: str | Path) -> XenVersion:
@@ -89,16 +130,20 @@ def load_profile(path: str | Path) -> XenVersion:
         raise BackendError(f"{where}: profile is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise BackendError(f"{where}: not valid TOML: {exc}") from None
-    return replace(parse_profile(data, where, default_name=p.stem), profile_toml=text)
+    return replace(parse_profile(data, where, default_name=p.stem), profile_toml=text,
+                   profile_source=str(p.resolve()))
 
 
-def profile_from_text(text: str, where: str = "<recorded profile>") -> XenVersion:
-    """Rebuild a profile from its TOML text (as recorded in a trace header)."""
+def profile_from_text(text: str, where: str = "<recorded profile>",
+                      source: str = "") -> XenVersion:
+    """Rebuild a profile from its TOML text (as recorded in a trace header);
+    ``source``: where that text first came from (the header's
+    ``profile_source``), kept for traces recorded from it."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BackendError(f"{where}: not valid TOML: {exc}") from None
-    return replace(parse_profile(data, where), profile_toml=text)
+    return replace(parse_profile(data, where), profile_toml=text, profile_source=source)
 
 
 def parse_profile(data: dict, where: str = "<profile>", default_name: str = "") -> XenVersion:

@@ -5,7 +5,6 @@ third-party backends found through the ``pvmon.backends`` entry point group."""
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from pathlib import Path
 
 from pvmon.backends.base import Backend
 from pvmon.errors import BackendError
@@ -18,17 +17,20 @@ def builtin_names() -> list[str]:
 
 def resolve_version(name: str):
     """The :class:`~pvmon.backends.xen.versions.XenVersion` for a built-in
-    name, a profile name or a ``.toml`` path; None for other backends.
-    Raises BackendError for a broken profile."""
-    from pvmon.backends.profiles import find_profiles, load_profile
+    name, a profile's name (its ``name`` key, see
+    :mod:`pvmon.backends.profiles`) or a ``.toml`` path; None for other
+    backends. Raises BackendError for a broken profile."""
+    from pvmon.backends.profiles import load_profile, scan_profiles
     from pvmon.backends.xen.versions import REGISTRY
     if name in REGISTRY:
         return REGISTRY[name]
     if name.endswith(".toml"):
         return load_profile(name)
-    path = find_profiles().get(name)
-    if path is not None:
-        return load_profile(path)
+    for found in scan_profiles():
+        if found.name == name:
+            if found.error is not None:
+                raise BackendError(found.error)
+            return found.version
     return None
 
 
@@ -37,8 +39,19 @@ def require_version(name: str):
     listing the known ones (for commands that need a Xen ABI version)."""
     ver = resolve_version(name)
     if ver is None:
-        raise BackendError(f"unknown backend {name!r}; known: {', '.join(known_names())}")
+        raise _unknown(name)
     return ver
+
+
+def _unknown(name: str) -> BackendError:
+    """The error for a backend name nothing answers to: the usable names, and
+    the profile a file of that name really declares."""
+    from pvmon.backends.profiles import scan_profiles
+    hint = ""
+    for found in scan_profiles():
+        if found.path.stem == name and found.name != name:
+            hint = f" ({found.path} is the profile {found.name!r})"
+    return BackendError(f"unknown backend {name!r}{hint}; known: {', '.join(known_names())}")
 
 
 def get_backend(name: str) -> Backend:
@@ -57,10 +70,12 @@ def get_backend(name: str) -> Backend:
             if not isinstance(backend, Backend):
                 raise BackendError(f"backend {name!r} is not a pvmon Backend")
             return backend
-    raise BackendError(f"unknown backend {name!r}; known: {', '.join(known_names())}")
+    raise _unknown(name)
 
 
 def known_names() -> list[str]:
+    """Every name ``--backend`` accepts: built-in versions, usable profiles
+    (by their names; a broken profile is not one), entry-point backends."""
     from pvmon.backends.profiles import find_profiles
     return (builtin_names() + sorted(find_profiles())
             + sorted(ep.name for ep in entry_points(group="pvmon.backends")))
@@ -71,7 +86,7 @@ def list_backends() -> list[dict]:
     ``name``, ``kind`` (builtin/profile/plugin), ``version``, ``base``,
     ``description``, ``differences`` [{kind, what, source}] and for profiles
     ``path``. A broken profile is listed with an ``error``."""
-    from pvmon.backends.profiles import find_profiles, load_profile
+    from pvmon.backends.profiles import scan_profiles
     from pvmon.backends.xen.versions import REGISTRY
     out = []
     for n in builtin_names():
@@ -79,14 +94,13 @@ def list_backends() -> list[dict]:
         out.append({"name": n, "kind": "builtin", "version": v.version_string,
                     "base": v.base, "description": v.description,
                     "differences": [c.as_dict() for c in v.changes]})
-    for n, path in sorted(find_profiles().items()):
-        try:
-            v = load_profile(path)
-        except BackendError as exc:
-            out.append({"name": n, "kind": "profile", "path": str(path), "error": str(exc),
-                        "differences": []})
+    for found in sorted(scan_profiles(), key=lambda f: f.name):
+        v = found.version
+        if v is None:
+            out.append({"name": found.name, "kind": "profile", "path": str(found.path),
+                        "error": found.error, "differences": []})
             continue
-        out.append({"name": v.name, "kind": "profile", "path": str(Path(path)),
+        out.append({"name": v.name, "kind": "profile", "path": str(found.path),
                     "version": v.version_string, "base": v.base,
                     "description": v.description,
                     "differences": [c.as_dict() for c in v.changes]})

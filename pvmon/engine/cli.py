@@ -15,7 +15,7 @@ def engine() -> None:
 
 @engine.command("info")
 def info_cmd() -> None:
-    """Say which libunicorn this process loads and whether it carries pvmon's patch."""
+    """Say which libunicorn this process loads and whether it carries pvmon's patches."""
     from pvmon.engine import uclib
 
     d = uclib.describe()
@@ -30,6 +30,7 @@ def info_cmd() -> None:
         why = ("PVMON_UNICORN=stock" if built is not None else
                "not built: run `pvmon engine build`")
         click.echo(f"patched: no, the pinned wheel's library ({why})")
+        click.echo("runs are not guaranteed to repeat on it (see `pvmon engine build --help`)")
 
 
 @engine.command("build")
@@ -39,10 +40,15 @@ def info_cmd() -> None:
               help="Parallel compile jobs (default: the CPU count).")
 @click.option("--force", is_flag=True, help="Build again even if a current build exists.")
 def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
-    """Build Unicorn 2.1.4 with pvmon's patch (x86 only, about 30-40 s) into the cache.
+    """Build Unicorn 2.1.4 with pvmon's three patches (x86 only, about 30-40 s) into
+    the cache.
 
-    Needs cmake, patch, make and a C compiler. Guest behaviour is the same on either
-    library; the patched one runs translated code faster."""
+    Two make translated code faster without changing what the guest sees. The
+    third makes runs repeatable: QEMU shrinks its TLB on a window of host time,
+    so how fast the host ran could change which TLB entries the guest kept and
+    send a run (or a replay) down another path; the patch counts that window in
+    TLB flushes. Only the patched library guarantees that the same guest and
+    inputs give the same event stream. Needs cmake, patch, make and a C compiler."""
     from pvmon.engine import uclib
 
     uclib.build(sdist=sdist, jobs=jobs, force=force, say=lambda m: click.echo(m, err=True))

@@ -13,10 +13,11 @@ executes hundreds of millions of small blocks (689 M for Debian's 6.1, most in
 
 ``patches/unicorn-2.1.4-tb-start-exit-check.patch`` makes ``gen_tb_start`` load
 the flag and call the helper only when it is set. The helper returns at once when
-the flag is clear, so the guest-visible behaviour is the same instruction for
-instruction: a trace recorded on either library replays byte for byte on the
-other. :func:`build` downloads the pinned version's source distribution from PyPI
-(``pip download``), applies the patch, builds the x86 target alone with CMake
+the flag is clear, so this patch (and the TLB-dirty one) leaves the guest-visible
+behaviour the same instruction for instruction; the third patch (below) is what
+makes runs repeatable, which only the patched library guarantees. :func:`build`
+downloads the pinned version's source distribution from PyPI
+(``pip download``), applies the patches, builds the x86 target alone with CMake
 (about 30-40 s of two cores) and installs ``libunicorn.so.2`` under
 ``<cache>/engine/unicorn-2.1.4-pvmon-<id>/``, where ``<id>`` hashes the version and
 the patches, so a changed patch never reuses an old build. A build is only

@@ -27,7 +27,7 @@ from typing import Literal
 from pvmon.engine.loaders.bzimage import ELF_MAGIC, check_elf_x86_64, load_vmlinux
 from pvmon.engine.loaders.symbols import SymbolTable
 from pvmon.errors import GuestImageError, GuestNotFound
-from pvmon.guests import debian
+from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
 BUILTIN = ("pvtest-v1", "pvtest-v2")
@@ -103,6 +103,7 @@ def _debian(name: str) -> GuestImage:
     if meta is None:
         raise GuestNotFound(f"{name} is not fetched yet; run `pvmon guests fetch {name}`")
     d = debian.guest_dir(name)
+    cachedir.touch(d)
     smap = next((d / f for f in ("System.map", "kallsyms.map") if _is_symbol_map(d / f)), None)
     return GuestImage(
         name=name, kind="debian", vmlinux=d / "vmlinux", vmlinuz=d / "vmlinuz",
@@ -128,15 +129,7 @@ def _from_path(path: Path) -> GuestImage:
         check_elf_x86_64(path.read_bytes())
         vmlinux, vmlinuz = path, None
     else:
-        key = _sha256_file(path)
-        cached = debian.cache_root() / "guests" / "by-sha256" / key / "vmlinux"
-        if not cached.is_file():
-            data = load_vmlinux(path)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(data)
-            tmp.replace(cached)
-        vmlinux, vmlinuz = cached, path
+        vmlinux, vmlinuz = _extracted_vmlinux(path), path
     smap = None
     names = ["System.map"] + ([f"System.map-{release}"] if release else [])
     for cand in names:
@@ -148,6 +141,31 @@ def _from_path(path: Path) -> GuestImage:
         config=config if config and config.is_file() else None,
         package=None, version=None, release=release, sha256=_sha256_file(vmlinux),
     )
+
+
+def _extracted_vmlinux(vmlinuz: Path) -> Path:
+    """The vmlinux inside the bzImage ``vmlinuz``: a fetched Debian kernel's own
+    when it is that kernel's vmlinuz, else extracted once into
+    ``by-sha256/<sha256>/`` (with ``origin.json`` naming ``vmlinuz``, see
+    :mod:`pvmon.guests.cachedir`). Either is marked as used."""
+    key = _sha256_file(vmlinuz)
+    for name in DEBIAN:
+        meta = debian.read_meta(name)
+        if meta and meta.get("vmlinuz_sha256") == key:
+            cachedir.touch(debian.guest_dir(name))
+            return debian.guest_dir(name) / "vmlinux"
+    entry = debian.cache_root() / "guests" / "by-sha256" / key
+    cached = entry / "vmlinux"
+    if not cached.is_file():
+        data = load_vmlinux(vmlinuz)
+        entry.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        tmp.replace(cached)
+    if not (entry / cachedir.ORIGIN).is_file():
+        cachedir.record_origin(entry, vmlinuz)
+    cachedir.touch(entry)
+    return cached
 
 
 def resolve(name_or_path: str | None) -> GuestImage:
@@ -185,8 +203,10 @@ def debian_guest(name: str) -> GuestImage:
 
 
 def list_guests() -> list[dict]:
-    """One row per known guest (and initramfs, kind "initramfs"): name, kind, version, status ("built in" | "missing" |
-    "cached" | "not fetched"), path (str or None), and for Debian the package."""
+    """One row per known guest (and initramfs, kind "initramfs"; and each
+    vmlinux extracted from a vmlinuz given by path, kind "path"): name, kind,
+    version, status ("built in" | "missing" | "cached" | "not fetched" |
+    "extracted"), path (str or None), and for Debian the package."""
     rows: list[dict] = []
     for name in BUILTIN:
         elf = IMAGES_DIR / f"{name}.elf"
@@ -203,6 +223,12 @@ def list_guests() -> list[dict]:
     for name in initramfs.KINDS:
         rows.append(_cached_row(name, "initramfs", initramfs.read_meta(name),
                                 initramfs.initramfs_path))
+    for item in cachedir.items():
+        if item.kind == "extracted":
+            rows.append({"name": item.origin.removeprefix("vmlinux extracted from "),
+                         "kind": "path", "version": None, "package": None,
+                         "status": "extracted", "cached": True,
+                         "path": str(item.paths[0] / "vmlinux")})
     return rows
 
 

@@ -1,4 +1,4 @@
-"""`pvmon guests ...`: fetch and list guest kernels."""
+"""`pvmon guests ...`: fetch and list guest kernels; `pvmon cache ...`: what the cache holds."""
 
 from __future__ import annotations
 
@@ -36,8 +36,12 @@ def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> Non
             )
     if initramfs is not None and initramfs not in irfs.KINDS:
         raise GuestNotFound(f"unknown initramfs {initramfs!r}; known: {', '.join(irfs.KINDS)}")
+    from pvmon.progress import progress
+
     for name in names:
-        meta = debian.fetch_debian(name, force=force)
+        with progress(f"{name}: fetching", unit="") as task:
+            meta = debian.fetch_debian(name, force=force,
+                                       step=lambda what: task.update(description=what))
         what = "fetched" if meta["fetched"] else "already cached"
         click.echo(f"{name}: {what} {meta['package']} {meta['version']}"
                    + (f" in {meta['fetch_seconds']:.1f} s" if meta["fetched"] else ""))
@@ -48,7 +52,9 @@ def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> Non
         click.echo(f"  symbols   {meta['symbols']['count']} from {meta['symbols']['source']}")
         click.echo(f"  cache     {meta['path']}")
     if initramfs is not None:
-        meta = irfs.fetch_initramfs(initramfs, force=force)
+        with progress(f"initramfs {initramfs}: fetching", unit="") as task:
+            meta = irfs.fetch_initramfs(initramfs, force=force,
+                                        step=lambda what: task.update(description=what))
         what = "built" if meta["fetched"] else "already cached"
         click.echo(f"initramfs {initramfs}: {what} from {meta['package']} {meta['version']}")
         click.echo(f"  cpio      {_mb(meta['cpio_size']):>9}  sha256 {meta['cpio_sha256']}"
@@ -67,7 +73,8 @@ def list_cmd() -> None:
     table = Table(title="pvmon guests")
     for col in ("name", "kind", "status", "version", "path"):
         table.add_column(col, overflow="fold")
-    style = {"built in": "green", "cached": "green", "not fetched": "yellow", "missing": "red"}
+    style = {"built in": "green", "cached": "green", "not fetched": "yellow", "missing": "red",
+             "extracted": "green"}
     for row in catalog.list_guests():
         st = row["status"]
         table.add_row(
@@ -76,3 +83,86 @@ def list_cmd() -> None:
             text(row["version"] or "-"), text(row["path"] or "-"),
         )
     console().print(table)
+    from pvmon.guests import cachedir
+    items = cachedir.items()
+    click.echo(f"cache: {cachedir.human_size(sum(i.size for i in items))} in {len(items)} "
+               "item(s) (pvmon cache list; pvmon cache clean)")
+
+
+@click.group()
+def cache() -> None:
+    """Show and clean what pvmon keeps in its cache directory: fetched kernels,
+    initramfs images, vmlinux files extracted from kernels given by path, engine
+    builds, and leftovers of interrupted work. Anything removed is fetched,
+    extracted or built again when next needed."""
+
+
+@cache.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: items and total.")
+def cache_list(as_json: bool) -> None:
+    """Every cached item with its kind, size, last use and origin, and the total."""
+    import json
+    import time
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pvmon.cache import cache_root
+    from pvmon.guests import cachedir
+
+    items = cachedir.items()
+    total = sum(i.size for i in items)
+    if as_json:
+        click.echo(json.dumps({"root": str(cache_root()), "total": total,
+                               "items": [i.as_dict() for i in items]}, indent=1))
+        return
+    now = time.time()
+    table = Table(title=f"pvmon cache: {escape(str(cache_root()))}", title_justify="left",
+                  box=None, pad_edge=False)
+    for col, just in (("kind", "left"), ("name", "left"), ("size", "right"),
+                      ("used", "right"), ("origin", "left")):
+        table.add_column(col, justify=just, overflow="fold",  # type: ignore[arg-type]
+                         no_wrap=col in ("kind", "size", "used"))
+    for i in items:
+        table.add_row(i.kind, escape(i.name), cachedir.human_size(i.size),
+                      cachedir.human_age(now - i.used), escape(i.origin))
+    table.add_section()
+    table.add_row("total", f"{len(items)} item(s)", cachedir.human_size(total), "", "")
+    Console(highlight=False).print(table)
+
+
+@cache.command("clean")
+@click.option("--all", "everything", is_flag=True, help="Remove everything in the cache.")
+@click.option("--kind", "kinds", multiple=True,
+              type=click.Choice(["kernel", "initramfs", "extracted", "engine", "partial",
+                                 "other"]),
+              help="Remove items of this kind (repeatable).")
+@click.option("--older-than", default=None, metavar="AGE",
+              help="Remove items last used longer ago than AGE (30d, 12h, 2w; a bare "
+                   "number is days).")
+@click.option("--dry-run", "-n", is_flag=True, help="Say what would be removed; remove nothing.")
+def cache_clean(everything: bool, kinds: tuple[str, ...], older_than: str | None,
+                dry_run: bool) -> None:
+    """Remove cached items: --all, or those of --kind and/or --older-than (both
+    given: items matching both)."""
+    from pvmon.guests import cachedir
+
+    if not everything and not kinds and older_than is None:
+        raise click.UsageError("say what to remove: --all, --kind KIND or --older-than AGE "
+                               "(add --dry-run to see it first)")
+    if everything and (kinds or older_than is not None):
+        raise click.UsageError("--all removes everything; leave out --kind and --older-than")
+    age = cachedir.parse_age(older_than) if older_than is not None else None
+    chosen = cachedir.select(cachedir.items(), everything=everything, kinds=kinds,
+                             older_than=age)
+    verb = "would remove" if dry_run else "removed"
+    freed = 0
+    for item in chosen:
+        if not dry_run:
+            cachedir.remove(item)
+        freed += item.size
+        click.echo(f"{verb} {item.kind} {item.name} ({cachedir.human_size(item.size)}): "
+                   f"{item.origin}")
+    click.echo(f"{verb} {len(chosen)} item(s), {cachedir.human_size(freed)}"
+               + ("" if chosen else " (nothing matched)"))

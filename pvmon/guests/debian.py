@@ -33,6 +33,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,12 +265,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_debian(name: str, force: bool = False) -> dict:
+def fetch_debian(name: str, force: bool = False,
+                 step: Callable[[str], None] = lambda what: None) -> dict:
     """Ensure the newest package of series ``name`` is cached; return its meta dict.
 
     A no-op (returns the cached meta with ``"fetched": False``) when the cache
-    already holds the resolved package version, unless ``force``."""
+    already holds the resolved package version, unless ``force``. ``step``:
+    called with what the fetch does next (for a progress display)."""
     t0 = time.monotonic()
+    step(f"{name}: resolving the newest package (apt-cache)")
     cand = resolve_package(name)
     meta = read_meta(name)
     if not force and meta and meta.get("package") == cand.package \
@@ -279,9 +283,11 @@ def fetch_debian(name: str, force: bool = False) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=root) as tmp_s:
         tmp = Path(tmp_s)
+        step(f"{name}: downloading {cand.package} {cand.version} (apt-get download)")
         deb = download_package(cand, tmp)
         t_dl = time.monotonic() - t0
         root_fs = tmp / "root"
+        step(f"{name}: unpacking {deb.name}")
         unpack_deb(deb, root_fs)
         vmlinuzes = sorted((root_fs / "boot").glob("vmlinuz-*"))
         if len(vmlinuzes) != 1:
@@ -294,6 +300,7 @@ def fetch_debian(name: str, force: bool = False) -> dict:
             if (root_fs / "boot" / src).is_file():
                 shutil.copyfile(root_fs / "boot" / src, out / dst)
         bz = (out / "vmlinuz").read_bytes()
+        step(f"{name}: extracting the vmlinux and decoding its kallsyms")
         try:
             hdr = parse_header(bz)
             vmlinux = extract_vmlinux(bz)

@@ -34,6 +34,7 @@ import json
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,15 +190,18 @@ def _check_kind(kind: str) -> None:
         raise GuestNotFound(f"unknown initramfs {kind!r}; known: {', '.join(KINDS)}")
 
 
-def fetch_initramfs(kind: str = "busybox", force: bool = False) -> dict:
+def fetch_initramfs(kind: str = "busybox", force: bool = False,
+                    step: Callable[[str], None] = lambda what: None) -> dict:
     """Download ``busybox-static`` with apt and build the initramfs into the cache.
     A no-op (``"fetched": False``) when the cache holds the current package
-    version. Raises FetchError (apt), GuestImageError (package contents),
+    version. ``step``: called with what the fetch does next (for a progress
+    display). Raises FetchError (apt), GuestImageError (package contents),
     GuestNotFound (unknown ``kind``)."""
     from pvmon.guests import debian
 
     _check_kind(kind)
     t0 = time.monotonic()
+    step(f"initramfs {kind}: resolving {BUSYBOX_PACKAGE} (apt-cache)")
     cand = debian.resolve_exact(BUSYBOX_PACKAGE)
     meta = read_meta(kind)
     if not force and meta and meta.get("version") == cand.version:
@@ -206,7 +210,9 @@ def fetch_initramfs(kind: str = "busybox", force: bool = False) -> dict:
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{kind}-", dir=final.parent) as tmp_s:
         tmp = Path(tmp_s)
+        step(f"initramfs {kind}: downloading {cand.package} {cand.version} (apt-get download)")
         deb = debian.download_package(cand, tmp)
+        step(f"initramfs {kind}: building the cpio archive")
         root = tmp / "root"
         debian.unpack_deb(deb, root, ("bin/",))
         bb = root / "bin" / "busybox"
@@ -241,6 +247,8 @@ def initramfs_path(kind: str) -> Path:
     if read_meta(kind) is None:
         raise GuestNotFound(f"initramfs {kind!r} is not built yet; run "
                             f"`pvmon guests fetch debian-6.12 --initramfs {kind}`")
+    from pvmon.guests import cachedir
+    cachedir.touch(initramfs_dir(kind))
     return initramfs_dir(kind) / CPIO_NAME
 
 

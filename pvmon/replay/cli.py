@@ -45,7 +45,8 @@ def _versions(spec: str | None) -> list:
               help="Wall seconds before giving up (0: no limit, the default): the report "
                    "says where the replay stopped, with no verdict (exit status 124).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
-@click.option("--tui", is_flag=True, help="Show the divergence side by side in the TUI.")
+@click.option("--tui", is_flag=True, help="Show the divergences side by side in the TUI "
+              "(needs a terminal; not with --json or a matrix).")
 def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> None:
     """Replay TRACES: verify (no --backend), against another backend, or open loop.
 
@@ -63,14 +64,19 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
     Exit status: 0 no divergence, 1 divergence, 2 error, 124 the replay ran
     out of --timeout, 130 / 143 SIGINT / SIGTERM stopped it (128 + the signal's
     number; no verdict in these three cases)."""
+    if tui:
+        from pvmon.replay.tui import prepare
+        prepare(as_json=as_json, matrix=len(traces) > 1 or bool(backend and "," in backend))
     versions = _versions(backend)
     if len(traces) > 1 or len(versions) > 1:
         if not open_loop:
             raise PvmonError("several traces or backends make a matrix, which needs "
                              "--open-loop")
-        from pvmon.replay.matrix import render_matrix, run_matrix
-        rows = run_matrix([Path(t) for t in traces], [v.name for v in versions] or None,
-                          jobs or None)
+        from pvmon.progress import progress
+        from pvmon.replay.matrix import matrix_cells, render_matrix, run_matrix
+        paths, names = [Path(t) for t in traces], [v.name for v in versions] or None
+        with progress("open-loop matrix", matrix_cells(paths, names), unit="cells") as task:
+            rows = run_matrix(paths, names, jobs or None, progress=task.update)
         if as_json:
             click.echo(json.dumps(rows, indent=1))
         else:
@@ -78,6 +84,7 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
         sys.exit(2 if any(r.get("error") for r in rows) else
                  1 if any(r.get("total") for r in rows) else 0)
     path = Path(traces[0])
+    from pvmon.progress import progress
     from pvmon.replay.source import open_run
     if open_loop:
         from pvmon.replay.openloop import replay_open
@@ -88,12 +95,17 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
                 run.guest = find_guest(run.header, path, None)
             except PvmonError:
                 run.guest = None
-        report = replay_open(run, versions[0] if versions else run.version)
+        with progress(f"open-loop replay of {path.name}", len(run.reader)) as task:
+            report = replay_open(run, versions[0] if versions else run.version,
+                                 progress=task.update)
     else:
         from pvmon.replay.closed import replay_closed
         run = open_run(path, guest)
-        report = replay_closed(run, versions[0] if versions else None, timeout=timeout,
-                               stop_on_signals=True)
+        live: list = []      # the replay's session, which the progress display polls
+        with progress(f"replaying {path.name}", len(run.reader),
+                      poll=lambda: live[0].dispatch.seq if live else 0):
+            report = replay_closed(run, versions[0] if versions else None, timeout=timeout,
+                                   on_session=live.append, stop_on_signals=True)
     if tui:
         from pvmon.replay.tui import show
         show(report, run)

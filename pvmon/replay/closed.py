@@ -187,11 +187,14 @@ def _discard(ev: dict) -> None:
 
 def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
                   timeout: float | None = None, verify: bool | None = None,
+                  on_session: Callable[[Session], None] | None = None,
                   stop_on_signals: bool = False) -> Report:
     """Rerun ``run``'s guest on ``version`` (default: the recorded backend)
     and compare, up to the recording's end (:func:`recorded_end`).
     ``timeout``: wall seconds before giving up (the report says "replay timed
     out at event N", no verdict, exit status :data:`EXIT_TIMED_OUT`).
+    ``on_session``: called with the replay's session just before it runs (a
+    progress display reads ``session.dispatch.seq`` from it).
     ``stop_on_signals``: SIGINT / SIGTERM stop the replay at a safe point (the
     report says "interrupted at event N", no verdict, exit status 130 / 143).
     Returns a :class:`Report`; raises PvmonError subclasses on missing guest
@@ -257,6 +260,8 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
                 or (stop.kind == "limit" and stop.detail == WALL_TIMEOUT)):
             sess.dispatch.record = _discard   # the recording cannot have this exit
     sess.before_exit_record = before_exit_record
+    if on_session is not None:
+        on_session(sess)
     t0 = time.monotonic()
     result = sess.run(timeout=timeout, stop_on_signals=stop_on_signals)
     wall = time.monotonic() - t0

@@ -30,7 +30,10 @@ EXAMPLES = 3
 class Side:
     """One trace: ``label``, ``mechanism`` (declared by the kernel image),
     ``via`` (calls per entry path), ``calls`` (per name), ``subops`` (per
-    name:sub-op), ``faults`` (per vector), ``events`` (hypercall events)."""
+    name:sub-op), ``faults`` (per vector), ``events`` (hypercall events).
+    Every count is of what the file holds. ``recorded``: events in the file;
+    ``truncated_after``: None for a complete trace, else the seq of its last
+    intact event (-1: none), as :class:`~pvmon.trace.reader.TraceReader` says."""
 
     path: Path
     label: str
@@ -40,10 +43,30 @@ class Side:
     subops: Counter
     faults: Counter
     events: list[dict] = field(repr=False, default_factory=list)
+    recorded: int = 0
+    truncated_after: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.truncated_after is not None
+
+    @property
+    def hypercalls(self) -> int:
+        return sum(self.calls.values())
+
+    @property
+    def status(self) -> str:
+        """``complete``, ``truncated after event N`` or ``truncated before the first event``."""
+        if self.truncated_after is None:
+            return "complete"
+        if self.truncated_after < 0:
+            return "truncated before the first event"
+        return f"truncated after event {self.truncated_after}"
 
     def as_dict(self) -> dict:
         return {"path": str(self.path), "label": self.label, "mechanism": self.mechanism,
-                "via": dict(self.via), "hypercalls": sum(self.calls.values()),
+                "status": self.status, "truncated_after": self.truncated_after,
+                "events": self.recorded, "via": dict(self.via), "hypercalls": self.hypercalls,
                 "calls": dict(self.calls), "faults": dict(self.faults)}
 
 
@@ -109,9 +132,11 @@ def _side(path: Path) -> Side:
                 subops[f"{name}:{sub}"] += 1
         elif k == "fault":
             faults[str(ev.get("vec"))] += 1
+    recorded, truncated_after = len(r), r.truncated_after
     r.close()
     mech = str(g.get("mechanism") or ("page" if via.get("page") else "syscall"))
-    return Side(path, label, mech, via, calls, subops, faults, events)
+    return Side(path, label, mech, via, calls, subops, faults, events, recorded,
+                truncated_after)
 
 
 def _example(ev_a: dict, ev_b: dict) -> dict:
@@ -154,11 +179,13 @@ def diff_traces(left: Path, right: Path) -> DiffResult:
         if a1 > a0:
             runs.append({"tag": "only_left", "left_seq": ea[a0].get("seq"),
                          "right_seq": eb[b0].get("seq") if b0 < len(eb) else None,
-                         "length": a1 - a0, "calls": dict(Counter(operation(e) for e in ea[a0:a1]))})
+                         "length": a1 - a0, "calls": dict(Counter(operation(e) for e in ea[a0:a1])),
+                         "past_truncated_end": b.truncated and b0 >= len(eb)})
         if b1 > b0:
             runs.append({"tag": "only_right", "left_seq": ea[a0].get("seq") if a0 < len(ea)
                          else None, "right_seq": eb[b0].get("seq"), "length": b1 - b0,
-                         "calls": dict(Counter(operation(e) for e in eb[b0:b1]))})
+                         "calls": dict(Counter(operation(e) for e in eb[b0:b1])),
+                         "past_truncated_end": a.truncated and a0 >= len(ea)})
     mech = a.mechanism != b.mechanism or set(a.via) != set(b.via)
     return DiffResult(a, b, deltas, only_left, only_right, aligned, runs, arg_diffs,
                       ret_diffs, mech, _drift(a, b))
@@ -180,15 +207,23 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
     """Print a diff for people."""
     con = console or plain_console()
     a, b = d.left, d.right
-    con.print(f"[bold]left[/] : {escape(a.label)}  ({sum(a.calls.values()):,} hypercalls, "
-              f"mechanism {a.mechanism}: {escape(_via(a))})")
-    con.print(f"[bold]right[/]: {escape(b.label)}  ({sum(b.calls.values()):,} hypercalls, "
-              f"mechanism {b.mechanism}: {escape(_via(b))})")
+    for name, s in (("left ", a), ("right", b)):
+        cut = f", [yellow]{s.status}[/]" if s.truncated else ""
+        con.print(f"[bold]{name}[/]: {escape(s.label)}  ({s.hypercalls:,} hypercalls, "
+                  f"mechanism {s.mechanism}: {escape(_via(s))}{cut})")
+    for name, s, other in (("left", a, b), ("right", b, a)):
+        if s.truncated:
+            con.print(f"[yellow]note[/]: the {name} trace is {s.status} (its recording was "
+                      f"cut off): every count here is of the {s.recorded:,} events it holds, "
+                      f"and what the {'right' if name == 'left' else 'left'} does after that "
+                      f"point is listed as made by it alone")
     if d.mechanism_differs:
         con.print(f"[yellow]mechanism differs[/]: left enters Xen through {escape(_via(a))}, "
                   f"right through {escape(_via(b))}")
     else:
-        con.print(f"mechanism: both {escape(_via(a))}")
+        both = ", ".join(f"{k} (left x{n:,}, right x{b.via.get(k, 0):,})"
+                         for k, n in a.via.most_common())
+        con.print(f"mechanism: both {escape(both or 'no hypercalls')}")
     if d.drift:
         con.print()
         con.print("[bold]interface drift[/] (same operation, different hypercall):")
@@ -223,7 +258,9 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
         for r in runs:
             side = "left only " if r["tag"] == "only_left" else "right only"
             top = ", ".join(f"{k} x{n}" for k, n in Counter(r["calls"]).most_common(3))
-            con.print(f"  {side} at left #{r['left_seq']} / right #{r['right_seq']}: "
+            past = (f" (after the end of the truncated {'right' if side[0] == 'l' else 'left'})"
+                    if r.get("past_truncated_end") else "")
+            con.print(f"  {side} at left #{r['left_seq']} / right #{r['right_seq']}{past}: "
                       f"{r['length']:,} call(s): {escape(top)}")
     for title, diffs in (("result differences at aligned calls", d.ret_diffs),
                          ("argument differences at aligned calls", d.arg_diffs)):

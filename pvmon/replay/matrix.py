@@ -5,7 +5,8 @@ pass), and the compatibility table."""
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from rich.console import Console
@@ -59,7 +60,8 @@ def _cells(args: tuple[str, list[str | None]]) -> list[dict]:
 
 
 def run_matrix(traces: list[Path], backends: list[str] | None,
-               jobs: int | None = None) -> list[dict]:
+               jobs: int | None = None,
+               progress: Callable[[int], None] | None = None) -> list[dict]:
     """Replay every trace against every backend (None: each trace's own
     recorded backend) in up to ``jobs`` processes (default: CPUs). A process
     replays one trace against a group of backends in one pass (the trace is
@@ -67,20 +69,38 @@ def run_matrix(traces: list[Path], backends: list[str] | None,
     backends are split into groups so every process has work. Returns one
     dict per cell, trace-major: trace, backend, total divergences, calls,
     calls_per_s, backend_calls_per_s, first divergence and its explanation, or
-    ``error``."""
+    ``error``. ``progress``: called with the number of cells done whenever a
+    process finishes its group (:func:`matrix_cells` is the total)."""
     names: list[str | None] = list(backends) if backends else [None]
     jobs = max(1, jobs or os.cpu_count() or 1)
     per_trace = max(1, min(len(names), jobs // max(1, len(traces))))
     # A trace's backend columns are dealt round-robin to its per_trace tasks: column c
     # is row c // per_trace of task c % per_trace, and one trace's tasks are consecutive.
     tasks = [(str(t), names[i::per_trace]) for t in traces for i in range(per_trace)]
+    done = 0
+    parts: list[list[dict]] = [[] for _ in tasks]
     if min(jobs, len(tasks)) == 1:
-        parts = [_cells(task) for task in tasks]
+        for i, task in enumerate(tasks):
+            parts[i] = _cells(task)
+            done += len(task[1])
+            if progress is not None:
+                progress(done)
     else:
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-            parts = list(pool.map(_cells, tasks))
+            futures = {pool.submit(_cells, task): i for i, task in enumerate(tasks)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                parts[i] = fut.result()
+                done += len(tasks[i][1])
+                if progress is not None:
+                    progress(done)
     return [parts[k + c % per_trace][c // per_trace]
             for k in range(0, len(tasks), per_trace) for c in range(len(names))]
+
+
+def matrix_cells(traces: list[Path], backends: list[str] | None) -> int:
+    """How many cells :func:`run_matrix` computes: traces x backends."""
+    return len(traces) * max(1, len(backends or []))
 
 
 def render_matrix(rows: list[dict], console: Console | None = None) -> None:

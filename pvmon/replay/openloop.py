@@ -22,6 +22,7 @@ import gc
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import fields
 from itertools import chain
 from pathlib import Path
@@ -232,14 +233,18 @@ class _Side:
             explain_event(self.facts, ev)))
 
 
-def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = None) -> Report:
+def replay_open(run: RecordedRun, version: XenVersion, *, limit: int | None = None,
+                progress: Callable[[int], None] | None = None) -> Report:
     """Feed every recorded hypercall of ``run`` to a fresh ``version``
-    backend and compare. ``limit``: stop after this many calls. Returns a
-    :class:`Report` with ``stats`` holding calls and calls per second."""
-    return replay_open_many(run, [version], limit=limit)[0]
+    backend and compare. ``limit``: stop after this many calls. ``progress``:
+    called with the number of events read so far, once per trace frame.
+    Returns a :class:`Report` with ``stats`` holding calls and calls per
+    second."""
+    return replay_open_many(run, [version], limit=limit, progress=progress)[0]
 
 
-def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None) -> int:
+def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None,
+              progress: Callable[[int], None] | None = None) -> int:
     """Feed every recorded Xen hypercall of ``run`` to each side, and recorded
     console input to each backend. Returns the number of calls fed."""
     calls = 0
@@ -247,8 +252,13 @@ def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None) -> int:
     prev_t, prev_con = 0, False   # time of the last event; was it console output?
     cost = sides[0].clock.costs.hypercall_ns if sides else 0
     reader = run.reader
+    load = reader.frame_events
+    if progress is not None:
+        def load(i: int, _load=reader.frame_events, _frames=reader.frames) -> list[dict]:
+            progress(_frames[i].first_seq)
+            return _load(i)
     # frame by frame through C-level chaining: no generator frame per event
-    for ev in chain.from_iterable(map(reader.frame_events, range(len(reader.frames)))):
+    for ev in chain.from_iterable(map(load, range(len(reader.frames)))):
         k = ev["k"]
         if k != "hc":
             if k == "con":
@@ -281,11 +291,13 @@ def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None) -> int:
 
 
 def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
-                     limit: int | None = None) -> list[Report]:
+                     limit: int | None = None,
+                     progress: Callable[[int], None] | None = None) -> list[Report]:
     """Open-loop replay of ``run`` against each of ``versions`` in one pass over
     the trace: every event is decoded once and each recorded call is fed to
     every backend in turn (decoding costs about as much as one backend's
-    work). ``limit``: stop after this many calls. Returns one :class:`Report`
+    work). ``limit``: stop after this many calls. ``progress``: as for
+    :func:`replay_open`. Returns one :class:`Report`
     per version, in order; each ``stats`` holds ``calls`` (recorded calls fed to
     that backend), ``wall_s`` (the whole pass), ``calls_per_s`` (calls / wall_s)
     and ``backend_calls_per_s`` (calls x backends / wall_s). Raises
@@ -298,7 +310,7 @@ def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
     gc.disable()
     t0 = time.perf_counter()
     try:
-        calls = _feed_all(run, sides, limit)
+        calls = _feed_all(run, sides, limit, progress)
     finally:
         wall = time.perf_counter() - t0
         if gc_was_on:

@@ -9,6 +9,7 @@ divergence (2, errors, is raised as PvmonError before a report exists).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -22,6 +23,11 @@ from pvmon.replay.explain import Fact
 from pvmon.trace.render import describe, format_time, jsonable
 
 DETAILED = 50          # divergences reported in full; the rest are counted
+
+# Callables that see every divergence as a Report adds it, the ones past
+# DETAILED too: the TUI's divergence view spills them to disk so that all of
+# them can be walked (pvmon.replay.tui). Add and remove with list methods.
+OBSERVERS: list[Callable[[Divergence], None]] = []
 
 
 @dataclass
@@ -99,6 +105,8 @@ class Report:
 
     def add(self, div: Divergence) -> None:
         self.total += 1
+        for observe in OBSERVERS:
+            observe(div)
         ev = div.left or div.right or {}
         for d in div.deltas:
             self.by_call[(key(ev), d.what)] += 1

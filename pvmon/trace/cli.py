@@ -18,7 +18,7 @@ from pvmon.errors import TraceError
 from pvmon.files import check_output
 from pvmon.literal import console as plain_console
 from pvmon.literal import text
-from pvmon.trace.export import export_jsonl, export_perfetto
+from pvmon.trace.export import EXPORTERS, large_export_warning
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import FAULT_NAMES, event_label, format_line, format_time, jsonable
 from pvmon.trace.stats import TraceStats, default_jobs
@@ -99,8 +99,8 @@ def info(path: str) -> None:
                                if guest.get(k) is not None)),
             ("guest sha256", str(guest.get("sha256"))),
             ("backend", " ".join(str(backend.get(k)) for k in ("name", "version")
-                                 if backend.get(k) is not None)
-             + (f" (profile {backend['profile']})" if backend.get("profile") else "")),
+                                 if backend.get(k) is not None)),
+            *([("profile", _profile_line(backend))] if backend.get("profile") else []),
             ("machine", f"{_size(machine.get('memory'))} memory, {machine.get('vcpus')} vCPU(s)"),
             ("cmdline", str(machine.get("cmdline"))),
             ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz"),
@@ -131,6 +131,25 @@ def info(path: str) -> None:
         console.print(calls)
 
 
+def _profile_line(backend: dict[str, Any]) -> str:
+    """The recorded profile in one line: its name, base and source file (the
+    header holds its whole TOML text, which replay rebuilds it from)."""
+    import tomllib
+    text = backend.get("profile")
+    try:
+        base = tomllib.loads(text).get("base") if isinstance(text, str) else None
+    except tomllib.TOMLDecodeError:
+        base = None
+    source = backend.get("profile_source")
+    version = backend.get("version_string")
+    return (f"{backend.get('name')}"
+            + (f" (Xen {version})" if isinstance(version, str) else "")
+            + (f", based on {base}" if isinstance(base, str) else "")
+            + (f", from {source}" if isinstance(source, str) and source
+               else ", recorded before pvmon kept its source file")
+            + " (its TOML is recorded in the trace)")
+
+
 def _size(n: Any) -> str:
     if type(n) is not int:
         return "?"
@@ -150,16 +169,19 @@ def _size(n: Any) -> str:
 @click.option("--time", "time_", default=None,
               help="Start at the first event at or after this virtual time (1.5, 250ms, 10us).")
 @click.option("--filter", "filter_", default=None,
-              help="Comma-separated hypercall names or event kinds to show (mmu_update,fault; "
-                   "tsc also shows format 2's tsc_run).")
+              help="Comma-separated hypercall names, event kinds, families, ABIs or sub-ops "
+                   "to show (mmu_update,fault; mmu; PIN_L4_TABLE; tsc also shows format 2's "
+                   "tsc_run). An unknown term is an error.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (bytes as hex).")
 def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str | None,
         as_json: bool) -> None:
     """Print events, one per line. Seeks without decompressing what it skips."""
-    names = {n.strip() for n in filter_.split(",") if n.strip()} if filter_ else None
-    if names is not None and names & _TSC_KINDS:
-        names |= _TSC_KINDS          # TSC reads, whichever format version recorded them
+    from pvmon.ui.filters import TermFilter
+    names = [n.strip() for n in filter_.split(",") if n.strip()] if filter_ else None
+    if names is not None and set(names) & _TSC_KINDS:
+        names += sorted(_TSC_KINDS)   # TSC reads, whichever format version recorded them
     with _open(path) as reader:
+        flt = None if names is None else TermFilter.parse(names, lambda: _names_in(reader))
         start = from_
         if time_ is not None:
             start = max(start, reader.seek_time(parse_time(time_)))
@@ -170,7 +192,7 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
 
         def write() -> None:
             for ev in reader.events(start, stop):
-                if names is not None and event_label(ev) not in names:
+                if flt is not None and not flt.matches(ev):
                     continue
                 if as_json:
                     lines.append(json.dumps(jsonable(ev), separators=(",", ":")))
@@ -189,6 +211,19 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
 
 
 _TSC_KINDS = frozenset({"tsc", "tsc_run"})
+
+
+def _names_in(reader: TraceReader) -> set[str]:
+    """Every event name and sub-op in the trace (read only when a filter term is
+    unknown to pvmon's tables)."""
+    from pvmon.replay.compare import subop_of
+    out: set[str] = set()
+    for ev in reader:
+        out.add(event_label(ev))
+        sub = subop_of(ev) if ev.get("k") == "hc" else None
+        if isinstance(sub, str):
+            out.add(sub)
+    return out
 
 
 def _vcpus(reader: TraceReader) -> int:
@@ -280,10 +315,15 @@ def _int(text: str) -> int | str:
 def export(path: str, format_: str, output: str, force: bool) -> None:
     """Write a trace in another format."""
     check_output(output, inputs=[path], force=force, option="-o", kind="export")
+    from pvmon.progress import progress
     with _open(path) as reader:
+        warning = large_export_warning(reader, format_)
+        if warning:
+            click.echo(f"pvmon: warning: {warning}", err=True)
         try:
-            with Path(output).open("w", encoding="utf-8") as out:
-                n = (export_perfetto if format_ == "perfetto" else export_jsonl)(reader, out)
+            with Path(output).open("w", encoding="utf-8") as out, \
+                    progress(f"exporting {Path(path).name}", len(reader)) as task:
+                n = EXPORTERS[format_](reader, out, progress=task.update)
         except OSError as exc:
             raise TraceError(f"{output}: cannot write: {exc.strerror}") from exc
         note = "" if reader.complete else f" ({_status(reader)})"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -24,12 +24,17 @@ from pvmon.errors import PvmonError
 from pvmon.session import RunResult
 from pvmon.ui.divergence import Divergence
 from pvmon.ui.live_session import BootSpec, LiveSession
+from pvmon.ui.terminal import require_terminal
+
+if TYPE_CHECKING:
+    from pvmon.ui.screens.live import LiveScreen
 
 
 class PvmonApp(App[RunResult | None]):
     """pvmon's TUI. Exactly one of ``live``, ``trace``, ``divergence`` says what
     the first screen shows. The app's return value is the live boot's :class:`RunResult` (None if the
-    run had not ended or there was no live boot)."""
+    run had not ended or there was no live boot). ``live`` follows the live
+    screen: after an ``r`` reboot it is the new run."""
 
     CSS_PATH = "pvmon.tcss"
     TITLE = "pvmon"
@@ -59,6 +64,10 @@ class PvmonApp(App[RunResult | None]):
             from pvmon.ui.screens.divergence import DivergenceScreen
             assert self.divergence is not None
             self.push_screen(DivergenceScreen(self.divergence))
+
+    def on_live_screen_rebooted(self, message: LiveScreen.Rebooted) -> None:
+        """``r`` replaced the live run: quitting reports the new one."""
+        self.live = message.live
 
     def open_trace(self, path: str | Path) -> bool:
         """Push a player for ``path``; a bad trace is a notification, not a crash."""
@@ -100,23 +109,35 @@ class PvmonApp(App[RunResult | None]):
 
 def run_boot(spec: BootSpec) -> RunResult | None:
     """``pvmon boot``: build the session (raises PvmonError on bad input, before
-    the screen opens), show it live, return its result after the user quits."""
-    live = LiveSession.create(spec)
-    app = PvmonApp(live=live)
+    the screen opens), show it live, return the result of the run on screen
+    when the user quit (after an ``r`` reboot, the last run's), or None if it
+    had not ended. Without a terminal, raises
+    :class:`~pvmon.ui.terminal.NoTerminalError` before the session exists (so
+    that no trace file is created)."""
+    from pvmon.backends.registry import get_backend
+    get_backend(spec.backend)   # an unknown backend is bad input: say that first
+    require_terminal("`pvmon boot` shows the guest live in the TUI",
+                     "use `pvmon run` or `pvmon boot --headless`")
+    app = PvmonApp(live=LiveSession.create(spec))
     app.run()
-    return live.result
+    return app.live.result if app.live is not None else None
 
 
 def run_view(path: str | Path) -> None:
     """``pvmon view``: play ``path`` back. Raises TraceError (before the screen
-    opens) if it is not a readable trace."""
+    opens) if it is not a readable trace, NoTerminalError without a terminal."""
     from pvmon.trace.reader import TraceReader
     TraceReader(path).close()
+    require_terminal("`pvmon view` plays a trace back in the TUI",
+                     "use `pvmon trace info` or `pvmon trace cat`")
     PvmonApp(trace=path).run()
 
 
 def run_divergence(divergence: Divergence) -> None:
-    """``pvmon replay ... --tui``: show ``divergence`` (see :mod:`pvmon.ui.divergence`)."""
+    """``pvmon replay ... --tui``: show ``divergence`` (see :mod:`pvmon.ui.divergence`).
+    Raises NoTerminalError without a terminal."""
+    require_terminal("`pvmon replay --tui` shows the divergences in the TUI",
+                     "leave out --tui for the text report, or use --json")
     PvmonApp(divergence=divergence).run()
 
 

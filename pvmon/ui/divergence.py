@@ -8,6 +8,7 @@ hands it to :func:`pvmon.ui.app.run_divergence`. Events are trace event dicts
 
 from __future__ import annotations
 
+import bisect
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,17 +39,24 @@ class Divergence:
     - ``differs``: row indexes that differ; computed with :func:`call_key` if empty.
     - ``left_code``, ``right_code``: guest images for disassembly and symbols
       (:class:`~pvmon.guests.code.ImageCode`), or None.
+    - ``explain``: the explanation pane's text when row ``i`` is selected
+      (:meth:`explanation_at`); None: ``explanation`` whatever the row.
+
+    ``left``, ``right`` and ``differs`` may be any sequences (a replay's view
+    reads its rows from disk as they are drawn: :mod:`pvmon.ui.report_view`);
+    ``differs`` must be sorted.
     """
 
-    left: list[Event | None]
-    right: list[Event | None]
+    left: Sequence[Event | None]
+    right: Sequence[Event | None]
     first: int
     explanation: str
     left_label: str = "left"
     right_label: str = "right"
-    differs: list[int] = field(default_factory=list)
+    differs: Sequence[int] = field(default_factory=list)
     left_code: ImageCode | None = None
     right_code: ImageCode | None = None
+    explain: Callable[[int], str] | None = None
 
     def __post_init__(self) -> None:
         if len(self.left) != len(self.right):
@@ -58,6 +66,15 @@ class Divergence:
                             if call_key(a) != call_key(b)]
         if self.left and not 0 <= self.first < len(self.left):
             raise ValueError(f"first={self.first} outside the {len(self.left)} rows")
+
+    def explanation_at(self, row: int) -> str:
+        """What the explanation pane says while ``row`` is selected."""
+        return self.explain(row) if self.explain is not None else self.explanation
+
+    def differs_at(self, row: int) -> bool:
+        """True if ``row`` is one of :attr:`differs` (a binary search)."""
+        i = bisect.bisect_left(self.differs, row)
+        return i < len(self.differs) and self.differs[i] == row
 
 
 def align(left: Sequence[Event], right: Sequence[Event],
@@ -96,8 +113,9 @@ def first_difference(left: Sequence[Event | None], right: Sequence[Event | None]
     return 0
 
 
-def show_report(report: Any, run: Any) -> None:
-    """``pvmon replay ... --tui`` (called by :mod:`pvmon.replay.tui`): the view of
-    a replay :class:`~pvmon.replay.report.Report` (see :mod:`pvmon.ui.report_view`)."""
+def show_report(report: Any, run: Any, log: Sequence[Any] | None = None) -> None:
+    """``pvmon replay ... --tui``: the view of a replay
+    :class:`~pvmon.replay.report.Report` and, if given, the ``log`` of every
+    divergence (see :mod:`pvmon.ui.report_view`)."""
     from pvmon.ui.report_view import show_report as show
-    show(report, run)
+    show(report, run, log)

@@ -11,10 +11,14 @@ of its name (``mmu`` matches ``mmu_update`` and ``mmuext_op``) or of its sub-op
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pvmon.backends.xen import abi
+from pvmon.errors import PvmonError
 from pvmon.ui.families import FAMILY_STYLE, family_of
 
 
@@ -59,3 +63,99 @@ class EventFilter:
         if self.include and not any(_term_matches(t, ev) for t in self.include):
             return False
         return not any(_term_matches(t, ev) for t in self.exclude)
+
+
+# ------------------------------------------------------------ known terms
+#: Event kinds a trace holds (docs/trace-format.md).
+EVENT_KINDS = ("hc", "fault", "upcall", "con", "tsc", "tsc_run", "cpuid", "syscall", "exit")
+#: ABIs a trace's hypercall events name.
+ABIS = ("xen",)
+
+
+class UnknownFilterTerm(PvmonError):
+    """A filter term that names no hypercall, event kind, family, ABI or sub-op."""
+
+
+def vocabulary() -> dict[str, str]:
+    """Every term a filter knows -> what it names: ``"hypercall"`` (the ABI
+    tables' names), ``"event kind"``, ``"family"``, ``"ABI"`` or ``"sub-op"``
+    (the ABI tables' sub-op names). A term that is several things is listed
+    as the first of these."""
+    words: dict[str, str] = {}
+    for what, names in (("hypercall", abi.HYPERCALLS.values()), ("event kind", EVENT_KINDS),
+                        ("family", (f for f in FAMILY_STYLE if f != "other")),
+                        ("ABI", ABIS),
+                        ("sub-op", (s for table in abi.SUBOPS.values()
+                                    for s in table.values()))):
+        for name in names:
+            words.setdefault(name, what)
+    return words
+
+
+def unknown_terms(terms: Iterable[str], seen: Callable[[], Iterable[str]] | None = None
+                  ) -> list[str]:
+    """The ``terms`` (case-insensitive for sub-ops) that name nothing pvmon knows
+    (:func:`vocabulary`, or ``hypercall_<nr>`` for an unassigned number), in
+    order. ``seen``: called only when some term is unknown, for the names a
+    particular trace holds (which a newer recorder may have added)."""
+    words = vocabulary()
+    lower = {w.lower() for w in words}
+    out = [t for t in terms if t not in words and t.lower() not in lower
+           and not _UNASSIGNED.fullmatch(t)]
+    if out and seen is not None:
+        have = set(seen())
+        out = [t for t in out if t not in have]
+    return out
+
+
+def unknown_term_error(unknown: list[str]) -> UnknownFilterTerm:
+    """One line naming the unknown terms and the known ones closest to each."""
+    words = list(vocabulary())
+    parts = []
+    for term in unknown:
+        close = difflib.get_close_matches(term, words, n=3, cutoff=0.6)
+        parts.append(f"{term!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return UnknownFilterTerm(
+        f"unknown filter term{'s' if len(unknown) > 1 else ''} {'; '.join(parts)}: terms are "
+        "hypercall names, event kinds (" + ", ".join(EVENT_KINDS) + "), families ("
+        + ", ".join(f for f in FAMILY_STYLE if f != "other") + "), ABIs and sub-ops")
+
+
+_UNASSIGNED = re.compile(r"hypercall_(\d+|0x[0-9a-f]+)")
+
+
+@dataclass(frozen=True)
+class TermFilter:
+    """``pvmon trace cat --filter``: an event matches when one of the terms is
+    its name (a hypercall's name, else its kind), its family, its ABI or its
+    sub-op (case-insensitive), exactly; unlike :class:`EventFilter`, no
+    substrings. Build it with :meth:`parse`, which refuses unknown terms."""
+
+    names: frozenset[str]
+    families: frozenset[str]
+    abis: frozenset[str]
+    subops: frozenset[str]
+
+    @classmethod
+    def parse(cls, terms: Iterable[str], seen: Callable[[], Iterable[str]] | None = None
+              ) -> TermFilter:
+        """Raises :class:`UnknownFilterTerm` (one line, close matches named)
+        when a term names nothing; ``seen`` as for :func:`unknown_terms`."""
+        terms = list(dict.fromkeys(terms))
+        unknown = unknown_terms(terms, seen)
+        if unknown:
+            raise unknown_term_error(unknown)
+        return cls(frozenset(terms), frozenset(t for t in terms if t in FAMILY_STYLE),
+                   frozenset(t for t in terms if t in ABIS),
+                   frozenset(t.lower() for t in terms))
+
+    def matches(self, ev: dict[Any, Any]) -> bool:
+        label = str(ev.get("name")) if ev.get("k") == "hc" else str(ev.get("k"))
+        if label in self.names:
+            return True
+        if self.families and family_of(ev) in self.families:
+            return True
+        if self.abis and ev.get("abi") in self.abis:
+            return True
+        sub = _subop(ev)
+        return bool(sub) and sub.lower() in self.subops

@@ -9,26 +9,40 @@ one decompressed frame.
 from __future__ import annotations
 
 import bisect
+import heapq
+import re
 from array import array
 from collections import Counter
 from typing import Any
 
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import event_label
-from pvmon.ui.console_text import ConsoleChannels
+from pvmon.ui.console_text import ConsoleChannels, sanitize
 from pvmon.ui.filters import EventFilter
 from pvmon.ui.rates import RateHistory
 
 # Kinds the stream shows by default. TSC reads and CPUID answers are
-# recorded too but would drown the hypercalls; the filter can ask for them.
+# recorded too but would drown the hypercalls. Console events (``con``:
+# typed input, output on either channel) are shown when a filter term names
+# them: ``console``, ``con``, ``input``, ``output``, ``ring``.
 STREAM_KINDS = frozenset({"hc", "fault", "upcall", "exit"})
+
+
+def console_name(direction: str, channel: str) -> str:
+    """The name a filter matches for a console event: ``console input ring``,
+    ``console output io``, ... (``dir`` "in" is typed input)."""
+    return f"console {'input' if direction == 'in' else 'output'} {channel}"
 
 
 class TraceIndex:
     """Index of one trace.
 
     - ``seqs``: seq of every stream event (kinds in :data:`STREAM_KINDS`), in order.
-    - ``console_seqs`` / ``console_data``: console output chunks and their seqs.
+    - ``console_seqs`` / ``console_data``: console output chunks and their seqs
+      (the channel the console pane shows, see :class:`ConsoleChannels`).
+    - ``input_seqs`` / ``input_data``: console input typed into the guest.
+    - ``con_seqs``: seq of every console event (both directions and channels),
+      the rows a filter can add to the stream.
     - ``counts``: hypercall name -> calls; ``rates``: :class:`RateHistory` of hypercalls.
     - ``exit``: the ``exit`` event, if the trace has one.
     """
@@ -39,9 +53,15 @@ class TraceIndex:
         self._keys: list[dict[str, Any]] = []  # the fields a filter looks at, per row
         self.console_seqs: list[int] = []
         self.console_data: list[bytes] = []
+        self.input_seqs: list[int] = []
+        self.input_data: list[bytes] = []
+        self.con_seqs = array("Q")
+        self._con_keys: list[dict[str, Any]] = []   # shared: one dict per (dir, channel)
         self.counts: Counter[str] = Counter()
         self.rates = RateHistory()
         self.exit: dict[str, Any] | None = None
+        self._text: dict[str, tuple[str, list[int], list[int]]] = {}
+        con_keys: dict[tuple[str, str], dict[str, Any]] = {}
         channels = ConsoleChannels()
         for i in range(len(reader.frames)):
             for ev in reader.frame_events(i):
@@ -54,10 +74,22 @@ class TraceIndex:
                         self.rates.add_time(ev["t"])
                     elif k == "exit":
                         self.exit = ev
-                elif k == "con" and ev.get("dir") == "out" and \
-                        isinstance(ev.get("data"), bytes) and channels.accept(ev.get("ch")):
-                    self.console_seqs.append(ev["seq"])
-                    self.console_data.append(ev["data"])
+                elif k == "con":
+                    d, ch = str(ev.get("dir")), str(ev.get("ch"))
+                    key = con_keys.get((d, ch))
+                    if key is None:
+                        key = con_keys[(d, ch)] = {"k": "con", "name": console_name(d, ch)}
+                    self.con_seqs.append(ev["seq"])
+                    self._con_keys.append(key)
+                    data = ev.get("data")
+                    if not isinstance(data, bytes):
+                        continue
+                    if d == "in":
+                        self.input_seqs.append(ev["seq"])
+                        self.input_data.append(data)
+                    elif d == "out" and channels.accept(ch):
+                        self.console_seqs.append(ev["seq"])
+                        self.console_data.append(data)
 
     def event(self, seq: int) -> dict[str, Any] | None:
         """The event with this seq (decompresses at most one frame)."""
@@ -66,15 +98,44 @@ class TraceIndex:
         return None
 
     def filtered(self, flt: EventFilter) -> array:
-        """Seqs of the stream events that match ``flt``. Name, kind and family
-        terms are answered from the index; sub-op and ABI terms read the events."""
+        """Seqs of the events that match ``flt``, in order: stream events, and
+        console events when a positive term names them (``console``,
+        ``input``, ``ring``, ...; see :func:`console_name`). Answered from the
+        index alone."""
         if not flt:
             return self.seqs
-        out = array("Q")
-        for seq, key in zip(self.seqs, self._keys, strict=True):
-            if flt.matches(key):
-                out.append(seq)
-        return out
+        rows = array("Q", (seq for seq, key in zip(self.seqs, self._keys, strict=True)
+                           if flt.matches(key)))
+        if flt.include:   # exclusions alone keep the default kinds
+            con = [seq for seq, key in zip(self.con_seqs, self._con_keys, strict=True)
+                   if flt.matches(key)]
+            if con:
+                return array("Q", heapq.merge(rows, con))
+        return rows
+
+    def console_hits(self, needle: str, direction: str = "out") -> list[int]:
+        """Seqs of the console events where ``needle`` occurs (case-insensitive)
+        in the console output the pane shows (``direction`` "out") or in the
+        typed input ("in"), in order. A match split across events counts at the
+        event that completes it (the guest writes, and users type, in pieces)."""
+        if not needle:
+            return []
+        if direction not in self._text:
+            seqs, data = (self.input_seqs, self.input_data) if direction == "in" else \
+                (self.console_seqs, self.console_data)
+            parts = [sanitize(d) for d in data]
+            starts, pos = [], 0
+            for p in parts:
+                starts.append(pos)
+                pos += len(p)
+            self._text[direction] = ("".join(parts), starts, seqs)
+        text, starts, seqs = self._text[direction]
+        hits: list[int] = []
+        for m in re.finditer(re.escape(needle), text, re.IGNORECASE):
+            seq = seqs[bisect.bisect_right(starts, m.end() - 1) - 1]
+            if not hits or hits[-1] != seq:
+                hits.append(seq)
+        return hits
 
     def console_until(self, seq: int) -> bytes:
         """Console output written by events ``<= seq``."""

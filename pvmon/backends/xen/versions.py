@@ -86,7 +86,8 @@ class XenVersion:
     ``capabilities``: backend behaviours (``fifo_events``);
     ``base``: the version this one is derived from; ``changes``: the declared
     differences from ``base``; ``description``: one line; ``profile_toml``:
-    for a profile, its TOML text (recorded in traces so replay can rebuild it).
+    for a profile, its TOML text (recorded in traces so replay can rebuild it);
+    ``profile_source``: for a profile, the file it was read from.
     """
 
     name: str
@@ -103,6 +104,7 @@ class XenVersion:
     description: str = ""
     released: str = ""
     profile_toml: str = ""
+    profile_source: str = ""
 
     @property
     def version(self) -> str:

@@ -1,9 +1,11 @@
 """The divergence view: two runs' calls aligned side by side, the first
-divergence selected, the report's explanation and the code below."""
+divergence selected, the explanation of the selected difference and the code
+below. n / N walk every difference."""
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -26,7 +28,7 @@ from pvmon.ui.widgets.status import StatusLine
 class SideRows:
     """One side of a :class:`Divergence` as a stream row source."""
 
-    def __init__(self, events: list[dict[str, Any] | None]) -> None:
+    def __init__(self, events: Sequence[dict[str, Any] | None]) -> None:
         self.events = events
 
     def __len__(self) -> int:
@@ -34,6 +36,20 @@ class SideRows:
 
     def row(self, i: int) -> dict[str, Any] | None:
         return self.events[i] if 0 <= i < len(self.events) else None
+
+
+class DifferingRows:
+    """The rows that differ, as the streams' marks: membership by binary
+    search in the sorted ``differs`` (no set of a million rows)."""
+
+    def __init__(self, divergence: Divergence) -> None:
+        self.div = divergence
+
+    def __contains__(self, row: object) -> bool:
+        return isinstance(row, int) and self.div.differs_at(row)
+
+    def __len__(self) -> int:
+        return len(self.div.differs)
 
 
 class DivergenceScreen(Screen[None]):
@@ -51,10 +67,9 @@ class DivergenceScreen(Screen[None]):
     def __init__(self, divergence: Divergence) -> None:
         super().__init__()
         self.div = divergence
-        self._syncing = False
 
     def compose(self) -> ComposeResult:
-        marks = set(self.div.differs)
+        marks = DifferingRows(self.div)
         yield StatusLine(id="status")
         with Horizontal(id="pair"):
             yield HypercallStream(SideRows(self.div.left), follow=False, marks=marks,
@@ -75,7 +90,7 @@ class DivergenceScreen(Screen[None]):
         left.border_title = escape(d.left_label)
         right.border_title = escape(d.right_label)
         self.query_one("#explanation").border_title = "explanation"
-        self.query_one("#explanation", Static).update(Text(d.explanation))
+        self.query_one("#explanation", Static).update(Text(d.explanation_at(d.first)))
         for s in (left, right):
             s.sync()
         left.focus()
@@ -88,15 +103,15 @@ class DivergenceScreen(Screen[None]):
             s.go(row)
 
     def on_hypercall_stream_selected(self, message: HypercallStream.Selected) -> None:
-        if self._syncing:
+        """Move the other column to the row this one moved to. Messages arrive
+        after the fact: one whose row is no longer its stream's cursor is
+        stale (a later move follows) and acting on it would pull both columns
+        back, so it is dropped."""
+        if message.row != message.stream.cursor:
             return
-        self._syncing = True
-        try:
-            for s in self.query(HypercallStream):
-                if s is not message.stream and s.cursor != message.row:
-                    s.go(message.row)
-        finally:
-            self._syncing = False
+        for s in self.query(HypercallStream):
+            if s is not message.stream and s.cursor != message.row:
+                s.go(message.row)
         self._show(message.row)
 
     def _show(self, row: int) -> None:
@@ -106,7 +121,9 @@ class DivergenceScreen(Screen[None]):
         self._code("#left-code", a, d.left_code, d.left_label)
         self._code("#right-code", b, d.right_code, d.right_label)
         n_before = bisect.bisect_left(d.differs, row)
-        where = "differs" if row in set(d.differs) else "same"
+        where = "differs" if d.differs_at(row) else "same"
+        if d.explain is not None:
+            self.query_one("#explanation", Static).update(Text(d.explanation_at(row)))
         parts = [("row", f"{row}/{len(d.left)}"), ("", where),
                  ("differences", str(len(d.differs))), ("first", f"row {d.first}")]
         if d.differs:

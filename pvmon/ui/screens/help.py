@@ -18,17 +18,20 @@ ABOUT = {
             "returns, so they never change what the guest sees. Focus the console "
             "(tab or click) to type into the guest; escape gives the keys back.",
     "player": "Trace player: the same panes over a recorded .pvt trace. Scrub the timeline, "
-              "jump to an event or a virtual time, search the calls; the console shows "
+              "jump to an event or a virtual time, search the events and the console "
+              "(output and typed input); the console shows "
               "what the guest had written at the selected event. Registers are the "
               "hypercall's argument registers as recorded; code comes from the guest image.",
     "divergence": "Divergence: both runs' calls aligned side by side (≠ marks a difference), "
-                  "the first divergence selected, the report's explanation and the code "
-                  "at the selected call below.",
+                  "the first divergence selected, what differs at the selected call and "
+                  "why, and the code at it below. n / N walk every difference.",
 }
 
 FILTER_HELP = ("Filter terms (space separated): a name or part of one (mmu), a family (mmu "
                "cpu events time console sched fault), an ABI (xen), a kind (hc fault "
-               "upcall), a sub-op (PIN_L4); -term excludes.")
+               "upcall), a sub-op (PIN_L4); -term excludes. In the player, console "
+               "events appear when a term names them: console, input (typed), output, "
+               "ring, io.")
 
 
 class HelpScreen(ModalScreen[None]):

@@ -21,6 +21,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.markup import escape
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
@@ -60,6 +61,14 @@ class LiveScreen(Screen[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "app.quit", "Quit"),
     ]
+
+    class Rebooted(Message):
+        """The screen now shows ``live``, a new run (``r`` rebooted to record):
+        the app's result is this run's from now on."""
+
+        def __init__(self, live: LiveSession) -> None:
+            super().__init__()
+            self.live = live
 
     def __init__(self, live: LiveSession) -> None:
         super().__init__()
@@ -309,6 +318,7 @@ class LiveScreen(Screen[None]):
             self.notify(f"cannot reboot: {exc}", severity="error", markup=False)
             return
         self.live = live
+        self.post_message(self.Rebooted(live))
         self.rows = EventRows()
         self.counts = Counter()
         self.rate_samples: deque[float] = deque(maxlen=RATE_SAMPLES)

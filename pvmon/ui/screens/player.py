@@ -3,11 +3,13 @@
 Opening indexes the trace on a worker thread (:class:`~pvmon.ui.trace_index.TraceIndex`);
 after that, moving the cursor, scrubbing the timeline, jumping to an event or
 a virtual time, and filtering cost one frame decompression at most. Searching
-scans the trace forward or backward on a worker thread.
+scans the trace forward or backward on a worker thread, through the shown
+events and the console: output the guest wrote and input typed into it.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from array import array
 from pathlib import Path
@@ -29,7 +31,7 @@ from pvmon.trace.render import describe, format_ret, format_time
 from pvmon.ui.filters import EventFilter
 from pvmon.ui.screens.guest_panes import compose_guest_panes, title_guest_panes
 from pvmon.ui.screens.prompt import PromptScreen
-from pvmon.ui.trace_index import STREAM_KINDS, TraceIndex
+from pvmon.ui.trace_index import TraceIndex
 from pvmon.ui.widgets.console import GuestConsole
 from pvmon.ui.widgets.disasm import DisassemblyPane
 from pvmon.ui.widgets.hypercalls import HypercallStream
@@ -39,6 +41,12 @@ from pvmon.ui.widgets.status import StatusLine
 from pvmon.ui.widgets.timeline import Timeline
 
 _ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8")   # Xen x86-64 hypercall arguments
+
+
+def _contains(seqs: array, seq: int) -> bool:
+    """True if sorted ``seqs`` holds ``seq``."""
+    i = bisect.bisect_left(seqs, seq)
+    return i < len(seqs) and seqs[i] == seq
 
 
 class TraceRows:
@@ -118,6 +126,7 @@ class PlayerScreen(Screen[None]):
         self.rows = TraceRows()
         self.filter = EventFilter()
         self.search_text = ""
+        self._search_at: tuple[int, int] | None = None   # (console hit seq, row seq shown)
         self.code: ImageCode | None = None
         self._shown_seq: int | None = None
         self._pending: dict[str, Any] | None = None
@@ -288,8 +297,10 @@ class PlayerScreen(Screen[None]):
                 self.search_text = text
                 self.search(text, 1)
 
-        self.app.push_screen(PromptScreen("Search calls and arguments for:", self.search_text,
-                                          placeholder="PIN_L4_TABLE  or  mfn=0x1234"), done)
+        self.app.push_screen(PromptScreen("Search events and the console for:",
+                                          self.search_text,
+                                          placeholder="PIN_L4_TABLE  or  mfn=0x1234  or  login:"),
+                             done)
 
     def action_search_next(self, direction: int) -> None:
         if self.search_text:
@@ -299,40 +310,78 @@ class PlayerScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
     def search(self, text: str, direction: int) -> None:
-        """Find the next (``direction`` 1) or previous (-1) shown event whose
-        readable line contains ``text`` (case-insensitive); worker thread."""
+        """Find the next (``direction`` 1) or previous (-1) match of ``text``
+        (case-insensitive): a shown event whose readable line contains it, or
+        console output or typed input that contains it (see
+        :meth:`TraceIndex.console_hits`), whichever comes first; worker thread."""
         idx, reader = self.index, self.reader
         if idx is None or reader is None:
             return
+        shown = self.rows.seqs
         cur = self.app.call_from_thread(lambda: self.query_one(HypercallStream).event)
         start = cur.get("seq", -1) if cur else -1
+        if self._search_at is not None and self._search_at[1] == start:
+            start = self._search_at[0]   # continue from the console match shown last
         needle = text.lower()
-        flt = self.filter
+        forward = direction > 0
+        # the nearest console match (output or input) in the search direction
+        con: tuple[int, str] | None = None
+        for what in ("out", "in"):
+            hits = idx.console_hits(text, what)
+            if forward:
+                i = bisect.bisect_right(hits, start)
+                s = hits[i] if i < len(hits) else None
+            else:
+                i = bisect.bisect_left(hits, start) - 1 if start >= 0 else -1
+                s = hits[i] if i >= 0 else None
+            if s is not None and (con is None or (s < con[0] if forward else s > con[0])):
+                con = (s, what)
+        # the nearest shown event, scanned no further than the console match
         hit = None
         frames = reader.frames
-        import bisect
         fi = max(0, bisect.bisect_right([f.first_seq for f in frames], max(start, 0)) - 1)
-        order = range(fi, len(frames)) if direction > 0 else range(fi, -1, -1)
+        order = range(fi, len(frames)) if forward else range(fi, -1, -1)
         for i in order:
             evs = reader.frame_events(i)
-            seq_iter = evs if direction > 0 else reversed(evs)
-            for ev in seq_iter:
+            for ev in (evs if forward else reversed(evs)):
                 s = ev["seq"]
-                if (s <= start) if direction > 0 else (s >= start):
+                if (s <= start) if forward else (s >= start):
                     continue
-                if ev["k"] in STREAM_KINDS and needle in describe(ev).lower() and \
-                        (not flt or flt.matches(ev)):
+                if con is not None and ((s > con[0]) if forward else (s < con[0])):
+                    break
+                if _contains(shown, s) and needle in describe(ev).lower():
                     hit = s
                     break
-            if hit is not None:
-                break
-        self.app.call_from_thread(self._found, text, hit)
+            else:
+                continue
+            break
+        if hit is not None:
+            self.app.call_from_thread(self._found, text, hit, None)
+        else:
+            self.app.call_from_thread(self._found, text, con[0] if con else None,
+                                      con[1] if con else None)
 
-    def _found(self, text: str, seq: int | None) -> None:
+    def _found(self, text: str, seq: int | None, console: str | None) -> None:
+        """Show match ``seq``: an event in the stream, or (``console`` "out" or
+        "in") a console event: the first shown event at or after it is
+        selected, so the console pane includes the match."""
         if seq is None:
             self.notify(f"no more matches for {text!r}", severity="warning", markup=False)
             return
-        self.seek_seq(seq)
+        self._search_at = None
+        if console is None or self.index is None:
+            self.seek_seq(seq)
+            return
+        rows = self.rows.seqs
+        if _contains(rows, seq):
+            self.seek_seq(seq)
+            return
+        row = min(bisect.bisect_left(rows, seq), len(rows) - 1)
+        self.query_one(HypercallStream).go(row)
+        if len(rows):
+            self._search_at = (seq, rows[row])
+        where = "typed input" if console == "in" else "console output"
+        self.notify(f"{text!r} in the {where} at #{seq}", markup=False)
 
     # -- other ----------------------------------------------------------------------------
     def action_open_trace(self) -> None:

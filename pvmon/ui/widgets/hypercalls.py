@@ -7,6 +7,7 @@ million events costs the same as one of a hundred. Rows come from a
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, ClassVar, Protocol
 
 from rich.style import Style
@@ -120,7 +121,7 @@ class HypercallStream(Widget, can_focus=True):
             return self.stream
 
     def __init__(self, source: RowSource, *, follow: bool = True,
-                 marks: set[int] | None = None, name: str | None = None,
+                 marks: Collection[int] | None = None, name: str | None = None,
                  id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.source = source
