@@ -12,7 +12,6 @@ from typing import Any, TextIO
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from pvmon.errors import TraceError
 from pvmon.files import check_output
@@ -111,7 +110,7 @@ def info(path: str) -> None:
                           + (f", {reader.file_size / n:.1f} bytes/event" if n else "")),
             ("frames", f"{len(reader.frames)}"),
             ("status", _status(reader)),
-            ("ended", Text(_ending(reader))),
+            ("ended", _ending(reader)),
         ]
         for k, v in rows:     # every value as it is: a header may hold markup or escapes
             table.add_row(k, text(v, multiline=k == "backend"))
