@@ -33,7 +33,7 @@ def _run(backend="xen-4.17", record=None):
 def _check_lines(text):
     """{check name: "ok" | "SKIP" | "FAIL"} from the guest's report lines."""
     out = {}
-    for m in re.finditer(r"^pvtest: (ok|FAIL) \d+ - (.*)$", text, re.M):
+    for m in re.finditer(r"^pvtest: (ok|FAIL) \d+ - (.*)$", text, re.MULTILINE):
         name, skip, _why = m.group(2).partition(" # SKIP ")
         if m.group(1) == "FAIL":
             out[name.rpartition(" (")[0]] = "FAIL"   # "name (detail)"
@@ -61,10 +61,10 @@ def test_the_rules_guest_passes_every_check_on_xen_4_17(recorded):
         "int $0x22 (DPL 0) from the kernel -> #GP((0x22<<3)|2) at the int",
         "int $0x80 with no handler -> int80_slow_path: #GP((0x80<<3)|2) at the int",
         "int $0x20 (DPL 1) from user mode -> #GP((0x20<<3)|2) at the int, user frame",
-        "syscall from user mode with no syscall callback -> #UD at the syscall, not #GP "
-        "(switch_to_kernel: TB_eip == 0)",
-        "an iret in a multicall resumes at its RIP with its RSP and RAX "
-        "(mc_exit: the batch ends there)",
+        ("syscall from user mode with no syscall callback -> #UD at the syscall, not #GP "
+         "(switch_to_kernel: TB_eip == 0)"),
+        ("an iret in a multicall resumes at its RIP with its RSP and RAX "
+         "(mc_exit: the batch ends there)"),
         "alloc_unbound with remote DOMID_SELF stores the caller's own domid",
         "CONSOLEIO_read -> -EPERM (XSM_PRIV: only the hardware domain reads)",
     ):
