@@ -94,10 +94,13 @@ class Session:
                  idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS) -> None:
         self.guest = guest
         self.initrd_info = dict(initrd_info or {})
-        if initrd and not self.initrd_info:
+        if initrd:
+            # the header always names the initrd's real size and digest, whatever
+            # the caller passed: replay checks both against the file it loads
             import hashlib
-            self.initrd_info = {"name": None, "size": len(initrd),
-                                "sha256": hashlib.sha256(initrd).hexdigest()}
+            self.initrd_info.setdefault("name", None)
+            self.initrd_info.update(size=len(initrd),
+                                    sha256=hashlib.sha256(initrd).hexdigest())
         self.memory = memory
         self.cmdline = cmdline
         self.backend = get_backend(backend) if isinstance(backend, str) else backend

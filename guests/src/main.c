@@ -91,9 +91,14 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     p2m = (unsigned long *)si->mfn_list;
     boot_rsp = rsp;
 
+#if RULES
+    printk("pvtest: pvtest-v%d-rules booting (Xen x86-64 PV reference guest with the "
+           "hostile checks, hypercalls via %s)\n", PVTEST_VERSION, hypercall_mechanism);
+#else
     printk("pvtest: pvtest-v%d%s booting (Xen x86-64 PV reference guest, "
            "hypercalls via %s)\n", PVTEST_VERSION, FAIL_CHECK ? "-fail" : "",
            hypercall_mechanism);
+#endif
     long trap_rc = install_trap_table();
     checks_boot(trap_rc);
     checks_cpu();
@@ -104,6 +109,9 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     checks_memory_version();
     checks_xenstore();
     checks_bad_calls();
+#if RULES
+    checks_rules();
+#endif
 #if FAIL_CHECK
     section("deliberate failure");
     check_eq("deliberate failure (FAIL_CHECK build)", 1, 2);

@@ -553,6 +553,10 @@ volatile struct fault_log faults;
 
 void trap_dispatch(struct trap_frame *f)
 {
+#if RULES
+    if (rules_trap(f))
+        return;
+#endif
     if (f->vector == VEC_EVENT) {
         evtchn_do_upcall(f);
         return;

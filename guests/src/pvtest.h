@@ -9,6 +9,9 @@
  *                     event_channel_op, VCPUOP_set_singleshot_timer,
  *                     alloc_unbound + bind_interdomain loopback.
  *   FAIL_CHECK=1      adds one check that fails on purpose.
+ *   RULES=1           adds checks_rules.c: the rules Xen enforces on any
+ *                     guest, checked the hostile way (user mode, int $n,
+ *                     odd callbacks, an iret inside a multicall).
  */
 #ifndef PVTEST_H
 #define PVTEST_H
@@ -23,6 +26,9 @@
 #endif
 #ifndef FAIL_CHECK
 #define FAIL_CHECK 0
+#endif
+#ifndef RULES
+#define RULES 0
 #endif
 
 #define VIRT_BASE  0xffffffff80000000UL
@@ -206,5 +212,20 @@ void checks_memory_version(void);
 void checks_xenstore(void);
 void checks_bad_calls(void);
 long install_trap_table(void);
+#if RULES
+/* ---- checks_rules.c ---- */
+#define VEC_SYSCALL 0x101           /* the syscall callback, through trap_common */
+void checks_rules(void);
+int rules_trap(struct trap_frame *f);   /* 1: handled */
+void xen_trap_32(void), xen_trap_33(void), xen_trap_34(void), xen_trap_128(void);
+/* user_rules.S */
+void run_user(unsigned long rip, unsigned long rsp, unsigned long rflags);
+void user_return(void);
+long multicall_with_iret(struct multicall_entry *calls, unsigned n, unsigned long rax);
+extern unsigned long user_saved_rsp;
+extern const char user_blob[], user_blob_end[];
+extern const char user_int20[], user_int21[], user_int22[], user_int80[],
+    user_syscall[], user_syscall_df[];
+#endif
 
 #endif

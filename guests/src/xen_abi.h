@@ -30,6 +30,7 @@
 #define HC_set_segment_base        25
 #define HC_mmuext_op               26
 #define HC_sched_op                29
+#define HC_nmi_op                  28
 #define HC_callback_op             30
 #define HC_event_channel_op        32
 /* 43..47 are unassigned in 4.17 (include/hypercall-defs.c, xen.h). */
@@ -50,6 +51,9 @@
 #define FLAT_KERNEL_CS64  0xe033
 #define FLAT_KERNEL_SS64  0xe02b
 #define FLAT_KERNEL_DS64  0x0000
+/* 64-bit PV: user and kernel share the ring-3 flat selectors */
+#define FLAT_USER_CS64    0xe033
+#define FLAT_USER_SS64    0xe02b
 
 /* ---- reserved hypervisor area and read-only M2P: arch-x86/xen-x86_64.h ---- */
 #define HYPERVISOR_VIRT_START   0xFFFF800000000000UL
@@ -88,6 +92,7 @@
 #define MMUEXT_NEW_BASEPTR        5
 #define MMUEXT_TLB_FLUSH_LOCAL    6
 #define MMUEXT_INVLPG_LOCAL       7
+#define MMUEXT_NEW_USER_BASEPTR  15
 /* 14 is a hole in the MMUEXT_* numbering (SET_LDT 13, NEW_USER_BASEPTR 15). */
 #define MMUEXT_UNASSIGNED        14
 #define UVMF_NONE                 0UL
@@ -98,6 +103,7 @@
 
 /* ---- console_io: xen.h ---- */
 #define CONSOLEIO_write  0
+#define CONSOLEIO_read   1
 
 /* ---- VIRQs: xen.h ---- */
 #define VIRQ_TIMER  0
@@ -114,7 +120,10 @@
 #define EVTCHNOP_bind_virq        1
 #define EVTCHNOP_close            3
 #define EVTCHNOP_send             4
+#define EVTCHNOP_status           5
 #define EVTCHNOP_alloc_unbound    6
+#define EVTCHNSTAT_unbound        1
+#define EVTCHNSTAT_interdomain    2
 #define EVTCHNOP_bind_ipi         7
 #define EVTCHNOP_unmask           9
 
@@ -122,8 +131,17 @@
 #define CALLBACKTYPE_event     0
 #define CALLBACKTYPE_failsafe  1
 #define CALLBACKTYPE_syscall   2
+#define CALLBACKTYPE_sysenter_deprecated 3
+#define CALLBACKTYPE_nmi       4
+#define CALLBACKTYPE_sysenter  5
+#define CALLBACKTYPE_syscall32 7
 #define CALLBACKF_mask_events  (1U << 0)
 #define CALLBACKOP_register    0
+#define CALLBACKOP_unregister  1
+
+/* nmi.h */
+#define XENNMI_register_callback   0
+#define XENNMI_unregister_callback 1
 
 /* ---- vcpu_op: vcpu.h ---- */
 #define VCPUOP_set_periodic_timer    6
@@ -257,6 +275,17 @@ struct callback_register {
     unsigned long address;
 };
 
+struct callback_unregister {
+    uint16_t type;
+    uint16_t _unused;
+};
+
+/* nmi.h */
+struct xennmi_callback {
+    unsigned long handler_address;
+    unsigned long pad;
+};
+
 /* sched.h */
 struct sched_shutdown { uint32_t reason; };
 
@@ -269,6 +298,18 @@ struct evtchn_bind_ipi { uint32_t vcpu; evtchn_port_t port; };
 struct evtchn_close { evtchn_port_t port; };
 struct evtchn_send { evtchn_port_t port; };
 struct evtchn_unmask { evtchn_port_t port; };
+struct evtchn_status {
+    domid_t dom;
+    evtchn_port_t port;
+    uint32_t status;
+    uint32_t vcpu;
+    union {
+        struct { domid_t dom; } unbound;
+        struct { domid_t dom; evtchn_port_t port; } interdomain;
+        uint32_t pirq;
+        uint32_t virq;
+    } u;
+};
 /* event_channel.h: the argument of event_channel_op_compat.  The largest
  * union member (evtchn_status) is 24 bytes, so the struct is 28 bytes. */
 struct evtchn_op {
@@ -334,6 +375,7 @@ _Static_assert(sizeof(struct mmuext_op) == 24, "mmuext_op");
 _Static_assert(sizeof(struct multicall_entry) == 64, "multicall_entry");
 _Static_assert(sizeof(struct evtchn_op) == 28, "evtchn_op");
 _Static_assert(sizeof(struct e820entry) == 20, "e820entry");
+_Static_assert(sizeof(struct evtchn_status) == 24, "evtchn_status");
 _Static_assert(sizeof(struct xencons_interface) == 3088, "xencons_interface");
 #endif /* !__ASSEMBLER__ */
 

@@ -55,6 +55,9 @@ trap_common:
         mov     %rsp, %rdi              /* struct trap_frame * */
         mov     %rsp, %rbx
         and     $-16, %rsp
+#if RULES
+        cld                             /* a #UD from user code may arrive with DF set */
+#endif
         call    trap_dispatch
         mov     %rbx, %rsp
         pop     %r15
@@ -107,6 +110,13 @@ trap_common:
         XEN_TRAP xen_trap_17, 17, 1     /* #AC */
         XEN_TRAP xen_trap_19, 19, 0     /* #XM */
         XEN_TRAP xen_event_callback, 0x100, 0
+#if RULES
+        /* software-interrupt vectors the rules checks install (checks_rules.c) */
+        XEN_TRAP xen_trap_32, 32, 0
+        XEN_TRAP xen_trap_33, 33, 0
+        XEN_TRAP xen_trap_34, 34, 0
+        XEN_TRAP xen_trap_128, 128, 0
+#endif
 
 /* Failsafe callback: frame is RCX, R11, DS, ES, FS, GS, RIP, CS, RFLAGS,
  * RSP, SS.  Xen could not restore our state; report and crash. */
@@ -119,6 +129,21 @@ xen_failsafe_callback:
         ud2
         .size xen_failsafe_callback, . - xen_failsafe_callback
 
+#if RULES
+/* Syscall callback: the frame is an exception frame without error code
+ * (RCX, R11, RIP, CS, RFLAGS, RSP, SS).  The error slot carries RFLAGS at
+ * entry (the checks look at DF, which Xen clears), then trap_common. */
+        .globl xen_syscall_callback
+        .type xen_syscall_callback, @function
+xen_syscall_callback:
+        pop     %rcx
+        pop     %r11
+        pushfq
+        pushq   $0x101
+        cld
+        jmp     trap_common
+        .size xen_syscall_callback, . - xen_syscall_callback
+#else
 /* Syscall callback (a 64-bit user process issued SYSCALL).  pvtest runs no
  * user code, so reaching it is an error. */
         .globl xen_syscall_callback
@@ -129,6 +154,7 @@ xen_syscall_callback:
         call    syscall_dispatch
         ud2
         .size xen_syscall_callback, . - xen_syscall_callback
+#endif
 
         .section .stack, "aw", @nobits
         .balign 4096

@@ -383,11 +383,22 @@ class XenPvDispatch:
             if self.record is not None:
                 self._emit({"k": "upcall", "rip": rip, "ports": []})
 
-    def on_interrupt(self, vector: int, rip: int) -> None:
+    def on_interrupt(self, vector: int, rip: int, software: bool | None = None) -> None:
+        """An exception or software interrupt reported by the engine; ``software``
+        None: ask the engine whether an ``int`` instruction raised it (valid only
+        inside its interrupt hook)."""
         m = self.m
         ints = m.internals
-        err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
-        cr2 = m.reg("cr2") if vector == 14 else None
+        if software is None:
+            software = ints.pending_is_software_int()
+        if software:
+            # int $n / int3 (RIP past it): the backend says what Xen makes of it,
+            # the vector itself or a #GP at the instruction (vcpu.software_interrupt).
+            vector, err, rip = self.b.vcpu.software_interrupt(vector, rip)
+            cr2 = None
+        else:
+            err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
+            cr2 = m.reg("cr2") if vector == 14 else None
         ints.clear_exception_state()
         self.clock.advance(self.clock.costs.fault_ns)
         self.faults[vector] += 1
@@ -451,7 +462,7 @@ class XenPvDispatch:
             self._cpuid(rip)
             m.set_reg("rip", rip + len(XEN_CPUID_PREFIX))
             return True
-        self.on_interrupt(6, rip)
+        self.on_interrupt(6, rip, software=False)
         return self.m.stop_reason is None
 
     def _cpuid(self, rip: int) -> None:

@@ -88,6 +88,10 @@ ENV_HFLAGS = 176
 #: ``offsetof(CPUX86State, error_code)``, int32, set by ``raise_interrupt2`` for the fault
 #: being reported. Context-blob offset 5424.
 ENV_ERROR_CODE = 5384
+#: ``offsetof(CPUX86State, exception_is_int)``, int32 right after ``error_code``: 1 when the
+#: exception being reported was raised by a software interrupt (``int n``, ``int3``; RIP
+#: is then past the instruction), 0 for a fault. Set by ``raise_interrupt2`` with it.
+ENV_EXCEPTION_IS_INT = ENV_ERROR_CODE + 4
 #: ``offsetof(CPUX86State, old_exception)``, int32, -1 = none; ``check_exception`` turns a
 #: contributory fault after #PF/#GP/#TS/#NP/#SS/#DE into #DF. Context-blob offset 5536.
 ENV_OLD_EXCEPTION = 5496
@@ -217,6 +221,7 @@ class UcInternals:
         env = self._env
         self._hflags = ctypes.c_uint32.from_address(env + ENV_HFLAGS)
         self._error_code = ctypes.c_int32.from_address(env + ENV_ERROR_CODE)
+        self._exception_is_int = ctypes.c_int32.from_address(env + ENV_EXCEPTION_IS_INT)
         self._old_exception = ctypes.c_int32.from_address(env + ENV_OLD_EXCEPTION)
         #: ``env->regs``: RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15 (see :attr:`gprs`).
         self.gprs = (ctypes.c_uint64 * 16).from_address(env + ENV_REGS)
@@ -327,6 +332,18 @@ class UcInternals:
         Cost: about 0.1 us.
         """
         return self._error_code.value & 0xFFFFFFFF
+
+    def pending_is_software_int(self) -> bool:
+        """True if the exception being reported to a ``UC_HOOK_INTR`` hook comes from
+        a software interrupt instruction (``int n``, ``int3``), False for a fault.
+
+        Read from ``env->exception_is_int``, filled by ``raise_interrupt2`` with the
+        vector and error code. A software interrupt reaches the hook as its own vector
+        (Unicorn does no IDT DPL check) with RIP after the instruction, so ``int $14``
+        and a #PF, say, differ only here. Meaningful only inside the INTR hook.
+        Cost: about 0.1 us.
+        """
+        return bool(self._exception_is_int.value)
 
     def clear_exception_state(self) -> None:
         """Forget the fault "in flight" so the next fault arrives as itself, not as #DF.
@@ -692,6 +709,29 @@ def _run_self_test() -> None:
     run(load_super, 0)
     _expect(seen == [], f"supervisor read at CPL0 faulted: {seen}")
     uc.hook_del(hk)
+
+    # 3b. A software interrupt reaches the hook as its own vector, RIP past it and
+    #     exception_is_int set; a fault leaves it clear.
+    kinds: list[tuple[int, int, bool]] = []
+
+    def on_intr_kind(uc_: unicorn.Uc, intno: int, _ud) -> None:
+        rip = uc_.reg_read(x86.UC_X86_REG_RIP)
+        kinds.append((intno, rip - _CODE, ui.pending_is_software_int()))
+        ui.clear_exception_state()
+        if intno == 13:                       # the faulting load: skip it
+            uc_.reg_write(x86.UC_X86_REG_RIP, rip + 3)
+
+    hk = uc.hook_add(unicorn.UC_HOOK_INTR, on_intr_kind)
+    uc.reg_write(x86.UC_X86_REG_RBX, 1 << 63)
+    run(bytes.fromhex("cd0e") + bytes.fromhex("488b03"), 3)   # int $14; mov rax,[rbx]
+    want_kinds = [(14, 2, True), (13, 2, False)]
+    _expect(kinds == want_kinds,
+            f"int $14 then a #GP gave (vector, offset, software) {kinds}, expected "
+            f"{want_kinds} (env->exception_is_int at env+{ENV_EXCEPTION_IS_INT}?)")
+    uc.hook_del(hk)
+    # A block that ended in a software interrupt survives the next mem_write of its
+    # page (measured); the next step rewrites the same address.
+    uc.ctl_flush_tb()
 
     # 4. RDTSC / RDTSCP through hook_tsc.
     tsc = [0x1122334455667788]

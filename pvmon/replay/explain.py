@@ -95,6 +95,7 @@ def differences(a: XenVersion, b: XenVersion) -> list[Fact]:
 _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "fifo_events": (("event_channel_op", "init_control"), ("event_channel_op", "expand_array"),
                     ("event_channel_op", "set_priority")),
+    "verbose_debug": (("console_io", "write"),),
 }
 
 

@@ -158,9 +158,22 @@ PHYSDEVOP_CMDS = {4: "apic_read?", 5: "irq_status_query", 6: "set_iopl", 7: "set
 
 # --- callback.h --------------------------------------------------------------
 CALLBACKOP_CMDS = {0: "register", 1: "unregister"}
+CALLBACKOP_register, CALLBACKOP_unregister = 0, 1
+# Type 3 (CALLBACKTYPE_sysenter_deprecated) is x86-32 only: a 64-bit Xen answers
+# -ENOSYS (xen/arch/x86/pv/callback.c register_guest_callback, default case).
 CALLBACKTYPES = {0: "event", 1: "failsafe", 2: "syscall", 4: "nmi", 5: "sysenter",
                  7: "syscall32"}
+CALLBACKTYPE_event, CALLBACKTYPE_failsafe, CALLBACKTYPE_syscall = 0, 1, 2
+CALLBACKTYPE_nmi, CALLBACKTYPE_sysenter, CALLBACKTYPE_syscall32 = 4, 5, 7
 CALLBACKF_mask_events = 1
+# struct callback_register {u16 type; u16 flags; xen_callback_t address}: 16 bytes
+# (xen_callback_t is an unsigned long on x86-64); struct callback_unregister
+# {u16 type; u16 _unused}: 4 bytes.
+CALLBACK_REGISTER_SIZE, CALLBACK_UNREGISTER_SIZE = 16, 4
+
+# --- nmi.h -------------------------------------------------------------------
+XENNMI_CMDS = {0: "register_callback", 1: "unregister_callback"}
+XENNMI_register_callback, XENNMI_unregister_callback = 0, 1
 
 # --- grant_table.h -----------------------------------------------------------
 GNTTABOP_CMDS = {0: "map_grant_ref", 1: "unmap_grant_ref", 2: "setup_table", 3: "dump_table",
@@ -190,8 +203,9 @@ VGCF_in_syscall = 1 << 8
 # struct iret_context: rax, r11, rcx, flags, rip, cs, rflags, rsp, ss (9 x u64)
 IRET_CONTEXT_SIZE = 72
 # trap_info {u8 vector; u8 flags; u16 cs; u64 address}: 16 bytes; flags: DPL in bits 0-1,
-# bit 2: disable events on entry (TI_GET_IF).
+# bit 2: disable events on entry (TI_GET_IF). xen/include/public/arch-x86/xen.h
 TRAP_INFO_SIZE = 16
+TI_DPL_MASK, TI_IF = 3, 4
 # hypercall page: 32 bytes per entry (xen/arch/x86/pv/hypercall.c lays it out)
 HYPERCALL_ENTRY_SIZE = 32
 
@@ -248,8 +262,21 @@ SUBOPS: dict[str, dict[int, str]] = {
     "vcpu_op": VCPUOP_CMDS, "xen_version": XENVER_CMDS, "memory_op": XENMEM_CMDS,
     "physdev_op": PHYSDEVOP_CMDS, "callback_op": CALLBACKOP_CMDS,
     "grant_table_op": GNTTABOP_CMDS, "console_io": CONSOLEIO_CMDS, "xenpmu_op": XENPMU_CMDS,
-    "vm_assist": VMASST_CMDS, "set_segment_base": SEGBASE_NAMES,
+    "vm_assist": VMASST_CMDS, "set_segment_base": SEGBASE_NAMES, "nmi_op": XENNMI_CMDS,
 }
+
+
+# --- x86 exception vectors and the error code of a #GP raised through the IDT
+# (xen/arch/x86/include/asm/processor.h, x86-defns.h; Intel SDM vol. 3 6.13)
+TRAP_nmi, TRAP_int3, TRAP_overflow, TRAP_invalid_op, TRAP_gp_fault = 2, 3, 4, 6, 13
+LEGACY_SYSCALL_VECTOR = 0x80          # int $0x80 (xen/arch/x86/include/asm/irq-vectors.h)
+X86_XEC_IDT = 2                       # error code bit 1: the selector indexes the IDT
+
+
+def is_canonical(addr: int) -> bool:
+    """True if the 64-bit ``addr`` is canonical for 48-bit virtual addresses
+    (bits 63..47 all equal: Xen's is_canonical_address, x86_64/page.h)."""
+    return (addr >> 47) in (0, 0x1FFFF)
 
 
 def hypercall_name(nr: int) -> str:

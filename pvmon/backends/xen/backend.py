@@ -199,6 +199,10 @@ class XenBackend(Backend):
 
     # ============================================================ CPU state
     def hc_set_trap_table(self, traps, *_):
+        """Load entries into the virtual IDT until one with address 0; a NULL
+        handle clears it. A non-canonical handler address stops the load with
+        -EINVAL, the entries before it staying loaded (do_set_trap_table,
+        xen/arch/x86/pv/callback.c@stable-4.17)."""
         if traps == 0:
             self.vcpu.trap_table.clear()
             return 0
@@ -207,33 +211,61 @@ class XenBackend(Backend):
             vec, flags, cs, addr = struct.unpack("<BBH4xQ", self._read(traps + i * 16, 16))
             if addr == 0:
                 break
+            if not abi.is_canonical(addr):
+                self.op = {"entries": n}
+                return -E.EINVAL
             self.vcpu.trap_table[vec] = (flags, cs, addr)
             n += 1
         self.op = {"entries": n}
         return 0
 
     def hc_set_callbacks(self, event, failsafe, syscall, *_):
-        self.vcpu.callbacks.update({0: (event, 0), 1: (failsafe, 0), 2: (syscall, 0)})
+        """The three x86-64 callbacks at once, each registered with flags 0
+        (so failsafe and syscall no longer mask events); a non-canonical
+        address leaves that callback as it was, and the call still returns 0
+        (do_set_callbacks ignores register_guest_callback's -EINVAL,
+        xen/arch/x86/pv/callback.c@stable-4.17)."""
+        for typ, addr in ((E.CALLBACKTYPE_event, event), (E.CALLBACKTYPE_failsafe, failsafe),
+                          (E.CALLBACKTYPE_syscall, syscall)):
+            self._register_callback(typ, 0, addr)
+        return 0
+
+    def _register_callback(self, typ: int, flags: int, addr: int) -> int:
+        """register_guest_callback (xen/arch/x86/pv/callback.c@stable-4.17) for a
+        64-bit PV vCPU: the address must be canonical (-EINVAL, checked before
+        the type); event, failsafe, syscall, syscall32 and sysenter store their
+        entry point (address 0 included: a syscall then raises #UD) with
+        CALLBACKF_mask_events; nmi fills the trap table's NMI slot with events
+        masked on entry (register_guest_nmi_callback: TI_SET_IF); any other
+        type, sysenter_deprecated (3) among them, is -ENOSYS."""
+        if not abi.is_canonical(addr):
+            return -E.EINVAL
+        if typ == E.CALLBACKTYPE_nmi:
+            self.vcpu.trap_table[E.TRAP_nmi] = (E.TI_IF, E.FLAT_KERNEL_CS64, addr)
+            return 0
+        if typ not in abi.CALLBACKTYPES:
+            return -E.ENOSYS
+        self.vcpu.callbacks[typ] = (addr, flags & E.CALLBACKF_mask_events)
         return 0
 
     def hc_callback_op(self, cmd, arg, *_):
+        """CALLBACKOP_register / CALLBACKOP_unregister (do_callback_op,
+        xen/arch/x86/pv/callback.c@stable-4.17). Only the NMI callback can be
+        unregistered (0); the other known types answer -EINVAL, unknown types
+        and commands -ENOSYS."""
         self.op = {"cmd": abi.CALLBACKOP_CMDS.get(cmd, cmd)}
-        if cmd == 0:
-            typ, flags, addr = struct.unpack("<HH4xQ", self._read(arg, 16))
+        if cmd == E.CALLBACKOP_register:
+            typ, flags, addr = struct.unpack(
+                "<HH4xQ", self._read(arg, E.CALLBACK_REGISTER_SIZE))
             self.op.update(type=abi.CALLBACKTYPES.get(typ, typ), address=addr)
-            if typ not in abi.CALLBACKTYPES:
-                return -E.EINVAL
-            if typ in (5, 7):   # sysenter / syscall32: 32-bit compat entry points
-                return -E.EINVAL if addr else 0
-            self.vcpu.callbacks[typ] = (addr, flags)
-            return 0
-        if cmd == 1:
-            typ = struct.unpack("<H", self._read(arg, 2))[0]
+            return self._register_callback(typ, flags, addr)
+        if cmd == E.CALLBACKOP_unregister:
+            typ = struct.unpack("<H2x", self._read(arg, E.CALLBACK_UNREGISTER_SIZE))[0]
             self.op.update(type=abi.CALLBACKTYPES.get(typ, typ))
-            if typ == 4:
-                self.vcpu.callbacks.pop(typ, None)
+            if typ == E.CALLBACKTYPE_nmi:
+                self.vcpu.trap_table.pop(E.TRAP_nmi, None)   # unregister_guest_nmi_callback
                 return 0
-            return -E.EINVAL
+            return -E.EINVAL if typ in abi.CALLBACKTYPES else -E.ENOSYS
         return -E.ENOSYS
 
     def hc_stack_switch(self, ss, sp, *_):
@@ -299,6 +331,17 @@ class XenBackend(Backend):
         return self.vcpu.iret()
 
     def hc_nmi_op(self, cmd, arg, *_):
+        """XENNMI_register_callback {u64 handler_address; u64 pad} and
+        XENNMI_unregister_callback: the same NMI slot as CALLBACKTYPE_nmi
+        (do_nmi_op, xen/arch/x86/pv/callback.c@stable-4.17); other commands -ENOSYS."""
+        self.op = {"cmd": abi.XENNMI_CMDS.get(cmd, cmd)}
+        if cmd == E.XENNMI_register_callback:
+            addr = struct.unpack("<Q8x", self._read(arg, 16))[0]
+            self.op["address"] = addr
+            return self._register_callback(E.CALLBACKTYPE_nmi, 0, addr)
+        if cmd == E.XENNMI_unregister_callback:
+            self.vcpu.trap_table.pop(E.TRAP_nmi, None)
+            return 0
         return -E.ENOSYS
 
     # ================================================================= MMU
@@ -485,22 +528,40 @@ class XenBackend(Backend):
         return -E.EPERM
 
     def hc_multicall(self, calls, nr, *_):
+        """Run a batch of ``struct multicall_entry`` (xen.h), writing each
+        call's result into its entry (do_multicall, common/multicall.c@stable-4.17).
+
+        * A multicall inside the batch answers -EINVAL ("Multicall reentry is
+          disallowed") and the batch goes on.
+        * An ``iret`` ends the batch (pv_do_multicall_call returns mc_exit,
+          xen/arch/x86/pv/hypercall.c@stable-4.17): it runs as a direct iret
+          would, popping its context from the guest stack as it stood at the
+          multicall, its result (the context's RAX) is written to its entry and
+          is what the multicall returns; later entries are not run.
+
+        Not modelled: a debug build (!NDEBUG) also overwrites each entry it ran
+        with 0xAA bytes before writing the result.
+        """
         if nr > 1024:
             return -E.EINVAL
         names = []
+        rc = 0
         for i in range(nr):
             ent = calls + i * abi.MULTICALL_ENTRY_SIZE
-            op, _res, *a = struct.unpack("<QQ6Q", self._read(ent, 64))
+            op, _res, *a = struct.unpack("<QQ6Q", self._read(ent, abi.MULTICALL_ENTRY_SIZE))
             names.append(abi.hypercall_name(op))
-            if op in (abi.HYPERVISOR_iret, 13):
+            if op == abi.HYPERCALL_NUMBERS["multicall"]:
                 res = -E.EINVAL
             else:
                 saved = self.op
                 res = self.call(op, tuple(a[:5]))
                 self.op = saved
-            self._write(ent + 8, struct.pack("<q", res))
+            self._write(ent + 8, struct.pack("<Q", res & U64))
+            if op == abi.HYPERVISOR_iret:
+                rc = res
+                break
         self.op = {"count": nr, "calls": names}
-        return 0
+        return rc
 
     # ============================================================== events
     def hc_event_channel_op(self, cmd, arg, *_):
@@ -549,7 +610,11 @@ class XenBackend(Backend):
             self.op.update(dom=dom, remote_dom=remote)
             if dom not in (abi.DOMID_SELF, DOMID):
                 return -E.EPERM
-            port = ev.alloc(Port("unbound", remote_dom=remote))
+            # The port remembers which domain may bind it; DOMID_SELF names the
+            # caller and is stored as its real domid (evtchn_alloc_unbound,
+            # common/event_channel.c@stable-4.17), so status and binds see it.
+            port = ev.alloc(Port("unbound", remote_dom=DOMID if remote == abi.DOMID_SELF
+                                 else remote))
             if port < 0:
                 return port
             self._write(arg + 4, struct.pack("<I", port))
@@ -561,7 +626,9 @@ class XenBackend(Backend):
             if remote_dom not in (abi.DOMID_SELF, DOMID):
                 return -E.ESRCH
             rp = ev.ports.get(remote_port)
-            if rp is None or rp.state != "unbound":
+            # Only an unbound port offered to this domain can be bound
+            # (evtchn_bind_interdomain, common/event_channel.c@stable-4.17).
+            if rp is None or rp.state != "unbound" or rp.remote_dom != DOMID:
                 return -E.EINVAL
             port = ev.alloc(Port("interdomain", remote_dom=DOMID, remote_port=remote_port))
             if port < 0:
@@ -778,16 +845,22 @@ class XenBackend(Backend):
         return -E.ENOSYS
 
     def hc_console_io(self, cmd, count, buf, *_):
+        """CONSOLEIO_write from a domU: its bytes go to the hypervisor's log
+        (channel ``io``, apart from the guest's own console ring), only on a
+        build with CONFIG_VERBOSE_DEBUG (the ``verbose_debug`` capability, y by
+        default in a debug build). Any other command, and every command on a
+        release build, is refused before it is looked at: -EPERM, since a domU
+        is neither privileged nor the console domain (xsm_console_io,
+        xen/include/xsm/dummy.h@stable-4.17; do_console_io,
+        xen/drivers/char/console.c)."""
         self.op = {"cmd": abi.CONSOLEIO_CMDS.get(cmd, cmd), "count": count}
-        if cmd == E.CONSOLEIO_write:
-            if count > 1 << 20:
-                return -E.EINVAL
-            data = self._read(buf, count)
-            self.console_out("io", data)
-            return 0
-        if cmd == E.CONSOLEIO_read:
-            return 0
-        return -E.EINVAL
+        if cmd != E.CONSOLEIO_write or "verbose_debug" not in self.ver.capabilities:
+            return -E.EPERM
+        if count > 1 << 20:
+            return -E.EINVAL
+        data = self._read(buf, count)
+        self.console_out("io", data)
+        return 0
 
     def hc_memory_op(self, cmd, arg, *_):
         op = cmd & 0x3F   # MEMOP_CMD_MASK: low 6 bits; the rest is a continuation

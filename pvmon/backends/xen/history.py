@@ -74,6 +74,19 @@ XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
                 "no vNUMA, grant tables v1",
     released="2009-05"))
 
+# ------------------------------------------------------- Xen 4.17, release build
+# The reference with CONFIG_VERBOSE_DEBUG off, as a stock release build (CONFIG_DEBUG=n;
+# VERBOSE_DEBUG defaults to DEBUG, xen/Kconfig.debug@stable-4.17): what most domUs meet.
+# Use it as a profile's base to model a release build of your own.
+XEN_4_17_RELEASE = register(XEN_4_17.derive("xen-4.17-release", [
+    Change("capability", feature="verbose_debug",
+           source="xen/include/xsm/dummy.h@stable-4.17 xsm_console_io: without "
+                  "CONFIG_VERBOSE_DEBUG a domU's CONSOLEIO_write is XSM_PRIV, -EPERM",
+           note="console_io(write) returns -EPERM; the guest must use its console ring"),
+], description="Xen 4.17.7, a release build (no CONFIG_VERBOSE_DEBUG): a domU's "
+               "CONSOLEIO_write is refused with -EPERM",
+    released="2022-12"))
+
 # ----------------------------------------------------------------- Xen 4.21
 # Interface version 0x00041300 (bumped in 4.19, xen.git 93d913c6e6).
 XEN_4_21 = register(XEN_4_17.derive("xen-4.21", [

@@ -63,8 +63,9 @@ from pvmon.engine.machine import (
 
 E = abi
 RFLAGS_IF = 1 << 9
+RFLAGS_DF = 1 << 10
 RFLAGS_CLEAR_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18)  # TF NT RF VM AC
-TI_IF = 4   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
+TI_IF = E.TI_IF   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
 
 
 class PvVcpu:
@@ -235,16 +236,15 @@ class PvVcpu:
 
     # ----------------------------------------------------------- delivery
     def bounce(self, target: int, error_code: int | None = None, mask_events: bool = False,
-               rip: int | None = None, regs: dict | None = None) -> bool:
+               rip: int | None = None, clear_flags: int = 0) -> bool:
         """Build Xen's PV exception frame and enter the guest kernel at
-        ``target``. Returns False (and stops the machine with a crash) when the
-        frame cannot be written, as Xen crashes the domain."""
+        ``target``; ``clear_flags``: RFLAGS bits cleared on entry besides
+        TF/NT/RF/VM/AC. Returns False (and stops the machine with a crash) when
+        there is no handler or the frame cannot be written, as Xen crashes the
+        domain (create_bounce_frame, xen/arch/x86/x86_64/entry.S@stable-4.17)."""
         p = self.b.p
         m = self.m
         rsp, rflags, rcx, r11 = m.regs("rsp", "rflags", "rcx", "r11")
-        if regs:
-            rcx = regs.get("rcx", rcx)
-            r11 = regs.get("r11", r11)
         if rip is None:
             rip = p.cur_rip()
         if self.user_mode:
@@ -275,21 +275,59 @@ class PvVcpu:
             return False
         if mask_events:
             self.set_upcall_mask(1)
-        m.set_regs(rsp=sp, rflags=(rflags & ~RFLAGS_CLEAR_ON_TRAP) | RFLAGS_IF)
+        m.set_regs(rsp=sp, rflags=(rflags & ~(RFLAGS_CLEAR_ON_TRAP | clear_flags)) | RFLAGS_IF)
         p.jump(target)
         return True
 
     def deliver_trap(self, vector: int, error_code: int | None, cr2: int | None,
                      rip: int) -> bool:
-        """Deliver exception ``vector`` through the guest's trap table."""
+        """Deliver exception ``vector`` through the guest's trap table. With no
+        handler for it Xen prints "Unhandled: vec N" and crashes the domain
+        (pv_inject_event, xen/arch/x86/pv/traps.c; create_bounce_frame's null
+        bounce IP, x86_64/entry.S@stable-4.17): so does pvmon."""
         ent = self.trap_table.get(vector)
         if ent is None:
-            self.b.p.crash_stop(f"no trap handler for vector {vector}", rip)
+            self.b.p.crash_stop(f"no trap handler for vector {vector}: Xen crashes the domain "
+                                "(unhandled exception)", rip)
             return False
         flags, _cs, addr = ent
         if vector == 14 and cr2 is not None:
             self.m.write_u64_phys(self._vcpu_info + E.VCPU_INFO["cr2"], cr2)
         return self.bounce(addr, error_code, bool(flags & TI_IF), rip=rip)
+
+    def software_interrupt(self, vector: int, next_rip: int) -> tuple[int, int | None, int]:
+        """What Xen delivers for ``int $vector`` (the 2-byte ``CD ib``) ending at
+        ``next_rip``: ``(vector, error code or None, rip)`` to hand to
+        :meth:`deliver_trap`.
+
+        The guest runs in ring 3 and Xen's IDT gives every vector DPL 0 except
+        #BP and #OF (``set_swint_gate``: DPL 3, init_idt_traps in
+        xen/arch/x86/traps.c@stable-4.17) and 0x80 (int80_direct_trap, DPL 3,
+        pv_trap_init in pv/traps.c). So:
+
+        * ``int $3``/``int $4`` reach the trap table's #BP/#OF handler with RIP
+          after the instruction; the trap table's DPL is not checked (the
+          comment in do_general_protection says so);
+        * ``int $0x80`` goes straight to a registered 0x80 handler whatever its
+          DPL (int80_direct_trap, x86_64/entry.S); with none it takes
+          int80_slow_path: a #GP with error code (0x80 << 3) | 2 and RIP back at
+          the instruction, which do_general_protection passes on as such;
+        * any other vector is that #GP, (vector << 3) | 2 at the instruction,
+          which do_general_protection turns into the guest's own vector (RIP
+          after, no error code) when the trap table's DPL permits the current
+          mode: at least 1 from the guest kernel, 3 from guest user mode
+          (permit_softint, asm/x86_64/regs.h).
+        """
+        if vector in (E.TRAP_int3, E.TRAP_overflow):
+            return vector, None, next_rip
+        gp = (E.TRAP_gp_fault, (vector << 3) | E.X86_XEC_IDT, next_rip - 2)
+        ent = self.trap_table.get(vector)
+        if vector == E.LEGACY_SYSCALL_VECTOR:
+            return (vector, None, next_rip) if ent is not None else gp
+        dpl = ent[0] & E.TI_DPL_MASK if ent is not None else 0
+        if dpl >= (3 if self.user_mode else 1):
+            return vector, None, next_rip
+        return gp
 
     def can_upcall(self) -> bool:
         return self.upcall_pending() and not self.upcall_mask() and 0 in self.callbacks
@@ -301,14 +339,27 @@ class PvVcpu:
         return self.bounce(self.callbacks[0][0], mask_events=True)
 
     def syscall_from_user(self, ret_rip: int) -> bool:
-        """A ``syscall`` executed in guest user mode enters the kernel's
-        syscall callback (xen/arch/x86/x86_64/entry.S switch_to_kernel)."""
-        cb = self.callbacks.get(2)
-        if cb is None:
-            return self.deliver_trap(13, 0, None, ret_rip - 2)
+        """A ``syscall`` executed in guest user mode (``ret_rip``: the address
+        after it), as Xen's lstar_enter/switch_to_kernel take it
+        (xen/arch/x86/x86_64/entry.S@stable-4.17): RCX and R11 hold the return
+        RIP and RFLAGS (SYSCALL wrote them; the frame and the handler see
+        them), the registered syscall callback is entered with DF cleared (the
+        PV ABI's virtual SYSCALL_MASK) and events masked if it was registered
+        with CALLBACKF_mask_events. With no callback (never registered, or
+        registered at address 0) Xen injects #UD at the ``syscall`` through the
+        trap table, not #GP.
+
+        A ``syscall`` from 32-bit user code would enter the syscall32 callback
+        instead (switch_to_kernel picks it when CS is FLAT_USER_CS32); pvmon
+        cannot run 32-bit user code yet (iret always loads the 64-bit user CS),
+        so that path does not arise."""
         rflags = self.m.reg("rflags")
+        self.m.set_regs(rcx=ret_rip, r11=rflags)
+        cb = self.callbacks.get(E.CALLBACKTYPE_syscall)
+        if cb is None or not cb[0]:
+            return self.deliver_trap(E.TRAP_invalid_op, None, None, ret_rip - 2)
         return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events),
-                           rip=ret_rip, regs={"rcx": ret_rip, "r11": rflags})
+                           rip=ret_rip, clear_flags=RFLAGS_DF)
 
     def iret(self) -> int:
         """HYPERVISOR_iret: pop struct iret_context from the guest stack."""

@@ -201,10 +201,19 @@ XEN_4_17 = XenVersion(
     # Backend behaviours: FIFO event channels (4.4), vm_assist types up to
     # runstate_update_flag (4.8) and m2p_strict (4.6), the pvclock flags field with
     # XEN_PVCLOCK_TSC_STABLE_BIT (4.7).
+    # verbose_debug: the build has CONFIG_VERBOSE_DEBUG (y by default when CONFIG_DEBUG
+    # is, xen/Kconfig.debug@stable-4.17), so a domU's CONSOLEIO_write is taken
+    # (xen/include/xsm/dummy.h@stable-4.17 xsm_console_io); a release build refuses it
+    # with -EPERM (xen-4.17-release below). The reference keeps it because Linux's boot
+    # output depends on it: with pvmon's default command line (earlyprintk=xen) every
+    # early message goes through CONSOLEIO_write, and on -EPERM Linux writes them to
+    # the console ring instead, each prefixed "(early) " (drivers/tty/hvc/hvc_xen.c
+    # xenboot_write_console); the built-in guests print every line with it too.
     capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
                             "vmassist_runstate_update_flag", "vmassist_m2p_strict",
-                            "pvclock_tsc_stable"}),
-    description="reference: Xen 4.17.7 (4.17 released Dec 2022), a stock build's PV domU ABI",
+                            "pvclock_tsc_stable", "verbose_debug"}),
+    description="reference: Xen 4.17.7 (4.17 released Dec 2022), a 64-bit PV domU's ABI; "
+                "built with CONFIG_VERBOSE_DEBUG (guest console_io writes logged)",
     released="2022-12",
 )
 
