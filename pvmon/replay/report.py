@@ -83,7 +83,11 @@ class Report:
     ``divergences``: the first :data:`DETAILED` in full; ``total``: how many
     there were; ``by_call``: count per (call key, what differed);
     ``ending``: how each side ended and what that means; ``notes``: lines
-    worth knowing (rule verdict, mechanism, unrecorded inputs)."""
+    worth knowing (rule verdict, mechanism, unrecorded inputs); ``verdict``:
+    the sentence that replaces "no divergence ... over N events" when there is
+    more to say (a recording compared up to an end the guest did not choose;
+    a replay stopped before it could decide); ``status``: an exit status
+    other than 0 / 1 (124 timed out, 130 / 143 interrupted), None if none."""
 
     mode: str
     left: str
@@ -96,6 +100,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     explained: dict = field(default_factory=dict)
+    verdict: str | None = None
+    status: int | None = None
 
     def add(self, div: Divergence) -> None:
         self.total += 1
@@ -116,6 +122,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        if self.status is not None:
+            return self.status
         return 1 if self.total else 0
 
     def as_dict(self) -> dict:
@@ -126,7 +134,8 @@ class Report:
                             for (k, w), n in self.by_call.most_common()],
                 "divergences": [d.as_dict() for d in self.divergences],
                 "explained": list(self.explained.values()),
-                "ending": self.ending, "notes": self.notes, "stats": self.stats}
+                "ending": self.ending, "notes": self.notes, "stats": self.stats,
+                "verdict": self.verdict, "exit_status": self.exit_code}
 
 
 def _line(ev: dict | None) -> str:
@@ -139,7 +148,10 @@ def render_text(report: Report, console: Console | None = None, detail: int = 5)
     """Print ``report`` for people: a verdict line, the first ``detail``
     divergences in full, a table of divergences by call, how each side ended."""
     con = console or plain_console()
-    if not report.total:
+    if not report.total and report.verdict:
+        head = "[bold green]no divergence[/]" if not report.exit_code else "[bold yellow]no verdict[/]"
+        con.print(f"{head}: {escape(report.verdict)}")
+    elif not report.total:
         con.print(f"[bold green]no divergence[/]: {escape(report.right)} matches "
                   f"{escape(report.left)} over {report.compared:,} events")
     else:
