@@ -8,7 +8,9 @@ differ by arguments, result, memory written, memory read or events raised.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from rapidfuzz.distance import Indel
 
@@ -169,8 +171,77 @@ def operation(ev: dict) -> str:
 def align(a: list[dict], b: list[dict], key_fn=key) -> list[tuple[str, int, int, int, int]]:
     """Align two event lists by ``key_fn`` (default :func:`key`; longest common
     subsequence, rapidfuzz's Indel distance in C++): difflib-style opcodes
-    ``(tag, a_lo, a_hi, b_lo, b_hi)`` with tag equal | insert | delete | replace."""
+    ``(tag, a_lo, a_hi, b_lo, b_hi)`` with tag equal | insert | delete | replace.
+    Time and memory grow with ``len(a) * len(b)`` (bits): for streams of any
+    length use :func:`align_stream`."""
     table: dict[str, int] = {}
     ka = [table.setdefault(key_fn(e), len(table)) for e in a]
     kb = [table.setdefault(key_fn(e), len(table)) for e in b]
     return [tuple(op) for op in Indel.opcodes(ka, kb)]
+
+
+# Events of each stream :func:`align_stream` commits per alignment; it aligns
+# twice as many, so every committed block was aligned with at least this many
+# events of look-ahead on each side.
+ALIGN_WINDOW = 4096
+
+Block = tuple[str, list[dict], list[dict]]
+
+
+def align_stream(a: Iterable[dict], b: Iterable[dict], key_fn: Callable[[dict], str] = key,
+                 window: int = ALIGN_WINDOW) -> Iterator[Block]:
+    """Align two event streams of any length in bounded memory: blocks
+    ``(tag, a_events, b_events)`` in stream order, tag equal | insert | delete |
+    replace as in :func:`align` (equal: the same keys, pairwise; insert: events
+    only in ``b``; delete: only in ``a``; replace: a run of each).
+
+    At most ``2 * window`` events of each stream are held. Each step aligns
+    those two windows (:func:`align`) and commits the blocks that end within
+    the first ``window`` events of both (a block crossing that line is cut at
+    it), then refills the windows from where the commit ended: the rest is
+    aligned again with the new events, so a run of differences longer than the
+    window resynchronises at the next common stretch. When both streams fit in
+    one window the blocks are exactly :func:`align`'s. ``window`` >= 1."""
+    if window < 1:
+        raise ValueError("window must be at least 1")
+    ia, ib = iter(a), iter(b)
+    wa: list[dict] = []
+    wb: list[dict] = []
+    end_a = end_b = False
+    full = 2 * window
+    while True:
+        if not end_a:
+            more = list(islice(ia, full - len(wa)))
+            end_a = len(wa) + len(more) < full
+            wa += more
+        if not end_b:
+            more = list(islice(ib, full - len(wb)))
+            end_b = len(wb) + len(more) < full
+            wb += more
+        if not wa and not wb:
+            return
+        ops = align(wa, wb, key_fn)
+        if end_a and end_b:
+            for tag, a0, a1, b0, b1 in ops:
+                yield tag, wa[a0:a1], wb[b0:b1]
+            return
+        # commit up to `window` events of a side still streaming (all of an ended one)
+        lim_a = len(wa) if end_a else window
+        lim_b = len(wb) if end_b else window
+        cut_a = cut_b = 0
+        for tag, a0, a1, b0, b1 in ops:
+            if tag == "equal":
+                m = min(a1 - a0, lim_a - a0, lim_b - b0)
+                c1, d1 = a0 + m, b0 + m
+            else:
+                c1, d1 = min(a1, lim_a), min(b1, lim_b)
+            if c1 <= a0 and d1 <= b0:
+                break
+            if tag not in ("equal", "insert", "delete"):   # a cut replace may lose a side
+                tag = "replace" if c1 > a0 and d1 > b0 else "delete" if c1 > a0 else "insert"
+            yield tag, wa[a0:c1], wb[b0:d1]
+            cut_a, cut_b = c1, d1
+            if (c1, d1) != (a1, b1):
+                break
+        del wa[:cut_a]
+        del wb[:cut_b]
