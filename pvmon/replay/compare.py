@@ -180,10 +180,11 @@ def align(a: list[dict], b: list[dict], key_fn=key) -> list[tuple[str, int, int,
     return [tuple(op) for op in Indel.opcodes(ka, kb)]
 
 
-# Events of each stream :func:`align_stream` commits per alignment; it aligns
-# twice as many, so every committed block was aligned with at least this many
-# events of look-ahead on each side.
-ALIGN_WINDOW = 4096
+# Events of each stream :func:`align_stream` holds at most twice this many of.
+ALIGN_WINDOW = 2048
+# Equal keys in a row that count as the two streams being back in step.
+SYNC_RUN = 16
+_FIRST_SPAN = 64        # events of each side the first alignment of a mismatch looks at
 
 Block = tuple[str, list[dict], list[dict]]
 
@@ -195,53 +196,103 @@ def align_stream(a: Iterable[dict], b: Iterable[dict], key_fn: Callable[[dict], 
     replace as in :func:`align` (equal: the same keys, pairwise; insert: events
     only in ``b``; delete: only in ``a``; replace: a run of each).
 
-    At most ``2 * window`` events of each stream are held. Each step aligns
-    those two windows (:func:`align`) and commits the blocks that end within
-    the first ``window`` events of both (a block crossing that line is cut at
-    it), then refills the windows from where the commit ended: the rest is
-    aligned again with the new events, so a run of differences longer than the
-    window resynchronises at the next common stretch. When both streams fit in
-    one window the blocks are exactly :func:`align`'s. ``window`` >= 1."""
-    if window < 1:
-        raise ValueError("window must be at least 1")
+    At most ``2 * window`` events of each stream are held. When both streams
+    fit in that, the blocks are exactly :func:`align`'s. Otherwise the streams
+    are walked: a run of equal keys at the head of both is taken as it is (a
+    common prefix is part of some longest common subsequence); at a mismatch,
+    the heads are aligned (:func:`align`, 64 events a side, then 4x more up to
+    the whole window) until the alignment gets back in step (``SYNC_RUN`` equal
+    keys in a row), and the blocks before that point are taken. Where no such
+    point lies within the window (the runs have nothing in common), the
+    alignment of the whole window is taken up to its first ``window`` events
+    of each side. Taking only what lies before a return to step keeps a
+    window's arbitrary end from pulling events out of step in a repetitive
+    stretch. ``window`` >= ``SYNC_RUN``."""
+    if window < SYNC_RUN:
+        raise ValueError(f"window must be at least {SYNC_RUN}")
     ia, ib = iter(a), iter(b)
     wa: list[dict] = []
     wb: list[dict] = []
+    ka: list[str] = []     # their keys
+    kb: list[str] = []
     end_a = end_b = False
     full = 2 * window
+    first = True
     while True:
         if not end_a:
             more = list(islice(ia, full - len(wa)))
             end_a = len(wa) + len(more) < full
             wa += more
+            ka += map(key_fn, more)
         if not end_b:
             more = list(islice(ib, full - len(wb)))
             end_b = len(wb) + len(more) < full
             wb += more
+            kb += map(key_fn, more)
         if not wa and not wb:
             return
-        ops = align(wa, wb, key_fn)
-        if end_a and end_b:
-            for tag, a0, a1, b0, b1 in ops:
+        if first and end_a and end_b:
+            for tag, a0, a1, b0, b1 in align(wa, wb, key_fn):
                 yield tag, wa[a0:a1], wb[b0:b1]
             return
-        # commit up to `window` events of a side still streaming (all of an ended one)
-        lim_a = len(wa) if end_a else window
-        lim_b = len(wb) if end_b else window
-        cut_a = cut_b = 0
-        for tag, a0, a1, b0, b1 in ops:
-            if tag == "equal":
-                m = min(a1 - a0, lim_a - a0, lim_b - b0)
-                c1, d1 = a0 + m, b0 + m
-            else:
-                c1, d1 = min(a1, lim_a), min(b1, lim_b)
-            if c1 <= a0 and d1 <= b0:
-                break
-            if tag not in ("equal", "insert", "delete"):   # a cut replace may lose a side
-                tag = "replace" if c1 > a0 and d1 > b0 else "delete" if c1 > a0 else "insert"
-            yield tag, wa[a0:c1], wb[b0:d1]
-            cut_a, cut_b = c1, d1
-            if (c1, d1) != (a1, b1):
-                break
-        del wa[:cut_a]
-        del wb[:cut_b]
+        first = False
+        p = _common_prefix(ka, kb)
+        if p:
+            blocks = [("equal", 0, p, 0, p)]
+        else:
+            blocks = _past_mismatch(ka, kb, end_a, end_b, window)
+        for tag, a0, a1, b0, b1 in blocks:
+            yield tag, wa[a0:a1], wb[b0:b1]
+        cut_a, cut_b = blocks[-1][2], blocks[-1][4]
+        del wa[:cut_a], ka[:cut_a], wb[:cut_b], kb[:cut_b]
+
+
+def _common_prefix(ka: list[str], kb: list[str]) -> int:
+    n = min(len(ka), len(kb))
+    if ka[:n] == kb[:n]:
+        return n
+    return next(i for i, (x, y) in enumerate(zip(ka, kb)) if x != y)
+
+
+def _opcodes(ka: list[str], kb: list[str]) -> list[tuple[str, int, int, int, int]]:
+    table: dict[str, int] = {}
+    ia = [table.setdefault(k, len(table)) for k in ka]
+    ib = [table.setdefault(k, len(table)) for k in kb]
+    return [tuple(op) for op in Indel.opcodes(ia, ib)]
+
+
+def _past_mismatch(ka: list[str], kb: list[str], end_a: bool, end_b: bool,
+                   window: int) -> list[tuple[str, int, int, int, int]]:
+    """Opcodes taking two windows whose first keys differ past their
+    mismatch (non-empty, each within the windows: see :func:`align_stream`)."""
+    span = _FIRST_SPAN
+    while True:
+        sa, sb = min(span, len(ka)), min(span, len(kb))
+        ops = _opcodes(ka[:sa], kb[:sb])
+        if sa == len(ka) and end_a and sb == len(kb) and end_b:
+            return ops                     # the rest of both streams
+        for i, (tag, a0, a1, _b0, _b1) in enumerate(ops):
+            if tag == "equal" and a1 - a0 >= SYNC_RUN and i:
+                return ops[:i]             # back in step: the prefix walk goes on from here
+        if sa == len(ka) and sb == len(kb):
+            break
+        span *= 4
+    # Nothing in common for a whole window: take its first `window` events a side
+    # (all of a side that has ended), cutting the block that crosses that line.
+    lim_a = len(ka) if end_a else window
+    lim_b = len(kb) if end_b else window
+    out = []
+    for tag, a0, a1, b0, b1 in ops:
+        if tag == "equal":
+            m = min(a1 - a0, lim_a - a0, lim_b - b0)
+            c1, d1 = a0 + m, b0 + m
+        else:
+            c1, d1 = min(a1, lim_a), min(b1, lim_b)
+        if c1 <= a0 and d1 <= b0:
+            break
+        if tag not in ("equal", "insert", "delete"):   # a cut replace may lose a side
+            tag = "replace" if c1 > a0 and d1 > b0 else "delete" if c1 > a0 else "insert"
+        out.append((tag, a0, c1, b0, d1))
+        if (c1, d1) != (a1, b1):
+            break
+    return out
