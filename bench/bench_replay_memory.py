@@ -67,7 +67,10 @@ def measure(cmd: list[str], env: dict, cap_mb: int) -> dict:
     stopped at the RSS cap."""
     with tempfile.TemporaryFile("w+") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # run outside the checkout: `python -m` puts the working directory first on
+        # sys.path, ahead of PYTHONPATH (--src)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=tempfile.gettempdir())
         done, capped = threading.Event(), threading.Event()
 
         def watch() -> None:
@@ -167,8 +170,12 @@ def main() -> int:
               f"recorded {t['recorded']}")
         for r in t["rows"]:
             peak = f"> {args.cap_mb:,}" if r["capped"] else mb(r["peak_rss_kb"])
-            result = "stopped at the RSS cap" if r["capped"] else \
-                f"exit {r['rc']}: {r['first_line'][:60]}"
+            if r["capped"]:
+                result = "stopped at the RSS cap"
+            elif r["what"] == "trace info":
+                result = f"exit {r['rc']} (reads the header and seek table)"
+            else:
+                result = f"exit {r['rc']}: {r['first_line'][:60]}"
             print(f"{'':<22} {r['what']:<22} {r['wall_s']:>8.1f} {peak:>12}  {result}")
     print(f"load average {res['loadavg_start']:.2f} at start, {res['loadavg_end']:.2f} at end "
           f"({res['cpus']} CPUs)")
