@@ -1,5 +1,6 @@
 """Comparing trace events: alignment keys, field-by-field differences, and
-the alignment of two event sequences.
+the alignment of two event sequences (:func:`align` for lists,
+:func:`align_stream` for streams of any length in bounded memory).
 
 Events are the dicts of docs/trace-format.md. Two hypercall events are "the
 same call" when ABI, name and sub-op agree (their alignment key); they then
