@@ -7,11 +7,13 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvmon.cli import cli
 from pvmon.guests.catalog import resolve
 from pvmon.replay.closed import replay_closed
-from pvmon.replay.compare import ALIGNED_KINDS, align, align_stream, key
+from pvmon.replay.compare import ALIGNED_KINDS, SYNC_RUN, align, align_stream, key
 from pvmon.replay.openloop import replay_open
 from pvmon.replay.report import DETAILED
 from pvmon.replay.source import open_run
@@ -159,3 +161,23 @@ def test_a_spill_gives_back_its_records_in_order_across_chunks():
     assert len(sp) == 2000 and list(sp) == recs
     sp.close()
     assert len(sp) == 0 and list(sp) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=400), st.lists(st.integers(0, 5), max_size=400),
+       st.integers(SYNC_RUN, 40))
+def test_stream_alignment_covers_both_streams_in_order_with_equal_keys_paired(xs, ys, window):
+    left = [{"k": "cpuid", "leaf": x, "sub": 0, "seq": i} for i, x in enumerate(xs)]
+    right = [{"k": "cpuid", "leaf": y, "sub": 0, "seq": i} for i, y in enumerate(ys)]
+    out_a, out_b = [], []
+    for tag, la, rb in align_stream(left, right, window=window):
+        assert la or rb
+        if tag == "equal":
+            assert [key(e) for e in la] == [key(e) for e in rb]
+        elif tag == "insert":
+            assert not la
+        elif tag == "delete":
+            assert not rb
+        out_a += la
+        out_b += rb
+    assert out_a == left and out_b == right
