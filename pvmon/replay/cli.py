@@ -20,7 +20,7 @@ from pvmon.units import Seconds
 
 def _emit(report, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=1))
+        report.write_json(sys.stdout)   # every divergence, streamed from its spill
     else:
         from pvmon.replay.report import render_text
         render_text(report)

@@ -4,9 +4,13 @@ and compare the new event stream with the trace.
 
 Up to the first divergence the two streams are compared as packed msgpack,
 byte for byte, frame by frame, without decoding the trace (verify costs
-about what recording cost). From the first difference on, both remaining
-streams are decoded and aligned call by call (:func:`pvmon.replay.compare.align`),
-and every difference is reported with its explanation.
+about what recording cost). From the first difference on, the replayed
+events are kept packed in a compressed spill file (:mod:`pvmon.replay.spill`),
+not in memory; after the run both remaining streams are decoded as they are
+aligned call by call in bounded windows (:func:`pvmon.replay.compare.align_stream`),
+and every difference is reported with its explanation (the report keeps the
+first few in memory and spills the rest). Memory stays bounded however long
+the runs are and however much they differ.
 
 A recording the guest did not end itself (a signal, ``--timeout``, Ctrl-],
 the TUI's stop, a write failure, or a file cut short) is replayed to its
@@ -21,7 +25,8 @@ verdict.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgpack
@@ -32,10 +37,11 @@ from pvmon.dispatch.xen import WALL_TIMEOUT
 from pvmon.engine.machine import Stop
 from pvmon.engine.signals import exit_status, signal_name
 from pvmon.guests.code import code_at
-from pvmon.replay.compare import ALIGNED_KINDS, Delta, align, compare
+from pvmon.replay.compare import ALIGNED_KINDS, Delta, align_stream, compare
 from pvmon.replay.explain import differences, explain_event, rule_verdict
 from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun, feed_recorded_input
+from pvmon.replay.spill import Spill
 from pvmon.session import Session
 from pvmon.trace.format import hc_event
 from pvmon.trace.render import describe, format_time
@@ -109,7 +115,9 @@ def _end_label(reason: str | None, detail: str) -> str:
 class _StreamCompare:
     """The record callback of a replayed session: packs each new event and
     compares it with the trace's bytes at the same position; after the first
-    mismatch it keeps the new events (aligned kinds) for alignment."""
+    mismatch it spills the new events of the aligned kinds, packed, to
+    ``live`` (a :class:`~pvmon.replay.spill.Spill`; :meth:`replayed` reads
+    them back) for alignment after the run."""
 
     def __init__(self, run: RecordedRun):
         self.r = run.reader
@@ -119,7 +127,7 @@ class _StreamCompare:
         self.pos = 0
         self.diverged_at: int | None = None
         self.first_live: dict | None = None   # the first replayed event that differed
-        self.live: list[dict] = []
+        self.live = Spill()
         self.compared = 0
         #: Actions to take once that many events matched, soonest first.
         self._marks: list[tuple[int, Callable[[], None]]] = []
@@ -157,29 +165,41 @@ class _StreamCompare:
         return True
 
     def __call__(self, ev: dict) -> None:
+        aligned = ev.get("k") in ALIGNED_KINDS
         if self.diverged_at is None:
             data = self.pack(ev)
             if self._matches(data):
                 return
             self.diverged_at = ev["seq"]
             self.first_live = msgpack.unpackb(data, raw=False)
-        if ev.get("k") in ALIGNED_KINDS:
-            self.live.append(msgpack.unpackb(self.pack(ev), raw=False))
+        elif aligned:
+            data = self.pack(ev)
+        if aligned:
+            self.live.append_packed(data)
 
     def hc(self, *values) -> None:
         """The dispatch's ``record_hc``: a hypercall event as its values (the
         arguments of :func:`pvmon.trace.format.hc_event`), packed without the
-        dict while the streams agree, as the recorder packed it."""
-        if self.diverged_at is None and pack_hc is not None:
+        dict, as the recorder packed it."""
+        if pack_hc is not None:
             data = bytearray()
             try:
                 pack_hc(data, *values)
             except (TypeError, ValueError, OverflowError):
                 pass
             else:
+                if self.diverged_at is not None:
+                    self.live.append_packed(data)    # hc is an aligned kind
+                    return
                 if self._matches(data):
                     return
         self(hc_event(*values))
+
+    def replayed(self) -> Iterator[dict]:
+        """The replayed events of the aligned kinds from the first divergence
+        on, decoded one at a time from the spill."""
+        return iter(self.live)
+
 
 def _discard(ev: dict) -> None:
     """The record callback once the replay has reached the recording's end."""
@@ -345,41 +365,46 @@ def _outcome(report: Report, rec_exit: str, result, end: RecordedEnd,
 
 def _diverged(report: Report, run: RecordedRun, cmp: _StreamCompare,
               version: XenVersion, end: RecordedEnd) -> None:
+    """Align what remains of the recording (from the first divergence on, up
+    to its end) with the replayed events spilled by ``cmp``, window by window,
+    and add every difference to ``report``. Holds a bounded window of each
+    stream."""
     s = cmp.diverged_at
     # A recording ended from outside is compared up to that end, its exit record
     # aside (the replay, stopped there too, has none to match it).
     stop = end.seq if end.external else None
-    left = [e for e in run.reader.events(s, stop) if e.get("k") in ALIGNED_KINDS]
-    right = cmp.live
     facts = differences(run.version, version)
     ctx_src = [e for e in run.reader.events(max(0, s - 64), s) if e.get("k") in ALIGNED_KINDS]
-    def ctx(i: int) -> list[dict]:
-        return (ctx_src[-5:] + left[max(0, i - 5):i])[-5:]
+    before: deque[dict] = deque(ctx_src[-5:], maxlen=5)   # the recorded events before
+    left = (e for e in run.reader.events(s, stop) if e.get("k") in ALIGNED_KINDS)
     n = 0
-    for tag, a0, a1, b0, b1 in align(left, right):
+    for tag, la, rb in align_stream(left, cmp.replayed()):
         if tag == "equal":
-            report.compared += a1 - a0
-            for i, j in zip(range(a0, a1), range(b0, b1), strict=True):
-                d = compare(left[i], right[j], reads=False)
+            report.compared += len(la)
+            for lev, rev in zip(la, rb, strict=True):
+                d = compare(lev, rev, reads=False)
                 if d:
                     n += 1
-                    report.add(_divergence(n, d, left[i], right[j], run, facts,
-                                           ctx(i)))
+                    report.add(_divergence(n, d, lev, rev, run, facts, before))
+                before.append(lev)
             continue
-        pairs = min(a1 - a0, b1 - b0) if tag == "replace" else 0
-        for off in range(pairs):
-            i, j = a0 + off, b0 + off
+        at_block = list(before)
+        pairs = min(len(la), len(rb)) if tag == "replace" else 0
+        for lev, rev in zip(la[:pairs], rb[:pairs], strict=True):
             n += 1
-            report.add(_divergence(n, compare(left[i], right[j], reads=False), left[i],
-                                   right[j], run, facts, ctx(i)))
-        for i in range(a0 + pairs, a1):
+            report.add(_divergence(n, compare(lev, rev, reads=False), lev, rev, run, facts,
+                                   before))
+            before.append(lev)
+        for lev in la[pairs:]:
             n += 1
-            report.add(_divergence(n, [Delta("call", "only in the recording")], left[i], None,
-                                   run, facts, ctx(i)))
-        for j in range(b0 + pairs, b1):
+            report.add(_divergence(n, [Delta("call", "only in the recording")], lev, None,
+                                   run, facts, before))
+            before.append(lev)
+        for rev in rb[pairs:]:
             n += 1
-            report.add(_divergence(n, [Delta("call", "only in the replay")], None, right[j],
-                                   run, facts, ctx(a0)))
+            report.add(_divergence(n, [Delta("call", "only in the replay")], None, rev,
+                                   run, facts, at_block))
+    cmp.live.close()
     if n == 0:
         # only unaligned events (TSC reads, times) differ
         lev = next(run.reader.events(s, s + 1), None)
@@ -389,12 +414,15 @@ def _diverged(report: Report, run: RecordedRun, cmp: _StreamCompare,
 
 
 def _divergence(n: int, deltas: list[Delta], left: dict | None, right: dict | None,
-                run: RecordedRun, facts, context: list[dict]) -> Divergence:
+                run: RecordedRun, facts, context) -> Divergence:
+    """Divergence ``n`` between recorded event ``left`` and replayed ``right``;
+    ``context``: the recorded events before it (a sequence, the last five
+    are shown for the first five divergences)."""
     ev = left or right or {}
     site = Site(ev.get("seq"), ev.get("t"), ev.get("rip"))
     want_detail = n <= 5
     if want_detail and site.rip is not None and run.guest is not None:
         site.symbol, site.disasm = code_at(run.guest, site.rip)
     expl = explain_event(facts, ev)
-    ctx = [f"#{e.get('seq')} {describe(e)}" for e in context[-5:]] if want_detail else []
+    ctx = [f"#{e.get('seq')} {describe(e)}" for e in list(context)[-5:]] if want_detail else []
     return Divergence(n, deltas, left, right, site, ctx, expl)
