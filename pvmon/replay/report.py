@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -34,11 +34,6 @@ from pvmon.replay.spill import Spill
 from pvmon.trace.render import describe, format_time, jsonable
 
 DETAILED = 50          # divergences kept in memory; the rest are spilled and counted
-
-# Callables that see every divergence as a Report adds it, the ones past
-# DETAILED too: the TUI's divergence view spills them to disk so that all of
-# them can be walked (pvmon.replay.tui). Add and remove with list methods.
-OBSERVERS: list[Callable[[Divergence], None]] = []
 
 
 @dataclass
@@ -135,8 +130,6 @@ class Report:
 
     def add(self, div: Divergence) -> None:
         self.total += 1
-        for observe in OBSERVERS:
-            observe(div)
         ev = div.left or div.right or {}
         for d in div.deltas:
             self.by_call[(key(ev), d.what)] += 1
