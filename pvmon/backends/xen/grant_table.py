@@ -683,7 +683,14 @@ class GrantTable:
         not a guest one (__addr_ok) or an upper level is absent or a superpage."""
         if not addr_ok(linear):
             return None
-        return self.b._l1_slot(linear)
+        # Hypercalls come from guest kernel mode: the kernel's L4 is the one in CR3.
+        table = self.b.vcpu.kernel_cr3 << 12
+        for shift in (39, 30, 21):
+            e = self.b.guest.read_u64_phys(table + ((linear >> shift) & 511) * 8)
+            if not e & PTE_P or e & PTE_PS or not self.b._valid_mfn((e & PTE_ADDR_MASK) >> 12):
+                return None
+            table = e & PTE_ADDR_MASK
+        return table + ((linear >> 12) & 511) * 8
 
     @staticmethod
     def _grant_pte_flags(flags: int) -> int:
