@@ -20,6 +20,7 @@ from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.console_input import ConsoleInput
+from pvmon.dispatch.core import RunServices
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
 from pvmon.trace.format import hc_event
 
@@ -47,9 +48,19 @@ SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v
 U64 = (1 << 64) - 1
 
 
-class XenPvDispatch:
+def xen_shutdown_stop(reason: int, rip: int) -> Stop:
+    """The stop for SCHEDOP_shutdown(``reason``) (xen/include/public/sched.h):
+    kind "crash" for SHUTDOWN_crash, else "shutdown"."""
+    name = abi.SHUTDOWN_REASONS.get(reason, str(reason))
+    kind = "crash" if reason == abi.SHUTDOWN_crash else "shutdown"
+    return Stop(kind, f"SCHEDOP_shutdown({name})", rip, reason)
+
+
+class XenPvDispatch(RunServices):
     """TrapHandler for one Xen PV domain. ``record``: a callable taking an
     event dict (see docs/trace-format.md), or None."""
+
+    shutdown_stop = staticmethod(xen_shutdown_stop)
 
     def __init__(self, machine: Machine, backend, guest: RecordingGuestAccess,
                  record: Callable[[dict], None] | None = None) -> None:
@@ -94,22 +105,9 @@ class XenPvDispatch:
         backend.console_out = self._console
 
     # ---------------------------------------------------- platform services
-    def cur_rip(self) -> int:
-        return self._jump if self._jump is not None else self._cur_rip
-
-    def jump(self, rip: int) -> None:
-        self._jump = rip
-
-    def crash_stop(self, detail: str, rip: int) -> None:
-        self.m.stop(Stop("crash", detail, rip))
-
-    def stuck(self, detail: str) -> None:
-        self.m.stop(Stop("stuck", detail, self.cur_rip()))
-
-    def guest_shutdown(self, reason: int) -> None:
-        name = abi.SHUTDOWN_REASONS.get(reason, str(reason))
-        kind = "crash" if reason == abi.SHUTDOWN_crash else "shutdown"
-        self.m.stop(Stop(kind, f"SCHEDOP_shutdown({name})", self.cur_rip(), reason))
+    # cur_rip, jump, crash_stop, stuck, guest_shutdown: RunServices (core.py).
+    def end_run(self, stop: Stop) -> None:
+        self.m.stop(stop)
 
     def _emit(self, ev: dict) -> None:
         if self._tsc_rips is not None:
