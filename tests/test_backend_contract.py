@@ -90,3 +90,22 @@ def test_a_call_result_carries_value_name_decoded_op_and_events_raised():
     assert res == base.CallResult(b.ver.major << 16 | b.ver.minor, "xen_version",
                                   {"cmd": "version"}, ())
     assert b.events.raised == []
+
+
+def test_a_backend_of_an_abi_without_a_dispatch_layer_is_refused_in_one_line():
+    from pvmon.errors import BackendError
+
+    class Kvm(base.Backend):
+        abi, name, version = "kvm", "kvm-6.12", "6.12"
+
+        def describe(self) -> dict:
+            return {}
+
+        def attach(self, machine, layout, guest, platform, memory_bytes, name) -> None:
+            raise AssertionError("never attached")
+
+        def call(self, nr: int, args: tuple[int, ...]) -> int:
+            return -38
+
+    with pytest.raises(BackendError, match="cannot run guests on a 'kvm' ABI backend"):
+        Session(resolve("pvtest-v2"), backend=Kvm())
