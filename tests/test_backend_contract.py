@@ -109,3 +109,23 @@ def test_a_backend_of_an_abi_without_a_dispatch_layer_is_refused_in_one_line():
 
     with pytest.raises(BackendError, match="cannot run guests on a 'kvm' ABI backend"):
         Session(resolve("pvtest-v2"), backend=Kvm())
+
+
+def test_a_backend_stop_means_the_same_live_and_in_open_loop():
+    # one implementation of the callback services: open loop's stand-in notes the
+    # same Stop the live dispatch layer would end the run with
+    from pvmon.backends.xen import abi
+    for reason, kind in ((abi.SHUTDOWN_crash, "crash"), (0, "shutdown")):
+        live = Session(resolve("pvtest-v2"), keep_console=False)
+        d = live.dispatch
+        d.enter(0x1000)
+        d.jump(0x2000)
+        d.guest_shutdown(reason)
+        noted = _NoGuestPlatform()
+        noted.enter(0x1000)
+        noted.jump(0x2000)
+        noted.guest_shutdown(reason)
+        assert live.machine.stop_reason == noted.stopped
+        assert noted.stopped.kind == kind and noted.stopped.rip == 0x2000
+    noted.stuck("blocked")
+    assert noted.stopped.kind == "stuck"
