@@ -129,3 +129,24 @@ def test_a_backend_stop_means_the_same_live_and_in_open_loop():
         assert noted.stopped.kind == kind and noted.stopped.rip == 0x2000
     noted.stuck("blocked")
     assert noted.stopped.kind == "stuck"
+
+
+def test_a_xen_backend_without_pv_page_tables_is_refused_not_run():
+    from pvmon.errors import BackendError
+
+    class XenLike(base.Backend):
+        abi, name, version = "xen", "xen-like", "4.17"
+        CAPABILITIES = frozenset({base.CAP_CONSOLE_INPUT, base.CAP_EVENT_UPCALLS})
+
+        def describe(self) -> dict:
+            return {}
+
+        def attach(self, machine, layout, guest, platform, memory_bytes, name) -> None:
+            raise AssertionError("never attached")
+
+        def call(self, nr: int, args: tuple[int, ...]) -> int:
+            return -38
+
+    with pytest.raises(BackendError, match="cannot run a Xen PV guest: it does not "
+                                           "implement pv-mmu"):
+        Session(resolve("pvtest-v2"), backend=XenLike())

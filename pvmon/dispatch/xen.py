@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pvmon.backends.base import CAP_CONSOLE_INPUT, CAP_EVENT_UPCALLS, CAP_PV_MMU, Backend
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
 from pvmon.dispatch.access import RecordingGuestAccess
@@ -24,6 +25,7 @@ from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: the
     DispatchCore,
 )
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
+from pvmon.errors import BackendError
 from pvmon.trace.format import hc_event
 
 XEN_CPUID_PREFIX = b"\x0f\x0bxen\x0f\xa2"
@@ -47,9 +49,17 @@ class XenPvDispatch(DispatchCore):
     event dict (see docs/trace-format.md), or None."""
 
     shutdown_stop = staticmethod(xen_shutdown_stop)
+    #: What a backend must offer to run a Xen PV guest (pvmon/backends/base.py):
+    #: pinned page tables for writable-page-table emulation, event upcalls, hvc0.
+    REQUIRES = frozenset({CAP_PV_MMU, CAP_EVENT_UPCALLS, CAP_CONSOLE_INPUT})
 
-    def __init__(self, machine: Machine, backend, guest: RecordingGuestAccess,
+    def __init__(self, machine: Machine, backend: Backend, guest: RecordingGuestAccess,
                  record: Callable[[dict], None] | None = None) -> None:
+        """Raises BackendError if ``backend`` lacks a capability in :attr:`REQUIRES`."""
+        missing = self.REQUIRES - backend.capabilities
+        if missing:
+            raise BackendError(f"backend {backend.name!r} cannot run a Xen PV guest: it does "
+                               f"not implement {', '.join(sorted(missing))}")
         super().__init__(machine, backend, guest, record)
         #: The guest's hypercall page (a call from inside it is recorded with
         #: ``via`` "page"), set on the backend by the domain builder before this.
