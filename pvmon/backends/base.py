@@ -282,8 +282,10 @@ class Backend(ABC):
     abi: str = ""
     name: str = ""
     version: str = ""
-    ver: Any = None
-    hypercall_page: int | None = None
+    # Annotations only (XenBackend sets both per instance; callers use getattr
+    # with a default), so no class attribute shadows the instance's.
+    ver: Any
+    hypercall_page: int | None
     #: What this backend offers beyond the required members (the ``CAP_*`` names).
     CAPABILITIES: frozenset[str] = frozenset()
 

@@ -64,8 +64,12 @@ class RunServices:
     enters a call sets both (:meth:`enter`)."""
 
     shutdown_stop = staticmethod(plain_shutdown)
-    _cur_rip: int = 0
-    _jump: int | None = None
+
+    def __init__(self) -> None:
+        # instance attributes only, as before the split: no class-level default
+        # shadows them, so the hot path's attribute access is what it was
+        self._cur_rip = 0
+        self._jump: int | None = None
 
     def enter(self, rip: int) -> None:
         """A call or delivery begins; it returns to ``rip`` unless the backend jumps."""
@@ -109,6 +113,7 @@ class DispatchCore(RunServices):
 
     def __init__(self, machine: Machine, backend: Backend, guest: GuestAccess,
                  record: Callable[[dict], None] | None = None) -> None:
+        super().__init__()
         self.m = machine
         self.b = backend
         self.guest = guest
@@ -125,8 +130,6 @@ class DispatchCore(RunServices):
         self.upcalls = 0
         self.console_listeners: list[Callable[[str, bytes], None]] = []
         self.call_listeners: list[Callable[[dict], None]] = []
-        self._cur_rip = 0
-        self._jump: int | None = None
         self._preempt = False
         self.deadline_wall: float | None = None
         self._traps = 0

@@ -129,6 +129,7 @@ class _NoGuestPlatform(RunServices):
     shutdown_stop = staticmethod(xen_shutdown_stop)
 
     def __init__(self) -> None:
+        super().__init__()
         self.stopped: Stop | None = None
 
     def end_run(self, stop: Stop) -> None:
@@ -177,13 +178,14 @@ class _Side:
         self.raised = backend.events.raised
         self.backend_call = backend.call
         self.begin = access.begin
-        self.enter = self.platform.enter
 
     def feed(self, ev: dict, now_ns: int, args: tuple[int, ...], recent: deque) -> None:
         """Run recorded call ``ev`` (raw ``args``) on this backend at virtual time
         ``now_ns`` and compare what it does with the recording."""
         self.clock.now_ns = now_ns
-        self.enter(ev.get("rip", 0))
+        platform = self.platform    # RunServices.enter, inlined: once per call and backend
+        platform._cur_rip = ev.get("rip", 0)
+        platform._jump = None
         self.begin(ev.get("rd") or ())
         raised = self.raised
         if raised:
