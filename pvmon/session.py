@@ -20,9 +20,9 @@ from pvmon import __version__
 from pvmon.backends.base import Backend
 from pvmon.backends.registry import get_backend
 from pvmon.backends.xen import builder
+from pvmon.dispatch import dispatch_class
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
-from pvmon.dispatch.xen import XenPvDispatch
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
 from pvmon.engine.signals import StopOnSignals
 from pvmon.errors import TraceError
@@ -105,6 +105,8 @@ class Session:
         self.cmdline = cmdline
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.backend_name = self.backend.name
+        # before building anything: a backend of an ABI with no dispatch layer is refused
+        dispatch_cls = dispatch_class(self.backend.abi)
         self.kernel = builder.load_kernel(Path(guest.vmlinux))
         self.machine = Machine(memory, builder.extra_bytes_for(memory))
         self.layout = builder.build(self.machine, self.kernel, cmdline, initrd)
@@ -112,7 +114,7 @@ class Session:
         self.trace_path = Path(record) if record else None
         self.writer = None
         self.access = RecordingGuestAccess(self.machine, record=self.trace_path is not None)
-        self.dispatch = XenPvDispatch(self.machine, self.backend, self.access, None)
+        self.dispatch = dispatch_cls(self.machine, self.backend, self.access, None)
         self.backend.attach(self.machine, self.layout, self.access, self.dispatch, memory,
                             guest.name)
         self.machine.attach(self.dispatch)

@@ -71,11 +71,11 @@ class RecordingGuestAccess:
             self.reads.append(["p", ma, struct.pack("<Q", v)])
         return v
 
-    def write_u64_phys(self, ma: int, v: int) -> None:
-        v &= 0xFFFF_FFFF_FFFF_FFFF
-        self.m.write_u64_phys(ma, v)
+    def write_u64_phys(self, ma: int, value: int) -> None:
+        value &= 0xFFFF_FFFF_FFFF_FFFF
+        self.m.write_u64_phys(ma, value)
         if self.record:
-            self.writes.append(["p", ma, struct.pack("<Q", v)])
+            self.writes.append(["p", ma, struct.pack("<Q", value)])
 
     def read_phys(self, ma: int, size: int) -> bytes:
         data = self.m.read_phys(ma, size)

@@ -1,7 +1,7 @@
 """The guest console as one stream, from the two channels a Xen PV guest writes.
 
 A Xen PV guest writes its console through two channels (the ``channel``
-argument of the dispatch's console listeners, :mod:`pvmon.dispatch.xen`):
+argument of the dispatch's console listeners, :mod:`pvmon.dispatch.core`):
 
 * ``io``: ``console_io(CONSOLEIO_write)``, which a real Xen prints in its own
   log (``xl dmesg``). Linux's early console (``xenboot``) writes here until

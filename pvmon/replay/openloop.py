@@ -32,7 +32,9 @@ from pvmon.backends.xen import builder
 from pvmon.backends.xen.backend import XenBackend
 from pvmon.backends.xen.versions import XenVersion
 from pvmon.dispatch.access import RecordingGuestAccess
-from pvmon.engine.machine import Machine
+from pvmon.dispatch.core import RunServices
+from pvmon.dispatch.xen import xen_shutdown_stop
+from pvmon.engine.machine import Machine, Stop
 from pvmon.errors import TraceError
 from pvmon.guests.code import code_at
 from pvmon.replay.compare import Delta, memory_delta, result_text
@@ -119,28 +121,19 @@ class _RecordedMemory(RecordingGuestAccess):
         self.writes.append(["v", va, bytes(data)])
 
 
-class _NoGuestPlatform:
+class _NoGuestPlatform(RunServices):
     """The platform services a backend calls (jumps, stops), for a domain
-    whose guest does not run: they are noted, not executed."""
+    whose guest does not run: a jump is kept only for :meth:`cur_rip`, a stop
+    is noted in ``stopped``, not executed."""
+
+    shutdown_stop = staticmethod(xen_shutdown_stop)
 
     def __init__(self) -> None:
-        self.rip = 0
-        self.stopped: str | None = None
+        super().__init__()
+        self.stopped: Stop | None = None
 
-    def cur_rip(self) -> int:
-        return self.rip
-
-    def jump(self, rip: int) -> None:
-        pass
-
-    def crash_stop(self, detail: str, rip: int) -> None:
-        self.stopped = f"crash: {detail}"
-
-    def stuck(self, detail: str) -> None:
-        self.stopped = f"stuck: {detail}"
-
-    def guest_shutdown(self, reason: int) -> None:
-        self.stopped = f"shutdown({reason})"
+    def end_run(self, stop: Stop) -> None:
+        self.stopped = stop
 
 
 def _layout(run: RecordedRun, machine: Machine) -> builder.Layout:
@@ -190,7 +183,9 @@ class _Side:
         """Run recorded call ``ev`` (raw ``args``) on this backend at virtual time
         ``now_ns`` and compare what it does with the recording."""
         self.clock.now_ns = now_ns
-        self.platform.rip = ev.get("rip", 0)
+        platform = self.platform    # RunServices.enter, inlined: once per call and backend
+        platform._cur_rip = ev.get("rip", 0)
+        platform._jump = None
         self.begin(ev.get("rd") or ())
         raised = self.raised
         if raised:

@@ -16,7 +16,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from pvmon.backends.base import Backend, GuestFault
+from pvmon.backends.base import (
+    CAP_CONSOLE_INPUT,
+    CAP_EVENT_UPCALLS,
+    CAP_HYPERCALL_PAGE,
+    CAP_PV_MMU,
+    Backend,
+    GuestFault,
+)
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.builder import Layout, m2p_frames
 from pvmon.backends.xen.console import ConsoleRing
@@ -47,6 +54,8 @@ class XenBackend(Backend):
     profile) or a built-in's name (``"4.17"``, ``"xen-4.17"``)."""
 
     abi = "xen"
+    CAPABILITIES = frozenset({CAP_PV_MMU, CAP_HYPERCALL_PAGE, CAP_CONSOLE_INPUT,
+                              CAP_EVENT_UPCALLS})
 
     def __init__(self, version: str | XenVersion = "4.17") -> None:
         if isinstance(version, str):
