@@ -96,10 +96,11 @@ static void poc_148(void)
                        "(same frame)";
     memset(poc_l1, 0, PAGE_SIZE);
     memset(poc_l2, 0, PAGE_SIZE);
-    poc_l2[0] = virt_to_maddr(poc_l1) | PDE_FLAGS;
     long rc = set_page_ro(poc_l1, 1) | set_page_ro(poc_l2, 1);
     rc = rc ? rc : mmuext1(MMUEXT_PIN_L1_TABLE, virt_to_mfn(poc_l1));
     rc = rc ? rc : mmuext1(MMUEXT_PIN_L2_TABLE, virt_to_mfn(poc_l2));
+    /* the entry through Xen, so a replay's backend knows what it held */
+    rc = rc ? rc : mmu1(virt_to_maddr(poc_l2), virt_to_maddr(poc_l1) | PDE_FLAGS);
     if (rc) {
         verdict(148, 0, 0, what, "setup failed (rc %ld)", rc);
         return;

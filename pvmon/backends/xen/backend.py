@@ -429,7 +429,10 @@ class XenBackend(Backend):
         it is still refused (no allowsuperpage). pvmon knows a table's level
         only when the guest pinned that frame itself."""
         caps = self.ver.capabilities
-        old = self.guest.read_u64_phys(ma)
+        # Read from the machine, not through the recording access: a recording holds
+        # what the guest's call made the backend read, and this read is pvmon's own
+        # bookkeeping (every Linux L4 update passes here).
+        old = self.m.read_u64_phys(ma)
         same_frame = old & PTE_P and not (old ^ val) & PTE_ADDR_MASK
         pse = level == 2 and val & 0x80
         if pse and "xsa148_l2_pse_refused" in caps:
