@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "pvmon" / "guests" / "images"
 BUILD_SH = ROOT / "guests" / "build.sh"
-NAMES = ("pvtest-v1", "pvtest-v2", "pvtest-v2-fail", "pvtest-v2-rules")
+NAMES = ("pvtest-v1", "pvtest-v2", "pvtest-v2-fail", "pvtest-v2-rules", "pvtest-v2-poc")
 
 VIRT_BASE = 0xFFFFFFFF80000000
 PT_LOAD, PT_NOTE = 1, 4
@@ -139,7 +139,7 @@ def test_v1_has_hypercall_page_note() -> None:
     assert _symbols(elf)["hypercall_page"] == page
 
 
-@pytest.mark.parametrize("name", ["pvtest-v2", "pvtest-v2-fail", "pvtest-v2-rules"])
+@pytest.mark.parametrize("name", ["pvtest-v2", "pvtest-v2-fail", "pvtest-v2-rules", "pvtest-v2-poc"])
 def test_v2_has_no_hypercall_page_note(name: str) -> None:
     elf = _elf(name)
     assert XEN_ELFNOTE_HYPERCALL_PAGE not in _xen_notes(elf)

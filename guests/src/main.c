@@ -91,6 +91,13 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     p2m = (unsigned long *)si->mfn_list;
     boot_rsp = rsp;
 
+#if POC
+    printk("pvtest: pvtest-v%d-poc booting (Xen x86-64 PV proof-of-concept guest: XSA "
+           "fixes, hypercalls via %s)\n", PVTEST_VERSION, hypercall_mechanism);
+    unsigned bad = checks_poc(install_trap_table());
+    printk("pvtest: shutting down: %s\n", bad ? "crash" : "poweroff");
+    pv_shutdown_loop(bad ? SHUTDOWN_crash : SHUTDOWN_poweroff);
+#endif
 #if RULES
     printk("pvtest: pvtest-v%d-rules booting (Xen x86-64 PV reference guest with the "
            "hostile checks, hypercalls via %s)\n", PVTEST_VERSION, hypercall_mechanism);

@@ -12,6 +12,9 @@
  *   RULES=1           adds checks_rules.c: the rules Xen enforces on any
  *                     guest, checked the hostile way (user mode, int $n,
  *                     odd callbacks, an iret inside a multicall).
+ *   POC=1             pvtest-v2-poc: instead of the checks, checks_poc.c tries
+ *                     what six Xen security advisories were about and says
+ *                     whether the hypervisor behaved as vulnerable or fixed.
  */
 #ifndef PVTEST_H
 #define PVTEST_H
@@ -29,6 +32,9 @@
 #endif
 #ifndef RULES
 #define RULES 0
+#endif
+#ifndef POC
+#define POC 0
 #endif
 
 #define VIRT_BASE  0xffffffff80000000UL
@@ -212,6 +218,10 @@ void checks_memory_version(void);
 void checks_xenstore(void);
 void checks_bad_calls(void);
 long install_trap_table(void);
+#if POC
+/* ---- checks_poc.c: returns the number of steps that went wrong ---- */
+unsigned checks_poc(long trap_rc);
+#endif
 #if RULES
 /* ---- checks_rules.c ---- */
 #define VEC_SYSCALL 0x101           /* the syscall callback, through trap_common */

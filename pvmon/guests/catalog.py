@@ -4,7 +4,9 @@ Names:
 
 * ``None`` -> :data:`DEFAULT_GUEST` ("pvtest-v2")
 * ``"pvtest-v1"``, ``"pvtest-v2"``, ``"pvtest-v2-rules"`` (v2 plus the checks of
-  the rules Xen enforces on any guest) -> built-in reference guests at
+  the rules Xen enforces on any guest), ``"pvtest-v2-poc"`` (the hostile variant
+  that reports, per Xen security advisory, vulnerable or fixed) -> built-in
+  reference guests at
   ``pvmon/guests/images/<name>.elf`` (symbols from ``<name>.map`` beside it, or
   the ELF ``.symtab``)
 * ``"debian-6.1"``, ``"debian-6.12"`` -> the cache filled by ``pvmon guests fetch``
@@ -31,7 +33,7 @@ from pvmon.errors import GuestImageError, GuestNotFound
 from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
-BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules")
+BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc")
 DEBIAN = tuple(debian.SERIES)
 IMAGES_DIR = Path(__file__).parent / "images"
 

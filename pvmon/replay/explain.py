@@ -99,6 +99,14 @@ _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "gnttab_unmap_checks_pte_flags": (("grant_table_op", "unmap_grant_ref"),
                                       ("grant_table_op", "unmap_and_replace")),
     "gnttab_copy_claims_first": (("grant_table_op", "copy"),),
+    # security fixes (pvmon.backends.xen.history.XSAS)
+    "xsa148_l2_pse_refused": (("mmu_update", None),),
+    "xsa182_pde_fastpath_whitelist": (("mmu_update", None),),
+    "xsa213_multicall_iret_ends_batch": (("multicall", None), ("iret", None)),
+    "xsa227_gnttab_pte_aligned": (("grant_table_op", "map_grant_ref"),
+                                  ("grant_table_op", "unmap_grant_ref"),
+                                  ("grant_table_op", "unmap_and_replace")),
+    "xsa327_vcpu_info_aligned": (("vcpu_op", "register_vcpu_info"),),
 }
 
 

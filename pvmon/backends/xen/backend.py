@@ -401,6 +401,10 @@ class XenBackend(Backend):
                 return -E.EBUSY
             if level == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
                 return -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
+            if level in (2, 4) and val & PTE_P:
+                rc = self._mod_pde(level, ma, val)
+                if rc is not None:
+                    return rc
             # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
             # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
             self.guest.write_machine(ma, struct.pack("<Q", val))
@@ -412,6 +416,46 @@ class XenBackend(Backend):
             self.m.write_u64_phys(self.layout.m2p_ma + mfn * 8, val)
             return 0
         return -E.ENOSYS
+
+    # mm.c@stable-4.17 FASTPATH_FLAG_WHITELIST: NX, AVAIL_HIGH (bits 52-62), AVAIL (9-11),
+    # GLOBAL, DIRTY, ACCESSED, USER. CONFIG_PV_LINEAR_PT=y keeps RW out of it for PDEs.
+    _FASTPATH_WHITELIST = (1 << 63) | (0x7FF << 52) | 0xE00 | 0x100 | 0x40 | 0x20 | 0x4
+
+    def _mod_pde(self, level: int, ma: int, val: int) -> int | None:
+        """A present entry written into an explicitly pinned L2 or L4 table
+        (mod_l2_entry / mod_l4_entry, xen/arch/x86/mm.c@stable-4.17): an L2
+        entry with _PAGE_PSE is refused (L2_DISALLOW_MASK); an entry that keeps
+        its frame and changes only whitelisted flags takes the fast path; any
+        other is validated, and a same-level (linear) entry must be read-only
+        (get_l4_linear_pagetable: "Attempt to create linear p.t. with write
+        perms"). -EINVAL, or None to write the entry.
+
+        Versions affected by XSA-148 / XSA-182 (capabilities
+        ``xsa148_l2_pse_refused`` / ``xsa182_pde_fastpath_whitelist`` absent)
+        take the old fast path: same frame and still present, whatever the
+        flags, before any check (mm.c@RELEASE-4.6.0: L2_DISALLOW_MASK without
+        _PAGE_PSE, l?e_has_changed(.., _PAGE_PRESENT)); a new superpage outside
+        it is still refused (no allowsuperpage). pvmon knows a table's level
+        only when the guest pinned that frame itself."""
+        caps = self.ver.capabilities
+        # Read from the machine, not through the recording access: a recording holds
+        # what the guest's call made the backend read, and this read is pvmon's own
+        # bookkeeping (every Linux L4 update passes here).
+        old = self.m.read_u64_phys(ma)
+        same_frame = old & PTE_P and not (old ^ val) & PTE_ADDR_MASK
+        pse = level == 2 and val & 0x80
+        if pse and "xsa148_l2_pse_refused" in caps:
+            return -E.EINVAL
+        if "xsa182_pde_fastpath_whitelist" in caps:
+            if not (old ^ val) & ~self._FASTPATH_WHITELIST & ((1 << 64) - 1) and old & PTE_P:
+                return None
+        elif same_frame:
+            return None
+        if pse:
+            return -E.EINVAL
+        if val & 2 and self.pinned.get((val & PTE_ADDR_MASK) >> 12) == level:
+            return -E.EINVAL
+        return None
 
     def _writable_pt_mapping(self, val: int) -> bool:
         """A leaf PTE that would map a pinned page-table frame writable: Xen
@@ -554,6 +598,9 @@ class XenBackend(Backend):
         """
         if nr > 1024:
             return -E.EINVAL
+        # Before XSA-213's fix (xen.git 22c096c99d, common/multicall.c) the batch went
+        # on after an iret and the multicall's 0 replaced the iret's RAX.
+        iret_ends = "xsa213_multicall_iret_ends_batch" in self.ver.capabilities
         names = []
         rc = 0
         for i in range(nr):
@@ -567,7 +614,7 @@ class XenBackend(Backend):
                 res = self.call(op, tuple(a[:5]))
                 self.op = saved
             self._write(ent + 8, struct.pack("<Q", res & U64))
-            if op == abi.HYPERVISOR_iret:
+            if op == abi.HYPERVISOR_iret and iret_ends:
                 rc = res
                 break
         self.op = {"count": nr, "calls": names}
@@ -739,8 +786,8 @@ class XenBackend(Backend):
             self.op.update(mfn=mfn, offset=offset)
             if not self._valid_mfn(mfn) or offset > PAGE_SIZE - abi.VCPU_INFO_SIZE:
                 return -E.EINVAL
-            if offset & 7:
-                return -E.EINVAL
+            if offset & 7 and "xsa327_vcpu_info_aligned" in self.ver.capabilities:
+                return -E.EINVAL   # alignof(vcpu_info_t), XSA-327 (common/domain.c)
             return v.register_vcpu_info((mfn << 12) + offset)
         if cmd == 5:   # register_runstate_memory_area {addr}
             v.runstate_va = self._u64(arg)

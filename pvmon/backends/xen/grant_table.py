@@ -176,6 +176,8 @@ class GrantTable:
         self.unlimited = "gnttab_unlimited_batches" in caps
         self.pte_flag_check = "gnttab_unmap_checks_pte_flags" in caps
         self.copy_claims_first = "gnttab_copy_claims_first" in caps
+        # XSA-227 (xen.git ce442926c2): a contains_pte address must be PTE-aligned
+        self.pte_align = 7 if "xsa227_gnttab_pte_aligned" in caps else 0
 
     def _seed(self, lay) -> None:
         """The table a domU starts with under libxl: the toolstack grants the
@@ -712,7 +714,8 @@ class GrantTable:
         address whose L1 entry the current page tables hold. Either failing is
         GNTST_general_error; the entry is overwritten with the grant's PTE."""
         if flags & E.GNTMAP_contains_pte:
-            if addr & 7 or not self.b._valid_mfn(addr >> 12) or not self._is_l1(addr >> 12):
+            if addr & self.pte_align or not self.b._valid_mfn(addr >> 12) or \
+                    not self._is_l1(addr >> 12):
                 return E.GNTST_general_error
             pte_ma = addr
         else:
@@ -825,7 +828,7 @@ class GrantTable:
         stolen PTE, or empty. GNTST_general_error otherwise."""
         nl1e = 0
         if flags & E.GNTMAP_contains_pte:
-            if new_addr or addr & 7 or not self.b._valid_mfn(addr >> 12) or \
+            if new_addr or addr & self.pte_align or not self.b._valid_mfn(addr >> 12) or \
                     not self._is_l1(addr >> 12):
                 return E.GNTST_general_error
             pte_ma = addr

@@ -9,9 +9,86 @@ stable trees were never imported into xen.git, so 3.4 facts are read at tag
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pvmon.backends.xen.versions import XEN_4_17, Change, register
 
 _H34 = "@3.4.0-rc3"
+
+
+# ------------------------------------------------------------- security fixes
+@dataclass(frozen=True)
+class Xsa:
+    """One Xen Security Advisory whose fix a 64-bit PV domU can see.
+
+    ``number``: the advisory (XSA-``number``); ``capability``: the backend
+    behaviour that is the fix (in the reference; absent in an affected
+    version); ``fix``: the fix commit on xen.git master; ``backports``:
+    {branch: commit} for the stable branches pvmon models; ``file``: the file
+    the fix changed that holds the behaviour; ``call``: the hypercall (and
+    sub-op) whose answer changed; ``fixed``/``vulnerable``: what the guest
+    sees after and before the fix."""
+
+    number: int
+    capability: str
+    title: str
+    fix: str
+    backports: dict[str, str]
+    file: str
+    call: str
+    fixed: str
+    vulnerable: str
+
+    def change(self, why: str) -> Change:
+        """The declared difference of a version that predates the fix: the
+        capability absent, ``why`` saying why the version is affected."""
+        return Change("capability", feature=self.capability, xsa=self.number,
+                      fix=self.fix, file=self.file,
+                      source=f"XSA-{self.number} ({self.title}), fixed by xen.git {self.fix} "
+                             f"in {self.file}; {why}",
+                      note=f"XSA-{self.number}: {self.vulnerable}")
+
+
+XSAS: dict[int, Xsa] = {x.number: x for x in (
+    Xsa(148, "xsa148_l2_pse_refused", "uncontrolled creation of large page mappings",
+        "fe360c90ea", {"stable-4.6": "2d094bd870 (4.6.1)"}, "xen/arch/x86/mm.c",
+        "mmu_update",
+        "an L2 entry with _PAGE_PSE is refused (-EINVAL, L2_DISALLOW_MASK)",
+        "mod_l2_entry's fast path (same frame, still present) takes _PAGE_PSE: mmu_update "
+        "returns 0 and the L2 entry maps a 2 MiB superpage"),
+    Xsa(182, "xsa182_pde_fastpath_whitelist", "privilege escalation via the PTE fast path",
+        "e1bff4c2ea", {"stable-4.6": "eac595f18c (4.6.4)"}, "xen/arch/x86/mm.c",
+        "mmu_update",
+        "an L2-L4 update that changes more than FASTPATH_FLAG_WHITELIST is revalidated: "
+        "making a linear (same-level) entry writable is refused (-EINVAL)",
+        "mod_l4_entry's fast path (same frame, still present) takes any flag change: a "
+        "read-only linear L4 entry made writable returns 0 (a writable page table)"),
+    Xsa(213, "xsa213_multicall_iret_ends_batch", "64-bit PV guest breakout via multicall iret",
+        "22c096c99d", {"stable-4.6": "fc7839698c (4.6.6)"}, "xen/common/multicall.c",
+        "multicall",
+        "an iret ends the batch; the multicall returns the iret's RAX",
+        "the batch goes on after the iret (later entries run in the mode the iret "
+        "entered) and the multicall returns 0 over the iret's RAX"),
+    Xsa(227, "xsa227_gnttab_pte_aligned", "x86 grant operation misaligned PTE",
+        "ce442926c2", {"stable-4.6": "3300ad37ea (after 4.6.6)"}, "xen/arch/x86/mm.c",
+        "grant_table_op(map_grant_ref)",
+        "a GNTMAP_contains_pte address not 8-byte aligned is GNTST_general_error",
+        "the grant PTE is written at the misaligned address (GNTST_okay), straddling two "
+        "L1 entries"),
+    Xsa(234, "gnttab_unmap_checks_pte_flags", "insufficient grant unmapping checks",
+        "16b1414de9", {"stable-4.6": "1658a87690 (after 4.6.6)"}, "xen/arch/x86/mm.c",
+        "grant_table_op(unmap_grant_ref)",
+        "unmap refuses a grant PTE whose present or writable bit no longer matches the "
+        "mapping (GNTST_general_error)",
+        "unmap checks the PTE's frame only: a grant PTE made read-only is unmapped "
+        "(GNTST_okay) and the writable pin dropped"),
+    Xsa(327, "xsa327_vcpu_info_aligned", "missing alignment check in "
+        "VCPUOP_register_vcpu_info", "3fdc211b01", {"stable-4.11": "ddaaccbbab (after 4.11.4)"},
+        "xen/common/domain.c", "vcpu_op(register_vcpu_info)",
+        "an offset not aligned to vcpu_info (8 bytes) is refused (-EINVAL)",
+        "a misaligned offset is accepted (0); the fault it causes is Arm's, but x86 took the "
+        "same check in common code"),
+)}
 
 
 def _gone(hc: str, *subs: str, source: str) -> list[Change]:
@@ -57,6 +134,8 @@ XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
                   "xen/arch/x86/mm.c" + _H34 + " replace_grant_va_mapping checks the frame only",
            note="unmap accepts a grant PTE whose present or writable bit no longer matches "
                 "the mapping"),
+    *(XSAS[n].change("the 3.x trees were never patched; 3.4.0-rc3 predates the fix")
+      for n in (148, 182, 213, 227, 327)),
     Change("capability", feature="gnttab_copy_claims_first",
            source="xen/common/grant_table.c" + _H34 + " __gnttab_copy: lengths checked first, "
                   "an invalid frame GNTST_general_error; gnttab_copy_one from 4.6 (xen.git "
@@ -132,3 +211,57 @@ XEN_4_22 = register(XEN_4_21.derive("xen-4.22", [
                   "xen/include/public/xen.h@RELEASE-4.22.0 '/* Dropped in Xen 4.22 */'"),
 ], major=4, minor=22, extraversion=".0",
     description="Xen 4.22.0 (Jul 2026): xenoprof_op removed", released="2026-07"))
+
+# ------------------------------------------------------------------ Xen 4.6
+# Xen 4.6.0 (RELEASE-4.6.0, Oct 2015), as released: every XSA fix published after it
+# is absent (each one's stable-4.6 backport came in a later 4.6.x, Xsa.backports).
+# Interface differences from 4.17 checked against the tag: xen.git commit not an
+# ancestor of RELEASE-4.6.0.
+_R46 = "RELEASE-4.6.0"
+XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
+    *_gone("event_channel_op", "reset_cont",
+           source="EVTCHNOP_reset_cont added in 4.15 (xen.git 2785b2a9e0)"),
+    Change("hypercall", "argo_op", source="argo_op (39) added in 4.12"),
+    Change("hypercall", "dm_op", source="dm_op (41) added in 4.9"),
+    Change("hypercall", "hypfs_op", source="hypfs_op (42) added in 4.14"),
+    *_gone("xen_version", "build_id", source="XENVER_build_id added in 4.7 (xen.git 460d24188d, "
+                                             "not in " + _R46 + ")"),
+    *_gone("sched_op", "pin_override",
+           source="SCHEDOP_pin_override added in 4.7 (xen.git 8fa0fca9f3)"),
+    *_gone("memory_op", "acquire_resource",
+           source="XENMEM_acquire_resource added in 4.11 (xen.git 3fefa0f15d)"),
+    Change("capability", feature="vmassist_architectural_iopl",
+           source="VMASST_TYPE_architectural_iopl added in 4.7"),
+    Change("capability", feature="vmassist_runstate_update_flag",
+           source="VMASST_TYPE_runstate_update_flag added in 4.8; -EINVAL before"),
+    Change("capability", feature="pvclock_tsc_stable",
+           source="vcpu_time_info.flags (XEN_PVCLOCK_TSC_STABLE_BIT) added in 4.7 "
+                  "(xen.git 9e55a33cc8, not in " + _R46 + ")"),
+    Change("feature", feature="direct_mapped",
+           source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
+    *(XSAS[n].change(f"the fix is not in {_R46} (stable-4.6 took it as "
+                     f"{XSAS[n].backports['stable-4.6']})")
+      for n in (148, 182, 213, 227, 234)),
+    XSAS[327].change(f"the fix is not in {_R46}; 4.6 was out of security support (Oct 2017) "
+                     "before it"),
+], major=4, minor=6, extraversion=".0",
+    description="Xen 4.6.0 (Oct 2015) as released: no dm_op, argo or hypfs; affected by "
+                "XSA-148, 182, 213, 227, 234 and 327",
+    released="2015-10"))
+
+# ----------------------------------------------------------------- Xen 4.11
+# Xen 4.11.0 (RELEASE-4.11.0, Jul 2018), as released: the 2015-2017 fixes are in it
+# (their master commits are ancestors of the tag); XSA-327 (2020) is not.
+_R411 = "RELEASE-4.11.0"
+XEN_4_11 = register(XEN_4_17.derive("xen-4.11", [
+    *_gone("event_channel_op", "reset_cont",
+           source="EVTCHNOP_reset_cont added in 4.15 (xen.git 2785b2a9e0)"),
+    Change("hypercall", "argo_op", source="argo_op (39) added in 4.12"),
+    Change("hypercall", "hypfs_op", source="hypfs_op (42) added in 4.14"),
+    Change("feature", feature="direct_mapped",
+           source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
+    XSAS[327].change(f"the fix is not in {_R411} (stable-4.11 took it as "
+                     f"{XSAS[327].backports['stable-4.11']})"),
+], major=4, minor=11, extraversion=".0",
+    description="Xen 4.11.0 (Jul 2018) as released: no argo or hypfs; affected by XSA-327",
+    released="2018-07"))

@@ -32,6 +32,10 @@ class Change:
       - ``"failure"``: ``hypercall`` (sub-op ``subop`` or every sub-op when None)
         always fails with ``-errno`` (profiles only: models a broken build).
     ``source``: where the fact comes from (header@version, CHANGELOG line).
+    ``xsa``: for a security fix, its advisory number (XSA-``xsa``); ``fix``: the
+    fix's commit in xen.git (master, or the branch the version is on); ``file``:
+    the file the fix changed that holds the behaviour. A capability with an
+    ``xsa`` is the fixed behaviour: a version without it is affected.
     """
 
     kind: str
@@ -42,6 +46,9 @@ class Change:
     errno: int = 0
     source: str = ""
     note: str = ""
+    xsa: int = 0
+    fix: str = ""
+    file: str = ""
 
     def describe(self) -> str:
         """One line for people: ``EVTCHNOP_init_control returns -ENOSYS``."""
@@ -70,6 +77,8 @@ class Change:
             d["errno"] = self.errno
         if self.note:
             d["note"] = self.note
+        if self.xsa:
+            d.update(xsa=self.xsa, fix=self.fix, file=self.file)
         return d
 
 
@@ -188,6 +197,12 @@ class XenVersion:
 
 
 # ---------------------------------------------------------------- reference
+# Capabilities that are security fixes (XSA-234's is gnttab_unmap_checks_pte_flags,
+# declared with the grant tables). Their records are in pvmon.backends.xen.history.
+XSA_FIXES = ("xsa148_l2_pse_refused", "xsa182_pde_fastpath_whitelist",
+             "xsa213_multicall_iret_ends_batch", "xsa227_gnttab_pte_aligned",
+             "xsa327_vcpu_info_aligned")
+
 XEN_4_17 = XenVersion(
     "xen-4.17", 4, 17, ".7",
     # tmem_op: removed in 4.13 (xen.git c492e19fdd "xen: remove tmem from hypervisor");
@@ -214,11 +229,17 @@ XEN_4_17 = XenVersion(
     # and as writable as the mapping, not only its frame (gnttab_unmap_checks_pte_flags,
     # XSA-234); a copy claims both sides before checking its lengths and a bad frame is
     # GNTST_bad_page (gnttab_copy_claims_first, gnttab_copy_one).
+    # Security fixes a guest can see (each named after its advisory; older versions that
+    # predate the fix declare it absent, pvmon.backends.xen.history): an L2 entry with
+    # _PAGE_PSE refused (XSA-148), L2-L4 entries changing more than the fast path's
+    # whitelisted flags revalidated (XSA-182), an iret ends a multicall (XSA-213), a
+    # contains_pte grant PTE address 8-byte aligned (XSA-227), a vcpu_info offset
+    # aligned (XSA-327); gnttab_unmap_checks_pte_flags above is XSA-234.
     capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
                             "vmassist_runstate_update_flag", "vmassist_m2p_strict",
                             "pvclock_tsc_stable", "verbose_debug",
                             "gnttab_unlimited_batches", "gnttab_unmap_checks_pte_flags",
-                            "gnttab_copy_claims_first"}),
+                            "gnttab_copy_claims_first", *XSA_FIXES}),
     description="reference: Xen 4.17.7 (4.17 released Dec 2022), a 64-bit PV domU's ABI; "
                 "built with CONFIG_VERBOSE_DEBUG (guest console_io writes logged)",
     released="2022-12",
