@@ -140,7 +140,8 @@ def _guests(root: Path) -> Iterator[CacheItem]:
             yield _item("partial", name, [p], "left by an interrupted fetch")
         elif debian.is_series_name(name) and (p / debian.META).is_file():
             meta = _json(p / debian.META)
-            yield _item("kernel", name, [p], f"apt: {meta.get('package')} "
+            suite = f" {meta['suite']}" if meta.get("suite") else ""
+            yield _item("kernel", name, [p], f"apt{suite}: {meta.get('package')} "
                         f"{meta.get('version')}")
         else:
             yield _item("other", name, [p], "not a kernel pvmon fetched")

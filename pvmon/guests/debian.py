@@ -398,16 +398,19 @@ def fetch_debian(name: str, force: bool = False,
         step(f"{name}: updating the Debian {series.suite} package lists (apt-get update)")
         src.update()
 
+    meta = read_meta(name)
+    # A copy fetched before pvmon kept its own lists names no suite: it came
+    # from the system's, taken to be the series' usual suite.
+    was = (meta or {}).get("suite") or (SERIES[name].suite if name in SERIES else series.suite)
+    if meta and was != series.suite and not force:
+        raise FetchError(f"{name} in the cache came from Debian {was} "
+                         f"({meta.get('package')} {meta.get('version')}); pass --force to "
+                         f"replace it with {series.suite}'s")
     updated = force or src.stale()
     if updated:
         update()
     step(f"{name}: resolving the newest {series.pattern.pattern} in {series.suite} (apt-cache)")
     cand = _resolve(series, src)
-    meta = read_meta(name)
-    if meta and meta.get("suite", series.suite) != series.suite and not force:
-        raise FetchError(f"{name} in the cache came from Debian {meta['suite']} "
-                         f"({meta.get('package')} {meta.get('version')}); pass --force to "
-                         f"replace it with {series.suite}'s")
     if not force and meta and meta.get("package") == cand.package \
             and meta.get("version") == cand.version:
         return {**meta, "fetched": False, "path": str(guest_dir(name))}
