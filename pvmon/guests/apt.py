@@ -48,6 +48,9 @@ SUITES: dict[str, tuple[tuple[str, str], ...]] = {
 SUITES["sid"] = ((ARCHIVE, "sid"),)
 #: Lists older than this (seconds) are refreshed before a package is resolved.
 LISTS_MAX_AGE = 6 * 3600
+#: ... and older than this (seconds) before a package is downloaded, so that the
+#: version downloaded is the newest and still in the archive's pool.
+LISTS_FRESH = 600
 STAMP = "updated"
 UPDATE_TIMEOUT = 600     # seconds for one apt-get update
 DOWNLOAD_TIMEOUT = 900   # seconds for one apt-get download

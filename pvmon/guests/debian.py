@@ -385,8 +385,8 @@ def fetch_debian(name: str, force: bool = False,
 
     A no-op (``"fetched": False``) when the cache already holds the resolved
     package version, unless ``force``; the suite's apt lists are updated first
-    when older than :data:`pvmon.guests.apt.LISTS_MAX_AGE`, and always before
-    a download (or with ``force``). A cached copy from another suite is
+    when older than :data:`pvmon.guests.apt.LISTS_MAX_AGE`, before a download
+    when older than :data:`~pvmon.guests.apt.LISTS_FRESH`, and with ``force``. A cached copy from another suite is
     replaced only with ``force``. ``step``: called with what the fetch does
     next (for a progress display). Raises FetchError, GuestImageError."""
     t0 = time.monotonic()
@@ -414,8 +414,8 @@ def fetch_debian(name: str, force: bool = False,
     if not force and meta and meta.get("package") == cand.package \
             and meta.get("version") == cand.version:
         return {**meta, "fetched": False, "path": str(guest_dir(name))}
-    if not updated:  # download from fresh lists: an old version may have left the pool
-        update()
+    if not updated and src.stale(apt.LISTS_FRESH):
+        update()   # download from fresh lists: an old version may have left the pool
         cand = _resolve(series, src)
     root = cache_root() / "guests"
     root.mkdir(parents=True, exist_ok=True)
