@@ -409,7 +409,7 @@ def fetch_debian(name: str, force: bool = False,
     updated = force or src.stale()
     if updated:
         update()
-    step(f"{name}: resolving the newest {series.pattern.pattern} in {series.suite} (apt-cache)")
+    step(f"{name}: resolving the newest package in Debian {series.suite} (apt-cache)")
     cand = _resolve(series, src)
     if not force and meta and meta.get("package") == cand.package \
             and meta.get("version") == cand.version:
