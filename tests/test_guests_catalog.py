@@ -346,3 +346,19 @@ def test_updating_resolving_and_downloading_from_sid_leaves_the_systems_apt_unto
     assert debs[cand.package].stat().st_size > 0
     assert _tree_state(*roots) == before
     assert (cache / "apt" / "sid" / "lists").is_dir() and src.updated_at() is not None
+
+
+@pytest.mark.debian
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt")
+def test_fetching_a_suite_by_name_fetches_its_newest_series():
+    try:
+        series = debian.newest_series("sid")
+    except FetchError as exc:
+        pytest.skip(f"cannot reach Debian sid: {exc}")
+    r = CliRunner().invoke(cli, ["guests", "fetch", "sid"])
+    assert r.exit_code == 0, r.output
+    assert f"sid: newest cloud kernel series is {series.version}: {series.name}" in r.output
+    meta = debian.read_meta(series.name)
+    assert meta and meta["suite"] == "sid" and f"{meta['package']} {meta['version']} from sid" \
+        in r.output
+    assert catalog.resolve(series.name).package == meta["package"]
