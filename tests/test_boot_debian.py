@@ -74,8 +74,8 @@ def test_debian_7_2_boots_to_the_root_mount_panic(debian72):
     from pvmon.backends.xen.builder import PF_X, load_kernel
     k = load_kernel(debian72.vmlinux)
     with open(debian72.vmlinux, "rb") as f:
-        flags = [s["p_flags"] for s in ELFFile(f).iter_segments()
-                 if s["p_type"] == "PT_LOAD" and s["p_vaddr"] <= k.entry < s["p_vaddr"] + s["p_memsz"]]
+        flags = [s["p_flags"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD"
+                 and s["p_vaddr"] <= k.entry < s["p_vaddr"] + s["p_memsz"]]
     assert len(flags) == 1 and not flags[0] & PF_X      # today's fault: entry in a RW segment
     entry_pa = k.entry - k.virt_base + k.paddr_offset
     assert any(a <= entry_pa < b for a, b in k.exec_ranges)

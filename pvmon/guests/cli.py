@@ -127,8 +127,9 @@ def list_cmd() -> None:
 def cache() -> None:
     """Show and clean what pvmon keeps in its cache directory: fetched kernels,
     initramfs images, vmlinux files extracted from kernels given by path, the apt
-    lists of the Debian suites kernels are fetched from, engine builds, and leftovers of interrupted work. Anything removed is fetched,
-    extracted or built again when next needed."""
+    lists of the Debian suites kernels are fetched from, engine builds, and
+    leftovers of interrupted work. Anything removed is fetched, extracted or
+    built again when next needed."""
 
 
 @cache.command("list")

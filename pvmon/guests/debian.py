@@ -386,9 +386,10 @@ def fetch_debian(name: str, force: bool = False,
     A no-op (``"fetched": False``) when the cache already holds the resolved
     package version, unless ``force``; the suite's apt lists are updated first
     when older than :data:`pvmon.guests.apt.LISTS_MAX_AGE`, before a download
-    when older than :data:`~pvmon.guests.apt.LISTS_FRESH`, and with ``force``. A cached copy from another suite is
-    replaced only with ``force``. ``step``: called with what the fetch does
-    next (for a progress display). Raises FetchError, GuestImageError."""
+    when older than :data:`~pvmon.guests.apt.LISTS_FRESH`, and with ``force``.
+    A cached copy from another suite is replaced only with ``force``.
+    ``step``: called with what the fetch does next (for a progress display).
+    Raises FetchError, GuestImageError."""
     t0 = time.monotonic()
     require_apt()
     series = series_for(name, suite)
