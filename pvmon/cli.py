@@ -167,9 +167,11 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
 
     After quitting, the summary of the run on screen is printed (after an `r`
     reboot, the last run's). Exit status: 0 clean shutdown or quit by the user,
-    1 guest crash / triple fault / hang / idle, 2 pvmon error. Needs a terminal
-    on stdin, stdout and stderr; without one it says so and exits 2 (use
-    --headless or `pvmon run` in scripts)."""
+    1 guest crash / triple fault / hang / idle, 2 pvmon error (the trace could
+    not be written included); with --headless, 130 / 143 when SIGINT / SIGTERM
+    stopped the run (as for `pvmon run`). Needs a terminal on stdin, stdout and
+    stderr; without one it says so and exits 2 (use --headless or `pvmon run`
+    in scripts)."""
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
@@ -189,7 +191,7 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
         click.echo("pvmon: the guest was still running when the TUI closed", err=True)
         sys.exit(0)
     _print_summary(res)
-    sys.exit(0 if res.clean or res.exit_kind == "interrupted" else 1)
+    sys.exit(_exit_status(res, interrupted_ok=True))
 
 
 @cli.command()
@@ -222,8 +224,16 @@ def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, init
     Ctrl-] to leave; a pipe or file like --input-file -). The run stops when the
     guest powers off, or idles --idle-exit virtual seconds with no input left.
 
+    SIGINT (Ctrl-C when the console is not reading the terminal) and SIGTERM
+    stop the run between two guest instructions, never inside a hypercall: a
+    --record trace keeps every event up to there and ends with an exit record
+    "interrupted", and `pvmon replay` verifies it up to that end.
+
+    \b
     Exit status: 0 clean shutdown, 1 guest crash / triple fault / hang / idle,
-    2 pvmon error."""
+    2 pvmon error (the trace could not be written included: it is kept,
+    truncated), 130 stopped by SIGINT, 143 stopped by SIGTERM (128 + the
+    signal's number, as the shell reports)."""
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
          input_file, idle_exit, xen_log=xen_log)
 
@@ -359,20 +369,25 @@ def _input_without_initrd(img, option: str) -> None:
 
 def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
          script=None, input_file=None, idle_exit=10.0, xen_log=False) -> None:
+    import os
+
     from pvmon.session import Session
 
     args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
                          input_file, idle_exit)
-    sess = Session(args.pop("guest"), **args)
     initrd_data, lines = args["initrd"], args["script"]
-    restore = None
+    fd = None
     if lines is None and (initrd_data is not None or input_file == "-"):
         try:
             fd = sys.stdin.fileno()
         except (AttributeError, ValueError, OSError):
             fd = None
-        if fd is not None:
-            restore = _stdin_source(sess, fd)
+    if fd is not None and os.isatty(fd):
+        # A terminal is a live source, which never runs out: the idle exit does not
+        # apply, and the trace header must say so or a replay would idle out early.
+        args["idle_limit_ns"] = None
+    sess = Session(args.pop("guest"), **args)
+    restore = _stdin_source(sess, fd) if fd is not None else None
     console = None
     if not quiet or xen_log:
         # The guest console once (pvmon.dispatch.console_output); the hypervisor-log
@@ -387,14 +402,28 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
                                else None)
         sess.on_console(console)
     try:
-        res = sess.run(timeout=timeout)
+        res = sess.run(timeout=timeout, stop_on_signals=True)
     finally:
         if restore is not None:
             restore()
     if console is not None:
         console.close()
     _print_summary(res)
-    sys.exit(0 if res.clean else 1)
+    sys.exit(_exit_status(res))
+
+
+def _exit_status(res, *, interrupted_ok: bool = False) -> int:
+    """The exit status of ``pvmon run`` / ``boot`` for a finished run: 2 when the
+    trace could not be written (said on stderr), 128 + the signal number when a
+    signal ended the run (130 SIGINT, 143 SIGTERM), 0 for a clean shutdown (or
+    any user stop when ``interrupted_ok``), 1 otherwise."""
+    if res.trace_error:
+        click.echo(f"pvmon: error: {printable(res.trace_error)}", err=True)
+        return EXIT_ERROR
+    if res.signal:
+        from pvmon.engine.signals import exit_status
+        return exit_status(res.signal)
+    return 0 if res.clean or (interrupted_ok and res.exit_kind == "interrupted") else 1
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import platform as host_platform
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.dispatch.xen import XenPvDispatch
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
+from pvmon.engine.signals import StopOnSignals
+from pvmon.errors import TraceError
 from pvmon.guests.catalog import GuestImage
 from pvmon.trace import format as fmt
 
@@ -42,8 +45,12 @@ def parse_memory(text: str | int) -> int:
 @dataclass
 class RunResult:
     """How a run ended. ``exit_kind``: shutdown | crash | triple_fault | stuck |
-    idle | limit | error; ``vtime_ns``: virtual time at the end (ns); ``wall_s``: host
-    seconds; ``hypercalls``: counts by name; ``faults``: counts by vector name."""
+    idle | limit | interrupted | error; ``vtime_ns``: virtual time at the end (ns);
+    ``wall_s``: host seconds; ``hypercalls``: counts by name; ``faults``: counts
+    by vector name; ``events``: events numbered (recorded, when recording);
+    ``signal``: the signal that interrupted the run (None if none);
+    ``trace_error``: why writing the trace failed (None if it did not; the file
+    is then a truncated trace of every complete frame, ``events`` of them)."""
 
     exit_kind: str
     detail: str
@@ -60,6 +67,8 @@ class RunResult:
     console: bytes = b""
     trace_path: Path | None = None
     extra: dict = field(default_factory=dict)
+    signal: int | None = None
+    trace_error: str | None = None
 
     @property
     def symbol(self) -> str:
@@ -110,12 +119,17 @@ class Session:
         self.dispatch.input.idle_limit_ns = idle_limit_ns
         if script:
             self.dispatch.input.add_script(script)
+        #: Called with the :class:`Stop` when the run loop has ended, before the
+        #: exit record is written (replay uses it to keep an exit that came from
+        #: outside the replayed guest out of its comparison).
+        self.before_exit_record: Callable[[Stop], None] | None = None
         self.console = bytearray()
         if keep_console:
             self.dispatch.console_listeners.append(lambda ch, d: self.console.extend(d))
         if self.trace_path is not None:
             from pvmon.trace.writer import TraceWriter
-            self.writer = TraceWriter(self.trace_path, self.header())
+            self.writer = TraceWriter(self.trace_path, self.header(),
+                                      on_error=self._trace_write_failed)
             self.dispatch.record = self.writer.append
             self.dispatch.record_hc = self.writer.append_hc
 
@@ -152,39 +166,76 @@ class Session:
     def on_console(self, fn: Callable[[str, bytes], None]) -> None:
         self.dispatch.console_listeners.append(fn)
 
-    def stop_recording(self) -> Path | None:
+    def _trace_write_failed(self, exc: BaseException) -> None:
+        """The writer could not write (a full disk): end the run at its next
+        safe point (called on the writer thread, or inside a hook)."""
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.machine.request_stop(Stop("error", f"writing the trace failed: {why}"))
+
+    def stop_recording(self, detail: str = "recording stopped; the guest ran on") -> Path | None:
         """Close the trace now; the run goes on unrecorded. The file stays a
-        complete, readable trace of the run up to this point (it has no
-        ``exit`` event). Returns its path, or None if nothing was recorded.
+        complete, readable trace of the run up to this point, ending in an
+        ``exit`` record with reason ``interrupted`` and ``detail`` (its seq
+        is the next event's, which the run goes on numbering as if nothing
+        was written). Returns its path, or None if nothing was recorded.
         Call it on the engine thread (e.g. from a call listener), never while
-        another thread runs the machine. What the guest sees does not change."""
+        another thread runs the machine. What the guest sees does not change.
+        Raises TraceError if writing the trace failed."""
         if self.writer is None:
             return None
-        self.dispatch.flush_tsc()
-        self.dispatch.record = None
-        self.dispatch.record_hc = None
-        self.writer.close()
-        self.writer = None
+        d = self.dispatch
+        d.flush_tsc()
+        self.writer.append({"k": "exit", "reason": "interrupted", "rip": d.cur_rip(),
+                            "detail": detail, "seq": d.seq, "t": self.machine.clock.now_ns,
+                            "cpu": 0})
+        d.record = None
+        d.record_hc = None
+        writer, self.writer = self.writer, None
+        writer.close()
         return self.trace_path
 
-    def run(self, timeout: float | None = None) -> RunResult:
+    def run(self, timeout: float | None = None, *, stop_on_signals: bool = False) -> RunResult:
         """Run to the end. ``timeout``: wall seconds before stopping with
-        exit kind "limit" (the event stream up to that point is unaffected)."""
-        t0 = time.monotonic()
-        if timeout:
-            self.dispatch.deadline_wall = t0 + timeout
-        try:
-            stop = self.machine.run()
-        except KeyboardInterrupt:
-            stop = Stop("interrupted", "interrupted by the user", self.machine.reg("rip"))
-        finally:
-            wall = time.monotonic() - t0
-        if self.dispatch.record is not None:
-            self.dispatch._emit({"k": "exit", "reason": stop.kind, "rip": stop.rip,
-                                 "detail": stop.detail})
-        if self.writer is not None:
-            self.writer.close()
-        return self._result(stop, wall)
+        exit kind "limit" (the event stream up to that point is unaffected).
+        ``stop_on_signals`` (main thread only; pvmon run and replay): SIGINT and
+        SIGTERM end the run at the next safe point with exit kind
+        "interrupted" (:mod:`pvmon.engine.signals`) until the trace is closed;
+        the previous handlers are restored before returning.
+
+        The recording ends with an ``exit`` record, and every event before it
+        is complete (the recording is a prefix of the uninterrupted run's). A
+        failed trace write (a full disk) ends the run with exit kind "error"
+        and :attr:`RunResult.trace_error`; it never raises."""
+        guard = StopOnSignals(self.machine) if stop_on_signals else nullcontext()
+        with guard:
+            t0 = time.monotonic()
+            if timeout:
+                self.dispatch.deadline_wall = t0 + timeout
+            try:
+                stop = self.machine.run()
+            except KeyboardInterrupt:
+                stop = Stop("interrupted", "interrupted by the user", self.machine.reg("rip"))
+            finally:
+                wall = time.monotonic() - t0
+            trace_error = None
+            if self.before_exit_record is not None:
+                self.before_exit_record(stop)
+            if self.dispatch.record is not None:
+                self.dispatch._emit({"k": "exit", "reason": stop.kind, "rip": stop.rip,
+                                     "detail": stop.detail})
+            if self.writer is not None:
+                writer, self.writer = self.writer, None
+                try:
+                    writer.close()
+                except TraceError as exc:
+                    trace_error = str(exc)
+                    kept = writer.kept_events
+        result = self._result(stop, wall)
+        if trace_error is not None:
+            result.events = kept
+        result.signal = stop.signal
+        result.trace_error = trace_error
+        return result
 
     def _result(self, stop: Stop, wall: float) -> RunResult:
         d = self.dispatch

@@ -89,8 +89,8 @@ def test_path_garbage(cache, tmp_path):
 
 def test_list_guests_uncached(cache):
     rows = {r["name"]: r for r in catalog.list_guests()}
-    assert set(rows) == {"pvtest-v1", "pvtest-v2", "debian-6.1", "debian-6.12", "debian-7.2",
-                         "busybox"}
+    assert set(rows) == {"pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "debian-6.1", "debian-6.12",
+                         "debian-7.2", "busybox"}
     assert rows["debian-6.1"]["status"] == "not fetched"
     assert (rows["debian-6.12"]["suite"], rows["debian-7.2"]["suite"]) == ("bookworm", "sid")
     assert (rows["busybox"]["kind"], rows["busybox"]["status"]) == ("initramfs", "not fetched")

@@ -141,19 +141,21 @@ def _same_events(a: Path, b: Path) -> None:
         assert n > 50_000   # a boot plus a shell session: ~94,000 events (TSC reads in runs)
 
 
-def test_keys_typed_on_a_terminal_reach_the_guest_and_ctrl_bracket_leaves(debian61):
-    """`pvmon run` on a terminal: raw keys go to hvc0 as typed; Ctrl-] ends the run."""
+def test_keys_typed_on_a_terminal_reach_the_guest_and_ctrl_bracket_leaves(debian61, tmp_path):
+    """`pvmon run` on a terminal: raw keys go to hvc0 as typed; Ctrl-] ends the run,
+    and the recording verifies up to that end."""
     import os
     import pty
     import select
     import time
 
     ensure_initramfs("busybox")
+    trace = tmp_path / "tty.pvt"
     pid, fd = pty.fork()
     if pid == 0:   # the child: pvmon with the pty as its terminal
         os.chdir(REPO)
         os.execv(sys.executable, [sys.executable, "-m", "pvmon", "run", "debian-6.1",
-                                  "--initramfs", "busybox"])
+                                  "--initramfs", "busybox", "--record", str(trace)])
     seen = bytearray()
 
     def read_until(needle: bytes, timeout: float) -> None:
@@ -178,3 +180,10 @@ def test_keys_typed_on_a_terminal_reach_the_guest_and_ctrl_bracket_leaves(debian
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 1   # not a clean guest shutdown
     assert b"Ctrl-] leaves" in seen
+    from pvmon.replay.closed import replay_closed
+    from pvmon.replay.source import open_run
+    run = open_run(trace)
+    assert run.header["machine"]["idle_limit_ns"] is None   # a terminal never runs out
+    rep = replay_closed(run)
+    assert rep.total == 0 and rep.exit_code == 0, rep.verdict
+    assert "matches the recording up to its end (detached at event" in rep.verdict

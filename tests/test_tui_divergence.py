@@ -118,8 +118,8 @@ def test_a_replay_report_opens_with_its_first_divergence_selected(tmp_path):
 @pytest.fixture(scope="module")
 def replay_with_every_divergence(tmp_path_factory):
     """pvtest-v2 replayed on xen-3.4 (47 divergences) with the report keeping
-    only the first 5 in full, as a long replay keeps only its first 50; a
-    DifferenceLog observes the replay as `pvmon replay --tui` does."""
+    only the first 5 in memory (the rest spilled), as a long replay keeps its
+    first 50; `pvmon replay --tui` copies all of them into a DifferenceLog."""
     import pvmon.replay.report as report_mod
     from pvmon.backends.registry import resolve_version
     from pvmon.replay.closed import replay_closed
@@ -129,13 +129,11 @@ def replay_with_every_divergence(tmp_path_factory):
     run = open_run(record("pvtest-v2", tmp_path_factory.mktemp("all") / "v2.pvt"), None)
     mp = pytest.MonkeyPatch()
     mp.setattr(report_mod, "DETAILED", 5)
-    log = DifferenceLog.observing()
     try:
         report = replay_closed(run, resolve_version("xen-3.4"))
     finally:
         mp.undo()
-        log.stop_observing()
-    assert report_mod.OBSERVERS == []
+    log = DifferenceLog.from_report(report)
     yield report, run, log
     log.close()
 

@@ -407,6 +407,8 @@ static void close_port(evtchn_port_t p)
     HYPERVISOR_event_channel_op(EVTCHNOP_close, &c);
 }
 
+static unsigned long self_domid = ~0UL;   /* this domain's id, from xenstore */
+
 static void rules_evtchn(void)
 {
     char buf[16];
@@ -420,6 +422,7 @@ static void rules_evtchn(void)
     if (!check(n > 0 && type == XS_READ && domid < DOMID_SELF, "xenstore domid read",
                "len %ld", n))
         return;
+    self_domid = domid;
 
     struct evtchn_alloc_unbound a = { DOMID_SELF, DOMID_SELF, 0 };
     long rc = HYPERVISOR_event_channel_op(EVTCHNOP_alloc_unbound, &a);
@@ -476,5 +479,7 @@ void checks_rules(void)
     rules_user();
     rules_multicall();
     rules_evtchn();
+    if (self_domid < DOMID_SELF)
+        rules_grants(self_domid, virt_to_mfn(user_l4));
     rules_console();
 }

@@ -33,6 +33,7 @@
 #define HC_nmi_op                  28
 #define HC_callback_op             30
 #define HC_event_channel_op        32
+#define HC_grant_table_op          20
 /* 43..47 are unassigned in 4.17 (include/hypercall-defs.c, xen.h). */
 #define HC_UNASSIGNED              45
 
@@ -173,6 +174,56 @@
 #define XS_WRITE 11
 #define XS_ERROR 16
 #define XENSTORE_RING_SIZE 1024
+
+/* ---- grant tables: grant_table.h ---- */
+#define GNTTABOP_map_grant_ref        0
+#define GNTTABOP_unmap_grant_ref      1
+#define GNTTABOP_setup_table          2
+#define GNTTABOP_dump_table           3
+#define GNTTABOP_transfer             4
+#define GNTTABOP_copy                 5
+#define GNTTABOP_query_size           6
+#define GNTTABOP_unmap_and_replace    7
+#define GNTTABOP_set_version          8
+#define GNTTABOP_get_status_frames    9
+#define GNTTABOP_get_version         10
+#define GNTTABOP_swap_grant_ref      11
+#define GNTTABOP_cache_flush         12
+#define GTF_permit_access    (1U << 0)
+#define GTF_accept_transfer  (2U << 0)
+#define GTF_transitive       (3U << 0)
+#define GTF_readonly         (1U << 2)
+#define GTF_reading          (1U << 3)
+#define GTF_writing          (1U << 4)
+#define GTF_sub_page         (1U << 8)
+#define GTF_transfer_committed (1U << 2)
+#define GTF_transfer_completed (1U << 3)
+#define GNTMAP_device_map    (1U << 0)
+#define GNTMAP_host_map      (1U << 1)
+#define GNTMAP_readonly      (1U << 2)
+#define GNTMAP_contains_pte  (1U << 4)
+#define GNTCOPY_source_gref  (1U << 0)
+#define GNTCOPY_dest_gref    (1U << 1)
+#define GNTTAB_CACHE_CLEAN   (1U << 0)
+#define GNTTAB_CACHE_INVAL   (1U << 1)
+#define GNTTAB_CACHE_SOURCE_GREF (1U << 31)
+#define GNTTAB_NR_RESERVED_ENTRIES 8
+#define GNTST_okay              0
+#define GNTST_general_error   (-1)
+#define GNTST_bad_domain      (-2)
+#define GNTST_bad_gntref      (-3)
+#define GNTST_bad_handle      (-4)
+#define GNTST_bad_virt_addr   (-5)
+#define GNTST_bad_dev_addr    (-6)
+#define GNTST_permission_denied (-8)
+#define GNTST_bad_page        (-9)
+#define GNTST_bad_copy_arg   (-10)
+#define GNTST_eagain         (-12)
+/* errno.h, for grant_table_op */
+#define XEN_ESRCH     3
+#define XEN_EBUSY    16
+#define XEN_ERANGE   34
+#define XEN_EOPNOTSUPP 95
 
 /* ---- x86 page table entry bits (architectural) ---- */
 #define _PAGE_PRESENT  0x001UL
@@ -345,6 +396,49 @@ struct e820entry {
 /* version.h */
 struct xen_feature_info { uint32_t submap_idx; uint32_t submap; };
 
+/* grant_table.h: shared entries (v1, and v2's union seen through its
+ * full_page / sub_page / transitive members), status entries, sub-op args */
+typedef uint32_t grant_ref_t;
+struct grant_entry_v1 { uint16_t flags; domid_t domid; uint32_t frame; };
+struct grant_entry_v2 {
+    uint16_t flags;
+    domid_t  domid;
+    uint16_t page_off;      /* sub_page.page_off; transitive.trans_domid */
+    uint16_t length;        /* sub_page.length */
+    uint64_t frame;         /* full_page/sub_page.frame; transitive.gref (low half) */
+};
+struct gnttab_map_grant_ref {
+    uint64_t host_addr; uint32_t flags; grant_ref_t ref; domid_t dom;
+    int16_t status; uint32_t handle; uint64_t dev_bus_addr;
+};
+struct gnttab_unmap_grant_ref {
+    uint64_t host_addr; uint64_t dev_bus_addr; uint32_t handle; int16_t status;
+};
+struct gnttab_unmap_and_replace {
+    uint64_t host_addr; uint64_t new_addr; uint32_t handle; int16_t status;
+};
+struct gnttab_setup_table {
+    domid_t dom; uint32_t nr_frames; int16_t status; uint64_t *frame_list;
+};
+struct gnttab_query_size {
+    domid_t dom; uint32_t nr_frames; uint32_t max_nr_frames; int16_t status;
+};
+struct gnttab_copy_ptr { uint64_t u; domid_t domid; uint16_t offset; };  /* u: ref or gmfn */
+struct gnttab_copy {
+    struct gnttab_copy_ptr source, dest;
+    uint16_t len; uint16_t flags; int16_t status;
+};
+struct gnttab_set_version { uint32_t version; };
+struct gnttab_get_status_frames {
+    uint32_t nr_frames; domid_t dom; int16_t status; uint64_t *frame_list;
+};
+struct gnttab_get_version { domid_t dom; uint16_t pad; uint32_t version; };
+struct gnttab_swap_grant_ref { grant_ref_t ref_a, ref_b; int16_t status; };
+struct gnttab_cache_flush {
+    uint64_t dev_bus_addr; uint16_t offset; uint16_t length; uint32_t op;
+};
+struct gnttab_transfer { uint64_t mfn; domid_t domid; grant_ref_t ref; int16_t status; };
+
 /* io/console.h */
 struct xencons_interface {
     char in[1024];
@@ -377,6 +471,17 @@ _Static_assert(sizeof(struct evtchn_op) == 28, "evtchn_op");
 _Static_assert(sizeof(struct e820entry) == 20, "e820entry");
 _Static_assert(sizeof(struct evtchn_status) == 24, "evtchn_status");
 _Static_assert(sizeof(struct xencons_interface) == 3088, "xencons_interface");
+_Static_assert(sizeof(struct grant_entry_v2) == 16, "grant_entry_v2");
+_Static_assert(sizeof(struct gnttab_map_grant_ref) == 32, "gnttab_map_grant_ref");
+_Static_assert(sizeof(struct gnttab_unmap_grant_ref) == 24, "gnttab_unmap_grant_ref");
+_Static_assert(sizeof(struct gnttab_setup_table) == 24, "gnttab_setup_table");
+_Static_assert(sizeof(struct gnttab_query_size) == 16, "gnttab_query_size");
+_Static_assert(sizeof(struct gnttab_copy) == 40, "gnttab_copy");
+_Static_assert(__builtin_offsetof(struct gnttab_copy, status) == 36, "gnttab_copy.status");
+_Static_assert(sizeof(struct gnttab_get_status_frames) == 16, "gnttab_get_status_frames");
+_Static_assert(sizeof(struct gnttab_swap_grant_ref) == 12, "gnttab_swap_grant_ref");
+_Static_assert(sizeof(struct gnttab_cache_flush) == 16, "gnttab_cache_flush");
+_Static_assert(sizeof(struct gnttab_transfer) == 24, "gnttab_transfer");
 #endif /* !__ASSEMBLER__ */
 
 #endif

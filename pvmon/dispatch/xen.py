@@ -11,6 +11,7 @@ nondeterministic value is handed to the recorder.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +36,12 @@ def _discard(ev: dict) -> None:
 #: share one event, so a calibration loop's thousands of reads cost a list
 #: append each instead of an event each.
 TSC_RUN_MAX = 1024
+
+#: The detail of the stop (exit kind "limit") when ``deadline_wall`` passes.
+WALL_TIMEOUT = "wall-clock timeout"
+
+#: Wall seconds between looks at a stop request while an idle guest waits for input.
+POLL_S = 0.1
 
 SIGNED = lambda v: v - (1 << 64) if v & (1 << 63) else v
 U64 = (1 << 64) - 1
@@ -217,7 +224,9 @@ class XenPvDispatch:
         if inp.live_open:
             dl = vcpu.next_deadline()
             wait = 30.0 if dl is None else min(max(dl - now, 0) / 1e9, 30.0)
-            data = inp.take_live(wait) if wait > 0 else inp.take_live()
+            data = self._take_live(wait)
+            if self._stop_requested():
+                return True
             if inp.detach:
                 self._detach()
                 return True
@@ -228,7 +237,9 @@ class XenPvDispatch:
         quiet = now - self._last_console_ns
         if inp.has_script():
             if inp.script_due(consumed, quiet):
-                chunk = inp.next_script_chunk()
+                chunk = self._next_script_chunk()
+                if self._stop_requested():
+                    return True
                 if chunk is not None:
                     inp.forget_output()
                     self._inject(chunk, "prompt")
@@ -249,11 +260,41 @@ class XenPvDispatch:
             return True
         return False
 
+    # Waits for input in wall time happen inside the hypercall hook, where the
+    # engine cannot end the run: they look for a stop request (a signal, a full
+    # disk; Machine.request_stop) every POLL_S and end the run at this boundary.
+
+    def _take_live(self, wait: float) -> bytes:
+        """Live input, waiting up to ``wait`` wall seconds for the first bytes."""
+        inp = self.input
+        end = time.monotonic() + wait
+        while True:
+            left = end - time.monotonic()
+            data = inp.take_live(min(left, POLL_S)) if left > 0 else inp.take_live()
+            if data or inp.detach or left <= POLL_S or self.m.stop_request is not None:
+                return data
+
+    def _next_script_chunk(self) -> bytes | None:
+        """The next script chunk, waiting (wall time) while the source is open."""
+        inp = self.input
+        while True:
+            chunk = inp.next_script_chunk(POLL_S)
+            if chunk is not None or not inp.has_script() or self.m.stop_request is not None:
+                return chunk
+
+    def _stop_requested(self) -> bool:
+        """End the run here if a stop was requested from outside. True if so."""
+        req = self.m.stop_request
+        if req is None:
+            return False
+        self.m.stop(dataclasses.replace(req, rip=self.cur_rip()))
+        return True
+
     def _check_wall(self) -> None:
         self._traps += 1
         if (self.deadline_wall is not None and not self._traps & 1023
                 and time.monotonic() > self.deadline_wall):
-            self.m.stop(Stop("limit", "wall-clock timeout", self.m.reg("rip")))
+            self.m.stop(Stop("limit", WALL_TIMEOUT, self.m.reg("rip")))
         if self.exit_hook is not None and not self._traps & 255:
             st = self.exit_hook()
             if st is not None:
@@ -453,6 +494,8 @@ class XenPvDispatch:
                 self._tsc_head = (seq, clock.now_ns)
                 self._tsc_rips = [self._eip.value]
                 self._tsc_vals = [v]
+                if self.tsc_run_max == 1:       # a replay cutting a run after one read
+                    self.flush_tsc()
             else:                               # format version 1: an event per read
                 seq = self.seq
                 self.seq = seq + 1

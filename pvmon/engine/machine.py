@@ -15,6 +15,7 @@ host mmap so reads are slices.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import mmap
 import struct
 from dataclasses import dataclass
@@ -89,12 +90,15 @@ class GuestPageFault(Exception):
 @dataclass
 class Stop:
     """Why the run loop ended. ``kind``: "shutdown", "crash", "triple_fault",
-    "stuck", "error", "limit", "interrupted". ``detail``: a readable sentence."""
+    "stuck", "error", "limit", "interrupted" (replay adds "recording_end").
+    ``detail``: a readable sentence; ``code``: the guest's shutdown reason;
+    ``signal``: the signal number behind an "interrupted" stop, if any."""
 
     kind: str
     detail: str = ""
     rip: int = 0
     code: int | None = None
+    signal: int | None = None
 
 
 class TrapHandler(Protocol):
@@ -141,8 +145,12 @@ class Machine:
         self.mem = memoryview(self._mem)
         self.handler: TrapHandler | None = None
         self.stop_reason: Stop | None = None
+        #: A stop asked for from outside the engine (:meth:`request_stop`), not yet honoured.
+        self.stop_request: Stop | None = None
         self._hooks: list[int] = []
         self.step_pending = False
+        #: True while :meth:`run` runs (read by threads repeating a stop request).
+        self.running = False
 
     # ----------------------------------------------------------------- setup
     def attach(self, handler: TrapHandler) -> None:
@@ -334,6 +342,26 @@ class Machine:
             self.stop_reason = stop
         self.uc.emu_stop()
 
+    def request_stop(self, stop: Stop) -> None:
+        """Ask the run loop to end with ``stop`` at its next safe point: when
+        ``emu_start`` returns, after the trap being handled (if any) has
+        returned, never inside a hook. Safe from any thread and from a signal
+        handler: it only sets :attr:`stop_request` and asks Unicorn to leave
+        ``emu_start`` (``uc_emu_stop``, which Unicorn's own timeout thread also
+        calls). The first request wins; ``stop.rip`` is filled in when it is
+        honoured. A call that lands just before ``emu_start`` begins is lost by
+        Unicorn (the request stays set): callers on other threads repeat it
+        until :attr:`running` is False (:class:`pvmon.engine.signals.StopOnSignals`
+        does). Platforms waiting in wall time inside a hook (an idle guest
+        waiting for console input) poll :attr:`stop_request` themselves."""
+        if self.stop_request is None:
+            self.stop_request = stop
+        self.uc.emu_stop()
+
+    def _honour_request(self) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = dataclasses.replace(self.stop_request, rip=self.reg("rip"))
+
     def request_step(self) -> None:
         """Stop now and execute exactly one instruction before the next
         ``on_resume``; the handler's ``after_step`` runs right after it."""
@@ -345,30 +373,41 @@ class Machine:
         self.uc.emu_stop()
 
     def run(self, max_slices: int | None = None) -> Stop:
-        """Run until a platform stops the machine. Between slices the handler's
-        ``on_resume`` delivers whatever became pending (events, timers).
-        Returns the :class:`Stop`."""
+        """Run until a platform stops the machine, or until a stop asked for with
+        :meth:`request_stop` is honoured between two slices. Between slices the
+        handler's ``on_resume`` delivers whatever became pending (events,
+        timers). Returns the :class:`Stop`."""
         uc = self.uc
         slices = 0
-        while self.stop_reason is None:
-            if max_slices is not None and slices >= max_slices:
-                return Stop("limit", "slice limit reached", self.reg("rip"))
-            slices += 1
-            rip = uc.reg_read(x86.UC_X86_REG_RIP)
-            try:
-                if self.step_pending:
-                    self.step_pending = False
-                    self._step(rip)
-                    self.handler.after_step()
-                    continue
-                uc.emu_start(rip, 0)
-            except UcError as exc:
-                if self.stop_reason is None:
-                    self.stop_reason = self._classify_error(exc)
-                break
-            if self.stop_reason is not None:
-                break
-            self.handler.on_resume()
+        self.running = True
+        try:
+            while self.stop_reason is None:
+                if self.stop_request is not None:
+                    self._honour_request()
+                    break
+                if max_slices is not None and slices >= max_slices:
+                    return Stop("limit", "slice limit reached", self.reg("rip"))
+                slices += 1
+                rip = uc.reg_read(x86.UC_X86_REG_RIP)
+                try:
+                    if self.step_pending:
+                        self.step_pending = False
+                        self._step(rip)
+                        self.handler.after_step()
+                        continue
+                    uc.emu_start(rip, 0)
+                except UcError as exc:
+                    if self.stop_reason is None:
+                        self.stop_reason = self._classify_error(exc)
+                    break
+                if self.stop_reason is not None:
+                    break
+                if self.stop_request is not None:
+                    self._honour_request()
+                    break
+                self.handler.on_resume()
+        finally:
+            self.running = False
         return self.stop_reason
 
     def _step(self, rip: int) -> None:

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich import filesize
+
 from pvmon.cache import cache_root
 from pvmon.errors import PvmonError
 
@@ -251,13 +253,9 @@ def remove(item: CacheItem) -> None:
             raise PvmonError(f"cannot remove {p}: {exc.strerror}") from None
 
 
-def human_size(n: float) -> str:
-    """``57.0 MB``: bytes in decimal units, one decimal."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+def human_size(n: int) -> str:
+    """``57.0 MB``: bytes in decimal units, one decimal (Rich's ``filesize.decimal``)."""
+    return filesize.decimal(n)
 
 
 def human_age(seconds: float) -> str:

@@ -3,7 +3,8 @@
 Names:
 
 * ``None`` -> :data:`DEFAULT_GUEST` ("pvtest-v2")
-* ``"pvtest-v1"``, ``"pvtest-v2"`` -> built-in reference guests at
+* ``"pvtest-v1"``, ``"pvtest-v2"``, ``"pvtest-v2-rules"`` (v2 plus the checks of
+  the rules Xen enforces on any guest) -> built-in reference guests at
   ``pvmon/guests/images/<name>.elf`` (symbols from ``<name>.map`` beside it, or
   the ELF ``.symtab``)
 * ``"debian-<X>.<Y>"`` -> the cache filled by ``pvmon guests fetch``: the known
@@ -31,7 +32,7 @@ from pvmon.errors import GuestImageError, GuestNotFound
 from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
-BUILTIN = ("pvtest-v1", "pvtest-v2")
+BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules")
 DEBIAN = tuple(debian.SERIES)   # the known Debian series; debian.names() adds cached ones
 IMAGES_DIR = Path(__file__).parent / "images"
 

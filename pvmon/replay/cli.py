@@ -1,7 +1,9 @@
 """``pvmon replay``, ``pvmon diff`` and ``pvmon backends``.
 
 Exit status: 0 no divergence, 1 divergence, 2 error (missing guest image,
-unreadable trace, unknown backend: one line on stderr).
+unreadable trace, unknown backend: one line on stderr); a closed-loop replay
+also 124 when ``--timeout`` ran out and 130 / 143 when SIGINT / SIGTERM
+stopped it (no verdict either way).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pvmon.units import Seconds
 
 def _emit(report, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=1))
+        report.write_json(sys.stdout)   # every divergence, streamed from its spill
     else:
         from pvmon.replay.report import render_text
         render_text(report)
@@ -40,7 +42,8 @@ def _versions(spec: str | None) -> list:
 @click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),
               help="Parallel processes for an open-loop matrix (default: CPUs).")
 @click.option("--timeout", default=None, type=Seconds(), metavar="SECONDS",
-              help="Wall seconds before giving up (0: no limit, the default).")
+              help="Wall seconds before giving up (0: no limit, the default): the report "
+                   "says where the replay stopped, with no verdict (exit status 124).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
 @click.option("--tui", is_flag=True, help="Show the divergences side by side in the TUI "
               "(needs a terminal; not with --json or a matrix).")
@@ -53,7 +56,14 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
     pvmon replay run.pvt --backend xen-3.4 --open-loop
     pvmon replay --open-loop a.pvt b.pvt --backend xen-3.4,xen-4.21
 
-    Exit status: 0 no divergence, 1 divergence, 2 error."""
+    A recording the guest did not end itself (stopped by a signal, --timeout,
+    Ctrl-], the TUI, or a file cut short) is replayed to its recorded end and
+    compared up to there: "matches the recording up to its end".
+
+    \b
+    Exit status: 0 no divergence, 1 divergence, 2 error, 124 the replay ran
+    out of --timeout, 130 / 143 SIGINT / SIGTERM stopped it (128 + the signal's
+    number; no verdict in these three cases)."""
     if tui:
         from pvmon.replay.tui import prepare
         prepare(as_json=as_json, matrix=len(traces) > 1 or bool(backend and "," in backend))
@@ -95,7 +105,7 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
         with progress(f"replaying {path.name}", len(run.reader),
                       poll=lambda: live[0].dispatch.seq if live else 0):
             report = replay_closed(run, versions[0] if versions else None, timeout=timeout,
-                                   on_session=live.append)
+                                   on_session=live.append, stop_on_signals=True)
     if tui:
         from pvmon.replay.tui import show
         show(report, run)

@@ -1,5 +1,6 @@
 """Comparing trace events: alignment keys, field-by-field differences, and
-the alignment of two event sequences.
+the alignment of two event sequences (:func:`align` for lists,
+:func:`align_stream` for streams of any length in bounded memory).
 
 Events are the dicts of docs/trace-format.md. Two hypercall events are "the
 same call" when ABI, name and sub-op agree (their alignment key); they then
@@ -8,7 +9,9 @@ differ by arguments, result, memory written, memory read or events raised.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from rapidfuzz.distance import Indel
 
@@ -169,8 +172,128 @@ def operation(ev: dict) -> str:
 def align(a: list[dict], b: list[dict], key_fn=key) -> list[tuple[str, int, int, int, int]]:
     """Align two event lists by ``key_fn`` (default :func:`key`; longest common
     subsequence, rapidfuzz's Indel distance in C++): difflib-style opcodes
-    ``(tag, a_lo, a_hi, b_lo, b_hi)`` with tag equal | insert | delete | replace."""
+    ``(tag, a_lo, a_hi, b_lo, b_hi)`` with tag equal | insert | delete | replace.
+    Time and memory grow with ``len(a) * len(b)`` (bits): for streams of any
+    length use :func:`align_stream`."""
     table: dict[str, int] = {}
     ka = [table.setdefault(key_fn(e), len(table)) for e in a]
     kb = [table.setdefault(key_fn(e), len(table)) for e in b]
     return [tuple(op) for op in Indel.opcodes(ka, kb)]
+
+
+# Events of each stream :func:`align_stream` holds at most twice this many of.
+ALIGN_WINDOW = 2048
+# Equal keys in a row that count as the two streams being back in step.
+SYNC_RUN = 16
+_FIRST_SPAN = 64        # events of each side the first alignment of a mismatch looks at
+
+Block = tuple[str, list[dict], list[dict]]
+
+
+def align_stream(a: Iterable[dict], b: Iterable[dict], key_fn: Callable[[dict], str] = key,
+                 window: int = ALIGN_WINDOW) -> Iterator[Block]:
+    """Align two event streams of any length in bounded memory: blocks
+    ``(tag, a_events, b_events)`` in stream order, tag equal | insert | delete |
+    replace as in :func:`align` (equal: the same keys, pairwise; insert: events
+    only in ``b``; delete: only in ``a``; replace: a run of each).
+
+    At most ``2 * window`` events of each stream are held. When both streams
+    fit in that, the blocks are exactly :func:`align`'s. Otherwise the streams
+    are walked: a run of equal keys at the head of both is taken as it is (a
+    common prefix is part of some longest common subsequence); at a mismatch,
+    the heads are aligned (:func:`align`, 64 events a side, then 4x more up to
+    the whole window) until the alignment gets back in step (``SYNC_RUN`` equal
+    keys in a row), and the blocks before that point are taken. Where no such
+    point lies within the window (the runs have nothing in common), the
+    alignment of the whole window is taken up to its first ``window`` events
+    of each side. Taking only what lies before a return to step keeps a
+    window's arbitrary end from pulling events out of step in a repetitive
+    stretch. ``window`` >= ``SYNC_RUN``."""
+    if window < SYNC_RUN:
+        raise ValueError(f"window must be at least {SYNC_RUN}")
+    ia, ib = iter(a), iter(b)
+    wa: list[dict] = []
+    wb: list[dict] = []
+    ka: list[str] = []     # their keys
+    kb: list[str] = []
+    end_a = end_b = False
+    full = 2 * window
+    first = True
+    while True:
+        if not end_a:
+            more = list(islice(ia, full - len(wa)))
+            end_a = len(wa) + len(more) < full
+            wa += more
+            ka += map(key_fn, more)
+        if not end_b:
+            more = list(islice(ib, full - len(wb)))
+            end_b = len(wb) + len(more) < full
+            wb += more
+            kb += map(key_fn, more)
+        if not wa and not wb:
+            return
+        if first and end_a and end_b:
+            for tag, a0, a1, b0, b1 in align(wa, wb, key_fn):
+                yield tag, wa[a0:a1], wb[b0:b1]
+            return
+        first = False
+        p = _common_prefix(ka, kb)
+        if p:
+            blocks = [("equal", 0, p, 0, p)]
+        else:
+            blocks = _past_mismatch(ka, kb, end_a, end_b, window)
+        for tag, a0, a1, b0, b1 in blocks:
+            yield tag, wa[a0:a1], wb[b0:b1]
+        cut_a, cut_b = blocks[-1][2], blocks[-1][4]
+        del wa[:cut_a], ka[:cut_a], wb[:cut_b], kb[:cut_b]
+
+
+def _common_prefix(ka: list[str], kb: list[str]) -> int:
+    n = min(len(ka), len(kb))
+    if ka[:n] == kb[:n]:
+        return n
+    return next(i for i, (x, y) in enumerate(zip(ka, kb)) if x != y)
+
+
+def _opcodes(ka: list[str], kb: list[str]) -> list[tuple[str, int, int, int, int]]:
+    table: dict[str, int] = {}
+    ia = [table.setdefault(k, len(table)) for k in ka]
+    ib = [table.setdefault(k, len(table)) for k in kb]
+    return [tuple(op) for op in Indel.opcodes(ia, ib)]
+
+
+def _past_mismatch(ka: list[str], kb: list[str], end_a: bool, end_b: bool,
+                   window: int) -> list[tuple[str, int, int, int, int]]:
+    """Opcodes taking two windows whose first keys differ past their
+    mismatch (non-empty, each within the windows: see :func:`align_stream`)."""
+    span = _FIRST_SPAN
+    while True:
+        sa, sb = min(span, len(ka)), min(span, len(kb))
+        ops = _opcodes(ka[:sa], kb[:sb])
+        if sa == len(ka) and end_a and sb == len(kb) and end_b:
+            return ops                     # the rest of both streams
+        for i, (tag, a0, a1, _b0, _b1) in enumerate(ops):
+            if tag == "equal" and a1 - a0 >= SYNC_RUN and i:
+                return ops[:i]             # back in step: the prefix walk goes on from here
+        if sa == len(ka) and sb == len(kb):
+            break
+        span *= 4
+    # Nothing in common for a whole window: take its first `window` events a side
+    # (all of a side that has ended), cutting the block that crosses that line.
+    lim_a = len(ka) if end_a else window
+    lim_b = len(kb) if end_b else window
+    out = []
+    for tag, a0, a1, b0, b1 in ops:
+        if tag == "equal":
+            m = min(a1 - a0, lim_a - a0, lim_b - b0)
+            c1, d1 = a0 + m, b0 + m
+        else:
+            c1, d1 = min(a1, lim_a), min(b1, lim_b)
+        if c1 <= a0 and d1 <= b0:
+            break
+        if tag not in ("equal", "insert", "delete"):   # a cut replace may lose a side
+            tag = "replace" if c1 > a0 and d1 > b0 else "delete" if c1 > a0 else "insert"
+        out.append((tag, a0, c1, b0, d1))
+        if (c1, d1) != (a1, b1):
+            break
+    return out

@@ -96,6 +96,9 @@ _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "fifo_events": (("event_channel_op", "init_control"), ("event_channel_op", "expand_array"),
                     ("event_channel_op", "set_priority")),
     "verbose_debug": (("console_io", "write"),),
+    "gnttab_unmap_checks_pte_flags": (("grant_table_op", "unmap_grant_ref"),
+                                      ("grant_table_op", "unmap_and_replace")),
+    "gnttab_copy_claims_first": (("grant_table_op", "copy"),),
 }
 
 

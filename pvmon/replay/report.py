@@ -2,15 +2,25 @@
 
 A :class:`Report` is produced by verify, closed-loop and open-loop replay and
 by trace diff; it renders as text for people (:func:`render_text`) and as
-JSON for CI (:meth:`Report.as_dict`). Exit status: 0 no divergence, 1
-divergence (2, errors, is raised as PvmonError before a report exists).
+JSON for CI (:meth:`Report.write_json`, :meth:`Report.as_dict`). Exit status:
+0 no divergence, 1 divergence (2, errors, is raised as PvmonError before a
+report exists).
+
+Memory: a report holds the first :data:`DETAILED` divergences in full and
+counts for all; every later one is spilled, compressed, to an unnamed
+temporary file (:class:`~pvmon.replay.spill.Spill`) and read back one at a
+time by :meth:`Report.iter_divergences`, so a replay with millions of
+differences holds no more than one with fifty.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import IO
 
 from rich.console import Console
 from rich.table import Table
@@ -20,14 +30,10 @@ from pvmon.literal import markup as escape  # Rich escaping + visible control ch
 from pvmon.literal import text as literal_text
 from pvmon.replay.compare import Delta, key
 from pvmon.replay.explain import Fact
+from pvmon.replay.spill import Spill
 from pvmon.trace.render import describe, format_time, jsonable
 
-DETAILED = 50          # divergences reported in full; the rest are counted
-
-# Callables that see every divergence as a Report adds it, the ones past
-# DETAILED too: the TUI's divergence view spills them to disk so that all of
-# them can be walked (pvmon.replay.tui). Add and remove with list methods.
-OBSERVERS: list[Callable[[Divergence], None]] = []
+DETAILED = 50          # divergences kept in memory; the rest are spilled and counted
 
 
 @dataclass
@@ -75,20 +81,43 @@ class Divergence:
                 "where": self.where.as_dict(), "context": self.context,
                 "explanation": [f.as_dict() for f in self.explanation]}
 
+    def to_record(self) -> list:
+        """This divergence as plain msgpack-able values (:meth:`from_record`
+        turns them back)."""
+        w = self.where
+        return [self.n, [[d.what, d.detail] for d in self.deltas], self.left, self.right,
+                [w.seq, w.t, w.rip, w.symbol, [list(x) for x in w.disasm]], self.context,
+                [[f.hypercall, f.subop, f.text, f.source] for f in self.explanation]]
+
+    @classmethod
+    def from_record(cls, rec: list) -> Divergence:
+        """The divergence :meth:`to_record` gave ``rec`` for."""
+        n, deltas, left, right, (seq, t, rip, symbol, disasm), context, expl = rec
+        return cls(n, [Delta(*d) for d in deltas], left, right,
+                   Site(seq, t, rip, symbol, [tuple(x) for x in disasm]), context,
+                   [Fact(*f) for f in expl])
+
 
 @dataclass
 class Report:
     """The result of one replay or diff. ``mode``: verify | closed-loop |
     open-loop | diff; ``left``/``right``: labels of the two sides;
-    ``divergences``: the first :data:`DETAILED` in full; ``total``: how many
-    there were; ``by_call``: count per (call key, what differed);
+    ``divergences``: the first :data:`DETAILED`, in memory; ``spilled``: the
+    later ones, on disk (None until there are any; read every divergence with
+    :meth:`iter_divergences`); ``total``: how many there were;
+    ``by_call``: count per (call key, what differed);
     ``ending``: how each side ended and what that means; ``notes``: lines
-    worth knowing (rule verdict, mechanism, unrecorded inputs)."""
+    worth knowing (rule verdict, mechanism, unrecorded inputs); ``verdict``:
+    the sentence that replaces "no divergence ... over N events" when there is
+    more to say (a recording compared up to an end the guest did not choose;
+    a replay stopped before it could decide); ``status``: an exit status
+    other than 0 / 1 (124 timed out, 130 / 143 interrupted), None if none."""
 
     mode: str
     left: str
     right: str
     divergences: list[Divergence] = field(default_factory=list)
+    spilled: Spill | None = field(default=None, repr=False, compare=False)
     total: int = 0
     by_call: Counter = field(default_factory=Counter)
     compared: int = 0
@@ -96,16 +125,20 @@ class Report:
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     explained: dict = field(default_factory=dict)
+    verdict: str | None = None
+    status: int | None = None
 
     def add(self, div: Divergence) -> None:
         self.total += 1
-        for observe in OBSERVERS:
-            observe(div)
         ev = div.left or div.right or {}
         for d in div.deltas:
             self.by_call[(key(ev), d.what)] += 1
         if len(self.divergences) < DETAILED:
             self.divergences.append(div)
+        else:
+            if self.spilled is None:
+                self.spilled = Spill()
+            self.spilled.append(div.to_record())
         for f in div.explanation:
             k = (key(ev), f.text)
             if k not in self.explained:
@@ -114,19 +147,55 @@ class Report:
                                      "left": _line(div.left), "right": _line(div.right),
                                      "why": f.text, "source": f.source}
 
+    def iter_divergences(self) -> Iterator[Divergence]:
+        """Every divergence in order (``n`` = 1 .. ``total``): the ones in
+        memory, then the spilled ones, read back one at a time."""
+        yield from self.divergences
+        if self.spilled is not None:
+            for rec in self.spilled:
+                yield Divergence.from_record(rec)
+
+    def close(self) -> None:
+        """Delete the spilled divergences (the ones in memory stay)."""
+        if self.spilled is not None:
+            self.spilled.close()
+            self.spilled = None
+
     @property
     def exit_code(self) -> int:
+        if self.status is not None:
+            return self.status
         return 1 if self.total else 0
 
-    def as_dict(self) -> dict:
+    def _head(self, divergences) -> dict:
         return {"mode": self.mode, "left": self.left, "right": self.right,
                 "diverged": bool(self.total), "total": self.total,
                 "compared": self.compared,
                 "by_call": [{"call": k, "what": w, "count": n}
                             for (k, w), n in self.by_call.most_common()],
-                "divergences": [d.as_dict() for d in self.divergences],
+                "divergences": divergences,
                 "explained": list(self.explained.values()),
-                "ending": self.ending, "notes": self.notes, "stats": self.stats}
+                "ending": self.ending, "notes": self.notes, "stats": self.stats,
+                "verdict": self.verdict, "exit_status": self.exit_code}
+
+    def as_dict(self) -> dict:
+        """The report for JSON, every divergence in it (all in memory at
+        once: for a report of any size, :meth:`write_json` streams)."""
+        return self._head([d.as_dict() for d in self.iter_divergences()])
+
+    def write_json(self, fp: IO[str], indent: int = 1) -> None:
+        """Write ``json.dumps(self.as_dict(), indent=indent)`` and a newline to
+        ``fp``, the same text, holding one divergence at a time."""
+        mark = f"@divergences-{os.urandom(8).hex()}@"
+        head, tail = json.dumps(self._head(mark), indent=indent).split(json.dumps(mark), 1)
+        fp.write(head)
+        pad = "\n" + " " * (2 * indent)
+        sep = "["
+        for div in self.iter_divergences():
+            fp.write(sep + pad + json.dumps(div.as_dict(), indent=indent).replace("\n", pad))
+            sep = ","
+        fp.write("[]" if sep == "[" else "\n" + " " * indent + "]")
+        fp.write(tail + "\n")
 
 
 def _line(ev: dict | None) -> str:
@@ -139,7 +208,10 @@ def render_text(report: Report, console: Console | None = None, detail: int = 5)
     """Print ``report`` for people: a verdict line, the first ``detail``
     divergences in full, a table of divergences by call, how each side ended."""
     con = console or plain_console()
-    if not report.total:
+    if not report.total and report.verdict:
+        head = "[bold green]no divergence[/]" if not report.exit_code else "[bold yellow]no verdict[/]"
+        con.print(f"{head}: {escape(report.verdict)}")
+    elif not report.total:
         con.print(f"[bold green]no divergence[/]: {escape(report.right)} matches "
                   f"{escape(report.left)} over {report.compared:,} events")
     else:

@@ -50,6 +50,15 @@ def _status(reader: TraceReader) -> str:
     return f"truncated after event {reader.truncated_after}"
 
 
+def _ending(reader: TraceReader) -> str:
+    """How the recorded run ended: its exit record, or that it has none."""
+    n = len(reader)
+    last = next(reader.events(n - 1, n), None) if n else None
+    if last is None or last.get("k") != "exit":
+        return "no exit record (the recording was cut short or stopped)"
+    return f"{last.get('reason')}: {last.get('detail')} (event {n - 1:,})"
+
+
 def _pipe_safe(write: Any) -> Any:
     """Run ``write``; a closed pipe (``| head``) ends output quietly."""
     try:
@@ -101,6 +110,7 @@ def info(path: str) -> None:
                           + (f", {reader.file_size / n:.1f} bytes/event" if n else "")),
             ("frames", f"{len(reader.frames)}"),
             ("status", _status(reader)),
+            ("ended", _ending(reader)),
         ]
         for k, v in rows:     # every value as it is: a header may hold markup or escapes
             table.add_row(k, text(v, multiline=k == "backend"))

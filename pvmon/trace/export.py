@@ -17,6 +17,8 @@ import json
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from rich import filesize
+
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import _is_hex_key, describe, fault_name, jsonable
 
@@ -228,13 +230,6 @@ def large_export_warning(reader: TraceReader, fmt: str, *, start: int = 0,
     stop = len(reader) if stop is None else min(stop, len(reader))
     where = (" (ui.perfetto.dev and chrome://tracing may fail to open a JSON trace this "
              "large)" if fmt == "perfetto" else "")
-    return (f"this export will write about {_human(size)} for {stop - start:,} events"
+    return (f"this export will write about {filesize.decimal(int(size))} for {stop - start:,} events"
             f"{where}")
 
-
-def _human(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:,.1f} TB"

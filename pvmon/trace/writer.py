@@ -130,14 +130,21 @@ class TraceWriter:
     frame written before intact (up to a few batches of frames not yet written
     are lost with it); ``sync=True`` also ``fsync``s after each write.
 
-    An unclosed writer is closed at interpreter exit. I/O errors surface as
-    :class:`~pvmon.errors.TraceError` from the next call.
+    An unclosed writer is closed at interpreter exit. A failed write (a full
+    disk) never raises from :meth:`append`, which runs inside the recorder's
+    hooks: the file is cut back to its last complete frame (a truncated trace
+    holding every frame written before, :attr:`kept_events` events), the events
+    appended from then on are dropped, ``on_error(exc)`` is called once (on the
+    writer thread, or in :meth:`append` without one), and :meth:`flush` and
+    :meth:`close` raise :class:`~pvmon.errors.TraceError`, saying the trace is
+    truncated.
     """
 
     def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], *,
                  frame_events: int = fmt.DEFAULT_FRAME_EVENTS,
                  frame_bytes: int = fmt.DEFAULT_FRAME_BYTES, level: int = 3,
-                 sync: bool = False, background: bool = True) -> None:
+                 sync: bool = False, background: bool = True,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         if not 1 <= frame_events <= fmt.MAX_FRAME_EVENTS:
             raise ValueError(f"frame_events must be 1..{fmt.MAX_FRAME_EVENTS}")
         if not 1 <= frame_bytes <= fmt.MAX_FRAME_RAW - fmt.MAX_EVENT_RAW:
@@ -171,6 +178,7 @@ class TraceWriter:
         self.append_hc: Callable[..., None] = self._open.hc
         self._frames: list[fmt.FrameInfo] = []
         self._error: BaseException | None = None
+        self._on_error = on_error
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
@@ -198,6 +206,16 @@ class TraceWriter:
     def next_seq(self) -> int:
         """The ``"seq"`` the next appended event must carry."""
         return self._open.next_seq
+
+    @property
+    def failed(self) -> bool:
+        """True once a write failed (the trace is truncated; see the class docstring)."""
+        return self._error is not None
+
+    @property
+    def kept_events(self) -> int:
+        """Events in the frames written so far (after a failure: all the file keeps)."""
+        return self._frames[-1].stop_seq if self._frames else 0
 
     @property
     def frames(self) -> list[fmt.FrameInfo]:
@@ -258,11 +276,18 @@ class TraceWriter:
                 self._queue.put(None)
                 self._thread.join()
             self._raise_error()
-            self._write(fmt.pack_seek_table(self._frames, self._open.next_seq))
-            if self._sync:
-                os.fsync(self._fd)
-        except OSError as exc:
-            raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
+            end = self._offset
+            try:
+                self._write(fmt.pack_seek_table(self._frames, self._open.next_seq))
+                if self._sync:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                try:    # no torn seek table: the file ends after its last frame
+                    os.ftruncate(self._fd, end)
+                except OSError:
+                    pass
+                self._error = exc
+                self._raise_error()
         finally:
             os.close(self._fd)
 
@@ -287,10 +312,11 @@ class TraceWriter:
         raw, count, first_seq, first_t, last_t = taken
         job = _Job(raw, first_seq, count, first_t, last_t)
         if self._queue is None:
-            try:
-                self._write_frames([job], self._compressor())
-            except OSError as exc:
-                raise TraceError(f"{self.path}: writing trace failed: {exc.strerror}") from exc
+            if self._error is None:
+                try:
+                    self._write_frames([job], self._compressor())
+                except OSError as exc:
+                    self._fail(exc)
         else:
             self._pending.append(job)
             if len(self._pending) >= FRAMES_PER_HANDOFF:
@@ -298,10 +324,11 @@ class TraceWriter:
 
     def _hand_off(self) -> None:
         """Give the frames cut so far to the writer thread in one queue item, so it
-        wakes once per batch instead of once per frame."""
+        wakes once per batch instead of once per frame. After a failed write they
+        are dropped (never raised here: this runs inside the recorder's hooks)."""
         if self._pending and self._queue is not None:
-            self._raise_error()
-            self._queue.put(self._pending)
+            if self._error is None:
+                self._queue.put(self._pending)
             self._pending = []
 
     def _worker(self) -> None:
@@ -314,8 +341,8 @@ class TraceWriter:
                     return
                 if self._error is None:
                     self._write_frames(jobs, cctx)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                self._error = exc
+            except BaseException as exc:  # noqa: BLE001 - raised by flush() or close()
+                self._fail(exc)
             finally:
                 self._queue.task_done()
 
@@ -342,20 +369,44 @@ class TraceWriter:
                                        job.count, job.first_t, job.last_t, len(comp),
                                        len(job.raw)))
             offset = self._offset + len(chunk)
-        self._write(chunk)
+        try:
+            self._write(chunk)
+        except OSError:
+            # Keep the frames that reached the file whole and cut off the rest, so
+            # the file ends at a frame boundary (a truncated trace, no torn frame).
+            self._frames.extend(i for i in infos if i.end <= self._offset)
+            end = self._frames[-1].end if self._frames else infos[0].offset
+            try:
+                os.ftruncate(self._fd, end)
+                self._offset = end
+            except OSError:
+                pass
+            raise
         if self._sync:
             os.fsync(self._fd)
         self._frames.extend(infos)
 
+    def _fail(self, exc: BaseException) -> None:
+        """Remember the first write failure and tell ``on_error`` once."""
+        if self._error is not None:
+            return
+        self._error = exc
+        if self._on_error is not None:
+            self._on_error(exc)
+
     def _write(self, data: bytes) -> None:
+        """Write all of ``data``; ``_offset`` follows each partial write, so after
+        an OSError it is where the file ends."""
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-        self._offset += len(data)
+            self._offset += n
 
     def _raise_error(self) -> None:
         if self._error is not None:
             exc = self._error
             msg = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise TraceError(f"{self.path}: writing trace failed: {msg}") from exc
+            raise TraceError(f"{self.path}: writing trace failed: {msg}; the trace is "
+                             f"truncated after its first {self.kept_events:,} events, "
+                             "every complete frame kept") from exc

@@ -27,6 +27,7 @@ from typing import Any
 
 from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.engine.machine import GuestPageFault, Stop
+from pvmon.errors import TraceError
 from pvmon.guests.catalog import GuestImage
 from pvmon.session import DEFAULT_CMDLINE, RunResult, Session
 from pvmon.ui.console_text import ConsoleChannels
@@ -123,13 +124,16 @@ class LiveSession:
         for a Debian kernel). Raises PvmonError on bad input. ``clock``: the
         wall clock (seconds) behind the speed and rate figures shown; tests
         pass a fixed one so that screenshots do not vary."""
+        # A guest with a userland reads its console: the console pane is a live
+        # source, so the run waits for the user instead of idling out. The idle
+        # exit then never applies, and the trace header must say so (None), or a
+        # replay would stop where this run went on.
+        live = spec.initrd is not None and spec.script is None
         sess = Session(spec.guest, memory=spec.memory, cmdline=spec.cmdline,
                        backend=spec.backend, record=spec.record, initrd=spec.initrd,
                        initrd_info=spec.initrd_info, script=spec.script,
-                       idle_limit_ns=spec.idle_limit_ns)
-        if spec.initrd is not None and spec.script is None:
-            # A guest with a userland reads its console: the console pane is a
-            # live source, so the run waits for the user instead of idling out.
+                       idle_limit_ns=None if live else spec.idle_limit_ns)
+        if live:
             sess.dispatch.input.live_open = True
         return cls(sess, spec, clock=clock)
 
@@ -166,7 +170,10 @@ class LiveSession:
             return
         if self._stop_recording:
             self._stop_recording = False
-            sess.stop_recording()
+            try:   # the trace ends with an exit record "recording stopped ..."
+                sess.stop_recording("recording stopped from the TUI; the guest ran on")
+            except TraceError as exc:   # never raise inside the engine's hook
+                self.error = str(exc)
             self.recording = None
         hit = self._pause_next or self._breaks(ev)
         if self._want_sample or hit:
@@ -277,18 +284,19 @@ class LiveSession:
             self._attention = True
 
     def stop(self) -> None:
-        """End the run: at the next hypercall, or at the next trap (TSC read,
-        fault) if the guest makes no more hypercalls."""
+        """End the run: at the next hypercall, or at the engine's next safe point
+        (:meth:`Machine.request_stop <pvmon.engine.machine.Machine.request_stop>`:
+        right after the trap being handled, or while an idle guest waits for
+        input) if that comes first."""
         self._stop = True
         self._attention = True
-        stop = Stop("interrupted", "stopped from the TUI", 0)
-        self.session.dispatch.exit_hook = lambda: stop
+        self.session.machine.request_stop(Stop("interrupted", "stopped from the TUI"))
         self._release()
 
     def force_stop(self) -> None:
-        """Last resort when :meth:`stop` was not honoured in time (a guest spinning
-        without traps): stop the emulator from this thread. Only for quitting."""
-        self.session.machine.stop(Stop("interrupted", "stopped from the TUI", 0))
+        """Last resort when :meth:`stop` was not honoured in time (the request
+        reached Unicorn just before it entered the guest): ask again."""
+        self.session.machine.request_stop(Stop("interrupted", "stopped from the TUI"))
 
     @property
     def hypercalls(self) -> int:

@@ -1,10 +1,12 @@
 """A replay's divergence report as the divergence view's rows.
 
 A :class:`pvmon.replay.report.Report` keeps the first
-:data:`~pvmon.replay.report.DETAILED` divergences in full, not the whole
-replayed stream. ``pvmon replay --tui`` therefore spills every divergence
-the replay finds to a :class:`DifferenceLog` (a temporary file; memory is
-one offset per divergence), and the view reads them back as it draws.
+:data:`~pvmon.replay.report.DETAILED` divergences in memory and spills the
+rest to a compressed file it reads in order
+(:meth:`~pvmon.replay.report.Report.iter_divergences`). The view needs them
+by index, so ``pvmon replay --tui`` copies them once into a
+:class:`DifferenceLog` (a temporary file; memory is one offset per
+divergence), and the view reads them back as it draws.
 
 The rows are: for each divergence, the recorded hypercalls just before it
 (which the replay matched, so both columns show the recorded call), then the
@@ -91,16 +93,14 @@ class DifferenceLog(Sequence[Difference]):
         self._size = 0
         self._unflushed = False
         self._cache: dict[int, Difference] = {}
-        self._observing = False
 
     @classmethod
-    def observing(cls) -> DifferenceLog:
-        """A log that every :class:`~pvmon.replay.report.Report` feeds from
-        now on, until :meth:`stop_observing` or :meth:`close`."""
-        from pvmon.replay.report import OBSERVERS
+    def from_report(cls, report: Any) -> DifferenceLog:
+        """Every divergence of ``report`` (a
+        :class:`~pvmon.replay.report.Report`), in order, the spilled ones too."""
         log = cls()
-        OBSERVERS.append(log.add)
-        log._observing = True
+        for div in report.iter_divergences():
+            log.add(div)
         return log
 
     def add(self, div: Any) -> None:
@@ -132,17 +132,8 @@ class DifferenceLog(Sequence[Difference]):
         self._cache[i] = d
         return d
 
-    def stop_observing(self) -> None:
-        """Take no more divergences from reports (the log stays readable)."""
-        if self._observing:
-            from pvmon.replay.report import OBSERVERS
-            if self.add in OBSERVERS:
-                OBSERVERS.remove(self.add)
-            self._observing = False
-
     def close(self) -> None:
-        """Stop observing reports and delete the file."""
-        self.stop_observing()
+        """Delete the file."""
         self._file.close()
         self._cache.clear()
 
@@ -252,8 +243,8 @@ def divergence_from_report(report: Any, run: Any,
     """The view of a replay ``report`` of ``run`` (a
     :class:`pvmon.replay.source.RecordedRun`, whose reader stays open while the
     view is shown). ``log``: every divergence of the replay (a
-    :class:`DifferenceLog` that observed it); without one, the report's
-    detailed divergences."""
+    :class:`DifferenceLog`, :meth:`DifferenceLog.from_report`); without one,
+    the report's divergences in memory."""
     complete = log is not None and len(log) >= report.total
     diffs: Sequence[Difference] = log if log is not None else \
         [Difference.of(d) for d in report.divergences]

@@ -29,16 +29,18 @@ HYPERVISOR_iret = 23
 # Linux/Xen errno values as returned in RAX (negated). xen/include/public/errno.h
 EPERM, ENOENT, ESRCH, EINTR, EIO = 1, 2, 3, 4, 5
 E2BIG, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST = 7, 11, 12, 13, 14, 16, 17
-EINVAL, ENOSPC, ENOSYS, ETIME, EOPNOTSUPP = 22, 28, 38, 62, 95
+EINVAL, ENOSPC, ERANGE, ENOSYS, ETIME, EILSEQ, EOPNOTSUPP = 22, 28, 34, 38, 62, 84, 95
 assert _errno.EFAULT == EFAULT and _errno.ENOSYS == ENOSYS  # Linux host numbering
+assert _errno.ERANGE == ERANGE and _errno.EILSEQ == EILSEQ
 
 ERRNO_NAMES = {v: k for k, v in {
     "EPERM": EPERM, "ENOENT": ENOENT, "ESRCH": ESRCH, "EINTR": EINTR, "EIO": EIO,
     "E2BIG": E2BIG, "EAGAIN": EAGAIN, "ENOMEM": ENOMEM, "EACCES": EACCES, "EFAULT": EFAULT,
-    "EBUSY": EBUSY, "EEXIST": EEXIST, "EINVAL": EINVAL, "ENOSPC": ENOSPC, "ENOSYS": ENOSYS,
-    "ETIME": ETIME, "EOPNOTSUPP": EOPNOTSUPP}.items()}
+    "EBUSY": EBUSY, "EEXIST": EEXIST, "EINVAL": EINVAL, "ENOSPC": ENOSPC, "ERANGE": ERANGE,
+    "ENOSYS": ENOSYS, "ETIME": ETIME, "EILSEQ": EILSEQ, "EOPNOTSUPP": EOPNOTSUPP}.items()}
 
-DOMID_SELF = 0x7FF0
+# xen.h: special domain identifiers
+DOMID_SELF, DOMID_IO, DOMID_XEN = 0x7FF0, 0x7FF1, 0x7FF2
 
 # --- xen.h: mmu_update commands (low 2 bits of mmu_update.ptr) --------------
 MMU_CMDS = {0: "NORMAL_PT_UPDATE", 1: "MACHPHYS_UPDATE", 2: "PT_UPDATE_PRESERVE_AD",
@@ -175,13 +177,53 @@ CALLBACK_REGISTER_SIZE, CALLBACK_UNREGISTER_SIZE = 16, 4
 XENNMI_CMDS = {0: "register_callback", 1: "unregister_callback"}
 XENNMI_register_callback, XENNMI_unregister_callback = 0, 1
 
-# --- grant_table.h -----------------------------------------------------------
+# --- grant_table.h (xen/include/public/grant_table.h@stable-4.17) ------------
 GNTTABOP_CMDS = {0: "map_grant_ref", 1: "unmap_grant_ref", 2: "setup_table", 3: "dump_table",
                  4: "transfer", 5: "copy", 6: "query_size", 7: "unmap_and_replace",
                  8: "set_version", 9: "get_status_frames", 10: "get_version", 11: "swap_grant_ref",
                  12: "cache_flush"}
 GNTTABOP = {v: k for k, v in GNTTABOP_CMDS.items()}
-GNTST_okay, GNTST_general_error, GNTST_bad_domain = 0, -1, -2
+(GNTTABOP_map_grant_ref, GNTTABOP_unmap_grant_ref, GNTTABOP_setup_table, GNTTABOP_dump_table,
+ GNTTABOP_transfer, GNTTABOP_copy, GNTTABOP_query_size, GNTTABOP_unmap_and_replace,
+ GNTTABOP_set_version, GNTTABOP_get_status_frames, GNTTABOP_get_version,
+ GNTTABOP_swap_grant_ref, GNTTABOP_cache_flush) = range(13)
+# The command's low 12 bits; the rest carries a continuation (cache_flush only).
+# xen/common/grant_table.c@stable-4.17 GNTTABOP_CONTINUATION_ARG_SHIFT: "effectively
+# part of the ABI" (a guest suspended mid-continuation resumes on another Xen).
+GNTTABOP_CMD_MASK = (1 << 12) - 1
+# enum grant_status
+GNTST = {0: "okay", -1: "general_error", -2: "bad_domain", -3: "bad_gntref", -4: "bad_handle",
+         -5: "bad_virt_addr", -6: "bad_dev_addr", -7: "no_device_space",
+         -8: "permission_denied", -9: "bad_page", -10: "bad_copy_arg", -11: "address_too_big",
+         -12: "eagain", -13: "no_space"}
+(GNTST_okay, GNTST_general_error, GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle,
+ GNTST_bad_virt_addr, GNTST_bad_dev_addr, GNTST_no_device_space, GNTST_permission_denied,
+ GNTST_bad_page, GNTST_bad_copy_arg, GNTST_address_too_big, GNTST_eagain,
+ GNTST_no_space) = range(0, -14, -1)
+# Grant entry flags (struct grant_entry_v1 / grant_entry_header.flags) and their subflags.
+GTF_invalid, GTF_permit_access, GTF_accept_transfer, GTF_transitive = 0, 1, 2, 3
+GTF_type_mask = 3
+GTF_readonly, GTF_reading, GTF_writing = 1 << 2, 1 << 3, 1 << 4
+GTF_PWT, GTF_PCD, GTF_PAT, GTF_sub_page = 1 << 5, 1 << 6, 1 << 7, 1 << 8
+GTF_transfer_committed, GTF_transfer_completed = 1 << 2, 1 << 3
+# gnttab_map_grant_ref.flags
+GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly = 1 << 0, 1 << 1, 1 << 2
+GNTMAP_application_map, GNTMAP_contains_pte = 1 << 3, 1 << 4
+GNTMAP_guest_avail0 = 16            # _GNTMAP_guest_avail0: first PTE-available-bits flag
+# gnttab_copy.flags
+GNTCOPY_source_gref, GNTCOPY_dest_gref = 1 << 0, 1 << 1
+# gnttab_cache_flush.op
+GNTTAB_CACHE_CLEAN, GNTTAB_CACHE_INVAL, GNTTAB_CACHE_SOURCE_GREF = 1 << 0, 1 << 1, 1 << 31
+# Entries kept across a version change (toolstack-reserved: console, xenstore).
+GNTTAB_NR_RESERVED_ENTRIES = 8
+GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE = 0, 1
+# Struct sizes (x86-64): grant_entry_v1 {u16 flags; u16 domid; u32 frame}; union
+# grant_entry_v2 (16 bytes); grant_status_t (u16); and each sub-op's argument struct.
+GRANT_ENTRY_V1_SIZE, GRANT_ENTRY_V2_SIZE, GRANT_STATUS_SIZE = 8, 16, 2
+GNTTAB_ARG_SIZE = {"map_grant_ref": 32, "unmap_grant_ref": 24, "setup_table": 24,
+                   "transfer": 24, "copy": 40, "query_size": 16, "unmap_and_replace": 24,
+                   "set_version": 4, "get_status_frames": 16, "get_version": 8,
+                   "swap_grant_ref": 12, "cache_flush": 16}
 
 # --- xenpmu.h ----------------------------------------------------------------
 XENPMU_CMDS = {0: "mode_get", 1: "mode_set", 2: "feature_get", 3: "feature_set",

@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 from pvmon.backends.base import Backend, GuestFault
 from pvmon.backends.xen import abi
-from pvmon.backends.xen.builder import Layout
+from pvmon.backends.xen.builder import Layout, m2p_frames
 from pvmon.backends.xen.console import ConsoleRing
 from pvmon.backends.xen.events import EventChannels, Port
+from pvmon.backends.xen.grant_table import GrantTable
 from pvmon.backends.xen.vcpu import PvVcpu
 from pvmon.backends.xen.versions import REGISTRY, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
@@ -132,7 +133,7 @@ class XenBackend(Backend):
         self.page_types: dict[int, int] = {}
         self.free_mfns: list[int] = []
         self.vm_assist = 0
-        self.gnttab_version = 1
+        self.gnttab = GrantTable(self, DOMID)
         self.shutdown_code: int | None = None
         # Wallclock in shared_info (xen.h: wc_version, wc_sec, wc_nsec, wc_sec_hi)
         si = layout.shared_info_ma
@@ -414,9 +415,9 @@ class XenBackend(Backend):
         return self._valid_mfn(mfn) or self._hv_frame_ok(mfn)
 
     def _hv_frame_ok(self, mfn: int) -> bool:
-        ma = mfn << 12
-        lay = self.layout
-        return ma == lay.shared_info_ma or lay.grant_ma <= ma < lay.grant_ma + 4 * PAGE_SIZE
+        """A hypervisor frame shared with the guest: shared_info, or a grant
+        frame in use (grant_table.GrantTable.frame_shared)."""
+        return mfn << 12 == self.layout.shared_info_ma or self.gnttab.frame_shared(mfn)
 
     def hc_mmuext_op(self, ops, count, done_ptr, domid, *_):
         count &= ~abi.MMU_UPDATE_PREEMPTED
@@ -875,7 +876,7 @@ class XenBackend(Backend):
         if op == 2:
             return nr_pages - 1
         if op == 12:   # machphys_mapping {v_start, v_end, max_mfn}
-            frames = self.m.phys_bytes // PAGE_SIZE
+            frames = m2p_frames(self.m.phys_bytes)
             self._write(arg, struct.pack("<QQQ", abi.MACH2PHYS_VIRT_START,
                                          abi.MACH2PHYS_VIRT_START + frames * 8, frames - 1))
             return 0
@@ -933,37 +934,9 @@ class XenBackend(Backend):
         return self.hc_physdev_op(cmd, uop + 4)
 
     def hc_grant_table_op(self, cmd, arg, count, *_):
-        self.op = {"cmd": abi.GNTTABOP_CMDS.get(cmd, cmd), "count": count}
-        if count > 512:
-            return -E.EINVAL
-        if cmd == 6:   # query_size {dom, nr_frames, max_nr_frames, status}
-            self._write(arg + 4, struct.pack("<IIh", 1, 4, E.GNTST_okay))
-            return 0
-        if cmd == 2:   # setup_table {dom, nr_frames, status, frame_list}
-            _dom, nr = struct.unpack("<HxxI", self._read(arg, 8))
-            frame_list = self._u64(arg + 16)
-            status = E.GNTST_okay
-            if nr > 4:
-                status = E.GNTST_general_error
-            else:
-                base = self.layout.grant_ma >> 12
-                if nr:
-                    self._write(frame_list, struct.pack(f"<{nr}Q", *range(base, base + nr)))
-            self._write(arg + 8, struct.pack("<h", status))
-            return 0
-        if cmd == 8:   # set_version {version}
-            ver = self._u32(arg)
-            if ver not in (1, 2):
-                return -E.EINVAL
-            if ver == 2:
-                self._write(arg, struct.pack("<I", self.gnttab_version))
-                return -E.EOPNOTSUPP
-            self.gnttab_version = ver
-            return 0
-        if cmd == 10:  # get_version {dom, pad, version}
-            self._write(arg + 4, struct.pack("<I", self.gnttab_version))
-            return 0
-        return self._unsupported_sub("grant_table_op", abi.GNTTABOP_CMDS.get(cmd, cmd))
+        """Grant tables v1 and v2 (:mod:`pvmon.backends.xen.grant_table`,
+        do_grant_table_op, xen/common/grant_table.c@stable-4.17)."""
+        return self.gnttab.op(cmd, arg, count)
 
     def hc_xenpmu_op(self, cmd, arg, *_):
         self.op = {"cmd": abi.XENPMU_CMDS.get(cmd, cmd)}

@@ -17,6 +17,9 @@ Machine frames equal pseudo-physical frames at start of day, so the P2M is the
 identity. Frames the hypervisor keeps (shared_info, the read-only M2P, the
 descriptor table, grant frames) sit above guest RAM. The M2P is mapped
 read-only at MACH2PHYS_VIRT_START (L4 slot 256), which appears in every L4.
+The grant-status frames (grant tables v2) are the last frames of machine
+memory, after the M2P and outside the frames it describes (see
+:func:`m2p_frames`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ from pvmon.errors import GuestImageError
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 HV_GDT_VA = abi.HYPERVISOR_VIRT_START + GiB   # L4 slot 256, L3 slot 1
 GDT_PAGES = 16
+# The domain's max_grant_frames (the toolstack's per-domain limit: xl.cfg
+# max_grant_frames; Xen's default is gnttab_max_frames=64): the frames reserved for
+# its shared grant table, mapped by GNTTABOP_setup_table (xen/common/grant_table.c).
 GRANT_FRAMES = 4
+# Grant-status frames a v2 table of GRANT_FRAMES frames needs: 256 v2 entries per
+# frame, 2048 status entries per frame (grant_to_status_frames, grant_table.c@stable-4.17).
+GRANT_STATUS_FRAMES = -(-GRANT_FRAMES * 256 // 2048)
 # Descriptor-table slots for FLAT_RING3_{CS,SS}64 (xen-x86_64.h): index = selector >> 3.
 _GDT_CODE64 = 0x00AFFB000000FFFF   # present, DPL3, 64-bit code
 _GDT_DATA = 0x00CFF3000000FFFF     # present, DPL3, writable data
@@ -255,14 +264,30 @@ class Layout:
 
 
 def extra_bytes_for(ram_bytes: int) -> int:
-    """Bytes of hypervisor-owned frames the builder needs above ``ram_bytes``."""
+    """Bytes of hypervisor-owned frames the builder needs above ``ram_bytes``:
+    the frames the M2P describes (:func:`m2p_frames`) plus the grant-status frames."""
     fixed = 5 + GDT_PAGES + GRANT_FRAMES
     total = ram_bytes // PAGE_SIZE + fixed
     for _ in range(4):
         m2p_pages = -(-total * 8 // PAGE_SIZE)
         m2p_l1 = -(-m2p_pages // 512)
         total = ram_bytes // PAGE_SIZE + fixed + m2p_pages + m2p_l1
-    return (total - ram_bytes // PAGE_SIZE) * PAGE_SIZE
+    return (total - ram_bytes // PAGE_SIZE + GRANT_STATUS_FRAMES) * PAGE_SIZE
+
+
+def m2p_frames(phys_bytes: int) -> int:
+    """Machine frames the M2P describes (what XENMEM_machphys_mapping reports)
+    in a machine of ``phys_bytes``: every frame but the grant-status frames at
+    the top. Those come from Xen's heap only when a guest switches to grant
+    tables v2, so they are left out of the M2P's size as they were before they
+    existed (the M2P entry of each, where the M2P's last page covers it, reads
+    INVALID, as share_xen_page_with_guest leaves it)."""
+    return phys_bytes // PAGE_SIZE - GRANT_STATUS_FRAMES
+
+
+def grant_status_ma(phys_bytes: int) -> int:
+    """Machine address of the first grant-status frame (grant tables v2)."""
+    return phys_bytes - GRANT_STATUS_FRAMES * PAGE_SIZE
 
 
 def build(machine: Machine, kernel: KernelImage, cmdline: str,
@@ -329,19 +354,20 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     gdt_ma = hv + 5 * PAGE_SIZE
     grant_ma = gdt_ma + GDT_PAGES * PAGE_SIZE
     m2p_l1_ma = grant_ma + GRANT_FRAMES * PAGE_SIZE
-    total_frames = machine.phys_bytes // PAGE_SIZE
+    total_frames = m2p_frames(machine.phys_bytes)
     m2p_pages = pages(total_frames * 8)
     m2p_l1_n = -(-m2p_pages // 512)
     m2p_ma = m2p_l1_ma + m2p_l1_n * PAGE_SIZE
-    if m2p_ma + m2p_pages * PAGE_SIZE > machine.phys_bytes:
+    if m2p_ma + m2p_pages * PAGE_SIZE > grant_status_ma(machine.phys_bytes):
         raise GuestImageError("internal: hypervisor area too small")
 
     w = machine.write_u64_phys
-    # M2P contents: identity for RAM, INVALID (~0) for hypervisor frames.
+    # M2P contents: identity for RAM, INVALID (~0) for hypervisor frames (the
+    # grant-status frames too, where the last M2P page reaches them).
     m2p = bytearray(m2p_pages * PAGE_SIZE)
     struct.pack_into(f"<{nr_pages}Q", m2p, 0, *range(nr_pages))
-    inval = b"\xff" * 8 * (total_frames - nr_pages)
-    m2p[nr_pages * 8:total_frames * 8] = inval
+    covered = min(m2p_pages * PAGE_SIZE // 8, total_frames + GRANT_STATUS_FRAMES)
+    m2p[nr_pages * 8:covered * 8] = b"\xff" * 8 * (covered - nr_pages)
     machine.write_phys_data(m2p_ma, bytes(m2p))
     for i in range(m2p_pages):
         w(m2p_l1_ma + i * 8, (m2p_ma + i * PAGE_SIZE) | PTE_P | PTE_US | PTE_A | PTE_NX)

@@ -40,8 +40,29 @@ XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
            source="XENVER_commandline added in 4.0 (xen.git fa97833ae1)"),
     *_gone("xen_version", "build_id", source="XENVER_build_id added in 4.7 (xen.git 460d24188d)"),
     *_gone("grant_table_op", "set_version", "get_status_frames", "get_version",
-           source="grant tables v2 added in 4.0 (xen.git a98dc13703)"),
+           source="grant tables v2 added in 4.0 (xen.git a98dc13703 'Introduce a "
+                  "grant_entry_v2 structure'); do_grant_table_op in xen/common/grant_table.c"
+                  + _H34 + " has no such case: -ENOSYS, the table stays v1"),
+    *_gone("grant_table_op", "swap_grant_ref",
+           source="GNTTABOP_swap_grant_ref added in 4.2 (xen.git 04b9829949)"),
     *_gone("grant_table_op", "cache_flush", source="GNTTABOP_cache_flush added in 4.6"),
+    Change("capability", feature="gnttab_unlimited_batches",
+           source="xen/common/grant_table.c" + _H34 + " do_grant_table_op: 'if ( count > 512 ) "
+                  "return -EINVAL'; removed in 4.0 (xen.git 1c4e651d3f 'Eliminate "
+                  "grant_table_op restriction')",
+           note="grant_table_op with more than 512 entries returns -EINVAL"),
+    Change("capability", feature="gnttab_unmap_checks_pte_flags",
+           source="XSA-234 (CVE-2017-14319), xen.git 16b1414de9 'gnttab: also validate PTE "
+                  "permissions upon destroy/replace' (4.10, backported); "
+                  "xen/arch/x86/mm.c" + _H34 + " replace_grant_va_mapping checks the frame only",
+           note="unmap accepts a grant PTE whose present or writable bit no longer matches "
+                "the mapping"),
+    Change("capability", feature="gnttab_copy_claims_first",
+           source="xen/common/grant_table.c" + _H34 + " __gnttab_copy: lengths checked first, "
+                  "an invalid frame GNTST_general_error; gnttab_copy_one from 4.6 (xen.git "
+                  "3c72f8c2cf 'grant-table: refactor grant copy to reduce duplicate code')",
+           note="GNTTABOP_copy checks lengths before the grants; a bad frame is "
+                "GNTST_general_error, not GNTST_bad_page"),
     *_gone("sched_op", "shutdown_code", "watchdog",
            source="xen/include/public/sched.h: SCHEDOP_shutdown_code, SCHEDOP_watchdog (4.1)"),
     *_gone("sched_op", "pin_override", source="SCHEDOP_pin_override added in 4.7"),

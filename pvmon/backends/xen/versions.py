@@ -209,9 +209,16 @@ XEN_4_17 = XenVersion(
     # early message goes through CONSOLEIO_write, and on -EPERM Linux writes them to
     # the console ring instead, each prefixed "(early) " (drivers/tty/hvc/hvc_xen.c
     # xenboot_write_console); the built-in guests print every line with it too.
+    # Grant tables (xen/common/grant_table.c@stable-4.17): batches of any size, preempted
+    # with continuations (gnttab_unlimited_batches); unmap checks that the PTE is present
+    # and as writable as the mapping, not only its frame (gnttab_unmap_checks_pte_flags,
+    # XSA-234); a copy claims both sides before checking its lengths and a bad frame is
+    # GNTST_bad_page (gnttab_copy_claims_first, gnttab_copy_one).
     capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
                             "vmassist_runstate_update_flag", "vmassist_m2p_strict",
-                            "pvclock_tsc_stable", "verbose_debug"}),
+                            "pvclock_tsc_stable", "verbose_debug",
+                            "gnttab_unlimited_batches", "gnttab_unmap_checks_pte_flags",
+                            "gnttab_copy_claims_first"}),
     description="reference: Xen 4.17.7 (4.17 released Dec 2022), a 64-bit PV domU's ABI; "
                 "built with CONFIG_VERBOSE_DEBUG (guest console_io writes logged)",
     released="2022-12",
