@@ -105,27 +105,19 @@ def test_a_kernel_whose_entry_segment_lacks_pf_x_runs_its_first_instruction(tmp_
     assert res.hypercalls["sched_op"] == 1 and not res.faults
 
 
-def test_only_a_segment_declaring_no_code_is_mapped_non_executable(tmp_path):
-    """Like Xen, every start-of-day page is executable (start_info, the stack,
-    a RW segment holding a SHF_EXECINSTR section), except the pages of a
-    segment that declares no code at all: pvmon keeps those NX for speed."""
+def test_code_sections_in_a_data_segment_are_executable_and_the_rest_is_not(tmp_path):
+    """With section headers, pvmon maps executable exactly the pages of the
+    SHF_EXECINSTR sections (and PF_X segments): the entry page, not the page of
+    data beside it."""
     code_va = VIRT_BASE + DATA_PA
-    data_pa = 0x208000
-    data = POWEROFF + b"\0" * 64
-    p = tmp_path / "vmlinux-code-and-data"
-    p.write_bytes(make_pv_elf(
-        [_text(), (DATA_PA, PF_R | PF_W, data, 0x3000), (data_pa, PF_R | PF_W, b"\1" * 64, 0x2000)],
-        code_va, [(".text", SHF_ALLOC | SHF_EXECINSTR, VIRT_BASE + TEXT_PA, 64),
-                  (".init.text", SHF_ALLOC | SHF_EXECINSTR, code_va, 0x100),
-                  (".data", SHF_ALLOC | 1, VIRT_BASE + data_pa, 0x2000)]))
-    k = parse_kernel(p.read_bytes(), p)
+    path = _entry_in_data(tmp_path, [(".text", SHF_ALLOC | SHF_EXECINSTR, VIRT_BASE + TEXT_PA, 64),
+                                     (".init.text", SHF_ALLOC | SHF_EXECINSTR, code_va, 0x100),
+                                     (".data", SHF_ALLOC | 1, code_va + 0x1000, 0x2000)])
+    k = parse_kernel(path.read_bytes(), path)
     assert k.exec_ranges == ((TEXT_PA, TEXT_PA + 0x1000), (DATA_PA, DATA_PA + 0x100))
-    assert k.data_ranges == ((data_pa, data_pa + 0x2000),)
-    s = Session(resolve(str(p)))
-    m, lay = s.machine, s.layout
-    for va, nx in ((code_va, False), (code_va + 0x2000, False), (VIRT_BASE + TEXT_PA, False),
-                   (lay.start_info_va, False), (lay.stack_top_va - 8, False),
-                   (VIRT_BASE + data_pa, True), (VIRT_BASE + data_pa + 0x1000, True)):
+    s = Session(resolve(str(path)))
+    m = s.machine
+    for va, nx in ((code_va, False), (code_va + 0x1000, True), (VIRT_BASE + TEXT_PA, False)):
         _pa, pte = m.walk(va)
         assert bool(m.read_u64_phys(pte) & PTE_NX) is nx, hex(va)
     res = s.run(timeout=60)

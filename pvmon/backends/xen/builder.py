@@ -72,13 +72,9 @@ class KernelImage:
     hypercall_page: int | None
     notes: dict[str, object]
     segments: list[tuple[int, int, bytes | memoryview, int]]
-    #: [start, end) p_paddr ranges the kernel declares as code (see
-    #: :func:`_code_ranges`); sorted.
+    #: [start, end) p_paddr ranges the kernel declares as code, mapped executable
+    #: at start of day (see :func:`_code_ranges`); sorted.
     exec_ranges: tuple[tuple[int, int], ...] = ()
-    #: [start, end) p_paddr ranges of the PT_LOAD segments that declare no code
-    #: at all (no PF_X, no executable section, not the entry's): the only pages
-    #: :func:`build` maps non-executable; sorted.
-    data_ranges: tuple[tuple[int, int], ...] = ()
 
     @property
     def mechanism(self) -> str:
@@ -193,24 +189,23 @@ def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelIma
     if not kstart <= entry <= kend:
         raise GuestImageError(f"{name}: entry point {entry:#x} lies outside the kernel image "
                               f"[{kstart:#x}, {kend:#x}); Xen refuses it too")
-    code = _code_ranges(elf, loads, entry - shift)
-    data = tuple(sorted((p, p + m) for p, _v, m, _f in loads
-                        if not any(a < p + m and p < b for a, b in code)))
     return KernelImage(path, entry, virt_base, paddr_offset, notes.get("HYPERCALL_PAGE"), notes,
-                       segments, code, data)
+                       segments, _code_ranges(elf, loads, entry - shift))
 
 
 def _code_ranges(elf: ELFFile, loads: list[tuple[int, int, int, int]],
                  entry_paddr: int) -> tuple[tuple[int, int], ...]:
-    """The ``[start, end)`` p_paddr ranges the kernel's ELF declares as code.
+    """The ``[start, end)`` p_paddr ranges pvmon maps executable at start of day.
 
-    Declared code is: every PT_LOAD with PF_X; every section with SHF_ALLOC
-    and SHF_EXECINSTR, through the segment that holds it (Linux 7.x links
-    ``.init.text``, where its Xen entry point is, into a segment flagged RW
-    only); and, when neither covers the entry point (an image without section
-    headers), the whole segment holding the entry. Unreadable section headers
-    count as none: Xen's loader ignores them. A segment none of these touch is
-    pure data, the one thing :func:`build` maps non-executable."""
+    Xen maps the whole bootstrap region executable (libxenguest's x86-64
+    start-of-day page tables, tools/libs/guest/xg_dom_x86.c, never set NX).
+    pvmon sets NX on what the kernel's ELF does not declare as code, for speed
+    (see :func:`build`). Declared code is: every PT_LOAD with PF_X; every
+    section with SHF_ALLOC and SHF_EXECINSTR, through the segment that holds
+    it (Linux 7.x links ``.init.text``, where its Xen entry point is, into a
+    segment flagged RW only); and, when neither covers the entry point (an
+    image without section headers), the whole segment holding the entry.
+    Unreadable section headers count as none: Xen's loader ignores them."""
     ranges = [(p, p + m) for p, _v, m, f in loads if f & PF_X]
     try:
         sections = [(sec["sh_addr"], sec["sh_size"]) for sec in elf.iter_sections()
@@ -393,27 +388,31 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     # Execute permission. xen.h (start-of-day layout, point 7) promises only that
     # every bootstrap element is mapped read-write (the page tables read-only);
     # libxenguest leaves the whole region executable (xg_dom_x86.c: no NX in any
-    # start-of-day entry), and so does pvmon, except the pages of the kernel's
-    # pure data segments (KernelImage.data_ranges: PT_LOAD segments with no PF_X,
-    # no executable section and not the entry), which get NX. Unicorn 2.1.4
+    # start-of-day entry). pvmon maps executable only the pages the kernel's ELF
+    # declares as code (KernelImage.exec_ranges: PF_X segments, SHF_EXECINSTR
+    # sections, the entry's segment as a last resort) and sets NX on the rest
+    # (data, mfn_list, start_info, the page tables, the stack): Unicorn 2.1.4
     # sends every store to a page mapped executable down its slow path
-    # (notdirty_write never cleans a TLB entry that is also executable), and
-    # those segments (.data, the per-cpu area) take most of a boot's stores:
-    # measured on 2026-12-04, the 6.12 boot takes 3.2 s with them NX and 4.2 s
-    # with every page executable. The NX bits are guest-visible (Linux copies
-    # the bootstrap entries into the page tables it builds), yet the 6.1 and
-    # 6.12 boots make the same calls either way, and Linux 7.x, whose only
-    # RW segment holds code, gets exactly Xen's mapping. A guest that executed
-    # its own data segment would take a #PF here and not under Xen.
+    # (notdirty_write never cleans a TLB entry that is also executable), which
+    # cost the 6.12 boot about a quarter of its time (5.9 s -> 4.5 s measured;
+    # again on 2026-12-04 with every bootstrap page executable, as under Xen:
+    # 3.2 s -> 4.2 s wall; the kernel image's segments alone made 4.7 s).
+    # Linux executes none of those pages; a guest that did would take a #PF here
+    # and not under Xen. The NX bits are guest-visible: Linux copies them into
+    # the page-table entries it writes (mmu_update values), as it would copy
+    # Xen's. Measured 2026-12-04: the 6.1 and 6.12 panic boots make the same
+    # calls under this mapping and under Xen's all-executable one; a 6.12
+    # busybox session (uname -a, ls /proc, free, poweroff -f) does not (86,570
+    # calls here, 88,746 all-executable), nor does the 7.2 panic boot (60,147
+    # vs 60,160). Mapping like Xen would change what every existing shell
+    # recording holds, so this stays until the engine's store path makes it free.
     xr = [(a - kernel.paddr_offset, b - kernel.paddr_offset) for a, b in kernel.exec_ranges]
-    dr = [(a - kernel.paddr_offset, b - kernel.paddr_offset) for a, b in kernel.data_ranges]
     for p in range(mapped_pages):
         flags = PTE_P | PTE_US | PTE_A
         if not pt_lo <= p < pt_hi:
             flags |= PTE_RW | PTE_D
         pa = page(p)
-        if any(a - PAGE_SIZE < pa < b for a, b in dr) \
-                and not any(a - PAGE_SIZE < pa < b for a, b in xr):
+        if xr and not any(a - PAGE_SIZE < pa < b for a, b in xr):
             flags |= PTE_NX
         struct.pack_into("<Q", l1, p * 8, pa | flags)
     machine.write_phys_data(page(l1_first), bytes(l1[:(n_pt - 3) * PAGE_SIZE]))
