@@ -132,7 +132,8 @@ def test_a_pt_load_without_r_w_or_x_is_not_loaded(tmp_path):
     assert [paddr for paddr, *_ in k.segments] == [TEXT_PA]
 
 
-@pytest.mark.parametrize("entry", [VIRT_BASE + 0x100000, VIRT_BASE + DATA_PA + 0x3001])
+@pytest.mark.parametrize("entry", [VIRT_BASE + 0x100000, VIRT_BASE + DATA_PA + 0x3001],
+                         ids=["below-the-image", "past-its-end"])
 def test_an_entry_point_outside_the_image_is_refused_as_xen_refuses_it(tmp_path, entry):
     """libelf-dominfo.c elf_xen_addr_calc_check: "ELF start or entries are out of bounds"."""
     p = tmp_path / "vmlinux-bad-entry"
