@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -88,10 +89,10 @@ def test_path_garbage(cache, tmp_path):
 
 def test_list_guests_uncached(cache):
     rows = {r["name"]: r for r in catalog.list_guests()}
-    assert set(rows) == {"pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "debian-6.1",
-                         "debian-6.12",
-                         "busybox"}
+    assert set(rows) == {"pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc",
+                         "debian-6.1", "debian-6.12", "debian-7.2", "busybox"}
     assert rows["debian-6.1"]["status"] == "not fetched"
+    assert (rows["debian-6.12"]["suite"], rows["debian-7.2"]["suite"]) == ("bookworm", "sid")
     assert (rows["busybox"]["kind"], rows["busybox"]["status"]) == ("initramfs", "not fetched")
     assert rows["pvtest-v1"]["status"] in ("built in", "missing")
 
@@ -144,7 +145,8 @@ def test_no_apt(cache, monkeypatch, tmp_path):
 def test_cli_errors_are_one_line(cache):
     r = CliRunner().invoke(cli, ["guests", "fetch", "nonesuch"])
     assert r.exit_code == 2
-    assert "fetchable guests are debian-6.1, debian-6.12" in r.output
+    assert "fetchable guests are debian-<major>.<minor> (debian-6.1, debian-6.12, debian-7.2)" \
+        in r.output and "bookworm, trixie, forky, sid" in r.output
     r = CliRunner().invoke(cli, ["guests", "list"])
     assert r.exit_code == 0 and "not fetched" in r.output and "debian-6.12" in r.output
 
@@ -169,3 +171,194 @@ def test_debian_resolution_and_cache(name):
     assert rows[name]["status"] == "cached" and rows[name]["version"] == g.version
     r = CliRunner().invoke(cli, ["guests", "fetch", name])
     assert r.exit_code == 0 and g.version in r.output and meta["vmlinux_sha256"] in r.output
+
+
+# ------------------------------------------------------------------ suites
+
+
+def test_series_patterns_take_each_series_signed_image_and_nothing_else():
+    s61, s612, s72 = (debian.SERIES[n] for n in ("debian-6.1", "debian-6.12", "debian-7.2"))
+    assert s61.match("linux-image-6.1.0-57-cloud-amd64")
+    assert not s61.match("linux-image-6.12.118+deb12-cloud-amd64")
+    assert s612.match("linux-image-6.12.118+deb12-cloud-amd64")
+    assert s612.match("linux-image-6.12.90+deb13.1-cloud-amd64")          # trixie's
+    assert s72.match("linux-image-7.2.13+deb14-cloud-amd64")
+    for other in ("linux-image-7.2.13+deb14-cloud-amd64-dbg", "linux-image-cloud-amd64",
+                  "linux-binary-7.2.13+deb14-cloud-amd64", "linux-image-7.2.13+deb14-amd64",
+                  "linux-image-7.20.1+deb14-cloud-amd64"):
+        assert not s72.match(other), other
+    assert (s61.suite, s612.suite, s72.suite) == ("bookworm", "bookworm", "sid")
+
+
+def test_a_series_pvmon_does_not_know_needs_a_suite(cache):
+    with pytest.raises(FetchError, match=r"debian-7\.3 is not a series pvmon knows.*"
+                                         r"--suite bookworm\|trixie\|forky\|sid"):
+        debian.series_for("debian-7.3")
+    assert debian.series_for("debian-7.3", "sid") == debian.Series("7.3", "sid")
+    assert debian.series_for("debian-6.12", "trixie").suite == "trixie"
+    with pytest.raises(FetchError, match="unknown Debian suite 'potato'"):
+        debian.series_for("debian-6.12", "potato")
+    with pytest.raises(FetchError, match="not a Debian kernel name"):
+        debian.series_for("linux-7.2")
+
+
+def test_the_apt_source_points_every_apt_path_into_pvmons_cache(cache):
+    """apt itself (apt-config dump) resolves every file through which it would
+    read or write the system's sources, pins, lists, status or package cache to
+    a path under <cache>/apt/<suite>: nothing under /etc/apt or /var/lib/apt."""
+    if shutil.which("apt-config") is None:
+        pytest.skip("needs apt-config")
+    from pvmon.guests import apt
+    src = apt.AptSource("sid")
+    out = subprocess.run(["apt-config", *src.options(), "dump"], capture_output=True,
+                         text=True, check=True).stdout
+    conf = {k.lower(): v for k, v in (ln.rstrip(";").split(" ", 1) for ln in out.splitlines()
+                                      if " " in ln)}
+    root = str(cache / "apt" / "sid")
+    for key in ("Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::Etc::Preferences",
+                "Dir::Etc::PreferencesParts", "Dir::State::Lists", "Dir::State::status",
+                "Dir::Cache"):
+        assert conf[key.lower()].strip('"').startswith(root), (key, conf[key.lower()])
+    assert conf["apt::architecture"] == '"amd64"'
+    assert src.sources_list() == (
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        "http://deb.debian.org/debian sid main\n")
+    lines = apt.AptSource("bookworm").sources_list().splitlines()
+    assert [ln.split()[-2] for ln in lines] == ["bookworm", "bookworm-updates",
+                                                 "bookworm-security"]
+    assert all("signed-by=/usr/share/keyrings/debian-archive-keyring.gpg" in ln for ln in lines)
+
+
+def test_a_kernel_cached_from_another_suite_is_replaced_only_with_force(cache):
+    if shutil.which("apt-get") is None:
+        pytest.skip("needs apt")
+    d = debian.guest_dir("debian-7.2")
+    d.mkdir(parents=True)
+    for f in ("vmlinuz", "vmlinux"):
+        (d / f).write_bytes(b"x")
+    (d / "meta.json").write_text(json.dumps({"suite": "forky", "package": "p", "version": "1"}))
+    with pytest.raises(FetchError, match=r"debian-7\.2 in the cache came from Debian forky "
+                                         r"\(p 1\); pass --force to replace it with sid's"):
+        debian.fetch_debian("debian-7.2")
+
+
+def test_cli_refuses_a_suite_with_a_suite_and_an_unknown_suite_in_one_line(cache):
+    for args, want in ((["sid", "--suite", "trixie"], "sid is a suite already"),
+                       (["debian-6.12", "--suite", "potato"], "unknown Debian suite 'potato'"),
+                       (["debian-9.9"], "debian-9.9 is not a series pvmon knows")):
+        r = CliRunner().invoke(cli, ["guests", "fetch", *args])
+        assert r.exit_code == 2 and want in r.output, (args, r.output)
+        assert "Traceback" not in r.output
+
+
+def _deb(tmp_path: Path, name: str, files: dict[str, bytes]) -> Path:
+    pkg = tmp_path / f"{name}-tree"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 7.2.13-1\nArchitecture: amd64\n"
+        "Maintainer: t <t@example.org>\nDescription: test\n")
+    for rel, data in files.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_bytes(data)
+    deb = tmp_path / f"{name}.deb"
+    subprocess.run(["dpkg-deb", "-Zxz", "--root-owner-group", "-b", str(pkg), str(deb)],
+                   check=True, capture_output=True)
+    return deb
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb to build a .deb")
+@pytest.mark.parametrize("pure_python", [False, True])
+def test_a_split_kernel_is_found_in_its_linux_binary_package(tmp_path, monkeypatch, pure_python):
+    """Debian 7.x: linux-image-<R> holds no kernel; linux-binary-<R> has
+    /usr/lib/modules/<R>/vmlinuz and linux-base-<R> its config and System.map."""
+    rel = "7.2.13+deb14-cloud-amd64"
+    debs = {
+        f"linux-image-{rel}": _deb(tmp_path, f"linux-image-{rel}",
+                                   {f"usr/share/doc/linux-image-{rel}/x": b""}),
+        f"linux-binary-{rel}": _deb(tmp_path, f"linux-binary-{rel}",
+                                    {f"usr/lib/modules/{rel}/vmlinuz": b"bz"}),
+        f"linux-base-{rel}": _deb(tmp_path, f"linux-base-{rel}",
+                                  {f"usr/lib/modules/{rel}/config": b"CONFIG_XEN_PV=y\n",
+                                   f"usr/lib/modules/{rel}/System.map": b"placeholder\n"}),
+    }
+    if pure_python:
+        empty = tmp_path / "emptybin"
+        empty.mkdir()
+        monkeypatch.setenv("PATH", str(empty))
+    trees = tmp_path / "root"
+    for pkg, deb in debs.items():
+        debian.unpack_deb(deb, trees / pkg, debian._UNPACK)
+    vmlinuz, release, extra = debian._kernel_files(trees)
+    assert vmlinuz.read_bytes() == b"bz" and release == rel
+    assert vmlinuz.relative_to(trees).parts[0] == f"linux-binary-{rel}"
+    assert extra["config"].read_bytes() == b"CONFIG_XEN_PV=y\n" and "System.map" in extra
+
+
+def test_cache_list_shows_each_suites_apt_lists_and_suite_fetched_kernels(cache):
+    from pvmon.guests import cachedir
+    (cache / "apt" / "sid" / "lists").mkdir(parents=True)
+    (cache / "apt" / "sid" / "updated").write_text("x")
+    (cache / "apt" / "potato").mkdir()
+    d = cache / "guests" / "debian-7.3"
+    d.mkdir(parents=True)
+    (d / "meta.json").write_text(json.dumps({"suite": "sid", "package": "linux-image-7.3.1",
+                                             "version": "7.3.1-1"}))
+    items = {(i.kind, i.name): i for i in cachedir.items()}
+    assert "apt lists of Debian sid" in items[("apt", "sid")].origin
+    assert ("other", "potato") in items
+    assert items[("kernel", "debian-7.3")].origin == "apt sid: linux-image-7.3.1 7.3.1-1"
+
+
+def _tree_state(*roots: str) -> dict[str, tuple[int, int]]:
+    import os
+    state = {}
+    for root in roots:
+        for dirpath, dirs, files in os.walk(root):
+            for f in dirs + files:
+                p = os.path.join(dirpath, f)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                state[p] = (st.st_mtime_ns, st.st_size)
+    return state
+
+
+@pytest.mark.debian
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt")
+def test_updating_resolving_and_downloading_from_sid_leaves_the_systems_apt_untouched(
+        cache, tmp_path):
+    """A real apt-get update, apt-cache search/policy/show and apt-get download
+    against sid: /etc/apt, /var/lib/apt and /var/cache/apt are as they were."""
+    from pvmon.guests import apt
+    roots = ("/etc/apt", "/var/lib/apt", "/var/cache/apt")
+    before = _tree_state(*roots)
+    src = apt.AptSource("sid")
+    try:
+        src.update()
+    except FetchError as exc:
+        pytest.skip(f"cannot reach Debian sid: {exc}")
+    cand = debian.resolve_package("debian-7.2")
+    deps = debian._split_packages(src, cand)
+    assert [d for d, _v in deps] == [cand.package.replace("linux-image-", p)
+                                     for p in ("linux-base-", "linux-binary-")] or deps == []
+    debs = src.download([(cand.package, cand.version)], tmp_path)   # the 2 kB image package
+    assert debs[cand.package].stat().st_size > 0
+    assert _tree_state(*roots) == before
+    assert (cache / "apt" / "sid" / "lists").is_dir() and src.updated_at() is not None
+
+
+@pytest.mark.debian
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt")
+def test_fetching_a_suite_by_name_fetches_its_newest_series():
+    try:
+        series = debian.newest_series("sid")
+    except FetchError as exc:
+        pytest.skip(f"cannot reach Debian sid: {exc}")
+    r = CliRunner().invoke(cli, ["guests", "fetch", "sid"])
+    assert r.exit_code == 0, r.output
+    assert f"sid: newest cloud kernel series is {series.version}: {series.name}" in r.output
+    meta = debian.read_meta(series.name)
+    assert meta and meta["suite"] == "sid" and f"{meta['package']} {meta['version']} from sid" \
+        in r.output
+    assert catalog.resolve(series.name).package == meta["package"]

@@ -8,6 +8,8 @@ Under ``<cache>`` (:func:`pvmon.cache.cache_root`) every item is one of:
 * ``extracted``: the vmlinux pvmon extracted from a vmlinuz given by path,
   ``guests/by-sha256/<sha256 of the vmlinuz>/`` (:mod:`pvmon.guests.catalog`;
   ``origin.json`` there names the file it came from)
+* ``apt``: one Debian suite's apt source list and package lists,
+  ``apt/<suite>/`` (:mod:`pvmon.guests.apt`), which kernel fetches read
 * ``engine``: a patched Unicorn build, ``engine/unicorn-<version>-pvmon-<id>/``
   and its ``build-<id>.log`` (:mod:`pvmon.engine.uclib`); a build for other
   patches than this pvmon's is ``stale``
@@ -35,7 +37,7 @@ from rich import filesize
 from pvmon.cache import cache_root
 from pvmon.errors import PvmonError
 
-KINDS = ("kernel", "initramfs", "extracted", "engine", "partial", "other")
+KINDS = ("kernel", "initramfs", "extracted", "apt", "engine", "partial", "other")
 ORIGIN = "origin.json"
 _ENGINE_DIR = re.compile(r"^unicorn-[0-9.]+-pvmon-([0-9a-f]+)$")
 _ENGINE_LOG = re.compile(r"^build-([0-9a-f]+)\.log$")
@@ -138,9 +140,10 @@ def _guests(root: Path) -> Iterator[CacheItem]:
                     yield _item("other", q.name, [q], "not an initramfs pvmon built")
         elif _TMP.search(name):
             yield _item("partial", name, [p], "left by an interrupted fetch")
-        elif name in debian.SERIES and (p / debian.META).is_file():
+        elif debian.is_series_name(name) and (p / debian.META).is_file():
             meta = _json(p / debian.META)
-            yield _item("kernel", name, [p], f"apt: {meta.get('package')} "
+            suite = f" {meta['suite']}" if meta.get("suite") else ""
+            yield _item("kernel", name, [p], f"apt{suite}: {meta.get('package')} "
                         f"{meta.get('version')}")
         else:
             yield _item("other", name, [p], "not a kernel pvmon fetched")
@@ -189,13 +192,26 @@ def _engine(d: Path) -> Iterator[CacheItem]:
                     + (" (this pvmon's)" if bid == current else ""))
 
 
+def _apt(d: Path) -> Iterator[CacheItem]:
+    from pvmon.guests import apt
+    if not d.is_dir():
+        return
+    for p in sorted(d.iterdir()):
+        if p.name in apt.SUITES and p.is_dir():
+            when = apt.AptSource(p.name).updated_iso()
+            yield _item("apt", p.name, [p], f"apt lists of Debian {p.name} for kernel fetches"
+                        + (f" (updated {when[:10]})" if when else " (never updated)"))
+        else:
+            yield _item("other", p.name, [p], "not a suite pvmon fetches from")
+
+
 def items(root: Path | None = None) -> list[CacheItem]:
     """Everything in the cache at ``root`` (default: :func:`cache_root`)."""
     root = cache_root() if root is None else root
-    out = [*_guests(root / "guests"), *_engine(root / "engine")]
+    out = [*_guests(root / "guests"), *_apt(root / "apt"), *_engine(root / "engine")]
     if root.is_dir():
         for p in sorted(root.iterdir()):
-            if p.name not in ("guests", "engine"):
+            if p.name not in ("guests", "apt", "engine"):
                 out.append(_item("other", p.name, [p], "not something pvmon keeps"))
     return out
 

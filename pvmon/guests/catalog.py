@@ -9,8 +9,9 @@ Names:
   reference guests at
   ``pvmon/guests/images/<name>.elf`` (symbols from ``<name>.map`` beside it, or
   the ELF ``.symtab``)
-* ``"debian-6.1"``, ``"debian-6.12"`` -> the cache filled by ``pvmon guests fetch``
-  (see :mod:`pvmon.guests.debian`)
+* ``"debian-<X>.<Y>"`` -> the cache filled by ``pvmon guests fetch``: the known
+  series (``debian-6.1``, ``debian-6.12``, ``debian-7.2``) and any other series
+  fetched from a named suite (see :mod:`pvmon.guests.debian`)
 * an existing file -> an ELF vmlinux, or a bzImage whose vmlinux is extracted once
   into ``<cache>/guests/by-sha256/<sha256 of the bzImage>/vmlinux``; a
   ``System.map`` / ``System.map-<release>`` and ``config-<release>`` beside it
@@ -34,7 +35,7 @@ from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
 BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc")
-DEBIAN = tuple(debian.SERIES)
+DEBIAN = tuple(debian.SERIES)   # the known Debian series; debian.names() adds cached ones
 IMAGES_DIR = Path(__file__).parent / "images"
 
 
@@ -70,7 +71,8 @@ class GuestImage:
 
 
 def known_names() -> list[str]:
-    return [*BUILTIN, *DEBIAN]
+    """Built-in guests, then every Debian guest name (known or cached)."""
+    return [*BUILTIN, *debian.names()]
 
 
 _sha256_file = debian._sha256
@@ -152,7 +154,7 @@ def _extracted_vmlinux(vmlinuz: Path) -> Path:
     ``by-sha256/<sha256>/`` (with ``origin.json`` naming ``vmlinuz``, see
     :mod:`pvmon.guests.cachedir`). Either is marked as used."""
     key = _sha256_file(vmlinuz)
-    for name in DEBIAN:
+    for name in debian.names():
         meta = debian.read_meta(name)
         if meta and meta.get("vmlinuz_sha256") == key:
             cachedir.touch(debian.guest_dir(name))
@@ -176,22 +178,25 @@ def resolve(name_or_path: str | None) -> GuestImage:
     name = DEFAULT_GUEST if name_or_path is None else name_or_path
     if name in BUILTIN:
         return _builtin(name)
-    if name in DEBIAN:
+    if name in debian.names():
         return _debian(name)
     p = Path(name).expanduser()
     if p.is_file():
         return _from_path(p)
     if p.exists():
         raise GuestNotFound(f"{name} is not a regular file")
+    hint = (f"; another series is fetched from a named suite: pvmon guests fetch {name} "
+            "--suite SUITE") if debian.is_series_name(name) else ""
     raise GuestNotFound(
-        f"unknown guest {name!r}: not a file, and not one of {', '.join(known_names())}"
+        f"unknown guest {name!r}: not a file, and not one of {', '.join(known_names())}{hint}"
     )
 
 
-def fetch(name: str, force: bool = False) -> GuestImage:
-    """Fetch a Debian guest into the cache (a no-op if current); built-ins resolve as is."""
-    if name in DEBIAN:
-        debian.fetch_debian(name, force=force)
+def fetch(name: str, force: bool = False, suite: str | None = None) -> GuestImage:
+    """Fetch a Debian guest into the cache (a no-op if current; ``suite``: see
+    :func:`pvmon.guests.debian.series_for`); built-ins resolve as is."""
+    if name in debian.names() or (debian.is_series_name(name) and suite):
+        debian.fetch_debian(name, force=force, suite=suite)
         return _debian(name)
     if name in BUILTIN:
         return _builtin(name)
@@ -209,7 +214,8 @@ def list_guests() -> list[dict]:
     """One row per known guest (and initramfs, kind "initramfs"; and each
     vmlinux extracted from a vmlinuz given by path, kind "path"): name, kind,
     version, status ("built in" | "missing" | "cached" | "not fetched" |
-    "extracted"), path (str or None), and for Debian the package."""
+    "extracted"), path (str or None), and for Debian the package and the suite
+    it comes (or would come) from."""
     rows: list[dict] = []
     for name in BUILTIN:
         elf = IMAGES_DIR / f"{name}.elf"
@@ -219,9 +225,11 @@ def list_guests() -> list[dict]:
             "status": "built in" if ok else "missing", "cached": ok,
             "path": str(elf) if ok else None,
         })
-    for name in DEBIAN:
-        rows.append(_cached_row(name, "debian", debian.read_meta(name),
-                                debian.guest_dir))
+    for name in debian.names():
+        meta = debian.read_meta(name)
+        rows.append({**_cached_row(name, "debian", meta, debian.guest_dir),
+                     "suite": (meta or {}).get("suite") or (
+                         debian.SERIES[name].suite if name in debian.SERIES else None)})
     from pvmon.guests import initramfs
     for name in initramfs.KINDS:
         rows.append(_cached_row(name, "initramfs", initramfs.read_meta(name),

@@ -16,23 +16,44 @@ def _mb(n: int | None) -> str:
 
 @guests.command("fetch")
 @click.argument("names", nargs=-1)
-@click.option("--force", is_flag=True, help="Download again even if the cache is current.")
+@click.option("--suite", default=None, metavar="SUITE",
+              help="Fetch the named series from this Debian suite (bookworm, trixie, forky, "
+                   "sid) instead of its usual one; needed for a series pvmon does not know.")
+@click.option("--force", is_flag=True,
+              help="Update the apt lists and download again even if the cache is current; "
+                   "replace a kernel cached from another suite.")
 @click.option("--initramfs", "initramfs", default=None, metavar="NAME",
               help="Also build this initramfs (busybox: from Debian's busybox-static).")
-def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> None:
-    """Fetch Debian kernels (debian-6.1, debian-6.12) into the cache, and with
-    --initramfs busybox the busybox initramfs they boot to a shell with."""
+def fetch_cmd(names: tuple[str, ...], suite: str | None, force: bool,
+              initramfs: str | None) -> None:
+    """Fetch Debian cloud kernels into the cache, by guest name or by suite, and
+    with --initramfs busybox the busybox initramfs they boot to a shell with.
+
+    A guest name is debian-<major>.<minor>: the newest kernel of that upstream
+    series in one Debian suite (debian-6.1 and debian-6.12 from bookworm,
+    debian-7.2 from sid; --suite takes another). A suite name (bookworm, trixie,
+    forky, sid) fetches the newest series that suite has, under its
+    debian-<major>.<minor> name. apt runs with pvmon's own source list and
+    package lists for each suite (in the cache), never the system's."""
     from pvmon.errors import GuestNotFound
-    from pvmon.guests import catalog, debian
+    from pvmon.guests import apt, debian
     from pvmon.guests import initramfs as irfs
 
     if not names and not initramfs:
-        raise click.UsageError("name a kernel to fetch (debian-6.1, debian-6.12) or "
-                               "--initramfs busybox")
+        raise click.UsageError(f"name a kernel to fetch ({', '.join(debian.SERIES)}) or a "
+                               f"suite ({', '.join(apt.SUITES)}), or --initramfs busybox")
+    if suite is not None and suite not in apt.SUITES:
+        raise GuestNotFound(f"unknown Debian suite {suite!r}; known: {', '.join(apt.SUITES)}")
     for name in names:
-        if name not in catalog.DEBIAN:
+        if name in apt.SUITES:
+            if suite is not None:
+                raise click.UsageError(f"{name} is a suite already; --suite goes with "
+                                       "debian-<major>.<minor> names")
+        elif not debian.is_series_name(name):
             raise GuestNotFound(
-                f"cannot fetch {name!r}: fetchable guests are {', '.join(catalog.DEBIAN)}"
+                f"cannot fetch {name!r}: fetchable guests are debian-<major>.<minor> "
+                f"({', '.join(debian.SERIES)}) and the newest kernel of a suite "
+                f"({', '.join(apt.SUITES)})"
             )
     if initramfs is not None and initramfs not in irfs.KINDS:
         raise GuestNotFound(f"unknown initramfs {initramfs!r}; known: {', '.join(irfs.KINDS)}")
@@ -40,11 +61,21 @@ def fetch_cmd(names: tuple[str, ...], force: bool, initramfs: str | None) -> Non
 
     for name in names:
         with progress(f"{name}: fetching", unit="") as task:
-            meta = debian.fetch_debian(name, force=force,
-                                       step=lambda what: task.update(description=what))
+            say = lambda what: task.update(description=what)
+            from_suite = suite
+            if name in apt.SUITES:
+                say(f"{name}: finding its newest cloud kernel series")
+                series = debian.newest_series(name)
+                click.echo(f"{name}: newest cloud kernel series is {series.version}: "
+                           f"{series.name}")
+                name, from_suite = series.name, name
+            meta = debian.fetch_debian(name, force=force, step=say, suite=from_suite)
         what = "fetched" if meta["fetched"] else "already cached"
-        click.echo(f"{name}: {what} {meta['package']} {meta['version']}"
+        origin = f" from {meta['suite']}" if meta.get("suite") else ""
+        click.echo(f"{name}: {what} {meta['package']} {meta['version']}{origin}"
                    + (f" in {meta['fetch_seconds']:.1f} s" if meta["fetched"] else ""))
+        if meta.get("kernel_package", meta["package"]) != meta["package"]:
+            click.echo(f"  kernel    in {meta['kernel_package']} (split package)")
         click.echo(f"  release   {meta['release']}  ({meta['compression']} bzImage, "
                    f"boot protocol {meta['boot_protocol']})")
         click.echo(f"  vmlinuz   {_mb(meta['vmlinuz_size']):>9}  sha256 {meta['vmlinuz_sha256']}")
@@ -77,10 +108,13 @@ def list_cmd() -> None:
              "extracted": "green"}
     for row in catalog.list_guests():
         st = row["status"]
+        version = row["version"] or "-"
+        if row.get("suite"):
+            version += f" ({row['suite']})"
         table.add_row(
             text(row["name"] + (" (default)" if row["name"] == catalog.DEFAULT_GUEST else "")),
             text(row["kind"]), text(st, style=style.get(st, "")),
-            text(row["version"] or "-"), text(row["path"] or "-"),
+            text(version), text(row["path"] or "-"),
         )
     console().print(table)
     from pvmon.guests import cachedir
@@ -92,9 +126,10 @@ def list_cmd() -> None:
 @click.group()
 def cache() -> None:
     """Show and clean what pvmon keeps in its cache directory: fetched kernels,
-    initramfs images, vmlinux files extracted from kernels given by path, engine
-    builds, and leftovers of interrupted work. Anything removed is fetched,
-    extracted or built again when next needed."""
+    initramfs images, vmlinux files extracted from kernels given by path, the apt
+    lists of the Debian suites kernels are fetched from, engine builds, and
+    leftovers of interrupted work. Anything removed is fetched, extracted or
+    built again when next needed."""
 
 
 @cache.command("list")
@@ -135,7 +170,7 @@ def cache_list(as_json: bool) -> None:
 @cache.command("clean")
 @click.option("--all", "everything", is_flag=True, help="Remove everything in the cache.")
 @click.option("--kind", "kinds", multiple=True,
-              type=click.Choice(["kernel", "initramfs", "extracted", "engine", "partial",
+              type=click.Choice(["kernel", "initramfs", "extracted", "apt", "engine", "partial",
                                  "other"]),
               help="Remove items of this kind (repeatable).")
 @click.option("--older-than", default=None, metavar="AGE",

@@ -72,7 +72,8 @@ class KernelImage:
     hypercall_page: int | None
     notes: dict[str, object]
     segments: list[tuple[int, int, bytes | memoryview, int]]
-    #: [p_paddr, p_paddr + p_memsz) of each PT_LOAD segment with PF_X (executable).
+    #: [start, end) p_paddr ranges the kernel declares as code, mapped executable
+    #: at start of day (see :func:`_code_ranges`); sorted.
     exec_ranges: tuple[tuple[int, int], ...] = ()
 
     @property
@@ -126,11 +127,24 @@ def load_kernel(path: Path) -> KernelImage:
     return parse_kernel(data, path)
 
 
+PF_X, PF_W, PF_R = 1, 2, 4      # ELF p_flags (System V gABI)
+SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
+
+
 def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelImage:
     """Parse a Xen PV kernel ELF held in ``data``. Segment bytes are views into
-    ``data``, not copies. Raises GuestImageError for anything that is not an
-    x86-64 ELF with Xen notes, and for a segment that lies outside the file or
-    whose file size exceeds its memory size."""
+    ``data``, not copies.
+
+    Loads what Xen's libelf loads (xen/common/libelf, stable-4.17:
+    ``elf_phdr_is_loadable`` takes a PT_LOAD whose p_flags have any of R, W, X,
+    whatever the combination; the flags never become page permissions) and
+    refuses what ``elf_xen_addr_calc_check`` refuses: an entry point outside
+    the image, ``[min p_paddr, max p_paddr + p_memsz) + virt_base -
+    paddr_offset`` (libelf-dominfo.c). ``exec_ranges``: see :func:`_code_ranges`.
+
+    Raises GuestImageError for anything that is not an x86-64 ELF with Xen
+    notes, for a segment that lies outside the file or whose file size exceeds
+    its memory size, and for an entry point outside the image."""
     import io
     name = path or "image"
     view = memoryview(data)
@@ -143,9 +157,10 @@ def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelIma
             if seg["p_type"] == "PT_NOTE":
                 notes.update(_xen_notes(seg.data()))
         segments = []
-        exec_ranges = []
+        loads: list[tuple[int, int, int, int]] = []      # (paddr, vaddr, memsz, p_flags)
         for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_LOAD" and seg["p_memsz"]:
+            if seg["p_type"] == "PT_LOAD" and seg["p_memsz"] \
+                    and seg["p_flags"] & (PF_R | PF_W | PF_X):
                 off, filesz, memsz = seg["p_offset"], seg["p_filesz"], seg["p_memsz"]
                 if off + filesz > len(view):
                     raise GuestImageError(f"{name}: PT_LOAD segment at file offset {off:#x}"
@@ -154,8 +169,7 @@ def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelIma
                     raise GuestImageError(f"{name}: PT_LOAD segment has p_filesz {filesz:#x}"
                                           f" > p_memsz {memsz:#x}")
                 segments.append((seg["p_paddr"], seg["p_vaddr"], view[off:off + filesz], memsz))
-                if seg["p_flags"] & 1:     # PF_X
-                    exec_ranges.append((seg["p_paddr"], seg["p_paddr"] + memsz))
+                loads.append((seg["p_paddr"], seg["p_vaddr"], memsz, seg["p_flags"]))
         entry_default = elf.header["e_entry"]
     except ELFError as exc:
         raise GuestImageError(f"{name}: malformed ELF ({exc})") from None
@@ -167,9 +181,52 @@ def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelIma
         raise GuestImageError(f"{name}: no Xen ELF notes; not a Xen PV kernel")
     if not segments:
         raise GuestImageError(f"{name}: no loadable segments")
-    return KernelImage(path, int(notes.get("ENTRY", entry_default)),
-                       int(notes.get("VIRT_BASE", 0)), int(notes.get("PADDR_OFFSET", 0)),
-                       notes.get("HYPERCALL_PAGE"), notes, segments, tuple(exec_ranges))
+    entry = int(notes.get("ENTRY", entry_default))
+    virt_base, paddr_offset = int(notes.get("VIRT_BASE", 0)), int(notes.get("PADDR_OFFSET", 0))
+    shift = virt_base - paddr_offset
+    kstart = min(p for p, _v, _m, _f in loads) + shift
+    kend = max(p + m for p, _v, m, _f in loads) + shift
+    if not kstart <= entry <= kend:
+        raise GuestImageError(f"{name}: entry point {entry:#x} lies outside the kernel image "
+                              f"[{kstart:#x}, {kend:#x}); Xen refuses it too")
+    return KernelImage(path, entry, virt_base, paddr_offset, notes.get("HYPERCALL_PAGE"), notes,
+                       segments, _code_ranges(elf, loads, entry - shift))
+
+
+def _code_ranges(elf: ELFFile, loads: list[tuple[int, int, int, int]],
+                 entry_paddr: int) -> tuple[tuple[int, int], ...]:
+    """The ``[start, end)`` p_paddr ranges pvmon maps executable at start of day.
+
+    Xen maps the whole bootstrap region executable (libxenguest's x86-64
+    start-of-day page tables, tools/libs/guest/xg_dom_x86.c, never set NX).
+    pvmon sets NX on what the kernel's ELF does not declare as code, for speed
+    (see :func:`build`). Declared code is: every PT_LOAD with PF_X; every
+    section with SHF_ALLOC and SHF_EXECINSTR, through the segment that holds
+    it (Linux 7.x links ``.init.text``, where its Xen entry point is, into a
+    segment flagged RW only); and, when neither covers the entry point (an
+    image without section headers), the whole segment holding the entry.
+    Unreadable section headers count as none: Xen's loader ignores them."""
+    ranges = [(p, p + m) for p, _v, m, f in loads if f & PF_X]
+    try:
+        sections = [(sec["sh_addr"], sec["sh_size"]) for sec in elf.iter_sections()
+                    if sec["sh_flags"] & (SHF_ALLOC | SHF_EXECINSTR) == SHF_ALLOC | SHF_EXECINSTR
+                    and sec["sh_size"]]
+    except Exception:  # noqa: BLE001 - hostile section headers: pyelftools raises assorted errors
+        sections = []
+    for addr, size in sections:
+        for p, v, m, _f in loads:
+            if v <= addr < v + m:
+                ranges.append((p + addr - v, p + min(addr + size, v + m) - v))
+                break
+    if not any(a <= entry_paddr < b for a, b in ranges):
+        ranges += [(p, p + m) for p, _v, m, _f in loads if p <= entry_paddr < p + m]
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return tuple(merged)
 
 
 @dataclass
@@ -330,13 +387,25 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     l1 = bytearray(n_pt * PAGE_SIZE)
     # Execute permission. xen.h (start-of-day layout, point 7) promises only that
     # every bootstrap element is mapped read-write (the page tables read-only);
-    # libxenguest leaves the whole region executable. pvmon maps executable only
-    # the pages of the kernel's PF_X segments and sets NX on the rest (the data
-    # segments, mfn_list, start_info, the page tables, the stack): Unicorn 2.1.4
-    # sends every store to a page mapped executable down its slow path (it cannot
-    # tell code pages from data), which cost the 6.12 boot about a quarter of its
-    # time (5.9 s -> 4.5 s measured). Linux executes none of those pages; a guest
-    # that did would take a #PF here and not under Xen.
+    # libxenguest leaves the whole region executable (xg_dom_x86.c: no NX in any
+    # start-of-day entry). pvmon maps executable only the pages the kernel's ELF
+    # declares as code (KernelImage.exec_ranges: PF_X segments, SHF_EXECINSTR
+    # sections, the entry's segment as a last resort) and sets NX on the rest
+    # (data, mfn_list, start_info, the page tables, the stack): Unicorn 2.1.4
+    # sends every store to a page mapped executable down its slow path
+    # (notdirty_write never cleans a TLB entry that is also executable), which
+    # cost the 6.12 boot about a quarter of its time (5.9 s -> 4.5 s measured;
+    # again on 2026-12-04 with every bootstrap page executable, as under Xen:
+    # 3.2 s -> 4.2 s wall; the kernel image's segments alone made 4.7 s).
+    # Linux executes none of those pages; a guest that did would take a #PF here
+    # and not under Xen. The NX bits are guest-visible: Linux copies them into
+    # the page-table entries it writes (mmu_update values), as it would copy
+    # Xen's. Measured 2026-12-04: the 6.1 and 6.12 panic boots make the same
+    # calls under this mapping and under Xen's all-executable one; a 6.12
+    # busybox session (uname -a, ls /proc, free, poweroff -f) does not (86,570
+    # calls here, 88,746 all-executable), nor does the 7.2 panic boot (60,147
+    # vs 60,160). Mapping like Xen would change what every existing shell
+    # recording holds, so this stays until the engine's store path makes it free.
     xr = [(a - kernel.paddr_offset, b - kernel.paddr_offset) for a, b in kernel.exec_ranges]
     for p in range(mapped_pages):
         flags = PTE_P | PTE_US | PTE_A

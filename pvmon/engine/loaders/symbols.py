@@ -26,6 +26,13 @@ kallsyms format facts (Linux ``scripts/kallsyms.c`` write_src(), ``kernel/kallsy
   with CONFIG_KALLSYMS_ABSOLUTE_PERCPU an offset >= 0 is an absolute value and a
   negative one means ``relative_base - 1 - offset``; without it the address is
   ``relative_base + (u32)offset``.
+* From Linux 7.0 (seen in Debian's 7.2.13) there is no ``relative_base`` and no
+  absolute-percpu encoding: each offset is place-relative, the address being
+  ``&kallsyms_offsets[i] + kallsyms_offsets[i]`` (kernel/kallsyms.c
+  ``kallsyms_sym_address``), so decoding needs the table's own virtual address
+  (from the ELF program headers). ``kallsyms_offsets`` follows
+  ``kallsyms_token_index`` directly (4-byte aligned); Debian's 7.2.13 confirms
+  it: ``startup_xen`` decodes to the Xen ENTRY note's address.
 * Order: before 6.4 offsets, relative_base, num_syms, names, markers,
   [seqs_of_names,] token_table, token_index; from 6.4 (commit "scripts/kallsyms:
   change the output order") num_syms, names, markers, token_table, token_index,
@@ -357,8 +364,31 @@ def _find_names(d: bytes, markers_pos: int, markers: list[int], tokens: list[byt
     return None
 
 
+def _file_to_vaddr(d: bytes, off: int) -> int | None:
+    """The virtual address file offset ``off`` of ELF64 image ``d`` is loaded
+    at (through its PT_LOAD program headers), or None."""
+    if d[:4] != b"\x7fELF" or len(d) < 64:
+        return None
+    (phoff,) = struct.unpack_from("<Q", d, 32)
+    phentsize, phnum = struct.unpack_from("<HH", d, 54)
+    for i in range(phnum):
+        p = phoff + i * phentsize
+        if p + 56 > len(d):
+            return None
+        p_type, _flags, p_offset, p_vaddr = struct.unpack_from("<IIQQ", d, p)
+        (p_filesz,) = struct.unpack_from("<Q", d, p + 32)
+        if p_type == 1 and p_offset <= off < p_offset + p_filesz:
+            return p_vaddr + off - p_offset
+    return None
+
+
+def _plausible(addrs: list[int], n: int) -> bool:
+    kernel = [a for a in addrs if a >= _KERNEL_MIN]
+    return len(kernel) > n // 2 and all(x <= y for x, y in itertools.pairwise(kernel))
+
+
 def _addresses(d: bytes, n: int, num_pos: int, index_end: int) -> list[int] | None:
-    """Decode kallsyms_offsets/relative_base in either layout (see module docstring)."""
+    """Decode kallsyms_offsets/relative_base in any layout (see module docstring)."""
     candidates = []
     # Old order: offsets, relative_base, num_syms.
     rb_pos = num_pos - 8
@@ -379,7 +409,14 @@ def _addresses(d: bytes, n: int, num_pos: int, index_end: int) -> list[int] | No
             addrs = [o if o >= 0 else base - 1 - o for o in offs]
         else:
             addrs = [base + (o & 0xFFFFFFFF) for o in offs]
-        kernel = [a for a in addrs if a >= _KERNEL_MIN]
-        if len(kernel) > n // 2 and all(x <= y for x, y in itertools.pairwise(kernel)):
+        if _plausible(addrs, n):
+            return addrs
+    # Linux 7.0+: place-relative offsets right after token_index.
+    off_pos = (index_end + 3) & ~3
+    base = _file_to_vaddr(d, off_pos)
+    if base is not None and off_pos + 4 * n <= len(d):
+        offs = struct.unpack_from(f"<{n}i", d, off_pos)
+        addrs = [(base + 4 * i + o) & 0xFFFF_FFFF_FFFF_FFFF for i, o in enumerate(offs)]
+        if _plausible(addrs, n):
             return addrs
     return None
