@@ -81,7 +81,7 @@ class Run:
     end: str            # "poweroff", "crash", "stalled", "xen-crash", "exited", "no output"
     last: str | None    # key of the last check seen
     booted: bool        # the guest printed its banner
-    seconds: float = 0.0
+    seconds: float | None = None   # wall seconds of the run; None for a reused log
 
     def describe(self) -> str:
         """A short phrase for the summary: "finished (poweroff)", "stalled after check 85"."""
@@ -95,6 +95,19 @@ class Run:
         if self.end == "exited":
             return "machine stopped" + after
         return "stalled" + after
+
+
+def _split_detail(rest: str) -> tuple[str, str]:
+    """Split "name (detail)" at the parenthesis that closes at the end of the line
+    (the detail may hold parentheses itself: "(vector 13, ... (int at 0x..))")."""
+    depth = 0
+    for i in range(len(rest) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(rest[i], 0)
+        if depth == 0:
+            if i > 0 and rest[i - 1] == " ":
+                return rest[:i - 1], rest[i + 1:-1]
+            break
+    return rest, ""
 
 
 def parse_console(text: str, *, finished: bool | None = None) -> Run:
@@ -120,8 +133,8 @@ def parse_console(text: str, *, finished: bool | None = None) -> Run:
             if status == "ok" and " # SKIP" in rest:
                 name, _, detail = rest.partition(" # SKIP")
                 status, detail = "skip", detail.strip()
-            elif status == "fail" and rest.endswith(")") and " (" in rest:
-                name, _, detail = rest[:-1].rpartition(" (")
+            elif status == "fail" and rest.endswith(")"):
+                name, detail = _split_detail(rest)
             checks[num] = Check(num, status, name.strip(), detail)
         elif m := XSA_RE.search(line):
             key, verdict, rest = m.groups()
@@ -173,7 +186,8 @@ def ensure_xen(cache: Path) -> tuple[Path, str]:
     version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
                              text=True, check=False).stdout.strip()
     tree = cache / "pkg"
-    r = subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=False, capture_output=True, text=True)
+    r = subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=False,
+                       capture_output=True, text=True)
     gz = tree / "boot" / "xen-4.17-amd64.gz"
     if r.returncode != 0 or not gz.is_file():
         raise OracleError(f"{deb.name} holds no boot/xen-4.17-amd64.gz")
@@ -230,24 +244,25 @@ def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float
                 proc.kill()
                 proc.wait()
     err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-    if exited and proc.returncode not in (0, None) and not log.exists():
-        raise OracleError(f"{QEMU} failed: {err.splitlines()[-1] if err else proc.returncode}")
     text = log.read_text(errors="replace") if log.exists() else ""
+    if exited and proc.returncode != 0 and not text:
+        raise OracleError(f"{QEMU} failed: {err.splitlines()[0] if err else proc.returncode}")
     run = parse_console(text, finished=False if exited else None)
     run.seconds = time.monotonic() - start
     return run
 
 
 def run_pvmon(name: str, backend: str, timeout: float) -> Run:
-    """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`) and parse
-    its console (stdout)."""
+    """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`; NAME may
+    be a path to an ELF image) and parse its console (stdout)."""
     env = dict(os.environ)
     root = str(IMAGES.parent.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     start = time.monotonic()
     try:
         r = subprocess.run([sys.executable, "-m", "pvmon", "run", name, "--backend", backend,
-                            "--timeout", str(int(timeout))], check=False, capture_output=True, text=True,
+                            "--timeout", str(int(timeout))], check=False,
+                           capture_output=True, text=True,
                            env=env, timeout=timeout + 30, stdin=subprocess.DEVNULL)
         out, code = r.stdout, r.returncode
     except subprocess.TimeoutExpired as e:
@@ -292,7 +307,8 @@ def summary(name: str, pvmon: Run, xen: Run, rows: list[dict]) -> dict:
     return {
         "guest": name,
         "pvmon": pvmon.describe(), "xen": xen.describe(),
-        "pvmon_seconds": round(pvmon.seconds, 1), "xen_seconds": round(xen.seconds, 1),
+        "pvmon_seconds": None if pvmon.seconds is None else round(pvmon.seconds, 1),
+        "xen_seconds": None if xen.seconds is None else round(xen.seconds, 1),
         "checks_pvmon": len(pvmon.checks), "checks_xen": len(xen.checks),
         "compared": len(both), "agree": sum(1 for r in both if r["agree"]),
         "differ": [r["check"] for r in both if not r["agree"]],
@@ -307,28 +323,35 @@ def print_report(results: list[dict], meta: dict, show_all: bool) -> None:
     from rich.table import Table
 
     con = Console(highlight=False)
-    con.print(f"real Xen: {meta['xen_package']} {meta['xen_version']} on {meta['qemu']} (TCG)")
+    con.print(f"real Xen: {meta['xen_package']} {meta['xen_version']} on {meta['qemu']} "
+              f"(TCG); guests from {meta['images']}")
     for res in results:
         t = Table(title=f"{res['guest']}: pvmon {res['pvmon']}, real Xen {res['xen']}",
                   title_justify="left")
         for col in ("check", "name", "pvmon", "real Xen", "agree?"):
             t.add_column(col, overflow="fold")
         for r in res["rows"]:
-            if not show_all and r["agree"]:
+            if not show_all and r["agree"] is not False:
                 continue
             agree = {True: "yes", False: "NO", None: "not reached"}[r["agree"]]
-            pv = r["pvmon"] + (f" ({r['pvmon_detail']})" if r["pvmon_detail"] and not r["agree"] else "")
-            xe = r["xen"] + (f" ({r['xen_detail']})" if r["xen_detail"] and not r["agree"] else "")
+            why = not r["agree"]
+            pv = r["pvmon"] + (f" ({r['pvmon_detail']})" if r["pvmon_detail"] and why else "")
+            xe = r["xen"] + (f" ({r['xen_detail']})" if r["xen_detail"] and why else "")
             t.add_row(r["check"], r["name"] + (f" [{r['note']}]" if r.get("note") else ""),
                       pv, xe, agree)
         if not show_all:
-            t.caption = f"{res['agree']} agreeing rows not shown (--all shows them)"
+            gone = res["not_reached"]
+            t.caption = (f"{res['agree']} agreeing rows not shown"
+                         + (f"; {len(gone)} checks only one side reached "
+                            f"({gone[0]}..{gone[-1]})" if gone else "")
+                         + " (--all lists them)")
         con.print(t)
     s = Table(title="summary", title_justify="left")
     for col in ("guest", "pvmon", "real Xen", "compared", "agree", "differ", "not reached"):
         s.add_column(col)
     for res in results:
-        s.add_row(res["guest"], res["pvmon"], f"{res['xen']} ({res['xen_seconds']} s)",
+        took = "log reused" if res["xen_seconds"] is None else f"{res['xen_seconds']} s"
+        s.add_row(res["guest"], res["pvmon"], f"{res['xen']} ({took})",
                   str(res["compared"]), str(res["agree"]),
                   ", ".join(res["differ"]) or "-", str(len(res["not_reached"])))
     con.print(s)
@@ -350,13 +373,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-logs", action="store_true",
                     help="parse the com1 logs a previous run left in the cache instead of "
                          "booting QEMU again")
+    ap.add_argument("--images", type=Path, metavar="DIR",
+                    help="take GUEST.elf from DIR instead of the built-in images (both sides "
+                         "run the same file; for rebuilt or patched guests)")
     ap.add_argument("--all", action="store_true", help="list agreeing checks too")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     try:
         for g in args.guests:
             if g not in GUESTS:
-                raise OracleError(f"unknown reference guest {g!r} (choose from {', '.join(GUESTS)})")
+                raise OracleError(f"unknown reference guest {g!r} "
+                                  f"(choose from {', '.join(GUESTS)})")
         guests = args.guests or list(GUESTS)
         qemu = qemu_version()
         xen, xen_version = ensure_xen(args.cache)
@@ -364,12 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir(exist_ok=True)
         results = []
         for g in guests:
-            image = IMAGES / f"{g}.elf"
+            image = (args.images or IMAGES) / f"{g}.elf"
             if not image.is_file():
                 raise OracleError(f"guest image {image} is missing (guests/build.sh builds it)")
             print(f"{g}: pvmon ...", file=sys.stderr, flush=True)
-            pv = run_pvmon(g, args.backend, args.timeout)
-            log = logs / f"{g}.log"
+            pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout)
+            log = logs / (g + (f"-{args.images.name}" if args.images else "") + ".log")
             if args.reuse_logs and log.exists():
                 xr = parse_console(log.read_text(errors="replace"))
             else:
@@ -385,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xen_oracle: interrupted", file=sys.stderr)
         return 130
-    meta = {"xen_package": XEN_PACKAGE, "xen_version": xen_version, "qemu": qemu,
+    meta = {"images": str(args.images or IMAGES), "xen_package": XEN_PACKAGE,
+            "xen_version": xen_version, "qemu": qemu,
             "backend": args.backend, "date": time.strftime("%Y-%m-%d", time.gmtime())}
     if args.json:
         print(json.dumps({**meta, "guests": results}, indent=2))

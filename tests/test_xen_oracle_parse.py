@@ -64,6 +64,16 @@ def test_skip_and_fail_lines_keep_their_name_apart_from_reason_and_detail():
     assert run.describe() == "finished (crash)"
 
 
+def test_a_fail_detail_holding_parentheses_stays_whole():
+    run = xen_oracle.parse_console(
+        "pvtest: FAIL 135 - int $0x22 (DPL 0) from the kernel -> #GP((0x22<<3)|2) at the int "
+        "(vector 13, error 0x222, rip 0xffffffff8020472b (int at 0xffffffff8020472b))\r\n")
+    check = run.checks["135"]
+    assert check.name == "int $0x22 (DPL 0) from the kernel -> #GP((0x22<<3)|2) at the int"
+    assert check.detail == ("vector 13, error 0x222, rip 0xffffffff8020472b "
+                            "(int at 0xffffffff8020472b)")
+
+
 def test_xsa_verdicts_are_checks_keyed_by_advisory_whatever_the_prefix():
     run = xen_oracle.parse_console(POC)
     assert run.checks["XSA-148"].status == "fixed"
