@@ -205,6 +205,50 @@ def qemu_version() -> str:
     return out.splitlines()[0].strip() if out else QEMU
 
 
+#: The oracle build's one change to the reference guests (docs/xen-oracle.md,
+#: difference 1): the periodic-timer check waits while running, events enabled,
+#: instead of in SCHEDOP_block, because Xen stops a descheduled vCPU's periodic timer.
+BLOCKED_WAIT = "    BLOCK_UNTIL(evt_count[timer_port] - c0 >= 3, 1000, nblocks, block_rc);\n"
+RUNNING_WAIT = """\
+    /* oracle build: wait running; Xen stops a blocked vCPU's periodic timer */
+    vcpu0()->evtchn_upcall_mask = 0;
+    barrier();
+    while (evt_count[timer_port] - c0 < 3 && pv_time_now() - start < 1000 * MS)
+        barrier();
+    vcpu0()->evtchn_upcall_mask = 1;
+    barrier();
+"""
+#: make variables of each guest the oracle build rebuilds (guests/Makefile).
+BUILD_VARIANTS = {"pvtest-v1": ["VARIANT=1"], "pvtest-v2": ["VARIANT=2"],
+                  "pvtest-v2-rules": ["VARIANT=2", "RULES=1"]}
+
+
+def build_running_wait(cache: Path) -> Path:
+    """Rebuild pvtest-v1, -v2 and -v2-rules from this tree's guests/ with the
+    periodic-timer wait done while running (BLOCKED_WAIT -> RUNNING_WAIT), into
+    cache/running-wait/. Returns that directory. OracleError if the sources no
+    longer hold the wait or make fails (the guests' toolchain: gcc, binutils)."""
+    src = IMAGES.parent.parent.parent / "guests"
+    work = cache / "running-wait-src"
+    out = cache / "running-wait"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work, ignore=shutil.ignore_patterns("build"))
+    c = work / "src" / "checks_xen.c"
+    text = c.read_text()
+    if text.count(BLOCKED_WAIT) != 1:
+        raise OracleError(f"{src}/src/checks_xen.c no longer holds the periodic-timer wait "
+                          "this build replaces")
+    c.write_text(text.replace(BLOCKED_WAIT, RUNNING_WAIT))
+    out.mkdir(exist_ok=True)
+    for flags in BUILD_VARIANTS.values():
+        r = subprocess.run(["make", "-s", "-C", str(work), f"OUT={out}", *flags], check=False,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            raise OracleError(f"building the running-wait guests failed: {why}")
+    return out
+
+
 # --- runs --------------------------------------------------------------------------
 
 
@@ -376,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path, metavar="DIR",
                     help="take GUEST.elf from DIR instead of the built-in images (both sides "
                          "run the same file; for rebuilt or patched guests)")
+    ap.add_argument("--running-wait", action="store_true",
+                    help="rebuild pvtest-v1, -v2 and -v2-rules with the periodic-timer check "
+                         "waiting while running instead of blocked (docs/xen-oracle.md, "
+                         "difference 1) and run those (-poc is left out)")
     ap.add_argument("--all", action="store_true", help="list agreeing checks too")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
@@ -387,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         guests = args.guests or list(GUESTS)
         qemu = qemu_version()
         xen, xen_version = ensure_xen(args.cache)
+        if args.running_wait:
+            if args.images:
+                raise OracleError("--running-wait builds its own images; drop --images")
+            args.images = build_running_wait(args.cache)
+            guests = [g for g in guests if g in BUILD_VARIANTS]
         logs = args.cache / "logs"
         logs.mkdir(exist_ok=True)
         results = []
