@@ -1,0 +1,480 @@
+#!/usr/bin/env python3
+"""Real Xen as an oracle: run pvmon's built-in reference guests under Debian's
+Xen 4.17 (as dom0, on QEMU TCG) and under pvmon, and compare check by check.
+
+    python scripts/xen_oracle.py                      # all four guests
+    python scripts/xen_oracle.py pvtest-v2 --timeout 300 --json
+
+Needs `qemu-system-x86_64` (Debian: `apt-get install qemu-system-x86`) and the
+package `xen-hypervisor-4.17-amd64`, which the script fetches with
+`apt-get download` into its cache dir (default ~/.cache/pvmon-oracle) and
+unpacks there with dpkg-deb; nothing is installed. QEMU runs one guest at a
+time:
+
+    qemu-system-x86_64 -accel tcg -cpu max -m 1024 -display none -no-reboot
+        -serial file:LOG -kernel xen -append "console=com1 ..." -initrd GUEST
+
+The guests print TAP-like lines (`pvtest: ok N - name`, `pvtest: ok N - name
+# SKIP why`, `pvtest: FAIL N - name (detail)`; the proof-of-concept guest
+`pvtest: XSA-N fixed|vulnerable|unexpected - ...`). Under real Xen dom0's
+console_io writes reach com1 (a release build prints them bare; a debug build
+or a domU's would carry a `(d0)`-style prefix, which the parser strips). A run
+that neither finishes nor crashes within --timeout wall seconds is reported
+"stalled after check N". Findings: docs/xen-oracle.md.
+
+Exit status: 0 every check agrees, 1 some differ (or a run stalled or
+crashed), 2 an error (QEMU or the Xen package missing, an unknown guest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GUESTS = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc")
+XEN_PACKAGE = "xen-hypervisor-4.17-amd64"
+XEN_CMDLINE = ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all "
+               "dom0_mem=256M dom0=pv")
+QEMU = "qemu-system-x86_64"
+IMAGES = Path(__file__).resolve().parent.parent / "pvmon" / "guests" / "images"
+
+#: A check line, anywhere in a console line (prefixes such as "(XEN) ", "(d0) " or
+#: "[timestamp] " are ignored). Groups: status word, number, name, rest.
+CHECK_RE = re.compile(r"pvtest: (ok|FAIL|not ok) (\d+) - (.*)$")
+#: A proof-of-concept verdict: "pvtest: XSA-148 fixed - what -> got".
+XSA_RE = re.compile(r"pvtest: (XSA-\d+) (fixed|vulnerable|unexpected) - (.*)$")
+#: The guest's own last words before SCHEDOP_shutdown.
+END_RE = re.compile(r"pvtest: shutting down: (\w+)")
+#: Hypervisor lines that end a real-Xen run early.
+CRASH_RE = re.compile(r"Panic on CPU|Domain 0 crashed|Hardware Dom0 crashed|"
+                      r"FATAL TRAP|Xen BUG at|Domain 0 shutdown: rebooting")
+
+
+class OracleError(Exception):
+    """A setup problem the user can fix (missing QEMU, Xen package, guest): one line."""
+
+
+@dataclasses.dataclass
+class Check:
+    """One check as a console reported it."""
+
+    key: str            # "85" or "XSA-148"
+    status: str         # "ok", "skip", "fail", or for XSA steps "fixed"/"vulnerable"/"unexpected"
+    name: str           # the check's description (without "# SKIP" or the failure detail)
+    detail: str = ""    # the SKIP reason, the FAIL detail, or the XSA step's "-> got"
+
+
+@dataclasses.dataclass
+class Run:
+    """What one console showed: the checks in order and how the run ended."""
+
+    checks: dict[str, Check]
+    end: str            # "poweroff", "crash", "stalled", "xen-crash", "exited", "no output"
+    last: str | None    # key of the last check seen
+    booted: bool        # the guest printed its banner
+    seconds: float | None = None   # wall seconds of the run; None for a reused log
+
+    def describe(self) -> str:
+        """A short phrase for the summary: "finished (poweroff)", "stalled after check 85"."""
+        after = f" after check {self.last}" if self.last else " before any check"
+        if self.end in ("poweroff", "crash"):
+            return f"finished ({self.end})"
+        if self.end == "no output":
+            return "no guest output"
+        if self.end == "xen-crash":
+            return "Xen crashed the guest" + after
+        if self.end == "exited":
+            return "machine stopped" + after
+        return "stalled" + after
+
+
+def _split_detail(rest: str) -> tuple[str, str]:
+    """Split "name (detail)" at the parenthesis that closes at the end of the line
+    (the detail may hold parentheses itself: "(vector 13, ... (int at 0x..))")."""
+    depth = 0
+    for i in range(len(rest) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(rest[i], 0)
+        if depth == 0:
+            if i > 0 and rest[i - 1] == " ":
+                return rest[:i - 1], rest[i + 1:-1]
+            break
+    return rest, ""
+
+
+def parse_console(text: str, *, finished: bool | None = None) -> Run:
+    """Parse a guest console (pvmon's stdout or Xen's com1 log) into a Run.
+
+    text: the whole console, possibly ending in an unterminated line (a stalled
+    guest). finished: None to infer the end from the text alone ("stalled" if
+    the guest did not say it was shutting down); a caller that knows the
+    process exited passes False for "exited" instead of "stalled".
+    """
+    checks: dict[str, Check] = {}
+    end = ""
+    booted = False
+    crashed = False
+    for line in text.splitlines():
+        line = line.rstrip("\r")
+        if "pvtest: " in line and " booting" in line:
+            booted = True
+        if m := CHECK_RE.search(line):
+            word, num, rest = m.groups()
+            status = "fail" if word != "ok" else "ok"
+            name, detail = rest, ""
+            if status == "ok" and " # SKIP" in rest:
+                name, _, detail = rest.partition(" # SKIP")
+                status, detail = "skip", detail.strip()
+            elif status == "fail" and rest.endswith(")"):
+                name, detail = _split_detail(rest)
+            checks[num] = Check(num, status, name.strip(), detail)
+        elif m := XSA_RE.search(line):
+            key, verdict, rest = m.groups()
+            name, _, got = rest.partition(" -> ")
+            checks[key] = Check(key, verdict, name.strip(), got.strip())
+        elif m := END_RE.search(line):
+            end = m.group(1)
+        elif CRASH_RE.search(line):
+            crashed = True
+    if not end:
+        if crashed:
+            end = "xen-crash"
+        elif not booted and not checks:
+            end = "no output"
+        else:
+            end = "exited" if finished is False else "stalled"
+    last = next(reversed(checks), None) if checks else None
+    return Run(checks, end, last, booted)
+
+
+# --- setup -------------------------------------------------------------------------
+
+
+def ensure_xen(cache: Path) -> tuple[Path, str]:
+    """The gunzipped Xen 4.17 multiboot ELF in cache, fetched if missing.
+
+    Returns (path, Debian package version). Raises OracleError with one line when
+    apt-get or dpkg-deb is missing or the download fails.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    xen = cache / "xen-4.17-amd64"
+    version_file = cache / "xen-4.17-amd64.version"
+    if xen.is_file() and version_file.is_file():
+        return xen, version_file.read_text().strip()
+    debs = sorted(cache.glob(f"{XEN_PACKAGE}_*.deb"))
+    if not debs:
+        if not shutil.which("apt-get"):
+            raise OracleError(f"{XEN_PACKAGE} is not in {cache} and apt-get is not available "
+                              "to download it")
+        r = subprocess.run(["apt-get", "download", XEN_PACKAGE], cwd=cache,
+                           check=False, capture_output=True, text=True)
+        debs = sorted(cache.glob(f"{XEN_PACKAGE}_*.deb"))
+        if r.returncode != 0 or not debs:
+            why = (r.stderr.strip().splitlines() or ["no .deb appeared"])[-1]
+            raise OracleError(f"cannot download {XEN_PACKAGE} with apt-get: {why}")
+    deb = debs[-1]
+    if not shutil.which("dpkg-deb"):
+        raise OracleError(f"dpkg-deb is needed to unpack {deb.name}")
+    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    tree = cache / "pkg"
+    r = subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=False,
+                       capture_output=True, text=True)
+    gz = tree / "boot" / "xen-4.17-amd64.gz"
+    if r.returncode != 0 or not gz.is_file():
+        raise OracleError(f"{deb.name} holds no boot/xen-4.17-amd64.gz")
+    with gzip.open(gz, "rb") as src, open(xen, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    version_file.write_text(version + "\n")
+    return xen, version
+
+
+def qemu_version() -> str:
+    """QEMU's first --version line, or OracleError if QEMU is not installed."""
+    if not shutil.which(QEMU):
+        raise OracleError(f"{QEMU} not found (Debian: apt-get install qemu-system-x86)")
+    out = subprocess.run([QEMU, "--version"], check=False, capture_output=True, text=True).stdout
+    return out.splitlines()[0].strip() if out else QEMU
+
+
+#: The oracle build's one change to the reference guests (docs/xen-oracle.md,
+#: difference 1): the periodic-timer check waits while running, events enabled,
+#: instead of in SCHEDOP_block, because Xen stops a descheduled vCPU's periodic timer.
+BLOCKED_WAIT = "    BLOCK_UNTIL(evt_count[timer_port] - c0 >= 3, 1000, nblocks, block_rc);\n"
+RUNNING_WAIT = """\
+    /* oracle build: wait running; Xen stops a blocked vCPU's periodic timer */
+    vcpu0()->evtchn_upcall_mask = 0;
+    barrier();
+    while (evt_count[timer_port] - c0 < 3 && pv_time_now() - start < 1000 * MS)
+        barrier();
+    vcpu0()->evtchn_upcall_mask = 1;
+    barrier();
+"""
+#: make variables of each guest the oracle build rebuilds (guests/Makefile).
+BUILD_VARIANTS = {"pvtest-v1": ["VARIANT=1"], "pvtest-v2": ["VARIANT=2"],
+                  "pvtest-v2-rules": ["VARIANT=2", "RULES=1"]}
+
+
+def build_running_wait(cache: Path) -> Path:
+    """Rebuild pvtest-v1, -v2 and -v2-rules from this tree's guests/ with the
+    periodic-timer wait done while running (BLOCKED_WAIT -> RUNNING_WAIT), into
+    cache/running-wait/. Returns that directory. OracleError if the sources no
+    longer hold the wait or make fails (the guests' toolchain: gcc, binutils)."""
+    src = IMAGES.parent.parent.parent / "guests"
+    work = cache / "running-wait-src"
+    out = cache / "running-wait"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work, ignore=shutil.ignore_patterns("build"))
+    c = work / "src" / "checks_xen.c"
+    text = c.read_text()
+    if text.count(BLOCKED_WAIT) != 1:
+        raise OracleError(f"{src}/src/checks_xen.c no longer holds the periodic-timer wait "
+                          "this build replaces")
+    c.write_text(text.replace(BLOCKED_WAIT, RUNNING_WAIT))
+    out.mkdir(exist_ok=True)
+    for flags in BUILD_VARIANTS.values():
+        r = subprocess.run(["make", "-s", "-C", str(work), f"OUT={out}", *flags], check=False,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            raise OracleError(f"building the running-wait guests failed: {why}")
+    return out
+
+
+# --- runs --------------------------------------------------------------------------
+
+
+def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float) -> Run:
+    """Boot guest as dom0 of real Xen on QEMU TCG; stop at the guest's shutdown, a
+    crash, QEMU's exit, timeout wall seconds in all, or quiet wall seconds without
+    new console output once the guest has booted. The com1 log is kept at log."""
+    log.unlink(missing_ok=True)
+    cmd = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", "1024", "-display", "none",
+           "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-nodefaults",
+           "-kernel", str(xen), "-append", XEN_CMDLINE, "-initrd", str(guest)]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    done_at = None
+    size, grew_at = -1, start
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            now = time.monotonic()
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if len(text) != size:
+                size, grew_at = len(text), now
+            if done_at is None and (END_RE.search(text) or CRASH_RE.search(text)):
+                done_at = now          # give Xen a moment to print its own end
+            if (done_at is not None and now - done_at > 3) or now - start > timeout:
+                break
+            if "pvtest: " in text and now - grew_at > quiet:
+                break
+    finally:
+        exited = proc.poll() is not None
+        if not exited:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if exited and proc.returncode != 0 and not text:
+        raise OracleError(f"{QEMU} failed: {err.splitlines()[0] if err else proc.returncode}")
+    run = parse_console(text, finished=False if exited else None)
+    run.seconds = time.monotonic() - start
+    return run
+
+
+def run_pvmon(name: str, backend: str, timeout: float) -> Run:
+    """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`; NAME may
+    be a path to an ELF image) and parse its console (stdout)."""
+    env = dict(os.environ)
+    root = str(IMAGES.parent.parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    start = time.monotonic()
+    try:
+        r = subprocess.run([sys.executable, "-m", "pvmon", "run", name, "--backend", backend,
+                            "--timeout", str(int(timeout))], check=False,
+                           capture_output=True, text=True,
+                           env=env, timeout=timeout + 30, stdin=subprocess.DEVNULL)
+        out, code = r.stdout, r.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        code = None
+    if code == 2:
+        raise OracleError(f"pvmon run {name}: {(r.stderr.strip().splitlines() or ['error'])[-1]}")
+    run = parse_console(out, finished=False if code is not None else None)
+    run.seconds = time.monotonic() - start
+    return run
+
+
+# --- comparison --------------------------------------------------------------------
+
+
+def compare(pvmon: Run, xen: Run) -> list[dict]:
+    """One row per check either side reported, in pvmon's order then Xen-only ones.
+
+    Each row: key, name, pvmon and xen status ("-" when not reached), agree (bool;
+    None when real Xen never reached it), and a note when the names differ.
+    """
+    rows = []
+    for key in list(pvmon.checks) + [k for k in xen.checks if k not in pvmon.checks]:
+        p, x = pvmon.checks.get(key), xen.checks.get(key)
+        name = (p or x).name
+        row = {"check": key, "name": name,
+               "pvmon": p.status if p else "-", "xen": x.status if x else "-",
+               "pvmon_detail": p.detail if p else "", "xen_detail": x.detail if x else ""}
+        if p and x:
+            row["agree"] = p.status == x.status and p.name == x.name
+            if p.name != x.name:
+                row["note"] = f"names differ: real Xen ran {x.name!r}"
+        else:
+            row["agree"] = None
+        rows.append(row)
+    return rows
+
+
+def summary(name: str, pvmon: Run, xen: Run, rows: list[dict]) -> dict:
+    """The per-guest summary (also the JSON shape)."""
+    both = [r for r in rows if r["agree"] is not None]
+    return {
+        "guest": name,
+        "pvmon": pvmon.describe(), "xen": xen.describe(),
+        "pvmon_seconds": None if pvmon.seconds is None else round(pvmon.seconds, 1),
+        "xen_seconds": None if xen.seconds is None else round(xen.seconds, 1),
+        "checks_pvmon": len(pvmon.checks), "checks_xen": len(xen.checks),
+        "compared": len(both), "agree": sum(1 for r in both if r["agree"]),
+        "differ": [r["check"] for r in both if not r["agree"]],
+        "not_reached": [r["check"] for r in rows if r["agree"] is None],
+        "rows": rows,
+    }
+
+
+def print_report(results: list[dict], meta: dict, show_all: bool) -> None:
+    """Rich tables: one per guest (only differing rows unless show_all), then a summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False)
+    con.print(f"real Xen: {meta['xen_package']} {meta['xen_version']} on {meta['qemu']} "
+              f"(TCG); guests from {meta['images']}")
+    for res in results:
+        t = Table(title=f"{res['guest']}: pvmon {res['pvmon']}, real Xen {res['xen']}",
+                  title_justify="left")
+        for col in ("check", "name", "pvmon", "real Xen", "agree?"):
+            t.add_column(col, overflow="fold")
+        for r in res["rows"]:
+            if not show_all and r["agree"] is not False:
+                continue
+            agree = {True: "yes", False: "NO", None: "not reached"}[r["agree"]]
+            why = not r["agree"]
+            pv = r["pvmon"] + (f" ({r['pvmon_detail']})" if r["pvmon_detail"] and why else "")
+            xe = r["xen"] + (f" ({r['xen_detail']})" if r["xen_detail"] and why else "")
+            t.add_row(r["check"], r["name"] + (f" [{r['note']}]" if r.get("note") else ""),
+                      pv, xe, agree)
+        if not show_all:
+            gone = res["not_reached"]
+            t.caption = (f"{res['agree']} agreeing rows not shown"
+                         + (f"; {len(gone)} checks only one side reached "
+                            f"({gone[0]}..{gone[-1]})" if gone else "")
+                         + " (--all lists them)")
+        con.print(t)
+    s = Table(title="summary", title_justify="left")
+    for col in ("guest", "pvmon", "real Xen", "compared", "agree", "differ", "not reached"):
+        s.add_column(col)
+    for res in results:
+        took = "log reused" if res["xen_seconds"] is None else f"{res['xen_seconds']} s"
+        s.add_row(res["guest"], res["pvmon"], f"{res['xen']} ({took})",
+                  str(res["compared"]), str(res["agree"]),
+                  ", ".join(res["differ"]) or "-", str(len(res["not_reached"])))
+    con.print(s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("guests", nargs="*", metavar="GUEST",
+                    help=f"reference guests to run (default: {' '.join(GUESTS)})")
+    ap.add_argument("--timeout", type=float, default=240.0,
+                    help="wall seconds per guest under real Xen before it counts as stalled "
+                         "(default 240; Xen's own boot on TCG takes about a minute)")
+    ap.add_argument("--quiet-stall", type=float, default=45.0, metavar="SECONDS",
+                    help="once the guest has booted, wall seconds without new console "
+                         "output after which a real-Xen run counts as stalled (default 45)")
+    ap.add_argument("--backend", default="xen-4.17", help="pvmon backend (default xen-4.17)")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "pvmon-oracle",
+                    help="where the Xen package, the unpacked Xen and the com1 logs live")
+    ap.add_argument("--reuse-logs", action="store_true",
+                    help="parse the com1 logs a previous run left in the cache instead of "
+                         "booting QEMU again")
+    ap.add_argument("--images", type=Path, metavar="DIR",
+                    help="take GUEST.elf from DIR instead of the built-in images (both sides "
+                         "run the same file; for rebuilt or patched guests)")
+    ap.add_argument("--running-wait", action="store_true",
+                    help="rebuild pvtest-v1, -v2 and -v2-rules with the periodic-timer check "
+                         "waiting while running instead of blocked (docs/xen-oracle.md, "
+                         "difference 1) and run those (-poc is left out)")
+    ap.add_argument("--all", action="store_true", help="list agreeing checks too")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = ap.parse_args(argv)
+    try:
+        for g in args.guests:
+            if g not in GUESTS:
+                raise OracleError(f"unknown reference guest {g!r} "
+                                  f"(choose from {', '.join(GUESTS)})")
+        guests = args.guests or list(GUESTS)
+        qemu = qemu_version()
+        xen, xen_version = ensure_xen(args.cache)
+        if args.running_wait:
+            if args.images:
+                raise OracleError("--running-wait builds its own images; drop --images")
+            args.images = build_running_wait(args.cache)
+            guests = [g for g in guests if g in BUILD_VARIANTS]
+        logs = args.cache / "logs"
+        logs.mkdir(exist_ok=True)
+        results = []
+        for g in guests:
+            image = (args.images or IMAGES) / f"{g}.elf"
+            if not image.is_file():
+                raise OracleError(f"guest image {image} is missing (guests/build.sh builds it)")
+            print(f"{g}: pvmon ...", file=sys.stderr, flush=True)
+            pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout)
+            log = logs / (g + (f"-{args.images.name}" if args.images else "") + ".log")
+            if args.reuse_logs and log.exists():
+                xr = parse_console(log.read_text(errors="replace"))
+            else:
+                print(f"{g}: real Xen on QEMU TCG (up to {args.timeout:.0f} s) ...",
+                      file=sys.stderr, flush=True)
+                xr = run_real_xen(xen, image, log, args.timeout, args.quiet_stall)
+            res = summary(g, pv, xr, compare(pv, xr))
+            res["xen_log"] = str(log)
+            results.append(res)
+    except OracleError as e:
+        print(f"xen_oracle: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xen_oracle: interrupted", file=sys.stderr)
+        return 130
+    meta = {"images": str(args.images or IMAGES), "xen_package": XEN_PACKAGE,
+            "xen_version": xen_version, "qemu": qemu,
+            "backend": args.backend, "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    if args.json:
+        print(json.dumps({**meta, "guests": results}, indent=2))
+    else:
+        print_report(results, meta, args.all)
+    clean = all(not r["differ"] and not r["not_reached"] for r in results)
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
