@@ -197,3 +197,12 @@ def test_trace_pvops_on_a_missing_file_is_one_line_and_exit_2(tmp_path):
     res = _pvmon("trace", "pvops", str(tmp_path / "none.pvt"))
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_docs_pvops_md_holds_the_vocabulary_table_the_data_gives():
+    from pvmon.pvops.render import markdown_tables
+    doc = (Path(__file__).parent.parent / "docs" / "pvops.md").read_text(encoding="utf-8")
+    assert doc.endswith(markdown_tables()), \
+        "regenerate docs/pvops.md's tables from pvmon.pvops.render.markdown_tables()"
+    for op in OPS:
+        assert f"| `{op}` |" in doc

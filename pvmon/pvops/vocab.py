@@ -46,7 +46,7 @@ _OPS: tuple[OpDef, ...] = (
     OpDef("cpu.set_segment_base", "set the FS/GS base or the user GS selector",
           "pv_ops.cpu.load_gs_index, write_msr (MSR_FS_BASE/GS_BASE)"),
     OpDef("cpu.iret", "return from an exception or event to the interrupted context",
-          "pv_ops.cpu.iret (before Linux 5.9; now xen_iret in xen-asm.S)"),
+          "pv_ops.cpu.iret (older kernels; now xen_iret in xen-asm.S)"),
     OpDef("cpu.fpu_trap", "set or clear CR0.TS (lazy FPU switch)", "pv_ops.cpu.write_cr0"),
     OpDef("cpu.set_debugreg", "write a debug register", "pv_ops.cpu.set_debugreg"),
     OpDef("cpu.get_debugreg", "read a debug register", "pv_ops.cpu.get_debugreg"),
