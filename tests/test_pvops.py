@@ -40,7 +40,7 @@ PVTEST_V2_COUNTS = {
 
 def _ops(path: Path = GOLDEN_V2) -> list:
     with TraceReader(path) as r:
-        return list(derive(r, "xen"))
+        return list(derive(r, "xen", r.header))
 
 
 def _implemented() -> list[str]:
@@ -127,6 +127,21 @@ def test_page_table_entries_come_as_frame_level_and_flags():
     assert in_l1 and all(o.args["level"] == 1 for o in in_l1)
     first = in_l1[0]
     assert first.args["frame"] == 0x20c and first.args["flags"] == 0x63
+
+
+def test_the_level_of_a_table_comes_from_its_pin_the_header_root_or_the_entry_naming_it():
+    with TraceReader(GOLDEN_V2) as r:
+        root = r.header["layout"]["pt_base_pfn"]
+    st = xen_pvops.new_state({"layout": {"pt_base_pfn": root}})
+    assert st.levels == {root: 4}
+    # An mmu_update of an L4 entry names the L3 it points to.
+    ev = {"k": "hc", "abi": "xen", "name": "mmu_update", "seq": 0, "t": 0, "ret": 0,
+          "args": [0x1000, 1, 0, abi.DOMID_SELF, 0],
+          "rd": [["v", 0x1000, ((root << 12) | abi.MMU_NORMAL_PT_UPDATE).to_bytes(8, "little")
+                  + ((77 << 12) | 0x67).to_bytes(8, "little")]]}
+    (op,) = xen_pvops.translate(ev, st)
+    assert op.op == "mmu.set_pte" and op.args["level"] == 4 and op.args["frame"] == 77
+    assert st.levels[77] == 3
 
 
 def test_derive_is_a_generator_that_streams_an_endless_event_source():

@@ -7,7 +7,7 @@
   is read, streaming: existing traces gain the view without re-recording.
 
 An ABI mapping module provides ``translate(ev, state) -> Iterator[PvOp]`` and
-``new_state() -> object`` (whatever bounded state it needs across events, such as
+``new_state(header) -> object`` (whatever bounded state it needs across events, such as
 the level a page-table frame was pinned at).
 """
 
@@ -90,12 +90,14 @@ def mapping_for(abi: str) -> Any:
     return importlib.import_module(mod)
 
 
-def derive(events: Iterable[dict[str, Any]], abi: str = "xen") -> Iterator[PvOp]:
+def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
+           header: dict[str, Any] | None = None) -> Iterator[PvOp]:
     """Canonical operations of ``events`` (trace event maps, in seq order), as a
     generator: memory stays bounded by the mapping's state, never by the trace.
 
     ``abi`` is the trace's ABI (header ``backend.abi``); an event carrying its own
-    ``abi`` field is mapped by that ABI. Events that are no operation (console
+    ``abi`` field is mapped by that ABI. ``header`` (the trace header) seeds what
+    the mapping knows at the start (Xen PV: the start-of-day page-table root). Events that are no operation (console
     data, upcalls, faults, the exit record) yield nothing.
     Raises :class:`TraceError` for an ABI without a mapping.
     """
@@ -108,7 +110,7 @@ def derive(events: Iterable[dict[str, Any]], abi: str = "xen") -> Iterator[PvOp]
         mod = modules.get(a)
         if mod is None:
             mod = modules[a] = mapping_for(a)
-            states[a] = mod.new_state()
+            states[a] = mod.new_state(header)
         yield from mod.translate(ev, states[a])
 
 

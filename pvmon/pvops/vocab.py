@@ -132,7 +132,8 @@ _OPS: tuple[OpDef, ...] = (
           "none (xen_start_kernel)"),
     OpDef("info.assist", "turn an optional hypervisor behaviour on or off",
           "none (xen_start_kernel: vm_assist)"),
-    OpDef("info.cpu_id", "ask a vCPU's physical identity", "none"),
+    OpDef("info.vcpu", "ask whether a vCPU is up, or its physical identity",
+          "none (xen_filter_cpu_maps)"),
     # --- memory (outside page tables: reservation, physmap, shared areas, grants)
     OpDef("memory.populate", "add frames to the domain", "none (balloon, xen_memory_setup)"),
     OpDef("memory.release", "give frames back to the hypervisor", "none (balloon)"),

@@ -311,7 +311,7 @@ def pvops(path: str, as_list: bool, as_json: bool) -> None:
         backend = reader.header.get("backend")
         abi_name = backend.get("abi") if isinstance(backend, dict) else None
         abi_name = abi_name if isinstance(abi_name, str) else "xen"
-        ops = derive(reader, abi_name)
+        ops = derive(reader, abi_name, reader.header)
         if as_list:
             out: TextIO = sys.stdout
             lines: list[str] = []

@@ -16,7 +16,9 @@ trace does not keep, are normalized as well as top-level calls:
 * page-table entries as ``frame`` (4 KiB frame number), ``flags`` (the entry's
   non-address bits: 0-11 and 52-63) and ``level`` (1-4: 1 for update_va_mapping,
   whose target is always an L1 entry; for mmu_update the level the target table
-  was pinned at earlier in the trace, else None);
+  was pinned at, or that the entry referencing it implies (an entry of a level-n
+  table points to a level n-1 table), earlier in the trace or from the start-of-day
+  L4 in the header; else None);
 * multicalls and mmu_update/mmuext_op arrays of more than one entry as a
   ``batch.submit`` followed by each entry's operation carrying the batch as context.
 """
@@ -33,6 +35,7 @@ from pvmon.pvops import BatchRef, PvOp
 
 # Entry address bits of a 64-bit PTE (bits 12-51); the rest are flags.
 PTE_FRAME_MASK = 0x000F_FFFF_FFFF_F000
+_PTE_P, _PTE_PSE = 1 << 0, 1 << 7       # present; page size (a superpage, not a table)
 _U64 = (1 << 64) - 1
 
 _XEN_H = "xen/include/public/xen.h"
@@ -161,7 +164,7 @@ CALLS: dict[str, Entry | dict[str, Entry]] = {
         initialise=("cpu.vcpu_init", "arch/x86/xen/smp_pv.c cpu_initialize_context"),
         up=("cpu.vcpu_up", "arch/x86/xen/smp_pv.c xen_pv_cpu_up"),
         down=("cpu.vcpu_down", "arch/x86/xen/smp_pv.c xen_pv_play_dead"),
-        is_up=("info.cpu_id", "arch/x86/xen/smp_pv.c xen_pv_cpu_die"),
+        is_up=("info.vcpu", "arch/x86/xen/smp_pv.c xen_filter_cpu_maps, xen_pv_cpu_die"),
         get_runstate_info=("time.runstate", "drivers/xen/time.c xen_get_runstate_snapshot"),
         register_runstate_memory_area=("memory.share_area",
                                        "drivers/xen/time.c xen_setup_runstate_info"),
@@ -171,7 +174,7 @@ CALLS: dict[str, Entry | dict[str, Entry]] = {
         register_runstate_phys_area=("memory.share_area", "none"),
         register_vcpu_time_phys_area=("memory.share_area", "none"),
         send_nmi=("irq.send_nmi", "arch/x86/xen/smp.c xen_send_IPI_one (NMI_VECTOR)"),
-        get_physid=("info.cpu_id", "none")),
+        get_physid=("info.vcpu", "none")),
     "sched_op": (_sched := _sub(
         abi.SCHEDOP_CMDS, _SCHED_H,
         block=("sched.block", "arch/x86/xen/irq.c xen_safe_halt"),
@@ -305,9 +308,16 @@ class XenState:
     ipi_ports: set[int] = field(default_factory=set)
 
 
-def new_state() -> XenState:
-    """Fresh mapping state for one trace."""
-    return XenState()
+def new_state(header: dict[str, Any] | None = None) -> XenState:
+    """Fresh mapping state for one trace. The header's ``layout.pt_base_pfn`` is
+    the start-of-day L4 the domain builder pinned (pvmon's P2M is the identity,
+    so the frame is the same number)."""
+    st = XenState()
+    layout = header.get("layout") if isinstance(header, dict) else None
+    base = layout.get("pt_base_pfn") if isinstance(layout, dict) else None
+    if type(base) is int:
+        st.levels[base] = 4
+    return st
 
 
 class _Mem:
@@ -551,7 +561,11 @@ def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, seq
             yield PvOp(entry.op, seq, t, label, {"mfn": ptr >> 12, "pfn": val}, ret, inner)
         else:
             ma = ptr & ~7 & _U64
-            a = {"entry_ma": ma, **pte(val), "level": st.levels.get(ma >> 12)}
+            level = st.levels.get(ma >> 12)
+            a = {"entry_ma": ma, **pte(val), "level": level}
+            if ret == 0 and level is not None and level > 1 and val & _PTE_P \
+                    and not (level < 4 and val & _PTE_PSE):
+                st.levels[a["frame"]] = level - 1     # the table this entry points to
             if ptr & 3 == abi.MMU_PT_UPDATE_PRESERVE_AD:
                 a["preserve_ad"] = True
             yield PvOp(entry.op, seq, t, label, a, ret, inner)
