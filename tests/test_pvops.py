@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +222,26 @@ def test_docs_pvops_md_holds_the_vocabulary_table_the_data_gives():
         "regenerate docs/pvops.md's tables from pvmon.pvops.render.markdown_tables()"
     for op in OPS:
         assert f"| `{op}` |" in doc
+
+
+#: A multicall entry {op update_va_mapping, result, va, val, flags 0, ...} (xen.h).
+UVM_ENTRY = struct.pack("<QQ6Q", abi.HYPERCALL_NUMBERS["update_va_mapping"], 0,
+                        0xFFFF_8880_0000_0000, (0x1234 << 12) | 0x67, abi.UVMF_NONE, 0, 0, 0)
+
+
+def test_damaged_event_fields_give_operations_not_tracebacks():
+    st = xen_pvops.new_state(None)
+    events = [
+        {"k": "hc", "name": "multicall", "seq": None, "args": [0x10, 3],
+         "rd": [["v", 0x10], "junk", ["v", "x", b""], ["v", 0x10, UVM_ENTRY]],
+         "wr": [None, ["v", 0x18, b"\x00" * 8]]},
+        {"k": "hc", "name": "event_channel_op", "seq": 1, "t": "later",
+         "args": [abi.EVTCHNOP["bind_ipi"], 0], "op": {"cmd": "bind_ipi", "port": [1]},
+         "ret": 0},
+        {"k": "hc", "name": "mmuext_op", "seq": 2, "args": [0, 1 << 40], "op": "x"},
+        {"k": "tsc_run", "seq": 3, "rip": None, "val": [5, 6]},
+    ]
+    ops = [o for ev in events for o in xen_pvops.translate(ev, st)]
+    assert [o.op for o in ops] == ["batch.submit", "mmu.set_pte", "irq.bind", "unmapped",
+                                   "time.read_clock", "time.read_clock"]
+    assert ops[1].batch == (BatchRef("multicall", -1, 0, 3),) and ops[1].ret == 0

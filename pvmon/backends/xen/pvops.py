@@ -326,7 +326,7 @@ class _Mem:
     __slots__ = ("reads",)
 
     def __init__(self, rd: Any) -> None:
-        self.reads = [(a, b) for s, a, b in rd if s == "v"] if isinstance(rd, list) else []
+        self.reads = [(e[1], e[2]) for e in _accesses(rd) if e[0] == "v"]
 
     def get(self, addr: int, size: int) -> bytes | None:
         for a, b in self.reads:
@@ -341,6 +341,16 @@ class _Mem:
     def u64(self, addr: int) -> int | None:
         b = self.get(addr, 8)
         return None if b is None else int.from_bytes(b, "little")
+
+
+def _accesses(xs: Any) -> list[tuple[str, int, bytes]]:
+    """The well-formed ``[space, addr, bytes]`` entries of an ``rd``/``wr`` list
+    (a damaged or hostile trace may hold anything)."""
+    if not isinstance(xs, list):
+        return []
+    return [(e[0], e[1], e[2]) for e in xs
+            if isinstance(e, (list, tuple)) and len(e) == 3 and isinstance(e[0], str)
+            and type(e[1]) is int and isinstance(e[2], (bytes, bytearray))]
 
 
 def pte(val: int) -> dict[str, Any]:
@@ -361,12 +371,16 @@ def entry_for(call: str, sub: str | int | None) -> Entry | None:
 def translate(ev: dict[str, Any], state: XenState) -> Iterator[PvOp]:
     """Canonical operations of one trace event of a Xen PV run."""
     k = ev.get("k")
-    seq, t = ev.get("seq", 0), ev.get("t", 0)
+    seq, t = ev.get("seq"), ev.get("t")
+    seq = seq if type(seq) is int else -1
+    t = t if type(t) is int else 0
     if k == "hc":
         args = ev.get("args")
         args = tuple(a if type(a) is int else 0 for a in args) if isinstance(args, list) else ()
         args = args + (0,) * (6 - len(args))
         op = ev.get("op") if isinstance(ev.get("op"), dict) else {}
+        if "port" in op and type(op["port"]) is not int:
+            op = {k: v for k, v in op.items() if k != "port"}
         ret = ev.get("ret") if type(ev.get("ret")) is int else None
         nr = ev.get("nr")
         name = ev.get("name") if isinstance(ev.get("name"), str) else (
@@ -408,10 +422,10 @@ def _call(call: str, args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem
     """Operations of one call (a top-level hypercall or a batch entry: ``op`` is
     the backend's decoded map for a top-level call, {} for an entry)."""
     if call == "mmu_update":
-        yield from _mmu_update(args, op, ret, mem, seq, t, batch, st)
+        yield from _mmu_update(args, op, ret, mem, _Mem(wr), seq, t, batch, st)
         return
     if call == "mmuext_op":
-        yield from _mmuext(args, op, ret, mem, seq, t, batch, st)
+        yield from _mmuext(args, op, ret, mem, _Mem(wr), seq, t, batch, st)
         return
     if call == "multicall":
         yield from _multicall(args, op, ret, mem, wr, seq, t, batch, st)
@@ -530,8 +544,9 @@ def _args(call: str, sub: Any, args: tuple[int, ...], op: dict, mem: _Mem, st: X
     return {}
 
 
-def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, seq: int, t: int,
-                batch: tuple[BatchRef, ...], st: XenState) -> Iterator[PvOp]:
+def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, mem_w: _Mem,
+                seq: int, t: int, batch: tuple[BatchRef, ...],
+                st: XenState) -> Iterator[PvOp]:
     """mmu_update: one operation per ``struct mmu_update`` {ptr, val} (xen.h);
     more than one entry is a batch."""
     count = args[1] & ~abi.MMU_UPDATE_PREEMPTED & _U64
@@ -549,30 +564,34 @@ def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, seq
     inner = batch
     if len(reqs) > 1:
         yield PvOp("batch.submit", seq, t, "mmu_update", {"count": len(reqs)}, ret, batch)
+    done = _done(args, op, mem_w)
     for i, (ptr, val) in enumerate(reqs):
         if len(reqs) > 1:
             inner = (*batch, BatchRef("mmu_update", seq, i, len(reqs)))
+            ret_i = _entry_ret(i, done, ret)
+        else:
+            ret_i = ret
         cmd = abi.MMU_CMDS.get(ptr & 3, ptr & 3)
         entry = entry_for("mmu_update", cmd)
         label = f"mmu_update {cmd}"
         if entry is None:
-            yield PvOp("unmapped", seq, t, label, {}, ret, inner)
+            yield PvOp("unmapped", seq, t, label, {}, ret_i, inner)
         elif entry.op == "memory.set_m2p":
-            yield PvOp(entry.op, seq, t, label, {"mfn": ptr >> 12, "pfn": val}, ret, inner)
+            yield PvOp(entry.op, seq, t, label, {"mfn": ptr >> 12, "pfn": val}, ret_i, inner)
         else:
             ma = ptr & ~7 & _U64
             level = st.levels.get(ma >> 12)
             a = {"entry_ma": ma, **pte(val), "level": level}
-            if ret == 0 and level is not None and level > 1 and val & _PTE_P \
+            if ret_i == 0 and level is not None and level > 1 and val & _PTE_P \
                     and not (level < 4 and val & _PTE_PSE):
                 st.levels[a["frame"]] = level - 1     # the table this entry points to
             if ptr & 3 == abi.MMU_PT_UPDATE_PRESERVE_AD:
                 a["preserve_ad"] = True
-            yield PvOp(entry.op, seq, t, label, a, ret, inner)
+            yield PvOp(entry.op, seq, t, label, a, ret_i, inner)
 
 
-def _mmuext(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, seq: int, t: int,
-            batch: tuple[BatchRef, ...], st: XenState) -> Iterator[PvOp]:
+def _mmuext(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, mem_w: _Mem,
+            seq: int, t: int, batch: tuple[BatchRef, ...], st: XenState) -> Iterator[PvOp]:
     """mmuext_op: one operation per ``struct mmuext_op`` {cmd, arg1, arg2} (xen.h)."""
     count = args[1] & ~abi.MMU_UPDATE_PREEMPTED & _U64
     raw = mem.get(args[0], abi.MMUEXT_OP_SIZE * count) if count <= 1 << 20 else None
@@ -591,24 +610,28 @@ def _mmuext(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, seq: in
     inner = batch
     if len(reqs) > 1:
         yield PvOp("batch.submit", seq, t, "mmuext_op", {"count": len(reqs)}, ret, batch)
+    done = _done(args, op, mem_w)
     for i, (cmd, arg1, arg2) in enumerate(reqs):
         if len(reqs) > 1:
             inner = (*batch, BatchRef("mmuext_op", seq, i, len(reqs)))
+            ret_i = _entry_ret(i, done, ret)
+        else:
+            ret_i = ret
         name = abi.MMUEXT_CMDS.get(cmd, cmd) if type(cmd) is int else cmd
         label = f"mmuext_op {name}"
         entry = entry_for("mmuext_op", name)
         if entry is None:
-            yield PvOp("unmapped", seq, t, label, {}, ret, inner)
+            yield PvOp("unmapped", seq, t, label, {}, ret_i, inner)
             continue
         a: dict[str, Any]
         if entry.op == "mmu.pin":
             level = int(name[len("PIN_L")])          # PIN_L<n>_TABLE
             a = {"frame": arg1, "level": level}
-            if ret == 0:
+            if ret_i == 0:
                 st.levels[arg1] = level
         elif entry.op == "mmu.unpin":
             a = {"frame": arg1}
-            if ret == 0:
+            if ret_i == 0:
                 st.levels.pop(arg1, None)
         elif entry.op == "mmu.new_root":
             a = {"frame": arg1, "user": name == "NEW_USER_BASEPTR"}
@@ -624,7 +647,26 @@ def _mmuext(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, seq: in
             a = {"frame": arg1}
         else:
             a = {}
-        yield PvOp(entry.op, seq, t, label, a, ret, inner)
+        yield PvOp(entry.op, seq, t, label, a, ret_i, inner)
+
+
+def _done(args: tuple[int, ...], op: dict, mem_w: _Mem) -> int | None:
+    """How many entries of an mmu_update/mmuext_op array Xen performed: the
+    backend's decoded ``done``, else the count it wrote to the done pointer."""
+    d = op.get("done")
+    if type(d) is int:
+        return d
+    return mem_w.u32(args[2]) if args[2] else None
+
+
+def _entry_ret(i: int, done: int | None, ret: int | None) -> int | None:
+    """An array entry's result: 0 before ``done``, the call's error at it, None
+    (never run, or not known) after it."""
+    if ret == 0:
+        return 0
+    if done is None:
+        return None
+    return 0 if i < done else ret if i == done else None
 
 
 def _multicall(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, wr: Any, seq: int,
@@ -636,10 +678,9 @@ def _multicall(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, wr: 
     nr = args[1]
     yield PvOp("batch.submit", seq, t, "multicall", {"count": nr}, ret, batch)
     results: dict[int, int] = {}
-    if isinstance(wr, list):
-        for s, a, b in wr:
-            if s == "v" and len(b) == 8:
-                results[a] = int.from_bytes(b, "little", signed=True)
+    for s, a, b in _accesses(wr):
+        if s == "v" and len(b) == 8:
+            results[a] = int.from_bytes(b, "little", signed=True)
     for i in range(min(nr, 1024)):
         ent = args[0] + i * abi.MULTICALL_ENTRY_SIZE
         raw = mem.get(ent, abi.MULTICALL_ENTRY_SIZE)
