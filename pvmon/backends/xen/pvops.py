@@ -183,7 +183,7 @@ CALLS: dict[str, Entry | dict[str, Entry]] = {
         poll=("lock.wait", (f"{_EVENTS} xen_poll_irq_timeout (arch/x86/xen/spinlock.c "
               "xen_qlock_wait)")),
         remote_shutdown=("power.shutdown", "none (another domain)"),
-        shutdown_code=("power.set_reason", "arch/x86/xen/enlighten_pv.c xen_crash_shutdown"),
+        shutdown_code=("power.set_reason", "none in arch/x86/xen"),
         watchdog=("sched.watchdog", "drivers/watchdog/xen_wdt.c"),
         pin_override=("sched.pin_override", "none (dom0 firmware calls)"))),
     "sched_op_compat": _sched,
