@@ -119,7 +119,7 @@ _OPS: tuple[OpDef, ...] = (
     OpDef("power.shutdown", "stop the machine (poweroff, reboot, suspend, crash)",
           "machine_ops.power_off, restart, emergency_restart, crash_shutdown"),
     OpDef("power.set_reason", "record the shutdown reason without stopping yet",
-          "none (Xen: SCHEDOP_shutdown_code; not issued by arch/x86/xen)"),
+          "none"),
     # --- console
     OpDef("console.write", "write bytes to the hypervisor console", "struct console.write "
           "(xenboot_write_console, hvc)"),
