@@ -1,4 +1,4 @@
-"""`pvmon trace ...`: inspect recorded traces (info, cat, stats, export)."""
+"""`pvmon trace ...`: inspect recorded traces (info, cat, stats, pvops, export)."""
 
 from __future__ import annotations
 
@@ -294,6 +294,71 @@ def stats(path: str, as_json: bool, top: int) -> None:
             detail = f"{st.tsc_reads:,} TSC reads"
         others.add_row(text(k), f"{c:,}", text(detail))
     console.print(others)
+
+
+@trace.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--list", "as_list", is_flag=True,
+              help="Print the operation stream, the original call beside each.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Counts as one JSON object; with --list, one JSON object per operation.")
+def pvops(path: str, as_list: bool, as_json: bool) -> None:
+    """Canonical paravirtual operations (docs/pvops.md): counts per operation by
+    family, or with --list the stream. Derived as the trace is read."""
+    from pvmon.pvops import derive
+    from pvmon.pvops.render import OpCounts, format_op
+    with _open(path) as reader:
+        backend = reader.header.get("backend")
+        abi_name = backend.get("abi") if isinstance(backend, dict) else None
+        abi_name = abi_name if isinstance(abi_name, str) else "xen"
+        ops = derive(reader, abi_name, reader.header)
+        if as_list:
+            out: TextIO = sys.stdout
+            lines: list[str] = []
+
+            def write() -> None:
+                for o in ops:
+                    lines.append(json.dumps(jsonable(o.as_dict()), separators=(",", ":"))
+                                 if as_json else format_op(o, format_time(o.t)))
+                    if len(lines) >= 1024:
+                        out.write("\n".join(lines) + "\n")
+                        lines.clear()
+                if lines:
+                    out.write("\n".join(lines) + "\n")
+                out.flush()
+
+            _pipe_safe(write)
+            if not reader.complete:
+                click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
+            return
+        counts = OpCounts.of(ops)
+        status = _status(reader)
+        events = len(reader)
+    if as_json:
+        click.echo(json.dumps({"abi": abi_name, "events": events, **counts.to_dict(),
+                               "status": status}, indent=1))
+        return
+    console = plain_console()
+    console.print(text(f"{counts.total:,} canonical operations from {events:,} events "
+                       f"({abi_name}, {status})"))
+    table = Table(title="canonical operations")
+    for col, just in (("family", "left"), ("operation", "left"), ("count", "right"),
+                      ("%", "right"), ("from", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    total = counts.total or 1
+    for fam, ops_ in counts.by_family().items():
+        first = True
+        for op, n in ops_.items():
+            calls = counts.calls[op]
+            src = ", ".join(f"{c} {m:,}" for c, m in calls.most_common(3))
+            if len(calls) > 3:
+                src += f", ({len(calls) - 3} more)"
+            if counts.native.get(op):
+                src += f" (native {counts.native[op]:,})"
+            table.add_row(fam if first else "", op, f"{n:,}", f"{100 * n / total:.1f}",
+                          text(src))
+            first = False
+    console.print(table)
 
 
 def _int(text: str) -> int | str:

@@ -1,0 +1,122 @@
+"""Canonical paravirtual operations: one vocabulary for every ABI pvmon models.
+
+* :mod:`pvmon.pvops.vocab` is the vocabulary (``OPS``), modelled on Linux's pv_ops.
+* Each ABI maps its calls onto it in its own module (Xen PV:
+  :mod:`pvmon.backends.xen.pvops`), registered in :data:`MAPPINGS` by ABI name.
+* :func:`derive` turns a trace's events into canonical operations when the trace
+  is read, streaming: existing traces gain the view without re-recording.
+
+An ABI mapping module provides ``translate(ev, state) -> Iterator[PvOp]`` and
+``new_state(header) -> object`` (whatever bounded state it needs across events, such as
+the level a page-table frame was pinned at).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvmon.errors import TraceError
+from pvmon.pvops.vocab import FAMILIES, OPS, OpDef, family_of
+
+__all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "OpDef", "PvOp", "count", "derive",
+           "family_of", "mapping_for"]
+
+# ABI name (an event's "abi" field) -> the module holding its mapping.
+MAPPINGS: dict[str, str] = {
+    "xen": "pvmon.backends.xen.pvops",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRef:
+    """Where an operation sat in a batch: the batching ``call`` (``multicall``,
+    ``mmu_update``, ...), the event ``seq`` that carried it, the entry ``index``
+    (0-based) and the batch's ``size`` (entries)."""
+    call: str
+    seq: int
+    index: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PvOp:
+    """One canonical operation derived from a trace event.
+
+    ``op`` names an entry of :data:`pvmon.pvops.vocab.OPS`; ``args`` holds the
+    normalized arguments, units in the key names (``deadline_ns``, ``period_ns``,
+    ``frame`` a 4 KiB frame number, ``level`` 1-4 page-table level or None when
+    the trace does not show it, ``flags`` the entry's non-address bits); ``call``
+    the original call as the ABI names it (``mmuext_op PIN_L1_TABLE``); ``ret``
+    what that call (or batch entry) returned, None when not recorded; ``batch``
+    the enclosing batches, outermost first; ``native`` the evidence when the
+    guest performed the operation without a call (``rdtsc``; an HVM guest's CR3
+    load will come here), else None.
+    """
+    op: str
+    seq: int
+    t: int
+    call: str
+    args: dict[str, Any] = field(default_factory=dict)
+    ret: int | None = None
+    batch: tuple[BatchRef, ...] = ()
+    native: str | None = None
+
+    @property
+    def family(self) -> str:
+        return family_of(self.op)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (batch entries as maps; ``native`` only when set)."""
+        d: dict[str, Any] = {"seq": self.seq, "t": self.t, "op": self.op, "args": self.args,
+                             "call": self.call, "ret": self.ret}
+        if self.batch:
+            d["batch"] = [{"call": b.call, "seq": b.seq, "index": b.index, "size": b.size}
+                          for b in self.batch]
+        if self.native is not None:
+            d["native"] = self.native
+        return d
+
+
+def mapping_for(abi: str) -> Any:
+    """The mapping module of ``abi``; :class:`TraceError` when pvmon has none."""
+    mod = MAPPINGS.get(abi)
+    if mod is None:
+        raise TraceError(f"no canonical mapping for ABI {abi!r} yet (known: "
+                         f"{', '.join(sorted(MAPPINGS))})")
+    return importlib.import_module(mod)
+
+
+def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
+           header: dict[str, Any] | None = None) -> Iterator[PvOp]:
+    """Canonical operations of ``events`` (trace event maps, in seq order), as a
+    generator: memory stays bounded by the mapping's state, never by the trace.
+
+    ``abi`` is the trace's ABI (header ``backend.abi``); an event carrying its own
+    ``abi`` field is mapped by that ABI. ``header`` (the trace header) seeds what
+    the mapping knows at the start (Xen PV: the start-of-day page-table root). Events that are no operation (console
+    data, upcalls, faults, the exit record) yield nothing.
+    Raises :class:`TraceError` for an ABI without a mapping.
+    """
+    modules: dict[str, Any] = {}
+    states: dict[str, Any] = {}
+    for ev in events:
+        a = ev.get("abi", abi)
+        if not isinstance(a, str):
+            a = abi
+        mod = modules.get(a)
+        if mod is None:
+            mod = modules[a] = mapping_for(a)
+            states[a] = mod.new_state(header)
+        yield from mod.translate(ev, states[a])
+
+
+def count(ops: Iterable[PvOp]) -> Counter[str]:
+    """Operations per canonical name."""
+    c: Counter[str] = Counter()
+    for o in ops:
+        c[o.op] += 1
+    return c

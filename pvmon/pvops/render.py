@@ -1,0 +1,147 @@
+"""Text and JSON forms of canonical operations for ``pvmon trace pvops``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvmon.pvops import PvOp
+from pvmon.pvops.vocab import FAMILIES, family_of
+
+# Argument keys shown in hex (addresses, page-table flags, raw descriptors).
+_HEX = frozenset({"va", "entry_ma", "flags", "base", "sp", "address", "desc", "event",
+                  "failsafe", "syscall", "rip", "tsc"})
+
+
+def format_args(args: dict[str, Any]) -> str:
+    """``k=v`` pairs, addresses and flags in hex."""
+    out = []
+    for k, v in args.items():
+        if type(v) is int and k in _HEX:
+            out.append(f"{k}={v:#x}")
+        else:
+            out.append(f"{k}={v}")
+    return " ".join(out)
+
+
+def format_op(o: PvOp, time: str) -> str:
+    """One line of ``--list``: seq, virtual time, operation, arguments, then the
+    original call (and its batch, or the native evidence)."""
+    where = f"{o.call}" + ("" if o.ret is None else f" = {o.ret}")
+    for b in o.batch:
+        where += f" [{b.call} #{b.seq} entry {b.index + 1}/{b.size}]"
+    if o.native is not None:
+        where += f" (native: {o.native})"
+    args = format_args(o.args)
+    return f"{o.seq:>8} {time} {o.op:<22} {args}{'  ' if args else ''}<- {where}"
+
+
+@dataclass
+class OpCounts:
+    """Operations per canonical name and, for each, per original call; bounded
+    by the vocabulary and the ABI's calls, never by the trace."""
+    ops: Counter[str] = field(default_factory=Counter)
+    calls: dict[str, Counter[str]] = field(default_factory=dict)
+    native: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, ops: Iterable[PvOp]) -> OpCounts:
+        c = cls()
+        for o in ops:
+            c.ops[o.op] += 1
+            c.calls.setdefault(o.op, Counter())[o.call] += 1
+            if o.native is not None:
+                c.native[o.op] += 1
+        return c
+
+    @property
+    def total(self) -> int:
+        return sum(self.ops.values())
+
+    def by_family(self) -> dict[str, dict[str, int]]:
+        """{family: {operation: count}}, families in vocabulary order, operations
+        by count (then name)."""
+        out: dict[str, dict[str, int]] = {}
+        for fam in FAMILIES:
+            ops = sorted(((op, n) for op, n in self.ops.items() if family_of(op) == fam),
+                         key=lambda kv: (-kv[1], kv[0]))
+            if ops:
+                out[fam] = dict(ops)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"operations": self.total, "families": self.by_family(),
+                "calls": {op: dict(c.most_common()) for op, c in sorted(self.calls.items())},
+                "native": dict(sorted(self.native.items()))}
+
+
+# ABIs of the vocabulary table, in column order: (heading, mapping module or None).
+DOC_ABIS: tuple[tuple[str, str | None], ...] = (
+    ("Xen PV", "pvmon.backends.xen.pvops"), ("Xen PVH", None), ("KVM", None), ("VMI", None),
+    ("lguest", None), ("UML", None))
+
+# Operations an ABI performs without a call of its own, or through another
+# operation's call: (ABI heading, operation) -> the cell text.
+DOC_NOTES: dict[tuple[str, str], str] = {
+    ("Xen PV", "time.read_clock"): "native: `rdtsc` (`tsc_run` events) + pvclock in "
+                                   "shared memory",
+    ("Xen PV", "cpu.cpuid"): "forced-emulation `cpuid` (`cpuid` events)",
+    ("Xen PV", "irq.mask"): "none: a bit in shared memory (`evtchn_mask`, "
+                            "`evtchn_upcall_mask`)",
+    ("Xen PV", "irq.send_ipi"): "`event_channel_op send` on a port bound by `bind_ipi`",
+    ("Xen PV", "lock.kick"): "`event_channel_op send` on the spinlock IPI port "
+                             "(shown as irq.send_ipi)",
+}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_tables() -> str:
+    """docs/pvops.md's generated part: the vocabulary table (one canonical
+    operation per row, one column per ABI) and each mapped ABI's sources."""
+    import importlib
+
+    from pvmon.pvops.vocab import OPS
+    mods = {h: importlib.import_module(m) for h, m in DOC_ABIS if m}
+    per_abi: dict[str, dict[str, list[str]]] = {}
+    for heading, mod in mods.items():
+        cells: dict[str, list[str]] = {}
+        for call, entries in mod.CALLS.items():
+            items = entries.items() if isinstance(entries, dict) else [(None, entries)]
+            for sub, e in items:
+                label = f"`{call}`" if sub is None else f"`{call} {sub}`"
+                cells.setdefault(e.op, []).append(label)
+        per_abi[heading] = cells
+    head = ["operation", "meaning", "Linux"] + [h for h, _ in DOC_ABIS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for op in OPS.values():
+        row = [f"`{op.name}`", _cell(op.meaning), _cell(op.linux)]
+        for heading, mod_name in DOC_ABIS:
+            if mod_name is None:
+                row.append("to come")
+                continue
+            cell = ", ".join(per_abi[heading].get(op.name, []))
+            note = DOC_NOTES.get((heading, op.name))
+            if op.name == "unmapped":
+                cell = ", ".join(f"`{k}`" for k in mods[heading].UNMAPPED)
+            row.append(_cell(cell or note or "—") if not (cell and note)
+                       else _cell(f"{cell}; {note}"))
+        lines.append("| " + " | ".join(row) + " |")
+    out = [("<!-- generated by pvmon.pvops.render.markdown_tables(); "
+           "tests/test_pvops.py checks it -->"), "", *lines]
+    for heading, mod in mods.items():
+        out += ["", f"### {heading}: each call with its source", "",
+                "| call | sub-op | operation | xen.git header | Linux |", "|---|---|---|---|---|"]
+        for call, entries in mod.CALLS.items():
+            items = entries.items() if isinstance(entries, dict) else [("", entries)]
+            for sub, e in items:
+                out.append(f"| `{call}` | {f'`{sub}`' if sub else ''} | `{e.op}` | "
+                           f"`{e.header}` | {_cell(e.linux)} |")
+        out += ["", f"### {heading}: calls with no canonical operation", "",
+                "| call | why |", "|---|---|"]
+        out += [f"| `{k}` | {_cell(v)} |" for k, v in mod.UNMAPPED.items()]
+    return "\n".join(out) + "\n"
