@@ -96,7 +96,9 @@ def test_the_open_loop_matrix_names_the_affected_versions_and_why(poc_trace):
     assert rows["xen-4.17"]["total"] == 0
     assert rows["xen-4.11"]["total"] == 1
     assert rows["xen-4.11"]["first"] == "xen:vcpu_op:register_vcpu_info: result"
+    # both declared differences of register_vcpu_info are named; the XSA is one
     assert rows["xen-4.11"]["why"] == [
+        "vcpu_info_enxio: supported by xen-4.17, not by xen-4.11",
         "xsa327_vcpu_info_aligned: supported by xen-4.17, not by xen-4.11"]
     assert rows["xen-4.6"]["total"] > len(XSAS)
     assert rows["xen-4.6"]["why"][0].startswith("xsa148_l2_pse_refused:")
@@ -126,4 +128,4 @@ def test_pvmon_replay_open_loop_matrix_on_the_command_line(poc_trace):
     assert out.returncode == 1, out.stderr         # differences found
     rows = {r["backend"]: r for r in json.loads(out.stdout)}
     assert [rows[b]["total"] == 0 for b in MATRIX] == [False, False, True]
-    assert "xsa327" in rows["xen-4.11"]["why"][0]
+    assert any("xsa327" in why for why in rows["xen-4.11"]["why"])

@@ -275,7 +275,7 @@ static void poc_327(void)
 {
     struct vcpu_register_vcpu_info r = { virt_to_mfn(vinfo_page), 4, 0 };
     long rc = HYPERVISOR_vcpu_op(VCPUOP_register_vcpu_info, 0, &r);
-    verdict(327, rc == -XEN_EINVAL, rc == 0,
+    verdict(327, rc == -XEN_ENXIO, rc == 0,
             "VCPUOP_register_vcpu_info at offset 4 of a page", "rc %ld%s", rc,
             rc == 0 ? " (vcpu_info misaligned)" : "");
 }

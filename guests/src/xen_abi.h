@@ -221,6 +221,7 @@
 #define GNTST_eagain         (-12)
 /* errno.h, for grant_table_op */
 #define XEN_ESRCH     3
+#define XEN_ENXIO     6
 #define XEN_EBUSY    16
 #define XEN_ERANGE   34
 #define XEN_EOPNOTSUPP 95

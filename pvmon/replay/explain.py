@@ -107,6 +107,7 @@ _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
                                   ("grant_table_op", "unmap_grant_ref"),
                                   ("grant_table_op", "unmap_and_replace")),
     "xsa327_vcpu_info_aligned": (("vcpu_op", "register_vcpu_info"),),
+    "vcpu_info_enxio": (("vcpu_op", "register_vcpu_info"),),
 }
 
 

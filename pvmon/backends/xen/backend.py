@@ -784,10 +784,16 @@ class XenBackend(Backend):
         if cmd == 10:  # register_vcpu_info {mfn, offset, rsvd}
             mfn, offset = struct.unpack("<QI", self._read(arg, 12))
             self.op.update(mfn=mfn, offset=offset)
-            if not self._valid_mfn(mfn) or offset > PAGE_SIZE - abi.VCPU_INFO_SIZE:
-                return -E.EINVAL
+            # common/domain.c map_vcpu_info: a bad offset is -ENXIO since 4.16
+            # (7ee7a3749b), -EINVAL before; a frame it cannot get is -EINVAL
+            bad_offset = -(E.ENXIO if "vcpu_info_enxio" in self.ver.capabilities
+                           else E.EINVAL)
+            if offset > PAGE_SIZE - abi.VCPU_INFO_SIZE:
+                return bad_offset
             if offset & 7 and "xsa327_vcpu_info_aligned" in self.ver.capabilities:
-                return -E.EINVAL   # alignof(vcpu_info_t), XSA-327 (common/domain.c)
+                return bad_offset   # alignof(vcpu_info_t), XSA-327
+            if not self._valid_mfn(mfn):
+                return -E.EINVAL
             return v.register_vcpu_info((mfn << 12) + offset)
         if cmd == 5:   # register_runstate_memory_area {addr}
             v.runstate_va = self._u64(arg)

@@ -91,6 +91,17 @@ XSAS: dict[int, Xsa] = {x.number: x for x in (
 )}
 
 
+# xen.git 7ee7a3749b "common: map_vcpu_info() cosmetics" (first in RELEASE-4.16.0):
+# an offset past the page or misaligned became -ENXIO; before it, -EINVAL
+# (xen/common/domain.c map_vcpu_info@RELEASE-4.11.0).
+_VCPU_INFO_EINVAL = Change(
+    "capability", feature="vcpu_info_enxio",
+    source="xen.git 7ee7a3749b 'common: map_vcpu_info() cosmetics' (4.16) turned "
+           "map_vcpu_info's -EINVAL for a bad offset into -ENXIO; xen/common/domain.c",
+    note="VCPUOP_register_vcpu_info with an offset past the page (or misaligned, where "
+         "XSA-327 is fixed) returns -EINVAL, not -ENXIO")
+
+
 def _gone(hc: str, *subs: str, source: str) -> list[Change]:
     return [Change("subop", hc, s, source=source) for s in subs]
 
@@ -169,6 +180,7 @@ XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
                   "xen/common/kernel.c" + _H34 + " reports submap 0 = 0xE0"),
     Change("feature", feature="direct_mapped",
            source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
+    _VCPU_INFO_EINVAL,
 ], major=3, minor=4, extraversion=".4",
     description="Xen 3.4.4 (3.4 released May 2009): 2-level event channels only, no PMU, "
                 "no vNUMA, grant tables v1",
@@ -244,6 +256,7 @@ XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
       for n in (148, 182, 213, 227, 234)),
     XSAS[327].change(f"the fix is not in {_R46}; 4.6 was out of security support (Oct 2017) "
                      "before it"),
+    _VCPU_INFO_EINVAL,
 ], major=4, minor=6, extraversion=".0",
     description="Xen 4.6.0 (Oct 2015) as released: no dm_op, argo or hypfs; affected by "
                 "XSA-148, 182, 213, 227, 234 and 327",
@@ -262,6 +275,7 @@ XEN_4_11 = register(XEN_4_17.derive("xen-4.11", [
            source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
     XSAS[327].change(f"the fix is not in {_R411} (stable-4.11 took it as "
                      f"{XSAS[327].backports['stable-4.11']})"),
+    _VCPU_INFO_EINVAL,
 ], major=4, minor=11, extraversion=".0",
     description="Xen 4.11.0 (Jul 2018) as released: no argo or hypfs; affected by XSA-327",
     released="2018-07"))
