@@ -4,9 +4,10 @@ third-party backends found through the ``pvmon.backends`` entry point group."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import entry_points
 
-from pvmon.backends.base import Backend
+from pvmon.backends.base import Backend, GuestKind
 from pvmon.errors import BackendError
 
 
@@ -71,6 +72,38 @@ def get_backend(name: str) -> Backend:
                 raise BackendError(f"backend {name!r} is not a pvmon Backend")
             return backend
     raise _unknown(name)
+
+
+#: ABI (``Backend.abi``) -> ``"module:attribute"`` of its
+#: :class:`~pvmon.backends.base.GuestKind`, imported on first use. Other ABIs'
+#: kinds come from the ``pvmon.guest_kinds`` entry point group (named by ABI)
+#: or from the backend's own ``guest_kind`` attribute.
+GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV"}
+
+
+def guest_kind(backend: Backend) -> GuestKind:
+    """How to build and run a guest on ``backend``: its own ``guest_kind``
+    if it has one, else the kind of its ABI (built in, or registered under
+    the ``pvmon.guest_kinds`` entry point group by ABI name). Raises
+    BackendError, in one line, when pvmon cannot run guests on its ABI."""
+    own = getattr(backend, "guest_kind", None)
+    if own is not None:
+        return own
+    abi = backend.abi
+    where = GUEST_KIND_BY_ABI.get(abi)
+    if where is not None:
+        module, _, attr = where.partition(":")
+        return getattr(import_module(module), attr)
+    for ep in entry_points(group="pvmon.guest_kinds"):
+        if ep.name == abi:
+            try:
+                return ep.load()
+            except Exception as exc:  # noqa: BLE001 - a third-party plugin failing to load
+                raise BackendError(f"guest kind {abi!r} failed to load: {exc}") from None
+    known = sorted(set(GUEST_KIND_BY_ABI)
+                   | {ep.name for ep in entry_points(group="pvmon.guest_kinds")})
+    raise BackendError(f"pvmon cannot run guests on a {abi or 'nameless'!r} ABI backend "
+                       f"yet (dispatch layers: {', '.join(known)})")
 
 
 def known_names() -> list[str]:
