@@ -287,6 +287,12 @@ class GuestKind(Protocol):
         kernel does not fit."""
         ...
 
+    def layout_from(self, recorded: dict) -> Any | None:
+        """The layout a trace header recorded (its ``layout`` map) as
+        :meth:`build` returns it, or None when the map lacks a field (an
+        older trace: replay lays the domain out again from the image)."""
+        ...
+
     def prepare(self, backend: Backend, kernel: Any) -> None:
         """Tell ``backend`` what the loader learnt before it attaches (Xen:
         :attr:`Backend.hypercall_page`)."""

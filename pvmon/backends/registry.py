@@ -89,7 +89,13 @@ def guest_kind(backend: Backend) -> GuestKind:
     own = getattr(backend, "guest_kind", None)
     if own is not None:
         return own
-    abi = backend.abi
+    return kind_for_abi(backend.abi)
+
+
+def kind_for_abi(abi: str) -> GuestKind:
+    """The :class:`~pvmon.backends.base.GuestKind` of backends of ``abi``
+    ("xen"), built in or from the ``pvmon.guest_kinds`` entry point group.
+    Raises BackendError when pvmon has none."""
     where = GUEST_KIND_BY_ABI.get(abi)
     if where is not None:
         module, _, attr = where.partition(":")
@@ -104,6 +110,15 @@ def guest_kind(backend: Backend) -> GuestKind:
                    | {ep.name for ep in entry_points(group="pvmon.guest_kinds")})
     raise BackendError(f"pvmon cannot run guests on a {abi or 'nameless'!r} ABI backend "
                        f"yet (dispatch layers: {', '.join(known)})")
+
+
+def backend_for_version(ver) -> Backend:
+    """A fresh backend for an ABI version record (what :func:`resolve_version`
+    or :func:`pvmon.replay.source.recorded_version` returns; for Xen a
+    :class:`~pvmon.backends.xen.versions.XenVersion`). Replay makes its
+    backends here rather than naming the Xen backend class."""
+    from pvmon.backends.xen.backend import XenBackend
+    return XenBackend(ver)
 
 
 def known_names() -> list[str]:

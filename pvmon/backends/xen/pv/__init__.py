@@ -47,6 +47,20 @@ class XenPvGuest:
         from pvmon.backends.xen import builder
         return builder.build(machine, kernel, cmdline, initrd)
 
+    def layout_from(self, recorded: dict) -> Any | None:
+        """A :class:`~pvmon.backends.xen.builder.Layout` from a header's
+        ``layout`` map (``extras`` may be missing), None if a field is."""
+        from dataclasses import fields
+
+        from pvmon.backends.xen.builder import Layout
+        names = {f.name for f in fields(Layout)}
+        if isinstance(recorded, dict) and names - {"extras"} <= set(recorded):
+            try:
+                return Layout(**{k: v for k, v in recorded.items() if k in names})
+            except TypeError:
+                pass
+        return None
+
     def prepare(self, backend: Backend, kernel: Any) -> None:
         """Sets ``backend.hypercall_page`` (None when the kernel has no
         hypercall page and makes calls by ``syscall``)."""
