@@ -293,6 +293,12 @@ class GuestKind(Protocol):
         older trace: replay lays the domain out again from the image)."""
         ...
 
+    def layout_problem(self, recorded: dict, memory: int) -> tuple[str, Any, str] | None:
+        """Check a header's ``layout`` map (untrusted input) for ``memory``
+        bytes of RAM: the first bad field as ``(field, value, what it
+        should be)``, or None."""
+        ...
+
     def prepare(self, backend: Backend, kernel: Any) -> None:
         """Tell ``backend`` what the loader learnt before it attaches (Xen:
         :attr:`Backend.hypercall_page`)."""

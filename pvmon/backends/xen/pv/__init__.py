@@ -61,6 +61,50 @@ class XenPvGuest:
                 pass
         return None
 
+    def layout_problem(self, recorded: dict, memory: int) -> tuple[str, Any, str] | None:
+        """The first field of a header's ``layout`` map that is not where the
+        builder puts it for ``memory`` bytes of RAM, as ``(field, value,
+        what it should be)``; None if every field present is plausible
+        (open loop builds its scratch domain from it)."""
+        from dataclasses import fields
+
+        from pvmon.backends.xen import abi, builder
+        from pvmon.units import PAGE_SIZE, size_text
+
+        nr_pages = memory // PAGE_SIZE
+        phys = memory + builder.extra_bytes_for(memory)
+        m2p_pages = -(-(phys // PAGE_SIZE) * 8 // PAGE_SIZE)
+        spans = {"gdt_ma": builder.GDT_PAGES, "grant_ma": builder.GRANT_FRAMES,
+                 "m2p_ma": m2p_pages}
+        for f in fields(builder.Layout):
+            name = f.name
+            if name == "extras" or name not in recorded:
+                continue
+            v = recorded[name]
+            if type(v) is not int:
+                return name, v, "an integer"
+            if name == "nr_pages":
+                ok, where = v == nr_pages, f"machine.memory's {nr_pages} pages"
+            elif name.endswith("_ma"):
+                top = phys - spans.get(name, 1) * PAGE_SIZE
+                ok = v % PAGE_SIZE == 0 and memory <= v <= top
+                where = f"a page of the hypervisor area, {memory:#x} to {top:#x}"
+            elif name.endswith("_pfn"):
+                ok, where = 0 <= v < nr_pages, f"a guest frame, 0 to {nr_pages - 1}"
+            elif name == "nr_pt_frames":
+                ok = 0 < v <= nr_pages - recorded.get("pt_base_pfn", 0)
+                where = "the frames of guest RAM"
+            elif name == "mod_len":
+                ok, where = 0 <= v <= memory, f"0 to machine.memory ({size_text(memory)})"
+            elif name.endswith("_evtchn"):
+                ok, where = 0 < v < abi.EVTCHN_2L_NR_CHANNELS, \
+                    f"an event channel, 1 to {abi.EVTCHN_2L_NR_CHANNELS - 1}"
+            else:                                   # guest-virtual addresses
+                ok, where = 0 <= v < 1 << 64, "a 64-bit address"
+            if not ok:
+                return name, v, where
+        return None
+
     def prepare(self, backend: Backend, kernel: Any) -> None:
         """Sets ``backend.hypercall_page`` (None when the kernel has no
         hypercall page and makes calls by ``syscall``)."""
