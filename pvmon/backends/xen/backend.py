@@ -8,7 +8,7 @@ and bad pointers become -EFAULT, bad arguments -EINVAL, unknown calls -ENOSYS,
 as Xen answers them. Nothing a guest passes may raise out of this module.
 
 The vCPU side of PV (bounce frames, iret, kernel/user mode, upcalls) is in
-:mod:`pvmon.backends.xen.vcpu`.
+:mod:`pvmon.backends.xen.pv.vcpu` (over :mod:`pvmon.backends.xen.vcpu`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pvmon.backends.xen.builder import Layout, m2p_frames
 from pvmon.backends.xen.console import ConsoleRing
 from pvmon.backends.xen.events import EventChannels, Port
 from pvmon.backends.xen.grant_table import GrantTable
-from pvmon.backends.xen.vcpu import PvVcpu
+from pvmon.backends.xen.pv.vcpu import PvVcpu
 from pvmon.backends.xen.versions import REGISTRY, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
 from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, Machine
