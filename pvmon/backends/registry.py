@@ -112,6 +112,23 @@ def kind_for_abi(abi: str) -> GuestKind:
                        f"yet (dispatch layers: {', '.join(known)})")
 
 
+#: ABI -> module of its name tables, imported on first use: ``HYPERCALLS``
+#: ({number: name}), ``HYPERCALL_NUMBERS`` ({name: number}), ``SUBOPS``
+#: ({call name: {sub-op number: name}}), ``ERRNO_NAMES`` ({errno: name}).
+ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi"}
+
+
+def abi_names(abi: str = "xen"):
+    """The name tables of ``abi`` (see :data:`ABI_NAMES_BY_ABI`), for tools
+    that name calls, sub-ops and errors without importing an ABI package.
+    Raises BackendError for an ABI pvmon has no tables for."""
+    where = ABI_NAMES_BY_ABI.get(abi)
+    if where is None:
+        raise BackendError(f"pvmon has no name tables for the {abi!r} ABI "
+                           f"(known: {', '.join(sorted(ABI_NAMES_BY_ABI))})")
+    return import_module(where)
+
+
 def backend_for_version(ver) -> Backend:
     """A fresh backend for an ABI version record (what :func:`resolve_version`
     or :func:`pvmon.replay.source.recorded_version` returns; for Xen a
