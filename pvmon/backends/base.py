@@ -5,6 +5,9 @@ module alone. The pieces, in the order a run meets them:
 
 1. A factory makes a :class:`Backend` (third-party backends register one
    under the ``pvmon.backends`` entry point group; it takes no arguments).
+   A backend of a new ABI also brings its :class:`GuestKind`: a
+   ``guest_kind`` attribute, or one registered under the
+   ``pvmon.guest_kinds`` entry point group named by the ABI.
 2. The session asks the registry for the backend's :class:`GuestKind`
    (loader, domain builder, dispatch layer), builds the machine and the
    domain with it, lets it set what the loader learnt (Xen:
