@@ -3,6 +3,14 @@ hypercalls (its loader and domain builder, its dispatch layer), as one
 :class:`~pvmon.backends.base.GuestKind`, :data:`XEN_PV`, which the registry
 returns for backends of the "xen" ABI (:func:`pvmon.backends.registry.guest_kind`).
 
+Its modules: :mod:`~pvmon.backends.xen.pv.vcpu` (the PV vCPU: trap table,
+bounce frames, iret, kernel/user mode), :mod:`~pvmon.backends.xen.pv.cpu`
+and :mod:`~pvmon.backends.xen.pv.mmu` (the PV-only hypercalls, mixins of
+:class:`~pvmon.backends.xen.backend.XenBackend`), and
+:mod:`~pvmon.backends.xen.pv.ptwr` (writable page tables). Still outside it:
+the PV domain builder (:mod:`pvmon.backends.xen.builder`) and the Xen PV
+dispatch layer (:mod:`pvmon.dispatch.xen`).
+
 Importing this package is cheap: the builder and the dispatch layer are
 imported on first use.
 """
