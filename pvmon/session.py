@@ -18,9 +18,7 @@ from pathlib import Path
 
 from pvmon import __version__
 from pvmon.backends.base import Backend
-from pvmon.backends.registry import get_backend
-from pvmon.backends.xen import builder
-from pvmon.dispatch import dispatch_class
+from pvmon.backends.registry import get_backend, guest_kind
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
 from pvmon.engine.machine import VECTOR_NAMES, Machine, Stop
@@ -105,12 +103,15 @@ class Session:
         self.cmdline = cmdline
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.backend_name = self.backend.name
-        # before building anything: a backend of an ABI with no dispatch layer is refused
-        dispatch_cls = dispatch_class(self.backend.abi)
-        self.kernel = builder.load_kernel(Path(guest.vmlinux))
-        self.machine = Machine(memory, builder.extra_bytes_for(memory))
-        self.layout = builder.build(self.machine, self.kernel, cmdline, initrd)
-        self.backend.hypercall_page = self.kernel.hypercall_page
+        # before building anything: a backend of an ABI with no guest kind is refused
+        #: How guests of this backend's ABI are built and run (loader, builder,
+        #: dispatch layer): :class:`~pvmon.backends.base.GuestKind`.
+        self.kind = kind = guest_kind(self.backend)
+        dispatch_cls = kind.dispatch_class()
+        self.kernel = kind.load_kernel(Path(guest.vmlinux))
+        self.machine = Machine(memory, kind.extra_bytes_for(memory))
+        self.layout = kind.build(self.machine, self.kernel, cmdline, initrd)
+        kind.prepare(self.backend, self.kernel)
         self.trace_path = Path(record) if record else None
         self.writer = None
         self.access = RecordingGuestAccess(self.machine, record=self.trace_path is not None)
@@ -144,7 +145,7 @@ class Session:
                       "mechanism": self.kernel.mechanism},
             "backend": self._backend_identity(),
             "machine": {"memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
-                        "cpuid_policy": "xen-pv-v1", "tsc_khz": self.machine.clock.tsc_khz,
+                        "cpuid_policy": self.kind.cpuid_policy, "tsc_khz": self.machine.clock.tsc_khz,
                         "initrd": self.initrd_info or None,
                         "idle_limit_ns": self.dispatch.input.idle_limit_ns},
             "layout": {k: v for k, v in dataclasses.asdict(self.layout).items()

@@ -5,8 +5,13 @@ module alone. The pieces, in the order a run meets them:
 
 1. A factory makes a :class:`Backend` (third-party backends register one
    under the ``pvmon.backends`` entry point group; it takes no arguments).
-2. The session builds the machine and the domain, sets
-   :attr:`Backend.hypercall_page`, then calls :meth:`Backend.attach` with the
+   A backend of a new ABI also brings its :class:`GuestKind`: a
+   ``guest_kind`` attribute, or one registered under the
+   ``pvmon.guest_kinds`` entry point group named by the ABI.
+2. The session asks the registry for the backend's :class:`GuestKind`
+   (loader, domain builder, dispatch layer), builds the machine and the
+   domain with it, lets it set what the loader learnt (Xen:
+   :attr:`Backend.hypercall_page`), then calls :meth:`Backend.attach` with the
    machine, the domain layout, a :class:`GuestAccess` and the
    :class:`PlatformServices` of the dispatch layer.
 3. The dispatch layer sets :attr:`Backend.console_out`, then for every call
@@ -242,6 +247,65 @@ class CallResult(NamedTuple):
     name: str
     op: dict
     raised: tuple[int, ...]
+
+
+class GuestKind(Protocol):
+    """How to build and run a guest of one ABI in one guest mode (Xen PV:
+    :data:`pvmon.backends.xen.pv.XEN_PV`): the loader, the domain builder,
+    the names a trace header records and the dispatch layer. A session asks
+    the registry for the kind of its backend
+    (:func:`pvmon.backends.registry.guest_kind`) and imports nothing of the
+    ABI itself. A third-party backend either uses the kind of its ``abi``
+    (a second implementation of Xen) or brings its own as a
+    ``guest_kind`` attribute.
+
+    ``name``: the kind ("xen-pv"); ``cpuid_policy``: the CPUID policy name
+    the trace header records (``machine.cpuid_policy``, "xen-pv-v1").
+    """
+
+    name: str
+    cpuid_policy: str
+
+    def dispatch_class(self) -> type:
+        """The dispatch layer (a :class:`~pvmon.dispatch.core.DispatchCore`
+        subclass taking ``(machine, backend, guest access, record)``)."""
+        ...
+
+    def load_kernel(self, path: Any) -> Any:
+        """Parse the kernel image at ``path`` (a :class:`~pathlib.Path`); the
+        result has ``mechanism`` (str, recorded in the header). Raises
+        GuestImageError for an image this kind cannot boot."""
+        ...
+
+    def extra_bytes_for(self, ram_bytes: int) -> int:
+        """Bytes of machine memory beyond guest RAM the domain needs (for
+        hypervisor-owned frames), for :class:`~pvmon.engine.machine.Machine`."""
+        ...
+
+    def build(self, machine: Any, kernel: Any, cmdline: str,
+              initrd: bytes | None = None) -> Any:
+        """Lay the domain out in ``machine`` and set the boot registers.
+        Returns the layout (a dataclass; the header records its fields and
+        :meth:`Backend.attach` receives it). Raises GuestImageError when the
+        kernel does not fit."""
+        ...
+
+    def layout_from(self, recorded: dict) -> Any | None:
+        """The layout a trace header recorded (its ``layout`` map) as
+        :meth:`build` returns it, or None when the map lacks a field (an
+        older trace: replay lays the domain out again from the image)."""
+        ...
+
+    def layout_problem(self, recorded: dict, memory: int) -> tuple[str, Any, str] | None:
+        """Check a header's ``layout`` map (untrusted input) for ``memory``
+        bytes of RAM: the first bad field as ``(field, value, what it
+        should be)``, or None."""
+        ...
+
+    def prepare(self, backend: Backend, kernel: Any) -> None:
+        """Tell ``backend`` what the loader learnt before it attaches (Xen:
+        :attr:`Backend.hypercall_page`)."""
+        ...
 
 
 #: Capability: the guest updates page tables through calls and the backend

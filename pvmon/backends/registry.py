@@ -4,9 +4,10 @@ third-party backends found through the ``pvmon.backends`` entry point group."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import entry_points
 
-from pvmon.backends.base import Backend
+from pvmon.backends.base import Backend, GuestKind
 from pvmon.errors import BackendError
 
 
@@ -71,6 +72,70 @@ def get_backend(name: str) -> Backend:
                 raise BackendError(f"backend {name!r} is not a pvmon Backend")
             return backend
     raise _unknown(name)
+
+
+#: ABI (``Backend.abi``) -> ``"module:attribute"`` of its
+#: :class:`~pvmon.backends.base.GuestKind`, imported on first use. Other ABIs'
+#: kinds come from the ``pvmon.guest_kinds`` entry point group (named by ABI)
+#: or from the backend's own ``guest_kind`` attribute.
+GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV"}
+
+
+def guest_kind(backend: Backend) -> GuestKind:
+    """How to build and run a guest on ``backend``: its own ``guest_kind``
+    if it has one, else the kind of its ABI (built in, or registered under
+    the ``pvmon.guest_kinds`` entry point group by ABI name). Raises
+    BackendError, in one line, when pvmon cannot run guests on its ABI."""
+    own = getattr(backend, "guest_kind", None)
+    if own is not None:
+        return own
+    return kind_for_abi(backend.abi)
+
+
+def kind_for_abi(abi: str) -> GuestKind:
+    """The :class:`~pvmon.backends.base.GuestKind` of backends of ``abi``
+    ("xen"), built in or from the ``pvmon.guest_kinds`` entry point group.
+    Raises BackendError when pvmon has none."""
+    where = GUEST_KIND_BY_ABI.get(abi)
+    if where is not None:
+        module, _, attr = where.partition(":")
+        return getattr(import_module(module), attr)
+    for ep in entry_points(group="pvmon.guest_kinds"):
+        if ep.name == abi:
+            try:
+                return ep.load()
+            except Exception as exc:  # noqa: BLE001 - a third-party plugin failing to load
+                raise BackendError(f"guest kind {abi!r} failed to load: {exc}") from None
+    known = sorted(set(GUEST_KIND_BY_ABI)
+                   | {ep.name for ep in entry_points(group="pvmon.guest_kinds")})
+    raise BackendError(f"pvmon cannot run guests on a {abi or 'nameless'!r} ABI backend "
+                       f"yet (dispatch layers: {', '.join(known)})")
+
+
+#: ABI -> module of its name tables, imported on first use: ``HYPERCALLS``
+#: ({number: name}), ``HYPERCALL_NUMBERS`` ({name: number}), ``SUBOPS``
+#: ({call name: {sub-op number: name}}), ``ERRNO_NAMES`` ({errno: name}).
+ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi"}
+
+
+def abi_names(abi: str = "xen"):
+    """The name tables of ``abi`` (see :data:`ABI_NAMES_BY_ABI`), for tools
+    that name calls, sub-ops and errors without importing an ABI package.
+    Raises BackendError for an ABI pvmon has no tables for."""
+    where = ABI_NAMES_BY_ABI.get(abi)
+    if where is None:
+        raise BackendError(f"pvmon has no name tables for the {abi!r} ABI "
+                           f"(known: {', '.join(sorted(ABI_NAMES_BY_ABI))})")
+    return import_module(where)
+
+
+def backend_for_version(ver) -> Backend:
+    """A fresh backend for an ABI version record (what :func:`resolve_version`
+    or :func:`pvmon.replay.source.recorded_version` returns; for Xen a
+    :class:`~pvmon.backends.xen.versions.XenVersion`). Replay makes its
+    backends here rather than naming the Xen backend class."""
+    from pvmon.backends.xen.backend import XenBackend
+    return XenBackend(ver)
 
 
 def known_names() -> list[str]:

@@ -4,21 +4,10 @@ calls to the backend (:mod:`pvmon.dispatch.xen`: Xen PV)."""
 
 from __future__ import annotations
 
-from importlib import import_module
-
-from pvmon.errors import BackendError
-
-#: ABI (``Backend.abi``) -> ``"module:class"`` of its dispatch layer, a
-#: :class:`~pvmon.dispatch.core.DispatchCore` subclass. Imported on first use.
-DISPATCH_BY_ABI: dict[str, str] = {"xen": "pvmon.dispatch.xen:XenPvDispatch"}
-
 
 def dispatch_class(abi: str) -> type:
-    """The dispatch layer class for backends of ``abi`` ("xen"). Raises
-    BackendError when pvmon has no dispatch layer for it."""
-    where = DISPATCH_BY_ABI.get(abi)
-    if where is None:
-        raise BackendError(f"pvmon cannot run guests on a {abi or 'nameless'!r} ABI backend "
-                           f"yet (dispatch layers: {', '.join(sorted(DISPATCH_BY_ABI))})")
-    module, _, name = where.partition(":")
-    return getattr(import_module(module), name)
+    """The dispatch layer class for backends of ``abi`` ("xen"): its guest
+    kind's (:func:`pvmon.backends.registry.kind_for_abi`). Raises
+    BackendError when pvmon has no guest kind for it."""
+    from pvmon.backends.registry import kind_for_abi
+    return kind_for_abi(abi).dispatch_class()

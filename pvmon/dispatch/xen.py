@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pvmon.backends.base import CAP_CONSOLE_INPUT, CAP_EVENT_UPCALLS, CAP_PV_MMU, Backend
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
+from pvmon.backends.xen.pv.ptwr import WritablePageTables
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: their old home
     TSC_RUN_MAX,
@@ -65,8 +66,8 @@ class XenPvDispatch(DispatchCore):
         #: ``via`` "page"), set on the backend by the domain builder before this.
         self._hypercall_page: int | None = getattr(backend, "hypercall_page", None)
         self.policy = xen_cpuid_policy(backend.ver.major, backend.ver.minor)
-        self.ptwr_emulations = 0
-        self._ptwr_restore = (0, 0)
+        #: The PV platform's writable page tables (pvmon/backends/xen/pv/ptwr.py).
+        self.ptwr = WritablePageTables(machine, backend)
         self._fault_streak = (None, 0)
 
     # ---------------------------------------------------------------- traps
@@ -186,7 +187,7 @@ class XenPvDispatch(DispatchCore):
         if vector == 8:
             self.m.stop(Stop("triple_fault", "double fault", rip))
             return
-        if vector == 14 and err is not None and err & 7 == 3 and self._ptwr(cr2):
+        if vector == 14 and err is not None and err & 7 == 3 and self.ptwr.on_write_fault(cr2):
             return
         self._cur_rip = rip
         self._jump = None
@@ -196,30 +197,13 @@ class XenPvDispatch(DispatchCore):
             self._jump = None
         self._check_wall()
 
-    def _ptwr(self, va: int) -> bool:
-        """Writable page tables: a kernel-mode write to a read-only mapping of a
-        page-table frame is carried out on the guest's behalf, as Xen's ptwr
-        emulation does (xen/arch/x86/pv/ro-page-fault.c). The mapping is made
-        writable for exactly one instruction, then read-only again."""
-        m = self.m
-        try:
-            pa, pte_ma = m.walk(va)
-        except GuestPageFault:
-            return False
-        if (pa >> 12) not in self.b.pinned:
-            return False
-        pte = m.read_u64_phys(pte_ma)
-        m.write_u64_phys(pte_ma, pte | 2)
-        m.flush_tlb()
-        self._ptwr_restore = (pte_ma, pte)
-        self.ptwr_emulations += 1
-        m.request_step()
-        return True
+    @property
+    def ptwr_emulations(self) -> int:
+        """Page-table writes carried out for the guest (writable page tables)."""
+        return self.ptwr.emulations
 
     def after_step(self) -> None:
-        pte_ma, pte = self._ptwr_restore
-        self.m.write_u64_phys(pte_ma, pte)
-        self.m.flush_tlb()
+        self.ptwr.after_step()
 
     def on_invalid_opcode(self, rip: int) -> bool:
         m = self.m

@@ -28,12 +28,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgpack
 
-from pvmon.backends.xen.backend import XenBackend
-from pvmon.backends.xen.versions import XenVersion
-from pvmon.dispatch.xen import WALL_TIMEOUT
+from pvmon.backends.registry import backend_for_version
+from pvmon.dispatch.core import WALL_TIMEOUT
 from pvmon.engine.machine import Stop
 from pvmon.engine.signals import exit_status, signal_name
 from pvmon.guests.code import code_at
@@ -43,6 +43,9 @@ from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun, feed_recorded_input
 from pvmon.replay.spill import Spill
 from pvmon.session import Session
+
+if TYPE_CHECKING:
+    from pvmon.backends.xen.versions import XenVersion
 from pvmon.trace.format import hc_event
 from pvmon.trace.render import describe, format_time
 from pvmon.trace.writer import pack_event
@@ -222,7 +225,7 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     rec = run.version
     version = version or rec
     verify = (version.name == rec.name) if verify is None else verify
-    backend = XenBackend(version)
+    backend = backend_for_version(version)
     sess = Session(run.guest, backend=backend, keep_console=False, **run.session_args())
     # Recorded console input: at its recorded event seq in verify, at the idle
     # point the guest reaches on another backend (pvmon.dispatch.console_input).

@@ -64,8 +64,8 @@ class Delta:
 def result_text(v) -> str:
     """A hypercall result for reports: ``-EINVAL`` for errors, else the number."""
     if isinstance(v, int) and v < 0:
-        from pvmon.backends.xen.abi import ERRNO_NAMES
-        return f"-{ERRNO_NAMES.get(-v, -v)}"
+        from pvmon.backends.registry import abi_names
+        return f"-{abi_names('xen').ERRNO_NAMES.get(-v, -v)}"
     return str(v)
 
 

@@ -23,17 +23,14 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import fields
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pvmon.backends.base import GuestFault
-from pvmon.backends.xen import builder
-from pvmon.backends.xen.backend import XenBackend
-from pvmon.backends.xen.versions import XenVersion
+from pvmon.backends.base import GuestFault, GuestKind
+from pvmon.backends.registry import backend_for_version, guest_kind, kind_for_abi
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.core import RunServices
-from pvmon.dispatch.xen import xen_shutdown_stop
 from pvmon.engine.machine import Machine, Stop
 from pvmon.errors import TraceError
 from pvmon.guests.code import code_at
@@ -43,6 +40,8 @@ from pvmon.replay.report import Divergence, Report, Site
 from pvmon.replay.source import RecordedRun
 from pvmon.trace.render import describe
 
+if TYPE_CHECKING:
+    from pvmon.backends.xen.versions import XenVersion
 
 class _ScratchMachine(Machine):
     """The machine an open-loop backend works on. It never executes guest code,
@@ -124,29 +123,26 @@ class _RecordedMemory(RecordingGuestAccess):
 class _NoGuestPlatform(RunServices):
     """The platform services a backend calls (jumps, stops), for a domain
     whose guest does not run: a jump is kept only for :meth:`cur_rip`, a stop
-    is noted in ``stopped``, not executed."""
+    is noted in ``stopped``, not executed. ``shutdown_stop``: the ABI's
+    ``(reason, rip) -> Stop`` (its dispatch layer's; default: the Xen PV kind's)."""
 
-    shutdown_stop = staticmethod(xen_shutdown_stop)
-
-    def __init__(self) -> None:
+    def __init__(self, shutdown_stop: Callable[[int, int], Stop] | None = None) -> None:
         super().__init__()
+        self.shutdown_stop = (shutdown_stop if shutdown_stop is not None
+                              else kind_for_abi("xen").dispatch_class().shutdown_stop)
         self.stopped: Stop | None = None
 
     def end_run(self, stop: Stop) -> None:
         self.stopped = stop
 
 
-def _layout(run: RecordedRun, machine: Machine) -> builder.Layout:
-    lay = run.header.get("layout")
-    names = {f.name for f in fields(builder.Layout)}
-    if isinstance(lay, dict) and names - {"extras"} <= set(lay):
-        try:
-            return builder.Layout(**{k: v for k, v in lay.items() if k in names})
-        except TypeError:
-            pass
+def _layout(run: RecordedRun, machine: Machine, kind: GuestKind) -> Any:
+    lay = kind.layout_from(run.header.get("layout"))
+    if lay is not None:
+        return lay
     if run.guest is not None:   # older traces: lay the domain out again from the image
-        kernel = builder.load_kernel(Path(run.guest.vmlinux))
-        return builder.build(machine, kernel, run.cmdline)
+        kernel = kind.load_kernel(Path(run.guest.vmlinux))
+        return kind.build(machine, kernel, run.cmdline)
     raise TraceError(f"{run.path}: trace header has no domain layout and no guest image "
                      "was found to rebuild it (pass --guest PATH)")
 
@@ -160,11 +156,12 @@ class _Side:
         memory = run.memory
         self.run = run
         self.version = version
-        self.machine = machine = _ScratchMachine(memory, builder.extra_bytes_for(memory))
-        layout = _layout(run, machine)
-        self.backend = backend = XenBackend(version)
+        self.backend = backend = backend_for_version(version)
+        kind = guest_kind(backend)
+        self.machine = machine = _ScratchMachine(memory, kind.extra_bytes_for(memory))
+        layout = _layout(run, machine, kind)
         self.access = access = _RecordedMemory(machine)
-        self.platform = _NoGuestPlatform()
+        self.platform = _NoGuestPlatform(kind.dispatch_class().shutdown_stop)
         name = run.header.get("guest", {}).get("name", "guest")
         backend.attach(machine, layout, access, self.platform, memory, str(name))
         # Console output is the guest's side of console_io; open loop compares the

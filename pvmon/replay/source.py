@@ -12,22 +12,24 @@ header gets one line naming the field, never an engine error.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pvmon.backends.registry import resolve_version
-from pvmon.backends.xen.versions import XenVersion
+from pvmon.backends.base import GuestKind
+from pvmon.backends.registry import kind_for_abi, resolve_version
 from pvmon.errors import BackendError, GuestImageError, GuestNotFound, TraceError
 from pvmon.guests.catalog import GuestImage, resolve
 from pvmon.trace.reader import TraceReader
 from pvmon.units import (
-    PAGE_SIZE,
     cmdline_problem,
     duration_ns_problem,
     memory_problem,
     size_text,
 )
+
+if TYPE_CHECKING:
+    from pvmon.backends.xen.versions import XenVersion
 
 
 @dataclass
@@ -141,7 +143,23 @@ def check_header(h: dict, path: Path) -> None:
     if lay is not None:
         if not isinstance(lay, dict):
             raise _bad(path, "layout", lay, "is not a map")
-        _check_layout(lay, memory, path)
+        kind = _recorded_kind(b)
+        problem = kind.layout_problem(lay, memory) if kind is not None else None
+        if problem is not None:
+            field, value, where = problem
+            raise _bad(path, f"layout.{field}", value, f"is not {where}")
+
+
+def _recorded_kind(backend: Any) -> GuestKind | None:
+    """The guest kind of a header's ``backend`` map's ABI (default "xen"), or
+    None when pvmon has none (:func:`recorded_version` refuses that trace)."""
+    abi = backend.get("abi", "xen") if isinstance(backend, dict) else "xen"
+    if not isinstance(abi, str):
+        return None
+    try:
+        return kind_for_abi(abi)
+    except BackendError:
+        return None
 
 
 def _check_initrd_info(info: Any, memory: int, path: Path) -> None:
@@ -156,43 +174,6 @@ def _check_initrd_info(info: Any, memory: int, path: Path) -> None:
         raise _bad(path, "machine.initrd.size", size,
                    f"is not a size from 1 byte to machine.memory ({size_text(memory)})")
     _check_sha256(path, "machine.initrd.sha256", info.get("sha256"))
-
-
-def _check_layout(lay: dict, memory: int, path: Path) -> None:
-    """The recorded domain layout (open loop builds its scratch domain from it):
-    every field an int where the recorder puts it for ``memory`` bytes of RAM."""
-    from pvmon.backends.xen import abi, builder
-
-    nr_pages = memory // PAGE_SIZE
-    phys = memory + builder.extra_bytes_for(memory)
-    m2p_pages = -(-(phys // PAGE_SIZE) * 8 // PAGE_SIZE)
-    spans = {"gdt_ma": builder.GDT_PAGES, "grant_ma": builder.GRANT_FRAMES, "m2p_ma": m2p_pages}
-    for f in fields(builder.Layout):
-        name = f.name
-        if name == "extras" or name not in lay:
-            continue
-        v = lay[name]
-        if type(v) is not int:
-            raise _bad(path, f"layout.{name}", v, "is not an integer")
-        if name == "nr_pages":
-            ok, where = v == nr_pages, f"machine.memory's {nr_pages} pages"
-        elif name.endswith("_ma"):
-            top = phys - spans.get(name, 1) * PAGE_SIZE
-            ok = v % PAGE_SIZE == 0 and memory <= v <= top
-            where = f"a page of the hypervisor area, {memory:#x} to {top:#x}"
-        elif name.endswith("_pfn"):
-            ok, where = 0 <= v < nr_pages, f"a guest frame, 0 to {nr_pages - 1}"
-        elif name == "nr_pt_frames":
-            ok, where = 0 < v <= nr_pages - lay.get("pt_base_pfn", 0), "the frames of guest RAM"
-        elif name == "mod_len":
-            ok, where = 0 <= v <= memory, f"0 to machine.memory ({size_text(memory)})"
-        elif name.endswith("_evtchn"):
-            ok, where = 0 < v < abi.EVTCHN_2L_NR_CHANNELS, \
-                f"an event channel, 1 to {abi.EVTCHN_2L_NR_CHANNELS - 1}"
-        else:                                   # guest-virtual addresses
-            ok, where = 0 <= v < 1 << 64, "a 64-bit address"
-        if not ok:
-            raise _bad(path, f"layout.{name}", v, f"is not {where}")
 
 
 def _str(v, what: str, path: Path) -> str:

@@ -2,7 +2,7 @@
 
 The stream pane colours calls by family and prints the family's tag, so the
 stream stays readable without colour. Names come from the ABI table
-(:data:`pvmon.backends.xen.abi.HYPERCALLS`); a name missing there is a bug
+(:func:`pvmon.backends.registry.abi_names`); a name missing there is a bug
 caught at import.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvmon.backends.xen import abi
+from pvmon.backends.registry import abi_names
 
 # family -> (tag shown in the stream, Rich style)
 FAMILY_STYLE: dict[str, tuple[str, str]] = {
@@ -38,9 +38,10 @@ _XEN_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 HYPERCALL_FAMILY: dict[str, str] = {}
+_XEN_NUMBERS = abi_names("xen").HYPERCALL_NUMBERS
 for _fam, _names in _XEN_FAMILIES.items():
     for _n in _names:
-        assert _n in abi.HYPERCALL_NUMBERS, _n
+        assert _n in _XEN_NUMBERS, _n
         HYPERCALL_FAMILY[_n] = _fam
 
 _KIND_FAMILY = {"fault": "fault", "upcall": "events", "con": "console", "tsc": "time",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pvmon.backends.xen import abi
+from pvmon.backends.registry import abi_names
 from pvmon.errors import PvmonError
 from pvmon.ui.families import FAMILY_STYLE, family_of
 
@@ -82,6 +82,7 @@ def vocabulary() -> dict[str, str]:
     (the ABI tables' sub-op names). A term that is several things is listed
     as the first of these."""
     words: dict[str, str] = {}
+    abi = abi_names("xen")
     for what, names in (("hypercall", abi.HYPERCALLS.values()), ("event kind", EVENT_KINDS),
                         ("family", (f for f in FAMILY_STYLE if f != "other")),
                         ("ABI", ABIS),

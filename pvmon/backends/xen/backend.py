@@ -8,7 +8,7 @@ and bad pointers become -EFAULT, bad arguments -EINVAL, unknown calls -ENOSYS,
 as Xen answers them. Nothing a guest passes may raise out of this module.
 
 The vCPU side of PV (bounce frames, iret, kernel/user mode, upcalls) is in
-:mod:`pvmon.backends.xen.vcpu`.
+:mod:`pvmon.backends.xen.pv.vcpu` (over :mod:`pvmon.backends.xen.vcpu`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from pvmon.backends.xen.builder import Layout, m2p_frames
 from pvmon.backends.xen.console import ConsoleRing
 from pvmon.backends.xen.events import EventChannels, Port
 from pvmon.backends.xen.grant_table import GrantTable
-from pvmon.backends.xen.vcpu import PvVcpu
+from pvmon.backends.xen.pv.cpu import PvCpu
+from pvmon.backends.xen.pv.mmu import PvMmu
+from pvmon.backends.xen.pv.vcpu import PvVcpu
 from pvmon.backends.xen.versions import REGISTRY, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
-from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P, Machine
+from pvmon.engine.machine import PAGE_SIZE, Machine
 
 E = abi
 U64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -49,11 +51,13 @@ _SUBOP_IN_ARG0: dict[str, tuple[dict[int, str], int]] = {
                  "grant_table_op", "console_io", "xenpmu_op", "vm_assist")}
 
 
-class XenBackend(Backend):
+class XenBackend(PvCpu, PvMmu, Backend):
     """Xen ``version`` serving one PV domU: a :class:`XenVersion` (built-in or
     profile) or a built-in's name (``"4.17"``, ``"xen-4.17"``)."""
 
     abi = "xen"
+    #: The domain id pvmon's one domU has (what DOMID_SELF stands for).
+    domid = DOMID
     CAPABILITIES = frozenset({CAP_PV_MMU, CAP_HYPERCALL_PAGE, CAP_CONSOLE_INPUT,
                               CAP_EVENT_UPCALLS})
 
@@ -137,9 +141,7 @@ class XenBackend(Backend):
             "interdomain", remote_dom=0, remote_port=1, on_send=self._xenstore_kick)
         self.events.ports[layout.console_evtchn] = Port(
             "interdomain", remote_dom=0, remote_port=2, on_send=self._console_kick)
-        # The builder's L4 is pinned by the domain builder (libxenguest pins pt_base).
-        self.pinned: dict[int, int] = {layout.pt_base_pfn: 4}   # mfn -> level
-        self.page_types: dict[int, int] = {}
+        self.init_mmu(layout)
         self.free_mfns: list[int] = []
         self.vm_assist = 0
         self.gnttab = GrantTable(self, DOMID)
@@ -207,122 +209,6 @@ class XenBackend(Backend):
     def _valid_mfn(self, mfn: int) -> bool:
         return 0 <= mfn < self.layout.nr_pages
 
-    # ============================================================ CPU state
-    def hc_set_trap_table(self, traps, *_):
-        """Load entries into the virtual IDT until one with address 0; a NULL
-        handle clears it. A non-canonical handler address stops the load with
-        -EINVAL, the entries before it staying loaded (do_set_trap_table,
-        xen/arch/x86/pv/callback.c@stable-4.17)."""
-        if traps == 0:
-            self.vcpu.trap_table.clear()
-            return 0
-        n = 0
-        for i in range(256):
-            vec, flags, cs, addr = struct.unpack("<BBH4xQ", self._read(traps + i * 16, 16))
-            if addr == 0:
-                break
-            if not abi.is_canonical(addr):
-                self.op = {"entries": n}
-                return -E.EINVAL
-            self.vcpu.trap_table[vec] = (flags, cs, addr)
-            n += 1
-        self.op = {"entries": n}
-        return 0
-
-    def hc_set_callbacks(self, event, failsafe, syscall, *_):
-        """The three x86-64 callbacks at once, each registered with flags 0
-        (so failsafe and syscall no longer mask events); a non-canonical
-        address leaves that callback as it was, and the call still returns 0
-        (do_set_callbacks ignores register_guest_callback's -EINVAL,
-        xen/arch/x86/pv/callback.c@stable-4.17)."""
-        for typ, addr in ((E.CALLBACKTYPE_event, event), (E.CALLBACKTYPE_failsafe, failsafe),
-                          (E.CALLBACKTYPE_syscall, syscall)):
-            self._register_callback(typ, 0, addr)
-        return 0
-
-    def _register_callback(self, typ: int, flags: int, addr: int) -> int:
-        """register_guest_callback (xen/arch/x86/pv/callback.c@stable-4.17) for a
-        64-bit PV vCPU: the address must be canonical (-EINVAL, checked before
-        the type); event, failsafe, syscall, syscall32 and sysenter store their
-        entry point (address 0 included: a syscall then raises #UD) with
-        CALLBACKF_mask_events; nmi fills the trap table's NMI slot with events
-        masked on entry (register_guest_nmi_callback: TI_SET_IF); any other
-        type, sysenter_deprecated (3) among them, is -ENOSYS."""
-        if not abi.is_canonical(addr):
-            return -E.EINVAL
-        if typ == E.CALLBACKTYPE_nmi:
-            self.vcpu.trap_table[E.TRAP_nmi] = (E.TI_IF, E.FLAT_KERNEL_CS64, addr)
-            return 0
-        if typ not in abi.CALLBACKTYPES:
-            return -E.ENOSYS
-        self.vcpu.callbacks[typ] = (addr, flags & E.CALLBACKF_mask_events)
-        return 0
-
-    def hc_callback_op(self, cmd, arg, *_):
-        """CALLBACKOP_register / CALLBACKOP_unregister (do_callback_op,
-        xen/arch/x86/pv/callback.c@stable-4.17). Only the NMI callback can be
-        unregistered (0); the other known types answer -EINVAL, unknown types
-        and commands -ENOSYS."""
-        self.op = {"cmd": abi.CALLBACKOP_CMDS.get(cmd, cmd)}
-        if cmd == E.CALLBACKOP_register:
-            typ, flags, addr = struct.unpack(
-                "<HH4xQ", self._read(arg, E.CALLBACK_REGISTER_SIZE))
-            self.op.update(type=abi.CALLBACKTYPES.get(typ, typ), address=addr)
-            return self._register_callback(typ, flags, addr)
-        if cmd == E.CALLBACKOP_unregister:
-            typ = struct.unpack("<H2x", self._read(arg, E.CALLBACK_UNREGISTER_SIZE))[0]
-            self.op.update(type=abi.CALLBACKTYPES.get(typ, typ))
-            if typ == E.CALLBACKTYPE_nmi:
-                self.vcpu.trap_table.pop(E.TRAP_nmi, None)   # unregister_guest_nmi_callback
-                return 0
-            return -E.EINVAL if typ in abi.CALLBACKTYPES else -E.ENOSYS
-        return -E.ENOSYS
-
-    def hc_stack_switch(self, ss, sp, *_):
-        self.vcpu.kernel_ss, self.vcpu.kernel_sp = ss, sp
-        self.op = {"ss": ss, "sp": sp}
-        return 0
-
-    def hc_fpu_taskswitch(self, set_, *_):
-        self.vcpu.set_ts(bool(set_))
-        return 0
-
-    def hc_set_segment_base(self, which, base, *_):
-        self.op = {"which": abi.SEGBASE_NAMES.get(which, which), "base": base}
-        return self.vcpu.set_segment_base(which, base)
-
-    def hc_set_debugreg(self, reg, value, *_):
-        if reg > 7 or reg in (4, 5):
-            return -E.EINVAL
-        self.vcpu.debugreg[reg] = value
-        return 0
-
-    def hc_get_debugreg(self, reg, *_):
-        if reg > 7 or reg in (4, 5):
-            return -E.EINVAL
-        return self.vcpu.debugreg.get(reg, 0)
-
-    def hc_set_gdt(self, frame_list, entries, *_):
-        if entries > 14 * 512:
-            return -E.EINVAL
-        nframes = -(-entries // 512)
-        frames = struct.unpack(f"<{nframes}Q", self._read(frame_list, 8 * nframes)) \
-            if nframes else ()
-        for f in frames:
-            if not self._valid_mfn(f):
-                return -E.EINVAL
-        self.op = {"entries": entries, "frames": list(frames)}
-        self.vcpu.load_gdt(list(frames), entries)
-        return 0
-
-    def hc_update_descriptor(self, ma, desc, *_):
-        if ma & 7 or not self._valid_mfn(ma >> 12):
-            return -E.EINVAL
-        self.op = {"ma": ma, "desc": desc}
-        self.guest.write_machine(ma, struct.pack("<Q", desc))
-        self.vcpu.descriptor_written(ma, desc)
-        return 0
-
     def hc_vm_assist(self, cmd, typ, *_):
         self.op = {"cmd": abi.VMASST_CMDS.get(cmd, cmd), "type": abi.VMASST_TYPES.get(typ, typ)}
         if typ not in (2, 3, 4, 5, 32) or cmd not in (0, 1):
@@ -336,247 +222,6 @@ class XenBackend(Backend):
         else:
             self.vm_assist &= ~(1 << typ)
         return 0
-
-    def hc_iret(self, *_):
-        return self.vcpu.iret()
-
-    def hc_nmi_op(self, cmd, arg, *_):
-        """XENNMI_register_callback {u64 handler_address; u64 pad} and
-        XENNMI_unregister_callback: the same NMI slot as CALLBACKTYPE_nmi
-        (do_nmi_op, xen/arch/x86/pv/callback.c@stable-4.17); other commands -ENOSYS."""
-        self.op = {"cmd": abi.XENNMI_CMDS.get(cmd, cmd)}
-        if cmd == E.XENNMI_register_callback:
-            addr = struct.unpack("<Q8x", self._read(arg, 16))[0]
-            self.op["address"] = addr
-            return self._register_callback(E.CALLBACKTYPE_nmi, 0, addr)
-        if cmd == E.XENNMI_unregister_callback:
-            self.vcpu.trap_table.pop(E.TRAP_nmi, None)
-            return 0
-        return -E.ENOSYS
-
-    # ================================================================= MMU
-    def hc_mmu_update(self, reqs, count, done_ptr, domid, *_):
-        count &= ~abi.MMU_UPDATE_PREEMPTED
-        if domid != abi.DOMID_SELF and domid != DOMID:
-            return -E.ESRCH
-        if count > 1 << 20:
-            return -E.EINVAL
-        if count == 1:                    # the common case, without the batch bookkeeping
-            ptr, val = struct.unpack("<QQ", self._read(reqs, 16))
-            rc = self._mmu_update_one(ptr, val)
-            done = 0 if rc else 1
-            self.op = {"count": 1, "done": done,
-                       "cmds": {abi.MMU_CMDS.get(ptr & 3, ptr & 3): 1}, "ptr": ptr, "val": val}
-            if done_ptr:
-                self._write(done_ptr, struct.pack("<I", done))
-            return rc
-        data = self._read(reqs, 16 * count) if count else b""
-        rc = 0
-        done = 0
-        cmds = {}
-        for i in range(count):
-            ptr, val = struct.unpack_from("<QQ", data, i * 16)
-            cmd = ptr & 3
-            cmds[cmd] = cmds.get(cmd, 0) + 1
-            rc = self._mmu_update_one(ptr, val)
-            if rc:
-                break
-            done += 1
-        self.op = {"count": count, "done": done,
-                   "cmds": {abi.MMU_CMDS.get(k, k): v for k, v in cmds.items()}}
-        if done_ptr:
-            self._write(done_ptr, struct.pack("<I", done))
-        return rc
-
-    def _mmu_update_one(self, ptr: int, val: int) -> int:
-        """One ``struct mmu_update`` request (xen.h); 0 or a negative errno."""
-        cmd = ptr & 3
-        ma = ptr & ~7
-        if cmd == E.MMU_NORMAL_PT_UPDATE or cmd == E.MMU_PT_UPDATE_PRESERVE_AD:
-            mfn = ma >> 12
-            if not 0 <= mfn < self.layout.nr_pages or (val & PTE_P and not self._valid_pte(val)):
-                return -E.EINVAL
-            level = self.pinned.get(mfn)
-            if level == 1 and self._writable_pt_mapping(val):
-                return -E.EBUSY
-            if level == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
-                return -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
-            if level in (2, 4) and val & PTE_P:
-                rc = self._mod_pde(level, ma, val)
-                if rc is not None:
-                    return rc
-            # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
-            # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
-            self.guest.write_machine(ma, struct.pack("<Q", val))
-            return 0
-        if cmd == E.MMU_MACHPHYS_UPDATE:
-            mfn = ptr >> 12
-            if not self._valid_mfn(mfn):
-                return -E.EINVAL
-            self.m.write_u64_phys(self.layout.m2p_ma + mfn * 8, val)
-            return 0
-        return -E.ENOSYS
-
-    # mm.c@stable-4.17 FASTPATH_FLAG_WHITELIST: NX, AVAIL_HIGH (bits 52-62), AVAIL (9-11),
-    # GLOBAL, DIRTY, ACCESSED, USER. CONFIG_PV_LINEAR_PT=y keeps RW out of it for PDEs.
-    _FASTPATH_WHITELIST = (1 << 63) | (0x7FF << 52) | 0xE00 | 0x100 | 0x40 | 0x20 | 0x4
-
-    def _mod_pde(self, level: int, ma: int, val: int) -> int | None:
-        """A present entry written into an explicitly pinned L2 or L4 table
-        (mod_l2_entry / mod_l4_entry, xen/arch/x86/mm.c@stable-4.17): an L2
-        entry with _PAGE_PSE is refused (L2_DISALLOW_MASK); an entry that keeps
-        its frame and changes only whitelisted flags takes the fast path; any
-        other is validated, and a same-level (linear) entry must be read-only
-        (get_l4_linear_pagetable: "Attempt to create linear p.t. with write
-        perms"). -EINVAL, or None to write the entry.
-
-        Versions affected by XSA-148 / XSA-182 (capabilities
-        ``xsa148_l2_pse_refused`` / ``xsa182_pde_fastpath_whitelist`` absent)
-        take the old fast path: same frame and still present, whatever the
-        flags, before any check (mm.c@RELEASE-4.6.0: L2_DISALLOW_MASK without
-        _PAGE_PSE, l?e_has_changed(.., _PAGE_PRESENT)); a new superpage outside
-        it is still refused (no allowsuperpage). pvmon knows a table's level
-        only when the guest pinned that frame itself."""
-        caps = self.ver.capabilities
-        # Read from the machine, not through the recording access: a recording holds
-        # what the guest's call made the backend read, and this read is pvmon's own
-        # bookkeeping (every Linux L4 update passes here).
-        old = self.m.read_u64_phys(ma)
-        same_frame = old & PTE_P and not (old ^ val) & PTE_ADDR_MASK
-        pse = level == 2 and val & 0x80
-        if pse and "xsa148_l2_pse_refused" in caps:
-            return -E.EINVAL
-        if "xsa182_pde_fastpath_whitelist" in caps:
-            if not (old ^ val) & ~self._FASTPATH_WHITELIST & ((1 << 64) - 1) and old & PTE_P:
-                return None
-        elif same_frame:
-            return None
-        if pse:
-            return -E.EINVAL
-        if val & 2 and self.pinned.get((val & PTE_ADDR_MASK) >> 12) == level:
-            return -E.EINVAL
-        return None
-
-    def _writable_pt_mapping(self, val: int) -> bool:
-        """A leaf PTE that would map a pinned page-table frame writable: Xen
-        refuses it (get_page_from_l1e cannot take a writable type ref)."""
-        return bool(val & PTE_P and val & 2 and ((val & PTE_ADDR_MASK) >> 12) in self.pinned)
-
-    def _valid_pte(self, val: int) -> bool:
-        mfn = (val & PTE_ADDR_MASK) >> 12
-        # Guest RAM, or a hypervisor frame the guest was given (shared_info, grant frames).
-        return self._valid_mfn(mfn) or self._hv_frame_ok(mfn)
-
-    def _hv_frame_ok(self, mfn: int) -> bool:
-        """A hypervisor frame shared with the guest: shared_info, or a grant
-        frame in use (grant_table.GrantTable.frame_shared)."""
-        return mfn << 12 == self.layout.shared_info_ma or self.gnttab.frame_shared(mfn)
-
-    def hc_mmuext_op(self, ops, count, done_ptr, domid, *_):
-        count &= ~abi.MMU_UPDATE_PREEMPTED
-        if count > 1 << 20:
-            return -E.EINVAL
-        data = self._read(ops, 24 * count) if count else b""
-        rc = 0
-        done = 0
-        decoded = []                      # (name or number, arg1) per op tried
-        gated = "mmuext_op" in self.ver.gated
-        for i in range(count):
-            cmd, arg1, arg2 = struct.unpack_from("<I4xQQ", data, i * 24)
-            name = abi.MMUEXT_CMDS.get(cmd) or cmd
-            decoded.append((name, arg1))
-            rc = self._subop_gate("mmuext_op", name) if gated else None
-            if rc is None:
-                rc = self._mmuext(cmd, arg1, arg2)
-            if rc:
-                break
-            done += 1
-        if count == 1 and decoded:
-            name, arg1 = decoded[0]
-            key = ("linear_addr" if name in ("INVLPG_LOCAL", "INVLPG_ALL", "INVLPG_MULTI",
-                                             "SET_LDT") else "mfn")
-            self.op = {"cmd": name, key: arg1}
-        else:
-            self.op = {"count": count, "ops": [d[0] for d in decoded]}
-        if done_ptr:
-            self._write(done_ptr, struct.pack("<I", done))
-        return rc
-
-    def _mmuext(self, cmd: int, arg1: int, arg2: int) -> int:
-        v = self.vcpu
-        if cmd in (0, 1, 2, 3):
-            if not self._valid_mfn(arg1):
-                return -E.EINVAL
-            if arg1 in self.pinned:
-                return -E.EINVAL
-            self.pinned[arg1] = cmd + 1
-            if cmd == 3:
-                v.install_xen_slots(arg1)
-            return 0
-        if cmd == 4:
-            if arg1 not in self.pinned:
-                return -E.EINVAL
-            del self.pinned[arg1]
-            return 0
-        if cmd == 5:
-            if not self._valid_mfn(arg1):
-                return -E.EINVAL
-            v.new_baseptr(arg1, user=False)
-            return 0
-        if cmd == 15:
-            if arg1 and not self._valid_mfn(arg1):
-                return -E.EINVAL
-            v.new_baseptr(arg1, user=True)
-            return 0
-        if cmd in (6, 7, 8, 9, 10, 11):
-            self.m.flush_tlb()
-            return 0
-        if cmd in (12, 18):
-            return 0
-        if cmd == 13:
-            v.ldt = (arg1, arg2)
-            return 0
-        if cmd == 16:
-            if not self._valid_mfn(arg1):
-                return -E.EINVAL
-            self.guest.write_machine(arg1 << 12, bytes(PAGE_SIZE))
-            return 0
-        if cmd == 17:
-            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)):
-                return -E.EINVAL
-            self.guest.write_machine(arg1 << 12, self.guest.read_machine(arg2 << 12, PAGE_SIZE))
-            return 0
-        if cmd in (19, 20):
-            return -E.EOPNOTSUPP
-        return -E.ENOSYS   # xen/arch/x86/mm.c do_mmuext_op: default: rc = -ENOSYS
-
-    def hc_update_va_mapping(self, va, val, flags, *_):
-        self.op = {"va": va, "val": val, "flags": flags}
-        if val & PTE_P and not self._valid_pte(val):
-            return -E.EINVAL
-        if self._writable_pt_mapping(val):
-            return -E.EBUSY
-        try:
-            _, pte_ma = self.guest.walk(va)
-        except GuestFault:
-            pte_ma = self._l1_slot(va)
-            if pte_ma is None:
-                return -E.EINVAL
-        self.guest.write_machine(pte_ma, struct.pack("<Q", val))
-        if flags & E.UVMF_FLUSHTYPE_MASK:   # UVMF_INVLPG or UVMF_TLB_FLUSH: xen.h
-            self.m.flush_tlb()
-        return 0
-
-    def _l1_slot(self, va: int) -> int | None:
-        """Machine address of the L1 entry for ``va`` when the L1 table exists
-        but the entry itself is not present."""
-        table = self.m.reg("cr3") & PTE_ADDR_MASK
-        for shift in (39, 30, 21):
-            e = self.guest.read_u64_phys(table + ((va >> shift) & 511) * 8)
-            if not e & PTE_P or e & 0x80:
-                return None
-            table = e & PTE_ADDR_MASK
-        return table + ((va >> 12) & 511) * 8
 
     def hc_update_va_mapping_otherdomain(self, *_):
         return -E.EPERM

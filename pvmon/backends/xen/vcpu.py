@@ -1,46 +1,12 @@
-"""The PV vCPU: what Xen does to a 64-bit PV guest's CPU state.
+"""The Xen vCPU: what every Xen guest mode shares of a vCPU (PV now, PVH
+next): vcpu_info and the upcall mask, pvclock time, runstate, timers,
+blocking and polling.
 
-Bounce frames (fault, event and syscall delivery), the iret hypercall,
-kernel/user mode switches, vcpu_info and pvclock, timers and blocking.
-
-Facts: the bounce frame {RCX, R11, [ERRCODE,] RIP, CS, RFLAGS, RSP, SS} on a
-16-byte aligned stack, CS RPL cleared when interrupted in kernel mode, the
-saved upcall mask in bits 32-39 of the CS slot and EFLAGS.IF = !mask
-(xen/arch/x86/x86_64/entry.S create_bounce_frame); struct iret_context and
-do_iret semantics (xen/include/public/arch-x86/xen-x86_64.h,
-xen/arch/x86/pv/iret.c); vcpu_info and vcpu_time_info layouts
-(xen/include/public/xen.h); pvclock scaling: ns = ((tsc - tsc_timestamp) <<
-tsc_shift) * tsc_to_system_mul >> 32.
-
-Engine decision: the guest kernel runs at CPL 0 in Unicorn and user mode at
-CPL 3. Real 64-bit Xen runs both at ring 3 and tells them apart only by which
-page-table root is loaded (the kernel L4, or the user L4 given with
-MMUEXT_NEW_USER_BASEPTR) and by its own per-vCPU "kernel mode" flag
-(xen/arch/x86/x86_64/entry.S, toggle_guest_mode in xen/arch/x86/pv/domain.c).
-pvmon keeps that flag (``user_mode``) and the two roots exactly as Xen does,
-but lets Unicorn run the kernel at CPL 0 because:
-
-* Unicorn's CPL is the privilege its page walks check. At CPL 3 every kernel
-  mapping would need _PAGE_USER, which Xen forces into guest kernel PTEs
-  behind the guest's back (adjust_guest_l1e); pvmon writes guest PTEs verbatim
-  (machine frame = pseudo-physical frame, so guest page tables are used by the
-  MMU directly) and would have to rewrite them and hide the rewrite.
-* At CPL 0 the kernel's frames, stacks and the CS/SS values it sees are still
-  Xen's: bounce frames carry FLAT_KERNEL/FLAT_USER selectors (RPL 3), the
-  hidden DPL-0 ENGINE_KERNEL_CS/SS live in Xen's reserved GDT area and are
-  never visible to the guest.
-* The cost: a privileged instruction the kernel executes (cli, mov to CR3,
-  wrmsr, invlpg) runs instead of raising #GP as it would under Xen. A pvops
-  Linux never does that; a kernel that did would behave differently here.
-
-User mode, as Xen does it: ``iret`` to a CS with RPL 3 switches to the user L4
-(TLB flushed on every CR3 write), swaps the GS bases (the kernel's stays in
-``gs_kernel``; SEGBASE_GS_USER writes the other one, like SWAPGS would) and
-drops the CPL to 3. ``syscall`` from user mode enters the registered syscall
-callback with RCX/R11 in the frame; faults and events arriving in user mode
-switch to the kernel L4 and the kernel stack given with stack_switch
-(``kernel_sp``) and push the PV frame with the user CS/SS/RSP there. FS base
-is shared by both modes and set directly by SEGBASE_FS.
+Facts: vcpu_info and vcpu_time_info layouts (xen/include/public/xen.h);
+pvclock scaling: ns = ((tsc - tsc_timestamp) << tsc_shift) *
+tsc_to_system_mul >> 32. The PV platform's vCPU (bounce frames, iret,
+kernel/user mode, the trap table) is :class:`pvmon.backends.xen.pv.vcpu.PvVcpu`,
+a subclass.
 """
 
 from __future__ import annotations
@@ -48,29 +14,14 @@ from __future__ import annotations
 import struct
 
 from pvmon.backends.xen import abi
-from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
-from pvmon.engine.machine import (
-    CR0_TS,
-    PAGE_SIZE,
-    PTE_A,
-    PTE_P,
-    PTE_RW,
-    PTE_US,
-    GuestPageFault,
-    Machine,
-    Stop,
-)
+from pvmon.engine.machine import GuestPageFault, Machine, Stop
 
 E = abi
-RFLAGS_IF = 1 << 9
-RFLAGS_DF = 1 << 10
-RFLAGS_CLEAR_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18)  # TF NT RF VM AC
-TI_IF = E.TI_IF   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
 
 
-class PvVcpu:
-    """vCPU 0 of a PV domain, bound to a backend (for events, time and the
-    platform) and the machine."""
+class XenVcpu:
+    """vCPU 0 of a Xen domain, bound to a backend (for events, time and the
+    platform) and the machine: the members every Xen guest mode shares."""
 
     def __init__(self, backend, machine: Machine, layout) -> None:
         self.b = backend
@@ -79,18 +30,6 @@ class PvVcpu:
                                in backend.ver.capabilities else 0)
         self.m = machine
         self.layout = layout
-        self.trap_table: dict[int, tuple[int, int, int]] = {}
-        self.callbacks: dict[int, tuple[int, int]] = {}
-        self.kernel_ss = 0
-        self.kernel_sp = 0
-        self.user_mode = False
-        self.kernel_cr3 = layout.pt_base_pfn
-        self.user_cr3 = 0
-        self.gs_user = 0
-        self.gs_kernel = 0
-        self.debugreg: dict[int, int] = {}
-        self.ldt = (0, 0)
-        self.gdt_frames: list[int] = []
         self._vcpu_info = layout.shared_info_ma   # vcpu_info[0] sits at offset 0
         self.singleshot: int | None = None
         # Xen starts every vCPU with a 10 ms periodic timer (xen/common/sched/core.c)
@@ -100,7 +39,6 @@ class PvVcpu:
         self.runstate_va = 0
         self.time_area_va = 0
         self.blocked_ns = 0
-        self.install_xen_slots(layout.pt_base_pfn)
 
     # ---------------------------------------------------------- vcpu_info
     def vcpu_info_ma(self) -> int:
@@ -156,234 +94,6 @@ class PvVcpu:
                 self.m.write_virt(self.runstate_va, self.runstate_bytes())
             except GuestPageFault:
                 pass
-
-    # ------------------------------------------------------------- CPU state
-    def set_ts(self, on: bool) -> None:
-        cr0 = self.m.reg("cr0")
-        self.m.set_reg("cr0", (cr0 | CR0_TS) if on else (cr0 & ~CR0_TS))
-
-    def set_segment_base(self, which: int, base: int) -> int:
-        if (base >> 47) not in (0, 0x1FFFF) and which != E.SEGBASE_GS_USER_SEL:
-            return -E.EINVAL
-        if which == E.SEGBASE_FS:
-            self.m.set_reg("fs_base", base)
-        elif which == E.SEGBASE_GS_KERNEL:
-            if self.user_mode:
-                self.gs_kernel = base
-            else:
-                self.m.set_reg("gs_base", base)
-        elif which == E.SEGBASE_GS_USER:
-            if self.user_mode:
-                self.m.set_reg("gs_base", base)
-            else:
-                self.gs_user = base
-        elif which == E.SEGBASE_GS_USER_SEL:
-            self.gs_user = 0   # flat descriptors have base 0
-        else:
-            return -E.EINVAL
-        return 0
-
-    def load_gdt(self, frames: list[int], entries: int) -> None:
-        self.gdt_frames = frames
-        gdt = self.layout.gdt_ma
-        for i, f in enumerate(frames):
-            self.m.write_phys_data(gdt + i * PAGE_SIZE, self.m.read_phys(f << 12, PAGE_SIZE))
-        tail = entries * 8
-        self.m.write_phys_data(gdt + tail, bytes(len(frames) * PAGE_SIZE - tail))
-        self.m.flush_tlb()
-
-    def descriptor_written(self, ma: int, desc: int) -> None:
-        frame = ma >> 12
-        if frame in self.gdt_frames:
-            idx = self.gdt_frames.index(frame)
-            self.m.write_u64_phys(self.layout.gdt_ma + idx * PAGE_SIZE + (ma & 0xFFF), desc)
-
-    def install_xen_slots(self, l4_mfn: int) -> None:
-        """Put the hypervisor's L4 slot (M2P, descriptor table) into an L4,
-        as Xen does for every page validated as an L4 table."""
-        self.m.write_u64_phys((l4_mfn << 12) + 256 * 8,
-                              self.layout.hv_l3_ma | PTE_P | PTE_RW | PTE_US | PTE_A)
-
-    def new_baseptr(self, mfn: int, user: bool) -> None:
-        if mfn:
-            self.install_xen_slots(mfn)
-        if user:
-            self.user_cr3 = mfn
-            if self.user_mode:
-                self.m.write_cr3(mfn << 12)
-        else:
-            self.kernel_cr3 = mfn
-            if not self.user_mode:
-                self.m.write_cr3(mfn << 12)
-
-    def _to_kernel(self) -> None:
-        self.user_mode = False
-        self.gs_user = self.m.reg("gs_base")
-        self.m.set_reg("gs_base", self.gs_kernel)
-        self.m.write_cr3(self.kernel_cr3 << 12)
-        self.m.set_segment("ss", ENGINE_KERNEL_SS)
-        self.m.set_segment("cs", ENGINE_KERNEL_CS)
-        self.m.set_cpl(0)
-
-    def _to_user(self) -> None:
-        self.user_mode = True
-        self.gs_kernel = self.m.reg("gs_base")
-        self.m.set_reg("gs_base", self.gs_user)
-        self.m.write_cr3((self.user_cr3 or self.kernel_cr3) << 12)
-        self.m.set_segment("ss", E.FLAT_USER_SS64)
-        self.m.set_segment("cs", E.FLAT_USER_CS64)
-        self.m.set_cpl(3)
-
-    # ----------------------------------------------------------- delivery
-    def bounce(self, target: int, error_code: int | None = None, mask_events: bool = False,
-               rip: int | None = None, clear_flags: int = 0) -> bool:
-        """Build Xen's PV exception frame and enter the guest kernel at
-        ``target``; ``clear_flags``: RFLAGS bits cleared on entry besides
-        TF/NT/RF/VM/AC. Returns False (and stops the machine with a crash) when
-        there is no handler or the frame cannot be written, as Xen crashes the
-        domain (create_bounce_frame, xen/arch/x86/x86_64/entry.S@stable-4.17)."""
-        p = self.b.p
-        m = self.m
-        rsp, rflags, rcx, r11 = m.regs("rsp", "rflags", "rcx", "r11")
-        if rip is None:
-            rip = p.cur_rip()
-        if self.user_mode:
-            cs, ss = E.FLAT_USER_CS64, E.FLAT_USER_SS64
-            user_rsp = rsp
-            self._to_kernel()
-            sp = self.kernel_sp
-            frame_rsp = user_rsp
-        else:
-            cs, ss = E.FLAT_KERNEL_CS64 & ~3, E.FLAT_KERNEL_SS64
-            sp = rsp
-            frame_rsp = rsp
-        if not target:
-            p.crash_stop("guest has no handler registered for this delivery", rip)
-            return False
-        sp &= ~0xF
-        mask = self.upcall_mask()
-        words = [rcx, r11]
-        if error_code is not None:
-            words.append(error_code)
-        words += [rip, cs | (mask << 32), (rflags & ~RFLAGS_IF) | (0 if mask else RFLAGS_IF),
-                  frame_rsp, ss]
-        sp -= 8 * len(words)
-        try:
-            m.write_virt(sp, struct.pack(f"<{len(words)}Q", *words))
-        except GuestPageFault as exc:
-            p.crash_stop(f"fatal error while creating a bounce frame at {exc.va:#x}", rip)
-            return False
-        if mask_events:
-            self.set_upcall_mask(1)
-        m.set_regs(rsp=sp, rflags=(rflags & ~(RFLAGS_CLEAR_ON_TRAP | clear_flags)) | RFLAGS_IF)
-        p.jump(target)
-        return True
-
-    def deliver_trap(self, vector: int, error_code: int | None, cr2: int | None,
-                     rip: int) -> bool:
-        """Deliver exception ``vector`` through the guest's trap table. With no
-        handler for it Xen prints "Unhandled: vec N" and crashes the domain
-        (pv_inject_event, xen/arch/x86/pv/traps.c; create_bounce_frame's null
-        bounce IP, x86_64/entry.S@stable-4.17): so does pvmon."""
-        ent = self.trap_table.get(vector)
-        if ent is None:
-            self.b.p.crash_stop(f"no trap handler for vector {vector}: Xen crashes the domain "
-                                "(unhandled exception)", rip)
-            return False
-        flags, _cs, addr = ent
-        if vector == 14 and cr2 is not None:
-            self.m.write_u64_phys(self._vcpu_info + E.VCPU_INFO["cr2"], cr2)
-        return self.bounce(addr, error_code, bool(flags & TI_IF), rip=rip)
-
-    def software_interrupt(self, vector: int, next_rip: int) -> tuple[int, int | None, int]:
-        """What Xen delivers for ``int $vector`` (the 2-byte ``CD ib``) ending at
-        ``next_rip``: ``(vector, error code or None, rip)`` to hand to
-        :meth:`deliver_trap`.
-
-        The guest runs in ring 3 and Xen's IDT gives every vector DPL 0 except
-        #BP and #OF (``set_swint_gate``: DPL 3, init_idt_traps in
-        xen/arch/x86/traps.c@stable-4.17) and 0x80 (int80_direct_trap, DPL 3,
-        pv_trap_init in pv/traps.c). So:
-
-        * ``int $3``/``int $4`` reach the trap table's #BP/#OF handler with RIP
-          after the instruction; the trap table's DPL is not checked (the
-          comment in do_general_protection says so);
-        * ``int $0x80`` goes straight to a registered 0x80 handler whatever its
-          DPL (int80_direct_trap, x86_64/entry.S); with none it takes
-          int80_slow_path: a #GP with error code (0x80 << 3) | 2 and RIP back at
-          the instruction, which do_general_protection passes on as such;
-        * any other vector is that #GP, (vector << 3) | 2 at the instruction,
-          which do_general_protection turns into the guest's own vector (RIP
-          after, no error code) when the trap table's DPL permits the current
-          mode: at least 1 from the guest kernel, 3 from guest user mode
-          (permit_softint, asm/x86_64/regs.h).
-        """
-        if vector in (E.TRAP_int3, E.TRAP_overflow):
-            return vector, None, next_rip
-        gp = (E.TRAP_gp_fault, (vector << 3) | E.X86_XEC_IDT, next_rip - 2)
-        ent = self.trap_table.get(vector)
-        if vector == E.LEGACY_SYSCALL_VECTOR:
-            return (vector, None, next_rip) if ent is not None else gp
-        dpl = ent[0] & E.TI_DPL_MASK if ent is not None else 0
-        if dpl >= (3 if self.user_mode else 1):
-            return vector, None, next_rip
-        return gp
-
-    def can_upcall(self) -> bool:
-        return self.upcall_pending() and not self.upcall_mask() and 0 in self.callbacks
-
-    def deliver_upcall(self) -> bool:
-        """Enter the event callback if an event is pending and not masked."""
-        if not self.can_upcall():
-            return False
-        return self.bounce(self.callbacks[0][0], mask_events=True)
-
-    def syscall_from_user(self, ret_rip: int) -> bool:
-        """A ``syscall`` executed in guest user mode (``ret_rip``: the address
-        after it), as Xen's lstar_enter/switch_to_kernel take it
-        (xen/arch/x86/x86_64/entry.S@stable-4.17): RCX and R11 hold the return
-        RIP and RFLAGS (SYSCALL wrote them; the frame and the handler see
-        them), the registered syscall callback is entered with DF cleared (the
-        PV ABI's virtual SYSCALL_MASK) and events masked if it was registered
-        with CALLBACKF_mask_events. With no callback (never registered, or
-        registered at address 0) Xen injects #UD at the ``syscall`` through the
-        trap table, not #GP.
-
-        A ``syscall`` from 32-bit user code would enter the syscall32 callback
-        instead (switch_to_kernel picks it when CS is FLAT_USER_CS32); pvmon
-        cannot run 32-bit user code yet (iret always loads the 64-bit user CS),
-        so that path does not arise."""
-        rflags = self.m.reg("rflags")
-        self.m.set_regs(rcx=ret_rip, r11=rflags)
-        cb = self.callbacks.get(E.CALLBACKTYPE_syscall)
-        if cb is None or not cb[0]:
-            return self.deliver_trap(E.TRAP_invalid_op, None, None, ret_rip - 2)
-        return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events),
-                           rip=ret_rip, clear_flags=RFLAGS_DF)
-
-    def iret(self) -> int:
-        """HYPERVISOR_iret: pop struct iret_context from the guest stack."""
-        m = self.m
-        rsp = m.reg("rsp")
-        try:
-            raw = m.read_virt(rsp, E.IRET_CONTEXT_SIZE)
-        except GuestPageFault:
-            self.b.p.crash_stop("iret with an unreadable stack", self.b.p.cur_rip())
-            return 0
-        rax, r11, rcx, flags, rip, cs, rflags, sp, _ss = struct.unpack("<9Q", raw)
-        self.b.op = {"rip": rip, "cs": cs, "rflags": rflags, "rsp": sp, "flags": flags}
-        if (cs & 3) == 3 and not self.user_mode:
-            if not self.user_cr3:
-                self.b.p.crash_stop("iret to user mode without user page tables", rip)
-                return 0
-            self._to_user()
-        regs = {"rsp": sp, "rflags": (rflags & ~((3 << 12) | (1 << 17))) | RFLAGS_IF}
-        if not flags & E.VGCF_in_syscall:
-            regs.update(r11=r11, rcx=rcx)
-        m.set_regs(**regs)
-        self.set_upcall_mask(0 if rflags & RFLAGS_IF else 1)
-        self.b.p.jump(rip)
-        return rax
 
     # ---------------------------------------------------------------- time
     def set_singleshot(self, deadline: int | None) -> None:
@@ -453,4 +163,12 @@ class PvVcpu:
         return 0
 
 
-__all__ = ["PvVcpu", "Stop"]
+def __getattr__(name: str):
+    # PvVcpu's old home: it lives in the PV platform package now
+    if name == "PvVcpu":
+        from pvmon.backends.xen.pv.vcpu import PvVcpu
+        return PvVcpu
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Stop", "XenVcpu"]

@@ -1,0 +1,258 @@
+"""The PV MMU: a Xen PV guest owns no page tables of its own making; it
+asks Xen to write them (mmu_update, update_va_mapping) and to pin frames as
+page tables of a level and switch roots (mmuext_op), and Xen validates each
+entry (xen/arch/x86/mm.c@stable-4.17). HVM-style guests (PVH) write their
+page tables themselves and have none of this.
+
+:class:`PvMmu` is a mixin of :class:`~pvmon.backends.xen.backend.XenBackend`
+(its ``hc_*`` methods are that backend's hypercalls): it uses the backend's
+``guest``, ``m``, ``layout``, ``ver``, ``vcpu``, ``gnttab``, ``op``,
+``domid``, ``_read``/``_write``, ``_valid_mfn`` and ``_subop_gate``, and
+keeps ``pinned`` (``{frame: level}``, :data:`~pvmon.backends.base.CAP_PV_MMU`),
+which writable-page-table emulation (:mod:`pvmon.backends.xen.pv.ptwr`) and
+the grant table read.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pvmon.backends.base import GuestFault
+from pvmon.backends.xen import abi
+from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P
+
+E = abi
+
+
+class PvMmu:
+    """The PV MMU hypercalls and the pinned-frame bookkeeping of one domain."""
+
+    pinned: dict[int, int]
+
+    def init_mmu(self, layout) -> None:
+        """Start of day: the builder's L4 is pinned by the domain builder
+        (libxenguest pins pt_base)."""
+        self.pinned = {layout.pt_base_pfn: 4}   # mfn -> level
+
+    def hc_mmu_update(self, reqs, count, done_ptr, domid, *_):
+        count &= ~abi.MMU_UPDATE_PREEMPTED
+        if domid != abi.DOMID_SELF and domid != self.domid:
+            return -E.ESRCH
+        if count > 1 << 20:
+            return -E.EINVAL
+        if count == 1:                    # the common case, without the batch bookkeeping
+            ptr, val = struct.unpack("<QQ", self._read(reqs, 16))
+            rc = self._mmu_update_one(ptr, val)
+            done = 0 if rc else 1
+            self.op = {"count": 1, "done": done,
+                       "cmds": {abi.MMU_CMDS.get(ptr & 3, ptr & 3): 1}, "ptr": ptr, "val": val}
+            if done_ptr:
+                self._write(done_ptr, struct.pack("<I", done))
+            return rc
+        data = self._read(reqs, 16 * count) if count else b""
+        rc = 0
+        done = 0
+        cmds = {}
+        for i in range(count):
+            ptr, val = struct.unpack_from("<QQ", data, i * 16)
+            cmd = ptr & 3
+            cmds[cmd] = cmds.get(cmd, 0) + 1
+            rc = self._mmu_update_one(ptr, val)
+            if rc:
+                break
+            done += 1
+        self.op = {"count": count, "done": done,
+                   "cmds": {abi.MMU_CMDS.get(k, k): v for k, v in cmds.items()}}
+        if done_ptr:
+            self._write(done_ptr, struct.pack("<I", done))
+        return rc
+
+    def _mmu_update_one(self, ptr: int, val: int) -> int:
+        """One ``struct mmu_update`` request (xen.h); 0 or a negative errno."""
+        cmd = ptr & 3
+        ma = ptr & ~7
+        if cmd == E.MMU_NORMAL_PT_UPDATE or cmd == E.MMU_PT_UPDATE_PRESERVE_AD:
+            mfn = ma >> 12
+            if not 0 <= mfn < self.layout.nr_pages or (val & PTE_P and not self._valid_pte(val)):
+                return -E.EINVAL
+            level = self.pinned.get(mfn)
+            if level == 1 and self._writable_pt_mapping(val):
+                return -E.EBUSY
+            if level == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
+                return -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
+            if level in (2, 4) and val & PTE_P:
+                rc = self._mod_pde(level, ma, val)
+                if rc is not None:
+                    return rc
+            # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
+            # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
+            self.guest.write_machine(ma, struct.pack("<Q", val))
+            return 0
+        if cmd == E.MMU_MACHPHYS_UPDATE:
+            mfn = ptr >> 12
+            if not self._valid_mfn(mfn):
+                return -E.EINVAL
+            self.m.write_u64_phys(self.layout.m2p_ma + mfn * 8, val)
+            return 0
+        return -E.ENOSYS
+
+    # mm.c@stable-4.17 FASTPATH_FLAG_WHITELIST: NX, AVAIL_HIGH (bits 52-62), AVAIL (9-11),
+    # GLOBAL, DIRTY, ACCESSED, USER. CONFIG_PV_LINEAR_PT=y keeps RW out of it for PDEs.
+    _FASTPATH_WHITELIST = (1 << 63) | (0x7FF << 52) | 0xE00 | 0x100 | 0x40 | 0x20 | 0x4
+
+    def _mod_pde(self, level: int, ma: int, val: int) -> int | None:
+        """A present entry written into an explicitly pinned L2 or L4 table
+        (mod_l2_entry / mod_l4_entry, xen/arch/x86/mm.c@stable-4.17): an L2
+        entry with _PAGE_PSE is refused (L2_DISALLOW_MASK); an entry that keeps
+        its frame and changes only whitelisted flags takes the fast path; any
+        other is validated, and a same-level (linear) entry must be read-only
+        (get_l4_linear_pagetable: "Attempt to create linear p.t. with write
+        perms"). -EINVAL, or None to write the entry.
+
+        Versions affected by XSA-148 / XSA-182 (capabilities
+        ``xsa148_l2_pse_refused`` / ``xsa182_pde_fastpath_whitelist`` absent)
+        take the old fast path: same frame and still present, whatever the
+        flags, before any check (mm.c@RELEASE-4.6.0: L2_DISALLOW_MASK without
+        _PAGE_PSE, l?e_has_changed(.., _PAGE_PRESENT)); a new superpage outside
+        it is still refused (no allowsuperpage). pvmon knows a table's level
+        only when the guest pinned that frame itself."""
+        caps = self.ver.capabilities
+        # Read from the machine, not through the recording access: a recording holds
+        # what the guest's call made the backend read, and this read is pvmon's own
+        # bookkeeping (every Linux L4 update passes here).
+        old = self.m.read_u64_phys(ma)
+        same_frame = old & PTE_P and not (old ^ val) & PTE_ADDR_MASK
+        pse = level == 2 and val & 0x80
+        if pse and "xsa148_l2_pse_refused" in caps:
+            return -E.EINVAL
+        if "xsa182_pde_fastpath_whitelist" in caps:
+            if not (old ^ val) & ~self._FASTPATH_WHITELIST & ((1 << 64) - 1) and old & PTE_P:
+                return None
+        elif same_frame:
+            return None
+        if pse:
+            return -E.EINVAL
+        if val & 2 and self.pinned.get((val & PTE_ADDR_MASK) >> 12) == level:
+            return -E.EINVAL
+        return None
+
+    def _writable_pt_mapping(self, val: int) -> bool:
+        """A leaf PTE that would map a pinned page-table frame writable: Xen
+        refuses it (get_page_from_l1e cannot take a writable type ref)."""
+        return bool(val & PTE_P and val & 2 and ((val & PTE_ADDR_MASK) >> 12) in self.pinned)
+
+    def _valid_pte(self, val: int) -> bool:
+        mfn = (val & PTE_ADDR_MASK) >> 12
+        # Guest RAM, or a hypervisor frame the guest was given (shared_info, grant frames).
+        return self._valid_mfn(mfn) or self._hv_frame_ok(mfn)
+
+    def _hv_frame_ok(self, mfn: int) -> bool:
+        """A hypervisor frame shared with the guest: shared_info, or a grant
+        frame in use (grant_table.GrantTable.frame_shared)."""
+        return mfn << 12 == self.layout.shared_info_ma or self.gnttab.frame_shared(mfn)
+
+    def hc_mmuext_op(self, ops, count, done_ptr, domid, *_):
+        count &= ~abi.MMU_UPDATE_PREEMPTED
+        if count > 1 << 20:
+            return -E.EINVAL
+        data = self._read(ops, 24 * count) if count else b""
+        rc = 0
+        done = 0
+        decoded = []                      # (name or number, arg1) per op tried
+        gated = "mmuext_op" in self.ver.gated
+        for i in range(count):
+            cmd, arg1, arg2 = struct.unpack_from("<I4xQQ", data, i * 24)
+            name = abi.MMUEXT_CMDS.get(cmd) or cmd
+            decoded.append((name, arg1))
+            rc = self._subop_gate("mmuext_op", name) if gated else None
+            if rc is None:
+                rc = self._mmuext(cmd, arg1, arg2)
+            if rc:
+                break
+            done += 1
+        if count == 1 and decoded:
+            name, arg1 = decoded[0]
+            key = ("linear_addr" if name in ("INVLPG_LOCAL", "INVLPG_ALL", "INVLPG_MULTI",
+                                             "SET_LDT") else "mfn")
+            self.op = {"cmd": name, key: arg1}
+        else:
+            self.op = {"count": count, "ops": [d[0] for d in decoded]}
+        if done_ptr:
+            self._write(done_ptr, struct.pack("<I", done))
+        return rc
+
+    def _mmuext(self, cmd: int, arg1: int, arg2: int) -> int:
+        v = self.vcpu
+        if cmd in (0, 1, 2, 3):
+            if not self._valid_mfn(arg1):
+                return -E.EINVAL
+            if arg1 in self.pinned:
+                return -E.EINVAL
+            self.pinned[arg1] = cmd + 1
+            if cmd == 3:
+                v.install_xen_slots(arg1)
+            return 0
+        if cmd == 4:
+            if arg1 not in self.pinned:
+                return -E.EINVAL
+            del self.pinned[arg1]
+            return 0
+        if cmd == 5:
+            if not self._valid_mfn(arg1):
+                return -E.EINVAL
+            v.new_baseptr(arg1, user=False)
+            return 0
+        if cmd == 15:
+            if arg1 and not self._valid_mfn(arg1):
+                return -E.EINVAL
+            v.new_baseptr(arg1, user=True)
+            return 0
+        if cmd in (6, 7, 8, 9, 10, 11):
+            self.m.flush_tlb()
+            return 0
+        if cmd in (12, 18):
+            return 0
+        if cmd == 13:
+            v.ldt = (arg1, arg2)
+            return 0
+        if cmd == 16:
+            if not self._valid_mfn(arg1):
+                return -E.EINVAL
+            self.guest.write_machine(arg1 << 12, bytes(PAGE_SIZE))
+            return 0
+        if cmd == 17:
+            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)):
+                return -E.EINVAL
+            self.guest.write_machine(arg1 << 12, self.guest.read_machine(arg2 << 12, PAGE_SIZE))
+            return 0
+        if cmd in (19, 20):
+            return -E.EOPNOTSUPP
+        return -E.ENOSYS   # xen/arch/x86/mm.c do_mmuext_op: default: rc = -ENOSYS
+
+    def hc_update_va_mapping(self, va, val, flags, *_):
+        self.op = {"va": va, "val": val, "flags": flags}
+        if val & PTE_P and not self._valid_pte(val):
+            return -E.EINVAL
+        if self._writable_pt_mapping(val):
+            return -E.EBUSY
+        try:
+            _, pte_ma = self.guest.walk(va)
+        except GuestFault:
+            pte_ma = self._l1_slot(va)
+            if pte_ma is None:
+                return -E.EINVAL
+        self.guest.write_machine(pte_ma, struct.pack("<Q", val))
+        if flags & E.UVMF_FLUSHTYPE_MASK:   # UVMF_INVLPG or UVMF_TLB_FLUSH: xen.h
+            self.m.flush_tlb()
+        return 0
+
+    def _l1_slot(self, va: int) -> int | None:
+        """Machine address of the L1 entry for ``va`` when the L1 table exists
+        but the entry itself is not present."""
+        table = self.m.reg("cr3") & PTE_ADDR_MASK
+        for shift in (39, 30, 21):
+            e = self.guest.read_u64_phys(table + ((va >> shift) & 511) * 8)
+            if not e & PTE_P or e & 0x80:
+                return None
+            table = e & PTE_ADDR_MASK
+        return table + ((va >> 12) & 511) * 8
