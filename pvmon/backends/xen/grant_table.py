@@ -247,6 +247,16 @@ class GrantTable:
             return "dom0"
         return None
 
+    def _own_table_status(self, dom: int) -> int:
+        """The GNTST status of a table operation naming ``dom`` (DOMID_SELF
+        allowed): GNTST_okay for this domain, GNTST_permission_denied for
+        another existing one (XSM_TARGET, xsm/dummy.h), GNTST_bad_domain for
+        one that does not exist (common/grant_table.c)."""
+        d = self._domain(dom, any_id=True)
+        if d is None:
+            return E.GNTST_bad_domain
+        return E.GNTST_okay if d == "self" else E.GNTST_permission_denied
+
     def _owned(self, mfn: int) -> bool:
         """The frame belongs to this domain: its RAM, or a hypervisor page shared
         with it (shared_info, grant frames in use): get_page(page, d) succeeds."""
@@ -358,18 +368,13 @@ class GrantTable:
         dom, nr, frame_list = struct.unpack("<H2xI8xQ", self._read(uop, 24))
         if not handle_okay(frame_list, nr, 8):
             return -E.EFAULT
-        d = self._domain(dom, any_id=True)
-        if d is None:
-            status = E.GNTST_bad_domain
-        elif d != "self":
-            status = E.GNTST_permission_denied
-        elif nr > self.max_frames:
+        status = self._own_table_status(dom)
+        if status == E.GNTST_okay and nr > self.max_frames:
             status = E.GNTST_general_error
-        else:
+        if status == E.GNTST_okay:
             if nr > self.nr_frames or (self.version > 1 and
                                        grant_to_status_frames(nr) > self.nr_status):
                 self._grow(nr)
-            status = E.GNTST_okay
             for i in range(nr):
                 try:
                     self._write(frame_list + 8 * i, struct.pack("<Q", self.shared_base + i))
@@ -401,13 +406,9 @@ class GrantTable:
         if count != 1:
             return -E.EINVAL
         dom, nr, mx = struct.unpack("<H2xII4x", self._read(uop, 16))
-        d = self._domain(dom, any_id=True)
-        if d is None:
-            status = E.GNTST_bad_domain
-        elif d != "self":
-            status = E.GNTST_permission_denied
-        else:
-            nr, mx, status = self.nr_frames, self.max_frames, E.GNTST_okay
+        status = self._own_table_status(dom)
+        if status == E.GNTST_okay:
+            nr, mx = self.nr_frames, self.max_frames
         self._write(uop + 4, struct.pack("<IIh", nr, mx, status))
         return 0
 
@@ -485,15 +486,10 @@ class GrantTable:
         self.b.op.update(dom=dom, nr_frames=nr)
         if not handle_okay(frame_list, nr, 8):
             return -E.EFAULT
-        d = self._domain(dom, any_id=True)
-        if d is None:
-            status = E.GNTST_bad_domain
-        elif d != "self":
-            status = E.GNTST_permission_denied
-        elif nr > self.nr_status:
+        status = self._own_table_status(dom)
+        if status == E.GNTST_okay and nr > self.nr_status:
             status = E.GNTST_general_error
-        else:
-            status = E.GNTST_okay
+        if status == E.GNTST_okay:
             for i in range(nr):
                 try:
                     self._write(frame_list + 8 * i, struct.pack("<Q", self.status_base + i))
