@@ -8,6 +8,7 @@ import sys
 import click
 
 from pvmon import __version__
+from pvmon.completion import backend_names, guest_names
 from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
 from pvmon.guests.cli import cache, guests
@@ -112,14 +113,14 @@ def _print_summary(res) -> None:
 
 
 _RUN_OPTIONS = [
-    click.argument("guest", required=False),
+    click.argument("guest", required=False, shell_complete=guest_names),
     click.option("--cmdline", default=None, type=CommandLine(),
                  help="Guest kernel command line (at most 1023 bytes)."),
     click.option("--memory", default="256M", show_default=True, type=MemorySize(),
                  help="Guest memory in MiB (256), or with a suffix K, M, G or T (512M, 1G, "
                       "1.5G) as QEMU's -m; 32M to 8G."),
     click.option("--backend", default="xen-4.17", show_default=True,
-                 help="Hypervisor backend."),
+                 shell_complete=backend_names, help="Hypervisor backend."),
     click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
                  help="Write a .pvt trace of the run. An existing trace there is replaced; "
                       "any other existing file only with --force."),

@@ -249,3 +249,21 @@ def test_the_command_palette_lists_the_screen_commands():
         await pilot.press("q")
 
     drive(app, script)
+
+
+def test_the_console_pane_of_a_pvtest_v2_boot_holds_each_line_once():
+    # pvtest-v2 writes every line to console_io and to hvc0: the pane shows the
+    # guest console once, as `pvmon run` prints it (pvmon.dispatch.console_output).
+    app, _live = live_app()
+
+    async def script(pilot):
+        screen = app.screen
+        await until(pilot, lambda: screen._finished_shown, what="the boot to end")
+        await pilot.pause(0.05)
+        lines = [ln for ln in screen.query_one(GuestConsole).text.split("\n") if ln]
+        repeated = {ln for ln in lines if lines.count(ln) > 1}
+        assert not repeated, f"lines shown twice: {sorted(repeated)[:3]}"
+        assert any("pvtest: 118 passed, 0 failed" in ln for ln in lines)
+        assert len(lines) == 141
+
+    drive(app, script)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from pvmon.completion import backend_names, guest_names
 from pvmon.errors import PvmonError
 from pvmon.units import Seconds
 
@@ -33,10 +34,11 @@ def _versions(spec: str | None) -> list:
 
 @click.command()
 @click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--backend", "backend", default=None,
+@click.option("--backend", "backend", default=None, shell_complete=backend_names,
               help="Backend(s) to replay against (default: the recorded one = verify). "
                    "Comma-separated for an --open-loop matrix.")
-@click.option("--guest", default=None, help="Guest image to use instead of the trace's.")
+@click.option("--guest", default=None, shell_complete=guest_names,
+              help="Guest image to use instead of the trace's.")
 @click.option("--open-loop", is_flag=True,
               help="Feed recorded calls to the backend without running the guest.")
 @click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),

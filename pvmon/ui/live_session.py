@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from pvmon.dispatch.console_input import DEFAULT_IDLE_LIMIT_NS
+from pvmon.dispatch.console_output import GuestConsole
 from pvmon.engine.machine import GuestPageFault, Stop
 from pvmon.errors import TraceError
 from pvmon.guests.catalog import GuestImage
 from pvmon.session import DEFAULT_CMDLINE, RunResult, Session
-from pvmon.ui.console_text import ConsoleChannels
 
 # Bytes of code read around RIP for the disassembly pane: before and after it.
 CODE_BEFORE = 96
@@ -113,9 +113,10 @@ class LiveSession:
         self.wall_paused = 0.0
         self._pause_started: float | None = None
         session.dispatch.call_listeners.append(self._on_call)
-        channels = ConsoleChannels()
-        session.on_console(lambda ch, data: channels.accept(ch) and
-                           self.console.append(bytes(data)))
+        # The guest console once, as `pvmon run` prints it: console_io until the
+        # guest first writes to hvc0, then hvc0 with the hand-over repeats dropped.
+        self._guest_console = GuestConsole(self.console.append)
+        session.on_console(self._guest_console)
 
     @classmethod
     def create(cls, spec: BootSpec, *, clock: Callable[[], float] = time.monotonic
@@ -151,6 +152,7 @@ class LiveSession:
             self.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            self._guest_console.close()   # ring output held back as a possible repeat
             self.wall_end = self.clock()
             self.phase = "finished"
             self.paused_at = None

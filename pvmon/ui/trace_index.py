@@ -15,9 +15,10 @@ from array import array
 from collections import Counter
 from typing import Any
 
+from pvmon.dispatch.console_output import GuestConsole
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import event_label
-from pvmon.ui.console_text import ConsoleChannels, sanitize
+from pvmon.ui.console_text import sanitize
 from pvmon.ui.filters import EventFilter
 from pvmon.ui.rates import RateHistory
 
@@ -39,7 +40,9 @@ class TraceIndex:
 
     - ``seqs``: seq of every stream event (kinds in :data:`STREAM_KINDS`), in order.
     - ``console_seqs`` / ``console_data``: console output chunks and their seqs
-      (the channel the console pane shows, see :class:`ConsoleChannels`).
+      (the guest console once, as `pvmon run` prints it: see
+      :class:`~pvmon.dispatch.console_output.GuestConsole`; held-back ring
+      output at the seq of the event that released it).
     - ``input_seqs`` / ``input_data``: console input typed into the guest.
     - ``con_seqs``: seq of every console event (both directions and channels),
       the rows a filter can add to the stream.
@@ -62,7 +65,13 @@ class TraceIndex:
         self.exit: dict[str, Any] | None = None
         self._text: dict[str, tuple[str, list[int], list[int]]] = {}
         con_keys: dict[tuple[str, str], dict[str, Any]] = {}
-        channels = ConsoleChannels()
+        at = 0      # seq of the console event being fed to `console`
+
+        def shown(data: bytes) -> None:
+            if data:
+                self.console_seqs.append(at)
+                self.console_data.append(data)
+        console = GuestConsole(shown)
         for i in range(len(reader.frames)):
             for ev in reader.frame_events(i):
                 k = ev["k"]
@@ -87,9 +96,10 @@ class TraceIndex:
                     if d == "in":
                         self.input_seqs.append(ev["seq"])
                         self.input_data.append(data)
-                    elif d == "out" and channels.accept(ch):
-                        self.console_seqs.append(ev["seq"])
-                        self.console_data.append(data)
+                    elif d == "out":
+                        at = ev["seq"]
+                        console(ch, data)
+        console.close()
 
     def event(self, seq: int) -> dict[str, Any] | None:
         """The event with this seq (decompresses at most one frame)."""
