@@ -37,20 +37,3 @@ def sanitize(data: bytes) -> str:
     text = _ESCAPES.sub("", text)
     return _CONTROLS.sub(_caret, text)
 
-
-class ConsoleChannels:
-    """Which console channel the pane shows. Guests write early messages with
-    CONSOLEIO_write (channel ``io``) and later to the PV console ring
-    (``ring``, hvc0), often both at once; showing both would print lines
-    twice. The pane shows ``io`` until the first ``ring`` byte, then only
-    ``ring`` (Linux replays its log buffer to hvc0 when it registers)."""
-
-    def __init__(self) -> None:
-        self.ring_seen = False
-
-    def accept(self, channel: str) -> bool:
-        """True if bytes on ``channel`` belong in the pane."""
-        if channel == "ring":
-            self.ring_seen = True
-            return True
-        return not self.ring_seen
