@@ -48,12 +48,22 @@ class OpCounts:
 
     @classmethod
     def of(cls, ops: Iterable[PvOp]) -> OpCounts:
-        c = cls()
+        # one dict update per operation, split into the counters at the end (the
+        # counters' insertion order, which most_common keeps for ties, is the same)
+        seen: dict[tuple[str, str, bool], int] = {}
+        get = seen.get
         for o in ops:
-            c.ops[o.op] += 1
-            c.calls.setdefault(o.op, Counter())[o.call] += 1
-            if o.native is not None:
-                c.native[o.op] += 1
+            key = (o.op, o.call, o.native is not None)
+            seen[key] = get(key, 0) + 1
+        c = cls()
+        for (op, call, native), n in seen.items():
+            c.ops[op] += n
+            calls = c.calls.get(op)
+            if calls is None:
+                calls = c.calls[op] = Counter()
+            calls[call] += n
+            if native:
+                c.native[op] += n
         return c
 
     @property

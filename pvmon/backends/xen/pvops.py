@@ -323,10 +323,20 @@ def new_state(header: dict[str, Any] | None = None) -> XenState:
 class _Mem:
     """Guest memory as the backend read it during one call (the event's ``rd``:
     guest-virtual reads only); ``get`` answers None for bytes it did not read."""
-    __slots__ = ("reads",)
+    __slots__ = ("_rd", "_reads")
 
     def __init__(self, rd: Any) -> None:
-        self.reads = [(e[1], e[2]) for e in _accesses(rd) if e[0] == "v"]
+        # parsed on first use: most calls never look at guest memory
+        self._rd = rd
+        self._reads: list[tuple[int, bytes]] | None = None
+
+    @property
+    def reads(self) -> list[tuple[int, bytes]]:
+        """The guest-virtual reads, as ``(address, bytes)``."""
+        r = self._reads
+        if r is None:
+            r = self._reads = [(e[1], e[2]) for e in _accesses(self._rd) if e[0] == "v"]
+        return r
 
     def get(self, addr: int, size: int) -> bytes | None:
         for a, b in self.reads:
@@ -370,30 +380,44 @@ def entry_for(call: str, sub: str | int | None) -> Entry | None:
 
 def translate(ev: dict[str, Any], state: XenState) -> Iterator[PvOp]:
     """Canonical operations of one trace event of a Xen PV run."""
-    k = ev.get("k")
-    seq, t = ev.get("seq"), ev.get("t")
+    get = ev.get
+    k = get("k")
+    seq, t = get("seq"), get("t")
     seq = seq if type(seq) is int else -1
     t = t if type(t) is int else 0
     if k == "hc":
-        args = ev.get("args")
-        args = tuple(a if type(a) is int else 0 for a in args) if isinstance(args, list) else ()
-        args = args + (0,) * (6 - len(args))
-        op = ev.get("op") if isinstance(ev.get("op"), dict) else {}
+        args = get("args")
+        if type(args) is list:
+            args = tuple([a if type(a) is int else 0 for a in args])
+            if len(args) < 6:
+                args = args + (0,) * (6 - len(args))
+        elif isinstance(args, list):
+            args = tuple(a if type(a) is int else 0 for a in args)
+            args = args + (0,) * (6 - len(args))
+        else:
+            args = (0,) * 6
+        op = get("op")
+        if not isinstance(op, dict):
+            op = {}
         if "port" in op and type(op["port"]) is not int:
             op = {k: v for k, v in op.items() if k != "port"}
-        ret = ev.get("ret") if type(ev.get("ret")) is int else None
-        nr = ev.get("nr")
-        name = ev.get("name") if isinstance(ev.get("name"), str) else (
-            abi.hypercall_name(nr) if type(nr) is int else "?")
-        yield from _call(name, args, op, ret, _Mem(ev.get("rd")), ev.get("wr"), seq, t, (),
-                         state)
+        ret = get("ret")
+        if type(ret) is not int:
+            ret = None
+        name = get("name")
+        if not isinstance(name, str):
+            nr = get("nr")
+            name = abi.hypercall_name(nr) if type(nr) is int else "?"
+        yield from _call(name, args, op, ret, _Mem(get("rd")), get("wr"), seq, t, (), state)
     elif k == "tsc_run":
-        rips, vals = ev.get("rip"), ev.get("val")
+        rips, vals = get("rip"), get("val")
         if isinstance(vals, list):
+            if not isinstance(rips, list):
+                rips = []
+            nrips = len(rips)
             for i, v in enumerate(vals):
-                rip = rips[i] if isinstance(rips, list) and i < len(rips) else None
-                yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": v, "rip": rip},
-                           native="rdtsc")
+                yield PvOp("time.read_clock", seq, t, "rdtsc",
+                           {"tsc": v, "rip": rips[i] if i < nrips else None}, None, (), "rdtsc")
     elif k == "tsc":
         yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": ev.get("val"),
                                                        "rip": ev.get("rip")}, native="rdtsc")
