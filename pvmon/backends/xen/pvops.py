@@ -378,6 +378,13 @@ def entry_for(call: str, sub: str | int | None) -> Entry | None:
     return e
 
 
+# mmu_update's command (the low 2 bits of ``ptr``) -> (its entry or None, the call label)
+_MMU_UPDATE_BY_CMD: dict[int, tuple[Entry | None, str]] = {
+    n: (entry_for("mmu_update", abi.MMU_CMDS.get(n, n)), f"mmu_update {abi.MMU_CMDS.get(n, n)}")
+    for n in range(4)}
+_PTE_FLAGS_MASK = ~PTE_FRAME_MASK & _U64
+
+
 def translate(ev: dict[str, Any], state: XenState) -> Iterator[PvOp]:
     """Canonical operations of one trace event of a Xen PV run."""
     get = ev.get
@@ -595,9 +602,7 @@ def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, mem
             ret_i = _entry_ret(i, done, ret)
         else:
             ret_i = ret
-        cmd = abi.MMU_CMDS.get(ptr & 3, ptr & 3)
-        entry = entry_for("mmu_update", cmd)
-        label = f"mmu_update {cmd}"
+        entry, label = _MMU_UPDATE_BY_CMD[ptr & 3]
         if entry is None:
             yield PvOp("unmapped", seq, t, label, {}, ret_i, inner)
         elif entry.op == "memory.set_m2p":
@@ -605,7 +610,8 @@ def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, mem
         else:
             ma = ptr & ~7 & _U64
             level = st.levels.get(ma >> 12)
-            a = {"entry_ma": ma, **pte(val), "level": level}
+            a = {"entry_ma": ma, "frame": (val & PTE_FRAME_MASK) >> 12,     # as pte(val)
+                 "flags": val & _PTE_FLAGS_MASK, "present": bool(val & 1), "level": level}
             if ret_i == 0 and level is not None and level > 1 and val & _PTE_P \
                     and not (level < 4 and val & _PTE_PSE):
                 st.levels[a["frame"]] = level - 1     # the table this entry points to
