@@ -306,6 +306,13 @@ class XenState:
     with bind_ipi (a send on one is an IPI)."""
     levels: dict[int, int] = field(default_factory=dict)
     ipi_ports: set[int] = field(default_factory=set)
+    #: A run read from mid-trace (:func:`resume_state`): the ports it bound with
+    #: bind_ipi (True) or closed (False), last action kept, and the ports of the
+    #: sends it counted as irq.notify before touching them (an IPI if the port was
+    #: bound earlier in the trace: see :func:`continue_state`).
+    partial: bool = False
+    touched: dict[int, bool] = field(default_factory=dict)
+    unknown: set[int] = field(default_factory=set)
 
 
 def new_state(header: dict[str, Any] | None = None) -> XenState:
@@ -318,6 +325,29 @@ def new_state(header: dict[str, Any] | None = None) -> XenState:
     if type(base) is int:
         st.levels[base] = 4
     return st
+
+
+def resume_state() -> XenState:
+    """State for counting a run of events that starts mid-trace (parallel
+    counting): it records what it cannot know, for :func:`continue_state`."""
+    return XenState(partial=True)
+
+
+def continue_state(earlier: XenState, later: XenState) -> XenState | None:
+    """The state (for counting) after the events of ``earlier`` then the run
+    ``later`` read from :func:`resume_state`; None when ``later``'s counts are
+    wrong because of what it could not see (a send on a port bound by bind_ipi
+    before the run: count serially then). Page-table levels change no count and
+    are not carried."""
+    if later.unknown & earlier.ipi_ports:
+        return None
+    ports = set(earlier.ipi_ports)
+    for port, bound in later.touched.items():
+        if bound:
+            ports.add(port)
+        else:
+            ports.discard(port)
+    return XenState(ipi_ports=ports)
 
 
 class _Mem:
@@ -469,8 +499,12 @@ def _call(call: str, args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem
         return
     a = _args(call, sub, args, op, mem, st, ret)
     name = entry.op
-    if name == "irq.notify" and a.get("port") in st.ipi_ports:
-        name = "irq.send_ipi"
+    if name == "irq.notify":
+        port = a.get("port")
+        if port in st.ipi_ports:
+            name = "irq.send_ipi"
+        elif st.partial and port is not None and port not in st.touched:
+            st.unknown.add(port)
     if call == "set_timer_op" and not args[0]:
         name, a = "time.stop", {"timer": "oneshot"}
     yield PvOp(name, seq, t, label, a, ret, batch)
@@ -531,10 +565,14 @@ def _args(call: str, sub: Any, args: tuple[int, ...], op: dict, mem: _Mem, st: X
             out["source"] = "ipi"
             if port is not None and ret == 0:
                 st.ipi_ports.add(port)
+                if st.partial:
+                    st.touched[port] = True
         elif sub in ("bind_interdomain", "alloc_unbound", "bind_pirq"):
             out["source"] = {"bind_pirq": "pirq"}.get(sub, "interdomain")
         elif sub == "close" and port is not None:
             st.ipi_ports.discard(port)
+            if st.partial:
+                st.touched[port] = False
         return out
     if call in ("sched_op", "sched_op_compat"):
         if sub == "shutdown":
