@@ -8,7 +8,8 @@
 
 An ABI mapping module provides ``translate(ev, state) -> Iterator[PvOp]`` and
 ``new_state(header) -> object`` (whatever bounded state it needs across events, such as
-the level a page-table frame was pinned at).
+the level a page-table frame was pinned at). To be counted in parallel it also provides
+``resume_state()`` and ``continue_state(earlier, later)`` (see the Xen PV module).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def mapping_for(abi: str) -> Any:
 
 
 def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
-           header: dict[str, Any] | None = None) -> Iterator[PvOp]:
+           header: dict[str, Any] | None = None, *, states: dict[str, Any] | None = None,
+           resume: bool = False) -> Iterator[PvOp]:
     """Canonical operations of ``events`` (trace event maps, in seq order), as a
     generator: memory stays bounded by the mapping's state, never by the trace.
 
@@ -99,10 +101,15 @@ def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
     ``abi`` field is mapped by that ABI. ``header`` (the trace header) seeds what
     the mapping knows at the start (Xen PV: the start-of-day page-table root). Events that are no operation (console
     data, upcalls, faults, the exit record) yield nothing.
+    ``states``, when given, is filled with each ABI's mapping state (ABI name ->
+    state) for the caller to read afterwards; ``resume`` starts each state with
+    the mapping's ``resume_state()`` (events from mid-trace, for counting in
+    parallel: see :meth:`pvmon.pvops.render.OpCounts.of_trace`).
     Raises :class:`TraceError` for an ABI without a mapping.
     """
     modules: dict[str, Any] = {}
-    states: dict[str, Any] = {}
+    if states is None:
+        states = {}
     for ev in events:
         a = ev.get("abi", abi)
         if not isinstance(a, str):
@@ -110,7 +117,10 @@ def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
         mod = modules.get(a)
         if mod is None:
             mod = modules[a] = mapping_for(a)
-            states[a] = mod.new_state(header)
+            # (a mapping that cannot resume starts fresh: OpCounts.of_trace then
+            # finds no continue_state and counts serially)
+            states[a] = mod.resume_state() if resume and hasattr(mod, "resume_state") \
+                else mod.new_state(header)
         yield from mod.translate(ev, states[a])
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pvmon.pvops import PvOp
+from pvmon.errors import TraceError
+from pvmon.pvops import PvOp, derive, mapping_for
 from pvmon.pvops.vocab import FAMILIES, family_of
+
+if TYPE_CHECKING:
+    from pvmon.trace.reader import TraceReader
 
 # Argument keys shown in hex (addresses, page-table flags, raw descriptors).
 _HEX = frozenset({"va", "entry_ma", "flags", "base", "sp", "address", "desc", "event",
@@ -48,13 +53,70 @@ class OpCounts:
 
     @classmethod
     def of(cls, ops: Iterable[PvOp]) -> OpCounts:
-        c = cls()
+        # one dict update per operation, split into the counters at the end (the
+        # counters' insertion order, which most_common keeps for ties, is the same)
+        seen: dict[tuple[str, str, bool], int] = {}
+        get = seen.get
         for o in ops:
-            c.ops[o.op] += 1
-            c.calls.setdefault(o.op, Counter())[o.call] += 1
-            if o.native is not None:
-                c.native[o.op] += 1
+            key = (o.op, o.call, o.native is not None)
+            seen[key] = get(key, 0) + 1
+        c = cls()
+        for (op, call, native), n in seen.items():
+            c.ops[op] += n
+            calls = c.calls.get(op)
+            if calls is None:
+                calls = c.calls[op] = Counter()
+            calls[call] += n
+            if native:
+                c.native[op] += n
         return c
+
+    @classmethod
+    def of_trace(cls, reader: TraceReader, abi: str, header: dict[str, Any] | None,
+                 jobs: int = 1) -> OpCounts:
+        """The counts of every operation derived from ``reader``'s events, equal to
+        ``OpCounts.of(derive(reader, abi, header))`` (same counters, same order).
+
+        ``jobs`` > 1 reads runs of frames in forked workers as ``trace stats`` does
+        (:func:`pvmon.trace.stats.map_frame_runs`), each run after the first
+        mapped from its mapping's ``resume_state()``; when a run's counts depend
+        on state it could not see (``continue_state`` answers None), or a mapping
+        cannot resume, the trace is counted again in this process.
+        Raises :class:`~pvmon.errors.TraceError` as :func:`derive` and the reader do."""
+        from pvmon.trace.stats import map_frame_runs
+        mods: dict[str, Any] = {}
+        try:
+            mods[abi] = mapping_for(abi)
+        except TraceError:          # derive reports it at the first event, as before
+            return cls.of(derive(reader, abi, header))
+        if not hasattr(mods[abi], "resume_state"):
+            return cls.of(derive(reader, abi, header))
+        (counts, states), *later = map_frame_runs(
+            reader, functools.partial(_count_run, abi, header), jobs)
+        for part, part_states in later:
+            for a, st in part_states.items():
+                mod = mods.get(a) or mods.setdefault(a, mapping_for(a))
+                earlier = states.get(a)
+                if earlier is None:
+                    earlier = mod.new_state(header)
+                nxt = mod.continue_state(earlier, st) if hasattr(mod, "continue_state") \
+                    else None
+                if nxt is None:
+                    return cls.of(derive(reader, abi, header))
+                states[a] = nxt
+            counts.merge(part)
+        return counts
+
+    def merge(self, later: OpCounts) -> None:
+        """Add the counts of ``later``, a run of operations that follows these."""
+        self.ops.update(later.ops)
+        for op, c in later.calls.items():
+            mine = self.calls.get(op)
+            if mine is None:
+                self.calls[op] = c
+            else:
+                mine.update(c)
+        self.native.update(later.native)
 
     @property
     def total(self) -> int:
@@ -75,6 +137,20 @@ class OpCounts:
         return {"operations": self.total, "families": self.by_family(),
                 "calls": {op: dict(c.most_common()) for op, c in sorted(self.calls.items())},
                 "native": dict(sorted(self.native.items()))}
+
+
+def _count_run(abi: str, header: dict[str, Any] | None, reader: TraceReader, start: int,
+               stop: int) -> tuple[OpCounts, dict[str, Any]]:
+    """Counts of the operations of frames ``start``..``stop`` and the mapping
+    states after them (from the header's state at frame 0, else resumed)."""
+    states: dict[str, Any] = {}
+
+    def events() -> Iterator[dict[str, Any]]:
+        for i in range(start, stop):
+            yield from reader.frame_events(i)
+
+    counts = OpCounts.of(derive(events(), abi, header, states=states, resume=start > 0))
+    return counts, states
 
 
 # ABIs of the vocabulary table, in column order: (heading, mapping module or None).

@@ -331,7 +331,7 @@ def pvops(path: str, as_list: bool, as_json: bool) -> None:
             if not reader.complete:
                 click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
             return
-        counts = OpCounts.of(ops)
+        counts = OpCounts.of_trace(reader, abi_name, reader.header, default_jobs())
         status = _status(reader)
         events = len(reader)
     if as_json:

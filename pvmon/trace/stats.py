@@ -5,13 +5,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pvmon.errors import TraceError
 from pvmon.trace.reader import TraceReader
+
+T = TypeVar("T")
 
 #: Below this many frames, or this many events, a trace is read in one process
 #: (starting a worker costs about as much as reading 10,000 events).
@@ -30,11 +32,37 @@ def default_jobs() -> int:
     return max(1, min(8, n))
 
 
-def _stats_of_frames(path: str, start: int, stop: int) -> TraceStats:
+def _run_of_frames(fn: Callable[[TraceReader, int, int], T], path: str, start: int,
+                   stop: int) -> T:
     with TraceReader(path) as reader:
         if stop > len(reader.frames):
             raise TraceError(f"{path}: the file changed while it was read")
-        return TraceStats._of_frames(reader, start, stop)
+        return fn(reader, start, stop)
+
+
+def map_frame_runs(reader: TraceReader, fn: Callable[[TraceReader, int, int], T],
+                   jobs: int = 1) -> list[T]:
+    """``fn(reader, start, stop)`` over contiguous runs of ``reader``'s frames, in
+    frame order, one result per run (merge them in order).
+
+    ``jobs`` > 1 splits the frames into that many runs; this process reads the
+    first while forked worker processes, each opening the file itself, read the
+    rest (``fn`` must be a module-level function or a class's method, as pickle
+    names it). Traces of fewer than :data:`PARALLEL_MIN_FRAMES` frames or
+    :data:`PARALLEL_MIN_EVENTS` events are one run read in this process.
+    Raises what ``fn`` raises, and :class:`~pvmon.errors.TraceError` when the
+    file changed while it was read."""
+    n = len(reader.frames)
+    jobs = max(1, min(jobs, n // PARALLEL_MIN_FRAMES_PER_JOB))
+    if jobs == 1 or n < PARALLEL_MIN_FRAMES or len(reader) < PARALLEL_MIN_EVENTS:
+        return [fn(reader, 0, n)]
+    bounds = [n * j // jobs for j in range(jobs + 1)]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(jobs - 1, mp_context=ctx) as pool:
+        later = pool.map(_run_of_frames, [fn] * (jobs - 1),
+                         [os.fspath(reader.path)] * (jobs - 1), bounds[1:-1], bounds[2:])
+        first = fn(reader, 0, bounds[1])
+        return [first, *later]
 
 
 @dataclass
@@ -76,19 +104,9 @@ class TraceStats:
         fewer than :data:`PARALLEL_MIN_FRAMES` frames or :data:`PARALLEL_MIN_EVENTS`
         events are read in this process.
         Raises :class:`~pvmon.errors.TraceError` as the serial read would."""
-        n = len(reader.frames)
-        jobs = max(1, min(jobs, n // PARALLEL_MIN_FRAMES_PER_JOB))
-        if jobs == 1 or n < PARALLEL_MIN_FRAMES or len(reader) < PARALLEL_MIN_EVENTS:
-            return cls._of_frames(reader, 0, n)
-        bounds = [n * j // jobs for j in range(jobs + 1)]
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(jobs - 1, mp_context=ctx) as pool:
-            # this process reads the first run of frames while the workers read the rest
-            later = pool.map(_stats_of_frames, [os.fspath(reader.path)] * (jobs - 1),
-                             bounds[1:-1], bounds[2:])
-            stats = cls._of_frames(reader, 0, bounds[1])
-            for part in later:
-                stats.merge(part)
+        stats, *later = map_frame_runs(reader, cls._of_frames, jobs)
+        for part in later:
+            stats.merge(part)
         return stats
 
     @classmethod

@@ -306,6 +306,13 @@ class XenState:
     with bind_ipi (a send on one is an IPI)."""
     levels: dict[int, int] = field(default_factory=dict)
     ipi_ports: set[int] = field(default_factory=set)
+    #: A run read from mid-trace (:func:`resume_state`): the ports it bound with
+    #: bind_ipi (True) or closed (False), last action kept, and the ports of the
+    #: sends it counted as irq.notify before touching them (an IPI if the port was
+    #: bound earlier in the trace: see :func:`continue_state`).
+    partial: bool = False
+    touched: dict[int, bool] = field(default_factory=dict)
+    unknown: set[int] = field(default_factory=set)
 
 
 def new_state(header: dict[str, Any] | None = None) -> XenState:
@@ -320,13 +327,46 @@ def new_state(header: dict[str, Any] | None = None) -> XenState:
     return st
 
 
+def resume_state() -> XenState:
+    """State for counting a run of events that starts mid-trace (parallel
+    counting): it records what it cannot know, for :func:`continue_state`."""
+    return XenState(partial=True)
+
+
+def continue_state(earlier: XenState, later: XenState) -> XenState | None:
+    """The state (for counting) after the events of ``earlier`` then the run
+    ``later`` read from :func:`resume_state`; None when ``later``'s counts are
+    wrong because of what it could not see (a send on a port bound by bind_ipi
+    before the run: count serially then). Page-table levels change no count and
+    are not carried."""
+    if later.unknown & earlier.ipi_ports:
+        return None
+    ports = set(earlier.ipi_ports)
+    for port, bound in later.touched.items():
+        if bound:
+            ports.add(port)
+        else:
+            ports.discard(port)
+    return XenState(ipi_ports=ports)
+
+
 class _Mem:
     """Guest memory as the backend read it during one call (the event's ``rd``:
     guest-virtual reads only); ``get`` answers None for bytes it did not read."""
-    __slots__ = ("reads",)
+    __slots__ = ("_rd", "_reads")
 
     def __init__(self, rd: Any) -> None:
-        self.reads = [(e[1], e[2]) for e in _accesses(rd) if e[0] == "v"]
+        # parsed on first use: most calls never look at guest memory
+        self._rd = rd
+        self._reads: list[tuple[int, bytes]] | None = None
+
+    @property
+    def reads(self) -> list[tuple[int, bytes]]:
+        """The guest-virtual reads, as ``(address, bytes)``."""
+        r = self._reads
+        if r is None:
+            r = self._reads = [(e[1], e[2]) for e in _accesses(self._rd) if e[0] == "v"]
+        return r
 
     def get(self, addr: int, size: int) -> bytes | None:
         for a, b in self.reads:
@@ -368,32 +408,53 @@ def entry_for(call: str, sub: str | int | None) -> Entry | None:
     return e
 
 
+# mmu_update's command (the low 2 bits of ``ptr``) -> (its entry or None, the call label)
+_MMU_UPDATE_BY_CMD: dict[int, tuple[Entry | None, str]] = {
+    n: (entry_for("mmu_update", abi.MMU_CMDS.get(n, n)), f"mmu_update {abi.MMU_CMDS.get(n, n)}")
+    for n in range(4)}
+_PTE_FLAGS_MASK = ~PTE_FRAME_MASK & _U64
+
+
 def translate(ev: dict[str, Any], state: XenState) -> Iterator[PvOp]:
     """Canonical operations of one trace event of a Xen PV run."""
-    k = ev.get("k")
-    seq, t = ev.get("seq"), ev.get("t")
+    get = ev.get
+    k = get("k")
+    seq, t = get("seq"), get("t")
     seq = seq if type(seq) is int else -1
     t = t if type(t) is int else 0
     if k == "hc":
-        args = ev.get("args")
-        args = tuple(a if type(a) is int else 0 for a in args) if isinstance(args, list) else ()
-        args = args + (0,) * (6 - len(args))
-        op = ev.get("op") if isinstance(ev.get("op"), dict) else {}
+        args = get("args")
+        if type(args) is list:
+            args = tuple([a if type(a) is int else 0 for a in args])
+            if len(args) < 6:
+                args = args + (0,) * (6 - len(args))
+        elif isinstance(args, list):
+            args = tuple(a if type(a) is int else 0 for a in args)
+            args = args + (0,) * (6 - len(args))
+        else:
+            args = (0,) * 6
+        op = get("op")
+        if not isinstance(op, dict):
+            op = {}
         if "port" in op and type(op["port"]) is not int:
             op = {k: v for k, v in op.items() if k != "port"}
-        ret = ev.get("ret") if type(ev.get("ret")) is int else None
-        nr = ev.get("nr")
-        name = ev.get("name") if isinstance(ev.get("name"), str) else (
-            abi.hypercall_name(nr) if type(nr) is int else "?")
-        yield from _call(name, args, op, ret, _Mem(ev.get("rd")), ev.get("wr"), seq, t, (),
-                         state)
+        ret = get("ret")
+        if type(ret) is not int:
+            ret = None
+        name = get("name")
+        if not isinstance(name, str):
+            nr = get("nr")
+            name = abi.hypercall_name(nr) if type(nr) is int else "?"
+        yield from _call(name, args, op, ret, _Mem(get("rd")), get("wr"), seq, t, (), state)
     elif k == "tsc_run":
-        rips, vals = ev.get("rip"), ev.get("val")
+        rips, vals = get("rip"), get("val")
         if isinstance(vals, list):
+            if not isinstance(rips, list):
+                rips = []
+            nrips = len(rips)
             for i, v in enumerate(vals):
-                rip = rips[i] if isinstance(rips, list) and i < len(rips) else None
-                yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": v, "rip": rip},
-                           native="rdtsc")
+                yield PvOp("time.read_clock", seq, t, "rdtsc",
+                           {"tsc": v, "rip": rips[i] if i < nrips else None}, None, (), "rdtsc")
     elif k == "tsc":
         yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": ev.get("val"),
                                                        "rip": ev.get("rip")}, native="rdtsc")
@@ -438,8 +499,12 @@ def _call(call: str, args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem
         return
     a = _args(call, sub, args, op, mem, st, ret)
     name = entry.op
-    if name == "irq.notify" and a.get("port") in st.ipi_ports:
-        name = "irq.send_ipi"
+    if name == "irq.notify":
+        port = a.get("port")
+        if port in st.ipi_ports:
+            name = "irq.send_ipi"
+        elif st.partial and port is not None and port not in st.touched:
+            st.unknown.add(port)
     if call == "set_timer_op" and not args[0]:
         name, a = "time.stop", {"timer": "oneshot"}
     yield PvOp(name, seq, t, label, a, ret, batch)
@@ -500,10 +565,14 @@ def _args(call: str, sub: Any, args: tuple[int, ...], op: dict, mem: _Mem, st: X
             out["source"] = "ipi"
             if port is not None and ret == 0:
                 st.ipi_ports.add(port)
+                if st.partial:
+                    st.touched[port] = True
         elif sub in ("bind_interdomain", "alloc_unbound", "bind_pirq"):
             out["source"] = {"bind_pirq": "pirq"}.get(sub, "interdomain")
         elif sub == "close" and port is not None:
             st.ipi_ports.discard(port)
+            if st.partial:
+                st.touched[port] = False
         return out
     if call in ("sched_op", "sched_op_compat"):
         if sub == "shutdown":
@@ -571,9 +640,7 @@ def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, mem
             ret_i = _entry_ret(i, done, ret)
         else:
             ret_i = ret
-        cmd = abi.MMU_CMDS.get(ptr & 3, ptr & 3)
-        entry = entry_for("mmu_update", cmd)
-        label = f"mmu_update {cmd}"
+        entry, label = _MMU_UPDATE_BY_CMD[ptr & 3]
         if entry is None:
             yield PvOp("unmapped", seq, t, label, {}, ret_i, inner)
         elif entry.op == "memory.set_m2p":
@@ -581,7 +648,8 @@ def _mmu_update(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, mem
         else:
             ma = ptr & ~7 & _U64
             level = st.levels.get(ma >> 12)
-            a = {"entry_ma": ma, **pte(val), "level": level}
+            a = {"entry_ma": ma, "frame": (val & PTE_FRAME_MASK) >> 12,     # as pte(val)
+                 "flags": val & _PTE_FLAGS_MASK, "present": bool(val & 1), "level": level}
             if ret_i == 0 and level is not None and level > 1 and val & _PTE_P \
                     and not (level < 4 and val & _PTE_PSE):
                 st.levels[a["frame"]] = level - 1     # the table this entry points to
