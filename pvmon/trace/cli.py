@@ -68,6 +68,25 @@ def _pipe_safe(write: Any) -> Any:
         return None
 
 
+def _write_lines(lines: Any) -> None:
+    """Write an iterable of output lines to stdout in batches of 1,024; a closed
+    pipe (``| head``) ends output quietly."""
+    out: TextIO = sys.stdout
+    batch: list[str] = []
+
+    def write() -> None:
+        for line in lines:
+            batch.append(line)
+            if len(batch) >= 1024:
+                out.write("\n".join(batch) + "\n")
+                batch.clear()
+        if batch:
+            out.write("\n".join(batch) + "\n")
+        out.flush()
+
+    _pipe_safe(write)
+
+
 @click.group()
 def trace() -> None:
     """Inspect recorded .pvt traces."""
@@ -186,25 +205,10 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
             start = max(start, reader.seek_time(parse_time(time_)))
         stop = None if to is None else to + 1
         show_cpu = len(reader.frames) > 0 and _vcpus(reader) > 1
-        out: TextIO = sys.stdout
-        lines: list[str] = []
-
-        def write() -> None:
-            for ev in reader.events(start, stop):
-                if flt is not None and not flt.matches(ev):
-                    continue
-                if as_json:
-                    lines.append(json.dumps(jsonable(ev), separators=(",", ":")))
-                else:
-                    lines.append(format_line(ev, show_cpu=show_cpu))
-                if len(lines) >= 1024:
-                    out.write("\n".join(lines) + "\n")
-                    lines.clear()
-            if lines:
-                out.write("\n".join(lines) + "\n")
-            out.flush()
-
-        _pipe_safe(write)
+        _write_lines(json.dumps(jsonable(ev), separators=(",", ":")) if as_json
+                     else format_line(ev, show_cpu=show_cpu)
+                     for ev in reader.events(start, stop)
+                     if flt is None or flt.matches(ev))
         if not reader.complete and (stop is None or stop > len(reader)):
             click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
 
@@ -313,21 +317,8 @@ def pvops(path: str, as_list: bool, as_json: bool) -> None:
         abi_name = abi_name if isinstance(abi_name, str) else "xen"
         ops = derive(reader, abi_name, reader.header)
         if as_list:
-            out: TextIO = sys.stdout
-            lines: list[str] = []
-
-            def write() -> None:
-                for o in ops:
-                    lines.append(json.dumps(jsonable(o.as_dict()), separators=(",", ":"))
-                                 if as_json else format_op(o, format_time(o.t)))
-                    if len(lines) >= 1024:
-                        out.write("\n".join(lines) + "\n")
-                        lines.clear()
-                if lines:
-                    out.write("\n".join(lines) + "\n")
-                out.flush()
-
-            _pipe_safe(write)
+            _write_lines(json.dumps(jsonable(o.as_dict()), separators=(",", ":"))
+                         if as_json else format_op(o, format_time(o.t)) for o in ops)
             if not reader.complete:
                 click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
             return
