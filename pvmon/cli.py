@@ -141,6 +141,9 @@ _RUN_OPTIONS = [
     click.option("--input-file", default=None, type=click.Path(dir_okay=False),
                  help="Console input (needs an initrd): the lines of this file ('-' = stdin), "
                       "as --script."),
+    click.option("--mode", default=None, type=click.Choice(["pv", "pvh"]),
+                 help="Guest mode (xl's type=): pv (the default) or pvh, a Xen guest on "
+                      "the HVM platform entered at the kernel's PVH entry point."),
     click.option("--idle-exit", default=10.0, show_default=True, type=Seconds(), metavar="SECONDS",
                  help="Stop when the guest idles this many virtual seconds with no console "
                       "input left (0: never)."),
@@ -159,7 +162,7 @@ def _run_options(fn):
               help="No TUI: stream the console and print the summary (like `pvmon run`).")
 @click.option("--paused", is_flag=True, help="Pause after the first hypercall.")
 def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-         input_file, idle_exit, headless, paused) -> None:
+         input_file, idle_exit, headless, paused, mode=None) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
     Keys: space pause/resume, n step to the next hypercall, b break on a
@@ -216,7 +219,7 @@ def view(trace_path) -> None:
               help="Also print the hypervisor-log channel (what the guest writes with "
                    "console_io) on stderr, each line prefixed '(xen) '.")
 def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet, xen_log) -> None:
+        input_file, idle_exit, quiet, xen_log, mode=None) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -352,7 +355,13 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
     return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
             "backend": backend, "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
-            "idle_limit_ns": seconds_to_ns(idle_exit)}
+            "idle_limit_ns": seconds_to_ns(idle_exit), "mode": _mode_option()}
+
+
+def _mode_option() -> str | None:
+    """--mode of the running command (None: the backend's default mode)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.params.get("mode") if ctx is not None else None
 
 
 def _input_without_initrd(img, option: str) -> None:

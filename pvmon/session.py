@@ -89,7 +89,8 @@ class Session:
                  record: str | Path | None = None, initrd: bytes | None = None,
                  initrd_info: dict | None = None, keep_console: bool = True,
                  script: list[bytes] | None = None,
-                 idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS) -> None:
+                 idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS,
+                 mode: str | None = None) -> None:
         self.guest = guest
         self.initrd_info = dict(initrd_info or {})
         if initrd:
@@ -106,7 +107,9 @@ class Session:
         # before building anything: a backend of an ABI with no guest kind is refused
         #: How guests of this backend's ABI are built and run (loader, builder,
         #: dispatch layer): :class:`~pvmon.backends.base.GuestKind`.
-        self.kind = kind = guest_kind(self.backend)
+        self.kind = kind = guest_kind(self.backend, mode)
+        #: The guest mode ("pv", "pvh"): the kind's, or None for an ABI with one.
+        self.mode = getattr(kind, "mode", None)
         dispatch_cls = kind.dispatch_class()
         self.kernel = kind.load_kernel(Path(guest.vmlinux))
         self.machine = Machine(memory, kind.extra_bytes_for(memory))
@@ -147,7 +150,8 @@ class Session:
             "machine": {"memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
                         "cpuid_policy": self.kind.cpuid_policy, "tsc_khz": self.machine.clock.tsc_khz,
                         "initrd": self.initrd_info or None,
-                        "idle_limit_ns": self.dispatch.input.idle_limit_ns},
+                        "idle_limit_ns": self.dispatch.input.idle_limit_ns,
+                        **({"mode": self.mode} if self.mode not in (None, "pv") else {})},
             "layout": {k: v for k, v in dataclasses.asdict(self.layout).items()
                        if k != "extras"},
             "vtime_base_ns": 0, "tsc_khz": self.machine.clock.tsc_khz,

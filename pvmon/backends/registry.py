@@ -78,18 +78,32 @@ def get_backend(name: str) -> Backend:
 #: :class:`~pvmon.backends.base.GuestKind`, imported on first use. Other ABIs'
 #: kinds come from the ``pvmon.guest_kinds`` entry point group (named by ABI)
 #: or from the backend's own ``guest_kind`` attribute.
-GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV"}
+GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV",
+                                     "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH"}
+#: Guest modes by ABI: the first is the default (``--mode``; trace header
+#: ``machine.mode``). A mode other than the default is looked up as the
+#: guest kind ``"<abi>-<mode>"``.
+MODES_BY_ABI: dict[str, tuple[str, ...]] = {"xen": ("pv", "pvh")}
 
 
-def guest_kind(backend: Backend) -> GuestKind:
+def guest_kind(backend: Backend, mode: str | None = None) -> GuestKind:
     """How to build and run a guest on ``backend``: its own ``guest_kind``
     if it has one, else the kind of its ABI (built in, or registered under
-    the ``pvmon.guest_kinds`` entry point group by ABI name). Raises
-    BackendError, in one line, when pvmon cannot run guests on its ABI."""
+    the ``pvmon.guest_kinds`` entry point group by ABI name). ``mode``: a
+    guest mode of :data:`MODES_BY_ABI` ("pv", "pvh" for Xen); None is the
+    ABI's default. Raises BackendError, in one line, when pvmon cannot run
+    guests on its ABI or in that mode."""
     own = getattr(backend, "guest_kind", None)
-    if own is not None:
+    if own is not None and mode is None:
         return own
-    return kind_for_abi(backend.abi)
+    modes = MODES_BY_ABI.get(backend.abi, ())
+    if mode is None or (modes and mode == modes[0]):
+        return kind_for_abi(backend.abi)
+    if mode not in modes:
+        known = ", ".join(modes) or "its default only"
+        raise BackendError(f"backend {backend.name!r} has no guest mode {mode!r} "
+                           f"(modes: {known})")
+    return kind_for_abi(f"{backend.abi}-{mode}")
 
 
 def kind_for_abi(abi: str) -> GuestKind:

@@ -151,6 +151,9 @@ class Machine:
         self.step_pending = False
         #: True while :meth:`run` runs (read by threads repeating a stop request).
         self.running = False
+        #: The HVM platform's engine switches (:class:`pvmon.engine.hvm.HvmCpu`),
+        #: switched on for each run; None for a PV guest.
+        self.hvm = None
 
     # ----------------------------------------------------------------- setup
     def attach(self, handler: TrapHandler) -> None:
@@ -380,6 +383,8 @@ class Machine:
         uc = self.uc
         slices = 0
         self.running = True
+        if self.hvm is not None:
+            self.hvm.activate()
         try:
             while self.stop_reason is None:
                 if self.stop_request is not None:
@@ -408,6 +413,8 @@ class Machine:
                 self.handler.on_resume()
         finally:
             self.running = False
+            if self.hvm is not None:
+                self.hvm.deactivate()
         return self.stop_reason
 
     def _step(self, rip: int) -> None:

@@ -56,6 +56,7 @@ class BootSpec:
     idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS
     timeout: float | None = None
     paused: bool = False
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class LiveSession:
         sess = Session(spec.guest, memory=spec.memory, cmdline=spec.cmdline,
                        backend=spec.backend, record=spec.record, initrd=spec.initrd,
                        initrd_info=spec.initrd_info, script=spec.script,
-                       idle_limit_ns=None if live else spec.idle_limit_ns)
+                       idle_limit_ns=None if live else spec.idle_limit_ns, mode=spec.mode)
         if live:
             sess.dispatch.input.live_open = True
         return cls(sess, spec, clock=clock)

@@ -325,3 +325,38 @@ def hypercall_name(nr: int) -> str:
     """Name of Xen hypercall ``nr`` (xen.h), or ``hypercall_<nr>`` when unassigned."""
     name = HYPERCALLS.get(nr)
     return name if name is not None else f"hypercall_{nr}"
+
+# ---------------------------------------------------------------- HVM / PVH
+# hvm_op commands (xen/include/public/hvm/hvm_op.h) and HVM parameters
+# (xen/include/public/hvm/params.h), stable-4.17.
+HVMOP_CMDS = {0: "set_param", 1: "get_param", 4: "flush_tlbs", 5: "track_dirty_vram",
+              6: "modified_memory", 7: "set_mem_type", 9: "pagetable_dying",
+              10: "get_time", 12: "xentrace", 14: "set_mem_access", 15: "get_mem_access",
+              16: "inject_trap", 17: "get_mem_type", 19: "set_evtchn_upcall_vector",
+              20: "guest_request_vm_event", 21: "altp2m", 22: "get_param_fast"}
+HVMOP_set_param, HVMOP_get_param, HVMOP_set_evtchn_upcall_vector = 0, 1, 19
+HVM_PARAMS = {0: "CALLBACK_IRQ", 1: "STORE_PFN", 2: "STORE_EVTCHN", 4: "PAE_ENABLED",
+              5: "IOREQ_PFN", 6: "BUFIOREQ_PFN", 9: "TIMER_MODE", 10: "HPET_ENABLED",
+              12: "IDENT_PT", 14: "ACPI_S_STATE", 15: "VM86_TSS", 16: "VPT_ALIGN",
+              17: "CONSOLE_PFN", 18: "CONSOLE_EVTCHN", 19: "ACPI_IOPORTS_LOCATION",
+              24: "NESTEDHVM", 27: "PAGING_RING_PFN", 28: "MONITOR_RING_PFN",
+              29: "SHARING_RING_PFN", 31: "TRIPLE_FAULT_REASON", 35: "ALTP2M",
+              37: "VM86_TSS_SIZED", 38: "MCA_CAP"}
+HVM_NR_PARAMS = 39
+HVM_PARAM_CALLBACK_IRQ, HVM_PARAM_STORE_PFN, HVM_PARAM_STORE_EVTCHN = 0, 1, 2
+HVM_PARAM_CONSOLE_PFN, HVM_PARAM_CONSOLE_EVTCHN = 17, 18
+#: HVM_PARAM_CALLBACK_IRQ value: type in bits 63:56 (params.h)
+HVM_PARAM_CALLBACK_TYPE_GSI, HVM_PARAM_CALLBACK_TYPE_PCI_INTX = 0, 1
+HVM_PARAM_CALLBACK_TYPE_VECTOR = 2
+#: XENMAPSPACE_* of struct xen_add_to_physmap (xen/include/public/memory.h)
+XENMAPSPACE = {0: "shared_info", 1: "grant_table", 2: "gmfn", 3: "gmfn_range",
+               4: "gmfn_foreign", 5: "dev_mmio"}
+XENMAPIDX_grant_table_status = 1 << 31
+#: Hypercalls a 64-bit HVM/PVH guest may make: the hvm64 column of
+#: xen/include/hypercall-defs.c@stable-4.17 (every other number is -ENOSYS).
+HVM64_HYPERCALLS = frozenset({
+    "platform_op", "memory_op", "multicall", "set_timer_op", "xen_version", "console_io",
+    "grant_table_op", "vm_assist", "vcpu_op", "mmuext_op", "xsm_op", "sched_op",
+    "event_channel_op", "physdev_op", "hvm_op", "sysctl", "domctl", "argo_op",
+    "xenpmu_op", "dm_op", "hypfs_op"})
+SUBOPS["hvm_op"] = HVMOP_CMDS

@@ -32,6 +32,7 @@ from pvmon.backends.xen.grant_table import GrantTable
 from pvmon.backends.xen.pv.cpu import PvCpu
 from pvmon.backends.xen.pv.mmu import PvMmu
 from pvmon.backends.xen.pv.vcpu import PvVcpu
+from pvmon.backends.xen.pvh.hvm import PvhHypercalls
 from pvmon.backends.xen.versions import REGISTRY, XenVersion
 from pvmon.backends.xen.xenstore import XenStore
 from pvmon.engine.machine import PAGE_SIZE, Machine
@@ -51,9 +52,14 @@ _SUBOP_IN_ARG0: dict[str, tuple[dict[int, str], int]] = {
                  "grant_table_op", "console_io", "xenpmu_op", "vm_assist")}
 
 
-class XenBackend(PvCpu, PvMmu, Backend):
-    """Xen ``version`` serving one PV domU: a :class:`XenVersion` (built-in or
-    profile) or a built-in's name (``"4.17"``, ``"xen-4.17"``)."""
+class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
+    """Xen ``version`` serving one domU: a :class:`XenVersion` (built-in or
+    profile) or a built-in's name (``"4.17"``, ``"xen-4.17"``). The domain is
+    PV or PVH by the layout it is attached to (``mode``): a PVH domain gets
+    the hvm64 hypercall table (:data:`abi.HVM64_HYPERCALLS`) and no PV MMU."""
+
+    #: "pv" or "pvh": the guest mode of the attached domain.
+    mode = "pv"
 
     abi = "xen"
     #: The domain id pvmon's one domU has (what DOMID_SELF stands for).
@@ -90,6 +96,21 @@ class XenBackend(PvCpu, PvMmu, Backend):
         return {"name": self.name, "abi": "xen", "version": v.version_string,
                 "base": v.base, "description": v.description,
                 "differences": [c.as_dict() for c in v.changes]}
+
+    def features(self) -> frozenset[str]:
+        """XENFEAT names XENVER_get_features reports to this domain: the
+        version's, for a PV domain; for a PVH (translated, HVM) domain the PV
+        ones are replaced by writable_page_tables, auto_translated_physmap,
+        hvm_safe_pvclock, hvm_callback_vector and not_direct_mapped
+        (xen/common/kernel.c@stable-4.17)."""
+        feats = self.ver.features
+        if self.mode != "pvh":
+            return feats
+        pv_only = {"mmu_pt_update_preserve_ad", "highmem_assist", "gnttab_map_avail_bits",
+                   "direct_mapped", "writable_descriptor_tables", "supervisor_mode_kernel"}
+        hvm = {"writable_page_tables", "auto_translated_physmap", "hvm_safe_pvclock",
+               "hvm_callback_vector", "not_direct_mapped"}
+        return frozenset((set(feats) - pv_only) | {f for f in hvm if f in abi.XENFEAT})
 
     def _gate(self, name: str, fn: Callable) -> Callable:
         """Wrap ``fn`` so this version's missing or failing sub-ops of
@@ -129,7 +150,14 @@ class XenBackend(PvCpu, PvMmu, Backend):
         self.guest = guest
         self.p = platform
         self.clock = machine.clock
-        self.vcpu = PvVcpu(self, machine, layout)
+        self.mode = getattr(layout, "mode", "pv")
+        if self.mode == "pvh":
+            from pvmon.backends.xen.pvh.vcpu import PvhVcpu
+            self.vcpu = PvhVcpu(self, machine, layout)
+            self.table = {nr: fn for nr, fn in self.table.items()
+                          if abi.HYPERCALLS.get(nr) in abi.HVM64_HYPERCALLS}
+        else:
+            self.vcpu = PvVcpu(self, machine, layout)
         # Event-channel bits live in guest-shared memory; reaching them through
         # the recording access puts them in the trace (open-loop replay needs them).
         self.events = EventChannels(guest, layout.shared_info_ma, self.vcpu.vcpu_info_ma)
@@ -141,7 +169,10 @@ class XenBackend(PvCpu, PvMmu, Backend):
             "interdomain", remote_dom=0, remote_port=1, on_send=self._xenstore_kick)
         self.events.ports[layout.console_evtchn] = Port(
             "interdomain", remote_dom=0, remote_port=2, on_send=self._console_kick)
-        self.init_mmu(layout)
+        if self.mode == "pvh":
+            self.init_hvm_params()
+        else:
+            self.init_mmu(layout)
         self.free_mfns: list[int] = []
         self.vm_assist = 0
         self.gnttab = GrantTable(self, DOMID)
@@ -154,6 +185,7 @@ class XenBackend(PvCpu, PvMmu, Backend):
         self.vcpu.init_time()
         # Xen creates every vCPU with event delivery masked (evtchn_upcall_mask = 1).
         self.vcpu.set_upcall_mask(1)
+        self.shared_info_ma = si
 
     def _xenstore_kick(self) -> None:
         if self.xenstore.process():
@@ -534,7 +566,7 @@ class XenBackend(PvCpu, PvMmu, Backend):
                 return -E.EINVAL   # one submap only (xen/common/kernel.c)
             bits = 0
             # The version's feature set (versions.py; xen/common/kernel.c).
-            for f in self.ver.features:
+            for f in self.features():
                 bits |= 1 << abi.XENFEAT[f]
             if self.vm_assist & (1 << 3):   # VMASST_TYPE_pae_extended_cr3
                 bits |= 1 << abi.XENFEAT["pae_pgdir_above_4gb"]
@@ -587,6 +619,17 @@ class XenBackend(PvCpu, PvMmu, Backend):
             self._write(arg, struct.pack("<QQQ", abi.MACH2PHYS_VIRT_START,
                                          abi.MACH2PHYS_VIRT_START + frames * 8, frames - 1))
             return 0
+        if op in (10, 12) and self.mode == "pvh":
+            return -E.ENOSYS   # hvm_memory_op refuses them (xen/arch/x86/hvm/hypercall.c)
+        if op == 9 and self.mode == "pvh":   # the guest's e820, 20-byte entries
+            from pvmon.backends.xen.pvh.builder import memory_map
+            nr, buf = struct.unpack("<I4xQ", self._read(arg, 16))
+            entries = memory_map(nr_pages * PAGE_SIZE, self.layout.store_pfn)
+            if nr < len(entries):
+                return -E.EINVAL
+            self._write(buf, b"".join(struct.pack("<QQI", a, n, t) for a, n, t in entries))
+            self._write(arg, struct.pack("<I", len(entries)))
+            return 0
         if op in (9, 10):   # memory_map / machine_memory_map {nr_entries, buffer}
             nr, buf = struct.unpack("<I4xQ", self._read(arg, 16))
             if nr < 1:
@@ -618,7 +661,7 @@ class XenBackend(PvCpu, PvMmu, Backend):
                 done += 1
             return done
         if op == 7:
-            return -E.EINVAL
+            return self.add_to_physmap(arg)
         if op in (5, 25):
             return -E.ENOSYS
         return self._unsupported_sub("memory_op", name)
@@ -657,10 +700,6 @@ class XenBackend(PvCpu, PvMmu, Backend):
 
     def hc_domctl(self, *_):
         return -E.EPERM
-
-    def hc_hvm_op(self, cmd, arg, *_):
-        self.op = {"cmd": cmd}
-        return -E.ENOSYS
 
     def hc_xsm_op(self, *_):
         return -E.ENOSYS

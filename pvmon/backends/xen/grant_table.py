@@ -164,6 +164,9 @@ class GrantTable:
         self.guest = backend.guest
         lay = backend.layout
         self.shared_base = lay.grant_ma >> 12
+        #: Machine address of each shared frame: Xen's own frames, until an
+        #: auto-translated (PVH) guest maps one into its physmap (:meth:`map_frame_at`).
+        self.frame_ma = [(self.shared_base + i) << 12 for i in range(builder.GRANT_FRAMES)]
         self.status_base = builder.grant_status_ma(backend.m.phys_bytes) >> 12
         self.max_frames = builder.GRANT_FRAMES
         self.version = 1
@@ -210,7 +213,11 @@ class GrantTable:
 
     def _entry_ma(self, ref: int) -> int:
         size = E.GRANT_ENTRY_V1_SIZE if self.version == 1 else E.GRANT_ENTRY_V2_SIZE
-        return (self.shared_base << 12) + ref * size
+        off = ref * size
+        frame = off >> 12
+        if frame < len(self.frame_ma):
+            return self.frame_ma[frame] + (off & 0xFFF)
+        return (self.shared_base << 12) + off
 
     def _status_ma(self, ref: int) -> int | None:
         """Where GTF_reading/GTF_writing of ``ref`` live: the shared entry's
@@ -388,10 +395,27 @@ class GrantTable:
         start cleared."""
         req = max(req, INITIAL_NR_GRANT_FRAMES)
         for i in range(self.nr_frames, req):
-            self.guest.write_machine((self.shared_base + i) << 12, bytes(PAGE_SIZE))
+            self.guest.write_machine(self.frame_ma[i], bytes(PAGE_SIZE))
         if self.version > 1:
             self._populate_status(req)
         self.nr_frames = max(self.nr_frames, req)
+
+    def map_frame_at(self, frame: int, status: bool, ma: int) -> int:
+        """XENMEM_add_to_physmap with XENMAPSPACE_grant_table from an
+        auto-translated (PVH) domain: shared frame ``frame`` (growing the
+        table to it, as gnttab_map_frame does) now appears at machine address
+        ``ma``, its contents with it. Status frames (``status``) are not
+        offered to PVH guests here: -EINVAL. Returns 0 or a negative errno
+        (xen/common/grant_table.c gnttab_map_frame@stable-4.17)."""
+        if status or frame >= self.max_frames:
+            return -E.EINVAL
+        if frame >= self.nr_frames:
+            self._grow(frame + 1)
+        old = self.frame_ma[frame]
+        if old != ma:
+            self.b.m.write_phys_data(ma, self.b.m.read_phys(old, PAGE_SIZE))
+            self.frame_ma[frame] = ma
+        return 0
 
     def _populate_status(self, grant_frames: int) -> None:
         """gnttab_populate_status_frames: cleared status frames for the table."""

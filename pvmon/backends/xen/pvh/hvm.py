@@ -1,0 +1,124 @@
+"""The hypercalls a PVH guest makes that a PV guest does not: ``hvm_op``
+parameters and the upcall vector, and the ``memory_op`` forms of an
+auto-translated guest (add_to_physmap, memory_map). A mixin of
+:class:`~pvmon.backends.xen.backend.XenBackend`, active when it serves a PVH
+domain (``self.mode == "pvh"``); it uses the backend's ``vcpu`` (a
+:class:`~pvmon.backends.xen.pvh.vcpu.PvhVcpu`), ``layout``, ``events``,
+``_read`` and ``_write``.
+
+Sources: xen/include/public/hvm/hvm_op.h, hvm/params.h, memory.h and
+xen/arch/x86/hvm/hvm.c (hvmop_set_param, hvmop_get_param,
+hvm_allow_set_param/get_param), xen/common/memory.c (xenmem_add_to_physmap),
+all stable-4.17.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pvmon.backends.xen import abi
+from pvmon.engine.machine import PAGE_SIZE
+
+E = abi
+#: Parameters a domU may not read (hvm_allow_get_param) or set (hvm_allow_set_param).
+_GUEST_SETTABLE = {abi.HVM_PARAM_CALLBACK_IRQ, 9, 10, 16, 27, 28, 29, 31, 35}
+
+
+class PvhHypercalls:
+    """hvm_op and the auto-translated memory_op sub-ops of one PVH domain."""
+
+    def init_hvm_params(self) -> None:
+        """The parameters the toolstack sets before the guest starts
+        (libxl: store and console rings and their event channels)."""
+        lay = self.layout
+        self.hvm_params = {abi.HVM_PARAM_STORE_PFN: lay.store_pfn,
+                           abi.HVM_PARAM_STORE_EVTCHN: lay.store_evtchn,
+                           abi.HVM_PARAM_CONSOLE_PFN: lay.console_pfn,
+                           abi.HVM_PARAM_CONSOLE_EVTCHN: lay.console_evtchn}
+
+    def hc_hvm_op(self, cmd, arg, *_):
+        """HVMOP_set_param / get_param {u16 domid, pad, u32 index, u64 value}
+        and HVMOP_set_evtchn_upcall_vector {u32 vcpu, u8 vector}; a PV domain
+        gets -ENOSYS for all of them (do_hvm_op checks is_hvm_domain)."""
+        self.op = {"cmd": abi.HVMOP_CMDS.get(cmd, cmd)}
+        if self.mode != "pvh":
+            return -E.ENOSYS
+        if cmd in (abi.HVMOP_set_param, abi.HVMOP_get_param):
+            dom, index, value = struct.unpack("<H2xIQ", self._read(arg, 16))
+            self.op.update(param=abi.HVM_PARAMS.get(index, index))
+            if dom not in (abi.DOMID_SELF, self.domid):
+                return -E.ESRCH
+            if index >= abi.HVM_NR_PARAMS:
+                return -E.EINVAL
+            if cmd == abi.HVMOP_get_param:
+                value = self.hvm_params.get(index, 0)
+                self.op["value"] = value
+                self._write(arg + 8, struct.pack("<Q", value))
+                return 0
+            self.op["value"] = value
+            if index not in _GUEST_SETTABLE:
+                return -E.EPERM
+            if index == abi.HVM_PARAM_CALLBACK_IRQ:
+                typ, vec = value >> 56, value & 0xFF
+                if typ == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+                    if vec < 0x10:
+                        return -E.EINVAL
+                    self.vcpu.callback_vector = vec
+                elif not self.vcpu.upcall_vector_per_vcpu:
+                    # GSI / PCI INTx callbacks need the emulated IO-APIC and
+                    # platform PCI device a PVH domain has not got: accepted, and
+                    # no upcall is delivered (hvm_set_callback_via)
+                    self.vcpu.callback_vector = None
+            self.hvm_params[index] = value
+            return 0
+        if cmd == abi.HVMOP_set_evtchn_upcall_vector:
+            vcpu, vector = struct.unpack("<IB", self._read(arg, 5))
+            self.op.update(vcpu=vcpu, vector=vector)
+            if "hvm_upcall_vector" not in self.ver.capabilities:
+                return self._unsupported_sub("hvm_op", "set_evtchn_upcall_vector")
+            if vector < 0x10:
+                return -E.EINVAL
+            if vcpu != 0:
+                return -E.ENOENT
+            self.vcpu.callback_vector = vector
+            self.vcpu.upcall_vector_per_vcpu = True
+            return 0
+        return -E.ENOSYS
+
+    def add_to_physmap(self, arg: int) -> int:
+        """XENMEM_add_to_physmap {u16 domid, u16 size, u32 space, u64 idx,
+        u64 gpfn}: put shared_info (space 0) or grant frame ``idx`` (space 1)
+        at guest frame ``gpfn``. The frame's old contents move with it, as
+        the guest expects of Xen's page (xenmem_add_to_physmap_one)."""
+        dom, _size, space, idx, gpfn = struct.unpack("<HHIQQ", self._read(arg, 24))
+        self.op.update(space=abi.XENMAPSPACE.get(space, space), idx=idx, gpfn=gpfn)
+        if dom not in (abi.DOMID_SELF, self.domid):
+            return -E.ESRCH
+        if self.mode != "pvh":
+            return -E.EINVAL     # a PV domain is not translated (xenmem_add_to_physmap)
+        if not 0 <= gpfn < self.layout.nr_pages:
+            return -E.EINVAL
+        ma = gpfn * PAGE_SIZE
+        if space == 0:
+            if idx != 0:
+                return -E.EINVAL
+            self.move_shared_info(ma)
+            return 0
+        if space == 1:
+            status = bool(idx & abi.XENMAPIDX_grant_table_status)
+            frame = idx & ~abi.XENMAPIDX_grant_table_status
+            return self.gnttab.map_frame_at(frame, status, ma)
+        return -E.EINVAL if space in abi.XENMAPSPACE else -E.ENOSYS
+
+    def move_shared_info(self, ma: int) -> None:
+        """shared_info (with vcpu_info[0] at its start, unless registered
+        elsewhere) now lives at machine address ``ma``."""
+        old = self.events.si
+        if old == ma:
+            return
+        page = self.m.read_phys(old, PAGE_SIZE)
+        self.m.write_phys_data(ma, page)
+        self.events.si = ma
+        if self.vcpu._vcpu_info == old:
+            self.vcpu._vcpu_info = ma
+        self.shared_info_ma = ma

@@ -1,0 +1,231 @@
+"""The engine side of an HVM platform: what pvmon's fourth Unicorn patch
+(``patches/unicorn-2.1.4-hvm-platform.patch``) adds, and the 32-bit entry state.
+
+A guest on an HVM platform (Xen PVH now, KVM next) owns its IDT, GDT, page
+tables and privilege levels, so the CPU must deliver exceptions and interrupts
+through the guest's IDT as hardware does. Unicorn 2.1.4 never does that (it
+hands every exception to ``UC_HOOK_INTR`` hooks), offers no interrupt
+injection, and cannot hook RDMSR/WRMSR (``hvm-facts.md`` 1.2, 1.6). The patch
+adds four process-wide switches, which :class:`HvmCpu` sets for the engine it
+runs, at the start of every run (:meth:`HvmCpu.activate`) and clears after:
+
+* ``pvmon_hvm_mode``: exceptions (and #UD, when no ``UC_HOOK_INSN_INVALID``
+  hook takes the instruction) go through the guest IDT by QEMU's own
+  ``do_interrupt``: privilege switch, IST, error codes, #DF escalation;
+* ``pvmon_raise_irq(uc, vector)``: an external interrupt the CPU takes at the
+  first instruction boundary where RFLAGS.IF is set and no STI/MOV SS shadow
+  is active; ``pvmon_irq_taken(uc, vector, rip)`` then reports it;
+* ``pvmon_msr_hook(uc, write, msr, *value)``: RDMSR/WRMSR at CPL 0 ask pvmon
+  first: 0 = run QEMU's built-in MSRs, 1 = handled, 2 = #GP(0);
+* ``pvmon_triple_faults``: counts triple faults, which (like HLT) end
+  ``emu_start`` without an error.
+
+A Xen PV run never activates them and runs as before. Without the patched
+library (``PVMON_UNICORN=stock``, or no ``pvmon engine build``)
+:func:`available` is False and HVM guests are refused with one line.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Callable
+
+from unicorn import x86_const as x86
+from unicorn.unicorn_py3.unicorn import uclib
+
+from pvmon.errors import EngineError
+
+#: The MSR callback's answers (the patch's ``pvmon_msr_hook`` contract).
+MSR_NATIVE, MSR_HANDLED, MSR_GP = 0, 1, 2
+
+_MSR_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32,
+                           ctypes.POINTER(ctypes.c_uint64))
+_IRQ_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64)
+
+
+def _symbols():
+    try:
+        return (ctypes.c_int.in_dll(uclib, "pvmon_hvm_mode"),
+                ctypes.c_int.in_dll(uclib, "pvmon_irq_vector"),
+                ctypes.c_int.in_dll(uclib, "pvmon_triple_faults"),
+                ctypes.c_void_p.in_dll(uclib, "pvmon_irq_taken"),
+                ctypes.c_void_p.in_dll(uclib, "pvmon_msr_hook"),
+                ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)(
+                    ("pvmon_raise_irq", uclib)),
+                ctypes.PYFUNCTYPE(None, ctypes.c_void_p)(("pvmon_clear_irq", uclib)))
+    except (ValueError, AttributeError):
+        return None
+
+
+_SYMS = _symbols()
+
+
+def available() -> bool:
+    """True when the running libunicorn carries pvmon's HVM platform patch."""
+    return _SYMS is not None
+
+
+def require() -> None:
+    """Raise EngineError (one readable line) when the HVM patch is missing."""
+    if _SYMS is None:
+        raise EngineError("this guest mode needs pvmon's patched Unicorn (HVM platform "
+                          "patch): run `pvmon engine build` (and unset PVMON_UNICORN=stock)")
+
+
+class HvmCpu:
+    """The HVM switches of one engine. ``on_msr(write, msr, value) -> (answer,
+    value)``: called for every RDMSR/WRMSR at CPL 0 (``value``: what WRMSR
+    writes, 0 for RDMSR), answering :data:`MSR_NATIVE`, :data:`MSR_HANDLED`
+    (with the value RDMSR returns) or :data:`MSR_GP`. ``on_irq_taken(vector,
+    rip)``: the CPU took the raised interrupt ``vector``, interrupting ``rip``.
+    Callbacks must not raise (an exception is kept and re-raised by
+    :meth:`take_error`). Raises EngineError if the patch is missing."""
+
+    def __init__(self, uc, on_msr: Callable[[int, int, int], tuple[int, int]],
+                 on_irq_taken: Callable[[int, int], None]) -> None:
+        require()
+        (self._mode, self._vector, self._triples, self._irq_ptr, self._msr_ptr,
+         self._raise, self._clear) = _SYMS
+        self._uc = uc._uch.value if hasattr(uc._uch, "value") else uc._uch
+        self.error: BaseException | None = None
+
+        def msr_cb(_uc, write, msr, value_p):
+            try:
+                answer, value = on_msr(write, msr, value_p[0])
+            except BaseException as exc:   # noqa: BLE001 - never unwind through C
+                self.error = self.error or exc
+                return MSR_NATIVE
+            if answer == MSR_HANDLED:
+                value_p[0] = value & 0xFFFF_FFFF_FFFF_FFFF
+            return answer
+
+        def irq_cb(_uc, vector, rip):
+            try:
+                on_irq_taken(vector, rip)
+            except BaseException as exc:   # noqa: BLE001
+                self.error = self.error or exc
+
+        self._msr_cb = _MSR_CB(msr_cb)
+        self._irq_cb = _IRQ_CB(irq_cb)
+        self.pending: int | None = None
+
+    def activate(self) -> None:
+        """Switch the patch on for this engine (call before ``emu_start``)."""
+        self._mode.value = 1
+        self._msr_ptr.value = ctypes.cast(self._msr_cb, ctypes.c_void_p).value
+        self._irq_ptr.value = ctypes.cast(self._irq_cb, ctypes.c_void_p).value
+        if self.pending is not None:
+            self._vector.value = self.pending
+
+    def deactivate(self) -> None:
+        """Switch it off again (a Xen PV engine in the same process runs as before)."""
+        self._mode.value = 0
+        self._msr_ptr.value = None
+        self._irq_ptr.value = None
+
+    def raise_irq(self, vector: int) -> None:
+        """Ask the CPU to take external interrupt ``vector`` (0-255) as soon as
+        RFLAGS.IF allows; replaces a raised one not yet taken."""
+        self.pending = vector
+        self._raise(self._uc, vector)
+
+    def clear_irq(self) -> None:
+        """Withdraw a raised interrupt not yet taken."""
+        self.pending = None
+        self._clear(self._uc)
+
+    def irq_taken(self) -> None:
+        """Note that the raised interrupt was taken (from ``on_irq_taken``)."""
+        self.pending = None
+
+    @property
+    def triple_faults(self) -> int:
+        """Triple faults since the process started (all engines)."""
+        return self._triples.value
+
+    def take_error(self) -> None:
+        """Re-raise an exception a callback swallowed, if any."""
+        if self.error is not None:
+            exc, self.error = self.error, None
+            raise exc
+
+
+# --------------------------------------------------------------- 32-bit entry
+#: Where :func:`enter_protected32` builds its scratch GDT and trampoline (guest
+#: physical; the guest may overwrite both once it runs).
+TRAMPOLINE_PA = 0x1000
+_CS32, _DS32, _CS64 = 0x08, 0x10, 0x18
+
+
+def _desc(base: int, limit: int, access: int, flags: int) -> int:
+    return ((limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (access << 40)
+            | (((limit >> 16) & 0xF) << 48) | (flags << 52) | (((base >> 24) & 0xFF) << 56))
+
+
+def enter_protected32(machine, entry: int, ebx: int) -> None:
+    """Put the CPU in the state a 32-bit protected-mode entry expects (the
+    Xen PVH entry, ``XEN_ELFNOTE_PHYS32_ENTRY``): CR0.PE set and paging off,
+    CR4 0, EFER 0, flat 4 GiB 32-bit CS (0x08) and DS/ES/SS (0x10), EFLAGS 0x2,
+    EBX = ``ebx``, EIP = ``entry`` (both 32-bit physical). Source: the entry
+    contract in Linux ``arch/x86/platform/pvh/head.S`` and xen.git
+    ``docs/misc/pvh.pandoc``.
+
+    Unicorn's 64-bit engine starts in long mode, so this runs a short
+    trampoline (hvm-facts.md 1.8): a far return to a 32-bit code segment
+    (compatibility mode), CR0.PG cleared (which clears EFER.LMA), EFER and CR4
+    cleared, the data segments loaded, a jump to ``entry``. It uses the two
+    pages at :data:`TRAMPOLINE_PA` and a scratch identity map it builds there,
+    which the guest is free to overwrite. Raises EngineError if the engine
+    does not end in that state."""
+    uc = machine.uc
+    base = TRAMPOLINE_PA
+    gdt = base
+    pml4, pdpt, pd = base + 0x1000, base + 0x2000, base + 0x3000
+    code = base + 0x800
+    machine.write_phys(gdt, struct.pack("<4Q", 0,
+                                        _desc(0, 0xFFFFF, 0x9B, 0xC),    # 32-bit code
+                                        _desc(0, 0xFFFFF, 0x93, 0xC),    # data
+                                        _desc(0, 0xFFFFF, 0x9B, 0xA)))   # 64-bit code
+    machine.write_phys(pml4, struct.pack("<Q", pdpt | 3))
+    machine.write_phys(pdpt, struct.pack("<Q", pd | 3))
+    machine.write_phys(pd, b"".join(struct.pack("<Q", (i << 21) | 0x83) for i in range(512)))
+    # 64-bit: push $0x08; push $tramp32; lretq          (to compatibility mode)
+    # 32-bit: mov %cr0,%eax; and $0x7fffffff,%eax; mov %eax,%cr0   (paging off, LMA clear)
+    #         xor %eax,%eax; xor %edx,%edx; mov $0xc0000080,%ecx; wrmsr   (EFER = 0)
+    #         mov %eax,%cr4; mov $0x10,%eax; mov %eax,%ds; mov %eax,%es; mov %eax,%ss
+    #         mov %eax,%fs; mov %eax,%gs; xor %eax,%eax; hlt
+    tramp32 = code + 0x20
+    c64 = bytes([0x6A, _CS32, 0x68]) + struct.pack("<I", tramp32) + bytes([0x48, 0xCB])
+    c32 = bytes([0x0F, 0x20, 0xC0, 0x25, 0xFF, 0xFF, 0xFF, 0x7F, 0x0F, 0x22, 0xC0,
+                 0x31, 0xC0, 0x31, 0xD2, 0xB9, 0x80, 0x00, 0x00, 0xC0, 0x0F, 0x30,
+                 0x0F, 0x22, 0xE0, 0xB8, 0x10, 0x00, 0x00, 0x00, 0x8E, 0xD8, 0x8E, 0xC0,
+                 0x8E, 0xD0, 0x8E, 0xE0, 0x8E, 0xE8, 0x31, 0xC0, 0xF4])
+    machine.write_phys(code, c64)
+    machine.write_phys(tramp32, c32)
+    uc.reg_write(x86.UC_X86_REG_GDTR, (0, gdt, 4 * 8 - 1, 0))
+    uc.reg_write(x86.UC_X86_REG_CR3, pml4)
+    uc.reg_write(x86.UC_X86_REG_CR4, 1 << 5)                  # PAE
+    uc.msr_write(0xC0000080, (1 << 8) | (1 << 10))            # LME | LMA
+    uc.reg_write(x86.UC_X86_REG_CR0, 0x80000011)              # PG | ET | PE
+    uc.reg_write(x86.UC_X86_REG_RSP, base + 0xFF0)
+    # the 64-bit CS descriptor cache: far-return there first (reg_write of CS
+    # in 64-bit mode stores only the selector)
+    lret = bytes([0x6A, _CS64, 0x68]) + struct.pack("<I", code) + bytes([0x48, 0xCB])
+    machine.write_phys(code + 0x100, lret)
+    uc.emu_start(code + 0x100, 0)      # lretq, lretq, the 32-bit steps, hlt
+    cr0, efer = uc.reg_read(x86.UC_X86_REG_CR0), uc.msr_read(0xC0000080)
+    cs = uc.reg_read(x86.UC_X86_REG_CS)
+    if cr0 & 0x80000000 or efer & (1 << 10) or cs != _CS32:
+        raise EngineError(f"could not enter 32-bit protected mode (CR0 {cr0:#x}, "
+                          f"EFER {efer:#x}, CS {cs:#x})")
+    uc.reg_write(x86.UC_X86_REG_CR3, 0)
+    uc.reg_write(x86.UC_X86_REG_RFLAGS, 0x2)
+    uc.reg_write(x86.UC_X86_REG_RSP, 0)
+    uc.reg_write(x86.UC_X86_REG_RBX, ebx)
+    uc.reg_write(x86.UC_X86_REG_RIP, entry)
+    machine.write_phys(base, bytes(0x4000))
+
+
+__all__ = ["HvmCpu", "MSR_GP", "MSR_HANDLED", "MSR_NATIVE", "available", "enter_protected32",
+           "require"]
