@@ -308,3 +308,16 @@ def test_guest_loads_and_stores_through_unicorn_mmio_reach_the_model() -> None:
     assert uc.reg_read(UC_X86_REG_EBX) == L.VERSION
     assert uc.reg_read(UC_X86_REG_ECX) & 0xFF == 2
     assert apic.software_enabled and apic.highest_deliverable() == 0xF6
+
+
+def test_rewriting_the_initial_count_after_an_unprocessed_expiry_keeps_that_interrupt() -> None:
+    apic, clock = make()
+    enable(apic)
+    wr(apic, L.TIMER_DIVIDE, 0xB)
+    wr(apic, L.LVT_TIMER, 0xEC)
+    start = clock.now
+    wr(apic, L.TIMER_INITIAL, 100)                    # due at start + 1000
+    clock.now = start + 1500                          # the guest ran past it
+    wr(apic, L.TIMER_INITIAL, 100)                    # and re-armed
+    assert apic.irr == 1 << 0xEC
+    assert apic.next_deadline_ns() == start + 2500
