@@ -3,8 +3,12 @@ arch/x86/kernel/apic/apic.c and the platform drive it."""
 
 from __future__ import annotations
 
+import struct
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
+from unicorn.x86_const import UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX
 
 from pvmon.platforms.hvm import lapic as L
 from pvmon.platforms.hvm.lapic import LocalApic
@@ -277,3 +281,43 @@ def test_no_access_a_guest_can_make_raises_or_breaks_the_register_widths(accesse
             apic.accept(vector)
     for reg in range(0, L.LAPIC_SIZE, 0x10):
         assert 0 <= rd(apic, reg) < 1 << 32
+
+
+def test_guest_loads_and_stores_through_unicorn_mmio_reach_the_model() -> None:
+    """The platform's wiring: a real Unicorn guest (32-bit, flat) enables the
+    APIC, sends itself vector 0xF6 and reads registers back through
+    ``uc.mmio_map``, with a byte load of the ID register's top byte."""
+    apic, _ = make(apic_id=2)
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mmio_map(L.LAPIC_BASE, L.LAPIC_SIZE,
+                lambda _uc, offset, size, _ud: apic.read(offset, size), None,
+                lambda _uc, offset, size, value, _ud: apic.write(offset, size, value), None)
+
+    def at(reg: int) -> bytes:
+        return struct.pack("<I", L.LAPIC_BASE + reg)
+
+    code = (b"\xC7\x05" + at(L.SVR) + struct.pack("<I", 0x1FF)             # mov [SVR], 0x1ff
+            + b"\xC7\x05" + at(L.ICR_LOW) + struct.pack("<I", 0x440F6)      # mov [ICR], 0x440f6
+            + b"\xA1" + at(L.ICR_LOW)                                       # mov eax, [ICR]
+            + b"\x8B\x1D" + at(L.LVR)                                       # mov ebx, [LVR]
+            + b"\x8A\x0D" + at(L.ID + 3))                                   # mov cl, [ID+3]
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, code)
+    uc.emu_start(0x1000, 0x1000 + len(code))
+    assert uc.reg_read(UC_X86_REG_EAX) == 0x440F6                 # bit 12 clear
+    assert uc.reg_read(UC_X86_REG_EBX) == L.VERSION
+    assert uc.reg_read(UC_X86_REG_ECX) & 0xFF == 2
+    assert apic.software_enabled and apic.highest_deliverable() == 0xF6
+
+
+def test_rewriting_the_initial_count_after_an_unprocessed_expiry_keeps_that_interrupt() -> None:
+    apic, clock = make()
+    enable(apic)
+    wr(apic, L.TIMER_DIVIDE, 0xB)
+    wr(apic, L.LVT_TIMER, 0xEC)
+    start = clock.now
+    wr(apic, L.TIMER_INITIAL, 100)                    # due at start + 1000
+    clock.now = start + 1500                          # the guest ran past it
+    wr(apic, L.TIMER_INITIAL, 100)                    # and re-armed
+    assert apic.irr == 1 << 0xEC
+    assert apic.next_deadline_ns() == start + 2500

@@ -418,8 +418,10 @@ class LocalApic:
             self._write_lvt(reg, value)
         elif reg == TIMER_INITIAL:
             if self._counting_mode():
+                now = self.clock()
+                self.fire_due(now)            # an expiry before this store still counts
                 self.timer_initial = value
-                self._arm(self.clock())
+                self._arm(now)
         elif reg == TIMER_DIVIDE:
             now = self.clock()
             self.fire_due(now)
