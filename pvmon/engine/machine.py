@@ -246,6 +246,21 @@ class Machine:
         as a MOV to CR3 does without PCIDs."""
         self.internals.reg_write_batch([x86.UC_X86_REG_CR3], [cr3])
 
+    def alias_frame(self, pa: int, ma: int) -> bool:
+        """Make machine frame ``ma`` also appear at guest-physical ``pa`` (both
+        4 KiB aligned), beyond machine memory: what a hypervisor does when an
+        HVM guest asks for one of its frames in an unpopulated part of its
+        physical address space. False when ``pa`` is inside machine memory, or
+        already holds a frame (the caller answers the guest's error)."""
+        if pa % PAGE_SIZE or ma % PAGE_SIZE or pa < self.phys_bytes \
+                or not self.valid_phys(ma, PAGE_SIZE) or pa >= 1 << 52:
+            return False
+        try:
+            self.uc.mem_map_ptr(pa, PAGE_SIZE, ucc.UC_PROT_ALL, self._mem_ptr + ma)
+        except UcError:
+            return False
+        return True
+
     # -------------------------------------------------------- physical memory
     def valid_phys(self, pa: int, size: int = 1) -> bool:
         return 0 <= pa and pa + size <= self.phys_bytes

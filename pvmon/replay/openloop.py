@@ -157,7 +157,7 @@ class _Side:
         self.run = run
         self.version = version
         self.backend = backend = backend_for_version(version)
-        kind = guest_kind(backend)
+        kind = guest_kind(backend, run.mode)
         self.machine = machine = _ScratchMachine(memory, kind.extra_bytes_for(memory))
         layout = _layout(run, machine, kind)
         self.access = access = _RecordedMemory(machine)

@@ -57,8 +57,14 @@ class RecordedRun:
         m = self.header["machine"]
         idle = m.get("idle_limit_ns", DEFAULT_IDLE_LIMIT_NS)   # checked by check_header
         return {"memory": self.memory, "cmdline": self.cmdline, "initrd": self.initrd,
-                "initrd_info": self.initrd_info,
+                "initrd_info": self.initrd_info, "mode": self.mode,
                 "idle_limit_ns": idle if type(idle) is int else None}
+
+    @property
+    def mode(self) -> str | None:
+        """The recorded guest mode (``machine.mode``: "pvh"), or None for the
+        backend ABI's default (PV for Xen; every trace before PVH)."""
+        return self.header["machine"].get("mode")
 
     @property
     def label(self) -> str:
@@ -114,6 +120,13 @@ def check_header(h: dict, path: Path) -> None:
     idle = m.get("idle_limit_ns")
     if idle is not None and duration_ns_problem(idle):
         raise _bad(path, "machine.idle_limit_ns", idle, duration_ns_problem(idle))
+    mode = m.get("mode")
+    if mode is not None:
+        from pvmon.backends.registry import MODES_BY_ABI
+        abi = b.get("abi", "xen") if isinstance(b := h.get("backend"), dict) else "xen"
+        if not isinstance(mode, str) or mode not in MODES_BY_ABI.get(abi, ()):
+            raise _bad(path, "machine.mode", mode, "is not a guest mode pvmon knows "
+                       "(pv, pvh)")
     if "vcpus" in m and (type(m["vcpus"]) is not int or m["vcpus"] != 1):
         raise _bad(path, "machine.vcpus", m["vcpus"], "is not 1 (pvmon runs one vCPU)")
     engine_khz = VirtualClock().tsc_khz
@@ -143,21 +156,22 @@ def check_header(h: dict, path: Path) -> None:
     if lay is not None:
         if not isinstance(lay, dict):
             raise _bad(path, "layout", lay, "is not a map")
-        kind = _recorded_kind(b)
+        kind = _recorded_kind(b, m.get("mode"))
         problem = kind.layout_problem(lay, memory) if kind is not None else None
         if problem is not None:
             field, value, where = problem
             raise _bad(path, f"layout.{field}", value, f"is not {where}")
 
 
-def _recorded_kind(backend: Any) -> GuestKind | None:
-    """The guest kind of a header's ``backend`` map's ABI (default "xen"), or
-    None when pvmon has none (:func:`recorded_version` refuses that trace)."""
+def _recorded_kind(backend: Any, mode: str | None = None) -> GuestKind | None:
+    """The guest kind of a header's ``backend`` map's ABI (default "xen") in
+    ``mode`` (``machine.mode``), or None when pvmon has none
+    (:func:`recorded_version` refuses that trace)."""
     abi = backend.get("abi", "xen") if isinstance(backend, dict) else "xen"
     if not isinstance(abi, str):
         return None
     try:
-        return kind_for_abi(abi)
+        return kind_for_abi(abi if mode in (None, "pv") else f"{abi}-{mode}")
     except BackendError:
         return None
 

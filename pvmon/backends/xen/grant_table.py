@@ -412,6 +412,10 @@ class GrantTable:
         if frame >= self.nr_frames:
             self._grow(frame + 1)
         old = self.frame_ma[frame]
+        if ma >= self.b.m.phys_bytes:
+            # an unpopulated guest frame (Linux PVH takes grant frames from above
+            # RAM): Xen's frame appears there, and stays where pvmon keeps it
+            return 0 if self.b.m.alias_frame(ma, old) else -E.EINVAL
         if old != ma:
             self.b.m.write_phys_data(ma, self.b.m.read_phys(old, PAGE_SIZE))
             self.frame_ma[frame] = ma

@@ -96,9 +96,9 @@ class PvhHypercalls:
             return -E.ESRCH
         if self.mode != "pvh":
             return -E.EINVAL     # a PV domain is not translated (xenmem_add_to_physmap)
-        if not 0 <= gpfn < self.layout.nr_pages:
-            return -E.EINVAL
         ma = gpfn * PAGE_SIZE
+        if not 0 <= gpfn < self.layout.nr_pages and not (space == 1 and gpfn < 1 << 40):
+            return -E.EINVAL
         if space == 0:
             if idx != 0:
                 return -E.EINVAL
