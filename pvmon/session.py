@@ -145,7 +145,8 @@ class Session:
             "format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "pvmon": __version__,
             "guest": {"name": g.name, "kind": g.kind, "package": g.package,
                       "version": g.version, "release": g.release, "sha256": g.sha256,
-                      "mechanism": self.kernel.mechanism},
+                      "mechanism": getattr(self.kind, "mechanism", None)
+                      or self.kernel.mechanism},
             "backend": self._backend_identity(),
             "machine": {"memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
                         "cpuid_policy": self.kind.cpuid_policy, "tsc_khz": self.machine.clock.tsc_khz,

@@ -45,6 +45,9 @@ class Side:
     events: list[dict] = field(repr=False, default_factory=list)
     recorded: int = 0
     truncated_after: int | None = None
+    #: The guest mode (header ``machine.mode``: "pv" when absent, "pvh").
+    mode: str = "pv"
+    header: dict = field(repr=False, default_factory=dict)
 
     @property
     def truncated(self) -> bool:
@@ -65,6 +68,7 @@ class Side:
 
     def as_dict(self) -> dict:
         return {"path": str(self.path), "label": self.label, "mechanism": self.mechanism,
+                "mode": self.mode,
                 "status": self.status, "truncated_after": self.truncated_after,
                 "events": self.recorded, "via": dict(self.via), "hypercalls": self.hypercalls,
                 "calls": dict(self.calls), "faults": dict(self.faults)}
@@ -92,11 +96,16 @@ class DiffResult:
     ret_diffs: dict[str, dict]
     mechanism_differs: bool
     drift: list[dict] = field(default_factory=list)
+    #: When the guest modes differ: [{family, left, right}] canonical
+    #: operations (pvmon.pvops) per family each side asks the hypervisor for,
+    #: for families where the counts differ; else [].
+    mode_families: list[dict] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         return 1 if (self.count_deltas or self.only_left or self.only_right or self.runs
-                     or self.ret_diffs or self.mechanism_differs or self.drift) else 0
+                     or self.ret_diffs or self.mechanism_differs or self.drift
+                     or self.left.mode != self.right.mode) else 0
 
     def as_dict(self) -> dict:
         return {"left": self.left.as_dict(), "right": self.right.as_dict(),
@@ -104,7 +113,7 @@ class DiffResult:
                 "count_deltas": [{"call": k, "left": a, "right": b}
                                  for k, a, b in self.count_deltas],
                 "only_left": self.only_left, "only_right": self.only_right,
-                "interface_drift": self.drift,
+                "interface_drift": self.drift, "mode_families": self.mode_families,
                 "aligned_calls": self.aligned, "runs": self.runs,
                 "argument_differences": self.arg_diffs, "result_differences": self.ret_diffs}
 
@@ -135,8 +144,31 @@ def _side(path: Path) -> Side:
     recorded, truncated_after = len(r), r.truncated_after
     r.close()
     mech = str(g.get("mechanism") or ("page" if via.get("page") else "syscall"))
+    m = h.get("machine") if isinstance(h.get("machine"), dict) else {}
+    mode = m.get("mode") if isinstance(m.get("mode"), str) else "pv"
     return Side(path, label, mech, via, calls, subops, faults, events, recorded,
-                truncated_after)
+                truncated_after, mode, h)
+
+
+def _mode_families(a: Side, b: Side) -> list[dict]:
+    """Canonical operations per pv-ops family each side makes through the
+    hypervisor, where the counts differ: what one guest mode needs calls for
+    and the other does natively (page tables, stacks, segment bases, iret on
+    PV; done by the CPU on PVH)."""
+    from pvmon.pvops import derive
+    from pvmon.pvops.vocab import family_of
+
+    def families(side: Side) -> Counter:
+        abi = (side.header.get("backend") or {}).get("abi", "xen")
+        try:
+            return Counter(family_of(o.op) for o in derive(side.events, abi, side.header)
+                           if o.native is None)
+        except Exception:  # noqa: BLE001 - an ABI with no mapping: no family view
+            return Counter()
+    fa, fb = families(a), families(b)
+    return [{"family": f, "left": fa.get(f, 0), "right": fb.get(f, 0)}
+            for f in sorted(set(fa) | set(fb), key=lambda f: -abs(fa.get(f, 0) - fb.get(f, 0)))
+            if fa.get(f, 0) != fb.get(f, 0)]
 
 
 def _example(ev_a: dict, ev_b: dict) -> dict:
@@ -188,7 +220,8 @@ def diff_traces(left: Path, right: Path) -> DiffResult:
                          "past_truncated_end": a.truncated and a0 >= len(ea)})
     mech = a.mechanism != b.mechanism or set(a.via) != set(b.via)
     return DiffResult(a, b, deltas, only_left, only_right, aligned, runs, arg_diffs,
-                      ret_diffs, mech, _drift(a, b))
+                      ret_diffs, mech, _drift(a, b),
+                      _mode_families(a, b) if a.mode != b.mode else [])
 
 
 def _drift(a: Side, b: Side) -> list[dict]:
@@ -217,6 +250,23 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
                       f"cut off): every count here is of the {s.recorded:,} events it holds, "
                       f"and what the {'right' if name == 'left' else 'left'} does after that "
                       f"point is listed as made by it alone")
+    if a.mode != b.mode:
+        con.print(f"[yellow]guest mode differs[/]: left {a.mode.upper()}, right "
+                  f"{b.mode.upper()}")
+        if d.mode_families:
+            t = Table(title="hypervisor calls by pv-ops family (canonical operations)",
+                      show_edge=False)
+            for col in ("family", "left", "right", "delta"):
+                t.add_column(col, justify="left" if col == "family" else "right")
+            for x in d.mode_families:
+                t.add_row(text(x["family"]), f"{x['left']:,}", f"{x['right']:,}",
+                          f"{x['right'] - x['left']:+,}")
+            con.print(t)
+            native = [x["family"] for x in d.mode_families if not x["left"] or not x["right"]]
+            if native:
+                pv = "left" if a.mode == "pv" else "right"
+                con.print(f"  families only the {pv} ({'PV'}) side asks the hypervisor for "
+                          f"(the other guest does them natively): {escape(', '.join(native))}")
     if d.mechanism_differs:
         con.print(f"[yellow]mechanism differs[/]: left enters Xen through {escape(_via(a))}, "
                   f"right through {escape(_via(b))}")

@@ -111,6 +111,9 @@ def _gone(hc: str, *subs: str, source: str) -> list[Change]:
 # field. XENVER_version 0x00030004; interface version 0x00030209
 # (xen/include/public/xen-compat.h@3.4.0-rc3).
 XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
+    Change("capability", feature="pvh_domu",
+           source="PVH (v2) domU: supported from 4.10 (SUPPORT.md@RELEASE-4.10.0); before "
+                  "it only PVHv1, a PV-derived ABI (removed in 4.9), so no PHYS32_ENTRY boot"),
     *_gone("event_channel_op", "init_control", "expand_array", "set_priority",
            source="FIFO event channels added in 4.4 (xen.git d2d50c2f30); "
                   "xen/common/event_channel.c" + _H34),
@@ -231,6 +234,9 @@ XEN_4_22 = register(XEN_4_21.derive("xen-4.22", [
 # ancestor of RELEASE-4.6.0.
 _R46 = "RELEASE-4.6.0"
 XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
+    Change("capability", feature="pvh_domu",
+           source="PVH (v2) domU: supported from 4.10 (SUPPORT.md@RELEASE-4.10.0); before "
+                  "it only PVHv1, a PV-derived ABI (removed in 4.9), so no PHYS32_ENTRY boot"),
     *_gone("event_channel_op", "reset_cont",
            source="EVTCHNOP_reset_cont added in 4.15 (xen.git 2785b2a9e0)"),
     Change("hypercall", "argo_op", source="argo_op (39) added in 4.12"),

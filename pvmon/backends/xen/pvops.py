@@ -204,6 +204,15 @@ CALLS: dict[str, Entry | dict[str, Entry]] = {
         guest_handle=("info.platform", "drivers/xen/sys-hypervisor.c"),
         commandline=("info.platform", "none"),
         commandline2=("info.platform", "none")),
+    "hvm_op": _sub(
+        abi.HVMOP_CMDS, "xen/include/public/hvm/hvm_op.h",
+        set_param=("irq.setup", ("drivers/xen/events/events_base.c xen_set_callback_via "
+                   "(HVM_PARAM_CALLBACK_IRQ)")),
+        get_param=("info.platform", ("drivers/tty/hvc/hvc_xen.c xen_hvm_console_init, "
+                   "drivers/xen/xenbus/xenbus_probe.c (HVM_PARAM_*_PFN/EVTCHN)")),
+        set_evtchn_upcall_vector=("irq.setup", ("drivers/xen/events/events_base.c "
+                                  "xen_init_setup_upcall_vector")),
+        pagetable_dying=("mmu.unpin", "arch/x86/xen/mmu_hvm.c xen_hvm_exit_mmap")),
     "console_io": _sub(
         abi.CONSOLEIO_CMDS, _XEN_H,
         write=("console.write", ("drivers/tty/hvc/hvc_xen.c xenboot_write_console, "
@@ -274,7 +283,8 @@ UNMAPPED: dict[str, str] = {
                  "vpmu=off)",
     "platform_op": _DOM0, "sysctl": _DOM0, "domctl": _DOM0, "xsm_op": _DOM0,
     "kexec_op": _DOM0, "dm_op": _DOM0, "hypfs_op": _DOM0,
-    "hvm_op": "an HVM guest's call; its operations come with the HVM platform",
+    "hvm_op *": "HVM device-model, paging and introspection controls (a toolstack's or "
+                "device model's); the guest-kernel sub-ops are mapped",
     "argo_op": "inter-domain messaging: no canonical family yet",
     "xenoprof_op": "not implemented by pvmon's backend (-ENOSYS)",
     "tmem_op": "not implemented by pvmon's backend (-ENOSYS)",
@@ -294,6 +304,7 @@ _ARG0_SUBOPS: dict[str, tuple[dict[int, str], int]] = {
     "memory_op": (abi.XENMEM_CMDS, 0xFFFF), "physdev_op": (abi.PHYSDEVOP_CMDS, _U64),
     "grant_table_op": (abi.GNTTABOP_CMDS, abi.GNTTABOP_CMD_MASK),
     "xenpmu_op": (abi.XENPMU_CMDS, _U64), "vm_assist": (abi.VMASST_CMDS, _U64),
+    "hvm_op": (abi.HVMOP_CMDS, _U64),
 }
 # memory_op: the low 16 bits are the command (memory.h MEMOP_CMD_MASK), the rest the
 # extent start of a continuation.

@@ -235,13 +235,17 @@ XEN_4_17 = XenVersion(
     # whitelisted flags revalidated (XSA-182), an iret ends a multicall (XSA-213), a
     # contains_pte grant PTE address 8-byte aligned (XSA-227), a vcpu_info offset
     # aligned (XSA-327); gnttab_unmap_checks_pte_flags above is XSA-234.
+    # pvh_domu: PVH (v2) domUs, entered at XEN_ELFNOTE_PHYS32_ENTRY with
+    # hvm_start_info (docs/misc/pvh.pandoc); supported since 4.10 (SUPPORT.md@RELEASE-4.10.0
+    # "x86/PVH guest: Supported").
     # vcpu_info_enxio: register_vcpu_info's bad offsets are -ENXIO, not -EINVAL
     # (xen.git 7ee7a3749b, 4.16; xen/common/domain.c map_vcpu_info@RELEASE-4.17.0).
     capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
                             "vmassist_runstate_update_flag", "vmassist_m2p_strict",
                             "pvclock_tsc_stable", "verbose_debug",
                             "gnttab_unlimited_batches", "gnttab_unmap_checks_pte_flags",
-                            "gnttab_copy_claims_first", "vcpu_info_enxio", *XSA_FIXES}),
+                            "gnttab_copy_claims_first", "vcpu_info_enxio", "pvh_domu",
+                            *XSA_FIXES}),
     description="reference: Xen 4.17.7 (4.17 released Dec 2022), a 64-bit PV domU's ABI; "
                 "built with CONFIG_VERBOSE_DEBUG (guest console_io writes logged)",
     released="2022-12",

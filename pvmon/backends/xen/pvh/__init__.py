@@ -26,6 +26,8 @@ class XenPvhGuest:
 
     name = "xen-pvh"
     mode = "pvh"
+    #: How the guest enters Xen (trace header ``guest.mechanism``).
+    mechanism = "vmcall"
     #: What trace headers record as ``machine.cpuid_policy`` (docs/trace-format.md).
     cpuid_policy = "xen-pvh-v1"
 
@@ -78,7 +80,13 @@ class XenPvhGuest:
         return None
 
     def prepare(self, backend: Backend, kernel: Any) -> None:
-        """A PVH guest has no PV hypercall page."""
+        """A PVH guest has no PV hypercall page. Raises BackendError when the
+        backend's Xen cannot run PVH domUs (capability ``pvh_domu``: 4.10 on)."""
+        ver = getattr(backend, "ver", None)
+        if ver is not None and "pvh_domu" not in ver.capabilities:
+            from pvmon.errors import BackendError
+            raise BackendError(f"backend {backend.name!r} cannot run PVH guests: PVH domUs "
+                               "are supported from Xen 4.10 (SUPPORT.md@RELEASE-4.10.0)")
         backend.hypercall_page = None
 
 
