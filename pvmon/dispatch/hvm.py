@@ -216,6 +216,9 @@ class HvmDispatchCore(DispatchCore):
             hvm.raise_irq(want)
             self._irq_source = source
 
+    def _irq_due(self) -> bool:
+        return self.upcall_vector() is not None or self.lapic.highest_deliverable() is not None
+
     def _on_irq_taken(self, vector: int, rip: int) -> None:
         self.hvm.irq_taken()
         if self._irq_source == "lapic":
@@ -267,11 +270,14 @@ class HvmDispatchCore(DispatchCore):
         if not rflags & RFLAGS_IF:
             m.stop(Stop("shutdown", "halted with interrupts disabled (powered off)", rip, 0))
             return
-        if self.upcall_vector() is not None or self.lapic.highest_deliverable() is not None:
-            return
         self._cur_rip, self._jump = rip, None
-        if self._idle_point():
+        inp = self.input
+        if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
+            return       # (input a replay injects where the recording typed it: here)
+        if self._irq_due():
             return
+        if self._idle_point() or self._irq_due():
+            return        # stopped, or input typed at this idle point woke the guest
         vcpu = self.b.vcpu
         deadlines = [d for d in (vcpu.next_deadline(), self.lapic.next_deadline_ns())
                      if d is not None]

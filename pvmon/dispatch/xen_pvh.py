@@ -40,6 +40,9 @@ def xen_pvh_cpuid_policy(major: int, minor: int) -> dict:
     a, b, c, d = pol[(1, 0)]
     pol[(1, 0)] = (a, b, c, d | (1 << 9))
     pol[(0x40000004, 0)] = (1 << 3, 0, 0, 0)
+    brand = b"pvmon virtual CPU (Xen PVH)".ljust(48, b"\0")
+    for i in range(3):
+        pol[(0x80000002 + i, 0)] = struct.unpack_from("<4I", brand, i * 16)
     return pol
 
 

@@ -262,11 +262,14 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
                 t.add_row(text(x["family"]), f"{x['left']:,}", f"{x['right']:,}",
                           f"{x['right'] - x['left']:+,}")
             con.print(t)
-            native = [x["family"] for x in d.mode_families if not x["left"] or not x["right"]]
-            if native:
-                pv = "left" if a.mode == "pv" else "right"
-                con.print(f"  families only the {pv} ({'PV'}) side asks the hypervisor for "
-                          f"(the other guest does them natively): {escape(', '.join(native))}")
+            pv_left = a.mode == "pv"
+            native = [x["family"] for x in d.mode_families if x["family"] != "unmapped"
+                      and 100 * (x["right"] if pv_left else x["left"])
+                      < (x["left"] if pv_left else x["right"])]
+            if native and "pv" in (a.mode, b.mode):
+                con.print(f"  the {'left' if pv_left else 'right'} (PV) guest asks the "
+                          f"hypervisor for these, the other does them natively (under 1% "
+                          f"as many calls): {escape(', '.join(native))}")
     if d.mechanism_differs:
         con.print(f"[yellow]mechanism differs[/]: left enters Xen through {escape(_via(a))}, "
                   f"right through {escape(_via(b))}")

@@ -83,6 +83,14 @@ class PvhHypercalls:
             self.vcpu.callback_vector = vector
             self.vcpu.upcall_vector_per_vcpu = True
             return 0
+        if cmd == 9:   # pagetable_dying {u16 domid, pad, u64 gpa}
+            dom, gpa = struct.unpack("<H6xQ", self._read(arg, 16))
+            self.op.update(gpa=gpa)
+            if dom not in (abi.DOMID_SELF, self.domid):
+                return -E.ESRCH
+            # a hint for shadow paging only; with HAP Xen answers -EINVAL
+            # (do_hvm_op HVMOP_pagetable_dying, hvm.c@stable-4.17)
+            return -E.EINVAL
         return -E.ENOSYS
 
     def add_to_physmap(self, arg: int) -> int:
