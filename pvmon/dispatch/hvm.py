@@ -220,7 +220,6 @@ class HvmDispatchCore(DispatchCore):
         return self.upcall_vector() is not None or self.lapic.highest_deliverable() is not None
 
     def _on_irq_taken(self, vector: int, rip: int) -> None:
-        self.hvm.irq_taken()
         if self._irq_source == "lapic":
             self.lapic.accept(vector)
         else:

@@ -101,6 +101,7 @@ class HvmCpu:
             return answer
 
         def irq_cb(_uc, vector, rip):
+            self.pending = None
             try:
                 on_irq_taken(vector, rip)
             except BaseException as exc:   # noqa: BLE001
@@ -134,10 +135,6 @@ class HvmCpu:
         """Withdraw a raised interrupt not yet taken."""
         self.pending = None
         self._clear(self._uc)
-
-    def irq_taken(self) -> None:
-        """Note that the raised interrupt was taken (from ``on_irq_taken``)."""
-        self.pending = None
 
     @property
     def triple_faults(self) -> int:
