@@ -148,7 +148,8 @@ class Session:
                       "mechanism": getattr(self.kind, "mechanism", None)
                       or self.kernel.mechanism},
             "backend": self._backend_identity(),
-            "machine": {"memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
+            "machine": {"platform": self.kind.name,
+                        "memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
                         "cpuid_policy": self.kind.cpuid_policy, "tsc_khz": self.machine.clock.tsc_khz,
                         "initrd": self.initrd_info or None,
                         "idle_limit_ns": self.dispatch.input.idle_limit_ns,

@@ -65,7 +65,7 @@ def test_a_version_2_recording_holds_the_same_events_with_tsc_reads_in_runs(tmp_
     path = tmp_path / "v2.pvt"
     assert Session(resolve("pvtest-v1"), record=path).run(timeout=120).clean
     new, old = TraceReader(path), TraceReader(V1_TRACE)
-    assert new.version == fmt.FORMAT_VERSION == 2
+    assert new.version == fmt.FORMAT_VERSION == 3
     new_evs, old_evs = list(new.events()), list(old.events())
     # every TSC value the guest read, in order, at the same RIPs
     assert _tsc_reads(new_evs) == _tsc_reads(old_evs) and len(_tsc_reads(new_evs)) == V1_TSC_READS

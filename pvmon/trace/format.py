@@ -20,9 +20,9 @@ import zlib
 from dataclasses import dataclass
 
 FORMAT_NAME = "pvmon-trace"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Versions this pvmon reads (the writer writes :data:`FORMAT_VERSION`).
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 
 # zstd skippable frames: magic 0x184D2A50..0x184D2A5F, then a u32 payload size.
 # `zstd -dc` skips them, so everything that is not msgpack lives in them.

@@ -467,7 +467,7 @@ def _why(exc: BaseException) -> str:
 
 
 # Version 2 changed only the event vocabulary (tsc_run), not the container.
-_FORMATS: dict[int, type[_V1]] = {1: _V1, 2: _V1}
+_FORMATS: dict[int, type[_V1]] = {1: _V1, 2: _V1, 3: _V1}
 assert set(_FORMATS) == set(fmt.READ_VERSIONS)
 
 __all__ = ["FrameInfo", "TraceReader"]
