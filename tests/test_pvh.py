@@ -129,3 +129,38 @@ def test_a_trace_header_naming_an_unknown_mode_is_refused(pvh_trace, tmp_path):
     p = pvmon("replay", str(bad), timeout=120)
     assert p.returncode == 2 and "machine.mode" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_the_tui_boots_a_pvh_guest_live_and_plays_its_trace(pvh_trace):
+    from pvmon.ui.app import PvmonApp
+    from pvmon.ui.screens.live import LiveScreen
+    from pvmon.ui.screens.player import PlayerScreen
+    from pvmon.ui.widgets.console import GuestConsole
+    from pvmon.ui.widgets.hypercalls import HypercallStream
+    from pvmon.ui.widgets.status import StatusLine
+    from tests.tui_support import drive, live_app, until
+
+    app, live = live_app("debian-6.12", mode="pvh")
+
+    async def watch(pilot):
+        screen = app.screen
+        assert isinstance(screen, LiveScreen)
+        await until(pilot, lambda: screen._finished_shown, timeout=300, what="the boot to end")
+        await pilot.pause(0.05)
+        assert "Booting kernel on Xen PVH" in screen.query_one(GuestConsole).text
+        assert "exit: crash" in screen.query_one(StatusLine).text
+        assert screen.counts["hvm_op"] >= 4
+
+    drive(app, watch)
+    assert live.result.exit_kind == "crash"
+
+    async def play(pilot):
+        await until(pilot, lambda: pilot.app.screen.index is not None, timeout=120,
+                    what="the index")
+        screen = pilot.app.screen
+        assert isinstance(screen, PlayerScreen)
+        assert screen.index.counts["hvm_op"] >= 4
+        assert len(screen.query_one(HypercallStream).source) > 900
+        assert "exit: crash" in screen.query_one(StatusLine).text
+
+    drive(PvmonApp(trace=pvh_trace[0]), play)

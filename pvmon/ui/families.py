@@ -46,7 +46,10 @@ for _fam, _names in _XEN_FAMILIES.items():
 
 _KIND_FAMILY = {"fault": "fault", "upcall": "events", "con": "console", "tsc": "time",
                 "tsc_run": "time",
-                "cpuid": "cpu", "exit": "sched"}
+                "cpuid": "cpu", "exit": "sched",
+                # the HVM platform's events (docs/trace-format.md, version 3)
+                "irq": "events", "msr": "cpu", "io": "platform", "mmio": "platform",
+                "halt": "sched"}
 
 
 def family_of(ev: dict[Any, Any]) -> str:

@@ -67,7 +67,8 @@ class EventFilter:
 
 # ------------------------------------------------------------ known terms
 #: Event kinds a trace holds (docs/trace-format.md).
-EVENT_KINDS = ("hc", "fault", "upcall", "con", "tsc", "tsc_run", "cpuid", "syscall", "exit")
+EVENT_KINDS = ("hc", "fault", "upcall", "con", "tsc", "tsc_run", "cpuid", "syscall", "exit",
+               "msr", "io", "mmio", "irq", "halt")
 #: ABIs a trace's hypercall events name.
 ABIS = ("xen",)
 

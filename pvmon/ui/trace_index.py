@@ -26,7 +26,7 @@ from pvmon.ui.rates import RateHistory
 # recorded too but would drown the hypercalls. Console events (``con``:
 # typed input, output on either channel) are shown when a filter term names
 # them: ``console``, ``con``, ``input``, ``output``, ``ring``.
-STREAM_KINDS = frozenset({"hc", "fault", "upcall", "exit"})
+STREAM_KINDS = frozenset({"hc", "fault", "upcall", "irq", "exit"})
 
 
 def console_name(direction: str, channel: str) -> str:
