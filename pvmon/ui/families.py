@@ -21,6 +21,7 @@ FAMILY_STYLE: dict[str, tuple[str, str]] = {
     "console": ("CON", "bright_blue"),
     "sched": ("SCHED", "red"),
     "fault": ("FAULT", "bold red"),
+    "platform": ("PLAT", "bright_black"),   # HVM platform devices: port I/O, MMIO
     "other": ("", ""),
 }
 
@@ -31,7 +32,7 @@ _XEN_FAMILIES: dict[str, tuple[str, ...]] = {
             "set_debugreg", "get_debugreg", "set_segment_base", "iret", "vcpu_op",
             "callback_op", "nmi_op", "xenpmu_op"),
     "events": ("event_channel_op", "event_channel_op_compat", "physdev_op",
-               "physdev_op_compat"),
+               "physdev_op_compat", "hvm_op"),
     "time": ("set_timer_op", "platform_op"),
     "console": ("console_io",),
     "sched": ("sched_op", "sched_op_compat"),
