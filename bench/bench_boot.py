@@ -1,14 +1,16 @@
-"""Boot benchmark: Debian PV kernels to the VFS panic, pvmon vs QEMU TCG.
+"""Boot benchmark: Debian kernels to the VFS panic, the whole `pvmon run` vs QEMU TCG.
 
-For each kernel (default debian-6.12 and debian-6.1), boots it --runs times
+For each kernel (default debian-6.12 and debian-6.1) and guest mode (--modes,
+default pv; pvh boots the same kernel as a Xen PVH guest), boots it --runs times
 under pvmon and under QEMU's TCG (pure emulation, no KVM), each run in a fresh
 process, up to "Kernel panic - not syncing: VFS: Unable to mount root fs"
 (no root device and no initrd are given, so that is where every boot ends).
 
-- pvmon: a fresh `python -c` process per run builds `Session(img)` and calls
-  `run()`; the time reported is that of `Session(...)` + `run()` (so Python
-  start-up and imports are left out; the whole process time is kept in the
-  per-run details). The console must contain the VFS panic line.
+- pvmon: the command a user runs, `python -m pvmon run NAME [--mode M]
+  [--record FILE]`, timed from spawn to exit (the figure reported: interpreter
+  start-up, imports, kernel parsing and the trace's final flush included). The
+  in-process time pvmon itself prints ("wall time", Session + run) is kept
+  beside it, labelled in-process. The console must contain the VFS panic line.
 - QEMU: `qemu-system-x86_64 -accel tcg -m 256 -display none -monitor none
   -no-reboot -serial file:LOG -kernel VMLINUZ -append "console=ttyS0 panic=-1"`,
   timed from spawn to exit (panic=-1 reboots at once, -no-reboot makes QEMU
@@ -26,7 +28,8 @@ times; `--json` prints one JSON document instead. The kernels must be cached
 (`pvmon guests fetch debian-6.1 debian-6.12`).
 
 Run: python bench/bench_boot.py [--kernels debian-6.12,debian-6.1] [--runs 3]
-                                [--timeout 600] [--no-qemu] [--stock] [--json]
+                                [--modes pv,pvh] [--record] [--timeout 600]
+                                [--no-qemu] [--stock] [--json]
 Exit status: 0 when every run reached the panic, 1 when a run failed, 2 on a
 setup error (kernel not cached, QEMU unavailable).
 """
@@ -47,26 +50,6 @@ from pathlib import Path
 PANIC = b"VFS: Unable to mount root fs"
 DEFAULT_KERNELS = ("debian-6.12", "debian-6.1")
 REPO = Path(__file__).resolve().parent.parent
-
-# Runs in a fresh interpreter per boot; prints one JSON line on stdout.
-PVMON_SNIPPET = r"""
-import json, sys, time
-from pvmon.guests.catalog import resolve
-from pvmon.session import Session
-from pvmon.engine import uclib
-img = resolve(sys.argv[1])
-t0 = time.perf_counter()
-s = Session(img)
-r = s.run()
-wall = time.perf_counter() - t0
-needle = sys.argv[2].encode()
-tail = r.console[-2000:].decode("utf-8", "replace")
-print(json.dumps({"wall_s": wall, "exit_kind": r.exit_kind, "detail": r.detail,
-                  "patched_unicorn": uclib.describe()["patched"],
-                  "panic": needle in r.console, "console_bytes": len(r.console),
-                  "tail": tail}))
-"""
-
 
 class BenchError(Exception):
     """A setup problem that stops the benchmark (exit status 2)."""
@@ -120,34 +103,38 @@ def ensure_qemu(log) -> str:
     return exe
 
 
-def run_pvmon(name: str, timeout: float, stock: bool = False) -> dict:
-    """One boot in a fresh process; *stock* forces the wheel's libunicorn."""
-    cmd = [sys.executable, "-c", PVMON_SNIPPET, name, PANIC.decode()]
+def run_pvmon(name: str, timeout: float, stock: bool = False, mode: str = "pv",
+              record: bool = False) -> dict:
+    """One `pvmon run` in a fresh process, timed whole; *stock* forces the
+    wheel's libunicorn, *mode* the guest mode, *record* adds --record."""
+    import re
     env = dict(os.environ)
     if stock:
         env.pop("LIBUNICORN_PATH", None)
         env["PVMON_UNICORN"] = "stock"
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    t0 = time.perf_counter()
-    try:
-        res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"pvmon run did not finish within {timeout:g} s"}
-    process_s = time.perf_counter() - t0
-    lines = res.stdout.strip().splitlines()
-    try:
-        out = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        err = (res.stderr or res.stdout).strip()[-1500:]
-        return {"ok": False, "process_s": process_s,
-                "error": f"pvmon process exited {res.returncode} without a result:\n{err}"}
-    run = {"ok": bool(out["panic"]), "wall_s": out["wall_s"], "process_s": process_s,
-           "exit_kind": out["exit_kind"], "console_bytes": out["console_bytes"],
-           "patched_unicorn": out["patched_unicorn"]}
-    if not out["panic"]:
-        run["error"] = (f"console lacks the VFS panic line (exit {out['exit_kind']}: "
-                        f"{out['detail']}); console tail:\n{out['tail'][-800:]}")
+    with tempfile.TemporaryDirectory(prefix="pvmon-bench-boot-") as tmp:
+        cmd = [sys.executable, "-m", "pvmon", "run", name, "--mode", mode]
+        if record:
+            cmd += ["--record", str(Path(tmp) / "boot.pvt")]
+        t0 = time.perf_counter()
+        try:
+            res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                                 timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"pvmon run did not finish within {timeout:g} s"}
+        process_s = time.perf_counter() - t0
+        trace_bytes = (Path(tmp) / "boot.pvt").stat().st_size if record else None
+    err = res.stderr.decode("utf-8", "replace")
+    m = re.search(r"wall time: ([0-9.]+) s", err)
+    run = {"ok": PANIC in res.stdout, "wall_s": process_s,
+           "in_process_s": float(m.group(1)) if m else None,
+           "returncode": res.returncode, "console_bytes": len(res.stdout),
+           "trace_bytes": trace_bytes}
+    if not run["ok"]:
+        tail = res.stdout[-800:].decode("utf-8", "replace")
+        run["error"] = (f"console lacks the VFS panic line (pvmon exit {res.returncode}); "
+                        f"stderr:\n{err[-800:]}\nconsole tail:\n{tail}")
     return run
 
 
@@ -200,16 +187,19 @@ def report(results: list[dict], runs: int, qemu_version: str | None, title: str,
         def times(rs):
             return " ".join(f"{r['wall_s']:.2f}" if r["ok"] else "FAIL" for r in rs) or "-"
 
-        patched = {r.get("patched_unicorn") for e in results for r in e["pvmon"] if r["ok"]}
-        lib = {frozenset({True}): "patched libunicorn", frozenset({False}): "wheel's libunicorn"}
-        print(f"{title}, {runs} run(s) each; medians in seconds"
-              + (f"; {qemu_version}" if qemu_version else "")
-              + f"; pvmon on the {lib.get(frozenset(patched), 'mixed libunicorn')}")
-        print(f"{'kernel':<14} {'pvmon':>8} {'QEMU':>8} {'pvmon/QEMU':>10}   "
+        print(f"{title}, {runs} run(s) each; medians in seconds of the whole command "
+              "(process start to exit)" + (f"; {qemu_version}" if qemu_version else "")
+              + f"; pvmon on {engine_label()}")
+        print(f"{'kernel':<22} {'pvmon':>8} {'QEMU':>8} {'pvmon/QEMU':>10} {'in-proc':>8}   "
               f"{'pvmon runs':<24} QEMU runs")
         for e in results:
-            print(f"{e['kernel']:<14} {cell(e['pvmon_median_s'])} {cell(e['qemu_median_s'])} "
-                  f"{cell(e['ratio'], '10.2f')}   {times(e['pvmon']):<24} {times(e['qemu'])}")
+            inproc = [r["in_process_s"] for r in e["pvmon"] if r.get("ok") and r.get("in_process_s")]
+            ip = statistics.median(inproc) if inproc else None
+            print(f"{e['kernel']:<22} {cell(e['pvmon_median_s'])} {cell(e['qemu_median_s'])} "
+                  f"{cell(e['ratio'], '10.2f')} {cell(ip)}   {times(e['pvmon']):<24} "
+                  f"{times(e['qemu'])}")
+        print("(pvmon and QEMU: whole process; in-proc: pvmon's own Session+run time, labelled "
+              "as such, not the figure)")
         if any(e.get("stock") for e in results):
             print(f"{'wheel lib':<14} {'pvmon':>8} {'':>8} {'/patched':>10}   runs")
             for e in results:
@@ -219,6 +209,14 @@ def report(results: list[dict], runs: int, qemu_version: str | None, title: str,
         if failed:
             print(f"{failed} run(s) failed; see the messages above")
     return 1 if failed else 0
+
+
+def engine_label() -> str:
+    """Which libunicorn `pvmon run` selects (`pvmon engine info`'s first lines)."""
+    res = subprocess.run([sys.executable, "-m", "pvmon", "engine", "info"], cwd=REPO,
+                         capture_output=True, text=True, check=False)
+    patched = "patched: yes" in res.stdout
+    return "the patched libunicorn" if patched else "the wheel's libunicorn"
 
 
 def main() -> int:
@@ -232,6 +230,9 @@ def main() -> int:
     ap.add_argument("--stock", action="store_true",
                     help="also boot pvmon on the wheel's libunicorn (PVMON_UNICORN=stock)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--modes", default="pv",
+                    help="comma-separated guest modes to boot each kernel in (pv, pvh)")
+    ap.add_argument("--record", action="store_true", help="pvmon runs record a trace (--record)")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -256,15 +257,18 @@ def main() -> int:
         qemu_version = v.stdout.splitlines()[0] if v.stdout else None
 
     results = []
-    for name in kernels:
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for name, mode in [(k, m) for k in kernels for m in modes]:
         img = images[name]
-        entry = {"kernel": name, "version": getattr(img, "version", None),
+        label = name + ("" if mode == "pv" else f" {mode}") + (" +rec" if args.record else "")
+        entry = {"kernel": label, "guest": name, "mode": mode, "record": args.record,
+                 "version": getattr(img, "version", None),
                  "pvmon": [], "qemu": [], "stock": []}
         # pvmon and QEMU runs alternate, so a slow stretch of a shared host
         # weighs on both sides of the ratio alike.
         for i in range(args.runs):
             log(f"{name}: pvmon run {i + 1}/{args.runs} ...")
-            r = run_pvmon(name, args.timeout)
+            r = run_pvmon(name, args.timeout, mode=mode, record=args.record)
             entry["pvmon"].append(r)
             log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
             if qemu:
@@ -274,7 +278,7 @@ def main() -> int:
                 log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
             if args.stock:
                 log(f"{name}: pvmon on the wheel's libunicorn, run {i + 1}/{args.runs} ...")
-                r = run_pvmon(name, args.timeout, stock=True)
+                r = run_pvmon(name, args.timeout, stock=True, mode=mode, record=args.record)
                 entry["stock"].append(r)
                 log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
         entry["pvmon_median_s"] = median_of(entry["pvmon"])
