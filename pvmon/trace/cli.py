@@ -119,7 +119,9 @@ def info(path: str) -> None:
             ("backend", " ".join(str(backend.get(k)) for k in ("name", "version")
                                  if backend.get(k) is not None)),
             *([("profile", _profile_line(backend))] if backend.get("profile") else []),
-            ("machine", f"{_size(machine.get('memory'))} memory, {machine.get('vcpus')} vCPU(s)"),
+            ("machine", f"{_size(machine.get('memory'))} memory, {machine.get('vcpus')} vCPU(s)"
+                        + (f", {machine['platform']}" if isinstance(machine.get("platform"), str)
+                           else "")),
             ("cmdline", str(machine.get("cmdline"))),
             ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz"),
             ("recorded", f"{h.get('recorded_at')} on {h.get('host')}"),
