@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from unicorn import UcError
 
 from pvmon.engine import hvm
 from pvmon.engine.machine import Machine
@@ -100,10 +101,10 @@ def test_an_injected_interrupt_waits_for_if_and_is_reported():
 
 
 def test_a_pv_engine_in_the_same_process_still_gets_its_exceptions_as_hooks():
-    m, cpu, _ = guest(b"\x0f\x0b\xf4")
+    m, _cpu, _ = guest(b"\x0f\x0b\xf4")
     seen = []
     m.uc.hook_add(hvm_const().UC_HOOK_INSN_INVALID, lambda uc, d: seen.append("ud") or False)
-    with pytest.raises(Exception):
+    with pytest.raises(UcError):
         m.uc.emu_start(CODE, 0)                    # not activated: Unicorn's own behaviour
     assert seen == ["ud"] and not marks(m)
 

@@ -21,7 +21,7 @@ BAD = ("WARNING:", "BUG:", "Oops", "general protection fault", "------------[ cu
 
 def pvmon(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pvmon", *args], capture_output=True,
-                          text=True, timeout=timeout, **kw)
+                          text=True, timeout=timeout, check=False, **kw)
 
 
 def _check_panic_boot(res) -> str:

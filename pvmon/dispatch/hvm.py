@@ -31,12 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from unicorn import x86_const as x86
-
 from pvmon.backends.base import Backend, GuestAccess
 from pvmon.dispatch.core import DispatchCore
 from pvmon.engine.hvm import MSR_GP, MSR_HANDLED, MSR_NATIVE, HvmCpu
 from pvmon.engine.machine import GuestPageFault, Machine, Stop
+from pvmon.platforms.cpuid import lookup
 from pvmon.platforms.hvm.lapic import LAPIC_BASE, LocalApic
 
 U64 = (1 << 64) - 1
@@ -63,8 +62,8 @@ class HvmDispatchCore(DispatchCore):
     MSRs (:meth:`msr`) and ports (:meth:`port_in`/:meth:`port_out`); they say
     which vector is due (:meth:`upcall_vector`)."""
 
-    #: CPUID policy ``{(leaf, subleaf): (eax, ebx, ecx, edx)}``.
-    policy: dict = {}
+    #: CPUID policy ``{(leaf, subleaf): (eax, ebx, ecx, edx)}`` (set by the subclass).
+    policy: dict
 
     def __init__(self, machine: Machine, backend: Backend, guest: GuestAccess,
                  record: Callable[[dict], None] | None = None) -> None:
@@ -74,6 +73,7 @@ class HvmDispatchCore(DispatchCore):
         self.lapic = LocalApic(0, clock=lambda: self.clock.now_ns)
         machine.uc.mmio_map(LAPIC_BASE, 0x1000, self._lapic_read, None,
                             self._lapic_write, None)
+        self.policy = {}
         self._paused = False
         self._triples = self.hvm.triple_faults
         self._irq_source: str | None = None
@@ -137,7 +137,6 @@ class HvmDispatchCore(DispatchCore):
         self.m.stop(Stop("crash", f"unexpected exception {vector} on the HVM platform", rip))
 
     def on_cpuid(self) -> None:
-        from pvmon.backends.xen.cpuid import lookup
         m = self.m
         eax, ecx = m.regs("rax", "rcx")
         leaf, sub = eax & 0xFFFFFFFF, ecx & 0xFFFFFFFF
@@ -287,4 +286,4 @@ class HvmDispatchCore(DispatchCore):
         self._check_wall()
 
 
-__all__ = ["HvmDispatchCore", "NATIVE_MSRS"]
+__all__ = ["NATIVE_MSRS", "HvmDispatchCore"]

@@ -224,5 +224,12 @@ def enter_protected32(machine, entry: int, ebx: int) -> None:
     machine.write_phys(base, bytes(0x4000))
 
 
-__all__ = ["HvmCpu", "MSR_GP", "MSR_HANDLED", "MSR_NATIVE", "available", "enter_protected32",
-           "require"]
+__all__ = [
+    "MSR_GP",
+    "MSR_HANDLED",
+    "MSR_NATIVE",
+    "HvmCpu",
+    "available",
+    "enter_protected32",
+    "require",
+]

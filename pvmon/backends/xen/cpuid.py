@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from pvmon.platforms.cpuid import lookup  # noqa: F401 - the policy lookup, re-exported
+
 
 def _regs(s: bytes) -> tuple[int, int, int]:
     return struct.unpack("<III", s)
@@ -60,12 +62,3 @@ def xen_cpuid_policy(xen_major: int, xen_minor: int) -> dict[tuple[int, int], tu
         (0x40000004, 0): (0, 0, 0, 0),
         (0x40000005, 0): (0, 0, 0, 0),
     }
-
-
-def lookup(policy: dict, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
-    """Answer one CPUID query from ``policy``; unknown leaves read as zeros,
-    as on hardware beyond the maximum leaf."""
-    r = policy.get((leaf, subleaf))
-    if r is None and leaf != 0xD and leaf != 4 and leaf != 7:
-        r = policy.get((leaf, 0))
-    return r if r is not None else (0, 0, 0, 0)
