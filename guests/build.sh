@@ -4,7 +4,8 @@
 # if any image (or BUILDINFO) differs from the committed one.
 #
 #   guests/build.sh            build pvtest-v1.elf, pvtest-v2.elf, pvtest-v2-fail.elf,
-#                              pvtest-v2-rules.elf, pvtest-v2-poc.elf
+#                              pvtest-v2-rules.elf, pvtest-v2-poc.elf,
+#                              pvtest-v2-pvh.elf (the Xen PVH build)
 #   guests/build.sh --check    verify the committed images rebuild identically
 #
 # The images are byte-reproducible with the toolchain named in BUILDINFO
@@ -35,6 +36,7 @@ build VARIANT=2
 build VARIANT=2 FAIL_CHECK=1
 build VARIANT=2 RULES=1
 build VARIANT=2 POC=1
+build VARIANT=2 PVH=1
 
 {
     echo "# toolchain that produced these images (guests/build.sh)"
@@ -42,10 +44,11 @@ build VARIANT=2 POC=1
     echo "ld: $("$LD" --version | head -n 1)"
     echo "# sha256"
     (cd "$tmp" && sha256sum pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf \
-        pvtest-v2-poc.elf)
+        pvtest-v2-poc.elf pvtest-v2-pvh.elf)
 } > "$tmp/BUILDINFO"
 
-files="pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf pvtest-v2-poc.elf BUILDINFO"
+files="pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf pvtest-v2-poc.elf
+pvtest-v2-pvh.elf BUILDINFO"
 if [ "$mode" = install ]; then
     mkdir -p "$images"
     for f in $files; do

@@ -355,11 +355,13 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
     return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
             "backend": backend, "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
-            "idle_limit_ns": seconds_to_ns(idle_exit), "mode": _mode_option()}
+            "idle_limit_ns": seconds_to_ns(idle_exit),
+            "mode": _mode_option() or getattr(img, "mode", None)}
 
 
 def _mode_option() -> str | None:
-    """--mode of the running command (None: the backend's default mode)."""
+    """--mode of the running command (None: the guest's catalog mode, else the
+    backend's default mode)."""
     ctx = click.get_current_context(silent=True)
     return ctx.params.get("mode") if ctx is not None else None
 

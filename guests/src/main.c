@@ -84,6 +84,30 @@ void fatal(const char *fmt, ...)
     finish();
 }
 
+#ifdef PVH
+/* The PVH build (pvtest-v2-pvh): pvh_entry.S enters here in long mode with
+ * the guest-physical address of hvm_start_info (port_pvh.c, checks_pvh.c). */
+#include "pvh.h"
+
+void pvtest_main(uint32_t start_info_pa);
+void pvtest_main(uint32_t start_info_pa)
+{
+    pvh_start_info = phys_to_virt(start_info_pa);
+    pvh_install_idt();
+    printk("pvtest: pvtest-v%d-pvh booting (Xen x86-64 PVH reference guest, "
+           "hypercalls via %s)\n", PVTEST_VERSION, hypercall_mechanism);
+    checks_pvh_boot();
+    checks_pvh_cpu();
+    checks_pvh_events();
+    checks_pvh_time();
+    checks_pvh_faults();
+    checks_pvh_memory_version();
+    checks_pvh_grants();
+    checks_pvh_xenstore();
+    checks_pvh_bad_calls();
+    finish();
+}
+#else
 void pvtest_main(struct start_info *si, unsigned long rsp);
 void pvtest_main(struct start_info *si, unsigned long rsp)
 {
@@ -125,3 +149,4 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
 #endif
     finish();
 }
+#endif /* PVH */

@@ -226,6 +226,38 @@
 #define XEN_ERANGE   34
 #define XEN_EOPNOTSUPP 95
 
+/* ---- PVH (an HVM-container guest) additions ---- */
+/* xen.h: hypercall 34; elfnote.h: the 32-bit physical entry point */
+#define HC_hvm_op                  34
+#define XEN_ELFNOTE_PHYS32_ENTRY   18
+/* hvm/hvm_op.h */
+#define HVMOP_set_param             0
+#define HVMOP_get_param             1
+/* hvm/params.h */
+#define HVM_PARAM_CALLBACK_IRQ      0
+#define HVM_PARAM_STORE_PFN         1
+#define HVM_PARAM_STORE_EVTCHN      2
+#define HVM_PARAM_CONSOLE_PFN      17
+#define HVM_PARAM_CONSOLE_EVTCHN   18
+#define HVM_PARAM_CALLBACK_TYPE_VECTOR 2UL   /* bits 63:56 of CALLBACK_IRQ */
+/* memory.h */
+#define XENMEM_add_to_physmap       7
+#define XENMEM_machphys_mapping    12
+#define XENMAPSPACE_shared_info     0
+#define XENMAPSPACE_grant_table     1
+/* features.h */
+#define XENFEAT_hvm_callback_vector 8
+/* arch-x86/cpuid.h: leaf base+4 */
+#define XEN_HVM_CPUID_VCPU_ID_PRESENT (1U << 3)
+/* arch-x86/hvm/start_info.h */
+#define XEN_HVM_START_MAGIC_VALUE  0x336ec578U
+#define XEN_HVM_MEMMAP_TYPE_RAM     1
+#define XEN_HVM_MEMMAP_TYPE_RESERVED 2
+#define XEN_HVM_MEMMAP_TYPE_ACPI    3
+/* grant_table.h: the reserved entries the toolstack fills */
+#define GNTTAB_RESERVED_CONSOLE     0
+#define GNTTAB_RESERVED_XENSTORE    1
+
 /* ---- x86 page table entry bits (architectural) ---- */
 #define _PAGE_PRESENT  0x001UL
 #define _PAGE_RW       0x002UL
@@ -440,6 +472,21 @@ struct gnttab_cache_flush {
 };
 struct gnttab_transfer { uint64_t mfn; domid_t domid; grant_ref_t ref; int16_t status; };
 
+/* hvm/hvm_op.h: HVMOP_set_param / HVMOP_get_param */
+struct xen_hvm_param { domid_t domid; uint16_t pad; uint32_t index; uint64_t value; };
+/* memory.h: XENMEM_add_to_physmap */
+struct xen_add_to_physmap {
+    domid_t domid; uint16_t size; uint32_t space; uint64_t idx; uint64_t gpfn;
+};
+/* arch-x86/hvm/start_info.h (version 1) */
+struct hvm_start_info {
+    uint32_t magic, version, flags, nr_modules;
+    uint64_t modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+    uint32_t memmap_entries, reserved;
+};
+struct hvm_memmap_table_entry { uint64_t addr, size; uint32_t type, reserved; };
+struct hvm_modlist_entry { uint64_t paddr, size, cmdline_paddr, reserved; };
+
 /* io/console.h */
 struct xencons_interface {
     char in[1024];
@@ -483,6 +530,10 @@ _Static_assert(sizeof(struct gnttab_get_status_frames) == 16, "gnttab_get_status
 _Static_assert(sizeof(struct gnttab_swap_grant_ref) == 12, "gnttab_swap_grant_ref");
 _Static_assert(sizeof(struct gnttab_cache_flush) == 16, "gnttab_cache_flush");
 _Static_assert(sizeof(struct gnttab_transfer) == 24, "gnttab_transfer");
+_Static_assert(sizeof(struct xen_hvm_param) == 16, "xen_hvm_param");
+_Static_assert(sizeof(struct xen_add_to_physmap) == 24, "xen_add_to_physmap");
+_Static_assert(sizeof(struct hvm_start_info) == 56, "hvm_start_info");
+_Static_assert(sizeof(struct hvm_memmap_table_entry) == 24, "hvm_memmap_table_entry");
 #endif /* !__ASSEMBLER__ */
 
 #endif

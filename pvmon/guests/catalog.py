@@ -5,8 +5,9 @@ Names:
 * ``None`` -> :data:`DEFAULT_GUEST` ("pvtest-v2")
 * ``"pvtest-v1"``, ``"pvtest-v2"``, ``"pvtest-v2-rules"`` (v2 plus the checks of
   the rules Xen enforces on any guest), ``"pvtest-v2-poc"`` (the hostile variant
-  that reports, per Xen security advisory, vulnerable or fixed) -> built-in
-  reference guests at
+  that reports, per Xen security advisory, vulnerable or fixed),
+  ``"pvtest-v2-pvh"`` (the Xen PVH build: its checks on a PVH domain; its
+  guest mode is ``"pvh"``, :data:`BUILTIN_MODES`) -> built-in reference guests at
   ``pvmon/guests/images/<name>.elf`` (symbols from ``<name>.map`` beside it, or
   the ELF ``.symtab``)
 * ``"debian-<X>.<Y>"`` -> the cache filled by ``pvmon guests fetch``: the known
@@ -34,7 +35,11 @@ from pvmon.errors import GuestImageError, GuestNotFound
 from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
-BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc")
+BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "pvtest-v2-pvh")
+#: The guest mode a built-in guest boots in when the user names none (``pvmon
+#: run GUEST`` without ``--mode``); a built-in not listed takes the backend's
+#: default (Xen PV). pvtest-v2-pvh has no PV entry point.
+BUILTIN_MODES = {"pvtest-v2-pvh": "pvh"}
 DEBIAN = tuple(debian.SERIES)   # the known Debian series; debian.names() adds cached ones
 IMAGES_DIR = Path(__file__).parent / "images"
 
@@ -54,6 +59,9 @@ class GuestImage:
     version: str | None
     release: str | None
     sha256: str
+    #: The guest mode this image boots in by default ("pvh"), or None: the
+    #: backend's default. ``--mode`` overrides it (:func:`pvmon.cli._session_args`).
+    mode: str | None = None
     _symbols: SymbolTable | None = field(default=None, init=False, repr=False, compare=False)
 
     def symbols(self) -> SymbolTable:
@@ -100,6 +108,7 @@ def _builtin(name: str) -> GuestImage:
         name=name, kind="builtin", vmlinux=elf, vmlinuz=None,
         system_map=smap if _is_symbol_map(smap) else None, config=None,
         package=None, version=None, release=None, sha256=_sha256_file(elf),
+        mode=BUILTIN_MODES.get(name),
     )
 
 
