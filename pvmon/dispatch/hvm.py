@@ -89,6 +89,11 @@ class HvmDispatchCore(DispatchCore):
         """The ABI's interrupt due now (e.g. Xen's event upcall), or None."""
         return None
 
+    def upcall_vector_number(self) -> int | None:
+        """The vector the ABI delivers events on through the local APIC (counted
+        as upcalls), or None."""
+        return None
+
     def msr(self, write: bool, msr: int, value: int) -> tuple[int, int] | None:
         """The ABI's answer for an MSR it owns, as ``(MSR_HANDLED, value)``
         or ``(MSR_GP, 0)``; None: not the ABI's."""
@@ -198,6 +203,12 @@ class HvmDispatchCore(DispatchCore):
         self.update_irq()
 
     # ----------------------------------------------------------- interrupts
+    def assert_interrupt(self, vector: int) -> None:
+        """A platform service for backends: raise fixed interrupt ``vector``
+        (edge) in the local APIC; it is injected when the APIC and RFLAGS.IF
+        allow, at the next point the platform looks (after the current call)."""
+        self.lapic.raise_vector(vector)
+
     def update_irq(self) -> None:
         """Raise the highest interrupt due (the ABI's upcall first, then the
         LAPIC's), or withdraw one no longer due."""
@@ -221,7 +232,7 @@ class HvmDispatchCore(DispatchCore):
     def _on_irq_taken(self, vector: int, rip: int) -> None:
         if self._irq_source == "lapic":
             self.lapic.accept(vector)
-        else:
+        if self._irq_source != "lapic" or vector == self.upcall_vector_number():
             self.upcalls += 1
         self._irq_source = None
         if self.record is not None:

@@ -30,16 +30,23 @@ XEN_HYPERCALL_MSR = 0x40000000
 _SCHED_OP = abi.HYPERCALL_NUMBERS["sched_op"]
 
 
-def xen_pvh_cpuid_policy(major: int, minor: int) -> dict:
+#: CPUID 0x40000004 EAX bits (xen/include/public/arch-x86/cpuid.h)
+XEN_HVM_CPUID_VCPU_ID_PRESENT, XEN_HVM_CPUID_UPCALL_VECTOR = 1 << 3, 1 << 6
+
+
+def xen_pvh_cpuid_policy(major: int, minor: int, upcall_vector: bool = True) -> dict:
     """The CPUID a PVH domU sees: pvmon's Xen policy with the local APIC
-    (leaf 1 EDX bit 9) and the HVM feature leaf 0x40000004 (EAX bit 3
-    XEN_HVM_CPUID_VCPU_ID_PRESENT, EBX the vCPU id 0; bit 6 UPCALL_VECTOR not
-    offered, so Linux takes the global HVM_PARAM_CALLBACK_IRQ vector)
-    (xen/include/public/arch-x86/cpuid.h)."""
+    (leaf 1 EDX bit 9) and the HVM feature leaf 0x40000004: EAX bit 3
+    VCPU_ID_PRESENT (EBX = vCPU id 0), and, when ``upcall_vector`` (Xen 4.17
+    on, xen.git e2d2b9fd7a), bit 6 UPCALL_VECTOR, on which Linux takes the
+    per-vCPU HVMOP_set_evtchn_upcall_vector instead of the global
+    HVM_PARAM_CALLBACK_IRQ vector (xen/arch/x86/cpuid.c cpuid_hypervisor_leaves,
+    Linux drivers/xen/events/events_base.c xen_init_setup_upcall_vector)."""
     pol = dict(xen_cpuid_policy(major, minor))
     a, b, c, d = pol[(1, 0)]
     pol[(1, 0)] = (a, b, c, d | (1 << 9))
-    pol[(0x40000004, 0)] = (1 << 3, 0, 0, 0)
+    pol[(0x40000004, 0)] = (XEN_HVM_CPUID_VCPU_ID_PRESENT
+                            | (XEN_HVM_CPUID_UPCALL_VECTOR if upcall_vector else 0), 0, 0, 0)
     brand = b"pvmon virtual CPU (Xen PVH)".ljust(48, b"\0")
     for i in range(3):
         pol[(0x80000002 + i, 0)] = struct.unpack_from("<4I", brand, i * 16)
@@ -64,7 +71,9 @@ class XenPvhDispatch(HvmDispatchCore):
     def __init__(self, machine: Machine, backend: Backend, guest: RecordingGuestAccess,
                  record: Callable[[dict], None] | None = None) -> None:
         super().__init__(machine, backend, guest, record)
-        self.policy = xen_pvh_cpuid_policy(backend.ver.major, backend.ver.minor)
+        self.policy = xen_pvh_cpuid_policy(
+            backend.ver.major, backend.ver.minor,
+            upcall_vector="hvm_upcall_vector" in backend.ver.capabilities)
         self._hypercall_page: int | None = None
 
     def on_vmcall(self, rip: int, size: int) -> None:
@@ -121,6 +130,10 @@ class XenPvhDispatch(HvmDispatchCore):
     def upcall_vector(self) -> int | None:
         vcpu = self.b.vcpu
         return vcpu.callback_vector if vcpu.can_upcall() else None
+
+    def upcall_vector_number(self) -> int | None:
+        vcpu = self.b.vcpu
+        return vcpu.callback_vector if vcpu.upcall_vector_per_vcpu else None
 
     def msr(self, write: bool, msr: int, value: int) -> tuple[int, int] | None:
         if msr != XEN_HYPERCALL_MSR:

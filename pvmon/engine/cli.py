@@ -40,7 +40,7 @@ def info_cmd() -> None:
               help="Parallel compile jobs (default: the CPU count).")
 @click.option("--force", is_flag=True, help="Build again even if a current build exists.")
 def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
-    """Build Unicorn 2.1.4 with pvmon's three patches (x86 only, about 30-40 s) into
+    """Build Unicorn 2.1.4 with pvmon's four patches (x86 only, about 30-40 s) into
     the cache.
 
     Two make translated code faster without changing what the guest sees. The
@@ -48,7 +48,9 @@ def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
     so how fast the host ran could change which TLB entries the guest kept and
     send a run (or a replay) down another path; the patch counts that window in
     TLB flushes. Only the patched library guarantees that the same guest and
-    inputs give the same event stream. Needs cmake, patch, make and a C compiler."""
+    inputs give the same event stream. The fourth is the HVM platform's (Xen
+    PVH guests): delivery through the guest's IDT, interrupt injection, an
+    MSR hook; PVH guests need it. Needs cmake, patch, make and a C compiler."""
     from pvmon.engine import uclib
 
     uclib.build(sdist=sdist, jobs=jobs, force=force, say=lambda m: click.echo(m, err=True))

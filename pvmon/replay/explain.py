@@ -96,6 +96,10 @@ _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "fifo_events": (("event_channel_op", "init_control"), ("event_channel_op", "expand_array"),
                     ("event_channel_op", "set_priority")),
     "verbose_debug": (("console_io", "write"),),
+    # PVH: the CPUID bit telling the guest per-vCPU upcall vectors work, and the
+    # calls the guest then makes or not ("cpuid" facts are keyed by leaf)
+    "hvm_upcall_vector": (("cpuid", "0x40000004"), ("hvm_op", "set_evtchn_upcall_vector"),
+                          ("hvm_op", "set_param")),
     "gnttab_unmap_checks_pte_flags": (("grant_table_op", "unmap_grant_ref"),
                                       ("grant_table_op", "unmap_and_replace")),
     "gnttab_copy_claims_first": (("grant_table_op", "copy"),),
@@ -137,6 +141,8 @@ def explain_event(facts: list[Fact], ev: dict) -> list[Fact]:
                                                        "0x40000001 (Xen version)"),
                          "xen/include/public/arch-x86/cpuid.h")
                     for f in facts if f.hypercall == "xen_version" and f.subop == "version"]
+        if isinstance(leaf, int):
+            return [f for f in facts if f.hypercall == "cpuid" and f.subop == f"{leaf:#x}"]
         return []
     if k != "hc":
         return []

@@ -329,12 +329,11 @@ def hypercall_name(nr: int) -> str:
 # ---------------------------------------------------------------- HVM / PVH
 # hvm_op commands (xen/include/public/hvm/hvm_op.h) and HVM parameters
 # (xen/include/public/hvm/params.h), stable-4.17.
-HVMOP_CMDS = {0: "set_param", 1: "get_param", 4: "flush_tlbs", 5: "track_dirty_vram",
-              6: "modified_memory", 7: "set_mem_type", 9: "pagetable_dying",
-              10: "get_time", 12: "xentrace", 14: "set_mem_access", 15: "get_mem_access",
-              16: "inject_trap", 17: "get_mem_type", 19: "set_evtchn_upcall_vector",
-              20: "guest_request_vm_event", 21: "altp2m", 22: "get_param_fast"}
-HVMOP_set_param, HVMOP_get_param, HVMOP_set_evtchn_upcall_vector = 0, 1, 19
+HVMOP_CMDS = {0: "set_param", 1: "get_param", 2: "set_pci_intx_level", 3: "set_isa_irq_level",
+              4: "set_pci_link_route", 5: "flush_tlbs", 9: "pagetable_dying", 10: "get_time",
+              11: "xentrace", 12: "set_mem_access", 13: "get_mem_access", 15: "get_mem_type",
+              23: "set_evtchn_upcall_vector", 24: "guest_request_vm_event", 25: "altp2m"}
+HVMOP_set_param, HVMOP_get_param, HVMOP_set_evtchn_upcall_vector = 0, 1, 23
 HVM_PARAMS = {0: "CALLBACK_IRQ", 1: "STORE_PFN", 2: "STORE_EVTCHN", 4: "PAE_ENABLED",
               5: "IOREQ_PFN", 6: "BUFIOREQ_PFN", 9: "TIMER_MODE", 10: "HPET_ENABLED",
               12: "IDENT_PT", 14: "ACPI_S_STATE", 15: "VM86_TSS", 16: "VPT_ALIGN",

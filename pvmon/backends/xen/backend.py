@@ -171,6 +171,7 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             "interdomain", remote_dom=0, remote_port=2, on_send=self._console_kick)
         if self.mode == "pvh":
             self.init_hvm_params()
+            self.events.on_upcall = self.vcpu.upcall_asserted
         else:
             self.init_mmu(layout)
         self.free_mfns: list[int] = []
@@ -215,11 +216,26 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             self.unsupported[name] = self.unsupported.get(name, 0) + 1
             return -E.ENOSYS
         try:
+            if self.mode == "pvh":
+                return self._call_hvm(nr, fn, args)
             return fn(*args)
         except GuestFault:
             return -E.EFAULT
         except (ValueError, struct.error, IndexError, OverflowError):
             return -E.EINVAL
+
+    def _call_hvm(self, nr: int, fn: Callable, args: tuple) -> int:
+        """A PVH guest's call: Xen's HVM wrappers first (PvhHypercalls.hvm_refuses)."""
+        name = abi.HYPERCALLS.get(nr, "")
+        if name == "mmuext_op":
+            return self.hc_mmuext_op_hvm(args[0], args[1], args[2])
+        rc = self.hvm_refuses(name, args)
+        if rc is not None:
+            sub = abi.SUBOPS.get(name, {}).get(args[0] & 0x3F if name == "memory_op"
+                                              else args[0], args[0])
+            self.op = {"cmd": sub}
+            return rc
+        return fn(*args)
 
     def _unsupported_sub(self, call: str, sub) -> int:
         key = f"{call}({sub})"
@@ -619,8 +635,6 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             self._write(arg, struct.pack("<QQQ", abi.MACH2PHYS_VIRT_START,
                                          abi.MACH2PHYS_VIRT_START + frames * 8, frames - 1))
             return 0
-        if op in (10, 12) and self.mode == "pvh":
-            return -E.ENOSYS   # hvm_memory_op refuses them (xen/arch/x86/hvm/hypercall.c)
         if op == 9 and self.mode == "pvh":   # the guest's e820, 20-byte entries
             from pvmon.backends.xen.pvh.builder import memory_map
             nr, buf = struct.unpack("<I4xQ", self._read(arg, 16))

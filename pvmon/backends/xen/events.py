@@ -56,6 +56,9 @@ class EventChannels:
         self.virqs: dict[int, int] = {}
         self.raised: list[int] = []   # ports made pending during the current call
         self.fifo = None              # FifoEvents once the guest picks the FIFO ABI
+        #: Called when evtchn_upcall_pending goes from 0 to 1 (None: nothing to do;
+        #: a PVH vCPU with a per-vCPU upcall vector raises it in its local APIC).
+        self.on_upcall: Callable[[], None] | None = None
 
     def enable_fifo(self, fifo) -> None:
         """Switch to the FIFO ABI (after EVTCHNOP_init_control): ports pending
@@ -134,10 +137,13 @@ class EventChannels:
         self.mark_upcall()
 
     def mark_upcall(self) -> None:
-        """Set vcpu_info.evtchn_upcall_pending (both ABIs)."""
+        """Set vcpu_info.evtchn_upcall_pending (both ABIs); on its 0 -> 1
+        transition call :attr:`on_upcall` (Xen's hvm_assert_evtchn_irq)."""
         vi = self.vcpu_info_ma()
         if not self.mem.read_phys(vi, 1)[0]:
             self.mem.write_phys_data(vi, b"\x01")
+            if self.on_upcall is not None:
+                self.on_upcall()
 
     def set_pending(self, n: int) -> None:
         """Raise port ``n`` (Xen's evtchn_2l_set_pending, or the FIFO ABI's)."""

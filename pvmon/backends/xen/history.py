@@ -111,6 +111,9 @@ def _gone(hc: str, *subs: str, source: str) -> list[Change]:
 # field. XENVER_version 0x00030004; interface version 0x00030209
 # (xen/include/public/xen-compat.h@3.4.0-rc3).
 XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
+    Change("capability", feature="hvm_upcall_vector",
+           source="XEN_HVM_CPUID_UPCALL_VECTOR (CPUID 0x40000004 EAX bit 6) added in 4.17 "
+                  "(xen.git e2d2b9fd7a): a PVH guest uses the global callback vector"),
     Change("capability", feature="pvh_domu",
            source="PVH (v2) domU: supported from 4.10 (SUPPORT.md@RELEASE-4.10.0); before "
                   "it only PVHv1, a PV-derived ABI (removed in 4.9), so no PHYS32_ENTRY boot"),
@@ -234,6 +237,9 @@ XEN_4_22 = register(XEN_4_21.derive("xen-4.22", [
 # ancestor of RELEASE-4.6.0.
 _R46 = "RELEASE-4.6.0"
 XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
+    Change("capability", feature="hvm_upcall_vector",
+           source="XEN_HVM_CPUID_UPCALL_VECTOR (CPUID 0x40000004 EAX bit 6) added in 4.17 "
+                  "(xen.git e2d2b9fd7a): a PVH guest uses the global callback vector"),
     Change("capability", feature="pvh_domu",
            source="PVH (v2) domU: supported from 4.10 (SUPPORT.md@RELEASE-4.10.0); before "
                   "it only PVHv1, a PV-derived ABI (removed in 4.9), so no PHYS32_ENTRY boot"),
@@ -273,6 +279,9 @@ XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
 # (their master commits are ancestors of the tag); XSA-327 (2020) is not.
 _R411 = "RELEASE-4.11.0"
 XEN_4_11 = register(XEN_4_17.derive("xen-4.11", [
+    Change("capability", feature="hvm_upcall_vector",
+           source="XEN_HVM_CPUID_UPCALL_VECTOR (CPUID 0x40000004 EAX bit 6) added in 4.17 "
+                  "(xen.git e2d2b9fd7a): a PVH guest uses the global callback vector"),
     *_gone("event_channel_op", "reset_cont",
            source="EVTCHNOP_reset_cont added in 4.15 (xen.git 2785b2a9e0)"),
     Change("hypercall", "argo_op", source="argo_op (39) added in 4.12"),

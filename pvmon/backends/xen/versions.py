@@ -238,6 +238,9 @@ XEN_4_17 = XenVersion(
     # pvh_domu: PVH (v2) domUs, entered at XEN_ELFNOTE_PHYS32_ENTRY with
     # hvm_start_info (docs/misc/pvh.pandoc); supported since 4.10 (SUPPORT.md@RELEASE-4.10.0
     # "x86/PVH guest: Supported").
+    # hvm_upcall_vector: CPUID 0x40000004 tells an HVM/PVH guest that per-vCPU upcall
+    # vectors (HVMOP_set_evtchn_upcall_vector) work (XEN_HVM_CPUID_UPCALL_VECTOR, xen.git
+    # e2d2b9fd7a, 4.17; xen/arch/x86/cpuid.c@RELEASE-4.17.0).
     # vcpu_info_enxio: register_vcpu_info's bad offsets are -ENXIO, not -EINVAL
     # (xen.git 7ee7a3749b, 4.16; xen/common/domain.c map_vcpu_info@RELEASE-4.17.0).
     capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
@@ -245,6 +248,7 @@ XEN_4_17 = XenVersion(
                             "pvclock_tsc_stable", "verbose_debug",
                             "gnttab_unlimited_batches", "gnttab_unmap_checks_pte_flags",
                             "gnttab_copy_claims_first", "vcpu_info_enxio", "pvh_domu",
+                            "hvm_upcall_vector",
                             *XSA_FIXES}),
     description="reference: Xen 4.17.7 (4.17 released Dec 2022), a 64-bit PV domU's ABI; "
                 "built with CONFIG_VERBOSE_DEBUG (guest console_io writes logged)",

@@ -20,8 +20,13 @@ from pvmon.backends.xen import abi
 from pvmon.engine.machine import PAGE_SIZE
 
 E = abi
-#: Parameters a domU may not read (hvm_allow_get_param) or set (hvm_allow_set_param).
-_GUEST_SETTABLE = {abi.HVM_PARAM_CALLBACK_IRQ, 9, 10, 16, 27, 28, 29, 31, 35}
+#: Parameters a guest may set on itself (hvm_allow_set_param, hvm.c@stable-4.17):
+#: CALLBACK_IRQ, VM86_TSS, ACPI_IOPORTS_LOCATION, VM_GENERATION_ID_ADDR,
+#: STORE_EVTCHN, CONSOLE_EVTCHN, X87_FIP_WIDTH, VM86_TSS_SIZED; these answer
+#: -EINVAL: PAE_ENABLED, DM_DOMAIN, the MEMORY_EVENT_* (8, 20-23, 25, 30),
+#: NESTEDHVM, BUFIOREQ_EVTCHN; every other one -EPERM.
+_GUEST_SETTABLE = frozenset({0, 15, 19, 34, 2, 18, 36, 37})
+_SET_EINVAL = frozenset({4, 13, 20, 21, 22, 23, 24, 25, 26, 30})
 
 
 class PvhHypercalls:
@@ -56,13 +61,14 @@ class PvhHypercalls:
                 self._write(arg + 8, struct.pack("<Q", value))
                 return 0
             self.op["value"] = value
+            if index in _SET_EINVAL:
+                return -E.EINVAL
             if index not in _GUEST_SETTABLE:
                 return -E.EPERM
             if index == abi.HVM_PARAM_CALLBACK_IRQ:
                 typ, vec = value >> 56, value & 0xFF
                 if typ == abi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
-                    if vec < 0x10:
-                        return -E.EINVAL
+                    # no range check (hvm_set_callback_via, irq.c@stable-4.17)
                     self.vcpu.callback_vector = vec
                 elif not self.vcpu.upcall_vector_per_vcpu:
                     # GSI / PCI INTx callbacks need the emulated IO-APIC and
@@ -72,16 +78,17 @@ class PvhHypercalls:
             self.hvm_params[index] = value
             return 0
         if cmd == abi.HVMOP_set_evtchn_upcall_vector:
+            # {u32 vcpu, u8 vector} (hvmop_set_evtchn_upcall_vector, hvm.c@stable-4.17;
+            # the call exists in every version pvmon models with PVH; whether the
+            # guest is told it also works with PIRQs is the CPUID bit of
+            # capability hvm_upcall_vector)
             vcpu, vector = struct.unpack("<IB", self._read(arg, 5))
             self.op.update(vcpu=vcpu, vector=vector)
-            if "hvm_upcall_vector" not in self.ver.capabilities:
-                return self._unsupported_sub("hvm_op", "set_evtchn_upcall_vector")
             if vector < 0x10:
                 return -E.EINVAL
             if vcpu != 0:
                 return -E.ENOENT
-            self.vcpu.callback_vector = vector
-            self.vcpu.upcall_vector_per_vcpu = True
+            self.vcpu.set_upcall_vector(vector)
             return 0
         if cmd == 9:   # pagetable_dying {u16 domid, pad, u64 gpa}
             dom, gpa = struct.unpack("<H6xQ", self._read(arg, 16))
@@ -92,6 +99,43 @@ class PvhHypercalls:
             # (do_hvm_op HVMOP_pagetable_dying, hvm.c@stable-4.17)
             return -E.EINVAL
         return -E.ENOSYS
+
+    #: grant_table_op sub-ops an HVM guest may use (hvm_grant_table_op,
+    #: xen/arch/x86/hvm/hypercall.c@stable-4.17); the rest are -ENOSYS.
+    HVM_GNTTAB_OPS = frozenset({"query_size", "setup_table", "set_version", "get_version",
+                                "copy", "map_grant_ref", "unmap_grant_ref", "swap_grant_ref"})
+
+    def hvm_refuses(self, name: str, args: tuple) -> int | None:
+        """The errno Xen's HVM wrappers answer before the common handler runs
+        for a PVH guest's call ``name`` (None: the handler runs):
+        memory_op machphys_mapping and machine_memory_map -ENOSYS
+        (hvm_memory_op); grant_table_op outside :data:`HVM_GNTTAB_OPS` -ENOSYS;
+        every physdev_op -ENOSYS for a domU without PIRQs (hvm_physdev_op)."""
+        if name == "memory_op" and args[0] & 0x3F in (10, 12):
+            return -E.ENOSYS
+        if name == "grant_table_op":
+            sub = abi.GNTTABOP_CMDS.get(args[0] & abi.GNTTABOP_CMD_MASK)
+            return None if sub in self.HVM_GNTTAB_OPS else -E.ENOSYS
+        if name == "physdev_op":
+            return -E.ENOSYS
+        return None
+
+    def hc_mmuext_op_hvm(self, ops: int, count: int, done_ptr: int) -> int:
+        """mmuext_op from an HVM guest (do_mmuext_op, xen/arch/x86/mm.c@stable-4.17):
+        pin and unpin are accepted and do nothing (paging_mode_refcounts); any
+        other command stops the batch with -EOPNOTSUPP. ``done_ptr`` (if not
+        NULL) gets the number of entries done."""
+        done, rc = 0, 0
+        for i in range(count & 0x7FFFFFFF):
+            cmd = struct.unpack("<I", self._read(ops + i * abi.MMUEXT_OP_SIZE, 4))[0]
+            if cmd > 4:                # MMUEXT_PIN_L1..L4_TABLE 0-3, UNPIN_TABLE 4
+                rc = -E.EOPNOTSUPP
+                break
+            done += 1
+        self.op = {"count": count, "done": done}
+        if done_ptr:
+            self._write(done_ptr, struct.pack("<I", done))
+        return rc
 
     def add_to_physmap(self, arg: int) -> int:
         """XENMEM_add_to_physmap {u16 domid, u16 size, u32 space, u64 idx,

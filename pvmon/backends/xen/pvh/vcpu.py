@@ -36,8 +36,26 @@ class PvhVcpu(XenVcpu):
         return 0
 
     def can_upcall(self) -> bool:
-        """An event upcall is due: an event pending and a callback vector set."""
-        return self.callback_vector is not None and self.upcall_pending()
+        """The global callback vector is due: an event pending and
+        HVM_PARAM_CALLBACK_IRQ set to a vector (not the per-vCPU vector, which
+        goes through the local APIC)."""
+        return (self.callback_vector is not None and not self.upcall_vector_per_vcpu
+                and self.upcall_pending())
+
+    def set_upcall_vector(self, vector: int) -> None:
+        """HVMOP_set_evtchn_upcall_vector: events arrive as ``vector`` in the
+        local APIC (IRR, then ISR until the guest's EOI), raised whenever
+        evtchn_upcall_pending goes 0 -> 1, and once now if it is set
+        (hvm_assert_evtchn_irq, xen/arch/x86/hvm/irq.c@stable-4.17)."""
+        self.callback_vector = vector
+        self.upcall_vector_per_vcpu = True
+        if self.upcall_pending():
+            self.upcall_asserted()
+
+    def upcall_asserted(self) -> None:
+        """evtchn_upcall_pending went 0 -> 1 (EventChannels.on_upcall)."""
+        if self.upcall_vector_per_vcpu and self.callback_vector is not None:
+            self.b.p.assert_interrupt(self.callback_vector)
 
     def block(self) -> int:
         """SCHEDOP_block from a PVH guest: as PV (sleep until an event), with
