@@ -164,3 +164,15 @@ def test_the_tui_boots_a_pvh_guest_live_and_plays_its_trace(pvh_trace):
         assert "exit: crash" in screen.query_one(StatusLine).text
 
     drive(PvmonApp(trace=pvh_trace[0]), play)
+
+
+def test_a_pvh_trace_has_canonical_operations_with_native_evidence(pvh_trace):
+    p = pvmon("trace", "pvops", str(pvh_trace[0]), "--json")
+    assert p.returncode == 0, p.stderr
+    import json
+    doc = json.loads(p.stdout)
+    text = json.dumps(doc)
+    assert doc["native"]["irq.eoi"] > 0             # LAPIC EOIs, done by the guest itself
+    assert "mmu.set_pte" not in text
+    lst = pvmon("trace", "pvops", str(pvh_trace[0]), "--list")
+    assert "forced emulation" not in lst.stdout      # CPUID traps natively on PVH

@@ -119,7 +119,7 @@ def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
             mod = modules[a] = mapping_for(a)
             # (a mapping that cannot resume starts fresh: OpCounts.of_trace then
             # finds no continue_state and counts serially)
-            states[a] = mod.resume_state() if resume and hasattr(mod, "resume_state") \
+            states[a] = mod.resume_state(header) if resume and hasattr(mod, "resume_state") \
                 else mod.new_state(header)
         yield from mod.translate(ev, states[a])
 

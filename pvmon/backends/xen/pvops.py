@@ -322,6 +322,9 @@ class XenState:
     #: sends it counted as irq.notify before touching them (an IPI if the port was
     #: bound earlier in the trace: see :func:`continue_state`).
     partial: bool = False
+    #: A guest on the HVM platform (Xen PVH: header ``machine.mode``): CPUID traps
+    #: natively, and its platform events have operations of their own.
+    hvm: bool = False
     touched: dict[int, bool] = field(default_factory=dict)
     unknown: set[int] = field(default_factory=set)
 
@@ -331,6 +334,8 @@ def new_state(header: dict[str, Any] | None = None) -> XenState:
     the start-of-day L4 the domain builder pinned (pvmon's P2M is the identity,
     so the frame is the same number)."""
     st = XenState()
+    machine = header.get("machine") if isinstance(header, dict) else None
+    st.hvm = isinstance(machine, dict) and machine.get("mode") == "pvh"
     layout = header.get("layout") if isinstance(header, dict) else None
     base = layout.get("pt_base_pfn") if isinstance(layout, dict) else None
     if type(base) is int:
@@ -338,10 +343,13 @@ def new_state(header: dict[str, Any] | None = None) -> XenState:
     return st
 
 
-def resume_state() -> XenState:
+def resume_state(header: dict[str, Any] | None = None) -> XenState:
     """State for counting a run of events that starts mid-trace (parallel
-    counting): it records what it cannot know, for :func:`continue_state`."""
-    return XenState(partial=True)
+    counting): it records what it cannot know, for :func:`continue_state`.
+    ``header``: the trace header (the guest mode)."""
+    machine = header.get("machine") if isinstance(header, dict) else None
+    return XenState(partial=True,
+                    hvm=isinstance(machine, dict) and machine.get("mode") == "pvh")
 
 
 def continue_state(earlier: XenState, later: XenState) -> XenState | None:
@@ -426,6 +434,10 @@ _MMU_UPDATE_BY_CMD: dict[int, tuple[Entry | None, str]] = {
 _PTE_FLAGS_MASK = ~PTE_FRAME_MASK & _U64
 
 
+#: The HVM platform's event kinds with operations (pvmon.platforms.hvm.pvops.KINDS).
+_HVM_KINDS = frozenset({"halt", "mmio", "msr"})
+
+
 def translate(ev: dict[str, Any], state: XenState) -> Iterator[PvOp]:
     """Canonical operations of one trace event of a Xen PV run."""
     get = ev.get
@@ -470,8 +482,11 @@ def translate(ev: dict[str, Any], state: XenState) -> Iterator[PvOp]:
         yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": ev.get("val"),
                                                        "rip": ev.get("rip")}, native="rdtsc")
     elif k == "cpuid":
-        yield PvOp("cpu.cpuid", seq, t, "cpuid (forced emulation)",
+        yield PvOp("cpu.cpuid", seq, t, "cpuid" if state.hvm else "cpuid (forced emulation)",
                    {"leaf": ev.get("leaf"), "sub": ev.get("sub")})
+    elif k in _HVM_KINDS:
+        from pvmon.platforms.hvm import pvops as hvm_pvops
+        yield from hvm_pvops.translate(ev, seq, t)
 
 
 def _subop(call: str, args: tuple[int, ...], op: dict, mem: _Mem) -> str | int | None:
