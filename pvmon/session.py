@@ -250,7 +250,7 @@ class Session:
         d = self.dispatch
         faults = Counter({VECTOR_NAMES.get(v, f"vector {v}"): n for v, n in d.faults.items()})
         return RunResult(stop.kind, stop.detail, stop.rip,
-                         lambda rip: self.guest.symbols().format(rip), stop.code,
+                         self.guest.format_address, stop.code,
                          self.machine.clock.now_ns, wall, d.hypercalls, faults, d.upcalls,
                          dict(self.backend.unsupported), d.seq, bytes(self.console),
                          self.trace_path)

@@ -126,3 +126,20 @@ def test_debian_kallsyms(name, min_syms):
     cached = g.symbols()
     assert cached.items() == st.items()
     assert cached.lookup(entry + 3) == ("startup_xen", 3)
+
+
+def test_one_address_from_a_sorted_system_map_matches_the_loaded_table(tmp_path):
+    import random
+
+    from pvmon.engine.loaders.symbols import SymbolTable, format_from_system_map
+    rng = random.Random(7)
+    syms = sorted({(0xFFFFFFFF81000000 + rng.randrange(0, 1 << 24) * 16, rng.choice("TtDdbBr"),
+                    f"sym{i}") for i in range(5000)})
+    syms += [(syms[10][0], "T", "aaa_global"), (syms[20][0], "A", "absolute")]
+    table = SymbolTable(syms)
+    path = tmp_path / "System.map"
+    table.write_system_map(path)
+    for a in [s[0] for s in syms[::37]] + [rng.randrange(0xFFFFFFFF81000000, 0xFFFFFFFF82200000)
+                                           for _ in range(200)] + [syms[-1][0] + 0x200000]:
+        assert format_from_system_map(path, a) in (table.format(a), None)
+        assert format_from_system_map(path, a) is not None or a < syms[0][0]

@@ -64,6 +64,17 @@ class GuestImage:
     mode: str | None = None
     _symbols: SymbolTable | None = field(default=None, init=False, repr=False, compare=False)
 
+    def format_address(self, addr: int) -> str:
+        """``name+0xoff`` of ``addr``, as ``symbols().format``; a kernel with a
+        System.map whose table is not loaded yet answers from the file
+        directly (one address: what a run's summary needs)."""
+        if self._symbols is None and self.system_map is not None:
+            from pvmon.engine.loaders.symbols import format_from_system_map
+            out = format_from_system_map(self.system_map, addr)
+            if out is not None:
+                return out
+        return self.symbols().format(addr)
+
     def symbols(self) -> SymbolTable:
         """Symbols of this kernel: System.map if present, else ELF ``.symtab``, else
         the kernel's embedded kallsyms. Cached after the first call."""

@@ -224,6 +224,82 @@ class SymbolTable:
         return cls(_decode_kallsyms(data), source=source)
 
 
+def format_from_system_map(path: str | Path, addr: int,
+                           max_offset: int = 0x100000) -> str | None:
+    """``name+0xoff`` of ``addr`` from an address-sorted System.map (``nm -n``,
+    and what :meth:`SymbolTable.write_system_map` writes), found by bisecting
+    the file's lines instead of loading the table: what :meth:`SymbolTable.format`
+    answers, for one address, in microseconds instead of the 0.2-0.5 s a Debian
+    kernel's 148,000-line map takes to load. Returns ``f"{addr:#x}"`` when no
+    symbol covers it, None when the file cannot be read this way (unreadable,
+    or not sorted where the search looked): the caller then loads the table."""
+    import mmap
+
+    try:
+        with open(path, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+    def parse(start: int) -> tuple[int, str, str, int] | None:
+        end = mm.find(b"\n", start)
+        end = len(mm) if end < 0 else end
+        parts = mm[start:end].split()
+        if len(parts) not in (3, 4) or len(parts[1]) != 1:
+            return None
+        try:
+            return int(parts[0], 16), parts[1].decode("latin-1"), \
+                parts[2].decode("utf-8", "replace"), end + 1
+        except ValueError:
+            return None
+
+    def next_line(off: int) -> int:
+        if off == 0:
+            return 0
+        nl = mm.find(b"\n", off - 1)
+        return len(mm) if nl < 0 else nl + 1
+
+    with mm:
+        lo, hi = 0, len(mm)          # invariant: lines starting before lo have address <= addr
+        while hi - lo > 256:
+            mid = next_line((lo + hi) // 2)
+            if mid >= hi:
+                break
+            row = parse(mid)
+            if row is None:
+                return None
+            if row[0] <= addr:
+                lo = mid
+            else:
+                hi = mid
+        # the lines from a little before lo to hi, parsed, hold the answer
+        start = next_line(max(0, lo - 8192))
+        rows = []
+        off = start
+        while off < len(mm) and off <= hi:
+            row = parse(off)
+            if row is None:
+                off = next_line(off + 1)
+                continue
+            rows.append(row[:3])
+            off = row[3]
+    prev = -1
+    for a, _t, _n in rows:
+        if a < prev:
+            return None              # not sorted: load the whole table instead
+        prev = a
+    cands = [(a, t, n) for a, t, n in rows
+             if a <= addr and t not in "aAuUwWvV" and not n.startswith("$")]
+    if not cands:
+        return None if start > 0 else f"{addr:#x}"
+    best = max(a for a, _t, _n in cands)
+    name = min((not t.isupper(), n) for a, t, n in cands if a == best)[1]
+    off = addr - best
+    if off > max_offset:
+        return f"{addr:#x}"
+    return f"{name}+{off:#x}" if off else name
+
+
 def _elf_type_char(sym) -> str:
     shndx = sym["st_shndx"]
     bind = sym["st_info"]["bind"]
