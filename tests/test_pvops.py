@@ -245,3 +245,19 @@ def test_damaged_event_fields_give_operations_not_tracebacks():
     assert [o.op for o in ops] == ["batch.submit", "mmu.set_pte", "irq.bind", "unmapped",
                                    "time.read_clock", "time.read_clock"]
     assert ops[1].batch == (BatchRef("multicall", -1, 0, 3),) and ops[1].ret == 0
+
+
+def test_trace_cat_and_stats_show_canonical_operations_beside_events(fresh_v2):
+    res = _pvmon("trace", "cat", "--pvops", str(fresh_v2))
+    assert res.returncode == 0, res.stderr
+    op_lines = [ln for ln in res.stdout.splitlines() if ln.startswith("    = ")]
+    assert len(op_lines) == sum(PVTEST_V2_COUNTS.values())   # every operation, under its event
+    assert any("mmu.pin" in ln and "<- mmuext_op" in ln for ln in op_lines)
+    js = _pvmon("trace", "cat", "--pvops", "--json", "--filter", "mmuext_op", str(fresh_v2))
+    objs = [json.loads(ln) for ln in js.stdout.splitlines()]
+    assert objs and all(o["name"] == "mmuext_op" and "pvops" in o for o in objs)
+    assert sum(len(o["pvops"]) for o in objs) >= 1
+    st = _pvmon("trace", "stats", "--pvops", "--json", str(fresh_v2))
+    flat = {op: n for fam in json.loads(st.stdout)["pvops"]["families"].values()
+            for op, n in fam.items()}
+    assert flat == PVTEST_V2_COUNTS

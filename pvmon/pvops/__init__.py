@@ -23,7 +23,7 @@ from typing import Any
 from pvmon.errors import TraceError
 from pvmon.pvops.vocab import FAMILIES, OPS, OpDef, family_of
 
-__all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "OpDef", "PvOp", "count", "derive",
+__all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "Deriver", "OpDef", "PvOp", "count", "derive",
            "family_of", "mapping_for"]
 
 # ABI name (an event's "abi" field) -> the module holding its mapping.
@@ -91,6 +91,34 @@ def mapping_for(abi: str) -> Any:
     return importlib.import_module(mod)
 
 
+class Deriver:
+    """Canonical operations one event at a time, keeping each ABI's mapping
+    state across events (what :func:`derive` does over a stream; ``trace cat
+    --pvops`` shows them beside each event). Arguments as :func:`derive`'s."""
+
+    def __init__(self, abi: str = "xen", header: dict[str, Any] | None = None,
+                 states: dict[str, Any] | None = None, resume: bool = False) -> None:
+        self.abi = abi
+        self.header = header
+        self.states: dict[str, Any] = {} if states is None else states
+        self.resume = resume
+        self._modules: dict[str, Any] = {}
+
+    def ops(self, ev: dict[str, Any]) -> Iterator[PvOp]:
+        """The operations of event ``ev`` (TraceError for an ABI without a mapping)."""
+        a = ev.get("abi", self.abi)
+        if not isinstance(a, str):
+            a = self.abi
+        mod = self._modules.get(a)
+        if mod is None:
+            mod = self._modules[a] = mapping_for(a)
+            # (a mapping that cannot resume starts fresh: OpCounts.of_trace then
+            # finds no continue_state and counts serially)
+            self.states[a] = mod.resume_state(self.header) \
+                if self.resume and hasattr(mod, "resume_state") else mod.new_state(self.header)
+        return mod.translate(ev, self.states[a])
+
+
 def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
            header: dict[str, Any] | None = None, *, states: dict[str, Any] | None = None,
            resume: bool = False) -> Iterator[PvOp]:
@@ -107,21 +135,9 @@ def derive(events: Iterable[dict[str, Any]], abi: str = "xen",
     parallel: see :meth:`pvmon.pvops.render.OpCounts.of_trace`).
     Raises :class:`TraceError` for an ABI without a mapping.
     """
-    modules: dict[str, Any] = {}
-    if states is None:
-        states = {}
+    ops = Deriver(abi, header, states, resume).ops
     for ev in events:
-        a = ev.get("abi", abi)
-        if not isinstance(a, str):
-            a = abi
-        mod = modules.get(a)
-        if mod is None:
-            mod = modules[a] = mapping_for(a)
-            # (a mapping that cannot resume starts fresh: OpCounts.of_trace then
-            # finds no continue_state and counts serially)
-            states[a] = mod.resume_state(header) if resume and hasattr(mod, "resume_state") \
-                else mod.new_state(header)
-        yield from mod.translate(ev, states[a])
+        yield from ops(ev)
 
 
 def count(ops: Iterable[PvOp]) -> Counter[str]:

@@ -193,8 +193,11 @@ def _size(n: Any) -> str:
                    "to show (mmu_update,fault; mmu; PIN_L4_TABLE; tsc also shows format 2's "
                    "tsc_run). An unknown term is an error.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (bytes as hex).")
+@click.option("--pvops", "with_pvops", is_flag=True,
+              help="Under each event, the canonical operations it carries (docs/pvops.md); "
+                   "with --json, a \"pvops\" list in each object.")
 def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str | None,
-        as_json: bool) -> None:
+        as_json: bool, with_pvops: bool = False) -> None:
     """Print events, one per line. Seeks without decompressing what it skips."""
     from pvmon.ui.filters import TermFilter
     names = [n.strip() for n in filter_.split(",") if n.strip()] if filter_ else None
@@ -207,15 +210,45 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
             start = max(start, reader.seek_time(parse_time(time_)))
         stop = None if to is None else to + 1
         show_cpu = len(reader.frames) > 0 and _vcpus(reader) > 1
-        _write_lines(json.dumps(jsonable(ev), separators=(",", ":")) if as_json
-                     else format_line(ev, show_cpu=show_cpu)
-                     for ev in reader.events(start, stop)
-                     if flt is None or flt.matches(ev))
+        events = reader.events(start, stop)
+        if with_pvops:
+            _write_lines(_lines_with_pvops(reader, events, start, flt, as_json, show_cpu))
+        else:
+            _write_lines(json.dumps(jsonable(ev), separators=(",", ":")) if as_json
+                         else format_line(ev, show_cpu=show_cpu)
+                         for ev in events if flt is None or flt.matches(ev))
         if not reader.complete and (stop is None or stop > len(reader)):
             click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
 
 
 _TSC_KINDS = frozenset({"tsc", "tsc_run"})
+
+
+def _lines_with_pvops(reader: TraceReader, events, start: int, flt, as_json: bool,
+                      show_cpu: bool):
+    """``trace cat --pvops``: each shown event with its canonical operations
+    (every event feeds the mapping's state, shown or not; from mid-trace the
+    state starts as ``resume_state`` would, docs/pvops.md)."""
+    from pvmon.pvops import Deriver
+    from pvmon.pvops.render import format_op
+    deriver = Deriver(_trace_abi(reader), reader.header, resume=start > 0)
+    for ev in events:
+        ops = list(deriver.ops(ev))
+        if flt is not None and not flt.matches(ev):
+            continue
+        if as_json:
+            yield json.dumps(jsonable({**ev, "pvops": [o.as_dict() for o in ops]}),
+                             separators=(",", ":"))
+            continue
+        yield format_line(ev, show_cpu=show_cpu)
+        for o in ops:
+            yield "    = " + format_op(o, format_time(o.t)).lstrip()
+
+
+def _trace_abi(reader: TraceReader) -> str:
+    backend = reader.header.get("backend")
+    a = backend.get("abi") if isinstance(backend, dict) else None
+    return a if isinstance(a, str) else "xen"
 
 
 def _names_in(reader: TraceReader) -> set[str]:
@@ -242,13 +275,21 @@ def _vcpus(reader: TraceReader) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
 @click.option("--top", type=click.IntRange(min=1), default=8,
               help="Sub-operations shown per hypercall.")
-def stats(path: str, as_json: bool, top: int) -> None:
+@click.option("--pvops", "with_pvops", is_flag=True,
+              help="Also the canonical operations by family (as `trace pvops` counts them).")
+def stats(path: str, as_json: bool, top: int, with_pvops: bool = False) -> None:
     """Per-hypercall counts, rates over virtual time and sub-operation histograms."""
+    counts = None
     with _open(path) as reader:
         st = TraceStats.of(reader, jobs=default_jobs())
         status = _status(reader)
+        if with_pvops:
+            from pvmon.pvops.render import OpCounts
+            counts = OpCounts.of_trace(reader, _trace_abi(reader), reader.header,
+                                       default_jobs())
     if as_json:
-        click.echo(json.dumps({**st.to_dict(), "status": status}, indent=1))
+        extra = {"pvops": counts.to_dict()} if counts is not None else {}
+        click.echo(json.dumps({**st.to_dict(), "status": status, **extra}, indent=1))
         return
     console = plain_console()
     seconds = st.duration_ns / 1e9
@@ -300,6 +341,8 @@ def stats(path: str, as_json: bool, top: int) -> None:
             detail = f"{st.tsc_reads:,} TSC reads"
         others.add_row(text(k), f"{c:,}", text(detail))
     console.print(others)
+    if counts is not None:
+        _print_op_counts(console, counts)
 
 
 @trace.command()
@@ -334,6 +377,11 @@ def pvops(path: str, as_list: bool, as_json: bool) -> None:
     console = plain_console()
     console.print(text(f"{counts.total:,} canonical operations from {events:,} events "
                        f"({abi_name}, {status})"))
+    _print_op_counts(console, counts)
+
+
+def _print_op_counts(console, counts) -> None:
+    """The canonical-operations table (``trace pvops``, ``trace stats --pvops``)."""
     table = Table(title="canonical operations")
     for col, just in (("family", "left"), ("operation", "left"), ("count", "right"),
                       ("%", "right"), ("from", "left")):
