@@ -29,10 +29,10 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 
 #: guest -> (events, sha256 of every frame's msgpack bytes in order), xen-4.17.
 DIGESTS = {
-    "pvtest-v1": (669, "94c2ab750ab62a48cee7576d5da0944cbc925501c206749ccf24505a1b9584a9"),
-    "pvtest-v2": (669, "56c96b23f3acf448b2aa7d3dc166469cc451b9bad5dd2da3a37ca282b165a75a"),
-    "pvtest-v2-rules": (1520,
-                        "f3d436d59b87fa127d2c73355d7161cb47d9363b51666c7734d9299058c15f61"),
+    "pvtest-v1": (740, "a415fdac36bef16cd7c9ececdb6c35e257672c28b9f8f90399d20aa80d459bfe"),
+    "pvtest-v2": (740, "78bb235c4526db1e62c4a617f0f48b64cc44eaf4051424c661e5d1bd79bf1d4a"),
+    "pvtest-v2-rules": (1591,
+                        "255e0cef5eae2e6a07932a4fc34684a93eed802995e612e7f0523a302bb75a93"),
 }
 
 

@@ -29,7 +29,7 @@ def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
 def test_boot_headless_streams_the_console_and_prints_the_summary():
     p = pvmon("boot", "--headless")
     assert p.returncode == 0, p.stderr
-    assert "118 passed, 0 failed" in p.stdout
+    assert "119 passed, 0 failed" in p.stdout
     assert "exit: shutdown - SCHEDOP_shutdown(poweroff)" in p.stderr
 
 

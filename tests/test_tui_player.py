@@ -49,7 +49,7 @@ def test_opening_a_trace_shows_its_calls_console_and_exit(trace, events):
         status = screen.query_one(StatusLine).text
         assert "v2.pvt" in status and "pvtest-v2" in status
         assert "exit: shutdown" in status
-        assert screen.index.counts["event_channel_op"] == 148
+        assert screen.index.counts["event_channel_op"] == 149
 
     drive(_player(trace), script)
 

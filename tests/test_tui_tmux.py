@@ -64,7 +64,7 @@ def test_pvmon_boot_in_a_real_terminal_answers_keys_and_prints_the_summary():
         term.keys("Escape")
         term.wait_gone("Live boot:")
         term.keys("space")
-        screen = term.wait_for("FINISHED", "exit: shutdown", "118 passed")
+        screen = term.wait_for("FINISHED", "exit: shutdown", "119 passed")
         term.keys("f")
         term.wait_for("Show only")
         term.keys("sched", "Enter")

@@ -350,15 +350,28 @@ void checks_pvh_time(void)
     check(now >= deadline, "time advanced past the deadline across hlt",
           "now %lu, deadline %lu", (unsigned long)now, (unsigned long)deadline);
 
-    /* periodic timer, idling with SCHEDOP_block and taking the upcall after */
-    struct vcpu_set_periodic_timer pt = { 2 * MS };
+    /* periodic timer: it runs while the vCPU runs (Xen stops it when the vCPU
+     * is switched out by a block or hlt: xen/common/sched/core.c
+     * sched_context_switch), so wait for its ticks running, interrupts on */
+    struct vcpu_set_periodic_timer pt = { 1 * MS };   /* Xen's minimum period */
     c0 = evt_count[timer_port];
     uint64_t start = pv_time_now();
     rc = HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &pt);
-    check_eq("VCPUOP_set_periodic_timer 2 ms", rc, 0);
+    check_eq("VCPUOP_set_periodic_timer 1 ms", rc, 0);
+    sti();
+    while (evt_count[timer_port] - c0 < 3 && pv_time_now() - start < 1000 * MS)
+        __asm__ __volatile__("pause" ::: "memory");
+    cli();
+    uint64_t elapsed = pv_time_now() - start;
+    check(evt_count[timer_port] - c0 >= 3 && elapsed >= 2 * pt.period_ns,
+          "periodic timer ticks 3 times over at least 2 periods while running",
+          "ticks %u, elapsed %lu ns", evt_count[timer_port] - c0, (unsigned long)elapsed);
+    /* SCHEDOP_block is woken by the singleshot timer, not the periodic one */
+    uint64_t dl2 = pv_time_now() + 10 * MS;
+    rc = pv_set_timer(dl2);
     int nblocks = 0;
     long block_rc = 0;
-    while (evt_count[timer_port] - c0 < 3 && nblocks < 1000) {
+    while (pv_time_now() < dl2 && nblocks < 1000) {
         long r = pv_block();
         if (nblocks++ == 0)
             block_rc = r;
@@ -366,12 +379,11 @@ void checks_pvh_time(void)
         __asm__ __volatile__("nop" ::: "memory");
         cli();
     }
-    uint64_t elapsed = pv_time_now() - start;
-    rc = HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, 0);
     check_eq("sched_op SCHEDOP_block", block_rc, 0);
-    check(evt_count[timer_port] - c0 >= 3 && elapsed >= 2 * pt.period_ns,
-          "periodic timer ticks 3 times over at least 2 periods",
-          "ticks %u, elapsed %lu ns", evt_count[timer_port] - c0, (unsigned long)elapsed);
+    check(pv_time_now() >= dl2 && nblocks == 1,
+          "a periodic timer (1 ms) does not wake a blocked vCPU; the singleshot (10 ms) does",
+          "%d blocks", nblocks);
+    rc = HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, 0);
     check_eq("VCPUOP_stop_periodic_timer", rc, 0);
     rc = HYPERVISOR_vcpu_op(VCPUOP_stop_singleshot_timer, 0, 0);
     check_eq("VCPUOP_stop_singleshot_timer", rc, 0);

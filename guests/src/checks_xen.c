@@ -514,18 +514,36 @@ void checks_time(void)
     check(now >= deadline, "time advanced past the deadline across SCHEDOP_block",
           "now %lu, deadline %lu", (unsigned long)now, (unsigned long)deadline);
 
-    struct vcpu_set_periodic_timer pt = { 2 * MS };
+    /* The periodic timer runs while the vCPU runs: Xen stops it when the vCPU
+     * is switched out (a block) and re-arms it when it runs again
+     * (xen/common/sched/core.c sched_context_switch, vcpu_periodic_timer_work),
+     * so wait for its ticks running, with events unmasked. */
+    struct vcpu_set_periodic_timer pt = { 1 * MS };   /* Xen's minimum period */
     c0 = evt_count[timer_port];
     uint64_t start = pv_time_now();
     rc = HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &pt);
-    check_eq("VCPUOP_set_periodic_timer 2 ms", rc, 0);
-    nblocks = 0;
-    BLOCK_UNTIL(evt_count[timer_port] - c0 >= 3, 1000, nblocks, block_rc);
+    check_eq("VCPUOP_set_periodic_timer 1 ms", rc, 0);
+    vcpu0()->evtchn_upcall_mask = 0;
+    barrier();
+    while (evt_count[timer_port] - c0 < 3 && pv_time_now() - start < 1000 * MS)
+        barrier();
+    vcpu0()->evtchn_upcall_mask = 1;
+    barrier();
     uint64_t elapsed = pv_time_now() - start;
-    rc = HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, 0);
     check(evt_count[timer_port] - c0 >= 3 && elapsed >= 2 * pt.period_ns,
-          "periodic timer ticks 3 times over at least 2 periods",
+          "periodic timer ticks 3 times over at least 2 periods while running",
           "ticks %u, elapsed %lu ns", evt_count[timer_port] - c0, (unsigned long)elapsed);
+    /* ... and a blocked vCPU is woken by the singleshot timer, not the periodic one */
+    deadline = pv_time_now() + 10 * MS;
+    rc = pv_set_timer(deadline);
+    nblocks = 0;
+    BLOCK_UNTIL(pv_time_now() >= deadline, 1000, nblocks, block_rc);
+    now = pv_time_now();
+    check(now >= deadline && nblocks == 1,
+          "a periodic timer (1 ms) does not wake a blocked vCPU; the singleshot (10 ms) does",
+          "woke at %lu ns before the singleshot deadline after %d blocks",
+          (unsigned long)(deadline > now ? deadline - now : 0), nblocks);
+    rc = HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, 0, 0);
     check_eq("VCPUOP_stop_periodic_timer", rc, 0);
 #if V1
     rc = HYPERVISOR_set_timer_op(0);

@@ -288,8 +288,8 @@ class HvmDispatchCore(DispatchCore):
         if self._idle_point() or self._irq_due():
             return        # stopped, or input typed at this idle point woke the guest
         vcpu = self.b.vcpu
-        deadlines = [d for d in (vcpu.next_deadline(), self.lapic.next_deadline_ns())
-                     if d is not None]
+        wake = getattr(vcpu, "wake_deadline", vcpu.next_deadline)
+        deadlines = [d for d in (wake(), self.lapic.next_deadline_ns()) if d is not None]
         if not deadlines:
             m.stop(Stop("stuck", "halted with no timer armed and no interrupt pending", rip))
             return

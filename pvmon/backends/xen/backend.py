@@ -467,7 +467,9 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
         if cmd == 6:   # set_periodic_timer {period_ns}
             period = self._u64(arg)
             self.op["period_ns"] = period
-            if period < 1_000_000 // 10:   # Xen: at least 100 us
+            # at least 1 ms, at most STIME_DELTA_MAX (2^62 - 1 ns)
+            # (VCPUOP_set_periodic_timer, xen/common/domain.c@stable-4.17)
+            if period < 1_000_000 or period > (1 << 62) - 1:
                 return -E.EINVAL
             v.set_periodic(period)
             return 0

@@ -115,6 +115,16 @@ class XenVcpu:
         which every TSC read consults)."""
         return self.deadline
 
+    def wake_deadline(self) -> int | None:
+        """The timer that can wake this vCPU from SCHEDOP_block, SCHEDOP_poll or
+        an HVM ``hlt`` (virtual ns), or None: the singleshot timer only. Xen
+        stops a vCPU's periodic timer when it is switched out and re-arms it
+        when it runs again, sending the one event it missed
+        (sched_context_switch and vcpu_periodic_timer_work,
+        xen/common/sched/core.c@stable-4.17), so a periodic timer never ends a
+        block (docs/xen-oracle.md, difference 1)."""
+        return self.singleshot
+
     def fire_timers(self) -> bool:
         """Raise VIRQ_TIMER for every timer that is due. Returns True if one fired."""
         now = self.m.clock.now_ns
@@ -123,8 +133,9 @@ class XenVcpu:
             self.singleshot = None
             fired = True
         if self.periodic and self.periodic_next is not None and self.periodic_next <= now:
-            while self.periodic_next <= now:
-                self.periodic_next += self.periodic
+            # one event however many periods passed, the next a period after it
+            # (vcpu_periodic_timer_work: periodic_last_event = NOW())
+            self.periodic_next = now + self.periodic
             fired = True
         if fired:
             self._update_deadline()
@@ -137,9 +148,10 @@ class XenVcpu:
         self.set_upcall_mask(0)
         if self.upcall_pending():
             return 0
-        dl = self.next_deadline()
+        dl = self.wake_deadline()
         if dl is None:
-            self.b.p.stuck("blocked with no timer armed and no event pending")
+            self.b.p.stuck("blocked with no singleshot timer armed and no event pending "
+                           "(a periodic timer does not wake a blocked vCPU)")
             return 0
         now = self.m.clock.now_ns
         if dl > now:
@@ -153,7 +165,7 @@ class XenVcpu:
         ev = self.b.events
         if any(ev.pending(p) for p in ports):
             return 0
-        dl = self.next_deadline()
+        dl = self.wake_deadline()
         target = min(x for x in (timeout or None, dl) if x) if (timeout or dl) else None
         if target is None:
             self.b.p.stuck("SCHEDOP_poll with no timeout and no timer")

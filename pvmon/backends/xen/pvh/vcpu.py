@@ -62,9 +62,10 @@ class PvhVcpu(XenVcpu):
         the IF-based mask left alone."""
         if self.upcall_pending():
             return 0
-        dl = self.next_deadline()
+        dl = self.wake_deadline()
         if dl is None:
-            self.b.p.stuck("blocked with no timer armed and no event pending")
+            self.b.p.stuck("blocked with no singleshot timer armed and no event pending "
+                           "(a periodic timer does not wake a blocked vCPU)")
             return 0
         self.idle_until(dl)
         return 0
