@@ -241,6 +241,10 @@ class _EventWriter:
         if rec.tsc is None:
             return self.last_t
         t = max(self.last_t, (rec.tsc - self.first) * 1_000_000 // self.khz)
+        if t >= 1 << 63:
+            raise TraceError(f"byte {rec.offset:#x}: TSC {rec.tsc:#x} is {t:,} ns after the "
+                             "first record, beyond pvmon's 64-bit virtual time (a corrupt "
+                             "record, or --tsc-khz too small)")
         self.last_t = t
         return t
 
