@@ -42,17 +42,22 @@ def _versions(spec: str | None) -> list:
 @click.option("--open-loop", is_flag=True,
               help="Feed recorded calls to the backend without running the guest.")
 @click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),
-              help="Parallel processes for an open-loop matrix (default: CPUs).")
+              help="Worker processes of an --open-loop matrix's embedded Dask cluster "
+                   "(default: CPUs; 1 runs in this process).")
 @click.option("--timeout", default=None, type=Seconds(), metavar="SECONDS",
               help="Wall seconds before giving up (0: no limit, the default): the report "
                    "says where the replay stopped, with no verdict (exit status 124).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run an --open-loop matrix on this Dask scheduler (tcp://host:8786) "
+                   "instead of an embedded local cluster; workers read the traces by path "
+                   "or URL (docs/matrix.md).")
 @click.option("--coverage", is_flag=True,
               help="Run nothing: say which of the trace's calls and sub-ops --backend lacks "
                    "or answers differently by its declarations (imported xentrace traces too).")
 @click.option("--tui", is_flag=True, help="Show the divergences side by side in the TUI "
               "(needs a terminal; not with --json or a matrix).")
-def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, coverage,
+def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler, coverage,
            tui) -> None:
     """Replay TRACES: verify (no --backend), against another backend, or open loop.
 
@@ -77,7 +82,7 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, coverage,
         from pvmon.replay.tui import prepare
         prepare(as_json=as_json, matrix=len(traces) > 1 or bool(backend and "," in backend))
     versions = _versions(backend)
-    if len(traces) > 1 or len(versions) > 1:
+    if len(traces) > 1 or len(versions) > 1 or scheduler:
         if not open_loop:
             raise PvmonError("several traces or backends make a matrix, which needs "
                              "--open-loop")
@@ -85,7 +90,8 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, coverage,
         from pvmon.replay.matrix import matrix_cells, render_matrix, run_matrix
         paths, names = [Path(t) for t in traces], [v.name for v in versions] or None
         with progress("open-loop matrix", matrix_cells(paths, names), unit="cells") as task:
-            rows = run_matrix(paths, names, jobs or None, progress=task.update)
+            rows = run_matrix(paths, names, jobs or None, progress=task.update,
+                              scheduler=scheduler)
         if as_json:
             click.echo(json.dumps(rows, indent=1))
         else:
