@@ -296,3 +296,23 @@ def test_a_huge_window_size_is_a_truncation_not_an_allocation(tmp_path):
         assert len(list(r.records())) == 2
     with pytest.raises(TraceError, match="truncated"):
         XentraceReader(src, strict=True)
+
+
+def test_the_tui_player_opens_an_imported_trace(exported, tmp_path):
+    from pvmon.ui.app import PvmonApp
+    from pvmon.ui.screens.player import PlayerScreen
+    from pvmon.ui.widgets.hypercalls import HypercallStream
+    from tests.tui_support import drive, until
+    out = tmp_path / "back.pvt"
+    assert pvmon("trace", "import", str(exported), "-o", str(out)).returncode == 0
+
+    async def script(pilot):
+        await until(pilot, lambda: getattr(pilot.app.screen, "index", None) is not None,
+                    what="the index")
+        await pilot.pause(0.05)
+        screen = pilot.app.screen
+        assert isinstance(screen, PlayerScreen)
+        assert len(screen.query_one(HypercallStream).source) > 300
+        assert screen.index.counts["event_channel_op"] == 148
+
+    drive(PvmonApp(trace=out), script)
