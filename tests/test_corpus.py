@@ -17,7 +17,7 @@ from pvmon.trace.xentrace.reader import XentraceReader
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT / "traces"
 sys.path.insert(0, str(ROOT / "scripts"))
-from make_corpus import BUILTIN_GUESTS, builtin_path, xen_versions  # noqa: E402
+from make_corpus import BUILTIN_GUESTS, builtin_path, xen_versions
 
 BUILTIN = [builtin_path(g, v) for v in xen_versions() for g in BUILTIN_GUESTS]
 DEBIAN = [TRACES / "debian-6.12-boot.pvt", TRACES / "debian-6.12-busybox.pvt"]
