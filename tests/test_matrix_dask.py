@@ -115,3 +115,32 @@ def test_a_trace_by_url_is_read_through_fsspec(local_rows):
     rows = run_matrix([url], BACKENDS[:2], jobs=1)
     assert [r["trace"] for r in rows] == [url, url]
     assert [r["total"] for r in rows] == [r["total"] for r in local_rows[:2]]
+
+
+def test_a_worker_killed_mid_matrix_loses_no_cell(cluster, local_rows, tmp_path):
+    import signal
+    import threading
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", cluster, "--no-nanny",
+         "--nthreads", "1", "--no-dashboard", "--local-directory", str(tmp_path)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = distributed.Client(cluster, timeout="30s", set_as_default=False)
+        client.wait_for_workers(3, timeout=60)
+        client.close()
+        started = threading.Event()
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(run_matrix(
+            CORPUS, BACKENDS, scheduler=cluster, progress=lambda n: started.set())))
+        t.start()
+        assert started.wait(60)
+        victim.send_signal(signal.SIGKILL)       # its task in flight goes to another worker
+        t.join(120)
+        assert not t.is_alive()
+    finally:
+        victim.kill()
+        victim.wait(20)
+    rows = result[0]
+    assert not any(r.get("error") for r in rows)
+    assert _cells(rows) == _cells(local_rows)
