@@ -22,7 +22,8 @@ from pvmon.trace.xentrace.importer import import_xentrace
 from pvmon.trace.xentrace.reader import XentraceReader
 from tests.hostile_support import one_line_error, pvmon
 
-GOLDEN = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "data" / "golden-pvtest-v2.pvt"
 
 
 def python2() -> str | None:
@@ -54,38 +55,68 @@ def _stats() -> dict:
     return json.loads(p.stdout)
 
 
-def _subcalls() -> Counter:
-    """Names of the multicall entries of the golden trace."""
+def _subcalls(path: Path = GOLDEN) -> Counter:
+    """Names of the multicall entries of a trace."""
     out: Counter = Counter()
-    with TraceReader(GOLDEN) as r:
+    with TraceReader(path) as r:
         for ev in r:
             if ev.get("name") == "multicall":
                 out.update(ev["op"]["calls"])
     return out
 
 
-@pytest.mark.skipif(shutil.which("xenalyze") is None,
-                    reason="xenalyze missing (apt-get install xen-utils-common; scripts/setup.sh)")
-def test_xenalyze_counts_the_hypercalls_trace_stats_counts(exported):
-    p = subprocess.run(["xenalyze", "--summary", str(exported)], capture_output=True,
+def _xenalyze_counts(xt: Path) -> tuple[dict[int, int], str]:
+    p = subprocess.run(["xenalyze", "--summary", str(xt)], capture_output=True,
                        text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
-    out = p.stdout
-    assert "|-- Domain 1 --|" in out
     counts = {int(m.group(1)): int(m.group(2))
-              for m in re.finditer(r"^\s+\S.*?\[\s*(\d+)\]:\s+(\d+)$", out, re.MULTILINE)}
-    stats = _stats()["hypercalls"]
-    subs = _subcalls()
-    from pvmon.backends.xen import abi
+              for m in re.finditer(r"^\s+\S.*?\[\s*(\d+)\]:\s+(\d+)$", p.stdout,
+                                   re.MULTILINE)}
+    return counts, p.stdout
+
+
+def _check_xenalyze(pvt: Path, xt: Path) -> None:
+    """xenalyze's per-hypercall counts are trace stats' plus the multicall entries
+    (xenalyze counts those as calls too)."""
+    counts, out = _xenalyze_counts(xt)
+    assert "|-- Domain 1 --|" in out
+    p = pvmon("trace", "stats", str(pvt), "--json")
+    assert p.returncode == 0, p.stderr
+    stats = json.loads(p.stdout)["hypercalls"]
+    subs = _subcalls(pvt)
     want: Counter = Counter()
     for name, hs in stats.items():
         want[_nr(name)] += hs["count"]
     for name, n in subs.items():
-        want[abi.HYPERCALL_NUMBERS[name]] += n        # xenalyze counts entries as calls too
+        want[_nr(name)] += n
     assert counts == dict(want)
     total = sum(hs["count"] for hs in stats.values())
     assert re.search(rf"^\s+hypercall\s+{total + sum(subs.values())}$", out, re.MULTILINE)
-    assert re.search(rf"^\s+hypercall \(subcall\)\s+{sum(subs.values())}$", out, re.MULTILINE)
+    assert re.search(rf"^\s+hypercall \(subcall\)\s+{sum(subs.values())}$", out,
+                     re.MULTILINE)
+
+
+_NO_XENALYZE = pytest.mark.skipif(
+    shutil.which("xenalyze") is None,
+    reason="xenalyze missing (apt-get install xen-utils-common; scripts/setup.sh)")
+
+
+@_NO_XENALYZE
+def test_xenalyze_counts_the_hypercalls_trace_stats_counts(exported):
+    _check_xenalyze(GOLDEN, exported)
+
+
+@_NO_XENALYZE
+def test_xenalyze_reads_the_export_of_a_debian_boot_and_it_imports_back(tmp_path):
+    pvt = ROOT / "traces" / "debian-6.12-boot.pvt"
+    xt, back = tmp_path / "d.xt", tmp_path / "d.pvt"
+    assert pvmon("trace", "export", str(pvt), "--format", "xentrace", "-o",
+                 str(xt)).returncode == 0
+    _check_xenalyze(pvt, xt)
+    assert pvmon("trace", "import", str(xt), "-o", str(back)).returncode == 0
+    with TraceReader(pvt) as a, TraceReader(back) as b:
+        assert [_key(e) for e in a if e["k"] in ("hc", "fault", "upcall")] == \
+            [_key(e) for e in b]
 
 
 @pytest.mark.skipif(shutil.which("xentrace_format") is None or python2() is None,
