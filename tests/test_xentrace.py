@@ -115,8 +115,7 @@ def test_xenalyze_reads_the_export_of_a_debian_boot_and_it_imports_back(tmp_path
     _check_xenalyze(pvt, xt)
     assert pvmon("trace", "import", str(xt), "-o", str(back)).returncode == 0
     with TraceReader(pvt) as a, TraceReader(back) as b:
-        assert [_key(e) for e in a if e["k"] in ("hc", "fault", "upcall")] == \
-            [_key(e) for e in b]
+        assert [_key(e) for e in a if _exported(e)] == [_key(e) for e in b]
 
 
 @pytest.mark.skipif(shutil.which("xentrace_format") is None or python2() is None,
@@ -149,6 +148,12 @@ def _nr(name: str) -> int:
         else int(name.rsplit("_", 1)[1])
 
 
+def _exported(ev: dict) -> bool:
+    """Whether an event has a xentrace record (docs/xentrace.md)."""
+    return ev["k"] in ("hc", "fault", "upcall") or (
+        ev["k"] == "exit" and ev.get("reason") in ("shutdown", "crash"))
+
+
 def _key(ev: dict) -> tuple:
     return (ev.get("k"), ev.get("name"), ev.get("vec"))
 
@@ -159,7 +164,7 @@ def test_an_export_imported_again_gives_the_same_call_sequence(exported, tmp_pat
     assert p.returncode == 0, p.stderr
     assert "imported" in p.stderr and "domain 1" in p.stderr
     with TraceReader(GOLDEN) as a, TraceReader(out) as b:
-        left = [ev for ev in a if ev["k"] in ("hc", "fault", "upcall")]
+        left = [ev for ev in a if _exported(ev)]
         right = list(b)
         assert b.header["imported"]["format"] == "xentrace"
     assert [_key(e) for e in left] == [_key(e) for e in right]
@@ -172,6 +177,8 @@ def test_an_export_imported_again_gives_the_same_call_sequence(exported, tmp_pat
                 assert y["op"]["calls"] == x["op"]["calls"]
         elif x["k"] == "fault":
             assert (y["vec"], y["err"], y["rip"]) == (x["vec"], x["err"], x["rip"])
+        elif x["k"] == "exit":
+            assert (y["reason"], y["detail"]) == (x["reason"], x["detail"])
         else:
             assert (y["rip"], y["ports"]) == (x["rip"], x["ports"])
         assert y["t"] == x["t"] - left[0]["t"]       # TSC = virtual ns at pvmon's 1 GHz
@@ -228,7 +235,8 @@ def _crafted(tmp_path: Path) -> Path:
              R.pack_record(R.TRC_PV_HYPERCALL | R.TRC_64_FLAG, (0x2000, 0, 18), 160),
              R.pack_record(R.TRC_PVMON_UPCALL, (0x3000, 0, 3, 5), 170),
              R.pack_record(R.TRC_TRACE_WRAP_BUFFER, (0, 0, 0), None),
-             R.pack_record(R.TRC_SCHED_SWITCH + 1, (1,), 175)]      # SWITCH_INFPREV: skipped
+             R.pack_record(R.TRC_SCHED_SWITCH + 1, (1,), 175),      # SWITCH_INFPREV: skipped
+             R.pack_record(R.TRC_SCHED_SHUTDOWN, (3, 0, 3), 176)]   # dom 3 crashes
     cpu1b = [_hc(32, [4, 0], 118),                               # TSC back from 125 to 118
              _hc(20, [2, 0, 1], 180)]                            # grant_table_op(setup_table)
     data = (_window(0, cpu0a) + _window(1, cpu1a) + _window(0, cpu0b) + _window(1, cpu1b))
@@ -264,7 +272,8 @@ def test_import_of_one_domain_keeps_its_calls_traps_upcalls_and_lost_records(tmp
         evs = list(r)
     kinds = [(e["k"], e.get("name") or e.get("vec") or e.get("n")) for e in evs]
     assert kinds == [("hc", "sched_op"), ("hc", "multicall"), ("lost", 42), ("fault", 6),
-                     ("fault", 14), ("fault", 13), ("hc", "console_io"), ("upcall", None)]
+                     ("fault", 14), ("fault", 13), ("hc", "console_io"), ("upcall", None),
+                     ("exit", None)]
     assert evs[0]["op"] == {"cmd": "block"}
     assert evs[1]["op"]["calls"] == ["xen_version", "update_va_mapping"]
     assert evs[3]["rip"] == 0xFFFFFFFF_80001234 and evs[3]["err"] is None
@@ -272,6 +281,7 @@ def test_import_of_one_domain_keeps_its_calls_traps_upcalls_and_lost_records(tmp
     assert (evs[5]["rip"], evs[5]["err"]) == (0x401000, 0x18)      # a 32-bit trap record
     assert evs[6]["rip"] == 0x2000                                 # the version-1 record
     assert evs[7]["ports"] == [3, 5]
+    assert (evs[8]["reason"], evs[8]["detail"]) == ("crash", "SCHEDOP_shutdown(crash)")
     assert [e["t"] for e in evs] == sorted(e["t"] for e in evs)
     info = import_xentrace(src, tmp_path / "d7.pvt", domain=7, vcpu=1)
     with TraceReader(tmp_path / "d7.pvt") as r:

@@ -10,6 +10,8 @@ CPU ``v``; the TSC is the event's virtual time in the trace's TSC units):
   the event's ``rd``), as Xen traces each entry before running it.
 - ``fault`` -> ``TRC_PV_PAGE_FAULT`` (vector 14) or ``TRC_PV_TRAP``, 64-bit forms.
 - ``upcall`` -> pvmon's ``TRC_PVMON_UPCALL`` (Xen traces no PV event delivery).
+- ``exit`` of a guest that shut down or crashed -> ``TRC_SCHED_SHUTDOWN`` with
+  the SHUTDOWN_* reason, as Xen traces SCHEDOP_shutdown.
 - each CPU's first window starts with a ``TRC_SCHED_RUNSTATE_CHANGE`` of the
   guest's domain and vCPU from runnable to running, so xenalyze files the
   records under it.
@@ -19,6 +21,7 @@ Console bytes, CPUID and TSC reads have no xentrace record and are left out.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -64,10 +67,29 @@ def _multicall_entries(ev: dict[str, Any]) -> list[tuple[int, list[int]]]:
     return out
 
 
-def records_of(ev: dict[str, Any], tsc: int) -> list[bytes]:
+def _shutdown_code(ev: dict[str, Any]) -> int | None:
+    """The SHUTDOWN_* reason of an ``exit`` the guest caused by shutting down
+    (its detail names it: ``SCHEDOP_shutdown(poweroff)``) or crashing; None
+    for any other ending."""
+    reason, detail = ev.get("reason"), ev.get("detail")
+    if reason not in ("shutdown", "crash"):
+        return None
+    codes = {v: k for k, v in abi.SHUTDOWN_REASONS.items()}
+    m = re.search(r"\((\w+)\)", detail) if isinstance(detail, str) else None
+    if m and m.group(1) in codes:
+        return codes[m.group(1)]
+    return codes["crash"] if reason == "crash" else codes["poweroff"]
+
+
+def records_of(ev: dict[str, Any], tsc: int, domid: int = DEFAULT_DOMID) -> list[bytes]:
     """The xentrace records of one pvmon event (none for kinds xentrace has no
-    record for)."""
+    record for); ``domid``: the guest's domain, for records that name it."""
     k = ev.get("k")
+    if k == "exit":
+        code = _shutdown_code(ev)
+        cpu = ev.get("cpu") if type(ev.get("cpu")) is int else 0
+        return [] if code is None else [R.pack_record(R.TRC_SCHED_SHUTDOWN,
+                                                      (domid, cpu, code), tsc)]
     if k == "hc":
         if ev.get("abi", "xen") != "xen" or type(ev.get("nr")) is not int:
             return []
@@ -126,7 +148,7 @@ def export_xentrace(reader: Any, out: BinaryIO, *,
             progress(i)
         t = ev.get("t")
         tsc = t * khz // 1_000_000 if type(t) is int and t >= 0 else 0
-        recs = records_of(ev, tsc)
+        recs = records_of(ev, tsc, domid)
         if not recs:
             continue
         cpu = ev.get("cpu") if type(ev.get("cpu")) is int and 0 <= ev["cpu"] < R.MAX_PCPUS else 0

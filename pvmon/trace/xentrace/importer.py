@@ -16,7 +16,9 @@ record of the chosen domain:
   ``multicall`` become its ``op["calls"]``, as pvmon records a multicall.
 - ``TRC_PV_TRAP`` / ``TRC_PV_PAGE_FAULT`` -> ``fault``; pvmon's
   ``TRC_PVMON_UPCALL`` -> ``upcall``; ``TRC_LOST_RECORDS`` -> ``lost`` (``n``
-  records the hypervisor dropped on that CPU).
+  records the hypervisor dropped on that CPU); the domain's last
+  ``TRC_SCHED_SHUTDOWN`` (or ``_CODE``) -> the trace's ``exit`` (``shutdown``,
+  or ``crash`` for SHUTDOWN_crash), written last as pvmon's recorder does.
 
 Virtual time is the TSC since the file's first record, in ns at ``tsc_khz``.
 The header says the trace was imported (``imported``): it holds no guest
@@ -212,6 +214,11 @@ def import_xentrace(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                 if rec.event == R.TRC_LOST_RECORDS and rec.data:
                     w.emit({"k": "lost", "n": rec.data[0]}, rec, v if d == dom else None)
                     continue
+                if (rec.event in (R.TRC_SCHED_SHUTDOWN, R.TRC_SCHED_SHUTDOWN_CODE)
+                        and len(rec.data) >= 3 and rec.data[0] == dom
+                        and (vcpu is None or rec.data[1] == vcpu)):
+                    w.shutdown = (rec, rec.data[1], rec.data[2])
+                    continue
                 if d != dom or (vcpu is not None and v != vcpu) or not _is_pv(rec.event):
                     continue
                 w.pv(rec, v)
@@ -236,6 +243,8 @@ class _EventWriter:
         self.last_t = 0
         self.pending: list[dict[str, Any]] = []   # events held behind an open multicall
         self.multicall: dict[int, dict[str, Any]] = {}   # vCPU -> its open multicall
+        #: the domain's last shutdown record, vCPU and reason, written as the exit
+        self.shutdown: tuple[Record, int, int] | None = None
 
     def _t(self, rec: Record) -> int:
         if rec.tsc is None:
@@ -323,6 +332,11 @@ class _EventWriter:
     def close(self) -> None:
         self.multicall.clear()
         self._drain()
+        if self.shutdown is not None:
+            rec, v, code = self.shutdown
+            name = abi.SHUTDOWN_REASONS.get(code, str(code))
+            self.emit({"k": "exit", "reason": "crash" if name == "crash" else "shutdown",
+                       "rip": None, "detail": f"SCHEDOP_shutdown({name})"}, rec, v)
         if self.seq == 0:
             self.w.close()
             raise TraceError("no events to import")

@@ -42,6 +42,8 @@ TRC_TRACE_CPU_CHANGE = TRC_GEN + 3    # starts a window: i32 cpu, u32 window siz
 
 # Scheduler records that say which domain and vCPU run on a physical CPU.
 TRC_SCHED_RUNSTATE_CHANGE = TRC_SCHED_MIN + 1   # event bits 4-7 new state, 8-11 old state
+TRC_SCHED_SHUTDOWN = TRC_SCHED_VERBOSE + 7      # dom, vcpu, SHUTDOWN_* reason (SCHEDOP_shutdown)
+TRC_SCHED_SHUTDOWN_CODE = TRC_SCHED_VERBOSE + 16  # dom, vcpu, reason (SCHEDOP_shutdown_code)
 TRC_SCHED_SWITCH = TRC_SCHED_VERBOSE + 10       # prev dom, prev vcpu, next dom, next vcpu
 RUNSTATE_RUNNING, RUNSTATE_RUNNABLE = 0, 1
 IDLE_DOMAIN = 32767
