@@ -110,6 +110,27 @@ def test_a_scheduler_that_does_not_answer_is_one_line():
     assert "Dask scheduler tcp://127.0.0.1:9 does not answer" in line
 
 
+def test_a_scheduler_without_workers_is_one_line(tmp_path):
+    sched_file = tmp_path / "s.json"
+    proc = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                             "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                             str(sched_file)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            assert time.monotonic() < deadline, "dask scheduler did not start"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        line = one_line_error(pvmon("replay", "--open-loop", str(CORPUS[0]), "--backend",
+                                    "xen-4.17,xen-3.4", "--scheduler", address))
+        assert "has no workers" in line and f"dask worker {address}" in line
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def test_a_trace_by_url_is_read_through_fsspec(local_rows):
     url = f"file://{CORPUS[0]}"
     rows = run_matrix([url], BACKENDS[:2], jobs=1)

@@ -227,6 +227,12 @@ def _connect(address: str) -> tuple[Any, Callable[[], None]]:
         raise PvmonError(f"Dask scheduler {address} does not answer within "
                          f"{CONNECT_TIMEOUT_S} s ({first[0] if first else type(exc).__name__})"
                          ) from None
+    try:
+        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        client.close()
+        raise PvmonError(f"Dask scheduler {address} has no workers (waited {CONNECT_TIMEOUT_S} "
+                         f"s): start some with `dask worker {address}`") from exc
     return client, client.close
 
 
