@@ -192,6 +192,8 @@ def test_an_imported_trace_is_listed_and_diffed_but_never_replayed(exported, tmp
         p = pvmon(*args)
         assert p.returncode == 0, (args, p.stderr)
     assert "console_io(write)" in pvmon("trace", "cat", str(out)).stdout
+    assert "imported          from xentrace file golden.xt, domain 1" in \
+        pvmon("trace", "info", str(out)).stdout
     p = pvmon("diff", str(GOLDEN), str(out))
     assert p.returncode in (0, 1) and "Traceback" not in p.stderr
     for extra in ((), ("--backend", "xen-4.6"), ("--open-loop",)):

@@ -123,6 +123,8 @@ def info(path: str) -> None:
             ("cmdline", str(machine.get("cmdline"))),
             ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz"),
             ("recorded", f"{h.get('recorded_at')} on {h.get('host')}"),
+            *([("imported", _imported_line(h["imported"]))]
+              if isinstance(h.get("imported"), dict) else []),
             ("events", f"{n:,}"),
             ("virtual duration", format_time(stats.duration_ns)),
             ("file size", f"{_size(reader.file_size)}"
@@ -147,6 +149,19 @@ def info(path: str) -> None:
         for name, hs in sorted(stats.hypercalls.items(), key=lambda kv: -kv[1].count):
             calls.add_row(text(name), f"{hs.count:,}")
         console.print(calls)
+
+
+def _imported_line(info: dict[str, Any]) -> str:
+    """Where an imported trace came from (docs/xentrace.md), in one line."""
+    dom = info.get("domain")
+    parts = [f"from {info.get('format')} file {info.get('file')}",
+             f"domain {dom}" if dom is not None else "domain not named in the file",
+             f"{info.get('records'):,} records" if type(info.get("records")) is int else ""]
+    if info.get("lost_records"):
+        parts.append(f"{info['lost_records']:,} lost by the hypervisor")
+    if info.get("truncated_at") is not None:
+        parts.append(f"file cut short at byte {info['truncated_at']}")
+    return ", ".join(p for p in parts if p) + "; no guest memory (cannot be replayed)"
 
 
 def _profile_line(backend: dict[str, Any]) -> str:
