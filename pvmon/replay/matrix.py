@@ -162,7 +162,7 @@ def run_matrix(traces: list[Path] | list[str], backends: list[str] | None,
     if scheduler is not None:
         client, close = _connect(scheduler)
         jobs = max(jobs, _worker_threads(client))
-    tasks, per_trace = _tasks(paths, names, jobs)
+    tasks, per_trace = _tasks(paths, names, jobs)   # trace groups; Dask runs them in batches
     parts: list[list[dict]] = [[] for _ in tasks]
     done = 0
     if scheduler is None and min(jobs, len(tasks)) == 1:
@@ -176,23 +176,44 @@ def run_matrix(traces: list[Path] | list[str], backends: list[str] | None,
         client, close = _local_cluster(min(jobs, len(tasks)))
     try:
         from distributed import as_completed as dask_completed
-        futures = {client.submit(_cells, task, pure=False, retries=RETRIES, key=f"cells-{i}"):
-                   i for i, task in enumerate(tasks)}
+        batches = _batches(len(tasks), jobs)
+        futures = {client.submit(_cells_batch, [tasks[i] for i in b], pure=False,
+                                 retries=RETRIES): b for b in batches}
         for fut in dask_completed(futures, loop=client.loop):
-            i = futures[fut]
+            b = futures[fut]
             if fut.status == "finished":
-                parts[i] = fut.result()
+                for i, part in zip(b, fut.result(), strict=True):
+                    parts[i] = part
             else:
                 why = _task_error(fut)
-                parts[i] = [{"trace": tasks[i][0], "backend": b,
-                             "error": f"the task failed on the cluster: {why}"}
-                            for b in tasks[i][1]]
-            done += len(tasks[i][1])
+                for i in b:
+                    parts[i] = [{"trace": tasks[i][0], "backend": n,
+                                 "error": f"the task failed on the cluster: {why}"}
+                                for n in tasks[i][1]]
+            done += sum(len(tasks[i][1]) for i in b)
             if progress is not None:
                 progress(done)
     finally:
         close()
     return _assemble(parts, len(tasks), per_trace, len(names), shown)
+
+
+#: Dask tasks per worker thread: enough that workers finish close together
+#: (a task is a batch of the matrix's trace groups), few enough that Dask's cost
+#: per task (a few ms: scheduling, serialising the cells) stays small.
+TASKS_PER_WORKER = 4
+
+
+def _batches(n: int, workers: int) -> list[list[int]]:
+    """Indices 0..n-1 in consecutive batches, about :data:`TASKS_PER_WORKER`
+    per worker."""
+    size = max(1, -(-n // (TASKS_PER_WORKER * max(1, workers))))
+    return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
+
+
+def _cells_batch(tasks: list[tuple[str, list[str | None]]]) -> list[list[dict]]:
+    """Several trace groups, one after another (one Dask task)."""
+    return [_cells(t) for t in tasks]
 
 
 def _task_error(fut: Any) -> str:
