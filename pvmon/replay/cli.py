@@ -84,7 +84,9 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler,
     versions = _versions(backend)
     if len(traces) > 1 or len(versions) > 1 or scheduler:
         if not open_loop:
-            raise PvmonError("several traces or backends make a matrix, which needs "
+            raise PvmonError("--scheduler runs an open-loop matrix, which needs --open-loop"
+                             if scheduler and len(traces) == 1 and len(versions) <= 1 else
+                             "several traces or backends make a matrix, which needs "
                              "--open-loop")
         from pvmon.progress import progress
         from pvmon.replay.matrix import matrix_cells, render_matrix, run_matrix
