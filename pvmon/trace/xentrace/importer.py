@@ -49,6 +49,9 @@ DEFAULT_TSC_KHZ = 1_000_000
 #: :data:`abi.SUBOPS` names read it from guest memory).
 _CMD_IN_ARG0 = frozenset(abi.SUBOPS) - {"mmuext_op", "event_channel_op_compat",
                                         "set_segment_base"}
+#: Events held behind a multicall whose vCPU has not run since, before the
+#: multicall is closed as it stands (bounds the importer's memory).
+MAX_HELD = 65536
 #: Key of an unknown domain (a file without scheduler records).
 UNKNOWN = -1
 
@@ -265,6 +268,8 @@ class _EventWriter:
         self._drain()
 
     def _drain(self) -> None:
+        if len(self.pending) > MAX_HELD:      # a vCPU silent after its multicall: let go
+            self.multicall.clear()
         held = {id(e) for e in self.multicall.values()}
         i = 0
         while i < len(self.pending) and id(self.pending[i]) not in held:
