@@ -359,3 +359,18 @@ def test_the_tui_player_opens_an_imported_trace(exported, tmp_path):
         assert screen.index.counts["event_channel_op"] == 148
 
     drive(PvmonApp(trace=out), script)
+
+
+def test_a_multicall_collects_its_entries_while_another_vcpu_runs(tmp_path):
+    src = tmp_path / "two.xt"
+    src.write_bytes(
+        _window(0, [_run(2, 0, 1), _hc(13, [0x1000, 2], 10), _hc(17, [0], 10, sub=True)])
+        + _window(1, [_run(2, 1, 2), _hc(29, [0], 11)])
+        + _window(0, [_hc(14, [0x2000, 0, 0], 12, sub=True), _hc(29, [1], 20)]))
+    info = import_xentrace(src, tmp_path / "o.pvt")
+    assert info["vcpus"] == [0, 1]
+    with TraceReader(tmp_path / "o.pvt") as r:
+        evs = list(r)
+    assert [(e["name"], e["cpu"], e["t"]) for e in evs] == [
+        ("multicall", 0, 9), ("sched_op", 1, 10), ("sched_op", 0, 19)]
+    assert evs[0]["op"]["calls"] == ["xen_version", "update_va_mapping"]
