@@ -106,7 +106,8 @@ def test_the_embedded_cluster_gives_the_local_table(local_rows):
 
 def test_a_scheduler_that_does_not_answer_is_one_line():
     line = one_line_error(pvmon("replay", "--open-loop", str(CORPUS[0]), str(CORPUS[1]),
-                                "--backend", "xen-4.17", "--scheduler", "tcp://127.0.0.1:9"))
+                                "--backend", "xen-4.17", "--scheduler", "tcp://127.0.0.1:9",
+                                env={"PVMON_SCHEDULER_TIMEOUT": "1"}))
     assert "Dask scheduler tcp://127.0.0.1:9 does not answer" in line
 
 
@@ -124,7 +125,8 @@ def test_a_scheduler_without_workers_is_one_line(tmp_path):
         time.sleep(0.2)
         address = json.loads(sched_file.read_text())["address"]
         line = one_line_error(pvmon("replay", "--open-loop", str(CORPUS[0]), "--backend",
-                                    "xen-4.17,xen-3.4", "--scheduler", address))
+                                    "xen-4.17,xen-3.4", "--scheduler", address,
+                                    env={"PVMON_SCHEDULER_TIMEOUT": "1"}))
         assert "has no workers" in line and f"dask worker {address}" in line
     finally:
         proc.terminate()

@@ -30,8 +30,17 @@ from pvmon.literal import console as plain_console
 from pvmon.literal import markup as escape  # Rich escaping + visible control characters
 from pvmon.literal import text
 
-#: Seconds to wait for a scheduler to answer before giving up.
+#: Seconds to wait for a scheduler to answer (and to have a worker) before giving
+#: up; the environment variable PVMON_SCHEDULER_TIMEOUT overrides it.
 CONNECT_TIMEOUT_S = 5
+
+
+def _connect_timeout() -> float:
+    try:
+        t = float(os.environ.get("PVMON_SCHEDULER_TIMEOUT", CONNECT_TIMEOUT_S))
+    except ValueError:
+        return CONNECT_TIMEOUT_S
+    return t if 0 < t <= 3600 else CONNECT_TIMEOUT_S
 #: Times Dask reruns a task whose worker died (or that raised) before reporting it.
 RETRIES = 1
 
@@ -241,19 +250,19 @@ def _connect(address: str) -> tuple[Any, Callable[[], None]]:
     except ImportError as exc:
         raise PvmonError("--scheduler needs dask.distributed (pip install "
                          "'dask[distributed]')") from exc
+    wait = _connect_timeout()
     try:
-        client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
+        client = Client(address, timeout=f"{wait}s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         first = str(exc).strip().splitlines()
         raise PvmonError(f"Dask scheduler {address} does not answer within "
-                         f"{CONNECT_TIMEOUT_S} s ({first[0] if first else type(exc).__name__})"
-                         ) from None
+                         f"{wait:g} s ({first[0] if first else type(exc).__name__})") from None
     try:
-        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        client.wait_for_workers(1, timeout=wait)
     except (OSError, TimeoutError) as exc:
         client.close()
-        raise PvmonError(f"Dask scheduler {address} has no workers (waited {CONNECT_TIMEOUT_S} "
-                         f"s): start some with `dask worker {address}`") from exc
+        raise PvmonError(f"Dask scheduler {address} has no workers (waited {wait:g} s): "
+                         f"start some with `dask worker {address}`") from exc
     return client, client.close
 
 
