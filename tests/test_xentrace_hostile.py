@@ -103,3 +103,31 @@ def test_any_window_header_is_a_trace_or_one_error(size, cpu):
     import struct
     exercise(struct.pack("<IiI", R.header_word(R.TRC_TRACE_CPU_CHANGE, 2, False), cpu, size)
              + BASE[12:])
+
+
+@settings(max_examples=25, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(min_value=0, max_value=2**16), st.integers(min_value=1, max_value=400),
+       st.sampled_from([1, 1_000_000, 2_000_000, 3_700_000]))
+def test_any_synthetic_trace_exports_and_imports_back(seed, n, khz):
+    """A pvmon trace of any shape (the synthetic generator's mix, any TSC rate)
+    exports to records the reader takes, and imports back to its calls, faults
+    and upcalls in order."""
+    from pvmon.trace import TraceWriter
+    from pvmon.trace.synth import synthetic_events, synthetic_header
+    from pvmon.trace.xentrace.export import export_xentrace
+    pvt, xt, back = _DIR / "s.pvt", _DIR / "s.xt", _DIR / "s2.pvt"
+    events = list(synthetic_events(n, seed=seed))
+    with TraceWriter(pvt, synthetic_header(tsc_khz=khz), frame_events=64) as w:
+        for ev in events:
+            w.append(ev)
+    with TraceReader(pvt) as r, xt.open("wb") as out:
+        export_xentrace(r, out)
+    want = [(e["k"], e.get("nr"), e.get("vec")) for e in events
+            if e["k"] in ("hc", "fault", "upcall")
+            or (e["k"] == "exit" and e.get("reason") in ("shutdown", "crash"))]
+    if not want:
+        return
+    import_xentrace(xt, back, tsc_khz=khz)
+    with TraceReader(back) as r:
+        got = [(e["k"], e.get("nr"), e.get("vec")) for e in r]
+    assert got == want
