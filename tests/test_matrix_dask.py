@@ -167,3 +167,10 @@ def test_a_worker_killed_mid_matrix_loses_no_cell(cluster, local_rows, tmp_path)
     rows = result[0]
     assert not any(r.get("error") for r in rows)
     assert _cells(rows) == _cells(local_rows)
+
+
+def test_a_trace_no_worker_can_read_is_reported_in_its_cells():
+    rows = run_matrix(["nosuch://bucket/a.pvt", str(CORPUS[0])], BACKENDS[:2], jobs=2)
+    assert [r["trace"] for r in rows] == ["nosuch://bucket/a.pvt"] * 2 + [str(CORPUS[0])] * 2
+    assert all("nosuch://bucket/a.pvt: cannot fetch" in r["error"] for r in rows[:2])
+    assert not any(r.get("error") for r in rows[2:])

@@ -168,43 +168,56 @@ def run_matrix(traces: list[Path] | list[str], backends: list[str] | None,
         jobs = max(1, jobs or 0)
     shown = [str(t) for t in traces]
     paths = [t if is_url(str(t)) else Path(t).resolve() for t in traces]
+    client: Any = None
+    close: Callable[[], None] | None = None
     if scheduler is not None:
         client, close = _connect(scheduler)
-        jobs = max(jobs, _worker_threads(client))
-    tasks, per_trace = _tasks(paths, names, jobs)   # trace groups; Dask runs them in batches
-    parts: list[list[dict]] = [[] for _ in tasks]
-    done = 0
-    if scheduler is None and min(jobs, len(tasks)) == 1:
-        for i, task in enumerate(tasks):
-            parts[i] = _cells(task)
-            done += len(task[1])
-            if progress is not None:
-                progress(done)
-        return _assemble(parts, len(tasks), per_trace, len(names), shown)
-    if scheduler is None:
-        client, close = _local_cluster(min(jobs, len(tasks)))
     try:
-        from distributed import as_completed as dask_completed
-        batches = _batches(len(tasks), jobs)
-        futures = {client.submit(_cells_batch, [tasks[i] for i in b], pure=False,
-                                 retries=RETRIES): b for b in batches}
-        for fut in dask_completed(futures, loop=client.loop):
-            b = futures[fut]
-            if fut.status == "finished":
-                for i, part in zip(b, fut.result(), strict=True):
-                    parts[i] = part
-            else:
-                why = _task_error(fut)
-                for i in b:
-                    parts[i] = [{"trace": tasks[i][0], "backend": n,
-                                 "error": f"the task failed on the cluster: {why}"}
-                                for n in tasks[i][1]]
-            done += sum(len(tasks[i][1]) for i in b)
-            if progress is not None:
-                progress(done)
+        if client is not None:
+            jobs = max(jobs, _worker_threads(client))
+        tasks, per_trace = _tasks(paths, names, jobs)   # trace groups; Dask runs them in batches
+        parts: list[list[dict]] = [[] for _ in tasks]
+        if client is None and min(jobs, len(tasks)) == 1:
+            done = 0
+            for i, task in enumerate(tasks):
+                parts[i] = _cells(task)
+                done += len(task[1])
+                if progress is not None:
+                    progress(done)
+        else:
+            if client is None:
+                client, close = _local_cluster(min(jobs, len(tasks)))
+            _run_batches(client, tasks, parts, jobs, progress)
     finally:
-        close()
+        if close is not None:
+            close()
     return _assemble(parts, len(tasks), per_trace, len(names), shown)
+
+
+def _run_batches(client: Any, tasks: list[tuple[str, list[str | None]]],
+                 parts: list[list[dict]], workers: int,
+                 progress: Callable[[int], None] | None) -> None:
+    """Run ``tasks`` on ``client`` in batches, filling ``parts`` (one list of
+    cells per task) as they finish; a batch that failed fills its tasks' cells
+    with the error."""
+    from distributed import as_completed as dask_completed
+    futures = {client.submit(_cells_batch, [tasks[i] for i in b], pure=False,
+                             retries=RETRIES): b for b in _batches(len(tasks), workers)}
+    done = 0
+    for fut in dask_completed(futures, loop=client.loop):
+        b = futures[fut]
+        if fut.status == "finished":
+            for i, part in zip(b, fut.result(), strict=True):
+                parts[i] = part
+        else:
+            why = _task_error(fut)
+            for i in b:
+                parts[i] = [{"trace": tasks[i][0], "backend": n,
+                             "error": f"the task failed on the cluster: {why}"}
+                            for n in tasks[i][1]]
+        done += sum(len(tasks[i][1]) for i in b)
+        if progress is not None:
+            progress(done)
 
 
 #: Dask tasks per worker thread: enough that workers finish close together
