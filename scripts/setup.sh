@@ -18,8 +18,8 @@ if command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq zstd gcc binutils make tmux cmake patch debian-archive-keyring >/dev/null
   # xenalyze and xentrace_format (bookworm: xen-utils-common 4.17), which the xentrace
-  # export tests run on pvmon's exports. Without a daemon to start they install fine in a
-  # container; --no-install-recommends keeps the hypervisor itself out.
+  # export tests run on pvmon's exports. The package brings tools and libraries, not the
+  # hypervisor (it only suggests xen-doc); it installs in a container without Xen.
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     xen-utils-common >/dev/null
 fi
