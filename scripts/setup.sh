@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot setup on a fresh Debian machine with Python 3.11+: system tools the
-# tests use (apt's own download tool, zstd for the trace tests, gcc/binutils/make
+# tests use (apt's own download tool, zstd for the trace tests, xen-utils-common for
+# xenalyze and xentrace_format, gcc/binutils/make
 # to check the built-in guests rebuild byte for byte, cmake/patch to build the
 # engine's patched Unicorn; gcc also compiles pvmon's one C module, the recorder's
 # hypercall-event packer, during pip install), pvmon itself, the patched Unicorn library (`pvmon
@@ -16,6 +17,11 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq zstd gcc binutils make tmux cmake patch debian-archive-keyring >/dev/null
+  # xenalyze and xentrace_format (bookworm: xen-utils-common 4.17), which the xentrace
+  # export tests run on pvmon's exports. The package brings tools and libraries, not the
+  # hypervisor (it only suggests xen-doc); it installs in a container without Xen.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    xen-utils-common >/dev/null
 fi
 python3 -m pip install -q -e ".[test]"
 pvmon engine build

@@ -175,7 +175,9 @@ def test_diff_of_the_two_builtin_versions_finds_their_designed_differences(trace
     ops = {x["operation"] for x in d.drift}
     assert {"sched_op:block", "sched_op:shutdown", "event_channel_op:send",
             "callback_op:register", "vcpu_op:set_singleshot_timer"} <= ops
-    assert d.ret_diffs == {}
+    # iret "returns" the interrupted context's RAX: an upcall taken in the
+    # guests' running wait for periodic ticks interrupts different loop values
+    assert set(d.ret_diffs) <= {"xen:iret"}
     assert d.exit_code == 1
 
 

@@ -42,14 +42,23 @@ def _versions(spec: str | None) -> list:
 @click.option("--open-loop", is_flag=True,
               help="Feed recorded calls to the backend without running the guest.")
 @click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),
-              help="Parallel processes for an open-loop matrix (default: CPUs).")
+              help="Worker processes of an --open-loop matrix's embedded Dask cluster "
+                   "(default: CPUs; 1 runs in this process).")
 @click.option("--timeout", default=None, type=Seconds(), metavar="SECONDS",
               help="Wall seconds before giving up (0: no limit, the default): the report "
                    "says where the replay stopped, with no verdict (exit status 124).")
 @click.option("--json", "as_json", is_flag=True, help="JSON report for CI.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run an --open-loop matrix on this Dask scheduler (tcp://host:8786) "
+                   "instead of an embedded local cluster; workers read the traces by path "
+                   "or URL (docs/matrix.md).")
+@click.option("--coverage", is_flag=True,
+              help="Run nothing: say which of the trace's calls and sub-ops --backend lacks "
+                   "or answers differently by its declarations (imported xentrace traces too).")
 @click.option("--tui", is_flag=True, help="Show the divergences side by side in the TUI "
               "(needs a terminal; not with --json or a matrix).")
-def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> None:
+def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler, coverage,
+           tui) -> None:
     """Replay TRACES: verify (no --backend), against another backend, or open loop.
 
     \b
@@ -66,19 +75,25 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
     Exit status: 0 no divergence, 1 divergence, 2 error, 124 the replay ran
     out of --timeout, 130 / 143 SIGINT / SIGTERM stopped it (128 + the signal's
     number; no verdict in these three cases)."""
+    if coverage:
+        _coverage(traces, backend, as_json)
+        return
     if tui:
         from pvmon.replay.tui import prepare
         prepare(as_json=as_json, matrix=len(traces) > 1 or bool(backend and "," in backend))
     versions = _versions(backend)
-    if len(traces) > 1 or len(versions) > 1:
+    if len(traces) > 1 or len(versions) > 1 or scheduler:
         if not open_loop:
-            raise PvmonError("several traces or backends make a matrix, which needs "
+            raise PvmonError("--scheduler runs an open-loop matrix, which needs --open-loop"
+                             if scheduler and len(traces) == 1 and len(versions) <= 1 else
+                             "several traces or backends make a matrix, which needs "
                              "--open-loop")
         from pvmon.progress import progress
         from pvmon.replay.matrix import matrix_cells, render_matrix, run_matrix
         paths, names = [Path(t) for t in traces], [v.name for v in versions] or None
         with progress("open-loop matrix", matrix_cells(paths, names), unit="cells") as task:
-            rows = run_matrix(paths, names, jobs or None, progress=task.update)
+            rows = run_matrix(paths, names, jobs or None, progress=task.update,
+                              scheduler=scheduler)
         if as_json:
             click.echo(json.dumps(rows, indent=1))
         else:
@@ -114,6 +129,22 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, tui) -> No
     else:
         _emit(report, as_json)
     sys.exit(report.exit_code)
+
+
+def _coverage(traces, backend, as_json) -> None:
+    """``replay --coverage``: one table (or JSON object) per trace and backend."""
+    from pvmon.replay.coverage import coverage, render_coverage
+    if not backend:
+        raise PvmonError("--coverage needs --backend: the backend whose declarations to "
+                         "check the trace against")
+    covs = [coverage(Path(t), name.strip()) for t in traces for name in backend.split(",")]
+    if as_json:
+        out = [c.as_dict() for c in covs]
+        click.echo(json.dumps(out[0] if len(out) == 1 else out, indent=1))
+    else:
+        for c in covs:
+            render_coverage(c)
+    sys.exit(max(c.exit_code for c in covs))
 
 
 @click.command()

@@ -254,6 +254,11 @@ def open_run(path: str | Path, guest: str | Path | None = None, *,
     p = Path(path)
     reader = TraceReader(p)
     h = reader.header
+    if isinstance(h.get("imported"), dict):
+        reader.close()
+        raise TraceError(f"{p.name} was imported from {h['imported'].get('format')} and holds "
+                         "no guest memory: it cannot be verified or replayed (replay --coverage, "
+                         "trace cat/stats and diff read it)")
     check_header(h, p)
     m = h["machine"]
     version = recorded_version(h, p)

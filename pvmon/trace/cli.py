@@ -125,6 +125,8 @@ def info(path: str) -> None:
             ("cmdline", str(machine.get("cmdline"))),
             ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz"),
             ("recorded", f"{h.get('recorded_at')} on {h.get('host')}"),
+            *([("imported", _imported_line(h["imported"]))]
+              if isinstance(h.get("imported"), dict) else []),
             ("events", f"{n:,}"),
             ("virtual duration", format_time(stats.duration_ns)),
             ("file size", f"{_size(reader.file_size)}"
@@ -149,6 +151,19 @@ def info(path: str) -> None:
         for name, hs in sorted(stats.hypercalls.items(), key=lambda kv: -kv[1].count):
             calls.add_row(text(name), f"{hs.count:,}")
         console.print(calls)
+
+
+def _imported_line(info: dict[str, Any]) -> str:
+    """Where an imported trace came from (docs/xentrace.md), in one line."""
+    dom = info.get("domain")
+    parts = [f"from {info.get('format')} file {info.get('file')}",
+             f"domain {dom}" if dom is not None else "domain not named in the file",
+             f"{info.get('records'):,} records" if type(info.get("records")) is int else ""]
+    if info.get("lost_records"):
+        parts.append(f"{info['lost_records']:,} lost by the hypervisor")
+    if info.get("truncated_at") is not None:
+        parts.append(f"file cut short at byte {info['truncated_at']}")
+    return ", ".join(p for p in parts if p) + "; no guest memory (cannot be replayed)"
 
 
 def _profile_line(backend: dict[str, Any]) -> str:
@@ -411,16 +426,25 @@ def _int(text: str) -> int | str:
 
 @trace.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--format", "format_", type=click.Choice(["perfetto", "jsonl"]), required=True,
-              help="perfetto: Chrome trace-event JSON for ui.perfetto.dev; jsonl: JSON lines.")
+@click.option("--format", "format_", type=click.Choice(["perfetto", "jsonl", "xentrace"]),
+              required=True,
+              help="perfetto: Chrome trace-event JSON for ui.perfetto.dev; jsonl: JSON lines; "
+                   "xentrace: Xen's binary trace records, for xenalyze and xentrace_format "
+                   "(docs/xentrace.md).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
               help="File to write (never the trace itself; an existing file that is not an "
                    "earlier export only with --force).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file that is not an export.")
 def export(path: str, format_: str, output: str, force: bool) -> None:
     """Write a trace in another format."""
+    if format_ == "xentrace":    # an earlier xentrace export is replaced like any export
+        from pvmon.trace.xentrace.reader import is_xentrace
+        force = force or is_xentrace(output)
     check_output(output, inputs=[path], force=force, option="-o", kind="export")
     from pvmon.progress import progress
+    if format_ == "xentrace":
+        _export_xentrace(path, output)
+        return
     with _open(path) as reader:
         warning = large_export_warning(reader, format_)
         if warning:
@@ -433,3 +457,54 @@ def export(path: str, format_: str, output: str, force: bool) -> None:
             raise TraceError(f"{output}: cannot write: {exc.strerror}") from exc
         note = "" if reader.complete else f" ({_status(reader)})"
     click.echo(f"wrote {n:,} {format_} records to {output}{note}", err=True)
+
+
+def _export_xentrace(path: str, output: str) -> None:
+    """``trace export --format xentrace``: binary records (docs/xentrace.md)."""
+    from pvmon.progress import progress
+    from pvmon.trace.xentrace.export import export_xentrace
+    with _open(path) as reader:
+        try:
+            with Path(output).open("wb") as out, \
+                    progress(f"exporting {Path(path).name}", len(reader)) as task:
+                n = export_xentrace(reader, out, progress=task.update)
+        except OSError as exc:
+            raise TraceError(f"{output}: cannot write: {exc.strerror}") from exc
+        note = "" if reader.complete else f" ({_status(reader)})"
+    click.echo(f"wrote {n:,} xentrace records to {output}{note}", err=True)
+
+
+@trace.command("import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
+              help="pvmon trace to write (an existing trace there is replaced; any other "
+                   "file only with --force).")
+@click.option("--domain", type=click.IntRange(0, 0xFFFF), default=None,
+              help="Domain whose calls to import (default: the only one with PV records).")
+@click.option("--vcpu", type=click.IntRange(0, 0xFFFF), default=None,
+              help="Only this vCPU of the domain (default: all).")
+@click.option("--tsc-khz", type=click.IntRange(1, 100_000_000), default=1_000_000,
+              show_default=True,
+              help="TSC rate of the traced host, for virtual time (xentrace files do not say).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file that is not a trace.")
+def import_(path: str, output: str, domain: int | None, vcpu: int | None, tsc_khz: int,
+            force: bool) -> None:
+    """Read a xentrace file (Xen's binary trace) into a pvmon trace of one
+    domain's PV hypercalls, traps and event upcalls. The result holds no guest
+    memory: trace cat/stats/diff/view and replay --coverage read it; verify and
+    closed-loop replay refuse it (docs/xentrace.md)."""
+    check_output(output, inputs=[path], force=force, option="-o", kind="trace")
+    from pvmon.trace.xentrace.importer import import_xentrace
+    info = import_xentrace(path, output, domain=domain, vcpu=vcpu, tsc_khz=tsc_khz)
+    notes = []
+    if info["lost_records"]:
+        notes.append(f"{info['lost_records']:,} records lost by the hypervisor")
+    if info["tsc_backsteps"]:
+        notes.append(f"the TSC went backwards {info['tsc_backsteps']:,} times")
+    if info["truncated_at"] is not None:
+        notes.append(f"the file is cut short at byte {info['truncated_at']:#x}")
+    dom = "an unnamed domain" if info["domain"] is None else f"domain {info['domain']}"
+    vc = ", ".join(str(v) for v in info["vcpus"])
+    click.echo(f"imported {info['events']:,} events of {dom} (vCPU {vc}) from "
+               f"{info['records']:,} xentrace records into {output}"
+               + (f" ({'; '.join(notes)})" if notes else ""), err=True)

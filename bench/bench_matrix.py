@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""The open-loop matrix on Dask: throughput with 1 and 2 local worker processes
+(scaling efficiency, target >= 0.9 per added core), and the per-task overhead
+Dask adds against the process pool the matrix used before (target: no slower on
+one machine).
+
+The corpus is the sample corpus's built-in traces (traces/pvtest-*--xen-*.pvt,
+21 files) repeated --copies times, against every built-in Xen version: one task
+per trace (its 7 backends in one pass). Each configuration runs --runs times,
+alternated, after one warm-up of the serial path, and the median is reported:
+
+- serial: every task in this process, one after another (the work itself);
+- pool-N: a ProcessPoolExecutor of N processes (pvmon before Dask), pool start included;
+- dask-N: an embedded LocalCluster of N single-threaded worker processes, started
+  before the clock (its start-up is reported on its own) and reached through
+  run_matrix(scheduler=address), as `--scheduler` does.
+
+Per-task overhead of a configuration with one worker = (its wall - serial wall) / tasks.
+Scaling efficiency = wall(1 worker) / (2 x wall(2 workers)).
+
+    python bench/bench_matrix.py [--copies 4] [--runs 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pvmon.backends.xen.versions import REGISTRY
+from pvmon.replay.matrix import _quiet_dask, run_matrix, run_matrix_pool
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=4, help="times the corpus is repeated")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    corpus = sorted((ROOT / "traces").glob("pvtest-*--xen-*.pvt")) * a.copies
+    backends = sorted(REGISTRY)
+    tasks = len(corpus)
+    os.environ["PYTHONPATH"] = str(ROOT)
+    from distributed import LocalCluster
+    _quiet_dask()
+    clusters = {}
+    startup = {}
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        clusters[n] = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", scheduler_kwargs={"dashboard": False},
+                                   silence_logs=logging.CRITICAL)
+        startup[n] = time.perf_counter() - t0
+    configs = {
+        "serial": lambda: run_matrix(corpus, backends, jobs=1),
+        "pool-1": lambda: run_matrix_pool(corpus, backends, jobs=1),
+        "pool-2": lambda: run_matrix_pool(corpus, backends, jobs=2),
+        "dask-1": lambda: run_matrix(corpus, backends, scheduler=clusters[1].scheduler_address),
+        "dask-2": lambda: run_matrix(corpus, backends, scheduler=clusters[2].scheduler_address),
+    }
+    run_matrix(corpus[:3], backends, jobs=1)     # warm-up: imports and tables in this process
+    walls: dict[str, list[float]] = {k: [] for k in configs}
+    tables = {}
+    for _ in range(a.runs):
+        for name, fn in configs.items():
+            t0 = time.perf_counter()
+            rows = fn()
+            walls[name].append(time.perf_counter() - t0)
+            tables[name] = [{k: r.get(k) for k in ("trace", "backend", "total", "calls",
+                                                   "error")} for r in rows]
+    for c in clusters.values():
+        c.close()
+    same = all(t == tables["serial"] for t in tables.values())
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    best = {k: min(v) for k, v in walls.items()}   # least disturbed by other load
+    cells = tasks * len(backends)
+    out = {
+        "tasks": tasks, "cells": cells, "backends": len(backends), "runs": a.runs,
+        "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
+        "median_wall_s": med, "all_walls_s": walls,
+        "cells_per_s": {k: cells / v for k, v in med.items()},
+        "dask_cluster_startup_s": startup,
+        "per_task_overhead_ms": {k: 1000 * (med[k] - med["serial"]) / tasks
+                                 for k in ("pool-1", "dask-1")},
+        "scaling_efficiency": {"pool": med["pool-1"] / (2 * med["pool-2"]),
+                               "dask": med["dask-1"] / (2 * med["dask-2"])},
+        "dask-2_vs_pool-2": med["dask-2"] / med["pool-2"],
+        "min_wall_s": best,
+        "per_task_overhead_ms_min": {k: 1000 * (best[k] - best["serial"]) / tasks
+                                     for k in ("pool-1", "dask-1")},
+        "scaling_efficiency_min": {"pool": best["pool-1"] / (2 * best["pool-2"]),
+                                   "dask": best["dask-1"] / (2 * best["dask-2"])},
+        "tables_equal": same,
+    }
+    if a.json:
+        print(json.dumps(out, indent=1))
+        return
+    print(f"{tasks} tasks x {len(backends)} backends = {cells} cells, {a.runs} runs, "
+          f"{os.cpu_count()} CPUs, load {out['load_avg_1m']:.2f}")
+    for k, v in med.items():
+        print(f"  {k:7s} {v:7.2f} s  {cells / v:8.1f} cells/s   runs: "
+              + ", ".join(f"{w:.2f}" for w in walls[k]))
+    print(f"  dask cluster start-up: 1 worker {startup[1]:.2f} s, 2 workers {startup[2]:.2f} s")
+    print("  per-task overhead vs serial: " + ", ".join(
+        f"{k} {v:+.1f} ms" for k, v in out["per_task_overhead_ms"].items()))
+    print("  scaling efficiency 1 -> 2 workers: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in out["scaling_efficiency"].items()))
+    print(f"  dask-2 / pool-2 wall: {out['dask-2_vs_pool-2']:.2f}; tables equal: {same}")
+    print("  from the fastest run of each (least disturbed by other load): per-task overhead "
+          + ", ".join(f"{k} {v:+.1f} ms" for k, v in out["per_task_overhead_ms_min"].items())
+          + "; scaling " + ", ".join(f"{k} {v:.2f}"
+                                     for k, v in out["scaling_efficiency_min"].items())
+          + f"; dask-2 / pool-2 {best['dask-2'] / best['pool-2']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
