@@ -65,6 +65,12 @@ def main() -> None:
     print(f"{xt.relative_to(ROOT)}", flush=True)
     pvmon("trace", "export", str(builtin_path("pvtest-v2", "xen-4.17")), "--format", "xentrace",
           "-o", str(xt))
+    # the built-in guest's Xen PVH build (it boots as PVH by itself), on the Xen
+    # versions that run PVH guests (4.10 on)
+    for version in ("xen-4.11", "xen-4.17"):
+        out = builtin_path("pvtest-v2-pvh", version)
+        print(f"{out.relative_to(ROOT)}", flush=True)
+        pvmon("run", "pvtest-v2-pvh", "--backend", version, "--quiet", "--record", str(out))
     if args.builtin:
         return
     deb = TRACES
@@ -73,6 +79,9 @@ def main() -> None:
     print("traces/debian-6.12-busybox.pvt", flush=True)
     pvmon("run", "debian-6.12", "--initramfs", "busybox", "--script", BUSYBOX_SCRIPT,
           "--quiet", "--record", str(deb / "debian-6.12-busybox.pvt"))
+    print("traces/debian-6.12-pvh-boot.pvt", flush=True)
+    pvmon("run", "debian-6.12", "--mode", "pvh", "--quiet", "--record",
+          str(deb / "debian-6.12-pvh-boot.pvt"))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 
 #: guest -> (events, sha256 of every frame's msgpack bytes in order), xen-4.17.
 DIGESTS = {
-    "pvtest-v1": (740, "a415fdac36bef16cd7c9ececdb6c35e257672c28b9f8f90399d20aa80d459bfe"),
-    "pvtest-v2": (740, "78bb235c4526db1e62c4a617f0f48b64cc44eaf4051424c661e5d1bd79bf1d4a"),
-    "pvtest-v2-rules": (1591,
-                        "255e0cef5eae2e6a07932a4fc34684a93eed802995e612e7f0523a302bb75a93"),
+    "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
+    "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
+    "pvtest-v2-rules": (4456,
+                        "6cddfa8148478a9692960c3d517b3835e4973c7b85c5ebafe73ed936d6e6b9fb"),
 }
 
 

@@ -30,12 +30,12 @@ def test_boot_shows_console_stream_registers_and_exit_reason():
         await pilot.pause(0.05)
         assert "pvtest: 119 passed, 0 failed" in screen.query_one(GuestConsole).text
         stream = screen.query_one(HypercallStream)
-        assert len(stream.source) == 372 and stream.cursor == 371 and stream.follow
+        assert len(stream.source) == 1836 and stream.cursor == 1835 and stream.follow
         assert stream.event["name"] == "sched_op"
         status = screen.query_one(StatusLine).text
-        assert "FINISHED" in status and "calls 372" in status
+        assert "FINISHED" in status and "calls 1836" in status
         assert "exit: shutdown - SCHEDOP_shutdown(poweroff)" in status
-        assert screen.query_one("#regs").border_title == "registers at #371"
+        assert screen.query_one("#regs").border_title == "registers at #1835"
         assert "HYPERVISOR_sched_op" in screen.query_one("#code").border_title
         assert screen.counts["event_channel_op"] == 149
 
@@ -109,7 +109,7 @@ def test_filter_key_shows_only_matching_calls():
         await pilot.press("f", "ctrl+u", *"console -event", "enter")
         assert {ev["name"] for ev in rows.shown} == {"console_io"}
         await pilot.press("f", "ctrl+u", "enter")
-        assert len(rows.shown) == 372
+        assert len(rows.shown) == 1836
 
     drive(app, script)
 
@@ -168,7 +168,7 @@ def test_record_key_when_not_recording_reboots_the_guest_recording(tmp_path, mon
         await pilot.press("r", "ctrl+u", *"reboot.pvt", "enter")
         await until(pilot, lambda: screen.live is not first)
         await until(pilot, lambda: screen.live.phase == "finished" and screen._finished_shown)
-        assert len(screen.rows.all) == 372
+        assert len(screen.rows.all) == 1836
 
     drive(app, script)
     with TraceReader(path) as r:
@@ -198,7 +198,7 @@ def test_the_result_after_an_r_reboot_is_the_rebooted_run(tmp_path, monkeypatch)
     res = app.return_value
     assert res is app.live.result and res is not first.result
     assert res.trace_path is not None and res.trace_path.name == "second.pvt"
-    assert res.exit_kind == "shutdown" and sum(res.hypercalls.values()) == 372
+    assert res.exit_kind == "shutdown" and sum(res.hypercalls.values()) == 1836
 
 
 def test_open_key_plays_a_trace_on_top_and_q_closes_it(tmp_path, monkeypatch):
