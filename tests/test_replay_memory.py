@@ -111,7 +111,10 @@ class _Counted:
 
 
 def test_stream_alignment_holds_a_bounded_window_of_each_stream(trace):
-    rec = _aligned_events(trace)
+    # without the guest's run of 1,465 identical SCHEDOP_yield calls (its wait for
+    # periodic ticks), where any alignment of a gap is as good as another
+    rec = [ev for ev in _aligned_events(trace)
+           if not (ev.get("name") == "sched_op" and ev.get("op", {}).get("cmd") == "yield")]
     left = rec * 12                       # a long recorded stream (~8,000 events)
     right = []                            # the replay: some calls missing, some extra
     for i, ev in enumerate(left):

@@ -356,7 +356,7 @@ def test_the_tui_player_opens_an_imported_trace(exported, tmp_path):
         screen = pilot.app.screen
         assert isinstance(screen, PlayerScreen)
         assert len(screen.query_one(HypercallStream).source) > 300
-        assert screen.index.counts["event_channel_op"] == 148
+        assert screen.index.counts["event_channel_op"] == 149
 
     drive(PvmonApp(trace=out), script)
 
