@@ -352,10 +352,28 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
                   initramfs_path(initramfs) if initramfs else None,
                   input_file if input_file != "-" else None]
         check_output(record, inputs=[p for p in inputs if p], force=force, option="--record")
-    return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
+    if cmdline is None:
+        cmdline = _kind_default_cmdline(backend) or DEFAULT_CMDLINE
+    return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline,
             "backend": backend, "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
             "idle_limit_ns": seconds_to_ns(idle_exit), "mode": _mode_option()}
+
+
+def _kind_default_cmdline(backend) -> str | None:
+    """The command line the guest kind of ``backend`` (a name) wants when
+    the user gives none (KVM: ``console=ttyS0``); None: pvmon's default.
+    An unknown backend is left for the session to report."""
+    from pvmon.backends.registry import guest_kind, resolve_version
+    try:
+        ver = resolve_version(backend) if isinstance(backend, str) else None
+        if ver is None or getattr(ver, "abi", "xen") == "xen":
+            return None
+        from pvmon.backends.registry import backend_for_version
+        kind = guest_kind(backend_for_version(ver), _mode_option())
+    except PvmonError:
+        return None
+    return getattr(kind, "default_cmdline", None)
 
 
 def _mode_option() -> str | None:
