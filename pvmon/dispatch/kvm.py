@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pvmon.backends.kvm import abi
 from pvmon.backends.kvm.backend import MSR_TSC_DEADLINE, KvmBackend, kvm_cpuid_policy
 from pvmon.dispatch.access import RecordingGuestAccess
-from pvmon.dispatch.hvm import RFLAGS_IF, HvmDispatchCore
+from pvmon.dispatch.hvm import HvmDispatchCore
 from pvmon.engine.hvm import MSR_HANDLED
 from pvmon.engine.machine import Machine, Stop
 from pvmon.platforms.hvm.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
@@ -133,12 +133,17 @@ class KvmDispatch(HvmDispatchCore):
             vcpu.refresh()
         super().update_irq()
 
-    def _halt(self) -> None:
+    def _idle_point(self) -> bool:
+        """An ``hlt`` with interrupts enabled: the guest idles. Console input
+        due here (verify's recorded input at its seq, carried-over bytes, live
+        typing) goes into the UART first, then the core's idle rules run
+        (script, replayed and live input, the idle limit). Input that raised
+        the UART's interrupt ends the ``hlt`` at once (True: do not sleep)."""
         inp = self.input
-        due = inp.carry or inp.scheduled or inp.live_ready
-        if due and self.m.reg("rflags") & RFLAGS_IF and self._inject_due():
-            return
-        super()._halt()
+        if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
+            return True
+        stopped = super()._idle_point()
+        return stopped or self.lapic.highest_deliverable() is not None
 
     # ------------------------------------------------------------ hypercalls
     def on_vmcall(self, rip: int, size: int) -> None:

@@ -50,6 +50,9 @@ def _source(kind: str, key, *versions: XenVersion) -> str:
 
 def differences(a: XenVersion, b: XenVersion) -> list[Fact]:
     """Every declared behaviour in which ``a`` and ``b`` differ."""
+    if "kvm" in (getattr(a, "abi", "xen"), getattr(b, "abi", "xen")):
+        from pvmon.backends.kvm.explain import kvm_differences
+        return kvm_differences(a, b)
     facts: list[Fact] = []
     for hc in sorted(a.missing ^ b.missing):
         has, lacks = (b, a) if hc in a.missing else (a, b)
