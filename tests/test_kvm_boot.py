@@ -1,0 +1,89 @@
+"""Stock Debian kernels boot as KVM guests on pvmon's minimal PC: to the
+root-mount panic on ttyS0 with kvm-clock, to a busybox shell that powers
+off, record and verify byte for byte, and fall back on an old KVM."""
+
+from __future__ import annotations
+
+import pytest
+
+from pvmon.backends.kvm import DEFAULT_CMDLINE
+from pvmon.backends.registry import resolve_version
+from pvmon.dispatch.console_input import script_lines
+from pvmon.guests.initramfs import ensure_initramfs
+from pvmon.replay.closed import replay_closed
+from pvmon.replay.source import open_run
+from pvmon.session import Session
+
+pytestmark = [pytest.mark.debian, pytest.mark.slow]
+
+SCRIPT = "uname -r\ncat /proc/cpuinfo\necho sum=$((6*7))\npoweroff -f\n"
+
+
+def _boot(img, backend="kvm-6.12", **kw):
+    s = Session(img, backend=backend, cmdline=DEFAULT_CMDLINE, **kw)
+    return s, s.run(timeout=600)
+
+
+def _check_panic(text: str, msrs=("4b564d01", "4b564d00")) -> None:
+    assert "Hypervisor detected: KVM" in text
+    assert f"kvm-clock: Using msrs {msrs[0]} and {msrs[1]}" in text
+    assert "clocksource: Switched to clocksource kvm-clock" in text
+    assert "ttyS0 at I/O 0x3f8" in text and "is a 16550A" in text
+    assert "Kernel panic - not syncing: VFS: Unable to mount root fs" in text
+    before = text.split("Kernel panic - not syncing: VFS")[0]
+    for marker in ("WARNING:", "BUG:", "Oops", "general protection fault", "cut here"):
+        assert marker not in before, marker
+
+
+def test_debian_6_12_boots_as_a_kvm_guest_to_the_root_mount_panic(debian612):
+    s, res = _boot(debian612)
+    _check_panic(res.console.decode(errors="replace"))
+    # panic=-1 reboots at once, through the i8042 (reboot=k)
+    assert res.exit_kind == "shutdown" and res.shutdown_reason == 1, res.detail
+    assert "i8042" in res.detail
+    assert s.dispatch.ioapic.delivered > 0   # the 8250 startup test raises IRQ 4
+
+
+def test_debian_6_1_boots_as_a_kvm_guest_to_the_root_mount_panic(debian61):
+    _, res = _boot(debian61, backend="kvm-6.1")
+    _check_panic(res.console.decode(errors="replace"))
+
+
+def test_on_kvm_before_clocksource2_the_guest_uses_the_old_msrs(debian612):
+    _, res = _boot(debian612, backend="kvm-2.6.34")
+    _check_panic(res.console.decode(errors="replace"), msrs=("12", "11"))
+
+
+@pytest.fixture(scope="module")
+def shell612(debian612, tmp_path_factory):
+    trace = tmp_path_factory.mktemp("kvm") / "kvm-shell.pvt"
+    initrd = ensure_initramfs("busybox").read_bytes()
+    s, res = _boot(debian612, initrd=initrd, initrd_info={"name": "busybox"},
+                   script=script_lines(SCRIPT), record=trace)
+    return s, res, trace
+
+
+def test_debian_6_12_busybox_shell_on_ttys0_powers_off_cleanly(shell612):
+    s, res, _ = shell612
+    text = res.console.decode(errors="replace")
+    user = text.split("Run /init as init process", 1)[1]
+    assert "sum=42" in user and "pvmon virtual CPU (KVM)" in user
+    assert res.exit_kind == "shutdown" and res.shutdown_reason == 0 and res.clean
+    for marker in ("BUG:", "Oops", "general protection fault", "Kernel panic"):
+        assert marker not in text, marker
+    # the shell read its input through the UART's interrupt (IRQ 4 via the I/O APIC)
+    assert s.dispatch.ioapic.delivered > 0 and s.dispatch.uart.rx_bytes == len(SCRIPT)
+
+
+def test_a_recorded_kvm_shell_session_verifies_byte_for_byte(shell612):
+    _, _, trace = shell612
+    rep = replay_closed(open_run(trace))
+    assert rep.total == 0, [d.summary for d in rep.divergences[:3]]
+
+
+def test_closed_loop_on_kvm_3_9_shows_the_feature_bits_and_the_guest_falls_back(shell612):
+    _, _, trace = shell612
+    rep = replay_closed(open_run(trace), resolve_version("kvm-3.9"))
+    assert rep.total > 0
+    first = rep.divergences[0]
+    assert first.left.get("leaf") == 0x40000001
