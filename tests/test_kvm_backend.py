@@ -160,3 +160,11 @@ def test_a_xen_only_image_on_a_kvm_backend_is_one_line_exit_2():
     r = CliRunner().invoke(cli, ["run", "pvtest-v2", "--backend", "kvm-6.12"])
     assert r.exit_code == 2
     assert "no PVH entry note" in r.output and "Traceback" not in r.output
+
+
+def test_more_memory_than_the_pc_holds_is_refused_in_one_line():
+    from pvmon.backends.kvm import KVM_GUEST
+    from pvmon.errors import PvmonError
+    assert KVM_GUEST.extra_bytes_for(3 << 30) == 0
+    with pytest.raises(PvmonError, match="at most 3072 MiB"):
+        KVM_GUEST.extra_bytes_for(5 << 30)

@@ -49,6 +49,11 @@ class KvmGuest:
         return kernel
 
     def extra_bytes_for(self, ram_bytes: int) -> int:
+        """None needed (0). Raises PvmonError, in one line, for more RAM than
+        fits below the PC's 32-bit MMIO hole (the I/O APIC and local APIC
+        pages at 0xFEC00000 and 0xFEE00000)."""
+        from pvmon.backends.kvm.builder import check_memory
+        check_memory(ram_bytes)
         return 0
 
     def build(self, machine: Any, kernel: Any, cmdline: str,

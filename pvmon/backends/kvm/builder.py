@@ -22,6 +22,7 @@ Guest-physical layout (RAM below ``ram_bytes``; nothing above it):
     0x000E_0000  ACPI tables (pvmon.platforms.hvm.pc_acpi), type ACPI
     kernel       at its p_paddr (Linux: 16 MiB)
     initrd       page-aligned after the kernel, module 0
+    0xC000_0000  the 32-bit MMIO hole: RAM ends below it (at most 3 GiB)
     0xFEC0_0000  I/O APIC (MMIO), 0xFEE0_0000 local APIC (MMIO)
 """
 
@@ -44,6 +45,19 @@ ACPI_BYTES = 0x10000
 LOW_RAM_END = 0xA0000
 HIGH_RAM = 0x100000
 E820_RAM, E820_RESERVED, E820_ACPI = 1, 2, 3
+#: Start of the 32-bit MMIO hole (as Firecracker's 1 GiB gap below 4 GiB): RAM
+#: must end below it, since pvmon maps guest RAM in one piece.
+MMIO_HOLE = 0xC0000000
+
+
+def check_memory(ram_bytes: int) -> None:
+    """Raise PvmonError (one line) when ``ram_bytes`` does not fit below
+    :data:`MMIO_HOLE`."""
+    from pvmon.errors import PvmonError
+    if ram_bytes > MMIO_HOLE:
+        raise PvmonError(f"--memory {ram_bytes >> 20} MiB is too much for a KVM guest on pvmon: "
+                         f"at most {MMIO_HOLE >> 20} MiB (RAM ends below the 32-bit MMIO hole "
+                         "that holds the APICs)")
 
 
 @dataclass
@@ -77,6 +91,7 @@ def build(machine: Machine, kernel, cmdline: str, initrd: bytes | None = None) -
     from pvmon.platforms.hvm.pc_acpi import build_pc_acpi_tables
     require()
     ram = machine.ram_bytes
+    check_memory(ram)
     entry = kernel.notes.get("PHYS32_ENTRY")
     if not isinstance(entry, int):
         raise GuestImageError(f"{kernel.path or 'the kernel'} has no PVH entry note "
