@@ -17,7 +17,9 @@ KVM guest runs on:
   (:mod:`pvmon.platforms.hvm.ioapic`; MMIO events like the local APIC's),
   the i8042's status port and its reset command (0xFE to port 0x64, and
   0xCF9 bit 2: the run ends with exit kind "shutdown", code 1 = reboot).
-  Every other port floats (reads all ones, writes dropped);
+  Every other port floats (reads all ones, writes dropped), and so does
+  every address below 4 GiB with neither RAM nor a device (open bus: an
+  ``mmio`` event, counted in :attr:`KvmDispatch.open_bus`);
 * console input enters the UART at an ``hlt`` with interrupts enabled (the
   guest's idle point), the boundary where a KVM guest waits for it.
 """
@@ -33,6 +35,7 @@ from pvmon.dispatch.hvm import HvmDispatchCore
 from pvmon.engine.hvm import MSR_HANDLED
 from pvmon.engine.machine import Machine, Stop
 from pvmon.platforms.hvm.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
+from pvmon.platforms.hvm.lapic import LAPIC_BASE
 from pvmon.platforms.hvm.uart8250 import COM1_BASE, COM1_IRQ, PORTS, Uart8250
 from pvmon.trace.format import hc_event
 
@@ -64,6 +67,19 @@ class KvmDispatch(HvmDispatchCore):
         backend.uart = self.uart
         machine.uc.mmio_map(IOAPIC_BASE, IOAPIC_SIZE, self._ioapic_read, None,
                             self._ioapic_write, None)
+        #: MMIO accesses that reached no device (open bus), counted.
+        self.open_bus = 0
+        for start, end in self._holes(machine.ram_bytes):
+            machine.uc.mmio_map(start, end - start, self._open_read, start, self._open_write,
+                                start)
+
+    @staticmethod
+    def _holes(ram_bytes: int) -> list[tuple[int, int]]:
+        """Guest-physical ranges below 4 GiB with neither RAM nor a device."""
+        lo = -(-ram_bytes // 0x1000) * 0x1000
+        ranges = [(lo, IOAPIC_BASE), (IOAPIC_BASE + IOAPIC_SIZE, LAPIC_BASE),
+                  (LAPIC_BASE + 0x1000, 1 << 32)]
+        return [(a, b) for a, b in ranges if b > a]
 
     # ------------------------------------------------------------ devices
     def _uart_output(self, data: bytes) -> None:
@@ -92,6 +108,21 @@ class KvmDispatch(HvmDispatchCore):
             self._emit({"k": "mmio", "dir": "wr", "addr": IOAPIC_BASE + offset, "size": size,
                         "val": value})
         self.ioapic.write(offset, size, value)
+
+    def _open_read(self, uc, offset: int, size: int, base: int) -> int:
+        """Open bus: nothing answers, the read floats high (all ones)."""
+        self.open_bus += 1
+        v = (1 << (8 * size)) - 1
+        if self.record is not None:
+            self._emit({"k": "mmio", "dir": "rd", "addr": base + offset, "size": size,
+                        "val": v})
+        return v
+
+    def _open_write(self, uc, offset: int, size: int, value: int, base: int) -> None:
+        self.open_bus += 1
+        if self.record is not None:
+            self._emit({"k": "mmio", "dir": "wr", "addr": base + offset, "size": size,
+                        "val": value})
 
     def port_in(self, port: int, size: int) -> int | None:
         if COM1_BASE <= port < COM1_BASE + PORTS:
