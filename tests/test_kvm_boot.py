@@ -87,3 +87,20 @@ def test_closed_loop_on_kvm_3_9_shows_the_feature_bits_and_the_guest_falls_back(
     assert rep.total > 0
     first = rep.divergences[0]
     assert first.left.get("leaf") == 0x40000001
+
+
+def test_diff_of_a_kvm_and_a_xen_pv_trace_compares_the_interface_by_family(shell612, tmp_path):
+    from pvmon.guests.catalog import resolve
+    from pvmon.replay.diff import diff_traces
+    _, _, kvm_trace = shell612
+    xen_trace = tmp_path / "xen.pvt"
+    Session(resolve("pvtest-v2"), record=xen_trace, keep_console=False).run(timeout=120)
+    d = diff_traces(xen_trace, kvm_trace)
+    assert d.shows_surface
+    fams = {f for f, _ in d.right.surface}
+    assert {"msr", "port I/O", "MMIO", "cpuid", "interrupt", "idle"} <= fams
+    assert d.left.surface[("hypercall", "xen sched_op")] > 0
+    assert d.right.surface[("msr", "KVM_SYSTEM_TIME_NEW wr")] >= 1
+    assert d.right.surface[("port I/O", "COM1 8250 UART (0x3f8-0x3ff)")] > 1000
+    rows = {(r["family"], r["item"]): r for r in d.as_dict()["interface"]}
+    assert rows[("hypercall", "xen sched_op")]["right"] == 0
