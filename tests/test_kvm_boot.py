@@ -104,3 +104,27 @@ def test_diff_of_a_kvm_and_a_xen_pv_trace_compares_the_interface_by_family(shell
     assert d.right.surface[("port I/O", "COM1 8250 UART (0x3f8-0x3ff)")] > 1000
     rows = {(r["family"], r["item"]): r for r in d.as_dict()["interface"]}
     assert rows[("hypercall", "xen sched_op")]["right"] == 0
+
+
+def test_the_tui_live_view_boots_a_kvm_guest_to_its_end(debian612):
+    from pvmon.ui.app import PvmonApp
+    from pvmon.ui.live_session import BootSpec, LiveSession
+    from pvmon.ui.screens.live import LiveScreen
+    from pvmon.ui.widgets.console import GuestConsole
+    from pvmon.ui.widgets.status import StatusLine
+    from tests.tui_support import drive, until
+
+    live = LiveSession.create(BootSpec(debian612, backend="kvm-6.12", cmdline=DEFAULT_CMDLINE),
+                              clock=lambda: 0.0)
+    app = PvmonApp(live=live)
+
+    async def script(pilot):
+        screen = app.screen
+        assert isinstance(screen, LiveScreen)
+        await until(pilot, lambda: screen._finished_shown, what="the boot to end", timeout=300)
+        await pilot.pause(0.05)
+        assert "VFS: Unable to mount root fs" in screen.query_one(GuestConsole).text
+        assert "reset through the i8042" in screen.query_one(StatusLine).text
+
+    drive(app, script)
+    assert live.result.exit_kind == "shutdown"
