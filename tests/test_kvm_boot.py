@@ -128,3 +128,11 @@ def test_the_tui_live_view_boots_a_kvm_guest_to_its_end(debian612):
 
     drive(app, script)
     assert live.result.exit_kind == "shutdown"
+
+
+def test_closed_loop_on_kvm_before_clocksource2_explains_the_leaf_and_the_msrs(shell612):
+    _, _, trace = shell612
+    rep = replay_closed(open_run(trace), resolve_version("kvm-2.6.34"))
+    whys = [f.text for d in rep.divergences for f in d.explanation]
+    assert any("CPUID 0x40000000 EAX" in w for w in whys)
+    assert rep.ending.get("outcome", "").startswith("the guest tolerated")

@@ -133,6 +133,15 @@ def explain_event(facts: list[Fact], ev: dict) -> list[Fact]:
     (hypercall, sub-op), every call batched in a multicall, or the CPUID
     leaves that carry the Xen version."""
     k = ev.get("k")
+    if k == "msr":          # KVM's facts name their MSRs (pvmon.backends.kvm.explain)
+        from pvmon.backends.kvm.abi import MSR_NAMES
+        name = MSR_NAMES.get(ev.get("msr"))
+        return [f for f in facts if f.hypercall == "msr" and f.subop == name] if name else []
+    if k == "cpuid" and any(f.hypercall == "cpuid" for f in facts):
+        leaf = ev.get("leaf")
+        return [f for f in facts
+                if f.hypercall == "cpuid" and f.subop == (f"{leaf:#x}" if isinstance(leaf, int)
+                                                          else None)]
     if k == "cpuid":
         leaf = ev.get("leaf")
         if leaf == 0x40000001:   # xen/include/public/arch-x86/cpuid.h: version leaf
