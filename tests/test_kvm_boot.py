@@ -136,3 +136,14 @@ def test_closed_loop_on_kvm_before_clocksource2_explains_the_leaf_and_the_msrs(s
     whys = [f.text for d in rep.divergences for f in d.explanation]
     assert any("CPUID 0x40000000 EAX" in w for w in whys)
     assert rep.ending.get("outcome", "").startswith("the guest tolerated")
+
+
+def test_open_loop_on_kvm_3_9_puts_each_kvm_leaf_and_msr_to_the_older_host(shell612):
+    from pvmon.replay.openloop import replay_open
+    _, _, trace = shell612
+    own = replay_open(open_run(trace, need_guest=False), resolve_version("kvm-6.12"))
+    assert own.total == 0 and own.compared > 10
+    rep = replay_open(open_run(trace, need_guest=False), resolve_version("kvm-3.9"))
+    details = {x.detail for d in rep.iter_divergences() for x in d.deltas}
+    assert any("wrmsr KVM_PV_EOI_EN: handled vs #GP" in x for x in details), details
+    assert any(x.startswith("cpuid 0x40000001") for x in details)
