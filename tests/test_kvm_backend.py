@@ -168,3 +168,29 @@ def test_more_memory_than_the_pc_holds_is_refused_in_one_line():
     assert KVM_GUEST.extra_bytes_for(3 << 30) == 0
     with pytest.raises(PvmonError, match="at most 3072 MiB"):
         KVM_GUEST.extra_bytes_for(5 << 30)
+
+
+def test_a_kvm_profile_removes_features_and_hypercalls_from_its_base(tmp_path):
+    from pvmon.backends.profiles import load_profile
+    p = tmp_path / "acme.toml"
+    p.write_text('name = "acme-kvm"\nbase = "kvm-6.12"\n[remove]\n'
+                 'features = ["PV_EOI", "KVM_FEATURE_STEAL_TIME"]\nhypercalls = ["sched_yield"]\n'
+                 '[add]\nfeatures = ["MSI_EXT_DEST_ID"]\n')
+    ver = load_profile(p)
+    assert ver.abi == "kvm" and ver.name == "acme-kvm" and ver.profile_toml
+    assert not ver.offers("PV_EOI") and not ver.offers("STEAL_TIME")
+    assert ver.offers("MSI_EXT_DEST_ID") and "sched_yield" not in ver.hypercalls
+    b = get_backend(str(p))
+    assert isinstance(b, KvmBackend) and b.name == "acme-kvm"
+    m = Machine(32 * MiB)
+    b.attach(m, None, RecordingGuestAccess(m), None, 32 * MiB, "t")
+    assert b.msr(True, abi.MSR_KVM_PV_EOI_EN, 0x7001) == (MSR_GP, 0)
+
+
+def test_a_kvm_profile_with_an_unknown_feature_is_one_line(tmp_path):
+    from pvmon.backends.profiles import load_profile
+    from pvmon.errors import BackendError
+    p = tmp_path / "bad.toml"
+    p.write_text('base = "kvm-6.12"\n[remove]\nfeatures = ["PV_EIO"]\n')
+    with pytest.raises(BackendError, match="unknown feature 'PV_EIO'"):
+        load_profile(p)
