@@ -81,14 +81,6 @@ def test_a_recorded_kvm_shell_session_verifies_byte_for_byte(shell612):
     assert rep.total == 0, [d.summary for d in rep.divergences[:3]]
 
 
-def test_closed_loop_on_kvm_3_9_shows_the_feature_bits_and_the_guest_falls_back(shell612):
-    _, _, trace = shell612
-    rep = replay_closed(open_run(trace), resolve_version("kvm-3.9"))
-    assert rep.total > 0
-    first = rep.divergences[0]
-    assert first.left.get("leaf") == 0x40000001
-
-
 def test_diff_of_a_kvm_and_a_xen_pv_trace_compares_the_interface_by_family(shell612, tmp_path):
     from pvmon.guests.catalog import resolve
     from pvmon.replay.diff import diff_traces
