@@ -6,7 +6,8 @@ as open bus and is counted, an unknown ``vmcall`` gets -KVM_ENOSYS, and
 
 import struct
 
-from unicorn.x86_const import UC_X86_REG_RFLAGS
+import pytest
+from unicorn.x86_const import UC_X86_REG_IDTR, UC_X86_REG_RFLAGS, UC_X86_REG_RSP
 
 from pvmon.backends.kvm.backend import KvmBackend
 from pvmon.backends.kvm.versions import REGISTRY
@@ -17,7 +18,7 @@ from pvmon.engine.machine import Machine
 MiB = 1 << 20
 
 
-def _run(code: bytes, version: str = "kvm-6.12"):
+def _run(code: bytes, version: str = "kvm-6.12", setup=None):
     m = Machine(64 * MiB)
     b = KvmBackend(REGISTRY[version])
     acc = RecordingGuestAccess(m, record=True)
@@ -33,9 +34,12 @@ def _run(code: bytes, version: str = "kvm-6.12"):
     m.write_phys(0x12000, b"".join(struct.pack("<Q", (i << 21) | 0x83) for i in range(2048)))
     m.write_phys(0x20000, struct.pack("<QQ", 0, 0x00AF9B000000FFFF))
     m.setup_long_mode(0x10000, 0x20000, 15)
+    m.uc.reg_write(UC_X86_REG_RSP, 0x8000)
     m.write_phys(0x1000, code + b"\xF4")                  # ... hlt (IF=0)
     m.set_reg("rip", 0x1000)
     m.uc.reg_write(UC_X86_REG_RFLAGS, 2)
+    if setup is not None:
+        setup(m)
     stop = m.run()
     return m, d, events, stop
 
@@ -64,3 +68,47 @@ def test_an_unknown_vmcall_returns_minus_kvm_enosys():
     hc = [e for e in events if e["k"] == "hc"]
     assert len(hc) == 1 and hc[0]["abi"] == "kvm" and hc[0]["ret"] == -1000
     assert d.b.unsupported == {"kvm_hc_999": 1}
+
+
+LAPIC = 0xFEE00000
+TIMER_VECTOR = 0xEC
+HANDLER = 0x2000
+
+
+def _store(addr: int, value: int) -> bytes:
+    """mov eax, value; mov [addr64], eax"""
+    return b"\xB8" + struct.pack("<I", value) + b"\xA3" + struct.pack("<Q", addr)
+
+
+def _idt(m):
+    """An IDT with one interrupt gate, vector 0xEC -> HANDLER (CS 0x08), and
+    the handler: mark 0x3000, write the APIC EOI, iretq."""
+    gate = struct.pack("<HHBBHII", HANDLER & 0xFFFF, 0x08, 0, 0x8E, HANDLER >> 16, 0, 0)
+    m.write_phys(0x30000 + 16 * TIMER_VECTOR, gate)
+    m.uc.reg_write(UC_X86_REG_IDTR, (0, 0x30000, 0xFFF, 0))
+    m.write_phys(HANDLER, b"\xC6\x04\x25\x00\x30\x00\x00\x01"     # mov byte [0x3000], 1
+                 + _store(LAPIC + 0xB0, 0) + b"\x48\xCF")             # EOI; iretq
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_tsc_deadline_timer_interrupts_a_halted_guest_through_its_idt(masked):
+    """The guest enables its APIC, puts the LVT timer in TSC-deadline mode,
+    arms IA32_TSC_DEADLINE 5000 ticks ahead and halts: virtual time jumps to
+    the deadline and vector 0xEC runs the handler (not when the LVT is masked)."""
+    lvt = (2 << 17) | TIMER_VECTOR | ((1 << 16) if masked else 0)
+    code = (b"\x6A\x08\x68" + struct.pack("<I", 0x1009) + b"\x48\xCB"   # load CS 0x08
+            + _store(LAPIC + 0xF0, 0x1FF)                                 # SVR: enabled
+            + _store(LAPIC + 0x320, lvt)                                  # LVT timer
+            + b"\x0F\x31\x05" + struct.pack("<I", 5000)                  # rdtsc; add eax, 5000
+            + b"\xB9\xE0\x06\x00\x00\x0F\x30"                          # wrmsr TSC_DEADLINE
+            + b"\xFB\xF4\xFA")                                            # sti; hlt; cli
+    m, d, events, stop = _run(code, setup=_idt)
+    assert stop.kind == "shutdown", stop
+    deadline = next(e["val"] for e in events if e["k"] == "msr")
+    assert m.clock.now_ns >= deadline and d.b.vcpu.tsc_deadline == 0
+    irqs = [e for e in events if e["k"] == "irq"]
+    if masked:
+        assert irqs == [] and m.read_phys(0x3000, 1) == b"\0"
+    else:
+        assert [e["vec"] for e in irqs] == [TIMER_VECTOR] and irqs[0]["t"] == deadline
+        assert m.read_phys(0x3000, 1) == b"\1" and not d.lapic.isr
