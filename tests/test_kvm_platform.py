@@ -112,3 +112,27 @@ def test_the_tsc_deadline_timer_interrupts_a_halted_guest_through_its_idt(masked
     else:
         assert [e["vec"] for e in irqs] == [TIMER_VECTOR] and irqs[0]["t"] == deadline
         assert m.read_phys(0x3000, 1) == b"\1" and not d.lapic.isr
+
+
+def test_with_pv_eoi_the_guest_acknowledges_by_clearing_the_bit_kvm_set():
+    """MSR_KVM_PV_EOI_EN points at 0x4000; the timer interrupt is taken with
+    nothing else pending, so the host sets bit 0 there; the handler clears it
+    (btr) instead of writing the APIC EOI register, and the host retires the
+    vector at its next look (KVM's apic_sync_pv_eoi_from_guest)."""
+    def setup(m):
+        _idt(m)
+        m.write_phys(HANDLER, b"\xC6\x04\x25\x00\x30\x00\x00\x01"            # mov byte [0x3000], 1
+                     + b"\x0F\xBA\x34\x25\x00\x40\x00\x00\x00"               # btr dword [0x4000], 0
+                     + b"\x72\x0E" + _store(LAPIC + 0xB0, 0)                 # jc 1f; EOI
+                     + b"\x48\xCF")                                          # 1: iretq
+    code = (b"\x6A\x08\x68" + struct.pack("<I", 0x1009) + b"\x48\xCB"
+            + b"\xB9\x04\x4D\x56\x4B\xB8\x01\x40\x00\x00\x31\xD2\x0F\x30"     # wrmsr PV_EOI_EN
+            + _store(LAPIC + 0xF0, 0x1FF) + _store(LAPIC + 0x320, (2 << 17) | TIMER_VECTOR)
+            + b"\x0F\x31\x05" + struct.pack("<I", 5000)
+            + b"\xB9\xE0\x06\x00\x00\x0F\x30"
+            + b"\xFB\xF4\xFA")
+    m, d, events, stop = _run(code, setup=setup)
+    assert stop.kind == "shutdown" and m.read_phys(0x3000, 1) == b"\1"
+    assert d.pv_eois == 1 and not d.lapic.isr
+    assert not [e for e in events if e["k"] == "mmio" and e["addr"] == LAPIC + 0xB0]
+    assert m.read_phys(0x4000, 4) == bytes(4)

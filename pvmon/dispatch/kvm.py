@@ -35,6 +35,7 @@ from pvmon.dispatch.hvm import HvmDispatchCore
 from pvmon.engine.hvm import MSR_HANDLED
 from pvmon.engine.machine import Machine, Stop
 from pvmon.platforms.hvm.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
+from pvmon.platforms.hvm.lapic import EOI as APIC_EOI
 from pvmon.platforms.hvm.lapic import LAPIC_BASE
 from pvmon.platforms.hvm.uart8250 import COM1_BASE, COM1_IRQ, PORTS, Uart8250
 from pvmon.trace.format import hc_event
@@ -63,6 +64,9 @@ class KvmDispatch(HvmDispatchCore):
         self.ioapic = IoApic(self._ioapic_deliver)
         self.uart = Uart8250(self._uart_output, self._uart_irq)
         self.lapic.on_eoi = self._on_eoi
+        self._pv_eoi_pending: int | None = None     # the PV EOI word's address, bit set
+        #: EOIs the guest did through the PV EOI word (no APIC register write).
+        self.pv_eois = 0
         backend.lapic = self.lapic
         backend.uart = self.uart
         machine.uc.mmio_map(IOAPIC_BASE, IOAPIC_SIZE, self._ioapic_read, None,
@@ -157,12 +161,65 @@ class KvmDispatch(HvmDispatchCore):
             return MSR_HANDLED, value
         return self.b.msr(write, msr, value)
 
+    # ------------------------------------------------------------ PV EOI
+    # KVM's arch/x86/kvm/lapic.c: when the guest runs with exactly one vector in
+    # service, none pending, and that vector needs no I/O APIC EOI (edge), the
+    # host sets bit 0 of the guest's PV EOI word (apic_sync_pv_eoi_to_guest);
+    # the guest then clears the bit instead of writing the APIC EOI register
+    # (kvm_guest_apic_eoi_write). At its next exit the host looks: bit cleared
+    # means the guest did its EOI, which the host performs; bit still set, the
+    # host clears it and the guest will write the register itself
+    # (apic_sync_pv_eoi_from_guest). pvmon's "exits" for this are the points
+    # where the local APIC's state matters: an APIC access, an interrupt about
+    # to be raised, a halt.
+
+    def _pv_eoi_arm(self) -> None:
+        gpa = self.b.pv_eoi_gpa
+        lapic = self.lapic
+        isr = lapic.isr
+        if (gpa is None or lapic.irr or not isr or isr & (isr - 1)
+                or lapic.tmr & isr or not self.m.valid_phys(gpa, 4)):
+            return
+        word = int.from_bytes(self.m.read_phys(gpa, 4), "little")
+        self.m.write_phys_data(gpa, (word | 1).to_bytes(4, "little"))
+        self._pv_eoi_pending = gpa
+
+    def _pv_eoi_sync(self) -> None:
+        gpa = self._pv_eoi_pending
+        if gpa is None:
+            return
+        self._pv_eoi_pending = None
+        word = int.from_bytes(self.m.read_phys(gpa, 4), "little")
+        if word & 1:
+            self.m.write_phys_data(gpa, (word & ~1).to_bytes(4, "little"))
+        else:
+            self.pv_eois += 1
+            self.lapic.write(APIC_EOI, 4, 0)
+
+    def _on_irq_taken(self, vector: int, rip: int) -> None:
+        self._pv_eoi_sync()
+        super()._on_irq_taken(vector, rip)
+        self._pv_eoi_arm()
+
+    def _lapic_read(self, uc, offset: int, size: int, _data) -> int:
+        self._pv_eoi_sync()
+        return super()._lapic_read(uc, offset, size, _data)
+
+    def _lapic_write(self, uc, offset: int, size: int, value: int, _data) -> None:
+        self._pv_eoi_sync()
+        super()._lapic_write(uc, offset, size, value, _data)
+
     # ------------------------------------------------------------ interrupts, idle
     def update_irq(self) -> None:
+        self._pv_eoi_sync()
         vcpu = self.b.vcpu
         if vcpu is not None:
             vcpu.refresh()
         super().update_irq()
+
+    def _halt(self) -> None:
+        self._pv_eoi_sync()
+        super()._halt()
 
     def _idle_point(self) -> bool:
         """An ``hlt`` with interrupts enabled: the guest idles. Console input

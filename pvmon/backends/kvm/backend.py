@@ -8,8 +8,8 @@ What it answers (every fact from the sources in :mod:`pvmon.backends.kvm.abi`):
   and _NEW write a ``pvclock_vcpu_time_info`` at the given address,
   MSR_KVM_WALL_CLOCK and _NEW a ``pvclock_wall_clock``), steal time (the
   record is kept at zero steal: a pvmon vCPU is never preempted), PV EOI
-  (accepted; the host never sets the skip bit, so the guest always writes
-  the APIC EOI, which msr.rst allows), async page faults (accepted; pvmon
+  (the word's address is kept in ``pv_eoi_gpa``; the dispatch layer sets
+  and syncs its bit as KVM's ``arch/x86/kvm/lapic.c`` does), async page faults (accepted; pvmon
   never has a page the guest must wait for, so none is ever reported), poll
   control; the reserved-bit checks of ``kvm_set_msr_common`` raise #GP, and
   an MSR of a feature the release lacks raises #GP as an unknown MSR does;
@@ -209,6 +209,8 @@ class KvmBackend(Backend):
         self._scale = (mul, shift)
         #: stored MSR values (what RDMSR returns)
         self.msrs: dict[int, int] = {abi.MSR_KVM_POLL_CONTROL: 1}
+        #: Guest-physical address of the PV EOI word (MSR_KVM_PV_EOI_EN), or None.
+        self.pv_eoi_gpa: int | None = None
         self.clock_writes = 0
 
     def describe(self) -> dict:
@@ -265,7 +267,10 @@ class KvmBackend(Backend):
                     "<QII B3x 44x", 0, ver, 0, 0))
             return True
         if msr == abi.MSR_KVM_PV_EOI_EN:
-            return not value & 2            # the address must be 4-byte aligned
+            if value & 2:                   # the address must be 4-byte aligned
+                return False
+            self.pv_eoi_gpa = value & ~3 if value & abi.KVM_MSR_ENABLED else None
+            return True
         if msr == abi.MSR_KVM_ASYNC_PF_EN:
             return not value & _ASYNC_PF_RESERVED
         if msr == abi.MSR_KVM_ASYNC_PF_INT:
