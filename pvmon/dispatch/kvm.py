@@ -159,6 +159,9 @@ class KvmDispatch(HvmDispatchCore):
             vcpu.tsc_deadline = value
             vcpu.refresh()
             return MSR_HANDLED, value
+        # the memory a KVM MSR write fills (kvmclock, steal time) belongs to no
+        # hypercall: start a fresh access record so no later call event lists it
+        self.guest.begin()
         return self.b.msr(write, msr, value)
 
     # ------------------------------------------------------------ PV EOI
