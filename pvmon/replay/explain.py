@@ -164,6 +164,10 @@ def rule_verdict(recorded: XenVersion, replayed: XenVersion) -> str:
     guest's trace on a newer host that breaks it means the guest would need an
     uprev when the host is upreved (not acceptable); on an older host, the
     guest needs a newer host (acceptable)."""
+    abi_a, abi_b = getattr(recorded, "abi", "xen"), getattr(replayed, "abi", "xen")
+    if abi_a != abi_b:
+        return (f"different hypervisor ABIs ({abi_a} recorded, {abi_b} replayed): the guest "
+                "boots another way on each, so differences compare the ABIs, not two versions")
     ra = (recorded.major, recorded.minor)
     rb = (replayed.major, replayed.minor)
     if rb > ra:
@@ -173,6 +177,8 @@ def rule_verdict(recorded: XenVersion, replayed: XenVersion) -> str:
     if rb < ra:
         return ("older host: the guest uses what this host lacks; needing to uprev the host "
                 "when you uprev a guest is acceptable, provided the guest falls back")
+    if abi_a == "kvm":
+        return "same KVM version: differences come from the profile's declared changes"
     return "same Xen version: differences come from the build's declared changes"
 
 
