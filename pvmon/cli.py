@@ -105,6 +105,10 @@ def _print_summary(res) -> None:
         con.print("[bold]faults delivered:[/bold] " + markup(", ".join(
             f"{k} x{v}" for k, v in res.faults.most_common())))
     con.print(f"[bold]event upcalls:[/bold] {res.upcalls}")
+    exits = res.extra.get("exits")
+    if exits:       # an HVM guest's other ways to the host (KVM: pvmon.dispatch.kvm)
+        con.print("[bold]guest exits:[/bold] " + markup(", ".join(
+            f"{k} {v:,}" for k, v in exits.items())))
     if res.unsupported:
         con.print("[bold]unsupported (-ENOSYS):[/bold] " + markup(", ".join(
             f"{k} x{v}" for k, v in sorted(res.unsupported.items()))))

@@ -251,4 +251,4 @@ class Session:
                          lambda rip: self.guest.symbols().format(rip), stop.code,
                          self.machine.clock.now_ns, wall, d.hypercalls, faults, d.upcalls,
                          dict(self.backend.unsupported), d.seq, bytes(self.console),
-                         self.trace_path)
+                         self.trace_path, extra=dict(getattr(d, "run_extra", dict)()))

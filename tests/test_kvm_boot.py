@@ -42,6 +42,8 @@ def test_debian_6_12_boots_as_a_kvm_guest_to_the_root_mount_panic(debian612):
     assert res.exit_kind == "shutdown" and res.shutdown_reason == 1, res.detail
     assert "i8042" in res.detail
     assert s.dispatch.ioapic.delivered > 0   # the 8250 startup test raises IRQ 4
+    exits = res.extra["exits"]                # what `pvmon run` prints as "guest exits"
+    assert exits["msr"] > 10 and exits["port I/O"] > 1000 and exits["hypercalls"] == 0
 
 
 def test_debian_6_1_boots_as_a_kvm_guest_to_the_root_mount_panic(debian61):

@@ -26,6 +26,7 @@ KVM guest runs on:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from pvmon.backends.kvm import abi
@@ -67,6 +68,8 @@ class KvmDispatch(HvmDispatchCore):
         self._pv_eoi_pending: int | None = None     # the PV EOI word's address, bit set
         #: EOIs the guest did through the PV EOI word (no APIC register write).
         self.pv_eois = 0
+        #: The guest's exits by kind (cpuid, msr, io, mmio, irq), recorded or not.
+        self.exits: Counter = Counter()
         backend.lapic = self.lapic
         backend.uart = self.uart
         machine.uc.mmio_map(IOAPIC_BASE, IOAPIC_SIZE, self._ioapic_read, None,
@@ -85,6 +88,17 @@ class KvmDispatch(HvmDispatchCore):
                   (LAPIC_BASE + 0x1000, 1 << 32)]
         return [(a, b) for a, b in ranges if b > a]
 
+    def run_extra(self) -> dict:
+        """What a run's result adds for a KVM guest (``RunResult.extra``):
+        ``exits``, the guest's ways to the host by kind, in a fixed order:
+        ``{"cpuid", "msr", "port I/O", "MMIO", "open bus", "interrupts",
+        "PV EOIs", "halts", "hypercalls": count}``."""
+        return {"exits": {"cpuid": self.exits["cpuid"], "msr": self.exits["msr"],
+                          "port I/O": self.exits["io"], "MMIO": self.exits["mmio"],
+                          "open bus": self.open_bus, "interrupts": self.exits["irq"],
+                          "PV EOIs": self.pv_eois, "halts": self.halts,
+                          "hypercalls": sum(self.hypercalls.values())}}
+
     # ------------------------------------------------------------ devices
     def _uart_output(self, data: bytes) -> None:
         self._console("ring", data)
@@ -101,6 +115,7 @@ class KvmDispatch(HvmDispatchCore):
             self.ioapic.eoi(vector)
 
     def _ioapic_read(self, uc, offset: int, size: int, _data) -> int:
+        self.exits["mmio"] += 1
         v = self.ioapic.read(offset, size)
         if self.record is not None:
             self._emit({"k": "mmio", "dir": "rd", "addr": IOAPIC_BASE + offset, "size": size,
@@ -108,6 +123,7 @@ class KvmDispatch(HvmDispatchCore):
         return v
 
     def _ioapic_write(self, uc, offset: int, size: int, value: int, _data) -> None:
+        self.exits["mmio"] += 1
         if self.record is not None:
             self._emit({"k": "mmio", "dir": "wr", "addr": IOAPIC_BASE + offset, "size": size,
                         "val": value})
@@ -128,7 +144,12 @@ class KvmDispatch(HvmDispatchCore):
             self._emit({"k": "mmio", "dir": "wr", "addr": base + offset, "size": size,
                         "val": value})
 
+    def on_cpuid(self) -> None:
+        self.exits["cpuid"] += 1
+        super().on_cpuid()
+
     def port_in(self, port: int, size: int) -> int | None:
+        self.exits["io"] += 1
         if COM1_BASE <= port < COM1_BASE + PORTS:
             return self.uart.read(port - COM1_BASE)
         if port == I8042_STATUS:
@@ -138,6 +159,7 @@ class KvmDispatch(HvmDispatchCore):
         return None
 
     def port_out(self, port: int, size: int, value: int) -> bool:
+        self.exits["io"] += 1
         if COM1_BASE <= port < COM1_BASE + PORTS:
             self.uart.write(port - COM1_BASE, value & 0xFF)
             return True
@@ -152,6 +174,7 @@ class KvmDispatch(HvmDispatchCore):
 
     # ------------------------------------------------------------ MSRs
     def msr(self, write: bool, msr: int, value: int) -> tuple[int, int] | None:
+        self.exits["msr"] += 1
         if msr == MSR_TSC_DEADLINE:
             vcpu = self.b.vcpu
             if not write:
@@ -200,15 +223,18 @@ class KvmDispatch(HvmDispatchCore):
             self.lapic.write(APIC_EOI, 4, 0)
 
     def _on_irq_taken(self, vector: int, rip: int) -> None:
+        self.exits["irq"] += 1
         self._pv_eoi_sync()
         super()._on_irq_taken(vector, rip)
         self._pv_eoi_arm()
 
     def _lapic_read(self, uc, offset: int, size: int, _data) -> int:
+        self.exits["mmio"] += 1
         self._pv_eoi_sync()
         return super()._lapic_read(uc, offset, size, _data)
 
     def _lapic_write(self, uc, offset: int, size: int, value: int, _data) -> None:
+        self.exits["mmio"] += 1
         self._pv_eoi_sync()
         super()._lapic_write(uc, offset, size, value, _data)
 
