@@ -136,3 +136,48 @@ def test_with_pv_eoi_the_guest_acknowledges_by_clearing_the_bit_kvm_set():
     assert d.pv_eois == 1 and not d.lapic.isr
     assert not [e for e in events if e["k"] == "mmio" and e["addr"] == LAPIC + 0xB0]
     assert m.read_phys(0x4000, 4) == bytes(4)
+
+
+def _bare():
+    m = Machine(64 * MiB)
+    b = KvmBackend(REGISTRY["kvm-6.12"])
+    acc = RecordingGuestAccess(m, record=True)
+    d = KvmDispatch(m, b, acc, [].append)
+    b.attach(m, None, acc, d, 64 * MiB, "t")
+    return m, b, d
+
+
+def test_no_port_msr_or_mmio_access_a_guest_can_make_raises():
+    """Every entry point the engine calls for the KVM platform, with arbitrary
+    ports, MSRs, offsets, sizes and values (a hostile guest), answers without
+    an exception and with a value of the access's width."""
+    import random
+
+    from pvmon.backends.kvm.abi import MSR_FEATURE
+    from pvmon.engine.hvm import MSR_GP, MSR_HANDLED
+    rnd = random.Random(18)
+    m, _, d = _bare()
+    msrs = [*MSR_FEATURE, 0x6E0, 0x1B, 0x10, 0xDEADBEEF, 0xC0000080]
+    for _ in range(4000):
+        what = rnd.randrange(5)
+        size = rnd.choice((1, 2, 4))
+        value = rnd.getrandbits(64)
+        if what == 0:
+            port = rnd.choice((rnd.randrange(0x10000), 0x3F8 + rnd.randrange(8), 0x64, 0xCF9))
+            if port in (0x64, 0xCF9):
+                value &= ~0x4 if port == 0xCF9 else ~0xFF   # not the reset command
+            d.port_out(port, size, value & ((1 << 8 * size) - 1))
+        elif what == 1:
+            v = d.port_in(rnd.randrange(0x10000), size)
+            assert v is None or 0 <= v < 1 << 8 * size
+        elif what == 2:
+            answer, v = d._on_msr(rnd.randrange(2), rnd.choice(msrs), value)
+            assert answer in (MSR_GP, MSR_HANDLED, 0) and 0 <= v < 1 << 64
+        elif what == 3:
+            off = rnd.randrange(0x1000)
+            d._ioapic_write(None, off, size, value & 0xFFFFFFFF, None)
+            assert 0 <= d._ioapic_read(None, off, size, None) < 1 << 32
+        else:
+            d.uart.receive(bytes([rnd.randrange(256)]))
+            d.update_irq()
+    assert m.stop_reason is None
