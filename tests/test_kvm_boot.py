@@ -143,3 +143,25 @@ def test_open_loop_on_kvm_3_9_puts_each_kvm_leaf_and_msr_to_the_older_host(shell
     details = {x.detail for d in rep.iter_divergences() for x in d.deltas}
     assert any("wrmsr KVM_PV_EOI_EN: handled vs #GP" in x for x in details), details
     assert any(x.startswith("cpuid 0x40000001") for x in details)
+
+
+def test_the_player_shows_a_kvm_trace_console_and_its_exits(shell612):
+    from pvmon.ui.app import PvmonApp
+    from pvmon.ui.widgets.console import GuestConsole
+    from pvmon.ui.widgets.hypercalls import HypercallStream
+    from tests.tui_support import drive, until
+    _, _, trace = shell612
+    app = PvmonApp(trace=trace)
+
+    async def script(pilot):
+        await until(pilot, lambda: pilot.app.screen.index is not None, what="the index",
+                    timeout=60)
+        screen = pilot.app.screen
+        stream = screen.query_one(HypercallStream)
+        rows = [stream.source.row(i) for i in range(len(stream.source))]
+        assert {"msr", "irq", "halt", "exit"} <= {ev["k"] for ev in rows}
+        screen.seek_seq(rows[-1]["seq"])
+        await pilot.pause(0.2)
+        assert "sum=42" in screen.query_one(GuestConsole).text
+
+    drive(app, script)

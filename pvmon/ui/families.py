@@ -46,7 +46,9 @@ for _fam, _names in _XEN_FAMILIES.items():
 
 _KIND_FAMILY = {"fault": "fault", "upcall": "events", "con": "console", "tsc": "time",
                 "tsc_run": "time",
-                "cpuid": "cpu", "exit": "sched"}
+                "cpuid": "cpu", "exit": "sched",
+                # HVM guests (KVM, Xen PVH)
+                "msr": "cpu", "irq": "events", "halt": "sched"}
 
 
 def family_of(ev: dict[Any, Any]) -> str:
