@@ -165,3 +165,23 @@ def test_the_player_shows_a_kvm_trace_console_and_its_exits(shell612):
         assert "sum=42" in screen.query_one(GuestConsole).text
 
     drive(app, script)
+
+
+def test_the_divergence_view_opens_a_kvm_closed_loop_report(shell612):
+    from pvmon.replay.openloop import replay_open
+    from pvmon.ui.app import PvmonApp
+    from pvmon.ui.report_view import divergence_from_report
+    from pvmon.ui.widgets.hypercalls import HypercallStream
+    from tests.tui_support import drive, until
+    _, _, trace = shell612
+    run = open_run(trace, need_guest=False)
+    report = replay_open(run, resolve_version("kvm-3.9"))
+    d = divergence_from_report(report, run)
+    assert d.differs and "KVM_FEATURE_PV_EOI" in " ".join(
+        f.text for x in report.divergences for f in x.explanation)
+
+    async def script(pilot):
+        left = pilot.app.screen.query_one("#left", HypercallStream)
+        await until(pilot, lambda: left.cursor == d.first and left.has_focus)
+
+    drive(PvmonApp(divergence=d), script)
