@@ -105,6 +105,10 @@ def _print_summary(res) -> None:
         con.print("[bold]faults delivered:[/bold] " + markup(", ".join(
             f"{k} x{v}" for k, v in res.faults.most_common())))
     con.print(f"[bold]event upcalls:[/bold] {res.upcalls}")
+    exits = res.extra.get("exits")
+    if exits:       # an HVM guest's other ways to the host (KVM: pvmon.dispatch.kvm)
+        con.print("[bold]guest exits:[/bold] " + markup(", ".join(
+            f"{k} {v:,}" for k, v in exits.items())))
     if res.unsupported:
         con.print("[bold]unsupported (-ENOSYS):[/bold] " + markup(", ".join(
             f"{k} x{v}" for k, v in sorted(res.unsupported.items()))))
@@ -352,11 +356,29 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
                   initramfs_path(initramfs) if initramfs else None,
                   input_file if input_file != "-" else None]
         check_output(record, inputs=[p for p in inputs if p], force=force, option="--record")
-    return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline or DEFAULT_CMDLINE,
+    if cmdline is None:
+        cmdline = _kind_default_cmdline(backend) or DEFAULT_CMDLINE
+    return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline,
             "backend": backend, "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
             "idle_limit_ns": seconds_to_ns(idle_exit),
             "mode": _mode_option() or getattr(img, "mode", None)}
+
+
+def _kind_default_cmdline(backend) -> str | None:
+    """The command line the guest kind of ``backend`` (a name) wants when
+    the user gives none (KVM: ``console=ttyS0``); None: pvmon's default.
+    An unknown backend is left for the session to report."""
+    from pvmon.backends.registry import guest_kind, resolve_version
+    try:
+        ver = resolve_version(backend) if isinstance(backend, str) else None
+        if ver is None or getattr(ver, "abi", "xen") == "xen":
+            return None
+        from pvmon.backends.registry import backend_for_version
+        kind = guest_kind(backend_for_version(ver), _mode_option())
+    except PvmonError:
+        return None
+    return getattr(kind, "default_cmdline", None)
 
 
 def _mode_option() -> str | None:

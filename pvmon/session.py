@@ -253,4 +253,4 @@ class Session:
                          self.guest.format_address, stop.code,
                          self.machine.clock.now_ns, wall, d.hypercalls, faults, d.upcalls,
                          dict(self.backend.unsupported), d.seq, bytes(self.console),
-                         self.trace_path)
+                         self.trace_path, extra=dict(getattr(d, "run_extra", dict)()))

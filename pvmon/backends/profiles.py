@@ -162,6 +162,9 @@ def parse_profile(data: dict, where: str = "<profile>", default_name: str = "") 
     base_name = data.get("base")
     if not isinstance(base_name, str):
         raise bad("'base' is required: a built-in version such as 'xen-4.17'")
+    if base_name.startswith("kvm-"):     # a KVM host (pvmon/backends/kvm/profiles.py)
+        from pvmon.backends.kvm.profiles import parse_kvm_profile
+        return parse_kvm_profile(data, name, bad)
     base = REGISTRY.get(base_name)
     if base is None:
         raise bad(f"unknown base {base_name!r}; built-in: {', '.join(sorted(REGISTRY))}")

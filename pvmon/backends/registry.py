@@ -12,8 +12,17 @@ from pvmon.errors import BackendError
 
 
 def builtin_names() -> list[str]:
+    from pvmon.backends.kvm.versions import builtin_names as kvm_names
     from pvmon.backends.xen.versions import REGISTRY
-    return sorted(REGISTRY, key=lambda n: REGISTRY[n].major * 1000 + REGISTRY[n].minor)
+    return (sorted(REGISTRY, key=lambda n: REGISTRY[n].major * 1000 + REGISTRY[n].minor)
+            + kvm_names())
+
+
+def _builtin_version(name: str):
+    """The version record of a built-in backend name (Xen or KVM), or None."""
+    from pvmon.backends.kvm.versions import REGISTRY as KVM
+    from pvmon.backends.xen.versions import REGISTRY
+    return REGISTRY.get(name) or KVM.get(name)
 
 
 def resolve_version(name: str):
@@ -22,9 +31,9 @@ def resolve_version(name: str):
     :mod:`pvmon.backends.profiles`) or a ``.toml`` path; None for other
     backends. Raises BackendError for a broken profile."""
     from pvmon.backends.profiles import load_profile, scan_profiles
-    from pvmon.backends.xen.versions import REGISTRY
-    if name in REGISTRY:
-        return REGISTRY[name]
+    builtin = _builtin_version(name)
+    if builtin is not None:
+        return builtin
     if name.endswith(".toml"):
         return load_profile(name)
     for found in scan_profiles():
@@ -60,8 +69,7 @@ def get_backend(name: str) -> Backend:
     known names when ``name`` is unknown."""
     ver = resolve_version(name)
     if ver is not None:
-        from pvmon.backends.xen.backend import XenBackend
-        return XenBackend(ver)
+        return backend_for_version(ver)
     for ep in entry_points(group="pvmon.backends"):
         if ep.name == name:
             try:
@@ -79,7 +87,8 @@ def get_backend(name: str) -> Backend:
 #: kinds come from the ``pvmon.guest_kinds`` entry point group (named by ABI)
 #: or from the backend's own ``guest_kind`` attribute.
 GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV",
-                                     "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH"}
+                                     "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH",
+                                     "kvm": "pvmon.backends.kvm:KVM_GUEST"}
 #: Guest modes by ABI: the first is the default (``--mode``; trace header
 #: ``machine.mode``). A mode other than the default is looked up as the
 #: guest kind ``"<abi>-<mode>"``.
@@ -129,7 +138,8 @@ def kind_for_abi(abi: str) -> GuestKind:
 #: ABI -> module of its name tables, imported on first use: ``HYPERCALLS``
 #: ({number: name}), ``HYPERCALL_NUMBERS`` ({name: number}), ``SUBOPS``
 #: ({call name: {sub-op number: name}}), ``ERRNO_NAMES`` ({errno: name}).
-ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi"}
+ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi",
+                                    "kvm": "pvmon.backends.kvm.abi"}
 
 
 def abi_names(abi: str = "xen"):
@@ -146,8 +156,12 @@ def abi_names(abi: str = "xen"):
 def backend_for_version(ver) -> Backend:
     """A fresh backend for an ABI version record (what :func:`resolve_version`
     or :func:`pvmon.replay.source.recorded_version` returns; for Xen a
-    :class:`~pvmon.backends.xen.versions.XenVersion`). Replay makes its
+    :class:`~pvmon.backends.xen.versions.XenVersion`; for KVM a
+    :class:`~pvmon.backends.kvm.versions.KvmVersion`). Replay makes its
     backends here rather than naming the Xen backend class."""
+    if getattr(ver, "abi", "xen") == "kvm":
+        from pvmon.backends.kvm.backend import KvmBackend
+        return KvmBackend(ver)
     from pvmon.backends.xen.backend import XenBackend
     return XenBackend(ver)
 
@@ -166,10 +180,9 @@ def list_backends() -> list[dict]:
     ``description``, ``differences`` [{kind, what, source}] and for profiles
     ``path``. A broken profile is listed with an ``error``."""
     from pvmon.backends.profiles import scan_profiles
-    from pvmon.backends.xen.versions import REGISTRY
     out = []
     for n in builtin_names():
-        v = REGISTRY[n]
+        v = _builtin_version(n)
         out.append({"name": n, "kind": "builtin", "version": v.version_string,
                     "base": v.base, "description": v.description,
                     "differences": [c.as_dict() for c in v.changes]})

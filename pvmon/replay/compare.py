@@ -18,7 +18,7 @@ from rapidfuzz.distance import Indel
 # Kinds that take part in alignment. TSC reads are inputs the engine supplies;
 # after the first divergence their number and values follow the guest's path,
 # so they are compared in verify mode only.
-ALIGNED_KINDS = frozenset({"hc", "fault", "upcall", "con", "cpuid", "exit"})
+ALIGNED_KINDS = frozenset({"hc", "fault", "upcall", "con", "cpuid", "exit", "msr"})
 
 
 def subop_of(ev: dict):
@@ -46,6 +46,8 @@ def key(ev: dict) -> str:
         return f"con:{ev.get('dir')}:{ev.get('ch')}"
     if k == "cpuid":
         return f"cpuid:{ev.get('leaf')}:{ev.get('sub')}"
+    if k == "msr":      # HVM guests (KVM's paravirtual interface is mostly MSRs)
+        return f"msr:{ev.get('dir')}:{ev.get('msr')}"
     return str(k)
 
 
@@ -139,6 +141,13 @@ def compare(a: dict, b: dict, *, reads: bool = True) -> list[Delta]:
         if a.get("out") != b.get("out"):
             out.append(Delta("result", f"cpuid {a.get('leaf'):#x} returned {a.get('out')} "
                                        f"vs {b.get('out')}"))
+        return out
+    if k == "msr":
+        # whether the host had the MSR; values (addresses, TSC deadlines) follow the guest
+        if bool(a.get("gp")) != bool(b.get("gp")) or key(a) != key(b):
+            side = lambda e: "#GP" if e.get("gp") else "handled"
+            out.append(Delta("result", f"{'rdmsr' if a.get('dir') == 'rd' else 'wrmsr'} "
+                                       f"{a.get('msr', 0):#x}: {side(a)} vs {side(b)}"))
         return out
     skip = {"seq", "t", "cpu"}
     if {x: v for x, v in a.items() if x not in skip} != \

@@ -48,6 +48,8 @@ class Side:
     #: The guest mode (header ``machine.mode``: "pv" when absent, "pvh").
     mode: str = "pv"
     header: dict = field(repr=False, default_factory=dict)
+    #: Every guest-host interaction by (family, item) (pvmon.backends.kvm.surface).
+    surface: Counter = field(default_factory=Counter)
 
     @property
     def truncated(self) -> bool:
@@ -107,7 +109,22 @@ class DiffResult:
                      or self.ret_diffs or self.mechanism_differs or self.drift
                      or self.left.mode != self.right.mode) else 0
 
+    @property
+    def shows_surface(self) -> bool:
+        """True when either trace is of an HVM guest (KVM, Xen PVH): the diff
+        then also compares the interface by family (a Xen PV diff is as before)."""
+        hvm = {"msr", "port I/O", "MMIO", "idle"}
+        return any(f in hvm for s in (self.left, self.right) for f, _ in s.surface)
+
     def as_dict(self) -> dict:
+        if self.shows_surface:
+            return {**self._as_dict(), "interface": [
+                {"family": f, "item": i, "left": self.left.surface.get((f, i), 0),
+                 "right": self.right.surface.get((f, i), 0)}
+                for f, i in sorted(set(self.left.surface) | set(self.right.surface))]}
+        return self._as_dict()
+
+    def _as_dict(self) -> dict:
         return {"left": self.left.as_dict(), "right": self.right.as_dict(),
                 "mechanism_differs": self.mechanism_differs,
                 "count_deltas": [{"call": k, "left": a, "right": b}
@@ -127,10 +144,15 @@ def _side(path: Path) -> Side:
     if g.get("version"):
         label += f" {g.get('version')}"
     label += f" on {b.get('name', '?')}"
+    from pvmon.backends.kvm.surface import family
     via, calls, subops, faults = Counter(), Counter(), Counter(), Counter()
+    surface: Counter = Counter()
     events = []
     for ev in r.events():
         k = ev.get("k")
+        fam = family(ev)
+        if fam is not None:
+            surface[fam] += 1
         if k == "hc":
             events.append(ev)
             name = str(ev.get("name"))
@@ -147,7 +169,7 @@ def _side(path: Path) -> Side:
     m = h.get("machine") if isinstance(h.get("machine"), dict) else {}
     mode = m.get("mode") if isinstance(m.get("mode"), str) else "pv"
     return Side(path, label, mech, via, calls, subops, faults, events, recorded,
-                truncated_after, mode, h)
+                truncated_after, mode, h, surface)
 
 
 def _mode_families(a: Side, b: Side) -> list[dict]:
@@ -300,6 +322,8 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
             t.add_row(text(k), f"{x:,}", f"{y:,}", f"{y - x:+,}")
         con.print()
         con.print(t)
+    if d.shows_surface:
+        _render_surface(d, con, show_all)
     total = max(len(a.events), len(b.events))
     con.print()
     con.print(f"aligned: {d.aligned:,} of {len(a.events):,} / {len(b.events):,} calls "
@@ -327,6 +351,31 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
             for ex in v["examples"][:1 if not show_all else EXAMPLES]:
                 con.print(f"    left  #{ex['left_seq']}: {escape(ex['left'])}")
                 con.print(f"    right #{ex['right_seq']}: {escape(ex['right'])}")
+
+
+def _render_surface(d: DiffResult, con: Console, show_all: bool) -> None:
+    """The guest-host interface by family: totals, then the items that differ
+    (every item with ``show_all``)."""
+    a, b = d.left.surface, d.right.surface
+    fams = sorted({f for f, _ in a} | {f for f, _ in b})
+    t = Table(title="guest-host interface by family", show_edge=False)
+    t.add_column("family")
+    t.add_column("item")
+    t.add_column("left", justify="right")
+    t.add_column("right", justify="right")
+    for fam in fams:
+        ta = sum(n for (f, _), n in a.items() if f == fam)
+        tb = sum(n for (f, _), n in b.items() if f == fam)
+        t.add_row(text(fam), "(all)", f"{ta:,}", f"{tb:,}")
+        items = sorted({i for f, i in a if f == fam} | {i for f, i in b if f == fam})
+        rows = [(i, a.get((fam, i), 0), b.get((fam, i), 0)) for i in items]
+        if not show_all:
+            rows = sorted((r for r in rows if r[1] != r[2]),
+                          key=lambda r: (-(r[1] == 0 or r[2] == 0), -abs(r[2] - r[1])))[:8]
+        for i, x, y in rows:
+            t.add_row("", text(i), f"{x:,}", f"{y:,}")
+    con.print()
+    con.print(t)
 
 
 def _via(s: Side) -> str:

@@ -50,6 +50,9 @@ def _source(kind: str, key, *versions: XenVersion) -> str:
 
 def differences(a: XenVersion, b: XenVersion) -> list[Fact]:
     """Every declared behaviour in which ``a`` and ``b`` differ."""
+    if "kvm" in (getattr(a, "abi", "xen"), getattr(b, "abi", "xen")):
+        from pvmon.backends.kvm.explain import kvm_differences
+        return kvm_differences(a, b)
     facts: list[Fact] = []
     for hc in sorted(a.missing ^ b.missing):
         has, lacks = (b, a) if hc in a.missing else (a, b)
@@ -134,6 +137,15 @@ def explain_event(facts: list[Fact], ev: dict) -> list[Fact]:
     (hypercall, sub-op), every call batched in a multicall, or the CPUID
     leaves that carry the Xen version."""
     k = ev.get("k")
+    if k == "msr":          # KVM's facts name their MSRs (pvmon.backends.kvm.explain)
+        from pvmon.backends.kvm.abi import MSR_NAMES
+        name = MSR_NAMES.get(ev.get("msr"))
+        return [f for f in facts if f.hypercall == "msr" and f.subop == name] if name else []
+    if k == "cpuid" and any(f.hypercall == "cpuid" for f in facts):
+        leaf = ev.get("leaf")
+        return [f for f in facts
+                if f.hypercall == "cpuid" and f.subop == (f"{leaf:#x}" if isinstance(leaf, int)
+                                                          else None)]
     if k == "cpuid":
         leaf = ev.get("leaf")
         if leaf == 0x40000001:   # xen/include/public/arch-x86/cpuid.h: version leaf
@@ -158,6 +170,10 @@ def rule_verdict(recorded: XenVersion, replayed: XenVersion) -> str:
     guest's trace on a newer host that breaks it means the guest would need an
     uprev when the host is upreved (not acceptable); on an older host, the
     guest needs a newer host (acceptable)."""
+    abi_a, abi_b = getattr(recorded, "abi", "xen"), getattr(replayed, "abi", "xen")
+    if abi_a != abi_b:
+        return (f"different hypervisor ABIs ({abi_a} recorded, {abi_b} replayed): the guest "
+                "boots another way on each, so differences compare the ABIs, not two versions")
     ra = (recorded.major, recorded.minor)
     rb = (replayed.major, replayed.minor)
     if rb > ra:
@@ -167,6 +183,8 @@ def rule_verdict(recorded: XenVersion, replayed: XenVersion) -> str:
     if rb < ra:
         return ("older host: the guest uses what this host lacks; needing to uprev the host "
                 "when you uprev a guest is acceptable, provided the guest falls back")
+    if abi_a == "kvm":
+        return "same KVM version: differences come from the profile's declared changes"
     return "same Xen version: differences come from the build's declared changes"
 
 

@@ -250,8 +250,21 @@ def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None,
             progress(_frames[i].first_seq)
             return _load(i)
     # frame by frame through C-level chaining: no generator frame per event
+    kvm = getattr(run.version, "abi", "xen") == "kvm"
+    if kvm:     # KVM's interface is CPUID leaves and MSRs as well (backends/kvm/openloop.py)
+        from pvmon.backends.kvm.openloop import KINDS as kvm_kinds
+        from pvmon.backends.kvm.openloop import feed as kvm_feed
     for ev in chain.from_iterable(map(load, range(len(reader.frames)))):
         k = ev["k"]
+        if kvm and k in kvm_kinds:
+            fed = False
+            for side in sides:
+                fed = kvm_feed(side, ev, recent)
+            if fed:
+                calls += 1
+                recent.append(ev)
+            prev_t, prev_con = ev["t"], False
+            continue
         if k != "hc":
             if k == "con":
                 if ev.get("dir") == "in":
@@ -270,7 +283,8 @@ def _feed_all(run: RecordedRun, sides: list[_Side], limit: int | None,
         now = prev_t if prev_con else prev_t + cost
         prev_t, prev_con = ev["t"], False
         args = ev.get("args")
-        if ev.get("abi", "xen") != "xen" or type(args) is not list or len(args) != 5:
+        if ev.get("abi", "xen") != ("kvm" if kvm else "xen") or type(args) is not list \
+                or len(args) != (4 if kvm else 5):
             continue
         calls += 1
         args = tuple(args)

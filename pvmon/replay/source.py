@@ -203,9 +203,9 @@ def recorded_version(header: dict, path: Path) -> XenVersion:
     if not isinstance(b, dict):
         raise TraceError(f"{path}: trace header has no backend")
     name = _str(b.get("name"), "backend name", path)
-    if b.get("abi", "xen") != "xen":
+    if b.get("abi", "xen") not in ("xen", "kvm"):
         raise BackendError(f"{path}: recorded on backend {name!r} (ABI {b.get('abi')}); "
-                           "only Xen traces can be replayed by this pvmon")
+                           "only Xen and KVM traces can be replayed by this pvmon")
     profile = b.get("profile")
     if isinstance(profile, str) and profile:
         from pvmon.backends.profiles import profile_from_text

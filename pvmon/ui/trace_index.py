@@ -26,7 +26,10 @@ from pvmon.ui.rates import RateHistory
 # recorded too but would drown the hypercalls. Console events (``con``:
 # typed input, output on either channel) are shown when a filter term names
 # them: ``console``, ``con``, ``input``, ``output``, ``ring``.
-STREAM_KINDS = frozenset({"hc", "fault", "upcall", "irq", "exit"})
+STREAM_KINDS = frozenset({"hc", "fault", "upcall", "exit",
+                          # an HVM guest's (KVM, Xen PVH) exits other than hypercalls;
+                          # port I/O and MMIO stay out (a console byte each)
+                          "msr", "irq", "halt"})
 
 
 def console_name(direction: str, channel: str) -> str:
