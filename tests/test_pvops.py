@@ -261,3 +261,27 @@ def test_trace_cat_and_stats_show_canonical_operations_beside_events(fresh_v2):
     flat = {op: n for fam in json.loads(st.stdout)["pvops"]["families"].values()
             for op, n in fam.items()}
     assert flat == PVTEST_V2_COUNTS
+
+
+def test_the_kvm_mapping_covers_every_kvm_hypercall_and_the_paravirtual_msrs():
+    from pvmon.backends.kvm import abi as kvm_abi
+    from pvmon.backends.kvm import pvops as kvm_pvops
+    for nr, name in kvm_abi.HYPERCALLS.items():
+        ops = list(derive([{"k": "hc", "abi": "kvm", "nr": nr, "name": name, "seq": nr,
+                            "t": 0, "ret": 0}], "kvm"))
+        assert ops and (ops[0].op != "unmapped" or name in kvm_pvops.UNMAPPED), name
+    events = [
+        {"k": "msr", "dir": "wr", "msr": kvm_abi.MSR_KVM_SYSTEM_TIME_NEW, "val": 0x5000 | 1},
+        {"k": "msr", "dir": "wr", "msr": kvm_abi.MSR_KVM_WALL_CLOCK_NEW, "val": 0x6000},
+        {"k": "msr", "dir": "wr", "msr": 0x6E0, "val": 123456},
+        {"k": "io", "dir": "out", "port": 0x3FB, "size": 1, "val": 0x80},   # DLAB on
+        {"k": "io", "dir": "out", "port": 0x3F8, "size": 1, "val": 0x01},   # divisor
+        {"k": "io", "dir": "out", "port": 0x3FB, "size": 1, "val": 0x03},   # DLAB off
+        {"k": "io", "dir": "out", "port": 0x3F8, "size": 1, "val": 0x41},   # 'A'
+        {"k": "halt", "rip": 1, "if": True},
+    ]
+    ops = list(derive([dict(ev, seq=i, t=i) for i, ev in enumerate(events)], "kvm"))
+    assert [o.op for o in ops] == ["memory.share_area", "time.read_clock", "time.oneshot",
+                                   "console.write", "sched.block"]
+    assert ops[0].args == {"area": "kvmclock", "gpa": 0x5000, "enable": True}
+    assert ops[3].native and ops[4].native == "hlt"

@@ -29,6 +29,7 @@ __all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "Deriver", "OpDef", "PvOp"
 # ABI name (an event's "abi" field) -> the module holding its mapping.
 MAPPINGS: dict[str, str] = {
     "xen": "pvmon.backends.xen.pvops",
+    "kvm": "pvmon.backends.kvm.pvops",
 }
 
 
