@@ -172,25 +172,45 @@ def _side(path: Path) -> Side:
                 truncated_after, mode, h, surface)
 
 
+def _abi(side: Side) -> str:
+    b = side.header.get("backend")
+    a = b.get("abi") if isinstance(b, dict) else None
+    return a if isinstance(a, str) else "xen"
+
+
+def _platform(side: Side) -> str:
+    """The header's ``machine.platform`` (xen-pv, xen-pvh, kvm...), or the mode."""
+    m = side.header.get("machine")
+    p = m.get("platform") if isinstance(m, dict) else None
+    return p if isinstance(p, str) else f"{_abi(side)}-{side.mode}"
+
+
 def _mode_families(a: Side, b: Side) -> list[dict]:
     """Canonical operations per pv-ops family each side makes through the
-    hypervisor, where the counts differ: what one guest mode needs calls for
-    and the other does natively (page tables, stacks, segment bases, iret on
-    PV; done by the CPU on PVH)."""
+    hypervisor (``left``/``right``) and performs natively
+    (``left_native``/``right_native``), where either differs: what one guest
+    mode or ABI needs calls for and the other does natively (page tables,
+    stacks, segment bases, iret on Xen PV; done by the CPU on PVH and KVM).
+    Each trace is read again whole (every event kind carries operations)."""
     from pvmon.pvops import derive
     from pvmon.pvops.vocab import family_of
 
-    def families(side: Side) -> Counter:
-        abi = (side.header.get("backend") or {}).get("abi", "xen")
+    def families(side: Side) -> tuple[Counter, Counter]:
+        calls, native = Counter(), Counter()
         try:
-            return Counter(family_of(o.op) for o in derive(side.events, abi, side.header)
-                           if o.native is None)
-        except Exception:  # noqa: BLE001 - an ABI with no mapping: no family view
-            return Counter()
-    fa, fb = families(a), families(b)
-    return [{"family": f, "left": fa.get(f, 0), "right": fb.get(f, 0)}
-            for f in sorted(set(fa) | set(fb), key=lambda f: -abs(fa.get(f, 0) - fb.get(f, 0)))
-            if fa.get(f, 0) != fb.get(f, 0)]
+            with TraceReader(side.path) as r:
+                for o in derive(r, _abi(side), r.header):
+                    (native if o.native is not None else calls)[family_of(o.op)] += 1
+        except Exception:  # noqa: BLE001 - an ABI with no mapping, a damaged trace
+            pass
+        return calls, native
+    (ca, na), (cb, nb) = families(a), families(b)
+    fams = set(ca) | set(cb) | set(na) | set(nb)
+    rows = [{"family": f, "left": ca.get(f, 0), "right": cb.get(f, 0),
+             "left_native": na.get(f, 0), "right_native": nb.get(f, 0)} for f in fams]
+    return sorted((r for r in rows if (r["left"], r["left_native"])
+                   != (r["right"], r["right_native"])),
+                  key=lambda r: -abs(r["left"] - r["right"]))
 
 
 def _example(ev_a: dict, ev_b: dict) -> dict:
@@ -243,7 +263,8 @@ def diff_traces(left: Path, right: Path) -> DiffResult:
     mech = a.mechanism != b.mechanism or set(a.via) != set(b.via)
     return DiffResult(a, b, deltas, only_left, only_right, aligned, runs, arg_diffs,
                       ret_diffs, mech, _drift(a, b),
-                      _mode_families(a, b) if a.mode != b.mode else [])
+                      _mode_families(a, b) if a.mode != b.mode or _abi(a) != _abi(b)
+                      else [])
 
 
 def _drift(a: Side, b: Side) -> list[dict]:
@@ -272,23 +293,29 @@ def render_diff(d: DiffResult, console: Console | None = None, show_all: bool = 
                       f"cut off): every count here is of the {s.recorded:,} events it holds, "
                       f"and what the {'right' if name == 'left' else 'left'} does after that "
                       f"point is listed as made by it alone")
-    if a.mode != b.mode:
-        con.print(f"[yellow]guest mode differs[/]: left {a.mode.upper()}, right "
-                  f"{b.mode.upper()}")
+    if a.mode != b.mode or _abi(a) != _abi(b):
+        if _abi(a) != _abi(b):
+            con.print(f"[yellow]ABI differs[/]: left {_abi(a)} ({_platform(a)}), right "
+                      f"{_abi(b)} ({_platform(b)})")
+        else:
+            con.print(f"[yellow]guest mode differs[/]: left {a.mode.upper()}, right "
+                      f"{b.mode.upper()}")
         if d.mode_families:
-            t = Table(title="hypervisor calls by pv-ops family (canonical operations)",
-                      show_edge=False)
+            t = Table(title="canonical operations by pv-ops family: through the "
+                            "hypervisor (native)", show_edge=False)
             for col in ("family", "left", "right", "delta"):
                 t.add_column(col, justify="left" if col == "family" else "right")
             for x in d.mode_families:
-                t.add_row(text(x["family"]), f"{x['left']:,}", f"{x['right']:,}",
+                nat = lambda n: f" ({n:,})" if n else ""
+                t.add_row(text(x["family"]), f"{x['left']:,}{nat(x['left_native'])}",
+                          f"{x['right']:,}{nat(x['right_native'])}",
                           f"{x['right'] - x['left']:+,}")
             con.print(t)
-            pv_left = a.mode == "pv"
+            pv_left = a.mode == "pv" and _abi(a) == "xen"
             native = [x["family"] for x in d.mode_families if x["family"] != "unmapped"
                       and 100 * (x["right"] if pv_left else x["left"])
                       < (x["left"] if pv_left else x["right"])]
-            if native and "pv" in (a.mode, b.mode):
+            if native and (pv_left or (b.mode == "pv" and _abi(b) == "xen")):
                 con.print(f"  the {'left' if pv_left else 'right'} (PV) guest asks the "
                           f"hypervisor for these, the other does them natively (under 1% "
                           f"as many calls): {escape(', '.join(native))}")

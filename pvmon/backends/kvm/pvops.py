@@ -16,6 +16,7 @@ Linux ``Documentation/virt/kvm/x86/msr.rst``, ``hypercalls.rst``,
   ``irq.send_ipi``, KVM_HC_SCHED_YIELD ``sched.yield``, KVM_HC_CLOCK_PAIRING
   ``time.read_clock``, KVM_HC_MAP_GPA_RANGE ``memory.physmap``; others
   ``unmapped``;
+* the i8042's reset command (0xFE to port 0x64) ``power.shutdown`` (native);
 * the 8250 UART's transmit register (port 0x3F8 written with DLAB clear) is
   ``console.write`` and its receive register read ``console.read``, both
   native (device access, no call);
@@ -88,7 +89,10 @@ def translate(ev: dict[str, Any], state: KvmState) -> Iterator[PvOp]:
             yield from hvm_pvops.translate(ev, seq, t)
     elif k == "io":
         port, val, out = get("port"), get("val"), get("dir") == "out"
-        if port == _LCR and out and type(val) is int:
+        if port == 0x64 and out and val == 0xFE:
+            yield PvOp("power.shutdown", seq, t, "i8042 reset", {"reason": "reset"},
+                       native="i8042 pulse reset line (0xFE to port 0x64)")
+        elif port == _LCR and out and type(val) is int:
             state.dlab = bool(val & 0x80)
         elif port == _COM1 and not state.dlab:
             if out:
