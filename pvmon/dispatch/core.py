@@ -160,6 +160,29 @@ class DispatchCore(RunServices):
         if self.record is not None:
             self.record(ev)
 
+    def record_call(self, abi: str, nr: int, name: str, args: tuple, ret: int, rip: int,
+                    via: str, raised: tuple = ()) -> None:
+        """Number and record one hypercall event (docs/trace-format.md ``hc``:
+        the backend's decoded ``op``, the guest memory it read and wrote, the
+        ports it raised) and hand it to the call listeners. Only when
+        something records or listens; the Xen PV dispatch has its own faster
+        path (``record_hc``)."""
+        if self.record is None and not self.call_listeners:
+            return
+        if self._tsc_rips is not None:
+            self.flush_tsc()
+        seq = self.seq
+        self.seq = seq + 1
+        guest = self.guest
+        rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
+        from pvmon.trace.format import hc_event
+        ev = hc_event(abi, nr, name, args, self.b.op, ret, rip, via, rd, wr, raised, seq,
+                      self.clock.now_ns, 0)
+        if self.record is not None:
+            self.record(ev)
+        for fn in self.call_listeners:
+            fn(ev)
+
     def flush_tsc(self) -> None:
         """Record the open run of TSC reads, if any, as one ``tsc_run`` event
         (its seq and time are those of its first read). Called before any other

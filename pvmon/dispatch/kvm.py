@@ -39,7 +39,6 @@ from pvmon.platforms.hvm.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from pvmon.platforms.hvm.lapic import EOI as APIC_EOI
 from pvmon.platforms.hvm.lapic import LAPIC_BASE
 from pvmon.platforms.hvm.uart8250 import COM1_BASE, COM1_IRQ, PORTS, Uart8250
-from pvmon.trace.format import hc_event
 
 U64 = (1 << 64) - 1
 I8042_DATA, I8042_STATUS = 0x60, 0x64
@@ -280,19 +279,7 @@ class KvmDispatch(HvmDispatchCore):
         name = abi.hypercall_name(nr)
         self.hypercalls[name] += 1
         g[0] = ret & U64
-        if self.record is not None or self.call_listeners:
-            if self._tsc_rips is not None:
-                self.flush_tsc()
-            seq = self.seq
-            self.seq = seq + 1
-            guest = self.guest
-            rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
-            ev = hc_event("kvm", nr, name, args, self.b.op, ret, rip, "vmcall", rd, wr, (),
-                          seq, self.clock.now_ns, 0)
-            if self.record is not None:
-                self.record(ev)
-            for fn in self.call_listeners:
-                fn(ev)
+        self.record_call("kvm", nr, name, args, ret, rip, "vmcall")
         m.set_reg("rip", rip + size)
         if m.stop_reason is None:
             self.update_irq()

@@ -22,7 +22,6 @@ from pvmon.dispatch.hvm import HvmDispatchCore
 from pvmon.dispatch.xen import xen_shutdown_stop
 from pvmon.engine.hvm import MSR_HANDLED
 from pvmon.engine.machine import Machine
-from pvmon.trace.format import hc_event
 
 U64 = (1 << 64) - 1
 #: The MSR CPUID leaf 0x40000002 names for the hypercall page (EBX).
@@ -105,21 +104,10 @@ class XenPvhDispatch(HvmDispatchCore):
         g[0] = ret & U64
         raised = pending[ev_before:] if pending else ()
         pending.clear()
-        if self.record is not None or self.call_listeners:
-            if self._tsc_rips is not None:
-                self.flush_tsc()
-            seq = self.seq
-            self.seq = seq + 1
-            guest = self.guest
-            rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
-            hp = self._hypercall_page
-            via = "page" if hp is not None and hp <= rip < hp + 4096 else "vmcall"
-            ev = hc_event("xen", nr, name, args, self.b.op, ret, rip, via, rd, wr,
-                          tuple(raised), seq, self.clock.now_ns, 0)
-            if self.record is not None:
-                self.record(ev)
-            for fn in self.call_listeners:
-                fn(ev)
+        hp = self._hypercall_page
+        self.record_call("xen", nr, name, args, ret, rip,
+                         "page" if hp is not None and hp <= rip < hp + 4096 else "vmcall",
+                         tuple(raised))
         m.set_reg("rip", self._jump if self._jump is not None else rip + size)
         self._jump = None
         if m.stop_reason is None:

@@ -97,24 +97,8 @@ def build(machine: Machine, kernel, cmdline: str, initrd: bytes | None = None) -
         raise GuestImageError(f"{kernel.path or 'the kernel'} has no PVH entry note "
                               "(XEN_ELFNOTE_PHYS32_ENTRY, CONFIG_PVH): pvmon boots KVM guests "
                               "through it")
-    kend = 0
-    for paddr, _vaddr, data, memsz in kernel.segments:
-        if paddr < HIGH_RAM or paddr + memsz > ram:
-            raise GuestImageError(f"kernel segment at physical {paddr:#x}+{memsz:#x} does not "
-                                  f"fit in {ram >> 20} MiB")
-        machine.write_phys_data(paddr, data)
-        if memsz > len(data):
-            machine.write_phys_data(paddr + len(data), bytes(memsz - len(data)))
-        kend = max(kend, paddr + memsz)
-    if not 0 < entry < kend:
-        raise GuestImageError(f"PHYS32_ENTRY {entry:#x} lies outside the loaded kernel")
-    mod_start = mod_len = 0
-    if initrd:
-        mod_start = -(-kend // PAGE_SIZE) * PAGE_SIZE
-        mod_len = len(initrd)
-        if mod_start + mod_len > ram:
-            raise GuestImageError(f"initrd ({mod_len} bytes) does not fit in guest memory")
-        machine.write_phys_data(mod_start, initrd)
+    from pvmon.platforms.hvm.boot import load_physical
+    _entry, _kend, mod_start, mod_len = load_physical(machine, kernel, HIGH_RAM, ram, initrd)
     acpi = build_pc_acpi_tables(ACPI_PA)
     machine.write_phys_data(acpi.base, acpi.blob)
     cmd = cmdline.encode()[:MAX_CMDLINE - 1] + b"\0"

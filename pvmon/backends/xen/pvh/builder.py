@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 from pvmon.backends.xen.builder import GRANT_FRAMES, GRANT_STATUS_FRAMES, KernelImage
 from pvmon.engine.machine import PAGE_SIZE, Machine
-from pvmon.errors import GuestImageError
 
 #: struct hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h)
 HVM_START_MAGIC = 0x336EC578
@@ -99,31 +98,11 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     from pvmon.engine.hvm import enter_protected32, require
     require()
     ram = machine.ram_bytes
-    entry = kernel.notes.get("PHYS32_ENTRY")
-    if not isinstance(entry, int):
-        raise GuestImageError(f"{kernel.path or 'the kernel'} has no XEN_ELFNOTE_PHYS32_ENTRY "
-                              "note: it cannot boot as a PVH guest (boot it as PV)")
     nr_pages = ram // PAGE_SIZE
     store_pfn, console_pfn = nr_pages - 2, nr_pages - 1
     top = store_pfn * PAGE_SIZE
-    kend = 0
-    for paddr, _vaddr, data, memsz in kernel.segments:
-        if paddr < ISA_HOLE[1] or paddr + memsz > top:
-            raise GuestImageError(f"kernel segment at physical {paddr:#x}+{memsz:#x} does not "
-                                  f"fit in {ram >> 20} MiB as a PVH guest")
-        machine.write_phys_data(paddr, data)
-        if memsz > len(data):
-            machine.write_phys_data(paddr + len(data), bytes(memsz - len(data)))
-        kend = max(kend, paddr + memsz)
-    if not 0 < entry < kend:
-        raise GuestImageError(f"PHYS32_ENTRY {entry:#x} lies outside the loaded kernel")
-    mod_start = mod_len = 0
-    if initrd:
-        mod_start = -(-kend // PAGE_SIZE) * PAGE_SIZE
-        mod_len = len(initrd)
-        if mod_start + mod_len > top:
-            raise GuestImageError(f"initrd ({mod_len} bytes) does not fit in guest memory")
-        machine.write_phys_data(mod_start, initrd)
+    from pvmon.platforms.hvm.boot import load_physical
+    entry, _kend, mod_start, mod_len = load_physical(machine, kernel, ISA_HOLE[1], top, initrd)
 
     from pvmon.platforms.hvm.acpi import build_acpi_tables
     acpi = build_acpi_tables(ACPI_PA, nr_cpus=1)
