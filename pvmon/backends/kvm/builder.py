@@ -28,17 +28,17 @@ Guest-physical layout (RAM below ``ram_bytes``; nothing above it):
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 from pvmon.engine.machine import PAGE_SIZE, Machine
 from pvmon.errors import GuestImageError
+from pvmon.platforms.hvm.boot import (
+    CMDLINE_PA,
+    START_INFO_PA,
+    load_physical,
+    write_start_info,
+)
 
-HVM_START_MAGIC = 0x336EC578
-START_INFO_PA = 0x6000
-MODLIST_PA = START_INFO_PA + 0x40
-MEMMAP_PA = 0x7000
-CMDLINE_PA = 0x8000
 MAX_CMDLINE = 2048
 ACPI_PA = 0xE0000
 ACPI_BYTES = 0x10000
@@ -97,22 +97,11 @@ def build(machine: Machine, kernel, cmdline: str, initrd: bytes | None = None) -
         raise GuestImageError(f"{kernel.path or 'the kernel'} has no PVH entry note "
                               "(XEN_ELFNOTE_PHYS32_ENTRY, CONFIG_PVH): pvmon boots KVM guests "
                               "through it")
-    from pvmon.platforms.hvm.boot import load_physical
     _entry, _kend, mod_start, mod_len = load_physical(machine, kernel, HIGH_RAM, ram, initrd)
     acpi = build_pc_acpi_tables(ACPI_PA)
     machine.write_phys_data(acpi.base, acpi.blob)
     cmd = cmdline.encode()[:MAX_CMDLINE - 1] + b"\0"
-    machine.write_phys_data(CMDLINE_PA, cmd)
-    mmap = memory_map(ram)
-    machine.write_phys_data(MEMMAP_PA, b"".join(struct.pack("<QQII", a, s, t, 0)
-                                                for a, s, t in mmap))
-    nr_modules = 0
-    if initrd:
-        machine.write_phys_data(MODLIST_PA, struct.pack("<QQQQ", mod_start, mod_len, 0, 0))
-        nr_modules = 1
-    machine.write_phys_data(START_INFO_PA, struct.pack(
-        "<IIIIQQQQII", HVM_START_MAGIC, 1, 0, nr_modules, MODLIST_PA if nr_modules else 0,
-        CMDLINE_PA, acpi.rsdp_paddr, MEMMAP_PA, len(mmap), 0))
+    write_start_info(machine, cmd, memory_map(ram), acpi.rsdp_paddr, mod_start, mod_len)
     layout = KvmLayout(ram // PAGE_SIZE, entry, START_INFO_PA, acpi.rsdp_paddr, CMDLINE_PA,
                        mod_start, mod_len)
     enter_protected32(machine, entry, START_INFO_PA)

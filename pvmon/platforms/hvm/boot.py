@@ -6,10 +6,19 @@ The entry contract itself is the ABI's (``hvm_start_info``: xen.git
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from pvmon.engine.machine import PAGE_SIZE, Machine
 from pvmon.errors import GuestImageError
+
+#: struct hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h): magic, and
+#: where pvmon puts it and what it points at (guest-physical)
+HVM_START_MAGIC = 0x336EC578
+START_INFO_PA = 0x6000
+MODLIST_PA = START_INFO_PA + 0x40
+MEMMAP_PA = 0x7000
+CMDLINE_PA = 0x8000
 
 
 def load_physical(machine: Machine, kernel: Any, low: int, top: int,
@@ -46,4 +55,24 @@ def load_physical(machine: Machine, kernel: Any, low: int, top: int,
     return entry, kend, mod_start, mod_len
 
 
-__all__ = ["load_physical"]
+def write_start_info(machine: Machine, cmdline: bytes, memmap: list[tuple[int, int, int]],
+                     rsdp_paddr: int, mod_start: int, mod_len: int) -> int:
+    """Write ``struct hvm_start_info`` version 1 at :data:`START_INFO_PA` with
+    the command line (NUL-terminated ``cmdline``, already cut to the ABI's
+    limit), the memory map (``(addr, size, type)`` in bytes, 24-byte
+    ``hvm_memmap_table_entry`` each), the ACPI RSDP and the initrd as module 0
+    (none when ``mod_len`` is 0). Returns its address, the EBX of the entry."""
+    machine.write_phys_data(CMDLINE_PA, cmdline)
+    machine.write_phys_data(MEMMAP_PA, b"".join(struct.pack("<QQII", a, s, t, 0)
+                                                for a, s, t in memmap))
+    nr_modules = 1 if mod_len else 0
+    if nr_modules:
+        machine.write_phys_data(MODLIST_PA, struct.pack("<QQQQ", mod_start, mod_len, 0, 0))
+    machine.write_phys_data(START_INFO_PA, struct.pack(
+        "<IIIIQQQQII", HVM_START_MAGIC, 1, 0, nr_modules, MODLIST_PA if nr_modules else 0,
+        CMDLINE_PA, rsdp_paddr, MEMMAP_PA, len(memmap), 0))
+    return START_INFO_PA
+
+
+__all__ = ["CMDLINE_PA", "HVM_START_MAGIC", "MEMMAP_PA", "MODLIST_PA", "START_INFO_PA",
+           "load_physical", "write_start_info"]

@@ -29,18 +29,14 @@ into its own physmap with XENMEM_add_to_physmap) and the grant-table frames.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 from pvmon.backends.xen.builder import GRANT_FRAMES, GRANT_STATUS_FRAMES, KernelImage
 from pvmon.engine.machine import PAGE_SIZE, Machine
 
 #: struct hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h)
-HVM_START_MAGIC = 0x336EC578
-START_INFO_PA = 0x6000
-MODLIST_PA = START_INFO_PA + 0x40
-MEMMAP_PA = 0x7000
-CMDLINE_PA = 0x8000
+from pvmon.platforms.hvm.boot import START_INFO_PA, load_physical, write_start_info
+
 MAX_GUEST_CMDLINE = 1024
 ACPI_PA = 0xE0000
 ACPI_BYTES = 0x10000
@@ -101,7 +97,6 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     nr_pages = ram // PAGE_SIZE
     store_pfn, console_pfn = nr_pages - 2, nr_pages - 1
     top = store_pfn * PAGE_SIZE
-    from pvmon.platforms.hvm.boot import load_physical
     entry, _kend, mod_start, mod_len = load_physical(machine, kernel, ISA_HOLE[1], top, initrd)
 
     from pvmon.platforms.hvm.acpi import build_acpi_tables
@@ -109,17 +104,8 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     machine.write_phys_data(acpi.base, acpi.blob)
 
     cmd = cmdline.encode()[:MAX_GUEST_CMDLINE - 1] + b"\0"
-    machine.write_phys_data(CMDLINE_PA, cmd)
-    mmap_entries = memory_map(ram, store_pfn)
-    machine.write_phys_data(MEMMAP_PA, b"".join(struct.pack("<QQII", a, s, t, 0)
-                                                for a, s, t in mmap_entries))
-    nr_modules = 0
-    if initrd:
-        machine.write_phys_data(MODLIST_PA, struct.pack("<QQQQ", mod_start, mod_len, 0, 0))
-        nr_modules = 1
-    machine.write_phys_data(START_INFO_PA, struct.pack(
-        "<IIIIQQQQII", HVM_START_MAGIC, 1, 0, nr_modules, MODLIST_PA if nr_modules else 0,
-        CMDLINE_PA, acpi.rsdp_paddr, MEMMAP_PA, len(mmap_entries), 0))
+    write_start_info(machine, cmd, memory_map(ram, store_pfn), acpi.rsdp_paddr, mod_start,
+                     mod_len)
     layout = PvhLayout(nr_pages, entry, START_INFO_PA, ram, ram + PAGE_SIZE, store_pfn,
                        console_pfn, acpi.rsdp_paddr, mod_start, mod_len)
     enter_protected32(machine, entry, START_INFO_PA)
