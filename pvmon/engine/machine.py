@@ -151,6 +151,13 @@ class Machine:
         self.step_pending = False
         #: True while :meth:`run` runs (read by threads repeating a stop request).
         self.running = False
+        #: A debugger (:mod:`pvmon.gdb`): ``on_break()`` is called on the engine
+        #: thread when :attr:`debug_break` is set, before the next instruction.
+        self.debugger = None
+        self.debug_break = False
+        #: Addresses where ``emu_start`` returns before executing them (a
+        #: debugger's breakpoints; empty without one): :meth:`set_exits`.
+        self.exits: list[int] = []
 
     # ----------------------------------------------------------------- setup
     def attach(self, handler: TrapHandler) -> None:
@@ -385,6 +392,10 @@ class Machine:
                 if self.stop_request is not None:
                     self._honour_request()
                     break
+                if self.debug_break:            # a debugger stop (pvmon.gdb)
+                    self.debug_break = False
+                    self.debugger.on_break()
+                    continue
                 if max_slices is not None and slices >= max_slices:
                     return Stop("limit", "slice limit reached", self.reg("rip"))
                 slices += 1
@@ -405,6 +416,10 @@ class Machine:
                 if self.stop_request is not None:
                     self._honour_request()
                     break
+                if self.exits and not self.debug_break:   # at a debugger's breakpoint?
+                    self.debug_break = uc.reg_read(x86.UC_X86_REG_RIP) in self.exits
+                if self.debug_break:            # stopped mid-slice by the debugger
+                    continue
                 self.handler.on_resume()
         finally:
             self.running = False
@@ -441,7 +456,31 @@ class Machine:
         try:
             uc.emu_start(rip, 0)
         finally:
-            uc.ctl_set_exits([])
+            uc.ctl_set_exits(self.exits)
+
+    def step_one(self) -> None:
+        """Execute exactly one guest instruction now, outside :meth:`run` (a
+        debugger's single step), with the handler's ``after_step`` (and the
+        platform's own step, if the instruction asked for one). A guest stop
+        or engine error sets :attr:`stop_reason`."""
+        try:
+            self._step(self.reg("rip"))
+            self.handler.after_step()
+            while self.step_pending and self.stop_reason is None:
+                self.step_pending = False
+                self._step(self.reg("rip"))
+                self.handler.after_step()
+        except UcError as exc:
+            if self.stop_reason is None:
+                self.stop_reason = self._classify_error(exc)
+
+    def set_exits(self, addresses: list[int]) -> None:
+        """Make ``emu_start`` return before executing any of ``addresses``
+        (guest-virtual; a debugger's breakpoints). Drops every translated block,
+        which may end at an old exit."""
+        self.exits = list(addresses)
+        self.uc.ctl_set_exits(self.exits)
+        self.uc.ctl_flush_tb()
 
     def _drop_blocks(self, start: int, end: int) -> None:
         """Invalidate translated blocks over guest-virtual ``[start, end)``, page by page

@@ -1,0 +1,144 @@
+"""Put a gdb stub on a :class:`~pvmon.session.Session`: listen, wait for gdb,
+stop before the first instruction, add the ``monitor`` commands that know
+about calls and trace events, and tell gdb when the run ends.
+
+Used by ``pvmon run --gdb``, ``pvmon boot --headless --gdb`` and
+``pvmon replay --gdb``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pvmon.gdb.server import GdbServer, parse_address
+from pvmon.gdb.stub import GdbStub, MonitorError
+
+if TYPE_CHECKING:
+    from pvmon.session import RunResult, Session
+    from pvmon.trace.reader import TraceReader
+
+
+def _say(text: str) -> None:
+    print(f"pvmon: {text}", file=sys.stderr, flush=True)
+
+
+class GdbAttachment:
+    """A listening stub for ``session``. ``address``: ``HOST:PORT`` (see
+    :func:`pvmon.gdb.server.parse_address`); ``reader``: the trace being
+    replayed (for ``monitor info event`` and ``goto-event``), or None.
+    Binding happens here: raises PvmonError when the port is taken."""
+
+    def __init__(self, session: Session, address: str, *,
+                 reader: TraceReader | None = None,
+                 say: Callable[[str], None] = _say) -> None:
+        self.session = session
+        self.reader = reader
+        self.say = say
+        host, port = parse_address(address)
+        self.server = GdbServer(host, port)
+        self.stub: GdbStub | None = None
+        self.hc_breaks: set[str] = set()
+        self.reverse = None
+        self._goto: int | None = None
+
+    def wait(self) -> bool:
+        """Wait for gdb to connect; the guest then stops before its next
+        instruction. False if nobody came (the listener was closed)."""
+        self.say(f"waiting for gdb on {self.server.address} "
+                 f"(gdb -ex 'target remote {self.server.address}')")
+        conn = self.server.accept()
+        if conn is None:
+            return False
+        self.say("gdb attached; the guest is stopped before its next instruction")
+        sess = self.session
+        monitor = {
+            "info event": self._info_event,
+            "break-hypercall": self._break_hc,
+            "delete-hypercall": self._delete_hc,
+            "goto-event": self._goto_event,
+        }
+        self.stub = GdbStub(sess.machine, conn, monitor=monitor, reverse=self.reverse,
+                            log=self.say)
+        self.stub.attach()
+        return True
+
+    def finish(self, result: RunResult | None) -> None:
+        """The run ended (``result`` None: by an exception): a continuing gdb
+        gets the exit; close everything."""
+        if self.stub is not None and result is not None:
+            self.stub.finish(result.exit_kind, result.shutdown_reason)
+        elif self.stub is not None:
+            self.stub.detach()
+        self.server.close()
+
+    # ------------------------------------------------------------- monitor
+    def _where(self) -> str:
+        sess = self.session
+        m = sess.machine
+        rip = m.reg("rip")
+        try:
+            sym = sess.guest.symbols().format(rip)
+        except Exception:  # noqa: BLE001 - symbols are a nicety
+            sym = f"{rip:#x}"
+        return f"rip {rip:#x} ({sym}), virtual time {m.clock.now_ns:,} ns"
+
+    def _info_event(self, _args: str) -> str:
+        d = self.session.dispatch
+        seq = d.seq
+        if self.reader is None:
+            if d.record is None:
+                return f"no events are numbered (not recording); {self._where()}\n"
+            return f"{seq:,} events so far; {self._where()}\n"
+        from pvmon.trace.render import describe, format_time
+        if seq == 0:
+            return f"before event 0; {self._where()}\n"
+        ev = next(iter(self.reader.events(seq - 1, seq)), None)
+        if ev is None:
+            return f"past the recording's end ({len(self.reader):,} events); {self._where()}\n"
+        return (f"after event {seq - 1:,} of {len(self.reader):,}: "
+                f"{format_time(ev.get('t'))} {describe(ev)}\n{self._where()}\n")
+
+    def _break_hc(self, args: str) -> str:
+        names = args.split()
+        if not names:
+            if not self.hc_breaks:
+                return "no hypercall breakpoints\n"
+            return "stop after: " + ", ".join(sorted(self.hc_breaks)) + "\n"
+        d = self.session.dispatch
+        if not self.hc_breaks:
+            d.call_listeners.append(self._on_call)
+        self.hc_breaks.update(names)
+        return f"the guest stops after each {', '.join(names)} call\n"
+
+    def _delete_hc(self, args: str) -> str:
+        names = args.split()
+        if names:
+            self.hc_breaks.difference_update(names)
+        else:
+            self.hc_breaks.clear()
+        if not self.hc_breaks:
+            try:
+                self.session.dispatch.call_listeners.remove(self._on_call)
+            except ValueError:
+                pass
+        return "hypercall breakpoints: " + (", ".join(sorted(self.hc_breaks)) or "none") + "\n"
+
+    def _on_call(self, ev: dict) -> None:
+        name = ev.get("name")
+        if name in self.hc_breaks and self.stub is not None:
+            self.stub.stop_soon(str(name))
+
+    def _goto_event(self, args: str) -> str:
+        try:
+            target = int(args.replace(",", "").replace("_", ""), 0)
+        except ValueError:
+            raise MonitorError("usage: monitor goto-event N (an event number)") from None
+        if self.reverse is not None:
+            return self.reverse.goto_event(target)
+        d = self.session.dispatch
+        if target < d.seq:
+            raise MonitorError(f"event {target:,} is behind (at {d.seq:,}); going back "
+                               "needs a replay (pvmon replay TRACE --gdb)")
+        raise MonitorError("goto-event needs a replay (pvmon replay TRACE --gdb)")
