@@ -2,7 +2,7 @@
 # One-shot setup on a fresh Debian machine with Python 3.11+: system tools the
 # tests use (apt's own download tool, zstd for the trace tests, gcc/binutils/make
 # to check the built-in guests rebuild byte for byte, cmake/patch to build the
-# engine's patched Unicorn; gcc also compiles pvmon's one C module, the recorder's
+# engine's patched Unicorn; gdb for the gdb-stub tests; gcc also compiles pvmon's one C module, the recorder's
 # hypercall-event packer, during pip install), pvmon itself, the patched Unicorn library (`pvmon
 # engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's three patches, x86 only,
 # about 30-40 s), and the three stock Debian kernels: debian-6.1 and debian-6.12 from
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq zstd gcc binutils make tmux cmake patch debian-archive-keyring >/dev/null
+  $SUDO apt-get install -y -qq zstd gcc binutils make tmux cmake patch debian-archive-keyring gdb >/dev/null
 fi
 python3 -m pip install -q -e ".[test]"
 pvmon engine build

@@ -39,7 +39,7 @@ class Pvmon:
             self.stderr_head = line
             found = re.search(rb"waiting for gdb on 127\.0\.0\.1:(\d+)", line)
             if not found:
-                out, err = self.proc.communicate(timeout=60)
+                _, err = self.proc.communicate(timeout=60)
                 raise AssertionError(f"pvmon did not listen: {line + err!r}")
             self.port = int(found.group(1))
 
