@@ -31,17 +31,24 @@ class GdbAttachment:
     Binding happens here: raises PvmonError when the port is taken."""
 
     def __init__(self, session: Session, address: str, *,
-                 reader: TraceReader | None = None,
+                 reader: TraceReader | None = None, server: GdbServer | None = None,
                  say: Callable[[str], None] = _say) -> None:
         self.session = session
         self.reader = reader
         self.say = say
-        host, port = parse_address(address)
-        self.server = GdbServer(host, port)
+        if server is None:
+            host, port = parse_address(address)
+            server = GdbServer(host, port)
+        self.server = server
         self.stub: GdbStub | None = None
         self.hc_breaks: set[str] = set()
         self.reverse = None
         self._goto: int | None = None
+
+    def attach_reverse(self) -> None:
+        """Offer reverse execution (a replay: the run is deterministic)."""
+        from pvmon.gdb.reverse import Reverse
+        self.reverse = Reverse(self)
 
     def wait(self) -> bool:
         """Wait for gdb to connect; the guest then stops before its next
@@ -142,3 +149,54 @@ class GdbAttachment:
             raise MonitorError(f"event {target:,} is behind (at {d.seq:,}); going back "
                                "needs a replay (pvmon replay TRACE --gdb)")
         raise MonitorError("goto-event needs a replay (pvmon replay TRACE --gdb)")
+
+
+class _ReplayUnderGdb:
+    """``pvmon replay TRACE --gdb``: the closed-loop replay with a stub on its
+    session. Callable: ``(path, guest, version, address, timeout=)`` ->
+    ``(report, run)``; then :meth:`finish` with the exit status (ends the
+    snapshot processes of reverse execution, which exit with it)."""
+
+    def __init__(self) -> None:
+        self.attachment: GdbAttachment | None = None
+
+    def __call__(self, path, guest, version, address: str, *, timeout=None):
+        from pvmon.replay.closed import replay_closed
+        from pvmon.replay.source import open_run
+        run = open_run(path, guest)
+        holder: list[GdbAttachment] = []
+        host, port = parse_address(address)
+        server = GdbServer(host, port)          # bind before the long part: port in use -> exit 2
+
+        def on_session(sess) -> None:
+            att = GdbAttachment(sess, address, reader=run.reader, server=server)
+            holder.append(att)
+            self.attachment = att
+            att.attach_reverse()
+            att.wait()
+            # the run's end (the recording's end, or the guest's own) reaches gdb
+            stop_cb = sess.before_exit_record
+
+            def before_exit(stop) -> None:
+                if stop_cb is not None:
+                    stop_cb(stop)
+                if att.stub is not None:
+                    att.stub.finish(stop.kind, stop.code)
+            sess.before_exit_record = before_exit
+
+        report = replay_closed(run, version, timeout=timeout, on_session=on_session,
+                               stop_on_signals=True)
+        if holder and holder[0].reverse is not None:
+            report.notes.append(holder[0].reverse.summary())
+        return report, run
+
+    def finish(self, status: int) -> None:
+        att = self.attachment
+        if att is not None:
+            att.server.close()
+            if att.reverse is not None:
+                att.reverse.end(status)
+
+
+#: ``pvmon replay --gdb`` (see :class:`_ReplayUnderGdb`).
+replay_under_gdb = _ReplayUnderGdb()

@@ -9,7 +9,9 @@ and nothing runs.
 
 from __future__ import annotations
 
+import os
 import queue
+import select
 import socket
 import threading
 from collections.abc import Callable
@@ -124,12 +126,40 @@ class Connection:
         self.on_interrupt: Callable[[], None] = lambda: None
         self.closed = False
         self._lock = threading.Lock()
-        threading.Thread(target=self._read, name="pvmon-gdb-read", daemon=True).start()
+        self._parser = rsp.PacketReader()
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        self._pausing = False
+        self.start_reader()
+
+    def start_reader(self) -> None:
+        """Start the reader thread (again, after :meth:`pause_reader` or in a
+        forked process, which has no threads)."""
+        self._pausing = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, name="pvmon-gdb-read", daemon=True)
+        self._thread.start()
+
+    def pause_reader(self) -> None:
+        """Stop the reader thread (before a fork: the snapshot process must not
+        read the client's bytes). Packets already parsed stay queued."""
+        if self._thread is None:
+            return
+        self._pausing = True
+        os.write(self._wake_w, b"x")
+        self._thread.join()
+        self._thread = None
 
     def _read(self) -> None:
-        reader = rsp.PacketReader()
+        reader = self._parser
         try:
             while True:
+                ready, _, _ = select.select([self.sock, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    os.read(self._wake_r, 64)
+                    if self._pausing:
+                        return
+                    continue
                 data = self.sock.recv(65536)
                 if not data:
                     break
@@ -145,7 +175,7 @@ class Connection:
                             self.packets.put(b"\x00bad")
                     elif item.kind == "interrupt":
                         self.on_interrupt()
-        except OSError:
+        except (OSError, ValueError):
             pass
         self.closed = True
         self.packets.put(None)
