@@ -139,7 +139,9 @@ class Machine:
         self.internals.set_memory_exit_checks(False)
         #: Live general registers, indexed as ``GPR_INDEX`` (ucinternals ``gprs``).
         self.gprs = self.internals.gprs
-        self._mem = mmap.mmap(-1, self.phys_bytes)
+        # private, not Python's default shared mapping: a forked process (a gdb
+        # snapshot, pvmon.gdb.reverse) gets its own copy-on-write guest RAM
+        self._mem = mmap.mmap(-1, self.phys_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._mem_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mem))
         self.uc.mem_map_ptr(0, self.phys_bytes, ucc.UC_PROT_ALL, self._mem_ptr)
         self.mem = memoryview(self._mem)

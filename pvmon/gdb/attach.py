@@ -66,8 +66,11 @@ class GdbAttachment:
             "delete-hypercall": self._delete_hc,
             "goto-event": self._goto_event,
         }
+        if self.reverse is not None:
+            monitor["info snapshots"] = self.reverse.info
         self.stub = GdbStub(sess.machine, conn, monitor=monitor, reverse=self.reverse,
                             log=self.say)
+        self.stub.attach_event = self.arm_event
         self.stub.attach()
         return True
 
@@ -139,16 +142,47 @@ class GdbAttachment:
 
     def _goto_event(self, args: str) -> str:
         try:
-            target = int(args.replace(",", "").replace("_", ""), 0)
+            n = int(args.replace(",", "").replace("_", ""), 0)
         except ValueError:
             raise MonitorError("usage: monitor goto-event N (an event number)") from None
-        if self.reverse is not None:
-            return self.reverse.goto_event(target)
+        if n < 0:
+            raise MonitorError("event numbers start at 0")
         d = self.session.dispatch
-        if target < d.seq:
-            raise MonitorError(f"event {target:,} is behind (at {d.seq:,}); going back "
-                               "needs a replay (pvmon replay TRACE --gdb)")
-        raise MonitorError("goto-event needs a replay (pvmon replay TRACE --gdb)")
+        if self.reader is not None and n >= len(self.reader):
+            raise MonitorError(f"the recording has {len(self.reader):,} events")
+        if n >= d.seq:
+            self.arm_event(n)
+            return f"the guest stops right after event {n:,}: continue to get there\n"
+        if self.reverse is None:
+            raise MonitorError(f"event {n:,} is behind (at {d.seq:,}); going back needs a "
+                               "replay (pvmon replay TRACE --gdb)")
+        self.stub.goto_back = n
+        return f"event {n:,} is behind: reverse-continue to get there\n"
+
+    def arm_event(self, n: int) -> None:
+        """Stop right after event ``n`` is numbered (the recorder's callbacks are
+        wrapped once; they pass every event through unchanged)."""
+        self._goto = n
+        d = self.session.dispatch
+        if getattr(d, "_gdb_wrapped", False):
+            return
+        rec, rec_hc = d.record, d.record_hc
+
+        def check() -> None:
+            if self._goto is not None and d.seq > self._goto and self.stub is not None:
+                self._goto = None
+                self.stub.stop_soon("event")
+        if rec is not None:
+            def record(ev: dict) -> None:
+                rec(ev)
+                check()
+            d.record = record
+        if rec_hc is not None:
+            def record_hc(*values) -> None:
+                rec_hc(*values)
+                check()
+            d.record_hc = record_hc
+        d._gdb_wrapped = True
 
 
 class _ReplayUnderGdb:

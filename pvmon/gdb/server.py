@@ -150,6 +150,16 @@ class Connection:
         self._thread.join()
         self._thread = None
 
+    def drain(self) -> None:
+        """Forget queued packets and any partial one (a resumed snapshot: the
+        process that went on has answered them)."""
+        while True:
+            try:
+                self.packets.get_nowait()
+            except queue.Empty:
+                break
+        self._parser = rsp.PacketReader()
+
     def _read(self) -> None:
         reader = self._parser
         try:

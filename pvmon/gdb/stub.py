@@ -79,6 +79,12 @@ class GdbStub:
         self._paused = False          # the platform asked for a slice end since the resume
         self._orig_pause = None
         self._hc_hit: str | None = None      # the hypercall a break-hypercall stopped at
+        self.seek: dict | None = None        # a re-execution after going back (reverse.py)
+        self._snap_due = False
+        #: ``monitor goto-event N`` behind the current event: the next reverse-continue
+        self.goto_back: int | None = None
+        #: arms a stop at an event number (set by the attachment)
+        self.attach_event: Callable[[int], None] = lambda n: None
         self._orig_resume = None
         self.stops = 0
 
@@ -171,6 +177,17 @@ class GdbStub:
                 return
             if m.reg("rip") != rip and not self._pending():
                 return
+        if self.seek is not None and self.running:
+            if self._seek_stop():
+                return                 # the seek runs on
+            self.serve()
+            return
+        if self._snap_due and self.running:
+            self._snap_due = False
+            if not self._pending() and m.reg("rip") not in self.breakpoints:
+                if self._snapshot() == "serve":
+                    self.serve()
+                return                 # a periodic snapshot: run on
         if self.running:
             reply = self._stop_reply()
             if reply is None:          # not ours after all (a stale request): run on
@@ -179,7 +196,163 @@ class GdbStub:
             self.last_stop = reply
             self.stops += 1
             self.conn.send(reply)
+        if self.reverse is not None and self._snapshot(stop=True) == "run":
+            return
         self.serve()
+
+    # ------------------------------------------------- reverse execution
+    def snapshot_soon(self) -> None:
+        """Take a snapshot at the next safe point (from inside a trap)."""
+        if self.seek is None:
+            self._snap_due = True
+            self.m.debug_break = True
+            self.m.uc.emu_stop()
+
+    def _snapshot(self, *, stop: bool = False, stepped: bool = False) -> str | None:
+        """Snapshot here. In a process resumed from a snapshot this returns
+        after carrying out its plan: "run" (the guest runs on), "serve" (a
+        stop was reported), or None (the live process, nothing to do)."""
+        rv = self.reverse
+        if stop:
+            rv.at_stop(stepped=stepped)
+        else:
+            rv.take()
+        plan, rv.plan = rv.plan, None
+        if plan is None:
+            return None
+        return self._start_plan(plan)
+
+    def _start_plan(self, plan: dict) -> str:
+        """Carry out what a going-back asked for, in the resumed snapshot."""
+        m = self.m
+        self._interrupted = False
+        self._hc_hit = None
+        self._watch_hit = None
+        self._paused = False
+        op = plan["op"]
+        if op == "stop":
+            return self._seek_report(plan["reply"].encode())
+        if op == "event":
+            self.seek = None
+            self.attach_event(plan["n"])
+            self.running = True
+            m.debug_break = False
+            return self._seek_go()
+        seek = dict(plan)
+        seek["target_pos"] = self.reverse._pos_from(plan["target"])
+        seek["count"] = 0
+        seek["steps"] = 0
+        trip = self.reverse.rip_of(seek["target_pos"])
+        if op == "pred":
+            m.set_exits([trip])
+        else:
+            m.set_exits(sorted(self.breakpoints | {trip}))
+        self.seek = seek
+        self.running = True
+        if self._seek_stop(first=True):
+            return "run"
+        return "serve"
+
+    def _seek_report(self, reply: bytes) -> str:
+        self.seek = None
+        self.m.set_exits(sorted(self.breakpoints))
+        self.running = False
+        self.last_stop = reply
+        self.stops += 1
+        self.conn.send(reply)
+        return "serve"
+
+    def _seek_go(self) -> str:
+        """Run on after a plan that only armed a stop (the run loop steps off
+        a breakpoint under RIP)."""
+        if self.m.reg("rip") in self.breakpoints:
+            self.m.step_one()
+            self.m.debug_break = False
+        return "run"
+
+    def _seek_stop(self, first: bool = False) -> bool:
+        """A stop during a seek: count it, go back, stop, or run on. True: the
+        guest runs on (return to the run loop); False: a stop was reported."""
+        m = self.m
+        rv = self.reverse
+        while True:
+            seek = self.seek
+            op = seek["op"]
+            pos = rv.position()
+            rip = self.reverse.rip_of(pos)
+            watch, self._watch_hit = self._watch_hit, None
+            self._interrupted = False
+            self._hc_hit = None
+            self._snap_due = False
+            if pos == seek["target_pos"]:
+                if op == "scan":
+                    n = seek["count"]
+                    if n:
+                        rv.restore(seek["snap"], {"op": "tohit", "n": n, "snap": seek["snap"],
+                                                  "target": seek["target"]})
+                    if seek["snap"] == 0:
+                        rv.restore(0, {"op": "stop", "reply": "T05thread:01;replaylog:begin;"})
+                    prev = seek["snap"] - 1
+                    rv.restore(prev, {"op": "scan", "snap": prev,
+                                      "target": rv._pos_json(rv.snaps[seek["snap"]].pos)})
+                if op == "pred" and seek["phase"] == "count":
+                    rv.restore(seek["snap"], {"op": "pred", "phase": "walk", "snap": seek["snap"],
+                                              "k": seek["count"],
+                                              "target": seek["target"]})
+                if op == "pred" and seek["phase"] == "walk":
+                    rv.restore(seek["snap"], {"op": "pred", "phase": "final",
+                                              "snap": seek["snap"], "k": seek["k"],
+                                              "m": seek["steps"], "target": seek["target"]})
+                return self._seek_report(b"E.reverse: lost the way back") == "run"
+            if op in ("scan", "tohit"):
+                hit = rip in self.breakpoints or watch is not None
+                if hit and not (first and seek.get("skip_first")):
+                    seek["count"] += 1
+                    if op == "tohit" and seek["count"] == seek["n"]:
+                        if watch is not None:
+                            name = {2: b"watch", 3: b"rwatch", 4: b"awatch"}[watch[0]]
+                            reply = b"T05thread:01;%s:%x;" % (name, watch[1])
+                        else:
+                            reply = b"T05thread:01;swbreak:;"
+                        self._seek_report(reply)
+                        return False
+            elif op == "pred":
+                trip = rv.rip_of(seek["target_pos"])
+                arrivals_before = seek.get("k", 0)     # arrivals at P's RIP before P
+                if seek["phase"] == "count":
+                    if rip == trip:
+                        seek["count"] += 1
+                else:
+                    if rip == trip and seek["count"] < arrivals_before:
+                        seek["count"] += 1
+                    if seek["count"] >= arrivals_before:
+                        # walk: single steps from here, counting, to the target
+                        if seek["phase"] == "final" and seek["steps"] >= seek["m"] - 1:
+                            self._seek_report(b"T05thread:01;")
+                            return False
+                        if seek["steps"] >= rv.max_steps:
+                            self._seek_report(b"E.reverse-stepi: more than %d instructions "
+                                              b"from the nearest snapshot" % rv.max_steps)
+                            return False
+                        m.step_one()
+                        m.debug_break = False
+                        seek["steps"] += 1
+                        if m.stop_reason is not None:
+                            self._report_exit()
+                            return True
+                        first = False
+                        continue
+            first = False
+            # run on: step off an exit under RIP first
+            if rip in m.exits:
+                m.step_one()
+                m.debug_break = False
+                if m.stop_reason is not None:
+                    self._report_exit()
+                    return True
+                continue
+            self.running = True
+            return True
 
     def _pending(self) -> bool:
         """A stop reason other than a breakpoint under RIP is waiting."""
@@ -481,6 +654,12 @@ class GdbStub:
                 self._watch_hit = None
                 reply += b"%s:%x;" % ({2: b"watch", 3: b"rwatch", 4: b"awatch"}[kind], waddr)
             self.last_stop = reply
+            if self.reverse is not None:
+                self.conn.send(reply)
+                done = self._snapshot(stop=True, stepped=True)
+                if done == "run":
+                    return _RESUME
+                return None
             return reply
         rip = m.reg("rip")
         if rip in self.breakpoints:
@@ -510,18 +689,22 @@ class GdbStub:
             self.m.uc.emu_stop()
 
     def _reverse(self, step: bool) -> bytes | object:
+        """bs / bc: go back to a snapshot and re-execute (this process then
+        exits; the snapshot's answers gdb). Errors are E. replies."""
         if self.reverse is None:
             return b"E.reverse execution needs a replay (pvmon replay TRACE --gdb)"
+        from pvmon.gdb.reverse import ReverseError
         try:
             if step:
                 self.reverse.step_back()
-                reply = b"T05thread:01;"
+            elif self.goto_back is not None:
+                n, self.goto_back = self.goto_back, None
+                self.reverse.goto_event(n)
             else:
-                reply = self.reverse.continue_back(self.breakpoints, self.watchpoints)
-        except MonitorError as exc:
+                self.reverse.continue_back()
+        except ReverseError as exc:
             return b"E." + str(exc).encode()
-        self.last_stop = reply
-        return reply
+        return b"E.reverse: nothing to do"
 
     # -------------------------------------------------------------- monitor
     def _monitor(self, line: str) -> bytes:
