@@ -462,12 +462,12 @@ class Machine:
 
     def step_one(self) -> None:
         """Execute exactly one guest instruction now, outside :meth:`run` (a
-        debugger's single step), with the handler's ``after_step`` (and the
-        platform's own step, if the instruction asked for one). A guest stop
-        or engine error sets :attr:`stop_reason`."""
+        debugger's single step). If the instruction made the platform ask for
+        its own step (:meth:`request_step`: a trapped write redone), that step
+        runs too, followed by the handler's ``after_step``. A guest stop or
+        engine error sets :attr:`stop_reason`."""
         try:
             self._step(self.reg("rip"))
-            self.handler.after_step()
             while self.step_pending and self.stop_reason is None:
                 self.step_pending = False
                 self._step(self.reg("rip"))

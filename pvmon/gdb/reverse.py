@@ -9,9 +9,11 @@ the state copy-on-write (guest RAM is a private mapping, so only pages
 written afterwards cost memory). Going back to a snapshot tells the live
 process's ancestor to take over and the live process to exit.
 
-Snapshots are taken at every stop gdb sees and, while the guest runs, every
-:attr:`Reverse.spacing_s` wall seconds (at a slice boundary, where a stop
-changes nothing the guest sees). At most :attr:`Reverse.max_snapshots` are
+Snapshots are taken at every stop gdb sees and, while the guest runs, right
+after the first call (hypercall) that returns :attr:`Reverse.spacing_s`
+wall seconds after the last snapshot: a stop there is exact, while one
+asked for from inside an RDTSC hook lands somewhere in the rest of the
+block and was seen to change what a Debian guest does later. At most :attr:`Reverse.max_snapshots` are
 kept: beyond that the oldest but one are dropped (the first, before the
 first instruction, is the process the user started and stays).
 
@@ -23,9 +25,11 @@ before the current position P:
   back to S and runs to the last hit. No hit: the segment before S, and so
   on; none at all: the first snapshot, reported as the start of history.
 - ``reverse-stepi``: if P was reached by a single step from a snapshot, that
-  snapshot; else S -> P counting arrivals at P's RIP, and single steps from
-  the arrival before P (or from S) to find the instruction before P, at most
-  :attr:`Reverse.max_steps` of them.
+  snapshot; else S -> P counting arrivals at P's RIP and calls, then from S
+  again to the later of the last arrival and the last call before P (a stop
+  right after a call is exact), and single steps from there to find the
+  instruction before P, at most :attr:`Reverse.max_steps` of them (beyond:
+  an error, back at P).
 - ``monitor goto-event N`` behind P: the last snapshot at or before event N,
   then run until event N.
 
@@ -70,7 +74,7 @@ class Reverse:
 
     spacing_s = 0.25
     max_snapshots = 64
-    max_steps = 200_000
+    max_steps = 100_000
 
     def __init__(self, attachment) -> None:
         self.att = attachment
@@ -83,18 +87,29 @@ class Reverse:
         self._step_from: int | None = None   # snapshot index the next stop is one step after
         self.plan: dict | None = None         # what a resumed snapshot does next
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # reap exited processes at once
-        att = attachment
-        d = att.session.dispatch
-        prev = d.exit_hook
+        attachment.session.dispatch.call_listeners.append(self._on_call)
 
-        def exit_hook():
-            st = prev() if prev is not None else None
-            if st is None and time.monotonic() - self._last_snap_wall > self.spacing_s:
-                stub = att.stub
-                if stub is not None and stub.attached and stub.running:
-                    stub.snapshot_soon()
-            return st
-        d.exit_hook = exit_hook
+    def _on_call(self, _ev: dict) -> None:
+        stub = self.att.stub
+        if stub is None:
+            return
+        seek = stub.seek
+        if seek is not None:
+            if "calls" in seek:
+                seek["calls"] += 1
+                # reverse-stepi re-running: stop right after the last call before P
+                if seek["op"] == "pred" and seek["phase"] != "count" \
+                        and seek["calls"] == seek["c"]:
+                    stub.m.debug_break = True
+                    stub.m.uc.emu_stop()
+            return
+        if self.snapshot_due():
+            stub.snapshot_soon()
+
+    def snapshot_due(self) -> bool:
+        """True when the guest has run :attr:`spacing_s` wall seconds since the
+        last snapshot (asked where the run loop ends a slice)."""
+        return time.monotonic() - self._last_snap_wall > self.spacing_s
 
     # ------------------------------------------------------------ positions
     def position(self) -> tuple:

@@ -202,8 +202,9 @@ class GdbStub:
 
     # ------------------------------------------------- reverse execution
     def snapshot_soon(self) -> None:
-        """Take a snapshot at the next safe point (from inside a trap)."""
-        if self.seek is None:
+        """Take a snapshot right after the current call returns (from a call
+        listener: a stop there is exact and changes nothing the guest sees)."""
+        if self.seek is None and self.running and self.attached:
             self._snap_due = True
             self.m.debug_break = True
             self.m.uc.emu_stop()
@@ -242,6 +243,9 @@ class GdbStub:
         seek["target_pos"] = self.reverse._pos_from(plan["target"])
         seek["count"] = 0
         seek["steps"] = 0
+        seek["calls"] = 0
+        seek.setdefault("k", 0)
+        seek.setdefault("c", 0)
         trip = self.reverse.rip_of(seek["target_pos"])
         if op == "pred":
             m.set_exits([trip])
@@ -283,7 +287,6 @@ class GdbStub:
             watch, self._watch_hit = self._watch_hit, None
             self._interrupted = False
             self._hc_hit = None
-            self._snap_due = False
             if pos == seek["target_pos"]:
                 if op == "scan":
                     n = seek["count"]
@@ -297,12 +300,16 @@ class GdbStub:
                                       "target": rv._pos_json(rv.snaps[seek["snap"]].pos)})
                 if op == "pred" and seek["phase"] == "count":
                     rv.restore(seek["snap"], {"op": "pred", "phase": "walk", "snap": seek["snap"],
-                                              "k": seek["count"],
+                                              "k": seek["count"], "c": seek["calls"],
                                               "target": seek["target"]})
                 if op == "pred" and seek["phase"] == "walk":
                     rv.restore(seek["snap"], {"op": "pred", "phase": "final",
                                               "snap": seek["snap"], "k": seek["k"],
-                                              "m": seek["steps"], "target": seek["target"]})
+                                              "c": seek["c"], "m": seek["steps"],
+                                              "target": seek["target"]})
+                if op == "return":
+                    self._seek_report(seek["reply"])
+                    return False
                 return self._seek_report(b"E.reverse: lost the way back") == "run"
             if op in ("scan", "tohit"):
                 hit = rip in self.breakpoints or watch is not None
@@ -318,30 +325,30 @@ class GdbStub:
                         return False
             elif op == "pred":
                 trip = rv.rip_of(seek["target_pos"])
-                arrivals_before = seek.get("k", 0)     # arrivals at P's RIP before P
-                if seek["phase"] == "count":
-                    if rip == trip:
-                        seek["count"] += 1
-                else:
-                    if rip == trip and seek["count"] < arrivals_before:
-                        seek["count"] += 1
-                    if seek["count"] >= arrivals_before:
-                        # walk: single steps from here, counting, to the target
-                        if seek["phase"] == "final" and seek["steps"] >= seek["m"] - 1:
-                            self._seek_report(b"T05thread:01;")
-                            return False
-                        if seek["steps"] >= rv.max_steps:
-                            self._seek_report(b"E.reverse-stepi: more than %d instructions "
-                                              b"from the nearest snapshot" % rv.max_steps)
-                            return False
-                        m.step_one()
-                        m.debug_break = False
-                        seek["steps"] += 1
-                        if m.stop_reason is not None:
-                            self._report_exit()
-                            return True
+                if rip == trip and (seek["phase"] == "count" or seek["count"] < seek["k"]):
+                    seek["count"] += 1                 # an arrival at P's RIP before P
+                if seek["phase"] != "count" and seek["count"] >= seek["k"] \
+                        and seek["calls"] >= seek["c"]:
+                    # past the last arrival and the last call before P: single steps
+                    if seek["phase"] == "final" and seek["steps"] >= seek["m"] - 1:
+                        self._seek_report(b"T05thread:01;")
+                        return False
+                    if seek["steps"] >= rv.max_steps:
+                        self.seek = {"op": "return", "target_pos": seek["target_pos"],
+                                     "reply": b"E.reverse-stepi: more than %d instructions "
+                                              b"since the last call or arrival here"
+                                              % rv.max_steps}
+                        m.set_exits([trip])
                         first = False
                         continue
+                    m.step_one()
+                    m.debug_break = False
+                    seek["steps"] += 1
+                    if m.stop_reason is not None:
+                        self._report_exit()
+                        return True
+                    first = False
+                    continue
             first = False
             # run on: step off an exit under RIP first
             if rip in m.exits:
