@@ -49,3 +49,38 @@ def test_ctrl_c_stops_a_booting_kernel_and_detach_lets_it_go_on(debian612) -> No
     status, _, err = pv.wait()
     assert "gdb detached; the guest continues" in err
     assert status == 1
+
+
+@pytest.fixture(scope="module")
+def debian_trace(tmp_path_factory, debian612):
+    import subprocess
+    import sys
+
+    from tests.gdb_support import ROOT
+    path = tmp_path_factory.mktemp("gdbdeb") / "d612.pvt"
+    subprocess.run([sys.executable, "-m", "pvmon", "run", "debian-6.12", "--quiet", "--record",
+                    str(path)], cwd=ROOT, check=False, capture_output=True, timeout=300)
+    return path
+
+
+@needs_gdb
+def test_a_debian_replay_reverse_continues_and_reverse_steps_and_still_verifies(
+        debian612, debian_trace) -> None:
+    import re
+    syms = symbol_file_for(debian612)
+    pv = Pvmon("replay", str(debian_trace))
+    out = run_gdb(pv.port, [
+        "break start_kernel", "continue", "break do_one_initcall", "continue",
+        "monitor info event", "continue", "monitor info event", "reverse-continue",
+        "monitor info event", "reverse-stepi", "x/i $pc", "stepi", "p $pc",
+        "delete", "watch *(long *)&jiffies", "continue", "p/x (long)jiffies", "delete",
+        "continue"], file=syms)
+    status, stdout, _ = pv.wait()
+    events = [int(m.replace(",", "")) for m in re.findall(r"after event ([\d,]+) of", out)]
+    assert len(events) == 3 and events[0] < events[1] and events[2] == events[0]
+    assert re.search(r"<kernel_init_freeable\+\d+>:\s+call\s+0xffffffff81002b80 "
+                     r"<do_one_initcall>", out)
+    assert "<do_one_initcall>" in out.split("call ")[-1]
+    old, new = (int(v) for v in re.search(r"Old value = (\d+)\nNew value = (\d+)", out).groups())
+    assert "Hardware watchpoint 3" in out and new == old + 1        # the next jiffy
+    assert status == 0 and "no divergence" in stdout, stdout

@@ -79,6 +79,7 @@ class GdbStub:
         self._paused = False          # the platform asked for a slice end since the resume
         self._orig_pause = None
         self._hc_hit: str | None = None      # the hypercall a break-hypercall stopped at
+        self._early_interrupt = False
         self.seek: dict | None = None        # a re-execution after going back (reverse.py)
         self._snap_due = False
         #: ``monitor goto-event N`` behind the current event: the next reverse-continue
@@ -136,7 +137,11 @@ class GdbStub:
 
     def interrupt(self) -> None:
         """Ctrl-C from gdb (the reader thread): stop at the next safe point."""
-        if not self.attached or not self.running:
+        if not self.attached:
+            return
+        if not self.running:
+            # the continue it interrupts may still be queued: stop as soon as it runs
+            self._early_interrupt = True
             return
         self._interrupted = True
         m = self.m
@@ -144,10 +149,8 @@ class GdbStub:
         m.uc.emu_stop()
 
         def repeat() -> None:       # a stop landing just before emu_start is lost
-            for _ in range(100):
+            while self.running and self.attached and m.debug_break:
                 time.sleep(0.05)
-                if not self.running or not self.attached:
-                    return
                 m.uc.emu_stop()
         threading.Thread(target=repeat, daemon=True).start()
 
@@ -418,6 +421,8 @@ class GdbStub:
             return b""
         c = pkt[:1]
         body = pkt[1:]
+        if c not in (b"c", b"C", b"s", b"S", b"v"):
+            self._early_interrupt = False
         if pkt == b"\x00bad":
             return b"E01"
         if c == b"?":
@@ -668,6 +673,10 @@ class GdbStub:
                     return _RESUME
                 return None
             return reply
+        if self._early_interrupt:            # Ctrl-C came before this continue ran
+            self._early_interrupt = False
+            self.last_stop = b"T02thread:01;"
+            return self.last_stop
         rip = m.reg("rip")
         if rip in self.breakpoints:
             # leave the breakpoint under us first (gdb usually steps over it itself)
