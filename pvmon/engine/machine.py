@@ -478,11 +478,17 @@ class Machine:
 
     def set_exits(self, addresses: list[int]) -> None:
         """Make ``emu_start`` return before executing any of ``addresses``
-        (guest-virtual; a debugger's breakpoints). Drops every translated block,
-        which may end at an old exit."""
+        (guest-virtual; a debugger's breakpoints). Exits are compiled into the
+        translated blocks, so the blocks over each address added or removed are
+        dropped (all blocks, if one of them is not mapped now)."""
+        changed = set(self.exits).symmetric_difference(addresses)
         self.exits = list(addresses)
         self.uc.ctl_set_exits(self.exits)
-        self.uc.ctl_flush_tb()
+        try:
+            for addr in changed:
+                self._drop_blocks(addr, addr + 1)
+        except UcError:
+            self.uc.ctl_flush_tb()
 
     def _drop_blocks(self, start: int, end: int) -> None:
         """Invalidate translated blocks over guest-virtual ``[start, end)``, page by page

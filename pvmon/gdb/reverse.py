@@ -82,6 +82,8 @@ class Reverse:
         self.root = os.getpid()
         self.taken = 0
         self.dropped = 0
+        #: Calls (hypercalls) so far: part of a position.
+        self.calls = 0
         self.restores = 0
         self._last_snap_wall = time.monotonic()
         self._step_from: int | None = None   # snapshot index the next stop is one step after
@@ -90,18 +92,17 @@ class Reverse:
         attachment.session.dispatch.call_listeners.append(self._on_call)
 
     def _on_call(self, _ev: dict) -> None:
+        self.calls += 1
         stub = self.att.stub
         if stub is None:
             return
         seek = stub.seek
         if seek is not None:
-            if "calls" in seek:
-                seek["calls"] += 1
-                # reverse-stepi re-running: stop right after the last call before P
-                if seek["op"] == "pred" and seek["phase"] != "count" \
-                        and seek["calls"] == seek["c"]:
-                    stub.m.debug_break = True
-                    stub.m.uc.emu_stop()
+            # re-running towards P: stop right after P's last call to arm P's exit
+            if not seek.get("armed", True) and self.calls == seek["arm_at"] \
+                    and seek["op"] != "tohit":
+                stub.m.debug_break = True
+                stub.m.uc.emu_stop()
             return
         if self.snapshot_due():
             stub.snapshot_soon()
@@ -113,21 +114,23 @@ class Reverse:
 
     # ------------------------------------------------------------ positions
     def position(self) -> tuple:
+        """(events, virtual ns, calls, every register packed as gdb's ``g``)."""
         s = self.att.session
-        return (s.dispatch.seq, s.machine.clock.now_ns, target.read_all(s.machine))
+        return (s.dispatch.seq, s.machine.clock.now_ns, self.calls,
+                target.read_all(s.machine))
 
     @staticmethod
     def _pos_json(pos: tuple) -> list:
-        return [pos[0], pos[1], pos[2].hex()]
+        return [pos[0], pos[1], pos[2], pos[3].hex()]
 
     @staticmethod
     def _pos_from(js: list) -> tuple:
-        return (js[0], js[1], bytes.fromhex(js[2]))
+        return (js[0], js[1], js[2], bytes.fromhex(js[3]))
 
     @staticmethod
     def rip_of(pos: tuple) -> int:
         off = sum(r.size for r in target.REGS[:target.REG_INDEX["rip"]])
-        return int.from_bytes(pos[2][off:off + 8], "little")
+        return int.from_bytes(pos[3][off:off + 8], "little")
 
     # ------------------------------------------------------------ snapshots
     def take(self, *, by_step: int | None = None) -> None:
@@ -241,7 +244,7 @@ class Reverse:
     def _before(self, pos: tuple) -> int:
         """Index of the newest snapshot strictly before ``pos``."""
         for i in range(len(self.snaps) - 1, -1, -1):
-            if self.snaps[i].pos != pos and self.snaps[i].pos[:2] <= pos[:2]:
+            if self.snaps[i].pos != pos and self.snaps[i].pos[:3] <= pos[:3]:
                 return i
         raise ReverseError("no snapshot before this point")
 
@@ -270,7 +273,7 @@ class Reverse:
             return f"the guest stops at event {n:,}: continue\n"
         best = None
         for i, snap in enumerate(self.snaps):
-            if snap.pos[0] <= n:
+            if snap.pos[0] <= n:   # events so far
                 best = i
         if best is None:
             raise ReverseError(f"no snapshot at or before event {n:,}")

@@ -246,14 +246,15 @@ class GdbStub:
         seek["target_pos"] = self.reverse._pos_from(plan["target"])
         seek["count"] = 0
         seek["steps"] = 0
-        seek["calls"] = 0
         seek.setdefault("k", 0)
-        seek.setdefault("c", 0)
-        trip = self.reverse.rip_of(seek["target_pos"])
-        if op == "pred":
-            m.set_exits([trip])
-        else:
-            m.set_exits(sorted(self.breakpoints | {trip}))
+        # The exit at P's RIP (to recognise P) is armed only once the last call
+        # before P has returned: before that every arrival there is not P, and
+        # an exit hit costs a stop (a hypercall's return address is hit 50,000
+        # times in a Debian boot). A stop right after a call is exact.
+        seek["base"] = sorted(self.breakpoints) if op in ("scan", "tohit") else []
+        seek["arm_at"] = seek["target_pos"][2]
+        seek["armed"] = False
+        m.set_exits(seek["base"])
         self.seek = seek
         self.running = True
         if self._seek_stop(first=True):
@@ -285,6 +286,10 @@ class GdbStub:
         while True:
             seek = self.seek
             op = seek["op"]
+            if not seek.get("armed", True) and rv.calls >= seek["arm_at"] \
+                    and op != "tohit":
+                seek["armed"] = True
+                m.set_exits(sorted(set(seek["base"]) | {rv.rip_of(seek["target_pos"])}))
             pos = rv.position()
             rip = self.reverse.rip_of(pos)
             watch, self._watch_hit = self._watch_hit, None
@@ -303,13 +308,11 @@ class GdbStub:
                                       "target": rv._pos_json(rv.snaps[seek["snap"]].pos)})
                 if op == "pred" and seek["phase"] == "count":
                     rv.restore(seek["snap"], {"op": "pred", "phase": "walk", "snap": seek["snap"],
-                                              "k": seek["count"], "c": seek["calls"],
-                                              "target": seek["target"]})
+                                              "k": seek["count"], "target": seek["target"]})
                 if op == "pred" and seek["phase"] == "walk":
                     rv.restore(seek["snap"], {"op": "pred", "phase": "final",
                                               "snap": seek["snap"], "k": seek["k"],
-                                              "c": seek["c"], "m": seek["steps"],
-                                              "target": seek["target"]})
+                                              "m": seek["steps"], "target": seek["target"]})
                 if op == "return":
                     self._seek_report(seek["reply"])
                     return False
@@ -328,11 +331,12 @@ class GdbStub:
                         return False
             elif op == "pred":
                 trip = rv.rip_of(seek["target_pos"])
-                if rip == trip and (seek["phase"] == "count" or seek["count"] < seek["k"]):
-                    seek["count"] += 1                 # an arrival at P's RIP before P
-                if seek["phase"] != "count" and seek["count"] >= seek["k"] \
-                        and seek["calls"] >= seek["c"]:
-                    # past the last arrival and the last call before P: single steps
+                armed = seek["armed"]
+                if armed and rip == trip and (seek["phase"] == "count"
+                                              or seek["count"] < seek["k"]):
+                    seek["count"] += 1     # an arrival at P's RIP after P's last call
+                if seek["phase"] != "count" and armed and seek["count"] >= seek["k"]:
+                    # past P's last call and the last arrival before P: single steps
                     if seek["phase"] == "final" and seek["steps"] >= seek["m"] - 1:
                         self._seek_report(b"T05thread:01;")
                         return False
