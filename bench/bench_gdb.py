@@ -12,9 +12,9 @@ runs them:
 alternated A B A B ... after one warm-up pair that is not counted; prints each
 side's median, min and max wall seconds and the median of the per-pair ratios
 A/B. With --replay TRACE it also times, on `pvmon replay TRACE --gdb`, one
-reverse-continue from the end of the run back to a breakpoint at the first
-instruction after start (the whole run re-executed from the nearest
-snapshots) and reports the snapshot memory gdb's `monitor info snapshots`
+reverse-continue from the run's last call but one back to the first hit of a
+breakpoint (--break, default start_kernel; the whole run between is
+re-executed from the snapshots) and reports the snapshot memory gdb's `monitor info snapshots`
 prints. Uses only the standard library and the real gdb.
 
 Run: python bench/bench_gdb.py [GUEST] [--runs N] [--replay TRACE --break SYMBOL --symbols FILE]
@@ -95,28 +95,30 @@ def bench_attached(guest: str, runs: int) -> None:
 
 def bench_reverse(trace: str, symbol: str, symbols: str | None) -> None:
     """One replay under gdb: stop at SYMBOL's first hit, go on to the run's
-    next-to-last event (monitor goto-event), set the breakpoint again and time
+    last call but one (monitor goto-event), set the breakpoint again and time
     reverse-continue back to that first hit (every snapshot segment between is
     re-executed); then print gdb's snapshot summary and memory."""
     from pvmon.trace.reader import TraceReader
-    n = len(TraceReader(trace)) - 2
+    calls = [ev["seq"] for ev in TraceReader(trace).events() if ev.get("k") == "hc"]
+    n = calls[-2]              # the last call but one (the last one may end the run)
     p, port = _start(["replay", trace])
     script = [f"break {symbol}", "continue", "delete", f"monitor goto-event {n}", "continue",
-              "monitor info event", f"break {symbol}",
+              "monitor info event", "monitor info snapshots", f"break {symbol}",
               "python import time; t0 = time.perf_counter()", "reverse-continue",
               "python print(f'REVERSE-CONTINUE {time.perf_counter() - t0:.3f} s')",
               "monitor info event", "monitor info snapshots", "delete", "continue"]
     out = _gdb(port, script, symbols)
     p.wait()
     rc = re.search(r"REVERSE-CONTINUE ([\d.]+) s", out)
-    mem = re.search(r"snapshot memory: .*", out)
-    info = re.search(r"gdb reverse execution: .*", out)
+    mems = re.findall(r"snapshot memory: .*", out)
+    infos = re.findall(r"gdb reverse execution: .*", out)
     events = re.findall(r"after event ([\d,]+) of", out)
     print(f"replay {trace} under gdb: reverse-continue from event {events[0] if events else '?'}"
           f" back to {symbol} (event {events[1] if len(events) > 1 else '?'}): "
           f"{rc.group(1) if rc else '?'} s (target <= 3 s)")
-    print(info.group(0) if info else "no snapshot summary")
-    print(mem.group(0) if mem else "no snapshot memory figure")
+    for when, i in (("at the end, before going back", 0), ("after going back", 1)):
+        if i < len(infos) and i < len(mems):
+            print(f"{when}: {infos[i]}; {mems[i]}")
 
 
 def main() -> None:

@@ -208,19 +208,23 @@ class Reverse:
                 pass
         self.snaps.clear()
 
-    def memory_bytes(self) -> int:
-        """Memory the snapshot processes hold that the live one does not:
-        the sum of their private dirty pages (Linux smaps_rollup)."""
-        total = 0
+    def memory_bytes(self) -> tuple[int, int]:
+        """Memory of the snapshot processes (Linux smaps_rollup), in bytes:
+        (the sum of their private dirty pages: held by one snapshot only, a
+        lower bound; the sum of their proportional set sizes: pages shared
+        with other processes count by share, an upper bound of what they add)."""
+        private = pss = 0
         for snap in self.snaps:
             try:
                 with open(f"/proc/{snap.pid}/smaps_rollup") as fh:
                     for line in fh:
                         if line.startswith("Private_Dirty:"):
-                            total += int(line.split()[1]) * 1024
+                            private += int(line.split()[1]) * 1024
+                        elif line.startswith("Pss:"):
+                            pss += int(line.split()[1]) * 1024
             except OSError:
                 pass
-        return total
+        return private, pss
 
     def summary(self) -> str:
         return (f"gdb reverse execution: {self.taken} snapshots taken, {len(self.snaps)} kept "
@@ -228,10 +232,11 @@ class Reverse:
                 f"each stop), {self.dropped} dropped, {self.restores} restores")
 
     def info(self, _args: str = "") -> str:
-        mem = self.memory_bytes()
+        private, pss = self.memory_bytes()
         ram = self.att.session.machine.ram_bytes
-        return (f"{self.summary()}\nsnapshot memory: {mem / 2**20:.1f} MiB private "
-                f"({mem / ram:.2f}x guest RAM of {ram // 2**20} MiB)\n")
+        return (f"{self.summary()}\nsnapshot memory: {private / 2**20:.1f} MiB private "
+                f"({private / ram:.2f}x guest RAM of {ram // 2**20} MiB), "
+                f"{pss / 2**20:.1f} MiB proportional ({pss / ram:.2f}x)\n")
 
     # ---------------------------------------------------- stops seen by gdb
     def at_stop(self, *, stepped: bool = False) -> None:
