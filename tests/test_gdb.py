@@ -3,6 +3,7 @@ pvtest-v2, and the remote protocol by hand for bad input."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -196,3 +197,65 @@ def test_a_bad_gdb_address_is_one_line_and_exit_2(bad) -> None:
                          cwd=ROOT, capture_output=True, timeout=60, check=False)
     assert res.returncode == 2
     assert len(res.stderr.decode().strip().splitlines()) == 1
+
+
+def test_any_bytes_from_a_client_parse_without_raising() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.binary(max_size=64), max_size=8))
+    def feed(chunks) -> None:
+        r = rsp.PacketReader()
+        for c in chunks:
+            for item in r.feed(c):
+                assert item.kind in ("packet", "bad", "interrupt", "ack", "nak")
+    feed()
+
+
+def test_register_writes_reach_the_guest_and_read_only_ones_are_refused() -> None:
+    pv = Pvmon("run", "pvtest-v2", "--quiet")
+    c = RawClient(pv.port)
+    try:
+        rax = target.REG_INDEX["rax"]
+        assert c.ask(b"P%x=%s" % (rax, (0x1122334455667788).to_bytes(8, "little").hex()
+                                  .encode())) == b"OK"
+        assert c.ask(b"p%x" % rax) == b"8877665544332211"
+        cs = target.REG_INDEX["cs"]
+        assert c.ask(b"P%x=00000000" % cs) == b"E01"               # selectors stay
+        regs = c.ask(b"g")
+        assert c.ask(b"G" + regs) == b"OK"                            # same values: fine
+        assert c.ask(b"G00") == b"E01"                                # wrong length
+        c.send_raw(rsp.frame(b"k"))
+    finally:
+        c.close()
+    status, _, _ = pv.wait()
+    assert status == 1
+
+
+@needs_gdb
+def test_break_hypercall_stops_a_live_run_after_the_call() -> None:
+    pv = Pvmon("run", "pvtest-v2", "--quiet", "--record", "/dev/null")
+    out = run_gdb(pv.port, ["monitor break-hypercall set_trap_table", "continue",
+                            "monitor info event", "x/2i $pc - 2", "monitor delete-hypercall",
+                            "continue"], file=ELF)
+    status, _, _ = pv.wait()
+    assert "the guest stops after each set_trap_table call" in out
+    assert re.search(r"=> 0x[0-9a-f]+ <HYPERVISOR_set_trap_table\+\d+>|syscall", out)
+    assert "exited normally" in out and status == 0
+
+
+def test_boot_with_the_tui_refuses_gdb_for_now_in_one_line() -> None:
+    res = subprocess.run([sys.executable, "-m", "pvmon", "boot", "pvtest-v2", "--gdb", ":0"],
+                         cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert res.returncode == 2
+    assert "--gdb needs --headless" in res.stderr.decode()
+
+
+@needs_gdb
+def test_boot_headless_serves_gdb_like_run() -> None:
+    pv = Pvmon("boot", "pvtest-v2", "--headless")
+    out = run_gdb(pv.port, ["break checks_events", "continue", "continue"], file=ELF)
+    status, _, _ = pv.wait()
+    assert "Breakpoint 1, 0xffffffff80201810 in checks_events ()" in out
+    assert status == 0
