@@ -44,7 +44,14 @@ class Pvmon:
             self.port = int(found.group(1))
 
     def wait(self, timeout: float = 120) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=timeout)
+        """(exit status, stdout, stderr); a run still going after ``timeout``
+        seconds is killed (no process outlives its test) and the test fails."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
         return self.proc.returncode, out.decode(errors="replace"), \
             (self.stderr_head + err).decode(errors="replace")
 

@@ -71,6 +71,7 @@ class GdbAttachment:
         self.stub = GdbStub(sess.machine, conn, monitor=monitor, reverse=self.reverse,
                             log=self.say)
         self.stub.attach_event = self.arm_event
+        self.stub.call_listeners = sess.dispatch.call_listeners
         self.stub.attach()
         return True
 

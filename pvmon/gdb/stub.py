@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import unicorn
 from unicorn import unicorn_const as ucc
 
 from pvmon.engine.machine import GuestPageFault, Machine, Stop
@@ -41,6 +40,8 @@ from pvmon.gdb import rsp, target
 from pvmon.gdb.server import Connection
 
 SIGINT, SIGTRAP = 2, 5
+#: Wall seconds a Ctrl-C waits for the guest's next call before stopping it anywhere.
+INTERRUPT_GRACE_S = 0.25
 #: The most bytes one ``m`` packet reads (gdb asks for less: PacketSize).
 MAX_READ = 0x4000
 PACKET_SIZE = 0x4000 * 2 + 64
@@ -80,6 +81,10 @@ class GdbStub:
         self._orig_pause = None
         self._hc_hit: str | None = None      # the hypercall a break-hypercall stopped at
         self._early_interrupt = False
+        self._interrupt_wanted = False       # Ctrl-C waiting for the next call
+        #: The dispatch's call listeners (``call_listeners`` of
+        #: :class:`pvmon.dispatch.core`), where a waiting Ctrl-C listens; None: none.
+        self.call_listeners: list | None = None
         self.seek: dict | None = None        # a re-execution after going back (reverse.py)
         self._snap_due = False
         #: ``monitor goto-event N`` behind the current event: the next reverse-continue
@@ -132,6 +137,7 @@ class GdbStub:
             del m.pause
             del m.handler.on_resume
         m.debug_break = False
+        self._drop_call_listener()
         self.conn.on_interrupt = lambda: None
         self.conn.close()
 
@@ -143,16 +149,37 @@ class GdbStub:
             # the continue it interrupts may still be queued: stop as soon as it runs
             self._early_interrupt = True
             return
-        self._interrupted = True
+        # Prefer to stop right after the next call (where a stop is exact, see
+        # docs/gdb.md); a guest that makes none within INTERRUPT_GRACE_S is
+        # stopped wherever it is.
+        self._interrupt_wanted = True
         m = self.m
-        m.debug_break = True
-        m.uc.emu_stop()
+        if self.call_listeners is not None and self._at_call not in self.call_listeners:
+            self.call_listeners.append(self._at_call)    # removed on the engine thread
 
-        def repeat() -> None:       # a stop landing just before emu_start is lost
-            while self.running and self.attached and m.debug_break:
-                time.sleep(0.05)
-                m.uc.emu_stop()
-        threading.Thread(target=repeat, daemon=True).start()
+        def force() -> None:
+            deadline = time.monotonic() + INTERRUPT_GRACE_S
+            while self.running and self.attached and self._interrupt_wanted:
+                if time.monotonic() >= deadline:
+                    self._interrupted = True
+                    m.debug_break = True
+                    m.uc.emu_stop()           # repeated: one landing before emu_start is lost
+                time.sleep(0.02)
+        threading.Thread(target=force, daemon=True).start()
+
+    def _drop_call_listener(self) -> None:
+        """Stop listening for calls (on the engine thread)."""
+        self._interrupt_wanted = False
+        if self.call_listeners is not None and self._at_call in self.call_listeners:
+            self.call_listeners.remove(self._at_call)
+
+    def _at_call(self, _ev: dict) -> None:
+        """A call has just been handled (a call listener while a Ctrl-C waits):
+        the guest stops right after it."""
+        if self._interrupt_wanted and self.running:
+            self._interrupted = True
+            self.m.debug_break = True
+            self.m.uc.emu_stop()
 
     def finish(self, exit_kind: str, code: int | None = None) -> None:
         """The run has ended: tell a waiting gdb (``W`` exit code) and close."""
@@ -196,6 +223,7 @@ class GdbStub:
             if reply is None:          # not ours after all (a stale request): run on
                 return
             self.running = False
+            self._drop_call_listener()
             self.last_stop = reply
             self.stops += 1
             self.conn.send(reply)
@@ -257,7 +285,7 @@ class GdbStub:
         m.set_exits(seek["base"])
         self.seek = seek
         self.running = True
-        if self._seek_stop(first=True):
+        if self._seek_stop():
             return "run"
         return "serve"
 
@@ -278,7 +306,7 @@ class GdbStub:
             self.m.debug_break = False
         return "run"
 
-    def _seek_stop(self, first: bool = False) -> bool:
+    def _seek_stop(self) -> bool:
         """A stop during a seek: count it, go back, stop, or run on. True: the
         guest runs on (return to the run loop); False: a stop was reported."""
         m = self.m
@@ -319,7 +347,7 @@ class GdbStub:
                 return self._seek_report(b"E.reverse: lost the way back") == "run"
             if op in ("scan", "tohit"):
                 hit = rip in self.breakpoints or watch is not None
-                if hit and not (first and seek.get("skip_first")):
+                if hit:
                     seek["count"] += 1
                     if op == "tohit" and seek["count"] == seek["n"]:
                         if watch is not None:
@@ -346,7 +374,6 @@ class GdbStub:
                                               b"since the last call or arrival here"
                                               % rv.max_steps}
                         m.set_exits([trip])
-                        first = False
                         continue
                     m.step_one()
                     m.debug_break = False
@@ -354,9 +381,7 @@ class GdbStub:
                     if m.stop_reason is not None:
                         self._report_exit()
                         return True
-                    first = False
                     continue
-            first = False
             # run on: step off an exit under RIP first
             if rip in m.exits:
                 m.step_one()
@@ -389,6 +414,7 @@ class GdbStub:
             return b"T05thread:01;swbreak:;"
         if self._interrupted:
             self._interrupted = False
+            self._interrupt_wanted = False
             return b"T02thread:01;"
         return None
 
@@ -648,6 +674,7 @@ class GdbStub:
             m.set_reg("rip", rsp.parse_hex(addr))
         self._paused = False
         self._interrupted = False
+        self._interrupt_wanted = False
         self._watch_hit = None
         self._hc_hit = None
         if step:
@@ -765,4 +792,4 @@ class _Resume:
 #: What :meth:`GdbStub.handle` returns when the guest was resumed.
 _RESUME = _Resume()
 
-__all__ = ["GdbStub", "MonitorError", "unicorn"]
+__all__ = ["GdbStub", "MonitorError"]
