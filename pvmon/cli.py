@@ -154,6 +154,13 @@ _RUN_OPTIONS = [
 ]
 
 
+#: ``--gdb HOST:PORT`` of run, boot and replay (pvmon.gdb; docs/gdb.md).
+_GDB_OPTION = click.option(
+    "--gdb", "gdb_address", default=None, metavar="HOST:PORT",
+    help="Wait for gdb on HOST:PORT (':1234' = 127.0.0.1:1234) and stop the guest before "
+         "its first instruction; see docs/gdb.md.")
+
+
 def _run_options(fn):
     for opt in reversed(_RUN_OPTIONS):
         fn = opt(fn)
@@ -165,8 +172,9 @@ def _run_options(fn):
 @click.option("--headless", is_flag=True,
               help="No TUI: stream the console and print the summary (like `pvmon run`).")
 @click.option("--paused", is_flag=True, help="Pause after the first hypercall.")
+@_GDB_OPTION
 def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-         input_file, idle_exit, headless, paused, mode=None) -> None:
+         input_file, idle_exit, headless, paused, gdb_address=None, mode=None) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
     Keys: space pause/resume, n step to the next hypercall, b break on a
@@ -183,9 +191,12 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
+    if gdb_address and not headless:
+        raise click.UsageError("--gdb needs --headless for now (the TUI does not host "
+                               "the gdb stub yet)")
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
-             script, input_file, idle_exit)
+             script, input_file, idle_exit, gdb_address=gdb_address)
         return
     from pvmon.ui.app import run_boot
     from pvmon.ui.live_session import BootSpec
@@ -222,8 +233,9 @@ def view(trace_path) -> None:
 @click.option("--xen-log", is_flag=True,
               help="Also print the hypervisor-log channel (what the guest writes with "
                    "console_io) on stderr, each line prefixed '(xen) '.")
+@_GDB_OPTION
 def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet, xen_log, mode=None) -> None:
+        input_file, idle_exit, quiet, xen_log, gdb_address=None, mode=None) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -243,7 +255,7 @@ def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, init
     truncated), 130 stopped by SIGINT, 143 stopped by SIGTERM (128 + the
     signal's number, as the shell reports)."""
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
-         input_file, idle_exit, xen_log=xen_log)
+         input_file, idle_exit, xen_log=xen_log, gdb_address=gdb_address)
 
 
 def _read_input_file(path: str) -> bytes:
@@ -402,7 +414,8 @@ def _input_without_initrd(img, option: str) -> None:
 
 
 def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None, initrd=None,
-         script=None, input_file=None, idle_exit=10.0, xen_log=False) -> None:
+         script=None, input_file=None, idle_exit=10.0, xen_log=False,
+         gdb_address=None) -> None:
     import os
 
     from pvmon.session import Session
@@ -435,11 +448,19 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
         console = GuestConsole(show, prefixed(sys.stderr.buffer, b"(xen) ") if xen_log
                                else None)
         sess.on_console(console)
+    gdb = None
+    if gdb_address:             # binds now: a port in use is one line and exit 2
+        from pvmon.gdb.attach import GdbAttachment
+        gdb = GdbAttachment(sess, gdb_address)
+        gdb.wait()
+    res = None
     try:
         res = sess.run(timeout=timeout, stop_on_signals=True)
     finally:
         if restore is not None:
             restore()
+        if gdb is not None:
+            gdb.finish(res)
     if console is not None:
         console.close()
     _print_summary(res)

@@ -3,7 +3,7 @@
 # tests use (apt's own download tool, zstd for the trace tests, xen-utils-common for
 # xenalyze and xentrace_format, gcc/binutils/make
 # to check the built-in guests rebuild byte for byte, cmake/patch to build the
-# engine's patched Unicorn; gcc also compiles pvmon's one C module, the recorder's
+# engine's patched Unicorn; gdb for the gdb-stub tests; gcc also compiles pvmon's one C module, the recorder's
 # hypercall-event packer, during pip install), pvmon itself, the patched Unicorn library (`pvmon
 # engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's four patches, x86 only,
 # about 30-40 s), and the three stock Debian kernels: debian-6.1 and debian-6.12 from
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq zstd gcc binutils make tmux cmake patch debian-archive-keyring >/dev/null
+  $SUDO apt-get install -y -qq zstd gcc binutils make tmux cmake patch debian-archive-keyring gdb >/dev/null
   # xenalyze and xentrace_format (bookworm: xen-utils-common 4.17), which the xentrace
   # export tests run on pvmon's exports. The package brings tools and libraries, not the
   # hypervisor (it only suggests xen-doc); it installs in a container without Xen.

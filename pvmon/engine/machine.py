@@ -139,7 +139,9 @@ class Machine:
         self.internals.set_memory_exit_checks(False)
         #: Live general registers, indexed as ``GPR_INDEX`` (ucinternals ``gprs``).
         self.gprs = self.internals.gprs
-        self._mem = mmap.mmap(-1, self.phys_bytes)
+        # private, not Python's default shared mapping: a forked process (a gdb
+        # snapshot, pvmon.gdb.reverse) gets its own copy-on-write guest RAM
+        self._mem = mmap.mmap(-1, self.phys_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._mem_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mem))
         self.uc.mem_map_ptr(0, self.phys_bytes, ucc.UC_PROT_ALL, self._mem_ptr)
         self.mem = memoryview(self._mem)
@@ -154,6 +156,13 @@ class Machine:
         #: The HVM platform's engine switches (:class:`pvmon.engine.hvm.HvmCpu`),
         #: switched on for each run; None for a PV guest.
         self.hvm = None
+        #: A debugger (:mod:`pvmon.gdb`): ``on_break()`` is called on the engine
+        #: thread when :attr:`debug_break` is set, before the next instruction.
+        self.debugger = None
+        self.debug_break = False
+        #: Addresses where ``emu_start`` returns before executing them (a
+        #: debugger's breakpoints; empty without one): :meth:`set_exits`.
+        self.exits: list[int] = []
 
     # ----------------------------------------------------------------- setup
     def attach(self, handler: TrapHandler) -> None:
@@ -405,6 +414,10 @@ class Machine:
                 if self.stop_request is not None:
                     self._honour_request()
                     break
+                if self.debug_break:            # a debugger stop (pvmon.gdb)
+                    self.debug_break = False
+                    self.debugger.on_break()
+                    continue
                 if max_slices is not None and slices >= max_slices:
                     return Stop("limit", "slice limit reached", self.reg("rip"))
                 slices += 1
@@ -425,6 +438,10 @@ class Machine:
                 if self.stop_request is not None:
                     self._honour_request()
                     break
+                if self.exits and not self.debug_break:   # at a debugger's breakpoint?
+                    self.debug_break = uc.reg_read(x86.UC_X86_REG_RIP) in self.exits
+                if self.debug_break:            # stopped mid-slice by the debugger
+                    continue
                 self.handler.on_resume()
         finally:
             self.running = False
@@ -463,7 +480,37 @@ class Machine:
         try:
             uc.emu_start(rip, 0)
         finally:
-            uc.ctl_set_exits([])
+            uc.ctl_set_exits(self.exits)
+
+    def step_one(self) -> None:
+        """Execute exactly one guest instruction now, outside :meth:`run` (a
+        debugger's single step). If the instruction made the platform ask for
+        its own step (:meth:`request_step`: a trapped write redone), that step
+        runs too, followed by the handler's ``after_step``. A guest stop or
+        engine error sets :attr:`stop_reason`."""
+        try:
+            self._step(self.reg("rip"))
+            while self.step_pending and self.stop_reason is None:
+                self.step_pending = False
+                self._step(self.reg("rip"))
+                self.handler.after_step()
+        except UcError as exc:
+            if self.stop_reason is None:
+                self.stop_reason = self._classify_error(exc)
+
+    def set_exits(self, addresses: list[int]) -> None:
+        """Make ``emu_start`` return before executing any of ``addresses``
+        (guest-virtual; a debugger's breakpoints). Exits are compiled into the
+        translated blocks, so the blocks over each address added or removed are
+        dropped (all blocks, if one of them is not mapped now)."""
+        changed = set(self.exits).symmetric_difference(addresses)
+        self.exits = list(addresses)
+        self.uc.ctl_set_exits(self.exits)
+        try:
+            for addr in changed:
+                self._drop_blocks(addr, addr + 1)
+        except UcError:
+            self.uc.ctl_flush_tb()
 
     def _drop_blocks(self, start: int, end: int) -> None:
         """Invalidate translated blocks over guest-virtual ``[start, end)``, page by page

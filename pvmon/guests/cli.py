@@ -93,6 +93,26 @@ def fetch_cmd(names: tuple[str, ...], suite: str | None, force: bool,
         click.echo(f"  cache     {meta['path']}")
 
 
+@guests.command("path")
+@click.argument("name")
+@click.option("--vmlinux", "what", flag_value="vmlinux", default=True,
+              help="The ELF vmlinux pvmon loads (the default).")
+@click.option("--symbols", "what", flag_value="symbols",
+              help="A file gdb loads symbols from (`gdb $(pvmon guests path NAME --symbols)`): "
+                   "the vmlinux itself when it has a .symtab, else an ELF written once from "
+                   "the kernel's kallsyms (docs/gdb.md).")
+def path_cmd(name: str, what: str) -> None:
+    """Print the path of guest NAME's vmlinux, or of a symbol file for gdb."""
+    from pvmon.guests.catalog import resolve
+
+    img = resolve(name)
+    if what == "vmlinux":
+        click.echo(str(img.vmlinux))
+        return
+    from pvmon.gdb.symfile import symbol_file_for
+    click.echo(str(symbol_file_for(img)))
+
+
 @guests.command("list")
 def list_cmd() -> None:
     """List built-in and Debian guests and whether they are available."""

@@ -57,8 +57,12 @@ def _versions(spec: str | None) -> list:
                    "or answers differently by its declarations (imported xentrace traces too).")
 @click.option("--tui", is_flag=True, help="Show the divergences side by side in the TUI "
               "(needs a terminal; not with --json or a matrix).")
+@click.option("--gdb", "gdb_address", default=None, metavar="HOST:PORT",
+              help="Replay under gdb (one trace, verify or closed loop): wait for gdb on "
+                   "HOST:PORT, stop before the first instruction; reverse execution and "
+                   "monitor goto-event work here. See docs/gdb.md.")
 def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler, coverage,
-           tui) -> None:
+           tui, gdb_address=None) -> None:
     """Replay TRACES: verify (no --backend), against another backend, or open loop.
 
     \b
@@ -101,6 +105,16 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler,
         sys.exit(2 if any(r.get("error") for r in rows) else
                  1 if any(r.get("total") for r in rows) else 0)
     path = Path(traces[0])
+    if gdb_address:
+        if open_loop:
+            raise PvmonError("--gdb needs a closed-loop replay (the guest runs); not --open-loop")
+        from pvmon.gdb.attach import replay_under_gdb
+        report, run = replay_under_gdb(path, guest, versions[0] if versions else None,
+                                       gdb_address, timeout=timeout)
+        _emit(report, as_json)
+        sys.stdout.flush()
+        replay_under_gdb.finish(report.exit_code)
+        sys.exit(report.exit_code)
     from pvmon.progress import progress
     from pvmon.replay.source import open_run
     if open_loop:
