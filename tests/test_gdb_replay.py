@@ -75,10 +75,10 @@ def test_reverse_stepi_after_a_continue_finds_the_calling_instruction(trace) -> 
     out, status, _ = _replay(trace, [
         "break printk", "continue", "continue", "monitor info event", "reverse-stepi",
         "x/i $pc", "monitor info event", "stepi", "p $pc", "delete", "continue"])
-    assert re.search(r"=> 0x[0-9a-f]+ <\w+\+\d+>:\s+call\s+0xffffffff80202c70 <printk>", out)
+    assert re.search(r"=> 0x[0-9a-f]+ <\w+\+\d+>:\s+call\s+0x[0-9a-f]+ <printk>", out)
     ev = _events(out)
     assert ev[0] == ev[1]                       # the call made no event
-    assert "$1 = (void (*)()) 0xffffffff80202c70 <printk>" in out
+    assert re.search(r"\$1 = \(void \(\*\)\(\)\) 0x[0-9a-f]+ <printk>", out)
     assert status == 0
 
 
