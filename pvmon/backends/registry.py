@@ -62,6 +62,9 @@ def get_backend(name: str) -> Backend:
     if ver is not None:
         from pvmon.backends.xen.backend import XenBackend
         return XenBackend(ver)
+    other = other_builtin(name)
+    if other is not None:
+        return other
     for ep in entry_points(group="pvmon.backends"):
         if ep.name == name:
             try:
@@ -79,7 +82,8 @@ def get_backend(name: str) -> Backend:
 #: kinds come from the ``pvmon.guest_kinds`` entry point group (named by ABI)
 #: or from the backend's own ``guest_kind`` attribute.
 GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV",
-                                     "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH"}
+                                     "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH",
+                                     "lguest": "pvmon.backends.lguest:LGUEST"}
 #: Guest modes by ABI: the first is the default (``--mode``; trace header
 #: ``machine.mode``). A mode other than the default is looked up as the
 #: guest kind ``"<abi>-<mode>"``.
@@ -129,7 +133,22 @@ def kind_for_abi(abi: str) -> GuestKind:
 #: ABI -> module of its name tables, imported on first use: ``HYPERCALLS``
 #: ({number: name}), ``HYPERCALL_NUMBERS`` ({name: number}), ``SUBOPS``
 #: ({call name: {sub-op number: name}}), ``ERRNO_NAMES`` ({errno: name}).
-ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi"}
+ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi",
+                                     "lguest": "pvmon.backends.lguest.abi"}
+
+#: Built-in backends of ABIs other than Xen: name -> ``"module:factory"``
+#: (a callable taking no arguments), imported on first use.
+OTHER_BUILTIN_BACKENDS: dict[str, str] = {
+    "lguest-4.13": "pvmon.backends.lguest.backend:make_backend"}
+
+
+def other_builtin(name: str) -> Backend | None:
+    """A fresh built-in backend of a non-Xen ABI named ``name``, or None."""
+    where = OTHER_BUILTIN_BACKENDS.get(name)
+    if where is None:
+        return None
+    module, _, attr = where.partition(":")
+    return getattr(import_module(module), attr)()
 
 
 def abi_names(abi: str = "xen"):
@@ -156,7 +175,7 @@ def known_names() -> list[str]:
     """Every name ``--backend`` accepts: built-in versions, usable profiles
     (by their names; a broken profile is not one), entry-point backends."""
     from pvmon.backends.profiles import find_profiles
-    return (builtin_names() + sorted(find_profiles())
+    return (builtin_names() + sorted(OTHER_BUILTIN_BACKENDS) + sorted(find_profiles())
             + sorted(ep.name for ep in entry_points(group="pvmon.backends")))
 
 
@@ -173,6 +192,11 @@ def list_backends() -> list[dict]:
         out.append({"name": n, "kind": "builtin", "version": v.version_string,
                     "base": v.base, "description": v.description,
                     "differences": [c.as_dict() for c in v.changes]})
+    for n in sorted(OTHER_BUILTIN_BACKENDS):
+        d = other_builtin(n).describe()
+        out.append({"name": n, "kind": "builtin", "version": d["version"], "base": d["base"],
+                    "description": f"{d['abi']} ABI",
+                    "differences": [{"kind": "abi", **x} for x in d["differences"]]})
     for found in sorted(scan_profiles(), key=lambda f: f.name):
         v = found.version
         if v is None:
