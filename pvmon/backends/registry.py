@@ -151,6 +151,24 @@ def other_builtin(name: str) -> Backend | None:
     return getattr(import_module(module), attr)()
 
 
+class OtherVersion:
+    """The version record of a built-in non-Xen backend (what replay passes
+    around for a trace recorded on one): ``name``, and :meth:`make_backend`."""
+
+    profile_toml = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def make_backend(self) -> Backend:
+        return other_builtin(self.name)
+
+
+def other_version(name: str) -> OtherVersion | None:
+    """The version record of built-in non-Xen backend ``name``, or None."""
+    return OtherVersion(name) if name in OTHER_BUILTIN_BACKENDS else None
+
+
 def abi_names(abi: str = "xen"):
     """The name tables of ``abi`` (see :data:`ABI_NAMES_BY_ABI`), for tools
     that name calls, sub-ops and errors without importing an ABI package.
@@ -167,6 +185,9 @@ def backend_for_version(ver) -> Backend:
     or :func:`pvmon.replay.source.recorded_version` returns; for Xen a
     :class:`~pvmon.backends.xen.versions.XenVersion`). Replay makes its
     backends here rather than naming the Xen backend class."""
+    make = getattr(ver, "make_backend", None)
+    if make is not None:
+        return make()
     from pvmon.backends.xen.backend import XenBackend
     return XenBackend(ver)
 

@@ -204,6 +204,10 @@ def recorded_version(header: dict, path: Path) -> XenVersion:
         raise TraceError(f"{path}: trace header has no backend")
     name = _str(b.get("name"), "backend name", path)
     if b.get("abi", "xen") != "xen":
+        from pvmon.backends.registry import other_version
+        other = other_version(name)
+        if other is not None:
+            return other
         raise BackendError(f"{path}: recorded on backend {name!r} (ABI {b.get('abi')}); "
                            "only Xen traces can be replayed by this pvmon")
     profile = b.get("profile")
