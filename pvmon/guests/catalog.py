@@ -148,7 +148,9 @@ def _from_path(path: Path) -> GuestImage:
         if base.startswith(prefix):
             release = base[len(prefix):]
     if magic == ELF_MAGIC:
-        check_elf_x86_64(path.read_bytes())
+        data = path.read_bytes()
+        if data[4:5] != b"\x01":       # ELFCLASS32 (lguest): its guest kind's loader checks it
+            check_elf_x86_64(data)
         vmlinux, vmlinuz = path, None
     else:
         vmlinux, vmlinuz = _extracted_vmlinux(path), path

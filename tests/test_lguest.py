@@ -1,0 +1,170 @@
+"""lguest (final mainline ABI, backend lguest-4.13) with its 32-bit reference
+guest pvtest-lguest: a ring-1 kernel entered the way lguest's Launcher
+entered Linux, calling the host with int $0x1f. It passes every check and
+powers off with LHCALL_SHUTDOWN; its recording verifies byte-identical; the
+trace tools name LHCALL_* calls; the host's reactions to bad calls are
+lguest's (the guest is killed with the host's message, never a traceback)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvmon.backends.lguest import abi
+from pvmon.backends.registry import get_backend, guest_kind
+from pvmon.guests.catalog import resolve
+from pvmon.replay.closed import replay_closed
+from pvmon.replay.source import open_run
+from pvmon.session import Session
+from pvmon.trace.reader import TraceReader
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "pvmon" / "guests" / "images"
+SUMMARY = re.compile(r"pvtest: (\d+) passed, (\d+) failed")
+MEM = 64 << 20
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lguest") / "pvtest-lguest.pvt"
+    sess = Session(resolve("pvtest-lguest"), backend="lguest-4.13", memory=MEM, record=path)
+    calls = []
+    sess.dispatch.call_listeners.append(calls.append)
+    return sess.run(timeout=60), path, calls
+
+
+def _pvmon(*args):
+    return subprocess.run([sys.executable, "-m", "pvmon", *args], check=False,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_pvtest_lguest_passes_every_check_and_powers_off(recorded):
+    res, _path, _calls = recorded
+    text = res.console.decode()
+    m = SUMMARY.search(text)
+    assert m, text[-2000:]
+    assert int(m.group(1)) >= 50 and m.group(2) == "0", text[-2000:]
+    assert "FAIL" not in text and "pvtest-lguest booting" in text
+    assert res.exit_kind == "shutdown" and res.shutdown_reason == 0 and res.clean
+
+
+def test_calls_go_through_int_0x1f_and_the_async_ring_with_lhcall_names(recorded):
+    res, _path, calls = recorded
+    assert calls[0]["name"] == "LHCALL_LGUEST_INIT" and calls[-1]["name"] == "LHCALL_SHUTDOWN"
+    assert {c["abi"] for c in calls} == {"lguest"}
+    assert {c["via"] for c in calls} == {"int0x1f", "ring"}
+    ring = [c for c in calls if c["via"] == "ring"]
+    assert [c["name"] for c in ring] == ["LHCALL_SET_PTE", "LHCALL_SET_PTE"]
+    names = {c["name"] for c in calls}
+    assert {"LHCALL_NEW_PGTABLE", "LHCALL_SET_PTE", "LHCALL_SET_PGD", "LHCALL_FLUSH_TLB",
+            "LHCALL_LOAD_IDT_ENTRY", "LHCALL_LOAD_GDT_ENTRY", "LHCALL_LOAD_TLS",
+            "LHCALL_SET_STACK", "LHCALL_TS", "LHCALL_SET_CLOCKEVENT", "LHCALL_HALT",
+            "LHCALL_SEND_INTERRUPTS", "LHCALL_FLUSH_ASYNC"} <= names
+    init = calls[0]
+    assert init["op"]["syscall_vec"] == 0x80 and init["args"][0] == init["op"]["lguest_data"]
+    # the clock event is IRQ 0 on vector 32; #UD, #GP, #NM, #PF were reflected
+    assert res.upcalls == 3
+    assert {"#UD", "#NM", "#GP", "#PF"} <= set(res.faults)
+
+
+def test_a_pvtest_lguest_recording_verifies_identical(recorded):
+    _res, path, _calls = recorded
+    rep = replay_closed(open_run(path))
+    assert rep.mode == "verify" and rep.total == 0
+    assert rep.compared == len(TraceReader(path))
+
+
+def test_trace_tools_name_the_lhcalls(recorded):
+    _res, path, _calls = recorded
+    cat = _pvmon("trace", "cat", str(path))
+    assert cat.returncode == 0, cat.stderr
+    assert "LHCALL_LGUEST_INIT(lguest_data=" in cat.stdout
+    stats = _pvmon("trace", "stats", str(path))
+    assert stats.returncode == 0 and "LHCALL_SET_CLOCKE" in stats.stdout
+
+
+def test_pvmon_run_pvtest_lguest_runs_on_lguest_by_default():
+    p = _pvmon("run", "pvtest-lguest")
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, p.stderr
+    assert "exit: shutdown - LHCALL_SHUTDOWN power off: Power down" in out
+    assert "54 passed, 0 failed" in out
+
+
+def test_the_failing_variant_makes_the_run_fail():
+    p = _pvmon("run", str(IMAGES / "pvtest-lguest-fail.elf"), "--backend", "lguest-4.13")
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out[-2000:]
+    assert "FAIL" in out and "lguest: CRASH: pvtest: checks failed" in out
+
+
+def test_wrong_image_for_the_abi_is_one_line():
+    p = _pvmon("run", "pvtest-v2", "--backend", "lguest-4.13")
+    assert p.returncode == 2 and "32-bit" in p.stderr and "Traceback" not in p.stderr
+    p = _pvmon("run", "pvtest-lguest", "--backend", "xen-4.17")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------- bad calls
+def _attached():
+    """A built, attached (not yet run) pvtest-lguest domain: (session, backend)."""
+    sess = Session(resolve("pvtest-lguest"), backend="lguest-4.13", memory=MEM)
+    return sess, sess.backend
+
+
+def _init(sess, b, syscall_vec=0x80, pa=0x200000):
+    sess.machine.write_phys(pa + abi.LD_SYSCALL_VEC, syscall_vec.to_bytes(4, "little"))
+    b.call(1, (pa, 0, 0, 0))
+
+
+@pytest.mark.parametrize("calls, message", [
+    ([(4, (0x10000, 0, 0, 0))], "hypercall 4 before INIT"),
+    (["init", (99, (0, 0, 0, 0))], "Bad hypercall 99"),
+    (["init", (13, (0x10000, 0, 0, 0))], "Bad hypercall 13"),
+    (["init", (6, (40, 0x00610000, 0x8C00, 0))], "bad IDT type 12"),
+    (["init", (7, (0x68, 0x1000, 1, 0))], "bad stack segment 104"),
+    (["init", (7, (0x69, 0x1000, 3, 0))], "bad stack pages 3"),
+    (["init", (14, (0x10000, 0xFFC00000, 0, 0))], "attempt to set pte into Switcher pages"),
+    (["init", (14, (0x10000, 0x1000, 0x7FFFF003, 0))], "bad page table entry 0x7ffff003"),
+    (["init", (4, (0x7FFFF000, 0, 0, 0))], "bad page table 0x7ffff000"),
+    (["init", (18, (32, 0, 0, 0))], "too many gdt entries 32"),
+    (["init", (1, (0x200000, 0, 0, 0))], "already have lguest_data"),
+    ([(1, (0xFFFFF000, 0, 0, 0))], "bad guest page 0xfffff000"),
+])
+def test_lguest_kills_the_guest_for_bad_calls_with_its_message(calls, message):
+    sess, b = _attached()
+    for c in calls:
+        if c == "init":
+            _init(sess, b)
+            assert sess.machine.stop_reason is None
+        else:
+            b.call(*c)
+    stop = sess.machine.stop_reason
+    assert stop is not None and stop.kind == "crash"
+    assert f"lguest killed the guest: {message}" in stop.detail
+
+
+def test_a_bad_syscall_vector_at_init_kills_the_guest():
+    sess, b = _attached()
+    _init(sess, b, syscall_vec=0x40)
+    assert "bad syscall vector 0x40" in sess.machine.stop_reason.detail
+
+
+def test_a_hypercall_before_init_in_a_running_guest_names_the_call_and_rip():
+    sess, _b = _attached()
+    entry = sess.layout.entry
+    # the guest's first instructions: mov $0x90000, %esp; mov $4, %eax; int $0x1f
+    sess.machine.write_phys(entry, bytes([0xBC, 0, 0, 9, 0, 0xB8, 4, 0, 0, 0, 0xCD, 0x1F]))
+    res = sess.run(timeout=20)
+    assert res.exit_kind == "crash"
+    stop = sess.machine.stop_reason
+    assert "hypercall 4 before INIT (LHCALL_NEW_PGTABLE)" in stop.detail
+    assert stop.rip == entry + 12
+
+
+def test_the_lguest_guest_kind_and_backend_are_registered():
+    b = get_backend("lguest-4.13")
+    assert b.abi == "lguest" and guest_kind(b).name == "lguest"
+    assert abi.hypercall_name(9) == "LHCALL_SET_CLOCKEVENT"
