@@ -168,3 +168,18 @@ def test_the_lguest_guest_kind_and_backend_are_registered():
     b = get_backend("lguest-4.13")
     assert b.abi == "lguest" and guest_kind(b).name == "lguest"
     assert abi.hypercall_name(9) == "LHCALL_SET_CLOCKEVENT"
+
+
+def test_trace_pvops_maps_the_lhcalls_onto_canonical_operations(recorded):
+    from pvmon.pvops import count, derive
+    _res, path, _calls = recorded
+    reader = TraceReader(path)
+    ops = list(derive(iter(reader), "lguest", reader.header))
+    c = count(ops)
+    assert c["cpu.set_trap"] == 8 and c["mmu.new_root"] == 1 and c["power.shutdown"] == 1
+    assert c["time.oneshot"] == 3 and c["time.stop"] == 1 and c["sched.block"] == 1
+    assert c["mmu.invlpg"] == 1 and "unmapped" not in c
+    ring = [o for o in ops if o.batch]
+    assert [o.call for o in ring] == ["LHCALL_SET_PTE", "LHCALL_SET_PTE"]
+    p = _pvmon("trace", "pvops", str(path))
+    assert p.returncode == 0 and "memory.share_area" in p.stdout

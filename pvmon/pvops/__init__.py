@@ -29,6 +29,7 @@ __all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "OpDef", "PvOp", "count", 
 # ABI name (an event's "abi" field) -> the module holding its mapping.
 MAPPINGS: dict[str, str] = {
     "xen": "pvmon.backends.xen.pvops",
+    "lguest": "pvmon.backends.lguest.pvops",
 }
 
 
