@@ -160,6 +160,8 @@ class LguestDispatch(HvmDispatchCore):
                 break
             nr, args = item
             ret = b.call(nr, args)
+            if b.lguest_data is not None:
+                b.async_done()
             self._record_call(nr, args, ret, int_rip, "ring")
         if m.stop_reason is not None:
             return

@@ -180,6 +180,7 @@ class LguestBackend(Backend):
         self.console = LguestConsole()
         self.pinned: dict[int, int] = {}
         self.pae = False
+        self._ring_slot = 0
         self.lguest_data: int | None = None
         self.idt: dict[int, tuple[int, int]] = {}
         self.pgdirs: list[int] = []
@@ -222,8 +223,9 @@ class LguestBackend(Backend):
 
     # ------------------------------------------------------------ async ring
     def take_async(self) -> tuple[int, tuple[int, ...]] | None:
-        """The next pending entry of the asynchronous hypercall ring, marked
-        done (0xFF), or None ([LGHC] ``do_async_hcalls``)."""
+        """The next pending entry of the asynchronous hypercall ring, or None
+        ([LGHC] ``do_async_hcalls``); :meth:`async_done` marks it done after
+        the call, as lguest does."""
         ld = self.lguest_data
         if ld is None:
             return None
@@ -234,13 +236,18 @@ class LguestBackend(Backend):
                 return None
             raw = self.g.read_machine(ld + abi.LD_HCALLS + n * abi.HCALL_ARGS_SIZE,
                                       abi.HCALL_ARGS_SIZE)
-            self.g.write_machine(ld + abi.LD_HCALL_STATUS + n, b"\xff")
         except GuestFault:
-            self.p.crash_stop("lguest: Fetching async hypercalls", self.p.cur_rip())
+            self.p.crash_stop("lguest killed the guest: Fetching async hypercalls",
+                              self.p.cur_rip())
             return None
+        self._ring_slot = n
         self.next_hcall = (n + 1) % abi.RING_SIZE
         a = struct.unpack("<5I", raw)
         return a[0], a[1:]
+
+    def async_done(self) -> None:
+        """Mark the ring entry :meth:`take_async` returned done (0xFF)."""
+        self.g.write_machine(self.lguest_data + abi.LD_HCALL_STATUS + self._ring_slot, b"\xff")
 
     # ------------------------------------------------------------------ call
     def call(self, nr: int, args: tuple[int, ...]) -> int:
@@ -287,7 +294,7 @@ class LguestBackend(Backend):
         raw = self._read(pa + abi.LD_NOIRQ_IRET, 12, "lguest_data")
         self.noirq_iret, self.kernel_address, self.syscall_vec = struct.unpack("<3I", raw)
         if self.syscall_vec != abi.SYSCALL_VECTOR:
-            self.kill(f"bad syscall vector {self.syscall_vec:#x}")
+            self.kill("bad syscall vector")
         self.lguest_data = pa
         self.g.write_machine(pa + abi.LD_RESERVE_MEM, struct.pack("<II", B.RESERVE_MEM, 0))
         self.vcpu.write_timestamp()
@@ -306,7 +313,7 @@ class LguestBackend(Backend):
     def _new_pgtable(self, pa, *_a) -> None:
         """LHCALL_NEW_PGTABLE [LGP] ``guest_new_pagetable``: CR3 = ``pa``."""
         if pa & 0xFFF or not self._ram_ok(pa, 4096):
-            self.kill(f"bad page table {pa:#x}")
+            self.kill(f"bad page table {pa:#x} (pvmon's wording: lguest fails reading it)")
         if pa not in self.pgdirs:
             self.pgdirs.append(pa)
             del self.pgdirs[:-4]       # lguest caches 4 shadow pgdirs
@@ -332,7 +339,7 @@ class LguestBackend(Backend):
         if num in abi.IGNORED_IDT:
             return
         if num >= 256:
-            self.kill(f"Too many gates {num}")
+            self.kill(f"Setting idt entry {num}")
         if not abi.idt_present(lo, hi):
             self.idt.pop(num, None)
         else:
@@ -400,7 +407,7 @@ class LguestBackend(Backend):
         if vaddr >= B.SWITCHER_VA:
             self.kill("attempt to set pte into Switcher pages")
         if lo & B.P and (lo & 0x80 or (lo >> 12) >= self.ram >> 12):
-            self.kill(f"bad page table entry {lo:#x}")
+            self.kill("bad page table entry")
         self.m.flush_tlb()
 
     def _set_pgd(self, pgdir, idx, *_a) -> None:
