@@ -184,3 +184,38 @@ def test_trace_pvops_maps_the_lhcalls_onto_canonical_operations(recorded):
     assert [o.call for o in ring] == ["LHCALL_SET_PTE", "LHCALL_SET_PTE"]
     p = _pvmon("trace", "pvops", str(path))
     assert p.returncode == 0 and "memory.share_area" in p.stdout
+
+
+def test_a_trap_the_guest_has_no_handler_for_kills_it_as_lguest_does():
+    sess, _b = _attached()
+    entry = sess.layout.entry
+    # mov $0x90000, %esp; ud2   (no IDT entry for #UD)
+    sess.machine.write_phys(entry, bytes([0xBC, 0, 0, 9, 0, 0x0F, 0x0B]))
+    res = sess.run(timeout=20)
+    assert res.exit_kind == "crash"
+    assert sess.machine.stop_reason.detail == \
+        f"lguest killed the guest: unhandled trap 6 at {entry + 5:#x} (0x0)"
+
+
+def test_the_tui_plays_an_lguest_trace_and_boots_pvtest_lguest_live(recorded):
+    import asyncio
+
+    from pvmon.ui.app import PvmonApp
+    from tests.tui_support import live_app, until
+    _res, path, _calls = recorded
+
+    async def player():
+        app = PvmonApp(trace=path)
+        async with app.run_test(size=(110, 32)) as pilot:
+            await until(pilot, lambda: app.screen.index is not None)
+            app.screen.seek_seq(app.screen.index.seqs[5])
+            await pilot.pause(0.2)
+
+    async def live():
+        app, _live = live_app("pvtest-lguest", backend="lguest-4.13")
+        async with app.run_test(size=(110, 32)) as pilot:
+            await until(pilot, lambda: app.screen._finished_shown)
+            assert "54 passed, 0 failed" in _live.session.console.decode()
+
+    asyncio.run(player())
+    asyncio.run(live())

@@ -288,8 +288,9 @@ class LguestDispatch(HvmDispatchCore):
             if is_irq:
                 m.set_reg("rip", m.reg("rip") + 3)       # ignored: iret
                 return
+            extra = cr2 if vec == 14 else (err or 0)
             self.end_run(Stop("crash", f"lguest killed the guest: unhandled trap {vec} at "
-                                       f"{(eip or 0):#x} ({(err or 0):#x})", eip or 0))
+                                       f"{(eip or 0):#x} ({extra:#x})", eip or 0))
             return
         handler, gtype = gate
         enabled = v._ld(abi.LD_IRQ_ENABLED) & abi.X86_EFLAGS_IF
