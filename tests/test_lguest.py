@@ -219,3 +219,37 @@ def test_the_tui_plays_an_lguest_trace_and_boots_pvtest_lguest_live(recorded):
 
     asyncio.run(player())
     asyncio.run(live())
+
+
+# ------------------------------------------------------------- the 4.0 era
+def test_pvtest_lguest_passes_on_lguest_4_0_printing_through_notify():
+    sess = Session(resolve("pvtest-lguest"), backend="lguest-4.0", memory=MEM)
+    calls = []
+    sess.dispatch.call_listeners.append(calls.append)
+    res = sess.run(timeout=60)
+    text = res.console.decode()
+    assert "console: LHCALL_NOTIFY" in text and ", 0 failed" in text, text[-1500:]
+    assert res.clean and res.hypercalls["LHCALL_NOTIFY"] > 50
+    assert {c["name"] for c in calls if c["nr"] == 17} == {"LHCALL_NOTIFY"}
+
+
+def test_notify_is_a_bad_hypercall_on_4_13_and_beyond_ram_the_4_0_launcher_exits():
+    sess, b = _attached()
+    _init(sess, b)
+    b.call(17, (0x1000, 0, 0, 0))
+    assert "Bad hypercall 17" in sess.machine.stop_reason.detail
+    sess = Session(resolve("pvtest-lguest"), backend="lguest-4.0", memory=MEM)
+    _init(sess, sess.backend)
+    sess.backend.call(17, (MEM + 0x1000, 0, 0, 0))
+    assert sess.machine.stop_reason.detail == \
+        f"the Launcher exited: Bad NOTIFY {MEM + 0x1000:#x}"
+
+
+def test_a_4_13_recording_replayed_on_lguest_4_0_diverges_with_the_declared_reasons(recorded):
+    _res, path, _calls = recorded
+    p = _pvmon("replay", str(path), "--backend", "lguest-4.0")
+    out = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode == 1, out[-2000:]
+    assert "lguest:LHCALL_NOTIFY" in out and "NOTIFY went with the lguest bus in 4.1" in out
+    assert "the guest tolerated every difference and ended as recorded" in out
+    assert "Traceback" not in out

@@ -38,7 +38,7 @@ def resolve_version(name: str):
 def require_version(name: str):
     """Like :func:`resolve_version`, but an unknown name raises BackendError
     listing the known ones (for commands that need a Xen ABI version)."""
-    ver = resolve_version(name)
+    ver = resolve_version(name) or other_version(name)
     if ver is None:
         raise _unknown(name)
     return ver
@@ -139,7 +139,8 @@ ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi",
 #: Built-in backends of ABIs other than Xen: name -> ``"module:factory"``
 #: (a callable taking no arguments), imported on first use.
 OTHER_BUILTIN_BACKENDS: dict[str, str] = {
-    "lguest-4.13": "pvmon.backends.lguest.backend:make_backend"}
+    "lguest-4.13": "pvmon.backends.lguest.backend:make_backend",
+    "lguest-4.0": "pvmon.backends.lguest.backend:make_backend_4_0"}
 
 
 def other_builtin(name: str) -> Backend | None:
@@ -153,15 +154,35 @@ def other_builtin(name: str) -> Backend | None:
 
 class OtherVersion:
     """The version record of a built-in non-Xen backend (what replay passes
-    around for a trace recorded on one): ``name``, and :meth:`make_backend`."""
+    around for a trace recorded on one): ``name``, ``major``/``minor`` (from
+    the backend's ``version``), :meth:`make_backend` and :meth:`facts_against`."""
 
     profile_toml = None
+    extraversion = ""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        b = other_builtin(name)
+        self.abi = b.abi
+        self.version_string = b.version
+        parts = [int(p) if p.isdigit() else 0 for p in b.version.split(".")[:2]] + [0, 0]
+        self.major, self.minor = parts[0], parts[1]
 
     def make_backend(self) -> Backend:
         return other_builtin(self.name)
+
+    def facts_against(self, other: object) -> list[dict]:
+        """The declared differences of both backends when they differ
+        (``describe()["differences"]``: dicts with ``what``, ``source`` and
+        optionally ``hypercall``), each as ``{"hypercall", "text", "source"}``."""
+        if not isinstance(other, OtherVersion) or other.name == self.name:
+            return []
+        out = []
+        for v in (self, other):
+            for d in v.make_backend().describe()["differences"]:
+                out.append({"hypercall": d.get("hypercall", ""),
+                            "text": f"{v.name}: {d['what']}", "source": d["source"]})
+        return out
 
 
 def other_version(name: str) -> OtherVersion | None:

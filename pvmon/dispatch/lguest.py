@@ -174,7 +174,7 @@ class LguestDispatch(HvmDispatchCore):
         m.set_reg("rip", stub + 3)                 # the stub's iret
 
     def _record_call(self, nr: int, args, ret: int, rip: int, via: str) -> None:
-        name = abi.hypercall_name(nr)
+        name = self.b.call_name(nr)
         self.hypercalls[name] += 1
         if self.record is not None or self.call_listeners:
             if self._tsc_rips is not None:

@@ -50,6 +50,12 @@ def _source(kind: str, key, *versions: XenVersion) -> str:
 
 def differences(a: XenVersion, b: XenVersion) -> list[Fact]:
     """Every declared behaviour in which ``a`` and ``b`` differ."""
+    if not isinstance(a, XenVersion) or not isinstance(b, XenVersion):
+        # another ABI's versions declare their differences themselves
+        # (pvmon.backends.registry.OtherVersion.facts_against)
+        declared = getattr(a, "facts_against", None)
+        return [Fact(d["hypercall"], None, d["text"], d["source"])
+                for d in (declared(b) if declared is not None else [])]
     facts: list[Fact] = []
     for hc in sorted(a.missing ^ b.missing):
         has, lacks = (b, a) if hc in a.missing else (a, b)

@@ -39,7 +39,12 @@ HYPERCALLS: dict[int, str] = {
     18: "LHCALL_LOAD_GDT_ENTRY",
     19: "LHCALL_SEND_INTERRUPTS",
 }
-HYPERCALL_NUMBERS: dict[str, int] = {v: k for k, v in HYPERCALLS.items()}
+#: 2.6.2x-4.0: the same numbers plus 17 LHCALL_NOTIFY (early console: the
+#: guest-physical address of a NUL-terminated string; else a virtqueue kick),
+#: removed with the lguest bus in 4.1 [LGH] (older copies), [LGL] handle_output.
+HYPERCALLS_4_0: dict[int, str] = {**HYPERCALLS, 17: "LHCALL_NOTIFY"}
+#: names of every era, for tools (a 4.0 trace names NOTIFY)
+HYPERCALL_NUMBERS: dict[str, int] = {v: k for k, v in HYPERCALLS_4_0.items()}
 #: lguest calls have no sub-operations.
 SUBOPS: dict[str, dict[int, str]] = {}
 #: lguest answers no errno: a bad call kills the guest [LGHC].

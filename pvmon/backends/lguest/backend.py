@@ -171,6 +171,9 @@ class LguestBackend(Backend):
     def __init__(self, name: str = "lguest-4.13", version: str = "4.13") -> None:
         self.name = name
         self.version = version
+        #: 4.0 and before: LHCALL_NOTIFY and no PCI (the lguest bus) (:data:`ERAS`)
+        self.pre_pci = ERAS[version]["pre_pci"]
+        self.names = abi.HYPERCALLS_4_0 if self.pre_pci else abi.HYPERCALLS
         self.ver = None
         self.hypercall_page = None
         self.op: dict = {}
@@ -198,13 +201,13 @@ class LguestBackend(Backend):
         self._cons_line = bytearray()
 
     def describe(self) -> dict:
-        return {"name": self.name, "abi": self.abi, "version": self.version, "base": None,
-                "differences": [
-                    {"what": "final mainline lguest ABI (4.1-4.13): int $0x1f, EAX number, "
-                             "EBX/ECX/EDX/ESI arguments; NOTIFY (17) gone, console on "
-                             "virtio-PCI; non-PAE host (SET_PMD is a bad hypercall)",
-                     "source": "arch/x86/include/asm/lguest_hcall.h, "
-                               "drivers/lguest/hypercalls.c (Linux 4.13)"}]}
+        return {"name": self.name, "abi": self.abi, "version": self.version,
+                "base": None if not self.pre_pci else "lguest-4.13",
+                "differences": list(ERAS[self.version]["differences"])}
+
+    def call_name(self, nr: int) -> str:
+        """The call's name in this era's table (``lhcall_<nr>`` if none)."""
+        return self.names.get(nr, f"lhcall_{nr}")
 
     # ---------------------------------------------------------------- attach
     def attach(self, machine: Any, layout: Any, guest, platform, memory_bytes: int,
@@ -259,14 +262,15 @@ class LguestBackend(Backend):
             if self.lguest_data is None and nr != 1:
                 self.kill(f"hypercall {nr} before INIT")
             fn = _CALLS.get(nr)
-            if fn is None or (nr == 13 and not self.pae):
-                self.unsupported[abi.hypercall_name(nr)] = \
-                    self.unsupported.get(abi.hypercall_name(nr), 0) + 1
+            if (fn is None or (nr == 13 and not self.pae)
+                    or (nr == 17 and not self.pre_pci)):
+                name = self.call_name(nr)
+                self.unsupported[name] = self.unsupported.get(name, 0) + 1
                 self.kill(f"Bad hypercall {nr}")
             fn(self, *args)
         except LguestKilled as k:
             self.op["killed"] = str(k)
-            self.p.crash_stop(f"lguest killed the guest: {k} ({abi.hypercall_name(nr)})",
+            self.p.crash_stop(f"lguest killed the guest: {k} ({self.call_name(nr)})",
                               self.p.cur_rip())
         return 0
 
@@ -446,6 +450,21 @@ class LguestBackend(Backend):
         hi |= 1 << 8                              # accessed
         self.m.write_phys_data(self.sw + B.GDT_OFF + 8 * num, struct.pack("<II", lo, hi))
 
+    def _notify(self, addr, *_a) -> None:
+        """LHCALL_NOTIFY (until 4.0): the Launcher's ``handle_output``. With
+        no lguest-bus devices here, every address is the early console: the
+        NUL-terminated string there is written out; an address beyond guest
+        memory makes the Launcher exit ("Bad NOTIFY") [LGL]."""
+        self.op = {"addr": addr}
+        if addr >= self.ram:
+            self.p.crash_stop(f"the Launcher exited: Bad NOTIFY {addr:#x}", self.p.cur_rip())
+            return
+        raw = self.g.read_machine(addr, min(4096, self.ram - addr))
+        text = raw.split(b"\0", 1)[0]
+        self.op["len"] = len(text)
+        if text:
+            self.console_out("console", text)
+
     def _send_interrupts(self, *_a) -> None:
         """LHCALL_SEND_INTERRUPTS: delivery happens on the way back."""
 
@@ -453,6 +472,8 @@ class LguestBackend(Backend):
     def port_in(self, port: int, size: int) -> int:
         """[LGL] ``emulate_insn``: PCI config reads; 0x64 reads 1; others
         float high."""
+        if self.pre_pci:
+            return (1 << (8 * size)) - 1
         if port == PCI_CONF_ADDR and size == 4:
             return self.pci_addr
         if PCI_CONF_DATA <= port < PCI_CONF_DATA + 4:
@@ -466,6 +487,8 @@ class LguestBackend(Backend):
         return (1 << (8 * size)) - 1
 
     def port_out(self, port: int, size: int, value: int) -> None:
+        if self.pre_pci:
+            return
         if port == PCI_CONF_ADDR and size == 4:
             self.pci_addr = value & U32
             return
@@ -506,11 +529,40 @@ _CALLS = {
     4: LguestBackend._new_pgtable, 5: LguestBackend._flush_tlb,
     6: LguestBackend._load_idt_entry, 7: LguestBackend._set_stack, 8: LguestBackend._ts,
     9: LguestBackend._set_clockevent, 10: LguestBackend._halt, 13: LguestBackend._set_pmd,
-    14: LguestBackend._set_pte, 15: LguestBackend._set_pgd, 16: LguestBackend._load_tls,
+    14: LguestBackend._set_pte, 15: LguestBackend._set_pgd, 16: LguestBackend._load_tls, 17: LguestBackend._notify,
     18: LguestBackend._load_gdt_entry, 19: LguestBackend._send_interrupts,
+}
+
+
+#: The eras pvmon offers: version -> what differs from the final ABI, with sources.
+ERAS: dict[str, dict] = {
+    "4.13": {"pre_pci": False, "differences": [
+        {"what": "final mainline lguest ABI (4.1-4.13): int $0x1f, EAX number, "
+                 "EBX/ECX/EDX/ESI arguments; LHCALL_NOTIFY (17) gone (Bad hypercall); the "
+                 "console is the Launcher's virtio-PCI device; a non-PAE host (SET_PMD is a "
+                 "bad hypercall)",
+         "source": "arch/x86/include/asm/lguest_hcall.h, drivers/lguest/hypercalls.c, "
+                   "tools/lguest/lguest.c (Linux 4.13)", "hypercall": "LHCALL_NOTIFY"}]},
+    "4.0": {"pre_pci": True, "differences": [
+        {"what": "LHCALL_NOTIFY (17) exists: the early console writes the NUL-terminated "
+                 "string at the guest-physical address given (an address beyond guest "
+                 "memory: the Launcher exits, \"Bad NOTIFY\"); NOTIFY went with the lguest "
+                 "bus in 4.1",
+         "source": "arch/x86/include/asm/lguest_hcall.h (2.6.2x-4.0), tools/lguest/lguest.c "
+                   "handle_output (4.0)", "hypercall": "LHCALL_NOTIFY"},
+        {"what": "no PCI: the Launcher has no virtio-PCI console (devices are on the lguest "
+                 "bus, a descriptor page above RAM: none offered here); port reads float "
+                 "high, writes are dropped",
+         "source": "tools/lguest/lguest.c (4.0: lguest_device_desc; PCI emulation came in "
+                   "4.1)", "hypercall": "io"}]},
 }
 
 
 def make_backend() -> LguestBackend:
     """``lguest-4.13``."""
     return LguestBackend()
+
+
+def make_backend_4_0() -> LguestBackend:
+    """``lguest-4.0``: the last era with LHCALL_NOTIFY and the lguest bus."""
+    return LguestBackend("lguest-4.0", "4.0")
