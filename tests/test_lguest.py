@@ -253,3 +253,26 @@ def test_a_4_13_recording_replayed_on_lguest_4_0_diverges_with_the_declared_reas
     assert "lguest:LHCALL_NOTIFY" in out and "NOTIFY went with the lguest bus in 4.1" in out
     assert "the guest tolerated every difference and ended as recorded" in out
     assert "Traceback" not in out
+
+
+def test_random_calls_never_raise_in_the_host():
+    """Hostile arguments: every call either works or kills the guest the lguest
+    way; nothing escapes as a Python exception."""
+    import random
+    rng = random.Random(20)
+    interesting = [0, 1, 0x1000, 0x200000, MEM - 4, MEM, MEM + 0x3000, 0xFFC00000,
+                   0xFFFFFFFF, 0x80000000]
+    for _round in range(12):
+        sess, b = _attached()
+        _init(sess, b)
+        for _ in range(40):
+            nr = rng.choice([*abi.HYPERCALLS, 3, 11, 12, 17, 20, 99, 0xFFFFFFFF])
+            if nr in (10, 2):
+                continue      # HALT and SHUTDOWN end or idle the run: covered elsewhere
+            args = tuple(rng.choice(interesting + [rng.getrandbits(32)]) for _ in range(4))
+            b.call(nr, args)
+            stop = sess.machine.stop_reason
+            if stop is not None:
+                assert stop.kind == "crash" and stop.detail.startswith(
+                    ("lguest killed the guest: ", "the Launcher exited: ")), stop
+                break
