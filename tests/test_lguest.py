@@ -90,7 +90,7 @@ def test_pvmon_run_pvtest_lguest_runs_on_lguest_by_default():
     out = p.stdout + p.stderr
     assert p.returncode == 0, p.stderr
     assert "exit: shutdown - LHCALL_SHUTDOWN power off: Power down" in out
-    assert "54 passed, 0 failed" in out
+    assert "59 passed, 0 failed" in out
 
 
 def test_the_failing_variant_makes_the_run_fail():
@@ -215,7 +215,7 @@ def test_the_tui_plays_an_lguest_trace_and_boots_pvtest_lguest_live(recorded):
         app, _live = live_app("pvtest-lguest", backend="lguest-4.13")
         async with app.run_test(size=(110, 32)) as pilot:
             await until(pilot, lambda: app.screen._finished_shown)
-            assert "54 passed, 0 failed" in _live.session.console.decode()
+            assert "59 passed, 0 failed" in _live.session.console.decode()
 
     asyncio.run(player())
     asyncio.run(live())

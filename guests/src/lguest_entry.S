@@ -34,6 +34,44 @@ hcall:
         popl    %ebx
         ret
 
+/* int enter_user(eip, esp): iret to ring 3 (__USER_CS/__USER_DS) at eip with
+ * esp; returns 1 when a trap handler calls resume_kernel() */
+        .globl enter_user
+enter_user:
+        pushl   %ebp
+        pushl   %ebx
+        pushl   %esi
+        pushl   %edi
+        movl    %esp, saved_kernel_esp
+        movl    20(%esp), %eax
+        movl    24(%esp), %edx
+        pushl   $0x7b
+        pushl   %edx
+        pushl   $0x202
+        pushl   $0x73
+        pushl   %eax
+        iret
+
+/* back on enter_user's stack, from a trap handler (the trap frame is dropped) */
+        .globl resume_kernel
+resume_kernel:
+        movl    saved_kernel_esp, %esp
+        movl    $0x69, %eax
+        movl    %eax, %ds
+        movl    %eax, %es
+        popl    %edi
+        popl    %esi
+        popl    %ebx
+        popl    %ebp
+        movl    $1, %eax
+        ret
+
+        .data
+        .balign 4
+saved_kernel_esp:
+        .long   0
+        .text
+
 /* trap entries: push a dummy error code where the CPU pushes none, the
  * vector, the registers; call lguest_trap(struct trap_frame *) */
 .macro TRAP vec, err
@@ -56,9 +94,17 @@ trap_\vec:
 
 trap_common:
         pushal
-        pushl   %esp
+        pushl   %ds                     /* from ring 3 they hold user selectors */
+        pushl   %es                     /* (or null ones after the iret to ring 3) */
+        movl    $0x69, %eax             /* __KERNEL_DS|1 */
+        movl    %eax, %ds
+        movl    %eax, %es
+        leal    8(%esp), %eax           /* struct trap_frame: the pushal area on */
+        pushl   %eax
         call    lguest_trap
         addl    $4, %esp
+        popl    %es
+        popl    %ds
         popal
         addl    $8, %esp
         /* lguest_iret: irq_enabled = the frame's EFLAGS.IF, then iret */

@@ -218,9 +218,14 @@ static void section(const char *s) { printk("pvtest: # %s\n", s); }
 volatile unsigned trap_count[256];
 volatile uint32_t last_err, last_cr2, last_irq_enabled, fixup_eip, ticks;
 
+static volatile unsigned user_mode_exits;   /* 1: at the user's int $0x80, 2: at its #GP */
+static void leave_user(struct trap_frame *f);
+
 void lguest_trap(struct trap_frame *f)
 {
     trap_count[f->vec & 0xFF]++;
+    if ((f->cs & 3) == 3 && user_mode_exits == (f->vec == 128 ? 1u : f->vec == 13 ? 2u : 0u))
+        leave_user(f);
     last_err = f->err;
     last_irq_enabled = lguest_data.irq_enabled;
     switch (f->vec) {
@@ -320,13 +325,13 @@ static void checks_gdt(void)
     __asm__ volatile("sgdt %0" : "=m"(g));
     check_eqx("the GDT is the host's, in the Switcher", g.base, 0xFFC00000);
     /* a flat DPL 0 data segment at entry 14: the host makes it DPL 1 */
-    hcall(LHCALL_LOAD_GDT_ENTRY, 14, 0x0000FFFF, 0x00CF9300, 0);
+    hcall(LHCALL_LOAD_GDT_ENTRY, 20, 0x0000FFFF, 0x00CF9300, 0);
     uint32_t ar = 0, ok;
-    __asm__ volatile("lar %2, %0; setz %b1" : "=r"(ar), "=q"(ok) : "r"(14 * 8 | 1) : "cc");
+    __asm__ volatile("lar %2, %0; setz %b1" : "=r"(ar), "=q"(ok) : "r"(20 * 8 | 1) : "cc");
     check((ok & 1) && ((ar >> 13) & 3) == 1, "LOAD_GDT_ENTRY forces DPL 0 to 1",
           "lar 0x%lx", (unsigned long)ar);
     check((ar & 0x100) != 0, "and sets the accessed bit", "lar 0x%lx", (unsigned long)ar);
-    uint16_t fs = 14 * 8 | 1;
+    uint16_t fs = 20 * 8 | 1;
     __asm__ volatile("mov %0, %%fs" :: "r"(fs));
     uint32_t v;
     data_page[16] = 0x5a;
@@ -385,14 +390,15 @@ static void checks_traps(void)
 
 #define PTE_P 1
 #define PTE_RW 2
+#define PTE_US 4
 static void checks_mmu(void)
 {
     section("page tables");
     /* identity map 0-8 MiB, as the guest's own page tables */
     for (unsigned t = 0; t < 2; t++) {
         for (unsigned i = 0; i < 1024; i++)
-            ptables[t][i] = ((t * 1024 + i) << 12) | PTE_P | PTE_RW;
-        pgdir[t] = (uint32_t)ptables[t] | PTE_P | PTE_RW;
+            ptables[t][i] = ((t * 1024 + i) << 12) | PTE_P | PTE_RW | PTE_US;
+        pgdir[t] = (uint32_t)ptables[t] | PTE_P | PTE_RW | PTE_US;
     }
     hcall(LHCALL_NEW_PGTABLE, (uint32_t)pgdir, 0, 0, 0);
     uint32_t cr3probe = 0;
@@ -440,6 +446,58 @@ static void checks_mmu(void)
     check_eqx("the ring's mappings work", *(volatile uint8_t *)(va + 8192 + 100), 0x77);
     hcall(LHCALL_FLUSH_TLB, 1, 0, 0, 0);
     check_eqx("FLUSH_TLB(1): mappings still there", *(volatile uint8_t *)(va + 4096 + 100), 0x77);
+}
+
+/* ---------------------------------------------------------- user mode */
+#define USER_CS (14 * 8 | 3)            /* __USER_CS */
+#define USER_DS (15 * 8 | 3)            /* __USER_DS */
+static uint8_t user_kstack[4096] __attribute__((aligned(4096)));
+static uint8_t user_stack[4096] __attribute__((aligned(4096)));
+volatile uint32_t user_cs_seen, user_ebx_seen, user_frame_at;
+int enter_user(uint32_t eip, uint32_t esp);            /* lguest_entry.S */
+void resume_kernel(void) __attribute__((noreturn));
+
+/* the trap handler's way back from a user-mode excursion */
+static void leave_user(struct trap_frame *f)
+{
+    user_cs_seen = f->cs;
+    user_ebx_seen = f->ebx;
+    user_frame_at = (uint32_t)f;
+    resume_kernel();
+}
+
+void user_code(void);
+__asm__(".text\n.globl user_code\nuser_code:\n"
+        "  movl $0x5a5a, %ebx\n"
+        "  int $0x80\n"
+        "  cli\n"                          /* #GP at ring 3: not the Launcher's */
+        "1: jmp 1b\n");
+
+static int run_user(void)
+{
+    return enter_user((uint32_t)user_code, (uint32_t)user_stack + sizeof(user_stack));
+}
+
+static void checks_user(void)
+{
+    section("user mode (ring 3)");
+    hcall(LHCALL_LOAD_GDT_ENTRY, 14, 0x0000FFFF, 0x00CFFA00, 0);     /* user code, DPL 3 */
+    hcall(LHCALL_LOAD_GDT_ENTRY, 15, 0x0000FFFF, 0x00CFF200, 0);     /* user data, DPL 3 */
+    hcall(LHCALL_SET_STACK, KERNEL_DS, (uint32_t)user_kstack + sizeof(user_kstack), 1, 0);
+    user_mode_exits = 1;
+    run_user();
+    check_eqx("int $0x80 from ring 3 reaches the direct gate", user_cs_seen, USER_CS);
+    check_eqx("with the user's registers", user_ebx_seen, 0x5a5a);
+    check(user_frame_at >= (uint32_t)user_kstack &&
+          user_frame_at < (uint32_t)user_kstack + sizeof(user_kstack),
+          "on the SET_STACK kernel stack", "frame at 0x%lx", (unsigned long)user_frame_at);
+    user_mode_exits = 2;
+    unsigned gp = trap_count[13];
+    run_user();
+    irq_enable();          /* the #GP came through an interrupt gate */
+    check_eqx("cli at ring 3: #GP reflected (not emulated)", trap_count[13], gp + 1);
+    check_eqx("from the user code segment", user_cs_seen, USER_CS);
+    user_mode_exits = 0;
 }
 
 static uint64_t time_ns(void)
@@ -507,6 +565,7 @@ void __attribute__((noreturn)) lguest_main(void)
     checks_gdt();
     checks_traps();
     checks_mmu();
+    checks_user();
     checks_time();
 #if FAIL_CHECK
     check_eqx("deliberate failure (FAIL_CHECK build)", 1, 2);

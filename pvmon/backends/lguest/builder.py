@@ -240,7 +240,9 @@ def build(machine, kernel: LguestKernel, cmdline: str, initrd: bytes | None = No
     uc.reg_write(x86.UC_X86_REG_CR0, 0x80010033)            # PG | WP | NE | ET | MP | PE
     uc.reg_write(x86.UC_X86_REG_GDTR, (0, SWITCHER_VA + GDT_OFF, len(gdt) - 1, 0))
     uc.reg_write(x86.UC_X86_REG_IDTR, (0, SWITCHER_VA + IDT_OFF, 256 * 8 - 1, 0))
-    uc.reg_write(x86.UC_X86_REG_TR, (abi.TSS_SEL, SWITCHER_VA + TSS_OFF, 0x67, 0x8B))
+    # flags as QEMU caches them after ltr: descriptor bits 8-23, P | 32-bit TSS type 9
+    # (QEMU checks the cached type & 7 == 1 on a stack switch; the GDT copy is busy)
+    uc.reg_write(x86.UC_X86_REG_TR, (abi.TSS_SEL, SWITCHER_VA + TSS_OFF, 0x67, 0x8900))
     for r in (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX,
               x86.UC_X86_REG_RDX, x86.UC_X86_REG_RSI, x86.UC_X86_REG_RDI,
               x86.UC_X86_REG_RBP):
