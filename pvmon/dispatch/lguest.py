@@ -61,6 +61,29 @@ def lguest_cpuid_policy() -> dict:
     }
 
 
+
+def walk32(m: Machine, va: int) -> int | None:
+    """Guest-virtual ``va`` -> guest-physical through the CPU's current
+    32-bit non-PAE page directory (identity when CR0.PG is clear), or None
+    when it is not mapped (or maps outside machine memory)."""
+    if not m.uc.reg_read(x86.UC_X86_REG_CR0) & 0x80000000:
+        return va if m.valid_phys(va, 1) else None
+    cr3 = m.internals.cr3 & 0xFFFFF000
+    pde = int.from_bytes(m.read_phys(cr3 + 4 * (va >> 22), 4), "little")
+    if not pde & 1:
+        return None
+    if pde & 0x80:
+        return (pde & 0xFFC00000) | (va & 0x3FFFFF)
+    pt = pde & 0xFFFFF000
+    if not m.valid_phys(pt, 4096):
+        return None
+    pte = int.from_bytes(m.read_phys(pt + 4 * ((va >> 12) & 0x3FF), 4), "little")
+    if not pte & 1:
+        return None
+    pa = (pte & 0xFFFFF000) | (va & 0xFFF)
+    return pa if m.valid_phys(pa, 1) else None
+
+
 class LguestDispatch(HvmDispatchCore):
     """TrapHandler for one lguest guest."""
 
@@ -94,21 +117,8 @@ class LguestDispatch(HvmDispatchCore):
     def walk32(self, va: int) -> int | None:
         """Guest-virtual -> physical through the current non-PAE page
         directory, or None when not mapped."""
-        m = self.m
-        cr3 = m.internals.cr3 & 0xFFFFF000
-        pde = int.from_bytes(m.read_phys(cr3 + 4 * (va >> 22), 4), "little")
-        if not pde & 1:
-            return None
-        if pde & 0x80:
-            return (pde & 0xFFC00000) | (va & 0x3FFFFF)
-        pt = pde & 0xFFFFF000
-        if not m.valid_phys(pt, 4096):
-            return None
-        pte = int.from_bytes(m.read_phys(pt + 4 * ((va >> 12) & 0x3FF), 4), "little")
-        if not pte & 1:
-            return None
-        pa = (pte & 0xFFFFF000) | (va & 0xFFF)
-        return pa if m.valid_phys(pa, 1) else None
+        return walk32(self.m, va)
+
 
     def _u32(self, va: int) -> int | None:
         pa = self.walk32(va)
