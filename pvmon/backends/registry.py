@@ -83,7 +83,8 @@ def get_backend(name: str) -> Backend:
 #: or from the backend's own ``guest_kind`` attribute.
 GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV",
                                      "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH",
-                                     "lguest": "pvmon.backends.lguest:LGUEST"}
+                                     "lguest": "pvmon.backends.lguest:LGUEST",
+                                     "vmi": "pvmon.backends.vmi:VMI"}
 #: Guest modes by ABI: the first is the default (``--mode``; trace header
 #: ``machine.mode``). A mode other than the default is looked up as the
 #: guest kind ``"<abi>-<mode>"``.
@@ -134,13 +135,15 @@ def kind_for_abi(abi: str) -> GuestKind:
 #: ({number: name}), ``HYPERCALL_NUMBERS`` ({name: number}), ``SUBOPS``
 #: ({call name: {sub-op number: name}}), ``ERRNO_NAMES`` ({errno: name}).
 ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi",
-                                     "lguest": "pvmon.backends.lguest.abi"}
+                                     "lguest": "pvmon.backends.lguest.abi",
+                                     "vmi": "pvmon.backends.vmi.abi"}
 
 #: Built-in backends of ABIs other than Xen: name -> ``"module:factory"``
 #: (a callable taking no arguments), imported on first use.
 OTHER_BUILTIN_BACKENDS: dict[str, str] = {
     "lguest-4.13": "pvmon.backends.lguest.backend:make_backend",
-    "lguest-4.0": "pvmon.backends.lguest.backend:make_backend_4_0"}
+    "lguest-4.0": "pvmon.backends.lguest.backend:make_backend_4_0",
+    "vmi-3.0": "pvmon.backends.vmi.backend:make_backend"}
 
 
 def other_builtin(name: str) -> Backend | None:
