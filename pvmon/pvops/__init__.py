@@ -30,6 +30,7 @@ __all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "OpDef", "PvOp", "count", 
 MAPPINGS: dict[str, str] = {
     "xen": "pvmon.backends.xen.pvops",
     "lguest": "pvmon.backends.lguest.pvops",
+    "vmi": "pvmon.backends.vmi.pvops",
 }
 
 
