@@ -125,3 +125,27 @@ def test_a_call_between_rom_entries_is_the_guests_crash():
     sess.machine.write_phys(target, b"\x0f\x01\xc1")
     res = sess.run(timeout=20)
     assert res.exit_kind == "crash" and "VMI ROM at +0x204, where no entry is" in res.detail
+
+
+def test_the_tui_plays_a_vmi_trace_and_boots_pvtest_vmi_live(recorded):
+    import asyncio
+
+    from pvmon.ui.app import PvmonApp
+    from tests.tui_support import live_app, until
+    _res, path, _calls = recorded
+
+    async def player():
+        app = PvmonApp(trace=path)
+        async with app.run_test(size=(110, 32)) as pilot:
+            await until(pilot, lambda: app.screen.index is not None)
+            app.screen.seek_seq(app.screen.index.seqs[5])
+            await pilot.pause(0.2)
+
+    async def live():
+        app, lv = live_app("pvtest-vmi", backend="vmi-3.0")
+        async with app.run_test(size=(110, 32)) as pilot:
+            await until(pilot, lambda: app.screen._finished_shown)
+            assert ", 0 failed" in lv.session.console.decode()
+
+    asyncio.run(player())
+    asyncio.run(live())
