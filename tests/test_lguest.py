@@ -276,3 +276,13 @@ def test_random_calls_never_raise_in_the_host():
                 assert stop.kind == "crash" and stop.detail.startswith(
                     ("lguest killed the guest: ", "the Launcher exited: ")), stop
                 break
+
+
+def test_replays_an_lguest_trace_cannot_do_are_refused_in_one_line(recorded):
+    _res, path, _calls = recorded
+    p = _pvmon("replay", str(path), "--backend", "lguest-4.0", "--open-loop")
+    assert p.returncode == 2 and "replay it closed loop" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    p = _pvmon("replay", str(path), "--backend", "xen-4.17")
+    assert p.returncode == 2 and "is a backend of the xen ABI" in p.stderr
+    assert "Traceback" not in p.stderr
