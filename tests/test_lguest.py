@@ -131,6 +131,7 @@ def _init(sess, b, syscall_vec=0x80, pa=0x200000):
     (["init", (14, (0x10000, 0x1000, 0x7FFFF003, 0))], "bad page table entry"),
     (["init", (4, (0x7FFFF000, 0, 0, 0))], "bad page table 0x7ffff000"),
     (["init", (18, (32, 0, 0, 0))], "too many gdt entries 32"),
+    (["init", (15, (0x10000, 1025, 0, 0))], "Attempt to set pgd 1025/1024"),
     (["init", (1, (0x200000, 0, 0, 0))], "already have lguest_data"),
     ([(1, (0xFFFFF000, 0, 0, 0))], "bad guest page 0xfffff000"),
 ])

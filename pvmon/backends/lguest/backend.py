@@ -417,10 +417,12 @@ class LguestBackend(Backend):
     def _set_pgd(self, pgdir, idx, *_a) -> None:
         """LHCALL_SET_PGD [LGP] ``guest_set_pgd``."""
         self.op = {"pgdir": pgdir, "idx": idx}
-        if idx >= 1024:
-            self.kill(f"Attempt to set pgd {idx}")
-        if idx == B.SWITCHER_PDE:
-            return                         # the Switcher's slot stays the host's
+        if idx > 1024:                     # (sic: "idx > PTRS_PER_PGD" in 4.x)
+            self.kill(f"Attempt to set pgd {idx}/1024")
+        if pgdir in self.pgdirs:
+            # that might have been the Switcher mapping: remap it (4.x
+            # allocate_switcher_mapping)
+            self._map_switcher(pgdir)
         self.m.flush_tlb()
 
     def _set_pmd(self, pmdp, idx, *_a) -> None:
