@@ -142,9 +142,10 @@ _RUN_OPTIONS = [
     click.option("--input-file", default=None, type=click.Path(dir_okay=False),
                  help="Console input (needs an initrd): the lines of this file ('-' = stdin), "
                       "as --script."),
-    click.option("--mode", default=None, type=click.Choice(["pv", "pvh"]),
+    click.option("--mode", default=None, type=click.Choice(["pv", "pvh", "nonpae", "pae"]),
                  help="Guest mode (xl's type=): pv (the default) or pvh, a Xen guest on "
-                      "the HVM platform entered at the kernel's PVH entry point."),
+                      "the HVM platform entered at the kernel's PVH entry point; for lguest "
+                      "nonpae (the default) or pae."),
     click.option("--idle-exit", default=10.0, show_default=True, type=Seconds(), metavar="SECONDS",
                  help="Stop when the guest idles this many virtual seconds with no console "
                       "input left (0: never)."),

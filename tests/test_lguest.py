@@ -287,3 +287,35 @@ def test_replays_an_lguest_trace_cannot_do_are_refused_in_one_line(recorded):
     p = _pvmon("replay", str(path), "--backend", "xen-4.17")
     assert p.returncode == 2 and "is a backend of the xen ABI" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------ PAE
+def test_pvtest_lguest_pae_runs_on_a_pae_host_and_its_recording_verifies(tmp_path):
+    path = tmp_path / "pae.pvt"
+    img = resolve("pvtest-lguest-pae")
+    assert img.mode == "pae" and img.backend == "lguest-4.13"
+    sess = Session(img, backend="lguest-4.13", memory=MEM, record=path, mode="pae")
+    calls = []
+    sess.dispatch.call_listeners.append(calls.append)
+    res = sess.run(timeout=60)
+    text = res.console.decode()
+    assert ", PAE;" in text and "60 passed, 0 failed" in text, text[-1500:]
+    assert res.clean
+    assert "LHCALL_SET_PMD" in {c["name"] for c in calls}
+    pte = [c for c in calls if c["name"] == "LHCALL_SET_PTE"][0]
+    assert pte["op"]["pte"] == pte["args"][2] | pte["args"][3] << 32
+    assert TraceReader(path).header["machine"]["mode"] == "pae"
+    rep = replay_closed(open_run(path))
+    assert rep.mode == "verify" and rep.total == 0
+
+
+def test_pae_hosts_check_pdpt_alignment_and_the_pgd_index_of_four():
+    sess = Session(resolve("pvtest-lguest-pae"), backend="lguest-4.13", memory=MEM, mode="pae")
+    b = sess.backend
+    _init(sess, b)
+    b.call(15, (0x10000, 5, 0, 0))
+    assert "Attempt to set pgd 5/4" in sess.machine.stop_reason.detail
+    sess = Session(resolve("pvtest-lguest-pae"), backend="lguest-4.13", memory=MEM, mode="pae")
+    _init(sess, sess.backend)
+    sess.backend.call(4, (0x10010, 0, 0, 0))
+    assert "bad page table 0x10010" in sess.machine.stop_reason.detail

@@ -34,6 +34,7 @@
 #define LHCALL_TS               8
 #define LHCALL_SET_CLOCKEVENT   9
 #define LHCALL_HALT             10
+#define LHCALL_SET_PMD          13      /* PAE hosts only */
 #define LHCALL_SET_PTE          14
 #define LHCALL_SET_PGD          15
 #define LHCALL_LOAD_TLS         16
@@ -83,9 +84,22 @@ struct lguest_data lguest_data = {
 };
 uint32_t boot_params_pa;
 
+#ifdef PAE
+/* PAE (a PAE host, mode "pae"): a PDPT, page directories, 64-bit entries */
+typedef uint64_t pte_t;
+#define PTRS 512
+static uint64_t pdpt[4] __attribute__((aligned(32)));
+static uint64_t pds[4][512] __attribute__((aligned(4096)));
+static uint64_t ptables[4][512] __attribute__((aligned(4096)));
+static uint64_t alias_pt[512] __attribute__((aligned(4096)));
+#define pgdir pdpt
+#else
+typedef uint32_t pte_t;
+#define PTRS 1024
 static uint32_t pgdir[1024] __attribute__((aligned(4096)));
 static uint32_t ptables[2][1024] __attribute__((aligned(4096)));
 static uint32_t alias_pt[1024] __attribute__((aligned(4096)));
+#endif
 static uint8_t data_page[4096] __attribute__((aligned(4096)));
 static const char power_down[] = "Power down";
 
@@ -393,6 +407,27 @@ static void checks_traps(void)
 #define PTE_US 4
 static void checks_mmu(void)
 {
+    uint32_t va = 0x40000000;
+#ifdef PAE
+    section("page tables (PAE)");
+    /* identity map 0-8 MiB through page directory 0, as the guest's own tables */
+    for (unsigned t = 0; t < 4; t++) {
+        for (unsigned i = 0; i < 512; i++)
+            ptables[t][i] = ((uint64_t)(t * 512 + i) << 12) | PTE_P | PTE_RW | PTE_US;
+        pds[0][t] = (uint32_t)ptables[t] | PTE_P | PTE_RW | PTE_US;
+    }
+    for (unsigned g = 0; g < 4; g++)
+        pdpt[g] = (uint32_t)pds[g] | PTE_P;
+    hcall(LHCALL_NEW_PGTABLE, (uint32_t)pdpt, 0, 0, 0);
+    check(1, "NEW_PGTABLE with a PDPT: running on the guest's PAE tables", "-");
+    check((pds[3][510] & PTE_P) != 0, "the host mapped the Switcher (PDPT 3, entry 510)",
+          "pde 0x%lx", (unsigned long)pds[3][510]);
+    /* a new mapping at 1 GiB: native writes, SET_PGD, SET_PMD, SET_PTE (64-bit) */
+    hcall(LHCALL_SET_PGD, (uint32_t)pdpt, va >> 30, 0, 0);
+    pds[1][0] = (uint32_t)alias_pt | PTE_P | PTE_RW;
+    hcall(LHCALL_SET_PMD, (uint32_t)pds[1], 0, 0, 0);
+    check(1, "SET_PMD is a call of a PAE host", "-");
+#else
     section("page tables");
     /* identity map 0-8 MiB, as the guest's own page tables */
     for (unsigned t = 0; t < 2; t++) {
@@ -401,17 +436,16 @@ static void checks_mmu(void)
         pgdir[t] = (uint32_t)ptables[t] | PTE_P | PTE_RW | PTE_US;
     }
     hcall(LHCALL_NEW_PGTABLE, (uint32_t)pgdir, 0, 0, 0);
-    uint32_t cr3probe = 0;
-    check(1, "NEW_PGTABLE: running on the guest's page tables", "%lu",
-          (unsigned long)cr3probe);
+    check(1, "NEW_PGTABLE: running on the guest's page tables", "-");
     check((pgdir[1023] & PTE_P) != 0, "the host mapped the Switcher in the top slot",
           "pde 0x%lx", (unsigned long)pgdir[1023]);
     /* a new mapping at 1 GiB: native write, SET_PGD, SET_PTE */
-    uint32_t va = 0x40000000;
     pgdir[va >> 22] = (uint32_t)alias_pt | PTE_P | PTE_RW;
     hcall(LHCALL_SET_PGD, (uint32_t)pgdir, va >> 22, 0, 0);
+#endif
     alias_pt[0] = (uint32_t)data_page | PTE_P | PTE_RW;
-    hcall(LHCALL_SET_PTE, (uint32_t)pgdir, va, alias_pt[0], 0);
+    hcall(LHCALL_SET_PTE, (uint32_t)pgdir, va, (uint32_t)alias_pt[0],
+          (uint32_t)((uint64_t)alias_pt[0] >> 32));
     data_page[100] = 0x77;
     __asm__ volatile("" ::: "memory");
     check_eqx("SET_PTE: the alias reads the page", *(volatile uint8_t *)(va + 100), 0x77);
@@ -432,8 +466,8 @@ static void checks_mmu(void)
         h->arg0 = LHCALL_SET_PTE;
         h->arg1 = (uint32_t)pgdir;
         h->arg2 = va + 4096 * (i + 1);
-        h->arg3 = alias_pt[i + 1];
-        h->arg4 = 0;
+        h->arg3 = (uint32_t)alias_pt[i + 1];
+        h->arg4 = (uint32_t)((uint64_t)alias_pt[i + 1] >> 32);
         __asm__ volatile("" ::: "memory");
         lguest_data.hcall_status[i] = 0;
     }
@@ -555,7 +589,12 @@ void __attribute__((noreturn)) lguest_main(void)
         lguest_data.hcall_status[i] = 0xFF;
     hcall(LHCALL_LGUEST_INIT, (uint32_t)&lguest_data, 0, 0, 0);
     int cons = probe_console();
-    printk("pvtest-lguest booting (lguest, int $0x1f, ring 1; console: %s)\n",
+#ifdef PAE
+#define PAGING "PAE"
+#else
+#define PAGING "non-PAE"
+#endif
+    printk("pvtest-lguest booting (lguest, int $0x1f, ring 1, %s; console: %s)\n", PAGING,
            cons ? "virtio-PCI emerg_wr" : "LHCALL_NOTIFY");
     section("console");
     check(1, "console found (virtio-PCI at 00:01.0 from 4.1, else NOTIFY)", "%d", cons);

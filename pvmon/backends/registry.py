@@ -84,11 +84,12 @@ def get_backend(name: str) -> Backend:
 GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV",
                                      "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH",
                                      "lguest": "pvmon.backends.lguest:LGUEST",
+                                     "lguest-pae": "pvmon.backends.lguest:LGUEST_PAE",
                                      "vmi": "pvmon.backends.vmi:VMI"}
 #: Guest modes by ABI: the first is the default (``--mode``; trace header
 #: ``machine.mode``). A mode other than the default is looked up as the
 #: guest kind ``"<abi>-<mode>"``.
-MODES_BY_ABI: dict[str, tuple[str, ...]] = {"xen": ("pv", "pvh")}
+MODES_BY_ABI: dict[str, tuple[str, ...]] = {"xen": ("pv", "pvh"), "lguest": ("nonpae", "pae")}
 
 
 def guest_kind(backend: Backend, mode: str | None = None) -> GuestKind:

@@ -68,6 +68,8 @@ def walk32(m: Machine, va: int) -> int | None:
     when it is not mapped (or maps outside machine memory)."""
     if not m.uc.reg_read(x86.UC_X86_REG_CR0) & 0x80000000:
         return va if m.valid_phys(va, 1) else None
+    if m.uc.reg_read(x86.UC_X86_REG_CR4) & 0x20:
+        return _walk_pae(m, va)
     cr3 = m.internals.cr3 & 0xFFFFF000
     pde = int.from_bytes(m.read_phys(cr3 + 4 * (va >> 22), 4), "little")
     if not pde & 1:
@@ -81,6 +83,27 @@ def walk32(m: Machine, va: int) -> int | None:
     if not pte & 1:
         return None
     pa = (pte & 0xFFFFF000) | (va & 0xFFF)
+    return pa if m.valid_phys(pa, 1) else None
+
+
+_PAE_ADDR = 0x000FFFFFFFFFF000
+
+
+def _walk_pae(m: Machine, va: int) -> int | None:
+    """The PAE walk: PDPT (CR3 & ~0x1F), page directory (2 MiB pages), page table."""
+    table = m.internals.cr3 & 0xFFFFFFE0
+    for shift, width in ((30, 3), (21, 511), (12, 511)):
+        ea = table + 8 * ((va >> shift) & width)
+        if not m.valid_phys(ea, 8):
+            return None
+        e = int.from_bytes(m.read_phys(ea, 8), "little")
+        if not e & 1:
+            return None
+        if shift == 21 and e & 0x80:
+            pa = (e & _PAE_ADDR & ~0x1FFFFF) | (va & 0x1FFFFF)
+            return pa if m.valid_phys(pa, 1) else None
+        table = e & _PAE_ADDR
+    pa = table | (va & 0xFFF)
     return pa if m.valid_phys(pa, 1) else None
 
 

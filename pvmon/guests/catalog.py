@@ -36,14 +36,15 @@ from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
 BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "pvtest-v2-pvh",
-           "pvtest-lguest", "pvtest-vmi")
+           "pvtest-lguest", "pvtest-lguest-pae", "pvtest-vmi")
 #: The guest mode a built-in guest boots in when the user names none (``pvmon
 #: run GUEST`` without ``--mode``); a built-in not listed takes the backend's
 #: default (Xen PV). pvtest-v2-pvh has no PV entry point.
-BUILTIN_MODES = {"pvtest-v2-pvh": "pvh"}
+BUILTIN_MODES = {"pvtest-v2-pvh": "pvh", "pvtest-lguest-pae": "pae"}
 #: Built-in guests of another ABI than Xen: the backend they run on when
 #: ``--backend`` is not given (the 32-bit lguest build boots only on lguest).
-BUILTIN_BACKENDS = {"pvtest-lguest": "lguest-4.13", "pvtest-vmi": "vmi-3.0"}
+BUILTIN_BACKENDS = {"pvtest-lguest": "lguest-4.13", "pvtest-lguest-pae": "lguest-4.13",
+                    "pvtest-vmi": "vmi-3.0"}
 DEBIAN = tuple(debian.SERIES)   # the known Debian series; debian.names() adds cached ones
 IMAGES_DIR = Path(__file__).parent / "images"
 

@@ -67,5 +67,24 @@ class LguestGuest:
         backend.hypercall_page = None
 
 
-#: The one lguest guest kind.
+class LguestPaeGuest(LguestGuest):
+    """lguest with a PAE host and guest (mode "pae"): the Launcher's linear
+    mapping and the guest's page tables are PAE (CR4.PAE set by the host,
+    as lguest's shadow tables were), SET_PMD exists and SET_PTE takes a
+    64-bit entry (EDX low, ESI high) [LGHC], [LGP]."""
+
+    mode = "pae"
+
+    def build(self, machine: Any, kernel: Any, cmdline: str,
+              initrd: bytes | None = None) -> Any:
+        from pvmon.backends.lguest import builder
+        return builder.build(machine, kernel, cmdline, initrd, pae=True)
+
+    def prepare(self, backend: Backend, kernel: Any) -> None:
+        backend.hypercall_page = None
+        backend.pae = True
+
+
+#: The lguest guest kinds: non-PAE (the default) and PAE.
 LGUEST = LguestGuest()
+LGUEST_PAE = LguestPaeGuest()

@@ -316,7 +316,7 @@ class LguestBackend(Backend):
 
     def _new_pgtable(self, pa, *_a) -> None:
         """LHCALL_NEW_PGTABLE [LGP] ``guest_new_pagetable``: CR3 = ``pa``."""
-        if pa & 0xFFF or not self._ram_ok(pa, 4096):
+        if pa & (0x1F if self.pae else 0xFFF) or not self._ram_ok(pa, 32 if self.pae else 4096):
             self.kill(f"bad page table {pa:#x} (pvmon's wording: lguest fails reading it)")
         if pa not in self.pgdirs:
             self.pgdirs.append(pa)
@@ -328,9 +328,19 @@ class LguestBackend(Backend):
 
     def _map_switcher(self, pgdir: int) -> None:
         """Put the Switcher's page table in the top slot of ``pgdir`` (the
-        slot reserve_mem keeps the guest out of)."""
+        slot reserve_mem keeps the guest out of); PAE: entry 510 of the page
+        directory PDPT entry 3 points to, which the guest must provide."""
         spt = self.sw + 2 * B.PAGE
-        self.g.write_machine(pgdir + 4 * B.SWITCHER_PDE, struct.pack("<I", spt | B.P | B.RW))
+        if not self.pae:
+            self.g.write_machine(pgdir + 4 * B.SWITCHER_PDE,
+                                 struct.pack("<I", spt | B.P | B.RW))
+            return
+        pdpte = struct.unpack("<Q", self.g.read_machine(pgdir + 8 * B.PAE_SWITCHER_PDPTE, 8))[0]
+        pd = pdpte & 0x000FFFFFFFFFF000
+        if not pdpte & B.P or not self._ram_ok(pd, 4096):
+            self.kill("Cannot populate switcher mapping (no page directory for the top "
+                      "GiB; pvmon's wording)")
+        self.g.write_machine(pd + 8 * B.PAE_SWITCHER_PDE, struct.pack("<Q", spt | B.P | B.RW))
 
     def _flush_tlb(self, all_, *_a) -> None:
         """LHCALL_FLUSH_TLB: drop user (0) or all mappings [LGP]."""
@@ -407,18 +417,21 @@ class LguestBackend(Backend):
 
     def _set_pte(self, pgdir, vaddr, lo, hi=0, *_a) -> None:
         """LHCALL_SET_PTE [LGP] ``guest_set_pte``/``check_gpte``."""
-        self.op = {"pgdir": pgdir, "va": vaddr, "pte": lo}
+        pte = lo | (hi << 32) if self.pae else lo
+        self.op = {"pgdir": pgdir, "va": vaddr, "pte": pte}
         if vaddr >= B.SWITCHER_VA:
             self.kill("attempt to set pte into Switcher pages")
-        if lo & B.P and (lo & 0x80 or (lo >> 12) >= self.ram >> 12):
+        pfn = (pte & 0x000FFFFFFFFFF000) >> 12
+        if pte & B.P and (pte & 0x80 or pfn >= self.ram >> 12):
             self.kill("bad page table entry")
         self.m.flush_tlb()
 
     def _set_pgd(self, pgdir, idx, *_a) -> None:
         """LHCALL_SET_PGD [LGP] ``guest_set_pgd``."""
         self.op = {"pgdir": pgdir, "idx": idx}
-        if idx > 1024:                     # (sic: "idx > PTRS_PER_PGD" in 4.x)
-            self.kill(f"Attempt to set pgd {idx}/1024")
+        ptrs = 4 if self.pae else 1024
+        if idx > ptrs:                     # (sic: "idx > PTRS_PER_PGD" in 4.x)
+            self.kill(f"Attempt to set pgd {idx}/{ptrs}")
         if pgdir in self.pgdirs:
             # that might have been the Switcher mapping: remap it (4.x
             # allocate_switcher_mapping)

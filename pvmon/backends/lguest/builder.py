@@ -134,8 +134,14 @@ def linear_tables(ram: int) -> int:
 
 def extra_bytes_for(ram: int) -> int:
     """Switcher (2 pages), its page table, the linear page directory and
-    the linear page tables."""
-    return (4 + linear_tables(ram)) * PAGE
+    the linear page tables (non-PAE), or the PDPT page and four page
+    directories of 2 MiB pages (PAE: fewer)."""
+    return (4 + max(linear_tables(ram), 4)) * PAGE
+
+
+#: PAE: the Switcher's slot, PDPT entry 3, page-directory entry 510
+PAE_SWITCHER_PDPTE, PAE_SWITCHER_PDE = SWITCHER_VA >> 30, (SWITCHER_VA >> 21) & 511
+PS = 0x80
 
 
 def _seg(base: int, limit: int, access: int, flags: int) -> bytes:
@@ -157,8 +163,8 @@ def boot_stub(entry: int) -> bytes:
             + bytes([0x6A, cs]) + b"\x68" + struct.pack("<I", entry) + b"\xcf")
 
 
-def build(machine, kernel: LguestKernel, cmdline: str, initrd: bytes | None = None
-          ) -> LguestLayout:
+def build(machine, kernel: LguestKernel, cmdline: str, initrd: bytes | None = None,
+          pae: bool = False) -> LguestLayout:
     """Load the kernel, write boot_params and the Switcher, set the boot
     registers (RIP at the boot stub, ring 0, paging on with the linear
     mapping). Raises GuestImageError when the kernel does not fit."""
@@ -222,20 +228,13 @@ def build(machine, kernel: LguestKernel, cmdline: str, initrd: bytes | None = No
     machine.write_phys(sw, bytes(page0))
     machine.write_phys(sw + PAGE, STUB * 256 + bytes(PAGE - 8 * 256))
     spt = sw + 2 * PAGE
-    machine.write_phys(spt, struct.pack("<II", sw | P, (sw + PAGE) | P))
     pgdir = sw + 3 * PAGE
-    n = linear_tables(ram)
-    pd = bytearray(PAGE)
-    for i in range(n):
-        pt = sw + (4 + i) * PAGE
-        struct.pack_into("<I", pd, 4 * i, pt | P | RW | US)
-        first = i << 10
-        count = min(1024, (ram >> 12) - first)
-        machine.write_phys(pt, b"".join(struct.pack("<I", ((first + j) << 12) | P | RW | US)
-                                        for j in range(count)))
-    struct.pack_into("<I", pd, 4 * SWITCHER_PDE, spt | P | RW)
-    machine.write_phys(pgdir, bytes(pd))
+    if pae:
+        _linear_pae(machine, sw, spt, pgdir, ram)
+    else:
+        _linear(machine, sw, spt, pgdir, ram)
     # CPU: paging on with the linear mapping, the Switcher's GDT/IDT/TSS
+    uc.reg_write(x86.UC_X86_REG_CR4, 0x20 if pae else 0)    # PAE
     uc.reg_write(x86.UC_X86_REG_CR3, pgdir)
     uc.reg_write(x86.UC_X86_REG_CR0, 0x80010033)            # PG | WP | NE | ET | MP | PE
     uc.reg_write(x86.UC_X86_REG_GDTR, (0, SWITCHER_VA + GDT_OFF, len(gdt) - 1, 0))
@@ -251,3 +250,38 @@ def build(machine, kernel: LguestKernel, cmdline: str, initrd: bytes | None = No
     return LguestLayout(entry=kernel.entry, ram=ram, boot_params=0, cmdline=CMDLINE_PA,
                         switcher_pa=sw, switcher_va=SWITCHER_VA, linear_pgdir=pgdir,
                         initrd=rd_pa, initrd_size=rd_size)
+
+
+def _linear(machine, sw: int, spt: int, pgdir: int, ram: int) -> None:
+    """The non-PAE linear mapping: RAM 1:1 in 4 KiB pages, the Switcher."""
+    machine.write_phys(spt, struct.pack("<II", sw | P, (sw + PAGE) | P))
+    n = linear_tables(ram)
+    pd = bytearray(PAGE)
+    for i in range(n):
+        pt = sw + (4 + i) * PAGE
+        struct.pack_into("<I", pd, 4 * i, pt | P | RW | US)
+        first = i << 10
+        count = min(1024, (ram >> 12) - first)
+        machine.write_phys(pt, b"".join(struct.pack("<I", ((first + j) << 12) | P | RW | US)
+                                        for j in range(count)))
+    struct.pack_into("<I", pd, 4 * SWITCHER_PDE, spt | P | RW)
+    machine.write_phys(pgdir, bytes(pd))
+
+
+def _linear_pae(machine, sw: int, spt: int, pdpt: int, ram: int) -> None:
+    """The PAE linear mapping: a PDPT and four page directories of 2 MiB
+    pages mapping RAM 1:1 (up to 3 GiB), the Switcher in PDPT entry 3."""
+    machine.write_phys(spt, struct.pack("<QQ", sw | P, (sw + PAGE) | P))
+    entries = []
+    for g in range(4):
+        pd_pa = sw + (4 + g) * PAGE
+        entries.append(pd_pa | P)
+        pd = bytearray(PAGE)
+        for i in range(512):
+            va = (g << 30) | (i << 21)
+            if va < ram and g < 3:
+                struct.pack_into("<Q", pd, 8 * i, va | P | RW | US | PS)
+        if g == PAE_SWITCHER_PDPTE:
+            struct.pack_into("<Q", pd, 8 * PAE_SWITCHER_PDE, spt | P | RW)
+        machine.write_phys(pd_pa, bytes(pd))
+    machine.write_phys(pdpt, struct.pack("<4Q", *entries) + bytes(PAGE - 32))
