@@ -302,7 +302,7 @@ def test_pvtest_lguest_pae_runs_on_a_pae_host_and_its_recording_verifies(tmp_pat
     assert ", PAE;" in text and "60 passed, 0 failed" in text, text[-1500:]
     assert res.clean
     assert "LHCALL_SET_PMD" in {c["name"] for c in calls}
-    pte = [c for c in calls if c["name"] == "LHCALL_SET_PTE"][0]
+    pte = next(c for c in calls if c["name"] == "LHCALL_SET_PTE")
     assert pte["op"]["pte"] == pte["args"][2] | pte["args"][3] << 32
     assert TraceReader(path).header["machine"]["mode"] == "pae"
     rep = replay_closed(open_run(path))
