@@ -319,3 +319,13 @@ def test_pae_hosts_check_pdpt_alignment_and_the_pgd_index_of_four():
     _init(sess, sess.backend)
     sess.backend.call(4, (0x10010, 0, 0, 0))
     assert "bad page table 0x10010" in sess.machine.stop_reason.detail
+
+
+def test_pvmon_diff_names_the_lguest_guest_modes(recorded, tmp_path):
+    _res, path, _calls = recorded
+    pae = tmp_path / "pae.pvt"
+    Session(resolve("pvtest-lguest-pae"), backend="lguest-4.13", memory=MEM, record=pae,
+            mode="pae").run(timeout=60)
+    p = _pvmon("diff", str(path), str(pae))
+    assert p.returncode in (0, 1) and "Traceback" not in p.stderr
+    assert "left NONPAE, right PAE" in p.stdout and "LHCALL_SET_PMD" in p.stdout
