@@ -149,3 +149,21 @@ def test_the_tui_plays_a_vmi_trace_and_boots_pvtest_vmi_live(recorded):
 
     asyncio.run(player())
     asyncio.run(live())
+
+
+def test_random_rom_calls_never_raise_in_the_host():
+    import random
+    rng = random.Random(30)
+    values = [0, 1, 0x200, 0x1000, 0x200000, MEM - 4, MEM, 0xC8000, 0xFFFFFFFF, 0x80000000]
+    for _round in range(10):
+        sess, b = _attached()
+        for _ in range(40):
+            nr = rng.choice([*abi.HYPERCALLS, 49, 72, 74, 200])
+            if nr in (35, 36, 37):
+                continue          # Halt, Reboot, Shutdown end or idle the run
+            args = tuple(rng.choice(values + [rng.getrandbits(32)]) for _ in range(5))
+            b.call(nr, args)
+            stop = sess.machine.stop_reason
+            if stop is not None:
+                assert stop.kind == "crash" and stop.detail.startswith("VMI "), stop
+                break
