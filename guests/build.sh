@@ -5,7 +5,10 @@
 #
 #   guests/build.sh            build pvtest-v1.elf, pvtest-v2.elf, pvtest-v2-fail.elf,
 #                              pvtest-v2-rules.elf, pvtest-v2-poc.elf,
-#                              pvtest-v2-pvh.elf (the Xen PVH build)
+#                              pvtest-v2-pvh.elf (the Xen PVH build),
+#                              pvtest-lguest.elf, pvtest-lguest-fail.elf,
+#                              pvtest-lguest-pae.elf (lguest, x86-32),
+#                              pvtest-vmi.elf, pvtest-vmi-fail.elf (VMI 3.0, x86-32)
 #   guests/build.sh --check    verify the committed images rebuild identically
 #
 # The images are byte-reproducible with the toolchain named in BUILDINFO
@@ -37,6 +40,11 @@ build VARIANT=2 FAIL_CHECK=1
 build VARIANT=2 RULES=1
 build VARIANT=2 POC=1
 build VARIANT=2 PVH=1
+build LGUEST=1
+build LGUEST=1 FAIL_CHECK=1
+build LGUEST=1 PAE=1
+build VMI=1
+build VMI=1 FAIL_CHECK=1
 
 {
     echo "# toolchain that produced these images (guests/build.sh)"
@@ -44,11 +52,13 @@ build VARIANT=2 PVH=1
     echo "ld: $("$LD" --version | head -n 1)"
     echo "# sha256"
     (cd "$tmp" && sha256sum pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf \
-        pvtest-v2-poc.elf pvtest-v2-pvh.elf)
+        pvtest-v2-poc.elf pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf \
+        pvtest-lguest-pae.elf pvtest-vmi.elf pvtest-vmi-fail.elf)
 } > "$tmp/BUILDINFO"
 
 files="pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf pvtest-v2-poc.elf
-pvtest-v2-pvh.elf BUILDINFO"
+pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf pvtest-lguest-pae.elf pvtest-vmi.elf
+pvtest-vmi-fail.elf BUILDINFO"
 if [ "$mode" = install ]; then
     mkdir -p "$images"
     for f in $files; do

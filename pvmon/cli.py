@@ -123,8 +123,9 @@ _RUN_OPTIONS = [
     click.option("--memory", default="256M", show_default=True, type=MemorySize(),
                  help="Guest memory in MiB (256), or with a suffix K, M, G or T (512M, 1G, "
                       "1.5G) as QEMU's -m; 32M to 8G."),
-    click.option("--backend", default="xen-4.17", show_default=True,
-                 shell_complete=backend_names, help="Hypervisor backend."),
+    click.option("--backend", default=None, show_default="xen-4.17; pvtest-lguest: lguest-4.13",
+                 shell_complete=backend_names,
+                 help="Hypervisor backend (default: the guest's own, else xen-4.17)."),
     click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
                  help="Write a .pvt trace of the run. An existing trace there is replaced; "
                       "any other existing file only with --force."),
@@ -145,9 +146,10 @@ _RUN_OPTIONS = [
     click.option("--input-file", default=None, type=click.Path(dir_okay=False),
                  help="Console input (needs an initrd): the lines of this file ('-' = stdin), "
                       "as --script."),
-    click.option("--mode", default=None, type=click.Choice(["pv", "pvh"]),
+    click.option("--mode", default=None, type=click.Choice(["pv", "pvh", "nonpae", "pae"]),
                  help="Guest mode (xl's type=): pv (the default) or pvh, a Xen guest on "
-                      "the HVM platform entered at the kernel's PVH entry point."),
+                      "the HVM platform entered at the kernel's PVH entry point; for lguest "
+                      "nonpae (the default) or pae."),
     click.option("--idle-exit", default=10.0, show_default=True, type=Seconds(), metavar="SECONDS",
                  help="Stop when the guest idles this many virtual seconds with no console "
                       "input left (0: never)."),
@@ -325,6 +327,10 @@ def _stdin_source(sess, fd: int):
     return None
 
 
+#: --backend when neither the option nor the guest's catalog entry names one.
+DEFAULT_BACKEND = "xen-4.17"
+
+
 def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
                   input_file, idle_exit) -> dict:
     """Check the run options shared by ``run`` and ``boot`` and turn them into
@@ -369,9 +375,11 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
                   input_file if input_file != "-" else None]
         check_output(record, inputs=[p for p in inputs if p], force=force, option="--record")
     if cmdline is None:
-        cmdline = _kind_default_cmdline(backend) or DEFAULT_CMDLINE
+        cmdline = _kind_default_cmdline(backend or getattr(img, "backend", None)) \
+            or DEFAULT_CMDLINE
     return {"guest": img, "memory": parse_memory(memory), "cmdline": cmdline,
-            "backend": backend, "record": Path(record) if record else None,
+            "backend": backend or getattr(img, "backend", None) or DEFAULT_BACKEND,
+            "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
             "idle_limit_ns": seconds_to_ns(idle_exit),
             "mode": _mode_option() or getattr(img, "mode", None)}

@@ -155,8 +155,8 @@ def test_derive_is_a_generator_that_streams_an_endless_event_source():
 
 
 def test_an_abi_without_a_mapping_is_refused_in_one_line():
-    with pytest.raises(TraceError, match="no canonical mapping for ABI 'vmi'"):
-        mapping_for("vmi")
+    with pytest.raises(TraceError, match="no canonical mapping for ABI 'nosuch-abi'"):
+        mapping_for("nosuch-abi")
 
 
 def _pvmon(*args: str) -> subprocess.CompletedProcess:

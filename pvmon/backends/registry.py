@@ -47,7 +47,7 @@ def resolve_version(name: str):
 def require_version(name: str):
     """Like :func:`resolve_version`, but an unknown name raises BackendError
     listing the known ones (for commands that need a Xen ABI version)."""
-    ver = resolve_version(name)
+    ver = resolve_version(name) or other_version(name)
     if ver is None:
         raise _unknown(name)
     return ver
@@ -70,6 +70,9 @@ def get_backend(name: str) -> Backend:
     ver = resolve_version(name)
     if ver is not None:
         return backend_for_version(ver)
+    other = other_builtin(name)
+    if other is not None:
+        return other
     for ep in entry_points(group="pvmon.backends"):
         if ep.name == name:
             try:
@@ -88,11 +91,14 @@ def get_backend(name: str) -> Backend:
 #: or from the backend's own ``guest_kind`` attribute.
 GUEST_KIND_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.pv:XEN_PV",
                                      "xen-pvh": "pvmon.backends.xen.pvh:XEN_PVH",
-                                     "kvm": "pvmon.backends.kvm:KVM_GUEST"}
+                                     "kvm": "pvmon.backends.kvm:KVM_GUEST",
+                                     "lguest": "pvmon.backends.lguest:LGUEST",
+                                     "lguest-pae": "pvmon.backends.lguest:LGUEST_PAE",
+                                     "vmi": "pvmon.backends.vmi:VMI"}
 #: Guest modes by ABI: the first is the default (``--mode``; trace header
 #: ``machine.mode``). A mode other than the default is looked up as the
 #: guest kind ``"<abi>-<mode>"``.
-MODES_BY_ABI: dict[str, tuple[str, ...]] = {"xen": ("pv", "pvh")}
+MODES_BY_ABI: dict[str, tuple[str, ...]] = {"xen": ("pv", "pvh"), "lguest": ("nonpae", "pae")}
 
 
 def guest_kind(backend: Backend, mode: str | None = None) -> GuestKind:
@@ -139,7 +145,63 @@ def kind_for_abi(abi: str) -> GuestKind:
 #: ({number: name}), ``HYPERCALL_NUMBERS`` ({name: number}), ``SUBOPS``
 #: ({call name: {sub-op number: name}}), ``ERRNO_NAMES`` ({errno: name}).
 ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi",
-                                    "kvm": "pvmon.backends.kvm.abi"}
+                                    "kvm": "pvmon.backends.kvm.abi",
+                                     "lguest": "pvmon.backends.lguest.abi",
+                                     "vmi": "pvmon.backends.vmi.abi"}
+
+#: Built-in backends of ABIs other than Xen: name -> ``"module:factory"``
+#: (a callable taking no arguments), imported on first use.
+OTHER_BUILTIN_BACKENDS: dict[str, str] = {
+    "lguest-4.13": "pvmon.backends.lguest.backend:make_backend",
+    "lguest-4.0": "pvmon.backends.lguest.backend:make_backend_4_0",
+    "vmi-3.0": "pvmon.backends.vmi.backend:make_backend"}
+
+
+def other_builtin(name: str) -> Backend | None:
+    """A fresh built-in backend of a non-Xen ABI named ``name``, or None."""
+    where = OTHER_BUILTIN_BACKENDS.get(name)
+    if where is None:
+        return None
+    module, _, attr = where.partition(":")
+    return getattr(import_module(module), attr)()
+
+
+class OtherVersion:
+    """The version record of a built-in non-Xen backend (what replay passes
+    around for a trace recorded on one): ``name``, ``major``/``minor`` (from
+    the backend's ``version``), :meth:`make_backend` and :meth:`facts_against`."""
+
+    profile_toml = None
+    extraversion = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        b = other_builtin(name)
+        self.abi = b.abi
+        self.version_string = b.version
+        parts = [int(p) if p.isdigit() else 0 for p in b.version.split(".")[:2]] + [0, 0]
+        self.major, self.minor = parts[0], parts[1]
+
+    def make_backend(self) -> Backend:
+        return other_builtin(self.name)
+
+    def facts_against(self, other: object) -> list[dict]:
+        """The declared differences of both backends when they differ
+        (``describe()["differences"]``: dicts with ``what``, ``source`` and
+        optionally ``hypercall``), each as ``{"hypercall", "text", "source"}``."""
+        if not isinstance(other, OtherVersion) or other.name == self.name:
+            return []
+        out = []
+        for v in (self, other):
+            for d in v.make_backend().describe()["differences"]:
+                out.append({"hypercall": d.get("hypercall", ""),
+                            "text": f"{v.name}: {d['what']}", "source": d["source"]})
+        return out
+
+
+def other_version(name: str) -> OtherVersion | None:
+    """The version record of built-in non-Xen backend ``name``, or None."""
+    return OtherVersion(name) if name in OTHER_BUILTIN_BACKENDS else None
 
 
 def abi_names(abi: str = "xen"):
@@ -162,6 +224,9 @@ def backend_for_version(ver) -> Backend:
     if getattr(ver, "abi", "xen") == "kvm":
         from pvmon.backends.kvm.backend import KvmBackend
         return KvmBackend(ver)
+    make = getattr(ver, "make_backend", None)
+    if make is not None:
+        return make()
     from pvmon.backends.xen.backend import XenBackend
     return XenBackend(ver)
 
@@ -170,7 +235,7 @@ def known_names() -> list[str]:
     """Every name ``--backend`` accepts: built-in versions, usable profiles
     (by their names; a broken profile is not one), entry-point backends."""
     from pvmon.backends.profiles import find_profiles
-    return (builtin_names() + sorted(find_profiles())
+    return (builtin_names() + sorted(OTHER_BUILTIN_BACKENDS) + sorted(find_profiles())
             + sorted(ep.name for ep in entry_points(group="pvmon.backends")))
 
 
@@ -186,6 +251,11 @@ def list_backends() -> list[dict]:
         out.append({"name": n, "kind": "builtin", "version": v.version_string,
                     "base": v.base, "description": v.description,
                     "differences": [c.as_dict() for c in v.changes]})
+    for n in sorted(OTHER_BUILTIN_BACKENDS):
+        d = other_builtin(n).describe()
+        out.append({"name": n, "kind": "builtin", "version": d["version"], "base": d["base"],
+                    "description": f"{d['abi']} ABI",
+                    "differences": [{"kind": "abi", **x} for x in d["differences"]]})
     for found in sorted(scan_profiles(), key=lambda f: f.name):
         v = found.version
         if v is None:

@@ -35,11 +35,16 @@ from pvmon.errors import GuestImageError, GuestNotFound
 from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
-BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "pvtest-v2-pvh")
+BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "pvtest-v2-pvh",
+           "pvtest-lguest", "pvtest-lguest-pae", "pvtest-vmi")
 #: The guest mode a built-in guest boots in when the user names none (``pvmon
 #: run GUEST`` without ``--mode``); a built-in not listed takes the backend's
 #: default (Xen PV). pvtest-v2-pvh has no PV entry point.
-BUILTIN_MODES = {"pvtest-v2-pvh": "pvh"}
+BUILTIN_MODES = {"pvtest-v2-pvh": "pvh", "pvtest-lguest-pae": "pae"}
+#: Built-in guests of another ABI than Xen: the backend they run on when
+#: ``--backend`` is not given (the 32-bit lguest build boots only on lguest).
+BUILTIN_BACKENDS = {"pvtest-lguest": "lguest-4.13", "pvtest-lguest-pae": "lguest-4.13",
+                    "pvtest-vmi": "vmi-3.0"}
 DEBIAN = tuple(debian.SERIES)   # the known Debian series; debian.names() adds cached ones
 IMAGES_DIR = Path(__file__).parent / "images"
 
@@ -62,6 +67,9 @@ class GuestImage:
     #: The guest mode this image boots in by default ("pvh"), or None: the
     #: backend's default. ``--mode`` overrides it (:func:`pvmon.cli._session_args`).
     mode: str | None = None
+    #: The backend this image runs on by default (``--backend`` not given),
+    #: or None: the command's default (:data:`BUILTIN_BACKENDS`).
+    backend: str | None = None
     _symbols: SymbolTable | None = field(default=None, init=False, repr=False, compare=False)
 
     def format_address(self, addr: int) -> str:
@@ -113,13 +121,14 @@ def _builtin(name: str) -> GuestImage:
         raise GuestNotFound(
             f"built-in guest {name} is not available: {elf} does not exist (not built yet?)"
         )
-    check_elf_x86_64(elf.read_bytes())
+    if name not in BUILTIN_BACKENDS:
+        check_elf_x86_64(elf.read_bytes())
     smap = elf.with_suffix(".map")
     return GuestImage(
         name=name, kind="builtin", vmlinux=elf, vmlinuz=None,
         system_map=smap if _is_symbol_map(smap) else None, config=None,
         package=None, version=None, release=None, sha256=_sha256_file(elf),
-        mode=BUILTIN_MODES.get(name),
+        mode=BUILTIN_MODES.get(name), backend=BUILTIN_BACKENDS.get(name),
     )
 
 
@@ -151,7 +160,9 @@ def _from_path(path: Path) -> GuestImage:
         if base.startswith(prefix):
             release = base[len(prefix):]
     if magic == ELF_MAGIC:
-        check_elf_x86_64(path.read_bytes())
+        data = path.read_bytes()
+        if data[4:5] != b"\x01":       # ELFCLASS32 (lguest): its guest kind's loader checks it
+            check_elf_x86_64(data)
         vmlinux, vmlinuz = path, None
     else:
         vmlinux, vmlinuz = _extracted_vmlinux(path), path

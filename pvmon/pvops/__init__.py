@@ -30,6 +30,8 @@ __all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "Deriver", "OpDef", "PvOp"
 MAPPINGS: dict[str, str] = {
     "xen": "pvmon.backends.xen.pvops",
     "kvm": "pvmon.backends.kvm.pvops",
+    "lguest": "pvmon.backends.lguest.pvops",
+    "vmi": "pvmon.backends.vmi.pvops",
 }
 
 

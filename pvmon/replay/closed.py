@@ -224,6 +224,11 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     images or unreadable traces."""
     rec = run.version
     version = version or rec
+    if getattr(version, "abi", "xen") != getattr(rec, "abi", "xen"):
+        from pvmon.errors import BackendError
+        raise BackendError(f"{run.path.name} was recorded on the {getattr(rec, 'abi', 'xen')} "
+                           f"ABI; {version.name} is a backend of the {getattr(version, 'abi', 'xen')} ABI "
+                           "(replay on a backend of the same ABI)")
     verify = (version.name == rec.name) if verify is None else verify
     backend = backend_for_version(version)
     sess = Session(run.guest, backend=backend, keep_console=False, **run.session_args())

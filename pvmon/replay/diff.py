@@ -167,7 +167,11 @@ def _side(path: Path) -> Side:
     r.close()
     mech = str(g.get("mechanism") or ("page" if via.get("page") else "syscall"))
     m = h.get("machine") if isinstance(h.get("machine"), dict) else {}
-    mode = m.get("mode") if isinstance(m.get("mode"), str) else "pv"
+    b = h.get("backend") if isinstance(h.get("backend"), dict) else {}
+    from pvmon.backends.registry import MODES_BY_ABI
+    default = MODES_BY_ABI.get(b.get("abi", "xen"), ("pv",))[0] \
+        if isinstance(b.get("abi", "xen"), str) else "pv"
+    mode = m.get("mode") if isinstance(m.get("mode"), str) else default
     return Side(path, label, mech, via, calls, subops, faults, events, recorded,
                 truncated_after, mode, h, surface)
 

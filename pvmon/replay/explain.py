@@ -53,6 +53,12 @@ def differences(a: XenVersion, b: XenVersion) -> list[Fact]:
     if "kvm" in (getattr(a, "abi", "xen"), getattr(b, "abi", "xen")):
         from pvmon.backends.kvm.explain import kvm_differences
         return kvm_differences(a, b)
+    if not isinstance(a, XenVersion) or not isinstance(b, XenVersion):
+        # another ABI's versions declare their differences themselves
+        # (pvmon.backends.registry.OtherVersion.facts_against)
+        declared = getattr(a, "facts_against", None)
+        return [Fact(d["hypercall"], None, d["text"], d["source"])
+                for d in (declared(b) if declared is not None else [])]
     facts: list[Fact] = []
     for hc in sorted(a.missing ^ b.missing):
         has, lacks = (b, a) if hc in a.missing else (a, b)

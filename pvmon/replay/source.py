@@ -204,8 +204,12 @@ def recorded_version(header: dict, path: Path) -> XenVersion:
         raise TraceError(f"{path}: trace header has no backend")
     name = _str(b.get("name"), "backend name", path)
     if b.get("abi", "xen") not in ("xen", "kvm"):
+        from pvmon.backends.registry import other_version
+        other = other_version(name)
+        if other is not None:
+            return other
         raise BackendError(f"{path}: recorded on backend {name!r} (ABI {b.get('abi')}); "
-                           "only Xen and KVM traces can be replayed by this pvmon")
+                           "this pvmon replays Xen, KVM, lguest and VMI traces")
     profile = b.get("profile")
     if isinstance(profile, str) and profile:
         from pvmon.backends.profiles import profile_from_text
