@@ -95,8 +95,8 @@ def test_a_call_result_carries_value_name_decoded_op_and_events_raised():
 def test_a_backend_of_an_abi_without_a_dispatch_layer_is_refused_in_one_line():
     from pvmon.errors import BackendError
 
-    class Vmi(base.Backend):       # pvmon has a KVM dispatch layer now: VMI has none
-        abi, name, version = "vmi", "vmi-1", "1"
+    class Sanskrit(base.Backend):  # an ABI pvmon has no guest kind or dispatch layer for
+        abi, name, version = "sanskrit", "sanskrit-1", "1"
 
         def describe(self) -> dict:
             return {}
@@ -107,8 +107,8 @@ def test_a_backend_of_an_abi_without_a_dispatch_layer_is_refused_in_one_line():
         def call(self, nr: int, args: tuple[int, ...]) -> int:
             return -38
 
-    with pytest.raises(BackendError, match="cannot run guests on a 'vmi' ABI backend"):
-        Session(resolve("pvtest-v2"), backend=Vmi())
+    with pytest.raises(BackendError, match="cannot run guests on a 'sanskrit' ABI backend"):
+        Session(resolve("pvtest-v2"), backend=Sanskrit())
 
 
 def test_a_backend_stop_means_the_same_live_and_in_open_loop():

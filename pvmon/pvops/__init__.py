@@ -9,7 +9,7 @@
 An ABI mapping module provides ``translate(ev, state) -> Iterator[PvOp]`` and
 ``new_state(header) -> object`` (whatever bounded state it needs across events, such as
 the level a page-table frame was pinned at). To be counted in parallel it also provides
-``resume_state()`` and ``continue_state(earlier, later)`` (see the Xen PV module).
+``resume_state(header)`` and ``continue_state(earlier, later)`` (see the Xen PV module).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def new_state(header: dict[str, Any] | None = None) -> LguestState:
     return LguestState()
 
 
-def resume_state() -> LguestState:
+def resume_state(header: dict[str, Any] | None = None) -> LguestState:
     return LguestState()
 
 

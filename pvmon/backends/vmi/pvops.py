@@ -35,7 +35,7 @@ def new_state(header: dict[str, Any] | None = None) -> None:
     return None
 
 
-def resume_state() -> None:
+def resume_state(header: dict[str, Any] | None = None) -> None:
     return None
 
 
