@@ -308,10 +308,11 @@ def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
     that backend), ``wall_s`` (the whole pass), ``calls_per_s`` (calls / wall_s)
     and ``backend_calls_per_s`` (calls x backends / wall_s). Raises
     :class:`~pvmon.errors.TraceError` for an unreadable trace."""
-    if getattr(run.version, "abi", "xen") != "xen":
+    if getattr(run.version, "abi", "xen") not in ("xen", "kvm"):
         from pvmon.errors import BackendError
-        raise BackendError(f"{run.path.name}: open-loop replay feeds recorded Xen hypercalls "
-                           f"to a backend without the guest; the calls of a {run.version.abi} trace "
+        raise BackendError(f"{run.path.name}: open-loop replay feeds recorded Xen hypercalls and "
+                           "KVM CPUID leaves and MSRs to a backend without the guest; the calls "
+                           f"of a {run.version.abi} trace "
                            "act on the CPU itself, so replay it closed loop (without "
                            "--open-loop)")
     sides = [_Side(run, v) for v in versions]
