@@ -104,7 +104,7 @@ def ensure_qemu(log) -> str:
 
 
 def run_pvmon(name: str, timeout: float, stock: bool = False, mode: str = "pv",
-              record: bool = False) -> dict:
+              record: bool = False, backend: str | None = None) -> dict:
     """One `pvmon run` in a fresh process, timed whole; *stock* forces the
     wheel's libunicorn, *mode* the guest mode, *record* adds --record."""
     import re
@@ -114,7 +114,8 @@ def run_pvmon(name: str, timeout: float, stock: bool = False, mode: str = "pv",
         env["PVMON_UNICORN"] = "stock"
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryDirectory(prefix="pvmon-bench-boot-") as tmp:
-        cmd = [sys.executable, "-m", "pvmon", "run", name, "--mode", mode]
+        cmd = [sys.executable, "-m", "pvmon", "run", name]
+        cmd += ["--backend", backend] if backend else ["--mode", mode]
         if record:
             cmd += ["--record", str(Path(tmp) / "boot.pvt")]
         t0 = time.perf_counter()
@@ -233,6 +234,8 @@ def main() -> int:
     ap.add_argument("--modes", default="pv",
                     help="comma-separated guest modes to boot each kernel in (pv, pvh)")
     ap.add_argument("--record", action="store_true", help="pvmon runs record a trace (--record)")
+    ap.add_argument("--backend", default=None,
+                    help="boot on this backend instead of Xen in --modes (e.g. kvm-6.12)")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -257,10 +260,12 @@ def main() -> int:
         qemu_version = v.stdout.splitlines()[0] if v.stdout else None
 
     results = []
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = ([args.backend] if args.backend
+             else [m.strip() for m in args.modes.split(",") if m.strip()])
     for name, mode in [(k, m) for k in kernels for m in modes]:
         img = images[name]
         label = name + ("" if mode == "pv" else f" {mode}") + (" +rec" if args.record else "")
+        backend = args.backend
         entry = {"kernel": label, "guest": name, "mode": mode, "record": args.record,
                  "version": getattr(img, "version", None),
                  "pvmon": [], "qemu": [], "stock": []}
@@ -268,7 +273,7 @@ def main() -> int:
         # weighs on both sides of the ratio alike.
         for i in range(args.runs):
             log(f"{name}: pvmon run {i + 1}/{args.runs} ...")
-            r = run_pvmon(name, args.timeout, mode=mode, record=args.record)
+            r = run_pvmon(name, args.timeout, mode=mode, record=args.record, backend=backend)
             entry["pvmon"].append(r)
             log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
             if qemu:
@@ -278,7 +283,8 @@ def main() -> int:
                 log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
             if args.stock:
                 log(f"{name}: pvmon on the wheel's libunicorn, run {i + 1}/{args.runs} ...")
-                r = run_pvmon(name, args.timeout, stock=True, mode=mode, record=args.record)
+                r = run_pvmon(name, args.timeout, stock=True, mode=mode, record=args.record,
+                              backend=backend)
                 entry["stock"].append(r)
                 log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
         entry["pvmon_median_s"] = median_of(entry["pvmon"])
