@@ -149,6 +149,12 @@ ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi",
                                      "lguest": "pvmon.backends.lguest.abi",
                                      "vmi": "pvmon.backends.vmi.abi"}
 
+#: ABI -> ``"module:function"`` that lists the declared differences between two
+#: versions (``(a, b) -> [pvmon.replay.explain.Fact]``); KVM's also answers when
+#: one side is another ABI.
+EXPLAIN_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.explain:xen_differences",
+                                  "kvm": "pvmon.backends.kvm.explain:kvm_differences"}
+
 #: Built-in backends of ABIs other than Xen: name -> ``"module:factory"``
 #: (a callable taking no arguments), imported on first use.
 OTHER_BUILTIN_BACKENDS: dict[str, str] = {

@@ -27,13 +27,14 @@ def kvm_differences(a, b) -> list:
     facts = []
     for feat in sorted(a.features ^ b.features):
         has, lacks = (a, b) if feat in a.features else (b, a)
-        msrs = [MSR_NAMES[m] for m, f in MSR_FEATURE.items() if f == feat]
-        extra = f" (and its MSRs {', '.join(msrs)})" if msrs else ""
+        msrs = [(m, MSR_NAMES[m]) for m, f in MSR_FEATURE.items() if f == feat]
+        extra = f" (and its MSRs {', '.join(n for _m, n in msrs)})" if msrs else ""
         facts.append(Fact("cpuid", "0x40000001",
                           f"KVM_FEATURE_{feat}{extra} is offered by {has.name}, not by "
                           f"{lacks.name}", _source("feature", feat, lacks, has)))
-        for m in msrs:
-            facts.append(Fact("msr", m, f"{m} exists on {has.name}; {lacks.name} raises #GP",
+        for m, n in msrs:
+            facts.append(Fact("msr", f"{m:#x}", f"{n} exists on {has.name}; {lacks.name} "
+                                                "raises #GP",
                               _source("feature", feat, lacks, has)))
     for hc in sorted(a.hypercalls ^ b.hypercalls):
         has, lacks = (a, b) if hc in a.hypercalls else (b, a)
