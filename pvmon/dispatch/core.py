@@ -161,12 +161,13 @@ class DispatchCore(RunServices):
             self.record(ev)
 
     def record_call(self, abi: str, nr: int, name: str, args: tuple, ret: int, rip: int,
-                    via: str, raised: tuple = ()) -> None:
+                    via: str, raised: tuple = (), op: dict | None = None) -> None:
         """Number and record one hypercall event (docs/trace-format.md ``hc``:
         the backend's decoded ``op``, the guest memory it read and wrote, the
         ports it raised) and hand it to the call listeners. Only when
         something records or listens; the Xen PV dispatch has its own faster
-        path (``record_hc``)."""
+        path (``record_hc``). ``op``: the decoded call (default: the backend's
+        ``op`` after the call)."""
         if self.record is None and not self.call_listeners:
             return
         if self._tsc_rips is not None:
@@ -176,7 +177,8 @@ class DispatchCore(RunServices):
         guest = self.guest
         rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
         from pvmon.trace.format import hc_event
-        ev = hc_event(abi, nr, name, args, self.b.op, ret, rip, via, rd, wr, raised, seq,
+        ev = hc_event(abi, nr, name, args, self.b.op if op is None else op, ret, rip, via,
+                      rd, wr, raised, seq,
                       self.clock.now_ns, 0)
         if self.record is not None:
             self.record(ev)

@@ -39,7 +39,6 @@ from pvmon.backends.lguest import abi
 from pvmon.backends.lguest import builder as B
 from pvmon.dispatch.hvm import HvmDispatchCore
 from pvmon.engine.machine import Machine, Stop
-from pvmon.trace.format import hc_event
 
 U32 = 0xFFFFFFFF
 STUBS_VA = B.SWITCHER_VA + B.STUBS_OFF
@@ -209,19 +208,7 @@ class LguestDispatch(HvmDispatchCore):
     def _record_call(self, nr: int, args, ret: int, rip: int, via: str) -> None:
         name = self.b.call_name(nr)
         self.hypercalls[name] += 1
-        if self.record is not None or self.call_listeners:
-            if self._tsc_rips is not None:
-                self.flush_tsc()
-            seq = self.seq
-            self.seq = seq + 1
-            guest = self.guest
-            rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
-            ev = hc_event("lguest", nr, name, args, self.b.op, ret, rip, via, rd, wr, (),
-                          seq, self.clock.now_ns, 0)
-            if self.record is not None:
-                self.record(ev)
-            for fn in self.call_listeners:
-                fn(ev)
+        self.record_call("lguest", nr, name, args, ret, rip, via)
 
     def _halt_call(self, rip: int) -> None:
         """LHCALL_HALT: sleep until an interrupt can be delivered; virtual

@@ -27,7 +27,6 @@ from pvmon.backends.vmi import builder as B
 from pvmon.dispatch.hvm import HvmDispatchCore
 from pvmon.dispatch.lguest import walk32
 from pvmon.engine.machine import Machine, Stop
-from pvmon.trace.format import hc_event
 
 U32 = 0xFFFFFFFF
 
@@ -156,19 +155,7 @@ class VmiDispatch(HvmDispatchCore):
 
     def _record(self, nr: int, name: str, args, ret: int, rip: int, op: dict) -> None:
         self.hypercalls[name] += 1
-        if self.record is not None or self.call_listeners:
-            if self._tsc_rips is not None:
-                self.flush_tsc()
-            seq = self.seq
-            self.seq = seq + 1
-            guest = self.guest
-            rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
-            ev = hc_event("vmi", nr, name, args, op, ret, rip, "rom", rd, wr, (), seq,
-                          self.clock.now_ns, 0)
-            if self.record is not None:
-                self.record(ev)
-            for fn in self.call_listeners:
-                fn(ev)
+        self.record_call("vmi", nr, name, args, ret, rip, "rom", op=op)
 
     def port_in(self, port: int, size: int) -> int | None:
         return self.b.port_in(port, size)

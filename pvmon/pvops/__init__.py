@@ -23,7 +23,7 @@ from typing import Any
 from pvmon.errors import TraceError
 from pvmon.pvops.vocab import FAMILIES, OPS, OpDef, family_of
 
-__all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "Deriver", "OpDef", "PvOp", "count", "derive",
+__all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "Deriver", "OpDef", "PvOp", "clock_reads", "count", "derive",
            "family_of", "mapping_for"]
 
 # ABI name (an event's "abi" field) -> the module holding its mapping.
@@ -120,6 +120,25 @@ class Deriver:
             self.states[a] = mod.resume_state(self.header) \
                 if self.resume and hasattr(mod, "resume_state") else mod.new_state(self.header)
         return mod.translate(ev, self.states[a])
+
+
+def clock_reads(ev: dict[str, Any], seq: int, t: int) -> Iterator[PvOp]:
+    """``time.read_clock`` (native: ``rdtsc``) for each TSC read of a ``tsc_run``
+    event (format 2 on) or a ``tsc`` event (format 1): the engine records them
+    the same way for every ABI (docs/trace-format.md). Nothing for other kinds."""
+    k = ev.get("k")
+    if k == "tsc_run":
+        rips, vals = ev.get("rip"), ev.get("val")
+        if isinstance(vals, list):
+            if not isinstance(rips, list):
+                rips = []
+            nrips = len(rips)
+            for i, v in enumerate(vals):
+                yield PvOp("time.read_clock", seq, t, "rdtsc",
+                           {"tsc": v, "rip": rips[i] if i < nrips else None}, None, (), "rdtsc")
+    elif k == "tsc":
+        yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": ev.get("val"),
+                                                       "rip": ev.get("rip")}, native="rdtsc")
 
 
 def derive(events: Iterable[dict[str, Any]], abi: str = "xen",

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pvmon.backends.kvm import abi
-from pvmon.pvops import PvOp
+from pvmon.pvops import PvOp, clock_reads
 
 _HC = {"kick_cpu": "lock.kick", "send_ipi": "irq.send_ipi", "sched_yield": "sched.yield",
        "clock_pairing": "time.read_clock", "map_gpa_range": "memory.physmap"}
@@ -104,13 +104,7 @@ def translate(ev: dict[str, Any], state: KvmState) -> Iterator[PvOp]:
     elif k == "cpuid":
         yield PvOp("cpu.cpuid", seq, t, "cpuid", {"leaf": get("leaf"), "sub": get("sub")})
     elif k == "tsc_run":
-        rips, vals = get("rip"), get("val")
-        if isinstance(vals, list):
-            rips = rips if isinstance(rips, list) else []
-            for i, v in enumerate(vals):
-                yield PvOp("time.read_clock", seq, t, "rdtsc",
-                           {"tsc": v, "rip": rips[i] if i < len(rips) else None}, None, (),
-                           "rdtsc")
+        yield from clock_reads(ev, seq, t)
     elif k in ("halt", "mmio"):
         from pvmon.platforms.hvm import pvops as hvm_pvops
         yield from hvm_pvops.translate(ev, seq, t)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pvmon.backends.lguest import abi
-from pvmon.pvops import BatchRef, PvOp
+from pvmon.pvops import BatchRef, PvOp, clock_reads
 
 #: LHCALL name -> canonical operation
 OPS: dict[str, str] = {
@@ -123,13 +123,7 @@ def translate(ev: dict[str, Any], state: LguestState) -> Iterator[PvOp]:
         ret = get("ret")
         yield PvOp(op, seq, t, name, a, ret if type(ret) is int else None, batch)
     elif k == "tsc_run":
-        rips, vals = get("rip"), get("val")
-        if isinstance(vals, list):
-            rips = rips if isinstance(rips, list) else []
-            for i, v in enumerate(vals):
-                yield PvOp("time.read_clock", seq, t, "rdtsc",
-                           {"tsc": v, "rip": rips[i] if i < len(rips) else None}, None, (),
-                           "rdtsc")
+        yield from clock_reads(ev, seq, t)
     elif k == "cpuid":
         yield PvOp("cpu.cpuid", seq, t, "cpuid (native, lguest's filtered leaves)",
                    {"leaf": get("leaf"), "sub": get("sub")}, native="cpuid")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pvmon.backends.xen import abi
-from pvmon.pvops import BatchRef, PvOp
+from pvmon.pvops import BatchRef, PvOp, clock_reads
 
 # Entry address bits of a 64-bit PTE (bits 12-51); the rest are flags.
 PTE_FRAME_MASK = 0x000F_FFFF_FFFF_F000
@@ -469,18 +469,8 @@ def translate(ev: dict[str, Any], state: XenState) -> Iterator[PvOp]:
             nr = get("nr")
             name = abi.hypercall_name(nr) if type(nr) is int else "?"
         yield from _call(name, args, op, ret, _Mem(get("rd")), get("wr"), seq, t, (), state)
-    elif k == "tsc_run":
-        rips, vals = get("rip"), get("val")
-        if isinstance(vals, list):
-            if not isinstance(rips, list):
-                rips = []
-            nrips = len(rips)
-            for i, v in enumerate(vals):
-                yield PvOp("time.read_clock", seq, t, "rdtsc",
-                           {"tsc": v, "rip": rips[i] if i < nrips else None}, None, (), "rdtsc")
-    elif k == "tsc":
-        yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": ev.get("val"),
-                                                       "rip": ev.get("rip")}, native="rdtsc")
+    elif k == "tsc_run" or k == "tsc":
+        yield from clock_reads(ev, seq, t)
     elif k == "cpuid":
         yield PvOp("cpu.cpuid", seq, t, "cpuid" if state.hvm else "cpuid (forced emulation)",
                    {"leaf": ev.get("leaf"), "sub": ev.get("sub")})
