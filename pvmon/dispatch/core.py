@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pvmon.backends.base import Backend, GuestAccess
 from pvmon.dispatch.console_input import ConsoleInput
 from pvmon.engine.machine import Machine, Stop
+from pvmon.platforms.cpuid import lookup
 
 
 def _discard(ev: dict) -> None:
@@ -184,6 +185,19 @@ class DispatchCore(RunServices):
             self.record(ev)
         for fn in self.call_listeners:
             fn(ev)
+
+    def _cpuid(self, rip: int) -> None:
+        """Answer the guest's CPUID at ``rip`` from the ABI's ``policy`` (set by
+        the subclass: ``{(leaf, subleaf): (eax, ebx, ecx, edx)}``,
+        pvmon/platforms/cpuid.py), charge its cost and record a ``cpuid`` event."""
+        m = self.m
+        eax, ecx = m.regs("rax", "rcx")
+        leaf, sub = eax & 0xFFFFFFFF, ecx & 0xFFFFFFFF
+        out = lookup(self.policy, leaf, sub)
+        m.set_regs(rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3])
+        self.clock.advance(self.clock.costs.cpuid_ns)
+        if self.record is not None:
+            self._emit({"k": "cpuid", "rip": rip, "leaf": leaf, "sub": sub, "out": list(out)})
 
     def flush_tsc(self) -> None:
         """Record the open run of TSC reads, if any, as one ``tsc_run`` event

@@ -35,7 +35,6 @@ from pvmon.backends.base import Backend, GuestAccess
 from pvmon.dispatch.core import DispatchCore
 from pvmon.engine.hvm import MSR_GP, MSR_HANDLED, MSR_NATIVE, HvmCpu
 from pvmon.engine.machine import GuestPageFault, Machine, Stop
-from pvmon.platforms.cpuid import lookup
 from pvmon.platforms.hvm.lapic import LAPIC_BASE, LocalApic
 
 U64 = (1 << 64) - 1
@@ -142,15 +141,7 @@ class HvmDispatchCore(DispatchCore):
         self.m.stop(Stop("crash", f"unexpected exception {vector} on the HVM platform", rip))
 
     def on_cpuid(self) -> None:
-        m = self.m
-        eax, ecx = m.regs("rax", "rcx")
-        leaf, sub = eax & 0xFFFFFFFF, ecx & 0xFFFFFFFF
-        out = lookup(self.policy, leaf, sub)
-        m.set_regs(rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3])
-        self.clock.advance(self.clock.costs.cpuid_ns)
-        if self.record is not None:
-            self._emit({"k": "cpuid", "rip": m.reg("rip"), "leaf": leaf, "sub": sub,
-                        "out": list(out)})
+        self._cpuid(self.m.reg("rip"))
 
     def on_io_in(self, port: int, size: int) -> int:
         v = self.port_in(port, size)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from pvmon.backends.base import CAP_CONSOLE_INPUT, CAP_EVENT_UPCALLS, CAP_PV_MMU, Backend
 from pvmon.backends.xen import abi
-from pvmon.backends.xen.cpuid import lookup, xen_cpuid_policy
+from pvmon.backends.xen.cpuid import xen_cpuid_policy
 from pvmon.backends.xen.pv.ptwr import WritablePageTables
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: their old home
@@ -217,16 +217,6 @@ class XenPvDispatch(DispatchCore):
             return True
         self.on_interrupt(6, rip, software=False)
         return self.m.stop_reason is None
-
-    def _cpuid(self, rip: int) -> None:
-        m = self.m
-        eax, ecx = m.regs("rax", "rcx")
-        leaf, sub = eax & 0xFFFFFFFF, ecx & 0xFFFFFFFF
-        out = lookup(self.policy, leaf, sub)
-        m.set_regs(rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3])
-        self.clock.advance(self.clock.costs.cpuid_ns)
-        if self.record is not None:
-            self._emit({"k": "cpuid", "rip": rip, "leaf": leaf, "sub": sub, "out": list(out)})
 
     def on_cpuid(self) -> None:
         self._cpuid(self.m.reg("rip"))

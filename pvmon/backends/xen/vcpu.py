@@ -143,9 +143,15 @@ class XenVcpu:
         return fired
 
     def block(self) -> int:
-        """SCHEDOP_block: enable event delivery, then sleep until an event.
-        Virtual time jumps to the next timer; with none, the guest is stuck."""
+        """SCHEDOP_block: enable event delivery, then sleep until an event
+        (:meth:`sleep_until_event`)."""
         self.set_upcall_mask(0)
+        return self.sleep_until_event()
+
+    def sleep_until_event(self) -> int:
+        """Return at once when an event is pending; else virtual time jumps to
+        the singleshot timer (:meth:`idle_until`), and with none the guest is
+        stuck. Returns 0 (SCHEDOP_block's result)."""
         if self.upcall_pending():
             return 0
         dl = self.wake_deadline()
@@ -153,13 +159,18 @@ class XenVcpu:
             self.b.p.stuck("blocked with no singleshot timer armed and no event pending "
                            "(a periodic timer does not wake a blocked vCPU)")
             return 0
+        self.idle_until(dl)
+        return 0
+
+    def idle_until(self, deadline: int) -> None:
+        """The vCPU is descheduled until virtual time ``deadline`` (ns): time
+        jumps there, the blocked time counts in runstate, due timers fire."""
         now = self.m.clock.now_ns
-        if dl > now:
-            self.blocked_ns += dl - now
-            self.m.clock.advance_to(dl)
+        if deadline > now:
+            self.blocked_ns += deadline - now
+            self.m.clock.advance_to(deadline)
         self.fire_timers()
         self.update_runstate()
-        return 0
 
     def poll(self, ports: list[int], timeout: int) -> int:
         ev = self.b.events

@@ -60,25 +60,7 @@ class PvhVcpu(XenVcpu):
     def block(self) -> int:
         """SCHEDOP_block from a PVH guest: as PV (sleep until an event), with
         the IF-based mask left alone."""
-        if self.upcall_pending():
-            return 0
-        dl = self.wake_deadline()
-        if dl is None:
-            self.b.p.stuck("blocked with no singleshot timer armed and no event pending "
-                           "(a periodic timer does not wake a blocked vCPU)")
-            return 0
-        self.idle_until(dl)
-        return 0
-
-    def idle_until(self, deadline: int) -> None:
-        """The guest idles (``hlt``, or SCHEDOP_block) until virtual time
-        ``deadline`` (ns): time jumps there and due timers fire."""
-        now = self.m.clock.now_ns
-        if deadline > now:
-            self.blocked_ns += deadline - now
-            self.m.clock.advance_to(deadline)
-        self.fire_timers()
-        self.update_runstate()
+        return self.sleep_until_event()
 
 
 __all__ = ["PvhVcpu"]
