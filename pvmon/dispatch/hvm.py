@@ -73,7 +73,6 @@ class HvmDispatchCore(DispatchCore):
         machine.uc.mmio_map(LAPIC_BASE, 0x1000, self._lapic_read, None,
                             self._lapic_write, None)
         self.policy = {}
-        self._paused = False
         self._triples = self.hvm.triple_faults
         self._irq_source: str | None = None
         self.halts = 0
@@ -230,22 +229,13 @@ class HvmDispatchCore(DispatchCore):
             self._emit({"k": "irq", "vec": vector, "rip": rip})
 
     # ------------------------------------------------------------- run loop
-    def on_tsc(self) -> int:
-        v = super().on_tsc()
-        if self._preempt:
-            self._paused = True
-        return v
-
-    def pause(self) -> None:
-        self._paused = True
-        self.m.pause()
-
     def on_resume(self) -> None:
-        """Between engine slices: a pause of ours, a triple fault, or ``hlt``."""
+        """Between engine slices: a timer preemption (the core's TSC hook
+        paused the engine: ``_preempt``), a triple fault, or ``hlt``."""
         m = self.m
         self.hvm.take_error()
-        if self._paused:
-            self._paused = False
+        if self._preempt:
+            pass
         elif self.hvm.triple_faults != self._triples:
             self._triples = self.hvm.triple_faults
             m.stop(Stop("triple_fault", "triple fault", m.reg("rip")))
