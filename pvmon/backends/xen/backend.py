@@ -154,8 +154,7 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
         if self.mode == "pvh":
             from pvmon.backends.xen.pvh.vcpu import PvhVcpu
             self.vcpu = PvhVcpu(self, machine, layout)
-            self.table = {nr: fn for nr, fn in self.table.items()
-                          if abi.HYPERCALLS.get(nr) in abi.HVM64_HYPERCALLS}
+            self.table = self.hvm_table(self.table)
         else:
             self.vcpu = PvVcpu(self, machine, layout)
         # Event-channel bits live in guest-shared memory; reaching them through
@@ -216,26 +215,11 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             self.unsupported[name] = self.unsupported.get(name, 0) + 1
             return -E.ENOSYS
         try:
-            if self.mode == "pvh":
-                return self._call_hvm(nr, fn, args)
             return fn(*args)
         except GuestFault:
             return -E.EFAULT
         except (ValueError, struct.error, IndexError, OverflowError):
             return -E.EINVAL
-
-    def _call_hvm(self, nr: int, fn: Callable, args: tuple) -> int:
-        """A PVH guest's call: Xen's HVM wrappers first (PvhHypercalls.hvm_refuses)."""
-        name = abi.HYPERCALLS.get(nr, "")
-        if name == "mmuext_op":
-            return self.hc_mmuext_op_hvm(args[0], args[1], args[2])
-        rc = self.hvm_refuses(name, args)
-        if rc is not None:
-            sub = abi.SUBOPS.get(name, {}).get(args[0] & 0x3F if name == "memory_op"
-                                              else args[0], args[0])
-            self.op = {"cmd": sub}
-            return rc
-        return fn(*args)
 
     def _unsupported_sub(self, call: str, sub) -> int:
         key = f"{call}({sub})"

@@ -120,6 +120,33 @@ class PvhHypercalls:
             return -E.ENOSYS
         return None
 
+    def hvm_table(self, table: dict) -> dict:
+        """The hypercall table of a PVH domain, made once at attach from the
+        PV one: only the hvm64 calls (:data:`abi.HVM64_HYPERCALLS`), with
+        Xen's HVM wrappers in front of memory_op, grant_table_op and physdev_op
+        (:meth:`hvm_refuses`) and mmuext_op as an HVM guest has it."""
+        out = {}
+        for nr, fn in table.items():
+            name = abi.HYPERCALLS.get(nr)
+            if name not in abi.HVM64_HYPERCALLS:
+                continue
+            if name == "mmuext_op":
+                fn = lambda ops, count, done, *_: self.hc_mmuext_op_hvm(ops, count, done)
+            elif name in ("memory_op", "grant_table_op", "physdev_op"):
+                fn = self._hvm_wrapped(name, fn)
+            out[nr] = fn
+        return out
+
+    def _hvm_wrapped(self, name: str, fn):
+        def wrapped(*args):
+            rc = self.hvm_refuses(name, args)
+            if rc is None:
+                return fn(*args)
+            self.op = {"cmd": abi.SUBOPS.get(name, {}).get(
+                args[0] & 0x3F if name == "memory_op" else args[0], args[0])}
+            return rc
+        return wrapped
+
     def hc_mmuext_op_hvm(self, ops: int, count: int, done_ptr: int) -> int:
         """mmuext_op from an HVM guest (do_mmuext_op, xen/arch/x86/mm.c@stable-4.17):
         pin and unpin are accepted and do nothing (paging_mode_refcounts); any
