@@ -1,30 +1,20 @@
 """Backend profiles: a user's own hypervisor build, declared in TOML.
 
-A profile names a base version and the differences of the build users want to
-model, without code::
+A profile names a built-in base version and the differences of the build users
+want to model, without code::
 
     name = "acme-4.17"                  # how --backend selects it
     base = "xen-4.17"                   # a built-in version (pvmon backends)
-    version = "4.17.3-acme"             # optional: XENVER_version/extraversion
-    description = "ACME's build: no PMU, FIFO compiled out"
-
+    description = "ACME's build: no PMU"
     [remove]
-    hypercalls = ["xenpmu_op"]                          # answer -ENOSYS
-    subops = { event_channel_op = ["init_control"] }    # answer -ENOSYS
-    features = ["gnttab_map_avail_bits"]                # not in XENVER_get_features
+    hypercalls = ["xenpmu_op"]
 
-    [add]
-    features = ["runstate_phys_area"]
-
-    [[fail]]                                            # a call that fails on purpose
-    hypercall = "vcpu_op"
-    subop = "set_singleshot_timer"                      # omit: every sub-op
-    error = "EINVAL"                                    # errno name or number
-    reason = "ticket 1234: timer rework"
-
-Names are those of xen/include/public/xen.h (hypercalls), the per-call
-headers (sub-ops, ``EVTCHNOP_init_control`` -> ``init_control``) and
-features.h (``XENFEAT_*`` without the prefix); ``pvmon backends`` lists them.
+``name`` and ``base`` are common to every ABI; the rest is the base ABI's own
+vocabulary, parsed by that ABI's package (registered in
+:data:`pvmon.backends.registry.PROFILE_PARSER_BY_ABI`): Xen's in
+:mod:`pvmon.backends.xen.profiles` (hypercalls, sub-ops, features, forced
+failures, version), KVM's in :mod:`pvmon.backends.kvm.profiles` (features,
+hypercalls).
 
 Profiles are found by name in ``$PVMON_PROFILES`` (directories separated by
 ``:``) and ``<user config dir>/pvmon/profiles``, or given as a path ending in
@@ -41,17 +31,13 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, replace
+from importlib import import_module
 from pathlib import Path
 
-from pvmon.backends.xen import abi
-from pvmon.backends.xen.versions import REGISTRY, Change, XenVersion
 from pvmon.errors import BackendError
 
 MAX_PROFILE_BYTES = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-_TOP_KEYS = {"name", "base", "version", "description", "remove", "add", "fail"}
-_SET_KEYS = {"hypercalls", "subops", "features"}
-_FAIL_KEYS = {"hypercall", "subop", "error", "reason"}
 
 
 def search_dirs() -> list[Path]:
@@ -73,7 +59,7 @@ class FoundProfile:
 
     name: str
     path: Path
-    version: XenVersion | None = None
+    version: object | None = None
     error: str | None = None
 
 
@@ -113,9 +99,10 @@ def _declared_name(p: Path) -> str:
     return p.stem
 
 
-def load_profile(path: str | Path) -> XenVersion:
-    """Parse the profile at ``path`` into a :class:`XenVersion` derived from
-    its base. Raises BackendError (unreadable file, bad TOML, unknown key,
+def load_profile(path: str | Path):
+    """Parse the profile at ``path`` into a version record of its base's ABI
+    (:class:`~pvmon.backends.xen.versions.XenVersion`,
+    :class:`~pvmon.backends.kvm.versions.KvmVersion`) derived from its base. Raises BackendError (unreadable file, bad TOML, unknown key,
     unknown base, hypercall, sub-op, feature or errno)."""
     p = Path(path)
     where = str(p)
@@ -135,7 +122,7 @@ def load_profile(path: str | Path) -> XenVersion:
 
 
 def profile_from_text(text: str, where: str = "<recorded profile>",
-                      source: str = "") -> XenVersion:
+                      source: str = ""):
     """Rebuild a profile from its TOML text (as recorded in a trace header);
     ``source``: where that text first came from (the header's
     ``profile_source``), kept for traces recorded from it."""
@@ -146,119 +133,31 @@ def profile_from_text(text: str, where: str = "<recorded profile>",
     return replace(parse_profile(data, where), profile_toml=text, profile_source=source)
 
 
-def parse_profile(data: dict, where: str = "<profile>", default_name: str = "") -> XenVersion:
-    """Build a :class:`XenVersion` from a parsed profile table (see module doc)."""
+def parse_profile(data: dict, where: str = "<profile>", default_name: str = ""):
+    """Build a version record from a parsed profile table: the ``name`` and
+    ``base`` keys are common to every ABI; the base's ABI parses the rest
+    (:data:`pvmon.backends.registry.PROFILE_PARSER_BY_ABI`). Raises
+    BackendError naming ``where`` and the key."""
+    from pvmon.backends import registry
+
     def bad(msg: str) -> BackendError:
         return BackendError(f"{where}: {msg}")
 
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise bad(f"unknown key {min(unknown)!r} (known: {', '.join(sorted(_TOP_KEYS))})")
     name = data.get("name", default_name)
     if not isinstance(name, str) or not _NAME.match(name):
         raise bad(f"'name' must be a short identifier, got {name!r}")
-    if name in REGISTRY:
+    if registry.builtin_version(name) is not None or name in registry.OTHER_BUILTIN_BACKENDS:
         raise bad(f"name {name!r} is a built-in backend; choose another")
     base_name = data.get("base")
     if not isinstance(base_name, str):
-        raise bad("'base' is required: a built-in version such as 'xen-4.17'")
-    if base_name.startswith("kvm-"):     # a KVM host (pvmon/backends/kvm/profiles.py)
-        from pvmon.backends.kvm.profiles import parse_kvm_profile
-        return parse_kvm_profile(data, name, bad)
-    base = REGISTRY.get(base_name)
+        raise bad("'base' is required: a built-in version such as 'xen-4.17' or 'kvm-6.12'")
+    base = registry.builtin_version(base_name)
     if base is None:
-        raise bad(f"unknown base {base_name!r}; built-in: {', '.join(sorted(REGISTRY))}")
-    src = f"profile {where}"
-    changes: list[Change] = []
-    for section, present in (("remove", False), ("add", True)):
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise bad(f"[{section}] must be a table")
-        extra = set(table) - _SET_KEYS
-        if extra:
-            raise bad(f"unknown key {section}.{min(extra)!r} "
-                      f"(known: {', '.join(sorted(_SET_KEYS))})")
-        for hc in _str_list(table.get("hypercalls", []), f"{section}.hypercalls", bad):
-            _check_hypercall(hc, bad)
-            changes.append(Change("hypercall", hc, present=present, source=src))
-        subops = table.get("subops", {})
-        if not isinstance(subops, dict):
-            raise bad(f"{section}.subops must be a table of hypercall = [sub-ops]")
-        for hc, names in subops.items():
-            _check_hypercall(hc, bad)
-            for sub in _str_list(names, f"{section}.subops.{hc}", bad):
-                _check_subop(hc, sub, bad)
-                changes.append(Change("subop", hc, sub, present=present, source=src))
-        for feat in _str_list(table.get("features", []), f"{section}.features", bad):
-            feat = feat.removeprefix("XENFEAT_")
-            if feat not in abi.XENFEAT:
-                raise bad(f"unknown feature {feat!r} (xen/include/public/features.h)")
-            changes.append(Change("feature", feature=feat, present=present, source=src))
-    fails = data.get("fail", [])
-    if not isinstance(fails, list):
-        raise bad("[[fail]] must be an array of tables")
-    for i, f in enumerate(fails):
-        if not isinstance(f, dict):
-            raise bad(f"fail[{i}] must be a table")
-        extra = set(f) - _FAIL_KEYS
-        if extra:
-            raise bad(f"unknown key fail[{i}].{min(extra)!r}")
-        hc = f.get("hypercall")
-        if not isinstance(hc, str):
-            raise bad(f"fail[{i}].hypercall is required")
-        _check_hypercall(hc, bad)
-        sub = f.get("subop")
-        if sub is not None:
-            if not isinstance(sub, str):
-                raise bad(f"fail[{i}].subop must be a string")
-            _check_subop(hc, sub, bad)
-        errno = _errno(f.get("error"), f"fail[{i}].error", bad)
-        reason = f.get("reason", "")
-        if not isinstance(reason, str):
-            raise bad(f"fail[{i}].reason must be a string")
-        changes.append(Change("failure", hc, sub, errno=errno, source=src, note=reason))
-    major = minor = None
-    extraversion = None
-    ver = data.get("version")
-    if ver is not None:
-        m = re.match(r"^(\d{1,4})\.(\d{1,4})(.{0,15})$", str(ver))
-        if not m:
-            raise bad(f"'version' must look like 4.17.3-acme, got {ver!r}")
-        major, minor, extraversion = int(m[1]), int(m[2]), m[3] or ".0"
-    desc = data.get("description", "")
-    if not isinstance(desc, str):
-        raise bad("'description' must be a string")
-    return base.derive(name, changes, major=major, minor=minor, extraversion=extraversion,
-                       description=desc or f"profile based on {base_name}")
-
-
-def _str_list(v, key: str, bad) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise bad(f"{key} must be a list of names")
-    return v
-
-
-def _check_hypercall(hc: str, bad) -> None:
-    if hc not in abi.HYPERCALL_NUMBERS:
-        raise bad(f"unknown hypercall {hc!r} (names as in xen/include/public/xen.h, "
-                  f"without __HYPERVISOR_)")
-
-
-def _check_subop(hc: str, sub: str, bad) -> None:
-    known = abi.SUBOPS.get(hc)
-    if known is None:
-        raise bad(f"hypercall {hc!r} has no sub-ops")
-    if sub not in known.values():
-        raise bad(f"unknown sub-op {sub!r} of {hc} (known: {', '.join(known.values())})")
-
-
-def _errno(v, key: str, bad) -> int:
-    if isinstance(v, int) and not isinstance(v, bool):
-        if 0 < abs(v) < 4096:
-            return abs(v)
-    elif isinstance(v, str):
-        n = v.upper().lstrip("-")
-        for num, nm in abi.ERRNO_NAMES.items():
-            if nm == n:
-                return num
-    raise bad(f"{key} must be an errno name such as EINVAL or a number, got {v!r}")
+        raise bad(f"unknown base {base_name!r}; built-in: "
+                  f"{', '.join(n for n in registry.builtin_names())}")
+    abi = getattr(base, "abi", "xen")
+    where_parser = registry.PROFILE_PARSER_BY_ABI.get(abi)
+    if where_parser is None:
+        raise bad(f"base {base_name!r}: profiles of the {abi!r} ABI are not supported")
+    module, _, attr = where_parser.partition(":")
+    return getattr(import_module(module), attr)(data, name, base, where, bad)

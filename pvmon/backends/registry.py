@@ -18,7 +18,7 @@ def builtin_names() -> list[str]:
             + kvm_names())
 
 
-def _builtin_version(name: str):
+def builtin_version(name: str):
     """The version record of a built-in backend name (Xen or KVM), or None."""
     from pvmon.backends.kvm.versions import REGISTRY as KVM
     from pvmon.backends.xen.versions import REGISTRY
@@ -31,7 +31,7 @@ def resolve_version(name: str):
     :mod:`pvmon.backends.profiles`) or a ``.toml`` path; None for other
     backends. Raises BackendError for a broken profile."""
     from pvmon.backends.profiles import load_profile, scan_profiles
-    builtin = _builtin_version(name)
+    builtin = builtin_version(name)
     if builtin is not None:
         return builtin
     if name.endswith(".toml"):
@@ -155,6 +155,13 @@ ABI_NAMES_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.abi",
 EXPLAIN_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.explain:xen_differences",
                                   "kvm": "pvmon.backends.kvm.explain:kvm_differences"}
 
+#: ABI -> ``"module:function"`` that parses a TOML profile whose ``base`` is
+#: one of its built-in versions (``(data, name, base, where, bad) -> version``;
+#: :mod:`pvmon.backends.profiles`).
+PROFILE_PARSER_BY_ABI: dict[str, str] = {
+    "xen": "pvmon.backends.xen.profiles:parse_xen_profile",
+    "kvm": "pvmon.backends.kvm.profiles:parse_kvm_profile"}
+
 #: Built-in backends of ABIs other than Xen: name -> ``"module:factory"``
 #: (a callable taking no arguments), imported on first use.
 OTHER_BUILTIN_BACKENDS: dict[str, str] = {
@@ -253,7 +260,7 @@ def list_backends() -> list[dict]:
     from pvmon.backends.profiles import scan_profiles
     out = []
     for n in builtin_names():
-        v = _builtin_version(n)
+        v = builtin_version(n)
         out.append({"name": n, "kind": "builtin", "version": v.version_string,
                     "base": v.base, "description": v.description,
                     "differences": [c.as_dict() for c in v.changes]})

@@ -22,25 +22,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pvmon.backends.kvm.abi import FEATURE_BITS, HYPERCALLS
-from pvmon.backends.kvm.versions import REGISTRY, KvmChange, KvmVersion
+from pvmon.backends.kvm.versions import KvmChange, KvmVersion
 
 _TOP_KEYS = {"name", "base", "description", "remove", "add"}
 _SET_KEYS = {"features", "hypercalls"}
 
 
-def parse_kvm_profile(data: dict, name: str, bad) -> KvmVersion:
-    """A :class:`KvmVersion` from a parsed profile table whose ``base`` is a
-    KVM version; ``name`` already checked; ``bad(msg)`` makes the error."""
+def parse_kvm_profile(data: dict, name: str, base: KvmVersion, where: str, bad) -> KvmVersion:
+    """A :class:`KvmVersion` derived from ``base`` (a built-in KVM version) by
+    a parsed profile table; ``name`` already checked; ``where`` names the
+    file; ``bad(msg)`` makes the BackendError raised."""
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise bad(f"unknown key {min(unknown)!r} for a KVM profile "
                   f"(known: {', '.join(sorted(_TOP_KEYS))})")
-    if name in REGISTRY:
-        raise bad(f"name {name!r} is a built-in backend; choose another")
-    base_name = data["base"]
-    base = REGISTRY.get(base_name)
-    if base is None:
-        raise bad(f"unknown base {base_name!r}; built-in KVM: {', '.join(sorted(REGISTRY))}")
+    base_name = base.name
     feats, calls = set(base.features), set(base.hypercalls)
     changes = list(base.changes)
     src = "profile"
