@@ -138,6 +138,7 @@ class Session:
                                       on_error=self._trace_write_failed)
             self.dispatch.record = self.writer.append
             self.dispatch.record_hc = self.writer.append_hc
+            self.dispatch.record_ev = self.writer.append_ev
 
     def header(self) -> dict:
         g = self.guest
@@ -199,6 +200,7 @@ class Session:
                             "cpu": 0})
         d.record = None
         d.record_hc = None
+        d.record_ev = None
         writer, self.writer = self.writer, None
         writer.close()
         return self.trace_path

@@ -185,3 +185,43 @@ def test_the_python_open_frame_writes_the_same_file(tmp_path, monkeypatch):
     assert (tmp_path / "c.pvt").read_bytes() == (tmp_path / "p.pvt").read_bytes()
     with TraceReader(tmp_path / "c.pvt") as r:
         assert len(r) == 3000 and len(r.frames) > 30
+
+
+IO_KEYS = ("k", "dir", "port", "size", "val", "seq", "t", "cpu")
+
+
+@pytest.mark.parametrize("frame_class", ["compiled", "python"])
+@settings(max_examples=200, deadline=None)
+@given(vals=st.lists(st.tuples(st.sampled_from(["in", "out", "rd", "wr"]),
+                               st.integers(0, 2**64 - 1), st.sampled_from([1, 2, 4, 8]),
+                               st.integers(-2**63, 2**64 - 1)), max_size=40))
+def test_append_ev_packs_a_small_event_as_the_dict_path_does(frame_class, vals):
+    """``OpenFrame.ev`` (the recorder's path for port I/O and MMIO events) writes
+    the bytes ``pack_event`` writes for the same dict, in the compiled packer and
+    in its Python stand-in."""
+    from pvmon.trace.writer import OpenFrame, PyOpenFrame
+    cls = OpenFrame if frame_class == "compiled" else PyOpenFrame
+    f = cls(10**6, 1 << 30, fmt.MAX_EVENT_RAW, lambda: None, lambda *a: None)
+    ref = b""
+    for seq, (d, port, size, val) in enumerate(vals):
+        values = ("io", d, port, size, val, seq, seq * 7, 0)
+        assert f.ev(IO_KEYS, *values) is True
+        ref += pack_event(dict(zip(IO_KEYS, values)))
+    taken = f.take()
+    assert (bytes(taken[0]) if taken else b"") == ref
+
+
+def test_append_ev_refuses_what_append_would_refuse_and_writes_nothing(tmp_path):
+    """Out of sequence, back in time or unpackable: False and nothing written, so
+    the caller's dict path raises the error."""
+    with TraceWriter(tmp_path / "x.pvt", synthetic_header()) as w:
+        assert w.append_ev(IO_KEYS, "io", "in", 0x42, 1, 0xFF, 0, 100, 0)
+        assert not w.append_ev(IO_KEYS, "io", "in", 0x42, 1, 0xFF, 5, 200, 0)     # seq gap
+        assert not w.append_ev(IO_KEYS, "io", "in", 0x42, 1, 0xFF, 1, 50, 0)      # back in time
+        assert not w.append_ev(IO_KEYS, "io", "in", 0x42, 1, object(), 1, 200, 0)
+        with pytest.raises(ValueError, match="expected 1"):
+            w.append(dict(zip(IO_KEYS, ("io", "in", 0x42, 1, 0xFF, 5, 200, 0))))
+        assert w.append_ev(IO_KEYS, "io", "out", 0x43, 1, 0x34, 1, 200, 0)
+    with TraceReader(tmp_path / "x.pvt") as r:
+        evs = list(r)
+    assert [(e["seq"], e["dir"]) for e in evs] == [(0, "in"), (1, "out")]

@@ -123,6 +123,12 @@ class DispatchCore(RunServices):
         #: attached: called with :func:`pvmon.trace.format.hc_event`'s arguments
         #: instead of ``record`` with the dict (e.g. ``TraceWriter.append_hc``).
         self.record_hc: Callable[..., None] | None = None
+        #: Optional fast path for small fixed-shape events (port I/O, MMIO):
+        #: called as ``record_ev(keys, *values, seq, t, cpu) -> bool`` instead of
+        #: ``record`` with ``dict(zip(keys, values))`` (``TraceWriter.append_ev``);
+        #: False sends the event the dict way. Whoever replaces ``record`` sets
+        #: this to None (or wraps it too), as for ``record_hc``.
+        self.record_ev: Callable[..., bool] | None = None
         self._eip = machine.internals.eip         # env->eip, read at each TSC read
         self.clock = machine.clock
         self.seq = 0
@@ -160,6 +166,19 @@ class DispatchCore(RunServices):
         self.seq += 1
         if self.record is not None:
             self.record(ev)
+
+    def _emit_fields(self, keys: tuple[str, ...], *values) -> None:
+        """:meth:`_emit` of the event ``dict(zip(keys, values))`` whose last
+        keys are ``seq``, ``t``, ``cpu`` (not among ``values``), through
+        ``record_ev`` when set: the same bytes in the trace without the dict."""
+        if self._tsc_rips is not None:
+            self.flush_tsc()
+        seq = self.seq
+        self.seq = seq + 1
+        t = self.clock.now_ns
+        fast = self.record_ev
+        if fast is None or not fast(keys, *values, seq, t, 0):
+            self.record(dict(zip(keys, (*values, seq, t, 0))))
 
     def record_call(self, abi: str, nr: int, name: str, args: tuple, ret: int, rip: int,
                     via: str, raised: tuple = (), op: dict | None = None) -> None:

@@ -40,6 +40,10 @@ from pvmon.platforms.hvm.lapic import LAPIC_BASE, LocalApic
 U64 = (1 << 64) - 1
 VMCALL, VMMCALL = b"\x0f\x01\xc1", b"\x0f\x01\xd9"
 RFLAGS_IF = 1 << 9
+#: Keys of the ``io`` and ``mmio`` events, in their order in the trace
+#: (docs/trace-format.md), for :meth:`DispatchCore._emit_fields`.
+_IO_KEYS = ("k", "dir", "port", "size", "val", "seq", "t", "cpu")
+_MMIO_KEYS = ("k", "dir", "addr", "size", "val", "seq", "t", "cpu")
 MSR_TSC, MSR_APIC_BASE = 0x10, 0x1B
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
 #: APIC_BASE: 0xFEE00000 | BSP (bit 8) | global enable (bit 11) (SDM vol. 3 10.4.4)
@@ -147,12 +151,12 @@ class HvmDispatchCore(DispatchCore):
         if v is None:
             v = (1 << (8 * size)) - 1
         if self.record is not None:
-            self._emit({"k": "io", "dir": "in", "port": port, "size": size, "val": v})
+            self._emit_fields(_IO_KEYS, "io", "in", port, size, v)
         return v
 
     def on_io_out(self, port: int, size: int, value: int) -> None:
         if self.record is not None:
-            self._emit({"k": "io", "dir": "out", "port": port, "size": size, "val": value})
+            self._emit_fields(_IO_KEYS, "io", "out", port, size, value)
         self.port_out(port, size, value)
 
     def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
@@ -181,14 +185,12 @@ class HvmDispatchCore(DispatchCore):
     def _lapic_read(self, uc, offset: int, size: int, _data) -> int:
         v = self.lapic.read(offset, size)
         if self.record is not None:
-            self._emit({"k": "mmio", "dir": "rd", "addr": LAPIC_BASE + offset, "size": size,
-                        "val": v})
+            self._emit_fields(_MMIO_KEYS, "mmio", "rd", LAPIC_BASE + offset, size, v)
         return v
 
     def _lapic_write(self, uc, offset: int, size: int, value: int, _data) -> None:
         if self.record is not None:
-            self._emit({"k": "mmio", "dir": "wr", "addr": LAPIC_BASE + offset, "size": size,
-                        "val": value})
+            self._emit_fields(_MMIO_KEYS, "mmio", "wr", LAPIC_BASE + offset, size, value)
         self.lapic.write(offset, size, value)
         self.update_irq()
 

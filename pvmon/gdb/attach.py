@@ -167,7 +167,7 @@ class GdbAttachment:
         d = self.session.dispatch
         if getattr(d, "_gdb_wrapped", False):
             return
-        rec, rec_hc = d.record, d.record_hc
+        rec, rec_hc, rec_ev = d.record, d.record_hc, d.record_ev
 
         def check() -> None:
             if self._goto is not None and d.seq > self._goto and self.stub is not None:
@@ -183,6 +183,13 @@ class GdbAttachment:
                 rec_hc(*values)
                 check()
             d.record_hc = record_hc
+        if rec_ev is not None:
+            def record_ev(*values) -> bool:
+                done = rec_ev(*values)
+                if done:
+                    check()
+                return done
+            d.record_ev = record_ev
         d._gdb_wrapped = True
 
 

@@ -241,6 +241,7 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     sess.access.record = True
     sess.dispatch.record = cmp
     sess.dispatch.record_hc = cmp.hc
+    sess.dispatch.record_ev = None      # every event reaches the comparison as a dict
     end = recorded_end(run)
     last_t = run.reader.last_t or 0
     limit = max(last_t * HANG_FACTOR, last_t + HANG_SLACK_NS)
@@ -264,6 +265,7 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
             reached_end = True
             sess.dispatch.record = _discard
             sess.dispatch.record_hc = None
+            sess.dispatch.record_ev = None
             sess.machine.stop(Stop("recording_end", f"stopped at the recording's end "
                                    f"(event {end.seq:,})", sess.machine.reg("rip")))
         cmp.at(end.seq, at_end)

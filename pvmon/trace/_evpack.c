@@ -20,6 +20,9 @@
  * OpenFrame is a trace writer's open frame (pvmon.trace.writer): the events
  * packed so far and the checks every appended event must pass, so that the
  * recorder's call per hypercall runs no Python code unless the frame is full.
+ * Its ev() packs any small event from its keys and values the same way, for the
+ * HVM platform's frequent fixed-shape events (a port read: 100,114 of a Debian
+ * 6.12 PVH boot's 161,035 events) without building a dict.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -342,6 +345,55 @@ static PyObject *frame_add(OpenFrame *f, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_TRUE;
 }
 
+PyDoc_STRVAR(frame_ev_doc,
+"ev(keys, *values) -> bool\n\n"
+"Append the event dict(zip(keys, values)) as pack_event packs it (a map in the\n"
+"order of keys): keys a tuple of at most 15 str whose last three are seq, t and\n"
+"cpu, one value per key. False, with nothing changed, when seq, t or the frame\n"
+"do not pass the checks, a value cannot be packed or the event packs to more than\n"
+"max_event bytes: the caller then takes the dict path, which raises the error.\n"
+"True once appended (on_full called if the frame filled).");
+
+static PyObject *frame_ev(OpenFrame *f, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t n = nargs - 1;
+    if (n < 3 || n > 15 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != n) {
+        PyErr_SetString(PyExc_TypeError, "ev(keys: tuple of 3-15 str, *values: one per key)");
+        return NULL;
+    }
+    PyObject *keys = args[0];
+    PyObject *const *vals = args + 1;
+    long long t;
+    if (!frame_accepts(f, vals[n - 3], vals[n - 2], &t)) Py_RETURN_FALSE;
+    Out o;
+    out_init(&o);
+    unsigned char head = 0x80 | (unsigned char)n;         /* fixmap of n */
+    int bad = put(&o, &head, 1);
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        PyObject *k = PyTuple_GET_ITEM(keys, i);
+        if (!PyUnicode_Check(k)) {
+            PyErr_SetString(PyExc_TypeError, "ev: keys must be str");
+            bad = 1;
+        } else {
+            bad = put_str(&o, k) || pack(&o, vals[i], 1);
+        }
+    }
+    if (bad || o.len > f->max_event) {
+        out_free(&o);
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)
+                    && !PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;        /* MemoryError and the like: not the event's fault */
+            PyErr_Clear();
+        }
+        Py_RETURN_FALSE;
+    }
+    PyObject *r = frame_commit(f, o.p, o.len, t);
+    out_free(&o);
+    if (!r) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
 PyDoc_STRVAR(frame_take_doc,
 "take() -> (raw, count, first_seq, first_t, last_t) | None\n\n"
 "Hand over the frame (raw: its msgpack bytes, a bytearray) and start an empty\n"
@@ -422,6 +474,7 @@ static PyMemberDef frame_members[] = {
 static PyMethodDef frame_methods[] = {
     {"hc", (PyCFunction)(void (*)(void))frame_hc, METH_FASTCALL, frame_hc_doc},
     {"add", (PyCFunction)(void (*)(void))frame_add, METH_FASTCALL, frame_add_doc},
+    {"ev", (PyCFunction)(void (*)(void))frame_ev, METH_FASTCALL, frame_ev_doc},
     {"take", (PyCFunction)frame_take, METH_NOARGS, frame_take_doc},
     {NULL},
 };

@@ -72,6 +72,13 @@ class PyOpenFrame:
             self.on_full()
         return True
 
+    def ev(self, keys: tuple[str, ...], *values: Any) -> bool:
+        try:
+            data = pack_event(dict(zip(keys, values)))
+        except (TypeError, OverflowError, ValueError):
+            return False
+        return self.add(data, values[-3], values[-2])
+
     def take(self) -> tuple[bytearray, int, int, int, int] | None:
         if not self.count:
             return None
@@ -176,6 +183,13 @@ class TraceWriter:
         #: at once, so the caller may reuse them. It is the open frame's own ``hc``, so
         #: a recorded hypercall runs no Python code here until a frame fills.
         self.append_hc: Callable[..., None] = self._open.hc
+        #: ``append_ev(keys, *values) -> bool``: add the event ``dict(zip(keys,
+        #: values))`` (``keys`` a tuple of at most 15 str ending with ``seq``, ``t``,
+        #: ``cpu``), packed as :meth:`append` packs it, without the dict when the
+        #: compiled packer is present. False, with nothing written, when the event
+        #: would not pass :meth:`append`'s checks: call :meth:`append` with the dict,
+        #: which raises the error.
+        self.append_ev: Callable[..., bool] = self._open.ev
         self._frames: list[fmt.FrameInfo] = []
         self._error: BaseException | None = None
         self._on_error = on_error
