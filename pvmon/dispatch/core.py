@@ -37,6 +37,8 @@ def _discard(ev: dict) -> None:
     """A recorder that keeps nothing (events are still numbered)."""
 
 
+#: Keys of a ``tsc_run`` event in their order in the trace (``record_ev``).
+_TSC_RUN_KEYS = ("k", "rip", "val", "seq", "t", "cpu")
 #: The most TSC reads one ``tsc_run`` event holds (trace format version 2,
 #: docs/trace-format.md). Consecutive reads with no other event between them
 #: share one event, so a calibration loop's thousands of reads cost a list
@@ -228,8 +230,11 @@ class DispatchCore(RunServices):
         self._tsc_rips = None
         seq, t = self._tsc_head
         if self.record is not None:
-            self.record({"k": "tsc_run", "rip": rips, "val": self._tsc_vals,
-                         "seq": seq, "t": t, "cpu": 0})
+            fast = self.record_ev
+            if fast is None or not fast(_TSC_RUN_KEYS, "tsc_run", rips, self._tsc_vals,
+                                        seq, t, 0):
+                self.record({"k": "tsc_run", "rip": rips, "val": self._tsc_vals,
+                             "seq": seq, "t": t, "cpu": 0})
 
     def _console(self, channel: str, data: bytes) -> None:
         self._last_console_ns = self.clock.now_ns
