@@ -167,3 +167,35 @@ def test_random_rom_calls_never_raise_in_the_host():
             if stop is not None:
                 assert stop.kind == "crash" and stop.detail.startswith("VMI "), stop
                 break
+
+
+def test_an_alarm_wired_to_lvtt_raises_the_vector_apicwrite_put_there():
+    """Linux with a local APIC wires its alarm to the LVT timer entry
+    (vmiclock_32.c vmi_time_bsp_init: APICWrite(APIC_LVTT, vector), then
+    SetAlarm(... | VMI_ALARM_WIRED_LVTT)): the alarm raises that vector, not
+    IRQ0; APICRead gives the entry back; a masked entry drops the interrupt."""
+    sess, b = _attached()
+    v = b.vcpu
+    nr = abi.HYPERCALL_NUMBERS
+    b.call(nr["APICWrite"], (0x320, 0xEF, 0, 0, 0))
+    b.call(nr["APICRead"], (0x320, 0, 0, 0, 0))
+    assert b.out["eax"] == 0xEF
+    now = sess.machine.clock.now_ns
+    flags = abi.COUNTER_REAL | abi.ALARM_WIRED_LVTT
+    b.call(nr["SetAlarm"], (flags, (now + 5000) & 0xFFFFFFFF, (now + 5000) >> 32, 0, 0))
+    v.vif = 0x200
+    v.idle_until(now + 5000)
+    assert v.due_vector() == 0xEF
+    sess2, b2 = _attached()
+    b2.call(nr["APICWrite"], (0x320, 0x100EF, 0, 0, 0))          # masked
+    now = sess2.machine.clock.now_ns
+    b2.call(nr["SetAlarm"], (flags, (now + 5000) & 0xFFFFFFFF, (now + 5000) >> 32, 0, 0))
+    b2.vcpu.vif = 0x200
+    b2.vcpu.idle_until(now + 5000)
+    assert b2.vcpu.due_vector() is None and not b2.vcpu.alarm_pending
+    sess3, b3 = _attached()                                      # IRQ0 wiring, the default
+    now = sess3.machine.clock.now_ns
+    b3.call(nr["SetAlarm"], (abi.COUNTER_REAL, (now + 5000) & 0xFFFFFFFF, 0, 0, 0))
+    b3.vcpu.vif = 0x200
+    b3.vcpu.idle_until(now + 5000)
+    assert b3.vcpu.due_vector() == abi.IRQ0_VECTOR

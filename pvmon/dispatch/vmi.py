@@ -170,8 +170,8 @@ class VmiDispatch(HvmDispatchCore):
 
     def _on_irq_taken(self, vector: int, rip: int) -> None:
         v = self.b.vcpu
-        if vector == abi.IRQ0_VECTOR:
-            v.irq0_pending = False
+        if v.alarm_pending and vector == v.alarm_vector():
+            v.alarm_pending = False
             _s, base, _l, _f = self.m.uc.reg_read(x86.UC_X86_REG_IDTR)
             pa = walk32(self.m, base + 8 * vector)
             if pa is not None:

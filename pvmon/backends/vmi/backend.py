@@ -20,6 +20,8 @@ from typing import Any
 
 from pvmon.backends.base import Backend, GuestFault
 from pvmon.backends.vmi import abi
+from pvmon.platforms.hvm.lapic import LVT_MASKED, TIMER_MODE_MASK
+from pvmon.platforms.hvm.lapic import LVT_TIMER as APIC_LVTT
 
 U32 = 0xFFFFFFFF
 #: The serial console the reference guest writes (COM1 THR; LSR reads "empty").
@@ -47,7 +49,10 @@ class VmiVcpu:
         self.deadline: int | None = None  # absolute ns of the armed alarm
         self.period = 0
         self.alarm_flags = 0
-        self.irq0_pending = False
+        #: the local APIC's LVT timer entry as APICWrite set it (reset: masked,
+        #: Intel SDM vol. 3 10.12.5.1); an alarm wired to LVTT fires its vector
+        self.lvtt = LVT_MASKED
+        self.alarm_pending = False              # the alarm fired, not yet taken
         self.halted = False
         self.blocked_ns = 0
 
@@ -55,17 +60,25 @@ class VmiVcpu:
         return 0 if self.vif else 1
 
     def upcall_pending(self) -> bool:
-        return self.irq0_pending
+        return self.alarm_pending
 
     def can_upcall(self) -> bool:
-        return self.irq0_pending and bool(self.vif)
+        return self.alarm_pending and bool(self.vif)
 
     def deliver_upcall(self) -> bool:
         return False
 
+    def alarm_vector(self) -> int | None:
+        """The vector the alarm raises: IRQ0's (0x20), or with
+        ``VMI_ALARM_WIRED_LVTT`` the LVT timer entry's (None while it is
+        masked) ([VMIT] vmi_time.h; [VMICLK] vmi_time_bsp_init)."""
+        if self.alarm_flags & abi.ALARM_WIRED_LVTT:
+            return None if self.lvtt & LVT_MASKED else self.lvtt & 0xFF
+        return abi.IRQ0_VECTOR
+
     def due_vector(self) -> int | None:
-        if self.irq0_pending and self.vif:
-            return abi.IRQ0_VECTOR
+        if self.alarm_pending and self.vif:
+            return self.alarm_vector()
         return None
 
     def fire_timers(self) -> bool:
@@ -73,7 +86,8 @@ class VmiVcpu:
         dl = self.deadline
         if dl is None or dl > now:
             return False
-        self.irq0_pending = True
+        # a masked LVT timer entry drops the interrupt (SDM vol. 3 10.5.1)
+        self.alarm_pending = self.alarm_pending or self.alarm_vector() is not None
         if self.period:
             # periodic: the next expiry after now (missed periods coalesce) [VMIT]
             n = (now - dl) // self.period + 1
@@ -303,7 +317,7 @@ class VmiBackend(Backend):
         """Halt: an interruptible halt, IF treated as enabled [SPEC]."""
         v = self.vcpu
         v.vif = abi.X86_EFLAGS_IF
-        if v.irq0_pending:
+        if v.alarm_pending:
             return
         if v.deadline is None:
             self.p.stuck("Halt with no alarm armed and no interrupt pending")
@@ -360,8 +374,21 @@ class VmiBackend(Backend):
         fl = self._reg("eflags")
         self._set("eflags", (fl & ~0x3000) | (eax & 0x3000))
 
-    def _apic_read(self, *_):
-        self.out = {"eax": 0}
+    def _apic_write(self, eax, edx, *_):
+        """APICWrite(reg, value): the register's offset in the xAPIC page (Linux
+        passes APIC_LVTT, APIC_EOI...; the ROM keeps the low 12 bits). The LVT
+        timer entry is kept (an alarm wired to it takes its vector); EOI and
+        the rest are accepted and not modelled."""
+        reg = eax & 0xFFF
+        self.op = {"reg": reg, "val": edx}
+        if reg == APIC_LVTT:
+            self.vcpu.lvtt = edx & (LVT_MASKED | TIMER_MODE_MASK | 0xFF)
+
+    def _apic_read(self, eax, *_):
+        """APICRead(reg): the LVT timer entry as written; 0 for the rest."""
+        reg = eax & 0xFFF
+        self.op = {"reg": reg}
+        self.out = {"eax": self.vcpu.lvtt if reg == APIC_LVTT else 0}
 
     def _cycle_freq(self, *_):
         self._ret64(1_000_000_000)
@@ -436,7 +463,7 @@ _CALLS = {
     42: VmiBackend._ident, 43: VmiBackend._ident, 44: VmiBackend._allocate,
     45: VmiBackend._release, 46: VmiBackend._inval, 47: VmiBackend._flush,
     48: VmiBackend._linear, 61: VmiBackend._iopl, 62: VmiBackend._nop,
-    63: VmiBackend._nop, 64: VmiBackend._apic_read, 65: VmiBackend._nop,
+    63: VmiBackend._apic_write, 64: VmiBackend._apic_read, 65: VmiBackend._nop,
     66: VmiBackend._cycle_freq, 67: VmiBackend._cycle_counter, 68: VmiBackend._set_alarm,
     69: VmiBackend._cancel_alarm, 70: VmiBackend._wallclock,
     71: VmiBackend._wallclock_updated, 73: VmiBackend._lazy,
