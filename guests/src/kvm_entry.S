@@ -32,8 +32,8 @@
 
         .section .note.Xen, "a", @note
         XEN_NOTE(6, .asciz "pvtest-kvm")                /* GUEST_OS */
-        XEN_NOTE(5, .asciz "1")                         /* GUEST_VERSION */
-        XEN_NOTE(7, .asciz "xen-3.0")                   /* XEN_VERSION */
+        XEN_NOTE(7, .asciz "1")                         /* GUEST_VERSION */
+        XEN_NOTE(5, .asciz "xen-3.0")                   /* XEN_VERSION */
         XEN_NOTE(8, .asciz "generic")                   /* LOADER */
         XEN_NOTE(3, .quad 0xffffffff80000000)           /* VIRT_BASE */
         XEN_NOTE(4, .quad 0)                            /* PADDR_OFFSET */
