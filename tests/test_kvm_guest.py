@@ -26,7 +26,7 @@ from pvmon.trace.reader import TraceReader
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "pvmon" / "guests" / "images"
 SUMMARY = re.compile(r"pvtest: (\d+) passed, (\d+) failed")
-CHECKS = 108
+CHECKS = 111
 MEM = 64 << 20
 
 
@@ -88,6 +88,7 @@ def test_every_kvm_interface_family_reaches_the_host_and_is_recorded(recorded):
     calls = {(e["name"], e["ret"]) for e in events if e["k"] == "hc"}
     assert {("sched_yield", 0), ("send_ipi", 1), ("kick_cpu", 0), ("vapic_poll_irq", 0),
             ("kvm_hc_32767", -1000)} <= calls
+    assert ("vapic_poll_irq", -1) in calls                        # from CPL 3: -KVM_EPERM
     vectors = {e["vec"] for e in events if e["k"] == "irq"}
     assert {0xE4, 0xEE, 0xEF, 0xF0, 0xF6} <= vectors
 

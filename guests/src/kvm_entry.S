@@ -162,12 +162,19 @@ pv_refusal_end:
 pv_crash_reason:
         .long   3                               /* SHUTDOWN_crash */
 
-/* GDT: null, 64-bit kernel code (0x08), flat data (0x10) */
+        .data
+/* GDT: null, 64-bit kernel code (0x08), flat data (0x10), user data (0x18,
+ * DPL 3), 64-bit user code (0x20, DPL 3), the TSS (0x28, 16 bytes: port_kvm.c
+ * fills it in before LTR) */
         .balign 16
+        .globl gdt
 gdt:
         .quad   0
         .quad   0x00af9a000000ffff
         .quad   0x00cf92000000ffff
+        .quad   0x00cff2000000ffff
+        .quad   0x00affa000000ffff
+        .quad   0, 0
 gdt_end:
         .balign 8
         .word   0
@@ -181,6 +188,54 @@ gdt_desc64:
         .quad   gdt
 
         .text
+/*
+ * run_user(rip, rsp): enter ring 3 at rip with stack rsp (IRETQ to CS 0x23,
+ * SS 0x1b, interrupts off).  The kernel comes back when trap_dispatch sends
+ * a ring-3 int $0x80 or fault to user_return, which restores the callee-saved
+ * registers and returns from run_user.
+ */
+        .globl run_user, user_return
+        .type run_user, @function
+run_user:
+        push    %rbx
+        push    %rbp
+        push    %r12
+        push    %r13
+        push    %r14
+        push    %r15
+        mov     %rsp, user_saved_rsp(%rip)
+        pushq   $0x1b                           /* SS: user data | RPL 3 */
+        pushq   %rsi                            /* RSP */
+        pushq   $0x2                            /* RFLAGS: IF clear */
+        pushq   $0x23                           /* CS: user code | RPL 3 */
+        pushq   %rdi                            /* RIP */
+        iretq
+user_return:
+        mov     user_saved_rsp(%rip), %rsp
+        pop     %r15
+        pop     %r14
+        pop     %r13
+        pop     %r12
+        pop     %rbp
+        pop     %rbx
+        ret
+        .size run_user, . - run_user
+
+/* Ring-3 code (its 2 MiB page is mapped user-accessible by port_kvm.c):
+ * a KVM hypercall from CPL 3, then back to the kernel by int $0x80 with
+ * the hypercall's RAX; and an RDMSR from CPL 3, which must #GP. */
+        .globl user_vmcall, user_rdmsr
+user_vmcall:
+        mov     $1, %eax                        /* KVM_HC_VAPIC_POLL_IRQ */
+        vmcall
+        int     $0x80
+        ud2
+user_rdmsr:
+        mov     $0x4b564d01, %ecx               /* MSR_KVM_SYSTEM_TIME_NEW */
+        rdmsr
+        int     $0x80
+        ud2
+
 /* Common tail: RSP points at vector, error, rip, cs, rflags, rsp, ss. */
         .type trap_common, @function
 trap_common:
@@ -262,6 +317,7 @@ trap_common:
         KVM_TRAP irq_pvipi,   0xf0, 0   /* KVM_HC_SEND_IPI's vector */
         KVM_TRAP irq_self,    0xf6, 0   /* self-IPI through the ICR */
         KVM_TRAP irq_spurious, 0xff, 0  /* any other vector */
+        KVM_TRAP trap_int80,  0x80, 0   /* int $0x80 from ring 3 (a DPL 3 gate) */
 
         .section .stack, "aw", @nobits
         .balign 4096
@@ -284,3 +340,5 @@ entry_cr0:    .quad 0
 entry_cr4:    .quad 0
 entry_cs:     .quad 0
 entry_eflags: .quad 0
+        .globl user_saved_rsp
+user_saved_rsp: .quad 0

@@ -265,8 +265,13 @@ void trap_0(void), trap_1(void), trap_2(void), trap_3(void), trap_4(void), trap_
     trap_6(void), trap_7(void), trap_8(void), trap_9(void), trap_10(void), trap_11(void),
     trap_12(void), trap_13(void), trap_14(void), trap_15(void), trap_16(void),
     trap_17(void), trap_18(void), trap_19(void), irq_uart(void), irq_oneshot(void),
-    irq_deadline(void), irq_pvipi(void), irq_self(void), irq_spurious(void);
-extern char kvm_l4[];
+    irq_deadline(void), irq_pvipi(void), irq_self(void), irq_spurious(void), trap_int80(void);
+void run_user(unsigned long rip, unsigned long rsp);
+extern char user_return[], user_vmcall[], user_rdmsr[];
+extern unsigned long user_saved_rsp;
+extern uint64_t gdt[];
+extern uint64_t kvm_l3[], kvm_l2[];
+extern uint64_t kvm_l4[];
 extern uint64_t entry_ebx, entry_cr0, entry_cr4, entry_cs, entry_eflags;
 
 /* What the handlers saw. */
@@ -292,6 +297,9 @@ static void apic_eoi(void)
     apic_write(APIC_EOI, 0);
 }
 
+/* What ring 3 left with (run_user): the vector, its error code, RAX, CS. */
+static volatile unsigned long user_vector, user_error, user_rax, user_cs;
+
 void trap_dispatch(struct trap_frame *f)
 {
     unsigned vec = f->vector & 0xff;
@@ -301,6 +309,19 @@ void trap_dispatch(struct trap_frame *f)
     last_rip = f->rip;
     last_cs = f->cs;
     last_rflags = f->rflags;
+    if ((f->cs & 3) == 3) {
+        /* from ring 3 (int $0x80 or a fault): back to run_user's caller */
+        user_vector = vec;
+        user_error = f->error;
+        user_rax = f->rax;
+        user_cs = f->cs;
+        f->rip = (unsigned long)user_return;
+        f->cs = KERNEL_CS;
+        f->ss = 0x10;
+        f->rsp = user_saved_rsp;
+        f->rflags = 0x2;
+        return;
+    }
     if (vec >= 32) {
         irq_tsc = rdtsc();
         irq_pv_eoi_word = pv_eoi_word;
@@ -445,6 +466,7 @@ static void install_idt(void)
     set_gate(VEC_DEADLINE, irq_deadline, 0);
     set_gate(VEC_PVIPI, irq_pvipi, 0);
     set_gate(VEC_SELF, irq_self, 0);
+    set_gate(0x80, trap_int80, 3);
     struct __attribute__((packed)) { uint16_t limit; uint64_t base; } d = {
         sizeof(idt) - 1, (uint64_t)idt };
     __asm__ __volatile__("lidt %0" :: "m"(d) : "memory");
@@ -941,6 +963,53 @@ static void checks_hypercalls(void)
     }
 }
 
+/* [SDM 7.7] the 64-bit TSS: RSP0 is the stack ring 3's interrupts land on */
+struct tss64 {
+    uint32_t r0;
+    uint64_t rsp0, rsp1, rsp2, r1, ist[7], r2;
+    uint16_t r3, iomap;
+} __attribute__((packed));
+_Static_assert(sizeof(struct tss64) == 104, "tss");
+static struct tss64 tss __attribute__((aligned(64)));
+static uint8_t ring0_stack[8192] __attribute__((aligned(16)));
+static uint8_t user_stack[4096] __attribute__((aligned(16)));
+
+static void checks_user(void)
+{
+    section("user mode: vmcall and RDMSR from CPL 3 (x86.c, SDM)");
+    unsigned long base = (unsigned long)&tss, limit = sizeof(tss) - 1;
+    tss.rsp0 = (unsigned long)(ring0_stack + sizeof(ring0_stack));
+    tss.iomap = sizeof(tss);
+    gdt[5] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89UL << 40) |
+             (((limit >> 16) & 0xf) << 48) | (((base >> 24) & 0xff) << 56);
+    gdt[6] = base >> 32;
+    __asm__ __volatile__("ltr %w0" :: "r"(0x28) : "memory");
+    /* the kernel's 2 MiB page (physical 0x200000) user-accessible on its way
+     * down from VIRT_BASE: L4[511], L3[510], L2[1] get U/S */
+    kvm_l4[511] |= 4;
+    kvm_l3[510] |= 4;
+    kvm_l2[1] |= 4;
+    unsigned long cr3;
+    __asm__ __volatile__("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) :: "memory");
+
+    unsigned long top = (unsigned long)(user_stack + sizeof(user_stack));
+    run_user((unsigned long)user_vmcall, top);
+    check(user_vector == 0x80 && user_cs == 0x23,
+          "ring 3 entered by IRETQ, back through int $0x80 (a DPL 3 gate, RSP0 from the TSS)",
+          "vector 0x%lx cs 0x%lx", user_vector, user_cs);
+    check_eq("vmcall from CPL 3 -> -KVM_EPERM (-1) (kvm_emulate_hypercall) [x86.c]",
+             (long)user_rax, -1);
+    run_user((unsigned long)user_rdmsr, top);
+    check(user_vector == 13 && user_error == 0 && user_cs == 0x23,
+          "RDMSR of a KVM MSR from CPL 3 -> #GP(0) [SDM RDMSR]", "vector %lu error 0x%lx",
+          user_vector, user_error);
+
+    kvm_l4[511] &= ~4UL;
+    kvm_l3[510] &= ~4UL;
+    kvm_l2[1] &= ~4UL;
+    __asm__ __volatile__("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) :: "memory");
+}
+
 static void checks_interrupts(void)
 {
     long rc;
@@ -1181,6 +1250,7 @@ void __attribute__((noreturn)) kvm_main(unsigned long start_info_pa)
     checks_kvmclock();
     checks_pv_msrs();
     checks_hypercalls();
+    checks_user();
     checks_interrupts();
     checks_time();
     checks_faults();
