@@ -756,7 +756,7 @@ static void checks_kvmclock(void)
     check(t1 < t2 && t2 <= t3, "kvmclock time (system_time + scaled TSC delta) advances "
           "monotonically across reads [msr.rst]", "%lu %lu %lu", (unsigned long)t1,
           (unsigned long)t2, (unsigned long)t3);
-    check(t1 < 1000000000UL, "kvmclock counts from the guest's boot (under 1 s here) [msr.rst]",
+    check(t1 < 1000000000UL, "kvmclock counts from the VM's start (under 1 s here) [msr.rst, pvmon]",
           "%lu ns", (unsigned long)t1);
 
     /* a second record at another address: the update bumps its version too */
@@ -1114,8 +1114,13 @@ static void checks_time(void)
                                                 kvmclock.tsc_shift) - 1,
           "kvmclock advanced across the sleep as the TSC did", "%lu -> %lu ns",
           (unsigned long)ns0, (unsigned long)ns1);
-    check(kvmclock.version == ver, "kvmclock record not rewritten by the host while idle "
-          "(stable TSC: no master-clock update)", "version %u -> %u", ver, kvmclock.version);
+    /* KVM may rewrite the record while the vCPU sleeps (a move to another host
+     * CPU, a master-clock update); pvmon writes it once per MSR write */
+    printk("pvtest:   kvmclock version %u before the sleep, %u after\n", ver,
+           kvmclock.version);
+    check(!(kvmclock.version & 1) && kvmclock.version >= ver,
+          "kvmclock record consistent after the sleep: even version, never older [msr.rst]",
+          "version %u -> %u", ver, kvmclock.version);
 
     /* a deadline in the past fires at once */
     wrmsr_safe(MSR_IA32_TSC_DEADLINE, 1);
