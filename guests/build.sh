@@ -8,7 +8,8 @@
 #                              pvtest-v2-pvh.elf (the Xen PVH build),
 #                              pvtest-lguest.elf, pvtest-lguest-fail.elf,
 #                              pvtest-lguest-pae.elf (lguest, x86-32),
-#                              pvtest-vmi.elf, pvtest-vmi-fail.elf (VMI 3.0, x86-32)
+#                              pvtest-vmi.elf, pvtest-vmi-fail.elf (VMI 3.0, x86-32),
+#                              pvtest-kvm.elf, pvtest-kvm-fail.elf (KVM, x86-64)
 #   guests/build.sh --check    verify the committed images rebuild identically
 #
 # The images are byte-reproducible with the toolchain named in BUILDINFO
@@ -45,6 +46,8 @@ build LGUEST=1 FAIL_CHECK=1
 build LGUEST=1 PAE=1
 build VMI=1
 build VMI=1 FAIL_CHECK=1
+build KVM=1
+build KVM=1 FAIL_CHECK=1
 
 {
     echo "# toolchain that produced these images (guests/build.sh)"
@@ -53,12 +56,13 @@ build VMI=1 FAIL_CHECK=1
     echo "# sha256"
     (cd "$tmp" && sha256sum pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf \
         pvtest-v2-poc.elf pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf \
-        pvtest-lguest-pae.elf pvtest-vmi.elf pvtest-vmi-fail.elf)
+        pvtest-lguest-pae.elf pvtest-vmi.elf pvtest-vmi-fail.elf pvtest-kvm.elf \
+        pvtest-kvm-fail.elf)
 } > "$tmp/BUILDINFO"
 
 files="pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf pvtest-v2-poc.elf
 pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf pvtest-lguest-pae.elf pvtest-vmi.elf
-pvtest-vmi-fail.elf BUILDINFO"
+pvtest-vmi-fail.elf pvtest-kvm.elf pvtest-kvm-fail.elf BUILDINFO"
 if [ "$mode" = install ]; then
     mkdir -p "$images"
     for f in $files; do

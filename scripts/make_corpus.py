@@ -71,6 +71,12 @@ def main() -> None:
         out = builtin_path("pvtest-v2-pvh", version)
         print(f"{out.relative_to(ROOT)}", flush=True)
         pvmon("run", "pvtest-v2-pvh", "--backend", version, "--quiet", "--record", str(out))
+    # the KVM reference guest on the newest and the oldest KVM release (on
+    # kvm-2.6.34 it takes the old kvmclock MSRs and the #GP / -KVM_ENOSYS paths)
+    for version in ("kvm-2.6.34", "kvm-6.12"):
+        out = builtin_path("pvtest-kvm", version)
+        print(f"{out.relative_to(ROOT)}", flush=True)
+        pvmon("run", "pvtest-kvm", "--backend", version, "--quiet", "--record", str(out))
     if args.builtin:
         return
     deb = TRACES

@@ -91,7 +91,7 @@ def test_list_guests_uncached(cache):
     rows = {r["name"]: r for r in catalog.list_guests()}
     assert set(rows) == {"pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc",
                          "pvtest-v2-pvh", "pvtest-lguest", "pvtest-lguest-pae",
-                         "pvtest-vmi",
+                         "pvtest-vmi", "pvtest-kvm",
                          "debian-6.1", "debian-6.12", "debian-7.2", "busybox"}
     assert rows["debian-6.1"]["status"] == "not fetched"
     assert (rows["debian-6.12"]["suite"], rows["debian-7.2"]["suite"]) == ("bookworm", "sid")

@@ -47,6 +47,11 @@ I8042_RESET = 0xFE
 #: hw/input/pckbd.c after self-test: SELFTEST | CMD | UNLOCKED)
 I8042_STATUS_IDLE = 0x1C
 RESET_CONTROL = 0xCF9
+#: KVM's local APIC timer counts one bus cycle per nanosecond: a 1 GHz bus
+#: (arch/x86/kvm/lapic.c ``APIC_BUS_CYCLE_NS 1`` since KVM's first APIC; 6.10+
+#: ``APIC_BUS_CYCLE_NS_DEFAULT``), not the 100 MHz of Xen's vlapic that the
+#: HVM platform's LocalApic defaults to. pvtest-kvm's one-shot check measures it.
+KVM_APIC_BUS_HZ = 1_000_000_000
 
 
 def reset_stop(detail: str, rip: int) -> Stop:
@@ -64,6 +69,7 @@ class KvmDispatch(HvmDispatchCore):
         self.ioapic = IoApic(self._ioapic_deliver)
         self.uart = Uart8250(self._uart_output, self._uart_irq)
         self.lapic.on_eoi = self._on_eoi
+        self.lapic.bus_hz = KVM_APIC_BUS_HZ
         self._pv_eoi_pending: int | None = None     # the PV EOI word's address, bit set
         #: EOIs the guest did through the PV EOI word (no APIC register write).
         self.pv_eois = 0
@@ -180,6 +186,11 @@ class KvmDispatch(HvmDispatchCore):
                 return MSR_HANDLED, vcpu.tsc_deadline
             vcpu.tsc_deadline = value
             vcpu.refresh()
+            # a deadline already reached fires at once (KVM start_sw_tscdeadline:
+            # apic_timer_expired when the deadline is not after the guest TSC; SDM
+            # vol. 3 11.5.4.1), not at the guest's next TSC read or exit
+            if vcpu.fire_timers():
+                self.update_irq()
             return MSR_HANDLED, value
         # the memory a KVM MSR write fills (kvmclock, steal time) belongs to no
         # hypercall: start a fresh access record so no later call event lists it

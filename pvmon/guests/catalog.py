@@ -8,7 +8,9 @@ Names:
   that reports, per Xen security advisory, vulnerable or fixed),
   ``"pvtest-v2-pvh"`` (the Xen PVH build: its checks on a PVH domain; its
   guest mode is ``"pvh"``, :data:`BUILTIN_MODES`) -> built-in reference guests at
-  ``pvmon/guests/images/<name>.elf`` (symbols from ``<name>.map`` beside it, or
+  ``pvmon/guests/images/<name>.elf``; ``"pvtest-kvm"`` (the KVM reference
+  guest, on ``kvm-6.12`` unless ``--backend`` says otherwise,
+  :data:`BUILTIN_BACKENDS`) (symbols from ``<name>.map`` beside it, or
   the ELF ``.symtab``)
 * ``"debian-<X>.<Y>"`` -> the cache filled by ``pvmon guests fetch``: the known
   series (``debian-6.1``, ``debian-6.12``, ``debian-7.2``) and any other series
@@ -36,7 +38,7 @@ from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
 BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "pvtest-v2-pvh",
-           "pvtest-lguest", "pvtest-lguest-pae", "pvtest-vmi")
+           "pvtest-lguest", "pvtest-lguest-pae", "pvtest-vmi", "pvtest-kvm")
 #: The guest mode a built-in guest boots in when the user names none (``pvmon
 #: run GUEST`` without ``--mode``); a built-in not listed takes the backend's
 #: default (Xen PV). pvtest-v2-pvh has no PV entry point.
@@ -44,7 +46,9 @@ BUILTIN_MODES = {"pvtest-v2-pvh": "pvh", "pvtest-lguest-pae": "pae"}
 #: Built-in guests of another ABI than Xen: the backend they run on when
 #: ``--backend`` is not given (the 32-bit lguest build boots only on lguest).
 BUILTIN_BACKENDS = {"pvtest-lguest": "lguest-4.13", "pvtest-lguest-pae": "lguest-4.13",
-                    "pvtest-vmi": "vmi-3.0"}
+                    "pvtest-vmi": "vmi-3.0", "pvtest-kvm": "kvm-6.12"}
+#: The 32-bit (ELFCLASS32) built-ins: their guest kind's loader checks them.
+_BUILTIN_ELF32 = frozenset({"pvtest-lguest", "pvtest-lguest-pae", "pvtest-vmi"})
 DEBIAN = tuple(debian.SERIES)   # the known Debian series; debian.names() adds cached ones
 IMAGES_DIR = Path(__file__).parent / "images"
 
@@ -121,7 +125,7 @@ def _builtin(name: str) -> GuestImage:
         raise GuestNotFound(
             f"built-in guest {name} is not available: {elf} does not exist (not built yet?)"
         )
-    if name not in BUILTIN_BACKENDS:
+    if name not in _BUILTIN_ELF32:
         check_elf_x86_64(elf.read_bytes())
     smap = elf.with_suffix(".map")
     return GuestImage(

@@ -50,8 +50,21 @@ def feed(side, ev: dict, recent: deque) -> bool:
         write = ev.get("dir") == "wr"
         value = ev.get("val", 0) if write else 0
         side.clock.now_ns = ev.get("t", side.clock.now_ns)
-        answer, got = side.backend.msr(write, msr, value if isinstance(value, int) else 0)
-        gp = answer == MSR_GP
+        if write and ev.get("gp") and "val" not in ev:
+            # A write that raised #GP is recorded without its value (the HVM core's
+            # msr event). Refused by a recorded release that knows the MSR, it was
+            # the value (reserved bits), which cannot be put to this side: take
+            # the recorded answer. Refused because the release lacks the MSR,
+            # what matters is whether this side knows it.
+            rec = getattr(getattr(side, "run", None), "version", None)
+            known = getattr(rec, "offers", None)
+            if known is None or known(MSR_FEATURE[msr]):
+                return True
+            gp = not side.backend.has_msr(msr)
+            got = 0
+        else:
+            answer, got = side.backend.msr(write, msr, value if isinstance(value, int) else 0)
+            gp = answer == MSR_GP
         name = MSR_NAMES.get(msr, f"{msr:#x}")
         if gp != bool(ev.get("gp")):
             deltas.append(Delta("result", f"{'wrmsr' if write else 'rdmsr'} {name}: "
