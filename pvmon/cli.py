@@ -123,9 +123,10 @@ _RUN_OPTIONS = [
     click.option("--memory", default="256M", show_default=True, type=MemorySize(),
                  help="Guest memory in MiB (256), or with a suffix K, M, G or T (512M, 1G, "
                       "1.5G) as QEMU's -m; 32M to 8G."),
-    click.option("--backend", default=None, show_default="xen-4.17; pvtest-lguest: lguest-4.13",
+    click.option("--backend", default=None, show_default="xen-4.17, or a built-in guest's own: pvtest-lguest lguest-4.13, "
+                              "pvtest-vmi vmi-3.0, pvtest-kvm kvm-6.12",
                  shell_complete=backend_names,
-                 help="Hypervisor backend (default: the guest's own, else xen-4.17)."),
+                 help="Hypervisor backend (pvmon backends lists them)."),
     click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
                  help="Write a .pvt trace of the run. An existing trace there is replaced; "
                       "any other existing file only with --force."),
