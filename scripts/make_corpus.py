@@ -77,6 +77,13 @@ def main() -> None:
         out = builtin_path("pvtest-kvm", version)
         print(f"{out.relative_to(ROOT)}", flush=True)
         pvmon("run", "pvtest-kvm", "--backend", version, "--quiet", "--record", str(out))
+    # the 32-bit reference guests of the historic ABIs: lguest on both eras (and
+    # its PAE build), VMI on API 3.0
+    for guest, version in (("pvtest-lguest", "lguest-4.13"), ("pvtest-lguest", "lguest-4.0"),
+                           ("pvtest-lguest-pae", "lguest-4.13"), ("pvtest-vmi", "vmi-3.0")):
+        out = builtin_path(guest, version)
+        print(f"{out.relative_to(ROOT)}", flush=True)
+        pvmon("run", guest, "--backend", version, "--quiet", "--record", str(out))
     if args.builtin:
         return
     deb = TRACES
@@ -88,6 +95,9 @@ def main() -> None:
     print("traces/debian-6.12-pvh-boot.pvt", flush=True)
     pvmon("run", "debian-6.12", "--mode", "pvh", "--quiet", "--record",
           str(deb / "debian-6.12-pvh-boot.pvt"))
+    print("traces/debian-6.12-kvm-boot.pvt", flush=True)
+    pvmon("run", "debian-6.12", "--backend", "kvm-6.12", "--quiet", "--record",
+          str(deb / "debian-6.12-kvm-boot.pvt"))
 
 
 if __name__ == "__main__":
