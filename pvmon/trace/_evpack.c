@@ -293,6 +293,20 @@ static PyObject *frame_commit(OpenFrame *f, const char *data, Py_ssize_t n, long
     Py_RETURN_NONE;
 }
 
+/* After an event failed to pack: clear an error that is the event's fault (a
+ * value msgpack cannot hold: TypeError, ValueError, OverflowError), so the
+ * caller takes the dict path, which raises it again. 0 when another error
+ * (MemoryError and the like) is set and must propagate; 1 otherwise. */
+static int clear_event_error(void) {
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)
+                && !PyErr_ExceptionMatches(PyExc_OverflowError))
+            return 0;
+        PyErr_Clear();
+    }
+    return 1;
+}
+
 PyDoc_STRVAR(frame_hc_doc,
 "hc(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu)\n\n"
 "Append the hypercall event pvmon.trace.format.hc_event(abi, ..., cpu) (the bytes\n"
@@ -315,12 +329,8 @@ static PyObject *frame_hc(OpenFrame *f, PyObject *const *args, Py_ssize_t nargs)
             return r;
         }
         out_free(&o);
-        if (PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)
-                    && !PyErr_ExceptionMatches(PyExc_OverflowError))
-                return NULL;        /* MemoryError and the like: not the event's fault */
-            PyErr_Clear();
-        }
+        if (!clear_event_error())
+            return NULL;
     }
     return PyObject_Vectorcall(f->fallback, args, nargs, NULL);
 }
@@ -379,12 +389,8 @@ static PyObject *frame_ev(OpenFrame *f, PyObject *const *args, Py_ssize_t nargs)
     }
     if (bad || o.len > f->max_event) {
         out_free(&o);
-        if (PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)
-                    && !PyErr_ExceptionMatches(PyExc_OverflowError))
-                return NULL;        /* MemoryError and the like: not the event's fault */
-            PyErr_Clear();
-        }
+        if (!clear_event_error())
+            return NULL;
         Py_RETURN_FALSE;
     }
     PyObject *r = frame_commit(f, o.p, o.len, t);
