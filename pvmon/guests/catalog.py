@@ -261,6 +261,11 @@ def list_guests() -> list[dict]:
         rows.append({**_cached_row(name, "debian", meta, debian.guest_dir),
                      "suite": (meta or {}).get("suite") or (
                          debian.SERIES[name].suite if name in debian.SERIES else None)})
+    from pvmon.uml import guest as uml
+    for name in uml.names():
+        meta = uml.read_meta(name)
+        rows.append({**_cached_row(name, "uml", meta, uml.guest_dir),
+                     "suite": (meta or {}).get("suite") or uml.SERIES.get(name)})
     from pvmon.guests import initramfs
     for name in initramfs.KINDS:
         rows.append(_cached_row(name, "initramfs", initramfs.read_meta(name),

@@ -1,0 +1,369 @@
+"""The UML tracer: run a User-Mode Linux kernel process under pvmon's ptrace and
+turn its host system calls into trace events.
+
+A UML kernel is an ordinary Linux process whose "hypervisor" is the host
+kernel: it makes host system calls, and runs each guest address space as a
+child process that it traces itself with ``PTRACE_SYSEMU`` (the child stops at
+each of its system calls, which the host then skips; UML reads the call from
+the child's registers, runs it in the guest kernel and writes the result back).
+
+How pvmon traces it (docs/uml.md):
+
+* the UML binary is started by ``fork`` + ``PTRACE_TRACEME`` + ``execve`` in a
+  process group of its own (a Ctrl-C at the terminal reaches pvmon, not UML),
+  stdin and stdout/stderr on pipes of pvmon's;
+* options ``PTRACE_O_TRACESYSGOOD | TRACECLONE | TRACEEXEC | EXITKILL``: every
+  system call stop of the kernel process and of its helper threads (UML starts
+  them with ``clone(CLONE_VM | CLONE_FILES)``, no exit signal: caught by
+  TRACECLONE) stops in pvmon. UML's guest-process children are created with
+  ``clone(CLONE_FILES | SIGCHLD)``, which Linux treats as a fork, and are NOT
+  followed (no ``TRACEFORK``): a process has one tracer, and those children
+  call ``PTRACE_TRACEME`` for UML, which would fail with EPERM if pvmon had
+  attached them first (UML then panics);
+* each host system call is one ``hc`` event of ABI ``uml`` at its exit
+  (``nr``, ``name``, ``args`` = rdi, rsi, rdx, r10, r8, r9 at entry, ``ret``
+  = signed rax, ``rip``; ``op`` decodes ptrace and wait4);
+* the guest processes' own system calls are recovered from UML's ptrace
+  requests: after UML's ``wait4`` on a child reports a syscall stop
+  (``SIGTRAP | 0x80``: UML sets TRACESYSGOOD on its children), the next
+  ``ptrace(PTRACE_GETREGS, child, 0, buf)`` returns the child's registers in
+  ``buf`` in UML's memory; pvmon reads that ``struct user_regs_struct`` with
+  ``process_vm_readv`` and records a ``syscall`` event (``nr`` = orig_rax,
+  ``args``, ``rip``, ``proc`` = the child's host pid);
+* the console: what UML writes to fd 1 and 2 (``con``/``out``) and reads from
+  fd 0 (``con``/``in``), read from UML's buffers at the system call's exit.
+
+Times are host monotonic nanoseconds since the UML process started: a UML
+boot is not deterministic (host time, pids, scheduling), and the trace header
+says so (``machine.deterministic`` false).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pvmon.uml import ptrace as pt
+from pvmon.uml.syscalls import SYSCALLS
+
+_SYSGOOD_TRAP = signal.SIGTRAP | 0x80
+_OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEEXEC
+            | pt.PTRACE_O_EXITKILL)
+
+_NR_READ, _NR_WRITE, _NR_PTRACE, _NR_WAIT4 = 0, 1, 101, 61
+_R = pt.REG
+_RDI, _RSI, _RDX, _R10, _R8, _R9 = (_R[n] for n in pt.SYSCALL_ARGS)
+_ORIG_RAX, _RAX, _RIP = _R["orig_rax"], _R["rax"], _R["rip"]
+#: Console file descriptors and the ``ch`` their bytes are recorded under.
+_CONSOLE_OUT = {1: "stdout", 2: "stderr"}
+
+
+@dataclass
+class TraceStats:
+    """Counts of one traced run: host system calls, recovered guest system calls,
+    helper threads followed, signals passed on to UML."""
+
+    host_syscalls: int = 0
+    guest_syscalls: int = 0
+    threads: int = 1
+    signals: int = 0
+    by_name: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """How the traced UML process ended: ``reason`` (``shutdown`` exit status
+    0, ``crash`` another status or a signal, ``interrupted``, ``limit``,
+    ``idle``), ``detail`` a sentence, ``status`` the exit status or -signal."""
+
+    reason: str
+    detail: str
+    status: int | None
+
+
+class UmlTracer:
+    """Run ``argv`` (``argv[0]`` the UML binary) under ptrace.
+
+    ``emit(event)`` receives each event as a dict in ``seq`` order (``seq`` and
+    ``t`` filled in; ``cpu`` is the traced thread's index: 0 the UML kernel
+    process, 1, 2, ... its helper threads in the order they appeared);
+    ``emit_hc(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu)``,
+    when given, receives host system calls instead (the trace writer's fast
+    path, :meth:`pvmon.trace.writer.TraceWriter.append_hc`). ``env``: the
+    process environment. :meth:`start` forks; :meth:`run` traces until the
+    UML process has ended and returns an :class:`Outcome`. :meth:`stop` (any
+    thread, a signal handler included) asks UML to end (SIGTERM, then SIGKILL
+    after :attr:`kill_after` seconds) with the given reason.
+    """
+
+    kill_after = 3.0
+
+    def __init__(self, argv: list[str], env: dict[str, str],
+                 emit: Callable[[dict], None],
+                 emit_hc: Callable[..., None] | None = None) -> None:
+        self.argv = argv
+        self.env = env
+        self._emit = emit
+        self._emit_hc = emit_hc
+        self.pid = 0
+        self.stdin_fd = -1
+        self.stdout_fd = -1
+        self.stats = TraceStats()
+        self.seq = 0
+        self._t0 = 0
+        self._stop: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- process
+
+    def start(self) -> None:
+        """Fork and exec the UML binary as a tracee stopped at its exec. Raises
+        OSError when the fork fails; an exec failure is UML exiting with 127."""
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                         # child: no Python objects beyond here matter
+            try:
+                os.setpgid(0, 0)
+                os.dup2(in_r, 0)
+                os.dup2(out_w, 1)
+                os.dup2(out_w, 2)
+                for fd in (in_r, in_w, out_r, out_w):
+                    os.close(fd)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+                    signal.signal(sig, signal.SIG_DFL)
+                pt.traceme()
+                os.execve(self.argv[0], self.argv, self.env)
+            finally:
+                os._exit(127)
+        os.close(in_r)
+        os.close(out_w)
+        self.pid = pid
+        self.stdin_fd = in_w
+        self.stdout_fd = out_r
+        self._t0 = time.monotonic_ns()
+        _, status = os.waitpid(pid, pt.WALL)
+        if not os.WIFSTOPPED(status):       # exec failed: the child exited
+            self._first_status = status
+            return
+        self._first_status = None
+        pt.setoptions(pid, _OPTIONS)
+        pt.cont_syscall(pid)
+
+    def stop(self, reason: str, detail: str) -> None:
+        """Ask the run to end: UML gets SIGTERM (its own clean-up: it kills its
+        guest processes and removes its memory file), SIGKILL if it is still
+        there :attr:`kill_after` seconds later. The first request's reason wins.
+        Safe from a signal handler and from any thread."""
+        if self._stop is not None or not self.pid:
+            return
+        self._stop = (reason, detail)
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        pid = self.pid
+
+        def killer() -> None:
+            time.sleep(self.kill_after)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        threading.Thread(target=killer, name="pvmon-uml-kill", daemon=True).start()
+
+    # ---------------------------------------------------------------- tracing
+
+    def run(self) -> Outcome:
+        """Trace until the UML kernel process has exited; returns how it ended.
+        Every event is emitted before this returns."""
+        if self._first_status is not None:
+            return self._ended(self._first_status)
+        main = self.pid
+        regs = pt.Regs().get
+        cpu_of = {main: 0}
+        entry: dict[int, bool] = {main: False}   # pid -> inside a system call
+        new_threads: set[int] = set()      # cloned, initial SIGSTOP not seen yet
+        wait_status: dict[int, int] = {}   # UML's child -> last status its wait4 returned
+        names = SYSCALLS
+        emit, emit_hc = self._emit, self._emit_hc
+        read_memory = pt.read_memory
+        cont_syscall = pt.cont_syscall
+        monotonic_ns = time.monotonic_ns
+        t0 = self._t0
+        stats = self.stats
+        by_name = stats.by_name
+        outcome = None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, pt.WALL)
+            except ChildProcessError:
+                break
+            if not os.WIFSTOPPED(status):
+                entry.pop(pid, None)
+                if pid == main:
+                    outcome = self._ended(status)
+                    if not entry:
+                        break
+                    for other in list(entry):     # helper threads outliving UML
+                        try:
+                            os.kill(other, signal.SIGKILL)
+                        except ProcessLookupError:
+                            entry.pop(other, None)
+                    continue
+                if outcome is not None and not entry:
+                    break
+                continue
+            sig = os.WSTOPSIG(status)
+            if sig == _SYSGOOD_TRAP:
+                if not entry.get(pid):        # entry: nothing to read yet (see below)
+                    entry[pid] = True
+                    cont_syscall(pid)
+                    continue
+                # exit: x86-64 Linux returns from a system call with every register
+                # but rax, rcx and r11 as it was at entry, so the number (orig_rax),
+                # the arguments and rip are read here, one GETREGS per call
+                entry[pid] = False
+                r = regs(pid)
+                nr = r[_ORIG_RAX]
+                ret = r[_RAX]
+                if ret & (1 << 63):
+                    ret -= 1 << 64
+                t = monotonic_ns() - t0       # CLOCK_MONOTONIC never goes back
+                name = names.get(nr) or f"syscall_{nr}"
+                by_name[name] = by_name.get(name, 0) + 1
+                args = [r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9]]
+                op: dict = {}
+                cpu = cpu_of.get(pid, 0)
+                extra = None
+                if nr == _NR_PTRACE:
+                    req = args[0]
+                    op = {"req": pt.REQUESTS.get(req, req), "pid": args[1]}
+                    if req == pt.PTRACE_GETREGS and ret == 0:
+                        child = args[1]
+                        ws = wait_status.pop(child, None)
+                        if ws is not None and (ws & 0xff) == 0x7f and (ws >> 8) & 0xff == _SYSGOOD_TRAP:
+                            extra = self._guest_syscall(pid, child, args[3])
+                elif nr == _NR_WAIT4:
+                    op = {"pid": args[0]}
+                    if ret > 0 and args[1]:
+                        try:
+                            raw = read_memory(pid, args[1], 4)
+                        except OSError:
+                            raw = b""
+                        if len(raw) == 4:
+                            ws = int.from_bytes(raw, "little")
+                            wait_status[ret] = ws
+                            op["status"] = ws
+                elif nr == _NR_WRITE and ret > 0 and args[0] in _CONSOLE_OUT:
+                    try:
+                        data = read_memory(pid, args[1], ret)
+                    except OSError:
+                        data = b""
+                    if data:
+                        extra = {"k": "con", "dir": "out", "ch": _CONSOLE_OUT[args[0]],
+                                 "data": data}
+                elif nr == _NR_READ and ret > 0 and args[0] == 0:
+                    try:
+                        data = read_memory(pid, args[1], ret)
+                    except OSError:
+                        data = b""
+                    if data:
+                        extra = {"k": "con", "dir": "in", "ch": "stdin", "data": data}
+                seq = self.seq
+                if emit_hc is not None:
+                    emit_hc("uml", nr, name, args, op, ret, r[_RIP], "syscall", [], [], [],
+                            seq, t, cpu)
+                else:
+                    emit({"k": "hc", "abi": "uml", "nr": nr, "name": name, "args": args,
+                          "op": op, "ret": ret, "rip": r[_RIP], "via": "syscall", "rd": [],
+                          "wr": [], "ev": [], "seq": seq, "t": t, "cpu": cpu})
+                seq += 1
+                if extra is not None:
+                    extra["seq"] = seq
+                    extra["t"] = t
+                    extra["cpu"] = cpu
+                    emit(extra)
+                    seq += 1
+                self.seq = seq
+                stats.host_syscalls += 1
+                cont_syscall(pid)
+                continue
+            event = status >> 16
+            if sig == signal.SIGTRAP and event:
+                if event in (pt.PTRACE_EVENT_CLONE, pt.PTRACE_EVENT_FORK,
+                             pt.PTRACE_EVENT_VFORK):
+                    child = pt.geteventmsg(pid)
+                    if child not in entry:
+                        entry[child] = False
+                        cpu_of[child] = len(cpu_of)
+                        stats.threads += 1
+                        new_threads.add(child)
+                cont_syscall(pid)
+                continue
+            if pid not in entry or pid in new_threads:
+                # a new thread's first stop (its SIGSTOP; it may come before the
+                # parent's clone event): start tracing its system calls
+                if pid not in entry:
+                    entry[pid] = False
+                    cpu_of[pid] = len(cpu_of)
+                    stats.threads += 1
+                else:
+                    new_threads.discard(pid)
+                if sig == signal.SIGSTOP:
+                    cont_syscall(pid)
+                    continue
+            # a signal for UML (its timer's SIGALRM, SIGIO, SIGCHLD, ...): pass it on
+            stats.signals += 1
+            try:
+                cont_syscall(pid, sig)
+            except ProcessLookupError:
+                pass
+        if outcome is None:
+            outcome = Outcome("crash", "the UML process disappeared", None)
+        return outcome
+
+    def _guest_syscall(self, pid: int, child: int, buf: int) -> dict | None:
+        """The ``syscall`` event of guest process ``child`` from the registers UML
+        just read into ``buf`` (in UML's memory) with PTRACE_GETREGS."""
+        try:
+            raw = pt.read_memory(pid, buf, pt.USER_REGS_STRUCT.size)
+        except OSError:
+            return None
+        if len(raw) != pt.USER_REGS_STRUCT.size:
+            return None
+        r = pt.USER_REGS_STRUCT.unpack(raw)
+        self.stats.guest_syscalls += 1
+        nr = r[_ORIG_RAX]
+        return {"k": "syscall", "nr": nr, "name": SYSCALLS.get(nr) or f"syscall_{nr}",
+                "args": [r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9]],
+                "rip": r[_RIP], "proc": child}
+
+    def _ended(self, status: int) -> Outcome:
+        if self._stop is not None:
+            reason, detail = self._stop
+            return Outcome(reason, detail, _status_value(status))
+        if os.WIFEXITED(status):
+            code = os.WEXITSTATUS(status)
+            if code == 0:
+                return Outcome("shutdown", "the UML kernel exited with status 0", 0)
+            if code == 127 and self.seq == 0:
+                return Outcome("error", f"could not execute {self.argv[0]}", code)
+            return Outcome("crash", f"the UML kernel exited with status {code}", code)
+        sig = os.WTERMSIG(status)
+        return Outcome("crash", f"the UML kernel was killed by {_signame(sig)}", -sig)
+
+
+def _status_value(status: int) -> int:
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
