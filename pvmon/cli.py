@@ -200,6 +200,10 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit, gdb_address=gdb_address)
         return
+    from pvmon.uml.cli import is_uml_guest
+    if is_uml_guest(guest):
+        raise PvmonError(f"the live view does not show UML runs yet; use `pvmon run {guest}` "
+                         "or `pvmon boot --headless`")
     from pvmon.ui.app import run_boot
     from pvmon.ui.live_session import BootSpec
 
@@ -427,7 +431,13 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
     import os
 
     from pvmon.session import Session
+    from pvmon.uml import cli as uml_cli
 
+    if uml_cli.is_uml_guest(guest):       # a UML kernel runs natively under ptrace
+        uml_cli.run(guest, cmdline=cmdline, memory=memory, backend=backend, record=record,
+                    timeout=timeout, quiet=quiet, initramfs=initramfs, initrd=initrd,
+                    script=script, input_file=input_file, idle_exit=idle_exit,
+                    xen_log=xen_log, gdb_address=gdb_address, mode=_mode_option())
     args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
                          input_file, idle_exit)
     initrd_data, lines = args["initrd"], args["script"]

@@ -21,8 +21,13 @@ How pvmon traces it (docs/uml.md):
   call ``PTRACE_TRACEME`` for UML, which would fail with EPERM if pvmon had
   attached them first (UML then panics);
 * each host system call is one ``hc`` event of ABI ``uml`` at its exit
-  (``nr``, ``name``, ``args`` = rdi, rsi, rdx, r10, r8, r9 at entry, ``ret``
-  = signed rax, ``rip``; ``op`` decodes ptrace and wait4);
+  (``nr``, ``name``, ``args`` = rdi, rsi, rdx, r10, r8, r9, ``ret`` = signed
+  rax, ``rip``; ``op`` decodes ptrace and wait4). Everything is read at the
+  exit stop, one PTRACE_GETREGS per call: x86-64 Linux returns from a system
+  call with every register but rax, rcx and r11 as it was at entry. Two calls
+  replace the registers: ``rt_sigreturn`` (recorded with the restored
+  context's registers and rax; Linux sets orig_rax to -1 there, which is how
+  it is recognized) and a successful ``execve`` (the new program's);
 * the guest processes' own system calls are recovered from UML's ptrace
   requests: after UML's ``wait4`` on a child reports a syscall stop
   (``SIGTRAP | 0x80``: UML sets TRACESYSGOOD on its children), the next
@@ -54,7 +59,8 @@ _SYSGOOD_TRAP = signal.SIGTRAP | 0x80
 _OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEEXEC
             | pt.PTRACE_O_EXITKILL)
 
-_NR_READ, _NR_WRITE, _NR_PTRACE, _NR_WAIT4 = 0, 1, 101, 61
+_NR_READ, _NR_WRITE, _NR_RT_SIGRETURN, _NR_PTRACE, _NR_WAIT4 = 0, 1, 15, 101, 61
+_NO_SYSCALL = (1 << 64) - 1
 _R = pt.REG
 _RDI, _RSI, _RDX, _R10, _R8, _R9 = (_R[n] for n in pt.SYSCALL_ARGS)
 _ORIG_RAX, _RAX, _RIP = _R["orig_rax"], _R["rax"], _R["rip"]
@@ -230,6 +236,10 @@ class UmlTracer:
                 entry[pid] = False
                 r = regs(pid)
                 nr = r[_ORIG_RAX]
+                if nr == _NO_SYSCALL:
+                    # only rt_sigreturn leaves orig_rax at -1 (restore_sigcontext: "disable
+                    # syscall checks"); its registers are then the restored context's
+                    nr = _NR_RT_SIGRETURN
                 ret = r[_RAX]
                 if ret & (1 << 63):
                     ret -= 1 << 64
