@@ -252,7 +252,7 @@ class UmlTracer:
                 extra = None
                 if nr == _NR_PTRACE:
                     req = args[0]
-                    op = {"req": pt.REQUESTS.get(req, req), "pid": args[1]}
+                    op = {"cmd": pt.REQUESTS.get(req, req), "pid": args[1]}
                     if req == pt.PTRACE_GETREGS and ret == 0:
                         child = args[1]
                         ws = wait_status.pop(child, None)
