@@ -124,6 +124,12 @@ def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
     return _check(_ptrace(request, pid, addr, data))
 
 
+#: The C library's ``ptrace(request, pid, addr, data)`` itself, for a tracer's hot
+#: path: returns -1 on failure and leaves errno unread (resuming a tracee that a
+#: SIGKILL just ended fails with ESRCH, and its end is reported by waitpid anyway).
+ptrace_raw = _ptrace
+
+
 def traceme() -> None:
     """``PTRACE_TRACEME``: let the parent trace this process (call in the child
     after fork, before exec; the exec then stops with SIGTRAP)."""

@@ -198,7 +198,7 @@ class UmlTracer:
         names = SYSCALLS
         emit, emit_hc = self._emit, self._emit_hc
         read_memory = pt.read_memory
-        cont_syscall = pt.cont_syscall
+        resume, SYSCALL = pt.ptrace_raw, pt.PTRACE_SYSCALL   # errors: see ptrace_raw
         monotonic_ns = time.monotonic_ns
         t0 = self._t0
         stats = self.stats
@@ -228,7 +228,7 @@ class UmlTracer:
             if sig == _SYSGOOD_TRAP:
                 if not entry.get(pid):        # entry: nothing to read yet (see below)
                     entry[pid] = True
-                    cont_syscall(pid)
+                    resume(SYSCALL, pid, 0, 0)
                     continue
                 # exit: x86-64 Linux returns from a system call with every register
                 # but rax, rcx and r11 as it was at entry, so the number (orig_rax),
@@ -301,7 +301,7 @@ class UmlTracer:
                     seq += 1
                 self.seq = seq
                 stats.host_syscalls += 1
-                cont_syscall(pid)
+                resume(SYSCALL, pid, 0, 0)
                 continue
             event = status >> 16
             if sig == signal.SIGTRAP and event:
@@ -313,7 +313,7 @@ class UmlTracer:
                         cpu_of[child] = len(cpu_of)
                         stats.threads += 1
                         new_threads.add(child)
-                cont_syscall(pid)
+                resume(SYSCALL, pid, 0, 0)
                 continue
             if pid not in entry or pid in new_threads:
                 # a new thread's first stop (its SIGSTOP; it may come before the
@@ -325,14 +325,11 @@ class UmlTracer:
                 else:
                     new_threads.discard(pid)
                 if sig == signal.SIGSTOP:
-                    cont_syscall(pid)
+                    resume(SYSCALL, pid, 0, 0)
                     continue
             # a signal for UML (its timer's SIGALRM, SIGIO, SIGCHLD, ...): pass it on
             stats.signals += 1
-            try:
-                cont_syscall(pid, sig)
-            except ProcessLookupError:
-                pass
+            resume(SYSCALL, pid, 0, sig)
         if outcome is None:
             outcome = Outcome("crash", "the UML process disappeared", None)
         return outcome
