@@ -1,6 +1,7 @@
 """User-Mode Linux recorded natively: Debian's UML kernel boots to the busybox
 shell under pvmon's ptrace tracer, and the trace holds its host system calls
-and the guest processes' own system calls recovered from its ptrace requests.
+and the guest processes' own system calls (and their results) recovered from
+its ptrace requests.
 Real UML kernel (fetched with apt-get download), real host kernel, no mocks."""
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def test_the_trace_holds_host_syscalls_and_the_guests_own_execve_and_uname(shell
         before = by_seq[e["seq"] - 1]
         assert before["name"] == "ptrace" and before["op"]["cmd"] == "getregs"
         assert before["op"]["pid"] == e["proc"]
+    # and each result comes back with UML's PTRACE_SETREGS: the guest's uname succeeded
+    rets = [e for e in events if e["k"] == "sysret"]
+    assert rets and all(by_seq[e["seq"] - 1]["op"]["cmd"] == "setregs" for e in rets)
+    assert any(e["name"] == "uname" and e["ret"] == 0 for e in rets)
+    assert any(e["ret"] < 0 for e in rets)              # an -ENOENT or two on the way
     out = b"".join(e["data"] for e in events if e["k"] == "con" and e["dir"] == "out")
     assert b"x86_64 GNU/Linux" in out
     assert events[-1]["k"] == "exit" and events[-1]["reason"] == "shutdown"

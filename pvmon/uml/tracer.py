@@ -34,7 +34,10 @@ How pvmon traces it (docs/uml.md):
   ``ptrace(PTRACE_GETREGS, child, 0, buf)`` returns the child's registers in
   ``buf`` in UML's memory; pvmon reads that ``struct user_regs_struct`` with
   ``process_vm_readv`` and records a ``syscall`` event (``nr`` = orig_rax,
-  ``args``, ``rip``, ``proc`` = the child's host pid);
+  ``args``, ``rip``, ``proc`` = the child's host pid); the next
+  ``ptrace(PTRACE_SETREGS, child, 0, buf)`` writes the call's result back:
+  its rax is recorded as a ``sysret`` event (a call UML never returns from,
+  ``exit``/``exit_group``, has none);
 * the console: what UML writes to fd 1 and 2 (``con``/``out``) and reads from
   fd 0 (``con``/``in``), read from UML's buffers at the system call's exit.
 
@@ -195,6 +198,7 @@ class UmlTracer:
         entry: dict[int, bool] = {main: False}   # pid -> inside a system call
         new_threads: set[int] = set()      # cloned, initial SIGSTOP not seen yet
         wait_status: dict[int, int] = {}   # UML's child -> last status its wait4 returned
+        in_guest_call: dict[int, int] = {}  # UML's child -> the guest call it is in
         names = SYSCALLS
         emit, emit_hc = self._emit, self._emit_hc
         read_memory = pt.read_memory
@@ -256,8 +260,14 @@ class UmlTracer:
                     if req == pt.PTRACE_GETREGS and ret == 0:
                         child = args[1]
                         ws = wait_status.pop(child, None)
-                        if ws is not None and (ws & 0xff) == 0x7f and (ws >> 8) & 0xff == _SYSGOOD_TRAP:
+                        if ws is not None and (ws & 0xff) == 0x7f \
+                                and (ws >> 8) & 0xff == _SYSGOOD_TRAP:
                             extra = self._guest_syscall(pid, child, args[3])
+                            if extra is not None:
+                                in_guest_call[child] = extra["nr"]
+                    elif req == pt.PTRACE_SETREGS and ret == 0 and args[1] in in_guest_call:
+                        extra = self._guest_return(pid, args[1], in_guest_call.pop(args[1]),
+                                                   args[3])
                 elif nr == _NR_WAIT4:
                     op = {"pid": args[0]}
                     if ret > 0 and args[1]:
@@ -269,6 +279,7 @@ class UmlTracer:
                             ws = int.from_bytes(raw, "little")
                             wait_status[ret] = ws
                             op["status"] = ws
+                        in_guest_call.pop(ret, None)   # a call UML never returned from
                 elif nr == _NR_WRITE and ret > 0 and args[0] in _CONSOLE_OUT:
                     try:
                         data = read_memory(pid, args[1], ret)
@@ -349,6 +360,18 @@ class UmlTracer:
         return {"k": "syscall", "nr": nr, "name": SYSCALLS.get(nr) or f"syscall_{nr}",
                 "args": [r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9]],
                 "rip": r[_RIP], "proc": child}
+
+    def _guest_return(self, pid: int, child: int, nr: int, buf: int) -> dict | None:
+        """The ``sysret`` event of guest process ``child``'s call ``nr``: the rax
+        UML wrote back with PTRACE_SETREGS from ``buf`` (in UML's memory)."""
+        try:
+            raw = pt.read_memory(pid, buf + 8 * _RAX, 8)
+        except OSError:
+            return None
+        if len(raw) != 8:
+            return None
+        return {"k": "sysret", "nr": nr, "name": SYSCALLS.get(nr) or f"syscall_{nr}",
+                "ret": pt.signed(int.from_bytes(raw, "little")), "proc": child}
 
     def _ended(self, status: int) -> Outcome:
         if self._stop is not None:
