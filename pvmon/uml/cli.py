@@ -26,7 +26,7 @@ def run(guest: str, *, cmdline, memory, backend, record, timeout, quiet, initram
     from pvmon.files import check_output
     from pvmon.guests.initramfs import initramfs_path, load_initrd
     from pvmon.session import parse_memory
-    from pvmon.uml.guest import resolve
+    from pvmon.uml.guest import check_runnable, resolve
     from pvmon.uml.runner import run_uml, summary
 
     for given, option in ((backend not in (None, "uml"), "--backend"), (xen_log, "--xen-log"),
@@ -37,6 +37,7 @@ def run(guest: str, *, cmdline, memory, backend, record, timeout, quiet, initram
     if script is not None and input_file is not None:
         raise PvmonError("give either --script or --input-file, not both")
     img = resolve(guest)
+    check_runnable(img)
     _, initrd_info = load_initrd(initramfs, initrd)
     initrd_path = (initramfs_path(initramfs) if initramfs
                    else Path(initrd).expanduser().resolve() if initrd else None)

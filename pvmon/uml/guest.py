@@ -105,6 +105,45 @@ def resolve(name: str) -> UmlGuest:
                     suite=meta.get("suite"), sha256=meta.get("sha256", ""))
 
 
+_GLIBC_REF = re.compile(rb"GLIBC_2\.(\d+)\0")
+
+
+def glibc_needed(binary: Path) -> str | None:
+    """The newest ``GLIBC_2.N`` symbol version ``binary`` refers to (its
+    version-needs strings), e.g. ``"2.38"``; None when it names none."""
+    try:
+        found = [int(m) for m in _GLIBC_REF.findall(binary.read_bytes())]
+    except OSError:
+        return None
+    return f"2.{max(found)}" if found else None
+
+
+def host_glibc() -> str | None:
+    """The C library version this host runs (``"2.36"``), or None when it is not glibc."""
+    import os
+    try:
+        lib, ver = os.confstr("CS_GNU_LIBC_VERSION").split()  # type: ignore[union-attr]
+    except (ValueError, OSError, AttributeError):
+        return None
+    return ver if lib == "glibc" else None
+
+
+def check_runnable(guest: UmlGuest) -> None:
+    """Raise GuestNotFound when ``guest``'s binary needs a newer glibc than the
+    host's (a UML package of a newer suite than the host's: trixie's 6.12 and
+    sid's need 2.38+, bookworm has 2.36); one line naming both versions."""
+    need = glibc_needed(guest.binary)
+    have = host_glibc()
+    if need is None or have is None:
+        return
+    key = lambda v: tuple(int(x) for x in v.split("."))
+    if key(need) > key(have):
+        raise GuestNotFound(
+            f"{guest.name}: {guest.package} {guest.version} ({guest.suite}) needs glibc "
+            f"{need}, this host has {have}; run it on a {guest.suite} host, or use a UML "
+            "package of this host's suite")
+
+
 def fetch_uml(name: str, force: bool = False, suite: str | None = None,
               step: Callable[[str], None] = lambda what: None) -> dict:
     """Fetch UML guest ``name`` (``uml-<X>.<Y>``) from ``suite`` (default: the
@@ -160,6 +199,7 @@ def fetch_uml(name: str, force: bool = False, suite: str | None = None,
         meta = {
             "name": name, "kind": "uml", "suite": suite, "package": PACKAGE,
             "version": version, "release": releases[0] if releases else None,
+            "glibc": glibc_needed(out / BINARY),
             "deb_file": deb.name, "deb_size": deb.stat().st_size,
             "binary_size": (out / BINARY).stat().st_size,
             "sha256": debian._sha256(out / BINARY),
