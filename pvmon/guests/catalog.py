@@ -98,8 +98,10 @@ class GuestImage:
 
 
 def known_names() -> list[str]:
-    """Built-in guests, then every Debian guest name (known or cached)."""
-    return [*BUILTIN, *debian.names()]
+    """Built-in guests, then every Debian guest name (known or cached), then the
+    UML guests (``pvmon run uml-6.1``: run natively, not through :func:`resolve`)."""
+    from pvmon.uml import guest as uml
+    return [*BUILTIN, *debian.names(), *uml.names()]
 
 
 _sha256_file = debian._sha256
@@ -211,6 +213,11 @@ def resolve(name_or_path: str | None) -> GuestImage:
         return _builtin(name)
     if name in debian.names():
         return _debian(name)
+    from pvmon.uml.guest import is_uml_name
+    if is_uml_name(name):
+        raise GuestNotFound(f"{name} is a User-Mode Linux kernel: it runs natively under "
+                            f"pvmon's tracer (`pvmon run {name}`, docs/uml.md), not on the "
+                            "engine")
     p = Path(name).expanduser()
     if p.is_file():
         return _from_path(p)

@@ -120,7 +120,11 @@ def fetch_cmd(names: tuple[str, ...], suite: str | None, force: bool,
 def path_cmd(name: str, what: str) -> None:
     """Print the path of guest NAME's vmlinux, or of a symbol file for gdb."""
     from pvmon.guests.catalog import resolve
+    from pvmon.uml import guest as uml
 
+    if uml.is_uml_name(name):      # the UML kernel binary (it has no separate symbols)
+        click.echo(str(uml.resolve(name).binary))
+        return
     img = resolve(name)
     if what == "vmlinux":
         click.echo(str(img.vmlinux))
