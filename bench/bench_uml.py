@@ -94,11 +94,10 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    from pvmon.dispatch.console_input import script_lines
     from pvmon.errors import PvmonError
     from pvmon.guests.initramfs import initramfs_path
     from pvmon.uml.guest import resolve
-    from pvmon.uml.runner import uml_argv
+    from pvmon.uml.runner import script_lines, uml_argv
     try:
         guest = resolve("uml-6.1")
         initrd = initramfs_path("busybox")

@@ -430,7 +430,6 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
          gdb_address=None) -> None:
     import os
 
-    from pvmon.session import Session
     from pvmon.uml import cli as uml_cli
 
     if uml_cli.is_uml_guest(guest):       # a UML kernel runs natively under ptrace
@@ -438,6 +437,8 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
                     timeout=timeout, quiet=quiet, initramfs=initramfs, initrd=initrd,
                     script=script, input_file=input_file, idle_exit=idle_exit,
                     xen_log=xen_log, gdb_address=gdb_address, mode=_mode_option())
+    from pvmon.session import Session
+
     args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,
                          input_file, idle_exit)
     initrd_data, lines = args["initrd"], args["script"]

@@ -22,12 +22,11 @@ def run(guest: str, *, cmdline, memory, backend, record, timeout, quiet, initram
     """``pvmon run`` for a UML guest: check the options, run, print the summary
     and exit with ``pvmon run``'s status (0 clean shutdown, 1 crash / idle /
     limit, 2 error, 128 + signal when SIGINT/SIGTERM stopped it)."""
-    from pvmon.dispatch.console_input import script_lines
     from pvmon.files import check_output
     from pvmon.guests.initramfs import initramfs_path, load_initrd
-    from pvmon.session import parse_memory
     from pvmon.uml.guest import check_runnable, resolve
-    from pvmon.uml.runner import run_uml, summary
+    from pvmon.uml.runner import run_uml, script_lines, summary
+    from pvmon.units import parse_memory
 
     for given, option in ((backend not in (None, "uml"), "--backend"), (xen_log, "--xen-log"),
                           (gdb_address, "--gdb"), (mode, "--mode")):

@@ -22,11 +22,11 @@ Functions raise :class:`OSError` with the C library's errno on failure.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# glibc's soname on x86-64 Linux (ctypes.util.find_library would run ldconfig for it)
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _ptrace = _libc.ptrace
 _ptrace.restype = ctypes.c_long
 # glibc's ptrace is variadic (request, pid, addr, data); on x86-64 the four

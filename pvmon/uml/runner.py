@@ -69,6 +69,16 @@ class UmlResult:
         return self.exit_kind == "shutdown"
 
 
+def script_lines(text: str | bytes) -> list[bytes]:
+    """Script text as the lines to type, each ending in a newline: the rule of
+    :func:`pvmon.dispatch.console_input.script_lines`, kept here because that
+    module brings the emulator with it, which a UML run does not use."""
+    if isinstance(text, str):
+        text = text.encode()
+    text = text.removesuffix(b"\n")
+    return [ln + b"\n" for ln in text.split(b"\n")] if text else []
+
+
 def uml_argv(guest: UmlGuest, memory: int, initrd: Path | None, run_dir: Path,
              cmdline: str | None) -> list[str]:
     """The UML kernel's argv (see the module docstring). ``memory`` in bytes."""
