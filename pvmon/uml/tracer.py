@@ -213,7 +213,7 @@ class UmlTracer:
                 pid, status = os.waitpid(-1, pt.WALL)
             except ChildProcessError:
                 break
-            if not os.WIFSTOPPED(status):
+            if status & 0xFF != 0x7F:         # not a stop (WIFSTOPPED, inlined: hot path)
                 entry.pop(pid, None)
                 if pid == main:
                     outcome = self._ended(status)
@@ -228,7 +228,7 @@ class UmlTracer:
                 if outcome is not None and not entry:
                     break
                 continue
-            sig = os.WSTOPSIG(status)
+            sig = (status >> 8) & 0xFF        # WSTOPSIG
             if sig == _SYSGOOD_TRAP:
                 if not entry.get(pid):        # entry: nothing to read yet (see below)
                     entry[pid] = True
