@@ -205,7 +205,7 @@ class _Console:
             self._maybe_type()        # a line queued (piped stdin) while UML sat at a prompt
             quiet = time.monotonic() - self._last_out
             if self._ended and self._pending is None and quiet >= self.idle_s:
-                self.tracer.stop("idle", "idle: waiting for console input, no input left")
+                self.tracer.stop("idle", "waiting for console input, no input left")
                 return
 
 
