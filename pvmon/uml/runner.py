@@ -13,8 +13,8 @@ The run's end (:class:`UmlResult`): ``shutdown`` (UML exited with status 0:
 signal: a guest panic), ``interrupted`` (SIGINT/SIGTERM to pvmon, or Ctrl-]),
 ``limit`` (``--timeout``), ``idle`` (no console output for ``--idle-exit``
 wall seconds with no input left), ``error`` (the trace could not be written).
-pvmon stops UML with SIGTERM (UML's own clean-up kills its guest processes
-and removes its files), SIGKILL a few seconds later if it is still there.
+pvmon stops UML with SIGTERM (UML's own clean-up kills its guest processes),
+SIGKILL a few seconds later if it is still there.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class UmlTracer:
 
     def stop(self, reason: str, detail: str) -> None:
         """Ask the run to end: UML gets SIGTERM (its own clean-up: it kills its
-        guest processes and removes its memory file), SIGKILL if it is still
+        guest processes), SIGKILL if it is still
         there :attr:`kill_after` seconds later. The first request's reason wins.
         Safe from a signal handler and from any thread."""
         if self._stop is not None or not self.pid:
