@@ -150,6 +150,21 @@ def test_sigint_during_a_uml_recording_keeps_every_event_and_the_trace_reads(
     assert len(events) > 100
     assert events[-1]["k"] == "exit" and events[-1]["reason"] == "interrupted"
     assert events[-1]["detail"] == "interrupted by SIGINT"
+    # UML's own clean-up on pvmon's SIGTERM took its guest processes with it
+    assert _processes_of(uml_guest.binary) == []
+
+
+def _processes_of(binary: Path) -> list[int]:
+    """Pids whose executable is ``binary`` (UML's guest processes are clones of it)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if Path(os.readlink(d / "exe")) == binary:
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
 
 
 def test_a_missing_uml_binary_is_one_line_naming_the_package(tmp_path):

@@ -217,6 +217,7 @@ class UmlTracer:
                 entry.pop(pid, None)
                 if pid == main:
                     outcome = self._ended(status)
+                    self._kill_leftovers(main)
                     if not entry:
                         break
                     for other in list(entry):     # helper threads outliving UML
@@ -344,6 +345,22 @@ class UmlTracer:
         if outcome is None:
             outcome = Outcome("crash", "the UML process disappeared", None)
         return outcome
+
+    @staticmethod
+    def _kill_leftovers(main: int) -> None:
+        """SIGKILL whatever is left in UML's process group once UML has exited.
+        UML ends its guest processes itself on SIGTERM, but once (of some dozens
+        of stopped runs, not reproduced since) a UML process outlived it: in
+        group-stop (``T``), no tracer, init as its parent, its memory file open,
+        most likely a child UML had just forked and that had stopped itself
+        with SIGSTOP for UML to attach. Such a process is still in UML's
+        process group (UML makes its children in its own group, which
+        :meth:`start` made UML's pid), and the group id cannot have been reused
+        while a member is left."""
+        try:
+            os.killpg(main, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def _guest_syscall(self, pid: int, child: int, buf: int) -> dict | None:
         """The ``syscall`` event of guest process ``child`` from the registers UML
