@@ -15,13 +15,18 @@ prompts (default `uname -a`, then `poweroff -f`) and end when UML exits:
   types the same lines at the same prompts (the rule of `pvmon.uml.runner`),
   timed from spawn to exit.
 
+- with --strace, a reference: the same untraced boot under `strace -o
+  /dev/null` (no -f: strace, like pvmon, must not attach UML's guest
+  processes), a C tracer with the same two ptrace stops per system call.
+
 Runs alternate (traced, untraced, traced, ...) so both sides see the same
 stretch of the host; medians are reported with the ratio traced/untraced
 (issue 20's target <= 2x, goal <= 1.3x) and every run's time. The host's load
 average at the start and end is printed: on a shared machine say so beside
 the figure.
 
-Run: python bench/bench_uml.py [--runs 5] [--script 'uname -a\\npoweroff -f'] [--json]
+Run: python bench/bench_uml.py [--runs 5] [--script 'uname -a\\npoweroff -f'] [--strace]
+                               [--json]
 Exit status: 0 when every run shut down cleanly, 1 when a run failed, 2 on a
 setup error (uml-6.1 or the busybox initramfs not cached).
 """
@@ -92,6 +97,8 @@ def main() -> int:
     ap.add_argument("--script", default="uname -a\\npoweroff -f")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--strace", action="store_true",
+                    help="also the untraced boot under strace -o /dev/null (a reference)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from pvmon.errors import PvmonError
@@ -106,7 +113,11 @@ def main() -> int:
         return 2
     lines = script_lines(args.script.replace("\\n", "\n"))
     load0 = os.getloadavg()
-    traced, plain = [], []
+    traced, plain, straced = [], [], []
+    strace = shutil.which("strace") if args.strace else None
+    if args.strace and strace is None:
+        print("bench_uml: --strace: strace is not installed", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="bench-uml-") as tmp_s:
         tmp = Path(tmp_s)
         for i in range(args.runs):
@@ -115,11 +126,15 @@ def main() -> int:
             run_dir.mkdir()
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(run_dir),
                    "HOME": str(run_dir), "LANG": "C"}
-            plain.append(run_untraced(uml_argv(guest, 256 << 20, initrd, run_dir, None), env,
-                                      lines, args.timeout))
+            argv = uml_argv(guest, 256 << 20, initrd, run_dir, None)
+            plain.append(run_untraced(argv, env, lines, args.timeout))
+            if strace:
+                straced.append(run_untraced([strace, "-o", "/dev/null", *argv], env, lines,
+                                            args.timeout))
             shutil.rmtree(run_dir, ignore_errors=True)
     load1 = os.getloadavg()
-    failed = [r for r in traced + plain if not r["ok"]]
+    failed = [r for r in traced + plain + straced if not r["ok"]]
+    med_s = statistics.median(r["wall_s"] for r in straced) if straced else None
     med_t = statistics.median(r["wall_s"] for r in traced)
     med_p = statistics.median(r["wall_s"] for r in plain)
     inproc = [r["inproc_s"] for r in traced if r["inproc_s"] is not None]
@@ -128,8 +143,9 @@ def main() -> int:
               "script": args.script, "traced_median_s": med_t, "untraced_median_s": med_p,
               "ratio": med_t / med_p, "traced_inproc_median_s": med_i,
               "ratio_inproc": med_i / med_p if med_i else None,
-              "load_before": load0, "load_after": load1,
-              "traced": traced, "untraced": plain, "failed_runs": len(failed)}
+              "strace_median_s": med_s, "load_before": load0, "load_after": load1,
+              "traced": traced, "untraced": plain, "strace": straced,
+              "failed_runs": len(failed)}
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -145,9 +161,13 @@ def main() -> int:
         if med_i is not None:
             print(f"{'  of which traced UML (in-process)':34} {med_i:9.2f}  "
                   + " ".join(f"{x:.2f}" for x in inproc))
+        if med_s is not None:
+            print(f"{'strace -o /dev/null (reference)':34} {med_s:9.2f}  "
+                  + " ".join(f"{r['wall_s']:.2f}" for r in straced))
         print(f"ratio traced/untraced: {result['ratio']:.2f}x whole command"
               + (f", {result['ratio_inproc']:.2f}x in-process" if med_i else "")
-              + " (target <= 2x, goal <= 1.3x)")
+              + " (target <= 2x, goal <= 1.3x)"
+              + (f"; strace/untraced {med_s / med_p:.2f}x" if med_s else ""))
         for r in failed:
             print(f"FAILED run: {r}", file=sys.stderr)
     return 1 if failed else 0
