@@ -240,8 +240,11 @@ def view(trace_path) -> None:
               help="Also print the hypervisor-log channel (what the guest writes with "
                    "console_io) on stderr, each line prefixed '(xen) '.")
 @_GDB_OPTION
+@click.option("--uml", "uml", is_flag=True,
+              help="Run Debian's User-Mode Linux kernel (GUEST uml-6.1 unless named) natively "
+                   "under pvmon's ptrace tracer; see docs/uml.md.")
 def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet, xen_log, gdb_address=None, mode=None) -> None:
+        input_file, idle_exit, quiet, xen_log, gdb_address=None, mode=None, uml=False) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -260,6 +263,11 @@ def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, init
     2 pvmon error (the trace could not be written included: it is kept,
     truncated), 130 stopped by SIGINT, 143 stopped by SIGTERM (128 + the
     signal's number, as the shell reports)."""
+    if uml:
+        from pvmon.uml.cli import is_uml_guest
+        if guest is not None and not is_uml_guest(guest):
+            raise click.UsageError(f"--uml runs a User-Mode Linux kernel (uml-6.1), not {guest}")
+        guest = guest or "uml-6.1"
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
          input_file, idle_exit, xen_log=xen_log, gdb_address=gdb_address)
 

@@ -116,7 +116,8 @@ def test_replay_of_a_uml_trace_is_one_line_and_exit_2(shell_trace):
 def test_two_uml_recordings_diff(shell_trace, tmp_path):
     path, _ = shell_trace
     other = tmp_path / "other.pvt"
-    p = pvmon("run", "uml-6.1", "--initramfs", "busybox", "--quiet", "--script",
+    # the second one by `pvmon run --uml` (the spelling): uml-6.1 as well
+    p = pvmon("run", "--uml", "--initramfs", "busybox", "--quiet", "--script",
               "ls /bin\\npoweroff -f", "--record", other)
     assert p.returncode == 0, p.stderr
     d = pvmon("diff", path, other)
@@ -180,6 +181,9 @@ def test_options_that_do_not_apply_to_uml_are_one_line(uml_guest):
         p = pvmon("run", "uml-6.1", *opts)
         assert p.returncode == 2
         assert len(p.stderr.strip().splitlines()) == 1 and "does not apply" in p.stderr
+    p = pvmon("run", "pvtest-v2", "--uml")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "--uml runs a User-Mode Linux kernel" in p.stderr
 
 
 def test_backends_lists_uml_with_replay_out_of_scope():
