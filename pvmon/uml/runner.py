@@ -36,7 +36,7 @@ from pathlib import Path
 
 from pvmon.errors import PvmonError
 from pvmon.uml.guest import UmlGuest
-from pvmon.uml.tracer import TraceStats, UmlTracer
+from pvmon.uml.tracer import StartError, TraceStats, UmlTracer
 
 ABI = "uml"
 #: ``machine.platform`` and ``backend.name`` of a UML trace.
@@ -239,12 +239,7 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
         trace_error.append(f"writing the trace failed: {exc}; it is kept, truncated")
         tracer.stop("error", "writing the trace failed")
 
-    if record is not None:
-        writer = TraceWriter(record, header(guest, argv, memory, initrd_info, idle_limit_ns),
-                             on_error=on_write_error)
-        tracer = UmlTracer(argv, env, writer.append, writer.append_hc)
-    else:
-        tracer = UmlTracer(argv, env, lambda ev: None, lambda *values: None)
+    tracer = UmlTracer(argv, env, lambda ev: None, lambda *values: None)
     got_signal: list[int] = []
 
     def on_signal(signum: int, frame) -> None:
@@ -262,9 +257,26 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
                 old[sig] = signal.signal(sig, on_signal)
         try:
             tracer.start()
+        except StartError as exc:
+            why = os.strerror(exc.errno)
+            if exc.what == "ptrace":
+                raise PvmonError(f"cannot trace the UML kernel: PTRACE_TRACEME failed ({why}); "
+                                 "ptrace must be permitted here (a container's seccomp "
+                                 "profile or kernel.yama.ptrace_scope 3 forbid it)") from None
+            raise PvmonError(f"cannot execute the UML kernel {guest.binary} ({why}); "
+                             f"fetch it again: `pvmon guests fetch {guest.name} --force` "
+                             f"(Debian package {guest.package})") from None
         except OSError as exc:
             raise PvmonError(f"cannot start the UML kernel {guest.binary}: {exc.strerror}") \
                 from None
+        if record is not None:     # created once UML runs: a failed start leaves no trace
+            try:
+                writer = TraceWriter(record, header(guest, argv, memory, initrd_info,
+                                                    idle_limit_ns), on_error=on_write_error)
+            except BaseException:
+                tracer.abort()
+                raise
+            tracer.set_sinks(writer.append, writer.append_hc)
         console = _Console(tracer, show, lines, idle_s)
         if lines is None and stdin_fd is not None:
             restore_tty = _stdin_source(console, tracer, stdin_fd)
@@ -293,10 +305,6 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
         shutil.rmtree(run_dir, ignore_errors=True)
         if writer is not None and sys.exc_info()[0] is not None:
             writer.close()
-    if outcome.reason == "error" and outcome.detail.startswith("could not execute"):
-        if writer is not None:
-            writer.close()
-        raise PvmonError(f"{outcome.detail} (Debian package {guest.package})")
     events = tracer.seq
     if writer is not None:
         if not writer.failed:

@@ -71,6 +71,18 @@ _ORIG_RAX, _RAX, _RIP = _R["orig_rax"], _R["rax"], _R["rip"]
 _CONSOLE_OUT = {1: "stdout", 2: "stderr"}
 
 
+class StartError(Exception):
+    """The UML process could not be started: ``what`` is ``"ptrace"``
+    (PTRACE_TRACEME refused: a seccomp profile, Yama, a tracer already there),
+    ``"exec"`` (the binary cannot be executed) or ``"setup"``; ``errno`` the
+    error number."""
+
+    def __init__(self, what: str, errno: int) -> None:
+        super().__init__(f"{what}: {os.strerror(errno)}")
+        self.what = what
+        self.errno = errno
+
+
 @dataclass
 class TraceStats:
     """Counts of one traced run: host system calls, recovered guest system calls,
@@ -125,18 +137,29 @@ class UmlTracer:
         self.seq = 0
         self._t0 = 0
         self._stop: tuple[str, str] | None = None
-        self._lock = threading.Lock()
+
+    def set_sinks(self, emit: Callable[[dict], None],
+                  emit_hc: Callable[..., None] | None = None) -> None:
+        """Where events go (as the constructor's ``emit``/``emit_hc``); before :meth:`run`."""
+        self._emit = emit
+        self._emit_hc = emit_hc
 
     # ---------------------------------------------------------------- process
 
     def start(self) -> None:
         """Fork and exec the UML binary as a tracee stopped at its exec. Raises
-        OSError when the fork fails; an exec failure is UML exiting with 127."""
+        :class:`StartError` when ptrace is not permitted (``what`` "ptrace") or
+        the binary cannot be executed (``what`` "exec"), OSError when the fork
+        fails."""
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()             # the child's failure, if any; closed by exec
+        os.set_inheritable(err_w, False)
         pid = os.fork()
         if pid == 0:                         # child: no Python objects beyond here matter
+            step = b"setup"
             try:
+                os.close(err_r)
                 os.setpgid(0, 0)
                 os.dup2(in_r, 0)
                 os.dup2(out_w, 1)
@@ -145,18 +168,30 @@ class UmlTracer:
                     os.close(fd)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
                     signal.signal(sig, signal.SIG_DFL)
+                step = b"ptrace"
                 pt.traceme()
+                step = b"exec"
                 os.execve(self.argv[0], self.argv, self.env)
+            except OSError as exc:
+                os.write(err_w, step + b":%d" % (exc.errno or 0))
             finally:
                 os._exit(127)
-        os.close(in_r)
-        os.close(out_w)
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        with os.fdopen(err_r, "rb") as fh:   # EOF at a successful exec
+            failure = fh.read()
+        if failure:
+            os.waitpid(pid, 0)
+            for fd in (in_w, out_r):
+                os.close(fd)
+            what, _, num = failure.decode().partition(":")
+            raise StartError(what, int(num or 0))
         self.pid = pid
         self.stdin_fd = in_w
         self.stdout_fd = out_r
         self._t0 = time.monotonic_ns()
         _, status = os.waitpid(pid, pt.WALL)
-        if not os.WIFSTOPPED(status):       # exec failed: the child exited
+        if not os.WIFSTOPPED(status):       # killed before its first instruction
             self._first_status = status
             return
         self._first_status = None
@@ -184,6 +219,17 @@ class UmlTracer:
             except ProcessLookupError:
                 pass
         threading.Thread(target=killer, name="pvmon-uml-kill", daemon=True).start()
+
+    def abort(self) -> None:
+        """Kill a started UML that will not be traced after all (SIGKILL to its
+        process group) and reap it."""
+        if not self.pid:
+            return
+        self._kill_leftovers(self.pid)
+        try:
+            os.waitpid(self.pid, pt.WALL)
+        except ChildProcessError:
+            pass
 
     # ---------------------------------------------------------------- tracing
 
@@ -398,8 +444,6 @@ class UmlTracer:
             code = os.WEXITSTATUS(status)
             if code == 0:
                 return Outcome("shutdown", "the UML kernel exited with status 0", 0)
-            if code == 127 and self.seq == 0:
-                return Outcome("error", f"could not execute {self.argv[0]}", code)
             return Outcome("crash", f"the UML kernel exited with status {code}", code)
         sig = os.WTERMSIG(status)
         return Outcome("crash", f"the UML kernel was killed by {_signame(sig)}", -sig)
