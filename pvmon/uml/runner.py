@@ -135,11 +135,11 @@ class _Console:
         self._pending: bytes | None = None
         self._ended = False
         self._eof = False
+        self._lock = threading.Lock()       # _maybe_type runs on both threads
         self._threads = [threading.Thread(target=self._read, name="pvmon-uml-console",
+                                          daemon=True),
+                         threading.Thread(target=self._idle, name="pvmon-uml-idle",
                                           daemon=True)]
-        if idle_s:
-            self._threads.append(threading.Thread(target=self._idle, name="pvmon-uml-idle",
-                                                  daemon=True))
 
     def start(self) -> None:
         for t in self._threads:
@@ -168,18 +168,21 @@ class _Console:
             self._pending = item
         return self._pending
 
-    def _maybe_type(self) -> None:
-        line = self._next_line()
-        if line is None:
-            return
-        tail = _ESCAPES.sub(b"", bytes(self._since[-64:]))
-        if _PROMPT.search(tail):
-            self._pending = None
-            self._since.clear()
-            try:
-                os.write(self.tracer.stdin_fd, line)
-            except OSError:
-                pass
+    def _maybe_type(self, data: bytes = b"") -> None:
+        with self._lock:
+            self._since += data
+            del self._since[:-4096]
+            line = self._next_line()
+            if line is None:
+                return
+            tail = _ESCAPES.sub(b"", bytes(self._since[-64:]))
+            if _PROMPT.search(tail):
+                self._pending = None
+                self._since.clear()
+                try:
+                    os.write(self.tracer.stdin_fd, line)
+                except OSError:
+                    pass
 
     def _read(self) -> None:
         fd = self.tracer.stdout_fd
@@ -194,17 +197,14 @@ class _Console:
             self._last_out = time.monotonic()
             if self.show is not None:
                 self.show(data)
-            self._since += data
-            del self._since[:-4096]
-            self._maybe_type()
+            self._maybe_type(data)
 
     def _idle(self) -> None:
-        assert self.idle_s
         while not self._eof:
             time.sleep(0.1)
             self._maybe_type()        # a line queued (piped stdin) while UML sat at a prompt
             quiet = time.monotonic() - self._last_out
-            if self._ended and self._pending is None and quiet >= self.idle_s:
+            if self.idle_s and self._ended and self._pending is None and quiet >= self.idle_s:
                 self.tracer.stop("idle", "waiting for console input, no input left")
                 return
 
