@@ -21,7 +21,9 @@ prompts (default `uname -a`, then `poweroff -f`) and end when UML exits:
 
 Runs alternate (traced, untraced, traced, ...) so both sides see the same
 stretch of the host; medians are reported with the ratio traced/untraced
-(issue 20's target <= 2x, goal <= 1.3x) and every run's time. The host's load
+(issue 20's target <= 2x, goal <= 1.3x) and every run's time, and the CPU
+seconds (user + system) each side's processes used, which the host's load
+changes less than wall time. The host's load
 average at the start and end is printed: on a shared machine say so beside
 the figure.
 
@@ -37,6 +39,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,22 +54,30 @@ _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 _INPROC = re.compile(r"passed on, ([0-9.]+) s")
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process's reaped children so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_traced(script: str, out_dir: Path, timeout: float) -> dict:
     trace = out_dir / "uml.pvt"
     cmd = [sys.executable, "-m", "pvmon", "run", "uml-6.1", "--initramfs", "busybox", "--quiet",
            "--script", script, "--record", str(trace)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    c0 = _cpu()
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                        check=False)
     wall = time.perf_counter() - t0
     m = _INPROC.search(p.stderr)
-    return {"ok": p.returncode == 0, "wall_s": wall,
+    return {"ok": p.returncode == 0, "wall_s": wall, "cpu_s": _cpu() - c0,
             "inproc_s": float(m[1]) if m else None, "trace_bytes": trace.stat().st_size
             if trace.exists() else 0, "stderr": p.stderr[-400:] if p.returncode else ""}
 
 
 def run_untraced(argv: list[str], env: dict, lines: list[bytes], timeout: float) -> dict:
+    c0 = _cpu()
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -88,7 +99,7 @@ def run_untraced(argv: list[str], env: dict, lines: list[bytes], timeout: float)
     wall = time.perf_counter() - t0
     p.stdin.close()
     p.stdout.close()
-    return {"ok": rc == 0, "wall_s": wall}
+    return {"ok": rc == 0, "wall_s": wall, "cpu_s": _cpu() - c0}
 
 
 def main() -> int:
@@ -135,6 +146,8 @@ def main() -> int:
     load1 = os.getloadavg()
     failed = [r for r in traced + plain + straced if not r["ok"]]
     med_s = statistics.median(r["wall_s"] for r in straced) if straced else None
+    cpu_t = statistics.median(r["cpu_s"] for r in traced)
+    cpu_p = statistics.median(r["cpu_s"] for r in plain)
     med_t = statistics.median(r["wall_s"] for r in traced)
     med_p = statistics.median(r["wall_s"] for r in plain)
     inproc = [r["inproc_s"] for r in traced if r["inproc_s"] is not None]
@@ -143,7 +156,9 @@ def main() -> int:
               "script": args.script, "traced_median_s": med_t, "untraced_median_s": med_p,
               "ratio": med_t / med_p, "traced_inproc_median_s": med_i,
               "ratio_inproc": med_i / med_p if med_i else None,
-              "strace_median_s": med_s, "load_before": load0, "load_after": load1,
+              "strace_median_s": med_s, "traced_cpu_median_s": cpu_t,
+              "untraced_cpu_median_s": cpu_p, "ratio_cpu": cpu_t / cpu_p,
+              "load_before": load0, "load_after": load1,
               "traced": traced, "untraced": plain, "strace": straced,
               "failed_runs": len(failed)}
     if args.json:
@@ -168,6 +183,9 @@ def main() -> int:
               + (f", {result['ratio_inproc']:.2f}x in-process" if med_i else "")
               + " (target <= 2x, goal <= 1.3x)"
               + (f"; strace/untraced {med_s / med_p:.2f}x" if med_s else ""))
+        print(f"CPU seconds (user + system, every process of the run; less sensitive to "
+              f"the host's load): untraced {cpu_p:.2f}, pvmon run --record {cpu_t:.2f}, "
+              f"ratio {cpu_t / cpu_p:.2f}x")
         for r in failed:
             print(f"FAILED run: {r}", file=sys.stderr)
     return 1 if failed else 0
