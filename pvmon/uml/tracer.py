@@ -56,13 +56,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pvmon.uml import ptrace as pt
-from pvmon.uml.syscalls import SYSCALLS
+from pvmon.uml.syscalls import NUMBERS, SYSCALLS
 
 _SYSGOOD_TRAP = signal.SIGTRAP | 0x80
 _OPTIONS = (pt.PTRACE_O_TRACESYSGOOD | pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEEXEC
             | pt.PTRACE_O_EXITKILL)
 
-_NR_READ, _NR_WRITE, _NR_RT_SIGRETURN, _NR_PTRACE, _NR_WAIT4 = 0, 1, 15, 101, 61
+_NR_READ, _NR_WRITE, _NR_RT_SIGRETURN, _NR_PTRACE, _NR_WAIT4 = (
+    NUMBERS[n] for n in ("read", "write", "rt_sigreturn", "ptrace", "wait4"))
 _NO_SYSCALL = (1 << 64) - 1
 _R = pt.REG
 _RDI, _RSI, _RDX, _R10, _R8, _R9 = (_R[n] for n in pt.SYSCALL_ARGS)
