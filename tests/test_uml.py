@@ -151,7 +151,11 @@ def test_sigint_during_a_uml_recording_keeps_every_event_and_the_trace_reads(
     assert len(events) > 100
     assert events[-1]["k"] == "exit" and events[-1]["reason"] == "interrupted"
     assert events[-1]["detail"] == "interrupted by SIGINT"
-    # UML's own clean-up on pvmon's SIGTERM took its guest processes with it
+    # UML's own clean-up on pvmon's SIGTERM took its guest processes with it (a
+    # process SIGKILLed a moment ago may take that moment to go)
+    deadline = time.monotonic() + 3
+    while _processes_of(uml_guest.binary) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _processes_of(uml_guest.binary) == []
 
 
