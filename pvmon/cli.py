@@ -201,6 +201,10 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit, gdb_address=gdb_address)
         return
+    from pvmon.uml.cli import is_uml_guest
+    if is_uml_guest(guest):
+        raise PvmonError(f"the live view does not show UML runs yet; use `pvmon run {guest}` "
+                         "or `pvmon boot --headless`")
     from pvmon.ui.app import run_boot
     from pvmon.ui.live_session import BootSpec
 
@@ -237,8 +241,11 @@ def view(trace_path) -> None:
               help="Also print the hypervisor-log channel (what the guest writes with "
                    "console_io) on stderr, each line prefixed '(xen) '.")
 @_GDB_OPTION
+@click.option("--uml", "uml", is_flag=True,
+              help="Run Debian's User-Mode Linux kernel (GUEST uml-6.1 unless named) natively "
+                   "under pvmon's ptrace tracer; see docs/uml.md.")
 def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet, xen_log, gdb_address=None, mode=None) -> None:
+        input_file, idle_exit, quiet, xen_log, gdb_address=None, mode=None, uml=False) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -257,6 +264,11 @@ def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, init
     2 pvmon error (the trace could not be written included: it is kept,
     truncated), 130 stopped by SIGINT, 143 stopped by SIGTERM (128 + the
     signal's number, as the shell reports)."""
+    if uml:
+        from pvmon.uml.cli import is_uml_guest
+        if guest is not None and not is_uml_guest(guest):
+            raise click.UsageError(f"--uml runs a User-Mode Linux kernel (uml-6.1), not {guest}")
+        guest = guest or "uml-6.1"
     _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs, initrd, script,
          input_file, idle_exit, xen_log=xen_log, gdb_address=gdb_address)
 
@@ -427,6 +439,13 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
          gdb_address=None) -> None:
     import os
 
+    from pvmon.uml import cli as uml_cli
+
+    if uml_cli.is_uml_guest(guest):       # a UML kernel runs natively under ptrace
+        uml_cli.run(guest, cmdline=cmdline, memory=memory, backend=backend, record=record,
+                    timeout=timeout, quiet=quiet, initramfs=initramfs, initrd=initrd,
+                    script=script, input_file=input_file, idle_exit=idle_exit,
+                    xen_log=xen_log, gdb_address=gdb_address, mode=_mode_option())
     from pvmon.session import Session
 
     args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, script,

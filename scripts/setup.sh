@@ -31,4 +31,7 @@ python3 -m compileall -q pvmon >/dev/null
 pvmon engine build
 if command -v apt-get >/dev/null 2>&1; then
   pvmon guests fetch debian-6.1 debian-6.12 debian-7.2 --initramfs busybox
+  # the User-Mode Linux kernel (Debian's user-mode-linux, bookworm 6.1um4) the UML
+  # tests record under ptrace: one binary kept in the cache, never installed
+  pvmon guests fetch uml-6.1
 fi

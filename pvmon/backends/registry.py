@@ -170,6 +170,14 @@ OTHER_BUILTIN_BACKENDS: dict[str, str] = {
     "vmi-3.0": "pvmon.backends.vmi.backend:make_backend"}
 
 
+#: ABIs pvmon records natively, with no backend to replay against (listed by
+#: ``pvmon backends``; ``pvmon replay`` refuses their traces): name -> description.
+NATIVE_RECORDERS: dict[str, str] = {
+    "uml": "User-Mode Linux recorded natively: the UML kernel process under pvmon's ptrace "
+           "tracer (pvmon run uml-6.1; docs/uml.md). Record, trace tools and diff only: "
+           "replay against another host is out of scope"}
+
+
 def other_builtin(name: str) -> Backend | None:
     """A fresh built-in backend of a non-Xen ABI named ``name``, or None."""
     where = OTHER_BUILTIN_BACKENDS.get(name)
@@ -269,6 +277,9 @@ def list_backends() -> list[dict]:
         out.append({"name": n, "kind": "builtin", "version": d["version"], "base": d["base"],
                     "description": f"{d['abi']} ABI",
                     "differences": [{"kind": "abi", **x} for x in d["differences"]]})
+    for n, what in NATIVE_RECORDERS.items():
+        out.append({"name": n, "kind": "native", "version": "host", "base": None,
+                    "description": what, "differences": []})
     for found in sorted(scan_profiles(), key=lambda f: f.name):
         v = found.version
         if v is None:

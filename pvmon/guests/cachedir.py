@@ -140,6 +140,10 @@ def _guests(root: Path) -> Iterator[CacheItem]:
                     yield _item("other", q.name, [q], "not an initramfs pvmon built")
         elif _TMP.search(name):
             yield _item("partial", name, [p], "left by an interrupted fetch")
+        elif name.startswith("uml-") and (p / "meta.json").is_file():
+            meta = _json(p / "meta.json")
+            yield _item("kernel", name, [p], f"apt {meta.get('suite')}: {meta.get('package')} "
+                        f"{meta.get('version')} (User-Mode Linux)")
         elif debian.is_series_name(name) and (p / debian.META).is_file():
             meta = _json(p / debian.META)
             suite = f" {meta['suite']}" if meta.get("suite") else ""

@@ -102,8 +102,10 @@ class GuestImage:
 
 
 def known_names() -> list[str]:
-    """Built-in guests, then every Debian guest name (known or cached)."""
-    return [*BUILTIN, *debian.names()]
+    """Built-in guests, then every Debian guest name (known or cached), then the
+    UML guests (``pvmon run uml-6.1``: run natively, not through :func:`resolve`)."""
+    from pvmon.uml import guest as uml
+    return [*BUILTIN, *debian.names(), *uml.names()]
 
 
 _sha256_file = debian._sha256
@@ -231,6 +233,11 @@ def resolve(name_or_path: str | None) -> GuestImage:
         return _builtin(name)
     if name in debian.names():
         return _debian(name)
+    from pvmon.uml.guest import is_uml_name
+    if is_uml_name(name):
+        raise GuestNotFound(f"{name} is a User-Mode Linux kernel: it runs natively under "
+                            f"pvmon's tracer (`pvmon run {name}`, docs/uml.md), not on the "
+                            "engine")
     p = Path(name).expanduser()
     if p.is_file():
         return _from_path(p)
@@ -281,6 +288,11 @@ def list_guests() -> list[dict]:
         rows.append({**_cached_row(name, "debian", meta, debian.guest_dir),
                      "suite": (meta or {}).get("suite") or (
                          debian.SERIES[name].suite if name in debian.SERIES else None)})
+    from pvmon.uml import guest as uml
+    for name in uml.names():
+        meta = uml.read_meta(name)
+        rows.append({**_cached_row(name, "uml", meta, uml.guest_dir),
+                     "suite": (meta or {}).get("suite") or uml.SERIES.get(name)})
     from pvmon.guests import initramfs
     for name in initramfs.KINDS:
         rows.append(_cached_row(name, "initramfs", initramfs.read_meta(name),

@@ -44,7 +44,11 @@ def fetch_cmd(names: tuple[str, ...], suite: str | None, force: bool,
                                f"suite ({', '.join(apt.SUITES)}), or --initramfs busybox")
     if suite is not None and suite not in apt.SUITES:
         raise GuestNotFound(f"unknown Debian suite {suite!r}; known: {', '.join(apt.SUITES)}")
+    from pvmon.uml import guest as uml
+
     for name in names:
+        if uml.is_uml_name(name):
+            continue
         if name in apt.SUITES:
             if suite is not None:
                 raise click.UsageError(f"{name} is a suite already; --suite goes with "
@@ -52,14 +56,26 @@ def fetch_cmd(names: tuple[str, ...], suite: str | None, force: bool,
         elif not debian.is_series_name(name):
             raise GuestNotFound(
                 f"cannot fetch {name!r}: fetchable guests are debian-<major>.<minor> "
-                f"({', '.join(debian.SERIES)}) and the newest kernel of a suite "
-                f"({', '.join(apt.SUITES)})"
+                f"({', '.join(debian.SERIES)}), the newest kernel of a suite "
+                f"({', '.join(apt.SUITES)}) and User-Mode Linux ({', '.join(uml.SERIES)})"
             )
     if initramfs is not None and initramfs not in irfs.KINDS:
         raise GuestNotFound(f"unknown initramfs {initramfs!r}; known: {', '.join(irfs.KINDS)}")
     from pvmon.progress import progress
 
     for name in names:
+        if uml.is_uml_name(name):
+            with progress(f"{name}: fetching", unit="") as task:
+                meta = uml.fetch_uml(name, force=force, suite=suite,
+                                     step=lambda what: task.update(description=what))
+            what = "fetched" if meta["fetched"] else "already cached"
+            click.echo(f"{name}: {what} {meta['package']} {meta['version']} from "
+                       f"{meta['suite']}"
+                       + (f" in {meta['fetch_seconds']:.1f} s" if meta["fetched"] else ""))
+            click.echo(f"  release   {meta['release']}  (User-Mode Linux kernel binary)")
+            click.echo(f"  binary    {_mb(meta['binary_size']):>9}  sha256 {meta['sha256']}")
+            click.echo(f"  cache     {meta['path']}")
+            continue
         with progress(f"{name}: fetching", unit="") as task:
             say = lambda what: task.update(description=what)
             from_suite = suite
@@ -104,7 +120,11 @@ def fetch_cmd(names: tuple[str, ...], suite: str | None, force: bool,
 def path_cmd(name: str, what: str) -> None:
     """Print the path of guest NAME's vmlinux, or of a symbol file for gdb."""
     from pvmon.guests.catalog import resolve
+    from pvmon.uml import guest as uml
 
+    if uml.is_uml_name(name):      # the UML kernel binary (it has no separate symbols)
+        click.echo(str(uml.resolve(name).binary))
+        return
     img = resolve(name)
     if what == "vmlinux":
         click.echo(str(img.vmlinux))

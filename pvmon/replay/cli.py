@@ -79,6 +79,7 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler,
     Exit status: 0 no divergence, 1 divergence, 2 error, 124 the replay ran
     out of --timeout, 130 / 143 SIGINT / SIGTERM stopped it (128 + the signal's
     number; no verdict in these three cases)."""
+    _refuse_native(traces)
     if coverage:
         _coverage(traces, backend, as_json)
         return
@@ -143,6 +144,21 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler,
     else:
         _emit(report, as_json)
     sys.exit(report.exit_code)
+
+
+def _refuse_native(traces) -> None:
+    """A trace recorded natively (UML, docs/uml.md) has no backend to replay it
+    on: one line, exit 2. Unreadable files are left to the replay's own error."""
+    from pvmon.trace.reader import TraceReader
+    for t in traces:
+        try:
+            with TraceReader(t) as reader:
+                backend = reader.header.get("backend")
+        except (PvmonError, OSError):
+            continue
+        if isinstance(backend, dict) and backend.get("abi") == "uml":
+            from pvmon.uml.runner import NO_REPLAY
+            raise PvmonError(f"{t}: {NO_REPLAY}")
 
 
 def _coverage(traces, backend, as_json) -> None:

@@ -123,7 +123,10 @@ def info(path: str) -> None:
                         + (f", {machine['platform']}" if isinstance(machine.get("platform"), str)
                            else "")),
             ("cmdline", str(machine.get("cmdline"))),
-            ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz"),
+            ("vtime base", f"{h.get('vtime_base_ns')} ns, TSC {h.get('tsc_khz')} kHz")
+            if "tsc_khz" in h or "clock" not in machine else     # UML: host time (docs/uml.md)
+            ("clock", f"{machine.get('clock')}"
+                      + (", not deterministic" if machine.get("deterministic") is False else "")),
             ("recorded", f"{h.get('recorded_at')} on {h.get('host')}"),
             *([("imported", _imported_line(h["imported"]))]
               if isinstance(h.get("imported"), dict) else []),
