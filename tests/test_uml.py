@@ -105,6 +105,22 @@ def test_trace_tools_read_a_uml_trace(shell_trace):
     assert cat.returncode == 0 and "(execve)" in cat.stdout
 
 
+def test_a_uml_trace_reads_as_canonical_operations(shell_trace):
+    """UML's host calls in the one canonical vocabulary (pvmon/uml/pvops.py):
+    resuming a guest process is cpu.iret, the POSIX timer time.oneshot, the
+    host's stdout console.write, the power-off power.shutdown."""
+    from pvmon.pvops import count, derive
+    from pvmon.trace import TraceReader
+    path, _ = shell_trace
+    with TraceReader(path) as r:
+        ops = count(derive(r, abi="uml", header=r.header))
+    for op in ("cpu.iret", "time.oneshot", "console.write", "sched.block"):
+        assert ops[op] > 0, (op, ops)
+    stats = pvmon("trace", "stats", "--pvops", path)
+    assert stats.returncode == 0, stats.stderr
+    assert "cpu.iret" in stats.stdout and "ptrace(SYSEMU)" in stats.stdout
+
+
 def test_replay_of_a_uml_trace_is_one_line_and_exit_2(shell_trace):
     path, _ = shell_trace
     for extra in ([], ["--open-loop"]):

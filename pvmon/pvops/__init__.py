@@ -32,6 +32,7 @@ MAPPINGS: dict[str, str] = {
     "kvm": "pvmon.backends.kvm.pvops",
     "lguest": "pvmon.backends.lguest.pvops",
     "vmi": "pvmon.backends.vmi.pvops",
+    "uml": "pvmon.uml.pvops",
 }
 
 
