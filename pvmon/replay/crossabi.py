@@ -21,8 +21,9 @@ This module knows no ABI. An express module provides:
 * ``WAYS``: canonical operation -> :class:`Way`, for every operation of
   :data:`pvmon.pvops.vocab.OPS` (a test fails when one is missing);
 * ``express(op, ctx) -> Expressed | None`` for the operations whose way is
-  ``call`` or ``native`` (None: as the table says, no call and nothing lost;
-  a native way may still lose precision, such as a TSC deadline's rounding);
+  ``call``, and for the native ones named in ``EXPRESS_NATIVE`` (optional: a
+  native way may still lose precision, such as a TSC deadline's rounding);
+  None: as the table says, no call and nothing lost;
 * ``setup(ctx) -> list[Call]``: calls the target domain needs before any
   other (lguest's LGUEST_INIT), or none;
 * ``batch_calls(n) -> int``: the target calls a source batch whose entries
@@ -47,6 +48,8 @@ from pvmon.errors import BackendError, TraceError
 from pvmon.pvops import Deriver, PvOp
 from pvmon.pvops.vocab import OPS
 
+#: Operations that arm a timer (counted in the report's ``timers``).
+_TIMERS = frozenset({"time.oneshot", "time.periodic"})
 #: The kinds of :class:`Way`.
 HOW = ("call", "native", "inexpressible")
 
@@ -464,7 +467,7 @@ def replay_cross(run: Any, spec: str, *, limit: int | None = None,
     src_abi = getattr(run.version, "abi", "xen")
     src = abi_key(src_abi, run.mode)
     src_mod = express_module(src)
-    tgt = target or Target(spec, _memory(header))
+    tgt = target or Target(spec, domain_memory(header))
     mod = tgt.mod
     src_hz = _src_hz(header)
     ctx = Ctx(tgt, src, src_hz, getattr(mod, "cycle_hz", lambda t: src_hz)(tgt))
@@ -477,6 +480,7 @@ def replay_cross(run: Any, spec: str, *, limit: int | None = None,
             rep.fed += 1
     deriver = Deriver(src_abi, header)
     by_op = rep.by_op
+    express_native = getattr(mod, "EXPRESS_NATIVE", frozenset())
     calls = rep.calls
     ways = mod.WAYS
     express = mod.express
@@ -493,11 +497,21 @@ def replay_cross(run: Any, spec: str, *, limit: int | None = None,
                 if name == "unmapped":
                     continue
                 rep.ops += 1
-                in_batch = batches.see(op)
+                in_batch = batches.see(op) if (op.batch or batches.key is not None
+                                               or name == "batch.submit") else False
                 way = ways.get(name)
                 if way is None:
                     way = never("no express entry")
-                x = express(op, ctx) if way.how != "inexpressible" else None
+                how = way.how
+                if how == "native" and name not in express_native and name not in _TIMERS:
+                    # the common case (clock reads, an HVM guest's MMU): nothing to express
+                    rep.by_how["native"] += 1
+                    c_op = by_op.get(name)
+                    if c_op is None:
+                        c_op = by_op[name] = Counter()
+                    c_op["native"] += 1
+                    continue
+                x = express(op, ctx) if how != "inexpressible" else None
                 if x is None:
                     x = Expressed(way.how, why=way.why)
                 how = x.how
@@ -519,7 +533,7 @@ def replay_cross(run: Any, spec: str, *, limit: int | None = None,
                         err = abs(loss.err_ns)
                         d["sum_abs_err_ns"] += err
                         d["max_err_ns"] = max(d["max_err_ns"] or 0, err)
-                if name in ("time.oneshot", "time.periodic"):
+                if name in _TIMERS:
                     rep.timers["deadlines"] += 1
                     if not any(loss.what.startswith("deadline") or loss.what.startswith("period")
                                for loss in x.losses):
@@ -651,7 +665,9 @@ def _calls_text(calls: list[Call]) -> str:
     return " + ".join(n if k == 1 else f"{k} x {n}" for n, k in c.items())
 
 
-def _memory(header: dict) -> int:
+def domain_memory(header: dict) -> int:
+    """The guest RAM (bytes) a target domain gets: the trace's (header
+    ``machine.memory``, 16 MiB-4 GiB), else 256 MiB."""
     machine = header.get("machine") if isinstance(header, dict) else None
     mem = machine.get("memory") if isinstance(machine, dict) else None
     return mem if type(mem) is int and 16 << 20 <= mem <= 4 << 30 else 256 << 20
@@ -759,6 +775,7 @@ __all__ = [
     "cross_cell",
     "cycles_to_ns",
     "deadline_of",
+    "domain_memory",
     "entry_index",
     "every_op",
     "express_module",

@@ -108,6 +108,10 @@ WAYS: dict[str, Way] = {
 assert set(WAYS) == set(every_op()), set(every_op()) ^ set(WAYS)
 
 
+#: Native operations :func:`express` still sees: a TSC deadline rounds.
+EXPRESS_NATIVE = frozenset({"time.oneshot"})
+
+
 def setup(ctx: Ctx) -> list[Call]:
     """Nothing: KVM answers from the first exit."""
     return []
