@@ -155,8 +155,13 @@ def batch_calls(n: int) -> int:
 
 
 def _hc(name: str, *args: int, mem: tuple = (), fed: bool = True) -> Call:
-    a = tuple(v & 0xFFFFFFFF for v in args) + (0,) * (5 - len(args))
+    a = (*[v & 0xFFFFFFFF for v in args], 0, 0, 0, 0, 0)
     return Call(name, _NR[name], a[:5], mem, "hc", fed)
+
+
+#: The commonest expression (a clock read: GetCycleCounter(REAL)), made once;
+#: the replay never changes what it is handed.
+_READ_CLOCK = Expressed("call", [_hc("GetCycleCounter", abi.COUNTER_REAL)])
 
 
 def _u(v) -> int:
@@ -178,6 +183,8 @@ def _gate(handler: int) -> tuple[int, int]:
 def express(op: PvOp, ctx: Ctx) -> Expressed | None:
     """``op`` as VMI ROM call(s); None for a native way."""
     name, a = op.op, op.args
+    if name == "time.read_clock":
+        return _READ_CLOCK
     if WAYS[name].how != "call":
         return None
     losses: list[Loss] = []
@@ -245,7 +252,7 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
     if name == "time.stop":
         return Expressed("call", [_hc("CancelAlarm", abi.COUNTER_REAL)])
     if name == "time.read_clock":
-        return Expressed("call", [_hc("GetCycleCounter", abi.COUNTER_REAL)])
+        return _READ_CLOCK
     if name == "time.runstate":
         return Expressed("call", [_hc("GetCycleCounter", abi.COUNTER_STOLEN)])
     if name == "info.platform":
