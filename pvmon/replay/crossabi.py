@@ -314,10 +314,12 @@ class Target:
         self.scratch = memory - 0x10000
         self.clock = machine.clock
 
-    def feed(self, c: Call, now_ns: int) -> tuple[int | None, str | None]:
+    def feed(self, c: Call, now_ns: int,
+             expect_stop: bool = False) -> tuple[int | None, str | None]:
         """Make call ``c`` at virtual time ``now_ns``. Returns (the value the
-        backend answered, a one-line note when it stopped the run or raised
-        #GP, else None). A stop is cleared afterwards: the replay goes on."""
+        backend answered, a one-line note when it stopped the run (unless
+        ``expect_stop``: a shutdown's own call) or raised #GP, else None). A
+        stop is cleared afterwards: the replay goes on."""
         m = self.machine
         self.clock.now_ns = max(self.clock.now_ns, now_ns)
         virt = []
@@ -346,7 +348,7 @@ class Target:
             m.stop_reason = None
             if self._virt:
                 plat.stopped = None
-            if not (stop.kind == "shutdown" and c.name in self.mod.SHUTDOWN_CALLS):
+            if not expect_stop:
                 note = f"{stop.kind}: {stop.detail}"
         return ret, note
 
@@ -560,7 +562,7 @@ def replay_cross(run: Any, spec: str, *, limit: int | None = None,
                     if not c.fed:
                         continue
                     rep.fed += 1
-                    ret, note = tgt.feed(c, op.t)
+                    ret, note = tgt.feed(c, op.t, name == "power.shutdown")
                     tgt_ok = note is None and (c.kind == "msr" or _ok(ret)
                                                or not mod.RET_IS_STATUS)
                     if tgt_ok != _ok(op.ret) or note is not None:

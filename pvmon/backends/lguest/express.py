@@ -184,9 +184,11 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
                              "tables have two levels")
         frame, flags = pte_parts(a)
         if frame >> 20:
+            why = "" if flags & 1 else " (a non-present entry: Linux inverts its frame bits " \
+                "against L1TF)"
             losses.append(Loss("frame above 4 GiB into a 32-bit PTE",
                                f"frame {frame:#x} (at {frame << 12:#x}) keeps its low 20 bits: "
-                               f"{frame & 0xFFFFF:#x}"))
+                               f"{frame & 0xFFFFF:#x}{why}"))
         if flags >> 12:
             losses.append(Loss("PTE flags above bit 31 dropped",
                                f"flags {flags:#x}: bits 52-63 (NX at 63) have no place in a "
@@ -201,6 +203,9 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
         return Expressed("call", [_hc("LHCALL_SET_PTE", pgdir,
                                       _narrow(_u(a.get("va")), "address", losses), 0, 0)], losses)
     if name == "mmu.new_root":
+        if a.get("user"):
+            return Expressed("native", why="a 32-bit guest has one page-table root for kernel "
+                             "and user mode: nothing to switch")
         pa = _narrow(frame_arg(a) << 12, "page-table root", losses)
         st["pgdir"] = pa
         return Expressed("call", [_hc("LHCALL_NEW_PGTABLE", pa)], losses)

@@ -192,9 +192,11 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
     if name == "mmu.set_pte":
         frame, flags = pte_parts(a)
         if frame >> 20:
+            why = "" if flags & 1 else " (a non-present entry: Linux inverts its frame bits " \
+                "against L1TF)"
             losses.append(Loss("frame above 4 GiB into a 32-bit PTE",
                                f"frame {frame:#x} (at {frame << 12:#x}) keeps its low 20 bits: "
-                               f"{frame & 0xFFFFF:#x}"))
+                               f"{frame & 0xFFFFF:#x}{why}"))
         if flags >> 12:
             losses.append(Loss("PTE flags above bit 31 dropped",
                                f"flags {flags:#x}: bits 52-63 (NX at 63) have no place in a "
@@ -203,6 +205,9 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
         return Expressed("call", [_hc("SetPxE", pte32, scratch + 4 * entry_index(a, 1024), 0)],
                          losses)
     if name == "mmu.new_root":
+        if a.get("user"):
+            return Expressed("native", why="a 32-bit guest has one page-table root for kernel "
+                             "and user mode: nothing to switch")
         frame = frame_arg(a)
         return Expressed("call", [_hc("SetCR3", _narrow(frame << 12, "page-table root", losses))],
                          losses)
