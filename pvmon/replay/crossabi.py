@@ -28,7 +28,11 @@ This module knows no ABI. An express module provides:
   other (lguest's LGUEST_INIT), or none;
 * ``batch_calls(n) -> int``: the target calls a source batch whose entries
   became ``n`` calls costs in all (one multicall; ``n`` ring entries and one
-  FLUSH_ASYNC; ``n`` calls and two SetLazyMode; ...).
+  FLUSH_ASYNC; ``n`` calls and two SetLazyMode; ...);
+* ``RET_IS_STATUS``: whether a call's return value is a status (negative: refused);
+  optionally ``VIRTUAL_ARGS`` (the calls read guest-virtual pointers, served from
+  each :class:`Call`'s ``v`` memory), ``EXPRESS_NATIVE`` (above) and
+  ``cycle_hz(target)`` (the frequency of the target's cycles, default the source's).
 
 Units: times in ns (absolute or relative as the canonical op says), cycles at
 the frequency the guest was told (:func:`ns_to_cycles`, :func:`cycles_to_ns`).
@@ -294,8 +298,8 @@ class Target:
         self.layout = kind.build(machine, kernel, "", None)
         kind.prepare(backend, kernel)
         self.memory = memory
-        if backend.abi == "xen":
-            # Xen's calls read their arguments through guest-virtual pointers:
+        if getattr(self.mod, "VIRTUAL_ARGS", False):
+            # calls that read their arguments through guest-virtual pointers:
             # served from each call's own memory, as open loop serves recorded reads
             from pvmon.replay.openloop import _NoGuestPlatform, _RecordedMemory
             self.access = _RecordedMemory(machine)

@@ -37,7 +37,6 @@ LABEL = "KVM"
 REFERENCE_GUEST = "pvtest-v2-pvh"
 MODE = None
 RET_IS_STATUS = True
-SHUTDOWN_CALLS: frozenset[str] = frozenset()
 _K = "arch/x86/kernel/kvm.c"
 _HVM = "the HVM platform: the CPU does it on the guest's own state"
 _NR = abi.HYPERCALL_NUMBERS

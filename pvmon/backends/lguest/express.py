@@ -42,7 +42,6 @@ REFERENCE_GUEST = "pvtest-lguest"
 MODE = None
 #: lguest calls return nothing; a refusal kills the guest (a stop)
 RET_IS_STATUS = False
-SHUTDOWN_CALLS = frozenset({"LHCALL_SHUTDOWN"})
 _NR = {v: k for k, v in abi.HYPERCALLS.items()}
 _B = "arch/x86/lguest/boot.c"
 _UP = "lguest guests are uniprocessor (no SMP in lguest)"

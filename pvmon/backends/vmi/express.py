@@ -41,7 +41,6 @@ REFERENCE_GUEST = "pvtest-vmi"
 MODE = None
 #: VMI calls answer in EAX; they have no error status
 RET_IS_STATUS = False
-SHUTDOWN_CALLS = frozenset({"Shutdown", "Reboot"})
 _NR = abi.HYPERCALL_NUMBERS
 _SRC = "arch/x86/kernel/vmi_32.c"
 _T = "arch/x86/kernel/vmiclock_32.c, vmi_time.h"

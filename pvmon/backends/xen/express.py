@@ -179,7 +179,9 @@ class XenExpress:
 
     #: a target's status comes back in RAX (negative errno)
     RET_IS_STATUS = True
-    SHUTDOWN_CALLS = frozenset({"sched_op"})
+    #: Xen's calls read their structures through guest-virtual pointers: the
+    #: replay serves each call's ``v`` memory as open loop serves recorded reads
+    VIRTUAL_ARGS = True
 
     def __init__(self, pvh: bool) -> None:
         self.pvh = pvh
