@@ -223,3 +223,29 @@ def test_the_open_loop_matrix_spans_abis(ref_traces):
     assert all("error" not in r and r["cross"]["ops"] == r["calls"] for r in rows), rows
     # a VMI trace has no same-ABI open loop: its own ABI goes through canonical ops too
     assert rows[2]["cross"]["source"] == "vmi" and rows[2]["total"] == 0
+
+
+def test_hostile_canonical_arguments_never_raise_in_any_abis_expression():
+    from pvmon.pvops.vocab import OPS
+    rng = random.Random(21)
+    junk = [None, "x", -1, 0, 1, 2**64 + 5, 1.5, [1], {"a": 1}, True, 2**31, 0xFFFFFFFFFFFF]
+    keys = ["frame", "flags", "va", "pte", "ptr", "entry_ma", "index", "level", "deadline_ns",
+            "delta_ns", "deadline_cycles", "deadline_tsc", "period_ns", "period_cycles",
+            "vector", "handler", "desc", "sp", "esp0", "ss", "base", "which", "ts", "port",
+            "irq", "reason", "bytes", "entries", "limit", "pfn", "val", "user", "scope",
+            "src_frame", "mode", "count", "ring", "reg", "value", "dr", "mask", "leaf", "sub",
+            "type", "address", "virq", "timer", "sel", "relative"]
+    for key, spec in TARGETS.items():
+        target = Target(spec, 64 << 20)
+        mod = express_module(key)
+        ctx = Ctx(target, "xen", 10**9, 10**9)
+        for op in OPS:
+            if op == "unmapped":
+                continue
+            for _ in range(12):
+                args = {k: rng.choice(junk) for k in rng.sample(keys, rng.randint(0, 8))}
+                o = PvOp(op, rng.randint(0, 10), rng.choice([0, 5, 2**40]), "junk", args)
+                x = mod.express(o, ctx)
+                for c in (x.calls if x is not None else []):
+                    if c.fed:
+                        target.feed(c, o.t, op == "power.shutdown")

@@ -52,6 +52,7 @@ from pvmon.errors import BackendError, TraceError
 from pvmon.pvops import Deriver, PvOp
 from pvmon.pvops.vocab import OPS
 
+_U64 = (1 << 64) - 1
 #: Operations that arm a timer (counted in the report's ``timers``).
 _TIMERS = frozenset({"time.oneshot", "time.periodic"})
 #: The kinds of :class:`Way`.
@@ -188,9 +189,9 @@ def pte_parts(args: dict[str, Any]) -> tuple[int, int]:
     frame bits 12-31, flags 0-11)."""
     frame, flags = args.get("frame"), args.get("flags")
     if type(frame) is int:
-        return frame, flags if type(flags) is int else 0
+        return frame & _U64, flags & _U64 if type(flags) is int else 0
     pte = args.get("pte")
-    pte = pte if type(pte) is int else 0
+    pte = pte & _U64 if type(pte) is int else 0
     return pte >> 12, pte & 0xFFF
 
 
@@ -200,7 +201,7 @@ def frame_arg(args: dict[str, Any]) -> int:
     for key, shift in (("frame", 0), ("pfn", 0), ("val", 12), ("pgdir", 12)):
         v = args.get(key)
         if type(v) is int:
-            return v >> shift
+            return (v & _U64) >> shift
     return 0
 
 

@@ -146,7 +146,9 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
         return None
     scratch = ctx.target.scratch
     if name == "irq.send_ipi":
-        return Expressed("call", [_hc("send_ipi", 1, 0, 0, 0x4000 | (a.get("vector") or 0xFB))])
+        vec = a.get("vector")
+        vec = vec & 0xFF if type(vec) is int and vec else 0xFB     # CALL_FUNCTION_VECTOR
+        return Expressed("call", [_hc("send_ipi", 1, 0, 0, 0x4000 | vec)])
     if name == "lock.kick":
         return Expressed("call", [_hc("kick_cpu", 0, 0)])
     if name == "sched.yield":

@@ -223,7 +223,8 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
             if level in (3, 4):
                 return Expressed("inexpressible", why=f"a level-{level} table: VMI's non-PAE "
                                  "paging has two levels")
-            return Expressed("call", [_hc("AllocatePage", frame & 0xFFFFF, level or 1, 0, 0, 0)])
+            return Expressed("call", [_hc("AllocatePage", frame & 0xFFFFF,
+                                          level if type(level) is int else 1, 0, 0, 0)])
         return Expressed("call", [_hc("ReleasePage", frame & 0xFFFFF, 0)])
     if name == "mmu.flush_cache":
         return Expressed("call", [_hc("WBINVD")])

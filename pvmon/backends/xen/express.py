@@ -225,12 +225,12 @@ class XenExpress:
                     "mmu.flush_cache", "mmu.clear_page", "mmu.copy_page", "mmu.superpage",
                     "cpu.set_ldt"):
             frame = frame_arg(a)
+            level = a.get("level") if type(a.get("level")) is int else None
             cmd, arg1, arg2 = {
                 "mmu.new_root": ("NEW_BASEPTR", frame, 0),
                 "mmu.flush_tlb": ("TLB_FLUSH_LOCAL", 0, 0),
                 "mmu.invlpg": ("INVLPG_LOCAL", _u64(a.get("va")), 0),
-                "mmu.pin": (f"PIN_L{a['level'] if a.get('level') in (1, 2, 3, 4) else 1}_TABLE",
-                            frame, 0),
+                "mmu.pin": (f"PIN_L{level if level in (1, 2, 3, 4) else 1}_TABLE", frame, 0),
                 "mmu.unpin": ("UNPIN_TABLE", frame, 0),
                 "mmu.flush_cache": ("FLUSH_CACHE", 0, 0),
                 "mmu.clear_page": ("CLEAR_PAGE", frame, 0),
@@ -238,7 +238,7 @@ class XenExpress:
                 "mmu.superpage": ("MARK_SUPER", frame, 0),
                 "cpu.set_ldt": ("SET_LDT", _u64(a.get("va")), _u32(a.get("entries"))),
             }[name]
-            if name == "mmu.pin" and a.get("level") not in (1, 2, 3, 4):
+            if name == "mmu.pin" and level not in (1, 2, 3, 4):
                 losses.append(Loss("page-table level not given",
                                    "the source ABI does not say a pinned table's level: "
                                    "pinned as L1"))
@@ -257,10 +257,10 @@ class XenExpress:
                                  why=f"the source's timer ({op.call}) gives no deadline pvmon "
                                      "can convert to ns (a local APIC count)")
             if name == "time.periodic":
-                raw = struct.pack("<Q", max(0, dl.rel_ns))
+                raw = struct.pack("<Q", _u64(max(0, dl.rel_ns)))
                 return Expressed("call", [hc("vcpu_op", abi.VCPUOP["set_periodic_timer"], vcpu,
                                              ARG_VA, mem=(("v", ARG_VA, raw),))])
-            raw = struct.pack("<QI4x", max(0, dl.abs_ns), 0)
+            raw = struct.pack("<QI4x", _u64(max(0, dl.abs_ns)), 0)
             return Expressed("call", [hc("vcpu_op", abi.VCPUOP["set_singleshot_timer"], vcpu,
                                          ARG_VA, mem=(("v", ARG_VA, raw),))])
         if name == "cpu.set_trap":
