@@ -153,7 +153,7 @@ def _count_run(abi: str, header: dict[str, Any] | None, reader: TraceReader, sta
     # A TSC run is counted whole when the ABI's mapping reads it as clock_reads does
     # (one native time.read_clock per value): most of a boot's operations, and the
     # same counts as deriving them one by one.
-    fast = _tsc_runs_are_clock_reads(abi)
+    fast = tsc_runs_are_clock_reads(abi)
     clock = ("time.read_clock", "rdtsc", True)
     seen: dict[tuple[str, str, bool], int] = {}
     get = seen.get
@@ -171,7 +171,7 @@ def _count_run(abi: str, header: dict[str, Any] | None, reader: TraceReader, sta
 
 
 @functools.cache
-def _tsc_runs_are_clock_reads(abi: str) -> bool:
+def tsc_runs_are_clock_reads(abi: str) -> bool:
     """Whether ``abi``'s mapping turns a ``tsc_run`` event into exactly
     :func:`pvmon.pvops.clock_reads`'s operations (probed once on a sample event)."""
     ev = {"k": "tsc_run", "seq": 7, "t": 9, "rip": [1, 2], "val": [3, 4]}

@@ -488,6 +488,13 @@ def replay_cross(run: Any, spec: str, *, limit: int | None = None,
     deriver = Deriver(src_abi, header)
     by_op = rep.by_op
     express_native = getattr(mod, "EXPRESS_NATIVE", frozenset())
+    # a TSC run's reads, when the target reads the clock natively too, need no
+    # expression one by one
+    from pvmon.pvops.render import tsc_runs_are_clock_reads
+    read_way = mod.WAYS.get("time.read_clock")
+    clock_whole = (limit is None and tsc_runs_are_clock_reads(src_abi)
+                   and read_way is not None and read_way.how == "native"
+                   and "time.read_clock" not in express_native)
     calls = rep.calls
     ways = mod.WAYS
     express = mod.express
@@ -499,6 +506,18 @@ def replay_cross(run: Any, spec: str, *, limit: int | None = None,
         if progress is not None:
             progress(reader.frames[i].first_seq)
         for ev in reader.frame_events(i):
+            if clock_whole and batches.key is None and ev.get("k") == "tsc_run" \
+                    and "abi" not in ev:
+                vals = ev.get("val")
+                n = len(vals) if isinstance(vals, list) else 0
+                if n:       # n native clock reads, counted at once (as trace stats does)
+                    rep.ops += n
+                    rep.by_how["native"] += n
+                    c_op = by_op.get("time.read_clock")
+                    if c_op is None:
+                        c_op = by_op["time.read_clock"] = Counter()
+                    c_op["native"] += n
+                continue
             for op in deriver.ops(ev):
                 name = op.op
                 if name == "unmapped":
