@@ -162,6 +162,22 @@ PROFILE_PARSER_BY_ABI: dict[str, str] = {
     "xen": "pvmon.backends.xen.profiles:parse_xen_profile",
     "kvm": "pvmon.backends.kvm.profiles:parse_kvm_profile"}
 
+#: ABI key (an ABI, or ``"<abi>-<mode>"`` for a guest mode other than the
+#: default) -> ``"module"`` or ``"module:attribute"`` of its cross-ABI express
+#: protocol (:mod:`pvmon.replay.crossabi`): how that ABI expresses each
+#: canonical operation, for cross-ABI open-loop replay.
+EXPRESS_BY_ABI: dict[str, str] = {"xen": "pvmon.backends.xen.express:PV",
+                                  "xen-pvh": "pvmon.backends.xen.express:PVH",
+                                  "kvm": "pvmon.backends.kvm.express",
+                                  "lguest": "pvmon.backends.lguest.express",
+                                  "vmi": "pvmon.backends.vmi.express"}
+
+#: ABIs whose recorded calls same-ABI open-loop replay feeds to a backend
+#: (:mod:`pvmon.replay.openloop`); a trace of another ABI (lguest, VMI: their
+#: calls act on the CPU) is replayed open loop through its canonical
+#: operations only (:mod:`pvmon.replay.crossabi`), as in an ABI matrix.
+OPEN_LOOP_ABIS: frozenset[str] = frozenset({"xen", "kvm"})
+
 #: Built-in backends of ABIs other than Xen: name -> ``"module:factory"``
 #: (a callable taking no arguments), imported on first use.
 OTHER_BUILTIN_BACKENDS: dict[str, str] = {

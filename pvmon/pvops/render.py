@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pvmon.errors import TraceError
-from pvmon.pvops import PvOp, derive, mapping_for
+from pvmon.pvops import Deriver, PvOp, clock_reads, derive, mapping_for
 from pvmon.pvops.vocab import FAMILIES, family_of
 
 if TYPE_CHECKING:
@@ -60,6 +60,11 @@ class OpCounts:
         for o in ops:
             key = (o.op, o.call, o.native is not None)
             seen[key] = get(key, 0) + 1
+        return cls._of_seen(seen)
+
+    @classmethod
+    def _of_seen(cls, seen: dict[tuple[str, str, bool], int]) -> OpCounts:
+        """The counters of ``seen`` ({(op, call, native): count}, in first-seen order)."""
         c = cls()
         for (op, call, native), n in seen.items():
             c.ops[op] += n
@@ -144,13 +149,38 @@ def _count_run(abi: str, header: dict[str, Any] | None, reader: TraceReader, sta
     """Counts of the operations of frames ``start``..``stop`` and the mapping
     states after them (from the header's state at frame 0, else resumed)."""
     states: dict[str, Any] = {}
+    ops = Deriver(abi, header, states, resume=start > 0).ops
+    # A TSC run is counted whole when the ABI's mapping reads it as clock_reads does
+    # (one native time.read_clock per value): most of a boot's operations, and the
+    # same counts as deriving them one by one.
+    fast = tsc_runs_are_clock_reads(abi)
+    clock = ("time.read_clock", "rdtsc", True)
+    seen: dict[tuple[str, str, bool], int] = {}
+    get = seen.get
+    for i in range(start, stop):
+        for ev in reader.frame_events(i):
+            if fast and ev.get("k") == "tsc_run" and "abi" not in ev:
+                vals = ev.get("val")
+                if isinstance(vals, list) and vals:
+                    seen[clock] = get(clock, 0) + len(vals)
+                continue
+            for o in ops(ev):
+                key = (o.op, o.call, o.native is not None)
+                seen[key] = get(key, 0) + 1
+    return OpCounts._of_seen(seen), states
 
-    def events() -> Iterator[dict[str, Any]]:
-        for i in range(start, stop):
-            yield from reader.frame_events(i)
 
-    counts = OpCounts.of(derive(events(), abi, header, states=states, resume=start > 0))
-    return counts, states
+@functools.cache
+def tsc_runs_are_clock_reads(abi: str) -> bool:
+    """Whether ``abi``'s mapping turns a ``tsc_run`` event into exactly
+    :func:`pvmon.pvops.clock_reads`'s operations (probed once on a sample event)."""
+    ev = {"k": "tsc_run", "seq": 7, "t": 9, "rip": [1, 2], "val": [3, 4]}
+    try:
+        mod = mapping_for(abi)
+        got = list(mod.translate(ev, mod.new_state(None)))
+    except Exception:  # noqa: BLE001 - a mapping that cannot take the sample: derive it
+        return False
+    return got == list(clock_reads(ev, 7, 9))
 
 
 # ABIs of the vocabulary table, in column order: (heading, mapping module or None).

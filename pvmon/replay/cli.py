@@ -28,8 +28,11 @@ def _emit(report, as_json: bool) -> None:
 
 
 def _versions(spec: str | None) -> list:
+    """The version records of ``--backend`` (``NAME[:MODE]``, comma-separated;
+    the mode is a cross-ABI replay's target guest mode, see crossabi)."""
     from pvmon.backends.registry import require_version
-    return [require_version(name.strip()) for name in (spec.split(",") if spec else [])]
+    return [require_version(name.strip().partition(":")[0])
+            for name in (spec.split(",") if spec else [])]
 
 
 @click.command()
@@ -70,6 +73,8 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler,
     pvmon replay run.pvt --backend xen-3.4       closed loop on another backend
     pvmon replay run.pvt --backend xen-3.4 --open-loop
     pvmon replay --open-loop a.pvt b.pvt --backend xen-3.4,xen-4.21
+    pvmon replay run.pvt --backend vmi-3.0 --open-loop    across ABIs
+    pvmon replay --open-loop a.pvt b.pvt --backend xen-4.17,xen-4.17:pvh,kvm-6.12,vmi-3.0,lguest-4.13
 
     A recording the guest did not end itself (stopped by a signal, --timeout,
     Ctrl-], the TUI, or a file cut short) is replayed to its recorded end and
@@ -95,7 +100,8 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler,
                              "--open-loop")
         from pvmon.progress import progress
         from pvmon.replay.matrix import matrix_cells, render_matrix, run_matrix
-        paths, names = [Path(t) for t in traces], [v.name for v in versions] or None
+        paths = [Path(t) for t in traces]
+        names = [n.strip() for n in backend.split(",")] if backend else None
         with progress("open-loop matrix", matrix_cells(paths, names), unit="cells") as task:
             rows = run_matrix(paths, names, jobs or None, progress=task.update,
                               scheduler=scheduler)
@@ -121,6 +127,9 @@ def replay(traces, backend, guest, open_loop, jobs, timeout, as_json, scheduler,
     if open_loop:
         from pvmon.replay.openloop import replay_open
         run = open_run(path, guest, need_guest=False)
+        from pvmon.replay.crossabi import is_cross
+        if backend and is_cross(run, backend):
+            _cross(run, backend, as_json)
         if guest is None:
             try:   # symbols and disassembly for the report, when the image is here
                 from pvmon.replay.source import find_guest
@@ -159,6 +168,20 @@ def _refuse_native(traces) -> None:
         if isinstance(backend, dict) and backend.get("abi") == "uml":
             from pvmon.uml.runner import NO_REPLAY
             raise PvmonError(f"{t}: {NO_REPLAY}")
+
+
+def _cross(run, spec: str, as_json: bool) -> None:
+    """``replay --open-loop`` onto another ABI (pvmon.replay.crossabi): the
+    report, then exit 0 (every operation expressed and answered alike) or 1."""
+    from pvmon.progress import progress
+    from pvmon.replay.crossabi import render_cross, replay_cross
+    with progress(f"cross-ABI replay of {run.path.name}", len(run.reader)) as task:
+        rep = replay_cross(run, spec, progress=task.update)
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=1))
+    else:
+        render_cross(rep)
+    sys.exit(rep.exit_code)
 
 
 def _coverage(traces, backend, as_json) -> None:

@@ -94,17 +94,24 @@ def _cells(args: tuple[str, list[str | None]]) -> list[dict]:
 
 def _replay_cells(run: Any, rows: list[dict], backends: list[str | None]) -> list[dict]:
     from pvmon.backends.registry import require_version
+    from pvmon.replay.crossabi import canonical_route, cross_cell, split_spec
     from pvmon.replay.openloop import replay_open_many
     todo = []
     for row, backend in zip(rows, backends, strict=True):
         try:
-            version = require_version(backend) if backend else run.version
+            if backend and canonical_route(run, backend):   # pvmon.replay.crossabi
+                row["recorded_on"] = run.version.name
+                row.update(cross_cell(run, backend))
+                continue
+            version = require_version(split_spec(backend)[0]) if backend else run.version
         except PvmonError as exc:
             row["error"] = str(exc)
             continue
         row["backend"] = version.name
         row["recorded_on"] = run.version.name
         todo.append((row, version))
+    if not todo:
+        return rows
     try:
         reports = replay_open_many(run, [v for _, v in todo])
     except PvmonError as exc:
@@ -346,6 +353,12 @@ def render_matrix(rows: list[dict], console: Console | None = None) -> None:
                 line.append("")
             elif r.get("error"):
                 line.append("[red]error[/]")
+            elif r.get("cross") is not None:        # across ABIs: canonical operations
+                x = r["cross"]["by_how"]
+                line.append(f"{'[green]' if not r['total'] else '[yellow]'}{r['calls']:,} ops"
+                            f"[/]: {x['call']:,} call, {x['native']:,} native, "
+                            f"{x['inexpressible']:,} inexpr., "
+                            f"{r['total'] - x['inexpressible']:,} differ")
             elif not r["total"]:
                 line.append(f"[green]same[/] ({r['calls']:,} calls)")
             else:
@@ -355,6 +368,9 @@ def render_matrix(rows: list[dict], console: Console | None = None) -> None:
     for r in rows:
         if r.get("error"):
             con.print(f"[red]{escape(Path(r['trace']).name)}[/]: {escape(r['error'])}")
+        elif r.get("cross") is not None:
+            con.print(f"{escape(Path(r['trace']).name)} on {escape(r['backend'])} (across "
+                      f"ABIs): {escape(r['first'] or '')}")
         elif r.get("total"):
             why = f" ({escape(r['why'][0])})" if r.get("why") else ""
             con.print(f"{escape(Path(r['trace']).name)} on {escape(r['backend'])}: first "
