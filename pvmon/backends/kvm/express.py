@@ -32,8 +32,8 @@ from pvmon.replay.crossabi import (
 
 ABI = "kvm"
 LABEL = "KVM"
-#: The domain the target backend is attached to: pvtest-v2-pvh's image
-#: (KVM boots it through its PVH entry); no KVM reference guest of its own yet.
+#: The domain the target backend is attached to: the KVM reference guest's
+#: (pvtest-kvm, entered through its PVH note).
 REFERENCE_GUEST = "pvtest-kvm"
 MODE = None
 RET_IS_STATUS = True
