@@ -118,6 +118,16 @@ def translate(ev: dict[str, Any], state: None) -> Iterator[PvOp]:
         yield PvOp(op, seq, t, name, {}, ret)
 
 
+#: docs/pvops.md's UML column: operation -> the host calls that carry it
+DOC_CELLS: dict[str, list[str]] = {
+    "cpu.iret": ["`ptrace(SYSEMU, CONT, SINGLESTEP, ...)`"],
+    "cpu.set_segment_base": ["`ptrace(ARCH_PRCTL)`"],
+    "cpu.write_descriptor": ["`ptrace(SET_THREAD_AREA)`"],
+    "cpu.set_debugreg": ["`ptrace(POKEUSER u_debugreg)`"],
+    "console.write": ["`write(1)`, `write(2)`"], "console.read": ["`read(0)`"]}
+for _name, _op in OPS.items():
+    DOC_CELLS.setdefault(_op, []).append(f"`{_name}`")
+
 _REQ = {pt.PTRACE_CONT: "CONT", pt.PTRACE_SINGLESTEP: "SINGLESTEP",
         pt.PTRACE_SYSCALL: "SYSCALL", pt.PTRACE_SYSEMU: "SYSEMU",
         pt.PTRACE_SYSEMU_SINGLESTEP: "SYSEMU_SINGLESTEP"}
