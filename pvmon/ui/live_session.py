@@ -31,6 +31,7 @@ from pvmon.engine.machine import GuestPageFault, Stop
 from pvmon.errors import TraceError
 from pvmon.guests.catalog import GuestImage
 from pvmon.session import DEFAULT_CMDLINE, RunResult, Session
+from pvmon.ui.gdb_status import GdbStatus
 
 # Bytes of code read around RIP for the disassembly pane: before and after it.
 CODE_BEFORE = 96
@@ -43,7 +44,9 @@ class BootSpec:
     them (``memory`` in bytes; ``record``: a .pvt path or None; ``initrd``
     bytes and ``initrd_info``; ``script``: console input lines;
     ``idle_limit_ns``: idle exit, virtual ns), plus ``timeout`` (wall seconds
-    or None) and ``paused`` (stop after the first hypercall)."""
+    or None), ``paused`` (stop after the first hypercall) and ``gdb``
+    (``HOST:PORT`` for the gdb stub, :mod:`pvmon.gdb`: the guest waits for gdb
+    before its first instruction; None: no stub)."""
 
     guest: GuestImage
     memory: int = 256 << 20
@@ -57,6 +60,7 @@ class BootSpec:
     timeout: float | None = None
     paused: bool = False
     mode: str | None = None
+    gdb: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,15 @@ class LiveSession:
         # guest first writes to hvc0, then hvc0 with the hand-over repeats dropped.
         self._guest_console = GuestConsole(self.console.append)
         session.on_console(self._guest_console)
+        #: The gdb stub (:class:`pvmon.gdb.attach.GdbAttachment`) and what the
+        #: view shows of it (:class:`pvmon.ui.gdb_status.GdbStatus`); None without --gdb.
+        self.gdb = None
+        self.gdb_status: GdbStatus | None = None
+        if spec.gdb is not None:
+            from pvmon.gdb.attach import GdbAttachment
+            # binds now: a port in use is one line before the screen opens
+            self.gdb = GdbAttachment(session, spec.gdb, say=lambda text: None)
+            self.gdb_status = GdbStatus(self.gdb.server.address)
 
     @classmethod
     def create(cls, spec: BootSpec, *, clock: Callable[[], float] = time.monotonic
@@ -143,6 +156,8 @@ class LiveSession:
     def run(self) -> RunResult:
         """Run the guest to its end (blocking; call on a worker thread)."""
         self.session.guest.symbols()  # load here, not on the UI thread (0.3-0.8 s for Debian)
+        if self.gdb is not None:
+            self._wait_for_gdb()
         self.wall_start = self.clock()
         try:
             self.result = self.session.run(timeout=self.spec.timeout)
@@ -153,11 +168,27 @@ class LiveSession:
             self.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if self.gdb is not None:     # a continuing gdb learns how the run ended
+                self.gdb.finish(self.result)
             self._guest_console.close()   # ring output held back as a possible repeat
             self.wall_end = self.clock()
             self.phase = "finished"
             self.paused_at = None
         return self.result
+
+    def _wait_for_gdb(self) -> None:
+        """Wait for gdb (:meth:`stop` gives up by closing the listener), then
+        follow its stub: the guest stops before its first instruction."""
+        att = self.gdb
+        if not att.wait():
+            return
+        d = self.session.dispatch
+        symbols = self.session.guest.symbols()
+
+        def at_stop() -> None:   # the panes show the guest where gdb stopped it
+            m = self.session.machine
+            self.sample = self._capture({"seq": d.seq - 1, "rip": m.reg("rip")})
+        self.gdb_status.follow(att, symbols.format, at_stop)
 
     def _on_call(self, ev: dict[str, Any]) -> None:
         self.events.append(ev)
@@ -294,6 +325,10 @@ class LiveSession:
         self._stop = True
         self._attention = True
         self.session.machine.request_stop(Stop("interrupted", "stopped from the TUI"))
+        if self.gdb is not None:
+            # gdb may hold the guest stopped (or nobody attached yet): closing
+            # the listener and the client detaches it, and the stop is honoured
+            self.gdb.server.close()
         self._release()
 
     def force_stop(self) -> None:

@@ -231,6 +231,13 @@ class LiveScreen(Screen[None]):
         elif live.error:
             note = f"engine error: {live.error}"
         state = "finished" if live.phase == "finished" else live.phase
+        gdb = live.gdb_status
+        if gdb is not None and live.phase != "finished":
+            note = f"{note} · {gdb.text}" if note else gdb.text
+            if gdb.stopped and state == "running":
+                state = "stopped"     # gdb holds the guest
+            elif gdb.state == "listening" and live.wall_start is None:
+                state = "waiting"
         self.query_one(StatusLine).show(state, parts, note)
 
     # -- messages -----------------------------------------------------------------------
