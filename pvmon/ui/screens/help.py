@@ -31,7 +31,8 @@ FILTER_HELP = ("Filter terms (space separated): a name or part of one (mmu), a f
                "cpu events time console sched fault), an ABI (xen), a kind (hc fault "
                "upcall), a sub-op (PIN_L4); -term excludes. In the player, console "
                "events appear when a term names them: console, input (typed), output, "
-               "ring, io.")
+               "ring, io. A term with a dot names canonical operations (p shows them): "
+               "mmu.set_pte, a family irq. or mmu.*, a glob *.eoi.")
 
 
 class HelpScreen(ModalScreen[None]):
