@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerState
 from pvmon.engine.disasm import disassemble_around, label
 from pvmon.errors import PvmonError
 from pvmon.files import check_output
+from pvmon.trace.render import describe
 from pvmon.ui.filters import EventFilter, unknown_canonical_message
 from pvmon.ui.live_session import BootSpec, LiveSession
 from pvmon.ui.screens.guest_panes import compose_guest_panes, title_guest_panes
@@ -56,7 +57,7 @@ class LiveScreen(Screen[None]):
         Binding("n", "step", "Step"),
         Binding("b", "break_on", "Break"),
         Binding("f", "filter", "Filter"),
-        Binding("p", "toggle_pvops", "Pv-ops"),
+        Binding("p", "toggle_pvops", "Pv-ops", show=False),   # footer is full: in ? and ^p
         Binding("r", "toggle_record", "Record"),
         Binding("o", "open_trace", "Open"),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -147,7 +148,7 @@ class LiveScreen(Screen[None]):
         batch = [q.popleft() for _ in range(len(q))]
         if batch:
             self.rows.extend(batch)
-            self.counts.update(ev.get("name") for ev in batch)
+            self.counts.update(ev.get("name") for ev in batch if ev.get("k") == "hc")
         cq = live.console
         if cq:
             self._console_buf.append(b"".join(cq.popleft() for _ in range(len(cq))))
@@ -206,7 +207,8 @@ class LiveScreen(Screen[None]):
         insns = disassemble_around(sample.code, sample.code_base, sample.rip, func_start=func)
         self.query_one(RegisterPane).show(sample.regs)
         self.query_one(DisassemblyPane).show(insns, label(sample.rip, sym.format))
-        self.query_one("#regs").border_title = f"registers at #{sample.seq}"
+        self.query_one("#regs").border_title = \
+            f"registers at #{sample.seq if sample.seq >= 0 else '-'}"
 
     def _show_status(self) -> None:
         live = self.live
@@ -226,7 +228,10 @@ class LiveScreen(Screen[None]):
         note = ""
         if live.phase == "paused" and live.paused_at is not None:
             ev = live.paused_at
-            note = f"paused after #{ev.get('seq')} {ev.get('name')} (space: resume, n: step)"
+            seq = ev.get("seq")
+            what = ev.get("name") if ev.get("k") == "hc" else describe(ev)
+            note = (f"paused after #{seq if isinstance(seq, int) else '-'} {what} "
+                    "(space: resume, n: step)")
         elif res is not None:
             note = f"exit: {res.exit_kind} - {res.detail} at {res.symbol}"
         elif live.error:

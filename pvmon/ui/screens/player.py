@@ -116,7 +116,7 @@ class PlayerScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("g", "goto", "Go to"),
         Binding("f", "filter", "Filter"),
-        Binding("p", "toggle_pvops", "Pv-ops"),
+        Binding("p", "toggle_pvops", "Pv-ops", show=False),   # footer is full: in ? and ^p
         Binding("slash", "search", "Search", key_display="/"),
         Binding("n", "search_next(1)", "Next"),
         Binding("N", "search_next(-1)", "Prev", key_display="N"),

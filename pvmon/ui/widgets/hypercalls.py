@@ -124,7 +124,7 @@ def row_text(ev: dict[str, Any] | None, *, with_time: bool = True,
     tag, style = FAMILY_STYLE.get(fam, ("", ""))
     seq = ev.get("seq")
     t = ev.get("t")
-    head = f"{seq:>7} " if isinstance(seq, int) else f"{'?':>7} "
+    head = f"{seq:>7} " if isinstance(seq, int) else f"{'-' if seq is None else '?':>7} "
     if with_time:
         head += f"{t / 1e9:.6f} " if isinstance(t, int) else "         "
     text = Text(head, style="dim", no_wrap=True)
