@@ -255,15 +255,20 @@ class LiveSession:
     def _disarm_tap(self) -> None:
         """Engine thread: remove the tap unless a pause or a kind breakpoint
         still needs it."""
-        if self._tap is None or self._pause_next or self._kind_breaks or self._stop_recording:
+        if self._tap is None or self._tap_wanted():
             return
         with self._tap_lock:
+            if self._tap_wanted():      # asked for again meanwhile (the UI saw the tap armed)
+                return
             d = self.session.dispatch
             if d.record is self._tap:
                 if self._tap_orig is None:
                     d.flush_tsc()           # an open run of TSC reads: unnumbered by the tap
                 d.record = self._tap_orig
             self._tap = self._tap_orig = None
+
+    def _tap_wanted(self) -> bool:
+        return bool(self._pause_next or self._kind_breaks or self._stop_recording)
 
     def _on_exit(self, ev: dict[str, Any]) -> None:
         """A guest exit other than a hypercall was recorded (engine thread, in
