@@ -99,3 +99,26 @@ def test_boot_gdb_without_a_terminal_says_so_in_one_line() -> None:
                          stdin=subprocess.DEVNULL)
     err = res.stderr.decode()
     assert res.returncode == 2 and "no terminal" in err and len(err.strip().splitlines()) == 1
+
+
+@needs_gdb
+def test_quitting_while_gdb_holds_the_guest_detaches_it_and_ends_the_run(tmp_path):
+    app, live = live_app(gdb="127.0.0.1:0")
+    port = live.gdb.server.port
+    out: list[str] = []
+
+    async def script(pilot):
+        status = app.screen.query_one(StatusLine)
+        await until(pilot, lambda: "gdb: listening" in status.text)
+        gdb = asyncio.create_task(asyncio.to_thread(lambda: out.append(run_gdb(port, [
+            "break checks_events", "continue", _gate(tmp_path / "go")], file=ELF))))
+        await until(pilot, lambda: "stopped at checks_events (breakpoint)" in status.text,
+                    what="the breakpoint")
+        await pilot.press("q")
+        (tmp_path / "go").touch()
+        await gdb
+
+    drive(app, script)
+    assert live.phase == "finished" and live.result.exit_kind == "interrupted"
+    assert live.gdb_status.state == "detached"
+    assert "Breakpoint 1, 0xffffffff80201810 in checks_events ()" in out[0]
