@@ -179,8 +179,9 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
          input_file, idle_exit, headless, paused, gdb_address=None, mode=None) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
-    Keys: space pause/resume, n step to the next hypercall, b break on a
-    hypercall, f filter the stream, r record, o open a trace, ? help, q quit.
+    Keys: space pause/resume, n step to the next guest exit (hypercall, MSR,
+    I/O, interrupt, ...), b break on a hypercall or an exit kind, f filter the
+    stream, p canonical pv-ops, r record, o open a trace, ? help, q quit.
     Tab focuses the console: what you type there goes to the guest.
     With --gdb the guest waits for gdb before its first instruction and the
     status line says whether gdb is attached and where it stopped the guest.

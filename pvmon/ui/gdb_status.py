@@ -54,12 +54,14 @@ class GdbStatus:
         return f"{head} · running"
 
     def follow(self, att, symbol: Callable[[int], str],
-               on_stop: Callable[[], None] = lambda: None) -> None:
+               on_stop: Callable[[], None] = lambda: None,
+               on_run: Callable[[], None] = lambda: None) -> None:
         """Follow the stub of ``att`` (a :class:`pvmon.gdb.attach.GdbAttachment`
         whose ``wait`` returned True): it is stopped before the guest's next
         instruction now. ``symbol``: RIP -> ``name+0xoff``; ``on_stop``: called
         on the engine thread at each stop (the live session captures the
-        registers there)."""
+        registers there), ``on_run`` when the guest runs again (gdb resumed
+        it or went away)."""
         stub = att.stub
         m = att.session.machine
         try:
@@ -69,10 +71,11 @@ class GdbStatus:
             self.peer = "?"
 
         def on_state(why: str) -> None:
-            if why == "running":
-                self.state = "running"
-            elif why == "detached":
-                self.state = "detached"
+            if why in ("running", "detached"):
+                was_stopped = self.state == "stopped"
+                self.state = why
+                if was_stopped:
+                    on_run()
             else:
                 self.where = symbol(m.reg("rip"))
                 self.why = WHY_SHOWN.get(why, why)

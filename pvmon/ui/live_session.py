@@ -218,7 +218,19 @@ class LiveSession:
         def at_stop() -> None:   # the panes show the guest where gdb stopped it
             m = self.session.machine
             self.sample = self._capture({"seq": d.seq - 1, "rip": m.reg("rip")})
-        self.gdb_status.follow(att, symbols.format, at_stop)
+            if self._pause_started is None:
+                self._pause_started = self.clock()
+
+        def at_run() -> None:    # time stopped in gdb is not running time (as a pause)
+            t0 = self._pause_started
+            if t0 is None:
+                return
+            self._pause_started = None
+            dt = self.clock() - max(t0, self.wall_start if self.wall_start is not None else t0)
+            self.wall_paused += dt
+            if d.deadline_wall is not None:
+                d.deadline_wall += dt
+        self.gdb_status.follow(att, symbols.format, at_stop, at_run)
 
     def _on_call(self, ev: dict[str, Any]) -> None:
         self.events.append(ev)
