@@ -154,3 +154,28 @@ def test_the_player_filters_a_kvm_trace_by_canonical_family(debian612, tmp_path)
         flt = EventFilter.parse(term)
         want = sorted(s for s, names in ops.items() if flt.matches({}, names))
         assert got[term] == want and want, term
+
+
+@pytest.mark.parametrize("guest,spec,term", [
+    ("pvtest-v2-pvh", {"mode": "pvh"}, "irq."),
+    ("pvtest-lguest", {"backend": "lguest-4.13"}, "mmu."),
+    ("pvtest-vmi", {"backend": "vmi-3.0"}, "mmu."),
+])
+def test_the_live_view_filters_pvh_lguest_and_vmi_calls_by_canonical_family(
+        tmp_path, guest, spec, term):
+    path = tmp_path / "live.pvt"
+    app, _live = live_app(guest, record=path, **spec)
+    shown: list[int] = []
+
+    async def script(pilot):
+        screen = app.screen
+        await until(pilot, lambda: screen._finished_shown, what="the boot to end", timeout=60)
+        await pilot.press("f", *term, "enter")
+        shown.extend(ev["seq"] for ev in screen.rows.shown)
+
+    drive(app, script)
+    ops = _ops_by_seq(path)
+    flt = EventFilter.parse(term)
+    calls = {ev["seq"] for ev in TraceReader(path) if ev["k"] == "hc"}
+    want = sorted(s for s in calls if flt.matches({}, ops.get(s, ())))
+    assert shown and shown == want
