@@ -39,30 +39,30 @@ def test_the_status_line_follows_gdb_listening_attached_stopped_running_and_the_
                 seen.append(text)
             return text
 
-        await until(pilot, lambda: f"gdb: listening on 127.0.0.1:{port}" in status(),
+        await until(pilot, lambda: f"gdb: listening on 127.0.0.1:{port}" in status(), timeout=60,
                     what="the stub to listen")
         assert "WAITING" in status() and live.hypercalls == 0
         gdb = asyncio.create_task(asyncio.to_thread(lambda: out.append(run_gdb(port, [
             _gate(tmp_path / "go1"), "break checks_events", "continue",
             _gate(tmp_path / "go2"), "stepi", _gate(tmp_path / "go3"),
             "delete", "continue"], file=ELF))))
-        await until(pilot, lambda: "stopped at _start (attached)" in status(),
+        await until(pilot, lambda: "stopped at _start (attached)" in status(), timeout=60,
                     what="gdb to attach")
         assert re.search(r"gdb attached from 127\.0\.0\.1:\d+ · stopped at _start", status())
         assert "STOPPED" in status()
         # the TUI's own pause still works while gdb lets the guest run
         await pilot.press("space")
         (tmp_path / "go1").touch()
-        await until(pilot, lambda: live.phase == "paused", what="the TUI's pause")
-        await until(pilot, lambda: "· running" in status(), what="running under gdb")
+        await until(pilot, lambda: live.phase == "paused", timeout=60, what="the TUI's pause")
+        await until(pilot, lambda: "· running" in status(), timeout=60, what="running under gdb")
         assert "PAUSED" in status() and "paused after #" in status()
         await pilot.press("space")
-        await until(pilot, lambda: "stopped at checks_events (breakpoint)" in status(),
+        await until(pilot, lambda: "stopped at checks_events (breakpoint)" in status(), timeout=60,
                     what="the breakpoint")
         await until(pilot, lambda: "registers at #" in str(screen.query_one("#regs")
                                                              .border_title))
         (tmp_path / "go2").touch()
-        await until(pilot, lambda: "stopped at checks_events+0x2 (step)" in status(),
+        await until(pilot, lambda: "stopped at checks_events+0x2 (step)" in status(), timeout=60,
                     what="the single step")
         (tmp_path / "go3").touch()
         await until(pilot, lambda: live.phase == "finished", timeout=60)
@@ -112,7 +112,7 @@ def test_quitting_while_gdb_holds_the_guest_detaches_it_and_ends_the_run(tmp_pat
         await until(pilot, lambda: "gdb: listening" in status.text)
         gdb = asyncio.create_task(asyncio.to_thread(lambda: out.append(run_gdb(port, [
             "break checks_events", "continue", _gate(tmp_path / "go")], file=ELF))))
-        await until(pilot, lambda: "stopped at checks_events (breakpoint)" in status.text,
+        await until(pilot, lambda: "stopped at checks_events (breakpoint)" in status.text, timeout=60,
                     what="the breakpoint")
         await pilot.press("q")
         (tmp_path / "go").touch()

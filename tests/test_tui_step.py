@@ -50,9 +50,8 @@ def test_stepping_a_pvh_guest_stops_at_each_exit_and_the_recording_is_unchanged(
         screen = app.screen
         await until(pilot, lambda: live.phase == "paused", what="the first pause")
         stops.append(live.paused_at)
-        await pilot.pause(0.15)
-        status = screen.query_one(StatusLine).text
-        assert "paused after #0 msr" in status, status
+        await until(pilot, lambda: "paused after #0 msr" in screen.query_one(StatusLine).text,
+                    what="the status line at the first exit")
         for _ in range(5):
             before = live.paused_at
             await pilot.press("n")
@@ -65,9 +64,9 @@ def test_stepping_a_pvh_guest_stops_at_each_exit_and_the_recording_is_unchanged(
         await pilot.press("space")
         await until(pilot, lambda: live.phase == "paused" and live.paused_at is not before)
         stops.append(live.paused_at)
-        await pilot.pause(0.15)
         stream = screen.query_one(HypercallStream)
-        assert stream.event is live.paused_at     # the stream follows to the exit
+        await until(pilot, lambda: stream.event is live.paused_at,
+                    what="the stream to follow to the exit")
         await pilot.press("b", "ctrl+u", "enter")
         await pilot.press("space")
         await until(pilot, lambda: live.phase == "finished" and screen._finished_shown)
