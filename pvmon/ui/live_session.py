@@ -273,10 +273,11 @@ class LiveSession:
             if self._tap_wanted():      # asked for again meanwhile (the UI saw the tap armed)
                 return
             d = self.session.dispatch
-            if d.record is self._tap:
-                if self._tap_orig is None:
-                    d.flush_tsc()           # an open run of TSC reads: unnumbered by the tap
-                d.record = self._tap_orig
+            if d.record is not self._tap:
+                return     # wrapped since (gdb's monitor goto-event): it stays in the chain
+            if self._tap_orig is None:
+                d.flush_tsc()               # an open run of TSC reads: unnumbered by the tap
+            d.record = self._tap_orig
             self._tap = self._tap_orig = None
 
     def _tap_wanted(self) -> bool:
