@@ -119,8 +119,8 @@ class TraceIndex:
 
     def derive_pvops(self) -> None:
         """Derive the canonical operations of every event (:mod:`pvmon.pvops`,
-        as ``pvmon trace cat --pvops`` does): one more pass over the trace,
-        about three times the index's own (worker thread). Sets :attr:`pvops`
+        as ``pvmon trace cat --pvops`` does): one more pass over the trace
+        (worker thread). Sets :attr:`pvops`
         last, so another thread sees it whole or not at all."""
         if self.pvops is not None:
             return
