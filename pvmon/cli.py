@@ -180,9 +180,12 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
          input_file, idle_exit, headless, paused, gdb_address=None, mode=None) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
-    Keys: space pause/resume, n step to the next hypercall, b break on a
-    hypercall, f filter the stream, r record, o open a trace, ? help, q quit.
+    Keys: space pause/resume, n step to the next guest exit (hypercall, MSR,
+    I/O, interrupt, ...), b break on a hypercall or an exit kind, f filter the
+    stream, p canonical pv-ops, r record, o open a trace, ? help, q quit.
     Tab focuses the console: what you type there goes to the guest.
+    With --gdb the guest waits for gdb before its first instruction and the
+    status line says whether gdb is attached and where it stopped the guest.
 
     After quitting, the summary of the run on screen is printed (after an `r`
     reboot, the last run's). Exit status: 0 clean shutdown or quit by the user,
@@ -194,9 +197,6 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
-    if gdb_address and not headless:
-        raise click.UsageError("--gdb needs --headless for now (the TUI does not host "
-                               "the gdb stub yet)")
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit, gdb_address=gdb_address)
@@ -212,7 +212,7 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
         raise PvmonError("--input-file - (stdin) needs --headless: the TUI owns the terminal")
     sess_args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd,
                               script, input_file, idle_exit)
-    res = run_boot(BootSpec(**sess_args, timeout=timeout, paused=paused))
+    res = run_boot(BootSpec(**sess_args, timeout=timeout, paused=paused, gdb=gdb_address))
     if res is None:
         click.echo("pvmon: the guest was still running when the TUI closed", err=True)
         sys.exit(0)

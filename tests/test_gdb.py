@@ -245,13 +245,6 @@ def test_break_hypercall_stops_a_live_run_after_the_call() -> None:
     assert "exited normally" in out and status == 0
 
 
-def test_boot_with_the_tui_refuses_gdb_for_now_in_one_line() -> None:
-    res = subprocess.run([sys.executable, "-m", "pvmon", "boot", "pvtest-v2", "--gdb", ":0"],
-                         cwd=ROOT, capture_output=True, timeout=60, check=False)
-    assert res.returncode == 2
-    assert "--gdb needs --headless" in res.stderr.decode()
-
-
 @needs_gdb
 def test_boot_headless_serves_gdb_like_run() -> None:
     pv = Pvmon("boot", "pvtest-v2", "--headless")

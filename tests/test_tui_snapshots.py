@@ -58,3 +58,18 @@ def test_divergence_view(snap_compare, traces):
         await pilot.pause(0.2)
 
     assert snap_compare(PvmonApp(divergence=div), terminal_size=(110, 32), run_before=settle)
+
+
+def test_player_with_the_canonical_operations_column_filtered_by_family(snap_compare, traces):
+    app = PvmonApp(trace=traces["pvtest-v2"])
+
+    async def canonical(pilot):
+        await until(pilot, lambda: app.screen.index is not None)
+        await pilot.press("p")
+        await until(pilot, lambda: app.screen.index.pvops is not None)
+        await pilot.press("f", *"mmu.", "enter")
+        await until(pilot, lambda: app.screen.filter.text == "mmu.")
+        app.screen.seek_seq(app.screen.rows.seqs[5])
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=(130, 32), run_before=canonical)

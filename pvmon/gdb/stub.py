@@ -93,6 +93,12 @@ class GdbStub:
         self.attach_event: Callable[[int], None] = lambda n: None
         self._orig_resume = None
         self.stops = 0
+        #: Told on the engine thread of each change gdb makes to the guest's state
+        #: (for a status display, e.g. the TUI's): "running" when gdb resumes it,
+        #: the reason of a stop reported to gdb ("breakpoint", "watchpoint",
+        #: "step", "interrupt", "hypercall NAME", "event", "reverse"), "detached".
+        self.on_state: Callable[[str], None] = lambda why: None
+        self._why = "interrupt"
 
     # ------------------------------------------------------------ attaching
     def attach(self) -> None:
@@ -140,6 +146,7 @@ class GdbStub:
         self._drop_call_listener()
         self.conn.on_interrupt = lambda: None
         self.conn.close()
+        self.on_state("detached")
 
     def interrupt(self) -> None:
         """Ctrl-C from gdb (the reader thread): stop at the next safe point."""
@@ -227,6 +234,7 @@ class GdbStub:
             self.last_stop = reply
             self.stops += 1
             self.conn.send(reply)
+            self.on_state(self._why)
         if self.reverse is not None and self._snapshot(stop=True) == "run":
             return
         self.serve()
@@ -296,6 +304,7 @@ class GdbStub:
         self.last_stop = reply
         self.stops += 1
         self.conn.send(reply)
+        self.on_state("reverse")
         return "serve"
 
     def _seek_go(self) -> str:
@@ -404,17 +413,21 @@ class GdbStub:
             self._watch_hit = None
             self._interrupted = False
             name = {2: b"watch", 3: b"rwatch", 4: b"awatch"}[kind]
+            self._why = "watchpoint"
             return b"T05thread:01;%s:%x;" % (name, addr)
         if self._hc_hit is not None:
+            self._why = "event" if self._hc_hit == "event" else f"hypercall {self._hc_hit}"
             self._hc_hit = None
             self._interrupted = False
             return b"T05thread:01;"
         if rip in self.breakpoints:
             self._interrupted = False
+            self._why = "breakpoint"
             return b"T05thread:01;swbreak:;"
         if self._interrupted:
             self._interrupted = False
             self._interrupt_wanted = False
+            self._why = "interrupt"
             return b"T02thread:01;"
         return None
 
@@ -692,11 +705,14 @@ class GdbStub:
                     self._report_exit()
                     return _RESUME
             reply = b"T05thread:01;"
+            why = "step"
             if self._watch_hit is not None:
                 kind, waddr = self._watch_hit
                 self._watch_hit = None
                 reply += b"%s:%x;" % ({2: b"watch", 3: b"rwatch", 4: b"awatch"}[kind], waddr)
+                why = "watchpoint"
             self.last_stop = reply
+            self.on_state(why)
             if self.reverse is not None:
                 self.conn.send(reply)
                 done = self._snapshot(stop=True, stepped=True)
@@ -707,6 +723,7 @@ class GdbStub:
         if self._early_interrupt:            # Ctrl-C came before this continue ran
             self._early_interrupt = False
             self.last_stop = b"T02thread:01;"
+            self.on_state("interrupt")
             return self.last_stop
         rip = m.reg("rip")
         if rip in self.breakpoints:
@@ -719,6 +736,7 @@ class GdbStub:
             if m.reg("rip") in self.breakpoints:
                 m.debug_break = True
         self.running = True
+        self.on_state("running")
         return _RESUME
 
     def _kill(self) -> None:

@@ -7,11 +7,20 @@ family (``mmu``, ``cpu``, ``events``, ``time``, ``console``, ``sched``,
 ``fault``), its kind (``hc``, ``fault``, ``upcall``, ...), or is a substring
 of its name (``mmu`` matches ``mmu_update`` and ``mmuext_op``) or of its sub-op
 (``PIN_L4``).
+
+A term with a dot names canonical paravirtual operations (:mod:`pvmon.pvops`,
+docs/pvops.md), matched against the operations an event carries:
+``mmu.set_pte`` one operation, ``mmu.`` or ``mmu.*`` a canonical family
+(``mmu cpu irq time sched power info console memory batch lock``), ``*.eoi``
+a glob; case-insensitive. The canonical operations come from the caller
+(:meth:`EventFilter.matches`' ``ops``): the filter itself derives nothing.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +28,8 @@ from typing import Any
 
 from pvmon.backends.registry import abi_names
 from pvmon.errors import PvmonError
+from pvmon.pvops.vocab import FAMILIES as PVOPS_FAMILIES
+from pvmon.pvops.vocab import OPS as PVOPS
 from pvmon.ui.families import FAMILY_STYLE, family_of
 
 
@@ -31,7 +42,22 @@ def _subop(ev: dict[Any, Any]) -> str:
     return ""
 
 
-def _term_matches(term: str, ev: dict[Any, Any]) -> bool:
+@functools.lru_cache(maxsize=256)
+def canonical_pattern(term: str) -> re.Pattern[str] | None:
+    """The canonical operations a term names, as a compiled glob over
+    operation names (``mmu.`` is ``mmu.*``); None if ``term`` has no dot."""
+    if "." not in term:
+        return None
+    t = term.lower()
+    if t.endswith("."):
+        t += "*"
+    return re.compile(fnmatch.translate(t))
+
+
+def _term_matches(term: str, ev: dict[Any, Any], ops: tuple[str, ...] = ()) -> bool:
+    pat = canonical_pattern(term)
+    if pat is not None:
+        return any(pat.match(o) for o in ops)
     name = str(ev.get("name") or ev.get("k") or "")
     t = term.lower()
     if t in (str(ev.get("abi", "")).lower(), str(ev.get("k", "")).lower()):
@@ -59,10 +85,46 @@ class EventFilter:
     def __bool__(self) -> bool:
         return bool(self.include or self.exclude)
 
-    def matches(self, ev: dict[Any, Any]) -> bool:
-        if self.include and not any(_term_matches(t, ev) for t in self.include):
+    @property
+    def canonical(self) -> bool:
+        """True if a term names canonical operations (the caller must pass
+        each event's ``ops`` to :meth:`matches`)."""
+        return any("." in t for t in (*self.include, *self.exclude))
+
+    @property
+    def canonical_include(self) -> bool:
+        """True if a positive term names canonical operations: events of any
+        kind that carry them are shown, not only the stream's default kinds."""
+        return any("." in t for t in self.include)
+
+    def matches(self, ev: dict[Any, Any], ops: tuple[str, ...] = ()) -> bool:
+        """``ev`` (an event, or a key with its ``k``, ``name``, ``abi``,
+        ``op``) passes. ``ops``: the names of the canonical operations it
+        carries (``("mmu.set_pte", "mmu.flush_tlb")``), for dotted terms."""
+        if self.include and not any(_term_matches(t, ev, ops) for t in self.include):
             return False
-        return not any(_term_matches(t, ev) for t in self.exclude)
+        return not any(_term_matches(t, ev, ops) for t in self.exclude)
+
+    def unknown_canonical(self) -> list[str]:
+        """Dotted terms that name no canonical operation (a typo: they match nothing)."""
+        out = []
+        for t in (*self.include, *self.exclude):
+            pat = canonical_pattern(t)
+            if pat is not None and not any(pat.match(o) for o in PVOPS):
+                out.append(t)
+        return out
+
+
+def unknown_canonical_message(terms: list[str]) -> str:
+    """One line naming dotted filter terms that match no canonical operation,
+    with the closest operations."""
+    parts = []
+    for t in terms:
+        close = difflib.get_close_matches(t.lower(), list(PVOPS), n=3, cutoff=0.6)
+        parts.append(f"{t!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    fams = ", ".join(f"{f}." for f in PVOPS_FAMILIES if f != "unmapped")
+    return (f"no canonical operation matches {'; '.join(parts)}: families are {fams}; "
+            "operations as in docs/pvops.md (mmu.set_pte)")
 
 
 # ------------------------------------------------------------ known terms

@@ -4,15 +4,32 @@ worker thread and published through thread-safe buffers.
 Threads. :meth:`LiveSession.run` is the only code that runs on the engine
 thread (a Textual thread worker calls it). Everything else is called from the
 UI thread and only sets flags or appends to queues; the engine thread acts on
-them at the next **hypercall boundary**, inside the dispatch's call listener.
+them at the next **event boundary**: right after a hypercall returned (the
+dispatch's call listener), or, while the UI wants to stop the guest, right
+after any other guest exit is recorded (the event tap below).
+
+The event tap. Pausing and stepping stop at the next event of any kind the
+dispatch records for a guest exit: a hypercall, an MSR access, port I/O,
+MMIO, an interrupt taken, a halt, CPUID, a fault, an upcall, a system call
+(:data:`STEP_KINDS`; TSC reads and console data are not exits of their own).
+Only hypercalls reach call listeners, so while a pause is asked for (or a
+breakpoint names an event kind, ``b msr``) the live session wraps the
+dispatch's ``record`` (the trace writer's append, or nothing when not
+recording) and sees every event. The tap is installed by the UI thread (one
+attribute store) and removed by the engine thread at the pause: when the
+guest runs without a pause pending, the engine's paths are exactly those of
+an unwatched run. Without a recording, events other than hypercalls are not
+numbered (the tap undoes the dispatch's numbering), so hypercalls keep the
+numbers an unwatched run gives them; the stream shows those events with seq
+``-``.
 
 Determinism. Pausing, stepping, breakpoints, register samples and the end of
-recording all happen inside the call listener, after the hypercall returned
-and before the guest runs on. The listener only reads guest state (registers,
-memory); it never changes slice boundaries or virtual time, so the event
-stream does not depend on when the UI asked for anything. Console input typed
-in the UI is a live source for :mod:`pvmon.dispatch.console_input`: injected
-at the next hypercall boundary and recorded there, like any other input.
+recording all happen at event boundaries, after the event was recorded and
+before the guest runs on. They only read guest state (registers, memory);
+they never change slice boundaries or virtual time, so the event stream does
+not depend on when the UI asked for anything. Console input typed in the UI
+is a live source for :mod:`pvmon.dispatch.console_input`: injected at the
+next hypercall boundary and recorded there, like any other input.
 """
 
 from __future__ import annotations
@@ -31,10 +48,18 @@ from pvmon.engine.machine import GuestPageFault, Stop
 from pvmon.errors import TraceError
 from pvmon.guests.catalog import GuestImage
 from pvmon.session import DEFAULT_CMDLINE, RunResult, Session
+from pvmon.ui.gdb_status import GdbStatus
 
 # Bytes of code read around RIP for the disassembly pane: before and after it.
 CODE_BEFORE = 96
 CODE_AFTER = 64
+
+#: Event kinds (docs/trace-format.md) that pausing and stepping stop after:
+#: every guest exit the dispatch records. Not ``tsc``/``tsc_run`` (a run of
+#: TSC reads is recorded when the next event comes), ``con`` (console data,
+#: recorded with the call or port write that carried it) or ``exit``.
+STEP_KINDS = frozenset({"hc", "msr", "io", "mmio", "irq", "halt", "cpuid", "fault", "upcall",
+                        "syscall"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +68,9 @@ class BootSpec:
     them (``memory`` in bytes; ``record``: a .pvt path or None; ``initrd``
     bytes and ``initrd_info``; ``script``: console input lines;
     ``idle_limit_ns``: idle exit, virtual ns), plus ``timeout`` (wall seconds
-    or None) and ``paused`` (stop after the first hypercall)."""
+    or None), ``paused`` (stop after the first hypercall) and ``gdb``
+    (``HOST:PORT`` for the gdb stub, :mod:`pvmon.gdb`: the guest waits for gdb
+    before its first instruction; None: no stub)."""
 
     guest: GuestImage
     memory: int = 256 << 20
@@ -57,6 +84,7 @@ class BootSpec:
     timeout: float | None = None
     paused: bool = False
     mode: str | None = None
+    gdb: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,11 @@ class LiveSession:
         self._cv = threading.Condition()
         self._gen = 0
         self._pause_next = spec.paused
+        self._kind_breaks: frozenset[str] = frozenset()   # breakpoints naming event kinds
+        self._tap: Callable[[dict[str, Any]], None] | None = None
+        self._tap_orig: Callable[[dict[str, Any]], None] | None = None
+        self._tap_orig_ev: Callable[..., bool] | None = None
+        self._tap_lock = threading.Lock()
         self._want_sample = True
         self._stop = False
         self._stop_recording = False
@@ -114,10 +147,21 @@ class LiveSession:
         self.wall_paused = 0.0
         self._pause_started: float | None = None
         session.dispatch.call_listeners.append(self._on_call)
+        if spec.paused:
+            self._arm_tap()
         # The guest console once, as `pvmon run` prints it: console_io until the
         # guest first writes to hvc0, then hvc0 with the hand-over repeats dropped.
         self._guest_console = GuestConsole(self.console.append)
         session.on_console(self._guest_console)
+        #: The gdb stub (:class:`pvmon.gdb.attach.GdbAttachment`) and what the
+        #: view shows of it (:class:`pvmon.ui.gdb_status.GdbStatus`); None without --gdb.
+        self.gdb = None
+        self.gdb_status: GdbStatus | None = None
+        if spec.gdb is not None:
+            from pvmon.gdb.attach import GdbAttachment
+            # binds now: a port in use is one line before the screen opens
+            self.gdb = GdbAttachment(session, spec.gdb, say=lambda text: None)
+            self.gdb_status = GdbStatus(self.gdb.server.address)
 
     @classmethod
     def create(cls, spec: BootSpec, *, clock: Callable[[], float] = time.monotonic
@@ -143,6 +187,8 @@ class LiveSession:
     def run(self) -> RunResult:
         """Run the guest to its end (blocking; call on a worker thread)."""
         self.session.guest.symbols()  # load here, not on the UI thread (0.3-0.8 s for Debian)
+        if self.gdb is not None:
+            self._wait_for_gdb()
         self.wall_start = self.clock()
         try:
             self.result = self.session.run(timeout=self.spec.timeout)
@@ -153,11 +199,39 @@ class LiveSession:
             self.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if self.gdb is not None:     # a continuing gdb learns how the run ended
+                self.gdb.finish(self.result)
             self._guest_console.close()   # ring output held back as a possible repeat
             self.wall_end = self.clock()
             self.phase = "finished"
             self.paused_at = None
         return self.result
+
+    def _wait_for_gdb(self) -> None:
+        """Wait for gdb (:meth:`stop` gives up by closing the listener), then
+        follow its stub: the guest stops before its first instruction."""
+        att = self.gdb
+        if not att.wait():
+            return
+        d = self.session.dispatch
+        symbols = self.session.guest.symbols()
+
+        def at_stop() -> None:   # the panes show the guest where gdb stopped it
+            m = self.session.machine
+            self.sample = self._capture({"seq": d.seq - 1, "rip": m.reg("rip")})
+            if self._pause_started is None:
+                self._pause_started = self.clock()
+
+        def at_run() -> None:    # time stopped in gdb is not running time (as a pause)
+            t0 = self._pause_started
+            if t0 is None:
+                return
+            self._pause_started = None
+            dt = self.clock() - max(t0, self.wall_start if self.wall_start is not None else t0)
+            self.wall_paused += dt
+            if d.deadline_wall is not None:
+                d.deadline_wall += dt
+        self.gdb_status.follow(att, symbols.format, at_stop, at_run)
 
     def _on_call(self, ev: dict[str, Any]) -> None:
         self.events.append(ev)
@@ -165,19 +239,81 @@ class LiveSession:
         if self._attention:
             self._attend(ev)
 
+    # -------------------------------------------------------------- event tap
+    def _arm_tap(self) -> None:
+        """Any thread: see every recorded event until the engine thread removes
+        the tap (:meth:`_disarm_tap`). Installing is one attribute store, which
+        the dispatch reads before each use."""
+        with self._tap_lock:
+            if self._tap is not None or self.phase == "finished":
+                return
+            d = self.session.dispatch
+            orig = d.record
+            numbered = orig is not None
+
+            def tap(ev: dict[str, Any]) -> None:
+                if numbered:
+                    orig(ev)
+                k = ev.get("k")
+                if k == "hc":
+                    return                  # the call listener has it
+                if not numbered:            # a run that records nothing numbers only calls
+                    d.seq -= 1
+                    ev["seq"] = None
+                if k in STEP_KINDS:
+                    self._on_exit(ev)
+            self._tap, self._tap_orig = tap, orig
+            # the recorder's fast path for port I/O, MMIO and TSC runs
+            # (DispatchCore.record_ev) would pass the tap by: off while it is in
+            self._tap_orig_ev, d.record_ev = d.record_ev, None
+            d.record = tap
+
+    def _disarm_tap(self) -> None:
+        """Engine thread: remove the tap unless a pause or a kind breakpoint
+        still needs it."""
+        if self._tap is None or self._tap_wanted():
+            return
+        with self._tap_lock:
+            if self._tap_wanted():      # asked for again meanwhile (the UI saw the tap armed)
+                return
+            d = self.session.dispatch
+            if d.record is not self._tap:
+                return     # wrapped since (gdb's monitor goto-event): it stays in the chain
+            if self._tap_orig is None:
+                d.flush_tsc()               # an open run of TSC reads: unnumbered by the tap
+            d.record = self._tap_orig
+            d.record_ev = self._tap_orig_ev
+            self._tap = self._tap_orig = self._tap_orig_ev = None
+
+    def _tap_wanted(self) -> bool:
+        return bool(self._pause_next or self._kind_breaks or self._stop_recording)
+
+    def _on_exit(self, ev: dict[str, Any]) -> None:
+        """A guest exit other than a hypercall was recorded (engine thread, in
+        the tap): show it, and pause here if a pause or a kind breakpoint asks."""
+        self.events.append(ev)
+        self._attend(ev)
+
     def _attend(self, ev: dict[str, Any]) -> None:
         sess = self.session
         if self._stop:
-            sess.machine.stop(Stop("interrupted", "stopped from the TUI", ev.get("rip", 0)))
+            sess.machine.stop(Stop("interrupted", "stopped from the TUI", ev.get("rip") or 0))
             self._update_attention()
             return
         if self._stop_recording:
             self._stop_recording = False
             try:   # the trace ends with an exit record "recording stopped ..."
-                sess.stop_recording("recording stopped from the TUI; the guest ran on")
+                with self._tap_lock:
+                    if self._tap is not None and self._tap_orig is not None:
+                        # the tap wraps the writer, which is closing: drop it
+                        self.session.dispatch.record = self._tap_orig
+                        self._tap = self._tap_orig = self._tap_orig_ev = None
+                    sess.stop_recording("recording stopped from the TUI; the guest ran on")
             except TraceError as exc:   # never raise inside the engine's hook
                 self.error = str(exc)
             self.recording = None
+            if self._pause_next or self._kind_breaks:
+                self._arm_tap()             # go on watching, now without a writer
         hit = self._pause_next or self._breaks(ev)
         if self._want_sample or hit:
             self._want_sample = False
@@ -190,6 +326,8 @@ class LiveSession:
     def _breaks(self, ev: dict[str, Any]) -> bool:
         if not self.breakpoints:
             return False
+        if ev.get("k") in self._kind_breaks:
+            return True
         if ev.get("name") in self.breakpoints:
             return True
         op = ev.get("op")
@@ -207,7 +345,9 @@ class LiveSession:
                 break
             except GuestPageFault:
                 continue
-        return Sample(ev.get("seq", -1), rip, regs, code, base, m.clock.now_ns)
+        seq = ev.get("seq")
+        return Sample(seq if isinstance(seq, int) else -1, rip, regs, code, base,
+                      m.clock.now_ns)
 
     def _wait(self, ev: dict[str, Any]) -> None:
         self.paused_at = ev
@@ -239,6 +379,7 @@ class LiveSession:
         self._attention = False
         self._attention = bool(self._pause_next or self.breakpoints or self._want_sample
                                or self._stop or self._stop_recording)
+        self._disarm_tap()
 
     # ---------------------------------------------------------------- UI thread
     def request_sample(self) -> None:
@@ -247,11 +388,12 @@ class LiveSession:
         self._attention = True
 
     def pause(self) -> None:
-        """Stop the guest right after its next hypercall returns."""
+        """Stop the guest right after its next guest exit (:data:`STEP_KINDS`)."""
         if self.phase == "running":
             self.phase = "pausing"
             self._pause_next = True
             self._attention = True
+            self._arm_tap()
 
     def resume(self) -> None:
         """Let a paused (or pausing) guest run on."""
@@ -261,18 +403,27 @@ class LiveSession:
         self._release()
 
     def step(self) -> None:
-        """Run to the end of the next hypercall, then pause again."""
+        """Run to the end of the next guest exit of any kind (a hypercall, an
+        MSR access, port I/O, MMIO, an interrupt, a halt, ...: :data:`STEP_KINDS`),
+        then pause again."""
         if self.phase == "finished":
             return
         self._pause_next = True
         self._attention = True
         self.phase = "pausing"
+        self._arm_tap()
         self._release()
 
     def set_breakpoints(self, names: frozenset[str] | set[str]) -> None:
-        """Pause after any hypercall whose name (or sub-op ``cmd``) is in ``names``."""
+        """Pause after any hypercall whose name (or sub-op ``cmd``) is in
+        ``names``, and after any event whose kind is (``msr``, ``io``, ``irq``,
+        ``halt``, ...: :data:`STEP_KINDS`)."""
         self.breakpoints = frozenset(names)
+        self._kind_breaks = frozenset(n for n in self.breakpoints
+                                      if n in STEP_KINDS and n != "hc")
         self._attention = True
+        if self._kind_breaks:
+            self._arm_tap()
 
     def send_console(self, data: bytes) -> None:
         """Type ``data`` into the guest's console: injected and recorded at the
@@ -281,10 +432,11 @@ class LiveSession:
             self.session.dispatch.post_input(bytes(data))
 
     def stop_recording(self) -> None:
-        """Close the trace at the next hypercall (the file stays a readable trace)."""
+        """Close the trace at the next event boundary (the file stays a readable trace)."""
         if self.recording is not None:
             self._stop_recording = True
             self._attention = True
+            self._arm_tap()
 
     def stop(self) -> None:
         """End the run: at the next hypercall, or at the engine's next safe point
@@ -294,6 +446,10 @@ class LiveSession:
         self._stop = True
         self._attention = True
         self.session.machine.request_stop(Stop("interrupted", "stopped from the TUI"))
+        if self.gdb is not None:
+            # gdb may hold the guest stopped (or nobody attached yet): closing
+            # the listener and the client detaches it, and the stop is honoured
+            self.gdb.server.close()
         self._release()
 
     def force_stop(self) -> None:

@@ -51,6 +51,9 @@ class TraceIndex:
       the rows a filter can add to the stream.
     - ``counts``: hypercall name -> calls; ``rates``: :class:`RateHistory` of hypercalls.
     - ``exit``: the ``exit`` event, if the trace has one.
+    - ``pvops``: seq -> canonical operation names of every event that carries
+      some, None until :meth:`derive_pvops` ran (``pvops_error``: why an ABI
+      gave none).
     """
 
     def __init__(self, reader: TraceReader) -> None:
@@ -66,6 +69,10 @@ class TraceIndex:
         self.counts: Counter[str] = Counter()
         self.rates = RateHistory()
         self.exit: dict[str, Any] | None = None
+        self.pvops: dict[int, tuple[str, ...]] | None = None
+        self.pvops_error: str | None = None
+        self._pv_extra = array("Q")      # seqs of other events carrying operations
+        self._pv_extra_keys: list[dict[str, Any]] = []
         self._text: dict[str, tuple[str, list[int], list[int]]] = {}
         con_keys: dict[tuple[str, str], dict[str, Any]] = {}
         at = 0      # seq of the console event being fed to `console`
@@ -110,20 +117,51 @@ class TraceIndex:
             return ev
         return None
 
+    def derive_pvops(self) -> None:
+        """Derive the canonical operations of every event (:mod:`pvmon.pvops`,
+        as ``pvmon trace cat --pvops`` does): one more pass over the trace
+        (worker thread). Sets :attr:`pvops`
+        last, so another thread sees it whole or not at all."""
+        if self.pvops is not None:
+            return
+        from pvmon.ui.canonical import CanonicalOps, trace_abi
+        reader = self.reader
+        canon = CanonicalOps(trace_abi(reader.header), reader.header)
+        out: dict[int, tuple[str, ...]] = {}
+        extra, extra_keys = array("Q"), []
+        for i in range(len(reader.frames)):
+            for ev in reader.frame_events(i):
+                names = canon.of(ev)
+                if names:
+                    seq = ev["seq"]
+                    out[seq] = names
+                    if ev["k"] not in STREAM_KINDS and ev["k"] != "con":
+                        extra.append(seq)
+                        extra_keys.append(_filter_key(ev))
+        self._pv_extra, self._pv_extra_keys = extra, extra_keys
+        self.pvops_error = canon.error
+        self.pvops = out
+
     def filtered(self, flt: EventFilter) -> array:
         """Seqs of the events that match ``flt``, in order: stream events, and
         console events when a positive term names them (``console``,
-        ``input``, ``ring``, ...; see :func:`console_name`). Answered from the
-        index alone."""
+        ``input``, ``ring``, ...; see :func:`console_name`). A dotted term
+        matches canonical operations (once :meth:`derive_pvops` ran; before,
+        none), and a positive one also adds the events of other kinds that
+        carry them (TSC reads: ``time.read_clock``; port I/O). Answered from
+        the index alone."""
         if not flt:
             return self.seqs
+        pv = self.pvops if flt.canonical and self.pvops is not None else {}
         rows = array("Q", (seq for seq, key in zip(self.seqs, self._keys, strict=True)
-                           if flt.matches(key)))
+                           if flt.matches(key, pv.get(seq, ()))))
         if flt.include:   # exclusions alone keep the default kinds
             con = [seq for seq, key in zip(self.con_seqs, self._con_keys, strict=True)
-                   if flt.matches(key)]
-            if con:
-                return array("Q", heapq.merge(rows, con))
+                   if flt.matches(key, pv.get(seq, ()))]
+            extra = [seq for seq, key in zip(self._pv_extra, self._pv_extra_keys, strict=True)
+                     if flt.matches(key, pv[seq])] if pv and flt.canonical_include else []
+            if con or extra:
+                return array("Q", heapq.merge(rows, con, extra))
         return rows
 
     def console_hits(self, needle: str, direction: str = "out") -> list[int]:

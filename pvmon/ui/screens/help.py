@@ -14,8 +14,12 @@ from textual.widgets import Static
 
 ABOUT = {
     "live": "Live boot: the guest runs on a worker thread; the panes refresh up to 10 times a "
-            "second (fewer when drawing would slow the guest). Pause, step and breakpoints stop the guest right after a hypercall "
-            "returns, so they never change what the guest sees. Focus the console "
+            "second (fewer when drawing would slow the guest). Pause, step and breakpoints stop the "
+            "guest right after a guest exit (a hypercall, an MSR access, port I/O, an "
+            "interrupt, a halt, ...), so they never change what the guest sees; b also "
+            "takes exit kinds (msr io mmio irq halt cpuid fault). p shows each event's "
+            "canonical pv-ops. With --gdb the status line says whether gdb is attached "
+            "and where it stopped the guest. Focus the console "
             "(tab or click) to type into the guest; escape gives the keys back.",
     "player": "Trace player: the same panes over a recorded .pvt trace. Scrub the timeline, "
               "jump to an event or a virtual time, search the events and the console "
@@ -31,7 +35,8 @@ FILTER_HELP = ("Filter terms (space separated): a name or part of one (mmu), a f
                "cpu events time console sched fault), an ABI (xen), a kind (hc fault "
                "upcall), a sub-op (PIN_L4); -term excludes. In the player, console "
                "events appear when a term names them: console, input (typed), output, "
-               "ring, io.")
+               "ring, io. A term with a dot names canonical operations (p shows them): "
+               "mmu.set_pte, a family irq. or mmu.*, a glob *.eoi.")
 
 
 class HelpScreen(ModalScreen[None]):

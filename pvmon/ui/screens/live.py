@@ -29,7 +29,8 @@ from textual.worker import Worker, WorkerState
 from pvmon.engine.disasm import disassemble_around, label
 from pvmon.errors import PvmonError
 from pvmon.files import check_output
-from pvmon.ui.filters import EventFilter
+from pvmon.trace.render import describe
+from pvmon.ui.filters import EventFilter, unknown_canonical_message
 from pvmon.ui.live_session import BootSpec, LiveSession
 from pvmon.ui.screens.guest_panes import compose_guest_panes, title_guest_panes
 from pvmon.ui.screens.prompt import PromptScreen
@@ -56,6 +57,7 @@ class LiveScreen(Screen[None]):
         Binding("n", "step", "Step"),
         Binding("b", "break_on", "Break"),
         Binding("f", "filter", "Filter"),
+        Binding("p", "toggle_pvops", "Pv-ops", show=False),   # footer is full: in ? and ^p
         Binding("r", "toggle_record", "Record"),
         Binding("o", "open_trace", "Open"),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -146,7 +148,7 @@ class LiveScreen(Screen[None]):
         batch = [q.popleft() for _ in range(len(q))]
         if batch:
             self.rows.extend(batch)
-            self.counts.update(ev.get("name") for ev in batch)
+            self.counts.update(ev.get("name") for ev in batch if ev.get("k") == "hc")
         cq = live.console
         if cq:
             self._console_buf.append(b"".join(cq.popleft() for _ in range(len(cq))))
@@ -205,7 +207,8 @@ class LiveScreen(Screen[None]):
         insns = disassemble_around(sample.code, sample.code_base, sample.rip, func_start=func)
         self.query_one(RegisterPane).show(sample.regs)
         self.query_one(DisassemblyPane).show(insns, label(sample.rip, sym.format))
-        self.query_one("#regs").border_title = f"registers at #{sample.seq}"
+        self.query_one("#regs").border_title = \
+            f"registers at #{sample.seq if sample.seq >= 0 else '-'}"
 
     def _show_status(self) -> None:
         live = self.live
@@ -225,12 +228,22 @@ class LiveScreen(Screen[None]):
         note = ""
         if live.phase == "paused" and live.paused_at is not None:
             ev = live.paused_at
-            note = f"paused after #{ev.get('seq')} {ev.get('name')} (space: resume, n: step)"
+            seq = ev.get("seq")
+            what = ev.get("name") if ev.get("k") == "hc" else describe(ev)
+            note = (f"paused after #{seq if isinstance(seq, int) else '-'} {what} "
+                    "(space: resume, n: step)")
         elif res is not None:
             note = f"exit: {res.exit_kind} - {res.detail} at {res.symbol}"
         elif live.error:
             note = f"engine error: {live.error}"
         state = "finished" if live.phase == "finished" else live.phase
+        gdb = live.gdb_status
+        if gdb is not None and live.phase != "finished":
+            note = f"{note} · {gdb.text}" if note else gdb.text
+            if gdb.stopped and state == "running":
+                state = "stopped"     # gdb holds the guest
+            elif gdb.state == "listening" and live.wall_start is None:
+                state = "waiting"
         self.query_one(StatusLine).show(state, parts, note)
 
     # -- messages -----------------------------------------------------------------------
@@ -276,12 +289,37 @@ class LiveScreen(Screen[None]):
                              done)
 
     def set_filter(self, text: str) -> None:
-        """Show only the events matching ``text`` (see :mod:`pvmon.ui.filters`)."""
-        self.rows.set_filter(EventFilter.parse(text))
+        """Show only the events matching ``text`` (see :mod:`pvmon.ui.filters`);
+        a dotted term (``mmu.set_pte``, ``irq.``) derives canonical operations."""
+        flt = EventFilter.parse(text)
+        unknown = flt.unknown_canonical()
+        if unknown:
+            self.notify(unknown_canonical_message(unknown), severity="warning", markup=False)
+        if flt.canonical:
+            self._derive_pvops()
+        self.rows.set_filter(flt)
+        self._title_stream()
+        self.query_one(HypercallStream).sync()
+
+    def _title_stream(self) -> None:
         stream = self.query_one(HypercallStream)
-        stream.border_title = f"hypercalls \\[{escape(text.strip())}]" if text.strip() \
-            else "hypercalls"
-        stream.sync()
+        text = self.rows.filter.text
+        title = f"hypercalls \\[{escape(text)}]" if text else "hypercalls"
+        stream.border_title = title + (" · pv-ops" if stream.show_pvops else "")
+
+    def _derive_pvops(self) -> None:
+        sess = self.live.session
+        self.rows.derive_pvops(sess.backend.abi, sess.header())
+        if self.rows.canonical.error:
+            self.notify(self.rows.canonical.error, severity="warning", markup=False)
+
+    def action_toggle_pvops(self) -> None:
+        """Show or hide the canonical operations column (docs/pvops.md)."""
+        stream = self.query_one(HypercallStream)
+        if not stream.show_pvops:
+            self._derive_pvops()
+        stream.show_pvops = not stream.show_pvops
+        self._title_stream()
 
     def action_toggle_record(self) -> None:
         live = self.live
@@ -326,7 +364,10 @@ class LiveScreen(Screen[None]):
         self._shown_sample = None
         self._finished_shown = False
         self._console_buf.clear()
-        self.query_one(HypercallStream).set_source(self.rows)
+        stream = self.query_one(HypercallStream)
+        stream.set_source(self.rows)
+        if stream.show_pvops:
+            self._derive_pvops()
         self.query_one(GuestConsole).clear()
         self.query_one(RegisterPane).show(None)
         self._start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import re
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,7 @@ from pvmon.errors import PvmonError
 from pvmon.guests.code import ImageCode, image_for_header
 from pvmon.trace.reader import TraceReader
 from pvmon.trace.render import describe, format_ret, format_time
-from pvmon.ui.filters import EventFilter
+from pvmon.ui.filters import EventFilter, unknown_canonical_message
 from pvmon.ui.screens.guest_panes import compose_guest_panes, title_guest_panes
 from pvmon.ui.screens.prompt import PromptScreen
 from pvmon.ui.trace_index import TraceIndex
@@ -63,6 +64,12 @@ class TraceRows:
         if self.index is None or not 0 <= i < len(self.seqs):
             return None
         return self.index.event(self.seqs[i])
+
+    def pvops_of(self, i: int) -> tuple[str, ...] | None:
+        """Canonical operation names of row ``i`` (None until derived)."""
+        if self.index is None or self.index.pvops is None or not 0 <= i < len(self.seqs):
+            return None
+        return self.index.pvops.get(self.seqs[i], ())
 
 
 def registers_of(ev: dict[str, Any] | None) -> tuple[dict[str, int], str]:
@@ -109,6 +116,7 @@ class PlayerScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("g", "goto", "Go to"),
         Binding("f", "filter", "Filter"),
+        Binding("p", "toggle_pvops", "Pv-ops", show=False),   # footer is full: in ? and ^p
         Binding("slash", "search", "Search", key_display="/"),
         Binding("n", "search_next(1)", "Next"),
         Binding("N", "search_next(-1)", "Prev", key_display="N"),
@@ -277,18 +285,65 @@ class PlayerScreen(Screen[None]):
                                           placeholder="mmu -mmu_update"), done)
 
     def set_filter(self, text: str) -> None:
-        """Show only the events matching ``text``; keeps the selected event if shown."""
+        """Show only the events matching ``text``; keeps the selected event if
+        shown. A dotted term (``mmu.set_pte``, ``irq.``) derives the canonical
+        operations first (on a worker thread; the filter applies when done)."""
         if self.index is None:
             return
+        flt = EventFilter.parse(text)
+        unknown = flt.unknown_canonical()
+        if unknown:
+            self.notify(unknown_canonical_message(unknown), severity="warning", markup=False)
+        if flt.canonical and self.index.pvops is None:
+            self.derive_pvops(lambda: self.set_filter(text))
+            return
         cur = self.query_one(HypercallStream).event
-        self.filter = EventFilter.parse(text)
+        self.filter = flt
         self.rows = TraceRows(self.index, self.index.filtered(self.filter))
         stream = self.query_one(HypercallStream)
         stream.set_source(self.rows)
-        stream.border_title = f"events \\[{escape(self.filter.text)}]" if self.filter \
-            else "events"
+        self._title_stream()
         self.seek_seq(cur.get("seq", 0) if cur else 0)
         self._show_status("playing")
+
+    def _title_stream(self) -> None:
+        stream = self.query_one(HypercallStream)
+        title = f"events \\[{escape(self.filter.text)}]" if self.filter else "events"
+        stream.border_title = title + (" · pv-ops" if stream.show_pvops else "")
+
+    @work(thread=True, exclusive=True, group="pvops", exit_on_error=False)
+    def derive_pvops(self, then: Callable[[], None]) -> None:
+        """Derive the trace's canonical operations (worker thread), then call
+        ``then`` on the UI thread."""
+        index = self.index
+        if index is None:
+            return
+        if index.pvops is None:
+            self.app.call_from_thread(self.notify, "deriving canonical operations...",
+                                      timeout=2, markup=False)
+            index.derive_pvops()
+            if index.pvops_error:
+                self.app.call_from_thread(self.notify, index.pvops_error, severity="warning",
+                                          markup=False)
+        self.app.call_from_thread(then)
+
+    def action_toggle_pvops(self) -> None:
+        """Show or hide the canonical operations column (docs/pvops.md)."""
+        if self.index is None:
+            return
+        stream = self.query_one(HypercallStream)
+        if stream.show_pvops:
+            stream.show_pvops = False
+            self._title_stream()
+            return
+
+        def show() -> None:
+            stream.show_pvops = True
+            self._title_stream()
+        if self.index.pvops is None:
+            self.derive_pvops(show)
+        else:
+            show()
 
     # -- search ---------------------------------------------------------------------------
     def action_search(self) -> None:

@@ -20,12 +20,15 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from pvmon.trace.render import describe
+from pvmon.ui.canonical import CanonicalOps, summary
 from pvmon.ui.families import FAMILY_STYLE, family_of
 from pvmon.ui.filters import EventFilter
 
 
 class RowSource(Protocol):
-    """What the stream draws: ``len()`` rows, ``row(i)`` -> event dict (or None)."""
+    """What the stream draws: ``len()`` rows, ``row(i)`` -> event dict (or None).
+    A source that knows canonical operations also has ``pvops_of(i)`` -> the
+    operation names of row ``i``, or None while they are not derived."""
 
     def __len__(self) -> int: ...
     def row(self, i: int) -> dict[str, Any] | None: ...
@@ -33,13 +36,23 @@ class RowSource(Protocol):
 
 class EventRows:
     """Rows of the live view: the last ``cap`` events received, and those of
-    them that pass the filter. ``extend`` and ``set_filter`` run on the UI thread."""
+    them that pass the filter. ``extend``, ``set_filter`` and
+    ``derive_pvops`` run on the UI thread.
+
+    Canonical operations (:mod:`pvmon.ui.canonical`) are derived only after
+    :meth:`derive_pvops`: from then on for each event received, and at once
+    for the events held (from mid-run if older ones were dropped). They are
+    kept beside the events (``pvops``: event id -> names), never in the event
+    dicts, which the engine thread also hands to the trace writer."""
 
     def __init__(self, cap: int = 50_000) -> None:
         self.cap = cap
         self.all: list[dict[str, Any]] = []
         self.shown: list[dict[str, Any]] = []
         self.filter = EventFilter()
+        self.canonical: CanonicalOps | None = None
+        self.pvops: dict[int, tuple[str, ...]] = {}
+        self._trimmed = False
 
     def __len__(self) -> int:
         return len(self.shown)
@@ -47,15 +60,48 @@ class EventRows:
     def row(self, i: int) -> dict[str, Any] | None:
         return self.shown[i] if 0 <= i < len(self.shown) else None
 
+    def pvops_of(self, i: int) -> tuple[str, ...] | None:
+        """Canonical operation names of row ``i``; None before :meth:`derive_pvops`."""
+        if self.canonical is None or not 0 <= i < len(self.shown):
+            return None
+        return self.pvops.get(id(self.shown[i]), ())
+
+    def derive_pvops(self, abi: str, header: dict[str, Any] | None) -> None:
+        """Start deriving canonical operations (``abi``, ``header``: the run's,
+        as its trace header would say); a no-op once started."""
+        if self.canonical is not None:
+            return
+        self.canonical = CanonicalOps(abi, header, resume=self._trimmed)
+        self._derive(self.all)
+        if self.filter.canonical:
+            self._refilter()
+
+    def _derive(self, events: list[dict[str, Any]]) -> None:
+        of, pv = self.canonical.of, self.pvops
+        for e in events:
+            names = of(e)
+            if names:
+                pv[id(e)] = names
+
+    def _matches(self, e: dict[str, Any]) -> bool:
+        return self.filter.matches(e, self.pvops.get(id(e), ()))
+
     def extend(self, events: list[dict[str, Any]]) -> None:
         self.all.extend(events)
+        if self.canonical is not None:
+            self._derive(events)
         flt = self.filter
         if flt:
-            self.shown.extend(e for e in events if flt.matches(e))
+            self.shown.extend(e for e in events if self._matches(e))
         else:
             self.shown.extend(events)
         if len(self.all) > self.cap:
-            del self.all[:len(self.all) - self.cap // 2]
+            drop = len(self.all) - self.cap // 2
+            if self.pvops:
+                for e in self.all[:drop]:
+                    self.pvops.pop(id(e), None)
+            del self.all[:drop]
+            self._trimmed = True
             self._refilter()
 
     def set_filter(self, flt: EventFilter) -> None:
@@ -63,25 +109,36 @@ class EventRows:
         self._refilter()
 
     def _refilter(self) -> None:
-        self.shown = [e for e in self.all if self.filter.matches(e)] if self.filter \
+        self.shown = [e for e in self.all if self._matches(e)] if self.filter \
             else list(self.all)
 
 
-def row_text(ev: dict[str, Any] | None, *, with_time: bool = True) -> Text:
-    """``  seq  time  TAG   description`` for one event, styled by family."""
+def row_text(ev: dict[str, Any] | None, *, with_time: bool = True,
+             pvops: tuple[str, ...] | None = None) -> Text:
+    """``  seq  time  TAG   description`` for one event, styled by family;
+    with ``pvops`` (canonical operation names), ``  seq  time  TAG  ops │
+    description``."""
     if ev is None:
         return Text(f"{'-':>7} (no call on this side)", style="dim", no_wrap=True)
     fam = family_of(ev)
     tag, style = FAMILY_STYLE.get(fam, ("", ""))
     seq = ev.get("seq")
     t = ev.get("t")
-    head = f"{seq:>7} " if isinstance(seq, int) else f"{'?':>7} "
+    head = f"{seq:>7} " if isinstance(seq, int) else f"{'-' if seq is None else '?':>7} "
     if with_time:
         head += f"{t / 1e9:.6f} " if isinstance(t, int) else "         "
     text = Text(head, style="dim", no_wrap=True)
     text.append(f"{tag:<5} ", style=style)
+    if pvops is not None:
+        text.append(f"{summary(pvops):<{PVOPS_WIDTH}.{PVOPS_WIDTH}}", style="bold" if pvops
+                    else "dim")
+        text.append(" │ ", style="dim")
     text.append(describe(ev), style=style)
     return text
+
+
+#: Cells of the canonical-operations column.
+PVOPS_WIDTH = 24
 
 
 class HypercallStream(Widget, can_focus=True):
@@ -105,6 +162,8 @@ class HypercallStream(Widget, can_focus=True):
 
     cursor: reactive[int] = reactive(-1, always_update=True, init=False)
     follow: reactive[bool] = reactive(True, init=False)
+    #: Show the canonical operations column (when the source has derived them).
+    show_pvops: reactive[bool] = reactive(False, init=False)
 
     class Selected(Message):
         """The cursor moved to ``row`` (event ``event``)."""
@@ -236,7 +295,11 @@ class HypercallStream(Widget, can_focus=True):
         row = self.top + y
         if row >= len(self.source) or width <= 0:
             return Strip.blank(width, base)
-        text = row_text(self.source.row(row), with_time=width >= 60)
+        pvops = None
+        if self.show_pvops:
+            of = getattr(self.source, "pvops_of", None)
+            pvops = of(row) if of is not None else None
+        text = row_text(self.source.row(row), with_time=width >= 60, pvops=pvops)
         if self.marks:
             mark = "≠ " if row in self.marks else "  "
             text = Text(mark, style="bold red", no_wrap=True) + text

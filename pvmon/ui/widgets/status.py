@@ -7,7 +7,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 _STATE_STYLE = {"running": "bold green", "pausing": "bold yellow", "paused": "bold yellow",
-                "finished": "bold", "loading": "bold yellow", "playing": "bold green"}
+                "finished": "bold", "loading": "bold yellow", "playing": "bold green",
+                "stopped": "bold magenta", "waiting": "bold yellow"}
 
 
 class StatusLine(Static):
