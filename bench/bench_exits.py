@@ -106,6 +106,8 @@ def time_loop(body: bytes, n: int, record: bool) -> float:
             writer = TraceWriter(os.path.join(td, "loop.pvt"),
                                  {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION})
         m, d = _machine(_loop(body, n, PROLOGUE), writer.append if writer else None)
+        if writer is not None:      # as a recording Session wires it (pvmon/session.py)
+            d.record_hc, d.record_ev = writer.append_hc, writer.append_ev
         t0 = time.perf_counter()
         stop = m.run()
         t = time.perf_counter() - t0

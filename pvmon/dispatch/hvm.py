@@ -44,6 +44,11 @@ RFLAGS_IF = 1 << 9
 #: (docs/trace-format.md), for :meth:`DispatchCore._emit_fields`.
 _IO_KEYS = ("k", "dir", "port", "size", "val", "seq", "t", "cpu")
 _MMIO_KEYS = ("k", "dir", "addr", "size", "val", "seq", "t", "cpu")
+#: an ``msr`` event: refused (#GP), with the value written or answered, or a
+#: native read (no value)
+_MSR_GP_KEYS = ("k", "dir", "msr", "rip", "gp", "seq", "t", "cpu")
+_MSR_VAL_KEYS = ("k", "dir", "msr", "rip", "val", "seq", "t", "cpu")
+_MSR_KEYS = ("k", "dir", "msr", "rip", "seq", "t", "cpu")
 MSR_TSC, MSR_APIC_BASE = 0x10, 0x1B
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
 #: APIC_BASE: 0xFEE00000 | BSP (bit 8) | global enable (bit 11) (SDM vol. 3 10.4.4)
@@ -172,13 +177,13 @@ class HvmDispatchCore(DispatchCore):
         else:
             answer, value = MSR_GP, 0
         if self.record is not None:
-            ev = {"k": "msr", "dir": "wr" if write else "rd", "msr": msr,
-                  "rip": self.m.internals.eip.value}
+            d, rip = "wr" if write else "rd", self.m.internals.eip.value
             if answer == MSR_GP:
-                ev["gp"] = True
+                self._emit_fields(_MSR_GP_KEYS, "msr", d, msr, rip, True)
             elif write or answer == MSR_HANDLED:
-                ev["val"] = value
-            self._emit(ev)
+                self._emit_fields(_MSR_VAL_KEYS, "msr", d, msr, rip, value)
+            else:
+                self._emit_fields(_MSR_KEYS, "msr", d, msr, rip)
         return answer, value
 
     # ------------------------------------------------------------ local APIC
