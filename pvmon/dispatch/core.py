@@ -132,6 +132,8 @@ class DispatchCore(RunServices):
         self.console_listeners: list[Callable[[str, bytes], None]] = []
         self.call_listeners: list[Callable[[dict], None]] = []
         self._preempt = False
+        #: The id of the vCPU on the engine, which every event records (``cpu``).
+        self.cpu = 0
         self.deadline_wall: float | None = None
         self._traps = 0
         self.exit_hook: Callable[[], Stop | None] | None = None
@@ -156,7 +158,7 @@ class DispatchCore(RunServices):
             self.flush_tsc()
         ev["seq"] = self.seq
         ev["t"] = self.clock.now_ns
-        ev["cpu"] = 0
+        ev["cpu"] = self.cpu
         self.seq += 1
         if self.record is not None:
             self.record(ev)
@@ -180,7 +182,7 @@ class DispatchCore(RunServices):
         from pvmon.trace.format import hc_event
         ev = hc_event(abi, nr, name, args, self.b.op if op is None else op, ret, rip, via,
                       rd, wr, raised, seq,
-                      self.clock.now_ns, 0)
+                      self.clock.now_ns, self.cpu)
         if self.record is not None:
             self.record(ev)
         for fn in self.call_listeners:
@@ -210,7 +212,7 @@ class DispatchCore(RunServices):
         seq, t = self._tsc_head
         if self.record is not None:
             self.record({"k": "tsc_run", "rip": rips, "val": self._tsc_vals,
-                         "seq": seq, "t": t, "cpu": 0})
+                         "seq": seq, "t": t, "cpu": self.cpu})
 
     def _console(self, channel: str, data: bytes) -> None:
         self._last_console_ns = self.clock.now_ns
@@ -401,7 +403,7 @@ class DispatchCore(RunServices):
                 seq = self.seq
                 self.seq = seq + 1
                 self.record({"k": "tsc", "rip": self.m.internals.eip.value, "val": v,
-                             "seq": seq, "t": clock.now_ns, "cpu": 0})
+                             "seq": seq, "t": clock.now_ns, "cpu": self.cpu})
         vcpu = self.b.vcpu
         dl = vcpu.deadline
         if dl is not None and dl <= clock.now_ns and not vcpu.upcall_mask():
