@@ -163,13 +163,11 @@ class Machine:
         #: Addresses where ``emu_start`` returns before executing them (a
         #: debugger's breakpoints; empty without one): :meth:`set_exits`.
         self.exits: list[int] = []
-        #: Guest instructions a slice may run (None: no limit, the default):
-        #: a platform time-slicing several vCPUs on this engine sets it.
-        self.slice_insns: int | None = None
-        #: The last slice ended because it ran :attr:`slice_insns` instructions
-        #: (not by a stop, pause or step request).
+        #: A block budget (:class:`pvmon.engine.slicer.Slicer`) a platform that
+        #: time-slices several vCPUs on this engine installs; None: none.
+        self.slicer = None
+        #: The last slice ended because the slicer's budget ran out.
         self.quantum_expired = False
-        self._slice_stopped = False
 
     # ----------------------------------------------------------------- setup
     def attach(self, handler: TrapHandler) -> None:
@@ -372,7 +370,6 @@ class Machine:
     # ---------------------------------------------------------------- running
     def stop(self, stop: Stop) -> None:
         """End the run loop (from inside a hook: stops right after the trap)."""
-        self._slice_stopped = True
         if self.stop_reason is None:
             self.stop_reason = stop
         self.uc.emu_stop()
@@ -389,7 +386,6 @@ class Machine:
         until :attr:`running` is False (:class:`pvmon.engine.signals.StopOnSignals`
         does). Platforms waiting in wall time inside a hook (an idle guest
         waiting for console input) poll :attr:`stop_request` themselves."""
-        self._slice_stopped = True
         if self.stop_request is None:
             self.stop_request = stop
         self.uc.emu_stop()
@@ -401,13 +397,11 @@ class Machine:
     def request_step(self) -> None:
         """Stop now and execute exactly one instruction before the next
         ``on_resume``; the handler's ``after_step`` runs right after it."""
-        self._slice_stopped = True
         self.step_pending = True
         self.uc.emu_stop()
 
     def pause(self) -> None:
         """Return from the current ``emu_start`` without ending the run."""
-        self._slice_stopped = True
         self.uc.emu_stop()
 
     def run(self, max_slices: int | None = None) -> Stop:
@@ -439,12 +433,10 @@ class Machine:
                         self._step(rip)
                         self.handler.after_step()
                         continue
-                    if self.slice_insns is None:
-                        uc.emu_start(rip, 0)
-                    else:
-                        self._slice_stopped = False
-                        uc.emu_start(rip, 0, count=self.slice_insns)
-                        self.quantum_expired = not self._slice_stopped
+                    uc.emu_start(rip, 0)
+                    if self.slicer is not None:
+                        self.quantum_expired = self.slicer.expired
+                        self.slicer.clear()
                 except UcError as exc:
                     if self.stop_reason is None:
                         self.stop_reason = self._classify_error(exc)
@@ -488,9 +480,7 @@ class Machine:
             try:
                 uc.emu_start(rip, 0, count=1)
             finally:
-                # on again after a step while slices are counted (the count hook
-                # stops through the checks)
-                self.internals.set_memory_exit_checks(self.slice_insns is not None)
+                self.internals.set_memory_exit_checks(False)
             return
         end = rip + size
         self._drop_blocks(rip, end)

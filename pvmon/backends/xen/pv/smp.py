@@ -3,7 +3,7 @@
 pvmon runs every vCPU of a domain on the one Unicorn engine. The vCPU on the
 engine runs until it blocks (SCHEDOP_block), polls (SCHEDOP_poll), yields
 (SCHEDOP_yield), goes down (VCPUOP_down), or its quantum of
-:data:`QUANTUM_INSNS` guest instructions runs out; then the next runnable vCPU
+:data:`QUANTUM_BLOCKS` translated blocks runs out (pvmon/engine/slicer.py); then the next runnable vCPU
 in round-robin order (by id, after the current one) gets the engine. Nothing
 the host does (wall time, threads) decides a switch, so a run repeats exactly
 and every switch is recorded (a ``vcpu_switch`` event, docs/trace-format.md).
@@ -42,10 +42,11 @@ from pvmon.engine.machine import CR0_TS, Machine
 
 E = abi
 
-#: Guest instructions a vCPU runs before the next runnable one gets the engine.
-QUANTUM_INSNS = 200_000
-#: Virtual ns a spent quantum moves time on by (1 ns an instruction at 1 GHz).
-QUANTUM_NS = QUANTUM_INSNS
+#: Translated blocks a vCPU executes before the next runnable one gets the
+#: engine (pvmon/engine/slicer.py; about five instructions a block in a Linux boot).
+QUANTUM_BLOCKS = 20_000
+#: Virtual ns a spent quantum moves time on by (about 1 ns an instruction at 1 GHz).
+QUANTUM_NS = 100_000
 #: The most vCPUs a PV domain of pvmon has: those with a vcpu_info slot in
 #: shared_info (XEN_LEGACY_MAX_VCPUS, xen/include/public/xen.h).
 MAX_VCPUS = E.XEN_LEGACY_MAX_VCPUS
@@ -72,11 +73,11 @@ class PvScheduler:
     "yield" or "down"."""
 
     def __init__(self, backend, machine: Machine, vcpus: list,
-                 quantum_insns: int = QUANTUM_INSNS, quantum_ns: int = QUANTUM_NS) -> None:
+                 quantum_blocks: int = QUANTUM_BLOCKS, quantum_ns: int = QUANTUM_NS) -> None:
         self.b = backend
         self.m = machine
         self.vcpus = vcpus
-        self.quantum_insns = quantum_insns
+        self.quantum_blocks = quantum_blocks
         self.quantum_ns = quantum_ns
         self.current = 0
         self.state = [RUNNING] + [DOWN] * (len(vcpus) - 1)
@@ -84,8 +85,10 @@ class PvScheduler:
         self._resched: str | None = None    # why the current vCPU leaves the engine
         self.switches = 0
         self.on_switch: Callable[[int, int, str], None] | None = None
-        machine.slice_insns = quantum_insns
-        machine.internals.set_memory_exit_checks(True)   # the count hook stops through them
+        from pvmon.engine.slicer import Slicer
+        #: The engine's block budget: a vCPU gets ``quantum_blocks`` blocks.
+        self.slicer = machine.slicer = Slicer(machine.uc)
+        self.slicer.reset(quantum_blocks)
 
     # ------------------------------------------------------------ wake-ups
     def kick(self, vcpu_id: int) -> None:
@@ -154,7 +157,7 @@ class PvScheduler:
         if not v.up:
             v.up = True
             self.state[vid] = RUNNABLE
-        return 0
+            return 0
 
     def down(self, vid: int) -> int:
         """VCPUOP_down: the last vCPU up going down powers the domain off."""
@@ -301,10 +304,14 @@ class PvScheduler:
         current one left it or its quantum is spent; with none runnable,
         virtual time jumps to the earliest wake-up (the run is stuck if
         there is none)."""
+        self._reschedule(expired)
+
+    def _reschedule(self, expired: bool) -> None:
         m = self.m
         clock = m.clock
         if expired:
             clock.advance(self.quantum_ns)
+            self.slicer.reset(self.quantum_blocks)
         self._fire_all()
         why = self._resched
         cur = self.current
@@ -381,9 +388,10 @@ class PvScheduler:
         uc.msr_write(MSR_KERNEL_GS_BASE, s["kgs"])
         self.current = new
         self.b.vcpu = vn
+        self.slicer.reset(self.quantum_blocks)
         self.switches += 1
         if self.on_switch is not None:
             self.on_switch(old, new, why)
 
 
-__all__ = ["MAX_VCPUS", "QUANTUM_INSNS", "QUANTUM_NS", "PvScheduler"]
+__all__ = ["MAX_VCPUS", "QUANTUM_BLOCKS", "QUANTUM_NS", "PvScheduler"]
