@@ -22,7 +22,6 @@ import ctypes
 import importlib.util
 
 import unicorn
-
 from unicorn.unicorn_py3.unicorn import uclib
 
 

@@ -188,7 +188,7 @@ class PvScheduler:
         if v.initialised:
             return -E.EEXIST
         O = E.VCPU_GUEST_CONTEXT
-        q = lambda off: struct.unpack_from("<Q", ctx, off)[0]   # noqa: E731
+        q = lambda off: struct.unpack_from("<Q", ctx, off)[0]
         flags = q(O["flags"])
         ur = O["user_regs"]
         gprs = dict(zip(E.CPU_USER_REGS_GPRS, struct.unpack_from("<15Q", ctx, ur)))
