@@ -31,10 +31,13 @@ vcpu_mark_events_pending (xen/arch/x86/include/asm/event.h).
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Callable
 
+from unicorn import UcError
 from unicorn import x86_const as x86
+from unicorn.unicorn_py3.unicorn import uclib
 
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
@@ -58,7 +61,47 @@ _FPU_REGS = ([x86.UC_X86_REG_FPCW, x86.UC_X86_REG_FPSW, x86.UC_X86_REG_FPTAG,
               x86.UC_X86_REG_MXCSR]
              + [getattr(x86, f"UC_X86_REG_FP{i}") for i in range(8)]
              + [getattr(x86, f"UC_X86_REG_XMM{i}") for i in range(16)])
+_SAVE_REGS = _CTX_REGS + ("fs_base", "gs_base") + _SEGS + ("cs", "ss")
 MSR_KERNEL_GS_BASE = 0xC0000102
+_uc_reg_batch2 = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+_uc_reg_read_batch2 = _uc_reg_batch2(("uc_reg_read_batch2", uclib))
+_uc_reg_write_batch2 = _uc_reg_batch2(("uc_reg_write_batch2", uclib))
+
+
+class _FpuState:
+    """The x87/SSE registers of :data:`_FPU_REGS` moved in one raw batch call
+    each way (16 bytes a slot: ST0-7 take 10, XMM 16), as bytes."""
+
+    SLOT = 16
+
+    def __init__(self, uch: int) -> None:
+        n = len(_FPU_REGS)
+        self.uch = uch
+        self.n = n
+        self.regs = (ctypes.c_int * n)(*_FPU_REGS)
+        self.buf = ctypes.create_string_buffer(self.SLOT * n)
+        base = ctypes.addressof(self.buf)
+        self.ptrs = (ctypes.c_void_p * n)(*[base + self.SLOT * i for i in range(n)])
+        self.sizes = (ctypes.c_size_t * n)(*[self.SLOT] * n)
+        self.args = (ctypes.addressof(self.regs), ctypes.addressof(self.ptrs),
+                     ctypes.addressof(self.sizes))
+
+    def save(self) -> bytes:
+        for i in range(self.n):
+            self.sizes[i] = self.SLOT
+        err = _uc_reg_read_batch2(self.uch, *self.args, self.n)
+        if err:
+            raise UcError(err)
+        return self.buf.raw
+
+    def load(self, raw: bytes) -> None:
+        ctypes.memmove(self.buf, raw, len(raw))
+        for i in range(self.n):
+            self.sizes[i] = self.SLOT
+        err = _uc_reg_write_batch2(self.uch, *self.args, self.n)
+        if err:
+            raise UcError(err)
 RFLAGS_IF = 1 << 9
 
 #: Scheduler states of a vCPU.
@@ -89,6 +132,7 @@ class PvScheduler:
         #: The engine's block budget: a vCPU gets ``quantum_blocks`` blocks.
         self.slicer = machine.slicer = Slicer(machine.uc)
         self.slicer.reset(quantum_blocks)
+        self._fpu = _FpuState(machine.uc._uch.value)
 
     # ------------------------------------------------------------ wake-ups
     def kick(self, vcpu_id: int) -> None:
@@ -357,13 +401,12 @@ class PvScheduler:
         if self.state[old] == RUNNING:
             self.state[old] = RUNNABLE
         uc = m.uc
-        vo.saved = {"regs": dict(zip(_CTX_REGS, m.regs(*_CTX_REGS),
-                                     strict=True)) | {"fs_base": m.reg("fs_base"),
-                                                      "gs_base": m.reg("gs_base")},
+        vals = dict(zip(_SAVE_REGS, m.regs(*_SAVE_REGS), strict=True))
+        vo.saved = {"regs": {r: vals[r] for r in _CTX_REGS + ("fs_base", "gs_base")},
                     "cr3": m.internals.cr3,
-                    "segs": {s: m.reg(s) for s in _SEGS},
-                    "cs": m.reg("cs"), "ss": m.reg("ss"), "cpl": m.cpl,
-                    "fpu": [uc.reg_read(r) for r in _FPU_REGS],
+                    "segs": {s: vals[s] for s in _SEGS},
+                    "cs": vals["cs"], "ss": vals["ss"], "cpl": m.cpl,
+                    "fpu": self._fpu.save(),
                     "kgs": uc.msr_read(MSR_KERNEL_GS_BASE)}
         s = vn.saved
         vn.saved = None
@@ -377,8 +420,7 @@ class PvScheduler:
         m.set_cpl(s["cpl"])
         m.set_regs(**s["regs"])
         if s["fpu"] is not None:
-            for r, val in zip(_FPU_REGS, s["fpu"], strict=True):
-                uc.reg_write(r, val)
+            self._fpu.load(s["fpu"])
         else:   # a vCPU's first run: the x87/SSE state after FNINIT, MXCSR's reset value
             for r, val in ((x86.UC_X86_REG_FPCW, 0x37F), (x86.UC_X86_REG_FPSW, 0),
                            (x86.UC_X86_REG_MXCSR, 0x1F80)):
