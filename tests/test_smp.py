@@ -182,10 +182,15 @@ def test_debian_6_12_with_2_vcpus_boots_to_the_panic_and_replays_identically(deb
 
 @pytest.mark.debian
 @pytest.mark.slow
-def test_debian_6_12_busybox_nproc_says_2_with_2_vcpus(debian612):
+@pytest.mark.parametrize("vcpus", [2, 4])
+def test_debian_6_12_busybox_nproc_says_the_vcpu_count(debian612, vcpus):
     initrd = ensure_initramfs("busybox").read_bytes()
-    res = Session(debian612, vcpus=2, initrd=initrd, initrd_info={"name": "busybox"},
+    res = Session(debian612, vcpus=vcpus, initrd=initrd, initrd_info={"name": "busybox"},
                   script=script_lines("nproc\npoweroff -f\n")).run(timeout=600)
-    user = res.console.decode(errors="replace").split("Run /init as init process", 1)[1]
-    assert "nproc\r\n2\r\n" in user
+    text = res.console.decode(errors="replace")
+    assert f"smp: Brought up 1 node, {vcpus} CPUs" in text
+    user = text.split("Run /init as init process", 1)[1]
+    assert f"nproc\r\n{vcpus}\r\n" in user
+    for marker in ("BUG:", "Oops", "general protection fault", "Kernel panic"):
+        assert marker not in text, marker
     assert res.exit_kind == "shutdown" and res.clean

@@ -102,7 +102,8 @@ class XenPvDispatch(DispatchCore):
         inp = self.input
         if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
             return
-        if nr in _SCHED_OPS and rdi == _SCHEDOP_block and self._idle_point():
+        if nr in _SCHED_OPS and rdi == _SCHEDOP_block and (
+                self.b.smp is None or self.b.smp.others_idle()) and self._idle_point():
             return
         self.clock.advance(self.clock.costs.hypercall_ns)
         args = (rdi, rsi, rdx, r10, r8)

@@ -189,6 +189,11 @@ class PvScheduler:
             self._leave("yield")
         return 0
 
+    def others_idle(self) -> bool:
+        """No vCPU but the current one is runnable: the guest as a whole is
+        idle when the current one blocks (console input waits for that)."""
+        return not any(self._runnable(i) for i in range(len(self.vcpus)) if i != self.current)
+
     # ---------------------------------------------------------- VCPUOPs
     def is_up(self, vid: int) -> int:
         return 1 if self.vcpus[vid].up else 0
