@@ -48,8 +48,8 @@ E = abi
 #: Translated blocks a vCPU executes before the next runnable one gets the
 #: engine (pvmon/engine/slicer.py; about five instructions a block in a Linux boot).
 QUANTUM_BLOCKS = 20_000
-#: Virtual ns a spent quantum moves time on by (about 1 ns an instruction at 1 GHz).
-QUANTUM_NS = 100_000
+#: Virtual ns a spent quantum moves time on by (1 ns a block; docs/smp.md).
+QUANTUM_NS = 20_000
 #: The most vCPUs a PV domain of pvmon has: those with a vcpu_info slot in
 #: shared_info (XEN_LEGACY_MAX_VCPUS, xen/include/public/xen.h).
 MAX_VCPUS = E.XEN_LEGACY_MAX_VCPUS
