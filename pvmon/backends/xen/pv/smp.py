@@ -196,6 +196,7 @@ class PvScheduler:
 
     # ---------------------------------------------------------- VCPUOPs
     def is_up(self, vid: int) -> int:
+        """VCPUOP_is_up: 1 for a vCPU that is up, 0 for one that is down."""
         return 1 if self.vcpus[vid].up else 0
 
     def up(self, vid: int) -> int:
@@ -206,7 +207,7 @@ class PvScheduler:
         if not v.up:
             v.up = True
             self.state[vid] = RUNNABLE
-            return 0
+        return 0
 
     def down(self, vid: int) -> int:
         """VCPUOP_down: the last vCPU up going down powers the domain off."""
@@ -242,10 +243,9 @@ class PvScheduler:
         ur = O["user_regs"]
         gprs = dict(zip(E.CPU_USER_REGS_GPRS, struct.unpack_from("<15Q", ctx, ur)))
         rip, = struct.unpack_from("<Q", ctx, ur + 128)
-        cs, = struct.unpack_from("<H", ctx, ur + 136)
         rflags, rsp = struct.unpack_from("<QQ", ctx, ur + 144)
-        ss, es, ds, fs, gs = (struct.unpack_from("<H", ctx, ur + 160 + 8 * i)[0]
-                              for i in range(5))
+        # es and ds (ss, cs, fs, gs: Xen puts its flat selectors there)
+        es, ds = (struct.unpack_from("<H", ctx, ur + 168 + 8 * i)[0] for i in range(2))
         ldt_base, ldt_ents = q(O["ldt_base"]), q(O["ldt_ents"])
         gdt_ents = q(O["gdt_ents"])
         kernel_ss, kernel_sp = q(O["kernel_ss"]), q(O["kernel_sp"])
@@ -284,7 +284,9 @@ class PvScheduler:
         if user_mfn:
             v.install_xen_slots(user_mfn)
         v.kernel_cr3, v.user_cr3 = cr3_mfn, user_mfn
-        v.trap_table = {vec: (fl, tcs, addr) for vec, fl, tcs, addr in traps if addr}
+        # trap_ctxt[i] is vector i's gate (Xen copies the array as it is)
+        v.trap_table = {i: (fl, tcs, addr) for i, (_v, fl, tcs, addr) in enumerate(traps)
+                        if addr}
         v.callbacks = {}
         for typ, addr, mask in ((E.CALLBACKTYPE_event, event, 0),
                                 (E.CALLBACKTYPE_failsafe, failsafe,
@@ -313,7 +315,6 @@ class PvScheduler:
                    "cs": E.FLAT_USER_CS64 if not in_kernel else ENGINE_KERNEL_CS,
                    "ss": E.FLAT_USER_SS64 if not in_kernel else ENGINE_KERNEL_SS,
                    "cpl": 3 if not in_kernel else 0, "fpu": None, "kgs": 0}
-        del cs, ss, fs, gs   # guest selectors: Xen fixes them up to its flat ones
         v.initialised = True
         return 0
 
