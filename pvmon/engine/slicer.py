@@ -13,8 +13,9 @@ blocks ends slices at the same points in every run of the same guest.
 
 The hook is C (pvmon/engine/_slicer.c, built by setup.py); without the
 compiled module the same logic runs as a ctypes callback: same slices,
-slower. Install it before the first ``emu_start`` (blocks translated before
-carry no hook)."""
+slower. Blocks translated before the hook is installed carry no hook: install
+it before the first ``emu_start``, or drop every translated block after
+(``uc.ctl_flush_tb()``)."""
 
 from __future__ import annotations
 

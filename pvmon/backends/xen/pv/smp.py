@@ -128,10 +128,10 @@ class PvScheduler:
         self._resched: str | None = None    # why the current vCPU leaves the engine
         self.switches = 0
         self.on_switch: Callable[[int, int, str], None] | None = None
-        from pvmon.engine.slicer import Slicer
-        #: The engine's block budget: a vCPU gets ``quantum_blocks`` blocks.
-        self.slicer = machine.slicer = Slicer(machine.uc)
-        self.slicer.reset(quantum_blocks)
+        #: The engine's block budget (a vCPU gets ``quantum_blocks`` blocks),
+        #: installed when a second vCPU first comes up (:meth:`_install_slicer`).
+        self.slicer = None
+        self._slicer_due = False
         self._fpu = _FpuState(machine.uc._uch.value)
 
     # ------------------------------------------------------------ wake-ups
@@ -207,6 +207,9 @@ class PvScheduler:
         if not v.up:
             v.up = True
             self.state[vid] = RUNNABLE
+            if self.slicer is None:
+                self._slicer_due = True
+                self.m.pause()          # installed between two slices
         return 0
 
     def down(self, vid: int) -> int:
@@ -354,7 +357,22 @@ class PvScheduler:
         current one left it or its quantum is spent; with none runnable,
         virtual time jumps to the earliest wake-up (the run is stuck if
         there is none)."""
+        if self._slicer_due:
+            self._install_slicer()
         self._reschedule(expired)
+
+    def _install_slicer(self) -> None:
+        """Count blocks from now on: until a second vCPU is up (Linux's early
+        boot, its p2m rebuild's hundreds of millions of blocks among it) one
+        vCPU runs alone and needs no quantum. Translated blocks carry the hook
+        only if translated after it, so every block is dropped (one flush, at
+        the VCPUOP_up that is the same call in every run)."""
+        from pvmon.engine.slicer import Slicer
+        m = self.m
+        self._slicer_due = False
+        self.slicer = m.slicer = Slicer(m.uc)
+        self.slicer.reset(self.quantum_blocks)
+        m.uc.ctl_flush_tb()
 
     def _reschedule(self, expired: bool) -> None:
         m = self.m
@@ -436,7 +454,8 @@ class PvScheduler:
         uc.msr_write(MSR_KERNEL_GS_BASE, s["kgs"])
         self.current = new
         self.b.vcpu = vn
-        self.slicer.reset(self.quantum_blocks)
+        if self.slicer is not None:
+            self.slicer.reset(self.quantum_blocks)
         self.switches += 1
         if self.on_switch is not None:
             self.on_switch(old, new, why)
