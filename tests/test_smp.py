@@ -194,3 +194,34 @@ def test_debian_6_12_busybox_nproc_says_the_vcpu_count(debian612, vcpus):
     for marker in ("BUG:", "Oops", "general protection fault", "Kernel panic"):
         assert marker not in text, marker
     assert res.exit_kind == "shutdown" and res.clean
+
+
+def test_a_port_sent_to_wakes_the_vcpu_polling_it_even_masked(smp_session):
+    """evtchn_check_pollers: a poller wakes when a port it polls becomes
+    pending, whatever its mask; a masked port it does not poll leaves it
+    polling."""
+    b = smp_session.backend
+    smp, ev = b.smp, b.events
+    from pvmon.backends.xen.events import Port
+    kicker = ev.alloc(Port("ipi", vcpu=1))
+    other = ev.alloc(Port("ipi", vcpu=1))
+    for port in (kicker, other):                  # Linux masks its kicker IRQ
+        ev._set_bit(abi.SHARED_INFO["evtchn_mask"], port)
+    smp.state[1] = "polling"
+    smp.polls[1] = (frozenset({kicker}), None)
+    ev.send(other)
+    assert smp.state[1] == "polling"
+    ev.send(kicker)
+    assert smp.state[1] == "runnable" and 1 not in smp.polls
+    assert not b.vcpus[1].upcall_pending()        # masked: no upcall, just the wake-up
+
+
+def test_an_event_marked_for_a_blocked_vcpu_wakes_it(smp_session):
+    b = smp_session.backend
+    smp, ev = b.smp, b.events
+    from pvmon.backends.xen.events import Port
+    port = ev.alloc(Port("ipi", vcpu=1))
+    ev._clear_bit(abi.SHARED_INFO["evtchn_mask"], port)
+    smp.state[1] = "blocked"
+    ev.send(port)
+    assert b.vcpus[1].upcall_pending() and smp.state[1] == "runnable"
