@@ -104,9 +104,10 @@ def ensure_qemu(log) -> str:
 
 
 def run_pvmon(name: str, timeout: float, stock: bool = False, mode: str = "pv",
-              record: bool = False, backend: str | None = None) -> dict:
+              record: bool = False, backend: str | None = None, vcpus: int = 1) -> dict:
     """One `pvmon run` in a fresh process, timed whole; *stock* forces the
-    wheel's libunicorn, *mode* the guest mode, *record* adds --record."""
+    wheel's libunicorn, *mode* the guest mode, *record* adds --record,
+    *vcpus* above 1 adds --vcpus (docs/smp.md)."""
     import re
     env = dict(os.environ)
     if stock:
@@ -118,6 +119,8 @@ def run_pvmon(name: str, timeout: float, stock: bool = False, mode: str = "pv",
         cmd += ["--backend", backend] if backend else ["--mode", mode]
         if record:
             cmd += ["--record", str(Path(tmp) / "boot.pvt")]
+        if vcpus > 1:
+            cmd += ["--vcpus", str(vcpus)]
         t0 = time.perf_counter()
         try:
             res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
@@ -139,10 +142,11 @@ def run_pvmon(name: str, timeout: float, stock: bool = False, mode: str = "pv",
     return run
 
 
-def run_qemu(exe: str, vmlinuz: str, timeout: float) -> dict:
+def run_qemu(exe: str, vmlinuz: str, timeout: float, vcpus: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="pvmon-bench-qemu-") as tmp:
         log_path = Path(tmp) / "serial.log"
-        cmd = [exe, "-accel", "tcg", "-m", "256", "-display", "none", "-monitor", "none",
+        cmd = [exe, "-accel", "tcg", "-m", "256", "-smp", str(vcpus), "-display", "none",
+               "-monitor", "none",
                "-no-reboot", "-serial", f"file:{log_path}", "-kernel", vmlinuz,
                "-append", "console=ttyS0 panic=-1"]
         t0 = time.perf_counter()
@@ -236,6 +240,8 @@ def main() -> int:
     ap.add_argument("--record", action="store_true", help="pvmon runs record a trace (--record)")
     ap.add_argument("--backend", default=None,
                     help="boot on this backend instead of Xen in --modes (e.g. kvm-6.12)")
+    ap.add_argument("--vcpus", type=int, default=1,
+                    help="vCPUs of every boot (pvmon --vcpus, QEMU -smp; docs/smp.md)")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -264,27 +270,30 @@ def main() -> int:
              else [m.strip() for m in args.modes.split(",") if m.strip()])
     for name, mode in [(k, m) for k in kernels for m in modes]:
         img = images[name]
-        label = name + ("" if mode == "pv" else f" {mode}") + (" +rec" if args.record else "")
+        label = name + ("" if mode == "pv" else f" {mode}") + (" +rec" if args.record else "") \
+            + (f" x{args.vcpus}" if args.vcpus > 1 else "")
         backend = args.backend
         entry = {"kernel": label, "guest": name, "mode": mode, "record": args.record,
+                 "vcpus": args.vcpus,
                  "version": getattr(img, "version", None),
                  "pvmon": [], "qemu": [], "stock": []}
         # pvmon and QEMU runs alternate, so a slow stretch of a shared host
         # weighs on both sides of the ratio alike.
         for i in range(args.runs):
             log(f"{name}: pvmon run {i + 1}/{args.runs} ...")
-            r = run_pvmon(name, args.timeout, mode=mode, record=args.record, backend=backend)
+            r = run_pvmon(name, args.timeout, mode=mode, record=args.record, backend=backend,
+                          vcpus=args.vcpus)
             entry["pvmon"].append(r)
             log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
             if qemu:
                 log(f"{name}: QEMU TCG run {i + 1}/{args.runs} ...")
-                r = run_qemu(qemu, str(img.vmlinuz), args.timeout)
+                r = run_qemu(qemu, str(img.vmlinuz), args.timeout, args.vcpus)
                 entry["qemu"].append(r)
                 log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
             if args.stock:
                 log(f"{name}: pvmon on the wheel's libunicorn, run {i + 1}/{args.runs} ...")
                 r = run_pvmon(name, args.timeout, stock=True, mode=mode, record=args.record,
-                              backend=backend)
+                              backend=backend, vcpus=args.vcpus)
                 entry["stock"].append(r)
                 log(f"  {r['wall_s']:.2f} s" if r["ok"] else f"  FAILED: {r['error']}")
         entry["pvmon_median_s"] = median_of(entry["pvmon"])

@@ -151,6 +151,8 @@ _RUN_OPTIONS = [
                  help="Guest mode (xl's type=): pv (the default) or pvh, a Xen guest on "
                       "the HVM platform entered at the kernel's PVH entry point; for lguest "
                       "nonpae (the default) or pae."),
+    click.option("--vcpus", default=1, show_default=True, type=click.IntRange(1, 32),
+                 help="Virtual CPUs of the guest (Xen PV guests: 1 to 32; docs/smp.md)."),
     click.option("--idle-exit", default=10.0, show_default=True, type=Seconds(), metavar="SECONDS",
                  help="Stop when the guest idles this many virtual seconds with no console "
                       "input left (0: never)."),
@@ -177,7 +179,8 @@ def _run_options(fn):
 @click.option("--paused", is_flag=True, help="Pause after the first hypercall.")
 @_GDB_OPTION
 def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-         input_file, idle_exit, headless, paused, gdb_address=None, mode=None) -> None:
+         input_file, idle_exit, headless, paused, gdb_address=None, mode=None,
+         vcpus=1) -> None:
     """Boot GUEST (default: the built-in pvtest-v2) and watch it live in the TUI.
 
     Keys: space pause/resume, n step to the next guest exit (hypercall, MSR,
@@ -197,6 +200,9 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
+    if vcpus > 1 and not headless:
+        raise click.UsageError("--vcpus above 1 needs --headless for now (the TUI shows one "
+                               "vCPU's stream)")
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit, gdb_address=gdb_address)
@@ -245,7 +251,8 @@ def view(trace_path) -> None:
               help="Run Debian's User-Mode Linux kernel (GUEST uml-6.1 unless named) natively "
                    "under pvmon's ptrace tracer; see docs/uml.md.")
 def run(guest, cmdline, memory, backend, record, force, timeout, initramfs, initrd, script,
-        input_file, idle_exit, quiet, xen_log, gdb_address=None, mode=None, uml=False) -> None:
+        input_file, idle_exit, quiet, xen_log, gdb_address=None, mode=None, uml=False,
+        vcpus=1) -> None:
     """Boot GUEST headless (default: the built-in pvtest-v2) and stream its console.
 
     With an initrd (--initramfs busybox, --initrd PATH) the guest's console
@@ -395,7 +402,8 @@ def _session_args(guest, cmdline, memory, backend, record, initramfs, initrd, sc
             "record": Path(record) if record else None,
             "initrd": initrd_data, "initrd_info": initrd_info, "script": lines,
             "idle_limit_ns": seconds_to_ns(idle_exit),
-            "mode": _mode_option() or getattr(img, "mode", None)}
+            "mode": _mode_option() or getattr(img, "mode", None),
+            **({"vcpus": _vcpus_option()} if _vcpus_option() > 1 else {})}
 
 
 def _kind_default_cmdline(backend) -> str | None:
@@ -419,6 +427,12 @@ def _mode_option() -> str | None:
     backend's default mode)."""
     ctx = click.get_current_context(silent=True)
     return ctx.params.get("mode") if ctx is not None else None
+
+
+def _vcpus_option() -> int:
+    """--vcpus of the running command (1 when it has none)."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.params.get("vcpus") or 1) if ctx is not None else 1
 
 
 def _input_without_initrd(img, option: str) -> None:

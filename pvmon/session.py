@@ -40,6 +40,19 @@ def parse_memory(text: str | int) -> int:
     return parse(text)
 
 
+def check_vcpus(vcpus: int, backend: Backend, mode: str | None) -> int:
+    """``--vcpus``: 1 to :data:`~pvmon.backends.xen.pv.smp.MAX_VCPUS`, more
+    than one only for a Xen PV guest. Returns it; raises PvmonError."""
+    from pvmon.backends.xen.pv.smp import MAX_VCPUS
+    from pvmon.errors import PvmonError
+    if type(vcpus) is not int or not 1 <= vcpus <= MAX_VCPUS:
+        raise PvmonError(f"--vcpus: {vcpus!r} is not a vCPU count from 1 to {MAX_VCPUS}")
+    if vcpus > 1 and (backend.abi != "xen" or mode not in (None, "pv")):
+        raise PvmonError(f"--vcpus {vcpus}: only Xen PV guests run more than one vCPU "
+                         f"(this guest is {backend.abi}{' ' + mode if mode else ''})")
+    return vcpus
+
+
 @dataclass
 class RunResult:
     """How a run ended. ``exit_kind``: shutdown | crash | triple_fault | stuck |
@@ -90,7 +103,7 @@ class Session:
                  initrd_info: dict | None = None, keep_console: bool = True,
                  script: list[bytes] | None = None,
                  idle_limit_ns: int | None = DEFAULT_IDLE_LIMIT_NS,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, vcpus: int = 1) -> None:
         self.guest = guest
         self.initrd_info = dict(initrd_info or {})
         if initrd:
@@ -110,6 +123,8 @@ class Session:
         self.kind = kind = guest_kind(self.backend, mode)
         #: The guest mode ("pv", "pvh"): the kind's, or None for an ABI with one.
         self.mode = getattr(kind, "mode", None)
+        #: vCPUs of the guest (``--vcpus``; more than one: Xen PV only, docs/smp.md).
+        self.vcpus = check_vcpus(vcpus, self.backend, self.mode)
         dispatch_cls = kind.dispatch_class()
         self.kernel = kind.load_kernel(Path(guest.vmlinux))
         self.machine = Machine(memory, kind.extra_bytes_for(memory))
@@ -119,6 +134,8 @@ class Session:
         self.writer = None
         self.access = RecordingGuestAccess(self.machine, record=self.trace_path is not None)
         self.dispatch = dispatch_cls(self.machine, self.backend, self.access, None)
+        if vcpus > 1:
+            self.backend.nr_vcpus = vcpus
         self.backend.attach(self.machine, self.layout, self.access, self.dispatch, memory,
                             guest.name)
         self.machine.attach(self.dispatch)
@@ -150,7 +167,7 @@ class Session:
                       or self.kernel.mechanism},
             "backend": self._backend_identity(),
             "machine": {"platform": self.kind.name,
-                        "memory": self.memory, "vcpus": 1, "cmdline": self.cmdline,
+                        "memory": self.memory, "vcpus": self.vcpus, "cmdline": self.cmdline,
                         "cpuid_policy": self.kind.cpuid_policy, "tsc_khz": self.machine.clock.tsc_khz,
                         "initrd": self.initrd_info or None,
                         "idle_limit_ns": self.dispatch.input.idle_limit_ns,
@@ -197,7 +214,7 @@ class Session:
         d.flush_tsc()
         self.writer.append({"k": "exit", "reason": "interrupted", "rip": d.cur_rip(),
                             "detail": detail, "seq": d.seq, "t": self.machine.clock.now_ns,
-                            "cpu": 0})
+                            "cpu": d.cpu})
         d.record = None
         d.record_hc = None
         d.record_ev = None

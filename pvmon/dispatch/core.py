@@ -140,6 +140,8 @@ class DispatchCore(RunServices):
         self.console_listeners: list[Callable[[str, bytes], None]] = []
         self.call_listeners: list[Callable[[dict], None]] = []
         self._preempt = False
+        #: The id of the vCPU on the engine, which every event records (``cpu``).
+        self.cpu = 0
         self.deadline_wall: float | None = None
         self._traps = 0
         self.exit_hook: Callable[[], Stop | None] | None = None
@@ -164,7 +166,7 @@ class DispatchCore(RunServices):
             self.flush_tsc()
         ev["seq"] = self.seq
         ev["t"] = self.clock.now_ns
-        ev["cpu"] = 0
+        ev["cpu"] = self.cpu
         self.seq += 1
         if self.record is not None:
             self.record(ev)
@@ -179,8 +181,9 @@ class DispatchCore(RunServices):
         self.seq = seq + 1
         t = self.clock.now_ns
         fast = self.record_ev
-        if fast is None or not fast(keys, *values, seq, t, 0):
-            self.record(dict(zip(keys, (*values, seq, t, 0))))
+        cpu = self.cpu
+        if fast is None or not fast(keys, *values, seq, t, cpu):
+            self.record(dict(zip(keys, (*values, seq, t, cpu))))
 
     def record_call(self, abi: str, nr: int, name: str, args: tuple, ret: int, rip: int,
                     via: str, raised: tuple = (), op: dict | None = None) -> None:
@@ -201,7 +204,7 @@ class DispatchCore(RunServices):
         from pvmon.trace.format import hc_event
         ev = hc_event(abi, nr, name, args, self.b.op if op is None else op, ret, rip, via,
                       rd, wr, raised, seq,
-                      self.clock.now_ns, 0)
+                      self.clock.now_ns, self.cpu)
         if self.record is not None:
             self.record(ev)
         for fn in self.call_listeners:
@@ -232,9 +235,9 @@ class DispatchCore(RunServices):
         if self.record is not None:
             fast = self.record_ev
             if fast is None or not fast(_TSC_RUN_KEYS, "tsc_run", rips, self._tsc_vals,
-                                        seq, t, 0):
+                                        seq, t, self.cpu):
                 self.record({"k": "tsc_run", "rip": rips, "val": self._tsc_vals,
-                             "seq": seq, "t": t, "cpu": 0})
+                             "seq": seq, "t": t, "cpu": self.cpu})
 
     def _console(self, channel: str, data: bytes) -> None:
         self._last_console_ns = self.clock.now_ns
@@ -425,7 +428,7 @@ class DispatchCore(RunServices):
                 seq = self.seq
                 self.seq = seq + 1
                 self.record({"k": "tsc", "rip": self.m.internals.eip.value, "val": v,
-                             "seq": seq, "t": clock.now_ns, "cpu": 0})
+                             "seq": seq, "t": clock.now_ns, "cpu": self.cpu})
         vcpu = self.b.vcpu
         dl = vcpu.deadline
         if dl is not None and dl <= clock.now_ns and not vcpu.upcall_mask():

@@ -70,6 +70,16 @@ class XenPvDispatch(DispatchCore):
         self.ptwr = WritablePageTables(machine, backend)
         self._fault_streak = (None, 0)
 
+    def vcpu_switched(self, old: int, new: int, why: str) -> None:
+        """The SMP scheduler put vCPU ``new`` on the engine: later events carry
+        its id; recorded as a ``vcpu_switch`` event (docs/trace-format.md)."""
+        if self._tsc_rips is not None:
+            self.flush_tsc()            # the open run of TSC reads was the old vCPU's
+        self.cpu = new
+        if self.record is not None:
+            self._emit({"k": "vcpu_switch", "from": old, "to": new, "why": why,
+                        "rip": self.m.reg("rip")})
+
     # ---------------------------------------------------------------- traps
     def on_syscall(self) -> None:
         m = self.m
@@ -92,7 +102,8 @@ class XenPvDispatch(DispatchCore):
         inp = self.input
         if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
             return
-        if nr in _SCHED_OPS and rdi == _SCHEDOP_block and self._idle_point():
+        if nr in _SCHED_OPS and rdi == _SCHEDOP_block and (
+                self.b.smp is None or self.b.smp.others_idle()) and self._idle_point():
             return
         self.clock.advance(self.clock.costs.hypercall_ns)
         args = (rdi, rsi, rdx, r10, r8)
@@ -125,10 +136,10 @@ class XenPvDispatch(DispatchCore):
                 # The recorder's fast path: no dict (format.hc_event's bytes, packed
                 # from the values).
                 self.record_hc("xen", nr, name, args, self.b.op, ret, rip, via,
-                               rd, wr, raised, seq, self.clock.now_ns, 0)
+                               rd, wr, raised, seq, self.clock.now_ns, self.cpu)
             else:
                 ev = hc_event("xen", nr, name, args, self.b.op, ret, rip, via,
-                              rd, wr, raised, seq, self.clock.now_ns, 0)
+                              rd, wr, raised, seq, self.clock.now_ns, self.cpu)
                 if self.record is not None:
                     self.record(ev)
                 for fn in self.call_listeners:
@@ -231,6 +242,13 @@ class XenPvDispatch(DispatchCore):
     def on_resume(self) -> None:
         """Between engine slices: fire due timers and deliver pending events."""
         self._preempt = False
+        smp = self.b.smp
+        if smp is not None:
+            if self.m.step_pending:
+                return          # a trapped write is redone first, on this vCPU
+            smp.reschedule(self.m.quantum_expired)
+            if self.m.stop_reason is not None:
+                return
         vcpu = self.b.vcpu
         vcpu.fire_timers()
         if vcpu.can_upcall():

@@ -163,6 +163,11 @@ class Machine:
         #: Addresses where ``emu_start`` returns before executing them (a
         #: debugger's breakpoints; empty without one): :meth:`set_exits`.
         self.exits: list[int] = []
+        #: A block budget (:class:`pvmon.engine.slicer.Slicer`) a platform that
+        #: time-slices several vCPUs on this engine installs; None: none.
+        self.slicer = None
+        #: The last slice ended because the slicer's budget ran out.
+        self.quantum_expired = False
 
     # ----------------------------------------------------------------- setup
     def attach(self, handler: TrapHandler) -> None:
@@ -429,6 +434,9 @@ class Machine:
                         self.handler.after_step()
                         continue
                     uc.emu_start(rip, 0)
+                    if self.slicer is not None:
+                        self.quantum_expired = self.slicer.expired
+                        self.slicer.clear()
                 except UcError as exc:
                     if self.stop_reason is None:
                         self.stop_reason = self._classify_error(exc)

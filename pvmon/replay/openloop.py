@@ -308,6 +308,11 @@ def replay_open_many(run: RecordedRun, versions: list[XenVersion], *,
     that backend), ``wall_s`` (the whole pass), ``calls_per_s`` (calls / wall_s)
     and ``backend_calls_per_s`` (calls x backends / wall_s). Raises
     :class:`~pvmon.errors.TraceError` for an unreadable trace."""
+    if run.header["machine"].get("vcpus", 1) != 1:
+        from pvmon.errors import BackendError
+        raise BackendError(f"{run.path.name}: open-loop replay runs one vCPU's calls; this "
+                           f"trace has {run.header['machine']['vcpus']} vCPUs (replay it "
+                           "closed loop, on a backend)")
     if getattr(run.version, "abi", "xen") not in ("xen", "kvm"):
         from pvmon.errors import BackendError
         raise BackendError(f"{run.path.name}: open-loop replay feeds recorded Xen hypercalls and "

@@ -58,7 +58,8 @@ class RecordedRun:
         idle = m.get("idle_limit_ns", DEFAULT_IDLE_LIMIT_NS)   # checked by check_header
         return {"memory": self.memory, "cmdline": self.cmdline, "initrd": self.initrd,
                 "initrd_info": self.initrd_info, "mode": self.mode,
-                "idle_limit_ns": idle if type(idle) is int else None}
+                "idle_limit_ns": idle if type(idle) is int else None,
+                **({"vcpus": m["vcpus"]} if m.get("vcpus", 1) != 1 else {})}
 
     @property
     def mode(self) -> str | None:
@@ -127,8 +128,8 @@ def check_header(h: dict, path: Path) -> None:
         if not isinstance(mode, str) or mode not in MODES_BY_ABI.get(abi, ()):
             raise _bad(path, "machine.mode", mode, "is not a guest mode pvmon knows "
                        "(pv, pvh)")
-    if "vcpus" in m and (type(m["vcpus"]) is not int or m["vcpus"] != 1):
-        raise _bad(path, "machine.vcpus", m["vcpus"], "is not 1 (pvmon runs one vCPU)")
+    if "vcpus" in m and (type(m["vcpus"]) is not int or not 1 <= m["vcpus"] <= 32):
+        raise _bad(path, "machine.vcpus", m["vcpus"], "is not a vCPU count from 1 to 32")
     engine_khz = VirtualClock().tsc_khz
     for name, khz in (("machine.tsc_khz", m.get("tsc_khz")), ("tsc_khz", h.get("tsc_khz"))):
         if khz is not None and (type(khz) is not int or khz != engine_khz):

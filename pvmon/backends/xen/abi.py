@@ -103,6 +103,9 @@ VIRQS = {0: "TIMER", 1: "DEBUG", 2: "CONSOLE", 3: "DOM_EXC", 4: "TBUF", 6: "DEBU
          12: "ENOMEM", 13: "XENPMU"}
 VIRQ_TIMER = 0
 NR_VIRQS = 24
+# VIRQs bound per vCPU; every other one is global and binds on vCPU 0 only
+# (virq_is_global, xen/common/event_channel.c@stable-4.17)
+PER_VCPU_VIRQS = frozenset({0, 1, 7, 13})   # TIMER, DEBUG, XENOPROF, XENPMU
 
 # --- vcpu.h ------------------------------------------------------------------
 VCPUOP_CMDS = {0: "initialise", 1: "up", 2: "down", 3: "is_up", 4: "get_runstate_info",
@@ -242,6 +245,27 @@ HYPERVISOR_VIRT_START = 0xFFFF800000000000
 HYPERVISOR_VIRT_END = 0xFFFF880000000000
 MACH2PHYS_VIRT_START = 0xFFFF800000000000
 VGCF_in_syscall = 1 << 8
+VGCF_i387_valid, VGCF_in_kernel, VGCF_failsafe_disables_events = 1, 1 << 2, 1 << 3
+VGCF_syscall_disables_events = 1 << 4
+# struct vcpu_guest_context (x86_64), VCPUOP_initialise's argument
+# (xen/include/public/arch-x86/xen.h and xen-x86_64.h@stable-4.17): 512 bytes of FXSAVE
+# area, flags, struct cpu_user_regs (200 bytes: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8
+# rax rcx rdx rsi rdi, u32 error_code, u32 entry_vector, rip, u16 cs + pad + u8
+# saved_upcall_mask + pad, rflags, rsp, then ss es ds fs gs as u16 in 8-byte slots),
+# 256 trap_info, ldt_base, ldt_ents, gdt_frames[16], gdt_ents, kernel_ss, kernel_sp,
+# ctrlreg[8], debugreg[8], event/failsafe/syscall callback eips, vm_assist, fs_base,
+# gs_base_kernel, gs_base_user. Offsets in bytes.
+VCPU_GUEST_CONTEXT = {"fpu_ctxt": 0, "flags": 512, "user_regs": 520, "trap_ctxt": 720,
+                      "ldt_base": 4816, "ldt_ents": 4824, "gdt_frames": 4832,
+                      "gdt_ents": 4960, "kernel_ss": 4968, "kernel_sp": 4976,
+                      "ctrlreg": 4984, "debugreg": 5048, "event_callback_eip": 5112,
+                      "failsafe_callback_eip": 5120, "syscall_callback_eip": 5128,
+                      "vm_assist": 5136, "fs_base": 5144, "gs_base_kernel": 5152,
+                      "gs_base_user": 5160}
+VCPU_GUEST_CONTEXT_SIZE = 5168
+CPU_USER_REGS_SIZE = 200
+CPU_USER_REGS_GPRS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
+                      "rax", "rcx", "rdx", "rsi", "rdi")
 # struct iret_context: rax, r11, rcx, flags, rip, cs, rflags, rsp, ss (9 x u64)
 IRET_CONTEXT_SIZE = 72
 # trap_info {u8 vector; u8 flags; u16 cs; u64 address}: 16 bytes; flags: DPL in bits 0-1,

@@ -60,6 +60,11 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
 
     #: "pv" or "pvh": the guest mode of the attached domain.
     mode = "pv"
+    #: vCPUs of the domain (``--vcpus``; set before attach). More than one:
+    #: PV only, scheduled by :class:`~pvmon.backends.xen.pv.smp.PvScheduler`.
+    nr_vcpus = 1
+    #: The SMP scheduler of a domain with more than one vCPU, else None.
+    smp = None
 
     abi = "xen"
     #: The domain id pvmon's one domU has (what DOMID_SELF stands for).
@@ -173,6 +178,10 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             self.events.on_upcall = self.vcpu.upcall_asserted
         else:
             self.init_mmu(layout)
+        #: Every vCPU by id; ``vcpu`` is the one on the engine.
+        self.vcpus = [self.vcpu]
+        if self.nr_vcpus > 1:
+            self._attach_smp(machine, layout)
         self.free_mfns: list[int] = []
         self.vm_assist = 0
         self.gnttab = GrantTable(self, DOMID)
@@ -186,6 +195,32 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
         # Xen creates every vCPU with event delivery masked (evtchn_upcall_mask = 1).
         self.vcpu.set_upcall_mask(1)
         self.shared_info_ma = si
+
+    def _attach_smp(self, machine: Machine, layout: Layout) -> None:
+        """vCPUs 1..N-1 (down and uninitialised, their vcpu_info in
+        shared_info, events masked, as Xen creates them), per-vCPU event
+        delivery, the xenstore ``cpu/N/availability`` nodes Linux reads
+        (drivers/xen/cpu_hotplug.c), and the scheduler."""
+        from pvmon.backends.xen.pv.smp import PvScheduler
+        if self.mode != "pv":
+            from pvmon.errors import BackendError
+            raise BackendError("more than one vCPU needs a PV guest (--mode pv)")
+        for i in range(1, self.nr_vcpus):
+            v = PvVcpu(self, machine, layout, i)
+            v.init_time()
+            v.set_upcall_mask(1)
+            self.vcpus.append(v)
+        ev = self.events
+        ev.nr_vcpus = self.nr_vcpus
+        ev.vcpu_info_of = lambda i: self.vcpus[i].vcpu_info_ma()
+        self.smp = PvScheduler(self, machine, self.vcpus)
+        self.smp.on_switch = getattr(self.p, "vcpu_switched", None)   # records each switch
+        ev.on_kick = self.smp.kick
+        ev.on_pending = self.smp.port_pending
+        h = self.xenstore.home
+        for i in range(1, self.nr_vcpus):
+            self.xenstore.tree[f"{h}/cpu/{i}"] = b""
+            self.xenstore.tree[f"{h}/cpu/{i}/availability"] = b"online"
 
     def _xenstore_kick(self) -> None:
         if self.xenstore.process():
@@ -331,7 +366,7 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             return 0
         if cmd == 7:   # bind_ipi {vcpu, port}
             vcpu = self._u32(arg)
-            if vcpu != 0:
+            if not 0 <= vcpu < self.nr_vcpus:
                 return -E.ENOENT
             port = ev.alloc(Port("ipi", vcpu=vcpu))
             if port < 0:
@@ -392,7 +427,19 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             self.op.update(port=port, vcpu=vcpu)
             if port not in ev.ports:
                 return -E.EINVAL
-            return 0 if vcpu == 0 else -E.ENOENT
+            if not 0 <= vcpu < self.nr_vcpus:
+                return -E.ENOENT
+            # evtchn_bind_vcpu: unbound, interdomain and global-VIRQ ports only
+            p = ev.ports[port]
+            if p.state not in ("unbound", "interdomain") and not (
+                    p.state == "virq" and p.virq not in abi.PER_VCPU_VIRQS):
+                return -E.EINVAL if self.nr_vcpus > 1 or vcpu else 0
+            p.vcpu = vcpu
+            return 0
+        if cmd == 11 and self.smp is not None:
+            # pvmon's FIFO ABI has one control block (vCPU 0): an SMP domain
+            # keeps the 2-level ABI, which Linux falls back to (docs/smp.md)
+            return -E.ENOSYS
         if cmd in (11, 12, 13) and "fifo_events" not in self.ver.capabilities:
             return self._unsupported_sub("event_channel_op", name)
         if cmd == 11:  # init_control {u64 control_gfn, u32 offset, u32 vcpu, u8 link_bits OUT}
@@ -435,9 +482,14 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
     def hc_vcpu_op(self, cmd, vcpuid, arg, *_):
         name = abi.VCPUOP_CMDS.get(cmd, cmd)
         self.op = {"cmd": name, "vcpu": vcpuid}
-        if vcpuid != 0:
+        if not 0 <= vcpuid < self.nr_vcpus:
             return -E.ENOENT
-        v = self.vcpu
+        v = self.vcpus[vcpuid]
+        smp = self.smp
+        if smp is not None:
+            rc = self._vcpu_op_smp(cmd, v, arg)
+            if rc is not None:
+                return rc
         if cmd == 8:   # set_singleshot_timer {timeout_abs_ns, flags}
             timeout, flags = struct.unpack("<QI", self._read(arg, 12))
             self.op.update(timeout_ns=timeout, flags=flags)
@@ -499,6 +551,24 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             return -E.ENOSYS
         return -E.ENOSYS
 
+    def _vcpu_op_smp(self, cmd: int, v, arg: int) -> int | None:
+        """The VCPUOPs whose answer depends on there being several vCPUs
+        (do_vcpu_op, xen/common/domain.c@stable-4.17); None: the one-vCPU
+        handler answers."""
+        smp = self.smp
+        if cmd == 0:   # initialise {struct vcpu_guest_context}
+            ctx = self._read(arg, abi.VCPU_GUEST_CONTEXT_SIZE)
+            return smp.initialise(v, ctx)
+        if cmd == 1:
+            return smp.up(v.vcpu_id)
+        if cmd == 2:
+            return smp.down(v.vcpu_id)
+        if cmd == 3:
+            return smp.is_up(v.vcpu_id)
+        if cmd == 8 and v is not self.vcpu:
+            return -E.EINVAL   # a singleshot timer only for the calling vCPU
+        return None
+
     # ========================================================== scheduling
     def hc_sched_op(self, cmd, arg, *_):
         return self._sched(cmd, arg, compat=False)
@@ -510,6 +580,8 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
         self.op = {"cmd": abi.SCHEDOP_CMDS.get(cmd, cmd)}
         if cmd == 0:
             self.clock.advance(1_000)
+            if self.smp is not None:
+                return self.smp.yield_()
             return 0
         if cmd == 1:
             return self.vcpu.block()

@@ -52,8 +52,21 @@ class EventChannels:
         self.mem = mem
         self.si = shared_info_ma
         self.vcpu_info_ma = vcpu_info_ma
+        #: SMP domains: vCPU id -> the machine address of its vcpu_info (None:
+        #: one vCPU, whose vcpu_info is ``vcpu_info_ma()``).
+        self.vcpu_info_of: Callable[[int], int] | None = None
+        #: SMP domains: called with the port number whenever a port's pending
+        #: bit is set (Xen's evtchn_check_pollers wakes a vCPU in SCHEDOP_poll).
+        self.on_pending: Callable[[int], None] | None = None
+        #: SMP domains: called with the vCPU id when its evtchn_upcall_pending
+        #: goes from 0 to 1 (vcpu_mark_events_pending's vcpu_kick).
+        self.on_kick: Callable[[int], None] | None = None
+        #: vCPUs in the domain (bind_virq, bind_ipi answer -ENOENT beyond).
+        self.nr_vcpus = 1
         self.ports: dict[int, Port] = {}
-        self.virqs: dict[int, int] = {}
+        #: Bound VIRQs: virq -> port for vCPU 0, (virq, vcpu) -> port for another
+        #: vCPU's per-vCPU VIRQ (so a one-vCPU domain's table is what it always was).
+        self.virqs: dict = {}
         self.raised: list[int] = []   # ports made pending during the current call
         self.fifo = None              # FifoEvents once the guest picks the FIFO ABI
         #: Called when evtchn_upcall_pending goes from 0 to 1 (None: nothing to do;
@@ -82,7 +95,7 @@ class EventChannels:
         if p is None:
             return -abi.EINVAL
         if p.virq is not None:
-            self.virqs.pop(p.virq, None)
+            self.virqs.pop(p.virq if p.vcpu == 0 else (p.virq, p.vcpu), None)
         del self.ports[n]
         if self.fifo is not None:
             self.fifo.clear_pending(n)
@@ -91,13 +104,21 @@ class EventChannels:
         return 0
 
     def bind_virq(self, virq: int, vcpu: int) -> int:
-        if virq < 0 or virq >= abi.NR_VIRQS or vcpu != 0:
+        """EVTCHNOP_bind_virq: a global VIRQ only on vCPU 0 (-EINVAL), a vCPU
+        the domain lacks -ENOENT, a VIRQ already bound on that vCPU -EEXIST
+        (evtchn_bind_virq, xen/common/event_channel.c@stable-4.17)."""
+        if virq < 0 or virq >= abi.NR_VIRQS:
             return -abi.EINVAL
-        if virq in self.virqs:
+        if virq not in abi.PER_VCPU_VIRQS and vcpu != 0:
+            return -abi.EINVAL
+        if vcpu != 0 and not 0 <= vcpu < self.nr_vcpus:
+            return -abi.ENOENT if self.nr_vcpus > 1 else -abi.EINVAL
+        key = virq if vcpu == 0 else (virq, vcpu)
+        if key in self.virqs:
             return -abi.EEXIST
         n = self.alloc(Port("virq", vcpu=vcpu, virq=virq))
         if n > 0:
-            self.virqs[virq] = n
+            self.virqs[key] = n
         return n
 
     # ---------------------------------------------------------- bit protocol
@@ -130,20 +151,33 @@ class EventChannels:
             return self.fifo.test(n, PENDING)
         return self._test(abi.SHARED_INFO["evtchn_pending"], n)
 
+    def port_vcpu(self, n: int) -> int:
+        """The vCPU port ``n`` notifies (0 for a port not bound)."""
+        p = self.ports.get(n)
+        return p.vcpu if p is not None else 0
+
     def _mark_vcpu(self, n: int) -> None:
-        vi = self.vcpu_info_ma()
+        if self.vcpu_info_of is None:
+            vi = self.vcpu_info_ma()
+            vcpu = 0
+        else:
+            vcpu = self.port_vcpu(n)
+            vi = self.vcpu_info_of(vcpu)
         sel = vi + abi.VCPU_INFO["evtchn_pending_sel"]
         self.mem.write_u64_phys(sel, self.mem.read_u64_phys(sel) | (1 << (n // 64)))
-        self.mark_upcall()
+        self.mark_upcall(vcpu)
 
-    def mark_upcall(self) -> None:
-        """Set vcpu_info.evtchn_upcall_pending (both ABIs); on its 0 -> 1
-        transition call :attr:`on_upcall` (Xen's hvm_assert_evtchn_irq)."""
-        vi = self.vcpu_info_ma()
+    def mark_upcall(self, vcpu: int = 0) -> None:
+        """Set vcpu_info.evtchn_upcall_pending of ``vcpu`` (both ABIs); on its
+        0 -> 1 transition call :attr:`on_upcall` (Xen's hvm_assert_evtchn_irq)
+        and :attr:`on_kick`."""
+        vi = self.vcpu_info_ma() if self.vcpu_info_of is None else self.vcpu_info_of(vcpu)
         if not self.mem.read_phys(vi, 1)[0]:
             self.mem.write_phys_data(vi, b"\x01")
             if self.on_upcall is not None:
                 self.on_upcall()
+            if self.on_kick is not None:
+                self.on_kick(vcpu)
 
     def set_pending(self, n: int) -> None:
         """Raise port ``n`` (Xen's evtchn_2l_set_pending, or the FIFO ABI's)."""
@@ -155,6 +189,8 @@ class EventChannels:
             return
         if not self.masked(n):
             self._mark_vcpu(n)
+        if self.on_pending is not None:
+            self.on_pending(n)
 
     def unmask(self, n: int) -> int:
         if self.fifo is not None:
@@ -182,8 +218,8 @@ class EventChannels:
             return 0
         return -abi.EINVAL
 
-    def raise_virq(self, virq: int) -> bool:
-        n = self.virqs.get(virq)
+    def raise_virq(self, virq: int, vcpu: int = 0) -> bool:
+        n = self.virqs.get(virq if vcpu == 0 else (virq, vcpu))
         if n is None:
             return False
         self.set_pending(n)

@@ -20,17 +20,23 @@ E = abi
 
 
 class XenVcpu:
-    """vCPU 0 of a Xen domain, bound to a backend (for events, time and the
-    platform) and the machine: the members every Xen guest mode shares."""
+    """One vCPU of a Xen domain (``vcpu_id``; vCPU 0 in a one-vCPU domain),
+    bound to a backend (for events, time and the platform) and the machine:
+    the members every Xen guest mode shares. In an SMP domain the backend's
+    ``smp`` (:class:`pvmon.backends.xen.pv.smp.PvScheduler`) takes blocking
+    and polling."""
 
-    def __init__(self, backend, machine: Machine, layout) -> None:
+    def __init__(self, backend, machine: Machine, layout, vcpu_id: int = 0) -> None:
         self.b = backend
+        #: This vCPU's id (0 in a one-vCPU domain).
+        self.vcpu_id = vcpu_id
         # vcpu_time_info.flags exists from 4.7 (xen.h); before, it is padding.
         self._pvclock_flags = (E.XEN_PVCLOCK_TSC_STABLE_BIT if "pvclock_tsc_stable"
                                in backend.ver.capabilities else 0)
         self.m = machine
         self.layout = layout
-        self._vcpu_info = layout.shared_info_ma   # vcpu_info[0] sits at offset 0
+        # shared_info.vcpu_info[vcpu_id] until the guest registers its own
+        self._vcpu_info = layout.shared_info_ma + vcpu_id * E.VCPU_INFO_SIZE
         self.singleshot: int | None = None
         # Xen starts every vCPU with a 10 ms periodic timer (xen/common/sched/core.c)
         self.periodic = 10_000_000
@@ -139,13 +145,16 @@ class XenVcpu:
             fired = True
         if fired:
             self._update_deadline()
-            self.b.events.raise_virq(E.VIRQ_TIMER)
+            self.b.events.raise_virq(E.VIRQ_TIMER, self.vcpu_id)
         return fired
 
     def block(self) -> int:
         """SCHEDOP_block: enable event delivery, then sleep until an event
         (:meth:`sleep_until_event`)."""
         self.set_upcall_mask(0)
+        smp = getattr(self.b, "smp", None)
+        if smp is not None:
+            return smp.block(self)
         return self.sleep_until_event()
 
     def sleep_until_event(self) -> int:
@@ -173,6 +182,9 @@ class XenVcpu:
         self.update_runstate()
 
     def poll(self, ports: list[int], timeout: int) -> int:
+        smp = getattr(self.b, "smp", None)
+        if smp is not None:
+            return smp.poll(self, ports, timeout)
         ev = self.b.events
         if any(ev.pending(p) for p in ports):
             return 0

@@ -72,11 +72,11 @@ TI_IF = E.TI_IF   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
 
 
 class PvVcpu(XenVcpu):
-    """vCPU 0 of a PV domain, bound to a backend (for events, time and the
-    platform) and the machine."""
+    """One vCPU of a PV domain (``vcpu_id``), bound to a backend (for events,
+    time and the platform) and the machine."""
 
-    def __init__(self, backend, machine: Machine, layout) -> None:
-        super().__init__(backend, machine, layout)
+    def __init__(self, backend, machine: Machine, layout, vcpu_id: int = 0) -> None:
+        super().__init__(backend, machine, layout, vcpu_id)
         self.trap_table: dict[int, tuple[int, int, int]] = {}
         self.callbacks: dict[int, tuple[int, int]] = {}
         self.kernel_ss = 0
@@ -89,7 +89,18 @@ class PvVcpu(XenVcpu):
         self.debugreg: dict[int, int] = {}
         self.ldt = (0, 0)
         self.gdt_frames: list[int] = []
-        self.install_xen_slots(layout.pt_base_pfn)
+        self.gdt_ents = 0
+        #: The saved CPU state of a vCPU that is not on the engine (SMP;
+        #: :mod:`pvmon.backends.xen.pv.smp`), None while it runs.
+        self.saved: dict | None = None
+        #: VCPUOP_initialise done (Xen's is_initialised); vCPU 0 is built so.
+        self.initialised = vcpu_id == 0
+        #: Not VPF_down: VCPUOP_up'd (vCPU 0 from the start).
+        self.up = vcpu_id == 0
+        if vcpu_id == 0:
+            self.install_xen_slots(layout.pt_base_pfn)
+        else:
+            self.kernel_cr3 = 0
 
     # ------------------------------------------------------------- CPU state
     def set_ts(self, on: bool) -> None:
@@ -119,6 +130,7 @@ class PvVcpu(XenVcpu):
 
     def load_gdt(self, frames: list[int], entries: int) -> None:
         self.gdt_frames = frames
+        self.gdt_ents = entries
         gdt = self.layout.gdt_ma
         for i, f in enumerate(frames):
             self.m.write_phys_data(gdt + i * PAGE_SIZE, self.m.read_phys(f << 12, PAGE_SIZE))
