@@ -298,13 +298,8 @@ def _stdin_source(sess, fd: int):
 
     inp = sess.dispatch.input
     if os.isatty(fd):
-        import termios
-        old = termios.tcgetattr(fd)
-        new = termios.tcgetattr(fd)
-        new[0] &= ~(termios.ICRNL | termios.IXON)
-        new[3] &= ~(termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN)
-        new[6][termios.VMIN], new[6][termios.VTIME] = 1, 0
-        termios.tcsetattr(fd, termios.TCSANOW, new)
+        from pvmon.tty import raw_input_mode
+        restore = raw_input_mode(fd)
         inp.live_open = True
         click.echo("pvmon: console input from this terminal; Ctrl-] leaves", err=True)
 
@@ -321,7 +316,7 @@ def _stdin_source(sess, fd: int):
                 inp.post(data)
 
         threading.Thread(target=pump_tty, name="pvmon-stdin", daemon=True).start()
-        return lambda: termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+        return restore
 
     inp.add_script([], more=True)
 

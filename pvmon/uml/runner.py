@@ -328,13 +328,8 @@ def _stdin_source(console: _Console, tracer: UmlTracer, fd: int):
     """Console input from ``fd``: a terminal raw (Ctrl-] ends the run), returning
     the function that restores it; anything else line by line as script lines."""
     if os.isatty(fd):
-        import termios
-        old = termios.tcgetattr(fd)
-        new = termios.tcgetattr(fd)
-        new[0] &= ~(termios.ICRNL | termios.IXON)
-        new[3] &= ~(termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN)
-        new[6][termios.VMIN], new[6][termios.VTIME] = 1, 0
-        termios.tcsetattr(fd, termios.TCSANOW, new)
+        from pvmon.tty import raw_input_mode
+        restore = raw_input_mode(fd)
         print("pvmon: console input from this terminal; Ctrl-] leaves", file=sys.stderr)
         console.add_line(None)
 
@@ -349,7 +344,7 @@ def _stdin_source(console: _Console, tracer: UmlTracer, fd: int):
                     return
                 console.type_live(data)
         threading.Thread(target=pump, name="pvmon-uml-tty", daemon=True).start()
-        return lambda: termios.tcsetattr(fd, termios.TCSADRAIN, old)
+        return restore
 
     def pump_lines() -> None:
         with os.fdopen(os.dup(fd), "rb", buffering=0) as fh:
