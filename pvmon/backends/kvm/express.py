@@ -14,6 +14,7 @@ rounded to a TSC cycle.
 from __future__ import annotations
 
 from pvmon.backends.kvm import abi
+from pvmon.platforms.hvm.native import HVM_NATIVE, HVM_NATIVE_WHY
 from pvmon.pvops import PvOp
 from pvmon.replay.crossabi import (
     Call,
@@ -38,18 +39,13 @@ REFERENCE_GUEST = "pvtest-kvm"
 MODE = None
 RET_IS_STATUS = True
 _K = "arch/x86/kernel/kvm.c"
-_HVM = "the HVM platform: the CPU does it on the guest's own state"
+_HVM = HVM_NATIVE_WHY
 _NR = abi.HYPERCALL_NUMBERS
 
 WAYS: dict[str, Way] = {
+    **{op: native(ev, _HVM) for op, ev in HVM_NATIVE.items()},
     **{op: native(ev, _HVM) for op, ev in (
-        ("cpu.load_gdt", "lgdt"), ("cpu.write_descriptor", "a store to the GDT/LDT"),
-        ("cpu.set_ldt", "lldt"), ("cpu.set_trap", "lidt / a store to the IDT"),
-        ("cpu.set_callback", "the guest's IDT vectors"), ("cpu.set_stack", "the TSS's RSP0"),
-        ("cpu.set_segment_base", "wrmsr FS/GS_BASE"), ("cpu.iret", "iretq"),
-        ("cpu.fpu_trap", "clts / mov cr0"), ("cpu.set_debugreg", "mov dr"),
-        ("cpu.get_debugreg", "mov dr"), ("cpu.set_iopl", "popf"),
-        ("cpu.set_iobitmap", "the TSS I/O bitmap"), ("cpu.cpuid", "cpuid (a VM exit)"),
+        ("cpu.set_callback", "the guest's IDT vectors"), ("cpu.cpuid", "cpuid (a VM exit)"),
         ("cpu.vcpu_up", "LAPIC INIT/SIPI"), ("cpu.vcpu_down", "the vCPU halts"),
         ("cpu.vcpu_init", "the SIPI vector's real-mode start"),
         ("irq.mask", "cli / IOAPIC / LAPIC mask"), ("irq.unmask", "sti / IOAPIC / LAPIC"),
@@ -58,13 +54,8 @@ WAYS: dict[str, Way] = {
         ("irq.bind", "an IOAPIC redirection entry / MSI"), ("irq.unbind", "IOAPIC / MSI"),
         ("irq.set_affinity", "IOAPIC / MSI destination"), ("irq.set_priority", "the LAPIC TPR"),
         ("irq.query", "IOAPIC / LAPIC registers"),
-        ("mmu.set_pte", "a store to the guest's page table"), ("mmu.new_root", "mov cr3"),
-        ("mmu.flush_tlb", "mov cr3 / invpcid"), ("mmu.invlpg", "invlpg"),
         ("mmu.pin", "nothing: EPT/NPT guest tables are ordinary memory"),
         ("mmu.unpin", "nothing: guest tables are ordinary memory"),
-        ("mmu.flush_cache", "wbinvd"), ("mmu.clear_page", "the guest zeroes the frame"),
-        ("mmu.copy_page", "the guest copies the frame"),
-        ("mmu.superpage", "a PSE entry in the guest's table"),
         ("time.periodic", "the LAPIC timer in periodic mode"),
         ("time.stop", "wrmsr IA32_TSC_DEADLINE 0"),
         ("time.read_clock", "rdtsc + kvmclock"), ("time.runstate", "the steal-time area"),

@@ -20,6 +20,7 @@ import struct
 from typing import Any
 
 from pvmon.backends.xen import abi
+from pvmon.platforms.hvm.native import HVM_NATIVE, HVM_NATIVE_WHY
 from pvmon.pvops import PvOp
 from pvmon.replay.crossabi import (
     Call,
@@ -134,27 +135,17 @@ _PV_WAYS: dict[str, Way] = {
 }
 assert set(_PV_WAYS) == set(every_op()), set(every_op()) ^ set(_PV_WAYS)
 
-_HVM = "the HVM platform: the CPU does it on the guest's own state (docs/hvm-platform.md)"
+_HVM = HVM_NATIVE_WHY
 _PVH_WAYS: dict[str, Way] = {
     **_PV_WAYS,
+    **{op: native(ev, _HVM, "arch/x86/xen/enlighten_pvh.c") for op, ev in HVM_NATIVE.items()},
     **{op: native(ev, _HVM, "arch/x86/xen/enlighten_pvh.c") for op, ev in (
-        ("cpu.load_gdt", "lgdt"), ("cpu.write_descriptor", "a store to the GDT/LDT"),
-        ("cpu.set_ldt", "lldt"), ("cpu.set_trap", "lidt / a store to the IDT"),
         ("cpu.set_callback", "the event vector via HVM_PARAM_CALLBACK_IRQ (irq.setup)"),
-        ("cpu.set_stack", "the TSS's RSP0"), ("cpu.set_segment_base", "wrmsr FS/GS_BASE"),
-        ("cpu.iret", "iretq"), ("cpu.fpu_trap", "clts / mov cr0"),
-        ("cpu.set_debugreg", "mov dr"), ("cpu.get_debugreg", "mov dr"),
-        ("cpu.set_iopl", "popf"), ("cpu.set_iobitmap", "the TSS I/O bitmap"),
         ("cpu.cpuid", "cpuid (a VM exit Xen answers)"),
         ("irq.mask", "cli / LAPIC mask"), ("irq.eoi", "LAPIC EOI write"),
         ("irq.send_nmi", "LAPIC ICR write"),
-        ("mmu.set_pte", "a store to the guest's page table"), ("mmu.new_root", "mov cr3"),
-        ("mmu.flush_tlb", "mov cr3 / invpcid"), ("mmu.invlpg", "invlpg"),
         ("mmu.pin", "nothing: HAP page tables are ordinary memory"),
         ("mmu.unpin", "nothing: HAP page tables are ordinary memory"),
-        ("mmu.flush_cache", "wbinvd"), ("mmu.clear_page", "the guest zeroes the frame"),
-        ("mmu.copy_page", "the guest copies the frame"),
-        ("mmu.superpage", "a PSE entry in the guest's table"),
         ("sched.block", "hlt (a VM exit)"),
         ("time.read_clock", "rdtsc + pvclock"))},
     "memory.set_m2p": never("a PVH domain has no machine-to-physical table of its own "
