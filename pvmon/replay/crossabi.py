@@ -195,6 +195,24 @@ def pte_parts(args: dict[str, Any]) -> tuple[int, int]:
     return pte >> 12, pte & 0xFFF
 
 
+def pte32(frame: int, flags: int, losses: list[Loss]) -> int:
+    """A page-table entry's ``frame`` (4 KiB) and ``flags`` as a 32-bit
+    non-PAE PTE (frame bits 12-31, flags 0-11; Intel SDM vol. 3, 4.3), adding
+    to ``losses`` what does not fit: a frame at or above 4 GiB keeps its low 20
+    bits, flags above bit 11 (NX at 63, the software bits 52-62) are dropped."""
+    if frame >> 20:
+        why = "" if flags & 1 else " (a non-present entry: Linux inverts its frame bits " \
+            "against L1TF)"
+        losses.append(Loss("frame above 4 GiB into a 32-bit PTE",
+                           f"frame {frame:#x} (at {frame << 12:#x}) keeps its low 20 bits: "
+                           f"{frame & 0xFFFFF:#x}{why}"))
+    if flags >> 12:
+        losses.append(Loss("PTE flags above bit 31 dropped",
+                           f"flags {flags:#x}: bits 52-63 (NX at 63) have no place in a "
+                           f"32-bit PTE; kept {flags & 0xFFF:#x}"))
+    return ((frame & 0xFFFFF) << 12) | (flags & 0xFFF)
+
+
 def frame_arg(args: dict[str, Any]) -> int:
     """The frame an MMU operation names: ``frame``, ``pfn`` (VMI's
     AllocatePage), or a CR3 value ``val`` (VMI's SetCR3) / ``pgdir`` as a frame."""

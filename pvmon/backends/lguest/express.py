@@ -33,6 +33,7 @@ from pvmon.replay.crossabi import (
     frame_arg,
     native,
     never,
+    pte32,
     pte_parts,
 )
 
@@ -181,22 +182,11 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
         if level in (3, 4):
             return Expressed("inexpressible", why=f"a level-{level} entry: lguest's non-PAE "
                              "tables have two levels")
-        frame, flags = pte_parts(a)
-        if frame >> 20:
-            why = "" if flags & 1 else " (a non-present entry: Linux inverts its frame bits " \
-                "against L1TF)"
-            losses.append(Loss("frame above 4 GiB into a 32-bit PTE",
-                               f"frame {frame:#x} (at {frame << 12:#x}) keeps its low 20 bits: "
-                               f"{frame & 0xFFFFF:#x}{why}"))
-        if flags >> 12:
-            losses.append(Loss("PTE flags above bit 31 dropped",
-                               f"flags {flags:#x}: bits 52-63 (NX at 63) have no place in a "
-                               f"32-bit PTE; kept {flags & 0xFFF:#x}"))
+        pte = pte32(*pte_parts(a), losses)
         va = a.get("va")
         va = _narrow(va, "address", losses) if type(va) is int else entry_index(a, 1024) << 12
         if level == 2:
             return Expressed("call", [_hc("LHCALL_SET_PGD", pgdir, (va >> 22) & 1023)], losses)
-        pte = ((frame & 0xFFFFF) << 12) | (flags & 0xFFF)
         return Expressed("call", [_hc("LHCALL_SET_PTE", pgdir, va, pte, 0)], losses)
     if name == "mmu.invlpg":
         return Expressed("call", [_hc("LHCALL_SET_PTE", pgdir,

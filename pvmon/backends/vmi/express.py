@@ -32,6 +32,7 @@ from pvmon.replay.crossabi import (
     native,
     never,
     ns_to_cycles,
+    pte32,
     pte_parts,
 )
 
@@ -189,19 +190,8 @@ def express(op: PvOp, ctx: Ctx) -> Expressed | None:
     losses: list[Loss] = []
     scratch = ctx.target.scratch
     if name == "mmu.set_pte":
-        frame, flags = pte_parts(a)
-        if frame >> 20:
-            why = "" if flags & 1 else " (a non-present entry: Linux inverts its frame bits " \
-                "against L1TF)"
-            losses.append(Loss("frame above 4 GiB into a 32-bit PTE",
-                               f"frame {frame:#x} (at {frame << 12:#x}) keeps its low 20 bits: "
-                               f"{frame & 0xFFFFF:#x}{why}"))
-        if flags >> 12:
-            losses.append(Loss("PTE flags above bit 31 dropped",
-                               f"flags {flags:#x}: bits 52-63 (NX at 63) have no place in a "
-                               f"32-bit PTE; kept {flags & 0xFFF:#x}"))
-        pte32 = ((frame & 0xFFFFF) << 12) | (flags & 0xFFF)
-        return Expressed("call", [_hc("SetPxE", pte32, scratch + 4 * entry_index(a, 1024), 0)],
+        pte = pte32(*pte_parts(a), losses)
+        return Expressed("call", [_hc("SetPxE", pte, scratch + 4 * entry_index(a, 1024), 0)],
                          losses)
     if name == "mmu.new_root":
         if a.get("user"):
