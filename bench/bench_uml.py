@@ -15,6 +15,9 @@ prompts (default `uname -a`, then `poweroff -f`) and end when UML exits:
   types the same lines at the same prompts (the rule of `pvmon.uml.runner`),
   timed from spawn to exit.
 
+- with --pyloop, the same traced command with the tracer's stop loop in
+  Python (PVMON_UML_PYLOOP=1: the fallback used when the compiled
+  pvmon.uml._stoploop is missing), to see what the C loop saves.
 - with --strace, a reference: the same untraced boot under `strace -o
   /dev/null` (no -f: strace, like pvmon, must not attach UML's guest
   processes), a C tracer with the same two ptrace stops per system call.
@@ -28,7 +31,7 @@ average at the start and end is printed: on a shared machine say so beside
 the figure.
 
 Run: python bench/bench_uml.py [--runs 5] [--script 'uname -a\\npoweroff -f'] [--strace]
-                               [--json]
+                               [--pyloop] [--json]
 Exit status: 0 when every run shut down cleanly, 1 when a run failed, 2 on a
 setup error (uml-6.1 or the busybox initramfs not cached).
 """
@@ -60,11 +63,14 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_traced(script: str, out_dir: Path, timeout: float) -> dict:
+def run_traced(script: str, out_dir: Path, timeout: float, pyloop: bool = False) -> dict:
     trace = out_dir / "uml.pvt"
     cmd = [sys.executable, "-m", "pvmon", "run", "uml-6.1", "--initramfs", "busybox", "--quiet",
            "--script", script, "--record", str(trace)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PVMON_UML_PYLOOP", None)
+    if pyloop:
+        env["PVMON_UML_PYLOOP"] = "1"
     c0 = _cpu()
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
@@ -110,6 +116,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--strace", action="store_true",
                     help="also the untraced boot under strace -o /dev/null (a reference)")
+    ap.add_argument("--pyloop", action="store_true",
+                    help="also pvmon with its stop loop in Python (PVMON_UML_PYLOOP=1)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from pvmon.errors import PvmonError
@@ -124,7 +132,7 @@ def main() -> int:
         return 2
     lines = script_lines(args.script.replace("\\n", "\n"))
     load0 = os.getloadavg()
-    traced, plain, straced = [], [], []
+    traced, plain, straced, pylooped = [], [], [], []
     strace = shutil.which("strace") if args.strace else None
     if args.strace and strace is None:
         print("bench_uml: --strace: strace is not installed", file=sys.stderr)
@@ -133,6 +141,8 @@ def main() -> int:
         tmp = Path(tmp_s)
         for i in range(args.runs):
             traced.append(run_traced(args.script, tmp, args.timeout))
+            if args.pyloop:
+                pylooped.append(run_traced(args.script, tmp, args.timeout, pyloop=True))
             run_dir = tmp / f"plain{i}"
             run_dir.mkdir()
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(run_dir),
@@ -144,7 +154,11 @@ def main() -> int:
                                             args.timeout))
             shutil.rmtree(run_dir, ignore_errors=True)
     load1 = os.getloadavg()
-    failed = [r for r in traced + plain + straced if not r["ok"]]
+    failed = [r for r in traced + plain + straced + pylooped if not r["ok"]]
+    med_y = statistics.median(r["wall_s"] for r in pylooped) if pylooped else None
+    cpu_y = statistics.median(r["cpu_s"] for r in pylooped) if pylooped else None
+    inproc_y = [r["inproc_s"] for r in pylooped if r["inproc_s"] is not None]
+    med_iy = statistics.median(inproc_y) if inproc_y else None
     med_s = statistics.median(r["wall_s"] for r in straced) if straced else None
     cpu_t = statistics.median(r["cpu_s"] for r in traced)
     cpu_p = statistics.median(r["cpu_s"] for r in plain)
@@ -156,10 +170,12 @@ def main() -> int:
               "script": args.script, "traced_median_s": med_t, "untraced_median_s": med_p,
               "ratio": med_t / med_p, "traced_inproc_median_s": med_i,
               "ratio_inproc": med_i / med_p if med_i else None,
-              "strace_median_s": med_s, "traced_cpu_median_s": cpu_t,
+              "strace_median_s": med_s, "pyloop_median_s": med_y,
+              "pyloop_inproc_median_s": med_iy, "pyloop_cpu_median_s": cpu_y, "traced_cpu_median_s": cpu_t,
               "untraced_cpu_median_s": cpu_p, "ratio_cpu": cpu_t / cpu_p,
               "load_before": load0, "load_after": load1,
               "traced": traced, "untraced": plain, "strace": straced,
+              "pyloop": pylooped,
               "failed_runs": len(failed)}
     if args.json:
         print(json.dumps(result, indent=1))
@@ -176,16 +192,26 @@ def main() -> int:
         if med_i is not None:
             print(f"{'  of which traced UML (in-process)':34} {med_i:9.2f}  "
                   + " ".join(f"{x:.2f}" for x in inproc))
+        if med_y is not None:
+            print(f"{'pvmon, stop loop in Python (whole)':34} {med_y:9.2f}  "
+                  + " ".join(f"{r['wall_s']:.2f}" for r in pylooped))
+            if med_iy is not None:
+                print(f"{'  of which traced UML (in-process)':34} {med_iy:9.2f}  "
+                      + " ".join(f"{x:.2f}" for x in inproc_y))
         if med_s is not None:
             print(f"{'strace -o /dev/null (reference)':34} {med_s:9.2f}  "
                   + " ".join(f"{r['wall_s']:.2f}" for r in straced))
         print(f"ratio traced/untraced: {result['ratio']:.2f}x whole command"
               + (f", {result['ratio_inproc']:.2f}x in-process" if med_i else "")
               + " (target <= 2x, goal <= 1.3x)"
-              + (f"; strace/untraced {med_s / med_p:.2f}x" if med_s else ""))
+              + (f"; strace/untraced {med_s / med_p:.2f}x" if med_s else "")
+              + (f"; Python stop loop/untraced {med_y / med_p:.2f}x whole"
+                 + (f", {med_iy / med_p:.2f}x in-process" if med_iy else "") if med_y else ""))
         print(f"CPU seconds (user + system, every process of the run; less sensitive to "
               f"the host's load): untraced {cpu_p:.2f}, pvmon run --record {cpu_t:.2f}, "
-              f"ratio {cpu_t / cpu_p:.2f}x")
+              f"ratio {cpu_t / cpu_p:.2f}x"
+              + (f"; with the Python stop loop {cpu_y:.2f}, {cpu_y / cpu_p:.2f}x" if cpu_y
+                 else ""))
         for r in failed:
             print(f"FAILED run: {r}", file=sys.stderr)
     return 1 if failed else 0

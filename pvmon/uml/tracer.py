@@ -39,7 +39,13 @@ How pvmon traces it (docs/uml.md):
   its rax is recorded as a ``sysret`` event (a call UML never returns from,
   ``exit``/``exit_group``, has none);
 * the console: what UML writes to fd 1 and 2 (``con``/``out``) and reads from
-  fd 0 (``con``/``in``), read from UML's buffers at the system call's exit.
+  fd 0 (``con``/``in``), read from UML's buffers at the system call's exit;
+* the stop loop (waitpid, GETREGS, the memory reads above, resuming) is C,
+  :mod:`pvmon.uml._stoploop`, when it is built: it handles every stop itself,
+  the GIL released, and hands the completed host calls to Python in batches,
+  where one recorder (:meth:`UmlTracer._recorder`) turns them into events. The
+  same loop in Python is the fallback (``PVMON_UML_PYLOOP=1`` forces it); it
+  reads the same bytes (:func:`_wanted`) and gives the same events.
 
 Times are host monotonic nanoseconds since the UML process started: a UML
 boot is not deterministic (host time, pids, scheduling), and the trace header
