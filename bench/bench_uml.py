@@ -7,7 +7,8 @@ prompts (default `uname -a`, then `poweroff -f`) and end when UML exits:
 - traced: the command a user runs, `python -m pvmon run uml-6.1 --initramfs
   busybox --quiet --script SCRIPT --record FILE`, timed from spawn to exit (the
   figure: interpreter start-up, imports, the tracer, the trace's final flush
-  included). The time pvmon prints for the traced run itself (fork of UML to
+  included; run as `python -c WRAPPER`, the same `pvmon.cli.main`, see
+  below). The time pvmon prints for the traced run itself (fork of UML to
   its exit) is kept beside it, labelled in-process.
 - untraced: the UML binary run directly with the same argv and environment
   pvmon gives it (`pvmon.uml.runner.uml_argv`: mem=, initrd=, con0=fd:0,fd:1
@@ -26,7 +27,9 @@ Runs alternate (traced, untraced, traced, ...) so both sides see the same
 stretch of the host; medians are reported with the ratio traced/untraced
 (issue 20's target <= 2x, goal <= 1.3x) and every run's time, and the CPU
 seconds (user + system) each side's processes used, which the host's load
-changes less than wall time. The host's load
+changes less than wall time; on the traced side also split into pvmon's own
+(user, system) and UML's with its guest processes (getrusage at pvmon's exit,
+printed by a two-line wrapper around `pvmon.cli.main`). The host's load
 average at the start and end is printed: on a shared machine say so beside
 the figure.
 
@@ -55,6 +58,21 @@ REPO = Path(__file__).resolve().parent.parent
 _PROMPT = re.compile(rb"[#$>] $")
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 _INPROC = re.compile(r"passed on, ([0-9.]+) s")
+# `python -m pvmon` with one addition: at exit, the CPU seconds of pvmon's own
+# process and of its reaped children (UML and, through UML, its guest
+# processes) on stderr, to split the traced side's CPU into tracer and traced
+_WRAP = """import atexit, resource, sys
+def _cpu():
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sys.stderr.write("\\nbench_uml cpu: %f %f %f %f\\n"
+                     % (s.ru_utime, s.ru_stime, c.ru_utime, c.ru_stime))
+atexit.register(_cpu)
+sys.argv[0] = "pvmon"
+from pvmon.cli import main
+main()
+"""
+_SPLIT = re.compile(r"bench_uml cpu: ([0-9.]+) ([0-9.]+) ([0-9.]+) ([0-9.]+)")
 
 
 def _cpu() -> float:
@@ -65,7 +83,7 @@ def _cpu() -> float:
 
 def run_traced(script: str, out_dir: Path, timeout: float, pyloop: bool = False) -> dict:
     trace = out_dir / "uml.pvt"
-    cmd = [sys.executable, "-m", "pvmon", "run", "uml-6.1", "--initramfs", "busybox", "--quiet",
+    cmd = [sys.executable, "-c", _WRAP, "run", "uml-6.1", "--initramfs", "busybox", "--quiet",
            "--script", script, "--record", str(trace)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("PVMON_UML_PYLOOP", None)
@@ -77,7 +95,11 @@ def run_traced(script: str, out_dir: Path, timeout: float, pyloop: bool = False)
                        check=False)
     wall = time.perf_counter() - t0
     m = _INPROC.search(p.stderr)
+    split = _SPLIT.search(p.stderr)
     return {"ok": p.returncode == 0, "wall_s": wall, "cpu_s": _cpu() - c0,
+            "pvmon_user_s": float(split[1]) if split else None,
+            "pvmon_sys_s": float(split[2]) if split else None,
+            "uml_cpu_s": float(split[3]) + float(split[4]) if split else None,
             "inproc_s": float(m[1]) if m else None, "trace_bytes": trace.stat().st_size
             if trace.exists() else 0, "stderr": p.stderr[-400:] if p.returncode else ""}
 
@@ -212,6 +234,14 @@ def main() -> int:
               f"ratio {cpu_t / cpu_p:.2f}x"
               + (f"; with the Python stop loop {cpu_y:.2f}, {cpu_y / cpu_p:.2f}x" if cpu_y
                  else ""))
+        for label, runs in (("C stop loop", traced), ("Python stop loop", pylooped)):
+            split = [r for r in runs if r.get("pvmon_user_s") is not None]
+            if split:
+                print(f"CPU of the traced side, {label} (medians): pvmon user "
+                      f"{statistics.median(r['pvmon_user_s'] for r in split):.2f} + system "
+                      f"{statistics.median(r['pvmon_sys_s'] for r in split):.2f}, UML and its "
+                      f"processes {statistics.median(r['uml_cpu_s'] for r in split):.2f} "
+                      f"(untraced: {cpu_p:.2f} in all)")
         for r in failed:
             print(f"FAILED run: {r}", file=sys.stderr)
     return 1 if failed else 0
