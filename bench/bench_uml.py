@@ -19,6 +19,9 @@ prompts (default `uname -a`, then `poweroff -f`) and end when UML exits:
 - with --pyloop, the same traced command with the tracer's stop loop in
   Python (PVMON_UML_PYLOOP=1: the fallback used when the compiled
   pvmon.uml._stoploop is missing), to see what the C loop saves.
+- with --against DIR, the same traced command run from another pvmon tree
+  (e.g. `git worktree add /tmp/old COMMIT` plus its compiled modules): a
+  before/after comparison taken alternately on the same stretch of the host.
 - with --strace, a reference: the same untraced boot under `strace -o
   /dev/null` (no -f: strace, like pvmon, must not attach UML's guest
   processes), a C tracer with the same two ptrace stops per system call.
@@ -34,7 +37,7 @@ average at the start and end is printed: on a shared machine say so beside
 the figure.
 
 Run: python bench/bench_uml.py [--runs 5] [--script 'uname -a\\npoweroff -f'] [--strace]
-                               [--pyloop] [--json]
+                               [--pyloop] [--against DIR] [--json]
 Exit status: 0 when every run shut down cleanly, 1 when a run failed, 2 on a
 setup error (uml-6.1 or the busybox initramfs not cached).
 """
@@ -81,11 +84,12 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_traced(script: str, out_dir: Path, timeout: float, pyloop: bool = False) -> dict:
+def run_traced(script: str, out_dir: Path, timeout: float, pyloop: bool = False,
+               repo: Path = REPO) -> dict:
     trace = out_dir / "uml.pvt"
     cmd = [sys.executable, "-c", _WRAP, "run", "uml-6.1", "--initramfs", "busybox", "--quiet",
            "--script", script, "--record", str(trace)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(repo)}
     env.pop("PVMON_UML_PYLOOP", None)
     if pyloop:
         env["PVMON_UML_PYLOOP"] = "1"
@@ -140,7 +144,12 @@ def main() -> int:
                     help="also the untraced boot under strace -o /dev/null (a reference)")
     ap.add_argument("--pyloop", action="store_true",
                     help="also pvmon with its stop loop in Python (PVMON_UML_PYLOOP=1)")
+    ap.add_argument("--against", type=Path, metavar="DIR",
+                    help="also the traced command from another pvmon tree (before/after)")
     args = ap.parse_args()
+    if args.against is not None and not (args.against / "pvmon" / "cli.py").is_file():
+        print(f"bench_uml: --against {args.against}: not a pvmon tree", file=sys.stderr)
+        return 2
     sys.path.insert(0, str(REPO))
     from pvmon.errors import PvmonError
     from pvmon.guests.initramfs import initramfs_path
@@ -154,7 +163,7 @@ def main() -> int:
         return 2
     lines = script_lines(args.script.replace("\\n", "\n"))
     load0 = os.getloadavg()
-    traced, plain, straced, pylooped = [], [], [], []
+    traced, plain, straced, pylooped, other = [], [], [], [], []
     strace = shutil.which("strace") if args.strace else None
     if args.strace and strace is None:
         print("bench_uml: --strace: strace is not installed", file=sys.stderr)
@@ -165,6 +174,9 @@ def main() -> int:
             traced.append(run_traced(args.script, tmp, args.timeout))
             if args.pyloop:
                 pylooped.append(run_traced(args.script, tmp, args.timeout, pyloop=True))
+            if args.against is not None:
+                other.append(run_traced(args.script, tmp, args.timeout,
+                                        repo=args.against.resolve()))
             run_dir = tmp / f"plain{i}"
             run_dir.mkdir()
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(run_dir),
@@ -176,7 +188,11 @@ def main() -> int:
                                             args.timeout))
             shutil.rmtree(run_dir, ignore_errors=True)
     load1 = os.getloadavg()
-    failed = [r for r in traced + plain + straced + pylooped if not r["ok"]]
+    failed = [r for r in traced + plain + straced + pylooped + other if not r["ok"]]
+    med_o = statistics.median(r["wall_s"] for r in other) if other else None
+    cpu_o = statistics.median(r["cpu_s"] for r in other) if other else None
+    inproc_o = [r["inproc_s"] for r in other if r["inproc_s"] is not None]
+    med_io = statistics.median(inproc_o) if inproc_o else None
     med_y = statistics.median(r["wall_s"] for r in pylooped) if pylooped else None
     cpu_y = statistics.median(r["cpu_s"] for r in pylooped) if pylooped else None
     inproc_y = [r["inproc_s"] for r in pylooped if r["inproc_s"] is not None]
@@ -198,6 +214,9 @@ def main() -> int:
               "load_before": load0, "load_after": load1,
               "traced": traced, "untraced": plain, "strace": straced,
               "pyloop": pylooped,
+              "against": str(args.against) if args.against else None, "other": other,
+              "other_median_s": med_o, "other_inproc_median_s": med_io,
+              "other_cpu_median_s": cpu_o,
               "failed_runs": len(failed)}
     if args.json:
         print(json.dumps(result, indent=1))
@@ -220,6 +239,12 @@ def main() -> int:
             if med_iy is not None:
                 print(f"{'  of which traced UML (in-process)':34} {med_iy:9.2f}  "
                       + " ".join(f"{x:.2f}" for x in inproc_y))
+        if med_o is not None:
+            print(f"{'pvmon from --against (whole)':34} {med_o:9.2f}  "
+                  + " ".join(f"{r['wall_s']:.2f}" for r in other))
+            if med_io is not None:
+                print(f"{'  of which traced UML (in-process)':34} {med_io:9.2f}  "
+                      + " ".join(f"{x:.2f}" for x in inproc_o))
         if med_s is not None:
             print(f"{'strace -o /dev/null (reference)':34} {med_s:9.2f}  "
                   + " ".join(f"{r['wall_s']:.2f}" for r in straced))
@@ -228,13 +253,17 @@ def main() -> int:
               + " (target <= 2x, goal <= 1.3x)"
               + (f"; strace/untraced {med_s / med_p:.2f}x" if med_s else "")
               + (f"; Python stop loop/untraced {med_y / med_p:.2f}x whole"
-                 + (f", {med_iy / med_p:.2f}x in-process" if med_iy else "") if med_y else ""))
+                 + (f", {med_iy / med_p:.2f}x in-process" if med_iy else "") if med_y else "")
+              + (f"; --against/untraced {med_o / med_p:.2f}x whole"
+                 + (f", {med_io / med_p:.2f}x in-process" if med_io else "") if med_o else ""))
         print(f"CPU seconds (user + system, every process of the run; less sensitive to "
               f"the host's load): untraced {cpu_p:.2f}, pvmon run --record {cpu_t:.2f}, "
               f"ratio {cpu_t / cpu_p:.2f}x"
               + (f"; with the Python stop loop {cpu_y:.2f}, {cpu_y / cpu_p:.2f}x" if cpu_y
-                 else ""))
-        for label, runs in (("C stop loop", traced), ("Python stop loop", pylooped)):
+                 else "")
+              + (f"; --against {cpu_o:.2f}, {cpu_o / cpu_p:.2f}x" if cpu_o else ""))
+        for label, runs in (("this tree", traced), ("Python stop loop", pylooped),
+                            ("--against", other)):
             split = [r for r in runs if r.get("pvmon_user_s") is not None]
             if split:
                 print(f"CPU of the traced side, {label} (medians): pvmon user "
