@@ -95,8 +95,10 @@ def run_traced(script: str, out_dir: Path, timeout: float, pyloop: bool = False,
         env["PVMON_UML_PYLOOP"] = "1"
     c0 = _cpu()
     t0 = time.perf_counter()
+    # run in the tree itself: `python -c` puts the current folder first on sys.path,
+    # so from anywhere else a pvmon there would be imported instead of the tree's
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                       check=False)
+                       check=False, cwd=repo)
     wall = time.perf_counter() - t0
     m = _INPROC.search(p.stderr)
     split = _SPLIT.search(p.stderr)
