@@ -7,6 +7,7 @@ Real UML kernel (fetched with apt-get download), real host kernel, no mocks."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,7 +118,12 @@ def test_the_c_stop_loop_and_the_python_fallback_record_the_same_events(shell_tr
     compared by what they hold: the same kinds, fields, ptrace/wait4 decodings,
     recovered guest calls and console output."""
     from pvmon.uml import tracer
-    assert tracer._StopLoop is not None, "pvmon.uml._stoploop is not built here"
+    if tracer._StopLoop is None:
+        if shutil.which("cc") or shutil.which("gcc"):
+            # pip builds it wherever there is a compiler; missing here means the build broke
+            pytest.fail("pvmon.uml._stoploop is not built although a C compiler is installed: "
+                        "rerun pip install -e . (or python setup.py build_ext --inplace)")
+        pytest.skip("no C compiler: pvmon.uml._stoploop is not built")
     path, _ = shell_trace
     other = tmp_path / "pyloop.pvt"
     p = pvmon("run", "uml-6.1", "--initramfs", "busybox", "--quiet", "--script", SCRIPT,
