@@ -7,6 +7,7 @@ Real UML kernel (fetched with apt-get download), real host kernel, no mocks."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +92,51 @@ def test_the_trace_holds_host_syscalls_and_the_guests_own_execve_and_uname(shell
     assert events[-1]["k"] == "exit" and events[-1]["reason"] == "shutdown"
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(len(events)))
+
+
+def _shape(path: Path) -> dict:
+    """What a UML recording holds regardless of timing: event kinds, each kind's
+    field names, each host call's ``op`` keys, the guest calls recovered and the
+    threads seen."""
+    with TraceReader(path) as r:
+        events = list(r)
+    return {"kinds": {e["k"] for e in events},
+            "fields": {(e["k"], tuple(sorted(e))) for e in events},
+            "ops": {(e["name"], tuple(sorted(e["op"]))) for e in events if e["k"] == "hc"},
+            "guest": {e["name"] for e in events if e["k"] == "syscall"},
+            "returns": {e["name"] for e in events if e["k"] == "sysret"},
+            "cpus": {e["cpu"] for e in events},
+            "uname": b"x86_64 GNU/Linux" in b"".join(
+                e["data"] for e in events if e["k"] == "con" and e["dir"] == "out")}
+
+
+def test_the_c_stop_loop_and_the_python_fallback_record_the_same_events(shell_trace,
+                                                                        tmp_path):
+    """The shared fixture's recording ran the compiled stop loop
+    (pvmon/uml/_stoploop.c); PVMON_UML_PYLOOP=1 forces the Python loop. A UML
+    boot is not deterministic (times, pids, timer signals), so the two are
+    compared by what they hold: the same kinds, fields, ptrace/wait4 decodings,
+    recovered guest calls and console output."""
+    from pvmon.uml import tracer
+    if tracer._StopLoop is None:
+        if shutil.which("cc") or shutil.which("gcc"):
+            # pip builds it wherever there is a compiler; missing here means the build broke
+            pytest.fail("pvmon.uml._stoploop is not built although a C compiler is installed: "
+                        "rerun pip install -e . (or python setup.py build_ext --inplace)")
+        pytest.skip("no C compiler: pvmon.uml._stoploop is not built")
+    path, _ = shell_trace
+    other = tmp_path / "pyloop.pvt"
+    p = pvmon("run", "uml-6.1", "--initramfs", "busybox", "--quiet", "--script", SCRIPT,
+              "--record", other, env={"PVMON_UML_PYLOOP": "1"})
+    assert p.returncode == 0, p.stderr
+    a, b = _shape(path), _shape(other)
+    assert a["kinds"] == b["kinds"] == {"hc", "syscall", "sysret", "con", "exit"}
+    assert a["fields"] == b["fields"]
+    shared = {name for name, _ in a["ops"]} & {name for name, _ in b["ops"]}
+    assert {"ptrace", "wait4", "read", "write"} <= shared
+    assert {o for o in a["ops"] if o[0] in shared} == {o for o in b["ops"] if o[0] in shared}
+    assert a["guest"] == b["guest"] and a["returns"] == b["returns"]
+    assert a["cpus"] == b["cpus"] and a["uname"] and b["uname"]
 
 
 def test_trace_tools_read_a_uml_trace(shell_trace):

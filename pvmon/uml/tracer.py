@@ -39,7 +39,13 @@ How pvmon traces it (docs/uml.md):
   its rax is recorded as a ``sysret`` event (a call UML never returns from,
   ``exit``/``exit_group``, has none);
 * the console: what UML writes to fd 1 and 2 (``con``/``out``) and reads from
-  fd 0 (``con``/``in``), read from UML's buffers at the system call's exit.
+  fd 0 (``con``/``in``), read from UML's buffers at the system call's exit;
+* the stop loop (waitpid, GETREGS, the memory reads above, resuming) is C,
+  :mod:`pvmon.uml._stoploop`, when it is built: it handles every stop itself,
+  the GIL released, and hands the completed host calls to Python in batches,
+  where one recorder (:meth:`UmlTracer._recorder`) turns them into events. The
+  same loop in Python is the fallback (``PVMON_UML_PYLOOP=1`` forces it); it
+  reads the same bytes (:func:`_wanted`) and gives the same events.
 
 Times are host monotonic nanoseconds since the UML process started: a UML
 boot is not deterministic (host time, pids, scheduling), and the trace header
@@ -70,6 +76,33 @@ _RDI, _RSI, _RDX, _R10, _R8, _R9 = (_R[n] for n in pt.SYSCALL_ARGS)
 _ORIG_RAX, _RAX, _RIP = _R["orig_rax"], _R["rax"], _R["rip"]
 #: Console file descriptors and the ``ch`` their bytes are recorded under.
 _CONSOLE_OUT = {1: "stdout", 2: "stderr"}
+
+try:        # the stop loop in C (setup.py builds it; optional)
+    from pvmon.uml._stoploop import StopLoop as _StopLoop
+except ImportError:
+    _StopLoop = None
+#: :meth:`pvmon.uml._stoploop.StopLoop.run`'s reasons to return (see _stoploop.c).
+_WHY_MAIN_EXIT, _WHY_DONE = 2, 3
+
+
+def _wanted(nr: int, args: list[int], ret: int) -> tuple[int, int] | None:
+    """What of the tracee's memory a completed host call needs read at its exit
+    stop, as ``(address, size)``, or None: the status word ``wait4`` stored, the
+    ``struct user_regs_struct`` a ``PTRACE_GETREGS`` filled, the rax of the one
+    a ``PTRACE_SETREGS`` wrote, the console bytes of a read from fd 0 or a write
+    to fd 1 or 2. The C loop reads the same (pvmon/uml/_stoploop.c)."""
+    if nr == _NR_WAIT4:
+        return (args[1], 4) if ret > 0 and args[1] else None
+    if nr == _NR_PTRACE:
+        if ret == 0 and args[0] == pt.PTRACE_GETREGS:
+            return args[3], pt.USER_REGS_STRUCT.size
+        if ret == 0 and args[0] == pt.PTRACE_SETREGS:
+            return args[3] + 8 * _RAX, 8
+        return None
+    if ret > 0 and ((nr == _NR_WRITE and args[0] in _CONSOLE_OUT)
+                    or (nr == _NR_READ and args[0] == 0)):
+        return args[1], ret
+    return None
 
 
 class StartError(Exception):
@@ -236,24 +269,135 @@ class UmlTracer:
 
     def run(self) -> Outcome:
         """Trace until the UML kernel process has exited; returns how it ended.
-        Every event is emitted before this returns."""
+        Every event is emitted before this returns. The stop loop is the
+        compiled :mod:`pvmon.uml._stoploop` when it is built, else (or with
+        ``PVMON_UML_PYLOOP=1`` in the environment) the same loop in Python: the
+        same events either way."""
         if self._first_status is not None:
             return self._ended(self._first_status)
+        if _StopLoop is not None and not os.environ.get("PVMON_UML_PYLOOP"):
+            return self._run_c()
+        return self._run_python()
+
+    def _recorder(self) -> Callable[[int, list, int, int, int, int, bytes | None], None]:
+        """The function both stop loops give each completed host call:
+        ``record(nr, args, ret, rip, t, cpu, data)`` (``data`` the bytes
+        :func:`_wanted` names, read at the call's exit stop, or None) emits its
+        ``hc`` event and the ``syscall``/``sysret``/``con`` event it gives."""
+        wait_status: dict[int, int] = {}   # UML's child -> last status its wait4 returned
+        in_guest_call: dict[int, int] = {}  # UML's child -> the guest call it is in
+        names = SYSCALLS
+        emit, emit_hc = self._emit, self._emit_hc
+        stats = self.stats
+        by_name = stats.by_name
+        regs_size = pt.USER_REGS_STRUCT.size
+        unpack_regs = pt.USER_REGS_STRUCT.unpack
+
+        def record(nr: int, args: list, ret: int, rip: int, t: int, cpu: int,
+                   data: bytes | None) -> None:
+            name = names.get(nr) or f"syscall_{nr}"
+            by_name[name] = by_name.get(name, 0) + 1
+            op: dict = {}
+            extra = None
+            if nr == _NR_PTRACE:
+                req = args[0]
+                op = {"cmd": pt.REQUESTS.get(req, req), "pid": args[1]}
+                if req == pt.PTRACE_GETREGS and ret == 0:
+                    child = args[1]
+                    ws = wait_status.pop(child, None)
+                    if ws is not None and (ws & 0xff) == 0x7f \
+                            and (ws >> 8) & 0xff == _SYSGOOD_TRAP \
+                            and data is not None and len(data) == regs_size:
+                        # the child's registers UML just read into its buffer
+                        r = unpack_regs(data)
+                        stats.guest_syscalls += 1
+                        gnr = r[_ORIG_RAX]
+                        extra = {"k": "syscall", "nr": gnr,
+                                 "name": names.get(gnr) or f"syscall_{gnr}",
+                                 "args": [r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9]],
+                                 "rip": r[_RIP], "proc": child}
+                        in_guest_call[child] = gnr
+                elif req == pt.PTRACE_SETREGS and ret == 0 and args[1] in in_guest_call:
+                    # the result UML writes back (the rax in its buffer)
+                    gnr = in_guest_call.pop(args[1])
+                    if data is not None and len(data) == 8:
+                        extra = {"k": "sysret", "nr": gnr,
+                                 "name": names.get(gnr) or f"syscall_{gnr}",
+                                 "ret": pt.signed(int.from_bytes(data, "little")),
+                                 "proc": args[1]}
+            elif nr == _NR_WAIT4:
+                op = {"pid": args[0]}
+                if ret > 0 and args[1]:
+                    if data is not None and len(data) == 4:
+                        ws = int.from_bytes(data, "little")
+                        wait_status[ret] = ws
+                        op["status"] = ws
+                    in_guest_call.pop(ret, None)   # a call UML never returned from
+            elif nr == _NR_WRITE and ret > 0 and args[0] in _CONSOLE_OUT and data:
+                extra = {"k": "con", "dir": "out", "ch": _CONSOLE_OUT[args[0]], "data": data}
+            elif nr == _NR_READ and ret > 0 and args[0] == 0 and data:
+                extra = {"k": "con", "dir": "in", "ch": "stdin", "data": data}
+            seq = self.seq
+            if emit_hc is not None:
+                emit_hc("uml", nr, name, args, op, ret, rip, "syscall", [], [], [],
+                        seq, t, cpu)
+            else:
+                emit({"k": "hc", "abi": "uml", "nr": nr, "name": name, "args": args,
+                      "op": op, "ret": ret, "rip": rip, "via": "syscall", "rd": [],
+                      "wr": [], "ev": [], "seq": seq, "t": t, "cpu": cpu})
+            seq += 1
+            if extra is not None:
+                extra["seq"] = seq
+                extra["t"] = t
+                extra["cpu"] = cpu
+                emit(extra)
+                seq += 1
+            self.seq = seq
+            stats.host_syscalls += 1
+
+        return record
+
+    def _run_c(self) -> Outcome:
+        """The stop loop in C (:mod:`pvmon.uml._stoploop`): it resumes the
+        tracee at every stop itself and hands back the completed host calls in
+        batches (at most 1,024 or 20 ms of them, and at once after a console
+        read or write), which are recorded here while UML runs on."""
+        main = self.pid
+        record = self._recorder()
+        loop = _StopLoop(main, self._t0)
+        stats = self.stats
+        outcome = None
+        while True:
+            why, batch = loop.run(1024, 20_000_000)
+            for nr, args, ret, rip, t, cpu, data in batch:
+                record(nr, args, ret, rip, t, cpu, data)
+            stats.signals = loop.signals
+            stats.threads = 1 + loop.new_threads
+            if why == _WHY_MAIN_EXIT:
+                outcome = self._ended(loop.main_status)
+                self._kill_leftovers(main)
+                if not loop.kill_threads():    # helper threads outliving UML
+                    break
+            elif why == _WHY_DONE:
+                break
+        if outcome is None:
+            outcome = Outcome("crash", "the UML process disappeared", None)
+        return outcome
+
+    def _run_python(self) -> Outcome:
+        """The stop loop in Python (the fallback when :mod:`pvmon.uml._stoploop`
+        is not built): the same stops, reads and events as :meth:`_run_c`."""
         main = self.pid
         regs = pt.Regs().get
         cpu_of = {main: 0}
         entry: dict[int, bool] = {main: False}   # pid -> inside a system call
         new_threads: set[int] = set()      # cloned, initial SIGSTOP not seen yet
-        wait_status: dict[int, int] = {}   # UML's child -> last status its wait4 returned
-        in_guest_call: dict[int, int] = {}  # UML's child -> the guest call it is in
-        names = SYSCALLS
-        emit, emit_hc = self._emit, self._emit_hc
+        record = self._recorder()
         read_memory = pt.read_memory
         resume, SYSCALL = pt.ptrace_raw, pt.PTRACE_SYSCALL   # errors: see ptrace_raw
         monotonic_ns = time.monotonic_ns
         t0 = self._t0
         stats = self.stats
-        by_name = stats.by_name
         outcome = None
         while True:
             try:
@@ -272,6 +416,8 @@ class UmlTracer:
                             os.kill(other, signal.SIGKILL)
                         except ProcessLookupError:
                             entry.pop(other, None)
+                    if not entry:
+                        break
                     continue
                 if outcome is not None and not entry:
                     break
@@ -286,7 +432,11 @@ class UmlTracer:
                 # but rax, rcx and r11 as it was at entry, so the number (orig_rax),
                 # the arguments and rip are read here, one GETREGS per call
                 entry[pid] = False
-                r = regs(pid)
+                try:
+                    r = regs(pid)
+                except OSError:               # gone (a SIGKILL): waitpid reports its end
+                    resume(SYSCALL, pid, 0, 0)
+                    continue
                 nr = r[_ORIG_RAX]
                 if nr == _NO_SYSCALL:
                     # only rt_sigreturn leaves orig_rax at -1 (restore_sigcontext: "disable
@@ -296,71 +446,16 @@ class UmlTracer:
                 if ret & (1 << 63):
                     ret -= 1 << 64
                 t = monotonic_ns() - t0       # CLOCK_MONOTONIC never goes back
-                name = names.get(nr) or f"syscall_{nr}"
-                by_name[name] = by_name.get(name, 0) + 1
                 args = [r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9]]
-                op: dict = {}
-                cpu = cpu_of.get(pid, 0)
-                extra = None
-                if nr == _NR_PTRACE:
-                    req = args[0]
-                    op = {"cmd": pt.REQUESTS.get(req, req), "pid": args[1]}
-                    if req == pt.PTRACE_GETREGS and ret == 0:
-                        child = args[1]
-                        ws = wait_status.pop(child, None)
-                        if ws is not None and (ws & 0xff) == 0x7f \
-                                and (ws >> 8) & 0xff == _SYSGOOD_TRAP:
-                            extra = self._guest_syscall(pid, child, args[3])
-                            if extra is not None:
-                                in_guest_call[child] = extra["nr"]
-                    elif req == pt.PTRACE_SETREGS and ret == 0 and args[1] in in_guest_call:
-                        extra = self._guest_return(pid, args[1], in_guest_call.pop(args[1]),
-                                                   args[3])
-                elif nr == _NR_WAIT4:
-                    op = {"pid": args[0]}
-                    if ret > 0 and args[1]:
-                        try:
-                            raw = read_memory(pid, args[1], 4)
-                        except OSError:
-                            raw = b""
-                        if len(raw) == 4:
-                            ws = int.from_bytes(raw, "little")
-                            wait_status[ret] = ws
-                            op["status"] = ws
-                        in_guest_call.pop(ret, None)   # a call UML never returned from
-                elif nr == _NR_WRITE and ret > 0 and args[0] in _CONSOLE_OUT:
+                want = _wanted(nr, args, ret)
+                data = None
+                if want is not None:          # read while UML is stopped
                     try:
-                        data = read_memory(pid, args[1], ret)
+                        data = read_memory(pid, *want)
                     except OSError:
-                        data = b""
-                    if data:
-                        extra = {"k": "con", "dir": "out", "ch": _CONSOLE_OUT[args[0]],
-                                 "data": data}
-                elif nr == _NR_READ and ret > 0 and args[0] == 0:
-                    try:
-                        data = read_memory(pid, args[1], ret)
-                    except OSError:
-                        data = b""
-                    if data:
-                        extra = {"k": "con", "dir": "in", "ch": "stdin", "data": data}
-                seq = self.seq
-                if emit_hc is not None:
-                    emit_hc("uml", nr, name, args, op, ret, r[_RIP], "syscall", [], [], [],
-                            seq, t, cpu)
-                else:
-                    emit({"k": "hc", "abi": "uml", "nr": nr, "name": name, "args": args,
-                          "op": op, "ret": ret, "rip": r[_RIP], "via": "syscall", "rd": [],
-                          "wr": [], "ev": [], "seq": seq, "t": t, "cpu": cpu})
-                seq += 1
-                if extra is not None:
-                    extra["seq"] = seq
-                    extra["t"] = t
-                    extra["cpu"] = cpu
-                    emit(extra)
-                    seq += 1
-                self.seq = seq
-                stats.host_syscalls += 1
+                        pass
                 resume(SYSCALL, pid, 0, 0)
+                record(nr, args, ret, r[_RIP], t, cpu_of.get(pid, 0), data)
                 continue
             event = status >> 16
             if sig == signal.SIGTRAP and event:
@@ -408,34 +503,6 @@ class UmlTracer:
             os.killpg(main, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-    def _guest_syscall(self, pid: int, child: int, buf: int) -> dict | None:
-        """The ``syscall`` event of guest process ``child`` from the registers UML
-        just read into ``buf`` (in UML's memory) with PTRACE_GETREGS."""
-        try:
-            raw = pt.read_memory(pid, buf, pt.USER_REGS_STRUCT.size)
-        except OSError:
-            return None
-        if len(raw) != pt.USER_REGS_STRUCT.size:
-            return None
-        r = pt.USER_REGS_STRUCT.unpack(raw)
-        self.stats.guest_syscalls += 1
-        nr = r[_ORIG_RAX]
-        return {"k": "syscall", "nr": nr, "name": SYSCALLS.get(nr) or f"syscall_{nr}",
-                "args": [r[_RDI], r[_RSI], r[_RDX], r[_R10], r[_R8], r[_R9]],
-                "rip": r[_RIP], "proc": child}
-
-    def _guest_return(self, pid: int, child: int, nr: int, buf: int) -> dict | None:
-        """The ``sysret`` event of guest process ``child``'s call ``nr``: the rax
-        UML wrote back with PTRACE_SETREGS from ``buf`` (in UML's memory)."""
-        try:
-            raw = pt.read_memory(pid, buf + 8 * _RAX, 8)
-        except OSError:
-            return None
-        if len(raw) != 8:
-            return None
-        return {"k": "sysret", "nr": nr, "name": SYSCALLS.get(nr) or f"syscall_{nr}",
-                "ret": pt.signed(int.from_bytes(raw, "little")), "proc": child}
 
     def _ended(self, status: int) -> Outcome:
         if self._stop is not None:
