@@ -7,11 +7,14 @@ xen/arch/x86/pv/misc-hypercalls.c, x86emul_read_dr in xen/arch/x86/x86_emulate.c
 the masks in xen/arch/x86/include/asm/debugreg.h, breakpoint_addr_ok = __addr_ok
 (xen/arch/x86/include/asm/x86_64/uaccess.h)."""
 
+import struct
+
 import pytest
 
 from pvmon.backends.xen import abi
 from pvmon.guests.catalog import resolve
 from pvmon.session import Session
+from tests.test_smp import O, _ctx
 
 SET, GET = abi.HYPERCALL_NUMBERS["set_debugreg"], abi.HYPERCALL_NUMBERS["get_debugreg"]
 E = abi
@@ -146,3 +149,24 @@ def test_the_register_number_is_a_c_int(b):
     """do_set_debugreg(int reg, ...) and do_get_debugreg(int reg): only the low
     32 bits of the argument name the register."""
     assert _set(b, (1 << 32) | 3, 0x5000) == 0 and _get(b, (1 << 32) | 3) == 0x5000
+
+
+def test_vcpuop_initialise_loads_debug_registers_through_set_debugreg(pvtest_v2):
+    """arch_set_info_guest (xen/arch/x86/domain.c@stable-4.17): the registers are
+    reset, then set_debugreg(v, i, c(debugreg[i])) for dr0-3, dr6, dr7 with each
+    refusal ignored: a breakpoint on Xen's range stays 0, dr6's reserved bits are
+    forced, an I/O breakpoint needs the context's CR4.DE."""
+    sess = Session(pvtest_v2, vcpus=2)
+    b, v1 = sess.backend, sess.backend.vcpus[1]
+    ctx = _ctx(sess)
+    io7 = (E.DR_IO << 16) | 0x1
+    struct.pack_into("<8Q", ctx, O["debugreg"], 0x1000, E.HYPERVISOR_VIRT_START, 0, 0,
+                     0, 0, 0x1, io7)
+    assert b.smp.initialise(v1, bytes(ctx)) == 0
+    assert (v1.dr, v1.dr6, v1.dr7, v1.dr7_emul) == ([0x1000, 0, 0, 0], 0xFFFF0FF1, 0x400, 0)
+    # the same context with CR4.DE keeps the I/O breakpoint (enable bits in dr7_emul)
+    v2 = Session(pvtest_v2, vcpus=2).backend
+    struct.pack_into("<Q", ctx, O["ctrlreg"] + 4 * 8, E.X86_CR4_DE)
+    assert v2.smp.initialise(v2.vcpus[1], bytes(ctx)) == 0
+    w = v2.vcpus[1]
+    assert (w.dr7 | w.dr7_emul, w.dr7_emul) == (io7 | 0x400, 0x1)
