@@ -12,6 +12,8 @@ import struct
 import pytest
 
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.explain import xen_differences
+from pvmon.backends.xen.versions import REGISTRY
 from pvmon.guests.catalog import resolve
 from pvmon.session import Session
 from tests.test_smp import O, _ctx
@@ -170,3 +172,48 @@ def test_vcpuop_initialise_loads_debug_registers_through_set_debugreg(pvtest_v2)
     assert v2.smp.initialise(v2.vcpus[1], bytes(ctx)) == 0
     w = v2.vcpus[1]
     assert (w.dr7 | w.dr7_emul, w.dr7_emul) == (io7 | 0x400, 0x1)
+
+
+# ------------------------------------------------------------ older versions
+def _old(backend):
+    return Session(resolve("pvtest-v2"), backend=backend).backend
+
+
+@pytest.mark.parametrize("backend", ["xen-3.4", "xen-4.6"])
+def test_before_4_11_dr4_dr5_are_einval_and_read_zero_without_cr4_de(backend):
+    """set_debugreg / do_get_debugreg in xen/arch/x86/traps.c@RELEASE-4.6.0 (the
+    same at 3.4.0-rc3): %dr4/%dr5 writes and any register above 7 are -EINVAL;
+    %dr4/%dr5 read 0 with CR4.DE clear and %dr6/%dr7 with it set (the alias
+    inverted); the upper 32 bits of %dr6 are dropped, not refused. Changed by
+    xen.git f539ae2706 (4.11)."""
+    b = _old(backend)
+    _de(b, False)
+    assert _set(b, 4, 0) == -E.EINVAL and _set(b, 5, 0) == -E.EINVAL
+    assert _set(b, 8, 0) == -E.EINVAL and _get(b, 8) == -E.EINVAL
+    assert _get(b, 4) == 0 and _get(b, 5) == 0
+    assert _set(b, 6, (1 << 32) | 1) == 0 and _get(b, 6) == 0xFFFF0FF1
+    _de(b, True)
+    assert _get(b, 4) == 0xFFFF0FF1 and _get(b, 5) == 0x400
+
+
+def test_on_4_11_a_dr5_write_lands_in_the_io_stash():
+    """set_debugreg in xen/arch/x86/traps.c@RELEASE-4.11.0 ends with
+    v->arch.debugreg[reg] = value: a %dr4 write (CR4.DE clear) reaches no
+    register a read sees, a %dr5 write leaves %dr7 and is ORed into a %dr7 read
+    (x86emul_read_dr: debugreg[7] | debugreg[5]). Fixed by xen.git 30f43f4aa8
+    (4.12)."""
+    b = _old("xen-4.11")
+    _de(b, False)
+    assert _set(b, 4, 0x1) == 0 and _get(b, 6) == 0xFFFF0FF0 and _get(b, 4) == 0xFFFF0FF0
+    assert _set(b, 5, 0x2) == 0
+    assert _get(b, 5) == 0x400 and _get(b, 7) == 0x402
+    assert _set(b, 8, 0) == -E.ENODEV and _set(b, 6, 1 << 32) == -E.EINVAL
+
+
+def test_replay_explains_a_debugreg_difference_by_its_commit():
+    """The version differences are declared with their xen.git commits, so the
+    replay layer can name them (pvmon.backends.xen.explain)."""
+    facts = [f for f in xen_differences(REGISTRY["xen-4.17"], REGISTRY["xen-4.6"])
+             if f.hypercall == "set_debugreg"]
+    text = " ".join(f.source for f in facts)
+    assert "f539ae2706" in text and "30f43f4aa8" in text
