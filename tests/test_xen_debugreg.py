@@ -217,3 +217,16 @@ def test_replay_explains_a_debugreg_difference_by_its_commit():
              if f.hypercall == "set_debugreg"]
     text = " ".join(f.source for f in facts)
     assert "f539ae2706" in text and "30f43f4aa8" in text
+
+
+@pytest.mark.parametrize("backend, answer", [("xen-4.6", 0), ("xen-4.11", 0),
+                                             ("xen-4.17", -E.EPERM)])
+def test_a_breakpoint_on_the_arg_xlat_area_is_taken_before_xsa_444(backend, answer):
+    """XSA-444 (xen.git dc9d9aa62d; stable-4.17 0b56bed864, 4.17.3): set_debugreg
+    checked %dr0-3 with access_ok, which accepts the vCPU's compat argument-
+    translation area (ARG_XLAT_START(v), 2 pages, xen/include/asm-x86/config.h
+    and x86_64/uaccess.h@RELEASE-4.11.0); breakpoint_addr_ok = __addr_ok does not."""
+    b = _old(backend)
+    xlat = E.ARG_XLAT_VIRT_START
+    assert _set(b, 0, xlat + 0x1FF8) == answer
+    assert _set(b, 0, xlat + 0x1FF9) == -E.EPERM     # off + sizeof(long) > 2 pages

@@ -348,6 +348,10 @@ DR_GENERAL_DETECT = 1 << 13           # %dr7.GD: never allowed to a PV guest (-E
 DR7_ACTIVE_MASK = 0xFF                # %dr7 L0-L3/G0-G3 enable bits
 DR_CONTROL_SHIFT, DR_CONTROL_SIZE = 16, 4   # per-breakpoint R/W+LEN fields
 DR_IO = 2                             # R/W = 10b: an I/O breakpoint (needs CR4.DE)
+# The compat argument-translation area of 4.6-4.13 (xen/include/asm-x86/config.h,
+# x86_64/uaccess.h@RELEASE-4.11.0): PERDOMAIN_VIRT_SLOT(2) = PML4 slot 260 + 2 GiB,
+# (vcpu_id << 14) per vCPU, 2 pages; access_ok accepted it before XSA-444's fix.
+ARG_XLAT_VIRT_START, ARG_XLAT_VA_SHIFT, COMPAT_ARG_XLAT_SIZE = 0xFFFF820080000000, 14, 8192
 
 
 def is_canonical(addr: int) -> bool:

@@ -126,6 +126,16 @@ _DR45_SLOTS = Change(
          "as it was and its value is ORed into get_debugreg(7)")
 
 
+_BP_XLAT = Change(
+    "capability", feature="breakpoint_addr_ok",
+    source="XSA-444 (CVE-2023-34328), xen.git dc9d9aa62d 'x86/pv: Correct the auditing of "
+           "guest breakpoint addresses' (stable-4.17 0b56bed864, 4.17.3): set_debugreg "
+           "checked %dr0-3 with access_ok, which also accepts the compat argument-translation "
+           "area (xen/include/asm-x86/x86_64/uaccess.h@RELEASE-4.11.0)",
+    note="set_debugreg(0..3) accepts this vCPU's 8 KiB argument-translation area at "
+         "0xffff820080000000 + (vcpu_id << 14), inside Xen's range")
+
+
 def _gone(hc: str, *subs: str, source: str) -> list[Change]:
     return [Change("subop", hc, s, source=source) for s in subs]
 
@@ -292,7 +302,7 @@ XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
       for n in (148, 182, 213, 227, 234)),
     XSAS[327].change(f"the fix is not in {_R46}; 4.6 was out of security support (Oct 2017) "
                      "before it"),
-    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS,
+    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS, _BP_XLAT,
 ], major=4, minor=6, extraversion=".0",
     description="Xen 4.6.0 (Oct 2015) as released: no dm_op, argo or hypfs; affected by "
                 "XSA-148, 182, 213, 227, 234 and 327",
@@ -314,7 +324,7 @@ XEN_4_11 = register(XEN_4_17.derive("xen-4.11", [
            source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
     XSAS[327].change(f"the fix is not in {_R411} (stable-4.11 took it as "
                      f"{XSAS[327].backports['stable-4.11']})"),
-    _VCPU_INFO_EINVAL, _DR45_SLOTS,
+    _VCPU_INFO_EINVAL, _DR45_SLOTS, _BP_XLAT,
 ], major=4, minor=11, extraversion=".0",
     description="Xen 4.11.0 (Jul 2018) as released: no argo or hypfs; affected by XSA-327",
     released="2018-07"))

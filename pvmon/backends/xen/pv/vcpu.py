@@ -160,13 +160,16 @@ class PvVcpu(XenVcpu):
         registers above 7 are -EINVAL and the upper 32 bits of %dr6/%dr7 are
         dropped silently; without ``debugreg_dr7_emul`` (before 30f43f4aa8,
         4.12) a %dr4 write is stored where no read sees it and a %dr5 write
-        lands in the slot %dr7's I/O enables share (``dr7_emul``)."""
+        lands in the slot %dr7's I/O enables share (``dr7_emul``); without
+        ``breakpoint_addr_ok`` (XSA-444's fix, 4.17.3) a breakpoint may also
+        point at this vCPU's compat argument-translation area (access_ok)."""
         caps = self.b.ver.capabilities
         alias = "debugreg_dr45_alias" in caps
         if de is None and reg in (4, 5, 7):
             de = self.cr4_de()
         if reg <= 3:
-            if not (value < 1 << 47 or value >= E.HYPERVISOR_VIRT_END):
+            if not (value < 1 << 47 or value >= E.HYPERVISOR_VIRT_END
+                    or "breakpoint_addr_ok" not in caps and self._in_arg_xlat(value)):
                 return -E.EPERM
             self.dr[reg] = value
         elif reg in (4, 6):
@@ -201,6 +204,12 @@ class PvVcpu(XenVcpu):
         else:
             return -E.ENODEV if alias else -E.EINVAL
         return 0
+
+    def _in_arg_xlat(self, addr: int) -> bool:
+        """access_ok's is_compat_arg_xlat_range(addr, sizeof(long)) before XSA-444's
+        fix (xen/include/asm-x86/x86_64/uaccess.h@RELEASE-4.11.0)."""
+        off = addr - (E.ARG_XLAT_VIRT_START + (self.vcpu_id << E.ARG_XLAT_VA_SHIFT))
+        return 0 <= off and off + 8 <= E.COMPAT_ARG_XLAT_SIZE
 
     def get_debugreg(self, reg: int) -> int:
         """do_get_debugreg / x86emul_read_dr (xen/arch/x86/x86_emulate.c@stable-4.17):
