@@ -28,15 +28,17 @@ HYPERVISOR_iret = 23
 
 # Linux/Xen errno values as returned in RAX (negated). xen/include/public/errno.h
 EPERM, ENOENT, ESRCH, EINTR, EIO, ENXIO = 1, 2, 3, 4, 5, 6
+ENODEV = 19
 E2BIG, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST = 7, 11, 12, 13, 14, 16, 17
 EINVAL, ENOSPC, ERANGE, ENOSYS, ETIME, EILSEQ, EOPNOTSUPP = 22, 28, 34, 38, 62, 84, 95
 assert _errno.EFAULT == EFAULT and _errno.ENOSYS == ENOSYS  # Linux host numbering
-assert _errno.ERANGE == ERANGE and _errno.EILSEQ == EILSEQ
+assert _errno.ERANGE == ERANGE and _errno.EILSEQ == EILSEQ and _errno.ENODEV == ENODEV
 
 ERRNO_NAMES = {v: k for k, v in {
     "EPERM": EPERM, "ENOENT": ENOENT, "ESRCH": ESRCH, "EINTR": EINTR, "EIO": EIO, "ENXIO": ENXIO,
     "E2BIG": E2BIG, "EAGAIN": EAGAIN, "ENOMEM": ENOMEM, "EACCES": EACCES, "EFAULT": EFAULT,
-    "EBUSY": EBUSY, "EEXIST": EEXIST, "EINVAL": EINVAL, "ENOSPC": ENOSPC, "ERANGE": ERANGE,
+    "EBUSY": EBUSY, "EEXIST": EEXIST, "ENODEV": ENODEV, "EINVAL": EINVAL, "ENOSPC": ENOSPC,
+    "ERANGE": ERANGE,
     "ENOSYS": ENOSYS, "ETIME": ETIME, "EILSEQ": EILSEQ, "EOPNOTSUPP": EOPNOTSUPP}.items()}
 
 # xen.h: special domain identifiers
@@ -337,6 +339,20 @@ SUBOPS: dict[str, dict[int, str]] = {
 TRAP_nmi, TRAP_int3, TRAP_overflow, TRAP_invalid_op, TRAP_gp_fault = 2, 3, 4, 6, 13
 LEGACY_SYSCALL_VECTOR = 0x80          # int $0x80 (xen/arch/x86/include/asm/irq-vectors.h)
 X86_XEC_IDT = 2                       # error code bit 1: the selector indexes the IDT
+# --- debug registers (xen/arch/x86/include/asm/debugreg.h, x86-defns.h@stable-4.17)
+X86_CR4_DE = 1 << 3                   # debugging extensions: dr4/dr5 #UD, I/O breakpoints
+X86_DR6_DEFAULT = 0xFFFF0FF0          # %dr6 at reset; its reserved bits read as 1
+DR_STATUS_RESERVED_ZERO = ~0xFFFFEFFF & (1 << 64) - 1   # %dr6 bit 12 and bits 32-63 read 0
+X86_DR7_DEFAULT = 0x400               # %dr7 at reset (bit 10 reads as 1)
+DR_CONTROL_RESERVED_ZERO = ~0xFFFF27FF & (1 << 64) - 1  # %dr7 bits 11, 12, 14, 15, 32-63
+DR_GENERAL_DETECT = 1 << 13           # %dr7.GD: never allowed to a PV guest (-EPERM)
+DR7_ACTIVE_MASK = 0xFF                # %dr7 L0-L3/G0-G3 enable bits
+DR_CONTROL_SHIFT, DR_CONTROL_SIZE = 16, 4   # per-breakpoint R/W+LEN fields
+DR_IO = 2                             # R/W = 10b: an I/O breakpoint (needs CR4.DE)
+# The compat argument-translation area of 4.6-4.13 (xen/include/asm-x86/config.h,
+# x86_64/uaccess.h@RELEASE-4.11.0): PERDOMAIN_VIRT_SLOT(2) = PML4 slot 260 + 2 GiB,
+# (vcpu_id << 14) per vCPU, 2 pages; access_ok accepted it before XSA-444's fix.
+ARG_XLAT_VIRT_START, ARG_XLAT_VA_SHIFT, COMPAT_ARG_XLAT_SIZE = 0xFFFF820080000000, 14, 8192
 
 
 def is_canonical(addr: int) -> bool:

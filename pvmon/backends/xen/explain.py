@@ -101,6 +101,9 @@ _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
                                   ("grant_table_op", "unmap_and_replace")),
     "xsa327_vcpu_info_aligned": (("vcpu_op", "register_vcpu_info"),),
     "vcpu_info_enxio": (("vcpu_op", "register_vcpu_info"),),
+    "debugreg_dr45_alias": (("set_debugreg", None), ("get_debugreg", None)),
+    "debugreg_dr7_emul": (("set_debugreg", None), ("get_debugreg", None)),
+    "breakpoint_addr_ok": (("set_debugreg", None),),
 }
 
 

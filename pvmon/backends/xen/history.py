@@ -102,6 +102,40 @@ _VCPU_INFO_EINVAL = Change(
          "XSA-327 is fixed) returns -EINVAL, not -ENXIO")
 
 
+# Debug registers (set_debugreg / do_get_debugreg). xen.git f539ae2706 "x86/pv:
+# Introduce and use x86emul_write_dr()" (first in RELEASE-4.11.0) made %dr4/%dr5
+# aliases of %dr6/%dr7 with CR4.DE clear, refused the upper 32 bits of %dr6/%dr7 and
+# answered -ENODEV for bad registers; before it (xen/arch/x86/traps.c@RELEASE-4.6.0)
+# a %dr4/%dr5 write was -EINVAL, a read gave %dr6/%dr7 only with CR4.DE set and 0
+# without. xen.git 30f43f4aa8 "x86: Reorganise and rename debug register fields in
+# struct vcpu" (first in RELEASE-4.12.0) stopped storing a %dr4/%dr5 write in
+# debugreg[4]/[5], where no read saw the first and the second overwrote %dr7's
+# I/O-breakpoint stash (xen/arch/x86/traps.c set_debugreg@RELEASE-4.11.0).
+_DR45_NO_ALIAS = Change(
+    "capability", feature="debugreg_dr45_alias",
+    source="xen.git f539ae2706 'x86/pv: Introduce and use x86emul_write_dr()' (4.11); "
+           "set_debugreg/do_get_debugreg in xen/arch/x86/traps.c@RELEASE-4.6.0",
+    note="set_debugreg(4|5) and registers above 7 are -EINVAL; get_debugreg(4|5) is 0 "
+         "with CR4.DE clear; %dr6/%dr7 bits above 31 are dropped, not -EINVAL")
+_DR45_SLOTS = Change(
+    "capability", feature="debugreg_dr7_emul",
+    source="xen.git 30f43f4aa8 'x86: Reorganise and rename debug register fields in "
+           "struct vcpu' (4.12); set_debugreg in xen/arch/x86/traps.c@RELEASE-4.11.0 "
+           "ends with v->arch.debugreg[reg] = value",
+    note="set_debugreg(4) changes no register a read sees; set_debugreg(5) leaves %dr7 "
+         "as it was and its value is ORed into get_debugreg(7)")
+
+
+_BP_XLAT = Change(
+    "capability", feature="breakpoint_addr_ok",
+    source="XSA-444 (CVE-2023-34328), xen.git dc9d9aa62d 'x86/pv: Correct the auditing of "
+           "guest breakpoint addresses' (stable-4.17 0b56bed864, 4.17.3): set_debugreg "
+           "checked %dr0-3 with access_ok, which also accepts the compat argument-translation "
+           "area (xen/include/asm-x86/x86_64/uaccess.h@RELEASE-4.11.0)",
+    note="set_debugreg(0..3) accepts this vCPU's 8 KiB argument-translation area at "
+         "0xffff820080000000 + (vcpu_id << 14), inside Xen's range")
+
+
 def _gone(hc: str, *subs: str, source: str) -> list[Change]:
     return [Change("subop", hc, s, source=source) for s in subs]
 
@@ -186,7 +220,7 @@ XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
                   "xen/common/kernel.c" + _H34 + " reports submap 0 = 0xE0"),
     Change("feature", feature="direct_mapped",
            source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
-    _VCPU_INFO_EINVAL,
+    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS,
 ], major=3, minor=4, extraversion=".4",
     description="Xen 3.4.4 (3.4 released May 2009): 2-level event channels only, no PMU, "
                 "no vNUMA, grant tables v1",
@@ -268,7 +302,7 @@ XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
       for n in (148, 182, 213, 227, 234)),
     XSAS[327].change(f"the fix is not in {_R46}; 4.6 was out of security support (Oct 2017) "
                      "before it"),
-    _VCPU_INFO_EINVAL,
+    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS, _BP_XLAT,
 ], major=4, minor=6, extraversion=".0",
     description="Xen 4.6.0 (Oct 2015) as released: no dm_op, argo or hypfs; affected by "
                 "XSA-148, 182, 213, 227, 234 and 327",
@@ -290,7 +324,7 @@ XEN_4_11 = register(XEN_4_17.derive("xen-4.11", [
            source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
     XSAS[327].change(f"the fix is not in {_R411} (stable-4.11 took it as "
                      f"{XSAS[327].backports['stable-4.11']})"),
-    _VCPU_INFO_EINVAL,
+    _VCPU_INFO_EINVAL, _DR45_SLOTS, _BP_XLAT,
 ], major=4, minor=11, extraversion=".0",
     description="Xen 4.11.0 (Jul 2018) as released: no argo or hypfs; affected by XSA-327",
     released="2018-07"))

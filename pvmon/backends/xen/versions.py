@@ -243,12 +243,20 @@ XEN_4_17 = XenVersion(
     # e2d2b9fd7a, 4.17; xen/arch/x86/cpuid.c@RELEASE-4.17.0).
     # vcpu_info_enxio: register_vcpu_info's bad offsets are -ENXIO, not -EINVAL
     # (xen.git 7ee7a3749b, 4.16; xen/common/domain.c map_vcpu_info@RELEASE-4.17.0).
+    # debugreg_dr45_alias: %dr4/%dr5 alias %dr6/%dr7 while CR4.DE is clear (-ENODEV
+    # with it), the upper 32 bits of %dr6/%dr7 are -EINVAL, unknown registers -ENODEV
+    # (xen.git f539ae2706, 4.11); debugreg_dr7_emul: %dr4/%dr5 writes reach %dr6/%dr7
+    # and %dr7's I/O enables have their own field (xen.git 30f43f4aa8, 4.12;
+    # xen/arch/x86/pv/misc-hypercalls.c set_debugreg@stable-4.17); breakpoint_addr_ok:
+    # %dr0-3 checked with __addr_ok, not access_ok (XSA-444, xen.git dc9d9aa62d,
+    # stable-4.17 0b56bed864 in 4.17.3; xen/arch/x86/include/asm/debugreg.h).
     capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
                             "vmassist_runstate_update_flag", "vmassist_m2p_strict",
                             "pvclock_tsc_stable", "verbose_debug",
                             "gnttab_unlimited_batches", "gnttab_unmap_checks_pte_flags",
                             "gnttab_copy_claims_first", "vcpu_info_enxio", "pvh_domu",
-                            "hvm_upcall_vector",
+                            "hvm_upcall_vector", "debugreg_dr45_alias", "debugreg_dr7_emul",
+                            "breakpoint_addr_ok",
                             *XSA_FIXES}),
     description="reference: Xen 4.17.7 (4.17 released Dec 2022), a 64-bit PV domU's ABI; "
                 "built with CONFIG_VERBOSE_DEBUG (guest console_io writes logged)",

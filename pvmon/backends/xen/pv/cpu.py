@@ -107,15 +107,15 @@ class PvCpu:
         return self.vcpu.set_segment_base(which, base)
 
     def hc_set_debugreg(self, reg, value, *_):
-        if reg > 7 or reg in (4, 5):
-            return -E.EINVAL
-        self.vcpu.debugreg[reg] = value
-        return 0
+        """Write a debug register as Xen 4.17 validates it (do_set_debugreg:
+        ``reg`` is a C int, so only its low 32 bits count;
+        :meth:`~pvmon.backends.xen.pv.vcpu.PvVcpu.set_debugreg`)."""
+        return self.vcpu.set_debugreg(reg & 0xFFFF_FFFF, value)
 
     def hc_get_debugreg(self, reg, *_):
-        if reg > 7 or reg in (4, 5):
-            return -E.EINVAL
-        return self.vcpu.debugreg.get(reg, 0)
+        """Read a debug register as Xen 4.17 answers (do_get_debugreg;
+        :meth:`~pvmon.backends.xen.pv.vcpu.PvVcpu.get_debugreg`)."""
+        return self.vcpu.get_debugreg(reg & 0xFFFF_FFFF)
 
     def hc_set_gdt(self, frame_list, entries, *_):
         if entries > 14 * 512:

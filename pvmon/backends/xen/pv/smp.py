@@ -301,7 +301,7 @@ class PvScheduler:
         v.kernel_ss, v.kernel_sp = kernel_ss, kernel_sp
         v.ldt = (ldt_base, ldt_ents)
         v.gdt_frames, v.gdt_ents = frames, gdt_ents
-        v.debugreg = {i: dregs[i] for i in (0, 1, 2, 3, 6, 7) if dregs[i]}
+        v.load_debugregs(dregs, bool(ctrl[4] & E.X86_CR4_DE))
         v.user_mode = not in_kernel
         v.gs_kernel, v.gs_user = gs_kernel, gs_user
         cr0 = self.m.reg("cr0")

@@ -86,7 +86,16 @@ class PvVcpu(XenVcpu):
         self.user_cr3 = 0
         self.gs_user = 0
         self.gs_kernel = 0
-        self.debugreg: dict[int, int] = {}
+        #: Debug registers as Xen keeps them (struct arch_vcpu dr[4], dr6, dr7 and
+        #: pv.dr7_emul, xen/arch/x86/include/asm/domain.h@stable-4.17): at reset
+        #: (arch_vcpu_regs_init) 0, X86_DR6_DEFAULT and X86_DR7_DEFAULT. pvmon does not
+        #: load them into the engine (no #DB from breakpoints, docs/xen-rules.md).
+        self.dr = [0, 0, 0, 0]
+        self.dr6 = E.X86_DR6_DEFAULT
+        self.dr7 = E.X86_DR7_DEFAULT
+        #: The enable bits of %dr7's I/O breakpoints, kept apart from ``dr7``
+        #: (Xen emulates those in port I/O rather than loading them into hardware).
+        self.dr7_emul = 0
         self.ldt = (0, 0)
         self.gdt_frames: list[int] = []
         self.gdt_ents = 0
@@ -127,6 +136,125 @@ class PvVcpu(XenVcpu):
         else:
             return -E.EINVAL
         return 0
+
+    # ------------------------------------------------------- debug registers
+    def cr4_de(self) -> bool:
+        """The guest's CR4.DE (Xen's ``v->arch.pv.ctrlreg[4] & X86_CR4_DE``).
+        pvmon's kernel writes CR4 natively at CPL 0 (see the module's engine
+        decision), so the engine's CR4 is the guest's view; CPUID reports DE,
+        so pv_fixup_guest_cr4 would keep the bit (pv/domain.c@stable-4.17)."""
+        return bool(self.m.reg("cr4") & E.X86_CR4_DE)
+
+    def set_debugreg(self, reg: int, value: int, de: bool | None = None) -> int:
+        """set_debugreg (xen/arch/x86/pv/misc-hypercalls.c@stable-4.17) on this
+        vCPU. ``reg`` is an unsigned int, ``value`` an unsigned 64-bit value,
+        ``de`` the CR4.DE to judge with (None: :meth:`cr4_de`). Returns 0 or
+        -errno: -EPERM for a breakpoint address in Xen's range or non-canonical
+        (breakpoint_addr_ok), %dr7.GD, or an I/O breakpoint without CR4.DE;
+        -EINVAL for a %dr6/%dr7 value above 32 bits; -ENODEV for %dr4/%dr5 with
+        CR4.DE set and for any register above 7. Reserved bits of %dr6/%dr7 are
+        forced, never refused.
+
+        Older versions (capabilities, pvmon.backends.xen.history): without
+        ``debugreg_dr45_alias`` (before xen.git f539ae2706, 4.11) %dr4/%dr5 and
+        registers above 7 are -EINVAL and the upper 32 bits of %dr6/%dr7 are
+        dropped silently; without ``debugreg_dr7_emul`` (before 30f43f4aa8,
+        4.12) a %dr4 write is stored where no read sees it and a %dr5 write
+        lands in the slot %dr7's I/O enables share (``dr7_emul``); without
+        ``breakpoint_addr_ok`` (XSA-444's fix, 4.17.3) a breakpoint may also
+        point at this vCPU's compat argument-translation area (access_ok)."""
+        caps = self.b.ver.capabilities
+        alias = "debugreg_dr45_alias" in caps
+        if de is None and reg in (4, 5, 7):
+            de = self.cr4_de()
+        if reg <= 3:
+            if not (value < 1 << 47 or value >= E.HYPERVISOR_VIRT_END
+                    or "breakpoint_addr_ok" not in caps and self._in_arg_xlat(value)):
+                return -E.EPERM
+            self.dr[reg] = value
+        elif reg in (4, 6):
+            if reg == 4 and (de or not alias):
+                return -E.ENODEV if alias else -E.EINVAL
+            if value >> 32 and alias:
+                return -E.EINVAL
+            value = (value & ~E.DR_STATUS_RESERVED_ZERO) | E.X86_DR6_DEFAULT
+            if reg == 6 or "debugreg_dr7_emul" in caps:
+                self.dr6 = value
+        elif reg in (5, 7):
+            if reg == 5 and (de or not alias):
+                return -E.ENODEV if alias else -E.EINVAL
+            if value >> 32 and alias:
+                return -E.EINVAL
+            value = (value & ~E.DR_CONTROL_RESERVED_ZERO) | E.X86_DR7_DEFAULT
+            if value & E.DR_GENERAL_DETECT:
+                return -E.EPERM
+            io_enable = 0
+            if value & E.DR7_ACTIVE_MASK:
+                # every breakpoint whose R/W field says I/O, enabled or not
+                for i in range(4):
+                    if (value >> (E.DR_CONTROL_SHIFT + i * E.DR_CONTROL_SIZE)) & 3 == E.DR_IO:
+                        if not de:
+                            return -E.EPERM
+                        io_enable |= value & (3 << (2 * i))
+            if reg == 5 and "debugreg_dr7_emul" not in caps:
+                self.dr7_emul = value      # debugreg[5] = value, over the I/O stash
+                return 0
+            self.dr7_emul = io_enable
+            self.dr7 = value & ~io_enable
+        else:
+            return -E.ENODEV if alias else -E.EINVAL
+        return 0
+
+    def _in_arg_xlat(self, addr: int) -> bool:
+        """access_ok's is_compat_arg_xlat_range(addr, sizeof(long)) before XSA-444's
+        fix (xen/include/asm-x86/x86_64/uaccess.h@RELEASE-4.11.0)."""
+        off = addr - (E.ARG_XLAT_VIRT_START + (self.vcpu_id << E.ARG_XLAT_VA_SHIFT))
+        return 0 <= off and off + 8 <= E.COMPAT_ARG_XLAT_SIZE
+
+    def get_debugreg(self, reg: int) -> int:
+        """do_get_debugreg / x86emul_read_dr (xen/arch/x86/x86_emulate.c@stable-4.17):
+        %dr0-3 as stored; %dr4/%dr5 alias %dr6/%dr7 with CR4.DE clear and are
+        -ENODEV with it set; %dr7 reads back with its I/O breakpoints' enable
+        bits (``dr7 | dr7_emul``); above 7 -ENODEV. Returns the value (an
+        unsigned 64-bit int) or -errno.
+
+        Older versions: without ``debugreg_dr45_alias`` (do_get_debugreg,
+        xen/arch/x86/traps.c@RELEASE-4.6.0) %dr4/%dr5 read %dr6/%dr7 only with
+        CR4.DE *set* and 0 without, and above 7 is -EINVAL; without
+        ``debugreg_dr7_emul`` (x86emul_read_dr@RELEASE-4.11.0) %dr5 reads %dr7
+        without the I/O enables."""
+        caps = self.b.ver.capabilities
+        if reg in (4, 5):
+            if "debugreg_dr45_alias" not in caps:
+                if not self.cr4_de():
+                    return 0
+                return self.dr6 if reg == 4 else self.dr7
+            if self.cr4_de():
+                return -E.ENODEV
+            if reg == 5 and "debugreg_dr7_emul" not in caps:
+                return self.dr7
+            reg += 2
+        if reg <= 3:
+            return self.dr[reg]
+        if reg == 6:
+            return self.dr6
+        if reg == 7:
+            return self.dr7 | self.dr7_emul
+        return -E.ENODEV if "debugreg_dr45_alias" in caps else -E.EINVAL
+
+    def load_debugregs(self, dregs: tuple[int, ...], de: bool) -> None:
+        """The debug registers of a VCPUOP_initialise context (arch_set_info_guest,
+        xen/arch/x86/domain.c@stable-4.17): reset, then set_debugreg for %dr0-3,
+        %dr6 and %dr7 in that order, each refusal ignored (the register keeps its
+        reset value). ``dregs``: the context's debugreg[8]; ``de``: the context's
+        CR4.DE. Before ``debugreg_dr7_emul`` (4.12) Xen set all eight in order
+        (arch_set_info_guest@RELEASE-4.11.0)."""
+        self.dr, self.dr6, self.dr7, self.dr7_emul = [0, 0, 0, 0], E.X86_DR6_DEFAULT, \
+            E.X86_DR7_DEFAULT, 0
+        regs = (0, 1, 2, 3, 6, 7) if "debugreg_dr7_emul" in self.b.ver.capabilities \
+            else range(8)
+        for i in regs:
+            self.set_debugreg(i, dregs[i], de)
 
     def load_gdt(self, frames: list[int], entries: int) -> None:
         self.gdt_frames = frames
