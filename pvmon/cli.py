@@ -200,9 +200,6 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
-    if vcpus > 1 and not headless:
-        raise click.UsageError("--vcpus above 1 needs --headless for now (the TUI shows one "
-                               "vCPU's stream)")
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit, gdb_address=gdb_address)

@@ -50,7 +50,9 @@ _KIND_FAMILY = {"fault": "fault", "upcall": "events", "con": "console", "tsc": "
                 "cpuid": "cpu", "exit": "sched",
                 # the HVM platform's events (docs/trace-format.md, version 3)
                 "irq": "events", "msr": "cpu", "io": "platform", "mmio": "platform",
-                "halt": "sched"}
+                "halt": "sched",
+                # an SMP run's scheduler gave the engine to another vCPU (docs/smp.md)
+                "vcpu_switch": "sched"}
 
 
 def family_of(ev: dict[Any, Any]) -> str:

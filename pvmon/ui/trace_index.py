@@ -29,7 +29,9 @@ from pvmon.ui.rates import RateHistory
 STREAM_KINDS = frozenset({"hc", "fault", "upcall", "exit",
                           # an HVM guest's (KVM, Xen PVH) exits other than hypercalls;
                           # port I/O and MMIO stay out (a console byte each)
-                          "msr", "irq", "halt"})
+                          "msr", "irq", "halt",
+                          # an SMP run's scheduler switching vCPUs (docs/smp.md)
+                          "vcpu_switch"})
 
 
 def console_name(direction: str, channel: str) -> str:
@@ -200,8 +202,14 @@ class TraceIndex:
 
 
 def _filter_key(ev: dict[str, Any]) -> dict[str, Any]:
-    """The fields :class:`EventFilter` reads: kind, name, ABI and sub-op."""
+    """The fields :class:`EventFilter` reads: kind, name, ABI, sub-op, the
+    vCPU (``cpu``; omitted for 0) and a switch's ``from``."""
     key: dict[str, Any] = {"k": ev["k"], "name": event_label(ev)}
+    cpu = ev.get("cpu")
+    if cpu:
+        key["cpu"] = cpu
+    if "from" in ev:
+        key["from"] = ev["from"]
     if "abi" in ev:
         key["abi"] = ev["abi"]
     op = ev.get("op")
