@@ -205,14 +205,15 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
              script, input_file, idle_exit, gdb_address=gdb_address)
         return
     from pvmon.uml.cli import is_uml_guest
+    if input_file == "-":
+        raise PvmonError("--input-file - (stdin) needs --headless: the TUI owns the terminal")
     if is_uml_guest(guest):
-        raise PvmonError(f"the live view does not show UML runs yet; use `pvmon run {guest}` "
-                         "or `pvmon boot --headless`")
+        _boot_uml(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+                  input_file, idle_exit, paused, gdb_address, mode)
+        return
     from pvmon.ui.app import run_boot
     from pvmon.ui.live_session import BootSpec
 
-    if input_file == "-":
-        raise PvmonError("--input-file - (stdin) needs --headless: the TUI owns the terminal")
     sess_args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd,
                               script, input_file, idle_exit)
     res = run_boot(BootSpec(**sess_args, timeout=timeout, paused=paused, gdb=gdb_address))
@@ -221,6 +222,31 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
         sys.exit(0)
     _print_summary(res)
     sys.exit(_exit_status(res, interrupted_ok=True))
+
+
+def _boot_uml(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+              input_file, idle_exit, paused, gdb_address, mode) -> None:
+    """``pvmon boot uml-6.1``: the live view of a UML run (docs/uml.md). A
+    guest with a userland waits for typed input (no idle exit) unless script
+    lines were given; quitting the TUI ends the run and exits 0."""
+    from pvmon.ui.app import run_uml_boot
+    from pvmon.ui.uml_live import UmlBootSpec
+    from pvmon.uml import cli as uml_cli
+    from pvmon.uml.runner import summary
+
+    a = uml_cli.prepare(guest, cmdline=cmdline, memory=memory, backend=backend, record=record,
+                        initramfs=initramfs, initrd=initrd, script=script,
+                        input_file=input_file, gdb_address=gdb_address, mode=mode)
+    live_input = a.initrd is not None and a.lines is None
+    res = run_uml_boot(UmlBootSpec(a, idle_s=None if live_input else (idle_exit or None),
+                                   timeout=timeout or None, paused=paused))
+    if res is None:
+        click.echo("pvmon: the guest was still running when the TUI closed", err=True)
+        sys.exit(0)
+    click.echo(summary(res, a.guest, a.record), err=True)
+    if res.exit_kind == "interrupted" and not res.trace_error:
+        sys.exit(0)     # quit from the TUI
+    uml_cli.exit_for(res)
 
 
 @cli.command()

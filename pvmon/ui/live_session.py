@@ -495,6 +495,18 @@ class LiveSession:
         reached Unicorn just before it entered the guest): ask again."""
         self.session.machine.request_stop(Stop("interrupted", "stopped from the TUI"))
 
+    #: Runs on the engine (a UML run, :mod:`pvmon.ui.uml_live`, does not).
+    native = False
+
+    @property
+    def abi(self) -> str:
+        """The run's ABI (its backend's: ``xen``, ``kvm``, ...)."""
+        return self.session.backend.abi
+
+    def header(self) -> dict[str, Any]:
+        """The header a recording of this run has (or would have)."""
+        return self.session.header()
+
     @property
     def hypercalls(self) -> int:
         """Hypercalls so far (engine-thread counter; exact when paused or finished)."""

@@ -203,13 +203,16 @@ class TraceIndex:
 
 def _filter_key(ev: dict[str, Any]) -> dict[str, Any]:
     """The fields :class:`EventFilter` reads: kind, name, ABI, sub-op, the
-    vCPU (``cpu``; omitted for 0) and a switch's ``from``."""
+    vCPU (``cpu``; omitted for 0), a switch's ``from`` and the fd of a UML
+    ``read``/``write``."""
     key: dict[str, Any] = {"k": ev["k"], "name": event_label(ev)}
     cpu = ev.get("cpu")
     if cpu:
         key["cpu"] = cpu
     if "from" in ev:
         key["from"] = ev["from"]
+    if key["name"] in ("read", "write") and isinstance(ev.get("args"), (list, tuple)):
+        key["args"] = ev["args"][:1]     # a UML console read or write (families.family_of)
     if "abi" in ev:
         key["abi"] = ev["abi"]
     op = ev.get("op")

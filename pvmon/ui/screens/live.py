@@ -96,9 +96,17 @@ class LiveScreen(Screen[None]):
         yield from compose_guest_panes(self.rows, live=True)
         yield Footer(compact=True)
 
+    @property
+    def stream_name(self) -> str:
+        """What the stream pane lists: a UML run's are host system calls."""
+        return "host system calls" if self.live.native else "hypercalls"
+
     def on_mount(self) -> None:
-        title_guest_panes(self, stream="hypercalls", console="console")
+        title_guest_panes(self, stream=self.stream_name, console="console")
         self.query_one(HypercallStream).show_cpu = self.live.vcpus > 1
+        if self.live.native:   # a UML run: no registers or code (docs/uml.md)
+            self.query_one("#regs").display = False
+            self.query_one("#code").display = False
         # Boot once the first frame is on screen: the screen appears at once and
         # Textual's start-up does not compete with the guest for the GIL.
         self.call_after_refresh(self._start)
@@ -236,12 +244,13 @@ class LiveScreen(Screen[None]):
         live = self.live
         spec = live.spec
         res = live.result
-        vt = res.vtime_ns if res else live.vtime_ns
+        vt = res.vtime_ns if res and not live.native else live.vtime_ns
         wall = live.wall_running_s()
         parts = [("", spec.guest.name), ("", spec.backend),
-                 ("vt", f"{vt / 1e9:.6f}s"), ("calls", f"{live.hypercalls}"),
+                 ("t" if live.native else "vt", f"{vt / 1e9:.6f}s"),
+                 ("syscalls" if live.native else "calls", f"{live.hypercalls}"),
                  ("wall", f"{wall:.2f}s")]
-        if wall > 0:
+        if wall > 0 and not live.native:    # a UML run's clock is the host's
             parts.append(("speed", f"{vt / 1e9 / wall:.3f}x"))
         if live.vcpus > 1:     # the vCPU on the engine (at the sample shown when finished)
             parts.append(("vcpu", f"{live.session.dispatch.cpu} of {live.vcpus}"))
@@ -257,7 +266,8 @@ class LiveScreen(Screen[None]):
             note = (f"paused after #{seq if isinstance(seq, int) else '-'} {what} "
                     "(space: resume, n: step)")
         elif res is not None:
-            note = f"exit: {res.exit_kind} - {res.detail} at {res.symbol}"
+            note = f"exit: {res.exit_kind} - {res.detail}" + \
+                ("" if live.native else f" at {res.symbol}")
         elif live.error:
             note = f"engine error: {live.error}"
         state = "finished" if live.phase == "finished" else live.phase
@@ -328,12 +338,12 @@ class LiveScreen(Screen[None]):
     def _title_stream(self) -> None:
         stream = self.query_one(HypercallStream)
         text = self.rows.filter.text
-        title = f"hypercalls \\[{escape(text)}]" if text else "hypercalls"
+        name = self.stream_name
+        title = f"{name} \\[{escape(text)}]" if text else name
         stream.border_title = title + (" · pv-ops" if stream.show_pvops else "")
 
     def _derive_pvops(self) -> None:
-        sess = self.live.session
-        self.rows.derive_pvops(sess.backend.abi, sess.header())
+        self.rows.derive_pvops(self.live.abi, self.live.header())
         if self.rows.canonical.error:
             self.notify(self.rows.canonical.error, severity="warning", markup=False)
 
@@ -362,6 +372,12 @@ class LiveScreen(Screen[None]):
 
     def action_toggle_record(self) -> None:
         live = self.live
+        if live.native:
+            self.notify(f"a UML run records from its start: `pvmon boot {live.spec.guest.name} "
+                        "--record FILE`; this one " + ("records to " + str(live.recording)
+                                                       if live.recording else "does not record"),
+                        markup=False)
+            return
         if live.recording is not None:
             path = live.recording
             live.stop_recording()
