@@ -185,8 +185,11 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
 
     Keys: space pause/resume, n step to the next guest exit (hypercall, MSR,
     I/O, interrupt, ...), b break on a hypercall or an exit kind, f filter the
-    stream, p canonical pv-ops, r record, o open a trace, ? help, q quit.
+    stream, p canonical pv-ops, r record, o open a trace, ? help, q quit;
+    with --vcpus N, v shows each vCPU's registers (docs/tui.md).
     Tab focuses the console: what you type there goes to the guest.
+    A UML kernel (uml-6.1) is watched under pvmon's ptrace tracer instead
+    (docs/uml.md): host system calls, console, no registers.
     With --gdb the guest waits for gdb before its first instruction and the
     status line says whether gdb is attached and where it stopped the guest.
 

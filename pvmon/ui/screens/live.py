@@ -367,6 +367,7 @@ class LiveScreen(Screen[None]):
         cur = on if self.shown_vcpu is None else self.shown_vcpu
         nxt = (cur + 1) % n
         self.shown_vcpu = None if nxt == on else nxt
+        self.query_one(RegisterPane).forget()
         if sample is not None:
             self._show_registers(sample)
 
