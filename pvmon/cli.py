@@ -185,8 +185,11 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
 
     Keys: space pause/resume, n step to the next guest exit (hypercall, MSR,
     I/O, interrupt, ...), b break on a hypercall or an exit kind, f filter the
-    stream, p canonical pv-ops, r record, o open a trace, ? help, q quit.
+    stream, p canonical pv-ops, r record, o open a trace, ? help, q quit;
+    with --vcpus N, v shows each vCPU's registers (docs/tui.md).
     Tab focuses the console: what you type there goes to the guest.
+    A UML kernel (uml-6.1) is watched under pvmon's ptrace tracer instead
+    (docs/uml.md): host system calls, console, no registers.
     With --gdb the guest waits for gdb before its first instruction and the
     status line says whether gdb is attached and where it stopped the guest.
 
@@ -200,22 +203,20 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
     if headless and paused:
         # refused rather than ignored: nothing could resume a paused headless run
         raise click.UsageError("--paused pauses the live view; there is none with --headless")
-    if vcpus > 1 and not headless:
-        raise click.UsageError("--vcpus above 1 needs --headless for now (the TUI shows one "
-                               "vCPU's stream)")
     if headless:
         _run(guest, cmdline, memory, backend, record, timeout, False, initramfs, initrd,
              script, input_file, idle_exit, gdb_address=gdb_address)
         return
     from pvmon.uml.cli import is_uml_guest
+    if input_file == "-":
+        raise PvmonError("--input-file - (stdin) needs --headless: the TUI owns the terminal")
     if is_uml_guest(guest):
-        raise PvmonError(f"the live view does not show UML runs yet; use `pvmon run {guest}` "
-                         "or `pvmon boot --headless`")
+        _boot_uml(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+                  input_file, idle_exit, paused, gdb_address, mode)
+        return
     from pvmon.ui.app import run_boot
     from pvmon.ui.live_session import BootSpec
 
-    if input_file == "-":
-        raise PvmonError("--input-file - (stdin) needs --headless: the TUI owns the terminal")
     sess_args = _session_args(guest, cmdline, memory, backend, record, initramfs, initrd,
                               script, input_file, idle_exit)
     res = run_boot(BootSpec(**sess_args, timeout=timeout, paused=paused, gdb=gdb_address))
@@ -224,6 +225,31 @@ def boot(guest, cmdline, memory, backend, record, force, timeout, initramfs, ini
         sys.exit(0)
     _print_summary(res)
     sys.exit(_exit_status(res, interrupted_ok=True))
+
+
+def _boot_uml(guest, cmdline, memory, backend, record, timeout, initramfs, initrd, script,
+              input_file, idle_exit, paused, gdb_address, mode) -> None:
+    """``pvmon boot uml-6.1``: the live view of a UML run (docs/uml.md). A
+    guest with a userland waits for typed input (no idle exit) unless script
+    lines were given; quitting the TUI ends the run and exits 0."""
+    from pvmon.ui.app import run_uml_boot
+    from pvmon.ui.uml_live import UmlBootSpec
+    from pvmon.uml import cli as uml_cli
+    from pvmon.uml.runner import summary
+
+    a = uml_cli.prepare(guest, cmdline=cmdline, memory=memory, backend=backend, record=record,
+                        initramfs=initramfs, initrd=initrd, script=script,
+                        input_file=input_file, gdb_address=gdb_address, mode=mode)
+    live_input = a.initrd is not None and a.lines is None
+    res = run_uml_boot(UmlBootSpec(a, idle_s=None if live_input else (idle_exit or None),
+                                   timeout=timeout or None, paused=paused))
+    if res is None:
+        click.echo("pvmon: the guest was still running when the TUI closed", err=True)
+        sys.exit(0)
+    click.echo(summary(res, a.guest, a.record), err=True)
+    if res.exit_kind == "interrupted" and not res.trace_error:
+        sys.exit(0)     # quit from the TUI
+    uml_cli.exit_for(res)
 
 
 @cli.command()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -28,6 +28,7 @@ from pvmon.ui.terminal import require_terminal
 
 if TYPE_CHECKING:
     from pvmon.ui.screens.live import LiveScreen
+    from pvmon.ui.uml_live import UmlBootSpec
 
 
 class PvmonApp(App[RunResult | None]):
@@ -123,6 +124,19 @@ def run_boot(spec: BootSpec) -> RunResult | None:
     return app.live.result if app.live is not None else None
 
 
+def run_uml_boot(spec: UmlBootSpec) -> Any:
+    """``pvmon boot uml-6.1``: show a UML run live (:mod:`pvmon.ui.uml_live`);
+    returns its :class:`~pvmon.uml.runner.UmlResult` when the user quit, or
+    None if it had not ended. Raises NoTerminalError without a terminal,
+    before UML is started."""
+    from pvmon.ui.uml_live import UmlLiveSession
+    require_terminal("`pvmon boot` shows the guest live in the TUI",
+                     "use `pvmon run` or `pvmon boot --headless`")
+    app = PvmonApp(live=UmlLiveSession.create(spec))   # type: ignore[arg-type]
+    app.run()
+    return app.live.result if app.live is not None else None
+
+
 def run_view(path: str | Path) -> None:
     """``pvmon view``: play ``path`` back. Raises TraceError (before the screen
     opens) if it is not a readable trace, NoTerminalError without a terminal."""
@@ -141,4 +155,4 @@ def run_divergence(divergence: Divergence) -> None:
     PvmonApp(divergence=divergence).run()
 
 
-__all__ = ["BootSpec", "PvmonApp", "run_boot", "run_divergence", "run_view"]
+__all__ = ["BootSpec", "PvmonApp", "run_boot", "run_divergence", "run_uml_boot", "run_view"]

@@ -50,11 +50,39 @@ _KIND_FAMILY = {"fault": "fault", "upcall": "events", "con": "console", "tsc": "
                 "cpuid": "cpu", "exit": "sched",
                 # the HVM platform's events (docs/trace-format.md, version 3)
                 "irq": "events", "msr": "cpu", "io": "platform", "mmio": "platform",
-                "halt": "sched"}
+                "halt": "sched",
+                # an SMP run's scheduler gave the engine to another vCPU (docs/smp.md)
+                "vcpu_switch": "sched"}
+
+
+#: A UML run's host system calls (ABI ``uml``, docs/uml.md) by family: UML
+#: driving its guest processes (ptrace, wait4, clone) is CPU, its memory
+#: mappings MMU, its timers TIME, signals EVT, the host waits SCHED; ``read``
+#: and ``write`` are CON on fds 0-2 (the console), otherwise no family.
+_UML_FAMILIES: dict[str, tuple[str, ...]] = {
+    "cpu": ("ptrace", "wait4", "arch_prctl", "clone", "clone3", "fork", "vfork", "execve",
+            "prctl", "getpid", "gettid"),
+    "mmu": ("mmap", "munmap", "mprotect", "madvise", "mremap", "brk"),
+    "time": ("timer_settime", "timer_create", "timer_gettime", "timer_delete", "clock_gettime",
+             "clock_nanosleep", "nanosleep", "gettimeofday", "setitimer", "getitimer"),
+    "events": ("rt_sigreturn", "rt_sigaction", "rt_sigprocmask", "kill", "tkill", "tgkill",
+               "sigaltstack", "rt_sigtimedwait", "epoll_ctl"),
+    "sched": ("sched_yield", "epoll_wait", "epoll_pwait", "ppoll", "poll", "pause",
+              "rt_sigsuspend", "exit", "exit_group", "reboot"),
+}
+UML_FAMILY: dict[str, str] = {n: fam for fam, names in _UML_FAMILIES.items() for n in names}
+_UML_CONSOLE = frozenset({"read", "write"})
 
 
 def family_of(ev: dict[Any, Any]) -> str:
-    """The family of a trace event: a hypercall's by name, other kinds by kind."""
+    """The family of a trace event: a hypercall's by name (a UML host system
+    call's by :data:`UML_FAMILY`), other kinds by kind."""
     if ev.get("k") == "hc":
-        return HYPERCALL_FAMILY.get(ev.get("name"), "other")  # type: ignore[arg-type]
+        name = ev.get("name")
+        if ev.get("abi") == "uml":
+            if name in _UML_CONSOLE:
+                args = ev.get("args")
+                return "console" if args and args[0] in (0, 1, 2) else "other"
+            return UML_FAMILY.get(name, "other")  # type: ignore[arg-type]
+        return HYPERCALL_FAMILY.get(name, "other")  # type: ignore[arg-type]
     return _KIND_FAMILY.get(ev.get("k"), "other")  # type: ignore[arg-type]

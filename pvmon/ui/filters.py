@@ -6,7 +6,9 @@ everything. A term matches an event when it equals its ABI (``xen``), its
 family (``mmu``, ``cpu``, ``events``, ``time``, ``console``, ``sched``,
 ``fault``), its kind (``hc``, ``fault``, ``upcall``, ...), or is a substring
 of its name (``mmu`` matches ``mmu_update`` and ``mmuext_op``) or of its sub-op
-(``PIN_L4``).
+(``PIN_L4``). ``cpu:N`` matches the events of vCPU ``N`` (the event's ``cpu``,
+0 in a trace without it; a ``vcpu_switch`` matches the vCPU it came from
+too); ``cpu:0 cpu:1`` names both.
 
 A term with a dot names canonical paravirtual operations (:mod:`pvmon.pvops`,
 docs/pvops.md), matched against the operations an event carries:
@@ -54,7 +56,27 @@ def canonical_pattern(term: str) -> re.Pattern[str] | None:
     return re.compile(fnmatch.translate(t))
 
 
+_CPU_TERM = re.compile(r"cpu:(\d+)", re.IGNORECASE)
+
+
+def cpu_term(term: str) -> int | None:
+    """The vCPU id a ``cpu:N`` term names; None for any other term."""
+    m = _CPU_TERM.fullmatch(term)
+    return int(m.group(1)) if m else None
+
+
+def _cpu_matches(cpu: int, ev: dict[Any, Any]) -> bool:
+    on = ev.get("cpu", 0)
+    if on == cpu:
+        return True
+    return ev.get("k") == "vcpu_switch" and ev.get("from") == cpu
+
+
 def _term_matches(term: str, ev: dict[Any, Any], ops: tuple[str, ...] = ()) -> bool:
+    if term[:4].lower() == "cpu:":
+        cpu = cpu_term(term)
+        if cpu is not None:
+            return _cpu_matches(cpu, ev)
     pat = canonical_pattern(term)
     if pat is not None:
         return any(pat.match(o) for o in ops)
@@ -99,8 +121,9 @@ class EventFilter:
 
     def matches(self, ev: dict[Any, Any], ops: tuple[str, ...] = ()) -> bool:
         """``ev`` (an event, or a key with its ``k``, ``name``, ``abi``,
-        ``op``) passes. ``ops``: the names of the canonical operations it
-        carries (``("mmu.set_pte", "mmu.flush_tlb")``), for dotted terms."""
+        ``op``, ``cpu`` and a switch's ``from``) passes. ``ops``: the names of
+        the canonical operations it carries (``("mmu.set_pte",
+        "mmu.flush_tlb")``), for dotted terms."""
         if self.include and not any(_term_matches(t, ev, ops) for t in self.include):
             return False
         return not any(_term_matches(t, ev, ops) for t in self.exclude)
@@ -130,7 +153,7 @@ def unknown_canonical_message(terms: list[str]) -> str:
 # ------------------------------------------------------------ known terms
 #: Event kinds a trace holds (docs/trace-format.md).
 EVENT_KINDS = ("hc", "fault", "upcall", "con", "tsc", "tsc_run", "cpuid", "syscall", "exit",
-               "msr", "io", "mmio", "irq", "halt")
+               "msr", "io", "mmio", "irq", "halt", "vcpu_switch")
 #: ABIs a trace's hypercall events name.
 ABIS = ("xen",)
 

@@ -38,7 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +68,10 @@ class BootSpec:
     them (``memory`` in bytes; ``record``: a .pvt path or None; ``initrd``
     bytes and ``initrd_info``; ``script``: console input lines;
     ``idle_limit_ns``: idle exit, virtual ns), plus ``timeout`` (wall seconds
-    or None), ``paused`` (stop after the first hypercall) and ``gdb``
+    or None), ``paused`` (stop after the first hypercall), ``gdb``
     (``HOST:PORT`` for the gdb stub, :mod:`pvmon.gdb`: the guest waits for gdb
-    before its first instruction; None: no stub)."""
+    before its first instruction; None: no stub) and ``vcpus`` (the guest's
+    vCPUs: more than one only for a Xen PV guest, docs/smp.md)."""
 
     guest: GuestImage
     memory: int = 256 << 20
@@ -85,6 +86,7 @@ class BootSpec:
     paused: bool = False
     mode: str | None = None
     gdb: str | None = None
+    vcpus: int = 1
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,9 @@ class Sample:
     ``seq``: the hypercall event's seq; ``regs``: register name -> value (the
     names of :data:`pvmon.engine.machine.GPR`); ``code``: guest bytes at
     guest-virtual ``code_base`` (RIP lies inside; may be empty if unmapped);
-    ``vtime_ns``: virtual time (ns)."""
+    ``vtime_ns``: virtual time (ns); ``cpu``: the vCPU on the engine, whose
+    registers ``regs`` are; ``others``: vCPU id -> the saved registers of
+    each other vCPU that is up (an SMP run; empty for one vCPU)."""
 
     seq: int
     rip: int
@@ -102,6 +106,8 @@ class Sample:
     code: bytes
     code_base: int
     vtime_ns: int
+    cpu: int = 0
+    others: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 class LiveSession:
@@ -147,6 +153,11 @@ class LiveSession:
         self.wall_paused = 0.0
         self._pause_started: float | None = None
         session.dispatch.call_listeners.append(self._on_call)
+        #: The guest's vCPUs (docs/smp.md); the one on the engine is ``session.dispatch.cpu``.
+        self.vcpus: int = session.vcpus
+        smp = getattr(session.backend, "smp", None)
+        if smp is not None:
+            self._watch_switches(smp)
         if spec.paused:
             self._arm_tap()
         # The guest console once, as `pvmon run` prints it: console_io until the
@@ -178,7 +189,8 @@ class LiveSession:
         sess = Session(spec.guest, memory=spec.memory, cmdline=spec.cmdline,
                        backend=spec.backend, record=spec.record, initrd=spec.initrd,
                        initrd_info=spec.initrd_info, script=spec.script,
-                       idle_limit_ns=None if live else spec.idle_limit_ns, mode=spec.mode)
+                       idle_limit_ns=None if live else spec.idle_limit_ns, mode=spec.mode,
+                       vcpus=spec.vcpus)
         if live:
             sess.dispatch.input.live_open = True
         return cls(sess, spec, clock=clock)
@@ -238,6 +250,26 @@ class LiveSession:
         self._calls += 1
         if self._attention:
             self._attend(ev)
+
+    def _watch_switches(self, smp: Any) -> None:
+        """Show the SMP scheduler's switches (``vcpu_switch``,
+        docs/trace-format.md) in the stream. The dispatch records a switch
+        only when something records; the stream gets its own copy, numbered
+        when the dispatch numbered it (seq None otherwise, as for other exits
+        of a run that records nothing). Engine thread; reads guest state only."""
+        orig = smp.on_switch
+        d = self.session.dispatch
+        m = self.session.machine
+
+        def switched(old: int, new: int, why: str) -> None:
+            before = d.seq
+            if orig is not None:
+                orig(old, new, why)
+            self.events.append({"k": "vcpu_switch", "from": old, "to": new, "why": why,
+                                "rip": m.reg("rip"),
+                                "seq": before if d.seq > before else None,
+                                "t": m.clock.now_ns, "cpu": new})
+        smp.on_switch = switched
 
     # -------------------------------------------------------------- event tap
     def _arm_tap(self) -> None:
@@ -346,8 +378,14 @@ class LiveSession:
             except GuestPageFault:
                 continue
         seq = ev.get("seq")
+        others: dict[int, dict[str, int]] = {}
+        if self.vcpus > 1:
+            for i, v in enumerate(self.session.backend.vcpus):
+                saved = v.saved
+                if saved is not None and v.up:
+                    others[i] = {**saved["regs"], "cr3": saved["cr3"]}
         return Sample(seq if isinstance(seq, int) else -1, rip, regs, code, base,
-                      m.clock.now_ns)
+                      m.clock.now_ns, self.session.dispatch.cpu, others)
 
     def _wait(self, ev: dict[str, Any]) -> None:
         self.paused_at = ev
@@ -456,6 +494,18 @@ class LiveSession:
         """Last resort when :meth:`stop` was not honoured in time (the request
         reached Unicorn just before it entered the guest): ask again."""
         self.session.machine.request_stop(Stop("interrupted", "stopped from the TUI"))
+
+    #: Runs on the engine (a UML run, :mod:`pvmon.ui.uml_live`, does not).
+    native = False
+
+    @property
+    def abi(self) -> str:
+        """The run's ABI (its backend's: ``xen``, ``kvm``, ...)."""
+        return self.session.backend.abi
+
+    def header(self) -> dict[str, Any]:
+        """The header a recording of this run has (or would have)."""
+        return self.session.header()
 
     @property
     def hypercalls(self) -> int:

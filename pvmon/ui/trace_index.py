@@ -29,7 +29,9 @@ from pvmon.ui.rates import RateHistory
 STREAM_KINDS = frozenset({"hc", "fault", "upcall", "exit",
                           # an HVM guest's (KVM, Xen PVH) exits other than hypercalls;
                           # port I/O and MMIO stay out (a console byte each)
-                          "msr", "irq", "halt"})
+                          "msr", "irq", "halt",
+                          # an SMP run's scheduler switching vCPUs (docs/smp.md)
+                          "vcpu_switch"})
 
 
 def console_name(direction: str, channel: str) -> str:
@@ -200,8 +202,17 @@ class TraceIndex:
 
 
 def _filter_key(ev: dict[str, Any]) -> dict[str, Any]:
-    """The fields :class:`EventFilter` reads: kind, name, ABI and sub-op."""
+    """The fields :class:`EventFilter` reads: kind, name, ABI, sub-op, the
+    vCPU (``cpu``; omitted for 0), a switch's ``from`` and the fd of a UML
+    ``read``/``write``."""
     key: dict[str, Any] = {"k": ev["k"], "name": event_label(ev)}
+    cpu = ev.get("cpu")
+    if cpu:
+        key["cpu"] = cpu
+    if "from" in ev:
+        key["from"] = ev["from"]
+    if key["name"] in ("read", "write") and isinstance(ev.get("args"), (list, tuple)):
+        key["args"] = ev["args"][:1]     # a UML console read or write (families.family_of)
     if "abi" in ev:
         key["abi"] = ev["abi"]
     op = ev.get("op")

@@ -214,7 +214,9 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
             record: Path | None = None, lines: list[bytes] | None = None,
             idle_s: float | None = 10.0, timeout: float | None = None,
             show: Callable[[bytes], None] | None = None,
-            stdin_fd: int | None = None) -> UmlResult:
+            stdin_fd: int | None = None,
+            watch: Callable[[dict], None] | None = None,
+            on_start: Callable[[UmlTracer], None] | None = None) -> UmlResult:
     """Boot ``guest`` under the tracer and return how the run ended.
 
     ``lines``: script lines typed at prompts (None: none, or read from
@@ -222,8 +224,13 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
     is read as script lines). ``record``: write a ``.pvt`` trace there.
     ``idle_s``/``timeout``: wall seconds (None or 0: none). ``show``: where the
     console goes (None: nowhere). SIGINT and SIGTERM end the run as
-    ``interrupted`` (in the main thread). Raises PvmonError when UML cannot be
-    started or the trace cannot be created."""
+    ``interrupted`` (in the main thread). ``watch`` (the TUI's live view):
+    called on the tracing thread with every event as a dict, after it was
+    recorded; UML's threads stay stopped while it runs, so blocking in it
+    pauses the guest. ``on_start``: called with the tracer once UML runs (its
+    ``stdin_fd`` takes typed console input). Call this on the thread that is
+    to trace: ptrace binds a tracee to the thread that forked it. Raises
+    PvmonError when UML cannot be started or the trace cannot be created."""
     from pvmon.trace.writer import TraceWriter
 
     run_dir = Path(tempfile.mkdtemp(prefix="pvmon-uml-"))
@@ -277,6 +284,16 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
                 tracer.abort()
                 raise
             tracer.set_sinks(writer.append, writer.append_hc)
+        if watch is not None:
+            recorder = writer.append if writer is not None else None
+
+            def emit(ev: dict) -> None:     # hc events as dicts (format.hc_event's keys)
+                if recorder is not None:
+                    recorder(ev)
+                watch(ev)
+            tracer.set_sinks(emit)
+        if on_start is not None:
+            on_start(tracer)
         console = _Console(tracer, show, lines, idle_s)
         if lines is None and stdin_fd is not None:
             restore_tty = _stdin_source(console, tracer, stdin_fd)

@@ -18,7 +18,7 @@ ABOUT = {
             "guest right after a guest exit (a hypercall, an MSR access, port I/O, an "
             "interrupt, a halt, ...), so they never change what the guest sees; b also "
             "takes exit kinds (msr io mmio irq halt cpuid fault). p shows each event's "
-            "canonical pv-ops. With --gdb the status line says whether gdb is attached "
+            "canonical pv-ops; v (an SMP run) the registers of each vCPU. With --gdb the status line says whether gdb is attached "
             "and where it stopped the guest. Focus the console "
             "(tab or click) to type into the guest; escape gives the keys back.",
     "player": "Trace player: the same panes over a recorded .pvt trace. Scrub the timeline, "
@@ -33,7 +33,7 @@ ABOUT = {
 
 FILTER_HELP = ("Filter terms (space separated): a name or part of one (mmu), a family (mmu "
                "cpu events time console sched fault), an ABI (xen), a kind (hc fault "
-               "upcall), a sub-op (PIN_L4); -term excludes. In the player, console "
+               "upcall vcpu_switch), a sub-op (PIN_L4), a vCPU (cpu:1); -term excludes. In the player, console "
                "events appear when a term names them: console, input (typed), output, "
                "ring, io. A term with a dot names canonical operations (p shows them): "
                "mmu.set_pte, a family irq. or mmu.*, a glob *.eoi.")

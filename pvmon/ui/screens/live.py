@@ -58,6 +58,7 @@ class LiveScreen(Screen[None]):
         Binding("b", "break_on", "Break"),
         Binding("f", "filter", "Filter"),
         Binding("p", "toggle_pvops", "Pv-ops", show=False),   # footer is full: in ? and ^p
+        Binding("v", "cycle_vcpu", "vCPU registers", show=False),
         Binding("r", "toggle_record", "Record"),
         Binding("o", "open_trace", "Open"),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -86,14 +87,26 @@ class LiveScreen(Screen[None]):
         self._cpu_mark = time.thread_time()
         self._skip = 0
         self._console_buf: list[bytes] = []
+        #: The vCPU whose registers the register pane shows (an SMP run; ``v``
+        #: cycles it); None: the vCPU on the engine.
+        self.shown_vcpu: int | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
         yield from compose_guest_panes(self.rows, live=True)
         yield Footer(compact=True)
 
+    @property
+    def stream_name(self) -> str:
+        """What the stream pane lists: a UML run's are host system calls."""
+        return "host system calls" if self.live.native else "hypercalls"
+
     def on_mount(self) -> None:
-        title_guest_panes(self, stream="hypercalls", console="console")
+        title_guest_panes(self, stream=self.stream_name, console="console")
+        self.query_one(HypercallStream).show_cpu = self.live.vcpus > 1
+        if self.live.native:   # a UML run: no registers or code (docs/uml.md)
+            self.query_one("#regs").display = False
+            self.query_one("#code").display = False
         # Boot once the first frame is on screen: the screen appears at once and
         # Textual's start-up does not compete with the guest for the GIL.
         self.call_after_refresh(self._start)
@@ -205,22 +218,42 @@ class LiveScreen(Screen[None]):
         hit = sym.lookup(sample.rip)
         func = sample.rip - hit[1] if hit else None
         insns = disassemble_around(sample.code, sample.code_base, sample.rip, func_start=func)
-        self.query_one(RegisterPane).show(sample.regs)
+        self._show_registers(sample)
         self.query_one(DisassemblyPane).show(insns, label(sample.rip, sym.format))
-        self.query_one("#regs").border_title = \
-            f"registers at #{sample.seq if sample.seq >= 0 else '-'}"
+
+    def _show_registers(self, sample: Any) -> None:
+        """The register pane: the vCPU on the engine at ``sample``, or (after
+        ``v``, an SMP run) the saved registers of the vCPU chosen."""
+        at = f"registers at #{sample.seq if sample.seq >= 0 else '-'}"
+        shown = self.shown_vcpu
+        if self.live.vcpus <= 1:
+            self.query_one(RegisterPane).show(sample.regs)
+        elif shown is None or shown == sample.cpu:
+            self.query_one(RegisterPane).show(sample.regs)
+            at += f" · vCPU {sample.cpu} (on the engine)"
+        elif shown in sample.others:
+            self.query_one(RegisterPane).show(sample.others[shown], "saved when it left "
+                                              "the engine")
+            at += f" · vCPU {shown} (saved)"
+        else:
+            self.query_one(RegisterPane).show(None, f"vCPU {shown} is not up")
+            at += f" · vCPU {shown}"
+        self.query_one("#regs").border_title = at
 
     def _show_status(self) -> None:
         live = self.live
         spec = live.spec
         res = live.result
-        vt = res.vtime_ns if res else live.vtime_ns
+        vt = res.vtime_ns if res and not live.native else live.vtime_ns
         wall = live.wall_running_s()
         parts = [("", spec.guest.name), ("", spec.backend),
-                 ("vt", f"{vt / 1e9:.6f}s"), ("calls", f"{live.hypercalls}"),
+                 ("t" if live.native else "vt", f"{vt / 1e9:.6f}s"),
+                 ("syscalls" if live.native else "calls", f"{live.hypercalls}"),
                  ("wall", f"{wall:.2f}s")]
-        if wall > 0:
+        if wall > 0 and not live.native:    # a UML run's clock is the host's
             parts.append(("speed", f"{vt / 1e9 / wall:.3f}x"))
+        if live.vcpus > 1:     # the vCPU on the engine (at the sample shown when finished)
+            parts.append(("vcpu", f"{live.session.dispatch.cpu} of {live.vcpus}"))
         if live.recording is not None:
             parts.append(("rec", live.recording.name))
         if live.breakpoints:
@@ -233,7 +266,8 @@ class LiveScreen(Screen[None]):
             note = (f"paused after #{seq if isinstance(seq, int) else '-'} {what} "
                     "(space: resume, n: step)")
         elif res is not None:
-            note = f"exit: {res.exit_kind} - {res.detail} at {res.symbol}"
+            note = f"exit: {res.exit_kind} - {res.detail}" + \
+                ("" if live.native else f" at {res.symbol}")
         elif live.error:
             note = f"engine error: {live.error}"
         state = "finished" if live.phase == "finished" else live.phase
@@ -304,12 +338,12 @@ class LiveScreen(Screen[None]):
     def _title_stream(self) -> None:
         stream = self.query_one(HypercallStream)
         text = self.rows.filter.text
-        title = f"hypercalls \\[{escape(text)}]" if text else "hypercalls"
+        name = self.stream_name
+        title = f"{name} \\[{escape(text)}]" if text else name
         stream.border_title = title + (" · pv-ops" if stream.show_pvops else "")
 
     def _derive_pvops(self) -> None:
-        sess = self.live.session
-        self.rows.derive_pvops(sess.backend.abi, sess.header())
+        self.rows.derive_pvops(self.live.abi, self.live.header())
         if self.rows.canonical.error:
             self.notify(self.rows.canonical.error, severity="warning", markup=False)
 
@@ -321,8 +355,30 @@ class LiveScreen(Screen[None]):
         stream.show_pvops = not stream.show_pvops
         self._title_stream()
 
+    def action_cycle_vcpu(self) -> None:
+        """Show the registers of the next vCPU (an SMP run): the one on the
+        engine, then each other in turn, as saved when it left the engine."""
+        n = self.live.vcpus
+        if n <= 1:
+            self.notify("one vCPU: the registers are its own", markup=False)
+            return
+        sample = self.live.sample
+        on = sample.cpu if sample is not None else 0
+        cur = on if self.shown_vcpu is None else self.shown_vcpu
+        nxt = (cur + 1) % n
+        self.shown_vcpu = None if nxt == on else nxt
+        self.query_one(RegisterPane).forget()
+        if sample is not None:
+            self._show_registers(sample)
+
     def action_toggle_record(self) -> None:
         live = self.live
+        if live.native:
+            self.notify(f"a UML run records from its start: `pvmon boot {live.spec.guest.name} "
+                        "--record FILE`; this one " + ("records to " + str(live.recording)
+                                                       if live.recording else "does not record"),
+                        markup=False)
+            return
         if live.recording is not None:
             path = live.recording
             live.stop_recording()
@@ -364,7 +420,9 @@ class LiveScreen(Screen[None]):
         self._shown_sample = None
         self._finished_shown = False
         self._console_buf.clear()
+        self.shown_vcpu = None
         stream = self.query_one(HypercallStream)
+        stream.show_cpu = live.vcpus > 1
         stream.set_source(self.rows)
         if stream.show_pvops:
             self._derive_pvops()

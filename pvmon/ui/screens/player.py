@@ -173,6 +173,7 @@ class PlayerScreen(Screen[None]):
         self.reader, self.index, self.code = reader, index, code
         self.rows = TraceRows(index, index.seqs)
         stream = self.query_one(HypercallStream)
+        stream.show_cpu = self.vcpus > 1
         stream.set_source(self.rows)
         stream.go(0)
         per_ms = index.rates.per_ms()
@@ -183,6 +184,13 @@ class PlayerScreen(Screen[None]):
         self.query_one(Timeline).set_density(r.counts, r.start_ns,
                                              r.start_ns + len(r.counts) * r.width_ns)
         self._show_status("playing")
+
+    @property
+    def vcpus(self) -> int:
+        """The recorded run's vCPUs (header ``machine.vcpus``; 1 if it has none)."""
+        m = self.reader.header.get("machine") if self.reader is not None else None
+        n = m.get("vcpus") if isinstance(m, dict) else None
+        return n if isinstance(n, int) and n > 0 else 1
 
     def on_unmount(self) -> None:
         if self.reader is not None:
@@ -202,7 +210,9 @@ class PlayerScreen(Screen[None]):
         self.query_one(GuestConsole).show(self.index.console_until(seq))
         regs, note = registers_of(ev)
         self.query_one(RegisterPane).show(regs, note)
-        self.query_one("#regs").border_title = f"registers at #{seq}"
+        cpu = ev.get("cpu", 0)
+        self.query_one("#regs").border_title = f"registers at #{seq}" + \
+            (f" · vCPU {cpu}" if self.vcpus > 1 else "")
         self._show_code(ev)
         if isinstance(ev.get("t"), int):
             self.query_one(Timeline).position_ns = ev["t"]
@@ -235,6 +245,9 @@ class PlayerScreen(Screen[None]):
             parts.append(("event", f"#{ev.get('seq') if ev else '-'}/{len(r)}"))
             if ev and isinstance(ev.get("t"), int):
                 parts.append(("vt", format_time(ev["t"])))
+            n = self.vcpus
+            if n > 1:     # the vCPU on the engine at the selected event
+                parts.append(("vcpu", f"{ev.get('cpu', 0) if ev else '-'} of {n}"))
             if not r.complete:
                 parts.append(("", f"truncated after {r.truncated_after}"))
             if self.filter:

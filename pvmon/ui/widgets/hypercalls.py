@@ -113,11 +113,16 @@ class EventRows:
             else list(self.all)
 
 
+#: Styles of the vCPU column, by vCPU id modulo their number.
+CPU_STYLES = ("bold green", "bold magenta", "bold cyan", "bold yellow")
+
+
 def row_text(ev: dict[str, Any] | None, *, with_time: bool = True,
-             pvops: tuple[str, ...] | None = None) -> Text:
+             pvops: tuple[str, ...] | None = None, with_cpu: bool = False) -> Text:
     """``  seq  time  TAG   description`` for one event, styled by family;
     with ``pvops`` (canonical operation names), ``  seq  time  TAG  ops │
-    description``."""
+    description``; ``with_cpu``: the vCPU of the event (``cpu``, 0 if it has
+    none) after the time, ``c0``, ``c1``... (an SMP run, docs/smp.md)."""
     if ev is None:
         return Text(f"{'-':>7} (no call on this side)", style="dim", no_wrap=True)
     fam = family_of(ev)
@@ -128,6 +133,10 @@ def row_text(ev: dict[str, Any] | None, *, with_time: bool = True,
     if with_time:
         head += f"{t / 1e9:.6f} " if isinstance(t, int) else "         "
     text = Text(head, style="dim", no_wrap=True)
+    if with_cpu:
+        cpu = ev.get("cpu", 0)
+        cpu = cpu if isinstance(cpu, int) else 0
+        text.append(f"c{cpu:<2} ", style=CPU_STYLES[cpu % len(CPU_STYLES)])
     text.append(f"{tag:<5} ", style=style)
     if pvops is not None:
         text.append(f"{summary(pvops):<{PVOPS_WIDTH}.{PVOPS_WIDTH}}", style="bold" if pvops
@@ -164,6 +173,8 @@ class HypercallStream(Widget, can_focus=True):
     follow: reactive[bool] = reactive(True, init=False)
     #: Show the canonical operations column (when the source has derived them).
     show_pvops: reactive[bool] = reactive(False, init=False)
+    #: Show the vCPU column (a run or trace with more than one vCPU).
+    show_cpu: reactive[bool] = reactive(False, init=False)
 
     class Selected(Message):
         """The cursor moved to ``row`` (event ``event``)."""
@@ -299,7 +310,8 @@ class HypercallStream(Widget, can_focus=True):
         if self.show_pvops:
             of = getattr(self.source, "pvops_of", None)
             pvops = of(row) if of is not None else None
-        text = row_text(self.source.row(row), with_time=width >= 60, pvops=pvops)
+        text = row_text(self.source.row(row), with_time=width >= 60, pvops=pvops,
+                        with_cpu=self.show_cpu)
         if self.marks:
             mark = "≠ " if row in self.marks else "  "
             text = Text(mark, style="bold red", no_wrap=True) + text

@@ -22,6 +22,11 @@ class RegisterPane(Static):
         self._last: dict[str, int] = {}
         self.note = ""
 
+    def forget(self) -> None:
+        """Compare the next :meth:`show` with nothing (another vCPU's registers
+        follow: none of them is a change)."""
+        self._last = {}
+
     def show(self, regs: dict[str, int] | None, note: str = "") -> None:
         """Draw ``regs`` (None: nothing to show); highlight changes since the last call."""
         if not regs:
