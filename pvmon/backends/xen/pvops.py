@@ -856,13 +856,11 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
     cache = _key_cache
     mmu_keys = _MMU_KEYS
     ext_keys = _mmuext_keys
+    mask = _COUNT_MASK
     mmu_size, ext_size = abi.MMU_UPDATE_SIZE, abi.MMUEXT_OP_SIZE
     u32 = _U32.unpack_from
     for ev in events:
-        if type(ev) is not dict:
-            _count_slow(ev, state, seen)
-            continue
-        a = ev.get("abi")
+        a = ev.get("abi")       # (a non-map event raises AttributeError, as in translate)
         if a is not None and a != abi_name and type(a) is str:
             other(ev)  # type: ignore[misc]
             continue
@@ -870,45 +868,48 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
         if k == "hc":
             name = ev.get("name")
             args = ev.get("args")
-            if type(name) is not str or type(args) is not list or len(args) < 2 \
-                    or type(args[0]) is not int or type(args[1]) is not int:
+            if type(args) is not list or len(args) < 2 or type(args[0]) is not int \
+                    or type(args[1]) is not int:
                 _count_slow(ev, state, seen)
             elif name == "mmu_update" or name == "mmuext_op":
                 # the array as _Mem(rd).get reads it: the first well-formed
                 # guest-virtual read holding it whole (almost always rd[0])
-                count = args[1] & _COUNT_MASK
-                if not 1 <= count <= 4096:
+                addr, count = args[0], args[1] & mask
+                if not 0 < count <= 4096:
                     _count_slow(ev, state, seen)
                     continue
                 mmu = name == "mmu_update"
-                size = mmu_size if mmu else ext_size
-                end = size * count
-                addr = args[0]
+                end = (mmu_size if mmu else ext_size) * count
                 rd = ev.get("rd")
                 e = rd[0] if type(rd) is list and rd else None
-                if type(e) is list and len(e) == 3 and e[0] == "v" and type(e[1]) is int \
-                        and type(e[2]) is bytes and e[1] <= addr \
-                        and addr + end <= e[1] + len(e[2]):
-                    raw, off = e[2], addr - e[1]
+                if type(e) is list and len(e) == 3:
+                    space, base, raw = e
+                    if space == "v" and type(base) is int and type(raw) is bytes \
+                            and base <= addr and addr + end <= base + len(raw):
+                        off = addr - base
+                    else:
+                        raw, off = _read_of(rd, addr, end), 0
                 else:
                     raw, off = _read_of(rd, addr, end), 0
-                    if raw is None:
-                        _count_slow(ev, state, seen)
+                if raw is None:
+                    _count_slow(ev, state, seen)
+                elif mmu:
+                    if count == 1:
+                        key = mmu_keys[raw[off] & 3]
+                        seen[key] = get(key, 0) + 1
                         continue
-                if mmu:
-                    if count > 1:
-                        seen[_MMU_BATCH_KEY] = get(_MMU_BATCH_KEY, 0) + 1
-                    for i in range(off, off + end, size):
+                    seen[_MMU_BATCH_KEY] = get(_MMU_BATCH_KEY, 0) + 1
+                    for i in range(off, off + end, mmu_size):
                         key = mmu_keys[raw[i] & 3]
                         seen[key] = get(key, 0) + 1
                 else:
                     if count > 1:
                         seen[_MMUEXT_BATCH_KEY] = get(_MMUEXT_BATCH_KEY, 0) + 1
-                    for i in range(off, off + end, size):
+                    for i in range(off, off + end, ext_size):
                         cmd = u32(raw, i)[0]
                         key = ext_keys.get(cmd) or _mmuext_key(cmd)
                         seen[key] = get(key, 0) + 1
-            elif name in by_name:
+            elif type(name) is str and name in by_name:
                 sub_of = _ARG0_SUBOPS.get(name)
                 ck = name if sub_of is None else (name, args[0] & sub_of[1])
                 key = cache.get(ck)
