@@ -91,13 +91,18 @@ def _mutations(ev: dict) -> list[dict]:
 
 
 def test_damaged_events_count_as_translate_counts_them():
-    with TraceReader(ROOT / "traces" / "pvtest-v2--xen-4.17.pvt") as r:
-        events = list(r)
     picked: dict[object, dict] = {}
-    for ev in events:       # one event of each kind and call
-        picked.setdefault((ev.get("k"), ev.get("name")), ev)
+    for name in ("pvtest-v2--xen-4.17.pvt", "pvtest-v2-pvh--xen-4.17.pvt"):
+        with TraceReader(ROOT / "traces" / name) as r:
+            for ev in r:        # one event of each kind and call
+                picked.setdefault((ev.get("k"), ev.get("name")), ev)
+    lapic = 0xFEE00000
+    hvm = [{"k": "mmio", "seq": 1, "t": 2, "dir": d, "addr": a, "val": v}
+           for d in ("wr", "rd", None) for a in (lapic + 0xB0, lapic + 0x300, lapic + 0x380,
+                                                 lapic + 0x20, 0x1000, None, "x")
+           for v in (0, 0x31, None)]
     checked = 0
-    for ev in picked.values():
+    for ev in [*picked.values(), *hvm]:
         for m in [ev, *_mutations(ev)]:
             for hvm in (False, True):
                 fast: dict = {}

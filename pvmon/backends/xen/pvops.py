@@ -859,6 +859,7 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
     mask = _COUNT_MASK
     mmu_size, ext_size = abi.MMU_UPDATE_SIZE, abi.MMUEXT_OP_SIZE
     u32 = _U32.unpack_from
+    from pvmon.platforms.hvm.pvops import mmio_has_no_op
     for ev in events:
         a = ev.get("abi")       # (a non-map event raises AttributeError, as in translate)
         if a is not None and a != abi_name and type(a) is str:
@@ -918,6 +919,10 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
                 seen[key] = get(key, 0) + 1
             else:
                 _count_slow(ev, state, seen)
+        elif type(k) is not str:
+            _count_slow(ev, state, seen)
+        elif k not in kinds:        # port I/O, console, faults...: no operation
+            continue
         elif k == "tsc_run":
             vals = ev.get("val")
             if isinstance(vals, list):
@@ -925,12 +930,10 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
                     seen[_CLOCK_KEY] = get(_CLOCK_KEY, 0) + len(vals)
             else:
                 _count_slow(ev, state, seen)
-        elif type(k) is not str:
-            _count_slow(ev, state, seen)
         elif k == "cpuid":
             key = _CPUID_HVM_KEY if state.hvm else _CPUID_PV_KEY
             seen[key] = get(key, 0) + 1
-        elif k in kinds:
+        elif k != "mmio" or not mmio_has_no_op(ev):
             _count_slow(ev, state, seen)
 
 
