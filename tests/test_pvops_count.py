@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,31 @@ def test_an_event_of_another_abi_goes_to_that_abis_counter():
     seen: dict = {}
     xen_pvops.count_events([ev], xen_pvops.new_state(), seen, "xen", other.append)
     assert other == [ev] and seen == {}
+
+
+def _array_event(name: str, cmds: list[int], va: int = 0x10000) -> dict:
+    """An mmu_update/mmuext_op hypercall event whose array the backend read."""
+    if name == "mmu_update":
+        raw = b"".join(struct.pack("<QQ", 0x5000 | c, 0x7067) for c in cmds)
+    else:
+        raw = b"".join(struct.pack("<I4xQQ", c, 0x1234, 0) for c in cmds)
+    return {"k": "hc", "abi": "xen", "seq": 3, "t": 4, "name": name,
+            "args": [va, len(cmds), 0, 0x7FF0, 0, 0], "op": {}, "ret": 0,
+            "rd": [["v", va - 8, b"\0" * 8 + raw]]}
+
+
+@pytest.mark.parametrize("name,cmds", [
+    ("mmu_update", [0]), ("mmu_update", [1]), ("mmu_update", [2]), ("mmu_update", [3]),
+    ("mmu_update", [0, 2, 3, 1]), ("mmuext_op", [0]), ("mmuext_op", [99, 0]),
+    ("mmuext_op", [5, 5]), ("mmuext_op", [0, 1 << 31]), ("mmuext_op", [6, 7, 99]),
+    ("mmuext_op", [99])])
+def test_an_array_call_counts_each_entry_as_translate_reads_it(name, cmds):
+    ev = _array_event(name, cmds)
+    want: dict = {}
+    for o in xen_pvops.translate(ev, xen_pvops.new_state()):
+        key = (o.op, o.call, o.native is not None)
+        want[key] = want.get(key, 0) + 1
+    for _ in range(2):          # the second time from the key caches
+        seen: dict = {}
+        xen_pvops.count_events([ev], xen_pvops.new_state(), seen)
+        assert list(seen.items()) == list(want.items())

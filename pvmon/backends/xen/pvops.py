@@ -815,8 +815,9 @@ def _mmuext_key(cmd: int) -> tuple[str, str, bool]:
     if key is None:
         name = abi.MMUEXT_CMDS.get(cmd, cmd)
         entry = entry_for("mmuext_op", name)
-        key = _mmuext_keys[cmd] = ("unmapped" if entry is None else entry.op,
-                                   f"mmuext_op {name}", False)
+        key = ("unmapped" if entry is None else entry.op, f"mmuext_op {name}", False)
+        if cmd in abi.MMUEXT_CMDS:      # the cache stays bounded by the ABI
+            _mmuext_keys[cmd] = key
     return key
 
 
@@ -859,6 +860,8 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
     mask = _COUNT_MASK
     mmu_size, ext_size = abi.MMU_UPDATE_SIZE, abi.MMUEXT_OP_SIZE
     u32 = _U32.unpack_from
+    u32x2 = _U32X2.unpack_from
+    pairs = _mmuext_pairs
     from pvmon.platforms.hvm.pvops import mmio_has_no_op
     for ev in events:
         a = ev.get("abi")       # (a non-map event raises AttributeError, as in translate)
@@ -903,6 +906,13 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
                     for i in range(off, off + end, mmu_size):
                         key = mmu_keys[raw[i] & 3]
                         seen[key] = get(key, 0) + 1
+                elif count == 2:        # Linux pins with a flush: two entries
+                    pair = pairs.get(u32x2(raw, off)) or _mmuext_pair(u32x2(raw, off))
+                    seen[_MMUEXT_BATCH_KEY] = get(_MMUEXT_BATCH_KEY, 0) + 1
+                    key = pair[0]
+                    seen[key] = get(key, 0) + 1
+                    key = pair[1]
+                    seen[key] = get(key, 0) + 1
                 else:
                     if count > 1:
                         seen[_MMUEXT_BATCH_KEY] = get(_MMUEXT_BATCH_KEY, 0) + 1
@@ -915,7 +925,9 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
                 ck = name if sub_of is None else (name, args[0] & sub_of[1])
                 key = cache.get(ck)
                 if key is None:
-                    key = cache[ck] = _name_key(name, args[0])
+                    key = _name_key(name, args[0])
+                    if sub_of is None or ck[1] in sub_of[0]:    # bounded by the ABI
+                        cache[ck] = key
                 seen[key] = get(key, 0) + 1
             else:
                 _count_slow(ev, state, seen)
@@ -939,6 +951,16 @@ def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[A
 
 _COUNT_MASK = ~abi.MMU_UPDATE_PREEMPTED & _U64
 _U32 = struct.Struct("<I")
+_U32X2 = struct.Struct(f"<I{abi.MMUEXT_OP_SIZE - 4}xI")   # the cmds of two mmuext_ops
+# (cmd, cmd) of a two-entry mmuext_op -> the entries' keys (known commands only)
+_mmuext_pairs: dict[tuple[int, int], tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _mmuext_pair(cmds: tuple[int, int]) -> tuple[tuple[str, str, bool], ...]:
+    keys = (_mmuext_key(cmds[0]), _mmuext_key(cmds[1]))
+    if cmds[0] in abi.MMUEXT_CMDS and cmds[1] in abi.MMUEXT_CMDS:   # bounded
+        _mmuext_pairs[cmds] = keys
+    return keys
 _CPUID_HVM_KEY = ("cpu.cpuid", "cpuid", False)
 _CPUID_PV_KEY = ("cpu.cpuid", "cpuid (forced emulation)", False)
 
