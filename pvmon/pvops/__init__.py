@@ -10,8 +10,10 @@ An ABI mapping module provides ``translate(ev, state) -> Iterator[PvOp]`` and
 ``new_state(header) -> object`` (whatever bounded state it needs across events, such as
 the level a page-table frame was pinned at). To be counted in parallel it also provides
 ``resume_state(header)`` and ``continue_state(earlier, later)`` (see the Xen PV module).
-To be counted fast it may provide ``count_event(ev, state, seen)``: adds to ``seen``
-({(op, call, native): count}) the keys of what ``translate`` yields, in its order.
+To be counted fast (``trace stats --pvops``) it may provide ``count_events(events, state,
+seen, abi_name, other)``: adds to ``seen`` ({(op, call, native): count}) the keys of what
+``translate`` yields for each event, in its order, handing ``other`` the events of
+another ABI (see the Xen PV module; tests/test_pvops_count.py checks it against derive).
 """
 
 from __future__ import annotations
