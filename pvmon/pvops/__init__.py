@@ -10,6 +10,10 @@ An ABI mapping module provides ``translate(ev, state) -> Iterator[PvOp]`` and
 ``new_state(header) -> object`` (whatever bounded state it needs across events, such as
 the level a page-table frame was pinned at). To be counted in parallel it also provides
 ``resume_state(header)`` and ``continue_state(earlier, later)`` (see the Xen PV module).
+To be counted fast (``trace stats --pvops``) it may provide ``count_events(events, state,
+seen, abi_name, other)``: adds to ``seen`` ({(op, call, native): count}) the keys of what
+``translate`` yields for each event, in its order, handing ``other`` the events of
+another ABI (see the Xen PV module; tests/test_pvops_count.py checks it against derive).
 """
 
 from __future__ import annotations
@@ -115,12 +119,20 @@ class Deriver:
             a = self.abi
         mod = self._modules.get(a)
         if mod is None:
+            mod = self.module(a)
+        return mod.translate(ev, self.states[a])
+
+    def module(self, a: str) -> Any:
+        """The mapping module of ABI ``a``, its state started (fresh, or resumed)
+        in :attr:`states` on first use; TraceError for an ABI without a mapping."""
+        mod = self._modules.get(a)
+        if mod is None:
             mod = self._modules[a] = mapping_for(a)
             # (a mapping that cannot resume starts fresh: OpCounts.of_trace then
             # finds no continue_state and counts serially)
             self.states[a] = mod.resume_state(self.header) \
                 if self.resume and hasattr(mod, "resume_state") else mod.new_state(self.header)
-        return mod.translate(ev, self.states[a])
+        return mod
 
 
 def clock_reads(ev: dict[str, Any], seq: int, t: int) -> Iterator[PvOp]:

@@ -89,28 +89,10 @@ class OpCounts:
         cannot resume, the trace is counted again in this process.
         Raises :class:`~pvmon.errors.TraceError` as :func:`derive` and the reader do."""
         from pvmon.trace.stats import map_frame_runs
-        mods: dict[str, Any] = {}
-        try:
-            mods[abi] = mapping_for(abi)
-        except TraceError:          # derive reports it at the first event, as before
+        if not _can_resume(abi):
             return cls.of(derive(reader, abi, header))
-        if not hasattr(mods[abi], "resume_state"):
-            return cls.of(derive(reader, abi, header))
-        (counts, states), *later = map_frame_runs(
-            reader, functools.partial(_count_run, abi, header), jobs)
-        for part, part_states in later:
-            for a, st in part_states.items():
-                mod = mods.get(a) or mods.setdefault(a, mapping_for(a))
-                earlier = states.get(a)
-                if earlier is None:
-                    earlier = mod.new_state(header)
-                nxt = mod.continue_state(earlier, st) if hasattr(mod, "continue_state") \
-                    else None
-                if nxt is None:
-                    return cls.of(derive(reader, abi, header))
-                states[a] = nxt
-            counts.merge(part)
-        return counts
+        runs = map_frame_runs(reader, functools.partial(_count_run, abi, header), jobs)
+        return _merge_counts(runs, reader, abi, header)
 
     def merge(self, later: OpCounts) -> None:
         """Add the counts of ``later``, a run of operations that follows these."""
@@ -144,30 +126,143 @@ class OpCounts:
                 "native": dict(sorted(self.native.items()))}
 
 
-def _count_run(abi: str, header: dict[str, Any] | None, reader: TraceReader, start: int,
-               stop: int) -> tuple[OpCounts, dict[str, Any]]:
-    """Counts of the operations of frames ``start``..``stop`` and the mapping
-    states after them (from the header's state at frame 0, else resumed)."""
-    states: dict[str, Any] = {}
-    ops = Deriver(abi, header, states, resume=start > 0).ops
-    # A TSC run is counted whole when the ABI's mapping reads it as clock_reads does
-    # (one native time.read_clock per value): most of a boot's operations, and the
-    # same counts as deriving them one by one.
-    fast = tsc_runs_are_clock_reads(abi)
-    clock = ("time.read_clock", "rdtsc", True)
-    seen: dict[tuple[str, str, bool], int] = {}
-    get = seen.get
-    for i in range(start, stop):
-        for ev in reader.frame_events(i):
+def _can_resume(abi: str) -> bool:
+    """Whether ``abi``'s mapping can count runs from mid-trace (False also for an
+    ABI without a mapping: :func:`derive` reports that at its first event)."""
+    try:
+        return hasattr(mapping_for(abi), "resume_state")
+    except TraceError:
+        return False
+
+
+def _merge_counts(runs: list[tuple[OpCounts, dict[str, Any]]], reader: TraceReader, abi: str,
+                  header: dict[str, Any] | None) -> OpCounts:
+    """The counts of consecutive runs ((counts, mapping states after the run)),
+    or the trace counted again in this process when a run's counts depend on
+    state it could not see."""
+    mods: dict[str, Any] = {}
+    (counts, states), *later = runs
+    for part, part_states in later:
+        for a, st in part_states.items():
+            mod = mods.get(a) or mods.setdefault(a, mapping_for(a))
+            earlier = states.get(a)
+            if earlier is None:
+                earlier = mod.new_state(header)
+            nxt = mod.continue_state(earlier, st) if hasattr(mod, "continue_state") else None
+            if nxt is None:
+                return _count_run(abi, header, reader, 0, len(reader.frames))[0]
+            states[a] = nxt
+        counts.merge(part)
+    return counts
+
+
+class _RunCounter:
+    """Counts the operations of consecutive events into one {(op, call, native):
+    count} dict (first-seen order, as :meth:`OpCounts.of` keeps it): a frame at a
+    time through the trace ABI's ``count_events`` when its mapping has one, else
+    each event through :class:`~pvmon.pvops.Deriver` (TSC runs counted whole when
+    the ABI reads them as :func:`clock_reads` does)."""
+
+    def __init__(self, abi: str, header: dict[str, Any] | None, resume: bool) -> None:
+        self.abi = abi
+        self.deriver = Deriver(abi, header, {}, resume=resume)
+        self.seen: dict[tuple[str, str, bool], int] = {}
+        self._by_abi: dict[str, Any] = {}
+        self._fast: Any = None      # the trace ABI's count_events, False when none
+
+    @property
+    def states(self) -> dict[str, Any]:
+        """ABI name -> its mapping's state after the events counted so far."""
+        return self.deriver.states
+
+    def counts(self) -> OpCounts:
+        return OpCounts._of_seen(self.seen)
+
+    def add(self, events: Iterable[dict[str, Any]]) -> None:
+        """Count ``events`` (raises TraceError for an ABI without a mapping)."""
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = getattr(self.deriver.module(self.abi), "count_events", False)
+        if fast:
+            fast(events, self.deriver.states[self.abi], self.seen, self.abi, self._one)
+            return
+        one = self._one
+        for ev in events:
+            one(ev)
+
+    def _one(self, ev: dict[str, Any]) -> None:
+        """Count one event through its ABI's mapping."""
+        a = ev.get("abi", self.abi)
+        if type(a) is not str:
+            a = self.abi
+        c = self._by_abi.get(a)
+        if c is None:
+            c = self._by_abi[a] = self._counter(a)
+        c(ev)
+
+    def _counter(self, a: str) -> Any:
+        mod = self.deriver.module(a)
+        seen = self.seen
+        get = seen.get
+        if hasattr(mod, "count_events"):
+            state = self.deriver.states[a]
+            return lambda ev: mod.count_events((ev,), state, seen, a, self._one)
+        ops = self.deriver.ops
+        # A TSC run is counted whole when the ABI's mapping reads it as clock_reads
+        # does (one native time.read_clock per value): the same counts as deriving
+        # them one by one.
+        fast = a == self.abi and tsc_runs_are_clock_reads(a)
+        clock = ("time.read_clock", "rdtsc", True)
+
+        def count(ev: dict[str, Any]) -> None:
             if fast and ev.get("k") == "tsc_run" and "abi" not in ev:
                 vals = ev.get("val")
                 if isinstance(vals, list) and vals:
                     seen[clock] = get(clock, 0) + len(vals)
-                continue
+                return
             for o in ops(ev):
                 key = (o.op, o.call, o.native is not None)
                 seen[key] = get(key, 0) + 1
-    return OpCounts._of_seen(seen), states
+        return count
+
+
+def _count_run(abi: str, header: dict[str, Any] | None, reader: TraceReader, start: int,
+               stop: int) -> tuple[OpCounts, dict[str, Any]]:
+    """Counts of the operations of frames ``start``..``stop`` and the mapping
+    states after them (from the header's state at frame 0, else resumed)."""
+    run = _RunCounter(abi, header, resume=start > 0)
+    for i in range(start, stop):
+        run.add(reader.frame_events(i))
+    return run.counts(), run.states
+
+
+def _stats_and_count_run(abi: str, header: dict[str, Any] | None, reader: TraceReader,
+                         start: int, stop: int) -> tuple[Any, tuple[OpCounts, dict[str, Any]]]:
+    """:meth:`TraceStats._of_frames` and :func:`_count_run` of frames
+    ``start``..``stop`` in one read."""
+    from pvmon.trace.stats import TraceStats
+    stats = TraceStats()
+    run = _RunCounter(abi, header, resume=start > 0)
+    for i in range(start, stop):
+        events = reader.frame_events(i)
+        stats.add(events)
+        run.add(events)
+    return stats, (run.counts(), run.states)
+
+
+def stats_and_counts(reader: TraceReader, abi: str, header: dict[str, Any] | None,
+                     jobs: int = 1) -> tuple[Any, OpCounts]:
+    """``(TraceStats.of(reader, jobs), OpCounts.of_trace(reader, abi, header, jobs))``
+    (``trace stats --pvops``), reading the trace once when the mapping can count
+    runs from mid-trace. Raises :class:`~pvmon.errors.TraceError` as they do."""
+    from pvmon.trace.stats import TraceStats, map_frame_runs
+    if not _can_resume(abi):
+        return TraceStats.of(reader, jobs), OpCounts.of_trace(reader, abi, header, jobs)
+    parts = map_frame_runs(reader, functools.partial(_stats_and_count_run, abi, header), jobs)
+    stats = parts[0][0]
+    for part, _ in parts[1:]:
+        stats.merge(part)
+    return stats, _merge_counts([c for _, c in parts], reader, abi, header)
 
 
 @functools.cache

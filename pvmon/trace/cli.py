@@ -299,12 +299,13 @@ def stats(path: str, as_json: bool, top: int, with_pvops: bool = False) -> None:
     """Per-hypercall counts, rates over virtual time and sub-operation histograms."""
     counts = None
     with _open(path) as reader:
-        st = TraceStats.of(reader, jobs=default_jobs())
+        if with_pvops:      # one read of the trace for both
+            from pvmon.pvops.render import stats_and_counts
+            st, counts = stats_and_counts(reader, _trace_abi(reader), reader.header,
+                                          default_jobs())
+        else:
+            st = TraceStats.of(reader, jobs=default_jobs())
         status = _status(reader)
-        if with_pvops:
-            from pvmon.pvops.render import OpCounts
-            counts = OpCounts.of_trace(reader, _trace_abi(reader), reader.header,
-                                       default_jobs())
     if as_json:
         extra = {"pvops": counts.to_dict()} if counts is not None else {}
         click.echo(json.dumps({**st.to_dict(), "status": status, **extra}, indent=1))

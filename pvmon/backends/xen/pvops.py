@@ -26,7 +26,7 @@ trace does not keep, are normalized as well as top-level calls:
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -774,3 +774,200 @@ def _multicall(args: tuple[int, ...], op: dict, ret: int | None, mem: _Mem, wr: 
         inner = (*batch, BatchRef("multicall", seq, i, nr))
         name = abi.hypercall_name(num) if num <= 0xFFFF else f"hypercall_{num}"
         yield from _call(name, tuple(a), {}, results.get(ent + 8), mem, wr, seq, t, inner, st)
+
+
+# ---------------------------------------------------------------------------
+# Counting only (``trace stats --pvops``, ``trace pvops``): the (operation, call,
+# native?) keys translate() would yield for an event, added to a counter dict
+# without building PvOp objects or normalized arguments. Page-table levels change
+# no key, so the count path does not keep them; the ports bound by bind_ipi do
+# (irq.notify or irq.send_ipi), so event_channel_op goes through translate().
+
+#: Event kinds translate() yields operations for (it yields nothing for any other).
+_COUNT_KINDS = frozenset({"hc", "tsc_run", "tsc", "cpuid"}) | _HVM_KINDS
+_CLOCK_KEY = ("time.read_clock", "rdtsc", True)
+_MMU_BATCH_KEY = ("batch.submit", "mmu_update", False)
+_MMUEXT_BATCH_KEY = ("batch.submit", "mmuext_op", False)
+# mmu_update's command -> its entry's key (as _mmu_update yields it)
+_MMU_KEYS: tuple[tuple[str, str, bool], ...] = tuple(
+    ("unmapped" if e is None else e.op, label, False)
+    for e, label in (_MMU_UPDATE_BY_CMD[n] for n in range(4)))
+# Calls whose key is decided by the call name and (for _ARG0_SUBOPS calls) the
+# sub-op in the first argument alone: one operation each, no state read or kept.
+_COUNT_BY_NAME = frozenset(
+    c for c in [*CALLS, *_ARG0_SUBOPS]
+    if c not in ("mmu_update", "mmuext_op", "multicall", "update_va_mapping",
+                 "set_timer_op", "event_channel_op", "event_channel_op_compat",
+                 "physdev_op_compat"))
+_key_cache: dict[Any, tuple[str, str, bool]] = {}
+_mmuext_keys: dict[int, tuple[str, str, bool]] = {}
+
+
+def _count_slow(ev: dict[str, Any], state: XenState, seen: dict[Any, int]) -> None:
+    get = seen.get
+    for o in translate(ev, state):
+        key = (o.op, o.call, o.native is not None)
+        seen[key] = get(key, 0) + 1
+
+
+def _mmuext_key(cmd: int) -> tuple[str, str, bool]:
+    key = _mmuext_keys.get(cmd)
+    if key is None:
+        name = abi.MMUEXT_CMDS.get(cmd, cmd)
+        entry = entry_for("mmuext_op", name)
+        key = ("unmapped" if entry is None else entry.op, f"mmuext_op {name}", False)
+        if cmd in abi.MMUEXT_CMDS:      # the cache stays bounded by the ABI
+            _mmuext_keys[cmd] = key
+    return key
+
+
+def _read_of(rd: Any, addr: int, size: int) -> bytes | None:
+    """``_Mem(rd).get(addr, size)`` without building the _Mem (same answer)."""
+    if type(rd) is not list:
+        return _Mem(rd).get(addr, size)
+    for e in rd:
+        if isinstance(e, (list, tuple)) and len(e) == 3 and isinstance(e[0], str) \
+                and e[0] == "v" and type(e[1]) is int and isinstance(e[2], (bytes, bytearray)):
+            a, b = e[1], e[2]
+            if a <= addr and addr + size <= a + len(b):
+                return bytes(b[addr - a:addr - a + size])
+    return None
+
+
+def count_events(events: Iterable[dict[str, Any]], state: XenState, seen: dict[Any, int],
+                 abi_name: str = "xen",
+                 other: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Add to ``seen`` ({(op, call, native): count}, in first-seen order) the
+    keys of the operations ``translate(ev, state)`` yields for each event of
+    ``events``, in the same order, keeping the state that decides a key (the
+    ports bound by bind_ipi): the counts :func:`pvmon.pvops.derive` would give.
+
+    ``abi_name`` is the trace's ABI: an event whose ``abi`` field names another
+    (a string) goes to ``other`` instead (as :class:`pvmon.pvops.Deriver` would
+    route it; TypeError when there is no ``other``).
+
+    Fast for the events that carry a boot's operations (mmu_update and
+    mmuext_op arrays read from the event's ``rd``, calls decided by their name
+    and sub-op, TSC reads, kinds with no operation); anything else (multicalls,
+    event channels, damaged events) goes through :func:`translate`. Raises what
+    translate raises."""
+    get = seen.get
+    kinds = _COUNT_KINDS
+    by_name = _COUNT_BY_NAME
+    cache = _key_cache
+    mmu_keys = _MMU_KEYS
+    ext_keys = _mmuext_keys
+    mask = _COUNT_MASK
+    mmu_size, ext_size = abi.MMU_UPDATE_SIZE, abi.MMUEXT_OP_SIZE
+    u32 = _U32.unpack_from
+    u32x2 = _U32X2.unpack_from
+    pairs = _mmuext_pairs
+    from pvmon.platforms.hvm.pvops import mmio_has_no_op
+    for ev in events:
+        a = ev.get("abi")       # (a non-map event raises AttributeError, as in translate)
+        if a is not None and a != abi_name and type(a) is str:
+            other(ev)  # type: ignore[misc]
+            continue
+        k = ev.get("k")
+        if k == "hc":
+            name = ev.get("name")
+            args = ev.get("args")
+            if type(args) is not list or len(args) < 2 or type(args[0]) is not int \
+                    or type(args[1]) is not int:
+                _count_slow(ev, state, seen)
+            elif name == "mmu_update" or name == "mmuext_op":
+                # the array as _Mem(rd).get reads it: the first well-formed
+                # guest-virtual read holding it whole (almost always rd[0])
+                addr, count = args[0], args[1] & mask
+                if not 0 < count <= 4096:
+                    _count_slow(ev, state, seen)
+                    continue
+                mmu = name == "mmu_update"
+                end = (mmu_size if mmu else ext_size) * count
+                rd = ev.get("rd")
+                e = rd[0] if type(rd) is list and rd else None
+                if type(e) is list and len(e) == 3:
+                    space, base, raw = e
+                    if space == "v" and type(base) is int and type(raw) is bytes \
+                            and base <= addr and addr + end <= base + len(raw):
+                        off = addr - base
+                    else:
+                        raw, off = _read_of(rd, addr, end), 0
+                else:
+                    raw, off = _read_of(rd, addr, end), 0
+                if raw is None:
+                    _count_slow(ev, state, seen)
+                elif mmu:
+                    if count == 1:
+                        key = mmu_keys[raw[off] & 3]
+                        seen[key] = get(key, 0) + 1
+                        continue
+                    seen[_MMU_BATCH_KEY] = get(_MMU_BATCH_KEY, 0) + 1
+                    for i in range(off, off + end, mmu_size):
+                        key = mmu_keys[raw[i] & 3]
+                        seen[key] = get(key, 0) + 1
+                elif count == 2:        # Linux pins with a flush: two entries
+                    pair = pairs.get(u32x2(raw, off)) or _mmuext_pair(u32x2(raw, off))
+                    seen[_MMUEXT_BATCH_KEY] = get(_MMUEXT_BATCH_KEY, 0) + 1
+                    key = pair[0]
+                    seen[key] = get(key, 0) + 1
+                    key = pair[1]
+                    seen[key] = get(key, 0) + 1
+                else:
+                    if count > 1:
+                        seen[_MMUEXT_BATCH_KEY] = get(_MMUEXT_BATCH_KEY, 0) + 1
+                    for i in range(off, off + end, ext_size):
+                        cmd = u32(raw, i)[0]
+                        key = ext_keys.get(cmd) or _mmuext_key(cmd)
+                        seen[key] = get(key, 0) + 1
+            elif type(name) is str and name in by_name:
+                sub_of = _ARG0_SUBOPS.get(name)
+                ck = name if sub_of is None else (name, args[0] & sub_of[1])
+                key = cache.get(ck)
+                if key is None:
+                    key = _name_key(name, args[0])
+                    if sub_of is None or ck[1] in sub_of[0]:    # bounded by the ABI
+                        cache[ck] = key
+                seen[key] = get(key, 0) + 1
+            else:
+                _count_slow(ev, state, seen)
+        elif type(k) is not str:
+            _count_slow(ev, state, seen)
+        elif k not in kinds:        # port I/O, console, faults...: no operation
+            continue
+        elif k == "tsc_run":
+            vals = ev.get("val")
+            if isinstance(vals, list):
+                if vals:
+                    seen[_CLOCK_KEY] = get(_CLOCK_KEY, 0) + len(vals)
+            else:
+                _count_slow(ev, state, seen)
+        elif k == "cpuid":
+            key = _CPUID_HVM_KEY if state.hvm else _CPUID_PV_KEY
+            seen[key] = get(key, 0) + 1
+        elif k != "mmio" or not mmio_has_no_op(ev):
+            _count_slow(ev, state, seen)
+
+
+_COUNT_MASK = ~abi.MMU_UPDATE_PREEMPTED & _U64
+_U32 = struct.Struct("<I")
+_U32X2 = struct.Struct(f"<I{abi.MMUEXT_OP_SIZE - 4}xI")   # the cmds of two mmuext_ops
+# (cmd, cmd) of a two-entry mmuext_op -> the entries' keys (known commands only)
+_mmuext_pairs: dict[tuple[int, int], tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _mmuext_pair(cmds: tuple[int, int]) -> tuple[tuple[str, str, bool], ...]:
+    keys = (_mmuext_key(cmds[0]), _mmuext_key(cmds[1]))
+    if cmds[0] in abi.MMUEXT_CMDS and cmds[1] in abi.MMUEXT_CMDS:   # bounded
+        _mmuext_pairs[cmds] = keys
+    return keys
+_CPUID_HVM_KEY = ("cpu.cpuid", "cpuid", False)
+_CPUID_PV_KEY = ("cpu.cpuid", "cpuid (forced emulation)", False)
+
+
+def _name_key(name: str, arg0: int) -> tuple[str, str, bool]:
+    """The key of a call in :data:`_COUNT_BY_NAME` (as :func:`_call` labels it)."""
+    sub = _subop(name, (arg0,), {}, _Mem(None))
+    entry = entry_for(name, sub)
+    return ("unmapped" if entry is None else entry.op,
+            name if sub is None else f"{name} {sub}", False)

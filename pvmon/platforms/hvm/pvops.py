@@ -71,3 +71,17 @@ def translate(ev: dict[str, Any], seq: int, t: int) -> Iterator[PvOp]:
 
 #: Event kinds :func:`translate` handles.
 KINDS = frozenset({"halt", "mmio", "msr"})
+
+#: The local APIC registers whose writes :func:`translate` maps (EOI, ICR low,
+#: timer initial count), as offsets from the APIC base.
+_LAPIC_REGS = frozenset({0xB0, 0x300, 0x380})
+
+
+def mmio_has_no_op(ev: dict[str, Any]) -> bool:
+    """Whether :func:`translate` yields nothing for ``ev``, an ``mmio`` event
+    (a read, or a write to anything but the mapped local APIC registers): a
+    quick test for counting."""
+    if ev.get("dir") != "wr":
+        return True
+    addr = ev.get("addr")
+    return type(addr) is not int or addr - _LAPIC not in _LAPIC_REGS
