@@ -60,6 +60,20 @@ def new_state(header: dict[str, Any] | None = None) -> KvmState:
     return KvmState()
 
 
+def resume_state(header: dict[str, Any] | None = None) -> KvmState:
+    """The state a run of frames from mid-trace starts from (counted in
+    parallel, pvmon.pvops.render): DLAB clear, as Linux leaves it outside its
+    brief divisor writes."""
+    return KvmState()
+
+
+def continue_state(earlier: KvmState, later: KvmState) -> KvmState | None:
+    """``later`` (a run counted from :func:`resume_state`) when that start was
+    right, i.e. the run before it ended with DLAB clear; None (count again in
+    order) otherwise."""
+    return None if earlier.dlab else later
+
+
 def translate(ev: dict[str, Any], state: KvmState) -> Iterator[PvOp]:
     """Canonical operations of one event of a KVM run."""
     get = ev.get
@@ -110,4 +124,39 @@ def translate(ev: dict[str, Any], state: KvmState) -> Iterator[PvOp]:
         yield from hvm_pvops.translate(ev, seq, t)
 
 
-__all__ = ["UNMAPPED", "KvmState", "new_state", "translate"]
+__all__ = ["UNMAPPED", "KvmState", "continue_state", "count_events", "new_state",
+           "resume_state", "translate"]
+
+
+_CLOCK_KEY = ("time.read_clock", "rdtsc", True)
+#: the ports whose accesses carry an operation or the mapping's state
+_IO_PORTS = frozenset({0x64, _LCR, _COM1})
+
+
+def count_events(events, state: KvmState, seen: dict, abi_name: str = "kvm",
+                 other=None) -> None:
+    """Add to ``seen`` ({(op, call, native): count}, in first-seen order) the
+    keys of the operations :func:`translate` yields for each of ``events``, as
+    :func:`pvmon.pvops.derive` would count them, without building them for the
+    events that make most of a boot: port I/O to a port that carries no
+    operation (Linux's PIT calibration reads port 0x42 tens of thousands of
+    times) and TSC runs (one clock read per value). An event whose ``abi``
+    names another ABI goes to ``other``. Raises what translate raises."""
+    get = seen.get
+    for ev in events:
+        a = ev.get("abi")
+        if a is not None and a != abi_name and type(a) is str:
+            other(ev)
+            continue
+        k = ev.get("k")
+        if k == "io" and ev.get("port") not in _IO_PORTS:
+            continue
+        if k == "tsc_run":
+            vals = ev.get("val")
+            if isinstance(vals, list):
+                if vals:
+                    seen[_CLOCK_KEY] = get(_CLOCK_KEY, 0) + len(vals)
+                continue
+        for o in translate(ev, state):
+            key = (o.op, o.call, o.native is not None)
+            seen[key] = get(key, 0) + 1
