@@ -40,6 +40,9 @@ OPS: dict[str, str] = {
     "LHCALL_LOAD_TLS": "cpu.write_descriptor",
     "LHCALL_LOAD_GDT_ENTRY": "cpu.write_descriptor",
     "LHCALL_SEND_INTERRUPTS": "irq.unmask",
+    # lguest 2.6.2x-4.0: the early console's string (and, with an lguest-bus
+    # device, a virtqueue kick; pvmon's 4.0 Launcher offers none) [LGL]
+    "LHCALL_NOTIFY": "console.write",
 }
 
 

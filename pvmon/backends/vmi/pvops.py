@@ -17,7 +17,7 @@ OPS: dict[str, str] = {
     "WriteLDTEntry": "cpu.write_descriptor", "SetLDT": "cpu.set_ldt",
     "UpdateKernelStack": "cpu.set_stack", "CLTS": "cpu.fpu_trap",
     "SetDR": "cpu.set_debugreg", "GetDR": "cpu.get_debugreg", "SetIOPLMask": "cpu.set_iopl",
-    "IRET": "cpu.iret", "SetInitialAPState": "cpu.vcpu_init",
+    "IRET": "cpu.iret", "SYSEXIT": "cpu.iret", "SetInitialAPState": "cpu.vcpu_init",
     "EnableInterrupts": "irq.unmask", "SetInterruptMask": "irq.unmask",
     "DisableInterrupts": "irq.mask",
     "SetCR3": "mmu.new_root", "SetPxE": "mmu.set_pte", "SetPxELong": "mmu.set_pte",
@@ -29,6 +29,17 @@ OPS: dict[str, str] = {
     "Shutdown": "power.shutdown", "Reboot": "power.shutdown", "SetLazyMode": "batch.submit",
     "GetCycleFrequency": "info.platform", "GetWallclockTime": "time.read_clock",
 }
+
+
+#: calls that are no canonical operation: the ROM protocol (``vmi_init``,
+#: ``get_reloc``) and register reads and writes that are the native
+#: instruction's equivalent (reading CR2, an MSR, the APIC), not a request of
+#: the hypervisor
+NO_OPERATION: frozenset[str] = frozenset({"vmi_init", "get_reloc",
+    "GetInterruptMask", "GetCR0", "GetCR2", "GetCR3", "GetCR4", "GetGDT",
+    "GetIDT", "GetLDT", "GetTR", "RDMSR", "WRMSR", "RDPMC",
+    "WallclockUpdated", "APICRead", "APICWrite", "IODelay", "SetCR0", "SetCR2",
+    "SetCR4", "SetTR", "MachineToPhysical", "PhysicalToMachine"})
 
 
 def new_state(header: dict[str, Any] | None = None) -> None:
@@ -49,7 +60,7 @@ def translate(ev: dict[str, Any], state: None) -> Iterator[PvOp]:
     if get("k") != "hc":
         return
     name = get("name")
-    if not isinstance(name, str) or name in ("vmi_init", "get_reloc"):
+    if not isinstance(name, str) or name in NO_OPERATION:
         return
     seq, t = get("seq"), get("t")
     seq = seq if type(seq) is int else -1
@@ -57,11 +68,6 @@ def translate(ev: dict[str, Any], state: None) -> Iterator[PvOp]:
     op = OPS.get(name)
     opmap = get("op") if isinstance(get("op"), dict) else {}
     if op is None:
-        if name in ("GetInterruptMask", "GetCR0", "GetCR2", "GetCR3", "GetCR4", "GetGDT",
-                    "GetIDT", "GetLDT", "GetTR", "RDMSR", "WRMSR", "RDPMC",
-                    "WallclockUpdated", "APICRead", "APICWrite", "IODelay", "SetCR0", "SetCR2",
-                    "SetCR4", "SetTR", "MachineToPhysical", "PhysicalToMachine"):
-            return                          # native-equivalent register access
         op = "unmapped"
     args = dict(opmap)
     if name == "SetAlarm":
