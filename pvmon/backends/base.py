@@ -249,6 +249,33 @@ class CallResult(NamedTuple):
     raised: tuple[int, ...]
 
 
+def layout_from_fields(layout_class: type, recorded: Any) -> Any | None:
+    """``layout_class`` (a dataclass) built from a header's ``layout`` map, as
+    :meth:`GuestKind.layout_from` returns it: None when the map is not a dict,
+    lacks a field (``extras`` may be missing) or a field's value does not fit."""
+    from dataclasses import fields
+    names = {f.name for f in fields(layout_class)}
+    if isinstance(recorded, dict) and names - {"extras"} <= set(recorded):
+        try:
+            return layout_class(**{k: v for k, v in recorded.items() if k in names})
+        except TypeError:
+            pass
+    return None
+
+
+def first_bad_int_field(recorded: dict, bits: int,
+                        skip: frozenset[str] = frozenset({"extras"})) -> tuple[str, Any, str] | None:
+    """For :meth:`GuestKind.layout_problem`: the first field of a header's
+    ``layout`` map (names in ``skip`` aside) that is not an integer of
+    ``bits`` bits, as ``(field, value, "a <bits>-bit integer")``, or None."""
+    for name, v in recorded.items():
+        if name in skip:
+            continue
+        if type(v) is not int or not 0 <= v < 1 << bits:
+            return name, v, f"a {bits}-bit integer"
+    return None
+
+
 class GuestKind(Protocol):
     """How to build and run a guest of one ABI in one guest mode (Xen PV:
     :data:`pvmon.backends.xen.pv.XEN_PV`): the loader, the domain builder,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pvmon.backends.base import Backend
+from pvmon.backends.base import Backend, first_bad_int_field, layout_from_fields
 
 #: The command line a KVM guest gets when the user gives none.
 DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=-1"
@@ -63,25 +63,12 @@ class KvmGuest:
         return builder.build(machine, kernel, cmdline, initrd)
 
     def layout_from(self, recorded: dict) -> Any | None:
-        from dataclasses import fields
-
         from pvmon.backends.kvm.builder import KvmLayout
-        names = {f.name for f in fields(KvmLayout)}
-        if isinstance(recorded, dict) and names - {"extras"} <= set(recorded):
-            try:
-                return KvmLayout(**{k: v for k, v in recorded.items() if k in names})
-            except TypeError:
-                pass
-        return None
+        return layout_from_fields(KvmLayout, recorded)
 
     def layout_problem(self, recorded: dict, memory: int) -> tuple[str, Any, str] | None:
         """The first implausible field of a KVM header's ``layout`` map, or None."""
-        for name, v in recorded.items():
-            if name in ("extras", "boot"):
-                continue
-            if type(v) is not int or not 0 <= v < 1 << 64:
-                return name, v, "a 64-bit integer"
-        return None
+        return first_bad_int_field(recorded, 64, frozenset({"extras", "boot"}))
 
     def prepare(self, backend: Backend, kernel: Any) -> None:
         """No hypercall page on KVM."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pvmon.backends.base import Backend
+from pvmon.backends.base import Backend, first_bad_int_field, layout_from_fields
 
 
 class VmiGuest:
@@ -41,24 +41,11 @@ class VmiGuest:
         return builder.build(machine, kernel, cmdline, initrd)
 
     def layout_from(self, recorded: dict) -> Any | None:
-        from dataclasses import fields
-
         from pvmon.backends.vmi.builder import VmiLayout
-        names = {f.name for f in fields(VmiLayout)}
-        if isinstance(recorded, dict) and names - {"extras"} <= set(recorded):
-            try:
-                return VmiLayout(**{k: v for k, v in recorded.items() if k in names})
-            except TypeError:
-                pass
-        return None
+        return layout_from_fields(VmiLayout, recorded)
 
     def layout_problem(self, recorded: dict, memory: int) -> tuple[str, Any, str] | None:
-        for name, v in recorded.items():
-            if name == "extras":
-                continue
-            if type(v) is not int or not 0 <= v < 1 << 32:
-                return name, v, "a 32-bit integer"
-        return None
+        return first_bad_int_field(recorded, 32)
 
     def prepare(self, backend: Backend, kernel: Any) -> None:
         backend.hypercall_page = None

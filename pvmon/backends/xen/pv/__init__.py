@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pvmon.backends.base import Backend
+from pvmon.backends.base import Backend, layout_from_fields
 
 
 class XenPvGuest:
@@ -58,16 +58,8 @@ class XenPvGuest:
     def layout_from(self, recorded: dict) -> Any | None:
         """A :class:`~pvmon.backends.xen.builder.Layout` from a header's
         ``layout`` map (``extras`` may be missing), None if a field is."""
-        from dataclasses import fields
-
         from pvmon.backends.xen.builder import Layout
-        names = {f.name for f in fields(Layout)}
-        if isinstance(recorded, dict) and names - {"extras"} <= set(recorded):
-            try:
-                return Layout(**{k: v for k, v in recorded.items() if k in names})
-            except TypeError:
-                pass
-        return None
+        return layout_from_fields(Layout, recorded)
 
     def layout_problem(self, recorded: dict, memory: int) -> tuple[str, Any, str] | None:
         """The first field of a header's ``layout`` map that is not where the

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pvmon.backends.base import Backend
+from pvmon.backends.base import Backend, first_bad_int_field, layout_from_fields
 
 
 class XenPvhGuest:
@@ -59,25 +59,12 @@ class XenPvhGuest:
         return builder.build(machine, kernel, cmdline, initrd)
 
     def layout_from(self, recorded: dict) -> Any | None:
-        from dataclasses import fields
-
         from pvmon.backends.xen.pvh.builder import PvhLayout
-        names = {f.name for f in fields(PvhLayout)}
-        if isinstance(recorded, dict) and names - {"extras"} <= set(recorded):
-            try:
-                return PvhLayout(**{k: v for k, v in recorded.items() if k in names})
-            except TypeError:
-                pass
-        return None
+        return layout_from_fields(PvhLayout, recorded)
 
     def layout_problem(self, recorded: dict, memory: int) -> tuple[str, Any, str] | None:
         """The first implausible field of a PVH header's ``layout`` map, or None."""
-        for name, v in recorded.items():
-            if name in ("extras", "mode"):
-                continue
-            if type(v) is not int or not 0 <= v < 1 << 64:
-                return name, v, "a 64-bit integer"
-        return None
+        return first_bad_int_field(recorded, 64, frozenset({"extras", "mode"}))
 
     def prepare(self, backend: Backend, kernel: Any) -> None:
         """A PVH guest has no PV hypercall page. Raises BackendError when the
