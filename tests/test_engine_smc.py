@@ -1,0 +1,81 @@
+"""Self-modifying code on pvmon's Unicorn: a guest store to a page that holds
+translated code is seen by the next execution of that code, whether the store goes
+through the code's own address or through a second mapping of the same frame, and
+whether or not the store's page was written before (the notdirty patch,
+pvmon/engine/patches/unicorn-2.1.4-notdirty-only-code-pages.patch, must keep this)."""
+
+from __future__ import annotations
+
+import struct
+
+import pvmon.engine  # noqa: F401  (selects pvmon's patched Unicorn before the import below)
+import unicorn
+from unicorn import x86_const as x86
+
+CODE = 0x10000          # the program
+RW = 0x11000            # stack and scratch data
+FUNC = 0x17000          # a function `mov eax, imm32; ret` in its own frame
+ALIAS = 0x18000         # a second, writable mapping of FUNC's frame
+
+
+def engine() -> unicorn.Uc:
+    """A paged x86-64 engine at CPL 0: CODE, RW and FUNC identity-mapped, ALIAS -> FUNC's frame."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0, 0x20000)
+    for table, nxt in ((0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x4000)):
+        uc.mem_write(table, struct.pack("<Q", nxt | 7))
+    for va, pa in ((CODE, CODE), (RW, RW), (FUNC, FUNC), (ALIAS, FUNC)):
+        uc.mem_write(0x4000 + (va >> 12) * 8, struct.pack("<Q", pa | 3))
+    uc.reg_write(x86.UC_X86_REG_CR3, 0x1000)
+    uc.reg_write(x86.UC_X86_REG_CR4, 0x20)
+    uc.msr_write(0xC0000080, 0x500)
+    uc.reg_write(x86.UC_X86_REG_CR0, 0x80010001)
+    uc.reg_write(x86.UC_X86_REG_RSP, RW + 0x800)
+    uc.mem_write(FUNC, bytes.fromhex("b801000000c3"))          # mov eax, 1; ret
+    return uc
+
+
+def call_func(at: int) -> bytes:
+    return b"\xe8" + struct.pack("<i", FUNC - (at + 5))
+
+
+def store_imm32(addr: int, value: int) -> bytes:
+    return bytes.fromhex("c70425") + struct.pack("<Ii", addr, value)
+
+
+def run(uc: unicorn.Uc, parts: list[bytes]) -> None:
+    code = b""
+    for p in parts:
+        code += p(CODE + len(code)) if callable(p) else p
+    uc.mem_write(CODE, code)
+    uc.emu_start(CODE, CODE + len(code), count=1000)
+
+
+MOV_EBX_EAX, MOV_ECX_EAX = bytes.fromhex("89c3"), bytes.fromhex("89c1")
+
+
+def test_a_store_through_the_codes_own_address_retranslates_it():
+    uc = engine()
+    run(uc, [call_func, MOV_EBX_EAX, store_imm32(FUNC + 1, 2), call_func, MOV_ECX_EAX])
+    assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX)) == (1, 2)
+
+
+def test_a_store_through_a_second_mapping_retranslates_the_code():
+    uc = engine()
+    run(uc, [call_func, MOV_EBX_EAX, store_imm32(ALIAS + 1, 2), call_func, MOV_ECX_EAX,
+             store_imm32(ALIAS + 1, 3), call_func])
+    assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX),
+            uc.reg_read(x86.UC_X86_REG_EAX)) == (1, 2, 3)
+
+
+def test_a_page_written_before_its_code_was_translated_still_retranslates():
+    uc = engine()
+    run(uc, [store_imm32(FUNC + 0x800, 0), call_func, MOV_EBX_EAX,
+             store_imm32(FUNC + 1, 2), call_func, MOV_ECX_EAX])
+    assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX)) == (1, 2)
+
+
+def test_a_data_page_without_code_is_written_and_read_back():
+    uc = engine()
+    run(uc, [store_imm32(RW + 0x100, 7), bytes.fromhex("8b1c25") + struct.pack("<I", RW + 0x100)])
+    assert uc.reg_read(x86.UC_X86_REG_EBX) == 7
