@@ -40,7 +40,7 @@ def info_cmd() -> None:
               help="Parallel compile jobs (default: the CPU count).")
 @click.option("--force", is_flag=True, help="Build again even if a current build exists.")
 def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
-    """Build Unicorn 2.1.4 with pvmon's four patches (x86 only, about 30-40 s) into
+    """Build Unicorn 2.1.4 with pvmon's five patches (x86 only, about 30-40 s) into
     the cache.
 
     Two make translated code faster without changing what the guest sees. The
