@@ -12,5 +12,7 @@ setup(ext_modules=[Extension("pvmon.trace._evpack", ["pvmon/trace/_evpack.c"], o
                              extra_compile_args=["-O2"]),
                    Extension("pvmon.engine._slicer", ["pvmon/engine/_slicer.c"], optional=True,
                              extra_compile_args=["-O2"]),
+                   Extension("pvmon.engine._trampoline", ["pvmon/engine/_trampoline.c"],
+                             optional=True, extra_compile_args=["-O2"]),
                    Extension("pvmon.uml._stoploop", ["pvmon/uml/_stoploop.c"], optional=True,
                              extra_compile_args=["-O2"])])

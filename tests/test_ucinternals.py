@@ -426,3 +426,32 @@ def test_disassembly_names_the_targets_of_direct_jumps_and_calls():
     assert [i.text for i in out] == ["call 0x1010  <helper>", "nop", "jmp 0x100d", "ret"]
     plain = disassemble_around(code, 0x1000, 0x1005)
     assert plain[0].text == "call 0x1010"
+
+
+# --- the C trampolines (pvmon/engine/_trampoline.c) -------------------------------------
+def test_the_compiled_trampolines_are_in_use_when_built():
+    assert ucinternals._TRAMPOLINES is not None, "pvmon/engine/_trampoline.c was not built"
+
+
+def test_in_and_out_hooks_get_port_size_and_value_and_in_returns_32_bits(m):
+    seen = []
+
+    def on_in(port, size):
+        seen.append(("in", port, size))
+        return 0x1_2345_6789          # masked to 32 bits
+    h = m.ui.hook_syscall_and_ports(lambda: None, on_in,
+                                    lambda p, s, v: seen.append(("out", p, s, v)))
+    m.uc.reg_write(x86.UC_X86_REG_RAX, 0xABCD)
+    m.run(bytes.fromhex("e542"), bytes.fromhex("66e780"))      # in eax,0x42; out 0x80,ax
+    assert seen == [("in", 0x42, 4), ("out", 0x80, 2, 0x6789)]
+    assert m.reg(x86.UC_X86_REG_RAX) == 0x23456789
+    m.ui.del_hook(h)
+
+
+def test_an_exception_in_the_in_hook_stops_emulation_and_is_raised_by_emu_start(m):
+    def on_in(port, size):
+        raise RuntimeError("port handler failed")
+    h = m.ui.hook_syscall_and_ports(lambda: None, on_in, lambda p, s, v: None)
+    with pytest.raises(RuntimeError, match="port handler failed"):
+        m.run(bytes.fromhex("e442"), NOP, NOP)
+    m.ui.del_hook(h)
