@@ -9,13 +9,22 @@ import click
 
 from pvmon import __version__
 from pvmon.completion import backend_names, guest_names
-from pvmon.engine.cli import engine
 from pvmon.errors import EXIT_ERROR, PvmonError
-from pvmon.guests.cli import cache, guests
 from pvmon.literal import printable
-from pvmon.replay.cli import backends, diff, replay
-from pvmon.trace.cli import trace
 from pvmon.units import CommandLine, MemorySize, Seconds
+
+#: The command groups that live in other packages, imported only when a
+#: command line names them or help lists them ("module:attribute"): a `pvmon run`
+#: does not pay for the trace, replay and engine command modules (30-40 ms).
+_LAZY_COMMANDS = {
+    "guests": "pvmon.guests.cli:guests",
+    "cache": "pvmon.guests.cli:cache",
+    "trace": "pvmon.trace.cli:trace",
+    "replay": "pvmon.replay.cli:replay",
+    "diff": "pvmon.replay.cli:diff",
+    "backends": "pvmon.replay.cli:backends",
+    "engine": "pvmon.engine.cli:engine",
+}
 
 
 def _usage_error(exc: click.UsageError) -> None:
@@ -31,7 +40,20 @@ def _usage_error(exc: click.UsageError) -> None:
 
 class _Group(click.Group):
     """Click group that turns our errors and usage errors into one readable
-    line and exit 2."""
+    line and exit 2, and imports the commands of :data:`_LAZY_COMMANDS` on
+    first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in _LAZY_COMMANDS:
+            import importlib
+            module, attr = _LAZY_COMMANDS[cmd_name].split(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, cmd_name)
+        return cmd
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -70,13 +92,6 @@ def cli() -> None:
     """pvmon: watch, record, replay and diff paravirtualized guests' hypercalls."""
 
 
-cli.add_command(guests)
-cli.add_command(cache)
-cli.add_command(trace)
-cli.add_command(replay)
-cli.add_command(diff)
-cli.add_command(backends)
-cli.add_command(engine)
 
 
 def _print_summary(res) -> None:
