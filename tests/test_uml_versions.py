@@ -144,3 +144,35 @@ def test_a_diff_of_two_uml_versions_reports_the_host_calls_that_differ(newer_tra
     assert "uml-6.1" in out and NEWER in out
     assert "hypercall counts" in out and "ptrace" in out and "wait4" in out
     assert "calls only the left makes" in out and "calls only the right makes" in out
+
+
+@pytest.mark.debian
+@pytest.mark.slow
+def test_the_newer_uml_is_watched_live_in_the_tui_to_its_shell(newer):
+    from pvmon.ui.app import PvmonApp
+    from pvmon.ui.uml_live import UmlBootSpec, UmlLiveSession
+    from pvmon.ui.widgets.console import GuestConsole
+    from pvmon.ui.widgets.status import StatusLine
+    from pvmon.uml import cli as uml_cli
+    from tests.tui_support import drive, until
+
+    a = uml_cli.prepare(NEWER, cmdline=None, memory="256M", backend=None, record=None,
+                        initramfs="busybox", initrd=None, script=None, input_file=None)
+    live = UmlLiveSession.create(UmlBootSpec(a, idle_s=None, timeout=120, paused=False),
+                                 clock=lambda: 0.0)
+    app = PvmonApp(live=live)
+
+    async def script(pilot):
+        screen = app.screen
+        console = screen.query_one(GuestConsole)
+        await until(pilot, lambda: "# " in console.text[-200:], timeout=60,
+                    what="the busybox prompt")
+        live.send_console(b"uname -r\n")
+        await until(pilot, lambda: newer.release in console.text.split("uname -r")[-1],
+                    timeout=30, what="uname's answer")
+        assert NEWER in screen.query_one(StatusLine).text
+        live.send_console(b"poweroff -f\n")
+        await until(pilot, lambda: screen._finished_shown, timeout=60, what="the power-off")
+
+    drive(app, script, size=(120, 32))
+    assert live.result.exit_kind == "shutdown"
