@@ -150,8 +150,9 @@ class UmlTracer:
     when given, receives host system calls instead (the trace writer's fast
     path, :meth:`pvmon.trace.writer.TraceWriter.append_hc`). ``env``: the
     process environment; ``cwd``: its working folder (None: pvmon's).
-    :meth:`start` forks; :meth:`run` traces until the UML process has ended and returns an :class:`Outcome`. :meth:`stop` (any
-    thread, a signal handler included) asks UML to end (SIGTERM, then SIGKILL
+    :meth:`start` forks; :meth:`run` traces until the UML process has ended
+    and returns an :class:`Outcome`. :meth:`stop` (any thread, a signal
+    handler included) asks UML to end (SIGTERM, then SIGKILL
     after :attr:`kill_after` seconds) with the given reason.
     """
 
