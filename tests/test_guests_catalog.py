@@ -92,7 +92,8 @@ def test_list_guests_uncached(cache):
     assert set(rows) == {"pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc",
                          "pvtest-v2-pvh", "pvtest-lguest", "pvtest-lguest-pae",
                          "pvtest-vmi", "pvtest-kvm",
-                         "debian-6.1", "debian-6.12", "debian-7.2", "uml-6.1", "busybox"}
+                         "debian-6.1", "debian-6.12", "debian-7.2", "uml-6.1", "uml-6.12",
+                         "busybox"}
     assert (rows["uml-6.1"]["kind"], rows["uml-6.1"]["status"]) == ("uml", "not fetched")
     assert rows["debian-6.1"]["status"] == "not fetched"
     assert (rows["debian-6.12"]["suite"], rows["debian-7.2"]["suite"]) == ("bookworm", "sid")

@@ -74,6 +74,10 @@ def fetch_cmd(names: tuple[str, ...], suite: str | None, force: bool,
                        + (f" in {meta['fetch_seconds']:.1f} s" if meta["fetched"] else ""))
             click.echo(f"  release   {meta['release']}  (User-Mode Linux kernel binary)")
             click.echo(f"  binary    {_mb(meta['binary_size']):>9}  sha256 {meta['sha256']}")
+            if meta.get("libc"):    # the suite's C library, for a host with an older glibc
+                lc = meta["libc"]
+                click.echo(f"  libc      {lc['package']} {lc['version']} ({lc['suite']}): "
+                           f"{', '.join(lc['files'])}; interpreter {lc['interp']}")
             click.echo(f"  cache     {meta['path']}")
             continue
         with progress(f"{name}: fetching", unit="") as task:

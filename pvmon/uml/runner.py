@@ -6,7 +6,12 @@ The UML command line pvmon builds (:func:`uml_argv`): ``mem=<--memory>``,
 (console 0 on UML's stdin/stdout, the other consoles off), ``ssl=null`` (no
 serial lines), ``uml_dir=<run dir>`` (UML's mconsole socket folder) and the
 words of ``--cmdline`` after them. UML's memory file goes in a private
-temporary folder (``TMPDIR``), removed after the run.
+temporary folder (``TMPDIR``), removed after the run. A UML binary kept with
+its suite's C library (:mod:`pvmon.uml.guest`: trixie's on a bookworm host)
+starts with that folder as its working folder, holding a ``lib64`` link to the
+suite's loader (the binary's ``PT_INTERP`` is the relative
+``lib64/ld-linux-x86-64.so.2``), and ``LD_LIBRARY_PATH`` on the suite's
+libraries.
 
 The run's end (:class:`UmlResult`): ``shutdown`` (UML exited with status 0:
 ``poweroff``/``halt`` in the guest), ``crash`` (another status, or killed by a
@@ -98,7 +103,10 @@ def header(guest: UmlGuest, argv: list[str], memory: int, initrd_info: dict | No
     return {
         "pvmon": __version__,
         "guest": {"kind": "uml", "name": guest.name, "package": guest.package,
-                  "version": guest.version, "release": guest.release, "sha256": guest.sha256},
+                  "version": guest.version, "release": guest.release, "sha256": guest.sha256,
+                  **({"libc": {k: guest.libc_meta.get(k) for k in
+                               ("package", "version", "suite", "interp")}}
+                     if guest.libc_meta else {})},
         "backend": {"name": PLATFORM, "abi": ABI, "version": platform.release(),
                     "version_string": f"host Linux {platform.release()} (ptrace)"},
         "machine": {"platform": PLATFORM, "memory": memory, "vcpus": 1,
@@ -237,6 +245,11 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
     argv = uml_argv(guest, memory, initrd, run_dir, cmdline)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(run_dir),
            "HOME": str(run_dir), "LANG": "C"}
+    cwd = None
+    if guest.libc is not None:      # the suite's loader and C library (pvmon.uml.guest)
+        env["LD_LIBRARY_PATH"] = str(guest.library_path)
+        (run_dir / "lib64").symlink_to(guest.libc / "lib64")
+        cwd = str(run_dir)          # where the binary's relative PT_INTERP is found
     idle_limit_ns = int(idle_s * 1e9) if idle_s else None
     writer = None
     trace_error: list[str] = []
@@ -246,7 +259,7 @@ def run_uml(guest: UmlGuest, *, memory: int, cmdline: str | None = None,
         trace_error.append(f"writing the trace failed: {exc}; it is kept, truncated")
         tracer.stop("error", "writing the trace failed")
 
-    tracer = UmlTracer(argv, env, lambda ev: None, lambda *values: None)
+    tracer = UmlTracer(argv, env, lambda ev: None, lambda *values: None, cwd=cwd)
     got_signal: list[int] = []
 
     def on_signal(signum: int, frame) -> None:

@@ -149,9 +149,10 @@ class UmlTracer:
     ``emit_hc(abi, nr, name, args, op, ret, rip, via, rd, wr, ev, seq, t, cpu)``,
     when given, receives host system calls instead (the trace writer's fast
     path, :meth:`pvmon.trace.writer.TraceWriter.append_hc`). ``env``: the
-    process environment. :meth:`start` forks; :meth:`run` traces until the
-    UML process has ended and returns an :class:`Outcome`. :meth:`stop` (any
-    thread, a signal handler included) asks UML to end (SIGTERM, then SIGKILL
+    process environment; ``cwd``: its working folder (None: pvmon's).
+    :meth:`start` forks; :meth:`run` traces until the UML process has ended
+    and returns an :class:`Outcome`. :meth:`stop` (any thread, a signal
+    handler included) asks UML to end (SIGTERM, then SIGKILL
     after :attr:`kill_after` seconds) with the given reason.
     """
 
@@ -159,9 +160,10 @@ class UmlTracer:
 
     def __init__(self, argv: list[str], env: dict[str, str],
                  emit: Callable[[dict], None],
-                 emit_hc: Callable[..., None] | None = None) -> None:
+                 emit_hc: Callable[..., None] | None = None, cwd: str | None = None) -> None:
         self.argv = argv
         self.env = env
+        self.cwd = cwd
         self._emit = emit
         self._emit_hc = emit_hc
         self.pid = 0
@@ -202,6 +204,8 @@ class UmlTracer:
                     os.close(fd)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
                     signal.signal(sig, signal.SIG_DFL)
+                if self.cwd is not None:
+                    os.chdir(self.cwd)
                 step = b"ptrace"
                 pt.traceme()
                 step = b"exec"

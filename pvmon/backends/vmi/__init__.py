@@ -1,7 +1,8 @@
 """VMware's VMI (API 3.0, Linux 2.6.21-2.6.36, x86-32) as a pvmon ABI
 package: :mod:`~pvmon.backends.vmi.abi` (call numbers, ROM header, flags),
 :mod:`~pvmon.backends.vmi.builder` (the option ROM, the entry),
-:mod:`~pvmon.backends.vmi.backend` (the ROM's calls), the dispatch layer
+:mod:`~pvmon.backends.vmi.backend` (the ROM's calls),
+:mod:`~pvmon.backends.vmi.profiles` (the 3.0 and 2006 ROM rules), the dispatch layer
 :mod:`pvmon.dispatch.vmi` on the HVM platform, and the guest kind
 :data:`VMI`. See docs/vmi.md.
 """
