@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass
 
 from pvmon.gdb import target
+from pvmon.gdb.codepages import CodePages, Ranges, union
 
 #: Messages from the live process to a waiting snapshot (one line each).
 _RESUME, _EXIT = b"R", b"X"
@@ -88,6 +89,16 @@ class Reverse:
         self._last_snap_wall = time.monotonic()
         self._step_from: int | None = None   # snapshot index the next stop is one step after
         self.plan: dict | None = None         # what a resumed snapshot does next
+        #: The code each snapshot segment ran (:class:`~pvmon.gdb.codepages.Ranges`): ``segs[i]`` between snapshots
+        #: i and i + 1 (None: unknown); ``cur`` since the newest snapshot, up to
+        #: the last :meth:`take` (the translation cache holds the rest).
+        self.code = CodePages(attachment.session.machine.uc)
+        self.segs: list[Ranges | None] = []
+        self.cur: Ranges | None = Ranges()
+        #: Segments reverse-continue re-executed / skipped as their code never
+        #: ran a breakpoint's page (this process's searches, for tests and info).
+        self.scanned = 0
+        self.skipped = 0
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # reap exited processes at once
         attachment.session.dispatch.call_listeners.append(self._on_call)
 
@@ -143,6 +154,9 @@ class Reverse:
         self._last_snap_wall = time.monotonic()
         if len(self.snaps) >= self.max_snapshots:
             self._drop(1)
+        # the code run since the newest snapshot ends here: a segment
+        code = union(self.cur, self.code.harvest())
+        self.code.restart()
         conn = self.att.stub.conn
         conn.pause_reader()
         sys.stdout.flush()
@@ -151,11 +165,15 @@ class Reverse:
         pid = os.fork()
         if pid == 0:                                   # the child runs on
             os.close(r)
+            if self.snaps:
+                self.segs.append(code)
+            self.cur = Ranges()
             self.snaps.append(Snapshot(os.getppid(), w, pos, by_step))
             self.taken += 1
             conn.start_reader()
             return
         os.close(w)                                    # the parent waits, as the snapshot
+        self.cur = code                                # (it appends the segment when resumed)
         msg = b""
         while not msg.endswith(b"\n"):
             chunk = os.read(r, 65536)
@@ -170,11 +188,18 @@ class Reverse:
         self.plan = info["plan"]
         self.taken, self.dropped = info["taken"], info["dropped"]
         self.restores = info["restores"] + 1
+        self.scanned, self.skipped = info["scanned"], info["skipped"]
         # stay a snapshot of this point: fork again, the child goes on
         self.take(by_step=by_step)
 
     def _drop(self, index: int) -> None:
+        """Let snapshot ``index`` (>= 1) go: the segments before and after it merge."""
         snap = self.snaps.pop(index)
+        before = self.segs.pop(index - 1)
+        if index - 1 < len(self.segs):
+            self.segs[index - 1] = union(before, self.segs[index - 1])
+        else:
+            self.cur = union(before, self.cur)
         try:
             os.write(snap.wake, _EXIT + b"0\n")
         except OSError:
@@ -191,8 +216,9 @@ class Reverse:
                 os.write(later.wake, _EXIT + b"0\n")
             except OSError:
                 pass
+        plan = {**self._stops(), **plan}
         msg = {"plan": plan, "taken": self.taken, "dropped": self.dropped,
-               "restores": self.restores}
+               "restores": self.restores, "scanned": self.scanned, "skipped": self.skipped}
         sys.stdout.flush()
         sys.stderr.flush()
         os.write(snap.wake, _RESUME + json.dumps(msg).encode() + b"\n")
@@ -229,7 +255,9 @@ class Reverse:
     def summary(self) -> str:
         return (f"gdb reverse execution: {self.taken} snapshots taken, {len(self.snaps)} kept "
                 f"(at most {self.max_snapshots}, every {self.spacing_s:g} s of running and at "
-                f"each stop), {self.dropped} dropped, {self.restores} restores")
+                f"each stop), {self.dropped} dropped, {self.restores} restores; "
+                f"reverse-continue re-executed {self.scanned} segments and skipped "
+                f"{self.skipped} whose code held no breakpoint")
 
     def info(self, _args: str = "") -> str:
         private, pss = self.memory_bytes()
@@ -264,12 +292,49 @@ class Reverse:
         self.restore(i, {"op": "pred", "target": self._pos_json(pos), "phase": "count",
                          "snap": i})
 
+    def _stops(self) -> dict:
+        """gdb's breakpoints and watchpoints now, for a plan: the resumed
+        snapshot sets the same (it may have been taken with others)."""
+        stub = self.att.stub
+        return {"bps": sorted(stub.breakpoints),
+                "watch": [list(key) for key in sorted(stub.watchpoints)]}
+
+    def _may_hit(self, start: Snapshot, code: Ranges | None) -> bool:
+        """Whether the segment from snapshot ``start`` that ran ``code`` may
+        hold a breakpoint or watchpoint hit. It does not when it starts on no
+        breakpoint and no breakpoint address is in its code (every hit a
+        re-execution counts is an instruction executed there); watchpoints
+        or unknown code: it may."""
+        stub = self.att.stub
+        if code is None or stub.watchpoints or self.rip_of(start.pos) in stub.breakpoints:
+            return True
+        return any(a in code for a in stub.breakpoints)
+
     def continue_back(self) -> None:
         pos = self.position()
         if not self.snaps or self.snaps[0].pos == pos:
             raise ReverseError("at the start of the replay's history")
         i = self._before(pos)
-        self.restore(i, {"op": "scan", "target": self._pos_json(pos), "snap": i})
+        here = union(self.cur, self.code.harvest())      # snapshot i up to here
+        for seg in self.segs[i:]:
+            here = union(seg, here)
+        if self._may_hit(self.snaps[i], here):
+            self.scanned += 1
+            self.restore(i, {"op": "scan", "target": self._pos_json(pos), "snap": i})
+        self.skipped += 1
+        self.scan_before(i)
+
+    def scan_before(self, i: int) -> None:
+        """No hit from snapshot ``i`` on: re-execute the newest earlier segment
+        that may hold one (its code ran a breakpoint's page), counting hits;
+        none left: the start of history. Never returns."""
+        for j in range(i - 1, -1, -1):
+            if self._may_hit(self.snaps[j], self.segs[j]):
+                self.scanned += 1
+                self.restore(j, {"op": "scan", "snap": j,
+                                 "target": self._pos_json(self.snaps[j + 1].pos)})
+            self.skipped += 1
+        self.restore(0, {"op": "stop", "reply": "T05thread:01;replaylog:begin;"})
 
     def goto_event(self, n: int) -> str:
         d = self.att.session.dispatch
