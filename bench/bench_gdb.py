@@ -113,9 +113,11 @@ def bench_reverse(trace: str, symbol: str, symbols: str | None) -> None:
     mems = re.findall(r"snapshot memory: .*", out)
     infos = re.findall(r"gdb reverse execution: .*", out)
     events = re.findall(r"after event ([\d,]+) of", out)
+    cpu = re.search(r"last going back .*: ([\d.]+) s wall, ([\d.]+) s CPU", out)
     print(f"replay {trace} under gdb: reverse-continue from event {events[0] if events else '?'}"
           f" back to {symbol} (event {events[1] if len(events) > 1 else '?'}): "
-          f"{rc.group(1) if rc else '?'} s (target <= 3 s)")
+          f"{rc.group(1) if rc else '?'} s as gdb saw it (target <= 3 s); "
+          f"{cpu.group(2) if cpu else '?'} s CPU in pvmon's processes")
     for when, i in (("at the end, before going back", 0), ("after going back", 1)):
         if i < len(infos) and i < len(mems):
             print(f"{when}: {infos[i]}; {mems[i]}")

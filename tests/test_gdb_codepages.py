@@ -33,6 +33,10 @@ def test_the_code_run_since_a_restart_holds_every_executed_address_and_not_the_s
     assert BASE + 0x100 not in ran and BASE + 16 + 5 + 0x800 not in ran
     pages.restart()                      # a new stretch: nothing ran yet
     assert not len(pages.harvest())
+    for _ in range(3):                   # the engine runs on after the blocks' pages went back
+        uc.emu_start(BASE, END)
+        assert BASE in pages.harvest() and uc.reg_read(unicorn.x86_const.UC_X86_REG_RIP) == END
+        pages.restart()
 
 
 def test_a_cache_flush_it_did_not_make_turns_the_answer_to_unknown():
@@ -50,3 +54,16 @@ def test_ranges_merge_and_answer_membership():
     assert list(zip(r.starts, r.ends)) == [(10, 35), (40, 41)]
     assert 10 in r and 34 in r and 40 in r
     assert 9 not in r and 35 not in r and 41 not in r
+
+
+def test_the_compiled_block_walk_and_the_python_one_find_the_same_code(monkeypatch):
+    from pvmon.gdb import codepages
+    uc = _engine()
+    pages = CodePages(uc)
+    pages.restart()
+    uc.emu_start(BASE, END)
+    fast = pages.harvest()
+    monkeypatch.setattr(codepages, "_WALK", None)
+    slow = pages.harvest()
+    assert list(zip(fast.starts, fast.ends)) == list(zip(slow.starts, slow.ends))
+    assert len(slow) >= 2                # the jump left a hole

@@ -28,14 +28,23 @@ to the engine at :data:`TCG_UC` and the flush count at :data:`TCG_FLUSH_COUNT`
 back-pointer must point at the engine and a flush must add one to the count).
 Any check failing leaves :attr:`CodePages.ok` False and every answer unknown:
 reverse-continue then re-executes every segment, as without this module.
+
+A flush leaves the translated code's pages in the buffer as garbage; a
+snapshot (a fork) would hold them while the live process writes new blocks
+over its copies, about 2.5 MiB a snapshot in a Debian boot. So
+:meth:`CodePages.restart` gives them back (``madvise(MADV_DONTNEED)`` from the
+page after the prologue up to where the last block went), when the buffer's
+fields (``code_gen_buffer`` and friends, offsets below) check out.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 from array import array
 from bisect import bisect_right
 
+from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
 from pvmon.engine.ucinternals import _readable
@@ -48,6 +57,19 @@ TCG_UC = 0x9970
 TCG_FLUSH_COUNT = 0x98D0
 #: ``offsetof(TranslationBlock, size)``: ``pc`` is at 0 (qemu/include/exec/exec-all.h).
 TB_SIZE = 20
+#: ``TCGContext`` fields of the code buffer (qemu/include/tcg/tcg.h, measured):
+#: ``code_gen_prologue`` (the buffer's start), ``code_gen_buffer`` (the part
+#: after the prologue that translated blocks go into), its size, and
+#: ``code_gen_ptr`` (where the next block goes; back to ``code_gen_buffer``
+#: after a flush).
+TCG_PROLOGUE, TCG_BUFFER, TCG_BUFFER_SIZE, TCG_PTR = 0x90, 0xA0, 0xB8, 0xC0
+PAGE = 4096
+MADV_DONTNEED = 4
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_madvise = _libc.madvise
+_madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_madvise.restype = ctypes.c_int
 
 _TRAVERSE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 try:
@@ -56,6 +78,30 @@ try:
         ("tcg_tb_foreach_x86_64", uclib))
 except AttributeError:          # not this Unicorn build
     _tb_foreach = None
+
+
+class _WalkState(ctypes.Structure):
+    # struct pvmon_tbwalk in _tbwalk.c
+    _fields_ = [("out", ctypes.c_void_p), ("n", ctypes.c_uint64), ("cap", ctypes.c_uint64)]
+
+
+def _compiled_walk() -> tuple[object, object] | None:
+    """(the block callback as a traversal function, the pair merger) from
+    the compiled module pvmon/gdb/_tbwalk.c, or None."""
+    spec = importlib.util.find_spec("pvmon.gdb._tbwalk")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+        merge = lib.pvmon_tbwalk_merge
+        merge.argtypes = (ctypes.c_void_p, ctypes.c_uint64)
+        merge.restype = ctypes.c_uint64
+        return ctypes.cast(lib.pvmon_tbwalk_cb, _TRAVERSE), merge
+    except (OSError, AttributeError):
+        return None
+
+
+_WALK = _compiled_walk()
 
 
 class Ranges:
@@ -96,10 +142,12 @@ class CodePages:
         self.ok = False
         self._tcg = 0
         self._expected = -1
+        self._drop = False
         if _tb_foreach is None:
             return
         uch = uc._uch.value
         try:
+            uc.reg_read(x86.UC_X86_REG_RAX)          # Unicorn sets itself up on a first call
             tcg = ctypes.c_uint64.from_address(uch + UC_STRUCT_TCG_CTX).value
             if not _readable(tcg, TCG_UC + 8) or \
                     ctypes.c_uint64.from_address(tcg + TCG_UC).value != uch:
@@ -113,6 +161,18 @@ class CodePages:
             return
         self.ok = True
         self._expected = self._count()
+        self._drop = self._buffer_checks()
+
+    def _word(self, off: int) -> int:
+        return ctypes.c_uint64.from_address(self._tcg + off).value
+
+    def _buffer_checks(self) -> bool:
+        """Whether the code-buffer fields read as expected (just after a flush):
+        the prologue starts the buffer, blocks go right after it, and the next
+        one goes at the start."""
+        pro, buf, size, ptr = (self._word(o) for o in
+                               (TCG_PROLOGUE, TCG_BUFFER, TCG_BUFFER_SIZE, TCG_PTR))
+        return 0 < pro < buf < pro + PAGE and ptr == buf and PAGE < size < 1 << 40
 
     def _count(self) -> int:
         return ctypes.c_uint32.from_address(self._tcg + TCG_FLUSH_COUNT).value
@@ -120,9 +180,19 @@ class CodePages:
     def restart(self) -> None:
         """Empty the translation cache: :meth:`harvest` then reports only what
         runs from here on."""
-        if self.ok:
-            self.uc.ctl_flush_tb()
-            self._expected = self._count()
+        if not self.ok:
+            return
+        used = self._word(TCG_PTR)
+        self.uc.ctl_flush_tb()
+        self._expected = self._count()
+        if self._drop and self._word(TCG_PTR) == self._word(TCG_BUFFER):
+            # The blocks' bytes are garbage now: give their pages back (a fork
+            # would otherwise keep them in the snapshot while the live process
+            # writes new blocks over its copies). Not the first page: the prologue.
+            start = (self._word(TCG_BUFFER) + PAGE - 1) & ~(PAGE - 1)
+            end = (used + PAGE - 1) & ~(PAGE - 1)
+            if end > start:
+                _madvise(start, end - start, MADV_DONTNEED)
 
     def harvest(self) -> Ranges | None:
         """Guest-virtual ranges holding every instruction executed since
@@ -130,6 +200,8 @@ class CodePages:
         unknown (a cache flush since, or the internals did not check out)."""
         if not self.ok or self._count() != self._expected:
             return None
+        if _WALK is not None:
+            return self._harvest_c()
         pairs: list[tuple[int, int]] = []
         add = pairs.append
         u64, u16 = ctypes.c_uint64.from_address, ctypes.c_uint16.from_address
@@ -140,6 +212,23 @@ class CodePages:
             return 0
         _tb_foreach(self._tcg, _TRAVERSE(each), None)
         return Ranges(pairs)
+
+    def _harvest_c(self) -> Ranges:
+        cb, merge = _WALK
+        cap = 1 << 15
+        while True:
+            out = (ctypes.c_uint64 * cap)()
+            state = _WalkState(ctypes.addressof(out), 0, cap)
+            _tb_foreach(self._tcg, cb, ctypes.addressof(state))
+            if state.n < cap:
+                break
+            cap *= 4                     # full: walk again with more room
+        words = merge(out, state.n)
+        got = Ranges()
+        flat = array("Q", memoryview(out).cast("B")[:words * 8].cast("Q"))
+        got.starts = flat[0::2]
+        got.ends = flat[1::2]
+        return got
 
 
 def union(a: Ranges | None, b: Ranges | None) -> Ranges | None:

@@ -24,6 +24,13 @@ before the current position P:
   RIP to recognise P), counting breakpoint and watchpoint hits; then goes
   back to S and runs to the last hit. No hit: the segment before S, and so
   on; none at all: the first snapshot, reported as the start of history.
+  A segment whose code (:mod:`pvmon.gdb.codepages`: the blocks Unicorn
+  translated in it, recorded when the snapshot ending it is taken) holds no
+  breakpoint address and that does not start on one cannot hold a hit and is
+  skipped without re-executing it (:meth:`Reverse.scan_before`).
+
+Every plan carries gdb's breakpoints and watchpoints of now; the resumed
+snapshot sets them before anything else (it was taken with those of its time).
 - ``reverse-stepi``: if P was reached by a single step from a snapshot, that
   snapshot; else S -> P counting arrivals at P's RIP and calls, then from S
   again to the later of the last arrival and the last call before P (a stop
@@ -99,6 +106,12 @@ class Reverse:
         #: ran a breakpoint's page (this process's searches, for tests and info).
         self.scanned = 0
         self.skipped = 0
+        #: The going-back under way: {"t0": wall clock at the request (time.time()),
+        #: "cpu": CPU seconds the processes it went through spent before this one}.
+        self.search: dict | None = None
+        self._cpu_mark = time.process_time()
+        #: (wall s, CPU s of every process it went through) of the last going-back.
+        self.last_search: tuple[float, float] | None = None
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # reap exited processes at once
         attachment.session.dispatch.call_listeners.append(self._on_call)
 
@@ -168,6 +181,7 @@ class Reverse:
             if self.snaps:
                 self.segs.append(code)
             self.cur = Ranges()
+            self._cpu_mark = time.process_time()       # a new process: its own CPU clock
             self.snaps.append(Snapshot(os.getppid(), w, pos, by_step))
             self.taken += 1
             conn.start_reader()
@@ -189,6 +203,8 @@ class Reverse:
         self.taken, self.dropped = info["taken"], info["dropped"]
         self.restores = info["restores"] + 1
         self.scanned, self.skipped = info["scanned"], info["skipped"]
+        self.search = info["search"]
+        self.last_search = tuple(info["last"]) if info["last"] else None
         # stay a snapshot of this point: fork again, the child goes on
         self.take(by_step=by_step)
 
@@ -217,8 +233,13 @@ class Reverse:
             except OSError:
                 pass
         plan = {**self._stops(), **plan}
+        if self.search is None:                    # a new request from gdb
+            self.search = {"t0": time.time(), "cpu": 0.0}
+        search = {"t0": self.search["t0"],
+                  "cpu": self.search["cpu"] + time.process_time() - self._cpu_mark}
         msg = {"plan": plan, "taken": self.taken, "dropped": self.dropped,
-               "restores": self.restores, "scanned": self.scanned, "skipped": self.skipped}
+               "restores": self.restores, "scanned": self.scanned, "skipped": self.skipped,
+               "search": search, "last": self.last_search}
         sys.stdout.flush()
         sys.stderr.flush()
         os.write(snap.wake, _RESUME + json.dumps(msg).encode() + b"\n")
@@ -259,12 +280,24 @@ class Reverse:
                 f"reverse-continue re-executed {self.scanned} segments and skipped "
                 f"{self.skipped} whose code held no breakpoint")
 
+    def search_done(self) -> None:
+        """A going-back has reported its stop to gdb: remember what it took."""
+        if self.search is not None:
+            self.last_search = (time.time() - self.search["t0"],
+                                self.search["cpu"] + time.process_time() - self._cpu_mark)
+            self.search = None
+
     def info(self, _args: str = "") -> str:
         private, pss = self.memory_bytes()
         ram = self.att.session.machine.ram_bytes
+        last = ""
+        if self.last_search is not None:
+            wall, cpu = self.last_search
+            last = (f"last going back (reverse-stepi, reverse-continue, goto-event): "
+                    f"{wall:.3f} s wall, {cpu:.3f} s CPU in the processes it went through\n")
         return (f"{self.summary()}\nsnapshot memory: {private / 2**20:.1f} MiB private "
                 f"({private / ram:.2f}x guest RAM of {ram // 2**20} MiB), "
-                f"{pss / 2**20:.1f} MiB proportional ({pss / ram:.2f}x)\n")
+                f"{pss / 2**20:.1f} MiB proportional ({pss / ram:.2f}x)\n{last}")
 
     # ---------------------------------------------------- stops seen by gdb
     def at_stop(self, *, stepped: bool = False) -> None:

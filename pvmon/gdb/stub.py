@@ -235,6 +235,8 @@ class GdbStub:
             self.stops += 1
             self.conn.send(reply)
             self.on_state(self._why)
+            if self.reverse is not None:
+                self.reverse.search_done()     # a goto-event back ends at its event
         if self.reverse is not None and self._snapshot(stop=True) == "run":
             return
         self.serve()
@@ -319,6 +321,7 @@ class GdbStub:
 
     def _seek_report(self, reply: bytes) -> str:
         self.seek = None
+        self.reverse.search_done()
         self.m.set_exits(sorted(self.breakpoints))
         self.running = False
         self.last_stop = reply
