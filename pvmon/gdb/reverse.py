@@ -10,8 +10,8 @@ written afterwards cost memory). Going back to a snapshot tells the live
 process's ancestor to take over and the live process to exit.
 
 Snapshots are taken at every stop gdb sees and, while the guest runs, right
-after the first call (hypercall) that returns :attr:`Reverse.spacing_s`
-wall seconds after the last snapshot: a stop there is exact, while one
+after a call (hypercall) that returns :attr:`Reverse.spacing_s` CPU seconds
+after the last snapshot (checked every 32 calls): a stop there is exact, while one
 asked for from inside an RDTSC hook lands somewhere in the rest of the
 block and was seen to change what a Debian guest does later. At most :attr:`Reverse.max_snapshots` are
 kept: beyond that the oldest but one are dropped (the first, before the
@@ -93,7 +93,7 @@ class Reverse:
         #: Calls (hypercalls) so far: part of a position.
         self.calls = 0
         self.restores = 0
-        self._last_snap_wall = time.monotonic()
+        self._last_snap_cpu = time.process_time()
         self._step_from: int | None = None   # snapshot index the next stop is one step after
         self.plan: dict | None = None         # what a resumed snapshot does next
         #: The code each snapshot segment ran (:class:`~pvmon.gdb.codepages.Ranges`): ``segs[i]`` between snapshots
@@ -128,13 +128,15 @@ class Reverse:
                 stub.m.debug_break = True
                 stub.m.uc.emu_stop()
             return
-        if self.snapshot_due():
+        if not self.calls & 31 and self.snapshot_due():    # (the CPU clock is a system call)
             stub.snapshot_soon()
 
     def snapshot_due(self) -> bool:
-        """True when the guest has run :attr:`spacing_s` wall seconds since the
-        last snapshot (asked where the run loop ends a slice)."""
-        return time.monotonic() - self._last_snap_wall > self.spacing_s
+        """True when this process has run :attr:`spacing_s` CPU seconds since
+        the last snapshot. CPU, not wall, time: on a loaded machine the
+        snapshots (their number, memory, and the re-execution a segment costs)
+        stay where they are on a quiet one."""
+        return time.process_time() - self._last_snap_cpu > self.spacing_s
 
     # ------------------------------------------------------------ positions
     def position(self) -> tuple:
@@ -164,7 +166,6 @@ class Reverse:
         pos = self.position()
         if self.snaps and self.snaps[-1].pos == pos:
             return
-        self._last_snap_wall = time.monotonic()
         if len(self.snaps) >= self.max_snapshots:
             self._drop(1)
         # the code run since the newest snapshot ends here: a segment
@@ -182,6 +183,7 @@ class Reverse:
                 self.segs.append(code)
             self.cur = Ranges()
             self._cpu_mark = time.process_time()       # a new process: its own CPU clock
+            self._last_snap_cpu = self._cpu_mark
             self.snaps.append(Snapshot(os.getppid(), w, pos, by_step))
             self.taken += 1
             conn.start_reader()
@@ -275,7 +277,7 @@ class Reverse:
 
     def summary(self) -> str:
         return (f"gdb reverse execution: {self.taken} snapshots taken, {len(self.snaps)} kept "
-                f"(at most {self.max_snapshots}, every {self.spacing_s:g} s of running and at "
+                f"(at most {self.max_snapshots}, every {self.spacing_s:g} CPU s of running and at "
                 f"each stop), {self.dropped} dropped, {self.restores} restores; "
                 f"reverse-continue re-executed {self.scanned} segments and skipped "
                 f"{self.skipped} whose code held no breakpoint")
