@@ -115,6 +115,7 @@ def test_snapshot_memory_and_spacing_are_reported(trace) -> None:
         "delete", "continue"])
     assert re.search(r"snapshot memory: [\d.]+ MiB private \([\d.]+x guest RAM of 256 MiB\)",
                      out)
+    assert re.search(r"last going back .*: [\d.]+ s wall, [\d.]+ s CPU", out)
     assert "gdb reverse execution:" in stdout and "restores" in stdout
     assert status == 0
 
