@@ -28,9 +28,6 @@ before the current position P:
   translated in it, recorded when the snapshot ending it is taken) holds no
   breakpoint address and that does not start on one cannot hold a hit and is
   skipped without re-executing it (:meth:`Reverse.scan_before`).
-
-Every plan carries gdb's breakpoints and watchpoints of now; the resumed
-snapshot sets them before anything else (it was taken with those of its time).
 - ``reverse-stepi``: if P was reached by a single step from a snapshot, that
   snapshot; else S -> P counting arrivals at P's RIP and calls, then from S
   again to the later of the last arrival and the last call before P (a stop
@@ -39,6 +36,9 @@ snapshot sets them before anything else (it was taken with those of its time).
   an error, back at P).
 - ``monitor goto-event N`` behind P: the last snapshot at or before event N,
   then run until event N.
+
+Every plan carries gdb's breakpoints and watchpoints of now; the resumed
+snapshot sets them before anything else (it was taken with those of its time).
 
 Limits (docs/gdb.md): reverse-stepi beyond max_steps single steps from the
 nearest earlier stop or snapshot is refused with a message.
@@ -96,14 +96,15 @@ class Reverse:
         self._last_snap_cpu = time.process_time()
         self._step_from: int | None = None   # snapshot index the next stop is one step after
         self.plan: dict | None = None         # what a resumed snapshot does next
-        #: The code each snapshot segment ran (:class:`~pvmon.gdb.codepages.Ranges`): ``segs[i]`` between snapshots
-        #: i and i + 1 (None: unknown); ``cur`` since the newest snapshot, up to
-        #: the last :meth:`take` (the translation cache holds the rest).
+        #: The code each snapshot segment ran (:class:`~pvmon.gdb.codepages.Ranges`):
+        #: ``segs[i]`` between snapshots i and i + 1 (None: unknown); ``cur`` since
+        #: the newest snapshot, up to the last :meth:`take` (the translation cache
+        #: holds the rest).
         self.code = CodePages(attachment.session.machine.uc)
         self.segs: list[Ranges | None] = []
         self.cur: Ranges | None = Ranges()
-        #: Segments reverse-continue re-executed / skipped as their code never
-        #: ran a breakpoint's page (this process's searches, for tests and info).
+        #: Segments reverse-continue re-executed / skipped as their code held no
+        #: breakpoint (counted across the processes a search goes through).
         self.scanned = 0
         self.skipped = 0
         #: The going-back under way: {"t0": wall clock at the request (time.time()),
@@ -361,7 +362,7 @@ class Reverse:
 
     def scan_before(self, i: int) -> None:
         """No hit from snapshot ``i`` on: re-execute the newest earlier segment
-        that may hold one (its code ran a breakpoint's page), counting hits;
+        that may hold one (:meth:`_may_hit`), counting hits;
         none left: the start of history. Never returns."""
         for j in range(i - 1, -1, -1):
             if self._may_hit(self.snaps[j], self.segs[j]):
