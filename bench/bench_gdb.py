@@ -13,9 +13,11 @@ alternated A B A B ... after one warm-up pair that is not counted; prints each
 side's median, min and max wall seconds and the median of the per-pair ratios
 A/B. With --replay TRACE it also times, on `pvmon replay TRACE --gdb`, one
 reverse-continue from the run's last call but one back to the first hit of a
-breakpoint (--break, default start_kernel; the whole run between is
-re-executed from the snapshots) and reports the snapshot memory gdb's `monitor info snapshots`
-prints. Uses only the standard library and the real gdb.
+breakpoint (--break, default start_kernel; the snapshot segments between
+whose code held the breakpoint are re-executed, docs/gdb.md) and reports the
+wall time gdb saw, the CPU time pvmon's processes spent on it, and the
+snapshot memory, as gdb's `monitor info snapshots` prints them. Uses only the
+standard library and the real gdb.
 
 Run: python bench/bench_gdb.py [GUEST] [--runs N] [--replay TRACE --break SYMBOL --symbols FILE]
 (e.g. python bench/bench_gdb.py debian-6.12 --runs 5;
@@ -113,9 +115,11 @@ def bench_reverse(trace: str, symbol: str, symbols: str | None) -> None:
     mems = re.findall(r"snapshot memory: .*", out)
     infos = re.findall(r"gdb reverse execution: .*", out)
     events = re.findall(r"after event ([\d,]+) of", out)
+    cpu = re.search(r"last going back .*: ([\d.]+) s wall, ([\d.]+) s CPU", out)
     print(f"replay {trace} under gdb: reverse-continue from event {events[0] if events else '?'}"
           f" back to {symbol} (event {events[1] if len(events) > 1 else '?'}): "
-          f"{rc.group(1) if rc else '?'} s (target <= 3 s)")
+          f"{rc.group(1) if rc else '?'} s as gdb saw it (target <= 3 s); "
+          f"{cpu.group(2) if cpu else '?'} s CPU in pvmon's processes")
     for when, i in (("at the end, before going back", 0), ("after going back", 1)):
         if i < len(infos) and i < len(mems):
             print(f"{when}: {infos[i]}; {mems[i]}")

@@ -115,5 +115,49 @@ def test_snapshot_memory_and_spacing_are_reported(trace) -> None:
         "delete", "continue"])
     assert re.search(r"snapshot memory: [\d.]+ MiB private \([\d.]+x guest RAM of 256 MiB\)",
                      out)
+    assert re.search(r"last going back .*: [\d.]+ s wall, [\d.]+ s CPU", out)
     assert "gdb reverse execution:" in stdout and "restores" in stdout
     assert status == 0
+
+
+def _hc_after(trace, n: int) -> int:
+    """The number of the first call event at or after event ``n``."""
+    return next(e["seq"] for e in TraceReader(trace).events(n) if e.get("k") == "hc")
+
+
+def test_reverse_continue_finds_the_last_hit_of_a_breakpoint_set_after_the_run_passed_it(
+        trace) -> None:
+    # the snapshots were taken with another breakpoint set, or none: the search must
+    # use gdb's breakpoints of now, and stop at the last printk before here
+    calls = [e["seq"] for e in TraceReader(trace).events() if e.get("k") == "hc"]
+    n = calls[-2]
+    out, status, stdout = _replay(trace, [
+        "break check", "continue", "continue", "continue", "monitor info event", "delete",
+        f"monitor goto-event {n}", "continue", "monitor info event",
+        "break printk", "reverse-continue", "monitor info event", "p $pc",
+        "continue", "monitor info event", "delete", "continue"])
+    ev = _events(out)
+    third, here, back = ev[0], ev[1], ev[2]
+    assert here == n and third <= back < here
+    assert re.search(r"\$1 = \(void \(\*\)\(\)\) 0x[0-9a-f]+ <printk>", out)
+    # going on from there meets no printk before where the search started
+    assert len(ev) == 3 or ev[3] >= here
+    assert status == 0 and "no divergence" in stdout
+
+
+def test_reverse_continue_skips_segments_whose_code_never_held_the_breakpoint(trace) -> None:
+    # stops at three events make three segments after the first; _start runs only
+    # at the very beginning, so only the first segment is re-executed
+    stops = [_hc_after(trace, k) for k in (600, 1200, 1800)]
+    cmds = []
+    for k in stops:
+        cmds += [f"monitor goto-event {k}", "continue"]
+    out, status, stdout = _replay(trace, [
+        *cmds, "monitor info event", "break _start", "reverse-continue", "p $pc",
+        "monitor info snapshots", "delete", "continue"])
+    assert _events(out) == [stops[-1]]
+    assert "Breakpoint 1, " in out and "No more reverse-execution history" not in out
+    assert re.search(r"\$1 = \(void \(\*\)\(\)\) 0x[0-9a-f]+ <_start>", out)
+    found = re.search(r"re-executed (\d+) segments and skipped (\d+)", out)
+    assert found and int(found.group(1)) == 1 and int(found.group(2)) >= 2
+    assert status == 0 and "no divergence" in stdout

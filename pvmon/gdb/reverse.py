@@ -10,8 +10,8 @@ written afterwards cost memory). Going back to a snapshot tells the live
 process's ancestor to take over and the live process to exit.
 
 Snapshots are taken at every stop gdb sees and, while the guest runs, right
-after the first call (hypercall) that returns :attr:`Reverse.spacing_s`
-wall seconds after the last snapshot: a stop there is exact, while one
+after a call (hypercall) that returns :attr:`Reverse.spacing_s` CPU seconds
+after the last snapshot (checked every 32 calls): a stop there is exact, while one
 asked for from inside an RDTSC hook lands somewhere in the rest of the
 block and was seen to change what a Debian guest does later. At most :attr:`Reverse.max_snapshots` are
 kept: beyond that the oldest but one are dropped (the first, before the
@@ -24,6 +24,10 @@ before the current position P:
   RIP to recognise P), counting breakpoint and watchpoint hits; then goes
   back to S and runs to the last hit. No hit: the segment before S, and so
   on; none at all: the first snapshot, reported as the start of history.
+  A segment whose code (:mod:`pvmon.gdb.codepages`: the blocks Unicorn
+  translated in it, recorded when the snapshot ending it is taken) holds no
+  breakpoint address and that does not start on one cannot hold a hit and is
+  skipped without re-executing it (:meth:`Reverse.scan_before`).
 - ``reverse-stepi``: if P was reached by a single step from a snapshot, that
   snapshot; else S -> P counting arrivals at P's RIP and calls, then from S
   again to the later of the last arrival and the last call before P (a stop
@@ -32,6 +36,9 @@ before the current position P:
   an error, back at P).
 - ``monitor goto-event N`` behind P: the last snapshot at or before event N,
   then run until event N.
+
+Every plan carries gdb's breakpoints and watchpoints of now; the resumed
+snapshot sets them before anything else (it was taken with those of its time).
 
 Limits (docs/gdb.md): reverse-stepi beyond max_steps single steps from the
 nearest earlier stop or snapshot is refused with a message.
@@ -47,6 +54,7 @@ import time
 from dataclasses import dataclass
 
 from pvmon.gdb import target
+from pvmon.gdb.codepages import CodePages, Ranges, union
 
 #: Messages from the live process to a waiting snapshot (one line each).
 _RESUME, _EXIT = b"R", b"X"
@@ -85,9 +93,26 @@ class Reverse:
         #: Calls (hypercalls) so far: part of a position.
         self.calls = 0
         self.restores = 0
-        self._last_snap_wall = time.monotonic()
+        self._last_snap_cpu = time.process_time()
         self._step_from: int | None = None   # snapshot index the next stop is one step after
         self.plan: dict | None = None         # what a resumed snapshot does next
+        #: The code each snapshot segment ran (:class:`~pvmon.gdb.codepages.Ranges`):
+        #: ``segs[i]`` between snapshots i and i + 1 (None: unknown); ``cur`` since
+        #: the newest snapshot, up to the last :meth:`take` (the translation cache
+        #: holds the rest).
+        self.code = CodePages(attachment.session.machine.uc)
+        self.segs: list[Ranges | None] = []
+        self.cur: Ranges | None = Ranges()
+        #: Segments reverse-continue re-executed / skipped as their code held no
+        #: breakpoint (counted across the processes a search goes through).
+        self.scanned = 0
+        self.skipped = 0
+        #: The going-back under way: {"t0": wall clock at the request (time.time()),
+        #: "cpu": CPU seconds the processes it went through spent before this one}.
+        self.search: dict | None = None
+        self._cpu_mark = time.process_time()
+        #: (wall s, CPU s of every process it went through) of the last going-back.
+        self.last_search: tuple[float, float] | None = None
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # reap exited processes at once
         attachment.session.dispatch.call_listeners.append(self._on_call)
 
@@ -104,13 +129,15 @@ class Reverse:
                 stub.m.debug_break = True
                 stub.m.uc.emu_stop()
             return
-        if self.snapshot_due():
+        if not self.calls & 31 and self.snapshot_due():    # (the CPU clock is a system call)
             stub.snapshot_soon()
 
     def snapshot_due(self) -> bool:
-        """True when the guest has run :attr:`spacing_s` wall seconds since the
-        last snapshot (asked where the run loop ends a slice)."""
-        return time.monotonic() - self._last_snap_wall > self.spacing_s
+        """True when this process has run :attr:`spacing_s` CPU seconds since
+        the last snapshot. CPU, not wall, time: on a loaded machine the
+        snapshots (their number, memory, and the re-execution a segment costs)
+        stay where they are on a quiet one."""
+        return time.process_time() - self._last_snap_cpu > self.spacing_s
 
     # ------------------------------------------------------------ positions
     def position(self) -> tuple:
@@ -140,9 +167,11 @@ class Reverse:
         pos = self.position()
         if self.snaps and self.snaps[-1].pos == pos:
             return
-        self._last_snap_wall = time.monotonic()
         if len(self.snaps) >= self.max_snapshots:
             self._drop(1)
+        # the code run since the newest snapshot ends here: a segment
+        code = union(self.cur, self.code.harvest())
+        self.code.restart()
         conn = self.att.stub.conn
         conn.pause_reader()
         sys.stdout.flush()
@@ -151,11 +180,17 @@ class Reverse:
         pid = os.fork()
         if pid == 0:                                   # the child runs on
             os.close(r)
+            if self.snaps:
+                self.segs.append(code)
+            self.cur = Ranges()
+            self._cpu_mark = time.process_time()       # a new process: its own CPU clock
+            self._last_snap_cpu = self._cpu_mark
             self.snaps.append(Snapshot(os.getppid(), w, pos, by_step))
             self.taken += 1
             conn.start_reader()
             return
         os.close(w)                                    # the parent waits, as the snapshot
+        self.cur = code                                # (it appends the segment when resumed)
         msg = b""
         while not msg.endswith(b"\n"):
             chunk = os.read(r, 65536)
@@ -170,11 +205,20 @@ class Reverse:
         self.plan = info["plan"]
         self.taken, self.dropped = info["taken"], info["dropped"]
         self.restores = info["restores"] + 1
+        self.scanned, self.skipped = info["scanned"], info["skipped"]
+        self.search = info["search"]
+        self.last_search = tuple(info["last"]) if info["last"] else None
         # stay a snapshot of this point: fork again, the child goes on
         self.take(by_step=by_step)
 
     def _drop(self, index: int) -> None:
+        """Let snapshot ``index`` (>= 1) go: the segments before and after it merge."""
         snap = self.snaps.pop(index)
+        before = self.segs.pop(index - 1)
+        if index - 1 < len(self.segs):
+            self.segs[index - 1] = union(before, self.segs[index - 1])
+        else:
+            self.cur = union(before, self.cur)
         try:
             os.write(snap.wake, _EXIT + b"0\n")
         except OSError:
@@ -191,8 +235,14 @@ class Reverse:
                 os.write(later.wake, _EXIT + b"0\n")
             except OSError:
                 pass
+        plan = {**self._stops(), **plan}
+        if self.search is None:                    # a new request from gdb
+            self.search = {"t0": time.time(), "cpu": 0.0}
+        search = {"t0": self.search["t0"],
+                  "cpu": self.search["cpu"] + time.process_time() - self._cpu_mark}
         msg = {"plan": plan, "taken": self.taken, "dropped": self.dropped,
-               "restores": self.restores}
+               "restores": self.restores, "scanned": self.scanned, "skipped": self.skipped,
+               "search": search, "last": self.last_search}
         sys.stdout.flush()
         sys.stderr.flush()
         os.write(snap.wake, _RESUME + json.dumps(msg).encode() + b"\n")
@@ -228,15 +278,29 @@ class Reverse:
 
     def summary(self) -> str:
         return (f"gdb reverse execution: {self.taken} snapshots taken, {len(self.snaps)} kept "
-                f"(at most {self.max_snapshots}, every {self.spacing_s:g} s of running and at "
-                f"each stop), {self.dropped} dropped, {self.restores} restores")
+                f"(at most {self.max_snapshots}, every {self.spacing_s:g} CPU s of running and at "
+                f"each stop), {self.dropped} dropped, {self.restores} restores; "
+                f"reverse-continue re-executed {self.scanned} segments and skipped "
+                f"{self.skipped} whose code held no breakpoint")
+
+    def search_done(self) -> None:
+        """A going-back has reported its stop to gdb: remember what it took."""
+        if self.search is not None:
+            self.last_search = (time.time() - self.search["t0"],
+                                self.search["cpu"] + time.process_time() - self._cpu_mark)
+            self.search = None
 
     def info(self, _args: str = "") -> str:
         private, pss = self.memory_bytes()
         ram = self.att.session.machine.ram_bytes
+        last = ""
+        if self.last_search is not None:
+            wall, cpu = self.last_search
+            last = (f"last going back (reverse-stepi, reverse-continue, goto-event): "
+                    f"{wall:.3f} s wall, {cpu:.3f} s CPU in the processes it went through\n")
         return (f"{self.summary()}\nsnapshot memory: {private / 2**20:.1f} MiB private "
                 f"({private / ram:.2f}x guest RAM of {ram // 2**20} MiB), "
-                f"{pss / 2**20:.1f} MiB proportional ({pss / ram:.2f}x)\n")
+                f"{pss / 2**20:.1f} MiB proportional ({pss / ram:.2f}x)\n{last}")
 
     # ---------------------------------------------------- stops seen by gdb
     def at_stop(self, *, stepped: bool = False) -> None:
@@ -264,12 +328,49 @@ class Reverse:
         self.restore(i, {"op": "pred", "target": self._pos_json(pos), "phase": "count",
                          "snap": i})
 
+    def _stops(self) -> dict:
+        """gdb's breakpoints and watchpoints now, for a plan: the resumed
+        snapshot sets the same (it may have been taken with others)."""
+        stub = self.att.stub
+        return {"bps": sorted(stub.breakpoints),
+                "watch": [list(key) for key in sorted(stub.watchpoints)]}
+
+    def _may_hit(self, start: Snapshot, code: Ranges | None) -> bool:
+        """Whether the segment from snapshot ``start`` that ran ``code`` may
+        hold a breakpoint or watchpoint hit. It does not when it starts on no
+        breakpoint and no breakpoint address is in its code (every hit a
+        re-execution counts is an instruction executed there); watchpoints
+        or unknown code: it may."""
+        stub = self.att.stub
+        if code is None or stub.watchpoints or self.rip_of(start.pos) in stub.breakpoints:
+            return True
+        return any(a in code for a in stub.breakpoints)
+
     def continue_back(self) -> None:
         pos = self.position()
         if not self.snaps or self.snaps[0].pos == pos:
             raise ReverseError("at the start of the replay's history")
         i = self._before(pos)
-        self.restore(i, {"op": "scan", "target": self._pos_json(pos), "snap": i})
+        here = union(self.cur, self.code.harvest())      # snapshot i up to here
+        for seg in self.segs[i:]:
+            here = union(seg, here)
+        if self._may_hit(self.snaps[i], here):
+            self.scanned += 1
+            self.restore(i, {"op": "scan", "target": self._pos_json(pos), "snap": i})
+        self.skipped += 1
+        self.scan_before(i)
+
+    def scan_before(self, i: int) -> None:
+        """No hit from snapshot ``i`` on: re-execute the newest earlier segment
+        that may hold one (:meth:`_may_hit`), counting hits;
+        none left: the start of history. Never returns."""
+        for j in range(i - 1, -1, -1):
+            if self._may_hit(self.snaps[j], self.segs[j]):
+                self.scanned += 1
+                self.restore(j, {"op": "scan", "snap": j,
+                                 "target": self._pos_json(self.snaps[j + 1].pos)})
+            self.skipped += 1
+        self.restore(0, {"op": "stop", "reply": "T05thread:01;replaylog:begin;"})
 
     def goto_event(self, n: int) -> str:
         d = self.att.session.dispatch

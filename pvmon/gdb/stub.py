@@ -235,6 +235,8 @@ class GdbStub:
             self.stops += 1
             self.conn.send(reply)
             self.on_state(self._why)
+            if self.reverse is not None:
+                self.reverse.search_done()     # a goto-event back ends at its event
         if self.reverse is not None and self._snapshot(stop=True) == "run":
             return
         self.serve()
@@ -265,6 +267,7 @@ class GdbStub:
     def _start_plan(self, plan: dict) -> str:
         """Carry out what a going-back asked for, in the resumed snapshot."""
         m = self.m
+        self._sync_stops(plan)
         self._interrupted = False
         self._hc_hit = None
         self._watch_hit = None
@@ -297,8 +300,28 @@ class GdbStub:
             return "run"
         return "serve"
 
+    def _sync_stops(self, plan: dict) -> None:
+        """Set the breakpoints and watchpoints gdb has now (``plan``'s ``bps``
+        and ``watch``): this snapshot may have been taken with others."""
+        if "bps" not in plan:
+            return
+        want = set(plan["bps"])
+        if want != self.breakpoints:
+            self.breakpoints = want
+            self.m.set_exits(sorted(want))
+        watch = {tuple(key) for key in plan.get("watch", [])}
+        if watch != set(self.watchpoints):
+            for key in set(self.watchpoints) - watch:
+                self._breakpoint(False, b"%d,%x,%x" % key)
+            for key in watch - set(self.watchpoints):
+                self._breakpoint(True, b"%d,%x,%x" % key)
+            # nothing ran since the snapshot emptied the translation cache: the
+            # flush a watchpoint change makes loses no code pages
+            self.reverse.code.restart()
+
     def _seek_report(self, reply: bytes) -> str:
         self.seek = None
+        self.reverse.search_done()
         self.m.set_exits(sorted(self.breakpoints))
         self.running = False
         self.last_stop = reply
@@ -338,11 +361,7 @@ class GdbStub:
                     if n:
                         rv.restore(seek["snap"], {"op": "tohit", "n": n, "snap": seek["snap"],
                                                   "target": seek["target"]})
-                    if seek["snap"] == 0:
-                        rv.restore(0, {"op": "stop", "reply": "T05thread:01;replaylog:begin;"})
-                    prev = seek["snap"] - 1
-                    rv.restore(prev, {"op": "scan", "snap": prev,
-                                      "target": rv._pos_json(rv.snaps[seek["snap"]].pos)})
+                    rv.scan_before(seek["snap"])
                 if op == "pred" and seek["phase"] == "count":
                     rv.restore(seek["snap"], {"op": "pred", "phase": "walk", "snap": seek["snap"],
                                               "k": seek["count"], "target": seek["target"]})
