@@ -25,6 +25,7 @@ from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: the
     WALL_TIMEOUT,
     DispatchCore,
 )
+from pvmon.engine import hvm
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
 from pvmon.errors import BackendError
 from pvmon.trace.format import hc_event
@@ -69,6 +70,18 @@ class XenPvDispatch(DispatchCore):
         #: The PV platform's writable page tables (pvmon/backends/xen/pv/ptwr.py).
         self.ptwr = WritablePageTables(machine, backend)
         self._fault_streak = (None, 0)
+        # RDMSR/WRMSR as Xen emulates them (pvmon/backends/xen/pv/msr.py), through the
+        # patched engine's MSR hook; without it the engine's own MSRs answer.
+        if hvm.available() and machine.hvm is None:
+            machine.hvm = hvm.MsrHook(self._on_msr)
+
+    def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
+        """RDMSR/WRMSR at CPL 0: the PV vCPU's answer (not recorded; a refusal
+        is recorded as the #GP it raises)."""
+        msrs = self.b.vcpu.msrs
+        if write:
+            return msrs.wrmsr(msr, value), 0
+        return msrs.rdmsr(msr)
 
     def vcpu_switched(self, old: int, new: int, why: str) -> None:
         """The SMP scheduler put vCPU ``new`` on the engine: later events carry

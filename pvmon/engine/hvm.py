@@ -148,6 +148,45 @@ class HvmCpu:
             raise exc
 
 
+class MsrHook:
+    """The patch's RDMSR/WRMSR interception alone, for a platform that keeps
+    exceptions its own (Xen PV): ``pvmon_hvm_mode`` stays off, so only
+    RDMSR/WRMSR at CPL 0 change, asking ``on_msr(write, msr, value) ->
+    (answer, value)`` first (:data:`MSR_NATIVE`, :data:`MSR_HANDLED` with the
+    value RDMSR returns, :data:`MSR_GP`). Install it as ``machine.hvm`` (the
+    machine activates it for each run). An exception in ``on_msr`` is kept,
+    the access runs natively, and :meth:`deactivate` re-raises it. Raises
+    EngineError if the patch is missing."""
+
+    def __init__(self, on_msr: Callable[[int, int, int], tuple[int, int]]) -> None:
+        require()
+        self._msr_ptr = _SYMS[4]
+        self.error: BaseException | None = None
+
+        def msr_cb(_uc, write, msr, value_p):
+            try:
+                answer, value = on_msr(write, msr, value_p[0])
+            except BaseException as exc:   # noqa: BLE001 - never unwind through C
+                self.error = self.error or exc
+                return MSR_NATIVE
+            if answer == MSR_HANDLED:
+                value_p[0] = value & 0xFFFF_FFFF_FFFF_FFFF
+            return answer
+
+        self._msr_cb = _MSR_CB(msr_cb)
+
+    def activate(self) -> None:
+        """Point the patch's MSR hook at this callback (before ``emu_start``)."""
+        self._msr_ptr.value = ctypes.cast(self._msr_cb, ctypes.c_void_p).value
+
+    def deactivate(self) -> None:
+        """Take the hook away again; re-raise a callback's exception, if any."""
+        self._msr_ptr.value = None
+        if self.error is not None:
+            exc, self.error = self.error, None
+            raise exc
+
+
 # --------------------------------------------------------------- 32-bit entry
 #: Where :func:`enter_protected32` builds its scratch GDT and trampoline (guest
 #: physical; the guest may overwrite both once it runs).
@@ -229,6 +268,7 @@ __all__ = [
     "MSR_HANDLED",
     "MSR_NATIVE",
     "HvmCpu",
+    "MsrHook",
     "available",
     "enter_protected32",
     "require",

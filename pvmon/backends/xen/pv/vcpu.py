@@ -51,6 +51,7 @@ import struct
 
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
+from pvmon.backends.xen.pv.msr import PvMsrs
 from pvmon.backends.xen.vcpu import XenVcpu
 from pvmon.engine.machine import (
     CR0_TS,
@@ -96,6 +97,8 @@ class PvVcpu(XenVcpu):
         #: The enable bits of %dr7's I/O breakpoints, kept apart from ``dr7``
         #: (Xen emulates those in port I/O rather than loading them into hardware).
         self.dr7_emul = 0
+        #: The MSRs Xen emulates for this vCPU (pvmon.backends.xen.pv.msr).
+        self.msrs = PvMsrs(self)
         self.ldt = (0, 0)
         self.gdt_frames: list[int] = []
         self.gdt_ents = 0
