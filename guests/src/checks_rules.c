@@ -75,6 +75,8 @@ int rules_trap(struct trap_frame *f)
         log_entry(f);           /* a software interrupt: RIP is already past it */
         return 1;
     }
+    if (privops_trap(f))
+        return 1;
     if (f->vector == 13 && expect_gp) {
         log_entry(f);
         expect_gp = 0;

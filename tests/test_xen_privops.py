@@ -1,0 +1,119 @@
+"""Privileged instructions of a Xen PV guest kernel as Xen 4.17 emulates them
+(xen/arch/x86/pv/emul-priv-op.c, xen/arch/x86/msr.c): checked by the hostile
+reference guest pvtest-v2-rules (guests/src/checks_privops.c) and, for the
+parts of Xen's MSR policy a Debian boot would notice (off by default), on the
+vCPU of a real run."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pvmon.backends.xen import abi
+from pvmon.backends.xen.builder import hypercall_page_bytes
+from pvmon.backends.xen.pv import msr as pvmsr
+from pvmon.engine import hvm
+from pvmon.guests.catalog import resolve
+from pvmon.session import Session
+
+IMAGES = Path(__file__).resolve().parents[1] / "pvmon" / "guests" / "images"
+
+pytestmark = pytest.mark.skipif(not hvm.available(),
+                                reason="needs pvmon's patched Unicorn (pvmon engine build)")
+
+
+def _run(image, **kw):
+    s = Session(resolve(str(IMAGES / image)), backend="xen-4.17", **kw)
+    ring = bytearray()
+    s.on_console(lambda ch, data: ring.extend(data) if ch == "ring" else None)
+    res = s.run(timeout=120)
+    return s, res, ring.decode()
+
+
+def _privops_checks(text):
+    start = text.index("# privileged operations")
+    return re.findall(r"^pvtest: (ok|FAIL) \d+ - (.*)$", text[start:], re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def rules_run():
+    return _run("pvtest-v2-rules.elf")
+
+
+def test_a_non_canonical_fs_gs_or_shadow_gs_base_written_with_wrmsr_raises_gp(rules_run):
+    _s, res, ring = rules_run
+    assert res.exit_kind == "shutdown" and res.shutdown_reason == abi.SHUTDOWN_poweroff
+    checks = _privops_checks(ring)
+    assert len(checks) == 16 and all(kind == "ok" for kind, _ in checks), checks
+    names = [n for _, n in checks]
+    for base in ("FS_BASE", "GS_BASE", "SHADOW_GS_BASE"):
+        assert (f"wrmsr {base} non-canonical 0x800000000000 -> #GP(0) "
+                "(emul-priv-op.c write_msr)") in names
+    assert any("set_segment_base(SEGBASE_GS_USER)" in n for n in names)
+    assert any("0x40000000 (Xen's hypercall-page MSR) -> #GP(0)" in n for n in names)
+
+
+@pytest.fixture(scope="module")
+def vcpu():
+    s, res, _ring = _run("pvtest-v2.elf")
+    assert res.exit_kind == "shutdown"
+    return s.backend.vcpu
+
+
+def test_without_the_full_policy_only_the_bases_and_xen_msrs_are_xens(vcpu):
+    m = pvmsr.PvMsrs(vcpu)
+    assert m.rdmsr(pvmsr.MSR_PAT) == (pvmsr.NATIVE, 0)
+    assert m.wrmsr(0x4E, 0) == pvmsr.NATIVE
+    assert m.wrmsr(pvmsr.MSR_GS_BASE, 1 << 47) == pvmsr.GP
+    assert m.rdmsr(0x40000000) == (pvmsr.GP, 0)
+
+
+def test_the_full_policy_answers_as_xen_4_17_answers_an_intel_pv_domu(vcpu):
+    m = pvmsr.PvMsrs(vcpu)
+    m.full_policy = True
+    assert abi.TRAP_gp_fault in vcpu.trap_table          # no "faking RDMSR"
+    # not offered to guests (msr.c guest_rdmsr): PPIN_CTL, no IBRS, AMD DE_CFG
+    for msr in (0x4E, 0x48, 0xC0011029, 0x34):
+        assert m.rdmsr(msr) == (pvmsr.GP, 0), hex(msr)
+    assert m.rdmsr(pvmsr.MSR_PAT) == (pvmsr.HANDLED, 0x0000_0501_0007_0406)   # XEN_MSR_PAT
+    assert m.rdmsr(pvmsr.MSR_APIC_BASE) == (pvmsr.HANDLED, 0xFEE00900)
+    assert m.rdmsr(pvmsr.MSR_EFER) == (pvmsr.HANDLED, 0xD01)
+    assert m.wrmsr(pvmsr.MSR_EFER, 0xD01) == pvmsr.HANDLED    # Linux writes it back
+    assert m.wrmsr(pvmsr.MSR_EFER, 0x501) == pvmsr.GP         # a change is refused
+    assert m.rdmsr(pvmsr.MSR_FEATURE_CONTROL) == (pvmsr.HANDLED, 1)   # locked
+    # vMCE: two banks, MCi_CTL all ones, only zero written to STATUS
+    assert m.rdmsr(pvmsr.MSR_MCG_CAP) == (pvmsr.HANDLED, 0x1000C02)
+    assert m.rdmsr(0x400) == (pvmsr.HANDLED, (1 << 64) - 1)
+    assert m.rdmsr(0x415) == (pvmsr.HANDLED, 0)              # bank 5: none, reads 0
+    assert m.wrmsr(0x401, 5) == pvmsr.GP and m.wrmsr(0x401, 0) == pvmsr.HANDLED
+    assert m.wrmsr(pvmsr.MSR_MISC_FEATURES_ENABLES, 2) == pvmsr.GP
+    assert m.wrmsr(pvmsr.MSR_MISC_FEATURES_ENABLES, 1) == pvmsr.HANDLED
+    assert m.rdmsr(pvmsr.MSR_MISC_FEATURES_ENABLES) == (pvmsr.HANDLED, 1)
+    assert m.rdmsr(0x12345) == (pvmsr.GP, 0)                 # read_msr's default
+    assert m.wrmsr(0xC1, 7) == pvmsr.HANDLED                 # vPMU off: dropped
+    assert m.rdmsr(0xC1) == (pvmsr.HANDLED, 0)
+
+
+def test_read_msr_fakes_zero_for_a_guest_without_a_gp_handler(vcpu):
+    m = pvmsr.PvMsrs(vcpu)
+    m.full_policy = True
+    saved = vcpu.trap_table.pop(abi.TRAP_gp_fault)
+    try:
+        assert m.rdmsr(0x4E) == (pvmsr.HANDLED, 0)
+        assert m.rdmsr(0x40000000) == (pvmsr.GP, 0)          # never for Xen's range
+    finally:
+        vcpu.trap_table[abi.TRAP_gp_fault] = saved
+
+
+def test_wrmsr_of_xens_hypercall_page_msr_writes_the_page_into_the_frame(vcpu):
+    m = pvmsr.PvMsrs(vcpu)
+    frame = vcpu.layout.nr_pages - 1
+    assert m.wrmsr(0x40000000, frame << 12) == pvmsr.HANDLED
+    assert vcpu.m.read_phys(frame << 12, 4096) == hypercall_page_bytes()
+    assert m.wrmsr(0x40000000, vcpu.layout.nr_pages << 12) == pvmsr.GP   # not a frame of it
+
+
+def test_the_rules_guest_passes_with_the_full_msr_policy(monkeypatch):
+    monkeypatch.setattr(pvmsr.PvMsrs, "full_policy", True)
+    _s, res, ring = _run("pvtest-v2-rules.elf")
+    assert res.shutdown_reason == abi.SHUTDOWN_poweroff, ring[-2000:]
