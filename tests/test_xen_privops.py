@@ -44,7 +44,7 @@ def test_a_non_canonical_fs_gs_or_shadow_gs_base_written_with_wrmsr_raises_gp(ru
     _s, res, ring = rules_run
     assert res.exit_kind == "shutdown" and res.shutdown_reason == abi.SHUTDOWN_poweroff
     checks = _privops_checks(ring)
-    assert len(checks) == 16 and all(kind == "ok" for kind, _ in checks), checks
+    assert len(checks) == 21 and all(kind == "ok" for kind, _ in checks), checks
     names = [n for _, n in checks]
     for base in ("FS_BASE", "GS_BASE", "SHADOW_GS_BASE"):
         assert (f"wrmsr {base} non-canonical 0x800000000000 -> #GP(0) "
@@ -117,3 +117,30 @@ def test_the_rules_guest_passes_with_the_full_msr_policy(monkeypatch):
     monkeypatch.setattr(pvmsr.PvMsrs, "full_policy", True)
     _s, res, ring = _run("pvtest-v2-rules.elf")
     assert res.shutdown_reason == abi.SHUTDOWN_poweroff, ring[-2000:]
+
+
+def test_a_non_canonical_access_through_the_stack_segment_raises_ss_not_gp(rules_run):
+    _s, _res, ring = rules_run
+    checks = {n: k for k, n in _privops_checks(ring)}
+    assert checks["mov (%rbp) at a non-canonical address -> #SS(0), not #GP(0)"] == "ok"
+    assert checks["mov (%rsp,%rcx) at a non-canonical address -> #SS(0)"] == "ok"
+    assert checks["mov %ss:(%rcx) at a non-canonical address -> #SS(0)"] == "ok"
+    assert checks["mov (%rcx) at a non-canonical address -> #GP(0)"] == "ok"
+    assert checks["mov %ds:(%rbp) at a non-canonical address -> #GP(0) (DS, not SS)"] == "ok"
+
+
+@pytest.mark.parametrize(("code", "regs", "stack"), [
+    (b"\x50", {"rsp": 1 << 47 | 8}, True),                       # push %rax
+    (b"\x50", {"rsp": 1 << 47}, False),                          # writes 0x7ffffffffff8: fine
+    (b"\x58", {"rsp": 1 << 47}, True),                           # pop %rax
+    (b"\xc3", {"rsp": 1 << 47}, True),                           # ret
+    (b"\xc9", {"rbp": 1 << 47, "rsp": 0x1000}, True),            # leave
+    (b"\xff\x30", {"rax": 1 << 47, "rsp": 0x1000}, False),       # push (%rax): the DS read
+    (b"\xf3\x48\x0f\xb8\x00", {"rax": 1 << 47}, False),          # popcnt (%rax): not a pop
+    (b"\x48\x8b\x45\x08", {"rbp": (1 << 47) - 8}, True),         # mov 8(%rbp),%rax
+    (b"\x65\x48\x8b\x45\x00", {"rbp": 1 << 47}, False),          # mov %gs:(%rbp): a base is added
+    (b"\x0f\x30", {}, False),                                    # wrmsr
+])
+def test_the_stack_segment_test_decodes_what_the_cpu_would_fault_on(code, regs, stack):
+    from pvmon.engine.stackfault import is_stack_fault
+    assert is_stack_fault(code, 0x1000, lambda r: regs.get(r, 0)) is stack

@@ -14,14 +14,16 @@
 #define NONCANON           0x0000800000000000UL
 #define CANON_TEST         0x00007f0000001000UL
 
-/* The instruction whose #GP is expected, where to resume, what arrived. */
-volatile unsigned long privops_gp_rip, privops_gp_fix, privops_gp_err, privops_gp_n;
+/* The instruction whose #GP (or #SS) is expected, where to resume, what arrived. */
+volatile unsigned long privops_gp_rip, privops_gp_fix, privops_gp_err, privops_gp_n,
+    privops_gp_vec;
 
 int privops_trap(struct trap_frame *f)
 {
-    if (f->vector != 13 || !privops_gp_rip || f->rip != privops_gp_rip)
+    if ((f->vector != 13 && f->vector != 12) || !privops_gp_rip || f->rip != privops_gp_rip)
         return 0;
     privops_gp_err = f->error;
+    privops_gp_vec = f->vector;
     privops_gp_n++;
     f->rip = privops_gp_fix;
     privops_gp_rip = 0;
@@ -120,9 +122,63 @@ static void privops_msr_xen(void)
           "#GP %d", gp);
 }
 
+/* A load with %rcx = a (and %rbp = a): the vector it raised, 0 if none. */
+#define LOAD_FN(name, insn)                                                     \
+    static unsigned long name(unsigned long a)                                  \
+    {                                                                           \
+        unsigned long n0 = privops_gp_n;                                        \
+        privops_gp_vec = 0;                                                     \
+        privops_gp_err = ~0UL;                                                  \
+        __asm__ __volatile__("lea 1f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, privops_gp_rip(%%rip)\n\t"             \
+                             "lea 2f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, privops_gp_fix(%%rip)\n\t"             \
+                             "push %%rbp\n\t"                                   \
+                             "mov %%rcx, %%rbp\n"                               \
+                             "1: " insn "\n"                                    \
+                             "2:\n\t"                                           \
+                             "pop %%rbp\n\t"                                    \
+                             "movq $0, privops_gp_rip(%%rip)\n"                 \
+                             : : "c"(a) : "rax", "r11", "memory");              \
+        return privops_gp_n != n0 ? privops_gp_vec : 0;                         \
+    }
+LOAD_FN(load_rbp, "mov (%%rbp), %%rax")
+LOAD_FN(load_rsp_index, "mov (%%rsp,%%rcx,1), %%rax")
+LOAD_FN(load_ss_rcx, "mov %%ss:(%%rcx), %%rax")
+LOAD_FN(load_rcx, "mov (%%rcx), %%rax")
+LOAD_FN(load_ds_rbp, "mov %%ds:(%%rbp), %%rax")
+
+/* Hardware raises #SS(0), not #GP(0), for a non-canonical access through the
+ * stack segment (an RSP or RBP base, or an SS override), and Xen passes the
+ * #SS on through the trap table (do_trap, xen/arch/x86/traps.c; Intel SDM
+ * vol. 3, 6.15 "Interrupt 12").  Only RBP and indexed-RSP forms: with RSP
+ * itself non-canonical Xen would have no stack to bounce the fault onto. */
+static void privops_stack_segment(void)
+{
+    static const struct {
+        unsigned long (*fn)(unsigned long);
+        unsigned long a, vec;
+        const char *name;
+    } t[] = {
+        { load_rbp, NONCANON, 12, "mov (%rbp) at a non-canonical address -> #SS(0), not #GP(0)" },
+        { load_rsp_index, 0x8000000000000000UL, 12,
+          "mov (%rsp,%rcx) at a non-canonical address -> #SS(0)" },
+        { load_ss_rcx, NONCANON, 12, "mov %ss:(%rcx) at a non-canonical address -> #SS(0)" },
+        { load_rcx, NONCANON, 13, "mov (%rcx) at a non-canonical address -> #GP(0)" },
+        { load_ds_rbp, NONCANON, 13,
+          "mov %ds:(%rbp) at a non-canonical address -> #GP(0) (DS, not SS)" },
+    };
+    for (unsigned i = 0; i < sizeof t / sizeof t[0]; i++) {
+        unsigned long vec = t[i].fn(t[i].a);
+        check(vec == t[i].vec && privops_gp_err == 0, t[i].name, "vector %lu, error 0x%lx",
+              vec, privops_gp_err);
+    }
+}
+
 void checks_privops(void)
 {
     section("privileged operations (pv/emul-priv-op.c, msr.c)");
     privops_msr_bases();
     privops_msr_xen();
+    privops_stack_segment();
 }

@@ -27,6 +27,7 @@ from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: the
 )
 from pvmon.engine import hvm
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
+from pvmon.engine.stackfault import is_stack_fault
 from pvmon.errors import BackendError
 from pvmon.trace.format import hc_event
 
@@ -193,6 +194,8 @@ class XenPvDispatch(DispatchCore):
         else:
             err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
             cr2 = m.reg("cr2") if vector == 14 else None
+            if vector == 13 and err == 0 and self._stack_fault(rip):
+                vector = 12         # #SS(0), which the engine reports as #GP(0)
         ints.clear_exception_state()
         self.clock.advance(self.clock.costs.fault_ns)
         self.faults[vector] += 1
@@ -220,6 +223,19 @@ class XenPvDispatch(DispatchCore):
             m.set_reg("rip", self._jump)
             self._jump = None
         self._check_wall()
+
+    def _stack_fault(self, rip: int) -> bool:
+        """The #GP(0) at ``rip`` is a non-canonical stack-segment access, which
+        hardware (and so Xen) reports as #SS(0) (:mod:`pvmon.engine.stackfault`)."""
+        user = self.b.vcpu.user_mode
+        code = b""
+        for n in (15, 8, 4, 1):                 # the instruction may end a mapped page
+            try:
+                code = self.m.read_virt(rip, n, user=user)
+                break
+            except GuestPageFault:
+                continue
+        return bool(code) and is_stack_fault(code, rip, self.m.reg)
 
     @property
     def ptwr_emulations(self) -> int:
