@@ -18,8 +18,9 @@ from pvmon.session import Session
 
 IMAGES = Path(__file__).resolve().parents[1] / "pvmon" / "guests" / "images"
 
-pytestmark = pytest.mark.skipif(not hvm.available(),
-                                reason="needs pvmon's patched Unicorn (pvmon engine build)")
+pytestmark = pytest.mark.skipif(not hvm.privops_available(),
+                                reason="needs pvmon's patched Unicorn with the PV privileged-"
+                                       "operation patch (pvmon engine build)")
 
 
 def _run(image, **kw):
@@ -44,7 +45,7 @@ def test_a_non_canonical_fs_gs_or_shadow_gs_base_written_with_wrmsr_raises_gp(ru
     _s, res, ring = rules_run
     assert res.exit_kind == "shutdown" and res.shutdown_reason == abi.SHUTDOWN_poweroff
     checks = _privops_checks(ring)
-    assert len(checks) == 21 and all(kind == "ok" for kind, _ in checks), checks
+    assert len(checks) == 58 and all(kind == "ok" for kind, _ in checks), checks
     names = [n for _, n in checks]
     for base in ("FS_BASE", "GS_BASE", "SHADOW_GS_BASE"):
         assert (f"wrmsr {base} non-canonical 0x800000000000 -> #GP(0) "
@@ -144,3 +145,69 @@ def test_a_non_canonical_access_through_the_stack_segment_raises_ss_not_gp(rules
 def test_the_stack_segment_test_decodes_what_the_cpu_would_fault_on(code, regs, stack):
     from pvmon.engine.stackfault import is_stack_fault
     assert is_stack_fault(code, 0x1000, lambda r: regs.get(r, 0)) is stack
+
+
+def test_in_out_and_cli_follow_the_virtual_iopl_and_the_io_bitmap(rules_run):
+    _s, _res, ring = rules_run
+    checks = {n: k for k, n in _privops_checks(ring)}
+    for name in (
+        "IOPL 0: in from user mode -> #GP(0) at the in (emul-priv-op.c guest_io_okay)",
+        ("IOPL 3: in $0x80,%al from user mode is emulated: AL = 0xff, the rest of RAX kept "
+        "(guest_io_read)"),
+        "IOPL 0: in from the kernel -> #GP(0), AL untouched (guest_io_okay: kernel CPL 1)",
+        "IOPL 1: in from the kernel reads 0xff (a domU has no ports: guest_io_read)",
+        "IOPL 0: cli in the kernel -> #GP(0) (validate: !iopl_ok)",
+        "IOPL 1: cli in the kernel is a no-op: RFLAGS.IF stays set (validate: X86EMUL_DONE)",
+        "IOPL 3: cli from user mode is a no-op (emul-priv-op.c validate)",
+        "IOPL 0, port 0x80 clear in the I/O bitmap: in from user mode is emulated",
+        "port 0x80 set in the I/O bitmap -> #GP(0)",
+        ("architectural_iopl: an iret with RFLAGS.IOPL 3 sets the virtual IOPL: in from user "
+        "mode is emulated (pv/iret.c)"),
+        "architectural_iopl: the bounce frame's RFLAGS.IOPL is the virtual IOPL (3)",
+        "without architectural_iopl an iret's RFLAGS.IOPL is ignored -> #GP(0)",
+        "PHYSDEVOP_set_iopl 4 -> -EINVAL (physdev.c)",
+        "vm_assist enable 4gb_segments (0) -> 0 (kept for 64-bit guests)",
+        "vm_assist command 2 on a valid type -> -ENOSYS",
+    ):
+        assert checks.get(name) == "ok", name
+
+
+def test_cr4_writes_are_filtered_by_the_cpuid_policy_and_cr0_only_takes_ts(rules_run):
+    _s, _res, ring = rules_run
+    checks = {n: k for k, n in _privops_checks(ring)}
+    for name in (
+        "mov to %cr4 setting DE keeps it as CPUID offers it (pv_fixup_guest_cr4)",
+        "mov to %cr4 cannot set PGE or SMEP (not guest-controllable: PV_CR4_GUEST_MASK)",
+        ("mov to %cr4 cannot set FSGSBASE/OSXSAVE when CPUID hides them "
+        "(pv_fixup_guest_cr4: the policy)"),
+        "mov %cr8 from the kernel -> #GP(0) (read_cr: unhandleable)",
+        'mov to %cr0 changing WP -> #GP(0) (write_cr: "unmodifiable CR0 flags")',
+        "mov to %cr0 changing only TS is do_fpu_taskswitch",
+    ):
+        assert checks.get(name) == "ok", name
+
+
+def test_the_guest_sees_xens_cr4_and_the_engine_keeps_its_own(vcpu):
+    # pv_fixup_guest_cr4: only TSD/DE/FSGSBASE/OSXSAVE the policy offers, plus the
+    # host's PAE/MCE/OSFXSR/OSXMMEXCPT; the engine follows TSD and DE only
+    assert vcpu.fixup_cr4(0xFFFF_FFFF) == 0x66C
+    engine = vcpu.m.reg("cr4")
+    answer, value = vcpu.privop(hvm.OP_WRITE_CR, 4, 1 << 20 | 1 << 3)   # SMEP | DE
+    assert answer == hvm.MSR_NATIVE and value == (engine & ~0xC) | 1 << 3
+    assert vcpu.privop(hvm.OP_READ_CR, 4, 0) == (hvm.MSR_HANDLED, 0x668)
+    assert vcpu.cr4_de()
+    assert vcpu.privop(hvm.OP_READ_CR, 8, 0)[0] == hvm.MSR_GP
+
+
+@pytest.mark.debian
+@pytest.mark.slow
+def test_a_debian_boot_never_meets_a_refused_port_or_privileged_instruction(debian612, tmp_path):
+    """Linux asks for IOPL 1 at start of day (PHYSDEVOP_set_iopl), so its port
+    I/O and CLI/STI are allowed, as on Xen: the boot records no #GP."""
+    from pvmon.trace.reader import TraceReader
+    path = tmp_path / "d.pvt"
+    s = Session(debian612, backend="xen-4.17", record=path)
+    s.run(timeout=300)
+    faults = [e for e in TraceReader(path).events() if e.get("k") == "fault"]
+    assert [e["vec"] for e in faults] == [3]          # its one int3, as before
+    assert s.backend.vcpu.iopl == 1

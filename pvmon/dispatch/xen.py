@@ -73,8 +73,11 @@ class XenPvDispatch(DispatchCore):
         self._fault_streak = (None, 0)
         # RDMSR/WRMSR as Xen emulates them (pvmon/backends/xen/pv/msr.py), through the
         # patched engine's MSR hook; without it the engine's own MSRs answer.
+        # CLI/STI, MOV to/from CRn and the IOPL check of IN/OUT need the fifth
+        # engine patch (hvm.PvHooks); without it those run natively as before.
+        self._hooks: hvm.PvHooks | None = None
         if hvm.available() and machine.hvm is None:
-            machine.hvm = hvm.MsrHook(self._on_msr)
+            self._hooks = machine.hvm = hvm.PvHooks(self._on_msr, self._on_privop)
 
     def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
         """RDMSR/WRMSR at CPL 0: the PV vCPU's answer (not recorded; a refusal
@@ -83,6 +86,11 @@ class XenPvDispatch(DispatchCore):
         if write:
             return msrs.wrmsr(msr, value), 0
         return msrs.rdmsr(msr)
+
+    def _on_privop(self, op: int, reg: int, value: int) -> tuple[int, int]:
+        """CLI/STI/MOV to or from CRn at CPL 0: the PV vCPU's answer (not
+        recorded; a refusal is recorded as the #GP it raises)."""
+        return self.b.vcpu.privop(op, reg, value)
 
     def vcpu_switched(self, old: int, new: int, why: str) -> None:
         """The SMP scheduler put vCPU ``new`` on the engine: later events carry
@@ -194,8 +202,14 @@ class XenPvDispatch(DispatchCore):
         else:
             err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
             cr2 = m.reg("cr2") if vector == 14 else None
-            if vector == 13 and err == 0 and self._stack_fault(rip):
-                vector = 12         # #SS(0), which the engine reports as #GP(0)
+            if vector == 13 and err == 0:
+                if self.b.vcpu.emulate_gp(rip):
+                    # in/out Xen emulates (virtual IOPL, I/O bitmap): no fault
+                    ints.clear_exception_state()
+                    self.clock.advance(self.clock.costs.fault_ns)
+                    return
+                if self._stack_fault(rip):
+                    vector = 12     # #SS(0), which the engine reports as #GP(0)
         ints.clear_exception_state()
         self.clock.advance(self.clock.costs.fault_ns)
         self.faults[vector] += 1
@@ -262,11 +276,19 @@ class XenPvDispatch(DispatchCore):
         self._cpuid(self.m.reg("rip"))
 
     def on_io_in(self, port: int, size: int) -> int:
-        # A domU has no I/O port access: reads float high (Xen's guest_io_read).
+        # A port the virtual IOPL and I/O bitmap refuse: #GP(0) at the IN
+        # (guest_io_okay); else a domU has no port access and reads float high
+        # (Xen's guest_io_read).
+        hooks = self._hooks
+        if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
+            hooks.io_fault()
+            return 0
         return (1 << (8 * size)) - 1
 
     def on_io_out(self, port: int, size: int, value: int) -> None:
-        return None
+        hooks = self._hooks
+        if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
+            hooks.io_fault()
 
     def on_resume(self) -> None:
         """Between engine slices: fire due timers and deliver pending events."""

@@ -65,7 +65,8 @@ PATCH_DIR = Path(__file__).with_name("patches")
 PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
            "unicorn-2.1.4-tlb-reset-dirty-by-page.patch",
            "unicorn-2.1.4-tlb-resize-by-flush-count.patch",
-           "unicorn-2.1.4-hvm-platform.patch")
+           "unicorn-2.1.4-hvm-platform.patch",
+           "unicorn-2.1.4-pv-privops.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 
 LIB_NAME = "libunicorn.so.2"
