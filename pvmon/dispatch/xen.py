@@ -78,6 +78,8 @@ class XenPvDispatch(DispatchCore):
         self._hooks: hvm.PvHooks | None = None
         if hvm.available() and machine.hvm is None:
             self._hooks = machine.hvm = hvm.PvHooks(self._on_msr, self._on_privop)
+            # a new vCPU: virtual IOPL 0, so a CLI in the kernel (CPL 1) is #GP
+            self._hooks.set_cli_sti(hvm.CLI_GP)
 
     def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
         """RDMSR/WRMSR at CPL 0: the PV vCPU's answer (not recorded; a refusal
@@ -86,6 +88,12 @@ class XenPvDispatch(DispatchCore):
         if write:
             return msrs.wrmsr(msr, value), 0
         return msrs.rdmsr(msr)
+
+    def set_cli_mode(self, mode: int) -> None:
+        """What CLI/STI in the guest kernel do from now on (1 nothing, 2 #GP(0);
+        :meth:`pvmon.backends.xen.pv.vcpu.PvVcpu.iopl_changed`)."""
+        if self._hooks is not None:
+            self._hooks.set_cli_sti(mode)
 
     def _on_privop(self, op: int, reg: int, value: int) -> tuple[int, int]:
         """CLI/STI/MOV to or from CRn at CPL 0: the PV vCPU's answer (not
@@ -98,6 +106,8 @@ class XenPvDispatch(DispatchCore):
         if self._tsc_rips is not None:
             self.flush_tsc()            # the open run of TSC reads was the old vCPU's
         self.cpu = new
+        if self._hooks is not None:     # CLI/STI follow the IOPL of the vCPU now on
+            self.b.vcpu.iopl_changed()
         if self.record is not None:
             self._emit({"k": "vcpu_switch", "from": old, "to": new, "why": why,
                         "rip": self.m.reg("rip")})

@@ -151,13 +151,16 @@ class HvmCpu:
 _PRIVOP_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                               ctypes.POINTER(ctypes.c_uint64))
 #: ``on_privop``'s operations (the fifth patch's ``pvmon_privop_hook`` contract).
-OP_CLI, OP_STI, OP_WRITE_CR, OP_READ_CR = 0, 1, 2, 3
+OP_WRITE_CR, OP_READ_CR = 2, 3
+#: What CLI/STI at CPL 0 do (:meth:`PvHooks.set_cli_sti`).
+CLI_NATIVE, CLI_NOP, CLI_GP = 0, 1, 2
 
 
 def _privop_symbols():
     try:
         return (ctypes.c_int.in_dll(uclib, "pvmon_io_fault"),
-                ctypes.c_void_p.in_dll(uclib, "pvmon_privop_hook"))
+                ctypes.c_void_p.in_dll(uclib, "pvmon_privop_hook"),
+                ctypes.c_int.in_dll(uclib, "pvmon_cli_sti"))
     except (ValueError, AttributeError):
         return None
 
@@ -179,10 +182,13 @@ class PvHooks:
     * ``on_msr(write, msr, value) -> (answer, value)``: RDMSR/WRMSR at CPL 0
       (:data:`MSR_NATIVE`, :data:`MSR_HANDLED` with the value RDMSR returns,
       :data:`MSR_GP`); the HVM patch's hook.
-    * ``on_privop(op, reg, value) -> (answer, value)``: CLI (:data:`OP_CLI`),
-      STI (:data:`OP_STI`), MOV to CR``reg`` (:data:`OP_WRITE_CR`, ``value``
-      written), MOV from CR``reg`` (:data:`OP_READ_CR`) at CPL 0, with the same
-      answers; needs the PV patch (None, or the patch missing: they run natively).
+    * ``on_privop(op, reg, value) -> (answer, value)``: MOV to CR``reg``
+      (:data:`OP_WRITE_CR`, ``value`` written; answering natively writes the
+      ``value`` returned), MOV from CR``reg`` (:data:`OP_READ_CR`) at CPL 0,
+      with the same answers; needs the PV patch (None, or the patch missing:
+      they run natively).
+    * :meth:`set_cli_sti`: what CLI/STI at CPL 0 do from now on (no call per
+      instruction; PV patch only).
     * :meth:`io_fault`: called from an IN/OUT hook, that instruction raises
       #GP(0) instead (PV patch only; without it the access goes through).
 
@@ -195,7 +201,8 @@ class PvHooks:
                  on_privop: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
         require()
         self._msr_ptr = _SYMS[4]
-        self._io_fault, self._privop_ptr = _PRIVOP_SYMS or (None, None)
+        self._io_fault, self._privop_ptr, self._cli_sti = _PRIVOP_SYMS or (None, None, None)
+        self._cli_mode = CLI_NATIVE
         self.error: BaseException | None = None
 
         def guard(fn):
@@ -225,19 +232,33 @@ class PvHooks:
         if self._io_fault is not None:
             self._io_fault.value = 1
 
+    def set_cli_sti(self, mode: int) -> None:
+        """CLI/STI at CPL 0 from now on: :data:`CLI_NATIVE`, :data:`CLI_NOP`
+        or :data:`CLI_GP` (no-op without the PV patch)."""
+        self._cli_mode = mode
+        if self._cli_sti is not None and self._active:
+            self._cli_sti.value = mode
+
+    _active = False
+
     def activate(self) -> None:
         """Point the patch's hooks at these callbacks (before ``emu_start``)."""
+        self._active = True
         self._msr_ptr.value = ctypes.cast(self._msr_cb, ctypes.c_void_p).value
         if self._privop_cb is not None:
             self._privop_ptr.value = ctypes.cast(self._privop_cb, ctypes.c_void_p).value
+        if self._cli_sti is not None:
+            self._cli_sti.value = self._cli_mode
 
     def deactivate(self) -> None:
         """Take the hooks away again; re-raise a callback's exception, if any."""
+        self._active = False
         self._msr_ptr.value = None
         if self._privop_ptr is not None:
             self._privop_ptr.value = None
         if self._io_fault is not None:
             self._io_fault.value = 0
+            self._cli_sti.value = CLI_NATIVE
         if self.error is not None:
             exc, self.error = self.error, None
             raise exc
@@ -320,12 +341,13 @@ def enter_protected32(machine, entry: int, ebx: int) -> None:
 
 
 __all__ = [
+    "CLI_GP",
+    "CLI_NATIVE",
+    "CLI_NOP",
     "MSR_GP",
     "MSR_HANDLED",
     "MSR_NATIVE",
-    "OP_CLI",
     "OP_READ_CR",
-    "OP_STI",
     "OP_WRITE_CR",
     "HvmCpu",
     "PvHooks",

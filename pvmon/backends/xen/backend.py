@@ -295,6 +295,8 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             self.vm_assist |= 1 << typ
         else:
             self.vm_assist &= ~(1 << typ)
+        if typ == 4 and self.mode == "pv":    # architectural_iopl: CLI/STI's answer
+            self.vcpu.iopl_changed()
         return 0
 
     def hc_update_va_mapping_otherdomain(self, *_):

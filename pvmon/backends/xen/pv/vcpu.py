@@ -179,7 +179,17 @@ class PvVcpu(XenVcpu):
         if iopl > 3:
             return -E.EINVAL
         self.iopl = iopl
+        self.iopl_changed()
         return 0
+
+    def iopl_changed(self) -> None:
+        """Tell the engine what CLI/STI in the kernel now do (:meth:`privop`):
+        after the IOPL, VMASST_TYPE_architectural_iopl or the vCPU on the
+        engine changed."""
+        tell = getattr(self.b.p, "set_cli_mode", None)   # the live platform's
+        if tell is not None:
+            cpl = 0 if self.architectural_iopl() else 1
+            tell(1 if cpl <= self.iopl else 2)
 
     def set_iopl_from(self, arg: int) -> int:
         """PHYSDEVOP_set_iopl with its ``struct physdev_set_iopl`` at guest-virtual
@@ -247,7 +257,8 @@ class PvVcpu(XenVcpu):
         ``(answer, value)``: 0 natively (a CR write with ``value``), 1 handled
         (skipped, or the value read), 2 #GP(0).
 
-        * CLI/STI: with iopl_ok nothing happens (validate() returns
+        * CLI/STI (``op`` 0/1; the engine asks :meth:`iopl_changed` instead,
+          once per change): with iopl_ok nothing happens (validate() returns
           X86EMUL_DONE: the event mask is not touched), else #GP(0).
         * CR4: the guest's view (``ctrlreg[4]``) is read back; a write is
           filtered by pv_fixup_guest_cr4 and only TSD and DE reach the engine.
@@ -612,8 +623,9 @@ class PvVcpu(XenVcpu):
                 self.b.p.crash_stop("iret to user mode without user page tables", rip)
                 return 0
             self._to_user()
-        if self.architectural_iopl():
+        if self.architectural_iopl() and self.iopl != (rflags >> 12) & 3:
             self.iopl = (rflags >> 12) & 3        # do_iret (pv/iret.c@stable-4.17)
+            self.iopl_changed()
         regs = {"rsp": sp, "rflags": (rflags & ~((3 << 12) | (1 << 17))) | RFLAGS_IF}
         if not flags & E.VGCF_in_syscall:
             regs.update(r11=r11, rcx=rcx)
