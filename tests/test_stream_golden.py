@@ -32,7 +32,7 @@ DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
     "pvtest-v2-rules": (4811,
-                        "271ac427dbc71a30e4451b2c0e5406d3a17a06196451ab64815b90ae88b88775"),
+                        "78ab5f9db3770f910b818a1efa8e6a6405670ecd2c90ea34e2b15f5379aea0b1"),
 }
 
 

@@ -177,7 +177,7 @@ def test_cr4_writes_are_filtered_by_the_cpuid_policy_and_cr0_only_takes_ts(rules
     checks = {n: k for k, n in _privops_checks(ring)}
     for name in (
         "mov to %cr4 setting DE keeps it as CPUID offers it (pv_fixup_guest_cr4)",
-        "mov to %cr4 cannot set PGE or SMEP (not guest-controllable: PV_CR4_GUEST_MASK)",
+        "mov to %cr4 cannot set PGE (not guest-controllable: PV_CR4_GUEST_MASK)",
         ("mov to %cr4 cannot set FSGSBASE/OSXSAVE when CPUID hides them "
         "(pv_fixup_guest_cr4: the policy)"),
         "mov %cr8 from the kernel -> #GP(0) (read_cr: unhandleable)",
