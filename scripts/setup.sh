@@ -5,7 +5,7 @@
 # to check the built-in guests rebuild byte for byte, cmake/patch to build the
 # engine's patched Unicorn; gdb for the gdb-stub tests; gcc also compiles pvmon's one C module, the recorder's
 # hypercall-event packer, during pip install), pvmon itself, the patched Unicorn library (`pvmon
-# engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's four patches, x86 only,
+# engine build`: the pinned 2.1.4 sdist from PyPI plus pvmon's six patches, x86 only,
 # about 30-40 s), and the three stock Debian kernels: debian-6.1 and debian-6.12 from
 # bookworm, debian-7.2 from sid, each through pvmon's own apt source list and lists in
 # its cache (never the system's; Debian's archive keyring checks them). debian-7.2 adds

@@ -75,6 +75,8 @@ int rules_trap(struct trap_frame *f)
         log_entry(f);           /* a software interrupt: RIP is already past it */
         return 1;
     }
+    if (privops_trap(f))
+        return 1;
     if (f->vector == 13 && expect_gp) {
         log_entry(f);
         expect_gp = 0;
@@ -280,6 +282,28 @@ static int from_user(void)
            got.rsp == USER_STACK_VA + PAGE_SIZE - 64;
 }
 
+static int user_ready;          /* user_setup succeeded */
+
+/* For checks_privops.c: run the user code at sym (in user_blob) with rflags
+ * on the user-entry kernel stack; out = the entry it ended in: vector, error,
+ * rip - the user address of sym, rflags, rbx.  Returns how many entries were
+ * logged (1), or 0 when user mode is not set up. */
+unsigned long rules_user_entry(const char *sym, unsigned long rflags, unsigned long out[5])
+{
+    if (!user_ready)
+        return 0;
+    unsigned long n0 = got.n;
+    HYPERVISOR_stack_switch(FLAT_KERNEL_SS64, (unsigned long)(kstack + sizeof(kstack)));
+    user_run(sym, rflags);
+    HYPERVISOR_stack_switch(FLAT_KERNEL_SS64, (unsigned long)boot_stack_top);
+    out[0] = got.vector;
+    out[1] = got.error;
+    out[2] = got.rip - uva(sym);
+    out[3] = got.rflags;
+    out[4] = got.rbx;
+    return got.n - n0;
+}
+
 static void rules_user(void)
 {
     long rc;
@@ -288,6 +312,7 @@ static void rules_user(void)
     section("rules: guest user mode (x86_64/entry.S, traps.c@stable-4.17)");
     if (user_setup())
         return;
+    user_ready = 1;
 
     n0 = got.n;
     user_run(user_int20, 2);

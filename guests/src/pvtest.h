@@ -230,6 +230,11 @@ int rules_trap(struct trap_frame *f);   /* 1: handled */
 /* checks_grants.c: grant tables v1/v2 (the domain's id; a pinned page-table frame) */
 void rules_grants(unsigned long self_domid, unsigned long pinned_pt_mfn);
 void xen_trap_32(void), xen_trap_33(void), xen_trap_34(void), xen_trap_128(void);
+/* checks_privops.c: privileged instructions (a #GP it provoked: 1) */
+void checks_privops(void);
+int privops_trap(struct trap_frame *f);
+unsigned long rules_user_entry(const char *sym, unsigned long rflags, unsigned long out[5]);
+extern const char user_in80[], user_out80[], user_cli[];
 /* user_rules.S */
 void run_user(unsigned long rip, unsigned long rsp, unsigned long rflags);
 void user_return(void);

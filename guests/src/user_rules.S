@@ -113,4 +113,27 @@ user_syscall_df:
         syscall
         ud2
         .balign 16
+        /* port I/O from user mode (checks_privops.c): AL read from port 0x80
+         * ends up in RBX, then a DPL-3 int $0x21 reports it */
+        .globl user_in80, user_out80
+user_in80:
+        mov     $0x12345678, %eax
+        in      $0x80, %al
+        mov     %rax, %rbx
+        int     $0x21
+        ud2
+        .balign 16
+user_out80:
+        mov     $0x5a, %eax
+        out     %al, $0x80
+        mov     %rax, %rbx
+        int     $0x21
+        ud2
+        .balign 16
+        .globl user_cli
+user_cli:
+        cli
+        int     $0x21
+        ud2
+        .balign 16
 user_blob_end:

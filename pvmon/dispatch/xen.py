@@ -25,7 +25,9 @@ from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: the
     WALL_TIMEOUT,
     DispatchCore,
 )
+from pvmon.engine import hvm
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
+from pvmon.engine.stackfault import is_stack_fault
 from pvmon.errors import BackendError
 from pvmon.trace.format import hc_event
 
@@ -69,6 +71,34 @@ class XenPvDispatch(DispatchCore):
         #: The PV platform's writable page tables (pvmon/backends/xen/pv/ptwr.py).
         self.ptwr = WritablePageTables(machine, backend)
         self._fault_streak = (None, 0)
+        # RDMSR/WRMSR as Xen emulates them (pvmon/backends/xen/pv/msr.py), through the
+        # patched engine's MSR hook; without it the engine's own MSRs answer.
+        # CLI/STI, MOV to/from CRn and the IOPL check of IN/OUT need the fifth
+        # engine patch (hvm.PvHooks); without it those run natively as before.
+        self._hooks: hvm.PvHooks | None = None
+        if hvm.available() and machine.hvm is None:
+            self._hooks = machine.hvm = hvm.PvHooks(self._on_msr, self._on_privop)
+            # a new vCPU: virtual IOPL 0, so a CLI in the kernel (CPL 1) is #GP
+            self._hooks.set_cli_sti(hvm.CLI_GP)
+
+    def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
+        """RDMSR/WRMSR at CPL 0: the PV vCPU's answer (not recorded; a refusal
+        is recorded as the #GP it raises)."""
+        msrs = self.b.vcpu.msrs
+        if write:
+            return msrs.wrmsr(msr, value), 0
+        return msrs.rdmsr(msr)
+
+    def set_cli_mode(self, mode: int) -> None:
+        """What CLI/STI in the guest kernel do from now on (1 nothing, 2 #GP(0);
+        :meth:`pvmon.backends.xen.pv.vcpu.PvVcpu.iopl_changed`)."""
+        if self._hooks is not None:
+            self._hooks.set_cli_sti(mode)
+
+    def _on_privop(self, op: int, reg: int, value: int) -> tuple[int, int]:
+        """CLI/STI/MOV to or from CRn at CPL 0: the PV vCPU's answer (not
+        recorded; a refusal is recorded as the #GP it raises)."""
+        return self.b.vcpu.privop(op, reg, value)
 
     def vcpu_switched(self, old: int, new: int, why: str) -> None:
         """The SMP scheduler put vCPU ``new`` on the engine: later events carry
@@ -76,6 +106,8 @@ class XenPvDispatch(DispatchCore):
         if self._tsc_rips is not None:
             self.flush_tsc()            # the open run of TSC reads was the old vCPU's
         self.cpu = new
+        if self._hooks is not None:     # CLI/STI follow the IOPL of the vCPU now on
+            self.b.vcpu.iopl_changed()
         if self.record is not None:
             self._emit({"k": "vcpu_switch", "from": old, "to": new, "why": why,
                         "rip": self.m.reg("rip")})
@@ -180,6 +212,14 @@ class XenPvDispatch(DispatchCore):
         else:
             err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
             cr2 = m.reg("cr2") if vector == 14 else None
+            if vector == 13 and err == 0:
+                if self.b.vcpu.emulate_gp(rip):
+                    # in/out Xen emulates (virtual IOPL, I/O bitmap): no fault
+                    ints.clear_exception_state()
+                    self.clock.advance(self.clock.costs.fault_ns)
+                    return
+                if self._stack_fault(rip):
+                    vector = 12     # #SS(0), which the engine reports as #GP(0)
         ints.clear_exception_state()
         self.clock.advance(self.clock.costs.fault_ns)
         self.faults[vector] += 1
@@ -208,6 +248,19 @@ class XenPvDispatch(DispatchCore):
             self._jump = None
         self._check_wall()
 
+    def _stack_fault(self, rip: int) -> bool:
+        """The #GP(0) at ``rip`` is a non-canonical stack-segment access, which
+        hardware (and so Xen) reports as #SS(0) (:mod:`pvmon.engine.stackfault`)."""
+        user = self.b.vcpu.user_mode
+        code = b""
+        for n in (15, 8, 4, 1):                 # the instruction may end a mapped page
+            try:
+                code = self.m.read_virt(rip, n, user=user)
+                break
+            except GuestPageFault:
+                continue
+        return bool(code) and is_stack_fault(code, rip, self.m.reg)
+
     @property
     def ptwr_emulations(self) -> int:
         """Page-table writes carried out for the guest (writable page tables)."""
@@ -233,11 +286,19 @@ class XenPvDispatch(DispatchCore):
         self._cpuid(self.m.reg("rip"))
 
     def on_io_in(self, port: int, size: int) -> int:
-        # A domU has no I/O port access: reads float high (Xen's guest_io_read).
+        # A port the virtual IOPL and I/O bitmap refuse: #GP(0) at the IN
+        # (guest_io_okay); else a domU has no port access and reads float high
+        # (Xen's guest_io_read).
+        hooks = self._hooks
+        if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
+            hooks.io_fault()
+            return 0
         return (1 << (8 * size)) - 1
 
     def on_io_out(self, port: int, size: int, value: int) -> None:
-        return None
+        hooks = self._hooks
+        if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
+            hooks.io_fault()
 
     def on_resume(self) -> None:
         """Between engine slices: fire due timers and deliver pending events."""

@@ -148,6 +148,122 @@ class HvmCpu:
             raise exc
 
 
+_PRIVOP_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                              ctypes.POINTER(ctypes.c_uint64))
+#: ``on_privop``'s operations (the fifth patch's ``pvmon_privop_hook`` contract).
+OP_WRITE_CR, OP_READ_CR = 2, 3
+#: What CLI/STI at CPL 0 do (:meth:`PvHooks.set_cli_sti`).
+CLI_NATIVE, CLI_NOP, CLI_GP = 0, 1, 2
+
+
+def _privop_symbols():
+    try:
+        return (ctypes.c_int.in_dll(uclib, "pvmon_io_fault"),
+                ctypes.c_void_p.in_dll(uclib, "pvmon_privop_hook"),
+                ctypes.c_int.in_dll(uclib, "pvmon_cli_sti"))
+    except (ValueError, AttributeError):
+        return None
+
+
+_PRIVOP_SYMS = _privop_symbols()
+
+
+def privops_available() -> bool:
+    """True when the running libunicorn carries pvmon's PV privileged-operation
+    patch (``patches/unicorn-2.1.4-pv-privops.patch``)."""
+    return _PRIVOP_SYMS is not None
+
+
+class PvHooks:
+    """The engine switches a PV platform uses for its guest kernel's privileged
+    instructions (the kernel runs at CPL 0; its hypervisor would run it
+    deprivileged and emulate them). ``pvmon_hvm_mode`` stays off.
+
+    * ``on_msr(write, msr, value) -> (answer, value)``: RDMSR/WRMSR at CPL 0
+      (:data:`MSR_NATIVE`, :data:`MSR_HANDLED` with the value RDMSR returns,
+      :data:`MSR_GP`); the HVM patch's hook.
+    * ``on_privop(op, reg, value) -> (answer, value)``: MOV to CR``reg``
+      (:data:`OP_WRITE_CR`, ``value`` written; answering natively writes the
+      ``value`` returned), MOV from CR``reg`` (:data:`OP_READ_CR`) at CPL 0,
+      with the same answers; needs the PV patch (None, or the patch missing:
+      they run natively).
+    * :meth:`set_cli_sti`: what CLI/STI at CPL 0 do from now on (no call per
+      instruction; PV patch only).
+    * :meth:`io_fault`: called from an IN/OUT hook, that instruction raises
+      #GP(0) instead (PV patch only; without it the access goes through).
+
+    Install it as ``machine.hvm`` (the machine activates it for each run). An
+    exception in a callback is kept, the operation runs natively, and
+    :meth:`deactivate` re-raises it. Raises EngineError if the HVM patch is
+    missing."""
+
+    def __init__(self, on_msr: Callable[[int, int, int], tuple[int, int]],
+                 on_privop: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
+        require()
+        self._msr_ptr = _SYMS[4]
+        self._io_fault, self._privop_ptr, self._cli_sti = _PRIVOP_SYMS or (None, None, None)
+        self._cli_mode = CLI_NATIVE
+        self.error: BaseException | None = None
+
+        def guard(fn):
+            def cb(_uc, a, b, value_p):
+                try:
+                    answer, value = fn(a, b, value_p[0])
+                except BaseException as exc:   # noqa: BLE001 - never unwind through C
+                    self.error = self.error or exc
+                    return MSR_NATIVE
+                if answer != MSR_GP:    # handled: the value read; native: a CR write's
+                    value_p[0] = value & 0xFFFF_FFFF_FFFF_FFFF
+                return answer
+            return cb
+
+        self._msr_cb = _MSR_CB(guard(on_msr))
+        self._privop_cb = _PRIVOP_CB(guard(on_privop)) \
+            if on_privop is not None and self._privop_ptr is not None else None
+
+    @property
+    def traps_io(self) -> bool:
+        """:meth:`io_fault` works (the PV patch is in the library)."""
+        return self._io_fault is not None
+
+    def io_fault(self) -> None:
+        """Make the IN/OUT whose hook is running raise #GP(0) (no-op without
+        the PV patch)."""
+        if self._io_fault is not None:
+            self._io_fault.value = 1
+
+    def set_cli_sti(self, mode: int) -> None:
+        """CLI/STI at CPL 0 from now on: :data:`CLI_NATIVE`, :data:`CLI_NOP`
+        or :data:`CLI_GP` (no-op without the PV patch)."""
+        self._cli_mode = mode
+        if self._cli_sti is not None and self._active:
+            self._cli_sti.value = mode
+
+    _active = False
+
+    def activate(self) -> None:
+        """Point the patch's hooks at these callbacks (before ``emu_start``)."""
+        self._active = True
+        self._msr_ptr.value = ctypes.cast(self._msr_cb, ctypes.c_void_p).value
+        if self._privop_cb is not None:
+            self._privop_ptr.value = ctypes.cast(self._privop_cb, ctypes.c_void_p).value
+        if self._cli_sti is not None:
+            self._cli_sti.value = self._cli_mode
+
+    def deactivate(self) -> None:
+        """Take the hooks away again; re-raise a callback's exception, if any."""
+        self._active = False
+        self._msr_ptr.value = None
+        if self._privop_ptr is not None:
+            self._privop_ptr.value = None
+        if self._io_fault is not None:
+            self._io_fault.value = 0
+            self._cli_sti.value = CLI_NATIVE
+        if self.error is not None:
+            exc, self.error = self.error, None
+            raise exc
+
+
 # --------------------------------------------------------------- 32-bit entry
 #: Where :func:`enter_protected32` builds its scratch GDT and trampoline (guest
 #: physical; the guest may overwrite both once it runs).
@@ -225,11 +341,18 @@ def enter_protected32(machine, entry: int, ebx: int) -> None:
 
 
 __all__ = [
+    "CLI_GP",
+    "CLI_NATIVE",
+    "CLI_NOP",
     "MSR_GP",
     "MSR_HANDLED",
     "MSR_NATIVE",
+    "OP_READ_CR",
+    "OP_WRITE_CR",
     "HvmCpu",
+    "PvHooks",
     "available",
     "enter_protected32",
+    "privops_available",
     "require",
 ]

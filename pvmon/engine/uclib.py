@@ -74,6 +74,7 @@ PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
            "unicorn-2.1.4-tlb-reset-dirty-by-page.patch",
            "unicorn-2.1.4-tlb-resize-by-flush-count.patch",
            "unicorn-2.1.4-hvm-platform.patch",
+           "unicorn-2.1.4-pv-privops.patch",
            "unicorn-2.1.4-notdirty-only-code-pages.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 

@@ -277,17 +277,26 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
         return 0 <= mfn < self.layout.nr_pages
 
     def hc_vm_assist(self, cmd, typ, *_):
+        """do_vm_assist (xen/common/domain.c@stable-4.17): a type outside the
+        domain's mask is -EINVAL (PV64_VM_ASSIST_MASK, asm/domain.h: 0-5 and
+        32, 4gb_segments and its notify kept for 64-bit guests "because we
+        can't make such requests fail all of the sudden"), then a command
+        other than enable/disable -ENOSYS."""
         self.op = {"cmd": abi.VMASST_CMDS.get(cmd, cmd), "type": abi.VMASST_TYPES.get(typ, typ)}
-        if typ not in (2, 3, 4, 5, 32) or cmd not in (0, 1):
+        if typ not in (0, 1, 2, 3, 4, 5, 32):
             return -E.EINVAL
         # Types newer than the version: -EINVAL (xen/common/domain.c vm_assist(),
         # type > MAX_VMASST_TYPE or not in the valid mask).
         if typ in (4, 5, 32) and f"vmassist_{abi.VMASST_TYPES[typ]}" not in self.ver.capabilities:
             return -E.EINVAL
+        if cmd not in (0, 1):
+            return -E.ENOSYS
         if cmd == 0:
             self.vm_assist |= 1 << typ
         else:
             self.vm_assist &= ~(1 << typ)
+        if typ == 4 and self.mode == "pv":    # architectural_iopl: CLI/STI's answer
+            self.vcpu.iopl_changed()
         return 0
 
     def hc_update_va_mapping_otherdomain(self, *_):
@@ -740,15 +749,16 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
 
     def hc_physdev_op(self, cmd, arg, *_):
         self.op = {"cmd": abi.PHYSDEVOP_CMDS.get(cmd, cmd)}
-        if cmd == 6:   # set_iopl
-            return 0
+        if cmd == 6:   # set_iopl {uint32_t iopl} (physdev.c; pv/vcpu.py set_iopl)
+            return self.vcpu.set_iopl_from(arg) if self.mode == "pv" else 0
         if cmd == 5:   # irq_status_query {irq, flags}
             self._write(arg + 4, struct.pack("<I", 0))
             return 0
         if cmd in (12, 17, 28):
             return -E.EINVAL if cmd == 12 else 0
-        if cmd == 7:
-            return 0
+        if cmd == 7:   # set_iobitmap {handle bitmap; uint32_t nr_ports}
+            bitmap, nr_ports = struct.unpack("<QI4x", self._read(arg, 16))
+            return self.vcpu.set_iobitmap(bitmap, nr_ports) if self.mode == "pv" else 0
         return -E.ENOSYS if cmd not in abi.PHYSDEVOP_CMDS else -E.EPERM
 
     def hc_physdev_op_compat(self, uop, *_):

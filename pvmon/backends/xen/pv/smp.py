@@ -302,6 +302,10 @@ class PvScheduler:
         v.ldt = (ldt_base, ldt_ents)
         v.gdt_frames, v.gdt_ents = frames, gdt_ents
         v.load_debugregs(dregs, bool(ctrl[4] & E.X86_CR4_DE))
+        # the virtual IOPL from the context's RFLAGS (Linux's APs start with IOPL 1)
+        # and CR4 through pv_fixup_guest_cr4 (arch_set_info_guest, domain.c@stable-4.17)
+        v.iopl = (rflags >> 12) & 3
+        v.cr4 = v.fixup_cr4(ctrl[4])
         v.user_mode = not in_kernel
         v.gs_kernel, v.gs_user = gs_kernel, gs_user
         cr0 = self.m.reg("cr0")

@@ -51,6 +51,7 @@ import struct
 
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
+from pvmon.backends.xen.pv.msr import PvMsrs
 from pvmon.backends.xen.vcpu import XenVcpu
 from pvmon.engine.machine import (
     CR0_TS,
@@ -67,6 +68,21 @@ from pvmon.engine.machine import (
 E = abi
 RFLAGS_IF = 1 << 9
 RFLAGS_DF = 1 << 10
+RFLAGS_IOPL = 3 << 12
+VMASST_TYPE_architectural_iopl = 4   # xen/include/public/xen.h
+# CR4 bits (Intel SDM vol. 3, 2.5) and Xen's PV masks (asm/pv/domain.h@stable-4.17)
+CR4_TSD, CR4_DE, CR4_PAE, CR4_MCE = 1 << 2, 1 << 3, 1 << 5, 1 << 6
+CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_FSGSBASE, CR4_OSXSAVE = 1 << 9, 1 << 10, 1 << 16, 1 << 18
+PV_CR4_GUEST_MASK = CR4_TSD | CR4_DE | CR4_FSGSBASE | CR4_OSXSAVE
+#: mmu_cr4_features & PV_CR4_GUEST_VISIBLE_MASK of the modelled host (all four)
+CR4_HOST_VISIBLE = CR4_PAE | CR4_MCE | CR4_OSFXSR | CR4_OSXMMEXCPT
+#: what pvmon's CPUID policy offers of TSC, DE, FSGSBASE, XSAVE (cpuid.py):
+#: TSC and DE only, so FSGSBASE and OSXSAVE can never be set
+CR4_POLICY_ALLOWED = CR4_TSD | CR4_DE
+#: the engine's CR4 bits that follow the guest's (the rest stay pvmon's)
+CR4_ENGINE_FOLLOWS = CR4_TSD | CR4_DE
+# the engine patches' answers (pvmon.engine.hvm)
+_NATIVE, _HANDLED, _GP = 0, 1, 2
 RFLAGS_CLEAR_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18)  # TF NT RF VM AC
 TI_IF = E.TI_IF   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
 
@@ -96,6 +112,22 @@ class PvVcpu(XenVcpu):
         #: The enable bits of %dr7's I/O breakpoints, kept apart from ``dr7``
         #: (Xen emulates those in port I/O rather than loading them into hardware).
         self.dr7_emul = 0
+        #: The MSRs Xen emulates for this vCPU (pvmon.backends.xen.pv.msr).
+        self.msrs = PvMsrs(self)
+        #: The virtual I/O privilege level, 0-3 (Xen's ``v->arch.pv.iopl``, kept
+        #: as EFLAGS bits 13:12 there): PHYSDEVOP_set_iopl, or ``iret`` with
+        #: VMASST_TYPE_architectural_iopl.
+        self.iopl = 0
+        #: PHYSDEVOP_set_iobitmap: the guest-virtual I/O bitmap and how many
+        #: ports it covers (``iobmp``, ``iobmp_limit``).
+        self.iobmp = 0
+        self.iobmp_limit = 0
+        #: The guest's view of CR4 (Xen's ``v->arch.pv.ctrlreg[4]``), kept while
+        #: the engine traps MOV to/from CR4 (``cr_trapped``); at creation
+        #: pv_fixup_guest_cr4(v, 0): the modelled host's PAE, MCE, OSFXSR and
+        #: OSXMMEXCPT (pv/domain.c@stable-4.17).
+        self.cr4 = CR4_HOST_VISIBLE
+        self.cr_trapped = False
         self.ldt = (0, 0)
         self.gdt_frames: list[int] = []
         self.gdt_ents = 0
@@ -137,13 +169,150 @@ class PvVcpu(XenVcpu):
             return -E.EINVAL
         return 0
 
+    # ------------------------------------------------------------ I/O privilege
+    def architectural_iopl(self) -> bool:
+        """VMASST_TYPE_architectural_iopl is on for the domain."""
+        return bool(self.b.vm_assist & (1 << VMASST_TYPE_architectural_iopl))
+
+    def set_iopl(self, iopl: int) -> int:
+        """PHYSDEVOP_set_iopl (xen/arch/x86/physdev.c@stable-4.17): 0-3, else -EINVAL."""
+        if iopl > 3:
+            return -E.EINVAL
+        self.iopl = iopl
+        self.iopl_changed()
+        return 0
+
+    def iopl_changed(self) -> None:
+        """Tell the engine what CLI/STI in the kernel now do (:meth:`privop`):
+        after the IOPL, VMASST_TYPE_architectural_iopl or the vCPU on the
+        engine changed."""
+        tell = getattr(self.b.p, "set_cli_mode", None)   # the live platform's
+        if tell is not None:
+            cpl = 0 if self.architectural_iopl() else 1
+            tell(1 if cpl <= self.iopl else 2)
+
+    def set_iopl_from(self, arg: int) -> int:
+        """PHYSDEVOP_set_iopl with its ``struct physdev_set_iopl`` at guest-virtual
+        ``arg``: -EFAULT if unreadable, else :meth:`set_iopl`. The argument is
+        read without being recorded: a recording keeps the guest memory each
+        call read, and every Linux boot makes this call, so recording it would
+        change every Linux trace (and recordings made before could not be
+        replayed open loop past it). Open-loop replay, which has no guest
+        memory beyond the recording, keeps the IOPL and answers 0."""
+        if getattr(self.b.p, "m", None) is not self.m:      # open-loop replay
+            return 0
+        try:
+            raw = self.m.read_virt(arg, 4)
+        except GuestPageFault:
+            return -E.EFAULT
+        return self.set_iopl(int.from_bytes(raw, "little"))
+
+    def set_iobitmap(self, bitmap: int, nr_ports: int) -> int:
+        """PHYSDEVOP_set_iobitmap (physdev.c@stable-4.17): the bitmap (8 KiB,
+        IOBMP_BYTES) must pass guest_handle_okay, whose ``__addr_ok`` looks at
+        its start only (below 2^47 or from HYPERVISOR_VIRT_END up,
+        asm/x86_64/uaccess.h), and ``nr_ports`` be at most 65536, else -EINVAL."""
+        if nr_ports > 65536 or not (bitmap < 1 << 47 or bitmap >= E.HYPERVISOR_VIRT_END):
+            return -E.EINVAL
+        self.iobmp, self.iobmp_limit = bitmap, nr_ports
+        return 0
+
+    def io_allowed(self, port: int, size: int) -> bool:
+        """guest_io_okay (pv/emul-priv-op.c@stable-4.17): the mode's assumed CPL
+        (kernel 1, or 0 with architectural_iopl; user 3) at most the virtual
+        IOPL, or every port's bit clear in the guest's I/O bitmap (bytes it
+        cannot read count as set)."""
+        if self.iopl_ok():
+            return True
+        if port + size > self.iobmp_limit:
+            return False
+        # read through the kernel's page tables (toggle_guest_pt in user mode);
+        # a byte that cannot be read counts as all ones (no access)
+        mask = 0
+        for i in range(2):
+            va = self.iobmp + (port >> 3) + i
+            try:
+                pa = self.m.walk(va, cr3=self.kernel_cr3 << 12)[0]
+                byte = self.m.read_phys(pa, 1)[0]
+            except (GuestPageFault, ValueError):
+                byte = 0xFF
+            mask |= byte << (8 * i)
+        return not (mask >> (port & 7)) & ((1 << size) - 1)
+
+    def iopl_ok(self) -> bool:
+        """iopl_ok (pv/emul-priv-op.c@stable-4.17): the mode's assumed CPL
+        (kernel 1, or 0 with architectural_iopl; user 3) at most the virtual IOPL."""
+        cpl = 3 if self.user_mode else (0 if self.architectural_iopl() else 1)
+        return cpl <= self.iopl
+
+    def fixup_cr4(self, value: int) -> int:
+        """pv_fixup_guest_cr4 (pv/domain.c@stable-4.17): the guest keeps only the
+        bits it controls (TSD, DE, FSGSBASE, OSXSAVE) that the CPUID policy
+        offers, and sees the host's PAE, MCE, OSFXSR and OSXMMEXCPT."""
+        return (value & PV_CR4_GUEST_MASK & CR4_POLICY_ALLOWED) | CR4_HOST_VISIBLE
+
+    def privop(self, op: int, reg: int, value: int) -> tuple[int, int]:
+        """A privileged instruction the guest kernel executed at CPL 0, as Xen
+        emulates it (pv/emul-priv-op.c@stable-4.17); ``op``: 0 CLI, 1 STI,
+        2 MOV to CR``reg`` (``value`` written), 3 MOV from CR``reg``. Returns
+        ``(answer, value)``: 0 natively (a CR write with ``value``), 1 handled
+        (skipped, or the value read), 2 #GP(0).
+
+        * CLI/STI (``op`` 0/1; the engine asks :meth:`iopl_changed` instead,
+          once per change): with iopl_ok nothing happens (validate() returns
+          X86EMUL_DONE: the event mask is not touched), else #GP(0).
+        * CR4: the guest's view (``ctrlreg[4]``) is read back; a write is
+          filtered by pv_fixup_guest_cr4 and only TSD and DE reach the engine.
+        * CR0: a write that changes anything but TS is #GP ("Attempt to change
+          unmodifiable CR0 flags"), TS goes through (do_fpu_taskswitch). CR2
+          and CR3 run natively (CR3 = the current L4, which pvmon loads; a CR3
+          write is not validated as new_guest_cr3 would: see docs/xen-rules.md).
+        * any other control register: #GP (read_cr/write_cr: unhandleable)."""
+        if op in (0, 1):
+            return (_HANDLED, 0) if self.iopl_ok() else (_GP, 0)
+        if reg == 4:
+            self.cr_trapped = True
+            if op == 3:
+                return _HANDLED, self.cr4
+            self.cr4 = self.fixup_cr4(value)
+            cur = self.m.reg("cr4")
+            return _NATIVE, (cur & ~CR4_ENGINE_FOLLOWS) | (self.cr4 & CR4_ENGINE_FOLLOWS)
+        if reg == 0 and op == 2:
+            if (value ^ self.m.reg("cr0")) & ~CR0_TS:
+                return _GP, 0
+            return _NATIVE, value
+        if reg in (0, 2, 3):
+            return _NATIVE, value
+        return _GP, 0
+
+    def emulate_gp(self, rip: int) -> bool:
+        """A #GP(0) the engine raised at ``rip`` that Xen emulates instead
+        (pv_emulate_privileged_op): CLI/STI in guest user mode, which the CPU
+        refuses at CPL 3 with the hardware IOPL 0 that pvmon keeps, and which
+        Xen lets through as a no-op when the virtual IOPL is 3 (validate():
+        iopl_ok, X86EMUL_DONE). Returns True when done (RIP moved past it);
+        False: deliver the #GP. (IN/OUT never get here: Unicorn lets them
+        through at any CPL and the port hook refuses them, :meth:`io_allowed`.)"""
+        if not self.user_mode or not self.iopl_ok():
+            return False
+        try:
+            code = self.m.read_virt(rip, 1, user=True)
+        except GuestPageFault:
+            return False
+        if code not in (b"\xfa", b"\xfb"):
+            return False
+        self.m.set_reg("rip", rip + 1)
+        return True
+
     # ------------------------------------------------------- debug registers
     def cr4_de(self) -> bool:
         """The guest's CR4.DE (Xen's ``v->arch.pv.ctrlreg[4] & X86_CR4_DE``).
-        pvmon's kernel writes CR4 natively at CPL 0 (see the module's engine
-        decision), so the engine's CR4 is the guest's view; CPUID reports DE,
-        so pv_fixup_guest_cr4 would keep the bit (pv/domain.c@stable-4.17)."""
-        return bool(self.m.reg("cr4") & E.X86_CR4_DE)
+        While the engine traps MOV to/from CR4 (pvmon's fifth Unicorn patch)
+        that is the CR4 Xen keeps for the guest (:meth:`privop`); without it
+        the kernel writes CR4 natively and the engine's CR4 is the guest's
+        view. CPUID reports DE, so pv_fixup_guest_cr4 keeps the bit."""
+        cr4 = self.cr4 if self.cr_trapped else self.m.reg("cr4")
+        return bool(cr4 & E.X86_CR4_DE)
 
     def set_debugreg(self, reg: int, value: int, de: bool | None = None) -> int:
         """set_debugreg (xen/arch/x86/pv/misc-hypercalls.c@stable-4.17) on this
@@ -339,8 +508,12 @@ class PvVcpu(XenVcpu):
         words = [rcx, r11]
         if error_code is not None:
             words.append(error_code)
-        words += [rip, cs | (mask << 32), (rflags & ~RFLAGS_IF) | (0 if mask else RFLAGS_IF),
-                  frame_rsp, ss]
+        # create_bounce_frame: EFLAGS.IF = !mask, EFLAGS.IOPL = the virtual IOPL
+        # with VMASST_TYPE_architectural_iopl, else 0 (x86_64/entry.S@stable-4.17)
+        flags = (rflags & ~(RFLAGS_IF | RFLAGS_IOPL)) | (0 if mask else RFLAGS_IF)
+        if self.iopl and self.architectural_iopl():
+            flags |= self.iopl << 12
+        words += [rip, cs | (mask << 32), flags, frame_rsp, ss]
         sp -= 8 * len(words)
         try:
             m.write_virt(sp, struct.pack(f"<{len(words)}Q", *words))
@@ -451,6 +624,9 @@ class PvVcpu(XenVcpu):
                 self.b.p.crash_stop("iret to user mode without user page tables", rip)
                 return 0
             self._to_user()
+        if self.architectural_iopl() and self.iopl != (rflags >> 12) & 3:
+            self.iopl = (rflags >> 12) & 3        # do_iret (pv/iret.c@stable-4.17)
+            self.iopl_changed()
         regs = {"rsp": sp, "rflags": (rflags & ~((3 << 12) | (1 << 17))) | RFLAGS_IF}
         if not flags & E.VGCF_in_syscall:
             regs.update(r11=r11, rcx=rcx)
