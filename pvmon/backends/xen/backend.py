@@ -524,9 +524,8 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
                 return -E.EINVAL
             return v.register_vcpu_info((mfn << 12) + offset)
         if cmd == 5:   # register_runstate_memory_area {addr}
-            v.runstate_va = self._u64(arg)
+            v.register_runstate_area(self._u64(arg), current=v is self.vcpu)
             self.op["addr"] = v.runstate_va
-            v.update_runstate()
             return 0
         if cmd == 13:  # register_vcpu_time_memory_area
             v.time_area_va = self._u64(arg)
