@@ -338,6 +338,32 @@ def test_a_one_vcpu_domain_is_never_runnable_or_offline(pvtest_v2):
     assert v.rs_state == RUNNING and v.rs_time == [now, 0, 5000, 0]
 
 
+# ------------------------------------------------- the SMP reference guest
+def test_pvtest_v2_smp_passes_its_smp_checks_with_2_vcpus_and_replays(tmp_path):
+    """pvtest-v2-smp (guests/src/checks_smp.c): vCPU bring-up, runnable time
+    while the other vCPU holds the engine, per-vCPU FIFO queues; every check
+    passes and verify replay repeats the run event for event."""
+    from pvmon.guests.catalog import resolve
+    from pvmon.replay.closed import replay_closed
+    from pvmon.replay.source import open_run
+    from pvmon.trace.reader import TraceReader
+    trace = tmp_path / "smp.pvt"
+    res = Session(resolve("pvtest-v2-smp"), vcpus=2, record=trace).run(timeout=120)
+    text = res.console.decode(errors="replace")
+    assert "SMP: FIFO event channels per vCPU" in text and "FAIL" not in text, text
+    assert re.search(r"pvtest: \d+ passed, 0 failed", text)
+    assert res.exit_kind == "shutdown" and res.clean
+    rep = replay_closed(open_run(trace))
+    assert rep.total == 0 and rep.compared == len(TraceReader(trace))
+
+
+def test_pvtest_v2_smp_skips_its_smp_checks_with_one_vcpu():
+    from pvmon.guests.catalog import resolve
+    res = Session(resolve("pvtest-v2-smp")).run(timeout=120)
+    text = res.console.decode(errors="replace")
+    assert "SMP checks # SKIP one vCPU" in text and res.clean
+
+
 # ------------------------------------------------------------------ Debian
 @pytest.mark.debian
 @pytest.mark.slow
