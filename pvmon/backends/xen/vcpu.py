@@ -161,7 +161,14 @@ class XenVcpu:
     def _write_runstate(self, writes: list[tuple[int, bytes]]) -> None:
         m = self.m
         cr3 = self._runstate_cr3()
+        va0 = self.runstate_va
         try:
+            if (va0 & 0xFFF) + E.VCPU_RUNSTATE_INFO_SIZE <= 4096:   # one page: one walk
+                pa, _ = m.walk(va0, write=True, cr3=cr3)
+                if pa + E.VCPU_RUNSTATE_INFO_SIZE <= m.phys_bytes:
+                    for off, data in writes:
+                        m.write_phys_data(pa + off, data)
+                return
             for off, data in writes:
                 va = self.runstate_va + off
                 while data:
