@@ -14,6 +14,12 @@ no hypercall and reads no TSC, so without this no virtual time would pass
 while it spins. When no vCPU is runnable, virtual time jumps to the earliest
 timer or poll timeout of the blocked ones (as one vCPU's SCHEDOP_block does).
 
+Each scheduler state is a runstate (:data:`RUNSTATE_OF`): a vCPU waiting for
+the engine is runnable, so the guest sees steal time; blocked and polling
+vCPUs are blocked, down ones offline. A vCPU's runstate area is copied when
+it leaves the engine and when it gets it back (from another vCPU or from
+idle), as Xen's context_switch does (xen/arch/x86/domain.c@stable-4.17).
+
 A switch saves and loads the whole CPU state the guest can see: the general
 registers, RIP, RFLAGS, CR0 (TS), CR2, CR3, the segment selectors and the FS,
 GS and kernel-GS bases, the CPL, the x87/SSE state, and the vCPU's GDT (its
