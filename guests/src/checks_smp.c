@@ -85,16 +85,20 @@ static volatile struct vcpu_runstate_info rs1 __attribute__((aligned(64)));
 static uint8_t cb[2][4096] __attribute__((aligned(4096)));   /* a control block each */
 static volatile uint32_t event_array[1024] __attribute__((aligned(4096)));
 
-static volatile int ap_started, ap_done;
+static volatile int ap_started, ap_go, ap_done;
 #define AP_SPINS 300000UL
 
 static inline void put64(unsigned off, uint64_t v) { memcpy(ctx + off, &v, 8); }
 
-/* vCPU 1's code: say it runs, spin (vCPU 0 waits runnable meanwhile), take
- * itself down.  No trap table, no callbacks, events masked: it needs none. */
+/* vCPU 1's code: say it runs, wait for vCPU 0's go (so vCPU 0 sees it up
+ * however the two are scheduled), spin (vCPU 0 waits runnable meanwhile),
+ * take itself down.  No trap table, no callbacks, events masked: it needs
+ * none. */
 static void __attribute__((noreturn, used)) ap_main(void)
 {
     ap_started = 1;
+    while (!ap_go)
+        ;
     for (volatile unsigned long i = 0; i < AP_SPINS; i++)
         ;
     ap_done = 1;
@@ -147,6 +151,7 @@ static void smp_runstate(void)
     check_eq("VCPUOP_initialise vCPU 1", rc, 0);
     check_eq("VCPUOP_up vCPU 1", HYPERVISOR_vcpu_op(VCPUOP_up, 1, 0), 0);
     check_eq("VCPUOP_is_up(1) after up", HYPERVISOR_vcpu_op(VCPUOP_is_up, 1, 0), 1);
+    ap_go = 1;
     /* vCPU 0 stays runnable: it yields until vCPU 1 is done */
     for (unsigned long i = 0; !ap_done && i < 100000000UL; i++)
         pv_yield();
