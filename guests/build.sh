@@ -5,6 +5,7 @@
 #
 #   guests/build.sh            build pvtest-v1.elf, pvtest-v2.elf, pvtest-v2-fail.elf,
 #                              pvtest-v2-rules.elf, pvtest-v2-poc.elf,
+#                              pvtest-v2-smp.elf (the SMP checks; --vcpus 2),
 #                              pvtest-v2-pvh.elf (the Xen PVH build),
 #                              pvtest-lguest.elf, pvtest-lguest-fail.elf,
 #                              pvtest-lguest-pae.elf (lguest, x86-32),
@@ -40,6 +41,7 @@ build VARIANT=2
 build VARIANT=2 FAIL_CHECK=1
 build VARIANT=2 RULES=1
 build VARIANT=2 POC=1
+build VARIANT=2 SMP=1
 build VARIANT=2 PVH=1
 build LGUEST=1
 build LGUEST=1 FAIL_CHECK=1
@@ -55,13 +57,13 @@ build KVM=1 FAIL_CHECK=1
     echo "ld: $("$LD" --version | head -n 1)"
     echo "# sha256"
     (cd "$tmp" && sha256sum pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf \
-        pvtest-v2-poc.elf pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf \
+        pvtest-v2-poc.elf pvtest-v2-smp.elf pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf \
         pvtest-lguest-pae.elf pvtest-vmi.elf pvtest-vmi-fail.elf pvtest-kvm.elf \
         pvtest-kvm-fail.elf)
 } > "$tmp/BUILDINFO"
 
 files="pvtest-v1.elf pvtest-v2.elf pvtest-v2-fail.elf pvtest-v2-rules.elf pvtest-v2-poc.elf
-pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf pvtest-lguest-pae.elf pvtest-vmi.elf
+pvtest-v2-smp.elf pvtest-v2-pvh.elf pvtest-lguest.elf pvtest-lguest-fail.elf pvtest-lguest-pae.elf pvtest-vmi.elf
 pvtest-vmi-fail.elf pvtest-kvm.elf pvtest-kvm-fail.elf BUILDINFO"
 if [ "$mode" = install ]; then
     mkdir -p "$images"

@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "pvmon" / "guests" / "images"
 BUILD_SH = ROOT / "guests" / "build.sh"
-NAMES = ("pvtest-v1", "pvtest-v2", "pvtest-v2-fail", "pvtest-v2-rules", "pvtest-v2-poc")
+NAMES = ("pvtest-v1", "pvtest-v2", "pvtest-v2-fail", "pvtest-v2-rules", "pvtest-v2-poc",
+         "pvtest-v2-smp")
 
 VIRT_BASE = 0xFFFFFFFF80000000
 PT_LOAD, PT_NOTE = 1, 4

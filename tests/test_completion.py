@@ -24,7 +24,8 @@ def _offered(words: str, env: dict[str, str] | None = None) -> list[tuple[str, s
 def test_run_completes_guest_names_from_the_catalog():
     assert _offered("pvmon run pvt") == [("plain", n) for n in
                                           ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules",
-                                           "pvtest-v2-poc", "pvtest-v2-pvh", "pvtest-lguest",
+                                           "pvtest-v2-poc", "pvtest-v2-smp", "pvtest-v2-pvh",
+                                           "pvtest-lguest",
                                            "pvtest-lguest-pae", "pvtest-vmi", "pvtest-kvm")]
     assert ("plain", "debian-6.12") in _offered("pvmon boot deb")
     assert ("plain", "pvtest-v2") in _offered("pvmon run ")

@@ -90,6 +90,7 @@ def test_path_garbage(cache, tmp_path):
 def test_list_guests_uncached(cache):
     rows = {r["name"]: r for r in catalog.list_guests()}
     assert set(rows) == {"pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc",
+                         "pvtest-v2-smp",
                          "pvtest-v2-pvh", "pvtest-lguest", "pvtest-lguest-pae",
                          "pvtest-vmi", "pvtest-kvm",
                          "debian-6.1", "debian-6.12", "debian-7.2", "uml-6.1", "uml-6.12",

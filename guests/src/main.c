@@ -108,6 +108,12 @@ void pvtest_main(uint32_t start_info_pa)
     finish();
 }
 #else
+#ifndef SMP
+#define SMP 0
+#endif
+#if SMP
+void checks_smp(void);      /* checks_smp.c (the SMP build) */
+#endif
 void pvtest_main(struct start_info *si, unsigned long rsp);
 void pvtest_main(struct start_info *si, unsigned long rsp)
 {
@@ -143,6 +149,9 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
 #if RULES
     checks_rules();
     checks_privops();
+#endif
+#if SMP
+    checks_smp();           /* last: it switches the domain to FIFO events */
 #endif
 #if FAIL_CHECK
     section("deliberate failure");

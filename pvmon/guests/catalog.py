@@ -5,7 +5,8 @@ Names:
 * ``None`` -> :data:`DEFAULT_GUEST` ("pvtest-v2")
 * ``"pvtest-v1"``, ``"pvtest-v2"``, ``"pvtest-v2-rules"`` (v2 plus the checks of
   the rules Xen enforces on any guest), ``"pvtest-v2-poc"`` (the hostile variant
-  that reports, per Xen security advisory, vulnerable or fixed),
+  that reports, per Xen security advisory, vulnerable or fixed), ``"pvtest-v2-smp"``
+  (v2 plus the checks of an SMP domain: run it with ``--vcpus 2``),
   ``"pvtest-v2-pvh"`` (the Xen PVH build: its checks on a PVH domain; its
   guest mode is ``"pvh"``, :data:`BUILTIN_MODES`) -> built-in reference guests at
   ``pvmon/guests/images/<name>.elf``; ``"pvtest-kvm"`` (the KVM reference
@@ -37,7 +38,8 @@ from pvmon.errors import GuestImageError, GuestNotFound
 from pvmon.guests import cachedir, debian
 
 DEFAULT_GUEST = "pvtest-v2"
-BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "pvtest-v2-pvh",
+BUILTIN = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc", "pvtest-v2-smp",
+           "pvtest-v2-pvh",
            "pvtest-lguest", "pvtest-lguest-pae", "pvtest-vmi", "pvtest-kvm")
 #: The guest mode a built-in guest boots in when the user names none (``pvmon
 #: run GUEST`` without ``--mode``); a built-in not listed takes the backend's

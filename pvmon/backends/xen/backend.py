@@ -445,24 +445,21 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
                 return -E.EINVAL if self.nr_vcpus > 1 or vcpu else 0
             p.vcpu = vcpu
             return 0
-        if cmd == 11 and self.smp is not None:
-            # pvmon's FIFO ABI has one control block (vCPU 0): an SMP domain
-            # keeps the 2-level ABI, which Linux falls back to (docs/smp.md)
-            return -E.ENOSYS
         if cmd in (11, 12, 13) and "fifo_events" not in self.ver.capabilities:
             return self._unsupported_sub("event_channel_op", name)
         if cmd == 11:  # init_control {u64 control_gfn, u32 offset, u32 vcpu, u8 link_bits OUT}
             gfn, offset, vcpu = struct.unpack("<QII", self._read(arg, 16))
             self.op.update(control_gfn=gfn, offset=offset, vcpu=vcpu)
-            if ev.fifo is not None:
-                return -E.EINVAL
-            from pvmon.backends.xen.events_fifo import LINK_BITS, FifoEvents
-            fifo = FifoEvents(self.guest, self._valid_mfn, ev.mark_upcall)
+            # one control block per vCPU; the first switches the domain to FIFO
+            # (evtchn_fifo_init_control, common/event_fifo.c@stable-4.17)
+            from pvmon.backends.xen.events_fifo import LINK_BITS
+            fifo = ev.fifo or ev.new_fifo(self.guest, self._valid_mfn)
             rc = fifo.init_control(gfn, offset, vcpu)
             if rc:
                 return rc
             self._write(arg + 16, bytes((LINK_BITS,)))
-            ev.enable_fifo(fifo)
+            if ev.fifo is None:
+                ev.enable_fifo(fifo)
             return 0
         if cmd == 12:  # expand_array {u64 array_gfn}
             gfn = self._u64(arg)
@@ -536,9 +533,8 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
                 return -E.EINVAL
             return v.register_vcpu_info((mfn << 12) + offset)
         if cmd == 5:   # register_runstate_memory_area {addr}
-            v.runstate_va = self._u64(arg)
+            v.register_runstate_area(self._u64(arg), current=v is self.vcpu)
             self.op["addr"] = v.runstate_va
-            v.update_runstate()
             return 0
         if cmd == 13:  # register_vcpu_time_memory_area
             v.time_area_va = self._u64(arg)

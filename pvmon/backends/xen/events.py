@@ -73,6 +73,14 @@ class EventChannels:
         #: a PVH vCPU with a per-vCPU upcall vector raises it in its local APIC).
         self.on_upcall: Callable[[], None] | None = None
 
+    def new_fifo(self, mem, valid_frame: Callable[[int], bool]):
+        """A FIFO ABI state for this domain (not yet in use: :meth:`enable_fifo`
+        once the first EVTCHNOP_init_control succeeds): each vCPU's queues
+        and control block, events marked on the vCPU a port notifies."""
+        from pvmon.backends.xen.events_fifo import FifoEvents
+        return FifoEvents(mem, valid_frame, self.mark_upcall, nr_vcpus=self.nr_vcpus,
+                          port_vcpu=self.port_vcpu)
+
     def enable_fifo(self, fifo) -> None:
         """Switch to the FIFO ABI (after EVTCHNOP_init_control): ports pending
         in the 2-level bitmap stay pending (Xen's setup_ports)."""
@@ -183,7 +191,8 @@ class EventChannels:
         """Raise port ``n`` (Xen's evtchn_2l_set_pending, or the FIFO ABI's)."""
         self.raised.append(n)
         if self.fifo is not None:
-            self.fifo.set_pending(n)
+            if self.fifo.set_pending(n) and self.on_pending is not None:
+                self.on_pending(n)
             return
         if self._set_bit(abi.SHARED_INFO["evtchn_pending"], n):
             return

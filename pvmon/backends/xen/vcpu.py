@@ -18,6 +18,9 @@ from pvmon.engine.machine import GuestPageFault, Machine, Stop
 
 E = abi
 
+#: vm_assist type that makes Xen flag runstate updates (xen/include/public/xen.h).
+VMASST_TYPE_runstate_update_flag = 5
+
 
 class XenVcpu:
     """One vCPU of a Xen domain (``vcpu_id``; vCPU 0 in a one-vCPU domain),
@@ -44,7 +47,12 @@ class XenVcpu:
         self.deadline: int | None = 10_000_000
         self.runstate_va = 0
         self.time_area_va = 0
-        self.blocked_ns = 0
+        # struct vcpu_runstate_info as Xen keeps it (v->runstate): vCPU 0 runs
+        # from time 0, the others are offline until VCPUOP_up (vcpu_create,
+        # xen/common/domain.c@stable-4.17, then the first schedule)
+        self.rs_state = E.RUNSTATE_running if vcpu_id == 0 else E.RUNSTATE_offline
+        self.rs_entry = 0
+        self.rs_time = [0, 0, 0, 0]
 
     # ---------------------------------------------------------- vcpu_info
     def vcpu_info_ma(self) -> int:
@@ -89,17 +97,107 @@ class XenVcpu:
             except GuestPageFault:
                 pass
 
+    # ------------------------------------------------------------ runstate
+    # Xen's accounting (xen/common/sched/core.c@stable-4.17): time[state] grows
+    # only when the state changes (vcpu_runstate_change); readers through the
+    # hypervisor add the time since state_entry_time (vcpu_runstate_get); the
+    # registered area is a copy of v->runstate written at each context switch
+    # (update_runstate_area, xen/arch/x86/domain.c@stable-4.17).
+    @property
+    def blocked_ns(self) -> int:
+        """Virtual ns spent blocked (SCHEDOP_block, SCHEDOP_poll) up to the
+        last state change."""
+        return self.rs_time[E.RUNSTATE_blocked]
+
+    def runstate_change(self, state: int, now: int | None = None) -> None:
+        """Enter runstate ``state`` (``RUNSTATE_*``) at virtual ns ``now``
+        (default: the clock): the time since state_entry_time goes to the old
+        state (Xen's vcpu_runstate_change; a change at the same instant moves
+        no time and keeps state_entry_time)."""
+        if state == self.rs_state:
+            return
+        t = self.m.clock.now_ns if now is None else now
+        delta = t - self.rs_entry
+        if delta > 0:
+            self.rs_time[self.rs_state] += delta
+            self.rs_entry = t
+        self.rs_state = state
+
+    def _runstate_pack(self, entry: int, times: list[int]) -> bytes:
+        return struct.pack("<i4xQQQQQ", self.rs_state, entry & 0xFFFF_FFFF_FFFF_FFFF, *times)
+
     def runstate_bytes(self) -> bytes:
-        now = self.m.clock.now_ns
-        return struct.pack("<i4xQQQQQ", E.RUNSTATE_running, now, now - self.blocked_ns, 0,
-                           self.blocked_ns, 0)
+        """struct vcpu_runstate_info as VCPUOP_get_runstate_info returns it
+        (vcpu_runstate_get): the current state's time counted up to now."""
+        times = list(self.rs_time)
+        delta = self.m.clock.now_ns - self.rs_entry
+        if delta > 0:
+            times[self.rs_state] += delta
+        return self._runstate_pack(self.rs_entry, times)
+
+    def runstate_area_writes(self, update_flag: bool) -> list[tuple[int, bytes]]:
+        """The writes update_runstate_area makes to the registered area, in
+        order, as ``(offset, bytes)``: v->runstate as it is; with
+        VMASST_TYPE_runstate_update_flag, state_entry_time's top byte first
+        gets XEN_RUNSTATE_UPDATE (bit 63), the whole struct is written with
+        it, and the top byte is written again without it, so a reader that
+        sees the flag or a changed state_entry_time retries (Linux's
+        xen_get_runstate_snapshot_cpu_delta)."""
+        raw = self._runstate_pack(self.rs_entry, self.rs_time)
+        if not update_flag:
+            return [(0, raw)]
+        top = 15    # the last byte of state_entry_time (offset 8, 8 bytes)
+        flagged = raw[:top] + bytes((raw[top] | 0x80,)) + raw[top + 1:]
+        return [(top, flagged[top:top + 1]), (0, flagged), (top, raw[top:top + 1])]
+
+    def _runstate_cr3(self) -> int | None:
+        """The page tables the area is written through: a PV vCPU's kernel
+        ones (Xen writes a vCPU's area when it next enters kernel mode if its
+        user page tables lack it: need_update_runstate_area,
+        xen/arch/x86/pv/domain.c@stable-4.17); None: the current ones."""
+        k = getattr(self, "kernel_cr3", 0)
+        return k << 12 if k else None
+
+    def _write_runstate(self, writes: list[tuple[int, bytes]]) -> None:
+        m = self.m
+        cr3 = self._runstate_cr3()
+        va0 = self.runstate_va
+        try:
+            if (va0 & 0xFFF) + E.VCPU_RUNSTATE_INFO_SIZE <= 4096:   # one page: one walk
+                pa, _ = m.walk(va0, write=True, cr3=cr3)
+                if pa + E.VCPU_RUNSTATE_INFO_SIZE <= m.phys_bytes:
+                    for off, data in writes:
+                        m.write_phys_data(pa + off, data)
+                return
+            for off, data in writes:
+                va = self.runstate_va + off
+                while data:
+                    n = min(len(data), 4096 - (va & 0xFFF))
+                    pa, _ = m.walk(va, write=True, cr3=cr3)
+                    if pa + n > m.phys_bytes:
+                        return
+                    m.write_phys_data(pa, data[:n])
+                    va, data = va + n, data[n:]
+        except GuestPageFault:
+            pass
 
     def update_runstate(self) -> None:
+        """Copy the runstate into the registered area (update_runstate_area),
+        with the XEN_RUNSTATE_UPDATE protocol when the domain enabled
+        VMASST_TYPE_runstate_update_flag."""
         if self.runstate_va:
-            try:
-                self.m.write_virt(self.runstate_va, self.runstate_bytes())
-            except GuestPageFault:
-                pass
+            flag = bool(getattr(self.b, "vm_assist", 0) & (1 << VMASST_TYPE_runstate_update_flag))
+            self._write_runstate(self.runstate_area_writes(flag))
+
+    def register_runstate_area(self, va: int, current: bool) -> None:
+        """VCPUOP_register_runstate_memory_area: the area moves to ``va`` and
+        gets a copy at once: v->runstate as it is for the calling vCPU
+        (``current``), with the time up to now for another (do_vcpu_op,
+        xen/common/domain.c@stable-4.17), without the update flag."""
+        self.runstate_va = va
+        if va:
+            self._write_runstate([(0, self._runstate_pack(self.rs_entry, self.rs_time)
+                                   if current else self.runstate_bytes())])
 
     # ---------------------------------------------------------------- time
     def set_singleshot(self, deadline: int | None) -> None:
@@ -176,8 +274,9 @@ class XenVcpu:
         jumps there, the blocked time counts in runstate, due timers fire."""
         now = self.m.clock.now_ns
         if deadline > now:
-            self.blocked_ns += deadline - now
+            self.runstate_change(E.RUNSTATE_blocked, now)
             self.m.clock.advance_to(deadline)
+            self.runstate_change(E.RUNSTATE_running, deadline)
         self.fire_timers()
         self.update_runstate()
 
@@ -193,8 +292,13 @@ class XenVcpu:
         if target is None:
             self.b.p.stuck("SCHEDOP_poll with no timeout and no timer")
             return 0
-        self.m.clock.advance_to(target)
+        now = self.m.clock.now_ns
+        if target > now:   # blocked while it polls (do_poll), then running again
+            self.runstate_change(E.RUNSTATE_blocked, now)
+            self.m.clock.advance_to(target)
+            self.runstate_change(E.RUNSTATE_running, target)
         self.fire_timers()
+        self.update_runstate()
         return 0
 
 

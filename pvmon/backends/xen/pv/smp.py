@@ -14,6 +14,12 @@ no hypercall and reads no TSC, so without this no virtual time would pass
 while it spins. When no vCPU is runnable, virtual time jumps to the earliest
 timer or poll timeout of the blocked ones (as one vCPU's SCHEDOP_block does).
 
+Each scheduler state is a runstate (:data:`RUNSTATE_OF`): a vCPU waiting for
+the engine is runnable, so the guest sees steal time; blocked and polling
+vCPUs are blocked, down ones offline. A vCPU's runstate area is copied when
+it leaves the engine and when it gets it back (from another vCPU or from
+idle), as Xen's context_switch does (xen/arch/x86/domain.c@stable-4.17).
+
 A switch saves and loads the whole CPU state the guest can see: the general
 registers, RIP, RFLAGS, CR0 (TS), CR2, CR3, the segment selectors and the FS,
 GS and kernel-GS bases, the CPL, the x87/SSE state, and the vCPU's GDT (its
@@ -106,6 +112,12 @@ RFLAGS_IF = 1 << 9
 
 #: Scheduler states of a vCPU.
 RUNNING, RUNNABLE, BLOCKED, POLLING, DOWN = "running", "runnable", "blocked", "polling", "down"
+#: The runstate a scheduler state is (xen/include/public/vcpu.h RUNSTATE_*): a
+#: vCPU waiting for the engine is runnable (steal time), one in SCHEDOP_block
+#: or SCHEDOP_poll blocked, one down offline.
+RUNSTATE_OF = {RUNNING: E.RUNSTATE_running, RUNNABLE: E.RUNSTATE_runnable,
+               BLOCKED: E.RUNSTATE_blocked, POLLING: E.RUNSTATE_blocked,
+               DOWN: E.RUNSTATE_offline}
 
 
 class PvScheduler:
@@ -150,8 +162,8 @@ class PvScheduler:
 
     def _wake(self, vid: int) -> None:
         self.polls.pop(vid, None)
-        self.state[vid] = RUNNING if vid == self.current and self._resched is None \
-            else RUNNABLE
+        self._set_state(vid, RUNNING if vid == self.current and self._resched is None
+                        else RUNNABLE)
 
     # --------------------------------------------------- the current vCPU
     def _leave(self, why: str) -> None:
@@ -164,7 +176,7 @@ class PvScheduler:
         arrives or its singleshot timer fires. Returns 0."""
         if v.upcall_pending():
             return 0
-        self.state[v.vcpu_id] = BLOCKED
+        self._set_state(v.vcpu_id, BLOCKED)
         self._leave("block")
         return 0
 
@@ -178,7 +190,7 @@ class PvScheduler:
             return 0
         if v.upcall_pending() and not v.upcall_mask():
             return 0
-        self.state[v.vcpu_id] = POLLING
+        self._set_state(v.vcpu_id, POLLING)
         self.polls[v.vcpu_id] = (frozenset(ports), timeout or None)
         self._leave("poll")
         return 0
@@ -206,7 +218,7 @@ class PvScheduler:
             return -E.EINVAL
         if not v.up:
             v.up = True
-            self.state[vid] = RUNNABLE
+            self._set_state(vid, RUNNABLE)
             if self.slicer is None:
                 self._slicer_due = True
                 self.m.pause()          # installed between two slices
@@ -222,7 +234,7 @@ class PvScheduler:
         v = self.vcpus[vid]
         if v.up:
             v.up = False
-            self.state[vid] = DOWN
+            self._set_state(vid, DOWN)
             self.polls.pop(vid, None)
             if vid == self.current:
                 self._leave("down")
@@ -326,6 +338,12 @@ class PvScheduler:
         return 0
 
     # ------------------------------------------------------------ switching
+    def _set_state(self, vid: int, state: str) -> None:
+        """Put vCPU ``vid`` in scheduler state ``state`` at the current
+        virtual time, and its runstate with it (:data:`RUNSTATE_OF`)."""
+        self.state[vid] = state
+        self.vcpus[vid].runstate_change(RUNSTATE_OF[state])
+
     def _runnable(self, vid: int) -> bool:
         return self.state[vid] in (RUNNING, RUNNABLE)
 
@@ -401,7 +419,13 @@ class PvScheduler:
                     self._resched = None
                     if vid != cur:
                         self._switch(cur, vid, why)
-                    self.state[vid] = RUNNING
+                    # a context switch into vid, from another vCPU or from idle
+                    # (it blocked, polled or yielded and comes back): Xen
+                    # writes its runstate area (context_switch)
+                    switched_in = vid != cur or self.state[vid] != RUNNING
+                    self._set_state(vid, RUNNING)
+                    if switched_in:
+                        self.vcpus[vid].update_runstate()
                     return
             # nothing runnable: sleep to the earliest wake-up
             dls = [d for vid in range(n) if self.state[vid] in (BLOCKED, POLLING)
@@ -412,22 +436,17 @@ class PvScheduler:
                                "pending")
                 return
             t = min(dls)
-            now = clock.now_ns
-            if t > now:
-                for vid in range(n):
-                    if self.state[vid] in (BLOCKED, POLLING):
-                        self.vcpus[vid].blocked_ns += t - now
+            if t > clock.now_ns:      # the blocked vCPUs' runstate counts it
                 clock.advance_to(t)
             self._fire_all()
-            for v in self.vcpus:
-                if v.up:
-                    v.update_runstate()
 
     def _switch(self, old: int, new: int, why: str) -> None:
         m = self.m
         vo, vn = self.vcpus[old], self.vcpus[new]
         if self.state[old] == RUNNING:
-            self.state[old] = RUNNABLE
+            self._set_state(old, RUNNABLE)
+        # its runstate area, as it leaves (runnable, blocked or offline)
+        vo.update_runstate()
         uc = m.uc
         vals = dict(zip(_SAVE_REGS, m.regs(*_SAVE_REGS), strict=True))
         vo.saved = {"regs": {r: vals[r] for r in _CTX_REGS + ("fs_base", "gs_base")},
