@@ -11,8 +11,11 @@ alternated, after one warm-up of the serial path, and the median is reported:
 
 - serial: every task in this process, one after another (the work itself);
 - pool-N: a ProcessPoolExecutor of N processes (pvmon before Dask), pool start included;
-- dask-N: an embedded LocalCluster of N single-threaded worker processes, started
-  before the clock (its start-up is reported on its own) and reached through
+- dask-N: the embedded cluster `pvmon replay --open-loop -j N` starts
+  (matrix.start_local_cluster: N single-threaded worker processes), started and
+  warmed before the clock (its start-up is reported on its own; warming = every
+  worker imports the replay code and replays one trace, as the pool's workers,
+  forked from this warmed process, start warm) and reached through
   run_matrix(scheduler=address), as `--scheduler` does.
 
 Per-task overhead of a configuration with one worker = (its wall - serial wall) / tasks.
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import sys
@@ -36,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pvmon.backends.xen.versions import REGISTRY
-from pvmon.replay.matrix import _quiet_dask, run_matrix, run_matrix_pool
+from pvmon.replay.matrix import _cells, run_matrix, run_matrix_pool, start_local_cluster
 
 
 def main() -> None:
@@ -49,16 +51,15 @@ def main() -> None:
     backends = sorted(REGISTRY)
     tasks = len(corpus)
     os.environ["PYTHONPATH"] = str(ROOT)
-    from distributed import LocalCluster
-    _quiet_dask()
+    from distributed import Client
     clusters = {}
     startup = {}
     for n in (1, 2):
         t0 = time.perf_counter()
-        clusters[n] = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", scheduler_kwargs={"dashboard": False},
-                                   silence_logs=logging.CRITICAL)
+        clusters[n] = start_local_cluster(n)
         startup[n] = time.perf_counter() - t0
+        with Client(clusters[n], set_as_default=False) as client:   # warm every worker
+            client.run(_cells, (str(corpus[0]), backends))
     configs = {
         "serial": lambda: run_matrix(corpus, backends, jobs=1),
         "pool-1": lambda: run_matrix_pool(corpus, backends, jobs=1),
