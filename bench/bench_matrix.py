@@ -20,6 +20,10 @@ alternated, after one warm-up of the serial path, and the median is reported:
 
 Per-task overhead of a configuration with one worker = (its wall - serial wall) / tasks.
 Scaling efficiency = wall(1 worker) / (2 x wall(2 workers)).
+CPU: seconds of CPU of this process (scheduler, client, nannies), its pool workers and
+the Dask workers during a run (the idle cluster's workers too, about 0.5 % of a core
+each); on a machine shared with other load it shows whether a slower wall is more work
+or less CPU.
 
     python bench/bench_matrix.py [--copies 4] [--runs 3] [--json]
 """
@@ -27,6 +31,7 @@ Scaling efficiency = wall(1 worker) / (2 x wall(2 workers)).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -34,11 +39,32 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pvmon.backends.xen.versions import REGISTRY
-from pvmon.replay.matrix import _cells, run_matrix, run_matrix_pool, start_local_cluster
+from pvmon.replay.matrix import (
+    _batches,
+    _cells,
+    _costs,
+    _tasks,
+    run_matrix,
+    run_matrix_pool,
+    start_local_cluster,
+)
+
+
+def _cpu() -> float:
+    """CPU seconds so far of this process, its exited children and its live descendants."""
+    t = os.times()
+    live = 0.0
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            c = p.cpu_times()
+            live += c.user + c.system
+    return t.user + t.system + t.children_user + t.children_system + live
 
 
 def main() -> None:
@@ -69,12 +95,14 @@ def main() -> None:
     }
     run_matrix(corpus[:3], backends, jobs=1)     # warm-up: imports and tables in this process
     walls: dict[str, list[float]] = {k: [] for k in configs}
+    cpus: dict[str, list[float]] = {k: [] for k in configs}
     tables = {}
     for _ in range(a.runs):
         for name, fn in configs.items():
-            t0 = time.perf_counter()
+            c0, t0 = _cpu(), time.perf_counter()
             rows = fn()
             walls[name].append(time.perf_counter() - t0)
+            cpus[name].append(_cpu() - c0)
             tables[name] = [{k: r.get(k) for k in ("trace", "backend", "total", "calls",
                                                    "error")} for r in rows]
     for c in clusters.values():
@@ -87,8 +115,10 @@ def main() -> None:
         "tasks": tasks, "cells": cells, "backends": len(backends), "runs": a.runs,
         "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
         "median_wall_s": med, "all_walls_s": walls,
+        "median_cpu_s": {k: statistics.median(v) for k, v in cpus.items()}, "all_cpus_s": cpus,
         "cells_per_s": {k: cells / v for k, v in med.items()},
         "dask_cluster_startup_s": startup,
+        "dask_tasks": {n: len(_batches(_costs(_tasks(corpus, backends, n)[0]), n)) for n in (1, 2)},
         "per_task_overhead_ms": {k: 1000 * (med[k] - med["serial"]) / tasks
                                  for k in ("pool-1", "dask-1")},
         "scaling_efficiency": {"pool": med["pool-1"] / (2 * med["pool-2"]),
@@ -107,9 +137,10 @@ def main() -> None:
     print(f"{tasks} tasks x {len(backends)} backends = {cells} cells, {a.runs} runs, "
           f"{os.cpu_count()} CPUs, load {out['load_avg_1m']:.2f}")
     for k, v in med.items():
-        print(f"  {k:7s} {v:7.2f} s  {cells / v:8.1f} cells/s   runs: "
-              + ", ".join(f"{w:.2f}" for w in walls[k]))
-    print(f"  dask cluster start-up: 1 worker {startup[1]:.2f} s, 2 workers {startup[2]:.2f} s")
+        print(f"  {k:7s} {v:7.2f} s  {cells / v:8.1f} cells/s  CPU {out['median_cpu_s'][k]:5.2f} s"
+              "   runs: " + ", ".join(f"{w:.2f}" for w in walls[k]))
+    print(f"  dask cluster start-up: 1 worker {startup[1]:.2f} s, 2 workers {startup[2]:.2f} s; "
+          f"Dask tasks (batches): 1 worker {out['dask_tasks'][1]}, 2 workers {out['dask_tasks'][2]}")
     print("  per-task overhead vs serial: " + ", ".join(
         f"{k} {v:+.1f} ms" for k, v in out["per_task_overhead_ms"].items()))
     print("  scaling efficiency 1 -> 2 workers: " + ", ".join(
