@@ -24,6 +24,9 @@ CPU: seconds of CPU of this process (scheduler, client, nannies), its pool worke
 the Dask workers during a run (the idle cluster's workers too, about 0.5 % of a core
 each); on a machine shared with other load it shows whether a slower wall is more work
 or less CPU.
+Dask-2 balance, from the scheduler's task stream: the workers' time in tasks / (2 x
+wall), and the tail (how long one worker was idle at the end while the other still
+ran its last task).
 
     python bench/bench_matrix.py [--copies 4] [--runs 3] [--json]
 """
@@ -67,6 +70,20 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system + live
 
 
+def _balance(records: list[dict], wall: float, workers: int) -> tuple[float, float]:
+    """(time in tasks / (workers x wall), seconds between the workers' last task ends)
+    from a run's task-stream records."""
+    busy: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for rec in records:
+        for ss in rec["startstops"]:
+            if ss["action"] == "compute":
+                busy[rec["worker"]] = busy.get(rec["worker"], 0.0) + ss["stop"] - ss["start"]
+                last[rec["worker"]] = max(last.get(rec["worker"], 0.0), ss["stop"])
+    tail = max(last.values()) - min(last.values()) if len(last) == workers else wall
+    return sum(busy.values()) / (workers * wall), tail
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=4, help="times the corpus is repeated")
@@ -78,6 +95,7 @@ def main() -> None:
     tasks = len(corpus)
     os.environ["PYTHONPATH"] = str(ROOT)
     from distributed import Client
+    from distributed.diagnostics.task_stream import TaskStreamPlugin
     clusters = {}
     startup = {}
     for n in (1, 2):
@@ -86,6 +104,9 @@ def main() -> None:
         startup[n] = time.perf_counter() - t0
         with Client(clusters[n], set_as_default=False) as client:   # warm every worker
             client.run(_cells, (str(corpus[0]), backends))
+    stream = TaskStreamPlugin(clusters[2].scheduler)       # the scheduler runs in this process
+    clusters[2].scheduler.add_plugin(stream)
+    balance: list[tuple[float, float]] = []
     configs = {
         "serial": lambda: run_matrix(corpus, backends, jobs=1),
         "pool-1": lambda: run_matrix_pool(corpus, backends, jobs=1),
@@ -99,10 +120,13 @@ def main() -> None:
     tables = {}
     for _ in range(a.runs):
         for name, fn in configs.items():
+            stream.buffer.clear()
             c0, t0 = _cpu(), time.perf_counter()
             rows = fn()
             walls[name].append(time.perf_counter() - t0)
             cpus[name].append(_cpu() - c0)
+            if name == "dask-2":
+                balance.append(_balance(list(stream.buffer), walls[name][-1], 2))
             tables[name] = [{k: r.get(k) for k in ("trace", "backend", "total", "calls",
                                                    "error")} for r in rows]
     for c in clusters.values():
@@ -129,6 +153,8 @@ def main() -> None:
                                      for k in ("pool-1", "dask-1")},
         "scaling_efficiency_min": {"pool": best["pool-1"] / (2 * best["pool-2"]),
                                    "dask": best["dask-1"] / (2 * best["dask-2"])},
+        "dask-2_busy": statistics.median(b[0] for b in balance),
+        "dask-2_tail_s": statistics.median(b[1] for b in balance),
         "tables_equal": same,
     }
     if a.json:
@@ -146,6 +172,9 @@ def main() -> None:
     print("  scaling efficiency 1 -> 2 workers: " + ", ".join(
         f"{k} {v:.2f}" for k, v in out["scaling_efficiency"].items()))
     print(f"  dask-2 / pool-2 wall: {out['dask-2_vs_pool-2']:.2f}; tables equal: {same}")
+    print(f"  dask-2 workers in tasks {100 * out['dask-2_busy']:.1f} % of 2 x wall; tail "
+          f"(one worker idle at the end) {out['dask-2_tail_s']:.3f} s; runs: " + ", ".join(
+              f"{100 * u:.1f} % / {t:.3f} s" for u, t in balance))
     print("  from the fastest run of each (least disturbed by other load): per-task overhead "
           + ", ".join(f"{k} {v:+.1f} ms" for k, v in out["per_task_overhead_ms_min"].items())
           + "; scaling " + ", ".join(f"{k} {v:.2f}"
