@@ -6,8 +6,9 @@ one machine).
 
 The corpus is the sample corpus's built-in traces (traces/pvtest-*--xen-*.pvt,
 23 files) repeated --copies times, against every built-in Xen version: one task
-per trace (its 7 backends in one pass; Dask runs the tasks in batches). Each configuration runs --runs times,
-alternated, after one warm-up of the serial path, and the median is reported:
+per trace (its 7 backends in one pass; Dask runs the tasks in batches). Each
+configuration runs --runs times, alternated, after one warm-up of the serial path,
+and the median is reported:
 
 - serial: every task in this process, one after another (the work itself);
 - pool-N: a ProcessPoolExecutor of N processes (pvmon before Dask), pool start included;
