@@ -174,3 +174,27 @@ def test_a_trace_no_worker_can_read_is_reported_in_its_cells():
     assert [r["trace"] for r in rows] == ["nosuch://bucket/a.pvt"] * 2 + [str(CORPUS[0])] * 2
     assert all("nosuch://bucket/a.pvt: cannot fetch" in r["error"] for r in rows[:2])
     assert not any(r.get("error") for r in rows[2:])
+
+
+def test_batches_start_with_the_largest_groups_and_end_in_single_small_ones():
+    from pvmon.replay.matrix import _batches, _costs, _tasks
+    tasks, _ = _tasks([str(p) for p in CORPUS] * 4, BACKENDS, 2)
+    costs = _costs(tasks)
+    for workers in (1, 2, 8):
+        batches = _batches(costs, workers)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(len(tasks)))             # every group, once
+        assert [costs[i] for i in flat] == sorted(costs, reverse=True)   # largest first
+        assert len(batches) < len(tasks) / (4 if workers <= 2 else 1)   # fewer Dask tasks
+        assert all(len(b) == 1 for b in batches[-workers:])        # the tail is fine-grained
+        sums = [sum(costs[i] for i in b) for b in batches]
+        assert sums[0] <= sum(costs) / (2 * workers)
+
+
+def test_a_trace_given_by_url_counts_as_a_middle_sized_one():
+    from pvmon.replay.matrix import _costs
+    by_size = sorted({p.stat().st_size: p for p in CORPUS}.items())
+    small, mid, large = by_size[0], by_size[len(by_size) // 2], by_size[-1]
+    costs = _costs([(str(small[1]), ["a"]), (f"file://{large[1]}", ["a"]),
+                    (str(mid[1]), ["a"]), (str(large[1]), ["a", "b"])])
+    assert costs == [small[0], mid[0], mid[0], 2 * large[0]]

@@ -209,7 +209,8 @@ def _run_batches(client: Any, tasks: list[tuple[str, list[str | None]]],
     with the error."""
     from distributed import as_completed as dask_completed
     futures = {client.submit(_cells_batch, [tasks[i] for i in b], pure=False,
-                             retries=RETRIES): b for b in _batches(len(tasks), workers)}
+                             retries=RETRIES): b
+               for b in _batches(_costs(tasks), workers)}
     done = 0
     for fut in dask_completed(futures, loop=client.loop):
         b = futures[fut]
@@ -227,17 +228,52 @@ def _run_batches(client: Any, tasks: list[tuple[str, list[str | None]]],
             progress(done)
 
 
-#: Dask tasks per worker thread: enough that workers finish close together
-#: (a task is a batch of the matrix's trace groups), few enough that Dask's cost
-#: per task (a few ms: scheduling, serialising the cells) stays small.
-TASKS_PER_WORKER = 4
+#: How finely the matrix is cut into Dask tasks: each batch takes about
+#: 1 / (TAIL_SPLIT x worker threads) of the work still left, largest trace
+#: groups first. Early batches are large (Dask's cost per task, a few ms of
+#: scheduling and serialising, is paid rarely) and the last ones are single
+#: small groups, so workers finish within about one small group of each other.
+TAIL_SPLIT = 2
 
 
-def _batches(n: int, workers: int) -> list[list[int]]:
-    """Indices 0..n-1 in consecutive batches, about :data:`TASKS_PER_WORKER`
-    per worker."""
-    size = max(1, -(-n // (TASKS_PER_WORKER * max(1, workers))))
-    return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
+def _costs(tasks: list[tuple[str, list[str | None]]]) -> list[float]:
+    """The expected cost of each task, in bytes of trace x backends: open-loop
+    replay time grows with the trace's size (about 1 us per byte per pass on
+    the sample corpus) and the pass's backends. A trace given by URL, or one
+    that cannot be read (its task fails fast), counts as the median size of
+    the others."""
+    sizes: list[float | None] = []
+    for path, _ in tasks:
+        try:
+            sizes.append(None if is_url(path) else float(os.stat(path).st_size))
+        except OSError:
+            sizes.append(None)
+    known = sorted(s for s in sizes if s)
+    default = known[len(known) // 2] if known else 1.0
+    return [(s or default) * max(1, len(group))
+            for s, (_, group) in zip(sizes, tasks, strict=True)]
+
+
+def _batches(costs: list[float], workers: int) -> list[list[int]]:
+    """Task indices in batches, one Dask task each, in the order to submit
+    them (Dask starts them in that order): largest expected cost first, each
+    batch about 1 / (:data:`TAIL_SPLIT` x ``workers``) of the cost still
+    left (guided self-scheduling), at least one task."""
+    order = sorted(range(len(costs)), key=lambda i: -costs[i])
+    left = float(sum(costs))
+    share = TAIL_SPLIT * max(1, workers)
+    batches: list[list[int]] = []
+    k = 0
+    while k < len(order):
+        target, batch, cost = left / share, [order[k]], costs[order[k]]
+        k += 1
+        while k < len(order) and cost + costs[order[k]] <= target:
+            batch.append(order[k])
+            cost += costs[order[k]]
+            k += 1
+        batches.append(batch)
+        left -= cost
+    return batches
 
 
 def _cells_batch(tasks: list[tuple[str, list[str | None]]]) -> list[list[dict]]:
@@ -295,17 +331,44 @@ def _worker_threads(client: Any) -> int:
         return 1
 
 
-def _local_cluster(workers: int) -> tuple[Any, Callable[[], None]]:
-    """An embedded cluster of ``workers`` single-threaded worker processes."""
+#: Dask settings of the embedded cluster. Its workers' background work shares
+#: the cores with the replay (on 2 cores, 2 workers and the scheduler in the
+#: pvmon process): by default each worker's event loop wakes every 10 ms to
+#: sample a profile for the dashboard and every 20 ms to measure its own
+#: responsiveness, which cost about 3.5 % of a worker's CPU in a task (0.3-1 %
+#: with these), and the nannies poll memory 10 times a second. Nothing reads the
+#: profile or the loop-health warnings (no dashboard; Dask's logs are silenced).
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+
+
+def start_local_cluster(workers: int) -> Any:
+    """An embedded Dask ``LocalCluster`` of ``workers`` single-threaded worker
+    processes with :data:`LOCAL_CLUSTER_CONFIG` (what ``pvmon replay
+    --open-loop`` starts; ``bench/bench_matrix.py`` starts the same). The caller
+    closes it. Raises PvmonError without dask.distributed."""
     _quiet_dask()
     try:
-        from distributed import Client, LocalCluster
+        import dask
+        from distributed import LocalCluster
     except ImportError as exc:
         raise PvmonError("the matrix needs dask.distributed (pip install "
                          "'dask[distributed]')") from exc
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", scheduler_kwargs={"dashboard": False},
-                           silence_logs=logging.CRITICAL)
+    # the scheduler and nannies read these when created; the nannies hand them to the workers
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=":0", scheduler_kwargs={"dashboard": False},
+                            silence_logs=logging.CRITICAL)
+
+
+def _local_cluster(workers: int) -> tuple[Any, Callable[[], None]]:
+    """A client of a new :func:`start_local_cluster` and how to close both."""
+    cluster = start_local_cluster(workers)
+    from distributed import Client
     client = Client(cluster, set_as_default=False)
 
     def close() -> None:
