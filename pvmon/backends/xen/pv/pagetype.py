@@ -1,0 +1,214 @@
+"""Page types and type reference counts of one 64-bit PV domain's frames,
+kept as Xen keeps them (xen/arch/x86/mm.c@stable-4.17, ``_get_page_type``,
+``_put_page_type``, ``promote_l?_table``, ``get_page_from_l?e``,
+``put_page_from_l?e``, ``define_get_linear_pagetable``).
+
+Every frame of the domain has a type and a type count. A frame with a count
+of zero has no type (Xen keeps the bits, but a page table whose count drops to
+zero is devalidated and any type can be taken next). Types:
+
+* ``WRITABLE``: the frame is mapped writable by that many entries of L1
+  tables that hold an L1 type (``get_page_from_l1e`` takes
+  ``PGT_writable_page`` for an entry with ``_PAGE_RW``);
+* ``L1`` .. ``L4``: the frame is a validated page table of that level; its
+  count is the number of present entries of validated tables one level up
+  that reference it, plus one for a pin (``MMUEXT_PIN_L?_TABLE``), plus one
+  per CR3 (``MMUEXT_NEW_BASEPTR``/``NEW_USER_BASEPTR``) holding it, plus the
+  linear (same-level, read-only) entries of other tables that reference it.
+
+A frame takes a page-table type from count zero only by validation
+(``promote``): every present entry of the table is checked and takes its own
+reference on the frame it names, which may in turn validate that frame
+(recursively, as ``promote_l4_table`` validates the L3s it meets that are not
+yet L3 tables). A frame with a different type and a non-zero count cannot
+take the type: ``-EINVAL`` ("Bad type", ``_get_page_type``), or ``-EBUSY``
+where an L1 entry wanted a writable reference (``get_page_from_l1e``,
+``could_not_pin``). When a page table's count drops to zero every entry's
+reference is dropped (``free_page_type``), recursively.
+
+Nothing here scans memory beyond the table being validated or devalidated:
+mmu_update, update_va_mapping and writable-page-table writes adjust the
+counts of the old and the new target of the one entry they change
+(:meth:`PageTypes.get_entry` then :meth:`PageTypes.put_entry`, as
+``mod_l?_entry`` does). The table contents are read from the machine (not
+through a recording access: this is pvmon's bookkeeping, not the guest's
+call).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+NONE, L1, L2, L3, L4, WRITABLE = 0, 1, 2, 3, 4, 5
+#: Type names, for messages and tests.
+TYPE_NAMES = {NONE: "none", L1: "l1", L2: "l2", L3: "l3", L4: "l4", WRITABLE: "writable"}
+
+EINVAL, EBUSY = 22, 16
+_P, _RW, _PSE = 1, 2, 0x80
+_ADDR = 0x000FFFFFFFFFF000
+_TABLE = struct.Struct("<512Q")
+#: L4 slots that are Xen's, not the guest's (is_guest_l4_slot, 64-bit PV:
+#: ROOT_PAGETABLE_FIRST_XEN_SLOT 256 .. LAST 271).
+_XEN_L4_SLOTS = range(256, 272)
+
+
+class PageTypes:
+    """Types and counts of the frames ``0 .. nr_frames-1`` of one domain.
+
+    ``read_table(mfn)`` returns the 4096 bytes of machine frame ``mfn``.
+    Frames at or past ``nr_frames`` (shared_info, grant frames: hypervisor
+    frames the guest may map) are not tracked: a writable L1 entry naming one
+    takes no type, and an L2-L4 entry naming one is refused (-EINVAL:
+    ``get_page_from_mfn`` finds no page of the domain).
+    """
+
+    def __init__(self, nr_frames: int, read_table: Callable[[int], bytes]) -> None:
+        self.nr = nr_frames
+        self._read = read_table
+        #: frame -> type (NONE when the count is 0).
+        self.typ = bytearray(nr_frames)
+        #: frame -> type count.
+        self.cnt = [0] * nr_frames
+        #: frame -> linear_pt_count: > 0 the number of linear entries the table
+        #: holds, < 0 minus the number of tables' linear entries naming it
+        #: (inc_linear_entries / inc_linear_uses; a table is one or the other).
+        self.linear: dict[int, int] = {}
+        #: Tables validated and devalidated so far (for tests and figures).
+        self.promotions = 0
+        self.demotions = 0
+
+    # ---------------------------------------------------------------- queries
+    def type_of(self, mfn: int) -> int:
+        """The frame's type: NONE, L1..L4 or WRITABLE (NONE past the domain)."""
+        return self.typ[mfn] if 0 <= mfn < self.nr else NONE
+
+    def is_page_table(self, mfn: int) -> bool:
+        """True when the frame holds an L1-L4 type (a validated page table)."""
+        return 0 <= mfn < self.nr and L1 <= self.typ[mfn] <= L4
+
+    # ------------------------------------------------------- type references
+    def get_type(self, mfn: int, t: int) -> int:
+        """Take one type reference of type ``t`` on a frame of the domain
+        (``_get_page_type``): 0, or -EINVAL when the frame has another type
+        (or a table fails validation: the error of the entry that failed)."""
+        cnt = self.cnt[mfn]
+        if cnt:
+            if self.typ[mfn] != t:
+                return -EINVAL
+            self.cnt[mfn] = cnt + 1
+            return 0
+        self.typ[mfn] = t
+        self.cnt[mfn] = 1
+        if t <= L4:
+            rc = self._promote(mfn, t)
+            if rc:
+                self.typ[mfn] = NONE
+                self.cnt[mfn] = 0
+                return rc
+        return 0
+
+    def put_type(self, mfn: int) -> None:
+        """Drop one type reference (``_put_page_type``); a page table whose
+        count reaches zero drops its entries' references (devalidation)."""
+        cnt = self.cnt[mfn]
+        if cnt <= 0:          # a reference pvmon never took (a grant's PTE): ignore
+            return
+        self.cnt[mfn] = cnt - 1
+        if cnt == 1:
+            t = self.typ[mfn]
+            self.typ[mfn] = NONE
+            if t <= L4:
+                self._demote(mfn, t)
+
+    # ----------------------------------------------------- entry references
+    def get_entry(self, level: int, table: int, e: int) -> int:
+        """The reference a present entry ``e`` of a validated level-``level``
+        table ``table`` takes (``get_page_from_l?e``): 0 or a negative errno.
+        L1: a writable entry takes a writable type on a frame of the domain
+        (-EBUSY if the frame is a page table). L2-L4: the frame named takes
+        the next level down's type; failing that (-EINVAL) a read-only entry
+        naming a validated table of the same level is a linear page table
+        (the table itself, or another that holds no linear entries while this
+        one is not a linear target), anything else -EINVAL."""
+        mfn = (e & _ADDR) >> 12
+        if level == 1:
+            if e & _RW and mfn < self.nr and self.get_type(mfn, WRITABLE):
+                return -EBUSY              # could_not_pin
+            return 0
+        if mfn >= self.nr:
+            return -EINVAL                 # get_page_from_mfn: not the domain's
+        if level == 2 and e & _PSE:
+            return -EINVAL                 # L2_DISALLOW_MASK: _PAGE_PSE
+        rc = self.get_type(mfn, level - 1)
+        if rc == -EINVAL and self._linear(level, table, mfn, e):
+            return 0
+        return rc
+
+    def put_entry(self, level: int, table: int, e: int) -> None:
+        """Drop what :meth:`get_entry` took for present entry ``e``
+        (``put_page_from_l?e``; ``put_pt_page`` for a linear entry)."""
+        mfn = (e & _ADDR) >> 12
+        if mfn >= self.nr:
+            return
+        if level == 1:
+            if e & _RW:
+                self.put_type(mfn)
+            return
+        if mfn == table:
+            return                         # a self-map took no reference
+        if self.typ[mfn] == level:         # a linear entry: dec uses and entries
+            self._dec_linear(mfn, +1)
+            self._dec_linear(table, -1)
+        self.put_type(mfn)
+
+    def _linear(self, level: int, table: int, mfn: int, e: int) -> bool:
+        """get_l?_linear_pagetable: True when ``e`` is an allowed linear entry
+        (it then holds its references)."""
+        if e & _RW:
+            return False                   # "Attempt to create linear p.t. with write perms"
+        if mfn == table:
+            return True
+        if self.linear.get(table, 0) < 0 or self.linear.get(mfn, 0) > 0:
+            return False                   # inc_linear_entries / inc_linear_uses
+        if self.typ[mfn] != level or not self.cnt[mfn]:
+            return False                   # not an already-validated table of this level
+        self.linear[table] = self.linear.get(table, 0) + 1
+        self.linear[mfn] = self.linear.get(mfn, 0) - 1
+        self.cnt[mfn] += 1
+        return True
+
+    def _dec_linear(self, mfn: int, step: int) -> None:
+        n = self.linear.get(mfn, 0) + step
+        if n:
+            self.linear[mfn] = n
+        else:
+            self.linear.pop(mfn, None)
+
+    # ------------------------------------------------ validation of a table
+    def _entries(self, mfn: int, level: int):
+        """(slot, entry) of the table's present guest entries."""
+        words = _TABLE.unpack(self._read(mfn))
+        if level == 4:
+            return [(i, e) for i, e in enumerate(words) if e & _P and not 256 <= i < 272]
+        return [(i, e) for i, e in enumerate(words) if e & _P]
+
+    def _promote(self, mfn: int, level: int) -> int:
+        """promote_l?_table: every present entry takes its reference; on a
+        failure the ones taken are dropped and the entry's error returned."""
+        self.promotions += 1
+        done = []
+        for _, e in self._entries(mfn, level):
+            rc = self.get_entry(level, mfn, e)
+            if rc:
+                for old in reversed(done):
+                    self.put_entry(level, mfn, old)
+                return rc
+            done.append(e)
+        return 0
+
+    def _demote(self, mfn: int, level: int) -> None:
+        """free_l?_table: every present entry drops its reference."""
+        self.demotions += 1
+        for _, e in self._entries(mfn, level):
+            self.put_entry(level, mfn, e)
