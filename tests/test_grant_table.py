@@ -88,9 +88,16 @@ def test_a_recording_of_the_grant_checks_replays_identically_closed_and_open_loo
     # open loop: every grant call's inputs (argument structs, entries, status
     # frames, PTEs, page tables walked) are in the recording
     rep = replay_open(open_run(path, need_guest=False), REGISTRY["xen-4.17"])
-    # the one divergence open loop always reports for this guest: the iret inside a
-    # multicall, whose result is a vCPU register open loop does not model (xen-rules.md)
-    assert [d.left["name"] for d in rep.divergences] == ["multicall"] and rep.total == 1
+    # the one divergence open loop always reports for the grant checks: the iret inside
+    # a multicall, whose result is a vCPU register open loop does not model
+    # (xen-rules.md). The page-type checks after them pin and map tables the guest
+    # filled by plain writes, which open loop does not see (xen-rules.md, "Page types").
+    events = list(TraceReader(path).events())
+    last_grant = max(e["seq"] for e in events if e.get("name") == "grant_table_op")
+    names = [d.left["name"] for d in rep.divergences]
+    assert names[0] == "multicall" and rep.divergences[0].left["seq"] < last_grant
+    assert all(d.left["seq"] > last_grant and d.left["name"] in ("mmuext_op", "update_va_mapping")
+               for d in rep.divergences[1:])
 
 
 def test_grant_calls_record_their_statuses_and_the_entries_they_touch(recorded):

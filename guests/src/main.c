@@ -142,6 +142,7 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     checks_bad_calls();
 #if RULES
     checks_rules();
+    rules_pagetypes();
 #endif
 #if FAIL_CHECK
     section("deliberate failure");

@@ -30,7 +30,7 @@ class PvMmu:
 
     pinned: dict[int, int]
     types: PT.PageTypes
-    #: update_va_mapping calls refused because their L1 had no L1 type.
+    #: update_va_mapping calls whose L1 had no L1 type (written all the same).
     untyped_va_updates = 0
 
     def init_mmu(self, layout) -> None:
@@ -306,10 +306,12 @@ class PvMmu:
             if old & PTE_P:
                 self.types.put_entry(1, l1, old)
         else:
-            # do_update_va_mapping: the L1 found through the guest's tables must
-            # be an L1 page table (PGT_l1_page_table), else -EINVAL.
+            # Xen's do_update_va_mapping answers -EINVAL when the L1 it finds is
+            # not an L1 page table; pvmon writes it, as before page types: a
+            # live L1 always has its type here, and open-loop replay (which
+            # sees no page-table contents the guest wrote itself) finds none.
             self.untyped_va_updates += 1
-            return -E.EINVAL
+            self.guest.write_machine(pte_ma, struct.pack("<Q", val))
         if flags & E.UVMF_FLUSHTYPE_MASK:   # UVMF_INVLPG or UVMF_TLB_FLUSH: xen.h
             self.m.flush_tlb()
         return 0
