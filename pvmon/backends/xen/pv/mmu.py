@@ -316,6 +316,24 @@ class PvMmu:
             self.m.flush_tlb()
         return 0
 
+    def set_l1e(self, pte_ma: int, val: int) -> None:
+        """Write L1 entry ``val`` at machine address ``pte_ma`` for pvmon's own
+        paths (grant mappings: create_grant_pv_mapping, replace_grant_pv_mapping,
+        steal_linear_address), written through the recording access as before
+        and accounted like an mmu_update of an L1 table: the new entry's
+        writable reference taken, the old one's dropped. The caller has made
+        its own checks (a writable grant of a page table is refused there)."""
+        old = self.m.read_u64_phys(pte_ma)     # bookkeeping: not a recorded read
+        self.guest.write_machine(pte_ma, struct.pack("<Q", val))
+        l1 = pte_ma >> 12
+        types = self.types
+        if types.type_of(l1) != PT.L1:
+            return
+        if val & PTE_P and types.get_entry(1, l1, val):
+            return                              # no reference to take (never for a grant)
+        if old & PTE_P:
+            types.put_entry(1, l1, old)
+
     def _l1_slot(self, va: int) -> int | None:
         """Machine address of the L1 entry for ``va`` when the L1 table exists
         but the entry itself is not present."""

@@ -74,7 +74,8 @@ class PageTypes:
         #: holds, < 0 minus the number of tables' linear entries naming it
         #: (inc_linear_entries / inc_linear_uses; a table is one or the other).
         self.linear: dict[int, int] = {}
-        #: Tables validated and devalidated so far (for tests and figures).
+        #: Tables validated (successfully) and devalidated so far; their
+        #: difference is the number of frames holding an L1-L4 type.
         self.promotions = 0
         self.demotions = 0
 
@@ -196,7 +197,6 @@ class PageTypes:
     def _promote(self, mfn: int, level: int) -> int:
         """promote_l?_table: every present entry takes its reference; on a
         failure the ones taken are dropped and the entry's error returned."""
-        self.promotions += 1
         done = []
         for _, e in self._entries(mfn, level):
             rc = self.get_entry(level, mfn, e)
@@ -205,6 +205,7 @@ class PageTypes:
                     self.put_entry(level, mfn, old)
                 return rc
             done.append(e)
+        self.promotions += 1
         return 0
 
     def _demote(self, mfn: int, level: int) -> None:
@@ -212,3 +213,47 @@ class PageTypes:
         self.demotions += 1
         for _, e in self._entries(mfn, level):
             self.put_entry(level, mfn, e)
+
+    # ------------------------------------------------------------------ audit
+    def audit(self, pinned: dict[int, int], roots: list[int]) -> list[str]:
+        """Recount every type reference from scratch (the pins, the CR3s in
+        ``roots``, every present entry of every validated table) and return
+        where the kept counts or types disagree, as readable lines (empty when
+        they agree). A whole-memory scan: for tests, never on a guest's path
+        (Xen's debug builds have the like, audit_domain)."""
+        want = [0] * self.nr
+        kind = bytearray(self.nr)
+        bad = []
+        for mfn, level in pinned.items():
+            want[mfn] += 1
+            kind[mfn] = level
+        for mfn in roots:
+            if 0 < mfn < self.nr:
+                want[mfn] += 1
+                kind[mfn] = L4
+        for table in range(self.nr):
+            level = self.typ[table]
+            if not L1 <= level <= L4:
+                continue
+            for slot, e in self._entries(table, level):
+                mfn = (e & _ADDR) >> 12
+                if mfn >= self.nr or (level > 1 and mfn == table):
+                    continue
+                if level == 1:
+                    if e & _RW:
+                        want[mfn] += 1
+                        kind[mfn] = WRITABLE
+                    continue
+                want[mfn] += 1
+                if kind[mfn] not in (level - 1, level):
+                    kind[mfn] = level - 1
+                if self.typ[mfn] not in (level - 1, level):
+                    bad.append(f"L{level} {table:#x}[{slot}] names {mfn:#x} of type "
+                               f"{TYPE_NAMES[self.typ[mfn]]}")
+        for mfn in range(self.nr):
+            if want[mfn] != self.cnt[mfn]:
+                bad.append(f"{mfn:#x}: type {TYPE_NAMES[self.typ[mfn]]} count "
+                           f"{self.cnt[mfn]}, recounted {want[mfn]}")
+            elif want[mfn] and kind[mfn] == WRITABLE and self.typ[mfn] != WRITABLE:
+                bad.append(f"{mfn:#x}: mapped writable but of type {TYPE_NAMES[self.typ[mfn]]}")
+        return bad
