@@ -31,8 +31,8 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (4734,
-                        "f026431af9a158f204831a8c90840fb4ce80e4c0519c416bcc78ca9dcf1eb485"),
+    "pvtest-v2-rules": (4750,
+                        "ebfd50ae718bf5eeffe46476c610218383ff5ee1bf7c42f41b8c747629efc9f2"),
 }
 
 

@@ -49,7 +49,7 @@ def test_the_rules_guest_passes_every_page_type_check(rules):
     _s, res, ring = rules
     assert res.exit_kind == "shutdown"
     lines = _section(ring)
-    assert len(lines) == 50 and all(v == "ok" for v, _ in lines), \
+    assert len(lines) == 53 and all(v == "ok" for v, _ in lines), \
         [name for v, name in lines if v != "ok"]
     names = [name for _, name in lines]
     for want in (
@@ -60,6 +60,7 @@ def test_the_rules_guest_passes_every_page_type_check(rules):
         "mapping the unpinned L1 below the pinned L2 writable -> -EBUSY",
         "pin L2 holding a writable self-map -> -EINVAL",
         "pin L2 holding a read-only self-map -> 0",
+        "a plain write of an entry mapping the L1 itself writable -> #PF, the entry unchanged",
         ("mapping writable the L1 that maps the kernel (never pinned, below the live L4) "
          "-> -EBUSY"),
     ):
@@ -80,6 +81,7 @@ def test_the_counts_kept_call_by_call_equal_a_recount_at_the_end_of_the_rules_gu
     assert _audit(s) == []
     t = s.backend.types
     assert t.promotions - t.demotions == sum(1 for x in t.typ if PT.L1 <= x <= PT.L4)
+    assert s.dispatch.ptwr.refused == 1          # the one writable self-map written plainly
     # the guest leaves nothing of its own pinned: the builder's L4 (pin + CR3) and
     # the rules checks' user L4 remain
     assert t.type_of(s.backend.layout.pt_base_pfn) == PT.L4

@@ -76,6 +76,21 @@ void rules_pagetypes(void)
     check_eq("MMUEXT_CLEAR_PAGE of a pinned L1 -> -EINVAL (MM do_mmuext_op: needs a writable "
              "type, \"Error clearing mfn\")", rc, -XEN_EINVAL);
 
+    /* ---- writable page tables: plain writes to a read-only L1 (PV/ro-page-fault.c) ---- */
+    uint64_t want = ma(data) | PT_RO;
+    int werr = write_u64_safe(&l1a[3], want);
+    check(!werr && l1a[3] == want, "a plain write of a read-only entry into the pinned L1 is "
+          "carried out (writable page tables: ptwr_emulated_update, MM get_page_from_l1e)",
+          "fault %d, entry 0x%lx", werr, (unsigned long)l1a[3]);
+    werr = write_u64_safe(&l1a[2], ma(l1a) | PT_ENTRY);
+    check(werr && l1a[2] == 0, "a plain write of an entry mapping the L1 itself writable -> "
+          "#PF, the entry unchanged (ptwr_emulated_update: \"could not get_page_from_l1e()\", "
+          "pv_ro_page_fault propagates the fault)", "fault %d, entry 0x%lx", werr,
+          (unsigned long)l1a[2]);
+    werr = write_u64_safe(&l1a[3], 0);
+    check(!werr && l1a[3] == 0, "a plain write clearing that entry is carried out",
+          "fault %d, entry 0x%lx", werr, (unsigned long)l1a[3]);
+
     /* ---- counts kept entry by entry ---- */
     memset(data, 0, PAGE_SIZE);
     rc = set_entry(&l1a[1], ma(data) | PT_ENTRY);

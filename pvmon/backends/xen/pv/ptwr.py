@@ -5,9 +5,12 @@ on the guest's behalf (Xen's ptwr emulation, xen/arch/x86/pv/ro-page-fault.c).
 pvmon lets the engine redo the write itself: the mapping is made writable
 for exactly one instruction (a single step), then read-only again. The
 entry written is then accounted as ``mod_l1_entry`` does (ptwr_emulated_update
-calls it): the new entry takes its reference (a writable mapping of a page
-table is refused: the old entry is put back), the old one drops its
-(:mod:`pvmon.backends.xen.pv.pagetype`).
+calls it): the new entry takes its reference, the old one drops its
+(:mod:`pvmon.backends.xen.pv.pagetype`). An entry Xen refuses (a writable
+mapping of a page table: "could not get_page_from_l1e()") makes the
+emulation X86EMUL_UNHANDLEABLE and the guest gets its #PF after all
+(pv_ro_page_fault, xen/arch/x86/pv/ro-page-fault.c@stable-4.17): pvmon puts
+the old entry back and delivers the fault at the writing instruction.
 
 Xen emulates writes to L1 tables only; pvmon also carries out a write to a
 frame the guest pinned at any level (as it did before page types).
@@ -33,9 +36,10 @@ class WritablePageTables:
         self._restore = (0, 0)
         #: (machine address of the 8-byte entry written, its old value, table level).
         self._entry = (0, 0, 0)
-        #: Writes whose new entry Xen would refuse (put back; Xen would deliver
-        #: the #PF to the guest instead).
+        #: Writes whose new entry Xen refuses (put back, the #PF delivered).
         self.refused = 0
+        #: (RIP, CR2) of the write being redone.
+        self._fault = (0, 0)
 
     def on_write_fault(self, va: int) -> bool:
         """A kernel-mode write fault (error code 3: present, write) at ``va``.
@@ -54,6 +58,7 @@ class WritablePageTables:
         if level != PT.L1 and frame not in self.b.pinned:
             return False
         slot = pa & ~7
+        self._fault = (m.reg("rip"), va)
         self._entry = (slot, m.read_u64_phys(slot), level if PT.L1 <= level <= PT.L4 else 0)
         pte = m.read_u64_phys(pte_ma)
         m.write_u64_phys(pte_ma, pte | 2)
@@ -75,15 +80,27 @@ class WritablePageTables:
         new = m.read_u64_phys(slot)
         if new == old:
             return
-        if level == 4 and 256 <= (slot & 0xFFF) // 8 < 272:
-            m.write_u64_phys(slot, old)      # Xen's own L4 slots stay Xen's
-            self.refused += 1
-            return
         types = self.b.types
         frame = slot >> 12
-        if new & 1 and types.get_entry(level, frame, new):
-            m.write_u64_phys(slot, old)
-            self.refused += 1
+        if (level == 4 and 256 <= (slot & 0xFFF) // 8 < 272) or \
+                (new & 1 and types.get_entry(level, frame, new)):
+            self._refuse(slot, old)
             return
         if old & 1:
             types.put_entry(level, frame, old)
+
+    def _refuse(self, slot: int, old: int) -> None:
+        """Undo a write Xen would not have carried out and deliver the #PF
+        (write to a present page, kernel mode: error code 3) at the writing
+        instruction, as Xen propagates the fault it could not emulate."""
+        m = self.m
+        m.write_u64_phys(slot, old)
+        self.refused += 1
+        rip, cr2 = self._fault
+        m.set_reg("rip", rip)
+        p = self.b.p
+        p._jump = None
+        self.b.vcpu.deliver_trap(14, 3, cr2, rip)
+        if p._jump is not None:
+            m.set_reg("rip", p._jump)
+            p._jump = None
