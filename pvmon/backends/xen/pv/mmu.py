@@ -88,6 +88,13 @@ class PvMmu:
                 return -E.EINVAL
             types = self.types
             level = types.typ[mfn]
+            if level == PT.L1:           # mod_l1_entry, the common case, in one call
+                old = self.m.read_u64_phys(ma)   # bookkeeping: not a recorded read
+                rc = types.mod_l1(mfn, old, val)
+                if rc:
+                    return rc
+                self.guest.write_machine(ma, struct.pack("<Q", val))
+                return 0
             if not PT.L1 <= level <= PT.L4:
                 # No page-table type: a plain write (do_mmu_update, PGT_writable_page).
                 self.guest.write_machine(ma, struct.pack("<Q", val))
@@ -251,12 +258,9 @@ class PvMmu:
                 return -E.EINVAL
             old = v.user_cr3 if user else v.kernel_cr3
             if arg1 != old:
-                if arg1:
-                    rc = types.get_type(arg1, PT.L4)
-                    if rc:
-                        return rc
-                if old and 0 <= old < types.nr:
-                    types.put_type(old)
+                rc = types.swap_root(arg1, old)
+                if rc:
+                    return rc
             v.new_baseptr(arg1, user=user)
             return 0
         if cmd in (6, 7, 8, 9, 10, 11):
@@ -297,14 +301,10 @@ class PvMmu:
                 return -E.EINVAL
         l1 = pte_ma >> 12
         if self.types.type_of(l1) == PT.L1:
-            old = self.m.read_u64_phys(pte_ma)
-            if val & PTE_P:
-                rc = self.types.get_entry(1, l1, val)
-                if rc:
-                    return rc
+            rc = self.types.mod_l1(l1, self.m.read_u64_phys(pte_ma), val)
+            if rc:
+                return rc
             self.guest.write_machine(pte_ma, struct.pack("<Q", val))
-            if old & PTE_P:
-                self.types.put_entry(1, l1, old)
         else:
             # Xen's do_update_va_mapping answers -EINVAL when the L1 it finds is
             # not an L1 page table; pvmon writes it, as before page types: a

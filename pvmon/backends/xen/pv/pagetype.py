@@ -163,6 +163,51 @@ class PageTypes:
             self._dec_linear(table, -1)
         self.put_type(mfn)
 
+    def mod_l1(self, table: int, old: int, new: int) -> int:
+        """The references of an L1 entry of ``table`` changing from ``old``
+        to ``new`` (both raw entries): :meth:`get_entry` of the new one, then
+        :meth:`put_entry` of the old, in one call (every Linux PTE update
+        passes here). 0, or -EBUSY with nothing changed."""
+        if (new & 3) == 3:                     # present and writable
+            mfn = (new & _ADDR) >> 12
+            if mfn < self.nr:
+                cnt = self.cnt[mfn]
+                if not cnt:
+                    self.typ[mfn] = WRITABLE
+                elif self.typ[mfn] != WRITABLE:
+                    return -EBUSY              # could_not_pin
+                self.cnt[mfn] = cnt + 1
+        if (old & 3) == 3:
+            mfn = (old & _ADDR) >> 12
+            if mfn < self.nr:
+                cnt = self.cnt[mfn]
+                if cnt > 1:
+                    self.cnt[mfn] = cnt - 1
+                elif cnt == 1:
+                    self.cnt[mfn] = 0
+                    self.typ[mfn] = NONE
+        return 0
+
+    def swap_root(self, new: int, old: int) -> int:
+        """A CR3 moving from root ``old`` to ``new`` (0: none): an L4 type
+        reference taken on ``new`` (validating it if it had none), then the
+        one on ``old`` dropped (new_guest_cr3). 0 or -EINVAL."""
+        if new:
+            cnt = self.cnt[new]
+            if cnt and self.typ[new] == L4:
+                self.cnt[new] = cnt + 1
+            else:
+                rc = self.get_type(new, L4)
+                if rc:
+                    return rc
+        if old and old < self.nr:
+            cnt = self.cnt[old]
+            if cnt > 1:
+                self.cnt[old] = cnt - 1
+            else:
+                self.put_type(old)
+        return 0
+
     def _linear(self, level: int, table: int, mfn: int, e: int) -> bool:
         """get_l?_linear_pagetable: True when ``e`` is an allowed linear entry
         (it then holds its references)."""
