@@ -63,9 +63,15 @@ class PageTypes:
     ``get_page_from_mfn`` finds no page of the domain).
     """
 
-    def __init__(self, nr_frames: int, read_table: Callable[[int], bytes]) -> None:
+    def __init__(self, nr_frames: int, read_table: Callable[[int], bytes],
+                 flush_tlb: Callable[[], None] | None = None) -> None:
         self.nr = nr_frames
         self._read = read_table
+        #: Called when a frame becomes a page table: a TLB may still hold a
+        #: writable translation of it from before (a mapping made read-only
+        #: without a flush), and Xen flushes on such a type change
+        #: (_get_page_type: tlbflush_timestamp, flush_tlb_mask).
+        self._flush = flush_tlb
         #: frame -> type (NONE when the count is 0).
         self.typ = bytearray(nr_frames)
         #: frame -> type count.
@@ -107,6 +113,8 @@ class PageTypes:
                 self.typ[mfn] = NONE
                 self.cnt[mfn] = 0
                 return rc
+            if self._flush is not None:
+                self._flush()
         return 0
 
     def put_type(self, mfn: int) -> None:

@@ -18,8 +18,12 @@ frame the guest pinned at any level (as it did before page types).
 
 from __future__ import annotations
 
+import struct
+
 from pvmon.backends.xen.pv import pagetype as PT
-from pvmon.engine.machine import GuestPageFault, Machine
+from pvmon.engine.machine import PAGE_SIZE, GuestPageFault, Machine
+
+_TABLE = struct.Struct("<512Q")
 
 
 class WritablePageTables:
@@ -34,8 +38,8 @@ class WritablePageTables:
         #: Writes carried out so far (one per write fault on a pinned frame).
         self.emulations = 0
         self._restore = (0, 0)
-        #: (machine address of the 8-byte entry written, its old value, table level).
-        self._entry = (0, 0, 0)
+        #: (table frame written, its 4 KiB before the write, its level or 0).
+        self._entry = (0, b"", 0)
         #: Writes whose new entry Xen refuses (put back, the #PF delivered).
         self.refused = 0
         #: (RIP, CR2) of the write being redone.
@@ -57,9 +61,12 @@ class WritablePageTables:
         level = types.type_of(frame)
         if level != PT.L1 and frame not in self.b.pinned:
             return False
-        slot = pa & ~7
         self._fault = (m.reg("rip"), va)
-        self._entry = (slot, m.read_u64_phys(slot), level if PT.L1 <= level <= PT.L4 else 0)
+        # The whole table as it was: one instruction may change more than the
+        # entry at ``va`` (a 16-byte store, a string store), and each entry it
+        # changes is accounted after the step.
+        self._entry = (frame, m.read_phys(frame << 12, PAGE_SIZE) if PT.L1 <= level <= PT.L4
+                       else b"", level if PT.L1 <= level <= PT.L4 else 0)
         pte = m.read_u64_phys(pte_ma)
         m.write_u64_phys(pte_ma, pte | 2)
         m.flush_tlb()
@@ -73,28 +80,38 @@ class WritablePageTables:
         pte_ma, pte = self._restore
         self.m.write_u64_phys(pte_ma, pte)
         self.m.flush_tlb()
-        slot, old, level = self._entry
+        frame, before, level = self._entry
         if not level:
             return
         m = self.m
-        new = m.read_u64_phys(slot)
-        if new == old:
+        after = m.read_phys(frame << 12, PAGE_SIZE)
+        if after == before:
             return
         types = self.b.types
-        frame = slot >> 12
-        if (level == 4 and 256 <= (slot & 0xFFF) // 8 < 272) or \
-                (new & 1 and types.get_entry(level, frame, new)):
-            self._refuse(slot, old)
-            return
-        if old & 1:
-            types.put_entry(level, frame, old)
+        olds = _TABLE.unpack(before)
+        news = _TABLE.unpack(after)
+        refused = []
+        for i in range(512):
+            old, new = olds[i], news[i]
+            if old == new:
+                continue
+            if (level == 4 and 256 <= i < 272) or \
+                    (new & 1 and types.get_entry(level, frame, new)):
+                refused.append((i, old))
+                continue
+            if old & 1:
+                types.put_entry(level, frame, old)
+        if refused:
+            self._refuse(frame, refused)
 
-    def _refuse(self, slot: int, old: int) -> None:
-        """Undo a write Xen would not have carried out and deliver the #PF
-        (write to a present page, kernel mode: error code 3) at the writing
-        instruction, as Xen propagates the fault it could not emulate."""
+    def _refuse(self, frame: int, entries: list[tuple[int, int]]) -> None:
+        """Undo a write Xen would not have carried out (``entries``: slot and
+        old value) and deliver the #PF (write to a present page, kernel mode:
+        error code 3) at the writing instruction, as Xen propagates the fault
+        it could not emulate."""
         m = self.m
-        m.write_u64_phys(slot, old)
+        for i, old in entries:
+            m.write_u64_phys((frame << 12) + 8 * i, old)
         self.refused += 1
         rip, cr2 = self._fault
         m.set_reg("rip", rip)
