@@ -40,7 +40,7 @@ class PvMmu:
         self.pinned = {layout.pt_base_pfn: 4}   # mfn -> level
         m = self.m
         self.types = PT.PageTypes(layout.nr_pages,
-                                  lambda mfn: m.read_phys(mfn << 12, PAGE_SIZE), m.flush_tlb)
+                                  lambda mfn: m.read_phys(mfn << 12, PAGE_SIZE))
         for _ in range(2):
             rc = self.types.get_type(layout.pt_base_pfn, PT.L4)
             assert rc == 0, f"the builder's page tables do not validate ({rc})"

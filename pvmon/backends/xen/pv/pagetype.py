@@ -70,8 +70,11 @@ class PageTypes:
         #: Called when a frame becomes a page table: a TLB may still hold a
         #: writable translation of it from before (a mapping made read-only
         #: without a flush), and Xen flushes on such a type change
-        #: (_get_page_type: tlbflush_timestamp, flush_tlb_mask).
+        #: (_get_page_type: tlbflush_timestamp, flush_tlb_mask). pvmon's Xen
+        #: backend passes none (see :meth:`_resync_writable`).
         self._flush = flush_tlb
+        #: Writable counts found wrong and recounted (:meth:`_resync_writable`).
+        self.resyncs = 0
         #: frame -> type (NONE when the count is 0).
         self.typ = bytearray(nr_frames)
         #: frame -> type count.
@@ -102,9 +105,11 @@ class PageTypes:
         cnt = self.cnt[mfn]
         if cnt:
             if self.typ[mfn] != t:
-                return -EINVAL
-            self.cnt[mfn] = cnt + 1
-            return 0
+                if not (t <= L4 and self.typ[mfn] == WRITABLE and not self._resync_writable(mfn)):
+                    return -EINVAL
+            else:
+                self.cnt[mfn] = cnt + 1
+                return 0
         self.typ[mfn] = t
         self.cnt[mfn] = 1
         if t <= L4:
@@ -215,6 +220,29 @@ class PageTypes:
             else:
                 self.put_type(old)
         return 0
+
+    def _resync_writable(self, mfn: int) -> int:
+        """Recount the writable references of ``mfn`` from every L1 table and
+        keep that count; returns it. Run only where a page-table type is
+        about to be refused for a writable count, never on a guest's common
+        path: the engine's TLB is not flushed when a frame becomes a page
+        table (Xen does flush), so a guest may still write a just-pinned L1
+        through a stale writable translation, unseen by the counts (Linux 6.1
+        does; docs/xen-rules.md, "Page types"). The refusal must rest on the
+        tables as they are."""
+        n = 0
+        key = mfn << 12
+        for table in range(self.nr):
+            if self.typ[table] == L1:
+                for e in _TABLE.unpack(self._read(table)):
+                    if (e & 3) == 3 and (e & _ADDR) == key:
+                        n += 1
+        if n != self.cnt[mfn]:
+            self.resyncs += 1
+            self.cnt[mfn] = n
+            if not n:
+                self.typ[mfn] = NONE
+        return n
 
     def _linear(self, level: int, table: int, mfn: int, e: int) -> bool:
         """get_l?_linear_pagetable: True when ``e`` is an allowed linear entry
