@@ -33,7 +33,9 @@ def _run(image, **kw):
 
 def _privops_checks(text):
     start = text.index("# privileged operations")
-    return re.findall(r"^pvtest: (ok|FAIL) \d+ - (.*)$", text[start:], re.MULTILINE)
+    end = text.find("\npvtest: # ", start + 1)      # the next section (page types)
+    return re.findall(r"^pvtest: (ok|FAIL) \d+ - (.*)$", text[start:end if end > 0 else None],
+                      re.MULTILINE)
 
 
 @pytest.fixture(scope="module")

@@ -229,6 +229,8 @@ void checks_rules(void);
 int rules_trap(struct trap_frame *f);   /* 1: handled */
 /* checks_grants.c: grant tables v1/v2 (the domain's id; a pinned page-table frame) */
 void rules_grants(unsigned long self_domid, unsigned long pinned_pt_mfn);
+/* checks_pagetypes.c: page types and type counts of L1-L4 tables (run last) */
+void rules_pagetypes(void);
 void xen_trap_32(void), xen_trap_33(void), xen_trap_34(void), xen_trap_128(void);
 /* checks_privops.c: privileged instructions (a #GP it provoked: 1) */
 void checks_privops(void);

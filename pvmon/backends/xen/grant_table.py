@@ -273,8 +273,11 @@ class GrantTable:
 
     def _writable_ok(self, mfn: int) -> bool:
         """get_page_type(page, PGT_writable_page) would succeed: the frame has no
-        page-table or descriptor type (pvmon: not pinned, not a loaded GDT frame)."""
-        return mfn not in self.b.pinned and mfn not in self.b.vcpu.gdt_frames
+        page-table or descriptor type (pvmon: not pinned, no L1-L4 type in
+        ``b.types``, not a loaded GDT frame)."""
+        b = self.b
+        return mfn not in b.pinned and not b.types.is_page_table(mfn) and \
+            mfn not in b.vcpu.gdt_frames
 
     def _live_tables(self):
         """Every (mfn, level) of the page tables in use: below the current kernel
@@ -746,7 +749,7 @@ class GrantTable:
             pte_ma = self._map_guest_l1e(addr)
             if pte_ma is None:
                 return E.GNTST_general_error
-        self.guest.write_machine(pte_ma, struct.pack("<Q", (mfn << 12) | self._grant_pte_flags(flags)))
+        self.b.set_l1e(pte_ma, (mfn << 12) | self._grant_pte_flags(flags))
         return E.GNTST_okay
 
     # ============================================================ unmap
@@ -862,7 +865,7 @@ class GrantTable:
                 if steal is None:
                     return E.GNTST_general_error
                 nl1e = self.b.guest.read_u64_phys(steal)
-                self.guest.write_machine(steal, bytes(8))
+                self.b.set_l1e(steal, 0)
             pte_ma = self._map_guest_l1e(addr)
             if pte_ma is None:
                 return E.GNTST_general_error
@@ -872,7 +875,7 @@ class GrantTable:
             return E.GNTST_general_error
         if self.pte_flag_check and (old ^ want) & (PTE_P | PTE_RW):
             return E.GNTST_general_error
-        self.guest.write_machine(pte_ma, struct.pack("<Q", nl1e))
+        self.b.set_l1e(pte_ma, nl1e)
         return E.GNTST_okay
 
     # ============================================================== copy

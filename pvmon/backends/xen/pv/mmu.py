@@ -19,6 +19,7 @@ import struct
 
 from pvmon.backends.base import GuestFault
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.pv import pagetype as PT
 from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P
 
 E = abi
@@ -28,11 +29,21 @@ class PvMmu:
     """The PV MMU hypercalls and the pinned-frame bookkeeping of one domain."""
 
     pinned: dict[int, int]
+    types: PT.PageTypes
+    #: update_va_mapping calls whose L1 had no L1 type (written all the same).
+    untyped_va_updates = 0
 
     def init_mmu(self, layout) -> None:
         """Start of day: the builder's L4 is pinned by the domain builder
-        (libxenguest pins pt_base)."""
+        (libxenguest pins pt_base) and is the vCPU's CR3: two L4 type
+        references, the whole bootstrap tree validated below it."""
         self.pinned = {layout.pt_base_pfn: 4}   # mfn -> level
+        m = self.m
+        self.types = PT.PageTypes(layout.nr_pages,
+                                  lambda mfn: m.read_phys(mfn << 12, PAGE_SIZE))
+        for _ in range(2):
+            rc = self.types.get_type(layout.pt_base_pfn, PT.L4)
+            assert rc == 0, f"the builder's page tables do not validate ({rc})"
 
     def hc_mmu_update(self, reqs, count, done_ptr, domid, *_):
         count &= ~abi.MMU_UPDATE_PREEMPTED
@@ -75,19 +86,20 @@ class PvMmu:
             mfn = ma >> 12
             if not 0 <= mfn < self.layout.nr_pages or (val & PTE_P and not self._valid_pte(val)):
                 return -E.EINVAL
-            level = self.pinned.get(mfn)
-            if level == 1 and self._writable_pt_mapping(val):
-                return -E.EBUSY
-            if level == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
-                return -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
-            if level in (2, 4) and val & PTE_P:
-                rc = self._mod_pde(level, ma, val)
-                if rc is not None:
+            types = self.types
+            level = types.typ[mfn]
+            if level == PT.L1:           # mod_l1_entry, the common case, in one call
+                old = self.m.read_u64_phys(ma)   # bookkeeping: not a recorded read
+                rc = types.mod_l1(mfn, old, val)
+                if rc:
                     return rc
-            # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
-            # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
-            self.guest.write_machine(ma, struct.pack("<Q", val))
-            return 0
+                self.guest.write_machine(ma, struct.pack("<Q", val))
+                return 0
+            if not PT.L1 <= level <= PT.L4:
+                # No page-table type: a plain write (do_mmu_update, PGT_writable_page).
+                self.guest.write_machine(ma, struct.pack("<Q", val))
+                return 0
+            return self._mod_entry(level, mfn, ma, val)
         if cmd == E.MMU_MACHPHYS_UPDATE:
             mfn = ptr >> 12
             if not self._valid_mfn(mfn):
@@ -96,18 +108,49 @@ class PvMmu:
             return 0
         return -E.ENOSYS
 
+    def _mod_entry(self, level: int, mfn: int, ma: int, val: int) -> int:
+        """mod_l?_entry (xen/arch/x86/mm.c@stable-4.17): write entry ``val``
+        at ``ma`` of the level-``level`` table ``mfn``; the new entry takes
+        its reference first (a refusal leaves the old one), then the old
+        entry's is dropped. 0 or a negative errno."""
+        if level == 4 and 256 <= (ma & 0xFFF) // 8 < 272:
+            return -E.EINVAL   # Xen-private L4 slots (is_guest_l4_slot)
+        # Read from the machine, not through the recording access: this read is
+        # pvmon's bookkeeping, not something the guest's call made Xen read.
+        old = self.m.read_u64_phys(ma)
+        types = self.types
+        if level in (2, 4) and val & PTE_P:
+            rc = self._mod_pde(level, old, val)
+            if rc == 0:     # the fast path: same frame, only whitelisted flags
+                self.guest.write_machine(ma, struct.pack("<Q", val))
+                return 0
+            if rc is not None:
+                return rc
+        if val & PTE_P:
+            rc = types.get_entry(level, mfn, val)
+            if rc:
+                return rc
+        # Like hardware, Xen leaves TLB maintenance to the guest (it asks with
+        # mmuext_op TLB_FLUSH/INVLPG or update_va_mapping's UVMF flags).
+        self.guest.write_machine(ma, struct.pack("<Q", val))
+        if old & PTE_P:
+            types.put_entry(level, mfn, old)
+        return 0
+
     # mm.c@stable-4.17 FASTPATH_FLAG_WHITELIST: NX, AVAIL_HIGH (bits 52-62), AVAIL (9-11),
     # GLOBAL, DIRTY, ACCESSED, USER. CONFIG_PV_LINEAR_PT=y keeps RW out of it for PDEs.
     _FASTPATH_WHITELIST = (1 << 63) | (0x7FF << 52) | 0xE00 | 0x100 | 0x40 | 0x20 | 0x4
 
-    def _mod_pde(self, level: int, ma: int, val: int) -> int | None:
-        """A present entry written into an explicitly pinned L2 or L4 table
+    def _mod_pde(self, level: int, old: int, val: int) -> int | None:
+        """A present entry written into an L2 or L4 table
         (mod_l2_entry / mod_l4_entry, xen/arch/x86/mm.c@stable-4.17): an L2
         entry with _PAGE_PSE is refused (L2_DISALLOW_MASK); an entry that keeps
         its frame and changes only whitelisted flags takes the fast path; any
         other is validated, and a same-level (linear) entry must be read-only
         (get_l4_linear_pagetable: "Attempt to create linear p.t. with write
-        perms"). -EINVAL, or None to write the entry.
+        perms": :meth:`PageTypes.get_entry`). -EINVAL; 0 for the fast path
+        (the entry is written with no change of references); None to validate
+        and write it.
 
         Versions affected by XSA-148 / XSA-182 (capabilities
         ``xsa148_l2_pse_refused`` / ``xsa182_pde_fastpath_whitelist`` absent)
@@ -115,31 +158,27 @@ class PvMmu:
         flags, before any check (mm.c@RELEASE-4.6.0: L2_DISALLOW_MASK without
         _PAGE_PSE, l?e_has_changed(.., _PAGE_PRESENT)); a new superpage outside
         it is still refused (no allowsuperpage). pvmon knows a table's level
-        only when the guest pinned that frame itself."""
+        from its type (:mod:`pvmon.backends.xen.pv.pagetype`)."""
         caps = self.ver.capabilities
-        # Read from the machine, not through the recording access: a recording holds
-        # what the guest's call made the backend read, and this read is pvmon's own
-        # bookkeeping (every Linux L4 update passes here).
-        old = self.m.read_u64_phys(ma)
         same_frame = old & PTE_P and not (old ^ val) & PTE_ADDR_MASK
         pse = level == 2 and val & 0x80
         if pse and "xsa148_l2_pse_refused" in caps:
             return -E.EINVAL
         if "xsa182_pde_fastpath_whitelist" in caps:
             if not (old ^ val) & ~self._FASTPATH_WHITELIST & ((1 << 64) - 1) and old & PTE_P:
-                return None
+                return 0
         elif same_frame:
-            return None
+            return 0
         if pse:
-            return -E.EINVAL
-        if val & 2 and self.pinned.get((val & PTE_ADDR_MASK) >> 12) == level:
             return -E.EINVAL
         return None
 
     def _writable_pt_mapping(self, val: int) -> bool:
-        """A leaf PTE that would map a pinned page-table frame writable: Xen
-        refuses it (get_page_from_l1e cannot take a writable type ref)."""
-        return bool(val & PTE_P and val & 2 and ((val & PTE_ADDR_MASK) >> 12) in self.pinned)
+        """A leaf PTE that would map a page-table frame (a frame with an
+        L1-L4 type) writable: Xen refuses it (get_page_from_l1e cannot take a
+        writable type reference: -EBUSY)."""
+        return bool(val & PTE_P and val & 2
+                    and self.types.is_page_table((val & PTE_ADDR_MASK) >> 12))
 
     def _valid_pte(self, val: int) -> bool:
         mfn = (val & PTE_ADDR_MASK) >> 12
@@ -183,29 +222,46 @@ class PvMmu:
 
     def _mmuext(self, cmd: int, arg1: int, arg2: int) -> int:
         v = self.vcpu
+        types = self.types
         if cmd in (0, 1, 2, 3):
+            # MMUEXT_PIN_L?_TABLE: a type reference of the level (validating the
+            # table if it had none), then the pin bit. A frame mapped writable
+            # (or with another type) cannot take it: "Bad type (saw .. != exp
+            # ..)", "Error -22 while pinning mfn .."; pinned twice: "mfn ..
+            # already pinned" (mm.c@stable-4.17 do_mmuext_op, _get_page_type).
             if not self._valid_mfn(arg1):
                 return -E.EINVAL
+            rc = types.get_type(arg1, cmd + 1)
+            if rc:
+                return rc
             if arg1 in self.pinned:
+                types.put_type(arg1)
                 return -E.EINVAL
             self.pinned[arg1] = cmd + 1
             if cmd == 3:
                 v.install_xen_slots(arg1)
             return 0
         if cmd == 4:
+            # MMUEXT_UNPIN_TABLE: "mfn .. not pinned"; else the pin's reference
+            # is dropped (a table no one else references is devalidated).
             if arg1 not in self.pinned:
                 return -E.EINVAL
             del self.pinned[arg1]
+            types.put_type(arg1)
             return 0
-        if cmd == 5:
-            if not self._valid_mfn(arg1):
+        if cmd == 5 or cmd == 15:
+            # MMUEXT_NEW_BASEPTR / NEW_USER_BASEPTR (new_guest_cr3): the new root
+            # takes an L4 type reference (validated if it had none), the old
+            # root's is dropped. "Error while installing new baseptr".
+            user = cmd == 15
+            if not (self._valid_mfn(arg1) or (user and not arg1)):
                 return -E.EINVAL
-            v.new_baseptr(arg1, user=False)
-            return 0
-        if cmd == 15:
-            if arg1 and not self._valid_mfn(arg1):
-                return -E.EINVAL
-            v.new_baseptr(arg1, user=True)
+            old = v.user_cr3 if user else v.kernel_cr3
+            if arg1 != old:
+                rc = types.swap_root(arg1, old)
+                if rc:
+                    return rc
+            v.new_baseptr(arg1, user=user)
             return 0
         if cmd in (6, 7, 8, 9, 10, 11):
             self.m.flush_tlb()
@@ -216,12 +272,14 @@ class PvMmu:
             v.ldt = (arg1, arg2)
             return 0
         if cmd == 16:
-            if not self._valid_mfn(arg1):
+            # MMUEXT_CLEAR_PAGE / COPY_PAGE take a writable type on the
+            # destination: a page table's is refused ("Error clearing mfn").
+            if not self._valid_mfn(arg1) or types.is_page_table(arg1):
                 return -E.EINVAL
             self.guest.write_machine(arg1 << 12, bytes(PAGE_SIZE))
             return 0
         if cmd == 17:
-            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)):
+            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)) or types.is_page_table(arg1):
                 return -E.EINVAL
             self.guest.write_machine(arg1 << 12, self.guest.read_machine(arg2 << 12, PAGE_SIZE))
             return 0
@@ -241,10 +299,40 @@ class PvMmu:
             pte_ma = self._l1_slot(va)
             if pte_ma is None:
                 return -E.EINVAL
-        self.guest.write_machine(pte_ma, struct.pack("<Q", val))
+        l1 = pte_ma >> 12
+        if self.types.type_of(l1) == PT.L1:
+            rc = self.types.mod_l1(l1, self.m.read_u64_phys(pte_ma), val)
+            if rc:
+                return rc
+            self.guest.write_machine(pte_ma, struct.pack("<Q", val))
+        else:
+            # Xen's do_update_va_mapping answers -EINVAL when the L1 it finds is
+            # not an L1 page table; pvmon writes it, as before page types: a
+            # live L1 always has its type here, and open-loop replay (which
+            # sees no page-table contents the guest wrote itself) finds none.
+            self.untyped_va_updates += 1
+            self.guest.write_machine(pte_ma, struct.pack("<Q", val))
         if flags & E.UVMF_FLUSHTYPE_MASK:   # UVMF_INVLPG or UVMF_TLB_FLUSH: xen.h
             self.m.flush_tlb()
         return 0
+
+    def set_l1e(self, pte_ma: int, val: int) -> None:
+        """Write L1 entry ``val`` at machine address ``pte_ma`` for pvmon's own
+        paths (grant mappings: create_grant_pv_mapping, replace_grant_pv_mapping,
+        steal_linear_address), written through the recording access as before
+        and accounted like an mmu_update of an L1 table: the new entry's
+        writable reference taken, the old one's dropped. The caller has made
+        its own checks (a writable grant of a page table is refused there)."""
+        old = self.m.read_u64_phys(pte_ma)     # bookkeeping: not a recorded read
+        self.guest.write_machine(pte_ma, struct.pack("<Q", val))
+        l1 = pte_ma >> 12
+        types = self.types
+        if types.type_of(l1) != PT.L1:
+            return
+        if val & PTE_P and types.get_entry(1, l1, val):
+            return                              # no reference to take (never for a grant)
+        if old & PTE_P:
+            types.put_entry(1, l1, old)
 
     def _l1_slot(self, va: int) -> int | None:
         """Machine address of the L1 entry for ``va`` when the L1 table exists

@@ -3,18 +3,34 @@ to a read-only mapping of one of its pinned page-table frames is carried out
 on the guest's behalf (Xen's ptwr emulation, xen/arch/x86/pv/ro-page-fault.c).
 
 pvmon lets the engine redo the write itself: the mapping is made writable
-for exactly one instruction (a single step), then read-only again.
+for exactly one instruction (a single step), then read-only again. The
+entry written is then accounted as ``mod_l1_entry`` does (ptwr_emulated_update
+calls it): the new entry takes its reference, the old one drops its
+(:mod:`pvmon.backends.xen.pv.pagetype`). An entry Xen refuses (a writable
+mapping of a page table: "could not get_page_from_l1e()") makes the
+emulation X86EMUL_UNHANDLEABLE and the guest gets its #PF after all
+(pv_ro_page_fault, xen/arch/x86/pv/ro-page-fault.c@stable-4.17): pvmon puts
+the old entry back and delivers the fault at the writing instruction.
+
+Xen emulates writes to L1 tables only; pvmon also carries out a write to a
+frame the guest pinned at any level (as it did before page types).
 """
 
 from __future__ import annotations
 
-from pvmon.engine.machine import GuestPageFault, Machine
+import struct
+
+from pvmon.backends.xen.pv import pagetype as PT
+from pvmon.engine.machine import PAGE_SIZE, GuestPageFault, Machine
+
+_TABLE = struct.Struct("<512Q")
 
 
 class WritablePageTables:
     """Writable-page-table emulation for one PV domain on ``machine``; the
-    pinned frames are ``backend.pinned`` (``{frame: level}``, read on every
-    fault: the backend makes it when it attaches, after this)."""
+    page tables are the frames with an L1 type in ``backend.types`` and the
+    pinned frames ``backend.pinned`` (``{frame: level}``), read on every fault
+    (the backend makes them when it attaches, after this)."""
 
     def __init__(self, machine: Machine, backend) -> None:
         self.m = machine
@@ -22,10 +38,16 @@ class WritablePageTables:
         #: Writes carried out so far (one per write fault on a pinned frame).
         self.emulations = 0
         self._restore = (0, 0)
+        #: (table frame written, its 4 KiB before the write, its level or 0).
+        self._entry = (0, b"", 0)
+        #: Writes whose new entry Xen refuses (put back, the #PF delivered).
+        self.refused = 0
+        #: (RIP, CR2) of the write being redone.
+        self._fault = (0, 0)
 
     def on_write_fault(self, va: int) -> bool:
         """A kernel-mode write fault (error code 3: present, write) at ``va``.
-        Returns True when ``va`` is in a pinned page-table frame: the write is
+        Returns True when ``va`` is in an L1 table or a pinned frame: the write is
         then redone by a single step with its PTE writable (the machine calls
         the handler's ``after_step``, which calls :meth:`after_step`); False
         when it is the guest's own fault to take."""
@@ -34,8 +56,17 @@ class WritablePageTables:
             pa, pte_ma = m.walk(va)
         except GuestPageFault:
             return False
-        if (pa >> 12) not in self.b.pinned:
+        frame = pa >> 12
+        types = self.b.types
+        level = types.type_of(frame)
+        if level != PT.L1 and frame not in self.b.pinned:
             return False
+        self._fault = (m.reg("rip"), va)
+        # The whole table as it was: one instruction may change more than the
+        # entry at ``va`` (a 16-byte store, a string store), and each entry it
+        # changes is accounted after the step.
+        self._entry = (frame, m.read_phys(frame << 12, PAGE_SIZE) if PT.L1 <= level <= PT.L4
+                       else b"", level if PT.L1 <= level <= PT.L4 else 0)
         pte = m.read_u64_phys(pte_ma)
         m.write_u64_phys(pte_ma, pte | 2)
         m.flush_tlb()
@@ -49,3 +80,44 @@ class WritablePageTables:
         pte_ma, pte = self._restore
         self.m.write_u64_phys(pte_ma, pte)
         self.m.flush_tlb()
+        frame, before, level = self._entry
+        if not level:
+            return
+        m = self.m
+        after = m.read_phys(frame << 12, PAGE_SIZE)
+        if after == before:
+            return
+        types = self.b.types
+        olds = _TABLE.unpack(before)
+        news = _TABLE.unpack(after)
+        refused = []
+        for i in range(512):
+            old, new = olds[i], news[i]
+            if old == new:
+                continue
+            if (level == 4 and 256 <= i < 272) or \
+                    (new & 1 and types.get_entry(level, frame, new)):
+                refused.append((i, old))
+                continue
+            if old & 1:
+                types.put_entry(level, frame, old)
+        if refused:
+            self._refuse(frame, refused)
+
+    def _refuse(self, frame: int, entries: list[tuple[int, int]]) -> None:
+        """Undo a write Xen would not have carried out (``entries``: slot and
+        old value) and deliver the #PF (write to a present page, kernel mode:
+        error code 3) at the writing instruction, as Xen propagates the fault
+        it could not emulate."""
+        m = self.m
+        for i, old in entries:
+            m.write_u64_phys((frame << 12) + 8 * i, old)
+        self.refused += 1
+        rip, cr2 = self._fault
+        m.set_reg("rip", rip)
+        p = self.b.p
+        p._jump = None
+        self.b.vcpu.deliver_trap(14, 3, cr2, rip)
+        if p._jump is not None:
+            m.set_reg("rip", p._jump)
+            p._jump = None

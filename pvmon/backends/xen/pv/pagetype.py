@@ -1,0 +1,340 @@
+"""Page types and type reference counts of one 64-bit PV domain's frames,
+kept as Xen keeps them (xen/arch/x86/mm.c@stable-4.17, ``_get_page_type``,
+``_put_page_type``, ``promote_l?_table``, ``get_page_from_l?e``,
+``put_page_from_l?e``, ``define_get_linear_pagetable``).
+
+Every frame of the domain has a type and a type count. A frame with a count
+of zero has no type (Xen keeps the bits, but a page table whose count drops to
+zero is devalidated and any type can be taken next). Types:
+
+* ``WRITABLE``: the frame is mapped writable by that many entries of L1
+  tables that hold an L1 type (``get_page_from_l1e`` takes
+  ``PGT_writable_page`` for an entry with ``_PAGE_RW``);
+* ``L1`` .. ``L4``: the frame is a validated page table of that level; its
+  count is the number of present entries of validated tables one level up
+  that reference it, plus one for a pin (``MMUEXT_PIN_L?_TABLE``), plus one
+  per CR3 (``MMUEXT_NEW_BASEPTR``/``NEW_USER_BASEPTR``) holding it, plus the
+  linear (same-level, read-only) entries of other tables that reference it.
+
+A frame takes a page-table type from count zero only by validation
+(``promote``): every present entry of the table is checked and takes its own
+reference on the frame it names, which may in turn validate that frame
+(recursively, as ``promote_l4_table`` validates the L3s it meets that are not
+yet L3 tables). A frame with a different type and a non-zero count cannot
+take the type: ``-EINVAL`` ("Bad type", ``_get_page_type``), or ``-EBUSY``
+where an L1 entry wanted a writable reference (``get_page_from_l1e``,
+``could_not_pin``). When a page table's count drops to zero every entry's
+reference is dropped (``free_page_type``), recursively.
+
+Nothing here scans memory beyond the table being validated or devalidated:
+mmu_update, update_va_mapping and writable-page-table writes adjust the
+counts of the old and the new target of the one entry they change
+(:meth:`PageTypes.get_entry` then :meth:`PageTypes.put_entry`, as
+``mod_l?_entry`` does). The table contents are read from the machine (not
+through a recording access: this is pvmon's bookkeeping, not the guest's
+call).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+NONE, L1, L2, L3, L4, WRITABLE = 0, 1, 2, 3, 4, 5
+#: Type names, for messages and tests.
+TYPE_NAMES = {NONE: "none", L1: "l1", L2: "l2", L3: "l3", L4: "l4", WRITABLE: "writable"}
+
+EINVAL, EBUSY = 22, 16
+_P, _RW, _PSE = 1, 2, 0x80
+_ADDR = 0x000FFFFFFFFFF000
+_TABLE = struct.Struct("<512Q")
+#: L4 slots that are Xen's, not the guest's (is_guest_l4_slot, 64-bit PV:
+#: ROOT_PAGETABLE_FIRST_XEN_SLOT 256 .. LAST 271).
+_XEN_L4_SLOTS = range(256, 272)
+
+
+class PageTypes:
+    """Types and counts of the frames ``0 .. nr_frames-1`` of one domain.
+
+    ``read_table(mfn)`` returns the 4096 bytes of machine frame ``mfn``.
+    Frames at or past ``nr_frames`` (shared_info, grant frames: hypervisor
+    frames the guest may map) are not tracked: a writable L1 entry naming one
+    takes no type, and an L2-L4 entry naming one is refused (-EINVAL:
+    ``get_page_from_mfn`` finds no page of the domain).
+    """
+
+    def __init__(self, nr_frames: int, read_table: Callable[[int], bytes],
+                 flush_tlb: Callable[[], None] | None = None) -> None:
+        self.nr = nr_frames
+        self._read = read_table
+        #: Called when a frame becomes a page table: a TLB may still hold a
+        #: writable translation of it from before (a mapping made read-only
+        #: without a flush), and Xen flushes on such a type change
+        #: (_get_page_type: tlbflush_timestamp, flush_tlb_mask). pvmon's Xen
+        #: backend passes none (see :meth:`_resync_writable`).
+        self._flush = flush_tlb
+        #: Writable counts found wrong and recounted (:meth:`_resync_writable`).
+        self.resyncs = 0
+        #: frame -> type (NONE when the count is 0).
+        self.typ = bytearray(nr_frames)
+        #: frame -> type count.
+        self.cnt = [0] * nr_frames
+        #: frame -> linear_pt_count: > 0 the number of linear entries the table
+        #: holds, < 0 minus the number of tables' linear entries naming it
+        #: (inc_linear_entries / inc_linear_uses; a table is one or the other).
+        self.linear: dict[int, int] = {}
+        #: Tables validated (successfully) and devalidated so far; their
+        #: difference is the number of frames holding an L1-L4 type.
+        self.promotions = 0
+        self.demotions = 0
+
+    # ---------------------------------------------------------------- queries
+    def type_of(self, mfn: int) -> int:
+        """The frame's type: NONE, L1..L4 or WRITABLE (NONE past the domain)."""
+        return self.typ[mfn] if 0 <= mfn < self.nr else NONE
+
+    def is_page_table(self, mfn: int) -> bool:
+        """True when the frame holds an L1-L4 type (a validated page table)."""
+        return 0 <= mfn < self.nr and L1 <= self.typ[mfn] <= L4
+
+    # ------------------------------------------------------- type references
+    def get_type(self, mfn: int, t: int) -> int:
+        """Take one type reference of type ``t`` on a frame of the domain
+        (``_get_page_type``): 0, or -EINVAL when the frame has another type
+        (or a table fails validation: the error of the entry that failed)."""
+        cnt = self.cnt[mfn]
+        if cnt:
+            if self.typ[mfn] != t:
+                if not (t <= L4 and self.typ[mfn] == WRITABLE and not self._resync_writable(mfn)):
+                    return -EINVAL
+            else:
+                self.cnt[mfn] = cnt + 1
+                return 0
+        self.typ[mfn] = t
+        self.cnt[mfn] = 1
+        if t <= L4:
+            rc = self._promote(mfn, t)
+            if rc:
+                self.typ[mfn] = NONE
+                self.cnt[mfn] = 0
+                return rc
+            if self._flush is not None:
+                self._flush()
+        return 0
+
+    def put_type(self, mfn: int) -> None:
+        """Drop one type reference (``_put_page_type``); a page table whose
+        count reaches zero drops its entries' references (devalidation)."""
+        cnt = self.cnt[mfn]
+        if cnt <= 0:          # a reference pvmon never took (a grant's PTE): ignore
+            return
+        self.cnt[mfn] = cnt - 1
+        if cnt == 1:
+            t = self.typ[mfn]
+            self.typ[mfn] = NONE
+            if t <= L4:
+                self._demote(mfn, t)
+
+    # ----------------------------------------------------- entry references
+    def get_entry(self, level: int, table: int, e: int) -> int:
+        """The reference a present entry ``e`` of a validated level-``level``
+        table ``table`` takes (``get_page_from_l?e``): 0 or a negative errno.
+        L1: a writable entry takes a writable type on a frame of the domain
+        (-EBUSY if the frame is a page table). L2-L4: the frame named takes
+        the next level down's type; failing that (-EINVAL) a read-only entry
+        naming a validated table of the same level is a linear page table
+        (the table itself, or another that holds no linear entries while this
+        one is not a linear target), anything else -EINVAL."""
+        mfn = (e & _ADDR) >> 12
+        if level == 1:
+            if e & _RW and mfn < self.nr and self.get_type(mfn, WRITABLE):
+                return -EBUSY              # could_not_pin
+            return 0
+        if mfn >= self.nr:
+            return -EINVAL                 # get_page_from_mfn: not the domain's
+        if level == 2 and e & _PSE:
+            return -EINVAL                 # L2_DISALLOW_MASK: _PAGE_PSE
+        rc = self.get_type(mfn, level - 1)
+        if rc == -EINVAL and self._linear(level, table, mfn, e):
+            return 0
+        return rc
+
+    def put_entry(self, level: int, table: int, e: int) -> None:
+        """Drop what :meth:`get_entry` took for present entry ``e``
+        (``put_page_from_l?e``; ``put_pt_page`` for a linear entry)."""
+        mfn = (e & _ADDR) >> 12
+        if mfn >= self.nr:
+            return
+        if level == 1:
+            if e & _RW:
+                self.put_type(mfn)
+            return
+        if mfn == table:
+            return                         # a self-map took no reference
+        if self.typ[mfn] == level:         # a linear entry: dec uses and entries
+            self._dec_linear(mfn, +1)
+            self._dec_linear(table, -1)
+        self.put_type(mfn)
+
+    def mod_l1(self, table: int, old: int, new: int) -> int:
+        """The references of an L1 entry of ``table`` changing from ``old``
+        to ``new`` (both raw entries): :meth:`get_entry` of the new one, then
+        :meth:`put_entry` of the old, in one call (every Linux PTE update
+        passes here). 0, or -EBUSY with nothing changed."""
+        if (new & 3) == 3:                     # present and writable
+            mfn = (new & _ADDR) >> 12
+            if mfn < self.nr:
+                cnt = self.cnt[mfn]
+                if not cnt:
+                    self.typ[mfn] = WRITABLE
+                elif self.typ[mfn] != WRITABLE:
+                    return -EBUSY              # could_not_pin
+                self.cnt[mfn] = cnt + 1
+        if (old & 3) == 3:
+            mfn = (old & _ADDR) >> 12
+            if mfn < self.nr:
+                cnt = self.cnt[mfn]
+                if cnt > 1:
+                    self.cnt[mfn] = cnt - 1
+                elif cnt == 1:
+                    self.cnt[mfn] = 0
+                    self.typ[mfn] = NONE
+        return 0
+
+    def swap_root(self, new: int, old: int) -> int:
+        """A CR3 moving from root ``old`` to ``new`` (0: none): an L4 type
+        reference taken on ``new`` (validating it if it had none), then the
+        one on ``old`` dropped (new_guest_cr3). 0 or -EINVAL."""
+        if new:
+            cnt = self.cnt[new]
+            if cnt and self.typ[new] == L4:
+                self.cnt[new] = cnt + 1
+            else:
+                rc = self.get_type(new, L4)
+                if rc:
+                    return rc
+        if old and old < self.nr:
+            cnt = self.cnt[old]
+            if cnt > 1:
+                self.cnt[old] = cnt - 1
+            else:
+                self.put_type(old)
+        return 0
+
+    def _resync_writable(self, mfn: int) -> int:
+        """Recount the writable references of ``mfn`` from every L1 table and
+        keep that count; returns it. Run only where a page-table type is
+        about to be refused for a writable count, never on a guest's common
+        path: the engine's TLB is not flushed when a frame becomes a page
+        table (Xen does flush), so a guest may still write a just-pinned L1
+        through a stale writable translation, unseen by the counts (Linux 6.1
+        does; docs/xen-rules.md, "Page types"). The refusal must rest on the
+        tables as they are."""
+        n = 0
+        key = mfn << 12
+        for table in range(self.nr):
+            if self.typ[table] == L1:
+                for e in _TABLE.unpack(self._read(table)):
+                    if (e & 3) == 3 and (e & _ADDR) == key:
+                        n += 1
+        if n != self.cnt[mfn]:
+            self.resyncs += 1
+            self.cnt[mfn] = n
+            if not n:
+                self.typ[mfn] = NONE
+        return n
+
+    def _linear(self, level: int, table: int, mfn: int, e: int) -> bool:
+        """get_l?_linear_pagetable: True when ``e`` is an allowed linear entry
+        (it then holds its references)."""
+        if e & _RW:
+            return False                   # "Attempt to create linear p.t. with write perms"
+        if mfn == table:
+            return True
+        if self.linear.get(table, 0) < 0 or self.linear.get(mfn, 0) > 0:
+            return False                   # inc_linear_entries / inc_linear_uses
+        if self.typ[mfn] != level or not self.cnt[mfn]:
+            return False                   # not an already-validated table of this level
+        self.linear[table] = self.linear.get(table, 0) + 1
+        self.linear[mfn] = self.linear.get(mfn, 0) - 1
+        self.cnt[mfn] += 1
+        return True
+
+    def _dec_linear(self, mfn: int, step: int) -> None:
+        n = self.linear.get(mfn, 0) + step
+        if n:
+            self.linear[mfn] = n
+        else:
+            self.linear.pop(mfn, None)
+
+    # ------------------------------------------------ validation of a table
+    def _entries(self, mfn: int, level: int):
+        """(slot, entry) of the table's present guest entries."""
+        words = _TABLE.unpack(self._read(mfn))
+        if level == 4:
+            return [(i, e) for i, e in enumerate(words) if e & _P and not 256 <= i < 272]
+        return [(i, e) for i, e in enumerate(words) if e & _P]
+
+    def _promote(self, mfn: int, level: int) -> int:
+        """promote_l?_table: every present entry takes its reference; on a
+        failure the ones taken are dropped and the entry's error returned."""
+        done = []
+        for _, e in self._entries(mfn, level):
+            rc = self.get_entry(level, mfn, e)
+            if rc:
+                for old in reversed(done):
+                    self.put_entry(level, mfn, old)
+                return rc
+            done.append(e)
+        self.promotions += 1
+        return 0
+
+    def _demote(self, mfn: int, level: int) -> None:
+        """free_l?_table: every present entry drops its reference."""
+        self.demotions += 1
+        for _, e in self._entries(mfn, level):
+            self.put_entry(level, mfn, e)
+
+    # ------------------------------------------------------------------ audit
+    def audit(self, pinned: dict[int, int], roots: list[int]) -> list[str]:
+        """Recount every type reference from scratch (the pins, the CR3s in
+        ``roots``, every present entry of every validated table) and return
+        where the kept counts or types disagree, as readable lines (empty when
+        they agree). A whole-memory scan: for tests, never on a guest's path
+        (Xen's debug builds have the like, audit_domain)."""
+        want = [0] * self.nr
+        kind = bytearray(self.nr)
+        bad = []
+        for mfn, level in pinned.items():
+            want[mfn] += 1
+            kind[mfn] = level
+        for mfn in roots:
+            if 0 < mfn < self.nr:
+                want[mfn] += 1
+                kind[mfn] = L4
+        for table in range(self.nr):
+            level = self.typ[table]
+            if not L1 <= level <= L4:
+                continue
+            for slot, e in self._entries(table, level):
+                mfn = (e & _ADDR) >> 12
+                if mfn >= self.nr or (level > 1 and mfn == table):
+                    continue
+                if level == 1:
+                    if e & _RW:
+                        want[mfn] += 1
+                        kind[mfn] = WRITABLE
+                    continue
+                want[mfn] += 1
+                if kind[mfn] not in (level - 1, level):
+                    kind[mfn] = level - 1
+                if self.typ[mfn] not in (level - 1, level):
+                    bad.append(f"L{level} {table:#x}[{slot}] names {mfn:#x} of type "
+                               f"{TYPE_NAMES[self.typ[mfn]]}")
+        for mfn in range(self.nr):
+            if want[mfn] != self.cnt[mfn]:
+                bad.append(f"{mfn:#x}: type {TYPE_NAMES[self.typ[mfn]]} count "
+                           f"{self.cnt[mfn]}, recounted {want[mfn]}")
+            elif want[mfn] and kind[mfn] == WRITABLE and self.typ[mfn] != WRITABLE:
+                bad.append(f"{mfn:#x}: mapped writable but of type {TYPE_NAMES[self.typ[mfn]]}")
+        return bad

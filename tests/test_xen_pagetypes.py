@@ -1,0 +1,142 @@
+"""Page types and type reference counts of a 64-bit PV domain's page tables,
+as Xen 4.17 keeps them (xen/arch/x86/mm.c; pvmon/backends/xen/pv/pagetype.py):
+checked by the page-type section of pvtest-v2-rules
+(guests/src/checks_pagetypes.c, each check naming its mm.c function), and by
+recounting every reference from scratch at the end of real runs: the counts
+kept call by call must equal the recount, without a scan on the way."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pvmon.backends.xen.pv import pagetype as PT
+from pvmon.dispatch.console_input import script_lines
+from pvmon.guests.catalog import resolve
+from pvmon.guests.initramfs import ensure_initramfs
+from pvmon.session import Session
+
+RULES_IMAGE = Path(__file__).resolve().parents[1] / "pvmon" / "guests" / "images" / \
+    "pvtest-v2-rules.elf"
+SECTION = "rules: page types and reference counts"
+
+
+def _session(guest, **kw):
+    s = Session(resolve(guest), **kw)
+    ring = bytearray()
+    s.on_console(lambda ch, data: ring.extend(data) if ch == "ring" else None)
+    res = s.run(timeout=600)
+    return s, res, ring.decode(errors="replace")
+
+
+def _audit(s: Session) -> list[str]:
+    b = s.backend
+    return b.types.audit(b.pinned, [b.vcpu.kernel_cr3, b.vcpu.user_cr3])
+
+
+def _section(ring: str) -> list[tuple[str, str]]:
+    """(ok|FAIL, check line) of the page-type section of the guest's report."""
+    part = ring.split(f"pvtest: # {SECTION}", 1)[1]
+    return re.findall(r"^pvtest: (ok|FAIL) \d+ - (.*)$", part, re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return _session(str(RULES_IMAGE))
+
+
+def test_the_rules_guest_passes_every_page_type_check(rules):
+    _s, res, ring = rules
+    assert res.exit_kind == "shutdown"
+    lines = _section(ring)
+    assert len(lines) == 53 and all(v == "ok" for v, _ in lines), \
+        [name for v, name in lines if v != "ok"]
+    names = [name for _, name in lines]
+    for want in (
+        "pin L1 of a page the kernel still maps writable -> -EINVAL",
+        "update_va_mapping mapping a pinned L1 writable -> -EBUSY",
+        ("pin L1 of a page whose kernel mapping is read-only but an entry of a pinned L1 "
+         "still maps writable -> -EINVAL"),
+        "mapping the unpinned L1 below the pinned L2 writable -> -EBUSY",
+        "pin L2 holding a writable self-map -> -EINVAL",
+        "pin L2 holding a read-only self-map -> 0",
+        "a plain write of an entry mapping the L1 itself writable -> #PF, the entry unchanged",
+        ("mapping writable the L1 that maps the kernel (never pinned, below the live L4) "
+         "-> -EBUSY"),
+    ):
+        assert any(n.startswith(want) for n in names), want
+
+
+def test_every_page_type_check_names_the_mm_c_function_or_the_step_it_follows(rules):
+    _s, _res, ring = rules
+    for _v, name in _section(ring):
+        # a refusal says where it comes from; a "-> 0" step may follow the one before it
+        if re.search(r"-> -E[A-Z]+", name):
+            assert "(MM " in name or "MM " in name or "still not writable" in name \
+                or "it stays an L2" in name or "twice" in name, name
+
+
+def test_the_counts_kept_call_by_call_equal_a_recount_at_the_end_of_the_rules_guest(rules):
+    s, _res, _ring = rules
+    assert _audit(s) == []
+    t = s.backend.types
+    assert t.promotions - t.demotions == sum(1 for x in t.typ if PT.L1 <= x <= PT.L4)
+    assert s.dispatch.ptwr.refused == 1          # the one writable self-map written plainly
+    # the guest leaves nothing of its own pinned: the builder's L4 (pin + CR3) and
+    # the rules checks' user L4 remain
+    assert t.type_of(s.backend.layout.pt_base_pfn) == PT.L4
+    assert t.cnt[s.backend.layout.pt_base_pfn] == 2
+
+
+def test_pvtest_v2_ends_with_the_builders_tree_typed_and_its_data_pages_writable():
+    s, res, _ring = _session("pvtest-v2")
+    assert res.exit_kind == "shutdown"
+    assert _audit(s) == []
+    b = s.backend
+    t = b.types
+    l4 = b.layout.pt_base_pfn
+    assert t.type_of(l4) == PT.L4
+    # the start-of-day tables map the xenstore page writable: its type says so
+    assert t.type_of(b.layout.store_pfn) == PT.WRITABLE
+
+
+def test_a_frame_with_a_writable_type_cannot_become_a_table_and_back():
+    """The type machine on a real domain's frames: a data page mapped writable
+    by the builder's tables refuses an L1 type; once the count is gone a type
+    can be taken, and the last put devalidates."""
+    s, _res, _ring = _session("pvtest-v2")
+    t = s.backend.types
+    f = s.backend.layout.store_pfn             # the xenstore page, mapped writable
+    n = t.cnt[f]
+    assert n >= 1 and t.type_of(f) == PT.WRITABLE
+    assert t.get_type(f, PT.L1) == -PT.EINVAL
+    assert t.cnt[f] == n and t.type_of(f) == PT.WRITABLE
+    # a page no table maps: the frame past the bootstrap region
+    free = next(x for x in range(t.nr - 1, 0, -1) if t.cnt[x] == 0)
+    s.backend.m.write_phys_data(free << 12, bytes(4096))
+    assert t.get_type(free, PT.L1) == 0 and t.type_of(free) == PT.L1
+    assert t.get_type(free, PT.WRITABLE) == -PT.EINVAL
+    before = t.demotions
+    t.put_type(free)
+    assert t.type_of(free) == PT.NONE and t.demotions == before + 1
+    assert t.get_type(free, PT.WRITABLE) == 0
+    t.put_type(free)
+    assert _audit(s) == []
+
+
+@pytest.mark.debian
+@pytest.mark.slow
+def test_a_debian_6_12_busybox_session_keeps_counts_equal_to_a_recount(debian612):
+    """Linux pins on every fork and unpins on exit, and writes PTEs through
+    mmu_update and writable page tables: the counts it leaves equal a recount,
+    and every table typed was validated once per type gain (no scan)."""
+    initrd = ensure_initramfs("busybox").read_bytes()
+    s = Session(debian612, initrd=initrd, initrd_info={"name": "busybox"},
+                script=script_lines("ls /proc\necho sum=$((6*7))\npoweroff -f\n"))
+    res = s.run(timeout=600)
+    assert res.exit_kind == "shutdown" and "sum=42" in res.console.decode(errors="replace")
+    assert _audit(s) == []
+    t = s.backend.types
+    assert t.promotions > 300 and t.demotions > 100     # forks and exits
+    assert t.promotions - t.demotions == sum(1 for x in t.typ if PT.L1 <= x <= PT.L4)
+    assert s.dispatch.ptwr.refused == 0
