@@ -503,22 +503,8 @@ class UcInternals:
 
     def _add_raw_hooks(self, pairs) -> int:
         """Install ``(insn id, ctypes callback)`` pairs as UC_HOOK_INSN hooks; one handle."""
-        uc = self._uc
-        handles: list[int] = []
-        for insn, cb in pairs:
-            hh = uc_hook_h()
-            err = _uc_hook_add(self._uch, ctypes.byref(hh), unicorn.UC_HOOK_INSN,
-                               ctypes.cast(cb, ctypes.c_void_p), None, 1, 0, insn)
-            if err != unicorn.UC_ERR_OK:
-                for done in handles:
-                    _uc_hook_del(self._uch, uc_hook_h(done))
-                raise unicorn.UcError(err)
-            handles.append(hh.value)
-            # Park the C callback where the binding keeps its own: Unicorn may call it
-            # for as long as the Uc lives, even if this object is dropped first.
-            uc._callbacks[hh.value] = cb
-        self._hooks[handles[0]] = (tuple(handles), tuple(cb for _i, cb in pairs))
-        return handles[0]
+        return self._install(((insn, ctypes.cast(cb, ctypes.c_void_p), cb) for insn, cb in pairs),
+                             None)
 
     def _gpr_slots(self) -> tuple[int, int, int]:
         """Addresses of the engine's RAX, RCX and RDX slots (env->regs)."""
@@ -528,21 +514,28 @@ class UcInternals:
     def _add_c_hooks(self, tramp, pairs) -> int:
         """Install ``(insn id, C callback address)`` pairs as UC_HOOK_INSN hooks whose
         user_data is the compiled Trampoline ``tramp``; one handle."""
+        return self._install(((insn, addr, tramp) for insn, addr in pairs), tramp.address)
+
+    def _install(self, hooks, user_data: int | None) -> int:
+        """``uc_hook_add(UC_HOOK_INSN)`` for each ``(insn id, callback address, owner)``,
+        all or none; one handle. Each owner (the ctypes callback or the trampoline) is
+        parked where the binding keeps its own callbacks: Unicorn may call the hook for
+        as long as the Uc lives, even if this object is dropped first."""
         uc = self._uc
         handles: list[int] = []
-        for insn, addr in pairs:
+        owners: list = []
+        for insn, addr, owner in hooks:
             hh = uc_hook_h()
             err = _uc_hook_add(self._uch, ctypes.byref(hh), unicorn.UC_HOOK_INSN,
-                               addr, tramp.address, 1, 0, insn)
+                               addr, user_data, 1, 0, insn)
             if err != unicorn.UC_ERR_OK:
                 for done in handles:
                     _uc_hook_del(self._uch, uc_hook_h(done))
                 raise unicorn.UcError(err)
             handles.append(hh.value)
-            # Unicorn may call the hook for as long as the Uc lives: the trampoline
-            # stays with the engine, where the binding keeps its own callbacks.
-            uc._callbacks[hh.value] = tramp
-        self._hooks[handles[0]] = (tuple(handles), (tramp,))
+            owners.append(owner)
+            uc._callbacks[hh.value] = owner
+        self._hooks[handles[0]] = (tuple(handles), tuple(owners))
         return handles[0]
 
     def del_hook(self, handle: int) -> None:
