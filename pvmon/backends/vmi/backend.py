@@ -148,7 +148,14 @@ class VmiBackend(Backend):
                             "cycles are ns (GetCycleFrequency 1e9); the 2006 API 2.0 "
                             "proposal's numbering and deferred-call model are not offered",
                     "source": "arch/x86/include/asm/vmi.h, arch/x86/kernel/vmi_32.c, "
-                              "vmi_time.h (Linux 2.6.3x)"}]}
+                              "vmi_time.h (Linux 2.6.3x)"}, {
+                    "what": "ROM profile vmi-2.0 declares the March 2006 proposal's ROM rule: "
+                            "scan C8000h-DFFFFh in 2 KiB steps, byte sum 0, header API 13.0, "
+                            "32-byte call slots, 85 calls; pvmon's ROM passes that scan and "
+                            "checksum and a 2006 guest refuses it only for its API version "
+                            "(pvmon/backends/vmi/profiles.py, docs/vmi.md)",
+                    "source": "VMI Interface Proposal Part 4 and RFC patch 3/24, LKML "
+                              "2006-03-13 (<4415CE1C.1060608@vmware.com>)"}]}
 
     def attach(self, machine: Any, layout: Any, guest, platform, memory_bytes: int,
                name: str) -> None:
