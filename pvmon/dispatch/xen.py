@@ -251,15 +251,11 @@ class XenPvDispatch(DispatchCore):
     def _stack_fault(self, rip: int) -> bool:
         """The #GP(0) at ``rip`` is a non-canonical stack-segment access, which
         hardware (and so Xen) reports as #SS(0) (:mod:`pvmon.engine.stackfault`)."""
-        user = self.b.vcpu.user_mode
-        code = b""
-        for n in (15, 8, 4, 1):                 # the instruction may end a mapped page
-            try:
-                code = self.m.read_virt(rip, n, user=user)
-                break
-            except GuestPageFault:
-                continue
-        return bool(code) and is_stack_fault(code, rip, self.m.reg)
+        try:
+            code = self.m.read_insn(rip, user=self.b.vcpu.user_mode)
+        except GuestPageFault:
+            return False
+        return is_stack_fault(code, rip, self.m.reg)
 
     @property
     def ptwr_emulations(self) -> int:

@@ -332,6 +332,15 @@ class Machine:
             table = e & PTE_ADDR_MASK
         return table | (va & 0xFFF), ea
 
+    def read_insn(self, rip: int, *, user: bool = False) -> bytes:
+        """The bytes an instruction at guest-virtual ``rip`` may span: 15 (the
+        x86 maximum), or up to the end of ``rip``'s page when the next page is
+        not mapped. Raises :class:`GuestPageFault` when ``rip``'s own page is not."""
+        try:
+            return self.read_virt(rip, 15, user=user)
+        except GuestPageFault:
+            return self.read_virt(rip, PAGE_SIZE - (rip & 0xFFF), user=user)
+
     def read_virt(self, va: int, size: int, *, user: bool = False) -> bytes:
         """Read ``size`` bytes at guest-virtual ``va`` (may cross pages).
         Raises :class:`GuestPageFault`."""
@@ -469,12 +478,9 @@ class Machine:
         per step on a Linux boot."""
         uc = self.uc
         try:
-            size = straight_line_length(self.read_virt(rip, 15), rip)
+            size = straight_line_length(self.read_insn(rip), rip)
         except GuestPageFault:
-            try:
-                size = straight_line_length(self.read_virt(rip, PAGE_SIZE - (rip & 0xFFF)), rip)
-            except GuestPageFault:
-                size = None
+            size = None
         if size is None:
             self.internals.set_memory_exit_checks(True)
             try:
