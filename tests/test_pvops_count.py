@@ -161,3 +161,10 @@ def test_an_array_call_counts_each_entry_as_translate_reads_it(name, cmds):
         seen: dict = {}
         xen_pvops.count_events([ev], xen_pvops.new_state(), seen)
         assert list(seen.items()) == list(want.items())
+
+
+@pytest.mark.parametrize("abi", ["vmi", "uml"])
+def test_a_stateless_mapping_can_always_continue_a_run_so_parallel_counts_are_not_redone(abi):
+    from pvmon.pvops import mapping_for
+    mod = mapping_for(abi)
+    assert mod.continue_state(mod.new_state(None), mod.resume_state(None)) is not None

@@ -9,7 +9,10 @@
 An ABI mapping module provides ``translate(ev, state) -> Iterator[PvOp]`` and
 ``new_state(header) -> object`` (whatever bounded state it needs across events, such as
 the level a page-table frame was pinned at). To be counted in parallel it also provides
-``resume_state(header)`` and ``continue_state(earlier, later)`` (see the Xen PV module).
+``resume_state(header)`` and ``continue_state(earlier, later)`` (see the Xen PV module;
+``continue_state`` answers None when the later run depends on state it could not see,
+so a mapping that keeps no state uses :func:`stateless_state` and
+:func:`stateless_continue`, whose state is never None).
 To be counted fast (``trace stats --pvops``) it may provide ``count_events(events, state,
 seen, abi_name, other)``: adds to ``seen`` ({(op, call, native): count}) the keys of what
 ``translate`` yields for each event, in its order, handing ``other`` the events of
@@ -28,7 +31,19 @@ from pvmon.errors import TraceError
 from pvmon.pvops.vocab import FAMILIES, OPS, OpDef, family_of
 
 __all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "Deriver", "OpDef", "PvOp", "clock_reads", "count", "derive",
-           "family_of", "mapping_for"]
+           "family_of", "mapping_for", "stateless_continue", "stateless_state"]
+
+def stateless_state(header: dict[str, Any] | None = None) -> tuple:
+    """``new_state`` and ``resume_state`` of a mapping that keeps no state across
+    events: an empty tuple, not None (None is ``continue_state``'s "cannot")."""
+    return ()
+
+
+def stateless_continue(earlier: tuple, later: tuple) -> tuple:
+    """``continue_state`` of a mapping that keeps no state: a run counted from
+    mid-trace is always right, so parallel counts are never redone."""
+    return ()
+
 
 # ABI name (an event's "abi" field) -> the module holding its mapping.
 MAPPINGS: dict[str, str] = {

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pvmon.pvops import PvOp
+from pvmon.pvops import PvOp, stateless_continue, stateless_state
 from pvmon.uml import ptrace as pt
 
 #: ptrace requests that resume a traced guest process
@@ -66,19 +66,12 @@ _CONSOLE = {("write", 1): "console.write", ("write", 2): "console.write",
             ("read", 0): "console.read"}
 
 
-def new_state(header: dict[str, Any] | None = None) -> None:
-    return None
+# No state across events (pvmon/pvops/__init__.py).
+new_state = resume_state = stateless_state
+continue_state = stateless_continue
 
 
-def resume_state(header: dict[str, Any] | None = None) -> None:
-    return None
-
-
-def continue_state(earlier: None, later: None) -> None:
-    return None
-
-
-def translate(ev: dict[str, Any], state: None) -> Iterator[PvOp]:
+def translate(ev: dict[str, Any], state: tuple) -> Iterator[PvOp]:
     """Canonical operations of one event of a UML trace (see the module doc)."""
     get = ev.get
     if get("k") != "hc":

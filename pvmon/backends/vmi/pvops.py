@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pvmon.pvops import PvOp
+from pvmon.pvops import PvOp, stateless_continue, stateless_state
 
 #: VMI call name -> canonical operation
 OPS: dict[str, str] = {
@@ -42,19 +42,12 @@ NO_OPERATION: frozenset[str] = frozenset({"vmi_init", "get_reloc",
     "SetCR4", "SetTR", "MachineToPhysical", "PhysicalToMachine"})
 
 
-def new_state(header: dict[str, Any] | None = None) -> None:
-    return None
+# No state across events (pvmon/pvops/__init__.py).
+new_state = resume_state = stateless_state
+continue_state = stateless_continue
 
 
-def resume_state(header: dict[str, Any] | None = None) -> None:
-    return None
-
-
-def continue_state(earlier: None, later: None) -> None:
-    return None
-
-
-def translate(ev: dict[str, Any], state: None) -> Iterator[PvOp]:
+def translate(ev: dict[str, Any], state: tuple) -> Iterator[PvOp]:
     """Canonical operations of one trace event of a VMI run."""
     get = ev.get
     if get("k") != "hc":
