@@ -18,4 +18,6 @@ setup(ext_modules=[Extension("pvmon.trace._evpack", ["pvmon/trace/_evpack.c"], o
                    Extension("pvmon.uml._stoploop", ["pvmon/uml/_stoploop.c"], optional=True,
                              extra_compile_args=["-O2"]),
                    Extension("pvmon.gdb._tbwalk", ["pvmon/gdb/_tbwalk.c"], optional=True,
-                             extra_compile_args=["-O2"])])
+                             extra_compile_args=["-O2"]),
+                   Extension("pvmon.engine._pagewalk", ["pvmon/engine/_pagewalk.c"],
+                             optional=True, extra_compile_args=["-O2"])])

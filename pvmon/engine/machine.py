@@ -74,6 +74,12 @@ def _pfec(need: int, entry: int) -> int:
         | (PFEC_USER if need & PTE_US else 0)
 
 
+try:    # the same walk in C (pvmon/engine/_pagewalk.c), when setup.py built it
+    from pvmon.engine._pagewalk import walk as _c_walk
+except ImportError:             # pragma: no cover - the module is optional
+    _c_walk = None
+
+
 class GuestPageFault(Exception):
     """A guest-virtual access the guest's page tables do not allow.
 
@@ -108,7 +114,7 @@ class TrapHandler(Protocol):
     def on_invalid_opcode(self, rip: int) -> bool: ...
     def on_interrupt(self, vector: int, rip: int) -> None: ...
     def on_cpuid(self) -> None: ...
-    def on_tsc(self) -> int: ...
+    def on_tsc(self, _uc: object = None) -> int: ...
     def on_io_in(self, port: int, size: int) -> int: ...
     def on_io_out(self, port: int, size: int, value: int) -> None: ...
     def on_resume(self) -> None: ...
@@ -187,7 +193,7 @@ class Machine:
         # and store (measured: 11.6 s -> 7.7 s for the Debian 6.12 boot). An access
         # outside machine memory ends emu_start with UC_ERR_*_UNMAPPED instead,
         # which _classify_error reports as a guest crash.
-        self._tsc_hook = self.internals.hook_tsc(lambda u: h.on_tsc())
+        self._tsc_hook = self.internals.hook_tsc(h.on_tsc)     # called with the Uc
         # Empty exit list: emu_start ignores `until` and never probes an address
         # through the guest page tables when it returns (DESIGN.md, engine facts).
         uc.ctl_exits_enabled(True)
@@ -313,6 +319,11 @@ class Machine:
         if cr3 is None:
             cr3 = self.internals.cr3
         need = PTE_P | (PTE_RW if write else 0) | (PTE_US if user else 0)
+        if _c_walk is not None:
+            r = _c_walk(self._mem_ptr, self.phys_bytes, cr3, va, need)
+            if r.__class__ is int:
+                raise GuestPageFault(va, _pfec(need, r))
+            return r
         top = va >> 47
         if top and top != 0x1FFFF:
             raise GuestPageFault(va, _pfec(need, 0))
