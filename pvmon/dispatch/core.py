@@ -396,17 +396,25 @@ class DispatchCore(RunServices):
         return True
 
     def _check_wall(self) -> None:
-        self._traps += 1
-        if (self.deadline_wall is not None and not self._traps & 1023
+        traps = self._traps = self._traps + 1
+        if not traps & 255:
+            self._check_wall_now(traps)
+
+    def _check_wall_now(self, traps: int) -> None:
+        """Every 256th trap: the exit hook; every 1024th: the wall-time limit."""
+        if (self.deadline_wall is not None and not traps & 1023
                 and time.monotonic() > self.deadline_wall):
             self.m.stop(Stop("limit", WALL_TIMEOUT, self.m.reg("rip")))
-        if self.exit_hook is not None and not self._traps & 255:
+        if self.exit_hook is not None:
             st = self.exit_hook()
             if st is not None:
                 self.m.stop(st)
 
     # ----------------------------------------------------------------- time
-    def on_tsc(self) -> int:
+    def on_tsc(self, _uc: object = None) -> int:
+        """A guest RDTSC/RDTSCP: the virtual clock's reading (TSC cycles),
+        recorded in the open run of TSC reads. Called by the engine's hook
+        with the Uc (ignored), about 120,000 times in a Debian boot."""
         clock = self.clock
         v = clock.read_tsc()
         if self.record is not None:
@@ -434,5 +442,7 @@ class DispatchCore(RunServices):
         if dl is not None and dl <= clock.now_ns and not vcpu.upcall_mask():
             self._preempt = True
             self.m.pause()
-        self._check_wall()
+        traps = self._traps = self._traps + 1      # _check_wall, inline
+        if not traps & 255:
+            self._check_wall_now(traps)
         return v
