@@ -532,6 +532,10 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
         gdb = GdbAttachment(sess, gdb_address)
         gdb.wait()
     res = None
+    # Everything built so far (modules, the kernel image, the backend) lives as
+    # long as the process: keep it out of the collector's passes during the run.
+    import gc
+    gc.freeze()
     try:
         res = sess.run(timeout=timeout, stop_on_signals=True)
     finally:

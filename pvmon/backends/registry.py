@@ -5,10 +5,17 @@ third-party backends found through the ``pvmon.backends`` entry point group."""
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import entry_points
 
 from pvmon.backends.base import Backend, GuestKind
 from pvmon.errors import BackendError
+
+
+def entry_points(*, group: str):
+    """``importlib.metadata.entry_points(group=...)``, imported on first use: a
+    run of a built-in backend never needs it and skips its 11 ms import."""
+    from importlib.metadata import entry_points as found
+
+    return found(group=group)
 
 
 def builtin_names() -> list[str]:

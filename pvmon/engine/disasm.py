@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-import capstone
+if TYPE_CHECKING:
+    import capstone
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Insn:
 
 @cache
 def _cs() -> capstone.Cs:
+    import capstone  # here, not at import: a run that never disassembles skips its 20 ms
+
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     cs.skipdata = False
     return cs

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from typing import TYPE_CHECKING
 
-import capstone
-from capstone import x86 as cx
+if TYPE_CHECKING:
+    import capstone
 
 U64 = (1 << 64) - 1
 #: mnemonics with an implicit stack access, and where it starts relative to RSP
@@ -32,6 +33,8 @@ _POPS = frozenset({"pop", "popf", "popfq", "ret", "retf", "retfq", "lret", "iret
 
 @cache
 def _cs() -> capstone.Cs:
+    import capstone  # here, not at import: it runs only on a #GP(0)
+
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     cs.detail = True
     return cs
@@ -57,10 +60,11 @@ def is_stack_fault(code: bytes, rip: int, reg: Callable[[str], int]) -> bool:
         insn = next(_cs().disasm(code, rip, 1))
     except StopIteration:
         return False
+    from capstone.x86 import X86_OP_MEM
     mn = insn.mnemonic
     ss_bad = other_bad = False
     for op in insn.operands:
-        if op.type != cx.X86_OP_MEM:
+        if op.type != X86_OP_MEM:
             continue
         mem = op.mem
         base = insn.reg_name(mem.base) if mem.base else ""
