@@ -42,6 +42,14 @@ store after each TLB flush; a Debian 6.1 PV boot reloads CR3 35,000 times and ma
 7.7 million such stores (4-7 % of its CPU time). Guest-visible behaviour is the
 same instruction for instruction (tests/test_engine_smc.py, the golden streams).
 
+``patches/unicorn-2.1.4-jmp-cache-generations.patch`` keeps the jump cache (the
+guest-virtual PC -> translation block table that indirect jumps and returns use)
+across TLB flushes: a flush bumps a generation, and an entry from an older one
+is reused after the check the hash-table lookup would make (its PC still maps to
+the block's physical page). QEMU empties the table on every flush, so each CR3
+reload cost 32 KiB of stores and a hash-table lookup per indirect-jump target;
+kept, the table can be four times larger (2^14 entries) for the kernel's code.
+
 :func:`select` (called when ``pvmon.engine`` is imported, before anything imports
 ``unicorn``) points the binding at that library through ``LIBUNICORN_PATH``, the
 variable Unicorn's own Python binding reads first (``unicorn_py3/unicorn.py``). It
@@ -75,7 +83,8 @@ PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
            "unicorn-2.1.4-tlb-resize-by-flush-count.patch",
            "unicorn-2.1.4-hvm-platform.patch",
            "unicorn-2.1.4-pv-privops.patch",
-           "unicorn-2.1.4-notdirty-only-code-pages.patch")
+           "unicorn-2.1.4-notdirty-only-code-pages.patch",
+           "unicorn-2.1.4-jmp-cache-generations.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 
 LIB_NAME = "libunicorn.so.2"
