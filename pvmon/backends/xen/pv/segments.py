@@ -16,9 +16,13 @@ the 32-bit SS and DS), FLAT_RING3_CS64 0xe033 (64-bit code), all DPL 3.
 
 pvmon runs the kernel at CPL 0 (``pv/vcpu.py`` says why), so the hidden part of
 the kernel's CS and SS has DPL 0 (an SS's DPL is the engine's CPL). The
-selectors loaded with it are pvmon's internal ENGINE_KERNEL_CS/SS
-(``builder.py``) until the engine's ring switch (``hvm.PvHooks.set_ring3``)
-lets the kernel see Xen's own.
+selectors loaded with it are Xen's FLAT_KERNEL_CS64/SS64 (0xe033/0xe02b: what
+the kernel reads from %cs and %ss, and pushes) when the engine's ring switch
+is on (``hvm.PvHooks.set_ring3``, set by ``pvmon/dispatch/xen.py``): then an
+IRETQ or far RET the kernel executes to those RPL-3 selectors is the
+same-privilege return it is under Xen, not a return to CPL 3. Without that
+switch (an engine without the PV patch) they are pvmon's internal
+ENGINE_KERNEL_CS/SS (0xe010/0xe018, ``builder.py``), DPL 0 in the GDT.
 """
 
 from __future__ import annotations
@@ -49,12 +53,29 @@ class Segments:
     Xen's flat descriptors or the vCPU's GDT as pvmon keeps it
     (``layout.gdt_ma``: the guest's frames, then Xen's reserved entries)."""
 
-    def __init__(self, machine, layout) -> None:
+    def __init__(self, machine, layout, backend) -> None:
         self.m = machine
         self.gdt_ma = layout.gdt_ma
         self.loader = SegmentLoader(machine.uc)
-        #: The selectors the kernel runs with (what reading %cs/%ss gives it).
-        self.kernel_cs, self.kernel_ss = ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
+        self._b = backend
+
+    @property
+    def xen_selectors(self) -> bool:
+        """The kernel runs with Xen's selectors: the backend's
+        ``xen_kernel_selectors``, which the dispatch sets only with the
+        engine's ring switch on (else an IRETQ at CPL 0 to RPL 3 would drop
+        to CPL 3)."""
+        return getattr(self._b, "xen_kernel_selectors", False)
+
+    @property
+    def kernel_cs(self) -> int:
+        """The kernel's CS selector (what reading %cs gives it)."""
+        return E.FLAT_KERNEL_CS64 if self.xen_selectors else ENGINE_KERNEL_CS
+
+    @property
+    def kernel_ss(self) -> int:
+        """The kernel's SS selector."""
+        return E.FLAT_KERNEL_SS64 if self.xen_selectors else ENGINE_KERNEL_SS
 
     def descriptor(self, selector: int, code: bool) -> int | None:
         """The descriptor ``selector`` (RPL ignored) names if it is a present

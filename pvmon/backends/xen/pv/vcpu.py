@@ -115,7 +115,9 @@ class PvVcpu(XenVcpu):
         #: The MSRs Xen emulates for this vCPU (pvmon.backends.xen.pv.msr).
         self.msrs = PvMsrs(self)
         #: The engine's CS/SS for mode switches (pvmon.backends.xen.pv.segments).
-        self.segs = Segments(machine, layout)
+        self.segs = Segments(machine, layout, backend)
+        if vcpu_id == 0 and self.segs.xen_selectors:
+            self.segs.to_kernel()       # the domain builder started it in kernel mode
         #: The virtual I/O privilege level, 0-3 (Xen's ``v->arch.pv.iopl``, kept
         #: as EFLAGS bits 13:12 there): PHYSDEVOP_set_iopl, or ``iret`` with
         #: VMASST_TYPE_architectural_iopl.
