@@ -28,9 +28,11 @@ but lets Unicorn run the kernel at CPL 0 because:
   (machine frame = pseudo-physical frame, so guest page tables are used by the
   MMU directly) and would have to rewrite them and hide the rewrite.
 * At CPL 0 the kernel's frames, stacks and the CS/SS values it sees are still
-  Xen's: bounce frames carry FLAT_KERNEL/FLAT_USER selectors (RPL 3), the
-  hidden DPL-0 ENGINE_KERNEL_CS/SS live in Xen's reserved GDT area and are
-  never visible to the guest.
+  Xen's: bounce frames carry FLAT_KERNEL/FLAT_USER selectors (RPL 3), and the
+  kernel runs with FLAT_KERNEL_CS64/SS64 whose hidden descriptors have DPL 0;
+  the engine's ring switch makes its own IRETQ/LRETQ to them same-privilege
+  returns (pvmon.backends.xen.pv.segments; without the PV engine patch it
+  runs with pvmon's internal DPL-0 ENGINE_KERNEL_CS/SS instead).
 * The cost: a privileged instruction the kernel executes (cli, mov to CR3,
   wrmsr, invlpg) runs instead of raising #GP as it would under Xen. A pvops
   Linux never does that; a kernel that did would behave differently here.
