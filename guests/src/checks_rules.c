@@ -71,6 +71,8 @@ int rules_trap(struct trap_frame *f)
         f->ss = FLAT_KERNEL_SS64;
         return 1;
     }
+    if (selectors_trap(f))
+        return 1;
     if (f->vector >= 32 && f->vector != VEC_SYSCALL) {
         log_entry(f);           /* a software interrupt: RIP is already past it */
         return 1;
@@ -301,6 +303,39 @@ unsigned long rules_user_entry(const char *sym, unsigned long rflags, unsigned l
     out[2] = got.rip - uva(sym);
     out[3] = got.rflags;
     out[4] = got.rbx;
+    return got.n - n0;
+}
+
+/* For checks_selectors.c: copy n bytes of user code to the user page past
+ * user_blob and run it from offset entry through HYPERVISOR_iret with code
+ * selector cs and stack selector ss, on the user-entry kernel stack; out =
+ * vector, error, rip - the entry address, rflags, rbx, cs, ss, rcx - the entry
+ * address, upcall mask, rsp.  Returns how many entries were logged (1), or 0
+ * when user mode is not set up. */
+unsigned long rules_user_run(const void *code, unsigned long n, unsigned long entry,
+                             unsigned long cs, unsigned long ss, unsigned long rflags,
+                             unsigned long out[10])
+{
+    const unsigned long off = 0x800;
+    if (!user_ready || off + n > PAGE_SIZE || (unsigned long)(user_blob_end - user_blob) > off)
+        return 0;
+    memcpy(user_code + off, code, n);
+    unsigned long va = USER_VA + off + entry, n0 = got.n;
+    HYPERVISOR_stack_switch(FLAT_KERNEL_SS64, (unsigned long)(kstack + sizeof(kstack)));
+    in_user = 1;
+    run_user_cs(va, USER_STACK_VA + PAGE_SIZE - 64, rflags, cs, ss);
+    in_user = 0;
+    HYPERVISOR_stack_switch(FLAT_KERNEL_SS64, (unsigned long)boot_stack_top);
+    out[0] = got.vector;
+    out[1] = got.error;
+    out[2] = got.rip - va;
+    out[3] = got.rflags;
+    out[4] = got.rbx;
+    out[5] = got.cs;
+    out[6] = got.ss;
+    out[7] = got.rcx - va;
+    out[8] = got.mask;
+    out[9] = got.rsp;
     return got.n - n0;
 }
 

@@ -245,6 +245,14 @@ extern unsigned long user_saved_rsp;
 extern const char user_blob[], user_blob_end[];
 extern const char user_int20[], user_int21[], user_int22[], user_int80[],
     user_syscall[], user_syscall_df[];
+/* checks_selectors.c, user_selectors.S: selectors, 32-bit user code */
+void checks_selectors(void);
+int selectors_trap(struct trap_frame *f);
+unsigned long rules_user_run(const void *code, unsigned long n, unsigned long entry,
+                             unsigned long cs, unsigned long ss, unsigned long rflags,
+                             unsigned long out[10]);
+void run_user_cs(unsigned long rip, unsigned long rsp, unsigned long rflags,
+                 unsigned long cs, unsigned long ss);
 #endif
 
 #endif

@@ -80,6 +80,14 @@ class XenPvDispatch(DispatchCore):
             self._hooks = machine.hvm = hvm.PvHooks(self._on_msr, self._on_privop)
             # a new vCPU: virtual IOPL 0, so a CLI in the kernel (CPL 1) is #GP
             self._hooks.set_cli_sti(hvm.CLI_GP)
+            if self._hooks.traps_rings and self._hooks.traps_io:
+                # The kernel sees Xen's FLAT_KERNEL_CS64/SS64; its own IRETQ and far
+                # RET to them are same-privilege returns (pvmon/backends/xen/pv/segments.py)
+                self._hooks.set_ring3(True)
+                backend.xen_kernel_selectors = True
+                vcpu = getattr(backend, "vcpu", None)    # else loaded as vCPU 0 is made
+                if vcpu is not None and not vcpu.user_mode:
+                    vcpu.segs.to_kernel()
 
     def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
         """RDMSR/WRMSR at CPL 0: the PV vCPU's answer (not recorded; a refusal

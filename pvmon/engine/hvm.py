@@ -191,6 +191,9 @@ class PvHooks:
       instruction; PV patch only).
     * :meth:`io_fault`: called from an IN/OUT hook, that instruction raises
       #GP(0) instead (PV patch only; without it the access goes through).
+    * :meth:`set_ring3`: IRET, far RET/JMP/CALL and loads of SS at CPL 0
+      check their selectors as at CPL 3 and keep the CPU at CPL 0 (the kernel
+      of a 64-bit Xen PV guest runs in ring 3; PV patch only).
 
     Install it as ``machine.hvm`` (the machine activates it for each run). An
     exception in a callback is kept, the operation runs natively, and
@@ -240,6 +243,22 @@ class PvHooks:
             self._cli_sti.value = mode
 
     _active = False
+    _ring3 = False
+
+    @property
+    def traps_rings(self) -> bool:
+        """:meth:`set_ring3` works (the PV patch's ring switch is in the library)."""
+        return _RING_SYMS is not None
+
+    def set_ring3(self, on: bool) -> None:
+        """From now on, IRET, far RET, far JMP/CALL to a code segment and MOV/POP
+        to SS executed at CPL 0 check their selectors as at CPL 3 and load
+        descriptors with DPL 0 (so the CPU stays at CPL 0): an IRETQ to an RPL-3
+        CS is a same-privilege return, one to RPL 0-2 #GP(selector). No-op
+        without the patch."""
+        self._ring3 = bool(on)
+        if _RING_SYMS is not None and self._active:
+            _RING_SYMS[0].value = int(self._ring3)
 
     def activate(self) -> None:
         """Point the patch's hooks at these callbacks (before ``emu_start``)."""
@@ -249,6 +268,8 @@ class PvHooks:
             self._privop_ptr.value = ctypes.cast(self._privop_cb, ctypes.c_void_p).value
         if self._cli_sti is not None:
             self._cli_sti.value = self._cli_mode
+        if _RING_SYMS is not None:
+            _RING_SYMS[0].value = int(self._ring3)
 
     def deactivate(self) -> None:
         """Take the hooks away again; re-raise a callback's exception, if any."""
@@ -259,9 +280,60 @@ class PvHooks:
         if self._io_fault is not None:
             self._io_fault.value = 0
             self._cli_sti.value = CLI_NATIVE
+        if _RING_SYMS is not None:
+            _RING_SYMS[0].value = 0
         if self.error is not None:
             exc, self.error = self.error, None
             raise exc
+
+
+_LOAD_SEG = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32,
+                              ctypes.c_uint64)
+#: QEMU's segment register numbers (``R_ES``..``R_GS``), for :class:`SegmentLoader`.
+SEG_INDEX = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
+
+
+def _ring_symbols():
+    try:
+        return (ctypes.c_int.in_dll(uclib, "pvmon_pv_ring3"),
+                _LOAD_SEG(("pvmon_load_seg", uclib)))
+    except (ValueError, AttributeError):
+        return None
+
+
+_RING_SYMS = _ring_symbols()
+
+
+def rings_available() -> bool:
+    """True when the running libunicorn has the PV patch's ring switch and
+    segment loader (``pvmon_pv_ring3``, ``pvmon_load_seg``)."""
+    return _RING_SYMS is not None
+
+
+class SegmentLoader:
+    """Loads a segment register of engine ``uc`` with a selector and the
+    hidden part (base, limit, flags) of an 8-byte descriptor the VMM gives, as
+    a far transfer would but with no checks (the PV patch's ``pvmon_load_seg``):
+    a CS descriptor's L and D bits choose 64-bit or compatibility mode, an SS
+    descriptor's DPL sets the CPL. Without the patch only the selector is
+    written (Unicorn's register write in 64-bit mode), as before.
+    ``load(name, selector, desc)``; ``name`` one of :data:`SEG_INDEX`."""
+
+    def __init__(self, uc) -> None:
+        self._uc = uc
+        self._fn = _RING_SYMS[1] if _RING_SYMS is not None else None
+        self._h = uc._uch.value if hasattr(uc._uch, "value") else uc._uch
+
+    @property
+    def loads_descriptors(self) -> bool:
+        """The hidden part is loaded too (the patch is in the library)."""
+        return self._fn is not None
+
+    def load(self, name: str, selector: int, desc: int) -> None:
+        if self._fn is not None:
+            self._fn(self._h, SEG_INDEX[name], selector & 0xFFFF, desc & 0xFFFF_FFFF_FFFF_FFFF)
+        else:
+            self._uc.reg_write(getattr(x86, f"UC_X86_REG_{name.upper()}"), selector & 0xFFFF)
 
 
 # --------------------------------------------------------------- 32-bit entry
@@ -349,10 +421,13 @@ __all__ = [
     "MSR_NATIVE",
     "OP_READ_CR",
     "OP_WRITE_CR",
+    "SEG_INDEX",
     "HvmCpu",
     "PvHooks",
+    "SegmentLoader",
     "available",
     "enter_protected32",
     "privops_available",
     "require",
+    "rings_available",
 ]

@@ -108,6 +108,9 @@ UC_STRUCT_NO_EXIT_REQUEST = 0x7F2
 UC_STRUCT_TARGET_PAGE_SIZE = 0x7C0
 
 HF_CPL_MASK = 0x3
+#: ``HF_CS64_MASK`` (qemu/target/i386/cpu.h): CS is a 64-bit code segment (clear in
+#: compatibility mode).
+HF_CS64_MASK = 1 << 15
 
 _U64 = (1 << 64) - 1
 _INSN_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)  # uc_cb_insn_cpuid_t
@@ -381,6 +384,11 @@ class UcInternals:
     def get_cpl(self) -> int:
         """The CPL (0-3) Unicorn checks: ``env->hflags & 3``. Cost: about 0.1 us."""
         return self._hflags.value & HF_CPL_MASK
+
+    def code64(self) -> bool:
+        """The CPU runs 64-bit code: ``env->hflags & HF_CS64_MASK`` (False in
+        compatibility mode, under a 32-bit CS). Cost: about 0.1 us."""
+        return bool(self._hflags.value & HF_CS64_MASK)
 
     def set_cpl(self, cpl: int) -> None:
         """Set the CPL (0-3) Unicorn uses for page-permission and privilege checks.

@@ -46,7 +46,6 @@ from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
 from pvmon.backends.xen import abi
-from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
 from pvmon.engine.machine import CR0_TS, Machine
 
 E = abi
@@ -331,8 +330,8 @@ class PvScheduler:
         v.saved = {"regs": regs, "cr3": (user_mfn or cr3_mfn) << 12 if not in_kernel
                    else cr3_mfn << 12,
                    "segs": {"ds": ds, "es": es, "fs": 0, "gs": 0},
-                   "cs": E.FLAT_USER_CS64 if not in_kernel else ENGINE_KERNEL_CS,
-                   "ss": E.FLAT_USER_SS64 if not in_kernel else ENGINE_KERNEL_SS,
+                   "cs": E.FLAT_USER_CS64 if not in_kernel else v.segs.kernel_cs,
+                   "ss": E.FLAT_USER_SS64 if not in_kernel else v.segs.kernel_ss,
                    "cpl": 3 if not in_kernel else 0, "fpu": None, "kgs": 0}
         v.initialised = True
         return 0
@@ -462,8 +461,12 @@ class PvScheduler:
         m.write_cr3(s["cr3"])
         for name, sel in s["segs"].items():
             m.set_segment(name, sel)
-        m.set_segment("ss", s["ss"])
-        m.set_segment("cs", s["cs"])
+        # CS and SS with their hidden parts (a 32-bit process runs in compatibility
+        # mode; the kernel's have DPL 0: pvmon.backends.xen.pv.segments)
+        if s["cpl"] == 0:
+            vn.segs.to_kernel()
+        else:
+            vn.segs.to_user(s["cs"], s["ss"])
         m.set_cpl(s["cpl"])
         m.set_regs(**s["regs"])
         if s["fpu"] is not None:

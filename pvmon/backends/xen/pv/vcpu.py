@@ -28,9 +28,11 @@ but lets Unicorn run the kernel at CPL 0 because:
   (machine frame = pseudo-physical frame, so guest page tables are used by the
   MMU directly) and would have to rewrite them and hide the rewrite.
 * At CPL 0 the kernel's frames, stacks and the CS/SS values it sees are still
-  Xen's: bounce frames carry FLAT_KERNEL/FLAT_USER selectors (RPL 3), the
-  hidden DPL-0 ENGINE_KERNEL_CS/SS live in Xen's reserved GDT area and are
-  never visible to the guest.
+  Xen's: bounce frames carry FLAT_KERNEL/FLAT_USER selectors (RPL 3), and the
+  kernel runs with FLAT_KERNEL_CS64/SS64 whose hidden descriptors have DPL 0;
+  the engine's ring switch makes its own IRETQ/LRETQ to them same-privilege
+  returns (pvmon.backends.xen.pv.segments; without the PV engine patch it
+  runs with pvmon's internal DPL-0 ENGINE_KERNEL_CS/SS instead).
 * The cost: a privileged instruction the kernel executes (cli, mov to CR3,
   wrmsr, invlpg) runs instead of raising #GP as it would under Xen. A pvops
   Linux never does that; a kernel that did would behave differently here.
@@ -50,8 +52,8 @@ from __future__ import annotations
 import struct
 
 from pvmon.backends.xen import abi
-from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
 from pvmon.backends.xen.pv.msr import PvMsrs
+from pvmon.backends.xen.pv.segments import Segments
 from pvmon.backends.xen.vcpu import XenVcpu
 from pvmon.engine.machine import (
     CR0_TS,
@@ -114,6 +116,10 @@ class PvVcpu(XenVcpu):
         self.dr7_emul = 0
         #: The MSRs Xen emulates for this vCPU (pvmon.backends.xen.pv.msr).
         self.msrs = PvMsrs(self)
+        #: The engine's CS/SS for mode switches (pvmon.backends.xen.pv.segments).
+        self.segs = Segments(machine, layout, backend)
+        if vcpu_id == 0 and self.segs.xen_selectors:
+            self.segs.to_kernel()       # the domain builder started it in kernel mode
         #: The virtual I/O privilege level, 0-3 (Xen's ``v->arch.pv.iopl``, kept
         #: as EFLAGS bits 13:12 there): PHYSDEVOP_set_iopl, or ``iret`` with
         #: VMASST_TYPE_architectural_iopl.
@@ -464,25 +470,28 @@ class PvVcpu(XenVcpu):
         self.gs_user = self.m.reg("gs_base")
         self.m.set_reg("gs_base", self.gs_kernel)
         self.m.write_cr3(self.kernel_cr3 << 12)
-        self.m.set_segment("ss", ENGINE_KERNEL_SS)
-        self.m.set_segment("cs", ENGINE_KERNEL_CS)
+        self.segs.to_kernel()
         self.m.set_cpl(0)
 
-    def _to_user(self) -> None:
+    def _to_user(self, cs: int = E.FLAT_USER_CS64, ss: int = E.FLAT_USER_SS64) -> None:
+        """Enter guest user mode with ``cs | 3`` and ``ss | 3`` (a 32-bit code
+        segment runs it in compatibility mode; pvmon.backends.xen.pv.segments)."""
         self.user_mode = True
         self.gs_kernel = self.m.reg("gs_base")
         self.m.set_reg("gs_base", self.gs_user)
         self.m.write_cr3((self.user_cr3 or self.kernel_cr3) << 12)
-        self.m.set_segment("ss", E.FLAT_USER_SS64)
-        self.m.set_segment("cs", E.FLAT_USER_CS64)
+        self.segs.to_user(cs, ss)
         self.m.set_cpl(3)
 
     # ----------------------------------------------------------- delivery
     def bounce(self, target: int, error_code: int | None = None, mask_events: bool = False,
-               rip: int | None = None, clear_flags: int = 0) -> bool:
+               rip: int | None = None, clear_flags: int = 0,
+               user_cs_ss: tuple[int, int] | None = None) -> bool:
         """Build Xen's PV exception frame and enter the guest kernel at
         ``target``; ``clear_flags``: RFLAGS bits cleared on entry besides
-        TF/NT/RF/VM/AC. Returns False (and stops the machine with a crash) when
+        TF/NT/RF/VM/AC; ``user_cs_ss``: the CS and SS the frame holds when
+        leaving user mode (default: the interrupted ones; a ``syscall`` frame
+        holds constants). Returns False (and stops the machine with a crash) when
         there is no handler or the frame cannot be written, as Xen crashes the
         domain (create_bounce_frame, xen/arch/x86/x86_64/entry.S@stable-4.17)."""
         p = self.b.p
@@ -491,7 +500,8 @@ class PvVcpu(XenVcpu):
         if rip is None:
             rip = p.cur_rip()
         if self.user_mode:
-            cs, ss = E.FLAT_USER_CS64, E.FLAT_USER_SS64
+            # the interrupted CS and SS (UREGS_cs/ss: FLAT_USER_CS32 in a 32-bit process)
+            cs, ss = user_cs_ss or m.regs("cs", "ss")
             user_rsp = rsp
             self._to_kernel()
             sp = self.kernel_sp
@@ -527,7 +537,7 @@ class PvVcpu(XenVcpu):
         return True
 
     def deliver_trap(self, vector: int, error_code: int | None, cr2: int | None,
-                     rip: int) -> bool:
+                     rip: int, user_cs_ss: tuple[int, int] | None = None) -> bool:
         """Deliver exception ``vector`` through the guest's trap table. With no
         handler for it Xen prints "Unhandled: vec N" and crashes the domain
         (pv_inject_event, xen/arch/x86/pv/traps.c; create_bounce_frame's null
@@ -540,7 +550,8 @@ class PvVcpu(XenVcpu):
         flags, _cs, addr = ent
         if vector == 14 and cr2 is not None:
             self.m.write_u64_phys(self._vcpu_info + E.VCPU_INFO["cr2"], cr2)
-        return self.bounce(addr, error_code, bool(flags & TI_IF), rip=rip)
+        return self.bounce(addr, error_code, bool(flags & TI_IF), rip=rip,
+                           user_cs_ss=user_cs_ss)
 
     def software_interrupt(self, vector: int, next_rip: int) -> tuple[int, int | None, int]:
         """What Xen delivers for ``int $vector`` (the 2-byte ``CD ib``) ending at
@@ -596,17 +607,31 @@ class PvVcpu(XenVcpu):
         registered at address 0) Xen injects #UD at the ``syscall`` through the
         trap table, not #GP.
 
-        A ``syscall`` from 32-bit user code would enter the syscall32 callback
-        instead (switch_to_kernel picks it when CS is FLAT_USER_CS32); pvmon
-        cannot run 32-bit user code yet (iret always loads the 64-bit user CS),
-        so that path does not arise."""
-        rflags = self.m.reg("rflags")
-        self.m.set_regs(rcx=ret_rip, r11=rflags)
+        A ``syscall`` from 32-bit user code (compatibility mode) enters through
+        cstar_enter, whose frame holds FLAT_USER_CS32/FLAT_USER_SS32 (lstar_enter's
+        FLAT_KERNEL_CS64/FLAT_KERNEL_SS), and switch_to_kernel picks the syscall32
+        callback for it, #UD if that is 0 (it does not fall back to the 64-bit
+        one). Events are masked by VGCF_syscall_disables_events, which only the
+        64-bit syscall callback's CALLBACKF_mask_events sets (callback.c keeps
+        syscall32's flag for 32-bit PV guests, compat_syscall): so for both.
+        An Intel CPU raises #UD for SYSCALL in compatibility mode before Xen sees
+        it; the engine executes it as AMD CPUs do, and pvmon follows cstar_enter."""
+        m = self.m
+        rflags = m.reg("rflags")
+        m.set_regs(rcx=ret_rip, r11=rflags)
+        compat = not m.internals.code64()
         cb = self.callbacks.get(E.CALLBACKTYPE_syscall)
+        mask = bool(cb is not None and cb[1] & E.CALLBACKF_mask_events)
+        if compat:
+            cb = self.callbacks.get(E.CALLBACKTYPE_syscall32)
+            frame = (E.FLAT_USER_CS32, E.FLAT_USER_SS32)
+        else:
+            frame = (E.FLAT_KERNEL_CS64, E.FLAT_KERNEL_SS64)
         if cb is None or not cb[0]:
-            return self.deliver_trap(E.TRAP_invalid_op, None, None, ret_rip - 2)
-        return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events),
-                           rip=ret_rip, clear_flags=RFLAGS_DF)
+            return self.deliver_trap(E.TRAP_invalid_op, None, None, ret_rip - 2,
+                                     user_cs_ss=frame)
+        return self.bounce(cb[0], mask_events=mask, rip=ret_rip, clear_flags=RFLAGS_DF,
+                           user_cs_ss=frame)
 
     def iret(self) -> int:
         """HYPERVISOR_iret: pop struct iret_context from the guest stack."""
@@ -623,7 +648,7 @@ class PvVcpu(XenVcpu):
             if not self.user_cr3:
                 self.b.p.crash_stop("iret to user mode without user page tables", rip)
                 return 0
-            self._to_user()
+            self._to_user(cs, _ss)
         if self.architectural_iopl() and self.iopl != (rflags >> 12) & 3:
             self.iopl = (rflags >> 12) & 3        # do_iret (pv/iret.c@stable-4.17)
             self.iopl_changed()
