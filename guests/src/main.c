@@ -149,6 +149,7 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
 #if RULES
     checks_rules();
     checks_privops();
+    checks_debugreg();
     rules_pagetypes();      /* last of the rules: it pins and unpins tables */
 #endif
 #if SMP

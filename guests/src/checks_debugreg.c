@@ -1,0 +1,193 @@
+/*
+ * checks_debugreg.c - #DB from the guest's breakpoints as Xen 4.17 raises it
+ * for a 64-bit PV kernel (pvtest-v2-rules, RULES=1; docs/xen-rules.md "Debug
+ * registers").  Each check names the xen.git file (stable-4.17) its expected
+ * answer comes from.  The #DB these checks provoke is caught by debugreg_trap
+ * (called from rules_trap), which notes it and returns.
+ */
+#include "pvtest.h"
+
+#define HC_set_debugreg_nr 8
+#define HC_get_debugreg_nr 9
+#define HC_physdev_op_nr   33
+#define PHYSDEVOP_set_iopl 6
+#define CR4_DE             (1UL << 3)
+#define RFLAGS_RF          (1UL << 16)
+#define DR6_DEFAULT        0xffff0ff0UL     /* X86_DR6_DEFAULT, DR_STATUS_RESERVED_ONE */
+#define DR7_DEFAULT        0x400UL          /* X86_DR7_DEFAULT */
+/* %dr7 for breakpoint i: L<i>, R/W (00 insn, 01 write, 11 access, 10 I/O), LEN
+ * (00 1 byte, 01 2, 11 4, 10 8): xen/arch/x86/include/asm/debugreg.h */
+#define DR7_L(i)           (1UL << (2 * (i)))
+#define DR7_RW(i, rw)      ((unsigned long)(rw) << (16 + 4 * (i)))
+#define DR7_LEN(i, len)    ((unsigned long)(len) << (18 + 4 * (i)))
+#define RW_INSN 0
+#define RW_WRITE 1
+#define RW_IO 2
+#define RW_ACCESS 3
+#define LEN_1 0
+#define LEN_2 1
+#define LEN_8 2
+#define LEN_4 3
+
+/* One hypercall through a one-entry multicall (no stub of its own needed). */
+static long hc(unsigned long op, unsigned long a0, unsigned long a1)
+{
+    struct multicall_entry mc = { op, 0, { a0, a1, 0, 0, 0, 0 } };
+    long rc = HYPERVISOR_multicall(&mc, 1);
+    return rc ? rc : (long)mc.result;
+}
+
+static long set_dr(unsigned reg, unsigned long v)
+{
+    return hc(HC_set_debugreg_nr, reg, v);
+}
+
+static unsigned long get_dr(unsigned reg)
+{
+    return (unsigned long)hc(HC_get_debugreg_nr, reg, 0);
+}
+
+static long set_iopl(uint32_t iopl)
+{
+    uint32_t arg = iopl;
+    return hc(HC_physdev_op_nr, PHYSDEVOP_set_iopl, (unsigned long)&arg);
+}
+
+/* What the last #DB looked like, and whether to return with RFLAGS.RF set. */
+volatile unsigned long db_n, db_rip, db_rflags, db_dr6, db_set_rf, db_disarm;
+
+int debugreg_trap(struct trap_frame *f)
+{
+    if (f->vector != 1)
+        return 0;
+    db_n++;
+    db_rip = f->rip;
+    db_rflags = f->rflags;
+    db_dr6 = get_dr(6);
+    if (db_set_rf)
+        f->rflags |= RFLAGS_RF;
+    if (db_disarm)
+        set_dr(7, DR7_DEFAULT);
+    return 1;
+}
+
+/* Run insn with %rax = *rax, %rdx = 0x80: *at = its address, *after = the
+ * next one's; returns %rax afterwards. */
+#define DB_FN(name, insn)                                                       \
+    static unsigned long name(unsigned long rax, unsigned long *at,             \
+                              unsigned long *after)                             \
+    {                                                                           \
+        unsigned long a = rax, p1, p2;                                          \
+        __asm__ __volatile__("lea 1f(%%rip), %0\n\t"                            \
+                             "lea 2f(%%rip), %1\n"                              \
+                             "1: " insn "\n"                                    \
+                             "2:\n"                                             \
+                             : "=&r"(p1), "=&r"(p2), "+a"(a) : "d"(0x80UL)     \
+                             : "memory");                                       \
+        *at = p1;                                                               \
+        *after = p2;                                                            \
+        return a;                                                               \
+    }
+DB_FN(db_out80, "out %%al, %%dx")
+DB_FN(db_in80, "in $0x80, %%al")
+DB_FN(db_in81, "in $0x81, %%al")
+DB_FN(db_in71, "in $0x71, %%al")
+DB_FN(db_inw7e, "in $0x7e, %%ax")
+
+static unsigned long read_cr4(void)
+{
+    unsigned long v;
+    __asm__ __volatile__("mov %%cr4, %0" : "=r"(v));
+    return v;
+}
+
+static void write_cr4(unsigned long v)
+{
+    __asm__ __volatile__("mov %0, %%cr4" : : "r"(v) : "memory");
+}
+
+/* I/O breakpoints (%dr7 R/W = 10b): Xen matches each emulated IN/OUT against
+ * the ones enabled in dr7_emul (check_guest_io_breakpoint, width from LEN,
+ * address aligned down) and after the instruction sets their B0-B3 in %dr6
+ * with DR_STATUS_RESERVED_ONE and injects #DB: a trap, RIP after the
+ * instruction (pv_emulate_privileged_op; pv/emul-priv-op.c). */
+static void debugreg_io(void)
+{
+    unsigned long at, after, n0, v;
+    unsigned long cr4 = read_cr4();
+    long rc;
+
+    set_iopl(1);
+    write_cr4(cr4 | CR4_DE);
+    set_dr(6, 0);
+    set_dr(0, 0x80);
+    rc = set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO) | DR7_LEN(0, LEN_1));
+    check(rc == 0 && get_dr(7) == (DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO)),
+          "set_debugreg(7) with an I/O breakpoint on port 0x80 (CR4.DE set) -> 0, read back",
+          "rc %ld dr7 0x%lx", rc, get_dr(7));
+    n0 = db_n;
+    db_out80(0x5a, &at, &after);
+    check(db_n == n0 + 1 && db_rip == after,
+          "out to port 0x80 with an I/O breakpoint there -> #DB after the instruction "
+          "(pv_emulate_privileged_op)", "#DB %lu, rip 0x%lx (out at 0x%lx, next 0x%lx)",
+          db_n - n0, db_rip, at, after);
+    check_eqx("... %dr6 = B0 | DR_STATUS_RESERVED_ONE", db_dr6, DR6_DEFAULT | 1);
+    set_dr(6, 0);
+    n0 = db_n;
+    v = db_in80(0x1234, &at, &after);
+    check(db_n == n0 + 1 && db_rip == after && v == 0x12ff,
+          "in from port 0x80 -> #DB after the instruction, %al already loaded "
+          "(a domU reads all ones: guest_io_read)", "#DB %lu, rip 0x%lx (next 0x%lx), rax 0x%lx",
+          db_n - n0, db_rip, after, v);
+    n0 = db_n;
+    db_in81(0, &at, &after);
+    check_eq("in from port 0x81 (outside the 1-byte breakpoint) -> no #DB",
+             (long)(db_n - n0), 0);
+
+    /* breakpoint 1: address 0x72 with LEN 4 covers 0x70-0x73 (aligned down) */
+    set_dr(1, 0x72);
+    set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO) | DR7_L(1) | DR7_RW(1, RW_IO) |
+           DR7_LEN(1, LEN_4));
+    set_dr(6, 0);
+    n0 = db_n;
+    db_in71(0, &at, &after);
+    check(db_n == n0 + 1 && db_dr6 == (DR6_DEFAULT | 2),
+          "in from port 0x71, breakpoint 1 at 0x72 with LEN 4 (0x70-0x73 aligned down) -> "
+          "#DB, %dr6 B1 (check_guest_io_breakpoint)", "#DB %lu, dr6 0x%lx", db_n - n0, db_dr6);
+    n0 = db_n;
+    db_inw7e(0, &at, &after);
+    check_eq("in %ax from port 0x7e (0x7e-0x7f, beside both) -> no #DB",
+             (long)(db_n - n0), 0);
+    n0 = db_n;
+    db_out80(0, &at, &after);
+    check(db_n == n0 + 1 && db_dr6 == (DR6_DEFAULT | 3),
+          "a second hit ORs into %dr6 (B0 added to B1: dr6 |= bpmatch)", "#DB %lu, dr6 0x%lx",
+          db_n - n0, db_dr6);
+
+    /* no CR4.DE: check_guest_io_breakpoint returns 0 */
+    write_cr4(cr4 & ~CR4_DE);
+    n0 = db_n;
+    db_out80(0, &at, &after);
+    check_eq("out to port 0x80 with CR4.DE cleared -> no #DB (check_guest_io_breakpoint)",
+             (long)(db_n - n0), 0);
+    write_cr4(cr4 | CR4_DE);
+    /* disabled: R/W = 10b without the enable bit */
+    set_dr(7, DR7_DEFAULT | DR7_RW(0, RW_IO));
+    n0 = db_n;
+    db_out80(0, &at, &after);
+    check_eq("out to port 0x80 with the I/O breakpoint not enabled -> no #DB",
+             (long)(db_n - n0), 0);
+
+    set_dr(7, DR7_DEFAULT);
+    set_dr(6, 0);
+    set_dr(0, 0);
+    set_dr(1, 0);
+    write_cr4(cr4);
+    set_iopl(0);
+}
+
+void checks_debugreg(void)
+{
+    section("debug registers (#DB: pv/emul-priv-op.c, traps.c do_debug)");
+    debugreg_io();
+}

@@ -1,0 +1,60 @@
+"""#DB from the guest's breakpoints, as Xen 4.17 raises it for a 64-bit PV
+guest: the debug-register checks of the hostile reference guest pvtest-v2-rules
+(guests/src/checks_debugreg.c, each naming its xen.git source), and what a
+recording of them holds.
+
+Sources are xen.git at stable-4.17: check_guest_io_breakpoint and
+pv_emulate_privileged_op in xen/arch/x86/pv/emul-priv-op.c."""
+
+import pytest
+
+from pvmon.replay.closed import replay_closed
+from pvmon.replay.source import open_run
+from pvmon.trace.reader import TraceReader
+from tests.test_xen_rules import RULES_IMAGE, _check_lines, _run
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dbg") / "rules.pvt"
+    res, ring, _io = _run(record=path)
+    assert res.exit_kind == "shutdown", (res.exit_kind, res.detail)
+    return ring, path
+
+
+def _section(ring: str, title: str) -> dict:
+    """The checks of one section of the guest's report (to the next '# ' line)."""
+    start = ring.index(f"pvtest: # {title}")
+    end = ring.find("pvtest: # ", start + 1)
+    return _check_lines(ring[start:end if end > 0 else None])
+
+
+def test_every_debug_register_check_of_the_rules_guest_passes(recorded):
+    ring, _path = recorded
+    checks = _section(ring, "debug registers")
+    assert len(checks) >= 10 and set(checks.values()) == {"ok"}, checks
+
+
+def test_an_io_breakpoint_is_a_db_after_the_instruction_with_its_b_bit_in_dr6(recorded):
+    ring, _path = recorded
+    checks = _section(ring, "debug registers")
+    for name in (("out to port 0x80 with an I/O breakpoint there -> #DB after the instruction "
+                  "(pv_emulate_privileged_op)"),
+                 "... %dr6 = B0 | DR_STATUS_RESERVED_ONE",
+                 ("in from port 0x80 -> #DB after the instruction, %al already loaded "
+                  "(a domU reads all ones: guest_io_read)"),
+                 "out to port 0x80 with CR4.DE cleared -> no #DB (check_guest_io_breakpoint)"):
+        assert checks.get(name) == "ok", name
+
+
+def test_the_io_breakpoint_db_is_recorded_as_a_fault_at_the_next_instruction(recorded):
+    _ring, path = recorded
+    db = [e for e in TraceReader(path).events() if e["k"] == "fault" and e["vec"] == 1]
+    # four hits (out, in, in $0x71, out): vector 1, no error code, no #GP recorded for them
+    assert len(db) >= 4 and all(e["err"] is None for e in db[:4])
+
+
+def test_a_recording_with_io_breakpoint_hits_verifies_identically(recorded):
+    _ring, path = recorded
+    rep = replay_closed(open_run(path, guest=str(RULES_IMAGE)))
+    assert rep.total == 0 and rep.ending["outcome"] == "identical"
