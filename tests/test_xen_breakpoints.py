@@ -4,12 +4,16 @@ guest: the debug-register checks of the hostile reference guest pvtest-v2-rules
 recording of them holds.
 
 Sources are xen.git at stable-4.17: check_guest_io_breakpoint and
-pv_emulate_privileged_op in xen/arch/x86/pv/emul-priv-op.c."""
+pv_emulate_privileged_op in xen/arch/x86/pv/emul-priv-op.c; do_debug and
+activate_debugregs in xen/arch/x86/traps.c."""
 
 import pytest
 
+from pvmon.engine import debugregs
+from pvmon.guests.catalog import resolve
 from pvmon.replay.closed import replay_closed
 from pvmon.replay.source import open_run
+from pvmon.session import Session
 from pvmon.trace.reader import TraceReader
 from tests.test_xen_rules import RULES_IMAGE, _check_lines, _run
 
@@ -58,3 +62,34 @@ def test_a_recording_with_io_breakpoint_hits_verifies_identically(recorded):
     _ring, path = recorded
     rep = replay_closed(open_run(path, guest=str(RULES_IMAGE)))
     assert rep.total == 0 and rep.ending["outcome"] == "identical"
+
+
+def test_an_instruction_breakpoint_is_a_db_at_the_instruction_and_rf_lets_it_run(recorded):
+    ring, _path = recorded
+    checks = _section(ring, "debug registers")
+    for name in (("an instruction breakpoint -> #DB at the instruction, before it runs (a fault: "
+                  "do_debug, traps.c)"),
+                 "... %dr6 = B0 | the reserved ones (do_debug merges the hardware's)",
+                 "... RFLAGS.RF set in the frame: the instruction then runs once",
+                 "RF lasts one instruction: the next execution hits again",
+                 "set_debugreg(7, 0x400) removes it -> no #DB"):
+        assert checks.get(name) == "ok", name
+
+
+def test_the_engine_gets_the_debug_registers_only_while_dr7_enables_a_breakpoint():
+    s = Session(resolve(str(RULES_IMAGE)))
+    s.run(timeout=120)
+    regs = debugregs.for_machine(s.machine)
+    # loaded when an instruction breakpoint was enabled (its changes reload them),
+    # and taken away again by set_debugreg(7, 0x400)
+    assert regs.loads > 0 and not regs.live
+
+
+@pytest.mark.debian
+@pytest.mark.slow
+def test_a_debian_boot_never_loads_the_debug_registers_into_the_engine(debian612):
+    """Linux sets %dr7 = 0x400 (no breakpoint) once: nothing reaches the engine."""
+    s = Session(debian612)
+    s.run(timeout=600)
+    assert debugregs.for_machine(s.machine).loads == 0
+    assert s.dispatch.faults[1] == 0

@@ -186,8 +186,64 @@ static void debugreg_io(void)
     set_iopl(0);
 }
 
+/* db_insn_fn(x) = x + 1, its add at db_insn_target (an instruction breakpoint's
+ * address). */
+__asm__(".text\n"
+        "db_insn_fn:\n\t"
+        "mov %rdi, %rax\n"
+        "db_insn_target:\n\t"
+        "add $1, %rax\n\t"
+        "ret\n");
+unsigned long db_insn_fn(unsigned long x);
+extern const char db_insn_target[];
+
+/* Instruction breakpoints (%dr7 R/W = 00b): Xen loads %dr0-3 and %dr7 into
+ * the hardware while %dr7 enables one (activate_debugregs, traps.c); the #DB
+ * is a fault, RIP at the instruction, which do_debug passes on with the
+ * hardware's %dr6 merged into the vCPU's (traps.c). RFLAGS.RF set in the
+ * frame lets the instruction run once (Intel SDM vol. 3, 18.3.1.1). */
+static void debugreg_insn(void)
+{
+    unsigned long n0, v, target = (unsigned long)db_insn_target;
+    long rc;
+
+    set_dr(6, 0);
+    set_dr(0, target);
+    rc = set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_INSN) | DR7_LEN(0, LEN_1));
+    check_eq("set_debugreg(7) enabling an instruction breakpoint -> 0", rc, 0);
+    db_set_rf = 1;
+    n0 = db_n;
+    v = db_insn_fn(41);
+    check(db_n == n0 + 1 && db_rip == target,
+          "an instruction breakpoint -> #DB at the instruction, before it runs (a fault: "
+          "do_debug, traps.c)", "#DB %lu, rip 0x%lx (breakpoint 0x%lx)", db_n - n0, db_rip,
+          target);
+    check_eqx("... %dr6 = B0 | the reserved ones (do_debug merges the hardware's)",
+              db_dr6, DR6_DEFAULT | 1);
+    check_eq("... RFLAGS.RF set in the frame: the instruction then runs once", (long)v, 42);
+    n0 = db_n;
+    db_insn_fn(0);
+    check_eq("RF lasts one instruction: the next execution hits again", (long)(db_n - n0), 1);
+    set_dr(7, DR7_DEFAULT | DR7_RW(0, RW_INSN));
+    n0 = db_n;
+    db_insn_fn(0);
+    check_eq("the same breakpoint with its enable bit clear -> no #DB", (long)(db_n - n0), 0);
+    set_dr(7, DR7_DEFAULT | (DR7_L(0) << 1));
+    n0 = db_n;
+    db_insn_fn(0);
+    check_eq("enabled by G0 instead of L0 -> #DB (either enables it)", (long)(db_n - n0), 1);
+    set_dr(7, DR7_DEFAULT);
+    n0 = db_n;
+    db_insn_fn(0);
+    check_eq("set_debugreg(7, 0x400) removes it -> no #DB", (long)(db_n - n0), 0);
+    db_set_rf = 0;
+    set_dr(0, 0);
+    set_dr(6, 0);
+}
+
 void checks_debugreg(void)
 {
     section("debug registers (#DB: pv/emul-priv-op.c, traps.c do_debug)");
     debugreg_io();
+    debugreg_insn();
 }

@@ -213,6 +213,8 @@ class XenPvDispatch(DispatchCore):
             vector, err, rip = self.b.vcpu.software_interrupt(vector, rip)
             cr2 = None
         else:
+            if vector == 1:
+                self.b.vcpu.debug_exception()   # do_debug: the engine's %dr6 merged
             err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
             cr2 = m.reg("cr2") if vector == 14 else None
             if vector == 13 and err == 0:

@@ -42,6 +42,12 @@ store after each TLB flush; a Debian 6.1 PV boot reloads CR3 35,000 times and ma
 7.7 million such stores (4-7 % of its CPU time). Guest-visible behaviour is the
 same instruction for instruction (tests/test_engine_smc.py, the golden streams).
 
+``patches/unicorn-2.1.4-debug-registers.patch`` gives a PV guest its debug
+registers (:mod:`pvmon.engine.debugregs`): ``uc_reg_write`` of %dr7 inserts the
+breakpoints it enables, QEMU's watchpoints are restored so data breakpoints
+fire, and MOV to or from %drN asks pvmon first. Inert until a guest enables a
+breakpoint (pvmon loads the registers only then).
+
 :func:`select` (called when ``pvmon.engine`` is imported, before anything imports
 ``unicorn``) points the binding at that library through ``LIBUNICORN_PATH``, the
 variable Unicorn's own Python binding reads first (``unicorn_py3/unicorn.py``). It
@@ -75,7 +81,8 @@ PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
            "unicorn-2.1.4-tlb-resize-by-flush-count.patch",
            "unicorn-2.1.4-hvm-platform.patch",
            "unicorn-2.1.4-pv-privops.patch",
-           "unicorn-2.1.4-notdirty-only-code-pages.patch")
+           "unicorn-2.1.4-notdirty-only-code-pages.patch",
+           "unicorn-2.1.4-debug-registers.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 
 LIB_NAME = "libunicorn.so.2"
