@@ -76,6 +76,20 @@ def test_an_instruction_breakpoint_is_a_db_at_the_instruction_and_rf_lets_it_run
         assert checks.get(name) == "ok", name
 
 
+def test_a_data_breakpoint_is_a_db_after_the_access_but_not_for_xens_own_accesses(recorded):
+    ring, _path = recorded
+    checks = _section(ring, "debug registers")
+    for name in (("a store to a write breakpoint -> #DB after it, the store done (a trap: "
+                  "do_debug, traps.c)"),
+                 "a load under a write-only breakpoint -> no #DB",
+                 ("a load under a 4-byte read/write breakpoint whose address has its low bits "
+                  "set (they are ignored) -> #DB after it, %dr6 B1"),
+                 ("a hypercall writing a word under a write breakpoint (a multicall's result) "
+                  "-> no #DB (do_debug drops a #DB in Xen context)"),
+                 "... and the guest's own store there -> #DB"):
+        assert checks.get(name) == "ok", name
+
+
 def test_the_engine_gets_the_debug_registers_only_while_dr7_enables_a_breakpoint():
     s = Session(resolve(str(RULES_IMAGE)))
     s.run(timeout=120)

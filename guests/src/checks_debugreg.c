@@ -241,9 +241,103 @@ static void debugreg_insn(void)
     set_dr(6, 0);
 }
 
+/* Run one access (insn, the variable's address in %rcx, %rax = v): *after =
+ * the next instruction's address; returns %rax afterwards. */
+#define DB_MEM_FN(name, insn)                                                   \
+    static unsigned long name(volatile void *p, unsigned long v,                \
+                              unsigned long *after)                             \
+    {                                                                           \
+        unsigned long a = v, p2;                                                \
+        __asm__ __volatile__("lea 2f(%%rip), %0\n"                              \
+                             insn "\n"                                          \
+                             "2:\n"                                             \
+                             : "=&r"(p2), "+a"(a) : "c"(p) : "memory");         \
+        *after = p2;                                                            \
+        return a;                                                               \
+    }
+DB_MEM_FN(db_store8, "mov %%rax, (%%rcx)")
+DB_MEM_FN(db_store1, "mov %%al, (%%rcx)")
+DB_MEM_FN(db_load4, "mov (%%rcx), %%eax")
+
+static volatile uint64_t db_var[4] __attribute__((aligned(32)));
+
+/* Data breakpoints (%dr7 R/W = 01b writes, 11b reads and writes): traps, RIP
+ * after the access, which has happened (Intel SDM vol. 3, 18.2.4-18.2.5: a
+ * LEN-wide range from the address with its low bits ignored); do_debug passes
+ * the #DB on with the matching B bits (traps.c). An access Xen makes itself
+ * for a hypercall takes #DB in Xen context, which do_debug logs and drops. */
+static void debugreg_data(void)
+{
+    unsigned long n0, after, v;
+    volatile uint64_t *p = db_var;
+    long rc;
+
+    set_dr(6, 0);
+    set_dr(0, (unsigned long)&p[1]);
+    rc = set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_WRITE) | DR7_LEN(0, LEN_8));
+    check_eq("set_debugreg(7) enabling an 8-byte write breakpoint -> 0", rc, 0);
+    n0 = db_n;
+    db_store8(&p[1], 0x1122, &after);
+    check(db_n == n0 + 1 && db_rip == after && p[1] == 0x1122,
+          "a store to a write breakpoint -> #DB after it, the store done (a trap: do_debug, "
+          "traps.c)", "#DB %lu rip 0x%lx (next 0x%lx) value 0x%lx", db_n - n0, db_rip, after,
+          (unsigned long)p[1]);
+    check_eqx("... %dr6 = B0 | the reserved ones", db_dr6, DR6_DEFAULT | 1);
+    n0 = db_n;
+    v = db_load4(&p[1], 0, &after);
+    check(db_n == n0 && v == 0x1122, "a load under a write-only breakpoint -> no #DB",
+          "#DB %lu", db_n - n0);
+    n0 = db_n;
+    db_store8(&p[2], 0, &after);
+    db_store8(&p[0], 0, &after);
+    check_eq("stores beside the 8 bytes watched -> no #DB", (long)(db_n - n0), 0);
+
+    /* breakpoint 1: reads and writes, 4 bytes at &p[2] + 2: low bits ignored */
+    set_dr(6, 0);
+    set_dr(7, DR7_DEFAULT);
+    set_dr(1, (unsigned long)&p[2] + 2);
+    set_dr(7, DR7_DEFAULT | DR7_L(1) | DR7_RW(1, RW_ACCESS) | DR7_LEN(1, LEN_4));
+    n0 = db_n;
+    db_load4(&p[2], 0, &after);
+    check(db_n == n0 + 1 && db_rip == after && db_dr6 == (DR6_DEFAULT | 2),
+          "a load under a 4-byte read/write breakpoint whose address has its low bits set "
+          "(they are ignored) -> #DB after it, %dr6 B1", "#DB %lu rip 0x%lx dr6 0x%lx",
+          db_n - n0, db_rip, db_dr6);
+    n0 = db_n;
+    db_store1((volatile uint8_t *)&p[2] + 4, 0, &after);
+    check_eq("a 1-byte store just past that range -> no #DB", (long)(db_n - n0), 0);
+
+    /* Xen context: a hypercall writing the watched word (the multicall's
+     * result) raises no #DB in the guest. */
+    {
+        static struct multicall_entry mc __attribute__((aligned(32)));
+        mc.op = HC_get_debugreg_nr;
+        mc.args[0] = 7;
+        set_dr(7, DR7_DEFAULT);
+        set_dr(2, (unsigned long)&mc.result);
+        set_dr(7, DR7_DEFAULT | DR7_L(2) | DR7_RW(2, RW_WRITE) | DR7_LEN(2, LEN_8));
+        n0 = db_n;
+        rc = HYPERVISOR_multicall(&mc, 1);
+        check(rc == 0 && db_n == n0 && mc.result == (DR7_DEFAULT | DR7_L(2) |
+                                                     DR7_RW(2, RW_WRITE) | DR7_LEN(2, LEN_8)),
+              "a hypercall writing a word under a write breakpoint (a multicall's result) -> "
+              "no #DB (do_debug drops a #DB in Xen context)", "rc %ld #DB %lu result 0x%lx",
+              rc, db_n - n0, (unsigned long)mc.result);
+        n0 = db_n;
+        *(volatile unsigned long *)&mc.result = 0;
+        check_eq("... and the guest's own store there -> #DB", (long)(db_n - n0), 1);
+    }
+    set_dr(7, DR7_DEFAULT);
+    set_dr(0, 0);
+    set_dr(1, 0);
+    set_dr(2, 0);
+    set_dr(6, 0);
+}
+
 void checks_debugreg(void)
 {
     section("debug registers (#DB: pv/emul-priv-op.c, traps.c do_debug)");
     debugreg_io();
     debugreg_insn();
+    debugreg_data();
 }

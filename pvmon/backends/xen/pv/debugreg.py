@@ -23,6 +23,20 @@ from pvmon.backends.xen import abi as E
 _LEN_WIDTH = (1, 2, 8, 4)
 
 
+def engine_addresses(dr: list[int], dr7: int) -> list[int]:
+    """%dr0-3 as the engine takes them: a data breakpoint's (R/W 01b, 11b)
+    address aligned down to its LEN, as the hardware ignores the low bits
+    (Intel SDM vol. 3, 18.2.5); QEMU's watchpoints match the range as given.
+    The vCPU keeps (and get_debugreg reads) the value as written."""
+    out = []
+    for i, addr in enumerate(dr):
+        field = (dr7 >> (E.DR_CONTROL_SHIFT + i * E.DR_CONTROL_SIZE)) & 0xF
+        if field & 1:                   # R/W 01b or 11b
+            addr &= ~(_LEN_WIDTH[field >> 2] - 1)
+        out.append(addr)
+    return out
+
+
 def io_breakpoint_match(vcpu, port: int, size: int) -> int:
     """check_guest_io_breakpoint (pv/emul-priv-op.c@stable-4.17): the B0-B3
     bits of the I/O breakpoints an access of ``size`` bytes (1, 2, 4) at
@@ -99,4 +113,4 @@ class IoBreakpoints:
         self.p.deliver_debug_trap(self.p.m.reg("rip"))
 
 
-__all__ = ["IoBreakpoints", "io_breakpoint_match"]
+__all__ = ["IoBreakpoints", "engine_addresses", "io_breakpoint_match"]

@@ -51,6 +51,7 @@ import struct
 
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
+from pvmon.backends.xen.pv.debugreg import engine_addresses
 from pvmon.backends.xen.pv.msr import PvMsrs
 from pvmon.backends.xen.vcpu import XenVcpu
 from pvmon.engine import debugregs
@@ -331,7 +332,8 @@ class PvVcpu(XenVcpu):
         breakpoint, or take the engine's away when it holds some and this
         vCPU enables none (activate_debugregs, traps.c@stable-4.17: Xen loads
         them lazily). Called after a change and when the vCPU goes on the engine."""
-        debugregs.for_machine(self.m).sync(self.dr, self.dr6, self.dr7)
+        debugregs.for_machine(self.m).sync(engine_addresses(self.dr, self.dr7), self.dr6,
+                                           self.dr7)
 
     def debug_exception(self) -> None:
         """The engine raised #DB (a breakpoint or a single step): merge its
