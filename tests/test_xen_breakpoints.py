@@ -90,6 +90,21 @@ def test_a_data_breakpoint_is_a_db_after_the_access_but_not_for_xens_own_accesse
         assert checks.get(name) == "ok", name
 
 
+def test_a_kernel_mov_to_or_from_a_debug_register_is_emulated_as_xen_does(recorded):
+    """x86emul_write_dr / x86emul_read_dr (xen/arch/x86/x86_emulate.c): the
+    hypercalls' checks, -ENODEV as #UD and any other refusal as #GP(0)."""
+    ring, _path = recorded
+    checks = _section(ring, "debug registers")
+    for name in ("mov to %dr0 from the kernel -> set_debugreg, no fault (x86emul_write_dr)",
+                 "... and the breakpoint it enabled fires (activate_debugregs)",
+                 ("mov to %dr0 of an address in Xen's range -> #GP(0) (set_debugreg -EPERM), "
+                  "unchanged"),
+                 "mov to %dr7 with GD -> #GP(0) (-EPERM)",
+                 "mov to %dr4 with CR4.DE set -> #UD (set_debugreg -ENODEV)",
+                 "mov from %dr4 with CR4.DE clear -> %dr6 (x86emul_read_dr: the alias)"):
+        assert checks.get(name) == "ok", name
+
+
 def test_the_engine_gets_the_debug_registers_only_while_dr7_enables_a_breakpoint():
     s = Session(resolve(str(RULES_IMAGE)))
     s.run(timeout=120)

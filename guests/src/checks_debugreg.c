@@ -56,8 +56,18 @@ static long set_iopl(uint32_t iopl)
 /* What the last #DB looked like, and whether to return with RFLAGS.RF set. */
 volatile unsigned long db_n, db_rip, db_rflags, db_dr6, db_set_rf, db_disarm;
 
+/* The mov %drN whose #GP or #UD is expected, where to resume, what arrived. */
+volatile unsigned long dr_fault_rip, dr_fault_fix, dr_fault_vec, dr_fault_err;
+
 int debugreg_trap(struct trap_frame *f)
 {
+    if ((f->vector == 13 || f->vector == 6) && dr_fault_rip && f->rip == dr_fault_rip) {
+        dr_fault_vec = f->vector;
+        dr_fault_err = f->error;
+        f->rip = dr_fault_fix;
+        dr_fault_rip = 0;
+        return 1;
+    }
     if (f->vector != 1)
         return 0;
     db_n++;
@@ -334,10 +344,98 @@ static void debugreg_data(void)
     set_dr(6, 0);
 }
 
+/* mov to/from %drN with %rax: the vector it raised (0 if none); *rax updated. */
+#define KDR_FN(name, insn)                                                      \
+    static unsigned long name(unsigned long *rax)                               \
+    {                                                                           \
+        unsigned long a = *rax;                                                 \
+        dr_fault_vec = 0;                                                       \
+        dr_fault_err = ~0UL;                                                    \
+        __asm__ __volatile__("lea 1f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, dr_fault_rip(%%rip)\n\t"              \
+                             "lea 2f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, dr_fault_fix(%%rip)\n"                 \
+                             "1: " insn "\n"                                    \
+                             "2:\n\t"                                           \
+                             "movq $0, dr_fault_rip(%%rip)\n"                  \
+                             : "+a"(a) : : "r11", "memory");                    \
+        *rax = a;                                                               \
+        return dr_fault_vec;                                                    \
+    }
+KDR_FN(k_write_dr0, "mov %%rax, %%dr0")
+KDR_FN(k_write_dr4, "mov %%rax, %%dr4")
+KDR_FN(k_write_dr6, "mov %%rax, %%dr6")
+KDR_FN(k_write_dr7, "mov %%rax, %%dr7")
+KDR_FN(k_read_dr0, "mov %%dr0, %%rax")
+KDR_FN(k_read_dr4, "mov %%dr4, %%rax")
+KDR_FN(k_read_dr5, "mov %%dr5, %%rax")
+KDR_FN(k_read_dr7, "mov %%dr7, %%rax")
+
+/* mov to/from %drN by the kernel: Xen emulates it for its ring-3 kernel
+ * (x86emul_write_dr: set_debugreg, -ENODEV -> #UD, any other error -> #GP(0);
+ * x86emul_read_dr: #UD for %dr4/%dr5 with CR4.DE; x86_emulate.c). */
+static void debugreg_mov(void)
+{
+    unsigned long v, vec, n0, cr4 = read_cr4();
+    unsigned long dr7 = DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_INSN);
+
+    v = (unsigned long)db_insn_target;
+    vec = k_write_dr0(&v);
+    check(vec == 0 && get_dr(0) == (unsigned long)db_insn_target,
+          "mov to %dr0 from the kernel -> set_debugreg, no fault (x86emul_write_dr)",
+          "vector %lu dr0 0x%lx", vec, get_dr(0));
+    v = dr7 | (1UL << 11);          /* a reserved-zero bit: forced to 0 */
+    vec = k_write_dr7(&v);
+    check(vec == 0 && get_dr(7) == dr7, "mov to %dr7 -> set_debugreg's forced bits "
+          "(DR_CONTROL_RESERVED_ZERO)", "vector %lu dr7 0x%lx", vec, get_dr(7));
+    db_set_rf = 1;
+    n0 = db_n;
+    db_insn_fn(0);
+    check_eq("... and the breakpoint it enabled fires (activate_debugregs)",
+             (long)(db_n - n0), 1);
+    db_set_rf = 0;
+    v = 0;
+    vec = k_read_dr7(&v);
+    check(vec == 0 && v == dr7, "mov from %dr7 -> its value (x86emul_read_dr)",
+          "vector %lu value 0x%lx", vec, v);
+    v = 0;
+    k_read_dr0(&v);
+    check_eqx("mov from %dr0 -> its value", v, (unsigned long)db_insn_target);
+    v = 0xffff800000000000UL;
+    vec = k_write_dr0(&v);
+    check(vec == 13 && dr_fault_err == 0 && get_dr(0) == (unsigned long)db_insn_target,
+          "mov to %dr0 of an address in Xen's range -> #GP(0) (set_debugreg -EPERM), "
+          "unchanged", "vector %lu error 0x%lx", vec, dr_fault_err);
+    v = dr7 | (1UL << 13);
+    vec = k_write_dr7(&v);
+    check(vec == 13 && dr_fault_err == 0, "mov to %dr7 with GD -> #GP(0) (-EPERM)",
+          "vector %lu", vec);
+    v = 1UL << 32;
+    vec = k_write_dr6(&v);
+    check(vec == 13, "mov to %dr6 of a value above 32 bits -> #GP(0) (-EINVAL)",
+          "vector %lu", vec);
+    write_cr4(cr4 & ~CR4_DE);
+    v = 0;
+    vec = k_read_dr4(&v);
+    check(vec == 0 && v == get_dr(6), "mov from %dr4 with CR4.DE clear -> %dr6 "
+          "(x86emul_read_dr: the alias)", "vector %lu value 0x%lx", vec, v);
+    write_cr4(cr4 | CR4_DE);
+    v = 0;
+    vec = k_write_dr4(&v);
+    check_eq("mov to %dr4 with CR4.DE set -> #UD (set_debugreg -ENODEV)", (long)vec, 6);
+    vec = k_read_dr5(&v);
+    check_eq("mov from %dr5 with CR4.DE set -> #UD (x86emul_read_dr)", (long)vec, 6);
+    write_cr4(cr4);
+    set_dr(7, DR7_DEFAULT);
+    set_dr(0, 0);
+    set_dr(6, 0);
+}
+
 void checks_debugreg(void)
 {
     section("debug registers (#DB: pv/emul-priv-op.c, traps.c do_debug)");
     debugreg_io();
     debugreg_insn();
     debugreg_data();
+    debugreg_mov();
 }

@@ -26,7 +26,7 @@ from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: the
     WALL_TIMEOUT,
     DispatchCore,
 )
-from pvmon.engine import hvm
+from pvmon.engine import debugregs, hvm
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
 from pvmon.engine.stackfault import is_stack_fault
 from pvmon.errors import BackendError
@@ -83,6 +83,9 @@ class XenPvDispatch(DispatchCore):
             self._hooks.set_cli_sti(hvm.CLI_GP)
         #: I/O breakpoints (check_guest_io_breakpoint; pvmon/backends/xen/pv/debugreg.py).
         self.iobp = IoBreakpoints(self)
+        if self._hooks is not None and debugregs.available():
+            # MOV to/from %drN in the kernel as Xen emulates it (the seventh patch)
+            machine.hvm = debugregs.WithDrHook(self._hooks, debugregs.DrHook(self._on_dr))
 
     def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
         """RDMSR/WRMSR at CPL 0: the PV vCPU's answer (not recorded; a refusal
@@ -91,6 +94,11 @@ class XenPvDispatch(DispatchCore):
         if write:
             return msrs.wrmsr(msr, value), 0
         return msrs.rdmsr(msr)
+
+    def _on_dr(self, write: int, reg: int, value: int) -> tuple[int, int]:
+        """MOV to or from %drN at CPL 0: the PV vCPU's answer (not recorded; a
+        refusal is recorded as the #GP or #UD it raises)."""
+        return self.b.vcpu.mov_dr(write, reg, value)
 
     def set_cli_mode(self, mode: int) -> None:
         """What CLI/STI in the guest kernel do from now on (1 nothing, 2 #GP(0);

@@ -141,5 +141,25 @@ class DrHook:
             raise exc
 
 
+class WithDrHook:
+    """The engine switches a machine activates for each run (``machine.hvm``)
+    with a :class:`DrHook` added: ``inner`` (a :class:`pvmon.engine.hvm.PvHooks`)
+    activated first and deactivated last."""
+
+    def __init__(self, inner, dr_hook: DrHook) -> None:
+        self.inner = inner
+        self.dr_hook = dr_hook
+
+    def activate(self) -> None:
+        self.inner.activate()
+        self.dr_hook.activate()
+
+    def deactivate(self) -> None:
+        try:
+            self.dr_hook.deactivate()
+        finally:
+            self.inner.deactivate()
+
+
 __all__ = ["DR_GP", "DR_HANDLED", "DR_NATIVE", "DR_UD", "DrHook", "EngineDebugRegs",
-           "available", "for_machine"]
+           "WithDrHook", "available", "for_machine"]

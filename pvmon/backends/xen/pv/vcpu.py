@@ -344,6 +344,21 @@ class PvVcpu(XenVcpu):
         keep = ~E.X86_DR6_DEFAULT & 0xFFFF_FFFF_FFFF_FFFF
         self.dr6 = (self.dr6 | (hw & keep)) & (hw | keep)
 
+    def mov_dr(self, write: int, reg: int, value: int) -> tuple[int, int]:
+        """``mov`` to (``write`` 1, ``value`` written) or from %dr``reg`` by the
+        guest kernel, which Xen emulates for its ring-3 kernel through the
+        hypercalls' own code (x86emul_write_dr: set_debugreg, -ENODEV -> #UD,
+        any other error -> #GP(0); x86emul_read_dr: the get_debugreg answer,
+        #UD for %dr4/%dr5 with CR4.DE; xen/arch/x86/x86_emulate.c@stable-4.17).
+        Returns the engine hook's ``(answer, value)`` (:mod:`pvmon.engine.debugregs`)."""
+        if write:
+            rc = self.set_debugreg(reg, value)
+        else:
+            rc = self.get_debugreg(reg)
+        if rc < 0:
+            return (debugregs.DR_UD if rc == -E.ENODEV else debugregs.DR_GP), 0
+        return debugregs.DR_HANDLED, 0 if write else rc
+
     def _set_debugreg(self, reg: int, value: int, de: bool | None = None) -> int:
         """set_debugreg (xen/arch/x86/pv/misc-hypercalls.c@stable-4.17) on this
         vCPU. ``reg`` is an unsigned int, ``value`` an unsigned 64-bit value,
