@@ -225,6 +225,8 @@ class XenPvDispatch(DispatchCore):
                 self.b.vcpu.debug_exception()   # do_debug: the engine's %dr6 merged
             err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
             cr2 = m.reg("cr2") if vector == 14 else None
+            if self.iobp.stepping:
+                self.iobp.on_exception()            # the redo faulted: no #DB (Xen: not OKAY)
             if vector == 13 and err == 0:
                 if self.iobp.on_gp():
                     ints.clear_exception_state()    # an I/O breakpoint's: redone, then #DB
@@ -280,7 +282,7 @@ class XenPvDispatch(DispatchCore):
 
     def after_step(self) -> None:
         self.ptwr.after_step()
-        if self.iobp.pending:
+        if self.iobp.stepping:
             self.iobp.after_step()
 
     def deliver_debug_trap(self, rip: int) -> None:

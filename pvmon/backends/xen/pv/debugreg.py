@@ -76,6 +76,8 @@ class IoBreakpoints:
         self.p = dispatch
         #: B0-B3 of the instruction being redone by a single step, else 0.
         self.pending = 0
+        #: The single step is under way (the #GP that asked for it was taken).
+        self.stepping = False
 
     def check(self, port: int, size: int) -> bool:
         """From the port hook, after the access was found allowed: True when
@@ -96,16 +98,24 @@ class IoBreakpoints:
         """The engine reported #GP(0): True if it is the one :meth:`check`
         provoked (the instruction is redone by a single step, no fault
         delivered)."""
-        if not self.pending:
+        if not self.pending or self.stepping:
             return False
+        self.stepping = True
         self.p.m.request_step()
         return True
+
+    def on_exception(self) -> None:
+        """The redone instruction raised an exception of its own (a #PF of an
+        INS destination, say): that is delivered and the #DB dropped, as Xen
+        injects it only when the emulation completed (X86EMUL_OKAY)."""
+        if self.stepping:
+            self.pending = 0
 
     def after_step(self) -> None:
         """The matched instruction ran: Xen's ``dr6 |= bpmatch |
         DR_STATUS_RESERVED_ONE`` and #DB through the trap table, RIP after
         the instruction (pv_emulate_privileged_op, pv/emul-priv-op.c@stable-4.17)."""
-        hit, self.pending = self.pending, 0
+        hit, self.pending, self.stepping = self.pending, 0, False
         if not hit or self.p.m.stop_reason is not None:
             return
         vcpu = self.p.b.vcpu
