@@ -79,6 +79,8 @@ int rules_trap(struct trap_frame *f)
     }
     if (privops_trap(f))
         return 1;
+    if (debugreg_trap(f))
+        return 1;
     if (f->vector == 13 && expect_gp) {
         log_entry(f);
         expect_gp = 0;

@@ -150,6 +150,7 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     checks_rules();
     checks_privops();
     checks_selectors();
+    checks_debugreg();
     rules_pagetypes();      /* last of the rules: it pins and unpins tables */
 #endif
 #if SMP

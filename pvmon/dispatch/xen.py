@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pvmon.backends.base import CAP_CONSOLE_INPUT, CAP_EVENT_UPCALLS, CAP_PV_MMU, Backend
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import xen_cpuid_policy
+from pvmon.backends.xen.pv.debugreg import IoBreakpoints
 from pvmon.backends.xen.pv.ptwr import WritablePageTables
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: their old home
@@ -25,7 +26,7 @@ from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: the
     WALL_TIMEOUT,
     DispatchCore,
 )
-from pvmon.engine import hvm
+from pvmon.engine import debugregs, hvm
 from pvmon.engine.machine import VECTORS_WITH_ERROR_CODE, GuestPageFault, Machine, Stop
 from pvmon.engine.stackfault import is_stack_fault
 from pvmon.errors import BackendError
@@ -88,6 +89,11 @@ class XenPvDispatch(DispatchCore):
                 vcpu = getattr(backend, "vcpu", None)    # else loaded as vCPU 0 is made
                 if vcpu is not None and not vcpu.user_mode:
                     vcpu.segs.to_kernel()
+        #: I/O breakpoints (check_guest_io_breakpoint; pvmon/backends/xen/pv/debugreg.py).
+        self.iobp = IoBreakpoints(self)
+        if self._hooks is not None and debugregs.available():
+            # MOV to/from %drN in the kernel as Xen emulates it (the seventh patch)
+            machine.hvm = debugregs.WithDrHook(self._hooks, debugregs.DrHook(self._on_dr))
 
     def _on_msr(self, write: int, msr: int, value: int) -> tuple[int, int]:
         """RDMSR/WRMSR at CPL 0: the PV vCPU's answer (not recorded; a refusal
@@ -96,6 +102,11 @@ class XenPvDispatch(DispatchCore):
         if write:
             return msrs.wrmsr(msr, value), 0
         return msrs.rdmsr(msr)
+
+    def _on_dr(self, write: int, reg: int, value: int) -> tuple[int, int]:
+        """MOV to or from %drN at CPL 0: the PV vCPU's answer (not recorded; a
+        refusal is recorded as the #GP or #UD it raises)."""
+        return self.b.vcpu.mov_dr(write, reg, value)
 
     def set_cli_mode(self, mode: int) -> None:
         """What CLI/STI in the guest kernel do from now on (1 nothing, 2 #GP(0);
@@ -218,9 +229,16 @@ class XenPvDispatch(DispatchCore):
             vector, err, rip = self.b.vcpu.software_interrupt(vector, rip)
             cr2 = None
         else:
+            if vector == 1:
+                self.b.vcpu.debug_exception()   # do_debug: the engine's %dr6 merged
             err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
             cr2 = m.reg("cr2") if vector == 14 else None
+            if self.iobp.stepping:
+                self.iobp.on_exception()            # the redo faulted: no #DB (Xen: not OKAY)
             if vector == 13 and err == 0:
+                if self.iobp.on_gp():
+                    ints.clear_exception_state()    # an I/O breakpoint's: redone, then #DB
+                    return
                 if self.b.vcpu.emulate_gp(rip):
                     # in/out Xen emulates (virtual IOPL, I/O bitmap): no fault
                     ints.clear_exception_state()
@@ -272,6 +290,24 @@ class XenPvDispatch(DispatchCore):
 
     def after_step(self) -> None:
         self.ptwr.after_step()
+        if self.iobp.stepping:
+            self.iobp.after_step()
+
+    def deliver_debug_trap(self, rip: int) -> None:
+        """#DB (vector 1, no error code) through the guest's trap table with
+        ``rip`` in the frame, from outside the engine's interrupt hook (Xen's
+        pv_inject_hw_exception(TRAP_debug) after an emulated instruction);
+        recorded as a ``fault`` event as every delivered exception is."""
+        self.clock.advance(self.clock.costs.fault_ns)
+        self.faults[1] += 1
+        if self.record is not None:
+            self._emit({"k": "fault", "vec": 1, "err": None, "rip": rip, "cs": 0})
+        self._cur_rip = rip
+        self._jump = None
+        self.b.vcpu.deliver_trap(1, None, None, rip)
+        if self._jump is not None:
+            self.m.set_reg("rip", self._jump)
+            self._jump = None
 
     def on_invalid_opcode(self, rip: int) -> bool:
         m = self.m
@@ -297,16 +333,22 @@ class XenPvDispatch(DispatchCore):
         if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
             hooks.io_fault()
             return 0
+        if self.b.vcpu.dr7_emul and self.iobp.check(port, size):
+            return 0        # an I/O breakpoint: redone by a step, then #DB
         return (1 << (8 * size)) - 1
 
     def on_io_out(self, port: int, size: int, value: int) -> None:
         hooks = self._hooks
         if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
             hooks.io_fault()
+        elif self.b.vcpu.dr7_emul:
+            self.iobp.check(port, size)     # an I/O breakpoint: redone by a step, then #DB
 
     def on_resume(self) -> None:
         """Between engine slices: fire due timers and deliver pending events."""
         self._preempt = False
+        if self.iobp.pending:
+            return              # the I/O-breakpoint step comes first (IoBreakpoints)
         smp = self.b.smp
         if smp is not None:
             if self.m.step_pending:

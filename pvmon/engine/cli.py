@@ -40,7 +40,7 @@ def info_cmd() -> None:
               help="Parallel compile jobs (default: the CPU count).")
 @click.option("--force", is_flag=True, help="Build again even if a current build exists.")
 def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
-    """Build Unicorn 2.1.4 with pvmon's seven patches (x86 only, about 30-40 s) into
+    """Build Unicorn 2.1.4 with pvmon's eight patches (x86 only, about 30-40 s) into
     the cache.
 
     Two make translated code faster without changing what the guest sees. The
@@ -52,9 +52,10 @@ def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
     PVH guests): delivery through the guest's IDT, interrupt injection, an
     MSR hook; PVH guests need it. The fifth lets the Xen PV platform refuse
     port I/O and intercept CLI, STI and control-register moves of the guest
-    kernel, as Xen does. The sixth and seventh make translated code cheaper
-    after TLB flushes (stores leave the fast path only on pages holding code;
-    the jump cache is kept, revalidated, instead of emptied). Needs cmake,
+    kernel, as Xen does. The sixth keeps stores to pages without translated
+    code off the write-tracking slow path. The seventh gives a PV guest its
+    debug registers: breakpoints and watchpoints raise #DB. The eighth keeps the
+    jump cache across TLB flushes (revalidated instead of emptied). Needs cmake,
     patch, make and a C compiler."""
     from pvmon.engine import uclib
 

@@ -42,6 +42,12 @@ store after each TLB flush; a Debian 6.1 PV boot reloads CR3 35,000 times and ma
 7.7 million such stores (4-7 % of its CPU time). Guest-visible behaviour is the
 same instruction for instruction (tests/test_engine_smc.py, the golden streams).
 
+``patches/unicorn-2.1.4-debug-registers.patch`` gives a PV guest its debug
+registers (:mod:`pvmon.engine.debugregs`): ``uc_reg_write`` of %dr7 inserts the
+breakpoints it enables, QEMU's watchpoints are restored so data breakpoints
+fire, and MOV to or from %drN asks pvmon first. Inert until a guest enables a
+breakpoint (pvmon loads the registers only then).
+
 ``patches/unicorn-2.1.4-jmp-cache-generations.patch`` keeps the jump cache (the
 guest-virtual PC -> translation block table that indirect jumps and returns use)
 across TLB flushes: a flush bumps a generation, and an entry from an older one
@@ -84,6 +90,7 @@ PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
            "unicorn-2.1.4-hvm-platform.patch",
            "unicorn-2.1.4-pv-privops.patch",
            "unicorn-2.1.4-notdirty-only-code-pages.patch",
+           "unicorn-2.1.4-debug-registers.patch",
            "unicorn-2.1.4-jmp-cache-generations.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 

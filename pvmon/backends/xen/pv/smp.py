@@ -480,6 +480,7 @@ class PvScheduler:
         uc.msr_write(MSR_KERNEL_GS_BASE, s["kgs"])
         self.current = new
         self.b.vcpu = vn
+        vn.activate_debugregs()     # its breakpoints, if it enables any (pv/debugreg)
         if self.slicer is not None:
             self.slicer.reset(self.quantum_blocks)
         self.switches += 1

@@ -52,9 +52,11 @@ from __future__ import annotations
 import struct
 
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.pv.debugreg import engine_addresses
 from pvmon.backends.xen.pv.msr import PvMsrs
 from pvmon.backends.xen.pv.segments import Segments
 from pvmon.backends.xen.vcpu import XenVcpu
+from pvmon.engine import debugregs
 from pvmon.engine.machine import (
     CR0_TS,
     PAGE_SIZE,
@@ -106,8 +108,8 @@ class PvVcpu(XenVcpu):
         self.gs_kernel = 0
         #: Debug registers as Xen keeps them (struct arch_vcpu dr[4], dr6, dr7 and
         #: pv.dr7_emul, xen/arch/x86/include/asm/domain.h@stable-4.17): at reset
-        #: (arch_vcpu_regs_init) 0, X86_DR6_DEFAULT and X86_DR7_DEFAULT. pvmon does not
-        #: load them into the engine (no #DB from breakpoints, docs/xen-rules.md).
+        #: (arch_vcpu_regs_init) 0, X86_DR6_DEFAULT and X86_DR7_DEFAULT. Loaded into
+        #: the engine only while %dr7 enables a breakpoint (activate_debugregs).
         self.dr = [0, 0, 0, 0]
         self.dr6 = E.X86_DR6_DEFAULT
         self.dr7 = E.X86_DR7_DEFAULT
@@ -321,6 +323,49 @@ class PvVcpu(XenVcpu):
         return bool(cr4 & E.X86_CR4_DE)
 
     def set_debugreg(self, reg: int, value: int, de: bool | None = None) -> int:
+        """set_debugreg (:meth:`_set_debugreg`), then the engine's registers
+        follow as Xen's follow on the running vCPU: loaded when %dr7 enables a
+        breakpoint (activate_debugregs, misc-hypercalls.c@stable-4.17), left
+        alone while none is."""
+        rc = self._set_debugreg(reg, value, de)
+        if rc == 0 and self.b.vcpu is self:
+            self.activate_debugregs()
+        return rc
+
+    def activate_debugregs(self) -> None:
+        """Load this vCPU's %dr0-3, %dr6 and %dr7 (without the I/O breakpoints,
+        which port I/O emulates) into the engine when %dr7 enables a
+        breakpoint, or take the engine's away when it holds some and this
+        vCPU enables none (activate_debugregs, traps.c@stable-4.17: Xen loads
+        them lazily). Called after a change and when the vCPU goes on the engine."""
+        debugregs.for_machine(self.m).sync(engine_addresses(self.dr, self.dr7), self.dr6,
+                                           self.dr7)
+
+    def debug_exception(self) -> None:
+        """The engine raised #DB (a breakpoint or a single step): merge its
+        %dr6 into the vCPU's and reset it, as do_debug does
+        (xen/arch/x86/traps.c@stable-4.17: ``dr6 |= hw & ~X86_DR6_DEFAULT;
+        dr6 &= hw | ~X86_DR6_DEFAULT``); the caller then injects vector 1."""
+        hw = debugregs.for_machine(self.m).take_dr6()
+        keep = ~E.X86_DR6_DEFAULT & 0xFFFF_FFFF_FFFF_FFFF
+        self.dr6 = (self.dr6 | (hw & keep)) & (hw | keep)
+
+    def mov_dr(self, write: int, reg: int, value: int) -> tuple[int, int]:
+        """``mov`` to (``write`` 1, ``value`` written) or from %dr``reg`` by the
+        guest kernel, which Xen emulates for its ring-3 kernel through the
+        hypercalls' own code (x86emul_write_dr: set_debugreg, -ENODEV -> #UD,
+        any other error -> #GP(0); x86emul_read_dr: the get_debugreg answer,
+        #UD for %dr4/%dr5 with CR4.DE; xen/arch/x86/x86_emulate.c@stable-4.17).
+        Returns the engine hook's ``(answer, value)`` (:mod:`pvmon.engine.debugregs`)."""
+        if write:
+            rc = self.set_debugreg(reg, value)
+        else:
+            rc = self.get_debugreg(reg)
+        if rc < 0:
+            return (debugregs.DR_UD if rc == -E.ENODEV else debugregs.DR_GP), 0
+        return debugregs.DR_HANDLED, 0 if write else rc
+
+    def _set_debugreg(self, reg: int, value: int, de: bool | None = None) -> int:
         """set_debugreg (xen/arch/x86/pv/misc-hypercalls.c@stable-4.17) on this
         vCPU. ``reg`` is an unsigned int, ``value`` an unsigned 64-bit value,
         ``de`` the CR4.DE to judge with (None: :meth:`cr4_de`). Returns 0 or
