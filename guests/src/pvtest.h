@@ -235,6 +235,9 @@ void xen_trap_32(void), xen_trap_33(void), xen_trap_34(void), xen_trap_128(void)
 /* checks_privops.c: privileged instructions (a #GP it provoked: 1) */
 void checks_privops(void);
 int privops_trap(struct trap_frame *f);
+/* checks_privio.c: string port I/O and the rest of the privileged operations */
+void checks_privio(void);
+int privio_trap(struct trap_frame *f);
 unsigned long rules_user_entry(const char *sym, unsigned long rflags, unsigned long out[5]);
 extern const char user_in80[], user_out80[], user_cli[];
 /* user_rules.S */

@@ -19,6 +19,8 @@ from pvmon.backends.base import CAP_CONSOLE_INPUT, CAP_EVENT_UPCALLS, CAP_PV_MMU
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import xen_cpuid_policy
 from pvmon.backends.xen.pv.ptwr import WritablePageTables
+from pvmon.backends.xen.pv.stringio import DONE as STRING_IO_DONE
+from pvmon.backends.xen.pv.stringio import emulate as emulate_string_io
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: their old home
     TSC_RUN_MAX,
@@ -213,12 +215,22 @@ class XenPvDispatch(DispatchCore):
             err = ints.pending_error_code() if vector in VECTORS_WITH_ERROR_CODE else None
             cr2 = m.reg("cr2") if vector == 14 else None
             if vector == 13 and err == 0:
-                if self.b.vcpu.emulate_gp(rip):
+                # INS/OUTS, which the engine traps for Xen's emulation (pv/stringio.py)
+                hooks = self._hooks
+                sio = emulate_string_io(self.b.vcpu, rip, self.on_io_in, self.on_io_out) \
+                    if hooks is not None and hooks.traps_string_io else None
+                if sio is not None:
+                    if sio == STRING_IO_DONE:
+                        ints.clear_exception_state()
+                        self.clock.advance(self.clock.costs.fault_ns)
+                        return
+                    vector, err, cr2 = sio
+                elif self.b.vcpu.emulate_gp(rip):
                     # in/out Xen emulates (virtual IOPL, I/O bitmap): no fault
                     ints.clear_exception_state()
                     self.clock.advance(self.clock.costs.fault_ns)
                     return
-                if self._stack_fault(rip):
+                elif self._stack_fault(rip):
                     vector = 12     # #SS(0), which the engine reports as #GP(0)
         ints.clear_exception_state()
         self.clock.advance(self.clock.costs.fault_ns)

@@ -168,6 +168,18 @@ def _privop_symbols():
 _PRIVOP_SYMS = _privop_symbols()
 
 
+def _string_io_symbols():
+    try:
+        return (ctypes.c_int.in_dll(uclib, "pvmon_string_io_gp"),
+                ctypes.c_int.in_dll(uclib, "pvmon_rdtscp_tsd_gp"))
+    except (ValueError, AttributeError):
+        return None
+
+
+#: the PV patch's INS/OUTS and RDTSCP switches (None: a library without them)
+_STRING_IO_SYMS = _string_io_symbols()
+
+
 def privops_available() -> bool:
     """True when the running libunicorn carries pvmon's PV privileged-operation
     patch (``patches/unicorn-2.1.4-pv-privops.patch``)."""
@@ -191,6 +203,9 @@ class PvHooks:
       instruction; PV patch only).
     * :meth:`io_fault`: called from an IN/OUT hook, that instruction raises
       #GP(0) instead (PV patch only; without it the access goes through).
+    * while active, INS/OUTS raise #GP(0) before touching memory or a port,
+      for the VMM to emulate (:attr:`traps_string_io`), and RDTSCP with
+      CR4.TSD raises #GP(0) at CPL 0 too (PV patch only).
 
     Install it as ``machine.hvm`` (the machine activates it for each run). An
     exception in a callback is kept, the operation runs natively, and
@@ -222,6 +237,12 @@ class PvHooks:
             if on_privop is not None and self._privop_ptr is not None else None
 
     @property
+    def traps_string_io(self) -> bool:
+        """INS/OUTS raise #GP(0) while active (the PV patch's
+        ``pvmon_string_io_gp``), for :mod:`pvmon.backends.xen.pv.stringio`."""
+        return _STRING_IO_SYMS is not None
+
+    @property
     def traps_io(self) -> bool:
         """:meth:`io_fault` works (the PV patch is in the library)."""
         return self._io_fault is not None
@@ -249,6 +270,9 @@ class PvHooks:
             self._privop_ptr.value = ctypes.cast(self._privop_cb, ctypes.c_void_p).value
         if self._cli_sti is not None:
             self._cli_sti.value = self._cli_mode
+        if _STRING_IO_SYMS is not None:
+            for flag in _STRING_IO_SYMS:
+                flag.value = 1
 
     def deactivate(self) -> None:
         """Take the hooks away again; re-raise a callback's exception, if any."""
@@ -259,6 +283,9 @@ class PvHooks:
         if self._io_fault is not None:
             self._io_fault.value = 0
             self._cli_sti.value = CLI_NATIVE
+        if _STRING_IO_SYMS is not None:
+            for flag in _STRING_IO_SYMS:
+                flag.value = 0
         if self.error is not None:
             exc, self.error = self.error, None
             raise exc

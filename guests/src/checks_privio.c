@@ -1,0 +1,288 @@
+/*
+ * checks_privio.c - string port I/O (INS/OUTS) and the other privileged
+ * instructions of the "Not done" list, as Xen 4.17 emulates them for a 64-bit
+ * PV kernel that does not run in ring 0 (pvtest-v2-rules, RULES=1;
+ * docs/xen-rules.md "Privileged operations").  Every INS/OUTS of a PV guest
+ * raises #GP in hardware and Xen emulates it: pv_emulate_privileged_op,
+ * rep_ins / rep_outs (xen/arch/x86/pv/emul-priv-op.c@stable-4.17), with the
+ * REP rules of x86_emulate (xen/arch/x86/x86_emulate/x86_emulate.c@stable-4.17:
+ * cases 0x6c/0x6e, get_rep_prefix, put_rep_prefix).  A fault these checks
+ * provoke in the kernel is caught by privio_trap (called from privops_trap)
+ * and resumes after the instruction.
+ */
+#include "pvtest.h"
+
+#define PIO_PORT        0x80
+#define PIO_UNMAPPED    0x10000UL
+#define PIO_NONCANON    0x0000800000000000UL
+#define PIO_XEN_RANGE   0xffff800000000000UL   /* canonical, below HYPERVISOR_VIRT_END */
+#define PIO_USER_VA     0x400000UL              /* checks_rules.c USER_VA */
+#define PFEC_W          2UL
+#define PFEC_U          4UL
+
+extern const char user_sio_ins[], user_sio_rep_ins[], user_sio_ins_ro[], user_sio_outs[];
+
+/* Where a fault is expected, where to resume, and what arrived. */
+volatile unsigned long privio_rip, privio_fix, privio_vec, privio_err, privio_cr2, privio_n;
+
+int privio_trap(struct trap_frame *f)
+{
+    if ((f->vector != 12 && f->vector != 13 && f->vector != 14) || !privio_rip ||
+        f->rip != privio_rip)
+        return 0;
+    privio_vec = f->vector;
+    privio_err = f->error;
+    privio_cr2 = f->vector == 14 ? vcpu0()->cr2 : 0;
+    privio_n++;
+    f->rip = privio_fix;
+    privio_rip = 0;
+    return 1;
+}
+
+/* One string instruction in kernel mode with RCX, RSI, RDI given and DX =
+ * port 0x80; they come back as the instruction (or its fault) left them.
+ * Returns the vector it raised at the instruction, 0 if none. */
+struct sio { unsigned long rcx, rsi, rdi; };
+
+#define SIO_FN(name, insn)                                                      \
+    static unsigned long name(struct sio *s)                                    \
+    {                                                                           \
+        unsigned long n0 = privio_n;                                            \
+        privio_vec = 0;                                                         \
+        privio_err = ~0UL;                                                      \
+        privio_cr2 = 0;                                                         \
+        __asm__ __volatile__("lea 1f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, privio_rip(%%rip)\n\t"                 \
+                             "lea 2f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, privio_fix(%%rip)\n"                   \
+                             "1: " insn "\n"                                    \
+                             "2:\n\t"                                           \
+                             "cld\n\t"                                          \
+                             "movq $0, privio_rip(%%rip)\n"                     \
+                             : "+c"(s->rcx), "+S"(s->rsi), "+D"(s->rdi)         \
+                             : "d"((unsigned long)PIO_PORT) : "r11", "memory", "cc"); \
+        return privio_n != n0 ? privio_vec : 0;                                 \
+    }
+SIO_FN(k_insb, "insb")
+SIO_FN(k_insw, "insw")
+SIO_FN(k_insl, "insl")
+SIO_FN(k_rep_insb, "rep insb")
+SIO_FN(k_std_rep_insb, "std\n\trep insb")       /* the fault-free DF case only */
+SIO_FN(k_addr32_rep_insb, ".byte 0x67\n\trep insb")
+SIO_FN(k_outsb, "outsb")
+SIO_FN(k_outsl, "outsl")
+SIO_FN(k_rep_outsb, "rep outsb")
+SIO_FN(k_ss_outsb, ".byte 0x36\n\toutsb")
+SIO_FN(k_fs_outsb, ".byte 0x64\n\toutsb")
+
+/* PHYSDEVOP_set_iopl through a one-entry multicall */
+#define PIO_HC_physdev_op_nr   33
+#define PIO_PHYSDEVOP_set_iopl 6
+static long pio_set_iopl(uint32_t iopl)
+{
+    uint32_t arg = iopl;
+    struct multicall_entry mc = { PIO_HC_physdev_op_nr, 0,
+                                  { PIO_PHYSDEVOP_set_iopl, (unsigned long)&arg, 0, 0, 0, 0 } };
+    long rc = HYPERVISOR_multicall(&mc, 1);
+    return rc ? rc : (long)mc.result;
+}
+
+/* three pages: 0 and 1 writable, 2 read-only (for the faults at its start) */
+static uint8_t pio_buf[3 * 4096] __page_aligned;
+
+static int all_bytes(const uint8_t *p, unsigned n, uint8_t v)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (p[i] != v)
+            return 0;
+    return 1;
+}
+
+/* INS/OUTS from the kernel (assumed CPL 1: allowed by a virtual IOPL >= 1). */
+static void privio_kernel(void)
+{
+    uint8_t *buf = pio_buf, *ro = pio_buf + 2 * 4096;
+    struct sio s;
+    unsigned long vec;
+
+    pio_set_iopl(1);
+    memset(buf, 0x5a, 64);
+    s = (struct sio){ 0, 0, (unsigned long)buf };
+    vec = k_insb(&s);
+    check(vec == 0 && buf[0] == 0xff && buf[1] == 0x5a && s.rdi == (unsigned long)buf + 1,
+          "IOPL 1: insb from the kernel stores 0xff (a domU has no ports), RDI + 1 "
+          "(emul-priv-op.c rep_ins, guest_io_read)", "vector %lu byte 0x%x rdi +%ld",
+          vec, buf[0], (long)(s.rdi - (unsigned long)buf));
+    s = (struct sio){ 0, 0, (unsigned long)buf + 8 };
+    vec = k_insw(&s);
+    check(vec == 0 && all_bytes(buf + 8, 2, 0xff) && buf[10] == 0x5a &&
+              s.rdi == (unsigned long)buf + 10,
+          "insw stores 2 bytes, RDI + 2 (x86_emulate.c: op_bytes 2)", "vector %lu rdi +%ld",
+          vec, (long)(s.rdi - (unsigned long)buf - 8));
+    s = (struct sio){ 0, 0, (unsigned long)buf + 16 };
+    vec = k_insl(&s);
+    check(vec == 0 && all_bytes(buf + 16, 4, 0xff) && buf[20] == 0x5a &&
+              s.rdi == (unsigned long)buf + 20,
+          "insl stores 4 bytes, RDI + 4", "vector %lu rdi +%ld", vec,
+          (long)(s.rdi - (unsigned long)buf - 16));
+    memset(buf, 0x5a, 64);
+    s = (struct sio){ 5, 0, (unsigned long)buf };
+    vec = k_rep_insb(&s);
+    check(vec == 0 && all_bytes(buf, 5, 0xff) && buf[5] == 0x5a && s.rcx == 0 &&
+              s.rdi == (unsigned long)buf + 5,
+          "rep insb with RCX 5: 5 bytes, RCX 0, RDI + 5 (x86_emulate.c put_rep_prefix)",
+          "vector %lu rcx %lu rdi +%ld", vec, s.rcx, (long)(s.rdi - (unsigned long)buf));
+    memset(buf, 0x5a, 64);
+    s = (struct sio){ 3, 0, (unsigned long)buf + 10 };
+    vec = k_std_rep_insb(&s);
+    check(vec == 0 && all_bytes(buf + 8, 3, 0xff) && buf[7] == 0x5a && buf[11] == 0x5a &&
+              s.rcx == 0 && s.rdi == (unsigned long)buf + 7,
+          "std; rep insb with RCX 3 fills downwards, RDI - 3 (register_address_adjust: DF)",
+          "vector %lu rcx %lu rdi %+ld", vec, s.rcx, (long)(s.rdi - (unsigned long)buf - 10));
+    s = (struct sio){ 4, (unsigned long)buf, 0 };
+    vec = k_rep_outsb(&s);
+    check(vec == 0 && s.rcx == 0 && s.rsi == (unsigned long)buf + 4,
+          "rep outsb with RCX 4: RCX 0, RSI + 4 (rep_outs: guest_io_write drops it)",
+          "vector %lu rcx %lu rsi +%ld", vec, s.rcx, (long)(s.rsi - (unsigned long)buf));
+    s = (struct sio){ 0, (unsigned long)buf, 0 };
+    vec = k_outsl(&s);
+    check(vec == 0 && s.rsi == (unsigned long)buf + 4, "outsl: RSI + 4", "vector %lu rsi +%ld",
+          vec, (long)(s.rsi - (unsigned long)buf));
+    s = (struct sio){ 0xffffffff00000000UL, 0, 0xffffffff12345678UL };
+    vec = k_addr32_rep_insb(&s);
+    check(vec == 0 && s.rcx == 0 && s.rdi == 0x12345678UL,
+          "addr32 rep insb with ECX 0 does nothing but zero-extend RCX and RDI "
+          "(x86_emulate.c get_rep_prefix)", "vector %lu rcx 0x%lx rdi 0x%lx", vec, s.rcx, s.rdi);
+
+    memset(buf, 0x5a, 8192);
+    s = (struct sio){ 8192, 0, (unsigned long)buf };
+    vec = k_rep_insb(&s);
+    check(vec == 0 && all_bytes(buf, 8192, 0xff) && s.rcx == 0 &&
+              s.rdi == (unsigned long)buf + 8192,
+          "rep insb of 8192 bytes completes (Xen may stop and resume it at "
+          "hypercall_preempt_check; the guest cannot tell)", "vector %lu rcx %lu", vec, s.rcx);
+
+    /* the memory side: faults as rep_ins/rep_outs raise them */
+    long rc = set_page_ro(ro, 1);
+    check_eq("pio: a read-only page after two writable ones", rc, 0);
+    s = (struct sio){ 0, 0, PIO_UNMAPPED };
+    vec = k_insb(&s);
+    check(vec == 14 && privio_err == PFEC_W && privio_cr2 == PIO_UNMAPPED &&
+              s.rdi == PIO_UNMAPPED,
+          "insb to an unmapped address -> #PF, error W, CR2 the address, RDI unchanged "
+          "(rep_ins: x86_emul_pagefault(PFEC_write_access))", "vector %lu error 0x%lx cr2 0x%lx",
+          vec, privio_err, privio_cr2);
+    uint8_t ro0 = ro[0];
+    s = (struct sio){ 0, 0, (unsigned long)ro };
+    vec = k_insb(&s);
+    check(vec == 14 && privio_err == PFEC_W && privio_cr2 == (unsigned long)ro && ro[0] == ro0,
+          "insb to a read-only page -> #PF error W without P (rep_ins: Xen's error code, "
+          "not the hardware's P|W)", "vector %lu error 0x%lx cr2 0x%lx", vec, privio_err,
+          privio_cr2);
+    memset(ro - 8, 0x5a, 8);
+    s = (struct sio){ 0, 0, (unsigned long)ro - 2 };
+    vec = k_insl(&s);
+    check(vec == 14 && privio_cr2 == (unsigned long)ro && all_bytes(ro - 2, 2, 0xff) &&
+              s.rdi == (unsigned long)ro - 2,
+          "insl across into a read-only page -> #PF at the page, the 2 bytes before it "
+          "written (copy_to_guest_ll copies bytewise; CR2 addr + bytes - rc)",
+          "vector %lu cr2 0x%lx bytes 0x%x 0x%x", vec, privio_cr2, ro[-2], ro[-1]);
+    memset(ro - 8, 0x5a, 8);
+    s = (struct sio){ 8, 0, (unsigned long)ro - 3 };
+    vec = k_rep_insb(&s);
+    check(vec == 14 && privio_cr2 == (unsigned long)ro && all_bytes(ro - 3, 3, 0xff) &&
+              s.rcx == 5 && s.rdi == (unsigned long)ro,
+          "rep insb of 8 reaching a read-only page after 3: #PF at the rep insb, "
+          "RCX 5, RDI advanced by 3 (put_rep_prefix keeps the done reps)",
+          "vector %lu cr2 0x%lx rcx %lu rdi %+ld", vec, privio_cr2, s.rcx,
+          (long)(s.rdi - (unsigned long)ro));
+    s = (struct sio){ 0, PIO_UNMAPPED, 0 };
+    vec = k_outsb(&s);
+    check(vec == 14 && privio_err == 0 && privio_cr2 == PIO_UNMAPPED,
+          "outsb from an unmapped address -> #PF, error 0 (rep_outs: x86_emul_pagefault(0))",
+          "vector %lu error 0x%lx cr2 0x%lx", vec, privio_err, privio_cr2);
+    s = (struct sio){ 0, 0, PIO_XEN_RANGE };
+    vec = k_insb(&s);
+    check(vec == 13 && privio_err == 0, "insb into Xen's range (0xffff800000000000) -> "
+          "#GP(0), not #PF (pv_emul_virt_to_linear: __addr_ok)", "vector %lu error 0x%lx",
+          vec, privio_err);
+    s = (struct sio){ 0, PIO_NONCANON, 0 };
+    vec = k_outsb(&s);
+    check(vec == 13 && privio_err == 0, "outsb from a non-canonical address -> #GP(0)",
+          "vector %lu error 0x%lx", vec, privio_err);
+    s = (struct sio){ 0, PIO_NONCANON, 0 };
+    vec = k_ss_outsb(&s);
+    check(vec == 12 && privio_err == 0, "outsb %ss:(%rsi) non-canonical -> #SS(0) "
+          "(pv_emul_virt_to_linear: x86_seg_ss)", "vector %lu error 0x%lx", vec, privio_err);
+    set_page_ro(ro, 0);
+
+    /* an FS override takes the FS base (read_segment: read_fs_base) */
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdmsr" : "=a"(lo), "=d"(hi) : "c"(0xc0000100U));
+    unsigned long fs0 = ((unsigned long)hi << 32) | lo;
+    HYPERVISOR_set_segment_base(SEGBASE_FS, (unsigned long)buf);
+    s = (struct sio){ 0, 16, 0 };
+    vec = k_fs_outsb(&s);
+    HYPERVISOR_set_segment_base(SEGBASE_FS, fs0);
+    check(vec == 0 && s.rsi == 17, "outsb %fs:(%rsi) reads through the FS base "
+          "(rep_outs: read_segment)", "vector %lu rsi %lu", vec, s.rsi);
+
+    /* refused: guest_io_okay comes before the memory side */
+    pio_set_iopl(0);
+    memset(buf, 0x5a, 64);
+    s = (struct sio){ 0, 0, (unsigned long)buf };
+    vec = k_insb(&s);
+    check(vec == 13 && privio_err == 0 && buf[0] == 0x5a && s.rdi == (unsigned long)buf,
+          "IOPL 0: insb from the kernel -> #GP(0), memory and RDI untouched "
+          "(rep_ins: guest_io_okay first)", "vector %lu error 0x%lx byte 0x%x", vec,
+          privio_err, buf[0]);
+    s = (struct sio){ 4, 0, (unsigned long)buf };
+    vec = k_rep_insb(&s);
+    check(vec == 13 && s.rcx == 4 && buf[0] == 0x5a, "IOPL 0: rep insb -> #GP(0), RCX kept",
+          "vector %lu rcx %lu", vec, s.rcx);
+    s = (struct sio){ 0, PIO_UNMAPPED, 0 };
+    vec = k_outsb(&s);
+    check(vec == 13 && privio_err == 0, "IOPL 0: outsb from an unmapped address -> #GP(0), "
+          "not #PF (the port is checked first)", "vector %lu error 0x%lx", vec, privio_err);
+    s = (struct sio){ 0, 0, (unsigned long)buf };
+    vec = k_rep_insb(&s);
+    check(vec == 0 && buf[0] == 0x5a, "IOPL 0: rep insb with RCX 0 completes, no #GP "
+          "(get_rep_prefix skips it before the port check)", "vector %lu", vec);
+}
+
+/* From guest user mode (assumed CPL 3: a virtual IOPL of 3). */
+static void privio_user(void)
+{
+    unsigned long e[5];
+    if (!rules_user_entry(user_sio_ins, 2, e)) {
+        check_skip("ins/outs from user mode", "user mode not set up");
+        return;
+    }
+    check(e[0] == 13 && e[1] == 0 && e[2] == 10,
+          "IOPL 0: insb from user mode -> #GP(0) at the insb (guest_io_okay)",
+          "vector %lu error 0x%lx at +%lu", e[0], e[1], e[2]);
+    pio_set_iopl(3);
+    rules_user_entry(user_sio_rep_ins, 2, e);
+    check(e[0] == 0x21 && e[4] == 0x010008,
+          "IOPL 3: rep insl x2 from user mode: 8 bytes of 0xff, RCX 0, RDI + 8",
+          "vector 0x%lx rbx 0x%lx", e[0], e[4]);
+    rules_user_entry(user_sio_ins_ro, 2, e);
+    unsigned long want_cr2 = PIO_USER_VA + (unsigned long)(user_sio_ins_ro - user_blob) + 7;
+    unsigned long cr2 = vcpu0()->cr2;
+    check(e[0] == 14 && e[1] == (PFEC_W | PFEC_U) && e[2] == 12 && cr2 == want_cr2,
+          "IOPL 3: insb from user mode into its read-only code page -> #PF error W|U "
+          "(rep_ins; pv_inject_event sets U), not the hardware's P|W|U",
+          "vector %lu error 0x%lx at +%lu cr2 0x%lx", e[0], e[1], e[2], cr2);
+    rules_user_entry(user_sio_outs, 2, e);
+    check(e[0] == 0x21 && e[4] == 2, "IOPL 3: rep outsb x2 from user mode: RSI + 2",
+          "vector 0x%lx rbx 0x%lx", e[0], e[4]);
+    pio_set_iopl(0);
+}
+
+void checks_privio(void)
+{
+    section("string port I/O (pv/emul-priv-op.c rep_ins, rep_outs)");
+    privio_kernel();
+    privio_user();
+    pio_set_iopl(0);
+}
