@@ -80,3 +80,19 @@ def test_ins_and_outs_are_emulated_as_xens_rep_ins_and_rep_outs(rules_ring):
 def test_the_string_io_decoder_reads_prefixes_as_x86_emulate_does(code, want):
     assert stringio.decode(code) == want
 
+
+
+@needs_patch
+def test_wbinvd_is_ignored_and_cr4_tsd_makes_rdtsc_and_rdtscp_fault_as_on_xen(rules_ring):
+    checks = _section(rules_ring, "wbinvd, rdtsc and CR4.TSD")
+    assert len(checks) == 11 and all(k == "ok" for k in checks.values()), checks
+    for name in (
+        ("wbinvd from the kernel is ignored, no fault (emul-priv-op.c cache_op: no "
+         "cache-flush permission)"),
+        "wbinvd from user mode -> #GP(0) (x86_emulate.c: !mode_ring0())",
+        ("CR4.TSD: rdtscp from the kernel -> #GP(0) (its MSR_TSC_AUX read: msr.c "
+         "guest_rdmsr, no RDTSCP in the policy)"),
+        "CR4.TSD: rdtsc from user mode -> #GP(0) (x86_emulate.c rdtsc: !mode_ring0, TSD)",
+        "CR4.TSD: rdtsc from the kernel works (x86_emulate.c rdtsc: mode_ring0)",
+    ):
+        assert checks.get(name) == "ok", name

@@ -21,13 +21,15 @@
 #define PFEC_U          4UL
 
 extern const char user_sio_ins[], user_sio_rep_ins[], user_sio_ins_ro[], user_sio_outs[];
+extern const char user_rdtsc[], user_rdtscp[], user_wbinvd[];
 
 /* Where a fault is expected, where to resume, and what arrived. */
 volatile unsigned long privio_rip, privio_fix, privio_vec, privio_err, privio_cr2, privio_n;
 
 int privio_trap(struct trap_frame *f)
 {
-    if ((f->vector != 12 && f->vector != 13 && f->vector != 14) || !privio_rip ||
+    if ((f->vector != 6 && f->vector != 12 && f->vector != 13 && f->vector != 14) ||
+        !privio_rip ||
         f->rip != privio_rip)
         return 0;
     privio_vec = f->vector;
@@ -279,10 +281,99 @@ static void privio_user(void)
     pio_set_iopl(0);
 }
 
+/* One instruction in kernel mode: the vector it raised (0: none); RAX, RCX,
+ * RDX come back as it left them. */
+#define KOP_FN(name, insn)                                                      \
+    static unsigned long name(unsigned long *rax, unsigned long *rcx,           \
+                              unsigned long *rdx)                               \
+    {                                                                           \
+        unsigned long n0 = privio_n;                                            \
+        privio_vec = 0;                                                         \
+        privio_err = ~0UL;                                                      \
+        __asm__ __volatile__("lea 1f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, privio_rip(%%rip)\n\t"                 \
+                             "lea 2f(%%rip), %%r11\n\t"                         \
+                             "mov %%r11, privio_fix(%%rip)\n"                   \
+                             "1: " insn "\n"                                    \
+                             "2:\n\t"                                           \
+                             "movq $0, privio_rip(%%rip)\n"                     \
+                             : "+a"(*rax), "+c"(*rcx), "+d"(*rdx)               \
+                             : : "r11", "memory");                              \
+        return privio_n != n0 ? privio_vec : 0;                                 \
+    }
+KOP_FN(k_rdtsc, "rdtsc")
+KOP_FN(k_rdtscp, "rdtscp")
+KOP_FN(k_wbinvd, "wbinvd")
+KOP_FN(k_invd, "invd")
+KOP_FN(k_rd_cr4, "mov %%cr4, %%rax")
+KOP_FN(k_wr_cr4, "mov %%rax, %%cr4")
+
+#define CR4_TSD (1UL << 2)
+
+/* wbinvd/invd (x86_emulate.c: !mode_ring0() -> #GP; emul-priv-op.c cache_op:
+ * ignored without cache-flush permission) and rdtsc/rdtscp with CR4.TSD
+ * (x86_emulate.c rdtsc: !mode_ring0() && TSD -> #GP(0); rdtscp reads
+ * MSR_TSC_AUX first, #GP for a policy without RDTSCP/RDPID: msr.c
+ * guest_rdmsr; without TSD the hardware runs both, Xen sees nothing). */
+static void privio_misc(void)
+{
+    unsigned long a = 0, c = 0, d = 0, vec, e[5];
+
+    vec = k_wbinvd(&a, &c, &d);
+    check(vec == 0, "wbinvd from the kernel is ignored, no fault (emul-priv-op.c cache_op: "
+          "no cache-flush permission)", "vector %lu", vec);
+    vec = k_invd(&a, &c, &d);
+    check(vec == 0, "invd from the kernel is ignored too (cache_op, release build)",
+          "vector %lu", vec);
+    if (rules_user_entry(user_wbinvd, 2, e))
+        check(e[0] == 13 && e[1] == 0 && e[2] == 0, "wbinvd from user mode -> #GP(0) "
+              "(x86_emulate.c: !mode_ring0())", "vector %lu error 0x%lx at +%lu",
+              e[0], e[1], e[2]);
+
+    /* CR4.TSD is the guest's (PV_CR4_GUEST_MASK; the policy has TSC) */
+    unsigned long cr4 = 0;
+    k_rd_cr4(&cr4, &c, &d);
+    a = cr4 | CR4_TSD;
+    k_wr_cr4(&a, &c, &d);
+    unsigned long back = 0;
+    k_rd_cr4(&back, &c, &d);
+    check(back & CR4_TSD, "mov to %cr4 sets TSD (pv_fixup_guest_cr4: guest-controllable)",
+          "cr4 0x%lx", back);
+    a = 0;
+    d = 0;
+    vec = k_rdtsc(&a, &c, &d);
+    check(vec == 0 && (a | d), "CR4.TSD: rdtsc from the kernel works (x86_emulate.c rdtsc: "
+          "mode_ring0)", "vector %lu", vec);
+    vec = k_rdtscp(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "CR4.TSD: rdtscp from the kernel -> #GP(0) (its "
+          "MSR_TSC_AUX read: msr.c guest_rdmsr, no RDTSCP in the policy)",
+          "vector %lu error 0x%lx", vec, privio_err);
+    rules_user_entry(user_rdtsc, 2, e);
+    check(e[0] == 13 && e[1] == 0 && e[2] == 0, "CR4.TSD: rdtsc from user mode -> #GP(0) "
+          "(x86_emulate.c rdtsc: !mode_ring0, TSD)", "vector %lu error 0x%lx at +%lu",
+          e[0], e[1], e[2]);
+    rules_user_entry(user_rdtscp, 2, e);
+    check(e[0] == 13 && e[1] == 0 && e[2] == 0, "CR4.TSD: rdtscp from user mode -> #GP(0)",
+          "vector %lu error 0x%lx at +%lu", e[0], e[1], e[2]);
+    a = cr4 & ~CR4_TSD;
+    k_wr_cr4(&a, &c, &d);
+    rules_user_entry(user_rdtsc, 2, e);
+    check(e[0] == 0x21, "without CR4.TSD rdtsc from user mode runs", "vector %lu", e[0]);
+    vec = k_rdtscp(&a, &c, &d);
+    check(vec == 0, "without CR4.TSD rdtscp from the kernel runs (natively under Xen, "
+          "whatever CPUID says)", "vector %lu", vec);
+    rules_user_entry(user_rdtscp, 2, e);
+    check(e[0] == 0x21, "without CR4.TSD rdtscp from user mode runs", "vector %lu", e[0]);
+    a = cr4;
+    k_wr_cr4(&a, &c, &d);
+}
+
 void checks_privio(void)
 {
     section("string port I/O (pv/emul-priv-op.c rep_ins, rep_outs)");
     privio_kernel();
     privio_user();
     pio_set_iopl(0);
+    section("wbinvd, rdtsc and CR4.TSD (pv/emul-priv-op.c, x86_emulate.c)");
+    privio_misc();
 }

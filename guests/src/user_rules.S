@@ -183,4 +183,21 @@ user_sio_outs:
         int     $0x21
         ud2
         .balign 16
+        /* rdtsc / rdtscp / wbinvd from user mode (checks_privio.c) */
+        .globl user_rdtsc, user_rdtscp, user_wbinvd
+user_rdtsc:
+        rdtsc
+        int     $0x21
+        ud2
+        .balign 16
+user_rdtscp:
+        rdtscp
+        int     $0x21
+        ud2
+        .balign 16
+user_wbinvd:
+        wbinvd
+        int     $0x21
+        ud2
+        .balign 16
 user_blob_end:
