@@ -96,3 +96,13 @@ def test_wbinvd_is_ignored_and_cr4_tsd_makes_rdtsc_and_rdtscp_fault_as_on_xen(ru
         "CR4.TSD: rdtsc from the kernel works (x86_emulate.c rdtsc: mode_ring0)",
     ):
         assert checks.get(name) == "ok", name
+
+
+@needs_patch
+def test_ring0_only_instructions_xen_does_not_emulate_raise_gp_in_the_kernel(rules_ring):
+    checks = _section(rules_ring, "ring-0 instructions Xen does not emulate")
+    assert len(checks) == 9 and all(k == "ok" for k in checks.values()), checks
+    for insn in ("lidt", "lgdt", "lldt", "ltr", "lmsw", "invlpg", "swapgs", "hlt"):
+        assert any(n.startswith(f"{insn} from the kernel -> #GP(0)") for n in checks), insn
+    assert checks[("clts from the kernel clears CR0.TS (x86_emulate.c clts, write_cr: "
+                   "do_fpu_taskswitch)")] == "ok"

@@ -368,6 +368,72 @@ static void privio_misc(void)
     k_wr_cr4(&a, &c, &d);
 }
 
+KOP_FN(k_hlt, "hlt")
+KOP_FN(k_invlpg, "invlpg (%%rax)")
+KOP_FN(k_swapgs, "swapgs")
+KOP_FN(k_lidt, "lidt (%%rax)")
+KOP_FN(k_lgdt, "lgdt (%%rax)")
+KOP_FN(k_lldt, "lldt %%cx")
+KOP_FN(k_ltr, "ltr %%cx")
+KOP_FN(k_lmsw, "lmsw %%cx")
+KOP_FN(k_clts, "clts")
+KOP_FN(k_rd_cr0, "mov %%cr0, %%rax")
+
+/* Instructions only ring 0 may execute and Xen does not emulate for a PV
+ * kernel (validate() answers X86EMUL_UNHANDLEABLE, pv/emul-priv-op.c): the
+ * kernel runs in ring 3, so the hardware's #GP(0) reaches it
+ * (do_general_protection, traps.c).  clts is emulated (x86_emulate.c clts:
+ * write_cr(0) -> do_fpu_taskswitch). */
+static void privio_ring0_only(void)
+{
+    struct { unsigned short lim; unsigned long base; } __attribute__((packed)) dt;
+    unsigned long a, c, d, vec;
+
+    __asm__ __volatile__("sidt %0" : "=m"(dt));
+    a = (unsigned long)&dt; c = 0; d = 0;
+    vec = k_lidt(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "lidt from the kernel -> #GP(0) (validate: "
+          "not emulated)", "vector %lu error 0x%lx", vec, privio_err);
+    __asm__ __volatile__("sgdt %0" : "=m"(dt));
+    a = (unsigned long)&dt;
+    vec = k_lgdt(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "lgdt from the kernel -> #GP(0)",
+          "vector %lu error 0x%lx", vec, privio_err);
+    c = 0;
+    vec = k_lldt(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "lldt from the kernel -> #GP(0)",
+          "vector %lu error 0x%lx", vec, privio_err);
+    c = 0;
+    vec = k_ltr(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "ltr from the kernel -> #GP(0)",
+          "vector %lu error 0x%lx", vec, privio_err);
+    a = 0;
+    k_rd_cr0(&a, &c, &d);
+    c = a & 0xffff;
+    vec = k_lmsw(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "lmsw from the kernel -> #GP(0)",
+          "vector %lu error 0x%lx", vec, privio_err);
+    a = (unsigned long)pio_buf;
+    vec = k_invlpg(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "invlpg from the kernel -> #GP(0) (a PV kernel "
+          "flushes with mmuext_op)", "vector %lu error 0x%lx", vec, privio_err);
+    vec = k_swapgs(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "swapgs from the kernel -> #GP(0)",
+          "vector %lu error 0x%lx", vec, privio_err);
+    vec = k_hlt(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "hlt from the kernel -> #GP(0) (a PV kernel "
+          "blocks with SCHEDOP_block)", "vector %lu error 0x%lx", vec, privio_err);
+    HYPERVISOR_fpu_taskswitch(1);
+    unsigned long cr0 = 0;
+    k_rd_cr0(&cr0, &c, &d);
+    vec = k_clts(&a, &c, &d);
+    unsigned long after = 0;
+    k_rd_cr0(&after, &c, &d);
+    check(vec == 0 && (cr0 & 8) && !(after & 8), "clts from the kernel clears CR0.TS "
+          "(x86_emulate.c clts, write_cr: do_fpu_taskswitch)", "vector %lu cr0 0x%lx -> 0x%lx",
+          vec, cr0, after);
+}
+
 void checks_privio(void)
 {
     section("string port I/O (pv/emul-priv-op.c rep_ins, rep_outs)");
@@ -376,4 +442,6 @@ void checks_privio(void)
     pio_set_iopl(0);
     section("wbinvd, rdtsc and CR4.TSD (pv/emul-priv-op.c, x86_emulate.c)");
     privio_misc();
+    section("ring-0 instructions Xen does not emulate (pv/emul-priv-op.c validate)");
+    privio_ring0_only();
 }

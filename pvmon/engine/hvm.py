@@ -171,12 +171,14 @@ _PRIVOP_SYMS = _privop_symbols()
 def _string_io_symbols():
     try:
         return (ctypes.c_int.in_dll(uclib, "pvmon_string_io_gp"),
-                ctypes.c_int.in_dll(uclib, "pvmon_rdtscp_tsd_gp"))
+                ctypes.c_int.in_dll(uclib, "pvmon_rdtscp_tsd_gp"),
+                ctypes.c_int.in_dll(uclib, "pvmon_ring0_gp"))
     except (ValueError, AttributeError):
         return None
 
 
-#: the PV patch's INS/OUTS and RDTSCP switches (None: a library without them)
+#: the PV patch's switches for INS/OUTS, RDTSCP with CR4.TSD and the CPL-0-only
+#: instructions (None: a library without them), all on while PvHooks is active
 _STRING_IO_SYMS = _string_io_symbols()
 
 
@@ -204,8 +206,9 @@ class PvHooks:
     * :meth:`io_fault`: called from an IN/OUT hook, that instruction raises
       #GP(0) instead (PV patch only; without it the access goes through).
     * while active, INS/OUTS raise #GP(0) before touching memory or a port,
-      for the VMM to emulate (:attr:`traps_string_io`), and RDTSCP with
-      CR4.TSD raises #GP(0) at CPL 0 too (PV patch only).
+      for the VMM to emulate (:attr:`traps_string_io`); RDTSCP with CR4.TSD,
+      and HLT, INVLPG, LGDT, LIDT, LLDT, LTR, LMSW, SWAPGS, SYSRET, SYSEXIT
+      raise #GP(0) at CPL 0 too, as for Xen's ring-3 kernel (PV patch only).
 
     Install it as ``machine.hvm`` (the machine activates it for each run). An
     exception in a callback is kept, the operation runs natively, and
