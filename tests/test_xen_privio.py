@@ -101,8 +101,11 @@ def test_wbinvd_is_ignored_and_cr4_tsd_makes_rdtsc_and_rdtscp_fault_as_on_xen(ru
 @needs_patch
 def test_ring0_only_instructions_xen_does_not_emulate_raise_gp_in_the_kernel(rules_ring):
     checks = _section(rules_ring, "ring-0 instructions Xen does not emulate")
-    assert len(checks) == 9 and all(k == "ok" for k in checks.values()), checks
-    for insn in ("lidt", "lgdt", "lldt", "ltr", "lmsw", "invlpg", "swapgs", "hlt"):
+    assert len(checks) == 12 and all(k == "ok" for k in checks.values()), checks
+    for insn in ("lidt", "lgdt", "lldt", "ltr", "lmsw", "invlpg", "swapgs", "hlt", "rdpmc"):
         assert any(n.startswith(f"{insn} from the kernel -> #GP(0)") for n in checks), insn
     assert checks[("clts from the kernel clears CR0.TS (x86_emulate.c clts, write_cr: "
                    "do_fpu_taskswitch)")] == "ok"
+    assert checks["rdpmc from user mode -> #GP(0)"] == "ok"
+    assert checks[("xsetbv from the kernel -> #UD: the guest's CR4.OSXSAVE is clear "
+                   "(x86_emulate.c xsetbv; the policy has no XSAVE)")] == "ok"

@@ -21,7 +21,7 @@
 #define PFEC_U          4UL
 
 extern const char user_sio_ins[], user_sio_rep_ins[], user_sio_ins_ro[], user_sio_outs[];
-extern const char user_rdtsc[], user_rdtscp[], user_wbinvd[];
+extern const char user_rdtsc[], user_rdtscp[], user_wbinvd[], user_rdpmc[];
 
 /* Where a fault is expected, where to resume, and what arrived. */
 volatile unsigned long privio_rip, privio_fix, privio_vec, privio_err, privio_cr2, privio_n;
@@ -378,6 +378,8 @@ KOP_FN(k_ltr, "ltr %%cx")
 KOP_FN(k_lmsw, "lmsw %%cx")
 KOP_FN(k_clts, "clts")
 KOP_FN(k_rd_cr0, "mov %%cr0, %%rax")
+KOP_FN(k_rdpmc, "rdpmc")
+KOP_FN(k_xsetbv, "xsetbv")
 
 /* Instructions only ring 0 may execute and Xen does not emulate for a PV
  * kernel (validate() answers X86EMUL_UNHANDLEABLE, pv/emul-priv-op.c): the
@@ -423,6 +425,19 @@ static void privio_ring0_only(void)
     vec = k_hlt(&a, &c, &d);
     check(vec == 13 && privio_err == 0, "hlt from the kernel -> #GP(0) (a PV kernel "
           "blocks with SCHEDOP_block)", "vector %lu error 0x%lx", vec, privio_err);
+    c = 0;
+    vec = k_rdpmc(&a, &c, &d);
+    check(vec == 13 && privio_err == 0, "rdpmc from the kernel -> #GP(0) (ring 3 and "
+          "CR4.PCE never set: pv_make_cr4; validate: not emulated)", "vector %lu error 0x%lx",
+          vec, privio_err);
+    unsigned long e[5];
+    if (rules_user_entry(user_rdpmc, 2, e))
+        check(e[0] == 13 && e[1] == 0 && e[2] == 2, "rdpmc from user mode -> #GP(0)",
+              "vector %lu error 0x%lx at +%lu", e[0], e[1], e[2]);
+    a = 1; c = 0; d = 0;
+    vec = k_xsetbv(&a, &c, &d);
+    check(vec == 6, "xsetbv from the kernel -> #UD: the guest's CR4.OSXSAVE is clear "
+          "(x86_emulate.c xsetbv; the policy has no XSAVE)", "vector %lu", vec);
     HYPERVISOR_fpu_taskswitch(1);
     unsigned long cr0 = 0;
     k_rd_cr0(&cr0, &c, &d);

@@ -200,4 +200,11 @@ user_wbinvd:
         int     $0x21
         ud2
         .balign 16
+        .globl user_rdpmc
+user_rdpmc:
+        xor     %ecx, %ecx
+        rdpmc
+        int     $0x21
+        ud2
+        .balign 16
 user_blob_end:
