@@ -109,3 +109,11 @@ def test_ring0_only_instructions_xen_does_not_emulate_raise_gp_in_the_kernel(rul
     assert checks["rdpmc from user mode -> #GP(0)"] == "ok"
     assert checks[("xsetbv from the kernel -> #UD: the guest's CR4.OSXSAVE is clear "
                    "(x86_emulate.c xsetbv; the policy has no XSAVE)")] == "ok"
+
+
+@needs_patch
+def test_popf_changes_neither_if_nor_iopl_and_pushf_shows_xens_flags(rules_ring):
+    checks = _section(rules_ring, "flags a PV guest sees")
+    assert len(checks) == 5 and all(k == "ok" for k in checks.values()), checks
+    assert checks[("popf of IF 0, IOPL 3 in the kernel changes neither: pushf shows IF 1, "
+                   "IOPL 0 (ring 3, hardware IOPL 0)")] == "ok"

@@ -22,6 +22,7 @@
 
 extern const char user_sio_ins[], user_sio_rep_ins[], user_sio_ins_ro[], user_sio_outs[];
 extern const char user_rdtsc[], user_rdtscp[], user_wbinvd[], user_rdpmc[];
+extern const char user_pushf[], user_popf_pushf[];
 
 /* Where a fault is expected, where to resume, and what arrived. */
 volatile unsigned long privio_rip, privio_fix, privio_vec, privio_err, privio_cr2, privio_n;
@@ -85,6 +86,13 @@ static long pio_set_iopl(uint32_t iopl)
     uint32_t arg = iopl;
     struct multicall_entry mc = { PIO_HC_physdev_op_nr, 0,
                                   { PIO_PHYSDEVOP_set_iopl, (unsigned long)&arg, 0, 0, 0, 0 } };
+    long rc = HYPERVISOR_multicall(&mc, 1);
+    return rc ? rc : (long)mc.result;
+}
+
+static long hc_vm_assist(unsigned long cmd, unsigned long type)
+{
+    struct multicall_entry mc = { 21 /* vm_assist */, 0, { cmd, type, 0, 0, 0, 0 } };
     long rc = HYPERVISOR_multicall(&mc, 1);
     return rc ? rc : (long)mc.result;
 }
@@ -449,6 +457,39 @@ static void privio_ring0_only(void)
           vec, cr0, after);
 }
 
+KOP_FN(k_popf_pushf, "push %%rcx\n\tpopfq\n\tpushfq\n\tpop %%rax\n\tpush $0x202\n\tpopfq")
+
+/* The flags a PV guest sees: it runs in ring 3 with the hardware IOPL 0 and
+ * IF always set (pv_emulate_privileged_op asserts both; do_iret, pv/iret.c:
+ * rflags & ~IOPL | IF), so popf changes neither IF nor IOPL (the CPU ignores
+ * them at CPL 3 with IOPL 0) and pushf always shows IF 1, IOPL 0. */
+static void privio_flags(void)
+{
+    unsigned long a = 0, c, d = 0, vec, e[5];
+    c = 0x3002;         /* IOPL 3, IF clear */
+    vec = k_popf_pushf(&a, &c, &d);
+    check(vec == 0 && (a & 0x3200) == 0x200, "popf of IF 0, IOPL 3 in the kernel changes "
+          "neither: pushf shows IF 1, IOPL 0 (ring 3, hardware IOPL 0)",
+          "vector %lu rflags 0x%lx", vec, a);
+    if (!rules_user_entry(user_pushf, 2, e))
+        return;
+    check(e[0] == 0x21 && (e[4] & 0x3200) == 0x200, "user mode entered with IF 0 sees IF 1 "
+          "in pushf (do_iret: | X86_EFLAGS_IF; the mask holds the guest's IF)",
+          "vector 0x%lx rflags 0x%lx", e[0], e[4]);
+    check_eq("vm_assist enable architectural_iopl (flags)",
+             hc_vm_assist(0, 4), 0);
+    pio_set_iopl(0);
+    rules_user_entry(user_pushf, 0x202 | 0x3000, e);
+    check(e[0] == 0x21 && (e[4] & 0x3000) == 0, "architectural_iopl: user mode entered with "
+          "IOPL 3 sees IOPL 0 in pushf (do_iret keeps it virtual)", "vector 0x%lx rflags 0x%lx",
+          e[0], e[4]);
+    rules_user_entry(user_popf_pushf, 0x202, e);
+    check(e[0] == 0x21 && (e[4] & 0x3200) == 0x200, "popf of IF 0, IOPL 3 in user mode "
+          "changes neither", "vector 0x%lx rflags 0x%lx", e[0], e[4]);
+    hc_vm_assist(1, 4);
+    pio_set_iopl(0);
+}
+
 void checks_privio(void)
 {
     section("string port I/O (pv/emul-priv-op.c rep_ins, rep_outs)");
@@ -459,4 +500,6 @@ void checks_privio(void)
     privio_misc();
     section("ring-0 instructions Xen does not emulate (pv/emul-priv-op.c validate)");
     privio_ring0_only();
+    section("flags a PV guest sees (pv/iret.c do_iret, emul-priv-op.c)");
+    privio_flags();
 }

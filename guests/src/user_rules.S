@@ -207,4 +207,19 @@ user_rdpmc:
         int     $0x21
         ud2
         .balign 16
+        .globl user_pushf, user_popf_pushf
+user_pushf:
+        pushfq
+        pop     %rbx
+        int     $0x21
+        ud2
+        .balign 16
+user_popf_pushf:
+        pushq   $0x3002                 /* IOPL 3, IF clear */
+        popfq
+        pushfq
+        pop     %rbx
+        int     $0x21
+        ud2
+        .balign 16
 user_blob_end:

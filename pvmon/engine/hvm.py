@@ -172,13 +172,15 @@ def _string_io_symbols():
     try:
         return (ctypes.c_int.in_dll(uclib, "pvmon_string_io_gp"),
                 ctypes.c_int.in_dll(uclib, "pvmon_rdtscp_tsd_gp"),
-                ctypes.c_int.in_dll(uclib, "pvmon_ring0_gp"))
+                ctypes.c_int.in_dll(uclib, "pvmon_ring0_gp"),
+                ctypes.c_int.in_dll(uclib, "pvmon_popf_fixed"))
     except (ValueError, AttributeError):
         return None
 
 
-#: the PV patch's switches for INS/OUTS, RDTSCP with CR4.TSD and the CPL-0-only
-#: instructions (None: a library without them), all on while PvHooks is active
+#: the PV patch's switches for INS/OUTS, RDTSCP with CR4.TSD, the CPL-0-only
+#: instructions and POPF's IF/IOPL (None: a library without them), all on while
+#: PvHooks is active
 _STRING_IO_SYMS = _string_io_symbols()
 
 
@@ -208,7 +210,8 @@ class PvHooks:
     * while active, INS/OUTS raise #GP(0) before touching memory or a port,
       for the VMM to emulate (:attr:`traps_string_io`); RDTSCP with CR4.TSD,
       and HLT, INVLPG, LGDT, LIDT, LLDT, LTR, LMSW, SWAPGS, SYSRET, SYSEXIT
-      raise #GP(0) at CPL 0 too, as for Xen's ring-3 kernel (PV patch only).
+      raise #GP(0) at CPL 0 too, and POPF changes neither IF nor IOPL, as for
+      Xen's ring-3 kernel (PV patch only).
 
     Install it as ``machine.hvm`` (the machine activates it for each run). An
     exception in a callback is kept, the operation runs natively, and
