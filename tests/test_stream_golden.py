@@ -31,8 +31,8 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (5470,
-                        "dd403a2d3cdf2bc198f60e26405cf752bc36eb62a098b5656873ef5bd1c88b64"),
+    "pvtest-v2-rules": (5493,
+                        "88d118a8057e53eb4445af5993ff92b3256008e6661fecc13241313a5f312525"),
 }
 
 

@@ -260,6 +260,52 @@ static void privio_kernel(void)
           "(get_rep_prefix skips it before the port check)", "vector %lu", vec);
 }
 
+#define PIO_PHYSDEVOP_set_iobitmap 7
+static uint8_t pio_iobmp[8192] __page_aligned;
+
+static long pio_set_iobitmap(const void *bitmap, uint32_t nr_ports)
+{
+    struct { unsigned long bitmap; uint32_t nr_ports, pad; } arg = {
+        (unsigned long)bitmap, nr_ports, 0 };
+    struct multicall_entry mc = { PIO_HC_physdev_op_nr, 0,
+                                  { PIO_PHYSDEVOP_set_iobitmap, (unsigned long)&arg,
+                                    0, 0, 0, 0 } };
+    long rc = HYPERVISOR_multicall(&mc, 1);
+    return rc ? rc : (long)mc.result;
+}
+
+SIO_FN(k_in80_al, "in %%dx, %%al")
+
+/* The port is checked once, before the first element (rep_ins: guest_io_okay
+ * ahead of the loop): an INS that overwrites its own I/O bitmap goes on. */
+static void privio_bitmap(void)
+{
+    struct sio s;
+    unsigned long vec;
+
+    memset(pio_iobmp, 0xff, sizeof pio_iobmp);
+    pio_iobmp[PIO_PORT >> 3] &= (uint8_t)~(1u << (PIO_PORT & 7));
+    pio_set_iopl(0);
+    check_eq("pio: set_iobitmap with port 0x80 allowed", pio_set_iobitmap(pio_iobmp, 0x100), 0);
+    s = (struct sio){ 2, 0, (unsigned long)&pio_iobmp[PIO_PORT >> 3] };
+    vec = k_rep_insb(&s);
+    check(vec == 0 && s.rcx == 0 && pio_iobmp[PIO_PORT >> 3] == 0xff &&
+              pio_iobmp[(PIO_PORT >> 3) + 1] == 0xff,
+          "IOPL 0, port allowed by the bitmap: rep insb of 2 writing 0xff over that bitmap "
+          "byte completes both (guest_io_okay is asked once, before the loop)",
+          "vector %lu rcx %lu", vec, s.rcx);
+    s = (struct sio){ 0, 0, 0 };
+    vec = k_in80_al(&s);
+    check(vec == 13 && privio_err == 0, "... after which in from port 0x80 -> #GP(0)",
+          "vector %lu", vec);
+    pio_set_iopl(1);
+    vec = k_in80_al(&s);
+    check(vec == 0, "... and with IOPL 1 the next in is allowed (no refusal left over)",
+          "vector %lu", vec);
+    pio_set_iobitmap(pio_iobmp, 0);
+    pio_set_iopl(0);
+}
+
 /* From guest user mode (assumed CPL 3: a virtual IOPL of 3). */
 static void privio_user(void)
 {
@@ -494,6 +540,7 @@ void checks_privio(void)
 {
     section("string port I/O (pv/emul-priv-op.c rep_ins, rep_outs)");
     privio_kernel();
+    privio_bitmap();
     privio_user();
     pio_set_iopl(0);
     section("wbinvd, rdtsc and CR4.TSD (pv/emul-priv-op.c, x86_emulate.c)");

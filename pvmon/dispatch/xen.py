@@ -217,7 +217,7 @@ class XenPvDispatch(DispatchCore):
             if vector == 13 and err == 0:
                 # INS/OUTS, which the engine traps for Xen's emulation (pv/stringio.py)
                 hooks = self._hooks
-                sio = emulate_string_io(self.b.vcpu, rip, self.on_io_in, self.on_io_out) \
+                sio = emulate_string_io(self.b.vcpu, rip, self.port_read, self.port_write) \
                     if hooks is not None and hooks.traps_string_io else None
                 if sio is not None:
                     if sio == STRING_IO_DONE:
@@ -301,12 +301,23 @@ class XenPvDispatch(DispatchCore):
         if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
             hooks.io_fault()
             return 0
-        return (1 << (8 * size)) - 1
+        return self.port_read(port, size)
 
     def on_io_out(self, port: int, size: int, value: int) -> None:
         hooks = self._hooks
         if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
             hooks.io_fault()
+            return
+        self.port_write(port, size, value)
+
+    def port_read(self, port: int, size: int) -> int:
+        """One allowed port read of ``size`` bytes (IN, and each element of an
+        INS): guest_io_read for a domU with no port access, all ones."""
+        return (1 << (8 * size)) - 1
+
+    def port_write(self, port: int, size: int, value: int) -> None:
+        """One allowed port write (OUT, each element of an OUTS): guest_io_write
+        for a domU with no port access drops it."""
 
     def on_resume(self) -> None:
         """Between engine slices: fire due timers and deliver pending events."""

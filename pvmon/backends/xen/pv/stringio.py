@@ -13,9 +13,11 @@ patches/unicorn-2.1.4-pv-privops.patch) and :func:`emulate` carries them out:
   addressing RCX and RDI/RSI are zero-extended: get_rep_prefix);
 * the port refused by the virtual IOPL and I/O bitmap (guest_io_okay): #GP(0)
   at the instruction, nothing changed;
-* per element: the port access through the platform's port hooks (the same
-  ones IN/OUT take; INS reads the port before touching memory, as rep_ins
-  does), the address checked by pv_emul_virt_to_linear (``__addr_ok``: below
+* per element: the port access through the platform's port access (the one
+  an allowed IN/OUT makes; INS reads the port before touching memory, as
+  rep_ins does; the permission is not asked again, so an INS that rewrites
+  the I/O bitmap under itself goes on, as in Xen), the address checked by
+  pv_emul_virt_to_linear (``__addr_ok``: below
   2^47 or from HYPERVISOR_VIRT_END up, else #GP(0), #SS(0) through SS), the
   memory copied byte by byte as Xen's copy_to/from_guest_ll does (a fault
   leaves the bytes before it written), through the current page tables with
@@ -136,7 +138,8 @@ def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
     :data:`DONE` (registers and RIP updated) or the fault the guest receives
     ``(vector, error, cr2)``; None when it is not one. ``port_in(port,
     size) -> value`` and ``port_out(port, size, value)`` are the platform's
-    IN/OUT hooks, called once per element after the permission check."""
+    port accesses an allowed IN/OUT makes, called once per element after the
+    one permission check (guest_io_okay, before the loop)."""
     m = vcpu.m
     try:
         code = m.read_insn(rip, user=vcpu.user_mode)
