@@ -20,6 +20,8 @@ volatile unsigned long privops_gp_rip, privops_gp_fix, privops_gp_err, privops_g
 
 int privops_trap(struct trap_frame *f)
 {
+    if (privio_trap(f))         /* checks_privio.c: string port I/O */
+        return 1;
     if ((f->vector != 13 && f->vector != 12) || !privops_gp_rip || f->rip != privops_gp_rip)
         return 0;
     privops_gp_err = f->error;
@@ -424,4 +426,5 @@ void checks_privops(void)
     privops_stack_segment();
     privops_iopl();
     privops_cr();
+    checks_privio();
 }

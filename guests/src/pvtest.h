@@ -238,6 +238,9 @@ int privops_trap(struct trap_frame *f);
 /* checks_debugreg.c: #DB from breakpoints (a #DB it provoked: 1) */
 void checks_debugreg(void);
 int debugreg_trap(struct trap_frame *f);
+/* checks_privio.c: string port I/O and the rest of the privileged operations */
+void checks_privio(void);
+int privio_trap(struct trap_frame *f);
 unsigned long rules_user_entry(const char *sym, unsigned long rflags, unsigned long out[5]);
 extern const char user_in80[], user_out80[], user_cli[];
 /* user_rules.S */

@@ -136,4 +136,90 @@ user_cli:
         int     $0x21
         ud2
         .balign 16
+        /* string port I/O from user mode (checks_privio.c): port 0x80,
+         * each ends in int $0x21 with a summary in RBX, or in a fault */
+        .globl user_sio_ins, user_sio_rep_ins, user_sio_ins_ro, user_sio_outs
+user_sio_ins:
+        lea     -0x80(%rsp), %rdi       /* 5 bytes */
+        mov     $0x80, %edx             /* 5 bytes: the insb at +10 */
+        insb
+        int     $0x21
+        ud2
+        .balign 16
+user_sio_rep_ins:
+        lea     -0x80(%rsp), %rdi
+        movq    $0, (%rdi)
+        mov     %rdi, %rsi
+        mov     $2, %ecx
+        mov     $0x80, %edx
+        rep insl
+        mov     (%rsi), %rax
+        xor     %ebx, %ebx
+        cmp     $-1, %rax
+        sete    %bl                     /* RBX = (all ones) << 16 | RCX << 8 | RDI delta */
+        shl     $8, %rbx
+        or      %rcx, %rbx
+        shl     $8, %rbx
+        sub     %rsi, %rdi
+        or      %rdi, %rbx
+        int     $0x21
+        ud2
+        .balign 16
+user_sio_ins_ro:
+        lea     0(%rip), %rdi           /* 7 bytes: RDI = the read-only code page */
+        mov     $0x80, %edx             /* the insb at +12 */
+        insb
+        int     $0x21
+        ud2
+        .balign 16
+user_sio_outs:
+        lea     0(%rip), %rsi
+        mov     %rsi, %rbx
+        mov     $2, %ecx
+        mov     $0x80, %edx
+        rep outsb
+        sub     %rbx, %rsi
+        mov     %rsi, %rbx              /* RBX = RSI delta */
+        int     $0x21
+        ud2
+        .balign 16
+        /* rdtsc / rdtscp / wbinvd from user mode (checks_privio.c) */
+        .globl user_rdtsc, user_rdtscp, user_wbinvd
+user_rdtsc:
+        rdtsc
+        int     $0x21
+        ud2
+        .balign 16
+user_rdtscp:
+        rdtscp
+        int     $0x21
+        ud2
+        .balign 16
+user_wbinvd:
+        wbinvd
+        int     $0x21
+        ud2
+        .balign 16
+        .globl user_rdpmc
+user_rdpmc:
+        xor     %ecx, %ecx
+        rdpmc
+        int     $0x21
+        ud2
+        .balign 16
+        .globl user_pushf, user_popf_pushf
+user_pushf:
+        pushfq
+        pop     %rbx
+        int     $0x21
+        ud2
+        .balign 16
+user_popf_pushf:
+        pushq   $0x3002                 /* IOPL 3, IF clear */
+        popfq
+        pushfq
+        pop     %rbx
+        int     $0x21
+        ud2
+        .balign 16
 user_blob_end:

@@ -20,6 +20,8 @@ from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import xen_cpuid_policy
 from pvmon.backends.xen.pv.debugreg import IoBreakpoints
 from pvmon.backends.xen.pv.ptwr import WritablePageTables
+from pvmon.backends.xen.pv.stringio import DONE as STRING_IO_DONE
+from pvmon.backends.xen.pv.stringio import emulate as emulate_string_io
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: their old home
     TSC_RUN_MAX,
@@ -239,12 +241,22 @@ class XenPvDispatch(DispatchCore):
                 if self.iobp.on_gp():
                     ints.clear_exception_state()    # an I/O breakpoint's: redone, then #DB
                     return
-                if self.b.vcpu.emulate_gp(rip):
+                # INS/OUTS, which the engine traps for Xen's emulation (pv/stringio.py)
+                hooks = self._hooks
+                sio = emulate_string_io(self.b.vcpu, rip, self.port_read, self.port_write) \
+                    if hooks is not None and hooks.traps_string_io else None
+                if sio is not None:
+                    if sio == STRING_IO_DONE:
+                        ints.clear_exception_state()
+                        self.clock.advance(self.clock.costs.fault_ns)
+                        return
+                    vector, err, cr2 = sio
+                elif self.b.vcpu.emulate_gp(rip):
                     # in/out Xen emulates (virtual IOPL, I/O bitmap): no fault
                     ints.clear_exception_state()
                     self.clock.advance(self.clock.costs.fault_ns)
                     return
-                if self._stack_fault(rip):
+                elif self._stack_fault(rip):
                     vector = 12     # #SS(0), which the engine reports as #GP(0)
         ints.clear_exception_state()
         self.clock.advance(self.clock.costs.fault_ns)
@@ -335,14 +347,25 @@ class XenPvDispatch(DispatchCore):
             return 0
         if self.b.vcpu.dr7_emul and self.iobp.check(port, size):
             return 0        # an I/O breakpoint: redone by a step, then #DB
-        return (1 << (8 * size)) - 1
+        return self.port_read(port, size)
 
     def on_io_out(self, port: int, size: int, value: int) -> None:
         hooks = self._hooks
         if hooks is not None and hooks.traps_io and not self.b.vcpu.io_allowed(port, size):
             hooks.io_fault()
-        elif self.b.vcpu.dr7_emul:
-            self.iobp.check(port, size)     # an I/O breakpoint: redone by a step, then #DB
+            return
+        if self.b.vcpu.dr7_emul and self.iobp.check(port, size):
+            return          # an I/O breakpoint: redone by a step, then #DB
+        self.port_write(port, size, value)
+
+    def port_read(self, port: int, size: int) -> int:
+        """One allowed port read of ``size`` bytes (IN, and each element of an
+        INS): guest_io_read for a domU with no port access, all ones."""
+        return (1 << (8 * size)) - 1
+
+    def port_write(self, port: int, size: int, value: int) -> None:
+        """One allowed port write (OUT, each element of an OUTS): guest_io_write
+        for a domU with no port access drops it."""
 
     def on_resume(self) -> None:
         """Between engine slices: fire due timers and deliver pending events."""

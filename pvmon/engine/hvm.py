@@ -168,6 +168,22 @@ def _privop_symbols():
 _PRIVOP_SYMS = _privop_symbols()
 
 
+def _string_io_symbols():
+    try:
+        return (ctypes.c_int.in_dll(uclib, "pvmon_string_io_gp"),
+                ctypes.c_int.in_dll(uclib, "pvmon_rdtscp_tsd_gp"),
+                ctypes.c_int.in_dll(uclib, "pvmon_ring0_gp"),
+                ctypes.c_int.in_dll(uclib, "pvmon_popf_fixed"))
+    except (ValueError, AttributeError):
+        return None
+
+
+#: the PV patch's switches for INS/OUTS, RDTSCP with CR4.TSD, the CPL-0-only
+#: instructions and POPF's IF/IOPL (None: a library without them), all on while
+#: PvHooks is active
+_STRING_IO_SYMS = _string_io_symbols()
+
+
 def privops_available() -> bool:
     """True when the running libunicorn carries pvmon's PV privileged-operation
     patch (``patches/unicorn-2.1.4-pv-privops.patch``)."""
@@ -194,6 +210,11 @@ class PvHooks:
     * :meth:`set_ring3`: IRET, far RET/JMP/CALL and loads of SS at CPL 0
       check their selectors as at CPL 3 and keep the CPU at CPL 0 (the kernel
       of a 64-bit Xen PV guest runs in ring 3; PV patch only).
+    * while active, INS/OUTS raise #GP(0) before touching memory or a port,
+      for the VMM to emulate (:attr:`traps_string_io`); RDTSCP with CR4.TSD,
+      and HLT, INVLPG, LGDT, LIDT, LLDT, LTR, LMSW, SWAPGS, SYSRET, SYSEXIT
+      raise #GP(0) at CPL 0 too, and POPF changes neither IF nor IOPL, as for
+      Xen's ring-3 kernel (PV patch only).
 
     Install it as ``machine.hvm`` (the machine activates it for each run). An
     exception in a callback is kept, the operation runs natively, and
@@ -223,6 +244,12 @@ class PvHooks:
         self._msr_cb = _MSR_CB(guard(on_msr))
         self._privop_cb = _PRIVOP_CB(guard(on_privop)) \
             if on_privop is not None and self._privop_ptr is not None else None
+
+    @property
+    def traps_string_io(self) -> bool:
+        """INS/OUTS raise #GP(0) while active (the PV patch's
+        ``pvmon_string_io_gp``), for :mod:`pvmon.backends.xen.pv.stringio`."""
+        return _STRING_IO_SYMS is not None
 
     @property
     def traps_io(self) -> bool:
@@ -270,6 +297,9 @@ class PvHooks:
             self._cli_sti.value = self._cli_mode
         if _RING_SYMS is not None:
             _RING_SYMS[0].value = int(self._ring3)
+        if _STRING_IO_SYMS is not None:
+            for flag in _STRING_IO_SYMS:
+                flag.value = 1
 
     def deactivate(self) -> None:
         """Take the hooks away again; re-raise a callback's exception, if any."""
@@ -282,6 +312,9 @@ class PvHooks:
             self._cli_sti.value = CLI_NATIVE
         if _RING_SYMS is not None:
             _RING_SYMS[0].value = 0
+        if _STRING_IO_SYMS is not None:
+            for flag in _STRING_IO_SYMS:
+                flag.value = 0
         if self.error is not None:
             exc, self.error = self.error, None
             raise exc
