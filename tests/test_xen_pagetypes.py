@@ -31,7 +31,8 @@ def _session(guest, **kw):
 
 def _audit(s: Session) -> list[str]:
     b = s.backend
-    return b.types.audit(b.pinned, [b.vcpu.kernel_cr3, b.vcpu.user_cr3])
+    return b.types.audit(b.pinned, [r for v in b.vcpus for r in (v.kernel_cr3, v.user_cr3)],
+                         [f for v in b.vcpus for f in v.gdt_frames])
 
 
 def _section(ring: str) -> list[tuple[str, str]]:

@@ -96,6 +96,8 @@ class PvMmu:
                 self.guest.write_machine(ma, struct.pack("<Q", val))
                 return 0
             if not PT.L1 <= level <= PT.L4:
+                if level == PT.SEG_DESC:
+                    return -E.EINVAL      # page_lock'd, no case for PGT_seg_desc_page
                 # No page-table type: a plain write (do_mmu_update, PGT_writable_page).
                 self.guest.write_machine(ma, struct.pack("<Q", val))
                 return 0
@@ -269,17 +271,29 @@ class PvMmu:
         if cmd in (12, 18):
             return 0
         if cmd == 13:
-            v.ldt = (arg1, arg2)
+            # MMUEXT_SET_LDT (do_mmuext_op): nr_ents is a 32-bit field; over 8192
+            # entries, or a base not page aligned or outside the guest's half
+            # (__addr_ok: below 2^47 or from HYPERVISOR_VIRT_END), -EINVAL ("Bad
+            # args to SET_LDT"); no entries: no base. The LDT's pages are not
+            # mapped here: Xen maps them on a #PF in the LDT area
+            # (pv_map_ldt_shadow_page), which pvmon's engine has no LDT for.
+            ents = arg2 & 0xFFFF_FFFF
+            if ents > 8192 or (ents and (arg1 & 0xFFF or not (
+                    arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
+                return -E.EINVAL
+            v.ldt = (arg1 if ents else 0, ents)
             return 0
         if cmd == 16:
             # MMUEXT_CLEAR_PAGE / COPY_PAGE take a writable type on the
-            # destination: a page table's is refused ("Error clearing mfn").
-            if not self._valid_mfn(arg1) or types.is_page_table(arg1):
+            # destination: a page table's or a descriptor page's is refused
+            # ("Error clearing mfn").
+            if not self._valid_mfn(arg1) or types.type_of(arg1) not in (PT.NONE, PT.WRITABLE):
                 return -E.EINVAL
             self.guest.write_machine(arg1 << 12, bytes(PAGE_SIZE))
             return 0
         if cmd == 17:
-            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)) or types.is_page_table(arg1):
+            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)) or \
+                    types.type_of(arg1) not in (PT.NONE, PT.WRITABLE):
                 return -E.EINVAL
             self.guest.write_machine(arg1 << 12, self.guest.read_machine(arg2 << 12, PAGE_SIZE))
             return 0

@@ -14,7 +14,12 @@ zero is devalidated and any type can be taken next). Types:
   count is the number of present entries of validated tables one level up
   that reference it, plus one for a pin (``MMUEXT_PIN_L?_TABLE``), plus one
   per CR3 (``MMUEXT_NEW_BASEPTR``/``NEW_USER_BASEPTR``) holding it, plus the
-  linear (same-level, read-only) entries of other tables that reference it.
+  linear (same-level, read-only) entries of other tables that reference it;
+* ``SEG_DESC``: the frame is a validated descriptor-table page
+  (``PGT_seg_desc_page``): its count is the number of GDT slots of the
+  domain's vCPUs holding it (``pv_set_gdt``, ``arch_set_info_guest``); it is
+  validated by :func:`check_descriptor` on each of its 512 descriptors
+  (``validate_segdesc_page``, xen/arch/x86/pv/descriptor-tables.c).
 
 A frame takes a page-table type from count zero only by validation
 (``promote``): every present entry of the table is checked and takes its own
@@ -40,9 +45,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-NONE, L1, L2, L3, L4, WRITABLE = 0, 1, 2, 3, 4, 5
+NONE, L1, L2, L3, L4, WRITABLE, SEG_DESC = 0, 1, 2, 3, 4, 5, 6
 #: Type names, for messages and tests.
-TYPE_NAMES = {NONE: "none", L1: "l1", L2: "l2", L3: "l3", L4: "l4", WRITABLE: "writable"}
+TYPE_NAMES = {NONE: "none", L1: "l1", L2: "l2", L3: "l3", L4: "l4", WRITABLE: "writable",
+              SEG_DESC: "seg_desc"}
 
 EINVAL, EBUSY = 22, 16
 _P, _RW, _PSE = 1, 2, 0x80
@@ -51,6 +57,48 @@ _TABLE = struct.Struct("<512Q")
 #: L4 slots that are Xen's, not the guest's (is_guest_l4_slot, 64-bit PV:
 #: ROOT_PAGETABLE_FIRST_XEN_SLOT 256 .. LAST 271).
 _XEN_L4_SLOTS = range(256, 272)
+
+# Descriptor bits (the high 32 bits of a descriptor: xen/arch/x86/include/asm/desc.h).
+_SEG_TYPE, _SEG_S, _SEG_DPL, _SEG_P = 15 << 8, 1 << 12, 3 << 13, 1 << 15
+#: FIRST_RESERVED_GDT_ENTRY (14 pages of 512 descriptors are the guest's).
+FIRST_RESERVED_GDT_ENTRY = 14 * 512
+#: FLAT_KERNEL_CS of a 64-bit PV guest (FLAT_RING3_CS64, public/arch-x86/xen-x86_64.h).
+_FLAT_KERNEL_CS = 0xE033
+_DESCS = struct.Struct("<512Q")
+
+
+def check_descriptor(desc: int) -> int | None:
+    """check_descriptor (xen/arch/x86/pv/descriptor-tables.c@stable-4.17) for a
+    64-bit PV domain: the descriptor as Xen stores it, or None when Xen refuses
+    it. ``desc`` is the raw 64-bit descriptor.
+
+    A not-present descriptor is kept as it is. A present one has its DPL raised
+    to the guest kernel's RPL, 3 (``__fixup_guest_selector``); code and data
+    segments are then accepted (no base or limit check); a system descriptor of
+    type 0 (the upper half of a 16-byte gate) is kept unchanged; every other
+    system descriptor but a call gate (type 0xc) is refused (TSS, LDT, interrupt
+    and trap gates); a call gate must name a guest GDT selector, FLAT_KERNEL_CS
+    or an LDT selector (``guest_gate_selector_okay``), has its DPL moved into
+    the selector's RPL and forced to 0, and must have the low byte of its high
+    word (IST, reserved) zero."""
+    a, b = desc & 0xFFFF_FFFF, desc >> 32
+    if not b & _SEG_P:
+        return desc
+    b |= _SEG_DPL                              # DPL 0-2 -> 3 (GUEST_KERNEL_RPL 3)
+    if b & _SEG_S:
+        return a | b << 32
+    if not b & _SEG_TYPE:
+        return desc                            # type 0: "harmless", kept unchanged
+    if b & _SEG_TYPE != 0xC00:
+        return None                            # "Everything but a call gate is discarded"
+    cs = a >> 16
+    if not ((cs >> 3) < FIRST_RESERVED_GDT_ENTRY or cs == _FLAT_KERNEL_CS or cs & 4):
+        return None
+    b &= ~_SEG_DPL
+    a = (a & 0xFFFF) | ((cs | 3) << 16)        # the DPL (3) in the selector's RPL
+    if b & 0xFF:
+        return None                            # reserved bits
+    return a | b << 32
 
 
 class PageTypes:
@@ -87,6 +135,8 @@ class PageTypes:
         #: difference is the number of frames holding an L1-L4 type.
         self.promotions = 0
         self.demotions = 0
+        #: Frames validated as descriptor pages (SEG_DESC from count 0).
+        self.segdesc_validations = 0
 
     # ---------------------------------------------------------------- queries
     def type_of(self, mfn: int) -> int:
@@ -105,14 +155,21 @@ class PageTypes:
         cnt = self.cnt[mfn]
         if cnt:
             if self.typ[mfn] != t:
-                if not (t <= L4 and self.typ[mfn] == WRITABLE and not self._resync_writable(mfn)):
+                if not (t != WRITABLE and self.typ[mfn] == WRITABLE
+                        and not self._resync_writable(mfn)):
                     return -EINVAL
             else:
                 self.cnt[mfn] = cnt + 1
                 return 0
         self.typ[mfn] = t
         self.cnt[mfn] = 1
-        if t <= L4:
+        if t == SEG_DESC:
+            if not self._segdesc_ok(mfn):
+                self.typ[mfn] = NONE
+                self.cnt[mfn] = 0
+                return -EINVAL
+            self.segdesc_validations += 1
+        elif t <= L4:
             rc = self._promote(mfn, t)
             if rc:
                 self.typ[mfn] = NONE
@@ -244,6 +301,13 @@ class PageTypes:
                 self.typ[mfn] = NONE
         return n
 
+    def _segdesc_ok(self, mfn: int) -> bool:
+        """validate_segdesc_page: every one of the frame's 512 descriptors
+        passes :func:`check_descriptor`. Xen also writes each fixed-up
+        descriptor back into the frame; pvmon does not (docs/xen-rules.md,
+        "Page types": it would change what Linux's set_gdt records)."""
+        return all(check_descriptor(d) is not None for d in _DESCS.unpack(self._read(mfn)))
+
     def _linear(self, level: int, table: int, mfn: int, e: int) -> bool:
         """get_l?_linear_pagetable: True when ``e`` is an allowed linear entry
         (it then holds its references)."""
@@ -296,9 +360,11 @@ class PageTypes:
             self.put_entry(level, mfn, e)
 
     # ------------------------------------------------------------------ audit
-    def audit(self, pinned: dict[int, int], roots: list[int]) -> list[str]:
+    def audit(self, pinned: dict[int, int], roots: list[int],
+              gdt_frames: list[int] = ()) -> list[str]:
         """Recount every type reference from scratch (the pins, the CR3s in
-        ``roots``, every present entry of every validated table) and return
+        ``roots``, the loaded GDT frames of every vCPU in ``gdt_frames``, one
+        reference per slot, every present entry of every validated table) and return
         where the kept counts or types disagree, as readable lines (empty when
         they agree). A whole-memory scan: for tests, never on a guest's path
         (Xen's debug builds have the like, audit_domain)."""
@@ -312,6 +378,9 @@ class PageTypes:
             if 0 < mfn < self.nr:
                 want[mfn] += 1
                 kind[mfn] = L4
+        for mfn in gdt_frames:
+            want[mfn] += 1
+            kind[mfn] = SEG_DESC
         for table in range(self.nr):
             level = self.typ[table]
             if not L1 <= level <= L4:
