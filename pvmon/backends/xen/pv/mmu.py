@@ -251,19 +251,20 @@ class PvMmu:
             del self.pinned[arg1]
             types.put_type(arg1)
             return 0
-        if cmd == 5 or cmd == 15:
-            # MMUEXT_NEW_BASEPTR / NEW_USER_BASEPTR (new_guest_cr3): the new root
-            # takes an L4 type reference (validated if it had none), the old
-            # root's is dropped. "Error while installing new baseptr".
-            user = cmd == 15
-            if not (self._valid_mfn(arg1) or (user and not arg1)):
+        if cmd == 5:
+            return self.new_guest_cr3(arg1)
+        if cmd == 15:
+            # MMUEXT_NEW_USER_BASEPTR: the same for the user root, which may be
+            # 0 (none); the same frame again changes nothing ("Error %d
+            # installing new mfn").
+            if not (self._valid_mfn(arg1) or not arg1):
                 return -E.EINVAL
-            old = v.user_cr3 if user else v.kernel_cr3
+            old = v.user_cr3
             if arg1 != old:
                 rc = types.swap_root(arg1, old)
                 if rc:
                     return rc
-            v.new_baseptr(arg1, user=user)
+            v.new_baseptr(arg1, user=True)
             return 0
         if cmd in (6, 7, 8, 9, 10, 11):
             self.m.flush_tlb()
@@ -300,6 +301,26 @@ class PvMmu:
         if cmd in (19, 20):
             return -E.EOPNOTSUPP
         return -E.ENOSYS   # xen/arch/x86/mm.c do_mmuext_op: default: rc = -ENOSYS
+
+    def new_guest_cr3(self, mfn: int, load: bool = True) -> int:
+        """new_guest_cr3 (xen/arch/x86/mm.c@stable-4.17) for the current vCPU:
+        ``mfn`` becomes its kernel root. MMUEXT_NEW_BASEPTR calls it, and so
+        does a kernel's ``mov %cr3`` (write_cr, pv/emul-priv-op.c; ``load``
+        False: the engine loads CR3 itself). The frame must be the domain's
+        and take an L4 (PGT_root_page_table) type reference, validating it if
+        it had none ("Error while installing new baseptr"); the old root's is
+        then dropped. The root in use again: no reference moves (write_ptbase
+        only). 0 or -EINVAL."""
+        if not self._valid_mfn(mfn):
+            return -E.EINVAL
+        v = self.vcpu
+        old = v.kernel_cr3
+        if mfn != old:
+            rc = self.types.swap_root(mfn, old)
+            if rc:
+                return rc
+        v.new_baseptr(mfn, user=False, load=load)
+        return 0
 
     def hc_update_va_mapping(self, va, val, flags, *_):
         self.op = {"va": va, "val": val, "flags": flags}
