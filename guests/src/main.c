@@ -150,6 +150,8 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     checks_rules();
     checks_privops();
     rules_pagetypes();      /* last of the rules: it pins and unpins tables */
+    rules_segdesc();        /* GDT pages and CR3 loads, after the page types */
+    rules_cr3();
 #endif
 #if SMP
     checks_smp();           /* last: it switches the domain to FIFO events */
