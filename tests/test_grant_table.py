@@ -92,9 +92,9 @@ def test_a_recording_of_the_grant_checks_replays_identically_closed_and_open_loo
     # multicall among the grant checks, whose result is a vCPU register open loop does
     # not model; after them the PHYSDEVOP_set_iopl(4) of the privileged-operation
     # checks (in a multicall), whose argument is read without being recorded, and the
-    # page-type and descriptor-page checks, which pin, map and load as GDT pages the
-    # guest filled or mapped by plain writes that open loop does not see (xen-rules.md,
-    # "Privileged operations", "Page types").
+    # page-type, descriptor-page and page-reference checks, which pin, map, load as GDT
+    # pages and give back pages the guest filled or mapped by plain writes that open
+    # loop does not see (xen-rules.md, "Privileged operations", "Page types").
     events = list(TraceReader(path).events())
     last_grant = max(e["seq"] for e in events if e.get("name") == "grant_table_op")
     names = [d.left["name"] for d in rep.divergences]
@@ -103,7 +103,7 @@ def test_a_recording_of_the_grant_checks_replays_identically_closed_and_open_loo
     assert names[1:].count("multicall") == 1
     assert all(d.left["seq"] > last_grant
                and d.left["name"] in ("multicall", "mmuext_op", "update_va_mapping",
-                                      "set_gdt")
+                                      "set_gdt", "memory_op")
                for d in rest)
 
 

@@ -31,8 +31,8 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (5280,
-                        "503dd1be2e459dbc65a7d0b28d6e18a6fab446218248c6eb29a119fcb7b9ec41"),
+    "pvtest-v2-rules": (5354,
+                        "bdfea5438115056da918cc693e881d0a90477fe53d63971a160accdfeb82144e"),
 }
 
 

@@ -107,6 +107,28 @@ def test_the_rules_guest_passes_every_descriptor_page_and_cr3_check(rules):
                 or "not 8-byte" in n, n
 
 
+def test_the_rules_guest_passes_every_page_reference_check(rules):
+    """A page given back while mapped lingers until its last reference goes;
+    a freed page is not the domain's (guests/src/checks_pagerefs.c)."""
+    s, _res, ring = rules
+    lines = _section(ring, "rules: page references")
+    assert len(lines) == 14 and all(v == "ok" for v, _ in lines), \
+        [n for v, n in lines if v != "ok"]
+    names = [n for _, n in lines]
+    for want in (
+        "decrease_reservation of a page the kernel still maps -> 1 extent (MEM",
+        "populate_physmap while it lingers never hands that page out",
+        "decrease_reservation of the freed page -> 0 extents",
+        "mapping the freed page -> -EBUSY (MM get_page_from_l1e",
+    ):
+        assert any(n.startswith(want) for n in names), want
+    # nothing lingers at the end; the free pool holds the one frame an earlier grant
+    # transfer lost, and that frame is not the domain's
+    t = s.backend.types
+    assert not t.lingering and len(s.backend.free_mfns) == 1
+    assert t.freed == set(s.backend.free_mfns)
+
+
 def test_a_loaded_gdt_frame_holds_one_seg_desc_reference_per_slot():
     """pvtest-v2 loads a one-page GDT (checks_xen.c): that frame has the
     seg_desc type, count 1, refuses a page-table type and a writable one, and

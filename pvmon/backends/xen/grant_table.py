@@ -1186,7 +1186,7 @@ class GrantTable:
                     self._set_u16(ema, E.GTF_accept_transfer | E.GTF_transfer_committed |
                                   E.GTF_transfer_completed)
                 if st != E.GNTST_okay:
-                    b.free_mfns.append(mfn)
+                    b.free_frame(mfn)
             statuses.append(st)
             self._write(va + 16, struct.pack("<h", st))
         self.b.op["status"] = statuses

@@ -44,6 +44,51 @@ class PvMmu:
         for _ in range(2):
             rc = self.types.get_type(layout.pt_base_pfn, PT.L4)
             assert rc == 0, f"the builder's page tables do not validate ({rc})"
+        self.types.on_free = self.free_frame
+
+    def free_frame(self, mfn: int) -> None:
+        """The frame leaves the domain for the free pool (free_domheap_pages):
+        populate_physmap may hand it out again; until then it cannot be
+        mapped, pinned or typed (:attr:`PageTypes.freed`)."""
+        self.free_mfns.append(mfn)
+        if self.mode == "pv":
+            self.types.freed.add(mfn)
+
+    def give_back(self, mfn: int) -> bool:
+        """One extent of XENMEM_decrease_reservation: guest_remove_page
+        (xen/common/memory.c@stable-4.17) on frame ``mfn`` of the domain.
+        False: the frame is free already (get_page fails: -ENXIO, "Bad page
+        free"; decrease_reservation stops there). Else True: an unreferenced
+        frame is freed; one still referenced (mapped, a page table, pinned, a
+        CR3, a GDT frame, a vcpu_info frame) only loses its allocation
+        reference and lingers, still the domain's and still counted in its
+        reservation, until its last reference goes (then
+        :meth:`free_frame`); giving back a lingering frame again changes
+        nothing (PGC_allocated is clear already)."""
+        if self.mode != "pv":
+            self.free_mfns.append(mfn)
+            return True
+        types = self.types
+        if mfn in types.freed:
+            return False
+        if mfn in types.lingering:
+            return True
+        if types.referenced(mfn) or any(mfn == v.vcpu_info_ma() >> 12 for v in self.vcpus):
+            types.lingering.add(mfn)
+            return True
+        self.free_frame(mfn)
+        return True
+
+    def take_free_frame(self) -> int | None:
+        """A frame for populate_physmap / increase_reservation from the free
+        pool (the most recently freed first), or None when the domain is at
+        its maximum reservation (assign_pages: tot_pages at max_pages)."""
+        if not self.free_mfns:
+            return None
+        mfn = self.free_mfns.pop()
+        if self.mode == "pv":
+            self.types.freed.discard(mfn)
+        return mfn
 
     def hc_mmu_update(self, reqs, count, done_ptr, domid, *_):
         count &= ~abi.MMU_UPDATE_PREEMPTED

@@ -31,6 +31,16 @@ where an L1 entry wanted a writable reference (``get_page_from_l1e``,
 ``could_not_pin``). When a page table's count drops to zero every entry's
 reference is dropped (``free_page_type``), recursively.
 
+General page references (``count_info``, ``get_page``) are kept only as far as
+a guest can see them: ``maps`` counts the present entries of validated L1
+tables naming each frame (read-only ones too; ``get_page_from_l1e`` takes a
+general reference for each), so :meth:`PageTypes.referenced` says whether a
+frame has any reference beyond its allocation that this module knows of (a
+type reference or a mapping). A frame the domain gave back while referenced
+*lingers* (``guest_remove_page`` drops only the allocation reference; the
+page is freed, ``free_domheap_pages``, with the last reference), and a frame
+that is free (``freed``, no longer the domain's) cannot be mapped or typed.
+
 Nothing here scans memory beyond the table being validated or devalidated:
 mmu_update, update_va_mapping and writable-page-table writes adjust the
 counts of the old and the new target of the one entry they change
@@ -137,6 +147,15 @@ class PageTypes:
         self.demotions = 0
         #: Frames validated as descriptor pages (SEG_DESC from count 0).
         self.segdesc_validations = 0
+        #: frame -> present entries of validated L1 tables naming it.
+        self.maps = [0] * nr_frames
+        #: Frames the domain gave back while still referenced (they stay its
+        #: own until the last reference goes: then ``on_free(mfn)``).
+        self.lingering: set[int] = set()
+        #: Frames free (given back and unreferenced): not the domain's.
+        self.freed: set[int] = set()
+        #: Called with a lingering frame when its last reference goes.
+        self.on_free: Callable[[int], None] | None = None
 
     # ---------------------------------------------------------------- queries
     def type_of(self, mfn: int) -> int:
@@ -147,11 +166,28 @@ class PageTypes:
         """True when the frame holds an L1-L4 type (a validated page table)."""
         return 0 <= mfn < self.nr and L1 <= self.typ[mfn] <= L4
 
+    def referenced(self, mfn: int) -> bool:
+        """True when the frame of the domain holds a type reference (a table,
+        a pin, a CR3, a GDT slot, a writable mapping) or is mapped by a
+        present entry of a validated L1 table: a general reference beyond
+        its allocation (``count_info`` above ``PGC_allocated | 1``)."""
+        return bool(self.cnt[mfn] or self.maps[mfn])
+
+    def _unreferenced(self, mfn: int) -> None:
+        """A lingering frame may just have lost its last reference: free it."""
+        if not self.cnt[mfn] and not self.maps[mfn] and mfn in self.lingering:
+            self.lingering.discard(mfn)
+            if self.on_free is not None:
+                self.on_free(mfn)
+
     # ------------------------------------------------------- type references
     def get_type(self, mfn: int, t: int) -> int:
         """Take one type reference of type ``t`` on a frame of the domain
         (``_get_page_type``): 0, or -EINVAL when the frame has another type
-        (or a table fails validation: the error of the entry that failed)."""
+        (or a table fails validation: the error of the entry that failed).
+        A frame that is free (given back) has no owner: -EINVAL (get_page fails)."""
+        if self.freed and mfn in self.freed:
+            return -EINVAL
         cnt = self.cnt[mfn]
         if cnt:
             if self.typ[mfn] != t:
@@ -191,6 +227,8 @@ class PageTypes:
             self.typ[mfn] = NONE
             if t <= L4:
                 self._demote(mfn, t)
+            if self.lingering:
+                self._unreferenced(mfn)
 
     # ----------------------------------------------------- entry references
     def get_entry(self, level: int, table: int, e: int) -> int:
@@ -204,8 +242,12 @@ class PageTypes:
         one is not a linear target), anything else -EINVAL."""
         mfn = (e & _ADDR) >> 12
         if level == 1:
-            if e & _RW and mfn < self.nr and self.get_type(mfn, WRITABLE):
-                return -EBUSY              # could_not_pin
+            if mfn < self.nr:
+                if self.freed and mfn in self.freed:
+                    return -EBUSY          # could_not_pin: real_pg_owner NULL
+                if e & _RW and self.get_type(mfn, WRITABLE):
+                    return -EBUSY          # could_not_pin
+                self.maps[mfn] += 1
             return 0
         if mfn >= self.nr:
             return -EINVAL                 # get_page_from_mfn: not the domain's
@@ -223,8 +265,11 @@ class PageTypes:
         if mfn >= self.nr:
             return
         if level == 1:
+            self.maps[mfn] -= 1
             if e & _RW:
                 self.put_type(mfn)
+            elif self.lingering:
+                self._unreferenced(mfn)
             return
         if mfn == table:
             return                         # a self-map took no reference
@@ -238,24 +283,32 @@ class PageTypes:
         to ``new`` (both raw entries): :meth:`get_entry` of the new one, then
         :meth:`put_entry` of the old, in one call (every Linux PTE update
         passes here). 0, or -EBUSY with nothing changed."""
-        if (new & 3) == 3:                     # present and writable
+        if new & 1:                            # present
             mfn = (new & _ADDR) >> 12
             if mfn < self.nr:
-                cnt = self.cnt[mfn]
-                if not cnt:
-                    self.typ[mfn] = WRITABLE
-                elif self.typ[mfn] != WRITABLE:
-                    return -EBUSY              # could_not_pin
-                self.cnt[mfn] = cnt + 1
-        if (old & 3) == 3:
+                if self.freed and mfn in self.freed:
+                    return -EBUSY              # could_not_pin: real_pg_owner NULL
+                if new & 2:                    # and writable
+                    cnt = self.cnt[mfn]
+                    if not cnt:
+                        self.typ[mfn] = WRITABLE
+                    elif self.typ[mfn] != WRITABLE:
+                        return -EBUSY          # could_not_pin
+                    self.cnt[mfn] = cnt + 1
+                self.maps[mfn] += 1
+        if old & 1:
             mfn = (old & _ADDR) >> 12
             if mfn < self.nr:
-                cnt = self.cnt[mfn]
-                if cnt > 1:
-                    self.cnt[mfn] = cnt - 1
-                elif cnt == 1:
-                    self.cnt[mfn] = 0
-                    self.typ[mfn] = NONE
+                self.maps[mfn] -= 1
+                if old & 2:
+                    cnt = self.cnt[mfn]
+                    if cnt > 1:
+                        self.cnt[mfn] = cnt - 1
+                    elif cnt == 1:
+                        self.cnt[mfn] = 0
+                        self.typ[mfn] = NONE
+                if self.lingering:
+                    self._unreferenced(mfn)
         return 0
 
     def swap_root(self, new: int, old: int) -> int:
@@ -369,6 +422,7 @@ class PageTypes:
         they agree). A whole-memory scan: for tests, never on a guest's path
         (Xen's debug builds have the like, audit_domain)."""
         want = [0] * self.nr
+        maps = [0] * self.nr
         kind = bytearray(self.nr)
         bad = []
         for mfn, level in pinned.items():
@@ -390,6 +444,7 @@ class PageTypes:
                 if mfn >= self.nr or (level > 1 and mfn == table):
                     continue
                 if level == 1:
+                    maps[mfn] += 1
                     if e & _RW:
                         want[mfn] += 1
                         kind[mfn] = WRITABLE
@@ -406,4 +461,6 @@ class PageTypes:
                            f"{self.cnt[mfn]}, recounted {want[mfn]}")
             elif want[mfn] and kind[mfn] == WRITABLE and self.typ[mfn] != WRITABLE:
                 bad.append(f"{mfn:#x}: mapped writable but of type {TYPE_NAMES[self.typ[mfn]]}")
+            if maps[mfn] != self.maps[mfn]:
+                bad.append(f"{mfn:#x}: mapped {self.maps[mfn]} times, recounted {maps[mfn]}")
         return bad
