@@ -94,8 +94,9 @@ def test_a_recording_of_the_grant_checks_replays_identically_closed_and_open_loo
     # checks (in a multicall), whose argument is read without being recorded, the
     # debug-register checks' set_debugreg/get_debugreg (in multicalls), whose answers
     # depend on the guest's CR4.DE and on the #DBs its breakpoints raised, neither of
-    # which open loop sees, and the page-type checks, which pin and map tables the
-    # guest filled by plain writes that open loop does not see (xen-rules.md,
+    # which open loop sees, and the page-type, descriptor-page and page-reference
+    # checks, which pin, map, load as GDT pages and give back pages the guest filled
+    # or mapped by plain writes that open loop does not see (xen-rules.md,
     # "Privileged operations", "Debug registers", "Page types").
     events = list(TraceReader(path).events())
     last_grant = max(e["seq"] for e in events if e.get("name") == "grant_table_op")
@@ -106,7 +107,8 @@ def test_a_recording_of_the_grant_checks_replays_identically_closed_and_open_loo
     assert [d.left["op"]["calls"] for d in rest if d.left["name"] == "multicall"
             and not set(d.left["op"]["calls"]) <= debugreg] == [["physdev_op"]]
     assert all(d.left["seq"] > last_grant
-               and d.left["name"] in ("multicall", "mmuext_op", "update_va_mapping")
+               and d.left["name"] in ("multicall", "mmuext_op", "update_va_mapping",
+                                      "set_gdt", "memory_op")
                for d in rest)
 
 

@@ -31,12 +31,14 @@ def _session(guest, **kw):
 
 def _audit(s: Session) -> list[str]:
     b = s.backend
-    return b.types.audit(b.pinned, [b.vcpu.kernel_cr3, b.vcpu.user_cr3])
+    return b.types.audit(b.pinned, [r for v in b.vcpus for r in (v.kernel_cr3, v.user_cr3)],
+                         [f for v in b.vcpus for f in v.gdt_frames])
 
 
-def _section(ring: str) -> list[tuple[str, str]]:
-    """(ok|FAIL, check line) of the page-type section of the guest's report."""
-    part = ring.split(f"pvtest: # {SECTION}", 1)[1]
+def _section(ring: str, title: str = SECTION) -> list[tuple[str, str]]:
+    """(ok|FAIL, check line) of one section of the guest's report (the
+    page-type one by default), up to the next section."""
+    part = ring.split(f"pvtest: # {title}\n", 1)[1].split("pvtest: # ", 1)[0]
     return re.findall(r"^pvtest: (ok|FAIL) \d+ - (.*)$", part, re.MULTILINE)
 
 
@@ -74,6 +76,87 @@ def test_every_page_type_check_names_the_mm_c_function_or_the_step_it_follows(ru
         if re.search(r"-> -E[A-Z]+", name):
             assert "(MM " in name or "MM " in name or "still not writable" in name \
                 or "it stays an L2" in name or "twice" in name, name
+
+
+def test_the_rules_guest_passes_every_descriptor_page_and_cr3_check(rules):
+    """PGT_seg_desc_page (set_gdt, update_descriptor, SET_LDT) and a kernel's
+    mov to %cr3 through new_guest_cr3 (guests/src/checks_segdesc.c)."""
+    _s, _res, ring = rules
+    seg = _section(ring, "rules: descriptor pages and CR3")
+    cr3 = _section(ring, "rules: a kernel's mov to %cr3")
+    assert len(seg) == 23 and len(cr3) == 9
+    assert all(v == "ok" for v, _ in seg + cr3), [n for v, n in seg + cr3 if v != "ok"]
+    names = [n for _, n in seg + cr3]
+    for want in (
+        "set_gdt of a frame the kernel still maps writable -> -EINVAL (DT pv_set_gdt",
+        "set_gdt of a read-only frame holding a present TSS descriptor -> -EINVAL",
+        "update_va_mapping mapping the loaded GDT frame writable -> -EBUSY",
+        "it reads back with DPL 3 (DT check_descriptor",
+        "update_descriptor into a pinned L1 -> -EINVAL",
+        "SET_LDT with a base not page aligned -> -EINVAL",
+        "mov to %cr3 of a pinned L1 -> #GP(0), CR3 unchanged (EPO write_cr",
+        "mov to %cr3 of that copy made read-only -> done, validated as an L4",
+        "the copy maps writable again -> 0",
+    ):
+        assert any(n.startswith(want) for n in names), want
+    # every refusal names its source (DT: descriptor-tables.c, MM: mm.c, EPO:
+    # emul-priv-op.c) or the function of the check just before it
+    for n in names:
+        if re.search(r"-> (-E[A-Z]+|#GP)", n):
+            assert re.search(r"\((DT|MM|EPO) |__addr_ok|\(its CR3", n) or "8193" in n \
+                or "not 8-byte" in n, n
+
+
+def test_the_rules_guest_passes_every_page_reference_check(rules):
+    """A page given back while mapped lingers until its last reference goes;
+    a freed page is not the domain's (guests/src/checks_pagerefs.c)."""
+    s, _res, ring = rules
+    lines = _section(ring, "rules: page references")
+    assert len(lines) == 14 and all(v == "ok" for v, _ in lines), \
+        [n for v, n in lines if v != "ok"]
+    names = [n for _, n in lines]
+    for want in (
+        "decrease_reservation of a page the kernel still maps -> 1 extent (MEM",
+        "populate_physmap while it lingers never hands that page out",
+        "decrease_reservation of the freed page -> 0 extents",
+        "mapping the freed page -> -EBUSY (MM get_page_from_l1e",
+    ):
+        assert any(n.startswith(want) for n in names), want
+    # nothing lingers at the end; the free pool holds the one frame an earlier grant
+    # transfer lost, and that frame is not the domain's
+    t = s.backend.types
+    assert not t.lingering and len(s.backend.free_mfns) == 1
+    assert t.freed == set(s.backend.free_mfns)
+
+
+def test_a_loaded_gdt_frame_holds_one_seg_desc_reference_per_slot():
+    """pvtest-v2 loads a one-page GDT (checks_xen.c): that frame has the
+    seg_desc type, count 1, refuses a page-table type and a writable one, and
+    the audit counts it as the GDT's."""
+    s, res, _ring = _session("pvtest-v2")
+    assert res.exit_kind == "shutdown"
+    t = s.backend.types
+    (f,) = s.backend.vcpu.gdt_frames
+    assert t.type_of(f) == PT.SEG_DESC and t.cnt[f] == 1
+    assert t.get_type(f, PT.L1) == -PT.EINVAL
+    assert t.mod_l1(0, 0, (f << 12) | 3) == -PT.EBUSY
+    assert _audit(s) == []
+
+
+def test_check_descriptor_fixes_up_and_refuses_as_xen():
+    """check_descriptor (pv/descriptor-tables.c@stable-4.17), 64-bit PV."""
+    cd = PT.check_descriptor
+    assert cd(0) == 0 and cd(0x0000_0900_0000_0067) == 0x0000_0900_0000_0067   # not present
+    assert cd(0x00CF_9A00_0000_FFFF) == 0x00CF_FA00_0000_FFFF    # code DPL 0 -> 3
+    assert cd(0x00AF_FB00_0000_FFFF) == 0x00AF_FB00_0000_FFFF    # 64-bit code DPL 3 kept
+    assert cd(0x0000_8900_0000_0067) is None                     # present TSS
+    assert cd(0x0000_8E00_E033_0000) is None                     # interrupt gate
+    assert cd(0x0000_EC00_E033_0000) == 0x0000_8C00_E033_0000    # call gate: DPL 0, RPL 3
+    assert cd(0x0000_8C00_0010_0000) == 0x0000_8C00_0013_0000    # DPL 0 raised, into RPL
+    assert cd(0x0000_EC00_E008_0000) is None                     # a Xen selector
+    assert cd(0x0000_EC00_E00C_0000) == 0x0000_8C00_E00F_0000    # an LDT selector
+    assert cd(0x0000_EC01_0010_0000) is None                     # reserved bits
+    assert cd(0x0000_8000_0000_0000) == 0x0000_8000_0000_0000    # system type 0 kept
 
 
 def test_the_counts_kept_call_by_call_equal_a_recount_at_the_end_of_the_rules_guest(rules):

@@ -152,6 +152,9 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     checks_selectors();
     checks_debugreg();
     rules_pagetypes();      /* last of the rules: it pins and unpins tables */
+    rules_segdesc();        /* GDT pages and CR3 loads, after the page types */
+    rules_cr3();
+    rules_pagerefs();       /* gives a page back and takes one: last */
 #endif
 #if SMP
     checks_smp();           /* last: it switches the domain to FIFO events */

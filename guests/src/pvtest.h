@@ -231,6 +231,13 @@ int rules_trap(struct trap_frame *f);   /* 1: handled */
 void rules_grants(unsigned long self_domid, unsigned long pinned_pt_mfn);
 /* checks_pagetypes.c: page types and type counts of L1-L4 tables (run last) */
 void rules_pagetypes(void);
+
+/* checks_segdesc.c: descriptor pages (PGT_seg_desc_page) and CR3 loads (after pagetypes) */
+void rules_segdesc(void);
+void rules_cr3(void);
+
+/* checks_pagerefs.c: general page references when memory is given back (after segdesc) */
+void rules_pagerefs(void);
 void xen_trap_32(void), xen_trap_33(void), xen_trap_34(void), xen_trap_128(void);
 /* checks_privops.c: privileged instructions (a #GP it provoked: 1) */
 void checks_privops(void);

@@ -690,7 +690,12 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             dom = struct.unpack("<H", self._read(arg, 2))[0]
             if dom not in (abi.DOMID_SELF, DOMID):
                 return -E.ESRCH
-            return nr_pages if op != 14 else nr_pages - 1
+            if op == 14:
+                return nr_pages - 1
+            # current_reservation is tot_pages: the frames given back and freed
+            # are not counted (one given back while referenced still is:
+            # pv/mmu.py give_back); the maximum stays the start-of-day size
+            return nr_pages - len(self.free_mfns) if op == 3 else nr_pages
         if op == 2:
             return nr_pages - 1
         if op == 12:   # machphys_mapping {v_start, v_end, max_mfn}
@@ -725,13 +730,12 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             for i in range(n):
                 if op == 1:
                     mfn = self._u64(ext + i * 8) if ext else 0
-                    if not self._valid_mfn(mfn):
+                    if not self._valid_mfn(mfn) or not self.give_back(mfn):
                         break
-                    self.free_mfns.append(mfn)
                 else:
-                    if not self.free_mfns:
+                    mfn = self.take_free_frame()
+                    if mfn is None:
                         break
-                    mfn = self.free_mfns.pop()
                     self.m.write_phys(mfn << 12, bytes(PAGE_SIZE))
                     if ext:
                         self._write(ext + i * 8, struct.pack("<Q", mfn))

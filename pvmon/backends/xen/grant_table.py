@@ -48,6 +48,7 @@ from typing import ClassVar
 
 from pvmon.backends.base import GuestFault
 from pvmon.backends.xen import abi, builder
+from pvmon.backends.xen.pv import pagetype as PT
 from pvmon.engine.machine import (
     PAGE_SIZE,
     PTE_A,
@@ -274,10 +275,9 @@ class GrantTable:
     def _writable_ok(self, mfn: int) -> bool:
         """get_page_type(page, PGT_writable_page) would succeed: the frame has no
         page-table or descriptor type (pvmon: not pinned, no L1-L4 type in
-        ``b.types``, not a loaded GDT frame)."""
+        ``b.types``, not a loaded GDT frame of any vCPU: no seg_desc type)."""
         b = self.b
-        return mfn not in b.pinned and not b.types.is_page_table(mfn) and \
-            mfn not in b.vcpu.gdt_frames
+        return mfn not in b.pinned and b.types.type_of(mfn) in (PT.NONE, PT.WRITABLE)
 
     def _live_tables(self):
         """Every (mfn, level) of the page tables in use: below the current kernel
@@ -325,7 +325,8 @@ class GrantTable:
     def _referenced(self, mfn: int) -> bool:
         """Any reference to the frame beyond its allocation: steal_page needs none."""
         b = self.b
-        if mfn in b.pinned or mfn in b.vcpu.gdt_frames or mfn == b.vcpu.vcpu_info_ma() >> 12:
+        if mfn in b.pinned or b.types.type_of(mfn) == PT.SEG_DESC or \
+                mfn == b.vcpu.vcpu_info_ma() >> 12:
             return True
         if any(a.mfn == mfn for a in self.active.values()):
             return True
@@ -1185,7 +1186,7 @@ class GrantTable:
                     self._set_u16(ema, E.GTF_accept_transfer | E.GTF_transfer_committed |
                                   E.GTF_transfer_completed)
                 if st != E.GNTST_okay:
-                    b.free_mfns.append(mfn)
+                    b.free_frame(mfn)
             statuses.append(st)
             self._write(va + 16, struct.pack("<h", st))
         self.b.op["status"] = statuses

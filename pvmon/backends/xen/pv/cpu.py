@@ -8,7 +8,8 @@ natively.
 :class:`PvCpu` is a mixin of :class:`~pvmon.backends.xen.backend.XenBackend`
 (its ``hc_*`` methods are that backend's hypercalls): it uses the backend's
 ``vcpu`` (a :class:`~pvmon.backends.xen.pv.vcpu.PvVcpu`), ``guest``, ``op``,
-``_read`` and ``_valid_mfn``.
+``_read``, ``_valid_mfn`` and ``types`` (the domain's
+:class:`~pvmon.backends.xen.pv.pagetype.PageTypes`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import struct
 
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.pv import pagetype as PT
 
 E = abi
 
@@ -118,7 +120,16 @@ class PvCpu:
         return self.vcpu.get_debugreg(reg & 0xFFFF_FFFF)
 
     def hc_set_gdt(self, frame_list, entries, *_):
-        if entries > 14 * 512:
+        """Load the vCPU's GDT (do_set_gdt, pv_set_gdt:
+        xen/arch/x86/pv/descriptor-tables.c@stable-4.17): more than
+        FIRST_RESERVED_GDT_ENTRY (14 pages') entries -EINVAL; each frame must be
+        the domain's and take a descriptor-page type reference
+        (get_page_and_type(PGT_seg_desc_page)), which a frame mapped writable
+        or holding another type (a page table) refuses and a frame whose
+        descriptors fail check_descriptor fails validation: -EINVAL, the
+        references taken so far dropped. Then the old GDT's references are
+        dropped (pv_destroy_gdt) and the new one is loaded."""
+        if entries > PT.FIRST_RESERVED_GDT_ENTRY:
             return -E.EINVAL
         nframes = -(-entries // 512)
         frames = struct.unpack(f"<{nframes}Q", self._read(frame_list, 8 * nframes)) \
@@ -127,15 +138,44 @@ class PvCpu:
             if not self._valid_mfn(f):
                 return -E.EINVAL
         self.op = {"entries": entries, "frames": list(frames)}
+        rc = self.set_gdt_frames(self.vcpu, list(frames))
+        if rc:
+            return rc
         self.vcpu.load_gdt(list(frames), entries)
         return 0
 
+    def set_gdt_frames(self, v, frames: list[int]) -> int:
+        """pv_set_gdt's references for vCPU ``v``: a PGT_seg_desc_page type
+        reference on each of ``frames`` (frames of the domain), then the old
+        GDT's dropped; on a refusal the ones taken are dropped and the old GDT
+        kept. 0 or -EINVAL."""
+        types = self.types
+        for i, f in enumerate(frames):
+            if types.get_type(f, PT.SEG_DESC):
+                for g in frames[:i]:
+                    types.put_type(g)
+                return -E.EINVAL
+        for g in v.gdt_frames:
+            types.put_type(g)
+        return 0
+
     def hc_update_descriptor(self, ma, desc, *_):
-        if ma & 7 or not self._valid_mfn(ma >> 12):
+        """Write one descriptor (do_update_descriptor,
+        xen/arch/x86/pv/descriptor-tables.c@stable-4.17): ``ma`` must be
+        8-byte aligned and the descriptor pass check_descriptor (-EINVAL), which
+        also decides what is written (a present DPL 0-2 becomes 3, a call
+        gate's DPL moves into its selector's RPL); the frame must be the
+        domain's and either a descriptor page (a loaded GDT frame) or able to
+        take a writable type (a page table cannot: -EINVAL)."""
+        fixed = PT.check_descriptor(desc)
+        if ma & 7 or fixed is None or not self._valid_mfn(ma >> 12):
             return -E.EINVAL
+        mfn = ma >> 12
+        if self.types.type_of(mfn) != PT.SEG_DESC and self.types.is_page_table(mfn):
+            return -E.EINVAL       # get_page_type(page, PGT_writable_page) fails
         self.op = {"ma": ma, "desc": desc}
-        self.guest.write_machine(ma, struct.pack("<Q", desc))
-        self.vcpu.descriptor_written(ma, desc)
+        self.guest.write_machine(ma, struct.pack("<Q", fixed))
+        self.vcpu.descriptor_written(ma, fixed)
         return 0
 
     def hc_iret(self, *_):

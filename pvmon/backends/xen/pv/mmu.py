@@ -44,6 +44,51 @@ class PvMmu:
         for _ in range(2):
             rc = self.types.get_type(layout.pt_base_pfn, PT.L4)
             assert rc == 0, f"the builder's page tables do not validate ({rc})"
+        self.types.on_free = self.free_frame
+
+    def free_frame(self, mfn: int) -> None:
+        """The frame leaves the domain for the free pool (free_domheap_pages):
+        populate_physmap may hand it out again; until then it cannot be
+        mapped, pinned or typed (:attr:`PageTypes.freed`)."""
+        self.free_mfns.append(mfn)
+        if self.mode == "pv":
+            self.types.freed.add(mfn)
+
+    def give_back(self, mfn: int) -> bool:
+        """One extent of XENMEM_decrease_reservation: guest_remove_page
+        (xen/common/memory.c@stable-4.17) on frame ``mfn`` of the domain.
+        False: the frame is free already (get_page fails: -ENXIO, "Bad page
+        free"; decrease_reservation stops there). Else True: an unreferenced
+        frame is freed; one still referenced (mapped, a page table, pinned, a
+        CR3, a GDT frame, a vcpu_info frame) only loses its allocation
+        reference and lingers, still the domain's and still counted in its
+        reservation, until its last reference goes (then
+        :meth:`free_frame`); giving back a lingering frame again changes
+        nothing (PGC_allocated is clear already)."""
+        if self.mode != "pv":
+            self.free_mfns.append(mfn)
+            return True
+        types = self.types
+        if mfn in types.freed:
+            return False
+        if mfn in types.lingering:
+            return True
+        if types.referenced(mfn) or any(mfn == v.vcpu_info_ma() >> 12 for v in self.vcpus):
+            types.lingering.add(mfn)
+            return True
+        self.free_frame(mfn)
+        return True
+
+    def take_free_frame(self) -> int | None:
+        """A frame for populate_physmap / increase_reservation from the free
+        pool (the most recently freed first), or None when the domain is at
+        its maximum reservation (assign_pages: tot_pages at max_pages)."""
+        if not self.free_mfns:
+            return None
+        mfn = self.free_mfns.pop()
+        if self.mode == "pv":
+            self.types.freed.discard(mfn)
+        return mfn
 
     def hc_mmu_update(self, reqs, count, done_ptr, domid, *_):
         count &= ~abi.MMU_UPDATE_PREEMPTED
@@ -96,6 +141,8 @@ class PvMmu:
                 self.guest.write_machine(ma, struct.pack("<Q", val))
                 return 0
             if not PT.L1 <= level <= PT.L4:
+                if level == PT.SEG_DESC:
+                    return -E.EINVAL      # page_lock'd, no case for PGT_seg_desc_page
                 # No page-table type: a plain write (do_mmu_update, PGT_writable_page).
                 self.guest.write_machine(ma, struct.pack("<Q", val))
                 return 0
@@ -249,19 +296,20 @@ class PvMmu:
             del self.pinned[arg1]
             types.put_type(arg1)
             return 0
-        if cmd == 5 or cmd == 15:
-            # MMUEXT_NEW_BASEPTR / NEW_USER_BASEPTR (new_guest_cr3): the new root
-            # takes an L4 type reference (validated if it had none), the old
-            # root's is dropped. "Error while installing new baseptr".
-            user = cmd == 15
-            if not (self._valid_mfn(arg1) or (user and not arg1)):
+        if cmd == 5:
+            return self.new_guest_cr3(arg1)
+        if cmd == 15:
+            # MMUEXT_NEW_USER_BASEPTR: the same for the user root, which may be
+            # 0 (none); the same frame again changes nothing ("Error %d
+            # installing new mfn").
+            if not (self._valid_mfn(arg1) or not arg1):
                 return -E.EINVAL
-            old = v.user_cr3 if user else v.kernel_cr3
+            old = v.user_cr3
             if arg1 != old:
                 rc = types.swap_root(arg1, old)
                 if rc:
                     return rc
-            v.new_baseptr(arg1, user=user)
+            v.new_baseptr(arg1, user=True)
             return 0
         if cmd in (6, 7, 8, 9, 10, 11):
             self.m.flush_tlb()
@@ -269,23 +317,55 @@ class PvMmu:
         if cmd in (12, 18):
             return 0
         if cmd == 13:
-            v.ldt = (arg1, arg2)
+            # MMUEXT_SET_LDT (do_mmuext_op): nr_ents is a 32-bit field; over 8192
+            # entries, or a base not page aligned or outside the guest's half
+            # (__addr_ok: below 2^47 or from HYPERVISOR_VIRT_END), -EINVAL ("Bad
+            # args to SET_LDT"); no entries: no base. The LDT's pages are not
+            # mapped here: Xen maps them on a #PF in the LDT area
+            # (pv_map_ldt_shadow_page), which pvmon's engine has no LDT for.
+            ents = arg2 & 0xFFFF_FFFF
+            if ents > 8192 or (ents and (arg1 & 0xFFF or not (
+                    arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
+                return -E.EINVAL
+            v.ldt = (arg1 if ents else 0, ents)
             return 0
         if cmd == 16:
             # MMUEXT_CLEAR_PAGE / COPY_PAGE take a writable type on the
-            # destination: a page table's is refused ("Error clearing mfn").
-            if not self._valid_mfn(arg1) or types.is_page_table(arg1):
+            # destination: a page table's or a descriptor page's is refused
+            # ("Error clearing mfn").
+            if not self._valid_mfn(arg1) or types.type_of(arg1) not in (PT.NONE, PT.WRITABLE):
                 return -E.EINVAL
             self.guest.write_machine(arg1 << 12, bytes(PAGE_SIZE))
             return 0
         if cmd == 17:
-            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)) or types.is_page_table(arg1):
+            if not (self._valid_mfn(arg1) and self._valid_mfn(arg2)) or \
+                    types.type_of(arg1) not in (PT.NONE, PT.WRITABLE):
                 return -E.EINVAL
             self.guest.write_machine(arg1 << 12, self.guest.read_machine(arg2 << 12, PAGE_SIZE))
             return 0
         if cmd in (19, 20):
             return -E.EOPNOTSUPP
         return -E.ENOSYS   # xen/arch/x86/mm.c do_mmuext_op: default: rc = -ENOSYS
+
+    def new_guest_cr3(self, mfn: int, load: bool = True) -> int:
+        """new_guest_cr3 (xen/arch/x86/mm.c@stable-4.17) for the current vCPU:
+        ``mfn`` becomes its kernel root. MMUEXT_NEW_BASEPTR calls it, and so
+        does a kernel's ``mov %cr3`` (write_cr, pv/emul-priv-op.c; ``load``
+        False: the engine loads CR3 itself). The frame must be the domain's
+        and take an L4 (PGT_root_page_table) type reference, validating it if
+        it had none ("Error while installing new baseptr"); the old root's is
+        then dropped. The root in use again: no reference moves (write_ptbase
+        only). 0 or -EINVAL."""
+        if not self._valid_mfn(mfn):
+            return -E.EINVAL
+        v = self.vcpu
+        old = v.kernel_cr3
+        if mfn != old:
+            rc = self.types.swap_root(mfn, old)
+            if rc:
+                return rc
+        v.new_baseptr(mfn, user=False, load=load)
+        return 0
 
     def hc_update_va_mapping(self, va, val, flags, *_):
         self.op = {"va": va, "val": val, "flags": flags}

@@ -14,7 +14,12 @@ zero is devalidated and any type can be taken next). Types:
   count is the number of present entries of validated tables one level up
   that reference it, plus one for a pin (``MMUEXT_PIN_L?_TABLE``), plus one
   per CR3 (``MMUEXT_NEW_BASEPTR``/``NEW_USER_BASEPTR``) holding it, plus the
-  linear (same-level, read-only) entries of other tables that reference it.
+  linear (same-level, read-only) entries of other tables that reference it;
+* ``SEG_DESC``: the frame is a validated descriptor-table page
+  (``PGT_seg_desc_page``): its count is the number of GDT slots of the
+  domain's vCPUs holding it (``pv_set_gdt``, ``arch_set_info_guest``); it is
+  validated by :func:`check_descriptor` on each of its 512 descriptors
+  (``validate_segdesc_page``, xen/arch/x86/pv/descriptor-tables.c).
 
 A frame takes a page-table type from count zero only by validation
 (``promote``): every present entry of the table is checked and takes its own
@@ -25,6 +30,16 @@ take the type: ``-EINVAL`` ("Bad type", ``_get_page_type``), or ``-EBUSY``
 where an L1 entry wanted a writable reference (``get_page_from_l1e``,
 ``could_not_pin``). When a page table's count drops to zero every entry's
 reference is dropped (``free_page_type``), recursively.
+
+General page references (``count_info``, ``get_page``) are kept only as far as
+a guest can see them: ``maps`` counts the present entries of validated L1
+tables naming each frame (read-only ones too; ``get_page_from_l1e`` takes a
+general reference for each), so :meth:`PageTypes.referenced` says whether a
+frame has any reference beyond its allocation that this module knows of (a
+type reference or a mapping). A frame the domain gave back while referenced
+*lingers* (``guest_remove_page`` drops only the allocation reference; the
+page is freed, ``free_domheap_pages``, with the last reference), and a frame
+that is free (``freed``, no longer the domain's) cannot be mapped or typed.
 
 Nothing here scans memory beyond the table being validated or devalidated:
 mmu_update, update_va_mapping and writable-page-table writes adjust the
@@ -40,9 +55,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-NONE, L1, L2, L3, L4, WRITABLE = 0, 1, 2, 3, 4, 5
+NONE, L1, L2, L3, L4, WRITABLE, SEG_DESC = 0, 1, 2, 3, 4, 5, 6
 #: Type names, for messages and tests.
-TYPE_NAMES = {NONE: "none", L1: "l1", L2: "l2", L3: "l3", L4: "l4", WRITABLE: "writable"}
+TYPE_NAMES = {NONE: "none", L1: "l1", L2: "l2", L3: "l3", L4: "l4", WRITABLE: "writable",
+              SEG_DESC: "seg_desc"}
 
 EINVAL, EBUSY = 22, 16
 _P, _RW, _PSE = 1, 2, 0x80
@@ -51,6 +67,48 @@ _TABLE = struct.Struct("<512Q")
 #: L4 slots that are Xen's, not the guest's (is_guest_l4_slot, 64-bit PV:
 #: ROOT_PAGETABLE_FIRST_XEN_SLOT 256 .. LAST 271).
 _XEN_L4_SLOTS = range(256, 272)
+
+# Descriptor bits (the high 32 bits of a descriptor: xen/arch/x86/include/asm/desc.h).
+_SEG_TYPE, _SEG_S, _SEG_DPL, _SEG_P = 15 << 8, 1 << 12, 3 << 13, 1 << 15
+#: FIRST_RESERVED_GDT_ENTRY (14 pages of 512 descriptors are the guest's).
+FIRST_RESERVED_GDT_ENTRY = 14 * 512
+#: FLAT_KERNEL_CS of a 64-bit PV guest (FLAT_RING3_CS64, public/arch-x86/xen-x86_64.h).
+_FLAT_KERNEL_CS = 0xE033
+_DESCS = struct.Struct("<512Q")
+
+
+def check_descriptor(desc: int) -> int | None:
+    """check_descriptor (xen/arch/x86/pv/descriptor-tables.c@stable-4.17) for a
+    64-bit PV domain: the descriptor as Xen stores it, or None when Xen refuses
+    it. ``desc`` is the raw 64-bit descriptor.
+
+    A not-present descriptor is kept as it is. A present one has its DPL raised
+    to the guest kernel's RPL, 3 (``__fixup_guest_selector``); code and data
+    segments are then accepted (no base or limit check); a system descriptor of
+    type 0 (the upper half of a 16-byte gate) is kept unchanged; every other
+    system descriptor but a call gate (type 0xc) is refused (TSS, LDT, interrupt
+    and trap gates); a call gate must name a guest GDT selector, FLAT_KERNEL_CS
+    or an LDT selector (``guest_gate_selector_okay``), has its DPL moved into
+    the selector's RPL and forced to 0, and must have the low byte of its high
+    word (IST, reserved) zero."""
+    a, b = desc & 0xFFFF_FFFF, desc >> 32
+    if not b & _SEG_P:
+        return desc
+    b |= _SEG_DPL                              # DPL 0-2 -> 3 (GUEST_KERNEL_RPL 3)
+    if b & _SEG_S:
+        return a | b << 32
+    if not b & _SEG_TYPE:
+        return desc                            # type 0: "harmless", kept unchanged
+    if b & _SEG_TYPE != 0xC00:
+        return None                            # "Everything but a call gate is discarded"
+    cs = a >> 16
+    if not ((cs >> 3) < FIRST_RESERVED_GDT_ENTRY or cs == _FLAT_KERNEL_CS or cs & 4):
+        return None
+    b &= ~_SEG_DPL
+    a = (a & 0xFFFF) | ((cs | 3) << 16)        # the DPL (3) in the selector's RPL
+    if b & 0xFF:
+        return None                            # reserved bits
+    return a | b << 32
 
 
 class PageTypes:
@@ -87,6 +145,17 @@ class PageTypes:
         #: difference is the number of frames holding an L1-L4 type.
         self.promotions = 0
         self.demotions = 0
+        #: Frames validated as descriptor pages (SEG_DESC from count 0).
+        self.segdesc_validations = 0
+        #: frame -> present entries of validated L1 tables naming it.
+        self.maps = [0] * nr_frames
+        #: Frames the domain gave back while still referenced (they stay its
+        #: own until the last reference goes: then ``on_free(mfn)``).
+        self.lingering: set[int] = set()
+        #: Frames free (given back and unreferenced): not the domain's.
+        self.freed: set[int] = set()
+        #: Called with a lingering frame when its last reference goes.
+        self.on_free: Callable[[int], None] | None = None
 
     # ---------------------------------------------------------------- queries
     def type_of(self, mfn: int) -> int:
@@ -97,22 +166,46 @@ class PageTypes:
         """True when the frame holds an L1-L4 type (a validated page table)."""
         return 0 <= mfn < self.nr and L1 <= self.typ[mfn] <= L4
 
+    def referenced(self, mfn: int) -> bool:
+        """True when the frame of the domain holds a type reference (a table,
+        a pin, a CR3, a GDT slot, a writable mapping) or is mapped by a
+        present entry of a validated L1 table: a general reference beyond
+        its allocation (``count_info`` above ``PGC_allocated | 1``)."""
+        return bool(self.cnt[mfn] or self.maps[mfn])
+
+    def _unreferenced(self, mfn: int) -> None:
+        """A lingering frame may just have lost its last reference: free it."""
+        if not self.cnt[mfn] and not self.maps[mfn] and mfn in self.lingering:
+            self.lingering.discard(mfn)
+            if self.on_free is not None:
+                self.on_free(mfn)
+
     # ------------------------------------------------------- type references
     def get_type(self, mfn: int, t: int) -> int:
         """Take one type reference of type ``t`` on a frame of the domain
         (``_get_page_type``): 0, or -EINVAL when the frame has another type
-        (or a table fails validation: the error of the entry that failed)."""
+        (or a table fails validation: the error of the entry that failed).
+        A frame that is free (given back) has no owner: -EINVAL (get_page fails)."""
+        if self.freed and mfn in self.freed:
+            return -EINVAL
         cnt = self.cnt[mfn]
         if cnt:
             if self.typ[mfn] != t:
-                if not (t <= L4 and self.typ[mfn] == WRITABLE and not self._resync_writable(mfn)):
+                if not (t != WRITABLE and self.typ[mfn] == WRITABLE
+                        and not self._resync_writable(mfn)):
                     return -EINVAL
             else:
                 self.cnt[mfn] = cnt + 1
                 return 0
         self.typ[mfn] = t
         self.cnt[mfn] = 1
-        if t <= L4:
+        if t == SEG_DESC:
+            if not self._segdesc_ok(mfn):
+                self.typ[mfn] = NONE
+                self.cnt[mfn] = 0
+                return -EINVAL
+            self.segdesc_validations += 1
+        elif t <= L4:
             rc = self._promote(mfn, t)
             if rc:
                 self.typ[mfn] = NONE
@@ -134,6 +227,8 @@ class PageTypes:
             self.typ[mfn] = NONE
             if t <= L4:
                 self._demote(mfn, t)
+            if self.lingering:
+                self._unreferenced(mfn)
 
     # ----------------------------------------------------- entry references
     def get_entry(self, level: int, table: int, e: int) -> int:
@@ -147,8 +242,12 @@ class PageTypes:
         one is not a linear target), anything else -EINVAL."""
         mfn = (e & _ADDR) >> 12
         if level == 1:
-            if e & _RW and mfn < self.nr and self.get_type(mfn, WRITABLE):
-                return -EBUSY              # could_not_pin
+            if mfn < self.nr:
+                if self.freed and mfn in self.freed:
+                    return -EBUSY          # could_not_pin: real_pg_owner NULL
+                if e & _RW and self.get_type(mfn, WRITABLE):
+                    return -EBUSY          # could_not_pin
+                self.maps[mfn] += 1
             return 0
         if mfn >= self.nr:
             return -EINVAL                 # get_page_from_mfn: not the domain's
@@ -166,8 +265,11 @@ class PageTypes:
         if mfn >= self.nr:
             return
         if level == 1:
+            self.maps[mfn] -= 1
             if e & _RW:
                 self.put_type(mfn)
+            elif self.lingering:
+                self._unreferenced(mfn)
             return
         if mfn == table:
             return                         # a self-map took no reference
@@ -181,24 +283,32 @@ class PageTypes:
         to ``new`` (both raw entries): :meth:`get_entry` of the new one, then
         :meth:`put_entry` of the old, in one call (every Linux PTE update
         passes here). 0, or -EBUSY with nothing changed."""
-        if (new & 3) == 3:                     # present and writable
+        if new & 1:                            # present
             mfn = (new & _ADDR) >> 12
             if mfn < self.nr:
-                cnt = self.cnt[mfn]
-                if not cnt:
-                    self.typ[mfn] = WRITABLE
-                elif self.typ[mfn] != WRITABLE:
-                    return -EBUSY              # could_not_pin
-                self.cnt[mfn] = cnt + 1
-        if (old & 3) == 3:
+                if self.freed and mfn in self.freed:
+                    return -EBUSY              # could_not_pin: real_pg_owner NULL
+                if new & 2:                    # and writable
+                    cnt = self.cnt[mfn]
+                    if not cnt:
+                        self.typ[mfn] = WRITABLE
+                    elif self.typ[mfn] != WRITABLE:
+                        return -EBUSY          # could_not_pin
+                    self.cnt[mfn] = cnt + 1
+                self.maps[mfn] += 1
+        if old & 1:
             mfn = (old & _ADDR) >> 12
             if mfn < self.nr:
-                cnt = self.cnt[mfn]
-                if cnt > 1:
-                    self.cnt[mfn] = cnt - 1
-                elif cnt == 1:
-                    self.cnt[mfn] = 0
-                    self.typ[mfn] = NONE
+                self.maps[mfn] -= 1
+                if old & 2:
+                    cnt = self.cnt[mfn]
+                    if cnt > 1:
+                        self.cnt[mfn] = cnt - 1
+                    elif cnt == 1:
+                        self.cnt[mfn] = 0
+                        self.typ[mfn] = NONE
+                if self.lingering:
+                    self._unreferenced(mfn)
         return 0
 
     def swap_root(self, new: int, old: int) -> int:
@@ -243,6 +353,13 @@ class PageTypes:
             if not n:
                 self.typ[mfn] = NONE
         return n
+
+    def _segdesc_ok(self, mfn: int) -> bool:
+        """validate_segdesc_page: every one of the frame's 512 descriptors
+        passes :func:`check_descriptor`. Xen also writes each fixed-up
+        descriptor back into the frame; pvmon does not (docs/xen-rules.md,
+        "Page types": it would change what Linux's set_gdt records)."""
+        return all(check_descriptor(d) is not None for d in _DESCS.unpack(self._read(mfn)))
 
     def _linear(self, level: int, table: int, mfn: int, e: int) -> bool:
         """get_l?_linear_pagetable: True when ``e`` is an allowed linear entry
@@ -296,13 +413,16 @@ class PageTypes:
             self.put_entry(level, mfn, e)
 
     # ------------------------------------------------------------------ audit
-    def audit(self, pinned: dict[int, int], roots: list[int]) -> list[str]:
+    def audit(self, pinned: dict[int, int], roots: list[int],
+              gdt_frames: list[int] = ()) -> list[str]:
         """Recount every type reference from scratch (the pins, the CR3s in
-        ``roots``, every present entry of every validated table) and return
+        ``roots``, the loaded GDT frames of every vCPU in ``gdt_frames``, one
+        reference per slot, every present entry of every validated table) and return
         where the kept counts or types disagree, as readable lines (empty when
         they agree). A whole-memory scan: for tests, never on a guest's path
         (Xen's debug builds have the like, audit_domain)."""
         want = [0] * self.nr
+        maps = [0] * self.nr
         kind = bytearray(self.nr)
         bad = []
         for mfn, level in pinned.items():
@@ -312,6 +432,9 @@ class PageTypes:
             if 0 < mfn < self.nr:
                 want[mfn] += 1
                 kind[mfn] = L4
+        for mfn in gdt_frames:
+            want[mfn] += 1
+            kind[mfn] = SEG_DESC
         for table in range(self.nr):
             level = self.typ[table]
             if not L1 <= level <= L4:
@@ -321,6 +444,7 @@ class PageTypes:
                 if mfn >= self.nr or (level > 1 and mfn == table):
                     continue
                 if level == 1:
+                    maps[mfn] += 1
                     if e & _RW:
                         want[mfn] += 1
                         kind[mfn] = WRITABLE
@@ -337,4 +461,6 @@ class PageTypes:
                            f"{self.cnt[mfn]}, recounted {want[mfn]}")
             elif want[mfn] and kind[mfn] == WRITABLE and self.typ[mfn] != WRITABLE:
                 bad.append(f"{mfn:#x}: mapped writable but of type {TYPE_NAMES[self.typ[mfn]]}")
+            if maps[mfn] != self.maps[mfn]:
+                bad.append(f"{mfn:#x}: mapped {self.maps[mfn]} times, recounted {maps[mfn]}")
         return bad

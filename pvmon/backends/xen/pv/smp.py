@@ -246,9 +246,11 @@ class PvScheduler:
         initialised; -EINVAL for a non-canonical RIP, RSP, kernel_sp, LDT
         base, FS/GS base, callback or trap handler, an LDT base not page
         aligned or over 8192 entries, GDT entries over 14 pages' worth or a
-        GDT frame outside the domain (pv_set_gdt), and a CR3 frame outside
-        the domain or already typed as another page-table level (it must take
-        the root type: get_page_type(PGT_root_page_table)). Returns 0 or -errno."""
+        GDT frame outside the domain or refusing a descriptor-page type
+        (pv_set_gdt), and a CR3 (kernel, or user in ctrlreg[1]) frame outside
+        the domain or refusing the root type (get_page_type(PGT_root_page_table):
+        another type, or an L4 that does not validate). The GDT frames and the
+        roots keep their type references (:mod:`pagetype`). Returns 0 or -errno."""
         if v.initialised:
             return -E.EEXIST
         O = E.VCPU_GUEST_CONTEXT
@@ -288,10 +290,25 @@ class PvScheduler:
             return -E.EINVAL
         in_kernel = bool(flags & E.VGCF_in_kernel)
         cr3_mfn = ctrl[3] >> 12                        # xen_cr3_to_pfn (x86_64)
-        if not b._valid_mfn(cr3_mfn) or b.pinned.get(cr3_mfn, 4) != 4:
-            return -E.EINVAL
         user_mfn = ctrl[1] >> 12
-        if user_mfn and (not b._valid_mfn(user_mfn) or b.pinned.get(user_mfn, 4) != 4):
+        if not b._valid_mfn(cr3_mfn) or (user_mfn and not b._valid_mfn(user_mfn)):
+            return -E.EINVAL
+        # pv_set_gdt (seg_desc type references), then the kernel and user roots
+        # each take an L4 type reference (get_page_type_preemptible(
+        # PGT_root_page_table)); a refusal undoes what was taken: -EINVAL.
+        rc = b.set_gdt_frames(v, frames)
+        if rc:
+            return rc
+        types = b.types
+        rc = types.swap_root(cr3_mfn, 0)
+        if not rc and user_mfn:
+            rc = types.swap_root(user_mfn, 0)
+            if rc:
+                types.swap_root(0, cr3_mfn)
+        if rc:
+            for f in frames:
+                types.put_type(f)
+            v.gdt_frames, v.gdt_ents = [], 0
             return -E.EINVAL
         # accepted: load the vCPU's Xen-side state
         v.install_xen_slots(cr3_mfn)

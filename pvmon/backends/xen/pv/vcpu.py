@@ -273,8 +273,14 @@ class PvVcpu(XenVcpu):
           filtered by pv_fixup_guest_cr4 and only TSD and DE reach the engine.
         * CR0: a write that changes anything but TS is #GP ("Attempt to change
           unmodifiable CR0 flags"), TS goes through (do_fpu_taskswitch). CR2
-          and CR3 run natively (CR3 = the current L4, which pvmon loads; a CR3
-          write is not validated as new_guest_cr3 would: see docs/xen-rules.md).
+          runs natively, and so does a CR3 read (the current kernel L4, which
+          pvmon loads: read_cr).
+        * CR3 write (write_cr): the frame ``value >> 12`` (xen_cr3_to_pfn; the
+          low flag bits dropped) becomes the kernel root through
+          new_guest_cr3, as MMUEXT_NEW_BASEPTR (an L4 type reference taken,
+          validating it if it had none, the old root's dropped); the engine
+          then loads it natively. A frame that is not the domain's or cannot
+          take the L4 type: #GP(0) (X86EMUL_UNHANDLEABLE).
         * any other control register: #GP (read_cr/write_cr: unhandleable)."""
         if op in (0, 1):
             return (_HANDLED, 0) if self.iopl_ok() else (_GP, 0)
@@ -289,6 +295,11 @@ class PvVcpu(XenVcpu):
             if (value ^ self.m.reg("cr0")) & ~CR0_TS:
                 return _GP, 0
             return _NATIVE, value
+        if reg == 3 and op == 2:
+            mfn = value >> 12
+            if self.b.new_guest_cr3(mfn, load=False):
+                return _GP, 0
+            return _NATIVE, mfn << 12
         if reg in (0, 2, 3):
             return _NATIVE, value
         return _GP, 0
@@ -498,16 +509,20 @@ class PvVcpu(XenVcpu):
         self.m.write_u64_phys((l4_mfn << 12) + 256 * 8,
                               self.layout.hv_l3_ma | PTE_P | PTE_RW | PTE_US | PTE_A)
 
-    def new_baseptr(self, mfn: int, user: bool) -> None:
+    def new_baseptr(self, mfn: int, user: bool, load: bool = True) -> None:
+        """Make ``mfn`` the vCPU's kernel (or ``user``) root, its type reference
+        already taken; the engine's CR3 follows when the vCPU is in that mode
+        (``load``=False: the caller has the engine write it, as a native
+        ``mov %cr3`` the engine trapped does)."""
         if mfn:
             self.install_xen_slots(mfn)
         if user:
             self.user_cr3 = mfn
-            if self.user_mode:
+            if self.user_mode and load:
                 self.m.write_cr3(mfn << 12)
         else:
             self.kernel_cr3 = mfn
-            if not self.user_mode:
+            if not self.user_mode and load:
                 self.m.write_cr3(mfn << 12)
 
     def _to_kernel(self) -> None:
