@@ -536,7 +536,6 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
     # long as the process: keep it out of the collector's passes during the run.
     import gc
     gc.freeze()
-    sess.machine.prefault_ram()
     try:
         res = sess.run(timeout=timeout, stop_on_signals=True)
     finally:

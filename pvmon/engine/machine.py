@@ -18,7 +18,6 @@ import ctypes
 import dataclasses
 import mmap
 import struct
-import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,11 +78,6 @@ try:    # the same walk in C (pvmon/engine/_pagewalk.c), when setup.py built it
     from pvmon.engine._pagewalk import walk as _c_walk
 except ImportError:             # pragma: no cover - the module is optional
     _c_walk = None
-
-
-#: madvise(2) advice that faults a range in writable (<asm-generic/mman-common.h>,
-#: Linux 5.14); Python 3.11's mmap module does not name it.
-_MADV_POPULATE_WRITE = 23
 
 
 class GuestPageFault(Exception):
@@ -561,35 +555,6 @@ class Machine:
                          ucc.UC_ERR_FETCH_UNMAPPED):
             return Stop("crash", f"access outside machine memory ({exc})", rip)
         return Stop("crash", f"engine stopped: {exc}", rip)
-
-    def prefault_ram(self) -> threading.Thread | None:
-        """Fault the guest's RAM in on a background thread, so the guest's
-        first touch of each page (a Debian boot touches about 150 MiB, one host
-        page fault per 4 KiB page) does not stop the engine. As QEMU's
-        ``-mem-prealloc`` does, on another processor: ``madvise(MADV_POPULATE_WRITE)``
-        (Linux 5.14+) in 8 MiB chunks from the top of RAM down, where Linux's
-        memblock allocates first. Costs resident memory (all of RAM), never
-        behaviour: the guest sees zeroed pages either way. Returns the thread, or
-        None when the host lacks the call (nothing is done then)."""
-        try:
-            madvise = ctypes.CDLL(None, use_errno=True).madvise
-        except (OSError, AttributeError):     # pragma: no cover - every Linux libc has it
-            return None
-        madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        mem, base, size = self._mem, self._mem_ptr, self.phys_bytes
-
-        def populate() -> None:
-            chunk = 8 << 20
-            top = size
-            while top > 0 and not mem.closed:   # the ref to mem keeps the mapping alive
-                start = max(0, top - chunk)
-                if madvise(base + start, top - start, _MADV_POPULATE_WRITE) != 0:
-                    return                      # an older kernel: EINVAL, leave it
-                top = start
-
-        t = threading.Thread(target=populate, name="pvmon-prefault", daemon=True)
-        t.start()
-        return t
 
     def close(self) -> None:
         try:
