@@ -198,11 +198,16 @@ class XenPvDispatch(DispatchCore):
                 for fn in self.call_listeners:
                     fn(ev)
         if m.stop_reason is None:
-            vcpu.fire_timers()
+            dl = vcpu.deadline          # the earliest armed timer: none due, no call
+            if dl is not None and dl <= self.clock.now_ns:
+                vcpu.fire_timers()
             if vcpu.can_upcall():
                 self._upcall()
-        self._check_wall()
-        self._finish_syscall()
+        traps = self._traps = self._traps + 1      # _check_wall, inline
+        if not traps & 255:
+            self._check_wall_now(traps)
+        if self._jump is not None:
+            self._finish_syscall()
 
     def _finish_syscall(self) -> None:
         if self._jump is not None:

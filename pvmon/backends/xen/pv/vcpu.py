@@ -90,6 +90,8 @@ _NATIVE, _HANDLED, _GP = 0, 1, 2
 RFLAGS_CLEAR_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18)  # TF NT RF VM AC
 TI_IF = E.TI_IF   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
 
+_ARCH_IOPL_BIT = 1 << VMASST_TYPE_architectural_iopl
+
 
 class PvVcpu(XenVcpu):
     """One vCPU of a PV domain (``vcpu_id``), bound to a backend (for events,
@@ -180,7 +182,7 @@ class PvVcpu(XenVcpu):
     # ------------------------------------------------------------ I/O privilege
     def architectural_iopl(self) -> bool:
         """VMASST_TYPE_architectural_iopl is on for the domain."""
-        return bool(self.b.vm_assist & (1 << VMASST_TYPE_architectural_iopl))
+        return bool(self.b.vm_assist & _ARCH_IOPL_BIT)
 
     def set_iopl(self, iopl: int) -> int:
         """PHYSDEVOP_set_iopl (xen/arch/x86/physdev.c@stable-4.17): 0-3, else -EINVAL."""
@@ -250,8 +252,10 @@ class PvVcpu(XenVcpu):
     def iopl_ok(self) -> bool:
         """iopl_ok (pv/emul-priv-op.c@stable-4.17): the mode's assumed CPL
         (kernel 1, or 0 with architectural_iopl; user 3) at most the virtual IOPL."""
-        cpl = 3 if self.user_mode else (0 if self.architectural_iopl() else 1)
-        return cpl <= self.iopl
+        if self.user_mode:
+            return self.iopl == 3
+        # architectural_iopl(), inline: every port access of a boot comes here
+        return (0 if self.b.vm_assist & _ARCH_IOPL_BIT else 1) <= self.iopl
 
     def fixup_cr4(self, value: int) -> int:
         """pv_fixup_guest_cr4 (pv/domain.c@stable-4.17): the guest keeps only the
