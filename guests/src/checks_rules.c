@@ -94,6 +94,14 @@ static const struct trap_info softint_table[] = {
     { 0x20, 1, FLAT_KERNEL_CS64, (unsigned long)xen_trap_32 },
     { 0x21, 3, FLAT_KERNEL_CS64, (unsigned long)xen_trap_33 },
     { 0x22, 0, FLAT_KERNEL_CS64, (unsigned long)xen_trap_34 },
+#ifdef PVTEST_ORACLE_TCG
+    /* Only in scripts/xen_oracle.py --tcg-build (docs/xen-oracle.md): QEMU TCG
+     * raises #GP((n<<4)|2) for a refused int $n, which Xen's do_general_protection
+     * decodes as vector 2n; the same handlers and DPLs there let real Xen on TCG
+     * deliver int $0x20/$0x21 as hardware would. */
+    { 0x40, 1, FLAT_KERNEL_CS64, (unsigned long)xen_trap_32 },
+    { 0x42, 3, FLAT_KERNEL_CS64, (unsigned long)xen_trap_33 },
+#endif
     { 0, 0, 0, 0 },
 };
 
