@@ -311,18 +311,23 @@ def align(pvmon: Run, xen: Run) -> list[tuple[str | None, str | None]]:
     """Pair the two runs' checks by name, in order (difflib's longest matching
     blocks), so a section one side skips (dom0 has no xenstore, so the grant checks
     do not run) does not shift every later check against the wrong one. A stretch
-    that differs in name on both sides with as many checks each (a "fatal:" line in
-    place of a check, a check whose text changed) is paired in order. Returns
+    that differs in name on both sides is paired in order when both have as many
+    checks there (a check whose text changed) or it ends either run (a "fatal:"
+    line in place of the check that crashed; the rest only one side ran). Returns
     (pvmon key or None, Xen key or None) pairs in console order."""
     pk, xk = list(pvmon.checks), list(xen.checks)
     sm = difflib.SequenceMatcher(None, [pvmon.checks[k].name for k in pk],
                                  [xen.checks[k].name for k in xk], autojunk=False)
     pairs: list[tuple[str | None, str | None]] = []
     for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+        n = min(i2 - i1, j2 - j1)
+        if tag == "replace" and (i2 - i1 == j2 - j1 or i2 == len(pk) or j2 == len(xk)):
+            pairs += zip(pk[i1:i1 + n], xk[j1:j1 + n])
+            i1, j1 = i1 + n, j1 + n
+        elif tag == "equal":
             pairs += zip(pk[i1:i2], xk[j1:j2])
-        else:
-            pairs += [(k, None) for k in pk[i1:i2]] + [(None, k) for k in xk[j1:j2]]
+            continue
+        pairs += [(k, None) for k in pk[i1:i2]] + [(None, k) for k in xk[j1:j2]]
     return pairs
 
 
