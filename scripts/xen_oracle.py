@@ -4,6 +4,7 @@ Xen 4.17 (as dom0, on QEMU TCG) and under pvmon, and compare check by check.
 
     python scripts/xen_oracle.py                      # all four guests
     python scripts/xen_oracle.py pvtest-v2 --timeout 300 --json
+    python scripts/xen_oracle.py --tcg-build          # pvtest-v2-rules past TCG's gaps
 
 Needs `qemu-system-x86_64` (Debian: `apt-get install qemu-system-x86`) and the
 package `xen-hypervisor-4.17-amd64`, which the script fetches with
