@@ -100,3 +100,42 @@ def test_compare_marks_disagreement_and_checks_real_xen_never_reached():
     assert rows["1"]["agree"] is True
     assert rows["2"]["agree"] is False and (rows["2"]["pvmon"], rows["2"]["xen"]) == ("skip", "ok")
     assert rows["3"]["agree"] is None and rows["3"]["xen"] == "-"
+
+
+def test_checks_are_paired_by_name_when_one_side_skips_a_section():
+    # dom0 has no xenstore, so real Xen's pvtest-v2-rules skips its grant checks and
+    # numbers every later check lower; the pairing follows the names, not the numbers.
+    pv = xen_oracle.parse_console(
+        "pvtest: ok 1 - xenstore domid read\n"
+        "pvtest: ok 2 - query_size DOMID_SELF\n"
+        "pvtest: ok 3 - setup_table DOMID_SELF\n"
+        "pvtest: ok 4 - rdmsr FS_BASE\n"
+        "pvtest: ok 5 - wrmsr FS_BASE\n"
+        "pvtest: shutting down: poweroff\n")
+    xen = xen_oracle.parse_console(
+        "pvtest: FAIL 1 - xenstore domid read (len -1)\r\n"
+        "pvtest: ok 2 - rdmsr FS_BASE\r\n"
+        "pvtest: FAIL 3 - wrmsr FS_BASE (#GP 0)\r\n"
+        "pvtest: shutting down: crash\r\n")
+    rows = xen_oracle.compare(pv, xen)
+    assert [(r["check"], r["xen_check"], r["agree"]) for r in rows] == [
+        ("1", "1", False), ("2", "-", None), ("3", "-", None), ("4", "2", True),
+        ("5", "3", False)]
+    res = xen_oracle.summary("g", pv, xen, rows)
+    assert (res["compared"], res["agree"], res["differ"]) == (3, 1, ["1", "5"])
+    assert res["not_reached"] == ["2", "3"] and res["xen_only"] == []
+
+
+def test_a_fatal_line_in_place_of_a_check_is_paired_with_it_and_named():
+    pv = xen_oracle.parse_console("pvtest: ok 1 - a\npvtest: ok 2 - b\npvtest: ok 3 - c\n")
+    xen = xen_oracle.parse_console(
+        "pvtest: ok 1 - a\npvtest: FAIL 2 - fatal: unexpected trap 14 at rip 0x1 (error 0x1)\n")
+    rows = {r["check"]: r for r in xen_oracle.compare(pv, xen)}
+    assert rows["2"]["agree"] is False and rows["2"]["xen_check"] == "2"
+    assert "fatal: unexpected trap 14" in rows["2"]["note"]
+    assert rows["3"]["agree"] is None
+
+
+def test_check_numbers_collapse_into_ranges_for_the_caption():
+    assert xen_oracle._ranges(["5", "6", "7", "9", "162", "163", "XSA-148"]) == [
+        "5-7", "9", "162-163", "XSA-148"]
