@@ -47,13 +47,14 @@ def test_a_non_canonical_fs_gs_or_shadow_gs_base_written_with_wrmsr_raises_gp(ru
     _s, res, ring = rules_run
     assert res.exit_kind == "shutdown" and res.shutdown_reason == abi.SHUTDOWN_poweroff
     checks = _privops_checks(ring)
-    assert len(checks) == 58 and all(kind == "ok" for kind, _ in checks), checks
+    assert len(checks) == 59 and all(kind == "ok" for kind, _ in checks), checks
     names = [n for _, n in checks]
     for base in ("FS_BASE", "GS_BASE", "SHADOW_GS_BASE"):
         assert (f"wrmsr {base} non-canonical 0x800000000000 -> #GP(0) "
                 "(emul-priv-op.c write_msr)") in names
     assert any("set_segment_base(SEGBASE_GS_USER)" in n for n in names)
-    assert any("0x40000000 (Xen's hypercall-page MSR) -> #GP(0)" in n for n in names)
+    assert any("0x40000000 (Xen's hypercall-page MSR) reads as zero" in n for n in names)
+    assert any("rdmsr 0x40000001 (no such Xen MSR) -> #GP(0)" in n for n in names)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ def test_without_the_full_policy_only_the_bases_and_xen_msrs_are_xens(vcpu):
     assert m.rdmsr(pvmsr.MSR_PAT) == (pvmsr.NATIVE, 0)
     assert m.wrmsr(0x4E, 0) == pvmsr.NATIVE
     assert m.wrmsr(pvmsr.MSR_GS_BASE, 1 << 47) == pvmsr.GP
-    assert m.rdmsr(0x40000000) == (pvmsr.GP, 0)
+    assert m.rdmsr(0x40000000) == (pvmsr.HANDLED, 0)    # guest_rdmsr_xen: read as zero
+    assert m.rdmsr(0x40000001) == (pvmsr.GP, 0)
 
 
 def test_the_full_policy_answers_as_xen_4_17_answers_an_intel_pv_domu(vcpu):
@@ -103,7 +105,7 @@ def test_read_msr_fakes_zero_for_a_guest_without_a_gp_handler(vcpu):
     saved = vcpu.trap_table.pop(abi.TRAP_gp_fault)
     try:
         assert m.rdmsr(0x4E) == (pvmsr.HANDLED, 0)
-        assert m.rdmsr(0x40000000) == (pvmsr.GP, 0)          # never for Xen's range
+        assert m.rdmsr(0x40000001) == (pvmsr.GP, 0)          # never for Xen's range
     finally:
         vcpu.trap_table[abi.TRAP_gp_fault] = saved
 

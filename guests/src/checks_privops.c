@@ -107,15 +107,19 @@ static void privops_msr_bases(void)
     HYPERVISOR_set_segment_base(SEGBASE_GS_USER, shadow0);
 }
 
-/* msr.c guest_rdmsr_xen: every MSR of Xen's range is write-only (#GP on
- * read); guest_wrmsr_xen: only the hypercall-page MSR exists (leaf
- * 0x40000002 EBX), other indices #GP. */
+/* msr.c guest_rdmsr_xen: the hypercall-page MSR (leaf 0x40000002 EBX) reads
+ * as zero, every other index of Xen's range #GP; guest_wrmsr_xen: only the
+ * hypercall-page MSR exists, other indices #GP. */
 static void privops_msr_xen(void)
 {
-    uint64_t v;
+    uint64_t v = 0x5a5a;
     int gp = rdmsr_gp(0x40000000U, &v);
-    check(gp && privops_gp_err == 0, "rdmsr 0x40000000 (Xen's hypercall-page MSR) -> "
-          "#GP(0): write-only (msr.c guest_rdmsr_xen)", "#GP %d", gp);
+    check(!gp && v == 0, "rdmsr 0x40000000 (Xen's hypercall-page MSR) reads as zero "
+          "(msr.c guest_rdmsr_xen: \"Write hypercall page MSR. Read as zero.\")",
+          "#GP %d value 0x%lx", gp, (unsigned long)v);
+    gp = rdmsr_gp(0x40000001U, &v);
+    check(gp && privops_gp_err == 0, "rdmsr 0x40000001 (no such Xen MSR) -> #GP(0) "
+          "(msr.c guest_rdmsr_xen)", "#GP %d", gp);
     gp = wrmsr_gp(0x40000001U, 0);
     check(gp && privops_gp_err == 0, "wrmsr 0x40000001 (no such Xen MSR) -> #GP(0) "
           "(msr.c guest_wrmsr_xen)", "#GP %d", gp);

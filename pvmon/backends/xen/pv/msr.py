@@ -200,8 +200,10 @@ class PvMsrs:
             return self.misc_features_enables
         if msr in (0, 1) or self._is_vmce(msr):
             return self._vmce_read(msr)
-        if 0x40000000 <= msr <= 0x400002FF:
-            return None                 # guest_rdmsr_xen: every Xen MSR is write-only
+        if msr == 0x40000000:
+            return 0                    # guest_rdmsr_xen: the hypercall-page MSR reads as 0
+        if 0x40000000 < msr <= 0x400002FF:
+            return None                 # guest_rdmsr_xen: no other Xen MSR is readable
         if msr == MSR_APIC_BASE:
             return APIC_BASE_VALUE | (APIC_BASE_BSP if vcpu.vcpu_id == 0 else 0)
         if msr == MSR_FS_BASE:

@@ -18,7 +18,7 @@ patches/unicorn-2.1.4-pv-privops.patch) and :func:`emulate` carries them out:
   rep_ins does; the permission is not asked again, so an INS that rewrites
   the I/O bitmap under itself goes on, as in Xen), the address checked by
   pv_emul_virt_to_linear (``__addr_ok``: below
-  2^47 or from HYPERVISOR_VIRT_END up, else #GP(0), #SS(0) through SS), the
+  2^47 or from HYPERVISOR_VIRT_END up, else #GP(0); an SS override is ignored), the
   memory copied byte by byte as Xen's copy_to/from_guest_ll does (a fault
   leaves the bytes before it written), through the current page tables with
   supervisor rights (write permission still needed);
@@ -183,8 +183,11 @@ def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
         reps = todo
     reps = min(reps, REPS_PER_TRAP)
 
-    # read_segment (64-bit): FS/GS have their bases, the others base 0
-    seg = "es" if is_ins else (seg or "ds")
+    # x86_emulate's prefix decoding ignores CS/DS/ES/SS overrides in 64-bit
+    # mode (x86_emulate.c@stable-4.17, "case 0x36: /* SS override / ignored in
+    # 64-bit mode */"), so an address is never checked through SS: #GP(0), not
+    # #SS(0). read_segment (64-bit): FS/GS have their bases, the others base 0.
+    seg = "es" if is_ins else (seg if seg in ("fs", "gs") else "ds")
     base = m.reg(f"{seg}_base") if seg in ("fs", "gs") else 0
     user = vcpu.user_mode
     fault: Fault | None = None
@@ -195,7 +198,7 @@ def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
         if is_ins:
             data = port_in(port, size) & ((1 << (8 * size)) - 1)
             if not _addr_ok(addr):
-                fault = (12 if seg == "ss" else 13, 0, None)
+                fault = (13, 0, None)
                 break
             bad = _copy_out(m, addr, data.to_bytes(size, "little"))
             if bad is not None:
@@ -203,7 +206,7 @@ def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
                 break
         else:
             if not _addr_ok(addr):
-                fault = (12 if seg == "ss" else 13, 0, None)
+                fault = (13, 0, None)
                 break
             data, bad = _copy_in(m, addr, size)
             if bad is not None:
