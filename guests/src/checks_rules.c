@@ -440,8 +440,10 @@ static void rules_multicall(void)
     };
     const unsigned long rax = 0x1234abcd5678UL;
     long rc = multicall_with_iret(mc, 3, rax);
-    check_eqx("an iret in a multicall resumes at its RIP with its RSP and RAX "
-              "(mc_exit: the batch ends there)", (unsigned long)rc, rax);
+    check_eqx("an iret in a multicall resumes at its RIP and RSP, RAX the low 32 bits of "
+              "its RAX sign-extended (mc_exit ends the batch; do_multicall returns the "
+              "entry's result through its int rc)", (unsigned long)rc,
+              (unsigned long)(long)(int)rax);
     check(mc[0].result == (unsigned long)ver && mc[1].result == rax &&
               mc[2].result == 0xdead,
           "multicall with iret: entries before it ran, the iret's result is its RAX, "

@@ -336,7 +336,11 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
                 self.op = saved
             self._write(ent + 8, struct.pack("<Q", res & U64))
             if op == abi.HYPERVISOR_iret and iret_ends:
-                rc = res
+                # do_multicall (common/multicall.c@stable-4.17, the same in 4.11 and
+                # 4.21) keeps its return value in an ``int rc``: the iret's RAX comes
+                # back as its low 32 bits sign-extended (the entry keeps all 64)
+                low = res & 0xFFFF_FFFF
+                rc = low - (1 << 32) if low & 0x8000_0000 else low
                 break
         self.op = {"count": nr, "calls": names}
         return rc
