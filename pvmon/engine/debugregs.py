@@ -25,6 +25,8 @@ from weakref import WeakKeyDictionary
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
+from pvmon.engine.hvm import value_hook
+
 #: ``pvmon_dr_hook``'s answers: run natively, handled, #GP(0), #UD.
 DR_NATIVE, DR_HANDLED, DR_GP, DR_UD = 0, 1, 2, 3
 DR6_DEFAULT = 0xFFFF0FF0            # %dr6 at reset (Intel SDM vol. 3, 18.2.3)
@@ -115,17 +117,7 @@ class DrHook:
     def __init__(self, on_dr: Callable[[int, int, int], tuple[int, int]]) -> None:
         self.error: BaseException | None = None
 
-        def cb(_uc, write, reg, value_p):
-            try:
-                answer, value = on_dr(write, reg, value_p[0])
-            except BaseException as exc:   # noqa: BLE001 - never unwind through C
-                self.error = self.error or exc
-                return DR_GP
-            if answer == DR_HANDLED:
-                value_p[0] = value & 0xFFFF_FFFF_FFFF_FFFF
-            return answer
-
-        self._cb = _DR_CB(cb)
+        self._cb = _DR_CB(value_hook(self, on_dr, on_error=DR_GP, writes=(DR_HANDLED,)))
 
     def activate(self) -> None:
         """Point the patch's hook at this callback (before ``emu_start``)."""

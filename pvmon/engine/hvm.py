@@ -44,6 +44,26 @@ _MSR_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c
 _IRQ_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64)
 
 
+def value_hook(owner, fn: Callable[[int, int, int], tuple[int, int]], *, on_error: int,
+               writes: tuple[int, ...]) -> Callable:
+    """The callback shape the engine patches share, ``(uc, a, b, uint64_t *value)
+    -> answer`` (the MSR, privileged-operation and debug-register hooks),
+    around ``fn(a, b, value) -> (answer, value)``: the value goes back through
+    the pointer for an answer in ``writes``. An exception from ``fn`` is kept in
+    ``owner.error`` (the first one) and answered ``on_error``: it never unwinds
+    through C."""
+    def cb(_uc, a, b, value_p):
+        try:
+            answer, value = fn(a, b, value_p[0])
+        except BaseException as exc:   # noqa: BLE001 - never unwind through C
+            owner.error = owner.error or exc
+            return on_error
+        if answer in writes:
+            value_p[0] = value & 0xFFFF_FFFF_FFFF_FFFF
+        return answer
+    return cb
+
+
 def _symbols():
     try:
         return (ctypes.c_int.in_dll(uclib, "pvmon_hvm_mode"),
@@ -90,15 +110,7 @@ class HvmCpu:
         self._uc = uc._uch.value if hasattr(uc._uch, "value") else uc._uch
         self.error: BaseException | None = None
 
-        def msr_cb(_uc, write, msr, value_p):
-            try:
-                answer, value = on_msr(write, msr, value_p[0])
-            except BaseException as exc:   # noqa: BLE001 - never unwind through C
-                self.error = self.error or exc
-                return MSR_NATIVE
-            if answer == MSR_HANDLED:
-                value_p[0] = value & 0xFFFF_FFFF_FFFF_FFFF
-            return answer
+        msr_cb = value_hook(self, on_msr, on_error=MSR_NATIVE, writes=(MSR_HANDLED,))
 
         def irq_cb(_uc, vector, rip):
             self.pending = None
@@ -229,20 +241,11 @@ class PvHooks:
         self._cli_mode = CLI_NATIVE
         self.error: BaseException | None = None
 
-        def guard(fn):
-            def cb(_uc, a, b, value_p):
-                try:
-                    answer, value = fn(a, b, value_p[0])
-                except BaseException as exc:   # noqa: BLE001 - never unwind through C
-                    self.error = self.error or exc
-                    return MSR_NATIVE
-                if answer != MSR_GP:    # handled: the value read; native: a CR write's
-                    value_p[0] = value & 0xFFFF_FFFF_FFFF_FFFF
-                return answer
-            return cb
-
-        self._msr_cb = _MSR_CB(guard(on_msr))
-        self._privop_cb = _PRIVOP_CB(guard(on_privop)) \
+        # handled: the value read; native: a CR write's (possibly changed) value
+        writes = (MSR_HANDLED, MSR_NATIVE)
+        self._msr_cb = _MSR_CB(value_hook(self, on_msr, on_error=MSR_NATIVE, writes=writes))
+        self._privop_cb = _PRIVOP_CB(value_hook(self, on_privop, on_error=MSR_NATIVE,
+                                                writes=writes)) \
             if on_privop is not None and self._privop_ptr is not None else None
 
     @property
