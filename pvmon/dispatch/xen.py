@@ -198,9 +198,7 @@ class XenPvDispatch(DispatchCore):
                 for fn in self.call_listeners:
                     fn(ev)
         if m.stop_reason is None:
-            dl = vcpu.deadline          # the earliest armed timer: none due, no call
-            if dl is not None and dl <= self.clock.now_ns:
-                vcpu.fire_timers()
+            vcpu.fire_timers()
             if vcpu.can_upcall():
                 self._upcall()
         traps = self._traps = self._traps + 1      # _check_wall, inline

@@ -232,6 +232,9 @@ class XenVcpu:
     def fire_timers(self) -> bool:
         """Raise VIRQ_TIMER for every timer that is due. Returns True if one fired."""
         now = self.m.clock.now_ns
+        dl = self.deadline          # the earliest armed timer (_update_deadline)
+        if dl is None or dl > now:
+            return False            # the common case: every hypercall asks
         fired = False
         if self.singleshot is not None and self.singleshot <= now:
             self.singleshot = None
