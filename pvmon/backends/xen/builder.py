@@ -48,9 +48,10 @@ GRANT_FRAMES = 4
 GRANT_STATUS_FRAMES = -(-GRANT_FRAMES * 256 // 2048)
 # Descriptor-table slots for FLAT_RING3_{CS32,CS64,SS64} (xen-x86_64.h): index =
 # selector >> 3 (Xen's boot_gdt, xen/arch/x86/desc.c@stable-4.17).
-_GDT_CODE64 = 0x00AFFB000000FFFF   # present, DPL3, 64-bit code
-_GDT_CODE32 = 0x00CFFB000000FFFF   # present, DPL3, 32-bit code (compatibility mode)
-_GDT_DATA = 0x00CFF3000000FFFF     # present, DPL3, writable data
+# (pvmon.backends.xen.pv.segments loads the same descriptors on mode switches.)
+DESC_CODE64 = 0x00AFFB000000FFFF   # present, DPL3, 64-bit code
+DESC_CODE32 = 0x00CFFB000000FFFF   # present, DPL3, 32-bit code (compatibility mode)
+DESC_DATA = 0x00CFF3000000FFFF     # present, DPL3, writable data
 _GDT_CODE64_K = 0x00AF9B000000FFFF  # present, DPL0, 64-bit code
 _GDT_DATA_K = 0x00CF93000000FFFF    # present, DPL0, writable data
 # The engine runs the guest kernel at CPL 0 (see vcpu.py), so the hidden SS/CS
@@ -375,8 +376,8 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     w(hv_l2, hv_l1 | PTE_P | PTE_RW | PTE_A)
     w(hv_l3, m2p_l2 | PTE_P | PTE_RW | PTE_US | PTE_A)
     w(hv_l3 + 8, hv_l2 | PTE_P | PTE_RW | PTE_A)
-    for sel, desc in ((abi.FLAT_RING3_CS64, _GDT_CODE64), (abi.FLAT_RING3_SS64, _GDT_DATA),
-                      (abi.FLAT_RING3_CS32, _GDT_CODE32),
+    for sel, desc in ((abi.FLAT_RING3_CS64, DESC_CODE64), (abi.FLAT_RING3_SS64, DESC_DATA),
+                      (abi.FLAT_RING3_CS32, DESC_CODE32),
                       (ENGINE_KERNEL_CS, _GDT_CODE64_K), (ENGINE_KERNEL_SS, _GDT_DATA_K)):
         w(gdt_ma + (sel >> 3) * 8, desc)
 

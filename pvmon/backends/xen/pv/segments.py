@@ -30,13 +30,16 @@ from __future__ import annotations
 import struct
 
 from pvmon.backends.xen import abi as E
-from pvmon.backends.xen.builder import ENGINE_KERNEL_CS, ENGINE_KERNEL_SS
+from pvmon.backends.xen.builder import (
+    DESC_CODE32,
+    DESC_CODE64,
+    DESC_DATA,
+    ENGINE_KERNEL_CS,
+    ENGINE_KERNEL_SS,
+)
 from pvmon.engine.hvm import SegmentLoader
 
-#: Xen's boot_gdt descriptors (xen/arch/x86/desc.c@stable-4.17).
-DESC_CODE64 = 0x00AFFB000000FFFF
-DESC_CODE32 = 0x00CFFB000000FFFF
-DESC_DATA = 0x00CFF3000000FFFF
+#: Xen's boot_gdt descriptors by selector (xen/arch/x86/desc.c@stable-4.17).
 FLAT_DESCRIPTORS = {E.FLAT_RING3_CS64: DESC_CODE64, E.FLAT_RING3_CS32: DESC_CODE32,
                     E.FLAT_RING3_SS64: DESC_DATA}
 _DPL = 3 << 45
