@@ -211,7 +211,7 @@ class Session:
         if self.writer is None:
             return None
         d = self.dispatch
-        d.flush_tsc()
+        d.flush_runs()
         self.writer.append({"k": "exit", "reason": "interrupted", "rip": d.cur_rip(),
                             "detail": detail, "seq": d.seq, "t": self.machine.clock.now_ns,
                             "cpu": d.cpu})

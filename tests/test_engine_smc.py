@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import struct
 
-import pvmon.engine  # noqa: F401  (selects pvmon's patched Unicorn before the import below)
 import unicorn
 from unicorn import x86_const as x86
+
+import pvmon.engine  # noqa: F401  (selects pvmon's patched Unicorn before the import below)
 
 CODE = 0x10000          # the program
 RW = 0x11000            # stack and scratch data

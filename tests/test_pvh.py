@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from pvmon.engine.machine import Stop
 from pvmon.guests.initramfs import ensure_initramfs
 from pvmon.session import Session
 from pvmon.trace.reader import TraceReader
@@ -69,6 +70,38 @@ def test_a_pvh_boot_is_recorded_byte_for_byte_the_same_twice_and_verifies(debian
     p = pvmon("replay", str(paths[0]))
     assert p.returncode == 0, p.stdout + p.stderr
     assert "outcome: identical" in p.stdout
+
+
+def test_a_pvh_boot_records_its_pit_calibration_as_runs_of_port_and_tsc_reads(pvh_trace):
+    evs = list(TraceReader(pvh_trace[0]))
+    runs = [e for e in evs if e["k"] == "io_run"]
+    # Linux's quick_pit_calibrate: about 50,000 x (inb $0x42; inb $0x42; rdtsc),
+    # about a hundred io_run and tsc_run events instead of 150,000 events
+    assert sum(len(e["port"]) for e in runs) > 90_000 and len(runs) < 200
+    assert len(evs) < 20_000
+
+
+def test_a_pvh_recording_stopped_inside_a_port_and_a_tsc_run_verifies_to_its_end(
+        debian612, tmp_path):
+    """The stop lands while a run of port reads and a run of TSC reads are both
+    open: both are written cut short, and verify cuts its own at the same reads."""
+    path = tmp_path / "cut.pvt"
+    sess = Session(debian612, mode="pvh", record=path)
+    d = sess.dispatch
+
+    def stop_in_the_pit_loop():
+        if d._io_ports is not None and d._tsc_rips is not None and len(d._io_ports) > 300:
+            return Stop("interrupted", "interrupted by SIGINT", d.cur_rip(), signal=2)
+        return None
+    d.exit_hook = stop_in_the_pit_loop
+    assert sess.run(timeout=600).exit_kind == "interrupted"
+    evs = list(TraceReader(path))
+    assert evs[-1]["k"] == "exit" and {evs[-2]["k"], evs[-3]["k"]} == {"io_run", "tsc_run"}
+    io_run = evs[-2] if evs[-2]["k"] == "io_run" else evs[-3]
+    assert 300 < len(io_run["port"]) < 1024
+    p = pvmon("replay", str(path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "outcome: identical up to the recording's end" in p.stdout
 
 
 def test_a_pvh_busybox_shell_runs_commands_and_powers_off_cleanly(debian612, tmp_path):

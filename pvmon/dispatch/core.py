@@ -3,7 +3,7 @@
 What every ABI's dispatch module shares, whatever its hypercall convention
 and platform: event numbering and recording (:meth:`DispatchCore._emit`,
 virtual time and vCPU on every record), TSC reads grouped into ``tsc_run``
-events, console output to listeners and the trace, console input and its
+events and port reads into ``io_run`` events, console output to listeners and the trace, console input and its
 injection points (pvmon/dispatch/console_input.py), stops from inside the run
 (the :class:`~pvmon.backends.base.PlatformServices` a backend calls back:
 :class:`RunServices`) and from outside it (signals, a full disk, Ctrl-] at
@@ -44,6 +44,16 @@ _TSC_RUN_KEYS = ("k", "rip", "val", "seq", "t", "cpu")
 #: share one event, so a calibration loop's thousands of reads cost a list
 #: append each instead of an event each.
 TSC_RUN_MAX = 1024
+#: Keys of an ``io_run`` event, and of the ``io`` event a run of one port read
+#: is written as, in their order in the trace.
+_IO_RUN_KEYS = ("k", "port", "size", "val", "seq", "t", "cpu")
+_IO_KEYS = ("k", "dir", "port", "size", "val", "seq", "t", "cpu")
+#: The most port reads one ``io_run`` event holds (trace format version 4).
+#: Port reads with no event but TSC reads between them share one event, and TSC
+#: reads with no event but port reads between them share one ``tsc_run``, so
+#: the PIT calibration loop of a PVH boot (100,000 ``inb $0x42`` and 50,000
+#: ``rdtsc``, interleaved) is about 100 events instead of 150,000.
+IO_RUN_MAX = 1024
 
 #: The detail of the stop (exit kind "limit") when ``deadline_wall`` passes.
 WALL_TIMEOUT = "wall-clock timeout"
@@ -112,7 +122,8 @@ class DispatchCore(RunServices):
     output), ``call_listeners`` (called with each call event dict),
     ``deadline_wall`` (a ``time.monotonic()`` after which the run stops with
     exit kind "limit"), ``exit_hook`` (asked every 256 traps for a
-    :class:`Stop`), ``input`` (:class:`ConsoleInput`), ``tsc_run_max``."""
+    :class:`Stop`), ``input`` (:class:`ConsoleInput`), ``tsc_run_max``,
+    ``io_run_max``."""
 
     def __init__(self, machine: Machine, backend: Backend, guest: GuestAccess,
                  record: Callable[[dict], None] | None = None) -> None:
@@ -154,6 +165,17 @@ class DispatchCore(RunServices):
         self._tsc_rips: list[int] | None = None   # the open run's RIPs, values
         self._tsc_vals: list[int] = []
         self._tsc_head = (0, 0)                   # its seq and virtual time
+        #: Port reads per ``io_run`` event; 0 records one ``io`` event per read,
+        #: which also ends a run of TSC reads, as trace format version 3 did
+        #: (replaying such a trace sets it).
+        self.io_run_max = IO_RUN_MAX
+        self._io_ports: list[int] | None = None   # the open run's ports, sizes, values
+        self._io_sizes: list[int] = []
+        self._io_vals: list[int] = []
+        self._io_head = (0, 0)
+        #: Replay to a recording's external end: the lengths of the runs it
+        #: ended inside (tsc, io; None: no such run), set by :meth:`cut_runs`.
+        self._cut: tuple[int | None, int | None] | None = None
         backend.console_out = self._console
 
     # ---------------------------------------------------- platform services
@@ -162,8 +184,8 @@ class DispatchCore(RunServices):
         self.m.stop(stop)
 
     def _emit(self, ev: dict) -> None:
-        if self._tsc_rips is not None:
-            self.flush_tsc()
+        if self._tsc_rips is not None or self._io_ports is not None:
+            self.flush_runs()
         ev["seq"] = self.seq
         ev["t"] = self.clock.now_ns
         ev["cpu"] = self.cpu
@@ -175,8 +197,8 @@ class DispatchCore(RunServices):
         """:meth:`_emit` of the event ``dict(zip(keys, values))`` whose last
         keys are ``seq``, ``t``, ``cpu`` (not among ``values``), through
         ``record_ev`` when set: the same bytes in the trace without the dict."""
-        if self._tsc_rips is not None:
-            self.flush_tsc()
+        if self._tsc_rips is not None or self._io_ports is not None:
+            self.flush_runs()
         seq = self.seq
         self.seq = seq + 1
         t = self.clock.now_ns
@@ -195,8 +217,8 @@ class DispatchCore(RunServices):
         ``op`` after the call)."""
         if self.record is None and not self.call_listeners:
             return
-        if self._tsc_rips is not None:
-            self.flush_tsc()
+        if self._tsc_rips is not None or self._io_ports is not None:
+            self.flush_runs()
         seq = self.seq
         self.seq = seq + 1
         guest = self.guest
@@ -223,13 +245,21 @@ class DispatchCore(RunServices):
         if self.record is not None:
             self._emit({"k": "cpuid", "rip": rip, "leaf": leaf, "sub": sub, "out": list(out)})
 
-    def flush_tsc(self) -> None:
-        """Record the open run of TSC reads, if any, as one ``tsc_run`` event
-        (its seq and time are those of its first read). Called before any other
-        event is recorded and before recording stops."""
+    def flush_runs(self) -> None:
+        """Record the open run of TSC reads and the open run of port reads, if
+        any, as one ``tsc_run`` and one ``io_run`` event (each with the seq and
+        time of its first read), in seq order. Called before any other event
+        is recorded and before recording stops."""
+        if self._io_ports is not None and (self._tsc_rips is None
+                                           or self._io_head[0] < self._tsc_head[0]):
+            self._flush_io()
+        if self._tsc_rips is not None:
+            self._flush_tsc()
+        if self._io_ports is not None:
+            self._flush_io()
+
+    def _flush_tsc(self) -> None:
         rips = self._tsc_rips
-        if rips is None:
-            return
         self._tsc_rips = None
         seq, t = self._tsc_head
         if self.record is not None:
@@ -238,6 +268,70 @@ class DispatchCore(RunServices):
                                         seq, t, self.cpu):
                 self.record({"k": "tsc_run", "rip": rips, "val": self._tsc_vals,
                              "seq": seq, "t": t, "cpu": self.cpu})
+
+    def _flush_io(self) -> None:
+        """The open run of port reads: an ``io_run`` event, or the ``io`` event
+        of its one read."""
+        ports = self._io_ports
+        self._io_ports = None
+        seq, t = self._io_head
+        if self.record is None:
+            return
+        if len(ports) == 1:
+            keys, values = _IO_KEYS, ("io", "in", ports[0], self._io_sizes[0], self._io_vals[0])
+        else:
+            keys, values = _IO_RUN_KEYS, ("io_run", ports, self._io_sizes, self._io_vals)
+        fast = self.record_ev
+        if fast is None or not fast(keys, *values, seq, t, self.cpu):
+            self.record(dict(zip(keys, (*values, seq, t, self.cpu))))
+
+    def _run_full(self) -> None:
+        """A run reached its most reads: record the open runs, unless a replay
+        cut (:meth:`cut_runs`) still waits for the other open run's last read
+        (a cut run not open yet is not waited for: it opens after this one
+        is recorded, as in the recording)."""
+        cut = self._cut
+        if cut is not None:
+            tsc, io = cut
+            if tsc and self._tsc_rips is not None and len(self._tsc_rips) < tsc:
+                return
+            if io and self._io_ports is not None and len(self._io_ports) < io:
+                return
+        self.flush_runs()
+
+    def cut_runs(self, tsc: int | None, io: int | None) -> None:
+        """Verify up to a recording's external end: the recording was stopped
+        inside a run of ``tsc`` TSC reads and/or a run of ``io`` port reads
+        (None: not inside one), so the replay records those runs once they
+        reach exactly those lengths."""
+        self._cut = (tsc, io)
+        if tsc:
+            self.tsc_run_max = tsc
+        if io:
+            self.io_run_max = io
+
+    def record_port_read(self, port: int, size: int, val: int) -> None:
+        """Record a port read of ``size`` bytes from ``port`` that returned
+        ``val``: into the open ``io_run`` (``io_run_max`` 0: an ``io`` event of
+        its own). Only while recording."""
+        ports = self._io_ports
+        if ports is not None:
+            ports.append(port)
+            self._io_sizes.append(size)
+            self._io_vals.append(val)
+            if len(ports) >= self.io_run_max:
+                self._run_full()
+        elif self.io_run_max:
+            seq = self.seq
+            self.seq = seq + 1
+            self._io_head = (seq, self.clock.now_ns)
+            self._io_ports = [port]
+            self._io_sizes = [size]
+            self._io_vals = [val]
+            if self.io_run_max == 1:
+                self._run_full()
+        else:
+            self._emit_fields(_IO_KEYS, "io", "in", port, size, val)
 
     def _console(self, channel: str, data: bytes) -> None:
         self._last_console_ns = self.clock.now_ns
@@ -423,7 +517,7 @@ class DispatchCore(RunServices):
                 rips.append(self._eip.value)
                 self._tsc_vals.append(v)
                 if len(rips) >= self.tsc_run_max:
-                    self.flush_tsc()
+                    self._run_full()
             elif self.tsc_run_max:
                 seq = self.seq
                 self.seq = seq + 1
@@ -431,7 +525,7 @@ class DispatchCore(RunServices):
                 self._tsc_rips = [self._eip.value]
                 self._tsc_vals = [v]
                 if self.tsc_run_max == 1:       # a replay cutting a run after one read
-                    self.flush_tsc()
+                    self._run_full()
             else:                               # format version 1: an event per read
                 seq = self.seq
                 self.seq = seq + 1

@@ -12,7 +12,8 @@ changes and exceptions run natively (pvmon's HVM engine patch,
   natively, IA32_APIC_BASE and the TSC are the platform's, an ABI may add its
   own (:meth:`HvmDispatchCore.msr`), every other MSR raises #GP(0) as on
   hardware without it;
-* port I/O: event ``io``; there are no emulated devices on a PVH platform, so
+* port I/O: event ``io``, or ``io_run`` for consecutive reads (with only TSC
+  reads between them); there are no emulated devices on a PVH platform, so
   reads float high and writes are dropped unless the ABI claims the port;
 * the local APIC page at 0xFEE00000 (``uc.mmio_map``): event ``mmio``,
   served by :class:`pvmon.platforms.hvm.lapic.LocalApic`;
@@ -156,7 +157,7 @@ class HvmDispatchCore(DispatchCore):
         if v is None:
             v = (1 << (8 * size)) - 1
         if self.record is not None:
-            self._emit_fields(_IO_KEYS, "io", "in", port, size, v)
+            self.record_port_read(port, size, v)
         return v
 
     def on_io_out(self, port: int, size: int, value: int) -> None:

@@ -124,8 +124,8 @@ class XenPvDispatch(DispatchCore):
     def vcpu_switched(self, old: int, new: int, why: str) -> None:
         """The SMP scheduler put vCPU ``new`` on the engine: later events carry
         its id; recorded as a ``vcpu_switch`` event (docs/trace-format.md)."""
-        if self._tsc_rips is not None:
-            self.flush_tsc()            # the open run of TSC reads was the old vCPU's
+        if self._tsc_rips is not None or self._io_ports is not None:
+            self.flush_runs()           # the open runs of reads were the old vCPU's
         self.cpu = new
         if self._hooks is not None:     # CLI/STI follow the IOPL of the vCPU now on
             self.b.vcpu.iopl_changed()
@@ -174,8 +174,8 @@ class XenPvDispatch(DispatchCore):
         else:
             raised = ()
         if self.record is not None or self.call_listeners:
-            if self._tsc_rips is not None:
-                self.flush_tsc()
+            if self._tsc_rips is not None or self._io_ports is not None:
+                self.flush_runs()
             seq = self.seq
             self.seq = seq + 1
             guest = self.guest

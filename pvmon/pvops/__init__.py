@@ -31,7 +31,7 @@ from pvmon.errors import TraceError
 from pvmon.pvops.vocab import FAMILIES, OPS, OpDef, family_of
 
 __all__ = ["FAMILIES", "MAPPINGS", "OPS", "BatchRef", "Deriver", "OpDef", "PvOp", "clock_reads", "count", "derive",
-           "family_of", "mapping_for", "stateless_continue", "stateless_state"]
+           "family_of", "mapping_for", "port_reads", "stateless_continue", "stateless_state"]
 
 def stateless_state(header: dict[str, Any] | None = None) -> tuple:
     """``new_state`` and ``resume_state`` of a mapping that keeps no state across
@@ -167,6 +167,20 @@ def clock_reads(ev: dict[str, Any], seq: int, t: int) -> Iterator[PvOp]:
     elif k == "tsc":
         yield PvOp("time.read_clock", seq, t, "rdtsc", {"tsc": ev.get("val"),
                                                        "rip": ev.get("rip")}, native="rdtsc")
+
+
+def port_reads(ev: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The port reads of an ``io_run`` event (format 4 on) as the ``io`` events
+    (``dir`` ``in``) they stand for, each with the run's ``seq`` and ``t``, for
+    a mapping to translate one by one. A malformed run yields what its lists
+    agree on."""
+    ports, sizes, vals = ev.get("port"), ev.get("size"), ev.get("val")
+    if not (isinstance(ports, list) and isinstance(sizes, list) and isinstance(vals, list)):
+        return
+    seq, t = ev.get("seq"), ev.get("t")
+    for port, size, val in zip(ports, sizes, vals):
+        yield {"k": "io", "dir": "in", "port": port, "size": size, "val": val,
+               "seq": seq, "t": t, "cpu": ev.get("cpu")}
 
 
 def derive(events: Iterable[dict[str, Any]], abi: str = "xen",

@@ -83,22 +83,54 @@ class RecordedEnd:
     label: str
     last: dict | None = None
     exit: dict | None = None
+    #: the event before ``last`` (None if there is none)
+    before_last: dict | None = None
+
+    def runs(self, io_runs: bool = True) -> tuple[int, int | None, int | None] | None:
+        """The runs of reads the recording ended inside: ``(seq of the first
+        of them, TSC reads of the tsc_run or None, port reads of the io_run
+        (or 1 for a one-read ``io`` in event) or None)``; None when it ended
+        inside none. Up to two run events end a recording, one of each kind,
+        in either order (docs/trace-format.md, "How a recording ends").
+        ``io_runs`` False (a trace before format version 4): port reads are
+        no runs, and only the last event can be a run (a ``tsc_run``)."""
+        found: dict[str, int] = {}
+        first = None
+        for ev in (self.last, self.before_last) if io_runs else (self.last,):
+            if not isinstance(ev, dict):
+                break
+            k = ev.get("k")
+            if k == "tsc_run" and isinstance(ev.get("rip"), list) and "tsc" not in found:
+                found["tsc"] = len(ev["rip"])
+            elif k == "io_run" and isinstance(ev.get("port"), list) and io_runs \
+                    and "io" not in found:
+                found["io"] = len(ev["port"])
+            elif k == "io" and ev.get("dir") == "in" and io_runs and "io" not in found:
+                found["io"] = 1
+            else:
+                break
+            first = ev.get("seq")
+        if not found or not isinstance(first, int):
+            return None
+        return first, found.get("tsc") or None, found.get("io") or None
 
 
 def recorded_end(run: RecordedRun) -> RecordedEnd:
     """How ``run``'s recording ended (its exit record, or where the file stops)."""
     r = run.reader
     n = len(r)
-    tail = list(r.events(max(0, n - 2), n))
+    tail = list(r.events(max(0, n - 3), n))
     ev = tail[-1] if tail else None
     if ev is not None and ev.get("k") == "exit":
         reason = ev.get("reason")
         detail = ev.get("detail") if isinstance(ev.get("detail"), str) else ""
         before = tail[-2] if len(tail) > 1 else None
         return RecordedEnd(n - 1, reason, detail, reason in EXTERNAL_EXITS,
-                           _end_label(reason, detail), before, ev)
+                           _end_label(reason, detail), before, ev,
+                           tail[-3] if len(tail) > 2 else None)
     label = "truncated" if not r.complete else "recording stopped"
-    return RecordedEnd(n, None, "", True, label, ev)
+    return RecordedEnd(n, None, "", True, label, ev, None,
+                       tail[-2] if len(tail) > 1 else None)
 
 
 def _end_label(reason: str | None, detail: str) -> str:
@@ -237,6 +269,8 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     feed_recorded_input(sess.dispatch, run.reader, by_seq=verify)
     if run.reader.version == 1:
         sess.dispatch.tsc_run_max = 0   # version 1 recorded an event per TSC read
+    if run.reader.version <= 3:
+        sess.dispatch.io_run_max = 0    # versions 1-3 recorded an event per port read
     cmp = _StreamCompare(run)
     sess.access.record = True
     sess.dispatch.record = cmp
@@ -250,15 +284,16 @@ def replay_closed(run: RecordedRun, version: XenVersion | None = None, *,
     if end.external:
         # Replay to the recorded end and no further. The run was stopped from
         # outside right after event end.seq - 1, possibly inside a run of TSC
-        # reads (a tsc_run event cut short), so once the events before it have
-        # matched, the replay's run is cut at the same read.
-        last = end.last
-        if last is not None and last.get("k") == "tsc_run" and isinstance(last.get("rip"), list):
-            cap = len(last["rip"])
-            if cap:
-                def cap_tsc_run() -> None:
-                    sess.dispatch.tsc_run_max = cap
-                cmp.at(end.seq - 1, cap_tsc_run)
+        # reads and/or a run of port reads (a tsc_run / io_run event cut
+        # short, the last one or two before the end), so once the events
+        # before them have matched, the replay's runs are cut at the same reads.
+        runs = end.runs(io_runs=run.reader.version >= 4)
+        if runs:
+            first, tsc, io = runs
+
+            def cut() -> None:
+                sess.dispatch.cut_runs(tsc, io)
+            cmp.at(first, cut)
 
         def at_end() -> None:
             nonlocal reached_end

@@ -144,15 +144,14 @@ def _side(path: Path) -> Side:
     if g.get("version"):
         label += f" {g.get('version')}"
     label += f" on {b.get('name', '?')}"
-    from pvmon.backends.kvm.surface import family
+    from pvmon.backends.kvm.surface import family_counts
     via, calls, subops, faults = Counter(), Counter(), Counter(), Counter()
     surface: Counter = Counter()
     events = []
     for ev in r.events():
         k = ev.get("k")
-        fam = family(ev)
-        if fam is not None:
-            surface[fam] += 1
+        for fam, n in family_counts(ev):
+            surface[fam] += n
         if k == "hc":
             events.append(ev)
             name = str(ev.get("name"))

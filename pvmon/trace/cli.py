@@ -145,8 +145,9 @@ def info(path: str) -> None:
         kinds.add_column("kind")
         kinds.add_column("count", justify="right")
         for k, c in stats.by_kind.most_common():
-            kinds.add_row(text(k), f"{c:,}" + (f" ({stats.tsc_reads:,} reads)"
-                                              if k == "tsc_run" else ""))
+            note = {"tsc_run": f" ({stats.tsc_reads:,} reads)",
+                    "io_run": f" ({stats.port_reads:,} port reads in all)"}.get(k, "")
+            kinds.add_row(text(k), f"{c:,}{note}")
         console.print(kinds)
         calls = Table(title="hypercalls by name")
         calls.add_column("name")
@@ -209,7 +210,7 @@ def _size(n: Any) -> str:
 @click.option("--filter", "filter_", default=None,
               help="Comma-separated hypercall names, event kinds, families, ABIs or sub-ops "
                    "to show (mmu_update,fault; mmu; PIN_L4_TABLE; tsc also shows format 2's "
-                   "tsc_run). An unknown term is an error.")
+                   "tsc_run, io format 4's io_run). An unknown term is an error.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (bytes as hex).")
 @click.option("--pvops", "with_pvops", is_flag=True,
               help="Under each event, the canonical operations it carries (docs/pvops.md); "
@@ -219,8 +220,10 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
     """Print events, one per line. Seeks without decompressing what it skips."""
     from pvmon.ui.filters import TermFilter
     names = [n.strip() for n in filter_.split(",") if n.strip()] if filter_ else None
-    if names is not None and set(names) & _TSC_KINDS:
-        names += sorted(_TSC_KINDS)   # TSC reads, whichever format version recorded them
+    if names is not None:
+        for kinds in _READ_KINDS:     # reads, whichever format version recorded them
+            if set(names) & kinds:
+                names += sorted(kinds - set(names))
     with _open(path) as reader:
         flt = None if names is None else TermFilter.parse(names, lambda: _names_in(reader))
         start = from_
@@ -239,7 +242,8 @@ def cat(path: str, from_: int, to: int | None, time_: str | None, filter_: str |
             click.echo(f"pvmon: note: {path}: {_status(reader)}", err=True)
 
 
-_TSC_KINDS = frozenset({"tsc", "tsc_run"})
+#: Kinds that record the same reads one by one or in runs (format versions 2 and 4).
+_READ_KINDS = (frozenset({"tsc", "tsc_run"}), frozenset({"io", "io_run"}))
 
 
 def _lines_with_pvops(reader: TraceReader, events, start: int, flt, as_json: bool,
@@ -356,8 +360,10 @@ def stats(path: str, as_json: bool, top: int, with_pvops: bool = False) -> None:
                                for v, n in st.faults.most_common())
         elif k == "con":
             detail = ", ".join(f"{d} {n:,} bytes" for d, n in st.console_bytes.items())
-        elif k in _TSC_KINDS:
+        elif k in _READ_KINDS[0]:
             detail = f"{st.tsc_reads:,} TSC reads"
+        elif k == "io_run":
+            detail = f"{st.port_reads:,} port reads in all (io and io_run)"
         others.add_row(text(k), f"{c:,}", text(detail))
     console.print(others)
     if counts is not None:

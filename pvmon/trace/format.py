@@ -2,12 +2,14 @@
 
 The exact format is documented in ``docs/trace-format.md``; this module is its
 executable form and the writer and reader share it. Everything here is
-the container of versions 1 and 2 except :data:`PREAMBLE_MAGIC`,
+the container of versions 1 to 4 except :data:`PREAMBLE_MAGIC`,
 :data:`PREAMBLE_TAG` and the position of the version number, which every
 version keeps so a reader can dispatch on the version before it understands
 anything else. Version 2 keeps version 1's container and changes one event:
 runs of TSC reads are recorded as one ``tsc_run`` event instead of one ``tsc``
-event per read.
+event per read. Version 3 adds the platform to the header and the HVM
+platform's events; version 4 records runs of port reads as one ``io_run``
+event (a run of TSC reads no longer ends at a port read).
 
 All integers are little-endian. Sizes are in bytes, times in nanoseconds of
 virtual time.
@@ -20,9 +22,9 @@ import zlib
 from dataclasses import dataclass
 
 FORMAT_NAME = "pvmon-trace"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Versions this pvmon reads (the writer writes :data:`FORMAT_VERSION`).
-READ_VERSIONS = (1, 2, 3)
+READ_VERSIONS = (1, 2, 3, 4)
 
 # zstd skippable frames: magic 0x184D2A50..0x184D2A5F, then a u32 payload size.
 # `zstd -dc` skips them, so everything that is not msgpack lives in them.

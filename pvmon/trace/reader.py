@@ -466,8 +466,9 @@ def _why(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-# Version 2 changed only the event vocabulary (tsc_run), not the container.
-_FORMATS: dict[int, type[_V1]] = {1: _V1, 2: _V1, 3: _V1}
+# Versions 2 to 4 changed the event vocabulary and header (tsc_run; the
+# platform and the HVM events; io_run), not the container.
+_FORMATS: dict[int, type[_V1]] = {1: _V1, 2: _V1, 3: _V1, 4: _V1}
 assert set(_FORMATS) == set(fmt.READ_VERSIONS)
 
 __all__ = ["FrameInfo", "TraceReader"]

@@ -179,6 +179,17 @@ def _describe(ev: dict[Any, Any]) -> str:
                 return f"rdtsc = {format_value(vals[0], 'val')} {at}"
             return (f"rdtsc x{len(vals)} = {format_value(vals[0], 'val')}.."
                     f"{format_value(vals[-1], 'val')} {at}")
+    if k == "io_run":
+        ports, vals, sizes = ev.get("port"), ev.get("val"), ev.get("size")
+        if (isinstance(ports, list) and isinstance(vals, list) and ports
+                and len(vals) == len(ports)):
+            where = list(dict.fromkeys(p for p in ports if isinstance(p, int)))
+            at = (f"port={format_value(where[0], 'port')}" if len(where) == 1
+                  else f"ports={format_value(where[:4])}{'...' if len(where) > 4 else ''}")
+            width = (f" size={sizes[0]}" if isinstance(sizes, list) and sizes
+                     and len(set(map(repr, sizes))) == 1 else "")
+            return (f"io in x{len(vals)} {at}{width} = {format_value(vals[0], 'val')}.."
+                    f"{format_value(vals[-1], 'val')}")
     if k == "cpuid":
         leaf, sub = ev.get("leaf"), ev.get("sub")
         return (f"cpuid({format_value(leaf, 'val')}, {format_value(sub, 'val')}) = "

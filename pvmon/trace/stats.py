@@ -90,6 +90,9 @@ class TraceStats:
     console_bytes: Counter[str] = field(default_factory=Counter)
     #: TSC values the guest read (one per ``tsc`` event, one per value of a ``tsc_run``).
     tsc_reads: int = 0
+    #: Port reads of an HVM platform guest (one per ``io`` event in, one per
+    #: value of an ``io_run``).
+    port_reads: int = 0
     cpus: set[Any] = field(default_factory=set)
     first_t: int | None = None
     last_t: int | None = None
@@ -134,6 +137,7 @@ class TraceStats:
         self.faults.update(later.faults)
         self.console_bytes.update(later.console_bytes)
         self.tsc_reads += later.tsc_reads
+        self.port_reads += later.port_reads
         self.cpus |= later.cpus
         if self.first_t is None:
             self.first_t = later.first_t
@@ -215,6 +219,13 @@ class TraceStats:
                 self.tsc_reads += len(vals)
         elif k == "tsc":
             self.tsc_reads += 1
+        elif k == "io_run":
+            vals = ev.get("val")
+            if type(vals) is list:
+                self.port_reads += len(vals)
+        elif k == "io":
+            if ev.get("dir") == "in":
+                self.port_reads += 1
         elif k == "fault":
             self.faults[str(ev.get("vec"))] += 1
         elif k == "con":
@@ -244,5 +255,6 @@ class TraceStats:
             "faults": dict(self.faults.most_common()),
             "console_bytes": dict(self.console_bytes),
             "tsc_reads": self.tsc_reads,
+            "port_reads": self.port_reads,
             "cpus": sorted(map(str, self.cpus)),
         }

@@ -49,7 +49,8 @@ _KIND_FAMILY = {"fault": "fault", "upcall": "events", "con": "console", "tsc": "
                 "tsc_run": "time",
                 "cpuid": "cpu", "exit": "sched",
                 # the HVM platform's events (docs/trace-format.md, version 3)
-                "irq": "events", "msr": "cpu", "io": "platform", "mmio": "platform",
+                "irq": "events", "msr": "cpu", "io": "platform", "io_run": "platform",
+                "mmio": "platform",
                 "halt": "sched",
                 # an SMP run's scheduler gave the engine to another vCPU (docs/smp.md)
                 "vcpu_switch": "sched"}

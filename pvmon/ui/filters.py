@@ -153,7 +153,7 @@ def unknown_canonical_message(terms: list[str]) -> str:
 # ------------------------------------------------------------ known terms
 #: Event kinds a trace holds (docs/trace-format.md).
 EVENT_KINDS = ("hc", "fault", "upcall", "con", "tsc", "tsc_run", "cpuid", "syscall", "exit",
-               "msr", "io", "mmio", "irq", "halt", "vcpu_switch")
+               "msr", "io", "io_run", "mmio", "irq", "halt", "vcpu_switch")
 #: ABIs a trace's hypercall events name.
 ABIS = ("xen",)
 

@@ -55,8 +55,10 @@ CODE_BEFORE = 96
 CODE_AFTER = 64
 
 #: Event kinds (docs/trace-format.md) that pausing and stepping stop after:
-#: every guest exit the dispatch records. Not ``tsc``/``tsc_run`` (a run of
-#: TSC reads is recorded when the next event comes), ``con`` (console data,
+#: every guest exit the dispatch records. Not ``tsc``/``tsc_run``/``io_run``
+#: (a run of TSC or port reads is recorded when the next event comes, and so
+#: is an ``io`` read since format version 4: a step stops there late, at
+#: that next event), ``con`` (console data,
 #: recorded with the call or port write that carried it) or ``exit``.
 STEP_KINDS = frozenset({"hc", "msr", "io", "mmio", "irq", "halt", "cpuid", "fault", "upcall",
                         "syscall"})
@@ -312,7 +314,7 @@ class LiveSession:
             if d.record is not self._tap:
                 return     # wrapped since (gdb's monitor goto-event): it stays in the chain
             if self._tap_orig is None:
-                d.flush_tsc()               # an open run of TSC reads: unnumbered by the tap
+                d.flush_runs()              # open runs of reads: unnumbered by the tap
             d.record = self._tap_orig
             d.record_ev = self._tap_orig_ev
             self._tap = self._tap_orig = self._tap_orig_ev = None

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pvmon.backends.kvm import abi
-from pvmon.pvops import PvOp, clock_reads
+from pvmon.pvops import PvOp, clock_reads, port_reads
 
 _HC = {"kick_cpu": "lock.kick", "send_ipi": "irq.send_ipi", "sched_yield": "sched.yield",
        "clock_pairing": "time.read_clock", "map_gpa_range": "memory.physmap"}
@@ -115,6 +115,9 @@ def translate(ev: dict[str, Any], state: KvmState) -> Iterator[PvOp]:
             else:
                 yield PvOp("console.read", seq, t, "8250 RBR", {"bytes": 1},
                            native="UART receive register read")
+    elif k == "io_run":
+        for read in port_reads(ev):
+            yield from translate(read, state)
     elif k == "cpuid":
         yield PvOp("cpu.cpuid", seq, t, "cpuid", {"leaf": get("leaf"), "sub": get("sub")})
     elif k == "tsc_run":
@@ -140,7 +143,7 @@ def count_events(events, state: KvmState, seen: dict, abi_name: str = "kvm",
     :func:`pvmon.pvops.derive` would count them, without building them for the
     events that make most of a boot: port I/O to a port that carries no
     operation (Linux's PIT calibration reads port 0x42 tens of thousands of
-    times) and TSC runs (one clock read per value). An event whose ``abi``
+    times; a run of such reads) and TSC runs (one clock read per value). An event whose ``abi``
     names another ABI goes to ``other``. Raises what translate raises."""
     get = seen.get
     for ev in events:
@@ -150,6 +153,9 @@ def count_events(events, state: KvmState, seen: dict, abi_name: str = "kvm",
             continue
         k = ev.get("k")
         if k == "io" and ev.get("port") not in _IO_PORTS:
+            continue
+        if k == "io_run" and isinstance(ev.get("port"), list) \
+                and not any(type(p) is int and p in _IO_PORTS for p in ev["port"]):
             continue
         if k == "tsc_run":
             vals = ev.get("val")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pvmon.backends.kvm.abi import MSR_NAMES
 
-HVM_KINDS = frozenset({"msr", "io", "mmio", "irq", "halt"})
+HVM_KINDS = frozenset({"msr", "io", "io_run", "mmio", "irq", "halt"})
 
 #: Architectural MSRs a Linux guest touches, by name (Intel SDM vol. 4).
 ARCH_MSRS = {0x10: "IA32_TSC", 0x1B: "IA32_APIC_BASE", 0x3A: "IA32_FEATURE_CONTROL",
@@ -44,7 +44,8 @@ def _mmio(addr: int) -> str:
 
 def family(ev: dict) -> tuple[str, str] | None:
     """``(family, item)`` of one event, or None for bookkeeping events
-    (``exit``, ``tsc_run``)."""
+    (``exit``, ``tsc_run``). An ``io_run`` is named by its first port
+    (:func:`family_counts` counts each of its reads)."""
     k = ev.get("k")
     try:
         if k == "hc":
@@ -60,6 +61,8 @@ def family(ev: dict) -> tuple[str, str] | None:
             return "msr", f"{name} {ev.get('dir')}" + (" #GP" if ev.get("gp") else "")
         if k == "io":
             return "port I/O", _port(int(ev.get("port", 0)))
+        if k == "io_run":
+            return "port I/O", _port(int(ev.get("port")[0]))
         if k == "mmio":
             return "MMIO", _mmio(int(ev.get("addr", 0)))
         if k == "irq":
@@ -74,9 +77,26 @@ def family(ev: dict) -> tuple[str, str] | None:
             return "console", f"{ev.get('dir')} {ev.get('ch')}"
         if k == "syscall":
             return "syscall", "guest system call"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return k or "?", "malformed"
     return None
+
+
+def family_counts(ev: dict) -> list[tuple[tuple[str, str], int]]:
+    """``[((family, item), accesses)]`` of one event: :func:`family` once, or
+    for an ``io_run`` (trace format version 4) each port it read with the
+    number of reads, so a run counts as the ``io`` events it stands for."""
+    if ev.get("k") == "io_run":
+        ports = ev.get("port")
+        if not isinstance(ports, list):
+            return [(("port I/O", "malformed"), 1)]
+        counts: dict[tuple[str, str], int] = {}
+        for p in ports:
+            key = ("port I/O", _port(p) if type(p) is int else "malformed")
+            counts[key] = counts.get(key, 0) + 1
+        return list(counts.items())
+    fam = family(ev)
+    return [] if fam is None else [(fam, 1)]
 
 
 def is_hvm(kinds) -> bool:
@@ -84,4 +104,4 @@ def is_hvm(kinds) -> bool:
     return bool(HVM_KINDS & set(kinds))
 
 
-__all__ = ["family", "is_hvm"]
+__all__ = ["family", "family_counts", "is_hvm"]
