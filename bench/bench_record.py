@@ -3,12 +3,17 @@
 
 pvmon: the same boot with and without ``--record`` (fresh process per run,
 imports excluded, runs alternated so load drifts hit both alike); overhead is
-median(recorded) / median(plain) - 1 (target <= 5 %). Trace: events, bytes,
+median(recorded) / median(plain) - 1 (target <= 5 %). ``--whole`` also times
+the whole command a user runs, ``pvmon run KERNEL --mode MODE --quiet`` with
+and without ``--record F``, alternated, from process start to exit: wall and
+CPU (user + system of the child) overhead as the median of the paired runs'
+ratios (the figure; the in-process one is labelled). Trace: events, bytes,
 bytes per event. QEMU: ``-icount shift=auto,rr=record`` of the same kernel to
 the same panic, its rr log size (target: pvmon's trace <= 1/3 of it) and the
 wall time of QEMU's own record and replay.
 
-    python bench/bench_record.py [--kernel debian-6.12] [--runs 3] [--no-qemu] [--json]
+    python bench/bench_record.py [--kernel debian-6.12] [--mode pv|pvh] [--runs 3]
+                                 [--whole] [--no-qemu] [--json]
 """
 
 import argparse
@@ -26,7 +31,7 @@ RUN = """
 import json, time
 from pvmon.guests.catalog import resolve
 from pvmon.session import Session
-s = Session(resolve({kernel!r}), record={path!r})
+s = Session(resolve({kernel!r}), record={path!r}, mode={mode!r})
 t0 = time.perf_counter()
 r = s.run(timeout=900)
 print(json.dumps({{"wall_s": time.perf_counter() - t0, "events": r.events,
@@ -34,10 +39,25 @@ print(json.dumps({{"wall_s": time.perf_counter() - t0, "events": r.events,
 """
 
 
-def pvmon_run(kernel: str, path: str | None) -> dict:
-    out = subprocess.run([sys.executable, "-c", RUN.format(kernel=kernel, path=path)],
+def pvmon_run(kernel: str, path: str | None, mode: str = "pv") -> dict:
+    out = subprocess.run([sys.executable, "-c", RUN.format(kernel=kernel, path=path, mode=mode)],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def whole_run(kernel: str, path: str | None, mode: str) -> tuple[float, float]:
+    """``pvmon run`` from process start to exit: (wall s, user + system s)."""
+    cmd = [sys.executable, "-m", "pvmon", "run", kernel, "--mode", mode, "--quiet"]
+    if path is not None:
+        cmd += ["--record", path]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}")
+    return wall, ru.ru_utime + ru.ru_stime
 
 
 def qemu(vmlinuz: str, d: Path, mode: str) -> float:
@@ -57,22 +77,25 @@ def qemu(vmlinuz: str, d: Path, mode: str) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel", default="debian-6.12")
+    ap.add_argument("--mode", default="pv", choices=("pv", "pvh"))
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--whole", action="store_true",
+                    help="also time the whole pvmon run command with and without --record")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from pvmon.guests.catalog import resolve
     img = resolve(args.kernel)
     from pvmon.trace.writer import COMPILED_PACKER
-    res: dict = {"kernel": args.kernel, "loadavg_start": os.getloadavg()[0],
+    res: dict = {"kernel": args.kernel, "mode": args.mode, "loadavg_start": os.getloadavg()[0],
                  "compiled_packer": COMPILED_PACKER}
     plain, rec = [], []
     with tempfile.TemporaryDirectory() as d:
         trace = str(Path(d) / "run.pvt")
         for i in range(args.runs):
             print(f"run {i + 1}/{args.runs}", file=sys.stderr)
-            plain.append(pvmon_run(args.kernel, None))
-            rec.append(pvmon_run(args.kernel, trace))
+            plain.append(pvmon_run(args.kernel, None, args.mode))
+            rec.append(pvmon_run(args.kernel, trace, args.mode))
         size = Path(trace).stat().st_size
         res.update(plain_s=[r["wall_s"] for r in plain], record_s=[r["wall_s"] for r in rec],
                    events=rec[0]["events"], hypercalls=rec[0]["hypercalls"], trace_bytes=size)
@@ -83,6 +106,18 @@ def main() -> int:
                    overhead_paired=statistics.median(pairs) - 1,
                    overhead_fastest=min(res["record_s"]) / min(res["plain_s"]) - 1,
                    bytes_per_event=size / rec[0]["events"])
+        if args.whole:
+            wp, wr = [], []
+            whole_run(args.kernel, None, args.mode)       # warm the page cache
+            for i in range(args.runs):
+                print(f"whole command {i + 1}/{args.runs}", file=sys.stderr)
+                wp.append(whole_run(args.kernel, None, args.mode))
+                wr.append(whole_run(args.kernel, trace, args.mode))
+            res.update(whole_plain=wp, whole_record=wr,
+                       whole_overhead_wall=statistics.median(
+                           r[0] / p[0] for r, p in zip(wr, wp)) - 1,
+                       whole_overhead_cpu=statistics.median(
+                           r[1] / p[1] for r, p in zip(wr, wp)) - 1)
         # `pvmon trace stats` read throughput on this real trace (best of 3, the
         # CLI's worker processes).
         from pvmon.trace.reader import TraceReader
@@ -106,9 +141,17 @@ def main() -> int:
     if args.json:
         print(json.dumps(res, indent=1))
         return 0
-    print(f"kernel {args.kernel}: {res['events']:,} events ({res['hypercalls']:,} hypercalls); "
+    print(f"kernel {args.kernel} ({args.mode}): {res['events']:,} events ({res['hypercalls']:,} hypercalls); "
           f"hypercall events packed by the "
           f"{'compiled packer' if res['compiled_packer'] else 'dict path (no compiled packer)'}")
+    if "whole_plain" in res:
+        print("whole command (pvmon run ... --quiet, process start to exit), wall / CPU s:")
+        print("  plain   " + " ".join(f"{w:.2f}/{c:.2f}" for w, c in res["whole_plain"]))
+        print("  record  " + " ".join(f"{w:.2f}/{c:.2f}" for w, c in res["whole_record"]))
+        print(f"  recording overhead, median of the paired runs' ratios: wall "
+              f"{100 * res['whole_overhead_wall']:+.1f} %, CPU "
+              f"{100 * res['whole_overhead_cpu']:+.1f} %   (target <= 5 %)")
+        print("in-process (Session.run only, labelled; not the figure):")
     print(f"plain   median {pm:6.2f} s   runs " + " ".join(f"{x:.2f}" for x in res["plain_s"]))
     print(f"record  median {rm:6.2f} s   runs " + " ".join(f"{x:.2f}" for x in res["record_s"]))
     print(f"recording overhead {100 * res['overhead']:+.1f} %   (target <= 5 %); median of "
