@@ -91,26 +91,17 @@ def canonical(v: int) -> bool:
     return abi.is_canonical(v)
 
 
-#: The MSRs Xen's policy answers even when :attr:`PvMsrs.full_policy` is off:
-#: the segment bases and Xen's own range.
-_ALWAYS = frozenset({MSR_FS_BASE, MSR_GS_BASE, MSR_SHADOW_GS_BASE})
-
-
 class PvMsrs:
     """The MSR state Xen keeps for one PV vCPU (``struct vcpu_msrs`` and the
     vMCE banks) and the policy over it. ``vcpu``: the
     :class:`~pvmon.backends.xen.pv.vcpu.PvVcpu`, for the segment bases.
 
-    :attr:`full_policy` off (the default) answers only the FS/GS/shadow-GS
-    bases and Xen's MSRs (0x40000000-0x400002ff) as Xen does and lets the
-    engine answer the rest, as before. On, every MSR follows Xen. It is off
-    because it changes what a Debian 6.12 boot records (docs/xen-rules.md,
-    "Privileged operations"): three #GPs Xen raises too (PPIN_CTL, SMI_COUNT,
-    AMD DE_CFG read by ``rdmsr_safe``), Xen's PAT, and MISC_ENABLE's fast
-    strings (Linux then keeps ERMS)."""
-
-    #: Answer every MSR as Xen 4.17 does (see the class docstring).
-    full_policy = False
+    Every MSR follows Xen 4.17's policy. Against the engine's own answers
+    (QEMU's reset values), which pvmon gave before session 13, a Debian boot
+    differs in three #GPs Xen raises too (PPIN_CTL, SMI_COUNT and AMD's
+    DE_CFG, read by ``rdmsr_safe``), Xen's PAT, and MISC_ENABLE's fast
+    strings (Linux then keeps ERMS): docs/xen-rules.md, "Privileged
+    operations"."""
 
     def __init__(self, vcpu) -> None:
         self.vcpu = vcpu
@@ -172,8 +163,6 @@ class PvMsrs:
         """``(answer, value)``: :data:`HANDLED` with the value RDMSR returns,
         :data:`NATIVE` (the engine's MSR: the host value Xen forwards), or
         :data:`GP` (#GP(0) at the instruction)."""
-        if not self.full_policy and msr not in _ALWAYS and msr >> 16 != 0x4000:
-            return NATIVE, 0
         v = self._read(msr)
         if v is None:
             if not self._gp_handler() and (msr >> 16) != 0x4000:
@@ -226,10 +215,7 @@ class PvMsrs:
 
     # ----------------------------------------------------------------- write
     def wrmsr(self, msr: int, val: int) -> int:
-        """:data:`HANDLED` (done or dropped, as Xen does), :data:`GP`, or
-        :data:`NATIVE` (:attr:`full_policy` off, an MSR it leaves to the engine)."""
-        if not self.full_policy and msr not in _ALWAYS and msr >> 16 != 0x4000:
-            return NATIVE
+        """:data:`HANDLED` (done or dropped, as Xen does) or :data:`GP`."""
         vcpu = self.vcpu
         if msr in _GP_BOTH or msr in (MSR_PLATFORM_ID, MSR_PLATFORM_INFO, 0x35):
             return GP                   # 0x35: INTEL_CORE_THREAD_COUNT, read-only
