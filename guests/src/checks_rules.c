@@ -517,13 +517,26 @@ static void rules_evtchn(void)
           "rc %ld/%ld, status %u, dom 0x%x (domid %lu)", rc, rc2, st.status,
           st.u.unbound.dom, domid);
     struct evtchn_bind_interdomain b = { DOMID_SELF, a.port, 0 };
+    unsigned char mask = vcpu0()->evtchn_upcall_mask;
+    vcpu0()->evtchn_upcall_mask = 1;    /* keep the event callback off the new port */
+    barrier();
     rc = HYPERVISOR_event_channel_op(EVTCHNOP_bind_interdomain, &b);
+    int local_raised = evtchn_is_pending(b.local_port), remote_raised = evtchn_is_pending(a.port);
+    evtchn_clear_pending(b.local_port);
+    barrier();
+    vcpu0()->evtchn_upcall_mask = mask;
     rc2 = evtchn_status(b.local_port, &st);
     check(rc == 0 && rc2 == 0 && st.status == EVTCHNSTAT_interdomain &&
               st.u.interdomain.dom == domid && st.u.interdomain.port == a.port,
           "bind_interdomain to it: status names this domain and the other end",
           "rc %ld/%ld, status %u, dom 0x%x port %u", rc, rc2, st.status,
           st.u.interdomain.dom, st.u.interdomain.port);
+    /* evtchn_bind_interdomain: "We may have lost notifications on the remote
+     * unbound port. Fix that up here by conservatively always setting a
+     * notification on the local port." (every version since xen.git f16cb294c5) */
+    check(rc == 0 && local_raised && !remote_raised,
+          "bind_interdomain raises the new local port, not the remote one",
+          "local pending %d, remote pending %d", local_raised, remote_raised);
     close_port(b.local_port);
     close_port(a.port);
 

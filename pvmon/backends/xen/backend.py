@@ -421,6 +421,10 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
             ev.ports[port].on_send = lambda p=remote_port: ev.set_pending(p)
             self._write(arg + 8, struct.pack("<I", port))
             self.op["port"] = port
+            # "We may have lost notifications on the remote unbound port": Xen
+            # always raises the new local port (evtchn_bind_interdomain, every
+            # version since xen.git f16cb294c5, 2005).
+            ev.set_pending(port)
             return 0
         if cmd == 3:   # close
             port = self._u32(arg)
