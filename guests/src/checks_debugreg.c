@@ -13,6 +13,8 @@
 #define PHYSDEVOP_set_iopl 6
 #define CR4_DE             (1UL << 3)
 #define RFLAGS_RF          (1UL << 16)
+#define RFLAGS_TF          (1UL << 8)
+#define DR6_BS             (1UL << 14)      /* DR_STEP */
 #define DR6_DEFAULT        0xffff0ff0UL     /* X86_DR6_DEFAULT, DR_STATUS_RESERVED_ONE */
 #define DR7_DEFAULT        0x400UL          /* X86_DR7_DEFAULT */
 /* %dr7 for breakpoint i: L<i>, R/W (00 insn, 01 write, 11 access, 10 I/O), LEN
@@ -53,8 +55,11 @@ static long set_iopl(uint32_t iopl)
     return hc(HC_physdev_op_nr, PHYSDEVOP_set_iopl, (unsigned long)&arg);
 }
 
-/* What the last #DB looked like, and whether to return with RFLAGS.RF set. */
-volatile unsigned long db_n, db_rip, db_rflags, db_dr6, db_set_rf, db_disarm;
+/* What the last #DB looked like, and whether to return with RFLAGS.RF set,
+ * with the breakpoints disarmed, or with RFLAGS.TF cleared (single-stepping
+ * stops). */
+volatile unsigned long db_n, db_rip, db_rflags, db_dr6, db_set_rf, db_disarm, db_rcx,
+    db_clear_tf;
 
 /* The mov %drN whose #GP or #UD is expected, where to resume, what arrived. */
 volatile unsigned long dr_fault_rip, dr_fault_fix, dr_fault_vec, dr_fault_err;
@@ -73,11 +78,14 @@ int debugreg_trap(struct trap_frame *f)
     db_n++;
     db_rip = f->rip;
     db_rflags = f->rflags;
+    db_rcx = f->rcx;
     db_dr6 = get_dr(6);
     if (db_set_rf)
         f->rflags |= RFLAGS_RF;
     if (db_disarm)
         set_dr(7, DR7_DEFAULT);
+    if (db_clear_tf)
+        f->rflags &= ~RFLAGS_TF;
     return 1;
 }
 
@@ -431,10 +439,95 @@ static void debugreg_mov(void)
     set_dr(6, 0);
 }
 
+/* Run a string I/O instruction on port 0x80 with %rcx = count and %rsi/%rdi =
+ * buf, RFLAGS.TF set first when tf: *at = its address; returns %rcx after. */
+#define SIO_FN(name, insn)                                                      \
+    static unsigned long name(unsigned long count, void *buf, int tf,           \
+                              unsigned long *at)                                \
+    {                                                                           \
+        unsigned long c = count, p;                                             \
+        void *b = buf;                                                          \
+        __asm__ __volatile__("lea 1f(%%rip), %0\n\t"                            \
+                             "test %4, %4\n\t"                                  \
+                             "jz 2f\n\t"                                         \
+                             "pushfq\n\t"                                       \
+                             "orq $0x100, (%%rsp)\n\t"                          \
+                             "popfq\n"                                           \
+                             "2:\n"                                              \
+                             "1: " insn "\n"                                     \
+                             : "=&r"(p), "+c"(c), "+S"(b), "+D"(b)              \
+                             : "r"((unsigned long)tf), "d"(0x80UL)              \
+                             : "memory", "cc");                                 \
+        *at = p;                                                                \
+        return c;                                                               \
+    }
+SIO_FN(sio_rep_outsb, "rep outsb")
+SIO_FN(sio_rep_insb, "rep insb")
+SIO_FN(sio_insb, "insb")
+
+/* INS/OUTS are emulated by Xen (a PV kernel runs in ring 3), so their #DB
+ * comes from the emulator: rep_ins/rep_outs match the I/O breakpoints once
+ * (check_guest_io_breakpoint) and stop after the element that matched;
+ * get_rep_prefix moves one element while RFLAGS.TF is set and x86_emulate
+ * then single-steps (retire.singlestep, DR_STEP); after an emulation that
+ * completed, dr6 |= bpmatch | DR_STATUS_RESERVED_ONE and #DB, a trap whose
+ * RIP is where the emulation left it: the instruction itself while a REP has
+ * elements left (pv/emul-priv-op.c, x86_emulate/x86_emulate.c). */
+static void debugreg_string_io(void)
+{
+    static unsigned char buf[8] = "abc";
+    unsigned long at, n0, left;
+    unsigned long cr4 = read_cr4();
+
+    set_iopl(1);
+    write_cr4(cr4 | CR4_DE);
+    set_dr(6, 0);
+    set_dr(0, 0x80);
+    set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO) | DR7_LEN(0, LEN_1));
+    n0 = db_n;
+    db_disarm = 1;
+    left = sio_rep_outsb(3, buf, 0, &at);
+    db_disarm = 0;
+    check(db_n == n0 + 1 && db_rip == at && db_rcx == 2 && left == 0,
+          "rep outsb of 3 to port 0x80 with an I/O breakpoint there -> #DB after its first "
+          "element, RIP at the instruction, %rcx 2 (rep_outs: bpmatch ends the loop)",
+          "#DB %lu, rip 0x%lx (insn 0x%lx), rcx at #DB %lu, after %lu", db_n - n0, db_rip,
+          at, db_rcx, left);
+    check_eqx("... %dr6 = B0 | DR_STATUS_RESERVED_ONE", db_dr6, DR6_DEFAULT | 1);
+    set_dr(7, DR7_DEFAULT);
+    set_dr(6, 0);
+
+    n0 = db_n;
+    db_clear_tf = 1;
+    sio_insb(1, buf, 1, &at);
+    db_clear_tf = 0;
+    check(db_n == n0 + 1 && db_rip == at + 1 && (db_dr6 & DR6_BS) && buf[0] == 0xff,
+          "insb with RFLAGS.TF set -> the element read (all ones), then #DB after it with "
+          "%dr6 BS (x86_emulate's singlestep)",
+          "#DB %lu, rip 0x%lx (insn 0x%lx), dr6 0x%lx, byte 0x%x", db_n - n0, db_rip, at,
+          db_dr6, buf[0]);
+    set_dr(6, 0);
+    n0 = db_n;
+    db_clear_tf = 1;
+    left = sio_rep_insb(3, buf, 1, &at);
+    db_clear_tf = 0;
+    check(db_n == n0 + 1 && db_rip == at && db_rcx == 2 && left == 0 &&
+              db_dr6 == (DR6_DEFAULT | DR6_BS),
+          "rep insb of 3 with RFLAGS.TF set -> one element, then #DB with RIP at the "
+          "instruction and %dr6 BS (get_rep_prefix: max_reps 1)",
+          "#DB %lu, rip 0x%lx (insn 0x%lx), rcx at #DB %lu, after %lu, dr6 0x%lx",
+          db_n - n0, db_rip, at, db_rcx, left, db_dr6);
+    set_dr(6, 0);
+    set_dr(0, 0);
+    write_cr4(cr4);
+    set_iopl(0);
+}
+
 void checks_debugreg(void)
 {
     section("debug registers (#DB: pv/emul-priv-op.c, traps.c do_debug)");
     debugreg_io();
+    debugreg_string_io();
     debugreg_insn();
     debugreg_data();
     debugreg_mov();

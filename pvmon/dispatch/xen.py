@@ -21,6 +21,8 @@ from pvmon.backends.xen.cpuid import xen_cpuid_policy
 from pvmon.backends.xen.pv.debugreg import IoBreakpoints
 from pvmon.backends.xen.pv.ptwr import WritablePageTables
 from pvmon.backends.xen.pv.stringio import DONE as STRING_IO_DONE
+from pvmon.backends.xen.pv.stringio import DR6_BS, RFLAGS_TF
+from pvmon.backends.xen.pv.stringio import DebugTrap as StringIoDebugTrap
 from pvmon.backends.xen.pv.stringio import emulate as emulate_string_io
 from pvmon.dispatch.access import RecordingGuestAccess
 from pvmon.dispatch.core import (  # noqa: F401 - TSC_RUN_MAX, WALL_TIMEOUT: their old home
@@ -253,11 +255,20 @@ class XenPvDispatch(DispatchCore):
                         ints.clear_exception_state()
                         self.clock.advance(self.clock.costs.fault_ns)
                         return
+                    if isinstance(sio, StringIoDebugTrap):   # done, then Xen's #DB
+                        ints.clear_exception_state()
+                        self.clock.advance(self.clock.costs.fault_ns)
+                        self.b.vcpu.dr6 |= sio.dr6 | abi.X86_DR6_DEFAULT
+                        self.deliver_debug_trap(m.reg("rip"))
+                        return
                     vector, err, cr2 = sio
                 elif self.b.vcpu.emulate_gp(rip):
-                    # in/out Xen emulates (virtual IOPL, I/O bitmap): no fault
+                    # CLI/STI Xen emulates in user mode (virtual IOPL 3): no fault
                     ints.clear_exception_state()
                     self.clock.advance(self.clock.costs.fault_ns)
+                    if m.reg("rflags") & RFLAGS_TF:     # x86_emulate's singlestep
+                        self.b.vcpu.dr6 |= DR6_BS | abi.X86_DR6_DEFAULT
+                        self.deliver_debug_trap(m.reg("rip"))
                     return
                 elif self._stack_fault(rip):
                     vector = 12     # #SS(0), which the engine reports as #GP(0)

@@ -30,18 +30,27 @@ patches/unicorn-2.1.4-pv-privops.patch) and :func:`emulate` carries them out:
   changes nothing;
 * at most :data:`REPS_PER_TRAP` elements per emulation, then RIP stays at the
   instruction and it traps again (Xen's hypercall_preempt_check, which the
-  guest cannot tell apart).
+  guest cannot tell apart);
+* the I/O breakpoints are matched once, before the loop
+  (``check_guest_io_breakpoint``): a match stops a REP after its first
+  element; with RFLAGS.TF set a REP moves one element (``get_rep_prefix``:
+  ``max_reps = 1``) and the emulation single-steps (``retire.singlestep``,
+  %dr6 BS). Either way, once the emulation completed without a fault, Xen sets
+  ``dr6 |= bpmatch | DR_STATUS_RESERVED_ONE`` and injects #DB, a trap whose
+  frame holds the RIP after the emulation (the instruction itself while a
+  REP has elements left): :func:`emulate` answers :class:`DebugTrap`.
 
-Not done: 32-bit (compat) code segments (pvmon has no 32-bit user CS yet,
-docs/xen-rules.md), the single-step (TF) one-element rule, and the I/O
-breakpoint match (check_guest_io_breakpoint) Xen takes once per instruction.
+Not done: 32-bit (compat) code segments (the decoding assumes 64-bit mode,
+docs/xen-rules.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pvmon.backends.xen import abi as E
+from pvmon.backends.xen.pv.debugreg import io_breakpoint_match
 from pvmon.engine.machine import PFEC_USER, PFEC_WRITE, GuestPageFault
 
 #: Elements moved per emulation before RIP is left at the instruction to
@@ -57,6 +66,20 @@ DONE = "done"
 """A fault is ``(vector, error code, cr2 or None)``."""
 
 Fault = tuple[int, int, int | None]
+RFLAGS_TF = 1 << 8
+#: %dr6 BS (DR_STEP, xen/arch/x86/include/asm/debugreg.h): a single-step #DB
+DR6_BS = 1 << 14
+
+
+@dataclass(frozen=True)
+class DebugTrap:
+    """The emulation completed (registers and RIP updated, as for
+    :data:`DONE`) and Xen now injects #DB: ``dr6`` holds the bits it ORs into
+    the vCPU's %dr6 (B0-B3 of the I/O breakpoints matched, BS for a single
+    step), to which it adds DR_STATUS_RESERVED_ONE (pv_emulate_privileged_op,
+    pv/emul-priv-op.c@stable-4.17)."""
+
+    dr6: int
 
 
 def _addr_ok(addr: int) -> bool:
@@ -132,11 +155,12 @@ def _copy_in(m, addr: int, size: int) -> tuple[int, int | None]:
 
 
 def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
-            port_out: Callable[[int, int, int], None]) -> str | Fault | None:
+            port_out: Callable[[int, int, int], None]) -> str | DebugTrap | Fault | None:
     """The #GP(0) the engine raised at ``rip`` for the PV ``vcpu``: if it is an
     INS/OUTS, carry it out as Xen does (module docstring) and answer
-    :data:`DONE` (registers and RIP updated) or the fault the guest receives
-    ``(vector, error, cr2)``; None when it is not one. ``port_in(port,
+    :data:`DONE` (registers and RIP updated), a :class:`DebugTrap` (the same,
+    then #DB) or the fault the guest receives ``(vector, error, cr2)``; None
+    when it is not one. ``port_in(port,
     size) -> value`` and ``port_out(port, size, value)`` are the platform's
     port accesses an allowed IN/OUT makes, called once per element after the
     one permission check (guest_io_okay, before the loop)."""
@@ -164,7 +188,8 @@ def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
             if ad == 4:
                 m.set_regs(rcx=0, **{idx_name: idx & amask})
             m.set_reg("rip", nxt)
-            return DONE
+            # x86_emulate single-steps every instruction it completes
+            return DebugTrap(DR6_BS) if rflags & RFLAGS_TF else DONE
     # rep_ins/rep_outs: guest_io_okay first; refused, the hardware #GP(0) stands
     if not vcpu.io_allowed(port, size):
         return (13, 0, None)
@@ -182,6 +207,10 @@ def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
     elif todo < reps:
         reps = todo
     reps = min(reps, REPS_PER_TRAP)
+    step_trap = bool(rflags & RFLAGS_TF)
+    if step_trap:
+        reps = 1                # get_rep_prefix: single-stepping, one repetition
+    bpmatch = io_breakpoint_match(vcpu, port, size) if vcpu.dr7_emul else 0
 
     # x86_emulate's prefix decoding ignores CS/DS/ES/SS overrides in 64-bit
     # mode (x86_emulate.c@stable-4.17, "case 0x36: /* SS override / ignored in
@@ -214,19 +243,24 @@ def emulate(vcpu, rip: int, port_in: Callable[[int, int], int],
                 break
             port_out(port, size, data)
         done += 1
+        if bpmatch:
+            break               # rep_ins/rep_outs: "if ( poc->bpmatch || ... ) break;"
 
     if not rep:
         if fault is not None:
             return fault          # nothing committed
         m.set_regs(**{idx_name: _adjust(idx, step, ad), "rip": nxt})
-        return DONE
-    left = ((rcx & amask) - done) & amask
-    # put_rep_prefix: the count less what was done (an ECX zero-extended)
-    regs = {"rcx": left, idx_name: _adjust(idx, done * step, ad)}
-    if left == 0:
-        regs["rip"] = nxt
-    m.set_regs(**regs)
-    return fault if fault is not None else DONE
+    else:
+        left = ((rcx & amask) - done) & amask
+        # put_rep_prefix: the count less what was done (an ECX zero-extended)
+        regs = {"rcx": left, idx_name: _adjust(idx, done * step, ad)}
+        if left == 0:
+            regs["rip"] = nxt
+        m.set_regs(**regs)
+        if fault is not None:
+            return fault
+    debug = bpmatch | (DR6_BS if step_trap else 0)
+    return DebugTrap(debug) if debug else DONE
 
 
 def _adjust(reg: int, inc: int, ad: int) -> int:
@@ -237,4 +271,4 @@ def _adjust(reg: int, inc: int, ad: int) -> int:
     return (reg + inc) & 0xFFFF_FFFF
 
 
-__all__ = ["DONE", "REPS_PER_TRAP", "decode", "emulate"]
+__all__ = ["DONE", "REPS_PER_TRAP", "DebugTrap", "decode", "emulate"]
