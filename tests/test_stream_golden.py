@@ -31,9 +31,9 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 #: guest -> (events, sha256 of every frame's msgpack bytes in order), xen-4.17.
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
-    "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (6109,
-                        "ed292d65c2eb74df5878870295a0f2956c282755f117466297f8a99d5c796471"),
+    "pvtest-v2": (3605, "f94b187b00e0fc788aad393069a6e7e9438c37a39e50564d6e5b531f88345057"),
+    "pvtest-v2-rules": (6149,
+                        "6bc21836e899c93c8f406e4580757f67d80d7f0eec5b3ffa985b9e44714084de"),
 }
 
 
