@@ -91,9 +91,15 @@ def canonical(v: int) -> bool:
     return abi.is_canonical(v)
 
 
+#: SYSENTER_CS/ESP/EIP: neither guest_rdmsr/guest_wrmsr (msr.c) nor read_msr/
+#: write_msr (pv/emul-priv-op.c@stable-4.17) knows them, so #GP both ways (a
+#: read without a #GP handler is faked as 0, as for any MSR the host has).
+MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 #: The MSRs Xen's policy answers even when :attr:`PvMsrs.full_policy` is off:
-#: the segment bases and Xen's own range.
-_ALWAYS = frozenset({MSR_FS_BASE, MSR_GS_BASE, MSR_SHADOW_GS_BASE})
+#: the segment bases, the SYSENTER MSRs (no Debian boot touches them) and
+#: Xen's own range.
+_ALWAYS = frozenset({MSR_FS_BASE, MSR_GS_BASE, MSR_SHADOW_GS_BASE, MSR_SYSENTER_CS,
+                     MSR_SYSENTER_ESP, MSR_SYSENTER_EIP})
 
 
 class PvMsrs:
@@ -102,7 +108,7 @@ class PvMsrs:
     :class:`~pvmon.backends.xen.pv.vcpu.PvVcpu`, for the segment bases.
 
     :attr:`full_policy` off (the default) answers only the FS/GS/shadow-GS
-    bases and Xen's MSRs (0x40000000-0x400002ff) as Xen does and lets the
+    bases, the SYSENTER MSRs and Xen's MSRs (0x40000000-0x400002ff) as Xen does and lets the
     engine answer the rest, as before. On, every MSR follows Xen. It is off
     because it changes what a Debian 6.12 boot records (docs/xen-rules.md,
     "Privileged operations"): three #GPs Xen raises too (PPIN_CTL, SMI_COUNT,

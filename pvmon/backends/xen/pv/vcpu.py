@@ -91,6 +91,8 @@ RFLAGS_CLEAR_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18) 
 TI_IF = E.TI_IF   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
 
 _ARCH_IOPL_BIT = 1 << VMASST_TYPE_architectural_iopl
+#: CPUID leaf 0 EBX of a GenuineIntel CPU ("Genu")
+_VENDOR_INTEL_EBX = 0x756E6547
 
 
 class PvVcpu(XenVcpu):
@@ -782,5 +784,36 @@ class PvVcpu(XenVcpu):
         else:
             self.b.p.jump(rip)
         return rax
+
+    # ----------------------------------------------------------- sysenter
+    def sysenter(self, rip: int) -> bool:
+        """A ``sysenter`` at ``rip`` (64-bit or compatibility mode; under Xen
+        both the kernel and its processes run in ring 3, where it works).
+
+        With pvmon's CPUID vendor (GenuineIntel) the CPU enters Xen's
+        sysenter_entry (x86_64/entry.S@stable-4.17; MSR_IA32_SYSENTER_EIP set
+        by subarch_percpu_traps_init, x86_64/traps.c): it knows neither the
+        return address nor the stack, so the frame holds RIP 0, CS 3 (a ring-3
+        null selector), RSP 0 and SS FLAT_USER_SS, with RCX and R11 as they
+        are; create_bounce_frame enters the sysenter callback
+        (CALLBACKTYPE_sysenter, pv/callback.c), events masked if it was
+        registered with CALLBACKF_mask_events (sysenter_disables_events), DF
+        kept. With no callback (address 0) the same frame goes to the trap
+        table's #GP handler with error code 0 (sysenter_gpf). From kernel mode
+        the frame is pushed below RSP 0, which Xen cannot write: the domain
+        crashes (domain_crash_page_fault) unless the top of the address space
+        is mapped. An AMD or Hygon CPU raises #UD for SYSENTER in long mode
+        (AMD APM vol. 3), which do_invalid_op passes on at the instruction.
+        Returns False when the run stopped."""
+        policy = getattr(self.b.p, "policy", None)     # the dispatch's CPUID policy
+        if policy is not None and policy[(0, 0)][1] != _VENDOR_INTEL_EBX:
+            return self.deliver_trap(E.TRAP_invalid_op, None, None, rip)
+        frame = (3, E.FLAT_USER_SS64, 0, self.user_mode)
+        cb = self.callbacks.get(E.CALLBACKTYPE_sysenter)
+        if cb is None or not cb[0]:
+            return self.deliver_trap(E.TRAP_gp_fault, 0, None, 0, uregs=frame)
+        return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events), rip=0,
+                           uregs=frame)
+
 
 __all__ = ["PvVcpu", "Stop"]
