@@ -539,6 +539,12 @@ class PvVcpu(XenVcpu):
         self.segs.to_kernel()
         self.m.set_cpl(0)
 
+    def _flat_kernel_segs(self, cs: int, ss: int) -> None:
+        """Load FLAT_KERNEL_CS/SS, as create_bounce_frame does for every handler,
+        unless the kernel's ``cs`` and ``ss`` (the engine's) are those already."""
+        if cs != E.FLAT_KERNEL_CS64 or ss != E.FLAT_KERNEL_SS64:
+            self.segs.to_kernel()
+
     def _to_user(self, cs: int = E.FLAT_USER_CS64, ss: int = E.FLAT_USER_SS64) -> None:
         """Enter guest user mode with ``cs | 3`` and ``ss | 3``, which name
         usable descriptors (a 32-bit code segment runs it in compatibility mode;
@@ -585,12 +591,12 @@ class PvVcpu(XenVcpu):
             # the interrupted CS and SS (UREGS_cs/ss: FLAT_USER_CS32 in a 32-bit process)
             if self.user_mode:
                 self._to_kernel()
+            elif self.segs.xen_selectors:       # an iret to user mode that faulted
+                self._flat_kernel_segs(*m.regs("cs", "ss"))
             sp = self.kernel_sp
         else:
             if self.segs.xen_selectors:
-                kcs, kss = m.regs("cs", "ss") if uregs is not None else (cs, ss)
-                if kcs != E.FLAT_KERNEL_CS64 or kss != E.FLAT_KERNEL_SS64:
-                    self.segs.to_kernel()
+                self._flat_kernel_segs(*(m.regs("cs", "ss") if uregs is not None else (cs, ss)))
                 cs &= ~3
             else:
                 cs, ss = E.FLAT_KERNEL_CS64 & ~3, E.FLAT_KERNEL_SS64
