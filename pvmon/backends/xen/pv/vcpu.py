@@ -560,7 +560,8 @@ class PvVcpu(XenVcpu):
     def bounce(self, target: int, error_code: int | None = None, mask_events: bool = False,
                rip: int | None = None, clear_flags: int = 0,
                user_cs_ss: tuple[int, int] | None = None,
-               uregs: tuple[int, int, int, bool] | None = None) -> bool:
+               uregs: tuple[int, int, int, bool] | None = None,
+               failsafe: bool = False) -> bool:
         """Build Xen's PV exception frame and enter the guest kernel at
         ``target``; ``clear_flags``: RFLAGS bits cleared on entry besides
         TF/NT/RF/VM/AC; ``user_cs_ss``: the CS and SS the frame holds when
@@ -569,7 +570,9 @@ class PvVcpu(XenVcpu):
         interrupted frame Xen's UREGS hold when they are not the engine's (an
         iret whose IRETQ faulted, a ``sysenter``): CS, SS and RSP pushed (CS
         with RPL cleared from kernel mode), the frame on the kernel stack
-        (``from_user``) or at that RSP. Returns False (and stops the machine
+        (``from_user``) or at that RSP. ``failsafe``: a TBF_FAILSAFE frame,
+        DS, ES, FS and GS (the selectors loaded) between R11 and RIP
+        (create_bounce_frame@RELEASE-4.6.0). Returns False (and stops the machine
         with a crash) when there is no handler or the frame cannot be written,
         as Xen crashes the domain (create_bounce_frame,
         xen/arch/x86/x86_64/entry.S@stable-4.17).
@@ -610,6 +613,8 @@ class PvVcpu(XenVcpu):
         words = [rcx, r11]
         if error_code is not None:
             words.append(error_code)
+        if failsafe:
+            words += m.regs("ds", "es", "fs", "gs")
         # create_bounce_frame: EFLAGS.IF = !mask, EFLAGS.IOPL = the virtual IOPL
         # with VMASST_TYPE_architectural_iopl, else 0 (x86_64/entry.S@stable-4.17)
         flags = (rflags & ~(RFLAGS_IF | RFLAGS_IOPL)) | (0 if mask else RFLAGS_IF)
@@ -750,7 +755,8 @@ class PvVcpu(XenVcpu):
           raised at the iret's target: frame RIP, CS, SS and RSP the iret's,
           RFLAGS and the event mask as the iret set them, on the kernel stack
           when it was going to user mode (create_bounce_frame toggles back).
-          Without a handler Xen crashes the domain, as for any exception."""
+          Without a handler Xen crashes the domain, as for any exception.
+          Before 4.7 the failsafe callback took it (:meth:`iret_fault`)."""
         m = self.m
         rsp, cur_cs, cur_ss = m.regs("rsp", "cs", "ss")
         try:
@@ -786,10 +792,32 @@ class PvVcpu(XenVcpu):
         m.set_regs(**regs)
         self.set_upcall_mask(0 if rflags & RFLAGS_IF else 1)
         if fault is not None:
-            self.deliver_trap(fault[0], fault[1], None, rip, uregs=(cs, ss, sp, to_user))
+            self.iret_fault(fault, rip, (cs, ss, sp, to_user))
         else:
             self.b.p.jump(rip)
         return rax
+
+    def iret_fault(self, fault: tuple[int, int], rip: int,
+                   uregs: tuple[int, int, int, bool]) -> bool:
+        """Deliver what the faulting IRETQ of an iret (``fault``: vector, error
+        code; ``rip``, ``uregs``: its frame, as :meth:`bounce` takes it) gives
+        the guest. Xen 4.7 and later: that exception through the trap table.
+        Before (``iret_fault_to_guest`` absent: xen-3.4, xen-4.6) the .Lfx0
+        fixup enters the failsafe callback (failsafe_callback, TBF_FAILSAFE;
+        events masked if it was registered with CALLBACKF_mask_events), and
+        with none registered create_bounce_frame crashes the domain
+        (x86_64/entry.S@RELEASE-4.6.0). Returns False when the run stopped."""
+        if "iret_fault_to_guest" in self.b.ver.capabilities:
+            return self.deliver_trap(fault[0], fault[1], None, rip, uregs=uregs)
+        cb = self.callbacks.get(E.CALLBACKTYPE_failsafe)
+        if cb is None or not cb[0]:
+            self.b.p.crash_stop(
+                f"iret to a selector with no usable descriptor (vector {fault[0]}, error "
+                f"{fault[1]:#x}) and no failsafe callback: Xen before 4.7 crashes the domain "
+                "(create_bounce_frame_bad_bounce_ip)", rip)
+            return False
+        return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events), rip=rip,
+                           uregs=uregs, failsafe=True)
 
     # ----------------------------------------------------------- sysenter
     def sysenter(self, rip: int) -> bool:
