@@ -31,8 +31,8 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (6311,
-                        "567ff25a1ed1978430ee48c445003ac98237fd8ed6a1354b5eaeace7e7a1dfdd"),
+    "pvtest-v2-rules": (6314,
+                        "54d3307dc4f1488ac0002a29ea88b72eb801e5c3e11d54ba06ac5b581aa7b4a2"),
 }
 
 

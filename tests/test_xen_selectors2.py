@@ -130,3 +130,55 @@ def test_xen_reserved_gdt_entries_other_than_the_flat_ring_3_ones_never_load():
         assert segs.descriptor(sel, code=True) is None
         assert segs.descriptor(sel, code=False) is None
         assert segs.iret_fault(sel | 3, 0xE02B, 0)[0] == 13
+
+
+def _iret_with(backend: str, cs: int, ss: int, failsafe: int | None,
+               gp_handler: int | None = None):
+    """A built pvtest-v2 domain on ``backend`` that makes an iret from its boot
+    stack to RIP 0x1000 with ``cs``/``ss`` (RPL 0: stays in kernel mode), the
+    failsafe callback at ``failsafe`` (None: none) and the trap table's #GP
+    handler at ``gp_handler``. Returns (session, rsp)."""
+    s = Session(resolve("pvtest-v2"), backend=backend)
+    v, m = s.backend.vcpu, s.machine
+    if gp_handler is not None:
+        v.trap_table[abi.TRAP_gp_fault] = (0, abi.FLAT_KERNEL_CS64, gp_handler)
+    rsp = m.reg("rsp")
+    m.write_virt(rsp, struct.pack("<9Q", 0, 0x11, 0x22, 0, 0x1000, cs, 0x202, rsp, ss))
+    v.callbacks.pop(abi.CALLBACKTYPE_failsafe, None)
+    if failsafe is not None:
+        v.callbacks[abi.CALLBACKTYPE_failsafe] = (failsafe, abi.CALLBACKF_mask_events)
+    s.dispatch.enter(0)
+    v.iret()
+    return s, rsp
+
+
+def test_before_xen_4_7_a_faulting_iret_enters_the_failsafe_callback_with_the_segments():
+    s, rsp = _iret_with("xen-4.6", 0xE008, 0xE02B, failsafe=0xFFFF_FFFF_8000_2000)
+    m = s.machine
+    assert s.dispatch.cur_rip() == 0xFFFF_FFFF_8000_2000
+    sp = m.reg("rsp")
+    frame = struct.unpack("<11Q", m.read_virt(sp, 88))
+    ds, es, fs, gs = m.regs("ds", "es", "fs", "gs")
+    # RCX, R11, DS, ES, FS, GS, RIP, CS (RPL cleared, mask in 32-39), RFLAGS, RSP, SS
+    assert frame[:6] == (0x22, 0x11, ds, es, fs, gs)
+    assert frame[6] == 0x1000 and frame[7] & 0xFFFF == 0xE008 and frame[9] == rsp
+    assert frame[10] == 0xE02B and sp == (rsp & ~0xF) - 88
+    assert s.backend.vcpu.upcall_mask() == 1                 # CALLBACKF_mask_events
+
+
+def test_before_xen_4_7_a_faulting_iret_without_a_failsafe_callback_crashes_the_domain():
+    s, _rsp = _iret_with("xen-4.6", 0xE008, 0xE02B, failsafe=None)
+    stop = s.machine.stop_reason or getattr(s.dispatch, "stop", None)
+    assert stop is not None and stop.kind == "crash"
+    assert "no failsafe callback" in stop.detail and "before 4.7" in stop.detail
+
+
+def test_from_xen_4_7_a_faulting_iret_is_the_exception_at_its_target_whatever_the_failsafe():
+    s, rsp = _iret_with("xen-4.11", 0xE008, 0xE02B, failsafe=0xFFFF_FFFF_8000_2000,
+                        gp_handler=0xFFFF_FFFF_8000_3000)
+    m = s.machine
+    assert s.dispatch.cur_rip() == 0xFFFF_FFFF_8000_3000
+    frame = struct.unpack("<8Q", m.read_virt(m.reg("rsp"), 64))
+    # RCX, R11, error code, RIP, CS, RFLAGS, RSP, SS
+    assert frame[2] == 0xE008 and frame[3] == 0x1000 and frame[4] & 0xFFFF == 0xE008
+    assert frame[6] == rsp and frame[7] == 0xE02B

@@ -9,6 +9,9 @@
  * (stable-4.17) or the manual its expected answer comes from.  A fault these
  * checks provoke in the kernel is caught by selectors2_trap (called from
  * rules_trap); user-mode runs go through rules_user_run (checks_rules.c).
+ * Xen before 4.7 (xen.git d9b7ef209a) entered the failsafe callback where a
+ * faulting IRETQ's exception goes to the guest now: on such a version the iret
+ * checks expect that (xen_sel2_failsafe, registered around them, notes it).
  * Loads its own GDT (entries 1 and 2 as checks_xen.c's), which
  * rules_segdesc replaces later.
  */
@@ -45,6 +48,13 @@ extern const char sel2_iret_target[], sel2_after_int[], sel2_iret_fixup[];
 extern volatile unsigned long sysenter_entered, sel2_iret_rsp;
 unsigned long sel2_kernel_iret(unsigned long cs, unsigned long ss, unsigned long out[2]);
 void xen_sysenter_callback(void);
+void xen_sel2_failsafe(void);
+extern volatile unsigned long sel2_fs_frame[11], sel2_fs_n, sel2_fs_resume, sel2_fs_rsp_addr;
+
+#define VEC_FAILSAFE 0x200UL    /* kernel_iret: the failsafe callback was entered */
+/* Xen before 4.7: a faulting IRETQ enters the failsafe callback (x86_64/entry.S
+ * .Lfx0, failsafe_callback@RELEASE-4.6.0) */
+static int pre47;
 
 static uint64_t sel2_gdt[512] __page_aligned;
 
@@ -97,6 +107,7 @@ static long cb_register(uint16_t type, uint16_t flags, unsigned long addr)
 static unsigned long kernel_iret(unsigned long cs, unsigned long ss, unsigned long out[2])
 {
     uint8_t mask = vcpu0()->evtchn_upcall_mask;
+    unsigned long fs0 = sel2_fs_n;
     out[0] = out[1] = 0;
     sel2_vec = 0;
     sel2_err = ~0UL;
@@ -104,7 +115,22 @@ static unsigned long kernel_iret(unsigned long cs, unsigned long ss, unsigned lo
     unsigned long ok = sel2_kernel_iret(cs, ss, out);
     sel2_match = 0;
     vcpu0()->evtchn_upcall_mask = mask;
-    return ok ? 0 : sel2_vec;
+    if (ok)
+        return 0;
+    return sel2_fs_n != fs0 ? VEC_FAILSAFE : sel2_vec;
+}
+
+/* A faulting iret in kernel mode gave what the version does: vector vec with
+ * error err at its target (4.7 and later), or the failsafe callback with the
+ * iret's frame (RIP the target, CS cs with RPL cleared, SS ss; before 4.7). */
+static int iret_fault_ok(unsigned long got, unsigned long vec, unsigned long err,
+                         unsigned long cs, unsigned long ss)
+{
+    if (pre47)
+        return got == VEC_FAILSAFE && sel2_fs_frame[6] == (unsigned long)sel2_iret_target &&
+               (sel2_fs_frame[7] & 0xffff) == (cs & ~3UL) && sel2_fs_frame[10] == (ss | 3) &&
+               sel2_fs_frame[9] == sel2_iret_rsp;
+    return got == vec && sel2_err == err;
 }
 
 static void selectors2_kernel_iret(void)
@@ -134,29 +160,30 @@ static void selectors2_kernel_iret(void)
     /* 2: a selector that names no usable descriptor: the IRETQ faults in Xen and
      * iret_exit_to_guest's fixup (handle_exception, x86_64/entry.S) reports it on
      * the iret's own frame (commit d9b7ef209a, Xen 4.7: no failsafe callback). */
+    cb_register(CALLBACKTYPE_failsafe, CALLBACKF_mask_events, (unsigned long)xen_sel2_failsafe);
     vec = kernel_iret(SEL_CODENP, SEL_DATA, out);
-    check(vec == 11 && sel2_err == SEL_CODENP && (s2_cs & 0xffff) == SEL_CODENP &&
-              s2_ss == (SEL_DATA | 3) && s2_rsp == sel2_iret_rsp,
+    check(pre47 ? iret_fault_ok(vec, 0, 0, SEL_CODENP, SEL_DATA)
+                : vec == 11 && sel2_err == SEL_CODENP && (s2_cs & 0xffff) == SEL_CODENP &&
+                      s2_ss == (SEL_DATA | 3) && s2_rsp == sel2_iret_rsp,
           "HYPERVISOR_iret in kernel mode to a not-present code segment -> #NP(0x20) at the "
-          "iret's target, its frame CS 0x20, SS 0x0b, RSP (SDM IRET; entry.S "
-          "iret_exit_to_guest -> handle_exception)",
-          "vector %lu error 0x%lx cs 0x%lx ss 0x%lx rsp ok %d", vec, sel2_err, s2_cs, s2_ss,
-          s2_rsp == sel2_iret_rsp);
+          "iret's target, frame CS 0x20, SS 0x0b, RSP (entry.S iret_exit_to_guest; before "
+          "Xen 4.7 the failsafe callback)", "vector 0x%lx error 0x%lx cs 0x%lx ss 0x%lx rsp ok %d", vec, sel2_err,
+          s2_cs, s2_ss, s2_rsp == sel2_iret_rsp);
     vec = kernel_iret(XEN_RING0_CS, FLAT_KERNEL_SS64, out);
-    check(vec == 13 && sel2_err == XEN_RING0_CS,
+    check(iret_fault_ok(vec, 13, XEN_RING0_CS, XEN_RING0_CS, FLAT_KERNEL_SS64),
           "HYPERVISOR_iret in kernel mode to Xen's ring-0 code 0xe008 -> #GP(0xe008) at the "
           "target (desc.c boot_gdt: DPL 0 != RPL 3; traps.c do_general_protection passes it on)",
           "vector %lu error 0x%lx", vec, sel2_err);
     vec = kernel_iret(FLAT_KERNEL_CS64 & ~3UL, SEL_DATA3NP, out);
-    check(vec == 12 && sel2_err == SEL_DATA3NP,
+    check(iret_fault_ok(vec, 12, SEL_DATA3NP, FLAT_KERNEL_CS64, SEL_DATA3NP),
           "HYPERVISOR_iret in kernel mode with SS a not-present data segment -> #SS(0x30) "
           "(SDM IRET)", "vector %lu error 0x%lx", vec, sel2_err);
     vec = kernel_iret(FLAT_KERNEL_CS64 & ~3UL, FLAT_KERNEL_CS64, out);
-    check(vec == 13 && sel2_err == (FLAT_KERNEL_CS64 & ~3UL),
+    check(iret_fault_ok(vec, 13, FLAT_KERNEL_CS64 & ~3UL, FLAT_KERNEL_CS64, FLAT_KERNEL_CS64),
           "HYPERVISOR_iret in kernel mode with SS 0xe033 (code) -> #GP(0xe030) (SDM IRET: SS "
           "must be a writable data segment)", "vector %lu error 0x%lx", vec, sel2_err);
     vec = kernel_iret(FLAT_KERNEL_CS64 & ~3UL, 0, out);
-    check(vec == 13 && sel2_err == 0,
+    check(iret_fault_ok(vec, 13, 0, FLAT_KERNEL_CS64, 0),
           "HYPERVISOR_iret in kernel mode with a null SS -> #GP(0) (do_iret makes it 3: a "
           "null SS is allowed only below CPL 3; SDM IRET)", "vector %lu error 0x%lx", vec,
           sel2_err);
@@ -170,28 +197,46 @@ static unsigned long run2(const char *sym, unsigned long cs, unsigned long ss,
                           (unsigned long)(sym - user2_blob), cs, ss, rflags, out);
 }
 
+/* run2 to user2_int21 with CS cs, SS ss, which the IRETQ refuses: 1 when the
+ * guest got what the version gives, vector vec with error err at the target
+ * on the kernel stack (4.7 and later) or the failsafe callback with CS cs and
+ * SS ss in its frame (before); out as run2's, n the entries logged. */
+static int user_iret_fault(unsigned long cs, unsigned long ss, unsigned long vec,
+                           unsigned long err, unsigned long out[10], unsigned long *n)
+{
+    unsigned long fs0 = sel2_fs_n;
+    sel2_fs_resume = (unsigned long)user_return;
+    sel2_fs_rsp_addr = (unsigned long)&user_saved_rsp;
+    *n = run2(user2_int21, cs, ss, 2, out);
+    if (pre47)
+        return *n == 0 && sel2_fs_n == fs0 + 1 &&
+               sel2_fs_frame[6] == USER2_VA(user2_int21) &&
+               (sel2_fs_frame[7] & 0xffff) == cs && sel2_fs_frame[10] == ss;
+    return *n == 1 && out[0] == vec && out[1] == err && out[2] == 0 &&
+           (out[5] & 0xffff) == cs && out[6] == ss;
+}
+
 static void selectors2_user_iret(void)
 {
     unsigned long out[10], n;
 
-    n = run2(user2_int21, SEL_CODENP | 3, SEL_DATA | 3, 2, out);
-    check(n == 1 && out[0] == 11 && out[1] == SEL_CODENP && out[2] == 0 &&
-              (out[5] & 0xffff) == (SEL_CODENP | 3) && out[6] == (SEL_DATA | 3),
+    int ok = user_iret_fault(SEL_CODENP | 3, SEL_DATA | 3, 11, SEL_CODENP, out, &n);
+    check(ok,
           "HYPERVISOR_iret to user mode with a not-present code segment -> #NP(0x20) on the "
           "kernel stack, frame RIP the target, CS 0x23, SS 0x0b (create_bounce_frame toggles "
           "back to kernel mode)", "entries %lu, vector %lu error 0x%lx rip +%ld cs 0x%lx ss 0x%lx",
           n, out[0], out[1], (long)out[2], out[5], out[6]);
-    n = run2(user2_int21, XEN_RING0_CS | 3, FLAT_USER_SS, 2, out);
-    check(n == 1 && out[0] == 13 && out[1] == XEN_RING0_CS && out[2] == 0,
+    ok = user_iret_fault(XEN_RING0_CS | 3, FLAT_USER_SS, 13, XEN_RING0_CS, out, &n);
+    check(ok,
           "HYPERVISOR_iret to user mode with CS 0xe00b (Xen's ring-0 code) -> #GP(0xe008) at "
           "the target", "entries %lu, vector %lu error 0x%lx rip +%ld", n, out[0], out[1],
           (long)out[2]);
-    n = run2(user2_int21, FLAT_USER_CS64, SEL_DATA3NP | 3, 2, out);
-    check(n == 1 && out[0] == 12 && out[1] == SEL_DATA3NP && out[6] == (SEL_DATA3NP | 3),
+    ok = user_iret_fault(FLAT_USER_CS64, SEL_DATA3NP | 3, 12, SEL_DATA3NP, out, &n);
+    check(ok,
           "HYPERVISOR_iret to user mode with a not-present SS -> #SS(0x30), frame SS 0x33",
           "entries %lu, vector %lu error 0x%lx ss 0x%lx", n, out[0], out[1], out[6]);
-    n = run2(user2_int21, FLAT_USER_CS64, 0, 2, out);
-    check(n == 1 && out[0] == 13 && out[1] == 0,
+    ok = user_iret_fault(FLAT_USER_CS64, 3, 13, 0, out, &n);
+    check(ok,
           "HYPERVISOR_iret to user mode with a null SS -> #GP(0)",
           "entries %lu, vector %lu error 0x%lx", n, out[0], out[1]);
 }
@@ -376,8 +421,11 @@ void checks_selectors2(void)
         rc = HYPERVISOR_set_gdt(frames, 512);
     if (!check_eq("set_gdt of these checks' GDT (code, data, not-present entries) -> 0", rc, 0))
         return;
+    pre47 = HYPERVISOR_xen_version(XENVER_version, 0) < ((4L << 16) | 7);
     selectors2_kernel_iret();
     selectors2_user_iret();
+    cb_register(CALLBACKTYPE_failsafe, CALLBACKF_mask_events,
+                (unsigned long)xen_failsafe_callback);
     selectors2_data_segments();
     selectors2_sysenter();
 }

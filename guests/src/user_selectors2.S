@@ -18,6 +18,10 @@
 sel2_kernel_iret:
         push    %rbx
         mov     %rsp, sel2_iret_rsp(%rip)
+        lea     sel2_iret_rsp(%rip), %rax       /* a failsafe callback resumes at the */
+        mov     %rax, sel2_fs_rsp_addr(%rip)    /* fixup with this RSP */
+        lea     sel2_iret_fixup(%rip), %rax
+        mov     %rax, sel2_fs_resume(%rip)
         mov     %rsp, %rbx
         /* struct iret_context, from the top: ss rsp rflags cs rip flags rcx r11 rax */
         push    %rsi
@@ -66,6 +70,35 @@ sel2_iret_fixup:
         ret
         .size sel2_kernel_iret, . - sel2_kernel_iret
 
+/* The failsafe callback registered around the faulting irets (Xen before 4.7
+ * enters it when the IRETQ it returns with faults): copies its frame (RCX,
+ * R11, DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS) to sel2_fs_frame, counts it,
+ * and resumes in kernel mode at sel2_fs_resume with the RSP held at
+ * *sel2_fs_rsp_addr, events masked. */
+        .globl xen_sel2_failsafe
+        .type xen_sel2_failsafe, @function
+xen_sel2_failsafe:
+        cld
+        lea     sel2_fs_frame(%rip), %rdi
+        mov     %rsp, %rsi
+        mov     $11, %ecx
+        rep movsq
+        incq    sel2_fs_n(%rip)
+        mov     sel2_fs_rsp_addr(%rip), %rax
+        pushq   $FLAT_KERNEL_SS64
+        pushq   (%rax)
+        pushq   $2
+        pushq   $(FLAT_KERNEL_CS64 & ~3)
+        pushq   sel2_fs_resume(%rip)
+        pushq   $0
+        pushq   $0
+        pushq   $0
+        pushq   $0
+        mov     $HC_iret, %eax
+        syscall
+        ud2
+        .size xen_sel2_failsafe, . - xen_sel2_failsafe
+
 /* The sysenter callback: notes that it was entered, then the syscall
  * callback's path (the entry is logged as VEC_SYSCALL, with RFLAGS at entry
  * in the error slot). */
@@ -107,8 +140,17 @@ user2_blob_end:
 
         .data
         .balign 8
-        .globl sysenter_entered, sel2_iret_rsp
+        .globl sysenter_entered, sel2_iret_rsp, sel2_fs_frame, sel2_fs_n, sel2_fs_resume
+        .globl sel2_fs_rsp_addr
 sysenter_entered:
         .quad   0
 sel2_iret_rsp:
+        .quad   0
+sel2_fs_frame:
+        .fill   11, 8, 0
+sel2_fs_n:
+        .quad   0
+sel2_fs_resume:
+        .quad   0
+sel2_fs_rsp_addr:
         .quad   0
