@@ -73,6 +73,8 @@ int rules_trap(struct trap_frame *f)
     }
     if (selectors_trap(f))
         return 1;
+    if (selectors2_trap(f))
+        return 1;
     if (f->vector >= 32 && f->vector != VEC_SYSCALL) {
         log_entry(f);           /* a software interrupt: RIP is already past it */
         return 1;

@@ -266,6 +266,10 @@ unsigned long rules_user_run(const void *code, unsigned long n, unsigned long en
                              unsigned long out[10]);
 void run_user_cs(unsigned long rip, unsigned long rsp, unsigned long rflags,
                  unsigned long cs, unsigned long ss);
+/* checks_selectors2.c, user_selectors2.S: iret selectors and faults, data
+ * segment loads, sysenter */
+void checks_selectors2(void);
+int selectors2_trap(struct trap_frame *f);
 #endif
 
 #endif

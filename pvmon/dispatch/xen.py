@@ -209,6 +209,25 @@ class XenPvDispatch(DispatchCore):
         if self._jump is not None:
             self._finish_syscall()
 
+    def on_sysenter(self) -> None:
+        """A ``sysenter`` (the engine's SYSENTER hook, in 64-bit and compatibility
+        mode alike: its CPU model is Intel's; Unicorn then steps past it): what
+        Xen makes of it (:meth:`pvmon.backends.xen.pv.vcpu.PvVcpu.sysenter`).
+        One from user mode is recorded as a ``syscall`` event, as a ``syscall``
+        is."""
+        rip = self.m.reg("rip")
+        self._cur_rip = rip
+        self._jump = None
+        vcpu = self.b.vcpu
+        if vcpu.user_mode and self.record is not None:
+            self._emit({"k": "syscall", "nr": self.m.gprs[0], "rip": rip})
+        self.clock.advance(self.clock.costs.fault_ns)
+        vcpu.sysenter(rip)
+        if self._jump is not None:
+            # Unicorn adds the SYSENTER's 2 bytes to RIP after its hook returns
+            self.m.set_reg("rip", self._jump - 2)
+            self._jump = None
+
     def _finish_syscall(self) -> None:
         if self._jump is not None:
             # Unicorn adds 2 to RIP after a SYSCALL hook returns (DESIGN.md).

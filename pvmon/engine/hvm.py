@@ -282,10 +282,11 @@ class PvHooks:
 
     def set_ring3(self, on: bool) -> None:
         """From now on, IRET, far RET, far JMP/CALL to a code segment and MOV/POP
-        to SS executed at CPL 0 check their selectors as at CPL 3 and load
-        descriptors with DPL 0 (so the CPU stays at CPL 0): an IRETQ to an RPL-3
-        CS is a same-privilege return, one to RPL 0-2 #GP(selector). No-op
-        without the patch."""
+        to SS, DS, ES, FS and GS executed at CPL 0 check their selectors as at
+        CPL 3, and the code and stack descriptors they load get DPL 0 (so the
+        CPU stays at CPL 0): an IRETQ to an RPL-3 CS is a same-privilege return,
+        one to RPL 0-2 #GP(selector), a data descriptor with DPL < 3
+        #GP(selector). No-op without the patch."""
         self._ring3 = bool(on)
         if _RING_SYMS is not None and self._active:
             _RING_SYMS[0].value = int(self._ring3)

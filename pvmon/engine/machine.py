@@ -186,6 +186,11 @@ class Machine:
             uc.hook_add(ucc.UC_HOOK_INSN_INVALID, self._invalid_cb),
             uc.hook_add(ucc.UC_HOOK_INTR, self._intr_cb),
         ]
+        # SYSENTER, for a handler that answers it (Unicorn's helper_sysenter only
+        # calls its hooks and steps past it; called only when one executes)
+        if hasattr(h, "on_sysenter"):
+            self._hooks.append(uc.hook_add(ucc.UC_HOOK_INSN, self._sysenter_cb, None, 1, 0,
+                                           x86.UC_X86_INS_SYSENTER))
         # The hot traps (hypercalls, port I/O) through raw callbacks (ucinternals).
         self._trap_hook = self.internals.hook_syscall_and_ports(h.on_syscall, h.on_io_in,
                                                                 h.on_io_out)
@@ -202,6 +207,9 @@ class Machine:
     def _cpuid_cb(self, uc, data) -> int:
         self.handler.on_cpuid()
         return 1
+
+    def _sysenter_cb(self, uc, data) -> None:
+        self.handler.on_sysenter()
 
     def _invalid_cb(self, uc, data) -> bool:
         return bool(self.handler.on_invalid_opcode(self.reg("rip")))

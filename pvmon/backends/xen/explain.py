@@ -104,6 +104,7 @@ _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "debugreg_dr45_alias": (("set_debugreg", None), ("get_debugreg", None)),
     "debugreg_dr7_emul": (("set_debugreg", None), ("get_debugreg", None)),
     "breakpoint_addr_ok": (("set_debugreg", None),),
+    "iret_fault_to_guest": (("iret", None),),
 }
 
 

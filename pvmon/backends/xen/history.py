@@ -136,6 +136,21 @@ _BP_XLAT = Change(
          "0xffff820080000000 + (vcpu_id << 14), inside Xen's range")
 
 
+# xen.git d9b7ef209a "x86: drop failsafe callback invocation from assembly" (first
+# in RELEASE-4.7.0): before it a faulting IRETQ to the guest (iret_exit_to_guest's
+# .Lfx0 fixup) entered the failsafe callback with TBF_FAILSAFE, whose frame adds
+# DS, ES, FS, GS (x86_64/entry.S@RELEASE-4.6.0 failsafe_callback,
+# create_bounce_frame; the same in 3.4), and crashed the domain without one.
+_IRET_FAILSAFE = Change(
+    "capability", feature="iret_fault_to_guest",
+    source="xen.git d9b7ef209a 'x86: drop failsafe callback invocation from assembly' "
+           "(4.7); iret_exit_to_guest's .Lfx0 fixup and failsafe_callback in "
+           "xen/arch/x86/x86_64/entry.S@RELEASE-4.6.0",
+    note="an iret to a selector with no usable descriptor enters the failsafe callback "
+         "(frame RCX, R11, DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS), or crashes the domain "
+         "without one, instead of delivering #GP/#NP/#SS at the iret's target")
+
+
 def _gone(hc: str, *subs: str, source: str) -> list[Change]:
     return [Change("subop", hc, s, source=source) for s in subs]
 
@@ -220,7 +235,7 @@ XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
                   "xen/common/kernel.c" + _H34 + " reports submap 0 = 0xE0"),
     Change("feature", feature="direct_mapped",
            source="XENFEAT_direct_mapped (17) added in 4.16 (xen.git d66bf122c0)"),
-    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS,
+    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS, _IRET_FAILSAFE,
 ], major=3, minor=4, extraversion=".4",
     description="Xen 3.4.4 (3.4 released May 2009): 2-level event channels only, no PMU, "
                 "no vNUMA, grant tables v1",
@@ -302,7 +317,7 @@ XEN_4_6 = register(XEN_4_17.derive("xen-4.6", [
       for n in (148, 182, 213, 227, 234)),
     XSAS[327].change(f"the fix is not in {_R46}; 4.6 was out of security support (Oct 2017) "
                      "before it"),
-    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS, _BP_XLAT,
+    _VCPU_INFO_EINVAL, _DR45_NO_ALIAS, _DR45_SLOTS, _BP_XLAT, _IRET_FAILSAFE,
 ], major=4, minor=6, extraversion=".0",
     description="Xen 4.6.0 (Oct 2015) as released: no dm_op, argo or hypfs; affected by "
                 "XSA-148, 182, 213, 227, 234 and 327",

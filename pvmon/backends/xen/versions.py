@@ -250,13 +250,17 @@ XEN_4_17 = XenVersion(
     # xen/arch/x86/pv/misc-hypercalls.c set_debugreg@stable-4.17); breakpoint_addr_ok:
     # %dr0-3 checked with __addr_ok, not access_ok (XSA-444, xen.git dc9d9aa62d,
     # stable-4.17 0b56bed864 in 4.17.3; xen/arch/x86/include/asm/debugreg.h).
+    # iret_fault_to_guest: an IRETQ to the guest that faults (a selector with no
+    # usable descriptor) is reported as that exception at the iret's target, not
+    # through the failsafe callback (xen.git d9b7ef209a "x86: drop failsafe callback
+    # invocation from assembly", 4.7; x86_64/entry.S iret_exit_to_guest@stable-4.17).
     capabilities=frozenset({"fifo_events", "vmassist_architectural_iopl",
                             "vmassist_runstate_update_flag", "vmassist_m2p_strict",
                             "pvclock_tsc_stable", "verbose_debug",
                             "gnttab_unlimited_batches", "gnttab_unmap_checks_pte_flags",
                             "gnttab_copy_claims_first", "vcpu_info_enxio", "pvh_domu",
                             "hvm_upcall_vector", "debugreg_dr45_alias", "debugreg_dr7_emul",
-                            "breakpoint_addr_ok",
+                            "breakpoint_addr_ok", "iret_fault_to_guest",
                             *XSA_FIXES}),
     description="reference: Xen 4.17.7 (4.17 released Dec 2022), a 64-bit PV domU's ABI; "
                 "built with CONFIG_VERBOSE_DEBUG (guest console_io writes logged)",

@@ -91,6 +91,12 @@ def canonical(v: int) -> bool:
     return abi.is_canonical(v)
 
 
+#: SYSENTER_CS/ESP/EIP: neither guest_rdmsr/guest_wrmsr (msr.c) nor read_msr/
+#: write_msr (pv/emul-priv-op.c@stable-4.17) knows them, so #GP both ways (a
+#: read without a #GP handler is faked as 0, as for any MSR the host has).
+MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
+
+
 class PvMsrs:
     """The MSR state Xen keeps for one PV vCPU (``struct vcpu_msrs`` and the
     vMCE banks) and the policy over it. ``vcpu``: the

@@ -481,7 +481,11 @@ class PvScheduler:
         # CS and SS with their hidden parts (a 32-bit process runs in compatibility
         # mode; the kernel's have DPL 0: pvmon.backends.xen.pv.segments)
         if s["cpl"] == 0:
-            vn.segs.to_kernel()
+            if vn.segs.xen_selectors and (s["cs"], s["ss"]) != (vn.segs.kernel_cs,
+                                                               vn.segs.kernel_ss):
+                vn.segs.to_kernel_frame(s["cs"], s["ss"])    # an iret loaded others
+            else:
+                vn.segs.to_kernel()
         else:
             vn.segs.to_user(s["cs"], s["ss"])
         m.set_cpl(s["cpl"])

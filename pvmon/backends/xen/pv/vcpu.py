@@ -91,6 +91,8 @@ RFLAGS_CLEAR_ON_TRAP = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18) 
 TI_IF = E.TI_IF   # trap_info.flags bit 2: mask events on entry (TI_GET_IF)
 
 _ARCH_IOPL_BIT = 1 << VMASST_TYPE_architectural_iopl
+#: CPUID leaf 0 EBX of a GenuineIntel CPU ("Genu")
+_VENDOR_INTEL_EBX = 0x756E6547
 
 
 class PvVcpu(XenVcpu):
@@ -121,7 +123,7 @@ class PvVcpu(XenVcpu):
         #: The MSRs Xen emulates for this vCPU (pvmon.backends.xen.pv.msr).
         self.msrs = PvMsrs(self)
         #: The engine's CS/SS for mode switches (pvmon.backends.xen.pv.segments).
-        self.segs = Segments(machine, layout, backend)
+        self.segs = Segments(machine, layout, backend, self)
         if vcpu_id == 0 and self.segs.xen_selectors:
             self.segs.to_kernel()       # the domain builder started it in kernel mode
         #: The virtual I/O privilege level, 0-3 (Xen's ``v->arch.pv.iopl``, kept
@@ -537,9 +539,16 @@ class PvVcpu(XenVcpu):
         self.segs.to_kernel()
         self.m.set_cpl(0)
 
+    def _flat_kernel_segs(self, cs: int, ss: int) -> None:
+        """Load FLAT_KERNEL_CS/SS, as create_bounce_frame does for every handler,
+        unless the kernel's ``cs`` and ``ss`` (the engine's) are those already."""
+        if cs != E.FLAT_KERNEL_CS64 or ss != E.FLAT_KERNEL_SS64:
+            self.segs.to_kernel()
+
     def _to_user(self, cs: int = E.FLAT_USER_CS64, ss: int = E.FLAT_USER_SS64) -> None:
-        """Enter guest user mode with ``cs | 3`` and ``ss | 3`` (a 32-bit code
-        segment runs it in compatibility mode; pvmon.backends.xen.pv.segments)."""
+        """Enter guest user mode with ``cs | 3`` and ``ss | 3``, which name
+        usable descriptors (a 32-bit code segment runs it in compatibility mode;
+        pvmon.backends.xen.pv.segments)."""
         self.user_mode = True
         self.gs_kernel = self.m.reg("gs_base")
         self.m.set_reg("gs_base", self.gs_user)
@@ -550,30 +559,52 @@ class PvVcpu(XenVcpu):
     # ----------------------------------------------------------- delivery
     def bounce(self, target: int, error_code: int | None = None, mask_events: bool = False,
                rip: int | None = None, clear_flags: int = 0,
-               user_cs_ss: tuple[int, int] | None = None) -> bool:
+               user_cs_ss: tuple[int, int] | None = None,
+               uregs: tuple[int, int, int, bool] | None = None,
+               failsafe: bool = False) -> bool:
         """Build Xen's PV exception frame and enter the guest kernel at
         ``target``; ``clear_flags``: RFLAGS bits cleared on entry besides
         TF/NT/RF/VM/AC; ``user_cs_ss``: the CS and SS the frame holds when
         leaving user mode (default: the interrupted ones; a ``syscall`` frame
-        holds constants). Returns False (and stops the machine with a crash) when
-        there is no handler or the frame cannot be written, as Xen crashes the
-        domain (create_bounce_frame, xen/arch/x86/x86_64/entry.S@stable-4.17)."""
+        holds constants). ``uregs``: ``(cs, ss, rsp, from_user)``, the
+        interrupted frame Xen's UREGS hold when they are not the engine's (an
+        iret whose IRETQ faulted, a ``sysenter``): CS, SS and RSP pushed (CS
+        with RPL cleared from kernel mode), the frame on the kernel stack
+        (``from_user``) or at that RSP. ``failsafe``: a TBF_FAILSAFE frame,
+        DS, ES, FS and GS (the selectors loaded) between R11 and RIP
+        (create_bounce_frame@RELEASE-4.6.0). Returns False (and stops the machine
+        with a crash) when there is no handler or the frame cannot be written,
+        as Xen crashes the domain (create_bounce_frame,
+        xen/arch/x86/x86_64/entry.S@stable-4.17).
+
+        Every delivery enters the handler with FLAT_KERNEL_CS/SS; from kernel
+        mode the frame holds the interrupted CS (RPL cleared) and SS, which
+        are those unless an iret or the kernel itself loaded others."""
         p = self.b.p
         m = self.m
-        rsp, rflags, rcx, r11 = m.regs("rsp", "rflags", "rcx", "r11")
+        rsp, rflags, rcx, r11, cs, ss = m.regs("rsp", "rflags", "rcx", "r11", "cs", "ss")
         if rip is None:
             rip = p.cur_rip()
-        if self.user_mode:
+        from_user = self.user_mode
+        if uregs is not None:
+            cs, ss, rsp, from_user = uregs
+        elif user_cs_ss is not None and from_user:
+            cs, ss = user_cs_ss
+        if from_user:
             # the interrupted CS and SS (UREGS_cs/ss: FLAT_USER_CS32 in a 32-bit process)
-            cs, ss = user_cs_ss or m.regs("cs", "ss")
-            user_rsp = rsp
-            self._to_kernel()
+            if self.user_mode:
+                self._to_kernel()
+            elif self.segs.xen_selectors:       # an iret to user mode that faulted
+                self._flat_kernel_segs(*m.regs("cs", "ss"))
             sp = self.kernel_sp
-            frame_rsp = user_rsp
         else:
-            cs, ss = E.FLAT_KERNEL_CS64 & ~3, E.FLAT_KERNEL_SS64
+            if self.segs.xen_selectors:
+                self._flat_kernel_segs(*(m.regs("cs", "ss") if uregs is not None else (cs, ss)))
+                cs &= ~3
+            else:
+                cs, ss = E.FLAT_KERNEL_CS64 & ~3, E.FLAT_KERNEL_SS64
             sp = rsp
-            frame_rsp = rsp
+        frame_rsp = rsp
         if not target:
             p.crash_stop("guest has no handler registered for this delivery", rip)
             return False
@@ -582,13 +613,15 @@ class PvVcpu(XenVcpu):
         words = [rcx, r11]
         if error_code is not None:
             words.append(error_code)
+        if failsafe:
+            words += m.regs("ds", "es", "fs", "gs")
         # create_bounce_frame: EFLAGS.IF = !mask, EFLAGS.IOPL = the virtual IOPL
         # with VMASST_TYPE_architectural_iopl, else 0 (x86_64/entry.S@stable-4.17)
         flags = (rflags & ~(RFLAGS_IF | RFLAGS_IOPL)) | (0 if mask else RFLAGS_IF)
         if self.iopl and self.architectural_iopl():
             flags |= self.iopl << 12
         words += [rip, cs | (mask << 32), flags, frame_rsp, ss]
-        sp -= 8 * len(words)
+        sp = (sp - 8 * len(words)) & 0xFFFF_FFFF_FFFF_FFFF
         try:
             m.write_virt(sp, struct.pack(f"<{len(words)}Q", *words))
         except GuestPageFault as exc:
@@ -601,7 +634,8 @@ class PvVcpu(XenVcpu):
         return True
 
     def deliver_trap(self, vector: int, error_code: int | None, cr2: int | None,
-                     rip: int, user_cs_ss: tuple[int, int] | None = None) -> bool:
+                     rip: int, user_cs_ss: tuple[int, int] | None = None,
+                     uregs: tuple[int, int, int, bool] | None = None) -> bool:
         """Deliver exception ``vector`` through the guest's trap table. With no
         handler for it Xen prints "Unhandled: vec N" and crashes the domain
         (pv_inject_event, xen/arch/x86/pv/traps.c; create_bounce_frame's null
@@ -615,7 +649,7 @@ class PvVcpu(XenVcpu):
         if vector == 14 and cr2 is not None:
             self.m.write_u64_phys(self._vcpu_info + E.VCPU_INFO["cr2"], cr2)
         return self.bounce(addr, error_code, bool(flags & TI_IF), rip=rip,
-                           user_cs_ss=user_cs_ss)
+                           user_cs_ss=user_cs_ss, uregs=uregs)
 
     def software_interrupt(self, vector: int, next_rip: int) -> tuple[int, int | None, int]:
         """What Xen delivers for ``int $vector`` (the 2-byte ``CD ib``) ending at
@@ -698,21 +732,57 @@ class PvVcpu(XenVcpu):
                            user_cs_ss=frame)
 
     def iret(self) -> int:
-        """HYPERVISOR_iret: pop struct iret_context from the guest stack."""
+        """HYPERVISOR_iret: pop struct iret_context from the guest stack
+        (do_iret, xen/arch/x86/pv/iret.c@stable-4.17) and return to it as
+        restore_all_guest does (x86_64/entry.S@stable-4.17). Returns the
+        context's RAX.
+
+        * CS RPL 3 switches to user mode; do_iret forces RPL 3 on both
+          selectors (``cs | 3``, ``ss | 3``) in either mode, and the IRETQ
+          loads their descriptors: an iret that stays in kernel mode loads them
+          for the kernel too (Linux's frames name 0xe030/0xe02b, the kernel's
+          own 0xe033/0xe02b).
+        * With VGCF_in_syscall and a canonical RIP, restore_all_guest returns
+          by SYSRET, which loads the fixed selectors of Xen's MSR_STAR, not the
+          frame's: 0xe023 (SYSRETL) if CS is FLAT_USER_CS32, else 0xe033, and
+          SS 0xe02b.
+        * A selector that names no usable descriptor (or a RIP the code
+          segment cannot take) makes the IRETQ fault inside Xen; since Xen 4.7
+          (commit d9b7ef209a, "drop failsafe callback invocation from
+          assembly") iret_exit_to_guest's fixup is handle_exception on the
+          guest frame, so the guest gets that exception (#GP/#NP/#SS with the
+          selector, :meth:`Segments.iret_fault`) through its trap table as if
+          raised at the iret's target: frame RIP, CS, SS and RSP the iret's,
+          RFLAGS and the event mask as the iret set them, on the kernel stack
+          when it was going to user mode (create_bounce_frame toggles back).
+          Without a handler Xen crashes the domain, as for any exception.
+          Before 4.7 the failsafe callback took it (:meth:`iret_fault`)."""
         m = self.m
-        rsp = m.reg("rsp")
+        rsp, cur_cs, cur_ss = m.regs("rsp", "cs", "ss")
         try:
             raw = m.read_virt(rsp, E.IRET_CONTEXT_SIZE)
         except GuestPageFault:
             self.b.p.crash_stop("iret with an unreadable stack", self.b.p.cur_rip())
             return 0
-        rax, r11, rcx, flags, rip, cs, rflags, sp, _ss = struct.unpack("<9Q", raw)
+        rax, r11, rcx, flags, rip, cs, rflags, sp, ss = struct.unpack("<9Q", raw)
         self.b.op = {"rip": rip, "cs": cs, "rflags": rflags, "rsp": sp, "flags": flags}
-        if (cs & 3) == 3 and not self.user_mode:
-            if not self.user_cr3:
-                self.b.p.crash_stop("iret to user mode without user page tables", rip)
-                return 0
-            self._to_user(cs, _ss)
+        to_user = (cs & 3) == 3 and not self.user_mode
+        if to_user and not self.user_cr3:
+            self.b.p.crash_stop("iret to user mode without user page tables", rip)
+            return 0
+        cs, ss = (cs | 3) & 0xFFFF, (ss | 3) & 0xFFFF
+        fault = None
+        if flags & E.VGCF_in_syscall and (rip >> 47) in (0, 0x1FFFF):
+            # restore_all_guest's SYSRET: MSR_STAR's selectors, whatever the frame says
+            cs = E.FLAT_USER_CS32 if cs == E.FLAT_USER_CS32 else E.FLAT_USER_CS64
+            ss = E.FLAT_USER_SS64
+        elif to_user or cs != cur_cs or ss != cur_ss:
+            fault = self.segs.iret_fault(cs, ss, rip)
+        if fault is None:
+            if to_user:
+                self._to_user(cs, ss)
+            elif (cs != cur_cs or ss != cur_ss) and self.segs.xen_selectors:
+                self.segs.to_kernel_frame(cs, ss)
         if self.architectural_iopl() and self.iopl != (rflags >> 12) & 3:
             self.iopl = (rflags >> 12) & 3        # do_iret (pv/iret.c@stable-4.17)
             self.iopl_changed()
@@ -721,9 +791,63 @@ class PvVcpu(XenVcpu):
             regs.update(r11=r11, rcx=rcx)
         m.set_regs(**regs)
         self.set_upcall_mask(0 if rflags & RFLAGS_IF else 1)
-        self.b.p.jump(rip)
+        if fault is not None:
+            self.iret_fault(fault, rip, (cs, ss, sp, to_user))
+        else:
+            self.b.p.jump(rip)
         return rax
 
+    def iret_fault(self, fault: tuple[int, int], rip: int,
+                   uregs: tuple[int, int, int, bool]) -> bool:
+        """Deliver what the faulting IRETQ of an iret (``fault``: vector, error
+        code; ``rip``, ``uregs``: its frame, as :meth:`bounce` takes it) gives
+        the guest. Xen 4.7 and later: that exception through the trap table.
+        Before (``iret_fault_to_guest`` absent: xen-3.4, xen-4.6) the .Lfx0
+        fixup enters the failsafe callback (failsafe_callback, TBF_FAILSAFE;
+        events masked if it was registered with CALLBACKF_mask_events), and
+        with none registered create_bounce_frame crashes the domain
+        (x86_64/entry.S@RELEASE-4.6.0). Returns False when the run stopped."""
+        if "iret_fault_to_guest" in self.b.ver.capabilities:
+            return self.deliver_trap(fault[0], fault[1], None, rip, uregs=uregs)
+        cb = self.callbacks.get(E.CALLBACKTYPE_failsafe)
+        if cb is None or not cb[0]:
+            self.b.p.crash_stop(
+                f"iret to a selector with no usable descriptor (vector {fault[0]}, error "
+                f"{fault[1]:#x}) and no failsafe callback: Xen before 4.7 crashes the domain "
+                "(create_bounce_frame_bad_bounce_ip)", rip)
+            return False
+        return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events), rip=rip,
+                           uregs=uregs, failsafe=True)
+
+    # ----------------------------------------------------------- sysenter
+    def sysenter(self, rip: int) -> bool:
+        """A ``sysenter`` at ``rip`` (64-bit or compatibility mode; under Xen
+        both the kernel and its processes run in ring 3, where it works).
+
+        With pvmon's CPUID vendor (GenuineIntel) the CPU enters Xen's
+        sysenter_entry (x86_64/entry.S@stable-4.17; MSR_IA32_SYSENTER_EIP set
+        by subarch_percpu_traps_init, x86_64/traps.c): it knows neither the
+        return address nor the stack, so the frame holds RIP 0, CS 3 (a ring-3
+        null selector), RSP 0 and SS FLAT_USER_SS, with RCX and R11 as they
+        are; create_bounce_frame enters the sysenter callback
+        (CALLBACKTYPE_sysenter, pv/callback.c), events masked if it was
+        registered with CALLBACKF_mask_events (sysenter_disables_events), DF
+        kept. With no callback (address 0) the same frame goes to the trap
+        table's #GP handler with error code 0 (sysenter_gpf). From kernel mode
+        the frame is pushed below RSP 0, which Xen cannot write: the domain
+        crashes (domain_crash_page_fault) unless the top of the address space
+        is mapped. An AMD or Hygon CPU raises #UD for SYSENTER in long mode
+        (AMD APM vol. 3), which do_invalid_op passes on at the instruction.
+        Returns False when the run stopped."""
+        policy = getattr(self.b.p, "policy", None)     # the dispatch's CPUID policy
+        if policy is not None and policy[(0, 0)][1] != _VENDOR_INTEL_EBX:
+            return self.deliver_trap(E.TRAP_invalid_op, None, None, rip)
+        frame = (3, E.FLAT_USER_SS64, 0, self.user_mode)
+        cb = self.callbacks.get(E.CALLBACKTYPE_sysenter)
+        if cb is None or not cb[0]:
+            return self.deliver_trap(E.TRAP_gp_fault, 0, None, 0, uregs=frame)
+        return self.bounce(cb[0], mask_events=bool(cb[1] & E.CALLBACKF_mask_events), rip=0,
+                           uregs=frame)
 
 
 __all__ = ["PvVcpu", "Stop"]
