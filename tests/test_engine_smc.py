@@ -76,6 +76,17 @@ def test_a_page_written_before_its_code_was_translated_still_retranslates():
     assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX)) == (1, 2)
 
 
+def test_a_store_through_an_alias_cached_before_the_code_existed_retranslates_it():
+    """The alias's TLB entry is filled by a store while FUNC's frame holds no
+    code (so it skips the notdirty path); the frame then gets its first
+    translation block through FUNC's own address, and the next store through
+    the same cached alias entry must still reach the code (tlb_protect_code)."""
+    uc = engine()
+    run(uc, [store_imm32(ALIAS + 0x800, 0), call_func, MOV_EBX_EAX,
+             store_imm32(ALIAS + 1, 2), call_func, MOV_ECX_EAX])
+    assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX)) == (1, 2)
+
+
 def test_a_data_page_without_code_is_written_and_read_back():
     uc = engine()
     run(uc, [store_imm32(RW + 0x100, 7), bytes.fromhex("8b1c25") + struct.pack("<I", RW + 0x100)])
