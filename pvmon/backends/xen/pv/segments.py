@@ -37,6 +37,7 @@ from pvmon.backends.xen.builder import (
     ENGINE_KERNEL_CS,
     ENGINE_KERNEL_SS,
 )
+from pvmon.backends.xen.pv import ldt
 from pvmon.engine.hvm import SegmentLoader
 
 #: Xen's boot_gdt descriptors by selector (xen/arch/x86/desc.c@stable-4.17).
@@ -61,6 +62,8 @@ class Segments:
         self.gdt_ma = layout.gdt_ma
         self.loader = SegmentLoader(machine.uc)
         self._b = backend
+        #: The PvVcpu these are, whose LDT an LDT selector names (set by it).
+        self.vcpu = None
 
     @property
     def xen_selectors(self) -> bool:
@@ -83,12 +86,18 @@ class Segments:
     def descriptor(self, selector: int, code: bool) -> int | None:
         """The descriptor ``selector`` (RPL ignored) names if it is a present
         DPL-3 code segment (``code``) or writable data segment: Xen's flat ones,
-        else the vCPU's GDT. None otherwise (null, LDT selectors, beyond the
-        table, another type)."""
+        the vCPU's LDT for a selector with TI=1 (:func:`ldt.descriptor`), else
+        the vCPU's GDT. None otherwise (null, beyond the table, an LDT page
+        that cannot be mapped, another type)."""
         sel = selector | 3
         if sel in FLAT_DESCRIPTORS:
             desc = FLAT_DESCRIPTORS[sel]
-        elif sel & 4 or not sel & ~7:
+        elif sel & 4:
+            # the vCPU's LDT, its page faulted in as Xen's IRETQ would (pv/ldt.py)
+            desc = ldt.descriptor(self._b, self.vcpu or self._b.vcpu, sel)
+            if desc is None:
+                return None
+        elif not sel & ~7:
             return None
         else:
             off = (sel >> 3) * 8

@@ -122,6 +122,7 @@ class PvVcpu(XenVcpu):
         self.msrs = PvMsrs(self)
         #: The engine's CS/SS for mode switches (pvmon.backends.xen.pv.segments).
         self.segs = Segments(machine, layout, backend)
+        self.segs.vcpu = self           # whose LDT its LDT selectors name
         if vcpu_id == 0 and self.segs.xen_selectors:
             self.segs.to_kernel()       # the domain builder started it in kernel mode
         #: The virtual I/O privilege level, 0-3 (Xen's ``v->arch.pv.iopl``, kept
@@ -138,7 +139,10 @@ class PvVcpu(XenVcpu):
         #: OSXMMEXCPT (pv/domain.c@stable-4.17).
         self.cr4 = CR4_HOST_VISIBLE
         self.cr_trapped = False
+        #: MMUEXT_SET_LDT's table (base, entries) and the frames mapped in its
+        #: LDT area (slot -> frame; pvmon.backends.xen.pv.ldt).
         self.ldt = (0, 0)
+        self.ldt_pages: dict[int, int] = {}
         self.gdt_frames: list[int] = []
         self.gdt_ents = 0
         #: The saved CPU state of a vCPU that is not on the engine (SMP;
