@@ -31,8 +31,8 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (6109,
-                        "ed292d65c2eb74df5878870295a0f2956c282755f117466297f8a99d5c796471"),
+    "pvtest-v2-rules": (6388,
+                        "70b4793254042cb80db5a7c8b9ab28d0498c04595f9fcbca2c1960cb6425f094"),
 }
 
 

@@ -266,6 +266,8 @@ unsigned long rules_user_run(const void *code, unsigned long n, unsigned long en
                              unsigned long out[10]);
 void run_user_cs(unsigned long rip, unsigned long rsp, unsigned long rflags,
                  unsigned long cs, unsigned long ss);
+/* checks_ldt.c, user_ldt.S: the LDT (MMUEXT_SET_LDT, lazily mapped pages) */
+void checks_ldt(void);
 #endif
 
 #endif
