@@ -32,7 +32,7 @@ DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
     "pvtest-v2-rules": (6388,
-                        "70b4793254042cb80db5a7c8b9ab28d0498c04595f9fcbca2c1960cb6425f094"),
+                        "2a20ecb1041baf719f25236f1ceb49e750cef04dc7b64242b7cf8d1df0a2fde2"),
 }
 
 

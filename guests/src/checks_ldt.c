@@ -105,7 +105,7 @@ static void ldt_args(void)
     check_eq("SET_LDT reads nr_ents as 32 bits: 2^32 + 1 entries is 1 entry -> 0 "
              "(struct mmuext_op arg2.nr_ents: unsigned int)", rc, 0);
     rc = set_ldt(0, 0);
-    check_eq("SET_LDT(0, 0) -> 0", rc, 0);
+    check_eq("SET_LDT(0, 0) -> 0 (MM do_mmuext_op: no entries, no base check)", rc, 0);
     unsigned long sel;
     __asm__ __volatile__("xor %%eax, %%eax; sldt %%ax" : "=a"(sel));
     check_eqx("sldt with no LDT -> 0 (load_LDT: lldt(0))", sel, 0);
@@ -130,21 +130,23 @@ static void ldt_lazy(void)
     check_eqx("sldt with an LDT loaded -> LDT_SELECTOR 0xe050 (load_LDT; asm/desc.h)",
               sel, LDT_SELECTOR);
     rc = set_page_ro(ldt_tab[0], 0);
-    check_eq("the LDT's page maps writable again before its first use -> 0 (no type yet)",
-             rc, 0);
+    check_eq("the LDT's page maps writable again before its first use -> 0 (MM "
+             "get_page_from_l1e: no type yet)", rc, 0);
 
     n = user_fs(SEL(0), out);
-    if (!check(n == 1, "the LDT user-mode runs reach user mode", "%lu entries", n))
+    if (!check(n == 1, "the LDT user-mode runs reach user mode (do_iret)", "%lu entries", n))
         return;
     check(fs_fault(out, n, 14, PFEC_USER) && cr2() == (unsigned long)ldt_tab,
+          /* TR handle_ldt_mapping_fault: pv_map_ldt_shadow_page's get_page_type(
+           * PGT_seg_desc_page) fails, pv_inject_page_fault(ec, ldt_base + offset);
+           * pv/traps.c pv_inject_event sets PFEC_user_mode in user mode */
           "a user-mode load of %fs through an LDT page the kernel maps writable -> #PF, "
-          "CR2 = ldt_base + index*8, error code 4 (TR handle_ldt_mapping_fault: "
-          "pv_map_ldt_shadow_page's get_page_type(PGT_seg_desc_page) fails, "
-          "pv_inject_page_fault; pv_inject_event sets PFEC_user_mode)",
+          "CR2 = ldt_base + index*8, error code 4 (TR handle_ldt_mapping_fault, "
+          "pv_inject_event)",
           "vector %lu error 0x%lx rip +%lu cr2 0x%lx", out[0], out[1], out[2], cr2());
 
     rc = set_page_ro(ldt_tab[0], 1);
-    check_eq("the LDT page mapped read-only -> 0", rc, 0);
+    check_eq("the LDT page mapped read-only -> 0 (MM mod_l1_entry)", rc, 0);
     n = user_fs(SEL(0), out);
     check(n == 1 && out[0] == 0x21 && out[4] == magic,
           "then the same load maps the page and %fs:0 reads at the LDT descriptor's base "
@@ -186,14 +188,16 @@ static void ldt_in_use(void)
               ((volatile uint64_t *)ldt_tab[0])[2] & DPL_MASK, DPL_MASK);
     n = user_fs(SEL(2), out);
     check(n == 1 && out[0] == 0x21 && out[4] == SEL(2),
-          "and user mode loads it (DPL 3 now)", "vector 0x%lx rbx 0x%lx", out[0], out[4]);
+          "and user mode loads it (SDM MOV to Sreg: DPL 3 >= CPL)", "vector 0x%lx rbx 0x%lx",
+          out[0], out[4]);
 
     rc = HYPERVISOR_update_descriptor(virt_to_maddr(&ldt_tab[0][0]), DATA3(BLOB_VA));
     check_eq("update_descriptor into a page the LDT maps -> 0 (DT do_update_descriptor: "
              "a PGT_seg_desc_page may be written)", rc, 0);
     n = user_fs(SEL(0), out);
     check(n == 1 && out[0] == 0x21 && out[4] == SEL(0),
-          "the next load through that entry takes the new base", "vector 0x%lx rbx 0x%lx",
+          "the next load through that entry takes the new base (SDM MOV to Sreg: the "
+          "descriptor is read at each load)", "vector 0x%lx rbx 0x%lx",
           out[0], out[4]);
 
     n = user_fs(SEL(4), out);
@@ -227,17 +231,19 @@ static void ldt_code(void)
           "vector 0x%lx rbx 0x%lx cs 0x%lx", out[0], out[4], out[5]);
     n = urun(ldt_u_mode, 0, SEL(3), FLAT_RING3_SS32, out);
     check(n == 1 && out[0] == 0x21 && out[4] == 0 && CS_SEL(out[5]) == SEL(3),
-          "HYPERVISOR_iret to an LDT 64-bit code selector -> 64-bit mode, frame CS 0x001f",
+          "HYPERVISOR_iret to an LDT 64-bit code selector -> 64-bit mode, frame CS 0x001f "
+          "(SDM IRET: the L bit)",
           "vector 0x%lx rbx 0x%lx cs 0x%lx", out[0], out[4], out[5]);
     n = urun(ldt_u_ss, 0, FLAT_RING3_CS64, SEL(0), out);
     check(n == 1 && out[0] == 0x21 && out[4] == SEL(0) && out[6] == SEL(0),
           "HYPERVISOR_iret with an LDT data selector as SS -> user mode reads %ss = 0x0007, "
-          "frame SS 0x0007", "vector 0x%lx rbx 0x%lx ss 0x%lx", out[0], out[4], out[6]);
+          "frame SS 0x0007 (do_iret loads ss | 3; create_bounce_frame pushes it)", "vector 0x%lx rbx 0x%lx ss 0x%lx", out[0], out[4], out[6]);
 
     unsigned long v;
     __asm__ __volatile__("mov %1, %%fs; xor %%eax, %%eax; mov %%fs, %%eax"
                          : "=a"(v) : "r"(SEL(0)));
-    check_eqx("the kernel loads an LDT selector into %fs too (its ring 3 is user mode's)",
+    check_eqx("the kernel loads an LDT selector into %fs too (SDM MOV to Sreg: the kernel "
+              "runs in ring 3, DPL 3)",
               v, (unsigned long)SEL(0));
 }
 
@@ -252,23 +258,26 @@ static void ldt_faults(void)
     check(rc == 0 && fs_fault(out, n, 14, PFEC_USER) &&
               cr2() == (unsigned long)ldt_tab[1],
           "an LDT of two pages: a selector in the second, which the kernel maps writable -> "
-          "#PF at ldt_base + 0x1000 (each page is mapped on its own fault)",
+          "#PF at ldt_base + 0x1000 (TR handle_ldt_mapping_fault maps the faulting page "
+          "only)",
           "rc %ld vector %lu error 0x%lx cr2 0x%lx", rc, out[0], out[1], cr2());
     n = user_fs(SEL(0), out);
     check(n == 1 && out[0] == 0x21 && out[4] == SEL(0),
-          "while a selector in the first page still loads", "vector 0x%lx rbx 0x%lx",
+          "while a selector in the first page still loads (pv/mm.c pv_map_ldt_shadow_page)",
+          "vector 0x%lx rbx 0x%lx",
           out[0], out[4]);
     set_page_ro(ldt_tab[1], 1);
     n = user_fs(SEL(512), out);
     check(n == 1 && out[0] == 0x21 && out[4] == SEL(512),
-          "the second page read-only: the selector loads", "vector 0x%lx rbx 0x%lx",
+          "the second page read-only: the selector loads (pv/mm.c pv_map_ldt_shadow_page)",
+          "vector 0x%lx rbx 0x%lx",
           out[0], out[4]);
 
     /* a bad descriptor anywhere in the page fails the page */
     rc = set_ldt(0, 0);
     rc |= set_page_ro(ldt_tab[0], 0);
-    check_eq("SET_LDT(0, 0) drops the mappings: the first page maps writable again -> 0", rc,
-             0);
+    check_eq("SET_LDT(0, 0) drops the mappings: the first page maps writable again -> 0 "
+             "(DT pv_destroy_ldt)", rc, 0);
     ldt_tab[0][5] = DESC_TSS;
     set_page_ro(ldt_tab[0], 1);
     rc = set_ldt((unsigned long)ldt_tab, 4);
@@ -280,7 +289,8 @@ static void ldt_faults(void)
     rc = HYPERVISOR_update_descriptor(virt_to_maddr(&ldt_tab[0][5]), 0);
     n = user_fs(SEL(0), out);
     check(rc == 0 && n == 1 && out[0] == 0x21,
-          "the TSS descriptor cleared by update_descriptor: the load maps the page",
+          "the TSS descriptor cleared by update_descriptor: the load maps the page (DT "
+          "validate_segdesc_page)",
           "rc %ld vector 0x%lx", rc, out[0]);
 
     /* a page that is not present, and an LDT running into non-canonical space */
