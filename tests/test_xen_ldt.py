@@ -123,3 +123,11 @@ def test_a_page_table_cannot_be_an_ldt_page_and_the_guest_gets_the_fault_xen_giv
     assert ldt.mapping_fault(b, ldt.HV_LDT_VA + 0x1008, 0) == (13, 0x100C, None)
     ldt.set_ldt(b, v, 0, 0)
     assert s.machine.ldt() == (0, 0, 0)
+
+
+def test_a_pvh_domain_gets_einval_for_set_ldt():
+    """do_mmuext_op: MMUEXT_SET_LDT in a paging_mode_external domain (PVH)
+    -> -EINVAL; it loads its own LDT with LLDT."""
+    s, res, _ring = _run("pvtest-v2-pvh", mode="pvh")
+    assert res.exit_kind == "shutdown"
+    assert s.backend._mmuext(13, 0, 0) == -abi.EINVAL

@@ -269,6 +269,8 @@ class PvMmu:
         return rc
 
     def _mmuext(self, cmd: int, arg1: int, arg2: int) -> int:
+        if cmd == 13:
+            return self._set_ldt(arg1, arg2)
         v = self.vcpu
         types = self.types
         if cmd in (0, 1, 2, 3):
@@ -317,20 +319,6 @@ class PvMmu:
             return 0
         if cmd in (12, 18):
             return 0
-        if cmd == 13:
-            # MMUEXT_SET_LDT (do_mmuext_op): nr_ents is a 32-bit field; over 8192
-            # entries, or a base not page aligned or outside the guest's half
-            # (__addr_ok: below 2^47 or from HYPERVISOR_VIRT_END), -EINVAL ("Bad
-            # args to SET_LDT"); no entries: no base. Another table than the
-            # current one drops the old one's page mappings and loads the LDTR;
-            # the pages are mapped on the first access (pv_map_ldt_shadow_page):
-            # pvmon.backends.xen.pv.ldt.
-            ents = arg2 & 0xFFFF_FFFF
-            if ents > ldt.MAX_ENTRIES or (ents and (arg1 & 0xFFF or not (
-                    arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
-                return -E.EINVAL
-            ldt.set_ldt(self, v, arg1, ents)
-            return 0
         if cmd == 16:
             # MMUEXT_CLEAR_PAGE / COPY_PAGE take a writable type on the
             # destination: a page table's or a descriptor page's is refused
@@ -348,6 +336,25 @@ class PvMmu:
         if cmd in (19, 20):
             return -E.EOPNOTSUPP
         return -E.ENOSYS   # xen/arch/x86/mm.c do_mmuext_op: default: rc = -ENOSYS
+
+    def _set_ldt(self, arg1: int, arg2: int) -> int:
+        """MMUEXT_SET_LDT (linear_addr ``arg1``, nr_ents ``arg2``): 0 or -EINVAL."""
+        # MMUEXT_SET_LDT (do_mmuext_op): nr_ents is a 32-bit field; over 8192
+        # entries, or a base not page aligned or outside the guest's half
+        # (__addr_ok: below 2^47 or from HYPERVISOR_VIRT_END), -EINVAL ("Bad
+        # args to SET_LDT"); no entries: no base. Another table than the
+        # current one drops the old one's page mappings and loads the LDTR;
+        # the pages are mapped on the first access (pv_map_ldt_shadow_page):
+        # pvmon.backends.xen.pv.ldt.
+        # A PVH (paging_mode_external) domain loads its own LDT: -EINVAL.
+        if self.mode != "pv":
+            return -E.EINVAL
+        ents = arg2 & 0xFFFF_FFFF
+        if ents > ldt.MAX_ENTRIES or (ents and (arg1 & 0xFFF or not (
+                arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
+            return -E.EINVAL
+        ldt.set_ldt(self, self.vcpu, arg1, ents)
+        return 0
 
     def new_guest_cr3(self, mfn: int, load: bool = True) -> int:
         """new_guest_cr3 (xen/arch/x86/mm.c@stable-4.17) for the current vCPU:
