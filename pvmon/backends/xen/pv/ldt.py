@@ -155,7 +155,8 @@ def switch(b, old, new) -> None:
             _set_slot(b, slot, mfn)
         b.m.flush_tlb()
     b.ldt_area_owner = new
-    load(b, new)
+    if held.ldt[1] != new.ldt[1]:   # the LDTR depends on the count only
+        load(b, new)
 
 
 def _kernel_l1e(b, v, va: int) -> int:
