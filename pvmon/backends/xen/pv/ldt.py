@@ -246,7 +246,7 @@ def mapping_fault(b, va: int, error_code: int) -> tuple[int, int, int | None] | 
 def fixable(va: int, error_code: int) -> bool:
     """A #PF at ``va`` that Xen's fixup_page_fault sends to the LDT mapping:
     in the LDT area, a supervisor access, no reserved bit."""
-    return HV_LDT_VA <= va < HV_LDT_END and not error_code & (_PFEC_USER | _PFEC_RSVD)
+    return in_area(va) and not error_code & (_PFEC_USER | _PFEC_RSVD)
 
 
 def descriptor(b, v, selector: int) -> int | None:
