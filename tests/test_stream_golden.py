@@ -31,8 +31,8 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (6388,
-                        "2a20ecb1041baf719f25236f1ceb49e750cef04dc7b64242b7cf8d1df0a2fde2"),
+    "pvtest-v2-rules": (6410,
+                        "34dec0d8b7e47ffd9b5eefdacf3a7378d95f95a00b9e17ba37e08008cc7e0511"),
 }
 
 

@@ -200,6 +200,31 @@ static void ldt_in_use(void)
           "descriptor is read at each load)", "vector 0x%lx rbx 0x%lx",
           out[0], out[4]);
 
+    /* the CPU sets a descriptor's accessed bit through Xen's mapping, which
+     * pv_map_ldt_shadow_page makes writable (l1e_add_flags(gl1e, _PAGE_RW)) */
+    rc = HYPERVISOR_update_descriptor(virt_to_maddr(&ldt_tab[0][3]),
+                                      DESC(BLOB_VA, 0xfffff, 0xf2, 0xc));
+    n = user_fs(SEL(3), out);
+    check(rc == 0 && n == 1 && out[0] == 0x21 &&
+              (((volatile uint64_t *)ldt_tab[0])[3] & (1UL << 40)),
+          "a load through a descriptor without the accessed bit sets it in the guest's "
+          "page (pv/mm.c pv_map_ldt_shadow_page maps it _PAGE_RW)", "rc %ld vector 0x%lx "
+          "desc 0x%lx", rc, out[0], ((volatile uint64_t *)ldt_tab[0])[3]);
+    rc = HYPERVISOR_update_descriptor(virt_to_maddr(&ldt_tab[0][3]), CODE64_3);
+
+    /* no LDT paging since 4.14 (ca58e7b080): the kernel's only mapping of the
+     * page may go, the LDT's mapping holds its own reference */
+    uint64_t pte = lookup_pte((unsigned long)ldt_tab[0]);
+    long rc2;
+    rc = HYPERVISOR_update_va_mapping((unsigned long)ldt_tab[0], 0, UVMF_INVLPG | UVMF_LOCAL);
+    n = user_fs(SEL(0), out);
+    rc2 = HYPERVISOR_update_va_mapping((unsigned long)ldt_tab[0], pte,
+                                       UVMF_INVLPG | UVMF_LOCAL);
+    check(rc == 0 && rc2 == 0 && n == 1 && out[0] == 0x21 && out[4] == SEL(0),
+          "with the kernel's mapping of the LDT page removed the LDT still loads (MM "
+          "put_page_from_l1e: no shadow-LDT flush since 4.14)",
+          "rc %ld/%ld vector 0x%lx rbx 0x%lx", rc, rc2, out[0], out[4]);
+
     n = user_fs(SEL(4), out);
     check(fs_fault(out, n, 13, SEL(4) & ~3UL),
           "a selector beyond nr_ents (4) -> #GP(selector & ~3) (load_LDT: the limit is "

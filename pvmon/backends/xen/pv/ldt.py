@@ -51,6 +51,7 @@ one seg_desc type reference).
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from pvmon.backends.xen import abi as E
 from pvmon.backends.xen.builder import HV_GDT_VA
@@ -76,8 +77,13 @@ _PFEC_USER, _PFEC_RSVD = 4, 8
 _X86_XEC_TI = 4
 _DESCS = struct.Struct("<512Q")
 
+if TYPE_CHECKING:
+    from pvmon.backends.xen.backend import XenBackend
+    from pvmon.backends.xen.builder import Layout
+    from pvmon.backends.xen.pv.vcpu import PvVcpu
 
-def hv_l1_ma(layout) -> int:
+
+def hv_l1_ma(layout: Layout) -> int:
     """Machine address of the builder's ``hv_l1`` table (the fifth hypervisor
     frame: shared_info, hv_l3, m2p_l2, hv_l2, hv_l1; builder.build)."""
     return layout.hv_l3_ma + 3 * PAGE_SIZE
@@ -88,19 +94,19 @@ def in_area(va: int) -> bool:
     return HV_LDT_VA <= va < HV_LDT_END
 
 
-def _owner(b):
+def _owner(b: XenBackend) -> PvVcpu:
     """The vCPU whose mappings the engine's LDT area holds: the last one
     :func:`switch` put there, else the backend's current vCPU."""
     return getattr(b, "ldt_area_owner", None) or b.vcpu
 
 
-def _set_slot(b, slot: int, mfn: int | None) -> None:
+def _set_slot(b: XenBackend, slot: int, mfn: int | None) -> None:
     """Write LDT slot ``slot`` of the engine's area: ``mfn`` mapped, or empty."""
     b.m.write_u64_phys(hv_l1_ma(b.layout) + (_FIRST_SLOT + slot) * 8,
                        0 if mfn is None else (mfn << 12) | _SHADOW_FLAGS)
 
 
-def load(b, v) -> None:
+def load(b: XenBackend, v: PvVcpu) -> None:
     """load_LDT for vCPU ``v`` on the engine: the LDTR at the LDT area with
     limit ``ents * 8 - 1``, or a null LDTR (lldt(0)) with no entries."""
     ents = v.ldt[1]
@@ -110,7 +116,7 @@ def load(b, v) -> None:
         b.m.set_ldt(0, 0, 0)
 
 
-def set_ldt(b, v, base: int, ents: int) -> None:
+def set_ldt(b: XenBackend, v: PvVcpu, base: int, ents: int) -> None:
     """MMUEXT_SET_LDT after its argument checks (do_mmuext_op): a table other
     than the current one (base or count differ; no entries: base 0) drops
     the shadow mappings (pv_destroy_ldt) and loads the LDTR; the same one
@@ -124,7 +130,7 @@ def set_ldt(b, v, base: int, ents: int) -> None:
         load(b, v)
 
 
-def destroy(b, v) -> bool:
+def destroy(b: XenBackend, v: PvVcpu) -> bool:
     """pv_destroy_ldt: unmap vCPU ``v``'s LDT pages and drop their seg_desc
     type references. Returns True when a mapping was removed (the TLB is then
     flushed)."""
@@ -142,7 +148,7 @@ def destroy(b, v) -> bool:
     return True
 
 
-def switch(b, old, new) -> None:
+def switch(b: XenBackend, old: PvVcpu, new: PvVcpu) -> None:
     """vCPU ``new`` goes on the engine after ``old``: the LDT area's slots
     become ``new``'s mappings (kept across switches, as each Xen vCPU has
     its own area) and the LDTR is loaded for it. Call before its segment
@@ -159,7 +165,7 @@ def switch(b, old, new) -> None:
         load(b, new)
 
 
-def _kernel_l1e(b, v, va: int) -> int:
+def _kernel_l1e(b: XenBackend, v: PvVcpu, va: int) -> int:
     """guest_get_eff_kern_l1e: the L1 entry for ``va`` in ``v``'s kernel page
     tables, 0 when an upper level is not present or an L2 entry is a
     superpage (map_guest_l1e)."""
@@ -177,7 +183,7 @@ def _kernel_l1e(b, v, va: int) -> int:
     return m.read_u64_phys(ea) if m.valid_phys(ea, 8) else 0
 
 
-def map_page(b, v, offset: int) -> bool:
+def map_page(b: XenBackend, v: PvVcpu, offset: int) -> bool:
     """pv_map_ldt_shadow_page (pv/mm.c@stable-4.17) for vCPU ``v`` (the one
     on the engine, or going on it): map the guest page holding byte
     ``offset`` of the LDT. True when mapped (already, or now); False when the
@@ -211,7 +217,7 @@ def map_page(b, v, offset: int) -> bool:
     return True
 
 
-def _write_back(b, mfn: int) -> None:
+def _write_back(b: XenBackend, mfn: int) -> None:
     """validate_segdesc_page's write-back: each descriptor check_descriptor
     changed is stored fixed up in the frame (not recorded: no hypercall asked
     for it, and the guest re-executes the access that caused it on replay)."""
@@ -223,7 +229,7 @@ def _write_back(b, mfn: int) -> None:
             b.m.write_phys(pa + i * 8, struct.pack("<Q", fixed))
 
 
-def mapping_fault(b, va: int, error_code: int) -> tuple[int, int, int | None] | None:
+def mapping_fault(b: XenBackend, va: int, error_code: int) -> tuple[int, int, int | None] | None:
     """A #PF the engine raised at ``va`` in the LDT area with ``error_code``
     (handle_ldt_mapping_fault, traps.c@stable-4.17; only supervisor accesses
     without reserved bits come here: fixup_page_fault). None: the page is
@@ -249,7 +255,7 @@ def fixable(va: int, error_code: int) -> bool:
     return in_area(va) and not error_code & (_PFEC_USER | _PFEC_RSVD)
 
 
-def descriptor(b, v, selector: int) -> int | None:
+def descriptor(b: XenBackend, v: PvVcpu, selector: int) -> int | None:
     """The descriptor an LDT ``selector`` (TI=1) names in vCPU ``v``'s LDT,
     its page mapped as a descriptor load would fault it in; None when the
     selector is beyond the LDT's limit (hardware #GP) or the page cannot be
@@ -263,7 +269,7 @@ def descriptor(b, v, selector: int) -> int | None:
     return b.m.read_u64_phys((v.ldt_pages[index >> 12] << 12) | (index & 0xFFF))
 
 
-def loadable(b, v, selector: int) -> int:
+def loadable(b: XenBackend, v: PvVcpu, selector: int) -> int:
     """``selector`` for a data segment register of vCPU ``v`` being put back
     on the engine (a vCPU switch): an LDT selector whose page cannot be
     mapped, or beyond the limit, becomes the null selector (Xen's
