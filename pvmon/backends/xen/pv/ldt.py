@@ -233,7 +233,8 @@ def mapping_fault(b: XenBackend, va: int, error_code: int) -> tuple[int, int, in
     """A #PF the engine raised at ``va`` in the LDT area with ``error_code``
     (handle_ldt_mapping_fault, traps.c@stable-4.17; only supervisor accesses
     without reserved bits come here: fixup_page_fault). None: the page is
-    mapped now and the access is retried. Else the fault the guest gets:
+    mapped now and the access is retried, the engine's CR2 put back to the
+    last #PF address the guest was given. Else the fault the guest gets:
     ``(13, (offset & ~3) | TI, None)`` when ``ldt_base + offset`` is not
     canonical, else ``(14, error code, ldt_base + offset)``, the error code's
     user bit set when the vCPU is in user mode (pv_inject_event,
@@ -242,6 +243,9 @@ def mapping_fault(b: XenBackend, va: int, error_code: int) -> tuple[int, int, in
     v = b.vcpu
     offset = va - HV_LDT_VA
     if (offset >> 12) not in v.ldt_pages and map_page(b, v, offset):
+        # the guest's CR2 stays what Xen last gave it (ctrlreg[2], which
+        # pv_inject_event also stores in vcpu_info), not the LDT-area address
+        b.m.set_reg("cr2", b.m.read_u64_phys(v.vcpu_info_ma() + E.VCPU_INFO["cr2"]))
         return None                     # (a fault on a mapped slot is not this one's)
     linear = v.ldt[0] + offset
     if not E.is_canonical(linear):
