@@ -87,6 +87,23 @@ def test_a_store_through_an_alias_cached_before_the_code_existed_retranslates_it
     assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX)) == (1, 2)
 
 
+def test_a_store_through_an_alias_after_part_of_the_pages_code_was_replaced_retranslates():
+    """A second function keeps a translation block on the page while the
+    first is rewritten through the alias and translated again; the alias's
+    entry must stay on the notdirty path for the next rewrite (notdirty_write
+    cleans an entry only once the page holds no code)."""
+    uc = engine()
+    uc.msr_write(0xC0000080, 0xD00)                              # EFER: LME, LMA, NXE
+    # the alias no-execute, as a kernel's direct map is (an executable entry is
+    # never cleaned: Unicorn keeps it for code fetches)
+    uc.mem_write(0x4000 + (ALIAS >> 12) * 8, struct.pack("<Q", FUNC | 3 | 1 << 63))
+    uc.mem_write(FUNC + 0x100, bytes.fromhex("b805000000c3"))      # mov eax, 5; ret
+    call_f2 = lambda at: b"\xe8" + struct.pack("<i", FUNC + 0x100 - (at + 5))  # noqa: E731
+    run(uc, [call_f2, call_func, store_imm32(ALIAS + 1, 2), call_func, MOV_EBX_EAX,
+             store_imm32(ALIAS + 1, 3), call_func, MOV_ECX_EAX])
+    assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX)) == (2, 3)
+
+
 def test_a_data_page_without_code_is_written_and_read_back():
     uc = engine()
     run(uc, [store_imm32(RW + 0x100, 7), bytes.fromhex("8b1c25") + struct.pack("<I", RW + 0x100)])

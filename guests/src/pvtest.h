@@ -270,6 +270,8 @@ void run_user_cs(unsigned long rip, unsigned long rsp, unsigned long rflags,
  * segment loads, sysenter */
 void checks_selectors2(void);
 int selectors2_trap(struct trap_frame *f);
+/* checks_ldt.c, user_ldt.S: the LDT (MMUEXT_SET_LDT, lazily mapped pages) */
+void checks_ldt(void);
 #endif
 
 #endif

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pvmon.backends.base import CAP_CONSOLE_INPUT, CAP_EVENT_UPCALLS, CAP_PV_MMU, Backend
 from pvmon.backends.xen import abi
 from pvmon.backends.xen.cpuid import xen_cpuid_policy
+from pvmon.backends.xen.pv import ldt
 from pvmon.backends.xen.pv.debugreg import IoBreakpoints
 from pvmon.backends.xen.pv.ptwr import WritablePageTables
 from pvmon.backends.xen.pv.stringio import DONE as STRING_IO_DONE
@@ -76,6 +77,8 @@ class XenPvDispatch(DispatchCore):
         #: The PV platform's writable page tables (pvmon/backends/xen/pv/ptwr.py).
         self.ptwr = WritablePageTables(machine, backend)
         self._fault_streak = (None, 0)
+        #: LDT pages mapped on a fault in the LDT area (pv/ldt.py), not delivered.
+        self.ldt_maps = 0
         # RDMSR/WRMSR as Xen emulates them (pvmon/backends/xen/pv/msr.py), through the
         # patched engine's MSR hook; without it the engine's own MSRs answer.
         # CLI/STI, MOV to/from CRn and the IOPL check of IN/OUT need the fifth
@@ -293,6 +296,14 @@ class XenPvDispatch(DispatchCore):
                     vector = 12     # #SS(0), which the engine reports as #GP(0)
         ints.clear_exception_state()
         self.clock.advance(self.clock.costs.fault_ns)
+        if vector == 14 and cr2 is not None and ldt.fixable(cr2, err or 0):
+            # a descriptor load through the LDT met an unmapped LDT page: Xen maps
+            # it and retries, or gives the guest its #PF/#GP (pv/ldt.py)
+            fault = ldt.mapping_fault(self.b, cr2, err)
+            if fault is None:
+                self.ldt_maps += 1
+                return
+            vector, err, cr2 = fault
         self.faults[vector] += 1
         last, n = self._fault_streak
         key = (vector, rip, cr2)

@@ -261,6 +261,24 @@ class Machine:
     def set_segment(self, name: str, selector: int) -> None:
         self.uc.reg_write(GPR[name], selector)
 
+    def set_ldt(self, selector: int, base: int, limit: int) -> None:
+        """Load the LDTR as an LLDT of a present LDT descriptor would: the
+        selector ``sldt`` reads, the table at guest-virtual ``base`` (64-bit)
+        and its byte ``limit`` (inclusive). ``limit`` 0 with ``base`` 0 is a
+        null LDTR (LLDT 0): every selector with TI=1 then raises #GP(selector)
+        when loaded, as its descriptor lies beyond the limit. Descriptor loads
+        read the table with supervisor accesses through the current page
+        tables (a page not mapped there is a #PF at ``base`` + index * 8).
+        No translated code depends on the LDTR (QEMU's segment helpers read
+        it at run time), so nothing is flushed."""
+        flags = (1 << 15) | (2 << 8) if limit else 0      # present, type 2 (LDT)
+        self.uc.reg_write(x86.UC_X86_REG_LDTR, (selector & 0xFFFF, base, limit, flags))
+
+    def ldt(self) -> tuple[int, int, int]:
+        """The LDTR as ``(selector, base, limit)``."""
+        sel, base, limit, _flags = self.uc.reg_read(x86.UC_X86_REG_LDTR)
+        return sel, base, limit
+
     def msr_write(self, msr: int, value: int) -> None:
         self.uc.msr_write(msr, value)
 

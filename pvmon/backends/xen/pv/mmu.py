@@ -19,6 +19,7 @@ import struct
 
 from pvmon.backends.base import GuestFault
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.pv import ldt
 from pvmon.backends.xen.pv import pagetype as PT
 from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P
 
@@ -268,6 +269,8 @@ class PvMmu:
         return rc
 
     def _mmuext(self, cmd: int, arg1: int, arg2: int) -> int:
+        if cmd == 13:
+            return self._set_ldt(arg1, arg2)
         v = self.vcpu
         types = self.types
         if cmd in (0, 1, 2, 3):
@@ -316,19 +319,6 @@ class PvMmu:
             return 0
         if cmd in (12, 18):
             return 0
-        if cmd == 13:
-            # MMUEXT_SET_LDT (do_mmuext_op): nr_ents is a 32-bit field; over 8192
-            # entries, or a base not page aligned or outside the guest's half
-            # (__addr_ok: below 2^47 or from HYPERVISOR_VIRT_END), -EINVAL ("Bad
-            # args to SET_LDT"); no entries: no base. The LDT's pages are not
-            # mapped here: Xen maps them on a #PF in the LDT area
-            # (pv_map_ldt_shadow_page), which pvmon's engine has no LDT for.
-            ents = arg2 & 0xFFFF_FFFF
-            if ents > 8192 or (ents and (arg1 & 0xFFF or not (
-                    arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
-                return -E.EINVAL
-            v.ldt = (arg1 if ents else 0, ents)
-            return 0
         if cmd == 16:
             # MMUEXT_CLEAR_PAGE / COPY_PAGE take a writable type on the
             # destination: a page table's or a descriptor page's is refused
@@ -347,6 +337,25 @@ class PvMmu:
             return -E.EOPNOTSUPP
         return -E.ENOSYS   # xen/arch/x86/mm.c do_mmuext_op: default: rc = -ENOSYS
 
+    def _set_ldt(self, arg1: int, arg2: int) -> int:
+        """MMUEXT_SET_LDT (linear_addr ``arg1``, nr_ents ``arg2``): 0 or -EINVAL."""
+        # MMUEXT_SET_LDT (do_mmuext_op): nr_ents is a 32-bit field; over 8192
+        # entries, or a base not page aligned or outside the guest's half
+        # (__addr_ok: below 2^47 or from HYPERVISOR_VIRT_END), -EINVAL ("Bad
+        # args to SET_LDT"); no entries: no base. Another table than the
+        # current one drops the old one's page mappings and loads the LDTR;
+        # the pages are mapped on the first access (pv_map_ldt_shadow_page):
+        # pvmon.backends.xen.pv.ldt.
+        # A PVH (paging_mode_external) domain loads its own LDT: -EINVAL.
+        if self.mode != "pv":
+            return -E.EINVAL
+        ents = arg2 & 0xFFFF_FFFF
+        if ents > ldt.MAX_ENTRIES or (ents and (arg1 & 0xFFF or not (
+                arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
+            return -E.EINVAL
+        ldt.set_ldt(self, self.vcpu, arg1, ents)
+        return 0
+
     def new_guest_cr3(self, mfn: int, load: bool = True) -> int:
         """new_guest_cr3 (xen/arch/x86/mm.c@stable-4.17) for the current vCPU:
         ``mfn`` becomes its kernel root. MMUEXT_NEW_BASEPTR calls it, and so
@@ -355,7 +364,8 @@ class PvMmu:
         and take an L4 (PGT_root_page_table) type reference, validating it if
         it had none ("Error while installing new baseptr"); the old root's is
         then dropped. The root in use again: no reference moves (write_ptbase
-        only). 0 or -EINVAL."""
+        only). A different root drops the vCPU's LDT page mappings
+        (pv_destroy_ldt; pvmon.backends.xen.pv.ldt). 0 or -EINVAL."""
         if not self._valid_mfn(mfn):
             return -E.EINVAL
         v = self.vcpu
@@ -364,6 +374,8 @@ class PvMmu:
             rc = self.types.swap_root(mfn, old)
             if rc:
                 return rc
+            if v.ldt_pages:
+                ldt.destroy(self, v)
         v.new_baseptr(mfn, user=False, load=load)
         return 0
 

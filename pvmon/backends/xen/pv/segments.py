@@ -40,6 +40,7 @@ from pvmon.backends.xen.builder import (
     ENGINE_KERNEL_CS,
     ENGINE_KERNEL_SS,
 )
+from pvmon.backends.xen.pv import ldt
 from pvmon.engine.hvm import SegmentLoader
 from pvmon.engine.machine import PAGE_SIZE
 
@@ -112,10 +113,14 @@ class Segments:
         Xen loads for the vCPU: the guest's frames below FIRST_RESERVED_SEL
         (zero past them: pv_set_gdt maps the zero page there), Xen's
         :data:`XEN_RESERVED` page above. None when there is none to read: the
-        null selector, beyond the GDT limit, or an LDT selector (no LDT is
-        modelled here; LDT selectors are the LDT code's)."""
+        null selector or beyond the GDT limit. An LDT selector reads the
+        vCPU's LDT (:func:`ldt.descriptor`: its page mapped as Xen maps it on
+        first use; None when it cannot be, past its limit, or with no LDT)."""
+        if selector & 4:
+            # the vCPU's LDT, its page faulted in as Xen's IRETQ would (pv/ldt.py)
+            return ldt.descriptor(self._b, self._vcpu or self._b.vcpu, selector)
         index = selector & 0xFFF8
-        if selector & 4 or not index or index > GDT_LIMIT - 7:
+        if not index or index > GDT_LIMIT - 7:
             return None
         if index >= FIRST_RESERVED_SEL:
             return XEN_RESERVED.get(index, 0)
@@ -131,8 +136,9 @@ class Segments:
     def descriptor(self, selector: int, code: bool) -> int | None:
         """The descriptor ``selector`` (RPL ignored) names if it is a present
         DPL-3 code segment (``code``) or writable data segment: Xen's flat ones,
-        else the vCPU's GDT. None otherwise (null, LDT selectors, beyond the
-        table, another type)."""
+        the vCPU's LDT for a selector with TI=1 (:func:`ldt.descriptor`), else
+        the vCPU's GDT. None otherwise (null, beyond the table, an LDT page
+        that cannot be mapped, another type)."""
         sel = selector | 3
         desc = FLAT_DESCRIPTORS.get(sel)
         if desc is None:

@@ -46,6 +46,7 @@ from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
 from pvmon.backends.xen import abi
+from pvmon.backends.xen.pv import ldt
 from pvmon.engine.machine import CR0_TS, Machine
 
 E = abi
@@ -475,9 +476,10 @@ class PvScheduler:
         vn.saved = None
         if vn.gdt_frames:
             vn.load_gdt(vn.gdt_frames, vn.gdt_ents)
+        ldt.switch(self.b, vo, vn)      # its LDT area and LDTR (pv/ldt.py)
         m.write_cr3(s["cr3"])
         for name, sel in s["segs"].items():
-            m.set_segment(name, sel)
+            m.set_segment(name, ldt.loadable(self.b, vn, sel) if sel & 4 else sel)
         # CS and SS with their hidden parts (a 32-bit process runs in compatibility
         # mode; the kernel's have DPL 0: pvmon.backends.xen.pv.segments)
         if s["cpl"] == 0:

@@ -140,7 +140,10 @@ class PvVcpu(XenVcpu):
         #: OSXMMEXCPT (pv/domain.c@stable-4.17).
         self.cr4 = CR4_HOST_VISIBLE
         self.cr_trapped = False
+        #: MMUEXT_SET_LDT's table (base, entries) and the frames mapped in its
+        #: LDT area (slot -> frame; pvmon.backends.xen.pv.ldt).
         self.ldt = (0, 0)
+        self.ldt_pages: dict[int, int] = {}
         self.gdt_frames: list[int] = []
         self.gdt_ents = 0
         #: The saved CPU state of a vCPU that is not on the engine (SMP;
