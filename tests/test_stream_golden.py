@@ -32,7 +32,7 @@ DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
     "pvtest-v2-rules": (6109,
-                        "ed292d65c2eb74df5878870295a0f2956c282755f117466297f8a99d5c796471"),
+                        "c7edcfc6a692a92574edf4258a5130112f62eb553b6894748ae6ff9cfe9dbc30"),
 }
 
 
