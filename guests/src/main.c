@@ -151,6 +151,7 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     checks_privops();
     checks_selectors();
     checks_debugreg();
+    checks_debugreg_hc();
     rules_pagetypes();      /* last of the rules: it pins and unpins tables */
     rules_segdesc();        /* GDT pages and CR3 loads, after the page types */
     rules_cr3();

@@ -245,6 +245,8 @@ int privops_trap(struct trap_frame *f);
 /* checks_debugreg.c: #DB from breakpoints (a #DB it provoked: 1) */
 void checks_debugreg(void);
 int debugreg_trap(struct trap_frame *f);
+/* checks_debugreg_hc.c: the set_debugreg/get_debugreg hypercalls' rules */
+void checks_debugreg_hc(void);
 /* checks_privio.c: string port I/O and the rest of the privileged operations */
 void checks_privio(void);
 int privio_trap(struct trap_frame *f);
