@@ -221,6 +221,8 @@ long install_trap_table(void);
 #if POC
 /* ---- checks_poc.c: returns the number of steps that went wrong ---- */
 unsigned checks_poc(long trap_rc);
+/* poc_xsa12.c: vCPU 1 brought up with %dr7 = dr7; its get_debugreg(7) in *seen */
+long poc_xsa12(unsigned long dr7, unsigned long *seen);
 #endif
 #if RULES
 /* ---- checks_rules.c ---- */
