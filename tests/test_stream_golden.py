@@ -31,8 +31,8 @@ GOLDEN_V2 = Path(__file__).parent / "data" / "golden-pvtest-v2.pvt"
 DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "0c2bfb61ad80491202b399c40b751fed1a42590b6433e38346968ec91ed97ef5"),
-    "pvtest-v2-rules": (6331,
-                        "eaf14c2c9b0be77935c24c3695b598aba2b82e394641c2141c51d8589f0a0c94"),
+    "pvtest-v2-rules": (6410,
+                        "98bd4ad1b6c92f5e3d6ebf0a1580343af3ca2cf59345cebd75dc986c90eaa213"),
 }
 
 

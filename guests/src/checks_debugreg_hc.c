@@ -11,6 +11,16 @@
  * below 2^47 or at/above HYPERVISOR_VIRT_END).  The hypercalls are made
  * directly (xen_hypercall_nr), no breakpoint is ever armed (no enable bit
  * with an address the guest touches), and everything is put back at the end.
+ *
+ * debugreg_hc_user_io: an I/O breakpoint hit by a port access from guest user
+ * mode.  EP = xen/arch/x86/pv/emul-priv-op.c: Xen emulates the IN/OUT the
+ * user process's virtual IOPL allows (guest_io_okay), matches it against the
+ * enabled I/O breakpoints (check_guest_io_breakpoint: dr7_emul, CR4.DE, the
+ * LEN-aligned port range), and after the instruction sets their B bits in
+ * %dr6 with DR_STATUS_RESERVED_ONE and injects #DB (pv_emulate_privileged_op:
+ * pv_inject_hw_exception(TRAP_debug)): a trap, delivered through the trap
+ * table like any exception from user mode (to the kernel, RIP after the
+ * instruction, the frame's CS the user's).
  */
 #include "pvtest.h"
 
@@ -26,6 +36,9 @@
 #define RW_WRITE        1
 #define RW_IO           2               /* DR_IO: an I/O breakpoint */
 #define ARG_XLAT_START  0xffff820080000000UL    /* vCPU 0's compat translation area */
+#define HC_physdev_op   33
+#define PHYSDEVOP_set_iopl 6
+#define LEN_2           1UL
 
 static long set_dr(unsigned long reg, unsigned long v)
 {
@@ -165,8 +178,72 @@ static void debugreg_hc_registers(void)
              get_dr(0xffffffffUL), -XEN_ENODEV);
     stored("set_debugreg(1 << 32 | 3) is %dr3 (SD do_set_debugreg(int reg): the low "
            "32 bits)", (1UL << 32) | 3, 0x5000);
-    check_eqx("... get_debugreg(3) reads it", get_dr(3), 0x5000);
+    check_eqx("... get_debugreg(3) reads it (RD)", get_dr(3), 0x5000);
     set_dr(3, 0);
+}
+
+static long iopl(uint32_t level)
+{
+    uint32_t arg = level;
+    return xen_hypercall_nr(HC_physdev_op, PHYSDEVOP_set_iopl, (unsigned long)&arg, 0, 0, 0);
+}
+
+static void debugreg_hc_user_io(unsigned long cr4)
+{
+    /* user_out80 / user_in80 (user_rules.S): mov $imm32,%eax (5 bytes), then
+     * the 2-byte out %al,$0x80 / in $0x80,%al, then int $0x21 */
+    const unsigned long after = 7;
+    unsigned long e[5];
+    iopl(3);
+    cr4_write(cr4 | CR4_DE);
+    set_dr(6, 0);
+    set_dr(0, 0x80);
+    long rc = set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO));
+    if (!rules_user_entry(user_out80, 2, e)) {
+        check_skip("an I/O breakpoint hit from user mode", "user mode not set up");
+    } else {
+        check(rc == 0 && e[0] == 1 && e[2] == after,
+              "user mode, IOPL 3: out to port 0x80 under an I/O breakpoint there -> #DB "
+              "after the out, taken from user mode (EP pv_emulate_privileged_op)",
+              "rc %ld, vector %lu at +%lu", rc, e[0], e[2]);
+        check_eqx("... %dr6 = B0 | DR_STATUS_RESERVED_ONE (EP)", get_dr(6), DR6_DEFAULT | 1);
+        set_dr(6, 0);
+        rules_user_entry(user_in80, 2, e);
+        check(e[0] == 1 && e[2] == after, "user mode: in from port 0x80 -> #DB after the in (EP)",
+              "vector %lu at +%lu", e[0], e[2]);
+        set_dr(6, 0);
+        set_dr(1, 0x81);
+        set_dr(7, DR7_DEFAULT | DR7_L(1) | DR7_RW(1, RW_IO) | (LEN_2 << 22));
+        rules_user_entry(user_out80, 2, e);
+        check(e[0] == 1 && get_dr(6) == (DR6_DEFAULT | 2),
+              "user mode: a 2-byte I/O breakpoint at 0x81 covers 0x80-0x81 (EP "
+              "check_guest_io_breakpoint aligns it down) -> #DB, %dr6 B1",
+              "vector %lu, dr6 0x%lx", e[0], (unsigned long)get_dr(6));
+        set_dr(6, 0);
+        set_dr(1, 0x82);
+        set_dr(7, DR7_DEFAULT | DR7_L(1) | DR7_RW(1, RW_IO));
+        rules_user_entry(user_out80, 2, e);
+        check(e[0] == 0x21 && e[4] == 0x5a, "user mode: out to port 0x80 with the I/O "
+              "breakpoint on port 0x82 -> no #DB, the out emulated (EP "
+              "check_guest_io_breakpoint)",
+              "vector 0x%lx rbx 0x%lx", e[0], e[4]);
+        set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO));
+        cr4_write(cr4 & ~CR4_DE);
+        rules_user_entry(user_out80, 2, e);
+        check(e[0] == 0x21, "user mode: the same breakpoint with CR4.DE cleared -> no #DB "
+              "(EP check_guest_io_breakpoint)", "vector 0x%lx", e[0]);
+        cr4_write(cr4 | CR4_DE);
+        iopl(0);
+        rules_user_entry(user_out80, 2, e);
+        check(e[0] == 13 && e[2] == 5, "user mode, IOPL 0: the out -> #GP(0) at the out, no "
+              "#DB (EP guest_io_okay: not emulated)", "vector %lu at +%lu", e[0], e[2]);
+    }
+    set_dr(7, DR7_DEFAULT);
+    set_dr(0, 0);
+    set_dr(1, 0);
+    set_dr(6, 0);
+    iopl(0);
+    cr4_write(cr4);
 }
 
 void checks_debugreg_hc(void)
@@ -178,6 +255,7 @@ void checks_debugreg_hc(void)
     debugreg_hc_io(cr4);
     debugreg_hc_aliases(cr4);
     debugreg_hc_registers();
+    debugreg_hc_user_io(cr4);
     cr4_write(cr4);
     set_dr(7, DR7_DEFAULT);
     set_dr(6, 0);
