@@ -120,6 +120,8 @@ def test_the_rules_guest_passes_every_page_reference_check(rules):
         "populate_physmap while it lingers never hands that page out",
         "decrease_reservation of the freed page -> 0 extents",
         "mapping the freed page -> -EBUSY (MM get_page_from_l1e",
+        ("mapping the new frame where the old one was -> 0; the page given back comes back "
+         "unscrubbed"),
     ):
         assert any(n.startswith(want) for n in names), want
     # nothing lingers at the end; the free pool holds the one frame an earlier grant

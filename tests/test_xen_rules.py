@@ -52,7 +52,7 @@ def recorded(tmp_path_factory):
 def test_the_rules_guest_passes_every_check_on_xen_4_17(recorded):
     res, ring, _io, _path = recorded
     assert res.exit_kind == "shutdown" and res.shutdown_reason == abi.SHUTDOWN_poweroff
-    assert "FAIL" not in ring and re.search(r"pvtest: 622 passed, 0 failed", ring)
+    assert "FAIL" not in ring and re.search(r"pvtest: 660 passed, 0 failed", ring)
     checks = _check_lines(ring)
     for name in (
         "CALLBACKOP_register sysenter -> 0 (register_guest_callback)",

@@ -1,13 +1,13 @@
 /*
  * checks_poc.c - pvtest-v2-poc (POC=1): a hostile variant of the reference
- * guest that tries, as a 64-bit PV domU, what six Xen security advisories
+ * guest that tries, as a 64-bit PV domU, what seven Xen security advisories
  * were about, and says for each whether the hypervisor behaved as it did
  * before the fix or after it:
  *
  *   pvtest: XSA-148 fixed - <what was tried> -> <what came back>
  *   pvtest: XSA-213 vulnerable - ...
  *   pvtest: XSA-227 unexpected - ...        (neither answer: a failure)
- *   pvtest: poc: 6 steps, 0 vulnerable, 6 fixed, 0 unexpected
+ *   pvtest: poc: 7 steps, 0 vulnerable, 7 fixed, 0 unexpected
  *
  * Then SCHEDOP_shutdown: poweroff unless a step was unexpected.  A step
  * undoes what it did as far as the hypervisor lets it; the XSA-327 step
@@ -19,7 +19,10 @@
  * xen/arch/x86/mm.c mod_l2_entry/mod_l4_entry), XSA-213 22c096c99d
  * (xen/common/multicall.c), XSA-227 ce442926c2 and XSA-234 16b1414de9
  * (xen/arch/x86/mm.c, the grant PTE paths; xen/arch/x86/pv/grant_table.c
- * since 4.11), XSA-327 3fdc211b01 (xen/common/domain.c map_vcpu_info).
+ * since 4.11), XSA-327 3fdc211b01 (xen/common/domain.c map_vcpu_info),
+ * XSA-12 e89c6d0573 (xen/include/asm-x86/debugreg.h; poc_xsa12.c, which needs
+ * --vcpus 2: with one vCPU the step prints "XSA-12 skipped" and counts for
+ * nothing).
  * It calls nothing whose answer differs between Xen versions for another
  * reason (no xen_version version query), so that a replay on an older Xen
  * diverges only where a fix is missing.
@@ -270,6 +273,22 @@ static void poc_234(void)
     invlpg(window[0]);
 }
 
+/* XSA-12: %dr7 with bits 32-63 set in a new vCPU's context (poc_xsa12.c; a
+ * second vCPU needed, else skipped and not counted). */
+static void poc_12(void)
+{
+    const unsigned long dr7 = (1UL << 32) | 0x400;
+    unsigned long seen;
+    const char *what = "VCPUOP_initialise vCPU 1 with %dr7 0x100000400, its get_debugreg(7)";
+    long rc = poc_xsa12(dr7, &seen);
+    if (rc == -XEN_ENOENT) {
+        printk("pvtest: XSA-12 skipped - %s -> no vCPU 1 (run with --vcpus 2)\n", what);
+        return;
+    }
+    verdict(12, rc == 0 && seen == 0x400, rc == 0 && seen == dr7, what, "rc %ld, %%dr7 0x%lx",
+            rc, seen);
+}
+
 /* XSA-327: vcpu_info registered at an offset that is not 8-byte aligned. */
 static void poc_327(void)
 {
@@ -283,7 +302,7 @@ static void poc_327(void)
 unsigned checks_poc(long trap_rc)
 {
     console_ring_init();
-    printk("pvtest: # proof of concept: what six Xen security fixes changed for a "
+    printk("pvtest: # proof of concept: what seven Xen security fixes changed for a "
            "64-bit PV domU\n");
     if (trap_rc)
         printk("pvtest: set_trap_table failed (rc %ld)\n", trap_rc);
@@ -297,6 +316,7 @@ unsigned checks_poc(long trap_rc)
         poc_227();
         poc_234();
     }
+    poc_12();
     poc_327();
     poc_213();
     printk("pvtest: poc: %u steps, %u vulnerable, %u fixed, %u unexpected\n",

@@ -153,6 +153,7 @@ void pvtest_main(struct start_info *si, unsigned long rsp)
     checks_selectors2();
     checks_ldt();
     checks_debugreg();
+    checks_debugreg_hc();
     rules_pagetypes();      /* last of the rules: it pins and unpins tables */
     rules_segdesc();        /* GDT pages and CR3 loads, after the page types */
     rules_cr3();

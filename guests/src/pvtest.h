@@ -221,6 +221,8 @@ long install_trap_table(void);
 #if POC
 /* ---- checks_poc.c: returns the number of steps that went wrong ---- */
 unsigned checks_poc(long trap_rc);
+/* poc_xsa12.c: vCPU 1 brought up with %dr7 = dr7; its get_debugreg(7) in *seen */
+long poc_xsa12(unsigned long dr7, unsigned long *seen);
 #endif
 #if RULES
 /* ---- checks_rules.c ---- */
@@ -245,6 +247,8 @@ int privops_trap(struct trap_frame *f);
 /* checks_debugreg.c: #DB from breakpoints (a #DB it provoked: 1) */
 void checks_debugreg(void);
 int debugreg_trap(struct trap_frame *f);
+/* checks_debugreg_hc.c: the set_debugreg/get_debugreg hypercalls' rules */
+void checks_debugreg_hc(void);
 /* checks_privio.c: string port I/O and the rest of the privileged operations */
 void checks_privio(void);
 int privio_trap(struct trap_frame *f);

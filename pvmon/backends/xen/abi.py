@@ -349,6 +349,9 @@ X86_DR6_DEFAULT = 0xFFFF0FF0          # %dr6 at reset; its reserved bits read as
 DR_STATUS_RESERVED_ZERO = ~0xFFFFEFFF & (1 << 64) - 1   # %dr6 bit 12 and bits 32-63 read 0
 X86_DR7_DEFAULT = 0x400               # %dr7 at reset (bit 10 reads as 1)
 DR_CONTROL_RESERVED_ZERO = ~0xFFFF27FF & (1 << 64) - 1  # %dr7 bits 11, 12, 14, 15, 32-63
+# before XSA-12's fix (xen.git e89c6d0573, 4.2; xen/include/asm-x86/debugreg.h@3.4.0-rc3):
+# bits 32-63 of %dr7 were not among the reserved ones and were kept
+DR_CONTROL_RESERVED_ZERO_XSA12 = 0xD800
 DR_GENERAL_DETECT = 1 << 13           # %dr7.GD: never allowed to a PV guest (-EPERM)
 DR7_ACTIVE_MASK = 0xFF                # %dr7 L0-L3/G0-G3 enable bits
 DR_CONTROL_SHIFT, DR_CONTROL_SIZE = 16, 4   # per-breakpoint R/W+LEN fields

@@ -741,10 +741,12 @@ class XenBackend(PvCpu, PvMmu, PvhHypercalls, Backend):
                     if not self._valid_mfn(mfn) or not self.give_back(mfn):
                         break
                 else:
+                    # handed out as it was freed: Xen scrubs a live domain's
+                    # freed page only with scrub-domheap or CONFIG_SCRUB_DEBUG
+                    # (pv/mmu.py take_free_frame)
                     mfn = self.take_free_frame()
                     if mfn is None:
                         break
-                    self.m.write_phys(mfn << 12, bytes(PAGE_SIZE))
                     if ext:
                         self._write(ext + i * 8, struct.pack("<Q", mfn))
                 done += 1

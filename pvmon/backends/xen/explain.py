@@ -93,6 +93,8 @@ _CAPABILITY_CALLS: dict[str, tuple[tuple[str, str | None], ...]] = {
                                       ("grant_table_op", "unmap_and_replace")),
     "gnttab_copy_claims_first": (("grant_table_op", "copy"),),
     # security fixes (pvmon.backends.xen.history.XSAS)
+    "xsa12_dr7_high_bits_dropped": (("get_debugreg", None), ("set_debugreg", None),
+                                    ("vcpu_op", "initialise")),
     "xsa148_l2_pse_refused": (("mmu_update", None),),
     "xsa182_pde_fastpath_whitelist": (("mmu_update", None),),
     "xsa213_multicall_iret_ends_batch": (("multicall", None), ("iret", None)),

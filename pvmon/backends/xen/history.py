@@ -50,6 +50,18 @@ class Xsa:
 
 
 XSAS: dict[int, Xsa] = {x.number: x for x in (
+    Xsa(12, "xsa12_dr7_high_bits_dropped", "hypercall set_debugreg vulnerability",
+        "e89c6d0573", {"stable-4.0": "f2913de217",
+                                           "stable-4.1": "ab4f401a1a (4.1.4)"},
+        "xen/include/asm-x86/debugreg.h", "vcpu_op(initialise), get_debugreg",
+        "bits 32-63 of %dr7 are reserved (DR_CONTROL_RESERVED_ZERO ~0xffff27ff): a vCPU "
+        "initialised with them reads %dr7 without them (from 4.11 set_debugreg refuses them "
+        "with -EINVAL and the context's %dr7 stays 0x400)",
+        "DR_CONTROL_RESERVED_ZERO was 0xd800: set_debugreg keeps bits 32-63 of %dr7; a vCPU "
+        "initialised (VCPUOP_initialise) with them and no enable bit reads them back from "
+        "get_debugreg(7); loading such a %dr7 into the hardware (set_debugreg on the running "
+        "vCPU, or a context switch while it enables a breakpoint) raises #GP inside Xen, a "
+        "fatal trap: the host crashes"),
     Xsa(148, "xsa148_l2_pse_refused", "uncontrolled creation of large page mappings",
         "fe360c90ea", {"stable-4.6": "2d094bd870 (4.6.1)"}, "xen/arch/x86/mm.c",
         "mmu_update",
@@ -201,7 +213,7 @@ XEN_3_4 = register(XEN_4_17.derive("xen-3.4", [
            note="unmap accepts a grant PTE whose present or writable bit no longer matches "
                 "the mapping"),
     *(XSAS[n].change("the 3.x trees were never patched; 3.4.0-rc3 predates the fix")
-      for n in (148, 182, 213, 227, 327)),
+      for n in (12, 148, 182, 213, 227, 327)),
     Change("capability", feature="gnttab_copy_claims_first",
            source="xen/common/grant_table.c" + _H34 + " __gnttab_copy: lengths checked first, "
                   "an invalid frame GNTST_general_error; gnttab_copy_one from 4.6 (xen.git "

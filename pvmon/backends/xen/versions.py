@@ -199,7 +199,8 @@ class XenVersion:
 # ---------------------------------------------------------------- reference
 # Capabilities that are security fixes (XSA-234's is gnttab_unmap_checks_pte_flags,
 # declared with the grant tables). Their records are in pvmon.backends.xen.history.
-XSA_FIXES = ("xsa148_l2_pse_refused", "xsa182_pde_fastpath_whitelist",
+XSA_FIXES = ("xsa12_dr7_high_bits_dropped", "xsa148_l2_pse_refused",
+             "xsa182_pde_fastpath_whitelist",
              "xsa213_multicall_iret_ends_batch", "xsa227_gnttab_pte_aligned",
              "xsa327_vcpu_info_aligned")
 
@@ -230,7 +231,8 @@ XEN_4_17 = XenVersion(
     # XSA-234); a copy claims both sides before checking its lengths and a bad frame is
     # GNTST_bad_page (gnttab_copy_claims_first, gnttab_copy_one).
     # Security fixes a guest can see (each named after its advisory; older versions that
-    # predate the fix declare it absent, pvmon.backends.xen.history): an L2 entry with
+    # predate the fix declare it absent, pvmon.backends.xen.history): bits 32-63 of %dr7
+    # reserved (XSA-12), an L2 entry with
     # _PAGE_PSE refused (XSA-148), L2-L4 entries changing more than the fast path's
     # whitelisted flags revalidated (XSA-182), an iret ends a multicall (XSA-213), a
     # contains_pte grant PTE address 8-byte aligned (XSA-227), a vcpu_info offset

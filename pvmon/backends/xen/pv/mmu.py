@@ -83,7 +83,14 @@ class PvMmu:
     def take_free_frame(self) -> int | None:
         """A frame for populate_physmap / increase_reservation from the free
         pool (the most recently freed first), or None when the domain is at
-        its maximum reservation (assign_pages: tot_pages at max_pages)."""
+        its maximum reservation (assign_pages: tot_pages at max_pages).
+
+        The frame keeps the contents it had when it was freed: free_domheap_pages
+        (xen/common/page_alloc.c@stable-4.17) scrubs a freed page only when its
+        domain is dying, with ``scrub-domheap`` on Xen's command line, or on a
+        CONFIG_SCRUB_DEBUG build (default with CONFIG_DEBUG; it fills the page
+        with SCRUB_PATTERN 0xc2, scrub_one_page), "Normally we expect a domain
+        to clear pages before freeing them". pvmon models neither option."""
         if not self.free_mfns:
             return None
         mfn = self.free_mfns.pop()

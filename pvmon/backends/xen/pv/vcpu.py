@@ -357,9 +357,26 @@ class PvVcpu(XenVcpu):
         which port I/O emulates) into the engine when %dr7 enables a
         breakpoint, or take the engine's away when it holds some and this
         vCPU enables none (activate_debugregs, traps.c@stable-4.17: Xen loads
-        them lazily). Called after a change and when the vCPU goes on the engine."""
+        them lazily). Called after a change and when the vCPU goes on the engine.
+        Before XSA-12's fix a stored %dr7 may hold bits 32-63 (set by
+        VCPUOP_initialise, see :meth:`_set_debugreg`): loading it
+        (paravirt_ctxt_switch_to, xen/arch/x86/domain.c@3.4.0-rc3) ends the run."""
+        if self.dr7 >> 32 and self.dr7 & E.DR7_ACTIVE_MASK:
+            self._xsa12_host_crash("the context switch to a vCPU whose %dr7 enables a "
+                                   "breakpoint", self.dr7)
+            return
         debugregs.for_machine(self.m).sync(engine_addresses(self.dr, self.dr7), self.dr6,
                                            self.dr7)
+
+    def _xsa12_host_crash(self, where: str, dr7: int) -> None:
+        """End the run as Xen before XSA-12's fix ends the host: ``mov`` to
+        %dr7 of a value with bits 32-63 set raises #GP(0), which Xen takes in
+        its own context as a fatal trap (do_general_protection, no fixup:
+        panic). ``where``: what loads it; ``dr7``: the value."""
+        p = self.b.p
+        p.crash_stop(f"XSA-12: {where} loads %dr7 = {dr7:#x} (bits 32-63 set) into the "
+                     "hardware: #GP inside Xen, a fatal trap, the host crashes (fixed by "
+                     "xen.git e89c6d0573, 4.2)", p.cur_rip())
 
     def debug_exception(self) -> None:
         """The engine raised #DB (a breakpoint or a single step): merge its
@@ -402,7 +419,11 @@ class PvVcpu(XenVcpu):
         4.12) a %dr4 write is stored where no read sees it and a %dr5 write
         lands in the slot %dr7's I/O enables share (``dr7_emul``); without
         ``breakpoint_addr_ok`` (XSA-444's fix, 4.17.3) a breakpoint may also
-        point at this vCPU's compat argument-translation area (access_ok)."""
+        point at this vCPU's compat argument-translation area (access_ok); without
+        ``xsa12_dr7_high_bits_dropped`` (XSA-12's fix, 4.2) bits 32-63 of %dr7
+        are kept (set_debugreg in xen/arch/x86/traps.c@3.4.0-rc3), and the
+        running vCPU's write of them into the hardware %dr7 is a #GP inside
+        Xen: the run ends ("crash", the host would) and nothing is stored."""
         caps = self.b.ver.capabilities
         alias = "debugreg_dr45_alias" in caps
         if de is None and reg in (4, 5, 7):
@@ -425,7 +446,9 @@ class PvVcpu(XenVcpu):
                 return -E.ENODEV if alias else -E.EINVAL
             if value >> 32 and alias:
                 return -E.EINVAL
-            value = (value & ~E.DR_CONTROL_RESERVED_ZERO) | E.X86_DR7_DEFAULT
+            zero = E.DR_CONTROL_RESERVED_ZERO if "xsa12_dr7_high_bits_dropped" in caps \
+                else E.DR_CONTROL_RESERVED_ZERO_XSA12
+            value = (value & ~zero) | E.X86_DR7_DEFAULT
             if value & E.DR_GENERAL_DETECT:
                 return -E.EPERM
             io_enable = 0
@@ -438,6 +461,10 @@ class PvVcpu(XenVcpu):
                         io_enable |= value & (3 << (2 * i))
             if reg == 5 and "debugreg_dr7_emul" not in caps:
                 self.dr7_emul = value      # debugreg[5] = value, over the I/O stash
+                return 0
+            if value >> 32 and self.b.vcpu is self:
+                # 3.4: write_debugreg(7, value) before debugreg[7] = value
+                self._xsa12_host_crash("set_debugreg(7) on the running vCPU", value)
                 return 0
             self.dr7_emul = io_enable
             self.dr7 = value & ~io_enable
