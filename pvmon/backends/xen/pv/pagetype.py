@@ -140,8 +140,6 @@ class PageTypes:
         self.wstamp = [-1] * nr_frames
         #: TLB flushes made for a type change (:meth:`_flush_stale`).
         self.type_flushes = 0
-        #: Writable counts found wrong and recounted (:meth:`_resync_writable`).
-        self.resyncs = 0
         #: frame -> type (NONE when the count is 0).
         self.typ = bytearray(nr_frames)
         #: frame -> type count.
@@ -200,12 +198,9 @@ class PageTypes:
         cnt = self.cnt[mfn]
         if cnt:
             if self.typ[mfn] != t:
-                if not (t != WRITABLE and self.typ[mfn] == WRITABLE
-                        and not self._resync_writable(mfn)):
-                    return -EINVAL
-            else:
-                self.cnt[mfn] = cnt + 1
-                return 0
+                return -EINVAL
+            self.cnt[mfn] = cnt + 1
+            return 0
         self.typ[mfn] = t
         self.cnt[mfn] = 1
         if t == SEG_DESC:
@@ -355,31 +350,6 @@ class PageTypes:
             else:
                 self.put_type(old)
         return 0
-
-    def _resync_writable(self, mfn: int) -> int:
-        """Recount the writable references of ``mfn`` from every L1 table and
-        keep that count; returns it. Run only where a page-table type is
-        about to be refused for a writable count, never on a guest's common
-        path. Before the TLB flush on a type change (:meth:`_flush_stale`) a
-        guest could write a just-pinned L1 through a stale writable
-        translation, unseen by the counts (Linux 6.1 did; docs/xen-rules.md,
-        "Page types"), and this kept the refusal resting on the tables as they
-        are. With the flush no Debian run makes it find anything."""
-        n = 0
-        key = mfn << 12
-        for table in range(self.nr):
-            if self.typ[table] == L1:
-                for e in _TABLE.unpack(self._read(table)):
-                    if (e & 3) == 3 and (e & _ADDR) == key:
-                        n += 1
-        if n != self.cnt[mfn]:
-            self.resyncs += 1
-            self.cnt[mfn] = n
-            if not n:
-                self.typ[mfn] = NONE
-                if self._clock is not None:
-                    self.wstamp[mfn] = self._clock()
-        return n
 
     def _segdesc_ok(self, mfn: int) -> bool:
         """validate_segdesc_page: every one of the frame's 512 descriptors
