@@ -213,5 +213,9 @@ def test_a_debian_boot_never_meets_a_refused_port_or_privileged_instruction(debi
     s = Session(debian612, backend="xen-4.17", record=path)
     s.run(timeout=300)
     faults = [e for e in TraceReader(path).events() if e.get("k") == "fault"]
-    assert [e["vec"] for e in faults] == [3]          # its one int3, as before
+    # its one int3, as before; the rest are writable-page-table writes (#PF,
+    # err 0x3: vunmap clearing PTEs of pinned L1s after the TLB flush on a type
+    # change, docs/xen-rules.md), never a #GP
+    assert [e["vec"] for e in faults if e["vec"] != 14] == [3]
+    assert all(e["err"] == 3 for e in faults if e["vec"] == 14)
     assert s.backend.vcpu.iopl == 1
