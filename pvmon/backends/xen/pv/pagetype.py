@@ -48,6 +48,12 @@ counts of the old and the new target of the one entry they change
 ``mod_l?_entry`` does). The table contents are read from the machine (not
 through a recording access: this is pvmon's bookkeeping, not the guest's
 call).
+
+A frame that takes an L1-L4 or descriptor type having lost its last writable
+reference since the TLB's last flush has the TLB flushed first (Xen's flush
+on a type change, ``tlbflush_timestamp``): no writable translation of a table
+survives, so every write to one is seen (a hypercall or a writable-page-table
+fault) and the counts stay exact.
 """
 
 from __future__ import annotations
