@@ -198,8 +198,12 @@ def test_a_debian_boot_never_meets_a_refused_port_or_privileged_instruction(debi
     s = Session(debian612, backend="xen-4.17", record=path)
     s.run(timeout=300)
     faults = [e for e in TraceReader(path).events() if e.get("k") == "fault"]
-    assert sorted(e["vec"] for e in faults) == [3, 13, 13, 13]   # and its one int3
+    # its one int3, as before; the #GPs of Xen's MSR policy at RDMSR; the rest
+    # are writable-page-table writes (#PF, err 0x3: vunmap clearing PTEs of
+    # pinned L1s after the TLB flush on a type change, docs/xen-rules.md)
+    assert sorted(e["vec"] for e in faults if e["vec"] != 14) == [3, 13, 13, 13]
     for e in faults:
         if e["vec"] == 13:
             assert e["err"] == 0 and s.machine.read_virt(e["rip"], 2) == b"\x0f\x32"
+    assert all(e["err"] == 3 for e in faults if e["vec"] == 14)
     assert s.backend.vcpu.iopl == 1

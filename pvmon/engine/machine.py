@@ -157,6 +157,11 @@ class Machine:
         self.stop_request: Stop | None = None
         self._hooks: list[int] = []
         self.step_pending = False
+        #: Whole-TLB flushes asked of the engine so far (:meth:`flush_tlb` and
+        #: :meth:`write_cr3`): a clock a caller reads to know whether the TLB
+        #: was emptied since some moment (one flush the engine makes by itself,
+        #: a CR3 the guest loads natively, is not counted).
+        self.tlb_flushes = 0
         #: True while :meth:`run` runs (read by threads repeating a stop request).
         self.running = False
         #: The HVM platform's engine switches (:class:`pvmon.engine.hvm.HvmCpu`),
@@ -284,12 +289,14 @@ class Machine:
 
     def flush_tlb(self) -> None:
         """Drop every cached translation (after the host edits a present PTE)."""
+        self.tlb_flushes += 1
         self.internals.flush_tlb()
 
     def write_cr3(self, cr3: int) -> None:
         """Load CR3 (a machine address below 4 GiB: Unicorn 2.1.4 keeps the low 32
         bits). Unicorn's CR3 write flushes the TLB itself (``cpu_x86_update_cr3``),
         as a MOV to CR3 does without PCIDs."""
+        self.tlb_flushes += 1
         self.internals.reg_write_batch([x86.UC_X86_REG_CR3], [cr3])
 
     def alias_frame(self, pa: int, ma: int) -> bool:

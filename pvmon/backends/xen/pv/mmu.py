@@ -40,8 +40,11 @@ class PvMmu:
         references, the whole bootstrap tree validated below it."""
         self.pinned = {layout.pt_base_pfn: 4}   # mfn -> level
         m = self.m
+        # The TLB flush on a type change (PageTypes._flush_stale) and its clock:
+        # every whole-TLB flush pvmon asks of the engine.
         self.types = PT.PageTypes(layout.nr_pages,
-                                  lambda mfn: m.read_phys(mfn << 12, PAGE_SIZE))
+                                  lambda mfn: m.read_phys(mfn << 12, PAGE_SIZE),
+                                  m.flush_tlb, lambda: m.tlb_flushes)
         for _ in range(2):
             rc = self.types.get_type(layout.pt_base_pfn, PT.L4)
             assert rc == 0, f"the builder's page tables do not validate ({rc})"

@@ -48,6 +48,12 @@ counts of the old and the new target of the one entry they change
 ``mod_l?_entry`` does). The table contents are read from the machine (not
 through a recording access: this is pvmon's bookkeeping, not the guest's
 call).
+
+A frame that takes an L1-L4 or descriptor type having lost its last writable
+reference since the TLB's last flush has the TLB flushed first (Xen's flush
+on a type change, ``tlbflush_timestamp``): no writable translation of a table
+survives, so every write to one is seen (a hypercall or a writable-page-table
+fault) and the counts stay exact.
 """
 
 from __future__ import annotations
@@ -122,17 +128,24 @@ class PageTypes:
     """
 
     def __init__(self, nr_frames: int, read_table: Callable[[int], bytes],
-                 flush_tlb: Callable[[], None] | None = None) -> None:
+                 flush_tlb: Callable[[], None] | None = None,
+                 tlb_clock: Callable[[], int] | None = None) -> None:
         self.nr = nr_frames
         self._read = read_table
-        #: Called when a frame becomes a page table: a TLB may still hold a
-        #: writable translation of it from before (a mapping made read-only
-        #: without a flush), and Xen flushes on such a type change
-        #: (_get_page_type: tlbflush_timestamp, flush_tlb_mask). pvmon's Xen
-        #: backend passes none (see :meth:`_resync_writable`).
+        #: Empties the TLB (the engine's, every vCPU's) when a frame that may
+        #: still have a writable translation in it takes a page-table or
+        #: descriptor type (:meth:`_flush_stale`), as Xen flushes on that type
+        #: change (_get_page_type: tlbflush_timestamp, flush_tlb_mask).
+        #: ``tlb_clock()`` counts the whole-TLB flushes made so far, whatever
+        #: asked for them (a flush it misses only makes a type change flush
+        #: once more). Neither given: no flush.
         self._flush = flush_tlb
-        #: Writable counts found wrong and recounted (:meth:`_resync_writable`).
-        self.resyncs = 0
+        self._clock = tlb_clock if flush_tlb is not None else None
+        #: frame -> ``tlb_clock()`` when its last writable reference went
+        #: (-1: never): Xen's ``page->tlbflush_timestamp``.
+        self.wstamp = [-1] * nr_frames
+        #: TLB flushes made for a type change (:meth:`_flush_stale`).
+        self.type_flushes = 0
         #: frame -> type (NONE when the count is 0).
         self.typ = bytearray(nr_frames)
         #: frame -> type count.
@@ -191,29 +204,38 @@ class PageTypes:
         cnt = self.cnt[mfn]
         if cnt:
             if self.typ[mfn] != t:
-                if not (t != WRITABLE and self.typ[mfn] == WRITABLE
-                        and not self._resync_writable(mfn)):
-                    return -EINVAL
-            else:
-                self.cnt[mfn] = cnt + 1
-                return 0
+                return -EINVAL
+            self.cnt[mfn] = cnt + 1
+            return 0
         self.typ[mfn] = t
         self.cnt[mfn] = 1
         if t == SEG_DESC:
+            if self._clock is not None and self.wstamp[mfn] == self._clock():
+                self._flush_stale()
             if not self._segdesc_ok(mfn):
                 self.typ[mfn] = NONE
                 self.cnt[mfn] = 0
                 return -EINVAL
             self.segdesc_validations += 1
         elif t <= L4:
+            if self._clock is not None and self.wstamp[mfn] == self._clock():
+                self._flush_stale()
             rc = self._promote(mfn, t)
             if rc:
                 self.typ[mfn] = NONE
                 self.cnt[mfn] = 0
                 return rc
-            if self._flush is not None:
-                self._flush()
         return 0
+
+    def _flush_stale(self) -> None:
+        """The frame taking a page-table or descriptor type lost its last
+        writable reference after the TLB's last flush: a writable
+        translation of it may still be cached, through which the guest could
+        write the table unchecked. Flush, as Xen does for a type change whose
+        ``tlbflush_timestamp`` is not older than a dirty CPU's last flush
+        (_get_page_type, NEED_FLUSH); Xen flushes the whole TLB too."""
+        self.type_flushes += 1
+        self._flush()
 
     def put_type(self, mfn: int) -> None:
         """Drop one type reference (``_put_page_type``); a page table whose
@@ -227,6 +249,8 @@ class PageTypes:
             self.typ[mfn] = NONE
             if t <= L4:
                 self._demote(mfn, t)
+            elif t == WRITABLE and self._clock is not None:
+                self.wstamp[mfn] = self._clock()
             if self.lingering:
                 self._unreferenced(mfn)
 
@@ -307,6 +331,8 @@ class PageTypes:
                     elif cnt == 1:
                         self.cnt[mfn] = 0
                         self.typ[mfn] = NONE
+                        if self._clock is not None:
+                            self.wstamp[mfn] = self._clock()
                 if self.lingering:
                     self._unreferenced(mfn)
         return 0
@@ -330,29 +356,6 @@ class PageTypes:
             else:
                 self.put_type(old)
         return 0
-
-    def _resync_writable(self, mfn: int) -> int:
-        """Recount the writable references of ``mfn`` from every L1 table and
-        keep that count; returns it. Run only where a page-table type is
-        about to be refused for a writable count, never on a guest's common
-        path: the engine's TLB is not flushed when a frame becomes a page
-        table (Xen does flush), so a guest may still write a just-pinned L1
-        through a stale writable translation, unseen by the counts (Linux 6.1
-        does; docs/xen-rules.md, "Page types"). The refusal must rest on the
-        tables as they are."""
-        n = 0
-        key = mfn << 12
-        for table in range(self.nr):
-            if self.typ[table] == L1:
-                for e in _TABLE.unpack(self._read(table)):
-                    if (e & 3) == 3 and (e & _ADDR) == key:
-                        n += 1
-        if n != self.cnt[mfn]:
-            self.resyncs += 1
-            self.cnt[mfn] = n
-            if not n:
-                self.typ[mfn] = NONE
-        return n
 
     def _segdesc_ok(self, mfn: int) -> bool:
         """validate_segdesc_page: every one of the frame's 512 descriptors
