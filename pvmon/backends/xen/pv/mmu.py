@@ -356,9 +356,11 @@ class PvMmu:
         # current one drops the old one's page mappings and loads the LDTR;
         # the pages are mapped on the first access (pv_map_ldt_shadow_page):
         # pvmon.backends.xen.pv.ldt.
-        # A PVH (paging_mode_external) domain loads its own LDT: -EINVAL.
+        # A PVH domain loads its own LDT: do_mmuext_op refuses every command but
+        # pin/unpin of an HVM domain with -EOPNOTSUPP before this (its hypercall
+        # table has hc_mmuext_op_hvm, pvh/hvm.py); the same answer here.
         if self.mode != "pv":
-            return -E.EINVAL
+            return -E.EOPNOTSUPP
         ents = arg2 & 0xFFFF_FFFF
         if ents > ldt.MAX_ENTRIES or (ents and (arg1 & 0xFFF or not (
                 arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
