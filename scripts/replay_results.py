@@ -62,7 +62,9 @@ def main() -> int:
           f"`{n}` from {s.suite}" for n, s in debian.SERIES.items()) + "), so point versions "
       "move between runs of this script; each section names the exact package, version and "
       "sha256 it ran.\n")
-    others = [n for n in builtin_names() if n != "xen-4.17"]
+    # the Xen versions (other ABIs' backends, KVM's, take no Xen trace)
+    others = [n for n in builtin_names()
+              if n != "xen-4.17" and getattr(resolve_version(n), "abi", "xen") == "xen"]
     summary: dict[str, dict[str, str]] = {}
     sections: list[str] = []
     w_ = sections.append
