@@ -112,18 +112,6 @@ DB_FN(db_in81, "in $0x81, %%al")
 DB_FN(db_in71, "in $0x71, %%al")
 DB_FN(db_inw7e, "in $0x7e, %%ax")
 
-static unsigned long read_cr4(void)
-{
-    unsigned long v;
-    __asm__ __volatile__("mov %%cr4, %0" : "=r"(v));
-    return v;
-}
-
-static void write_cr4(unsigned long v)
-{
-    __asm__ __volatile__("mov %0, %%cr4" : : "r"(v) : "memory");
-}
-
 /* I/O breakpoints (%dr7 R/W = 10b): Xen matches each emulated IN/OUT against
  * the ones enabled in dr7_emul (check_guest_io_breakpoint, width from LEN,
  * address aligned down) and after the instruction sets their B0-B3 in %dr6

@@ -50,18 +50,6 @@ static long get_dr(unsigned long reg)
     return xen_hypercall_nr(HC_get_debugreg, reg, 0, 0, 0, 0);
 }
 
-static unsigned long cr4_read(void)
-{
-    unsigned long v;
-    __asm__ __volatile__("mov %%cr4, %0" : "=r"(v));
-    return v;
-}
-
-static void cr4_write(unsigned long v)
-{
-    __asm__ __volatile__("mov %0, %%cr4" : : "r"(v) : "memory");
-}
-
 /* set_debugreg(reg, v) -> 0, then get_debugreg(reg) -> v */
 static void stored(const char *name, unsigned long reg, unsigned long v)
 {
@@ -120,7 +108,7 @@ static void debugreg_hc_dr6_dr7(void)
 static void debugreg_hc_io(unsigned long cr4)
 {
     long rc;
-    cr4_write(cr4 & ~CR4_DE);
+    write_cr4(cr4 & ~CR4_DE);
     refused("CR4.DE clear: set_debugreg(7) enabling an I/O breakpoint -> -EPERM (SD: "
             "DR_IO only with CR4.DE)", 7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO),
             -XEN_EPERM);
@@ -130,7 +118,7 @@ static void debugreg_hc_io(unsigned long cr4)
     stored("CR4.DE clear: an I/O field with no enable bit at all -> 0, kept as given "
            "(SD: the fields are checked only when %dr7 is active)", 7,
            DR7_DEFAULT | DR7_RW(0, RW_IO));
-    cr4_write(cr4 | CR4_DE);
+    write_cr4(cr4 | CR4_DE);
     rc = set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO));
     check(rc == 0 && (unsigned long)get_dr(7) == (DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO)),
           "CR4.DE set: the I/O breakpoint -> 0, read back whole (RD: dr7 | dr7_emul)",
@@ -141,7 +129,7 @@ static void debugreg_hc_io(unsigned long cr4)
 static void debugreg_hc_aliases(unsigned long cr4)
 {
     long rc;
-    cr4_write(cr4 & ~CR4_DE);
+    write_cr4(cr4 & ~CR4_DE);
     rc = set_dr(4, 0x1);
     check(rc == 0 && (unsigned long)get_dr(6) == (DR6_DEFAULT | 1),
           "CR4.DE clear: set_debugreg(4, 1) -> 0 and %dr6 reads 0xffff0ff1 (SD: %dr4 "
@@ -159,14 +147,14 @@ static void debugreg_hc_aliases(unsigned long cr4)
           "CR4.DE clear: set_debugreg(5, GD) -> -EPERM (%dr7's checks)", "rc %ld, dr7 0x%lx",
           rc, (unsigned long)get_dr(7));
     set_dr(7, DR7_DEFAULT);
-    cr4_write(cr4 | CR4_DE);
+    write_cr4(cr4 | CR4_DE);
     check_eq("CR4.DE set: set_debugreg(4) -> -ENODEV (SD)", set_dr(4, 0), -XEN_ENODEV);
     check_eq("CR4.DE set: set_debugreg(5) -> -ENODEV (SD)", set_dr(5, DR7_DEFAULT),
              -XEN_ENODEV);
     check_eq("CR4.DE set: get_debugreg(4) -> -ENODEV (RD ud_fault; do_get_debugreg)",
              get_dr(4), -XEN_ENODEV);
     check_eq("CR4.DE set: get_debugreg(5) -> -ENODEV (RD)", get_dr(5), -XEN_ENODEV);
-    cr4_write(cr4);
+    write_cr4(cr4);
 }
 
 static void debugreg_hc_registers(void)
@@ -195,7 +183,7 @@ static void debugreg_hc_user_io(unsigned long cr4)
     const unsigned long after = 7;
     unsigned long e[5];
     iopl(3);
-    cr4_write(cr4 | CR4_DE);
+    write_cr4(cr4 | CR4_DE);
     set_dr(6, 0);
     set_dr(0, 0x80);
     long rc = set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO));
@@ -228,11 +216,11 @@ static void debugreg_hc_user_io(unsigned long cr4)
               "check_guest_io_breakpoint)",
               "vector 0x%lx rbx 0x%lx", e[0], e[4]);
         set_dr(7, DR7_DEFAULT | DR7_L(0) | DR7_RW(0, RW_IO));
-        cr4_write(cr4 & ~CR4_DE);
+        write_cr4(cr4 & ~CR4_DE);
         rules_user_entry(user_out80, 2, e);
         check(e[0] == 0x21, "user mode: the same breakpoint with CR4.DE cleared -> no #DB "
               "(EP check_guest_io_breakpoint)", "vector 0x%lx", e[0]);
-        cr4_write(cr4 | CR4_DE);
+        write_cr4(cr4 | CR4_DE);
         iopl(0);
         rules_user_entry(user_out80, 2, e);
         check(e[0] == 13 && e[2] == 5, "user mode, IOPL 0: the out -> #GP(0) at the out, no "
@@ -243,20 +231,20 @@ static void debugreg_hc_user_io(unsigned long cr4)
     set_dr(1, 0);
     set_dr(6, 0);
     iopl(0);
-    cr4_write(cr4);
+    write_cr4(cr4);
 }
 
 void checks_debugreg_hc(void)
 {
     section("debug registers: set_debugreg/get_debugreg (pv/misc-hypercalls.c)");
-    unsigned long cr4 = cr4_read();
+    unsigned long cr4 = read_cr4();
     debugreg_hc_addresses();
     debugreg_hc_dr6_dr7();
     debugreg_hc_io(cr4);
     debugreg_hc_aliases(cr4);
     debugreg_hc_registers();
     debugreg_hc_user_io(cr4);
-    cr4_write(cr4);
+    write_cr4(cr4);
     set_dr(7, DR7_DEFAULT);
     set_dr(6, 0);
 }

@@ -158,6 +158,20 @@ long pv_send(evtchn_port_t port);
 extern volatile uint32_t evt_count[MAX_TRACKED_PORTS];
 extern volatile unsigned long upcalls;
 extern volatile struct trap_frame last_upcall;
+/* The guest kernel's CR4 (a PV kernel's mov to/from %cr4 is emulated by Xen:
+ * pv/emul-priv-op.c read_cr/write_cr). */
+static inline unsigned long read_cr4(void)
+{
+    unsigned long v;
+    __asm__ __volatile__("mov %%cr4, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr4(unsigned long v)
+{
+    __asm__ __volatile__("mov %0, %%cr4" : : "r"(v) : "memory");
+}
+
 static inline struct vcpu_info *vcpu0(void)
 {
     return &HYPERVISOR_shared_info->vcpu_info[0];
