@@ -176,3 +176,47 @@ def test_player_of_a_two_vcpu_trace_shows_the_vcpu_column_switches_and_filters(s
         assert screen.query_one(RegisterPane) is not None
 
     drive(app, script, size=(120, 32))
+
+
+def test_a_paused_two_vcpu_run_samples_the_other_vcpus_saved_registers():
+    """Paused mid-run (at the vcpu_op calls of pvtest-v2-smp's bring-up), once
+    vCPU 1 is up and off the engine the live session's sample carries its
+    saved registers (here the context VCPUOP_initialise gave it), which the
+    live view's ``v`` shows."""
+    import threading
+    import time
+
+    from pvmon.guests.catalog import resolve
+    from pvmon.ui.live_session import BootSpec, LiveSession
+
+    live = LiveSession.create(BootSpec(resolve("pvtest-v2-smp"), vcpus=2, paused=True))
+    t = threading.Thread(target=live.run)
+    t.start()
+    found = None
+    try:
+        live.set_breakpoints({"vcpu_op"})
+        last = None
+        for _ in range(200):
+            end = time.monotonic() + 60
+            while not (live.phase == "paused" and live.paused_at is not None
+                       and live.paused_at is not last):
+                assert live.phase != "finished", "the run ended before the other vCPU ran"
+                assert time.monotonic() < end, "timed out waiting for a pause"
+                time.sleep(0.005)
+            last = live.paused_at
+            s = live.sample
+            other = 1 - s.cpu
+            if other in s.others:
+                found = (s, other)
+                break
+            live.resume()
+        live.set_breakpoints(set())
+        live.resume()
+        t.join(120)
+    finally:
+        live.stop()
+        t.join(10)
+    assert found is not None, "no pause with the other vCPU up and off the engine"
+    s, other = found
+    regs = s.others[other]
+    assert regs["rip"] != 0 and regs["cr3"] != 0 and regs["rip"] != s.regs["rip"]
