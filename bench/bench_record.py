@@ -84,6 +84,11 @@ def main() -> int:
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    # byte-compile pvmon first, so no timed run compiles a module again when
+    # PYTHONDONTWRITEBYTECODE is set (see bench_boot.py)
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    str(Path(__file__).resolve().parent.parent / "pvmon")],
+                   check=False, capture_output=True)
     from pvmon.guests.catalog import resolve
     img = resolve(args.kernel)
     from pvmon.trace.writer import COMPILED_PACKER
