@@ -114,5 +114,7 @@ def test_a_debian_boot_differs_on_the_stock_library_only_by_xens_msr_policy(debi
     assert b"Disabled fast string operations" in console(stock)
     assert b"Disabled fast string operations" not in console(patched)
     assert b"WB  WT  UC- UC  WC  WP  UC  UC" in console(patched)
-    hcs = [(e["name"]) for e in patched if e["k"] == "hc"]
-    assert abs(len(hcs) - sum(e["k"] == "hc" for e in stock)) < 20
+    def calls(evs):
+        return sum(e["k"] == "hc" for e in evs)
+
+    assert abs(calls(patched) - calls(stock)) < 20

@@ -280,8 +280,7 @@ class XenPvDispatch(DispatchCore):
                     if isinstance(sio, StringIoDebugTrap):   # done, then Xen's #DB
                         ints.clear_exception_state()
                         self.clock.advance(self.clock.costs.fault_ns)
-                        self.b.vcpu.dr6 |= sio.dr6 | abi.X86_DR6_DEFAULT
-                        self.deliver_debug_trap(m.reg("rip"))
+                        self.deliver_debug_trap(m.reg("rip"), sio.dr6)
                         return
                     vector, err, cr2 = sio
                 elif self.b.vcpu.emulate_gp(rip):
@@ -289,8 +288,7 @@ class XenPvDispatch(DispatchCore):
                     ints.clear_exception_state()
                     self.clock.advance(self.clock.costs.fault_ns)
                     if m.reg("rflags") & RFLAGS_TF:     # x86_emulate's singlestep
-                        self.b.vcpu.dr6 |= DR6_BS | abi.X86_DR6_DEFAULT
-                        self.deliver_debug_trap(m.reg("rip"))
+                        self.deliver_debug_trap(m.reg("rip"), DR6_BS)
                     return
                 elif self._stack_fault(rip):
                     vector = 12     # #SS(0), which the engine reports as #GP(0)
@@ -349,11 +347,15 @@ class XenPvDispatch(DispatchCore):
         if self.iobp.stepping:
             self.iobp.after_step()
 
-    def deliver_debug_trap(self, rip: int) -> None:
+    def deliver_debug_trap(self, rip: int, dr6: int = 0) -> None:
         """#DB (vector 1, no error code) through the guest's trap table with
-        ``rip`` in the frame, from outside the engine's interrupt hook (Xen's
-        pv_inject_hw_exception(TRAP_debug) after an emulated instruction);
-        recorded as a ``fault`` event as every delivered exception is."""
+        ``rip`` in the frame, from outside the engine's interrupt hook, after an
+        emulated instruction: Xen's ``dr6 |= bpmatch | DR_STATUS_RESERVED_ONE``
+        with ``dr6`` (B0-B3, BS), then pv_inject_hw_exception(TRAP_debug)
+        (pv_emulate_privileged_op, pv/emul-priv-op.c@stable-4.17); recorded as a
+        ``fault`` event as every delivered exception is."""
+        if dr6:
+            self.b.vcpu.dr6 |= dr6 | abi.X86_DR6_DEFAULT
         self.clock.advance(self.clock.costs.fault_ns)
         self.faults[1] += 1
         if self.record is not None:

@@ -44,8 +44,8 @@ def _mmio(addr: int) -> str:
 
 def family(ev: dict) -> tuple[str, str] | None:
     """``(family, item)`` of one event, or None for bookkeeping events
-    (``exit``, ``tsc_run``). An ``io_run`` is named by its first port
-    (:func:`family_counts` counts each of its reads)."""
+    (``exit``, ``tsc_run``). An ``io_run`` stands for several events:
+    :func:`family_counts` names each of its reads."""
     k = ev.get("k")
     try:
         if k == "hc":
@@ -61,8 +61,6 @@ def family(ev: dict) -> tuple[str, str] | None:
             return "msr", f"{name} {ev.get('dir')}" + (" #GP" if ev.get("gp") else "")
         if k == "io":
             return "port I/O", _port(int(ev.get("port", 0)))
-        if k == "io_run":
-            return "port I/O", _port(int(ev.get("port")[0]))
         if k == "mmio":
             return "MMIO", _mmio(int(ev.get("addr", 0)))
         if k == "irq":
@@ -77,7 +75,7 @@ def family(ev: dict) -> tuple[str, str] | None:
             return "console", f"{ev.get('dir')} {ev.get('ch')}"
         if k == "syscall":
             return "syscall", "guest system call"
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError):
         return k or "?", "malformed"
     return None
 

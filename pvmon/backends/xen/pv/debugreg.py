@@ -118,9 +118,7 @@ class IoBreakpoints:
         hit, self.pending, self.stepping = self.pending, 0, False
         if not hit or self.p.m.stop_reason is not None:
             return
-        vcpu = self.p.b.vcpu
-        vcpu.dr6 |= hit | E.X86_DR6_DEFAULT
-        self.p.deliver_debug_trap(self.p.m.reg("rip"))
+        self.p.deliver_debug_trap(self.p.m.reg("rip"), hit)
 
 
 __all__ = ["IoBreakpoints", "engine_addresses", "io_breakpoint_match"]
