@@ -65,6 +65,14 @@ self-modifying-code tracking is unchanged; off while any block or code hook is
 installed (the SMP slicer's block budget, ``emu_start(count=)``), under
 single-step, and outside 64-bit code (tests/test_engine_follow_jmp.py).
 
+``patches/unicorn-2.1.4-rep-string-bulk.patch`` runs REP MOVS and REP STOS with
+64-bit addresses a page at a time where every byte is RAM reachable through the
+TLB as it stands with no flag (no translated code, no watchpoint, no MMIO), DF
+clear and no overlap: QEMU runs them one element per pass through the block, and
+a kernel that sees ERMS clears a 4 KiB page with 4096 passes of REP STOSB. Any
+other case (a fault, a code page, a TLB miss) is an ordinary pass, so faults
+leave the registers the architecture defines (tests/test_engine_rep_string.py).
+
 :func:`select` (called when ``pvmon.engine`` is imported, before anything imports
 ``unicorn``) points the binding at that library through ``LIBUNICORN_PATH``, the
 variable Unicorn's own Python binding reads first (``unicorn_py3/unicorn.py``). It
@@ -101,7 +109,8 @@ PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
            "unicorn-2.1.4-notdirty-only-code-pages.patch",
            "unicorn-2.1.4-debug-registers.patch",
            "unicorn-2.1.4-jmp-cache-generations.patch",
-           "unicorn-2.1.4-tb-follow-jmp.patch")
+           "unicorn-2.1.4-tb-follow-jmp.patch",
+           "unicorn-2.1.4-rep-string-bulk.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 
 LIB_NAME = "libunicorn.so.2"
