@@ -45,3 +45,32 @@ def test_a_walk_through_tables_outside_memory_faults_instead_of_reading_past_it(
     m = s.machine
     with pytest.raises(GuestPageFault):
         m.walk(0x1000, cr3=(m.phys_bytes + cr3) & ~0xFFF)
+
+
+def _reads(m, vas, sizes, **kw):
+    out = []
+    for va in vas:
+        for size in sizes:
+            try:
+                out.append(m.read_virt(va, size, **kw))
+            except GuestPageFault as exc:
+                out.append(("#PF", exc.va, exc.error_code))
+    return out
+
+
+def test_a_guest_virtual_read_gets_the_same_bytes_and_faults_with_or_without_the_c_walk(
+        monkeypatch):
+    # read_virt walks a read within one page with the C walk inline
+    s = Session(resolve("pvtest-v2"))
+    s.run(timeout=60)
+    m, lay = s.machine, s.layout
+    base = s.kernel.entry & ~0xFFF
+    vas = [s.kernel.entry, lay.start_info_va, lay.stack_top_va - 8, 0, 1 << 47,
+           0xDEAD_BEEF_0000] + [base + i * 0x1000 + 0xFF8 for i in range(-8, 512, 13)]
+    sizes = [1, 8, 16, 4096 - 0xFF8]
+    c = [_reads(m, vas, sizes, **kw) for kw in ({}, {"user": True})]
+    monkeypatch.setattr(machine_mod, "_c_walk", None)
+    py = [_reads(m, vas, sizes, **kw) for kw in ({}, {"user": True})]
+    assert c == py
+    flat = [a for k in c for a in k]
+    assert any(type(a) is tuple for a in flat) and any(type(a) is bytes for a in flat)

@@ -89,16 +89,18 @@ class RecordingGuestAccess:
             self.writes.append(["p", ma, bytes(data)])
 
     def read_machine(self, ma: int, size: int) -> bytes:
-        if not self.m.valid_phys(ma, size):
-            raise GuestFault(ma)
-        data = self.m.read_phys(ma, size)
+        try:
+            data = self.m.read_phys(ma, size)   # ValueError outside machine memory
+        except ValueError:
+            raise GuestFault(ma) from None
         if self.record:
             self.reads.append(["p", ma, data])
         return data
 
     def write_machine(self, ma: int, data: bytes) -> None:
-        if not self.m.valid_phys(ma, len(data)):
-            raise GuestFault(ma, True)
-        self.m.write_phys(ma, data)
+        try:
+            self.m.write_phys(ma, data)     # ValueError outside machine memory, nothing written
+        except ValueError:
+            raise GuestFault(ma, True) from None
         if self.record:
-            self.writes.append(["p", ma, bytes(data)])
+            self.writes.append(["p", ma, data if data.__class__ is bytes else bytes(data)])

@@ -41,6 +41,8 @@ XEN_CPUID_PREFIX = b"\x0f\x0bxen\x0f\xa2"
 # SCHEDOP_block (xen/include/public/sched.h) through sched_op (29) or sched_op_compat (6)
 _SCHED_OPS = (abi.HYPERCALL_NUMBERS["sched_op"], abi.HYPERCALL_NUMBERS["sched_op_compat"])
 _SCHEDOP_block = abi.SCHEDOP["block"]
+_HYPERVISOR_iret = abi.HYPERVISOR_iret
+_HYPERCALLS = abi.HYPERCALLS        # number -> name, for the hot path (abi.hypercall_name)
 U64 = (1 << 64) - 1
 
 
@@ -145,7 +147,8 @@ class XenPvDispatch(DispatchCore):
         rip = m.internals.eip.value
         self._cur_rip = rip + 2
         self._jump = None
-        vcpu = self.b.vcpu
+        b = self.b
+        vcpu = b.vcpu
         if vcpu.user_mode:
             # A system call of a guest process: Xen bounces it to the guest
             # kernel's syscall callback. Recorded so a trace shows which system
@@ -161,49 +164,56 @@ class XenPvDispatch(DispatchCore):
         if (inp.carry or inp.scheduled or inp.live_ready) and self._inject_due():
             return
         if nr in _SCHED_OPS and rdi == _SCHEDOP_block and (
-                self.b.smp is None or self.b.smp.others_idle()) and self._idle_point():
+                b.smp is None or b.smp.others_idle()) and self._idle_point():
             return
-        self.clock.advance(self.clock.costs.hypercall_ns)
+        clock = self.clock
+        clock.advance(clock.costs.hypercall_ns)
         args = (rdi, rsi, rdx, r10, r8)
-        self.guest.begin()
-        pending = self.b.events.raised
+        guest = self.guest
+        guest.begin()
+        pending = b.events.raised
         ev_before = len(pending)
-        ret = self.b.call(nr, args)
-        name = abi.hypercall_name(nr) if nr < 1 << 32 else f"hypercall_{nr:#x}"
+        ret = b.call(nr, args)
+        name = _HYPERCALLS.get(nr)
+        if name is None:
+            name = abi.hypercall_name(nr) if nr < 1 << 32 else f"hypercall_{nr:#x}"
         self.hypercalls[name] += 1
-        if m.stop_reason is None or nr != abi.HYPERVISOR_iret:
+        if m.stop_reason is None or nr != _HYPERVISOR_iret:
             g[0] = ret & U64
         if pending:
             raised = pending[ev_before:]
             pending.clear()
         else:
             raised = ()
-        if self.record is not None or self.call_listeners:
+        listeners = self.call_listeners
+        if self.record is not None or listeners:
             if self._tsc_rips is not None or self._io_ports is not None:
                 self.flush_runs()
             seq = self.seq
             self.seq = seq + 1
-            guest = self.guest
             # Tuples, not lists, where the recorder does not need lists (msgpack packs
             # both alike): a listener (the TUI) may keep 50,000 of these events, and
             # every list among them is one more object for each full GC pass to scan.
             rd, wr = (guest.reads, guest.writes) if guest.record else ((), ())
             hp = self._hypercall_page
             via = "page" if hp is not None and hp <= rip < hp + 4096 else "syscall"
-            if self.record_hc is not None and not self.call_listeners:
+            record_hc = self.record_hc
+            if record_hc is not None and not listeners:
                 # The recorder's fast path: no dict (format.hc_event's bytes, packed
                 # from the values).
-                self.record_hc("xen", nr, name, args, self.b.op, ret, rip, via,
-                               rd, wr, raised, seq, self.clock.now_ns, self.cpu)
+                record_hc("xen", nr, name, args, b.op, ret, rip, via,
+                          rd, wr, raised, seq, clock.now_ns, self.cpu)
             else:
-                ev = hc_event("xen", nr, name, args, self.b.op, ret, rip, via,
-                              rd, wr, raised, seq, self.clock.now_ns, self.cpu)
+                ev = hc_event("xen", nr, name, args, b.op, ret, rip, via,
+                              rd, wr, raised, seq, clock.now_ns, self.cpu)
                 if self.record is not None:
                     self.record(ev)
-                for fn in self.call_listeners:
+                for fn in listeners:
                     fn(ev)
         if m.stop_reason is None:
-            vcpu.fire_timers()
+            dl = vcpu.deadline          # vcpu.fire_timers() when a timer is due
+            if dl is not None and dl <= clock.now_ns:
+                vcpu.fire_timers()
             if vcpu.can_upcall():
                 self._upcall()
         traps = self._traps = self._traps + 1      # _check_wall, inline

@@ -326,9 +326,9 @@ class Machine:
 
     def write_phys(self, pa: int, data: bytes) -> None:
         """Write machine memory through Unicorn so translated code is invalidated."""
-        if not self.valid_phys(pa, len(data)):
+        if pa < 0 or pa + len(data) > self.phys_bytes:       # valid_phys, inline
             raise ValueError(f"machine address {pa:#x}+{len(data)} outside memory")
-        self.internals.mem_write(pa, bytes(data))
+        self.internals.mem_write(pa, data if data.__class__ is bytes else bytes(data))
 
     def write_phys_data(self, pa: int, data: bytes) -> None:
         """Write machine memory that holds data, never code (no TB invalidation)."""
@@ -389,7 +389,14 @@ class Machine:
         """Read ``size`` bytes at guest-virtual ``va`` (may cross pages).
         Raises :class:`GuestPageFault`."""
         if 0 < size and (va & 0xFFF) + size <= PAGE_SIZE:      # within one page
-            pa = self.walk(va, user=user)[0]
+            if _c_walk is not None:     # walk(), inline: most hypercall arguments
+                need = PTE_P | PTE_US if user else PTE_P
+                r = _c_walk(self._mem_ptr, self.phys_bytes, self.internals.cr3, va, need)
+                if r.__class__ is int:
+                    raise GuestPageFault(va, _pfec(need, r))
+                pa = r[0]
+            else:
+                pa = self.walk(va, user=user)[0]
             if pa + size > self.phys_bytes:
                 raise GuestPageFault(va, PFEC_PRESENT)
             return self._mem[pa:pa + size]

@@ -24,6 +24,16 @@ from pvmon.backends.xen.pv import pagetype as PT
 from pvmon.engine.machine import PAGE_SIZE, PTE_ADDR_MASK, PTE_P
 
 E = abi
+# Packed once (struct.Struct): every mmu_update and mmuext_op uses them.
+_QQ = struct.Struct("<QQ")              # struct mmu_update {ptr, val}
+_Q = struct.Struct("<Q")                # a page-table entry
+_U32 = struct.Struct("<I")              # *pdone
+_MMUEXT_OP = struct.Struct("<I4xQQ")    # struct mmuext_op {cmd, arg1, arg2}
+#: The name of each mmu_update command (ptr & 3) in the op.
+_MMU_CMD_NAMES = tuple(abi.MMU_CMDS.get(c, c) for c in range(4))
+_NORMAL, _PRESERVE_AD, _MACHPHYS = (E.MMU_NORMAL_PT_UPDATE, E.MMU_PT_UPDATE_PRESERVE_AD,
+                                    E.MMU_MACHPHYS_UPDATE)
+_L1 = PT.L1
 
 
 class PvMmu:
@@ -108,20 +118,20 @@ class PvMmu:
         if count > 1 << 20:
             return -E.EINVAL
         if count == 1:                    # the common case, without the batch bookkeeping
-            ptr, val = struct.unpack("<QQ", self._read(reqs, 16))
+            ptr, val = _QQ.unpack(self.guest.read(reqs, 16))
             rc = self._mmu_update_one(ptr, val)
             done = 0 if rc else 1
             self.op = {"count": 1, "done": done,
-                       "cmds": {abi.MMU_CMDS.get(ptr & 3, ptr & 3): 1}, "ptr": ptr, "val": val}
+                       "cmds": {_MMU_CMD_NAMES[ptr & 3]: 1}, "ptr": ptr, "val": val}
             if done_ptr:
-                self._write(done_ptr, struct.pack("<I", done))
+                self.guest.write(done_ptr, _U32.pack(done))
             return rc
         data = self._read(reqs, 16 * count) if count else b""
         rc = 0
         done = 0
         cmds = {}
         for i in range(count):
-            ptr, val = struct.unpack_from("<QQ", data, i * 16)
+            ptr, val = _QQ.unpack_from(data, i * 16)
             cmd = ptr & 3
             cmds[cmd] = cmds.get(cmd, 0) + 1
             rc = self._mmu_update_one(ptr, val)
@@ -138,18 +148,23 @@ class PvMmu:
         """One ``struct mmu_update`` request (xen.h); 0 or a negative errno."""
         cmd = ptr & 3
         ma = ptr & ~7
-        if cmd == E.MMU_NORMAL_PT_UPDATE or cmd == E.MMU_PT_UPDATE_PRESERVE_AD:
+        if cmd == _NORMAL or cmd == _PRESERVE_AD:
             mfn = ma >> 12
-            if not 0 <= mfn < self.layout.nr_pages or (val & PTE_P and not self._valid_pte(val)):
+            nr = self.layout.nr_pages
+            if not 0 <= mfn < nr:
                 return -E.EINVAL
+            if val & PTE_P:             # _valid_pte, inline: guest RAM, or a shared hypervisor frame
+                vmfn = (val & PTE_ADDR_MASK) >> 12
+                if vmfn >= nr and not self._hv_frame_ok(vmfn):
+                    return -E.EINVAL
             types = self.types
             level = types.typ[mfn]
-            if level == PT.L1:           # mod_l1_entry, the common case, in one call
-                old = self.m.read_u64_phys(ma)   # bookkeeping: not a recorded read
+            if level == _L1:             # mod_l1_entry, the common case, in one call
+                old = _Q.unpack_from(self.m.mem, ma)[0]     # bookkeeping: not a recorded read
                 rc = types.mod_l1(mfn, old, val)
                 if rc:
                     return rc
-                self.guest.write_machine(ma, struct.pack("<Q", val))
+                self.guest.write_machine(ma, _Q.pack(val))
                 return 0
             if not PT.L1 <= level <= PT.L4:
                 if level == PT.SEG_DESC:
@@ -252,33 +267,37 @@ class PvMmu:
         count &= ~abi.MMU_UPDATE_PREEMPTED
         if count > 1 << 20:
             return -E.EINVAL
-        data = self._read(ops, 24 * count) if count else b""
+        data = self.guest.read(ops, 24 * count) if count else b""
         rc = 0
         done = 0
-        decoded = []                      # (name or number, arg1) per op tried
+        names = []                        # name (or number) of each op tried
         gated = "mmuext_op" in self.ver.gated
-        for i in range(count):
-            cmd, arg1, arg2 = struct.unpack_from("<I4xQQ", data, i * 24)
-            name = abi.MMUEXT_CMDS.get(cmd) or cmd
-            decoded.append((name, arg1))
+        cmd_names = abi.MMUEXT_CMDS
+        mmuext = self._mmuext
+        arg1 = 0
+        for cmd, arg1, arg2 in _MMUEXT_OP.iter_unpack(data):
+            name = cmd_names.get(cmd) or cmd
+            names.append(name)
             rc = self._subop_gate("mmuext_op", name) if gated else None
             if rc is None:
-                rc = self._mmuext(cmd, arg1, arg2)
+                rc = mmuext(cmd, arg1, arg2)
             if rc:
                 break
             done += 1
-        if count == 1 and decoded:
-            name, arg1 = decoded[0]
+        if count == 1 and names:
+            name = names[0]                 # arg1: the one op's
             key = ("linear_addr" if name in ("INVLPG_LOCAL", "INVLPG_ALL", "INVLPG_MULTI",
                                              "SET_LDT") else "mfn")
             self.op = {"cmd": name, key: arg1}
         else:
-            self.op = {"count": count, "ops": [d[0] for d in decoded]}
+            self.op = {"count": count, "ops": names}
         if done_ptr:
-            self._write(done_ptr, struct.pack("<I", done))
+            self.guest.write(done_ptr, _U32.pack(done))
         return rc
 
     def _mmuext(self, cmd: int, arg1: int, arg2: int) -> int:
+        if cmd == 5:        # NEW_BASEPTR, the most common (with NEW_USER_BASEPTR: switch_mm)
+            return self.new_guest_cr3(arg1)
         if cmd == 13:
             return self._set_ldt(arg1, arg2)
         v = self.vcpu
@@ -309,13 +328,11 @@ class PvMmu:
             del self.pinned[arg1]
             types.put_type(arg1)
             return 0
-        if cmd == 5:
-            return self.new_guest_cr3(arg1)
         if cmd == 15:
             # MMUEXT_NEW_USER_BASEPTR: the same for the user root, which may be
             # 0 (none); the same frame again changes nothing ("Error %d
             # installing new mfn").
-            if not (self._valid_mfn(arg1) or not arg1):
+            if not (0 <= arg1 < self.layout.nr_pages or not arg1):     # _valid_mfn
                 return -E.EINVAL
             old = v.user_cr3
             if arg1 != old:
@@ -378,7 +395,7 @@ class PvMmu:
         then dropped. The root in use again: no reference moves (write_ptbase
         only). A different root drops the vCPU's LDT page mappings
         (pv_destroy_ldt; pvmon.backends.xen.pv.ldt). 0 or -EINVAL."""
-        if not self._valid_mfn(mfn):
+        if not 0 <= mfn < self.layout.nr_pages:     # _valid_mfn
             return -E.EINVAL
         v = self.vcpu
         old = v.kernel_cr3

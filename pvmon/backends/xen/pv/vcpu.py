@@ -70,6 +70,9 @@ from pvmon.engine.machine import (
 )
 
 E = abi
+#: The flags of the hypervisor's L4 entry (slot 256) in every guest L4.
+_HV_L4E = PTE_P | PTE_RW | PTE_US | PTE_A
+_U64 = struct.Struct("<Q")
 RFLAGS_IF = 1 << 9
 RFLAGS_DF = 1 << 10
 RFLAGS_IOPL = 3 << 12
@@ -542,16 +545,15 @@ class PvVcpu(XenVcpu):
     def install_xen_slots(self, l4_mfn: int) -> None:
         """Put the hypervisor's L4 slot (M2P, descriptor table) into an L4,
         as Xen does for every page validated as an L4 table."""
-        self.m.write_u64_phys((l4_mfn << 12) + 256 * 8,
-                              self.layout.hv_l3_ma | PTE_P | PTE_RW | PTE_US | PTE_A)
+        self.m.write_u64_phys((l4_mfn << 12) + 256 * 8, self.layout.hv_l3_ma | _HV_L4E)
 
     def new_baseptr(self, mfn: int, user: bool, load: bool = True) -> None:
         """Make ``mfn`` the vCPU's kernel (or ``user``) root, its type reference
         already taken; the engine's CR3 follows when the vCPU is in that mode
         (``load``=False: the caller has the engine write it, as a native
         ``mov %cr3`` the engine trapped does)."""
-        if mfn:
-            self.install_xen_slots(mfn)
+        if mfn:     # install_xen_slots, inline (every switch_mm passes here twice)
+            _U64.pack_into(self.m.mem, (mfn << 12) + 256 * 8, self.layout.hv_l3_ma | _HV_L4E)
         if user:
             self.user_cr3 = mfn
             if self.user_mode and load:
@@ -716,7 +718,11 @@ class PvVcpu(XenVcpu):
         return gp
 
     def can_upcall(self) -> bool:
-        return self.upcall_pending() and not self.upcall_mask() and 0 in self.callbacks
+        # upcall_pending() and not upcall_mask(), inline (asked after every
+        # hypercall): vcpu_info's evtchn_upcall_pending and _mask bytes
+        info = self._vcpu_info
+        mem = self.m.mem
+        return bool(mem[info]) and not mem[info + 1] and 0 in self.callbacks
 
     def deliver_upcall(self) -> bool:
         """Enter the event callback if an event is pending and not masked."""
