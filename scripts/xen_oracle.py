@@ -5,6 +5,7 @@ Xen 4.17 (as dom0, on QEMU TCG) and under pvmon, and compare check by check.
     python scripts/xen_oracle.py                      # all four guests
     python scripts/xen_oracle.py pvtest-v2 --timeout 300 --json
     python scripts/xen_oracle.py --tcg-build          # pvtest-v2-rules past TCG's gaps
+    python scripts/xen_oracle.py --tcg-build --cpu max,vendor=GenuineIntel   # Intel vendor
 
 Needs `qemu-system-x86_64` (Debian: `apt-get install qemu-system-x86`) and the
 package `xen-hypervisor-4.17-amd64`, which the script fetches with
@@ -12,7 +13,7 @@ package `xen-hypervisor-4.17-amd64`, which the script fetches with
 unpacks there with dpkg-deb; nothing is installed. QEMU runs one guest at a
 time:
 
-    qemu-system-x86_64 -accel tcg -cpu max -m 1024 -display none -no-reboot
+    qemu-system-x86_64 -accel tcg -cpu max (--cpu) -m 1024 -display none -no-reboot
         -serial file:LOG -kernel xen -append "console=com1 ..." -initrd GUEST
 
 The guests print TAP-like lines (`pvtest: ok N - name`, `pvtest: ok N - name
@@ -208,9 +209,11 @@ def qemu_version() -> str:
 
 
 #: The define the oracle-only build of pvtest-v2-rules is compiled with
-#: (guests/src/checks_rules.c, checks_selectors.c; docs/xen-oracle.md,
-#: differences 6, 7 and 10): it works around two QEMU TCG gaps so that real Xen
-#: on TCG runs on past them. Without it the sources compile to the committed image.
+#: (guests/src/checks_rules.c, checks_selectors.c, checks_grants.c;
+#: docs/xen-oracle.md, differences 6, 7 and 20): it works around two QEMU TCG
+#: gaps so that real Xen on TCG runs on past them, and lets dom0 stand in for the
+#: domU the rules guest expects (its domain id; the grant it maps to itself is
+#: unmapped again). Without it the sources compile to the committed image.
 TCG_DEFINE = "PVTEST_ORACLE_TCG"
 #: make variables of each guest the TCG build rebuilds (guests/Makefile).
 TCG_BUILD = {"pvtest-v2-rules": ["VARIANT=2", "RULES=1"]}
@@ -238,12 +241,14 @@ def build_tcg(cache: Path) -> Path:
 # --- runs --------------------------------------------------------------------------
 
 
-def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float) -> Run:
-    """Boot guest as dom0 of real Xen on QEMU TCG; stop at the guest's shutdown, a
-    crash, QEMU's exit, timeout wall seconds in all, or quiet wall seconds without
-    new console output once the guest has booted. The com1 log is kept at log."""
+def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float,
+                 cpu: str = "max") -> Run:
+    """Boot guest as dom0 of real Xen on QEMU TCG (QEMU's -cpu cpu); stop at the
+    guest's shutdown, a crash, QEMU's exit, timeout wall seconds in all, or quiet
+    wall seconds without new console output once the guest has booted. The com1
+    log is kept at log."""
     log.unlink(missing_ok=True)
-    cmd = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", "1024", "-display", "none",
+    cmd = [QEMU, "-accel", "tcg", "-cpu", cpu, "-m", "1024", "-display", "none",
            "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-nodefaults",
            "-kernel", str(xen), "-append", XEN_CMDLINE, "-initrd", str(guest)]
     start = time.monotonic()
@@ -393,7 +398,7 @@ def print_report(results: list[dict], meta: dict, show_all: bool) -> None:
 
     con = Console(highlight=False)
     con.print(f"real Xen: {meta['xen_package']} {meta['xen_version']} on {meta['qemu']} "
-              f"(TCG); guests from {meta['images']}")
+              f"(TCG, -cpu {meta['cpu']}); guests from {meta['images']}")
     for res in results:
         t = Table(title=f"{res['guest']}: pvmon {res['pvmon']}, real Xen {res['xen']}",
                   title_justify="left")
@@ -452,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="build pvtest-v2-rules with -DPVTEST_ORACLE_TCG=1 (trap-table aliases "
                          "for QEMU's int $n error code, the IRETQ/LRETQ checks skipped; "
                          "docs/xen-oracle.md) and run that on both sides")
+    ap.add_argument("--cpu", default="max", metavar="MODEL",
+                    help="QEMU's -cpu for real Xen (default max, whose TCG vendor is AMD; "
+                         "max,vendor=GenuineIntel runs SYSENTER in long mode as pvmon's "
+                         "Intel CPUID says; docs/xen-oracle.md)")
     ap.add_argument("--all", action="store_true", help="list agreeing checks too")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
@@ -479,13 +488,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise OracleError(f"guest image {image} is missing (guests/build.sh builds it)")
             print(f"{g}: pvmon ...", file=sys.stderr, flush=True)
             pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout)
-            log = logs / (g + (f"-{args.images.name}" if args.images else "") + ".log")
+            cpu_tag = "" if args.cpu == "max" else "-" + re.sub(r"[^A-Za-z0-9]+", "_", args.cpu)
+            log = logs / (g + (f"-{args.images.name}" if args.images else "") + cpu_tag + ".log")
             if args.reuse_logs and log.exists():
                 xr = parse_console(log.read_text(errors="replace"))
             else:
                 print(f"{g}: real Xen on QEMU TCG (up to {args.timeout:.0f} s) ...",
                       file=sys.stderr, flush=True)
-                xr = run_real_xen(xen, image, log, args.timeout, args.quiet_stall)
+                xr = run_real_xen(xen, image, log, args.timeout, args.quiet_stall, args.cpu)
             res = summary(g, pv, xr, compare(pv, xr))
             res["xen_log"] = str(log)
             results.append(res)
@@ -496,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         print("xen_oracle: interrupted", file=sys.stderr)
         return 130
     meta = {"images": str(args.images or IMAGES), "xen_package": XEN_PACKAGE,
-            "xen_version": xen_version, "qemu": qemu,
+            "xen_version": xen_version, "qemu": qemu, "cpu": args.cpu,
             "backend": args.backend, "date": time.strftime("%Y-%m-%d", time.gmtime())}
     if args.json:
         print(json.dumps({**meta, "guests": results}, indent=2))
