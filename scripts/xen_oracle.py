@@ -287,6 +287,17 @@ def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float
     return run
 
 
+def log_name(guest: str, images: Path | None, cpu: str = "max") -> str:
+    """File name of the com1 log of one real-Xen run in the cache's logs/: the guest,
+    then the image dir's name (--images, --tcg-build) and QEMU's -cpu unless it is
+    the default "max" (punctuation as "_"), so runs of other images or CPUs keep
+    their own logs for --reuse-logs."""
+    tag = f"-{images.name}" if images else ""
+    if cpu != "max":
+        tag += "-" + re.sub(r"[^A-Za-z0-9]+", "_", cpu)
+    return f"{guest}{tag}.log"
+
+
 def run_pvmon(name: str, backend: str, timeout: float) -> Run:
     """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`; NAME may
     be a path to an ELF image) and parse its console (stdout)."""
@@ -488,8 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise OracleError(f"guest image {image} is missing (guests/build.sh builds it)")
             print(f"{g}: pvmon ...", file=sys.stderr, flush=True)
             pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout)
-            cpu_tag = "" if args.cpu == "max" else "-" + re.sub(r"[^A-Za-z0-9]+", "_", args.cpu)
-            log = logs / (g + (f"-{args.images.name}" if args.images else "") + cpu_tag + ".log")
+            log = logs / log_name(g, args.images, args.cpu)
             if args.reuse_logs and log.exists():
                 xr = parse_console(log.read_text(errors="replace"))
             else:
