@@ -5,7 +5,7 @@ Xen 4.17 (as dom0, on QEMU TCG) and under pvmon, and compare check by check.
     python scripts/xen_oracle.py                      # all four guests
     python scripts/xen_oracle.py pvtest-v2 --timeout 300 --json
     python scripts/xen_oracle.py --tcg-build          # pvtest-v2-rules past TCG's gaps
-    python scripts/xen_oracle.py --tcg-build --cpu max,vendor=GenuineIntel   # Intel vendor
+    python scripts/xen_oracle.py --tcg-build --cpu max   # QEMU's own max CPU (AMD vendor)
 
 Needs `qemu-system-x86_64` (Debian: `apt-get install qemu-system-x86`) and the
 package `xen-hypervisor-4.17-amd64`, which the script fetches with
@@ -13,7 +13,7 @@ package `xen-hypervisor-4.17-amd64`, which the script fetches with
 unpacks there with dpkg-deb; nothing is installed. QEMU runs one guest at a
 time:
 
-    qemu-system-x86_64 -accel tcg -cpu max (--cpu) -m 1024 -display none -no-reboot
+    qemu-system-x86_64 -accel tcg -cpu max,vendor=GenuineIntel,-svm -m 1024 -display none -no-reboot
         -serial file:LOG -kernel xen -append "console=com1 ..." -initrd GUEST
 
 The guests print TAP-like lines (`pvtest: ok N - name`, `pvtest: ok N - name
@@ -200,6 +200,14 @@ def ensure_xen(cache: Path) -> tuple[Path, str]:
     return xen, version
 
 
+#: QEMU's -cpu for real Xen. TCG's "max" has an AMD vendor, on which SYSENTER in
+#: long mode is #UD, where pvmon's CPUID says GenuineIntel; with the Intel vendor
+#: Xen would still see SVM and start it, and `svm_load_segs`' VMLOAD on every PV
+#: context switch restores the SYSENTER_ESP `_svm_cpu_up` VMSAVEd from the boot
+#: stack, so Xen double-faults at the first sysenter (docs/xen-oracle.md, 22).
+DEFAULT_CPU = "max,vendor=GenuineIntel,-svm"
+
+
 def qemu_version() -> str:
     """QEMU's first --version line, or OracleError if QEMU is not installed."""
     if not shutil.which(QEMU):
@@ -242,13 +250,13 @@ def build_tcg(cache: Path) -> Path:
 
 
 def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float,
-                 cpu: str = "max") -> Run:
+                 cpu: str | None = None) -> Run:
     """Boot guest as dom0 of real Xen on QEMU TCG (QEMU's -cpu cpu); stop at the
     guest's shutdown, a crash, QEMU's exit, timeout wall seconds in all, or quiet
     wall seconds without new console output once the guest has booted. The com1
     log is kept at log."""
     log.unlink(missing_ok=True)
-    cmd = [QEMU, "-accel", "tcg", "-cpu", cpu, "-m", "1024", "-display", "none",
+    cmd = [QEMU, "-accel", "tcg", "-cpu", cpu or DEFAULT_CPU, "-m", "1024", "-display", "none",
            "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-nodefaults",
            "-kernel", str(xen), "-append", XEN_CMDLINE, "-initrd", str(guest)]
     start = time.monotonic()
@@ -287,13 +295,13 @@ def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float
     return run
 
 
-def log_name(guest: str, images: Path | None, cpu: str = "max") -> str:
+def log_name(guest: str, images: Path | None, cpu: str | None = None) -> str:
     """File name of the com1 log of one real-Xen run in the cache's logs/: the guest,
     then the image dir's name (--images, --tcg-build) and QEMU's -cpu unless it is
-    the default "max" (punctuation as "_"), so runs of other images or CPUs keep
+    the default (punctuation as "_"), so runs of other images or CPUs keep
     their own logs for --reuse-logs."""
     tag = f"-{images.name}" if images else ""
-    if cpu != "max":
+    if cpu and cpu != DEFAULT_CPU:
         tag += "-" + re.sub(r"[^A-Za-z0-9]+", "_", cpu)
     return f"{guest}{tag}.log"
 
@@ -468,10 +476,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="build pvtest-v2-rules with -DPVTEST_ORACLE_TCG=1 (trap-table aliases "
                          "for QEMU's int $n error code, the IRETQ/LRETQ checks skipped; "
                          "docs/xen-oracle.md) and run that on both sides")
-    ap.add_argument("--cpu", default="max", metavar="MODEL",
-                    help="QEMU's -cpu for real Xen (default max, whose TCG vendor is AMD; "
-                         "max,vendor=GenuineIntel runs SYSENTER in long mode as pvmon's "
-                         "Intel CPUID says; docs/xen-oracle.md)")
+    ap.add_argument("--cpu", default=DEFAULT_CPU, metavar="MODEL",
+                    help=f"QEMU's -cpu for real Xen (default {DEFAULT_CPU}: an Intel vendor "
+                         "as pvmon's CPUID, and no SVM, whose VMLOAD would restore a stale "
+                         "SYSENTER_ESP; plain max is AMD; docs/xen-oracle.md difference 22)")
     ap.add_argument("--all", action="store_true", help="list agreeing checks too")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)

@@ -145,6 +145,8 @@ def test_each_image_dir_and_qemu_cpu_keeps_its_own_com1_log():
     assert xen_oracle.log_name("pvtest-v2", None) == "pvtest-v2.log"
     assert xen_oracle.log_name("pvtest-v2-rules", Path("/c/tcg-build")) == \
         "pvtest-v2-rules-tcg-build.log"
-    assert xen_oracle.log_name("pvtest-v2-rules", Path("/c/tcg-build"),
-                               "max,vendor=GenuineIntel") == \
-        "pvtest-v2-rules-tcg-build-max_vendor_GenuineIntel.log"
+    assert xen_oracle.log_name("pvtest-v2", None, xen_oracle.DEFAULT_CPU) == "pvtest-v2.log"
+    assert xen_oracle.log_name("pvtest-v2-rules", Path("/c/tcg-build"), "max") == \
+        "pvtest-v2-rules-tcg-build-max.log"
+    assert xen_oracle.log_name("pvtest-v2", None, "max,vendor=AuthenticAMD") == \
+        "pvtest-v2-max_vendor_AuthenticAMD.log"
