@@ -13,7 +13,7 @@ package `xen-hypervisor-4.17-amd64`, which the script fetches with
 unpacks there with dpkg-deb; nothing is installed. QEMU runs one guest at a
 time:
 
-    qemu-system-x86_64 -accel tcg -cpu max,vendor=GenuineIntel,-svm -m 1024 -display none -no-reboot
+    qemu-system-x86_64 -accel tcg -cpu max,vendor=GenuineIntel,-svm,-smap -m 1024 -display none -no-reboot
         -serial file:LOG -kernel xen -append "console=com1 ..." -initrd GUEST
 
 The guests print TAP-like lines (`pvtest: ok N - name`, `pvtest: ok N - name
@@ -205,7 +205,10 @@ def ensure_xen(cache: Path) -> tuple[Path, str]:
 #: Xen would still see SVM and start it, and `svm_load_segs`' VMLOAD on every PV
 #: context switch restores the SYSENTER_ESP `_svm_cpu_up` VMSAVEd from the boot
 #: stack, so Xen double-faults at the first sysenter (docs/xen-oracle.md, 22).
-DEFAULT_CPU = "max,vendor=GenuineIntel,-svm"
+#: Without SMAP, QEMU 7.2's supervisor-mode pops of a kernel IRETQ/LRETQ frame do
+#: not fault on the PV kernel's user-mode stack (difference 24); a PV guest never
+#: sees the host's SMAP (Xen's PV CPUID policy does not offer it).
+DEFAULT_CPU = "max,vendor=GenuineIntel,-svm,-smap"
 
 
 def qemu_version() -> str:
@@ -217,11 +220,11 @@ def qemu_version() -> str:
 
 
 #: The define the oracle-only build of pvtest-v2-rules is compiled with
-#: (guests/src/checks_rules.c, checks_selectors.c, checks_grants.c;
-#: docs/xen-oracle.md, differences 6, 7 and 20): it works around two QEMU TCG
-#: gaps so that real Xen on TCG runs on past them, and lets dom0 stand in for the
-#: domU the rules guest expects (its domain id; the grant it maps to itself is
-#: unmapped again). Without it the sources compile to the committed image.
+#: (guests/src/checks_rules.c, checks_grants.c; docs/xen-oracle.md, differences
+#: 6, 7 and 20): it works around QEMU TCG's `int $n` error code so that real Xen
+#: on TCG runs on past it, and lets dom0 stand in for the domU the rules guest
+#: expects (its domain id; the grant it maps to itself is unmapped again).
+#: Without it the sources compile to the committed image.
 TCG_DEFINE = "PVTEST_ORACLE_TCG"
 #: make variables of each guest the TCG build rebuilds (guests/Makefile).
 TCG_BUILD = {"pvtest-v2-rules": ["VARIANT=2", "RULES=1"]}
@@ -474,12 +477,13 @@ def main(argv: list[str] | None = None) -> int:
                          "run the same file; for rebuilt or patched guests)")
     ap.add_argument("--tcg-build", action="store_true",
                     help="build pvtest-v2-rules with -DPVTEST_ORACLE_TCG=1 (trap-table aliases "
-                         "for QEMU's int $n error code, the IRETQ/LRETQ checks skipped; "
+                         "for QEMU's int $n error code, dom0 standing in for a domU; "
                          "docs/xen-oracle.md) and run that on both sides")
     ap.add_argument("--cpu", default=DEFAULT_CPU, metavar="MODEL",
                     help=f"QEMU's -cpu for real Xen (default {DEFAULT_CPU}: an Intel vendor "
-                         "as pvmon's CPUID, and no SVM, whose VMLOAD would restore a stale "
-                         "SYSENTER_ESP; plain max is AMD; docs/xen-oracle.md difference 22)")
+                         "as pvmon's CPUID, no SVM, whose VMLOAD would restore a stale "
+                         "SYSENTER_ESP, and no SMAP, which QEMU's IRETQ pops trip; plain "
+                         "max is AMD; docs/xen-oracle.md differences 22, 24)")
     ap.add_argument("--all", action="store_true", help="list agreeing checks too")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
