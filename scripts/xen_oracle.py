@@ -44,6 +44,14 @@ import time
 from pathlib import Path
 
 GUESTS = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc")
+#: PVH reference guests: real Xen boots them as a PVH dom0 (dom0=pvh), which needs
+#: HVM (SVM on QEMU's AMD max CPU) and an IOMMU (QEMU's intel-iommu on q35).
+#: Only their --tcg-build image makes hypercalls Xen takes on AMD (VMMCALL).
+PVH_GUESTS = ("pvtest-v2-pvh",)
+#: QEMU's -cpu for a PVH dom0: SVM and an AMD vendor (--cpu is for PV guests).
+PVH_CPU = "max"
+#: QEMU's machine options for a PVH dom0 (Xen refuses one without an IOMMU).
+PVH_MACHINE = ["-machine", "q35,kernel-irqchip=split", "-device", "intel-iommu,intremap=on"]
 XEN_PACKAGE = "xen-hypervisor-4.17-amd64"
 #: Xen's command line. `cpuid=no-rdtscp,no-rdpid` takes RDTSCP and RDPID out of
 #: Xen's CPUID policies as pvmon's PV policy has neither (pvmon/backends/xen/cpuid.py),
@@ -230,12 +238,14 @@ def qemu_version() -> str:
 #: expects (its domain id; the grant it maps to itself is unmapped again).
 #: Without it the sources compile to the committed image.
 TCG_DEFINE = "PVTEST_ORACLE_TCG"
-#: make variables of each guest the TCG build rebuilds (guests/Makefile).
-TCG_BUILD = {"pvtest-v2-rules": ["VARIANT=2", "RULES=1"]}
+#: make variables of each guest the TCG build rebuilds (guests/Makefile). In the
+#: PVH guest the define picks VMMCALL on an AMD CPU and adds two mmuext_op checks.
+TCG_BUILD = {"pvtest-v2-rules": ["VARIANT=2", "RULES=1"],
+             "pvtest-v2-pvh": ["VARIANT=2", "PVH=1"]}
 
 
 def build_tcg(cache: Path) -> Path:
-    """Build pvtest-v2-rules from this tree's guests/ with -DPVTEST_ORACLE_TCG=1
+    """Build the TCG_BUILD guests from this tree's guests/ with -DPVTEST_ORACLE_TCG=1
     into cache/tcg-build/ (objects there too; guests/ and the committed images are
     not touched). Returns that directory. OracleError if make fails (the guests'
     toolchain: gcc, binutils; CC may name another compiler)."""
@@ -257,15 +267,17 @@ def build_tcg(cache: Path) -> Path:
 
 
 def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float,
-                 cpu: str | None = None) -> Run:
-    """Boot guest as dom0 of real Xen on QEMU TCG (QEMU's -cpu cpu); stop at the
-    guest's shutdown, a crash, QEMU's exit, timeout wall seconds in all, or quiet
-    wall seconds without new console output once the guest has booted. The com1
-    log is kept at log."""
+                 cpu: str | None = None, pvh: bool = False) -> Run:
+    """Boot guest as dom0 of real Xen on QEMU TCG (QEMU's -cpu cpu; a PVH dom0 on
+    PVH_CPU and PVH_MACHINE); stop at the guest's shutdown, a crash, QEMU's exit,
+    timeout wall seconds in all, or quiet wall seconds without new console output
+    once the guest has booted. The com1 log is kept at log."""
     log.unlink(missing_ok=True)
-    cmd = [QEMU, "-accel", "tcg", "-cpu", cpu or DEFAULT_CPU, "-m", "1024", "-display", "none",
+    cmdline = XEN_CMDLINE.replace("dom0=pv", "dom0=pvh") if pvh else XEN_CMDLINE
+    cmd = [QEMU, "-accel", "tcg", "-cpu", PVH_CPU if pvh else (cpu or DEFAULT_CPU),
+           *(PVH_MACHINE if pvh else []), "-m", "1024", "-display", "none",
            "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-nodefaults",
-           "-kernel", str(xen), "-append", XEN_CMDLINE, "-initrd", str(guest)]
+           "-kernel", str(xen), "-append", cmdline, "-initrd", str(guest)]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -313,16 +325,18 @@ def log_name(guest: str, images: Path | None, cpu: str | None = None) -> str:
     return f"{guest}{tag}.log"
 
 
-def run_pvmon(name: str, backend: str, timeout: float) -> Run:
-    """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`; NAME may
-    be a path to an ELF image) and parse its console (stdout)."""
+def run_pvmon(name: str, backend: str, timeout: float, pvh: bool = False) -> Run:
+    """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`, with
+    `--mode pvh` for a PVH guest; NAME may be a path to an ELF image) and parse its
+    console (stdout)."""
     env = dict(os.environ)
     root = str(IMAGES.parent.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     start = time.monotonic()
     try:
         r = subprocess.run([sys.executable, "-m", "pvmon", "run", name, "--backend", backend,
-                            "--timeout", str(int(timeout))], check=False,
+                            "--timeout", str(int(timeout)), *(["--mode", "pvh"] if pvh else [])],
+                           check=False,
                            capture_output=True, text=True,
                            env=env, timeout=timeout + 30, stdin=subprocess.DEVNULL)
         out, code = r.stdout, r.returncode
@@ -463,7 +477,8 @@ def print_report(results: list[dict], meta: dict, show_all: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("guests", nargs="*", metavar="GUEST",
-                    help=f"reference guests to run (default: {' '.join(GUESTS)})")
+                    help=f"reference guests to run (default: {' '.join(GUESTS)}; with "
+                         f"--tcg-build {' '.join(TCG_BUILD)}; also {' '.join(PVH_GUESTS)})")
     ap.add_argument("--timeout", type=float, default=240.0,
                     help="wall seconds per guest under real Xen before it counts as stalled "
                          "(default 240; Xen's own boot on TCG takes about a minute)")
@@ -493,10 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         for g in args.guests:
-            if g not in GUESTS:
+            if g not in GUESTS + PVH_GUESTS:
                 raise OracleError(f"unknown reference guest {g!r} "
-                                  f"(choose from {', '.join(GUESTS)})")
-        guests = args.guests or list(GUESTS)
+                                  f"(choose from {', '.join(GUESTS + PVH_GUESTS)})")
+        guests = args.guests or list(TCG_BUILD if args.tcg_build else GUESTS)
         qemu = qemu_version()
         xen, xen_version = ensure_xen(args.cache)
         if args.tcg_build:
@@ -505,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             args.images = build_tcg(args.cache)
             guests = [g for g in guests if g in TCG_BUILD]
             if not guests:
-                raise OracleError("--tcg-build builds only pvtest-v2-rules")
+                raise OracleError(f"--tcg-build builds only {', '.join(TCG_BUILD)}")
         logs = args.cache / "logs"
         logs.mkdir(exist_ok=True)
         results = []
@@ -513,15 +528,16 @@ def main(argv: list[str] | None = None) -> int:
             image = (args.images or IMAGES) / f"{g}.elf"
             if not image.is_file():
                 raise OracleError(f"guest image {image} is missing (guests/build.sh builds it)")
+            pvh = g in PVH_GUESTS
             print(f"{g}: pvmon ...", file=sys.stderr, flush=True)
-            pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout)
-            log = logs / log_name(g, args.images, args.cpu)
+            pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout, pvh)
+            log = logs / log_name(g, args.images, None if pvh else args.cpu)
             if args.reuse_logs and log.exists():
                 xr = parse_console(log.read_text(errors="replace"))
             else:
                 print(f"{g}: real Xen on QEMU TCG (up to {args.timeout:.0f} s) ...",
                       file=sys.stderr, flush=True)
-                xr = run_real_xen(xen, image, log, args.timeout, args.quiet_stall, args.cpu)
+                xr = run_real_xen(xen, image, log, args.timeout, args.quiet_stall, args.cpu, pvh)
             res = summary(g, pv, xr, compare(pv, xr))
             res["xen_log"] = str(log)
             results.append(res)
