@@ -478,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("guests", nargs="*", metavar="GUEST",
                     help=f"reference guests to run (default: {' '.join(GUESTS)}; with "
-                         f"--tcg-build {' '.join(TCG_BUILD)}; also {' '.join(PVH_GUESTS)})")
+                         f"--tcg-build {' '.join(TCG_BUILD)}; {' '.join(PVH_GUESTS)} runs "
+                         "under real Xen only as built by --tcg-build)")
     ap.add_argument("--timeout", type=float, default=240.0,
                     help="wall seconds per guest under real Xen before it counts as stalled "
                          "(default 240; Xen's own boot on TCG takes about a minute)")
