@@ -5,6 +5,7 @@ Xen 4.17 (as dom0, on QEMU TCG) and under pvmon, and compare check by check.
     python scripts/xen_oracle.py                      # all four guests
     python scripts/xen_oracle.py pvtest-v2 --timeout 300 --json
     python scripts/xen_oracle.py --tcg-build          # pvtest-v2-rules past TCG's gaps
+    python scripts/xen_oracle.py --tcg-build --cpu max   # QEMU's own max CPU (AMD vendor)
 
 Needs `qemu-system-x86_64` (Debian: `apt-get install qemu-system-x86`) and the
 package `xen-hypervisor-4.17-amd64`, which the script fetches with
@@ -12,7 +13,7 @@ package `xen-hypervisor-4.17-amd64`, which the script fetches with
 unpacks there with dpkg-deb; nothing is installed. QEMU runs one guest at a
 time:
 
-    qemu-system-x86_64 -accel tcg -cpu max -m 1024 -display none -no-reboot
+    qemu-system-x86_64 -accel tcg -cpu max,vendor=GenuineIntel,-svm,-smap -m 1024 -display none -no-reboot
         -serial file:LOG -kernel xen -append "console=com1 ..." -initrd GUEST
 
 The guests print TAP-like lines (`pvtest: ok N - name`, `pvtest: ok N - name
@@ -43,9 +44,21 @@ import time
 from pathlib import Path
 
 GUESTS = ("pvtest-v1", "pvtest-v2", "pvtest-v2-rules", "pvtest-v2-poc")
+#: PVH reference guests: real Xen boots them as a PVH dom0 (dom0=pvh), which needs
+#: HVM (SVM on QEMU's AMD max CPU) and an IOMMU (QEMU's intel-iommu on q35).
+#: Only their --tcg-build image makes hypercalls Xen takes on AMD (VMMCALL).
+PVH_GUESTS = ("pvtest-v2-pvh",)
+#: QEMU's -cpu for a PVH dom0: SVM and an AMD vendor (--cpu is for PV guests).
+PVH_CPU = "max"
+#: QEMU's machine options for a PVH dom0 (Xen refuses one without an IOMMU).
+PVH_MACHINE = ["-machine", "q35,kernel-irqchip=split", "-device", "intel-iommu,intremap=on"]
 XEN_PACKAGE = "xen-hypervisor-4.17-amd64"
+#: Xen's command line. `cpuid=no-rdtscp,no-rdpid` takes RDTSCP and RDPID out of
+#: Xen's CPUID policies as pvmon's PV policy has neither (pvmon/backends/xen/cpuid.py),
+#: while the CPU still runs RDTSCP natively, as under pvmon: with CR4.TSD Xen's
+#: emulated RDTSCP then reads MSR_TSC_AUX against the same policy (difference 16).
 XEN_CMDLINE = ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all "
-               "dom0_mem=256M dom0=pv")
+               "dom0_mem=256M dom0=pv cpuid=no-rdtscp,no-rdpid")
 QEMU = "qemu-system-x86_64"
 IMAGES = Path(__file__).resolve().parent.parent / "pvmon" / "guests" / "images"
 
@@ -199,6 +212,17 @@ def ensure_xen(cache: Path) -> tuple[Path, str]:
     return xen, version
 
 
+#: QEMU's -cpu for real Xen. TCG's "max" has an AMD vendor, on which SYSENTER in
+#: long mode is #UD, where pvmon's CPUID says GenuineIntel; with the Intel vendor
+#: Xen would still see SVM and start it, and `svm_load_segs`' VMLOAD on every PV
+#: context switch restores the SYSENTER_ESP `_svm_cpu_up` VMSAVEd from the boot
+#: stack, so Xen double-faults at the first sysenter (docs/xen-oracle.md, 22).
+#: Without SMAP, QEMU 7.2's supervisor-mode pops of a kernel IRETQ/LRETQ frame do
+#: not fault on the PV kernel's user-mode stack (difference 24); a PV guest never
+#: sees the host's SMAP (Xen's PV CPUID policy does not offer it).
+DEFAULT_CPU = "max,vendor=GenuineIntel,-svm,-smap"
+
+
 def qemu_version() -> str:
     """QEMU's first --version line, or OracleError if QEMU is not installed."""
     if not shutil.which(QEMU):
@@ -208,16 +232,20 @@ def qemu_version() -> str:
 
 
 #: The define the oracle-only build of pvtest-v2-rules is compiled with
-#: (guests/src/checks_rules.c, checks_selectors.c; docs/xen-oracle.md,
-#: differences 6, 7 and 10): it works around two QEMU TCG gaps so that real Xen
-#: on TCG runs on past them. Without it the sources compile to the committed image.
+#: (guests/src/checks_rules.c, checks_grants.c; docs/xen-oracle.md, differences
+#: 6, 7 and 20): it works around QEMU TCG's `int $n` error code so that real Xen
+#: on TCG runs on past it, and lets dom0 stand in for the domU the rules guest
+#: expects (its domain id; the grant it maps to itself is unmapped again).
+#: Without it the sources compile to the committed image.
 TCG_DEFINE = "PVTEST_ORACLE_TCG"
-#: make variables of each guest the TCG build rebuilds (guests/Makefile).
-TCG_BUILD = {"pvtest-v2-rules": ["VARIANT=2", "RULES=1"]}
+#: make variables of each guest the TCG build rebuilds (guests/Makefile). In the
+#: PVH guest the define picks VMMCALL on an AMD CPU and adds two mmuext_op checks.
+TCG_BUILD = {"pvtest-v2-rules": ["VARIANT=2", "RULES=1"],
+             "pvtest-v2-pvh": ["VARIANT=2", "PVH=1"]}
 
 
 def build_tcg(cache: Path) -> Path:
-    """Build pvtest-v2-rules from this tree's guests/ with -DPVTEST_ORACLE_TCG=1
+    """Build the TCG_BUILD guests from this tree's guests/ with -DPVTEST_ORACLE_TCG=1
     into cache/tcg-build/ (objects there too; guests/ and the committed images are
     not touched). Returns that directory. OracleError if make fails (the guests'
     toolchain: gcc, binutils; CC may name another compiler)."""
@@ -238,14 +266,18 @@ def build_tcg(cache: Path) -> Path:
 # --- runs --------------------------------------------------------------------------
 
 
-def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float) -> Run:
-    """Boot guest as dom0 of real Xen on QEMU TCG; stop at the guest's shutdown, a
-    crash, QEMU's exit, timeout wall seconds in all, or quiet wall seconds without
-    new console output once the guest has booted. The com1 log is kept at log."""
+def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float,
+                 cpu: str | None = None, pvh: bool = False) -> Run:
+    """Boot guest as dom0 of real Xen on QEMU TCG (QEMU's -cpu cpu; a PVH dom0 on
+    PVH_CPU and PVH_MACHINE); stop at the guest's shutdown, a crash, QEMU's exit,
+    timeout wall seconds in all, or quiet wall seconds without new console output
+    once the guest has booted. The com1 log is kept at log."""
     log.unlink(missing_ok=True)
-    cmd = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", "1024", "-display", "none",
+    cmdline = XEN_CMDLINE.replace("dom0=pv", "dom0=pvh") if pvh else XEN_CMDLINE
+    cmd = [QEMU, "-accel", "tcg", "-cpu", PVH_CPU if pvh else (cpu or DEFAULT_CPU),
+           *(PVH_MACHINE if pvh else []), "-m", "1024", "-display", "none",
            "-no-reboot", "-serial", f"file:{log}", "-monitor", "none", "-nodefaults",
-           "-kernel", str(xen), "-append", XEN_CMDLINE, "-initrd", str(guest)]
+           "-kernel", str(xen), "-append", cmdline, "-initrd", str(guest)]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -282,16 +314,29 @@ def run_real_xen(xen: Path, guest: Path, log: Path, timeout: float, quiet: float
     return run
 
 
-def run_pvmon(name: str, backend: str, timeout: float) -> Run:
-    """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`; NAME may
-    be a path to an ELF image) and parse its console (stdout)."""
+def log_name(guest: str, images: Path | None, cpu: str | None = None) -> str:
+    """File name of the com1 log of one real-Xen run in the cache's logs/: the guest,
+    then the image dir's name (--images, --tcg-build) and QEMU's -cpu unless it is
+    the default (punctuation as "_"), so runs of other images or CPUs keep
+    their own logs for --reuse-logs."""
+    tag = f"-{images.name}" if images else ""
+    if cpu and cpu != DEFAULT_CPU:
+        tag += "-" + re.sub(r"[^A-Za-z0-9]+", "_", cpu)
+    return f"{guest}{tag}.log"
+
+
+def run_pvmon(name: str, backend: str, timeout: float, pvh: bool = False) -> Run:
+    """Run the guest under pvmon (this tree's, `python -m pvmon run NAME`, with
+    `--mode pvh` for a PVH guest; NAME may be a path to an ELF image) and parse its
+    console (stdout)."""
     env = dict(os.environ)
     root = str(IMAGES.parent.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     start = time.monotonic()
     try:
         r = subprocess.run([sys.executable, "-m", "pvmon", "run", name, "--backend", backend,
-                            "--timeout", str(int(timeout))], check=False,
+                            "--timeout", str(int(timeout)), *(["--mode", "pvh"] if pvh else [])],
+                           check=False,
                            capture_output=True, text=True,
                            env=env, timeout=timeout + 30, stdin=subprocess.DEVNULL)
         out, code = r.stdout, r.returncode
@@ -393,7 +438,7 @@ def print_report(results: list[dict], meta: dict, show_all: bool) -> None:
 
     con = Console(highlight=False)
     con.print(f"real Xen: {meta['xen_package']} {meta['xen_version']} on {meta['qemu']} "
-              f"(TCG); guests from {meta['images']}")
+              f"(TCG, -cpu {meta['cpu']}); guests from {meta['images']}")
     for res in results:
         t = Table(title=f"{res['guest']}: pvmon {res['pvmon']}, real Xen {res['xen']}",
                   title_justify="left")
@@ -432,7 +477,9 @@ def print_report(results: list[dict], meta: dict, show_all: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("guests", nargs="*", metavar="GUEST",
-                    help=f"reference guests to run (default: {' '.join(GUESTS)})")
+                    help=f"reference guests to run (default: {' '.join(GUESTS)}; with "
+                         f"--tcg-build {' '.join(TCG_BUILD)}; {' '.join(PVH_GUESTS)} runs "
+                         "under real Xen only as built by --tcg-build)")
     ap.add_argument("--timeout", type=float, default=240.0,
                     help="wall seconds per guest under real Xen before it counts as stalled "
                          "(default 240; Xen's own boot on TCG takes about a minute)")
@@ -450,17 +497,22 @@ def main(argv: list[str] | None = None) -> int:
                          "run the same file; for rebuilt or patched guests)")
     ap.add_argument("--tcg-build", action="store_true",
                     help="build pvtest-v2-rules with -DPVTEST_ORACLE_TCG=1 (trap-table aliases "
-                         "for QEMU's int $n error code, the IRETQ/LRETQ checks skipped; "
+                         "for QEMU's int $n error code, dom0 standing in for a domU; "
                          "docs/xen-oracle.md) and run that on both sides")
+    ap.add_argument("--cpu", default=DEFAULT_CPU, metavar="MODEL",
+                    help=f"QEMU's -cpu for real Xen (default {DEFAULT_CPU}: an Intel vendor "
+                         "as pvmon's CPUID, no SVM, whose VMLOAD would restore a stale "
+                         "SYSENTER_ESP, and no SMAP, which QEMU's IRETQ pops trip; plain "
+                         "max is AMD; docs/xen-oracle.md differences 22, 24)")
     ap.add_argument("--all", action="store_true", help="list agreeing checks too")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     try:
         for g in args.guests:
-            if g not in GUESTS:
+            if g not in GUESTS + PVH_GUESTS:
                 raise OracleError(f"unknown reference guest {g!r} "
-                                  f"(choose from {', '.join(GUESTS)})")
-        guests = args.guests or list(GUESTS)
+                                  f"(choose from {', '.join(GUESTS + PVH_GUESTS)})")
+        guests = args.guests or list(TCG_BUILD if args.tcg_build else GUESTS)
         qemu = qemu_version()
         xen, xen_version = ensure_xen(args.cache)
         if args.tcg_build:
@@ -469,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             args.images = build_tcg(args.cache)
             guests = [g for g in guests if g in TCG_BUILD]
             if not guests:
-                raise OracleError("--tcg-build builds only pvtest-v2-rules")
+                raise OracleError(f"--tcg-build builds only {', '.join(TCG_BUILD)}")
         logs = args.cache / "logs"
         logs.mkdir(exist_ok=True)
         results = []
@@ -477,15 +529,16 @@ def main(argv: list[str] | None = None) -> int:
             image = (args.images or IMAGES) / f"{g}.elf"
             if not image.is_file():
                 raise OracleError(f"guest image {image} is missing (guests/build.sh builds it)")
+            pvh = g in PVH_GUESTS
             print(f"{g}: pvmon ...", file=sys.stderr, flush=True)
-            pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout)
-            log = logs / (g + (f"-{args.images.name}" if args.images else "") + ".log")
+            pv = run_pvmon(str(image) if args.images else g, args.backend, args.timeout, pvh)
+            log = logs / log_name(g, args.images, None if pvh else args.cpu)
             if args.reuse_logs and log.exists():
                 xr = parse_console(log.read_text(errors="replace"))
             else:
                 print(f"{g}: real Xen on QEMU TCG (up to {args.timeout:.0f} s) ...",
                       file=sys.stderr, flush=True)
-                xr = run_real_xen(xen, image, log, args.timeout, args.quiet_stall)
+                xr = run_real_xen(xen, image, log, args.timeout, args.quiet_stall, args.cpu, pvh)
             res = summary(g, pv, xr, compare(pv, xr))
             res["xen_log"] = str(log)
             results.append(res)
@@ -496,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         print("xen_oracle: interrupted", file=sys.stderr)
         return 130
     meta = {"images": str(args.images or IMAGES), "xen_package": XEN_PACKAGE,
-            "xen_version": xen_version, "qemu": qemu,
+            "xen_version": xen_version, "qemu": qemu, "cpu": args.cpu,
             "backend": args.backend, "date": time.strftime("%Y-%m-%d", time.gmtime())}
     if args.json:
         print(json.dumps({**meta, "guests": results}, indent=2))

@@ -139,3 +139,14 @@ def test_a_fatal_line_in_place_of_a_check_is_paired_with_it_and_named():
 def test_check_numbers_collapse_into_ranges_for_the_caption():
     assert xen_oracle._ranges(["5", "6", "7", "9", "162", "163", "XSA-148"]) == [
         "5-7", "9", "162-163", "XSA-148"]
+
+
+def test_each_image_dir_and_qemu_cpu_keeps_its_own_com1_log():
+    assert xen_oracle.log_name("pvtest-v2", None) == "pvtest-v2.log"
+    assert xen_oracle.log_name("pvtest-v2-rules", Path("/c/tcg-build")) == \
+        "pvtest-v2-rules-tcg-build.log"
+    assert xen_oracle.log_name("pvtest-v2", None, xen_oracle.DEFAULT_CPU) == "pvtest-v2.log"
+    assert xen_oracle.log_name("pvtest-v2-rules", Path("/c/tcg-build"), "max") == \
+        "pvtest-v2-rules-tcg-build-max.log"
+    assert xen_oracle.log_name("pvtest-v2", None, "max,vendor=AuthenticAMD") == \
+        "pvtest-v2-max_vendor_AuthenticAMD.log"

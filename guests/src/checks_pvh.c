@@ -614,6 +614,24 @@ void checks_pvh_bad_calls(void)
     check_eq("stack_switch (PV only) -> -ENOSYS", rc, -XEN_ENOSYS);
     rc = xen_hypercall_nr(HC_iret, 0, 0, 0, 0, 0);
     check_eq("iret (PV only) -> -ENOSYS", rc, -XEN_ENOSYS);
+#ifdef PVTEST_ORACLE_TCG
+    /* Only in scripts/xen_oracle.py --tcg-build (docs/xen-oracle.md, difference 26):
+     * mmuext_op is in the hvm64 table (include/hypercall-defs.c), but do_mmuext_op
+     * (arch/x86/mm.c) wants a PV page owner before it reads an entry: DOMID_SELF
+     * names this PVH domain -> -EINVAL, nothing done, *done untouched. */
+    struct mmuext_op mx[2] = { { 13, 0, 0, 0 }, { 0, 0, 0, 0 } };
+    done = 7;
+    rc = HYPERVISOR_mmuext_op(mx, 1, &done, DOMID_SELF);
+    check(rc == -XEN_EINVAL && done == 7,
+          "mmuext_op MMUEXT_SET_LDT from PVH -> -EINVAL, done untouched (do_mmuext_op: "
+          "!is_pv_domain(pg_owner))", "rc %ld, done %u", rc, done);
+    mx[0].cmd = MMUEXT_PIN_L1_TABLE;
+    mx[0].arg1 = virt_to_phys(_text) >> PAGE_SHIFT;
+    rc = HYPERVISOR_mmuext_op(mx, 1, &done, DOMID_SELF);
+    check(rc == -XEN_EINVAL && done == 7,
+          "mmuext_op PIN_L1_TABLE from PVH -> -EINVAL too (the pin/unpin-only branch "
+          "needs a PV page owner)", "rc %ld, done %u", rc, done);
+#endif
 
     struct xen_hvm_param p = { 5, 0, HVM_PARAM_STORE_PFN, 0 };
     rc = HYPERVISOR_hvm_op(HVMOP_get_param, &p);

@@ -143,23 +143,6 @@ static void selectors_kernel(void)
           "the kernel reads %cs = FLAT_KERNEL_CS64 0xe033 and %ss = FLAT_KERNEL_SS64 0xe02b "
           "(xen-x86_64.h; create_bounce_frame loads them)", "cs 0x%lx ss 0x%lx", cs, ss);
 
-#ifdef PVTEST_ORACLE_TCG
-    /* Only in scripts/xen_oracle.py --tcg-build (docs/xen-oracle.md): QEMU TCG before
-     * its commit 0bd385e7e3 pops an IRETQ/LRETQ frame with supervisor accesses, which
-     * Xen's SMAP refuses on a PV kernel's (user) stack: #PF instead of the return. */
-    static const char tcg[] = "oracle build: QEMU TCG pops IRETQ/LRETQ frames as "
-                              "supervisor accesses (SMAP #PF)";
-    unsigned long n0;
-    (void)out;
-    check_skip("IRETQ to the kernel's own %cs/%ss (sync_core's iret_to_self) stays in the "
-               "kernel with CS 0xe033, SS 0xe02b (SDM IRET: same privilege level)", tcg);
-    check_skip("that IRETQ loads CF from the frame but not IF (CPL 3 > IOPL 0: Xen runs the "
-               "kernel with hardware IOPL 0)", tcg);
-    check_skip("LRETQ to FLAT_KERNEL_CS64 from the kernel: same-privilege far return, pops "
-               "RIP and CS only (SDM RET)", tcg);
-    check_skip("IRETQ from the kernel to an RPL-0 CS (0xe030) -> #GP(0xe030) (SDM IRET: "
-               "return RPL < CPL 3; traps.c do_general_protection passes it on)", tcg);
-#else
     /* Linux's sync_core(): iret_to_self pushes %ss, %rsp, RFLAGS, %cs and executes
      * IRETQ, which in the ring-3 kernel is a same-privilege return. */
     unsigned long flags;
@@ -185,7 +168,6 @@ static void selectors_kernel(void)
           "RPL < CPL 3; traps.c do_general_protection passes it on)",
           "entries %lu, vector %lu, error 0x%lx", seen.n - n0, seen.vector, seen.error);
     seen.armed = 0;
-#endif
 
     __asm__ volatile("mov %%ss, %%eax; mov %%eax, %%ss; mov %%ss, %0" : "=r"(ss) : : "rax");
     check(ss == FLAT_KERNEL_SS64, "the kernel reloads %ss with 0xe02b (RPL 3 = CPL 3 under Xen)",

@@ -10,13 +10,29 @@
 #include "xen_abi.h"
 
         .text
+#ifdef PVTEST_ORACLE_TCG
+/* Only in scripts/xen_oracle.py --tcg-build --pvh: VMMCALL on an AMD CPU
+ * (pvh_entry.S sets hv_vmmcall from CPUID's vendor), VMCALL otherwise. */
+.macro HVCALL
+        cmpb    $0, hv_vmmcall(%rip)
+        jne     1f
+        vmcall
+        jmp     2f
+1:      vmmcall
+2:
+.endm
+#else
+.macro HVCALL
+        vmcall
+.endm
+#endif
 .macro HYPERCALL name, nr
         .globl HYPERVISOR_\name
         .type HYPERVISOR_\name, @function
 HYPERVISOR_\name:
         mov     %rcx, %r10              /* C arg 4 -> hypercall arg 4 */
         mov     $\nr, %eax
-        vmcall
+        HVCALL
         ret
         .size HYPERVISOR_\name, . - HYPERVISOR_\name
 .endm
@@ -35,9 +51,15 @@ xen_hypercall_nr:
         mov     %rcx, %rdx
         mov     %r8, %r10
         mov     %r9, %r8
-        vmcall
+        HVCALL
         ret
         .size xen_hypercall_nr, . - xen_hypercall_nr
+#ifdef PVTEST_ORACLE_TCG
+        .bss
+        .globl hv_vmmcall
+hv_vmmcall:
+        .byte   0
+#endif
 
         .section .rodata
         .globl hypercall_mechanism

@@ -136,6 +136,16 @@ pvh_high:
         mov     %eax, %fs
         mov     %eax, %gs
         lea     boot_stack_top(%rip), %rsp
+#ifdef PVTEST_ORACLE_TCG
+        /* Only in scripts/xen_oracle.py --tcg-build --pvh: real Xen runs a PVH dom0
+         * on QEMU's AMD CPU (SVM), where VMCALL is #UD and the hypercall is VMMCALL
+         * (Xen's #UD intercept emulates it only across vendors: svm.c
+         * svm_cpuid_policy_changed); hypercall_vmcall.S picks it by this flag. */
+        xor     %eax, %eax
+        cpuid
+        cmp     $0x68747541, %ebx               /* "Auth" of AuthenticAMD */
+        sete    hv_vmmcall(%rip)
+#endif
         mov     pvh_entry_ebx(%rip), %edi       /* hvm_start_info, physical */
         call    pvtest_main
         ud2

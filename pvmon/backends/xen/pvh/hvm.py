@@ -124,14 +124,15 @@ class PvhHypercalls:
         """The hypercall table of a PVH domain, made once at attach from the
         PV one: only the hvm64 calls (:data:`abi.HVM64_HYPERCALLS`), with
         Xen's HVM wrappers in front of memory_op, grant_table_op and physdev_op
-        (:meth:`hvm_refuses`) and mmuext_op as an HVM guest has it."""
+        (:meth:`hvm_refuses`) and mmuext_op as Xen answers an HVM domain
+        (:meth:`hc_mmuext_op_hvm`)."""
         out = {}
         for nr, fn in table.items():
             name = abi.HYPERCALLS.get(nr)
             if name not in abi.HVM64_HYPERCALLS:
                 continue
             if name == "mmuext_op":
-                fn = lambda ops, count, done, *_: self.hc_mmuext_op_hvm(ops, count, done)
+                fn = lambda ops, count, done, dom, *_: self.hc_mmuext_op_hvm(ops, count, done, dom)
             elif name in ("memory_op", "grant_table_op", "physdev_op"):
                 fn = self._hvm_wrapped(name, fn)
             out[nr] = fn
@@ -147,22 +148,28 @@ class PvhHypercalls:
             return rc
         return wrapped
 
-    def hc_mmuext_op_hvm(self, ops: int, count: int, done_ptr: int) -> int:
-        """mmuext_op from an HVM guest (do_mmuext_op, xen/arch/x86/mm.c@stable-4.17):
-        pin and unpin are accepted and do nothing (paging_mode_refcounts); any
-        other command stops the batch with -EOPNOTSUPP. ``done_ptr`` (if not
-        NULL) gets the number of entries done."""
-        done, rc = 0, 0
-        for i in range(count & 0x7FFFFFFF):
-            cmd = struct.unpack("<I", self._read(ops + i * abi.MMUEXT_OP_SIZE, 4))[0]
-            if cmd > 4:                # MMUEXT_PIN_L1..L4_TABLE 0-3, UNPIN_TABLE 4
-                rc = -E.EOPNOTSUPP
-                break
-            done += 1
-        self.op = {"count": count, "done": done}
-        if done_ptr:
-            self._write(done_ptr, struct.pack("<I", done))
-        return rc
+    def hc_mmuext_op_hvm(self, ops: int, count: int, done_ptr: int, foreigndom: int) -> int:
+        """mmuext_op from a PVH guest (do_mmuext_op, xen/arch/x86/mm.c@stable-4.17;
+        get_pg_owner, xen/common/page_alloc.c). The page owner is checked before
+        any entry is read, and it must be a PV domain (``if ( !is_pv_domain(pg_owner)
+        ) return -EINVAL``): DOMID_SELF (the PVH domain itself), DOMID_IO and
+        DOMID_XEN (system domains) are -EINVAL; the caller's own id is -ESRCH
+        (get_pg_owner: "Cannot specify itself as foreign domain"); domain 0, a PV
+        domain, is -EPERM (xsm_mmuext_op, XSM_TARGET: a domU has no privilege over
+        it); any other id -ESRCH (no such domain). Nothing is done and ``done_ptr``
+        is not written. (The pin/unpin-only branch for an HVM caller, ``if (
+        is_hvm_domain(currd) )``, is reached only with a PV page owner, which a
+        domU never has. Real Xen 4.17.7 answered -EINVAL to a PVH dom0's own
+        MMUEXT_SET_LDT and PIN_L1_TABLE: docs/xen-oracle.md, difference 26.)"""
+        foreigndom &= 0xFFFF
+        self.op = {"count": count & ~abi.MMU_UPDATE_PREEMPTED, "foreigndom": foreigndom}
+        if foreigndom in (abi.DOMID_SELF, abi.DOMID_IO, abi.DOMID_XEN):
+            return -E.EINVAL
+        if foreigndom == self.domid:
+            return -E.ESRCH
+        if foreigndom == 0:
+            return -E.EPERM
+        return -E.ESRCH
 
     def add_to_physmap(self, arg: int) -> int:
         """XENMEM_add_to_physmap {u16 domid, u16 size, u32 space, u64 idx,
