@@ -33,7 +33,7 @@ DIGESTS = {
     "pvtest-v1": (3605, "35bd22c072c31af57aee2f8965100282bf2c2ca7420d1cd26ac210505cbd66b8"),
     "pvtest-v2": (3605, "f94b187b00e0fc788aad393069a6e7e9438c37a39e50564d6e5b531f88345057"),
     "pvtest-v2-rules": (6956,
-                        "a3f482794042c380b6a21f74cb944fa6959b59f62d7a951acfea9914de4b4e52"),
+                        "a1fd47b67d545e87d0bc7dcf79811fba18721b00b03729b0d6e48d87fa6de2ad"),
 }
 
 

@@ -583,7 +583,8 @@ static void rules_grant_v2(void)
     rc = HYPERVISOR_update_va_mapping((unsigned long)status_va,
                                       (sf[0] << PAGE_SHIFT) | _PAGE_PRESENT | _PAGE_ACCESSED |
                                       _PAGE_NX, UVMF_INVLPG | UVMF_LOCAL);
-    check_eq("the old status frame can no longer be mapped -> -EINVAL", rc, -XEN_EINVAL);
+    check_eq("the old status frame can no longer be mapped -> -EBUSY (MM get_page_from_l1e: "
+             "a freed frame has no owner, could_not_pin)", rc, -XEN_EBUSY);
     check_eq("get_status_frames back in v1 -> GNTST_general_error", status_frames(1, sf),
              GNTST_general_error);
 }

@@ -153,12 +153,14 @@ class PvMmu:
             nr = self.layout.nr_pages
             if not 0 <= mfn < nr:
                 return -E.EINVAL
+            types = self.types
+            level = types.typ[mfn]
             if val & PTE_P:             # _valid_pte, inline: guest RAM, or a shared hypervisor frame
                 vmfn = (val & PTE_ADDR_MASK) >> 12
                 if vmfn >= nr and not self._hv_frame_ok(vmfn):
-                    return -E.EINVAL
-            types = self.types
-            level = types.typ[mfn]
+                    # get_page_from_l1e's answer for an L1 entry; an L2-L4 entry
+                    # naming a frame the domain cannot reference: get_page_from_mfn
+                    return self._l1e_foreign_rc(vmfn) if level == _L1 else -E.EINVAL
             if level == _L1:             # mod_l1_entry, the common case, in one call
                 old = _Q.unpack_from(self.m.mem, ma)[0]     # bookkeeping: not a recorded read
                 rc = types.mod_l1(mfn, old, val)
@@ -257,6 +259,22 @@ class PvMmu:
         mfn = (val & PTE_ADDR_MASK) >> 12
         # Guest RAM, or a hypervisor frame the guest was given (shared_info, grant frames).
         return self._valid_mfn(mfn) or self._hv_frame_ok(mfn)
+
+    def _l1e_foreign_rc(self, mfn: int) -> int:
+        """What Xen answers for a present L1 entry naming frame ``mfn`` that is
+        neither the domain's RAM nor a hypervisor frame shared with it
+        (get_page_from_l1e, xen/arch/x86/mm.c@stable-4.17): a frame of the
+        machine's RAM is -EBUSY (``could_not_pin``: a freed frame, such as a
+        grant-status frame after set_version 1, has no owner to take a
+        reference on; Xen's own frames and other domains' have another owner);
+        a frame beyond it is I/O memory a domU has no permission for, -EPERM
+        ("non-privileged attempt to map MMIO space"), or -EINVAL for the
+        all-ones frame (PADDR_MASK >> PAGE_SHIFT, 52 physical address bits).
+        pvmon's machine RAM is the guest's RAM and the hypervisor frames above
+        it (``Machine.phys_bytes``)."""
+        if mfn < self.m.phys_bytes >> 12:
+            return -E.EBUSY
+        return -E.EINVAL if mfn == (1 << 40) - 1 else -E.EPERM
 
     def _hv_frame_ok(self, mfn: int) -> bool:
         """A hypervisor frame shared with the guest: shared_info, or a grant
@@ -373,11 +391,12 @@ class PvMmu:
         # current one drops the old one's page mappings and loads the LDTR;
         # the pages are mapped on the first access (pv_map_ldt_shadow_page):
         # pvmon.backends.xen.pv.ldt.
-        # A PVH domain loads its own LDT: do_mmuext_op refuses every command but
-        # pin/unpin of an HVM domain with -EOPNOTSUPP before this (its hypercall
-        # table has hc_mmuext_op_hvm, pvh/hvm.py); the same answer here.
+        # A PVH domain loads its own LDT: do_mmuext_op refuses its own page
+        # owner, not a PV domain, with -EINVAL before any entry is read (its
+        # hypercall table has hc_mmuext_op_hvm, pvh/hvm.py; real Xen 4.17.7
+        # agreed, docs/xen-oracle.md difference 26); the same answer here.
         if self.mode != "pv":
-            return -E.EOPNOTSUPP
+            return -E.EINVAL
         ents = arg2 & 0xFFFF_FFFF
         if ents > ldt.MAX_ENTRIES or (ents and (arg1 & 0xFFF or not (
                 arg1 < 1 << 47 or arg1 >= E.HYPERVISOR_VIRT_END))):
@@ -411,7 +430,7 @@ class PvMmu:
     def hc_update_va_mapping(self, va, val, flags, *_):
         self.op = {"va": va, "val": val, "flags": flags}
         if val & PTE_P and not self._valid_pte(val):
-            return -E.EINVAL
+            return self._l1e_foreign_rc((val & PTE_ADDR_MASK) >> 12)
         if self._writable_pt_mapping(val):
             return -E.EBUSY
         try:
