@@ -25,6 +25,7 @@ memory, after the M2P and outside the frames it describes (see
 from __future__ import annotations
 
 import mmap
+import operator
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,15 +499,22 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     # calls here, 88,746 all-executable), nor does the 7.2 panic boot (60,147
     # vs 60,160). Mapping like Xen would change what every existing shell
     # recording holds, so this stays until the engine's store path makes it free.
+    # Page p (at p * 4 KiB) is executable when a - 4 KiB < p * 4 KiB < b for an
+    # exec range [a, b): p from a // 4 KiB up to, not including, ceil(b / 4 KiB).
+    # The flags are made a run of pages at a time: a Debian kernel maps 20,000.
     xr = [(a - kernel.paddr_offset, b - kernel.paddr_offset) for a, b in kernel.exec_ranges]
-    for p in range(mapped_pages):
-        flags = PTE_P | PTE_US | PTE_A
-        if not pt_lo <= p < pt_hi:
-            flags |= PTE_RW | PTE_D
-        pa = page(p)
-        if xr and not any(a - PAGE_SIZE < pa < b for a, b in xr):
-            flags |= PTE_NX
-        struct.pack_into("<Q", l1, p * 8, pa | flags)
+    nx = PTE_NX if xr else 0
+    flags = [nx] * mapped_pages
+    for a, b in xr:
+        lo, hi = max(a // PAGE_SIZE, 0), min(-(-b // PAGE_SIZE), mapped_pages)
+        if lo < hi:
+            flags[lo:hi] = [0] * (hi - lo)
+    rw, ro = PTE_P | PTE_US | PTE_A | PTE_RW | PTE_D, PTE_P | PTE_US | PTE_A
+    lo, hi = min(pt_lo, mapped_pages), min(pt_hi, mapped_pages)
+    flags = ([f | rw for f in flags[:lo]] + [f | ro for f in flags[lo:hi]]
+             + [f | rw for f in flags[hi:]])
+    struct.pack_into(f"<{mapped_pages}Q", l1, 0,
+                     *map(operator.add, range(0, page(mapped_pages), PAGE_SIZE), flags))
     machine.write_phys_data(page(l1_first), bytes(l1[:(n_pt - 3) * PAGE_SIZE]))
     tbl = PTE_P | PTE_RW | PTE_US | PTE_A
     for i in range(mapped_end // (2 * MiB)):
