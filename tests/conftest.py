@@ -2,6 +2,10 @@
 
 import pytest
 
+# Selects pvmon's patched Unicorn (LIBUNICORN_PATH) before any test module's
+# `import unicorn` loads a library: a test file run alone would otherwise test
+# the wheel's library.
+import pvmon.engine  # noqa: F401
 from pvmon.guests.catalog import debian_guest, resolve
 
 

@@ -40,7 +40,7 @@ def info_cmd() -> None:
               help="Parallel compile jobs (default: the CPU count).")
 @click.option("--force", is_flag=True, help="Build again even if a current build exists.")
 def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
-    """Build Unicorn 2.1.4 with pvmon's eight patches (x86 only, about 30-40 s) into
+    """Build Unicorn 2.1.4 with pvmon's nine patches (x86 only, about 30-40 s) into
     the cache.
 
     Two make translated code faster without changing what the guest sees. The
@@ -55,8 +55,10 @@ def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
     kernel, as Xen does. The sixth keeps stores to pages without translated
     code off the write-tracking slow path. The seventh gives a PV guest its
     debug registers: breakpoints and watchpoints raise #DB. The eighth keeps the
-    jump cache across TLB flushes (revalidated instead of emptied). Needs cmake,
-    patch, make and a C compiler."""
+    jump cache across TLB flushes (revalidated instead of emptied). The ninth
+    lets a translated block go on past a forward JMP in its page (off while a
+    block or instruction hook is installed). Needs cmake, patch, make and a C
+    compiler."""
     from pvmon.engine import uclib
 
     uclib.build(sdist=sdist, jobs=jobs, force=force, say=lambda m: click.echo(m, err=True))

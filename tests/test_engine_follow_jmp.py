@@ -1,0 +1,122 @@
+"""Translation blocks that go on past a direct JMP (the ninth engine patch,
+pvmon/engine/patches/unicorn-2.1.4-tb-follow-jmp.patch): the code after a
+forward JMP in one block still behaves as the CPU defines it. A store to it is
+seen by its next execution, a fault in it reports its own RIP, an exit address
+at a JMP's target stops there, and with a block hook installed blocks end at
+every JMP as before (the SMP slicer counts them). All of it holds on the stock
+library too, where every JMP ends its block."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import unicorn
+from unicorn import x86_const as x86
+
+import pvmon.engine  # noqa: F401  (selects pvmon's patched Unicorn before the import below)
+
+CODE = 0x10000          # the program
+RW = 0x11000            # stack and scratch data
+FUNC = 0x17000          # a function with a forward JMP in it, in its own frame
+ALIAS = 0x18000         # a second, writable mapping of FUNC's frame
+UNMAPPED = 0x1F000      # mapped in the engine, not in the guest page tables
+
+def engine() -> unicorn.Uc:
+    """A paged x86-64 engine at CPL 0: CODE, RW and FUNC identity-mapped, ALIAS -> FUNC's frame."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0, 0x20000)
+    for table, nxt in ((0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x4000)):
+        uc.mem_write(table, struct.pack("<Q", nxt | 7))
+    for va, pa in ((CODE, CODE), (RW, RW), (FUNC, FUNC), (ALIAS, FUNC)):
+        uc.mem_write(0x4000 + (va >> 12) * 8, struct.pack("<Q", pa | 3))
+    uc.reg_write(x86.UC_X86_REG_CR3, 0x1000)
+    uc.reg_write(x86.UC_X86_REG_CR4, 0x20)
+    uc.msr_write(0xC0000080, 0x500)
+    uc.reg_write(x86.UC_X86_REG_CR0, 0x80010001)
+    uc.reg_write(x86.UC_X86_REG_RSP, RW + 0x800)
+    return uc
+
+
+# FUNC: jmp +5 (over five int3); mov eax, imm32; ret. The MOV sits at TARGET.
+JMP_OVER = bytes.fromhex("eb05") + b"\xcc" * 5
+TARGET = FUNC + len(JMP_OVER)
+
+
+def func(imm: int) -> bytes:
+    return JMP_OVER + b"\xb8" + struct.pack("<I", imm) + b"\xc3"
+
+
+def call_func(at: int) -> bytes:
+    return b"\xe8" + struct.pack("<i", FUNC - (at + 5))
+
+
+def store_imm32(addr: int, value: int) -> bytes:
+    return bytes.fromhex("c70425") + struct.pack("<Ii", addr, value)
+
+
+def program(parts) -> bytes:
+    code = b""
+    for p in parts:
+        code += p(CODE + len(code)) if callable(p) else p
+    return code
+
+
+def run(uc: unicorn.Uc, parts) -> None:
+    """Run the program to its end with no count (a count hook would turn the patch off)."""
+    code = program(parts)
+    uc.mem_write(CODE, code)
+    uc.emu_start(CODE, CODE + len(code))
+
+
+MOV_EBX_EAX, MOV_ECX_EAX = bytes.fromhex("89c3"), bytes.fromhex("89c1")
+
+
+def test_a_store_to_the_code_after_a_jmp_is_seen_by_its_next_execution():
+    uc = engine()
+    uc.mem_write(FUNC, func(1))
+    run(uc, [call_func, MOV_EBX_EAX, store_imm32(TARGET + 1, 2), call_func, MOV_ECX_EAX,
+             store_imm32(ALIAS + len(JMP_OVER) + 1, 3), call_func])
+    assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX),
+            uc.reg_read(x86.UC_X86_REG_EAX)) == (1, 2, 3)
+
+
+def test_a_fault_after_a_jmp_reports_the_faulting_instructions_rip():
+    uc = engine()
+    # jmp +5; (five int3); mov rax, [UNMAPPED]  -- a #PF the engine cannot deliver
+    uc.mem_write(FUNC, JMP_OVER + bytes.fromhex("488b0425") + struct.pack("<I", UNMAPPED))
+    with pytest.raises(unicorn.UcError):
+        run(uc, [bytes.fromhex("bb07000000"), call_func])    # mov ebx, 7; call FUNC
+    assert uc.reg_read(x86.UC_X86_REG_RIP) == TARGET
+    assert uc.reg_read(x86.UC_X86_REG_EBX) == 7
+
+
+def test_an_exit_address_at_a_jmp_target_stops_there():
+    uc = engine()
+    uc.mem_write(FUNC, func(5))
+    uc.reg_write(x86.UC_X86_REG_EAX, 0)
+    uc.emu_start(FUNC, TARGET)
+    assert uc.reg_read(x86.UC_X86_REG_RIP) == TARGET
+    assert uc.reg_read(x86.UC_X86_REG_EAX) == 0
+
+
+def test_with_a_block_hook_every_jmp_still_ends_a_block():
+    uc = engine()
+    uc.mem_write(FUNC, func(9))
+    starts: list[int] = []
+    uc.hook_add(unicorn.UC_HOOK_BLOCK, lambda _uc, addr, _size, _d: starts.append(addr))
+    run(uc, [call_func])
+    assert starts == [CODE, FUNC, TARGET]
+    assert uc.reg_read(x86.UC_X86_REG_EAX) == 9
+
+
+def test_on_the_patched_library_one_block_runs_through_the_jmp():
+    from pvmon.engine import uclib
+    if "unicorn-2.1.4-tb-follow-jmp.patch" not in uclib.describe()["patches"]:
+        pytest.skip("needs pvmon's patched Unicorn (pvmon engine build)")
+    uc = engine()
+    uc.mem_write(FUNC, func(1))
+    run(uc, [call_func])
+    tb = uc.ctl_request_cache(FUNC)
+    # jmp, then the mov and ret at its target; the int3s jumped over are inside the span
+    assert tuple(tb) == (FUNC, 3, len(func(1)))   # (pc, icount, size)
