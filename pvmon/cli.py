@@ -530,13 +530,16 @@ def _exit_now(status: int) -> None:
     ``sys.exit``, less its teardown: the modules, the machine, Unicorn and the
     guest's memory are freed by the kernel at exit rather than object by
     object (about 20 ms after a Debian boot). Waits for nothing: returns
-    (for an ordinary exit) when a thread that is not a daemon still runs or
-    stdout or stderr cannot be flushed, else runs the ``atexit`` handlers,
-    flushes both and exits."""
+    (for an ordinary exit) when a profiler or tracer watches the process
+    (``python -m cProfile`` writes its report after the program returns), a
+    thread that is not a daemon still runs or stdout or stderr cannot be
+    flushed; else runs the ``atexit`` handlers, flushes both and exits."""
     import atexit
     import os
     import threading
 
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return
     if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
     atexit._run_exitfuncs()
