@@ -24,9 +24,12 @@ memory, after the M2P and outside the frames it describes (see
 
 from __future__ import annotations
 
+import array
 import mmap
 import operator
 import struct
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -452,7 +455,8 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     # M2P contents: identity for RAM, INVALID (~0) for hypervisor frames (the
     # grant-status frames too, where the last M2P page reaches them).
     m2p = bytearray(m2p_pages * PAGE_SIZE)
-    struct.pack_into(f"<{nr_pages}Q", m2p, 0, *range(nr_pages))
+    identity = _u64_le(range(nr_pages))
+    m2p[:nr_pages * 8] = identity
     covered = min(m2p_pages * PAGE_SIZE // 8, total_frames + GRANT_STATUS_FRAMES)
     m2p[nr_pages * 8:covered * 8] = b"\xff" * 8 * (covered - nr_pages)
     machine.write_phys_data(m2p_ma, bytes(m2p))
@@ -472,7 +476,7 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
 
     # --- P2M (identity), start_info, bootstrap page tables
     machine.write_phys_data(p2m_pfn * PAGE_SIZE,
-                            struct.pack(f"<{nr_pages}Q", *range(nr_pages)))
+                            identity)
     l4, l3, l2 = (pt_pfn + i for i in range(3))
     l1_first = pt_pfn + 3
     pt_lo, pt_hi = pt_pfn, pt_pfn + n_pt
@@ -513,8 +517,8 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     lo, hi = min(pt_lo, mapped_pages), min(pt_hi, mapped_pages)
     flags = ([f | rw for f in flags[:lo]] + [f | ro for f in flags[lo:hi]]
              + [f | rw for f in flags[hi:]])
-    struct.pack_into(f"<{mapped_pages}Q", l1, 0,
-                     *map(operator.add, range(0, page(mapped_pages), PAGE_SIZE), flags))
+    l1[:mapped_pages * 8] = _u64_le(map(operator.add, range(0, page(mapped_pages), PAGE_SIZE),
+                                        flags))
     machine.write_phys_data(page(l1_first), bytes(l1[:(n_pt - 3) * PAGE_SIZE]))
     tbl = PTE_P | PTE_RW | PTE_US | PTE_A
     for i in range(mapped_end // (2 * MiB)):
@@ -558,6 +562,15 @@ def build(machine: Machine, kernel: KernelImage, cmdline: str,
     machine.set_regs(rip=kernel.entry, rsp=layout.stack_top_va, rsi=layout.start_info_va,
                      rflags=0x202)
     return layout
+
+
+def _u64_le(values: Iterable[int]) -> bytes:
+    """``values`` as little-endian u64s (struct ``<Q`` each), through an array:
+    twice as fast as struct for the 65,536 P2M entries of 256 MiB."""
+    out = array.array("Q", values)
+    if sys.byteorder != "little":
+        out.byteswap()
+    return out.tobytes()
 
 
 def hypercall_page_bytes() -> bytes:
