@@ -567,6 +567,8 @@ def _exit_status(res, *, interrupted_ok: bool = False) -> int:
 
 def main() -> None:
     """The ``pvmon`` command (and ``python -m pvmon``)."""
+    global _EXIT_WITHOUT_TEARDOWN
+    _EXIT_WITHOUT_TEARDOWN = False      # set by this command's run, not an earlier one
     try:
         cli(prog_name="pvmon")
     except SystemExit as exc:
