@@ -566,7 +566,10 @@ def _exit_status(res, *, interrupted_ok: bool = False) -> int:
 
 
 def main() -> None:
-    """The ``pvmon`` command (and ``python -m pvmon``)."""
+    """The ``pvmon`` command (and ``python -m pvmon``). After a ``pvmon run``
+    it ends the process itself (:func:`_exit_now`) rather than raise
+    SystemExit to its caller; to run commands in a process that goes on, call
+    :data:`cli` (as click's test runner does)."""
     global _EXIT_WITHOUT_TEARDOWN
     _EXIT_WITHOUT_TEARDOWN = False      # set by this command's run, not an earlier one
     try:
