@@ -95,40 +95,9 @@ def cli() -> None:
 
 
 def _print_summary(res) -> None:
-    """The end-of-run report: exit reason, times, hypercalls, faults. What the
-    guest or the user supplied (exit detail, symbol, names, the trace path) is
-    printed literally."""
-    from rich.table import Table
-
-    from pvmon.literal import console, markup, text
-
-    con = console(stderr=True)
-    con.print()
-    con.print(f"[bold]exit:[/bold] {markup(res.exit_kind)} - {markup(res.detail)}")
-    con.print(f"      at {res.rip:#x} {markup(res.symbol)}")
-    speed = (res.vtime_ns / 1e9) / res.wall_s if res.wall_s else 0.0
-    con.print(f"[bold]virtual time:[/bold] {res.vtime_ns / 1e9:.6f} s   "
-              f"[bold]wall time:[/bold] {res.wall_s:.3f} s   ({speed:.2f}x real time)")
-    t = Table(title="hypercalls", show_edge=False, pad_edge=False)
-    t.add_column("hypercall")
-    t.add_column("count", justify="right")
-    for name, n in res.hypercalls.most_common():
-        t.add_row(text(name), str(n))
-    t.add_row("[bold]total[/bold]", str(sum(res.hypercalls.values())))
-    con.print(t)
-    if res.faults:
-        con.print("[bold]faults delivered:[/bold] " + markup(", ".join(
-            f"{k} x{v}" for k, v in res.faults.most_common())))
-    con.print(f"[bold]event upcalls:[/bold] {res.upcalls}")
-    exits = res.extra.get("exits")
-    if exits:       # an HVM guest's other ways to the host (KVM: pvmon.dispatch.kvm)
-        con.print("[bold]guest exits:[/bold] " + markup(", ".join(
-            f"{k} {v:,}" for k, v in exits.items())))
-    if res.unsupported:
-        con.print("[bold]unsupported (-ENOSYS):[/bold] " + markup(", ".join(
-            f"{k} x{v}" for k, v in sorted(res.unsupported.items()))))
-    if res.trace_path:
-        con.print(f"[bold]trace:[/bold] {markup(res.trace_path)} ({res.events} events)")
+    """The end-of-run report on stderr (:func:`pvmon.summary.print_summary`)."""
+    from pvmon.summary import print_summary
+    print_summary(res)
 
 
 _RUN_OPTIONS = [
@@ -546,7 +515,40 @@ def _run(guest, cmdline, memory, backend, record, timeout, quiet, initramfs=None
     if console is not None:
         console.close()
     _print_summary(res)
+    global _EXIT_WITHOUT_TEARDOWN
+    _EXIT_WITHOUT_TEARDOWN = True
     sys.exit(_exit_status(res))
+
+
+#: Set when a ``pvmon run`` has finished and said everything it has to say:
+#: :func:`main` then ends the process without the interpreter's teardown.
+_EXIT_WITHOUT_TEARDOWN = False
+
+
+def _exit_now(status: int) -> None:
+    """End the process with ``status`` now, as the interpreter would after a
+    ``sys.exit``, less its teardown: the modules, the machine, Unicorn and the
+    guest's memory are freed by the kernel at exit rather than object by
+    object (about 20 ms after a Debian boot). Waits for nothing: returns
+    (for an ordinary exit) when a profiler or tracer watches the process
+    (``python -m cProfile`` writes its report after the program returns), a
+    thread that is not a daemon still runs or stdout or stderr cannot be
+    flushed; else runs the ``atexit`` handlers, flushes both and exits."""
+    import atexit
+    import os
+    import threading
+
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(status)
 
 
 def _exit_status(res, *, interrupted_ok: bool = False) -> int:
@@ -564,7 +566,18 @@ def _exit_status(res, *, interrupted_ok: bool = False) -> int:
 
 
 def main() -> None:
-    cli(prog_name="pvmon")
+    """The ``pvmon`` command (and ``python -m pvmon``). After a ``pvmon run``
+    it ends the process itself (:func:`_exit_now`) rather than raise
+    SystemExit to its caller; to run commands in a process that goes on, call
+    :data:`cli` (as click's test runner does)."""
+    global _EXIT_WITHOUT_TEARDOWN
+    _EXIT_WITHOUT_TEARDOWN = False      # set by this command's run, not an earlier one
+    try:
+        cli(prog_name="pvmon")
+    except SystemExit as exc:
+        if _EXIT_WITHOUT_TEARDOWN and type(exc.code) is int:
+            _exit_now(exc.code)
+        raise
 
 
 if __name__ == "__main__":

@@ -88,11 +88,51 @@ _TRANSFERS = ("j", "call", "ret", "iret", "int", "syscall", "sysret", "sysexit",
               "loop", "hlt", "ud", "lret", "ljmp", "lcall", "xbegin")
 
 
+def _store_length(code: bytes) -> int | None:
+    """Length of the instruction at the start of ``code`` when it is one of the
+    stores a guest kernel writes its page tables with (an optional REX prefix,
+    then ``mov r/m, r`` 88/89, ``xchg r/m, r`` 86/87 or ``mov r/m, imm`` C6/C7
+    with ModRM.reg 0) and lies whole in ``code``; None for anything else.
+    These always decode, to a MOV or XCHG, so execution continues right after
+    them: :func:`straight_line_length` answers them without capstone (the
+    writable-page-table step of every Linux ``set_pte``; tests/test_disasm.py
+    holds this to capstone's decoding)."""
+    n = len(code)
+    i = 1 if n and 0x40 <= code[0] <= 0x4F else 0        # REX
+    if i + 1 >= n:
+        return None
+    op, modrm = code[i], code[i + 1]
+    if op in (0x86, 0x87, 0x88, 0x89):
+        imm = 0
+    elif op in (0xC6, 0xC7) and not modrm & 0x38:
+        imm = 1 if op == 0xC6 else 4      # imm32 with REX.W too (sign-extended)
+    else:
+        return None
+    i += 2
+    mod, rm = modrm >> 6, modrm & 7
+    if mod != 3:
+        if rm == 4:                         # SIB byte
+            if i >= n:
+                return None
+            if mod == 0 and code[i] & 7 == 5:
+                i += 4                      # no base: disp32
+            i += 1
+        elif mod == 0 and rm == 5:
+            i += 4                          # RIP-relative disp32
+        i += (0, 1, 4)[mod]
+    i += imm
+    return i if i <= n else None
+
+
 def straight_line_length(code: bytes, address: int) -> int | None:
     """Length in bytes of the instruction at the start of ``code`` (guest-virtual
     ``address``) if execution always continues right after it; None if it does
     not decode or may transfer control (jumps, calls, returns, interrupts, loops,
-    HLT, UD)."""
+    HLT, UD). Page-table stores are decoded here (:func:`_store_length`), the
+    rest by capstone (imported on first use)."""
+    size = _store_length(code)
+    if size is not None:
+        return size
     for _a, size, mn, _ops in _cs().disasm_lite(code, address, 1):
         bare = mn.split()[-1] if mn.startswith(("rep", "lock", "bnd", "notrack")) else mn
         return None if bare.startswith(_TRANSFERS) else size

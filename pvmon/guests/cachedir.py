@@ -32,8 +32,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich import filesize
-
 from pvmon.cache import cache_root
 from pvmon.errors import PvmonError
 
@@ -258,7 +256,9 @@ def remove(item: CacheItem) -> None:
 
 
 def human_size(n: int) -> str:
-    """``57.0 MB``: bytes in decimal units, one decimal (Rich's ``filesize.decimal``)."""
+    """``57.0 MB``: bytes in decimal units, one decimal (Rich's ``filesize.decimal``,
+    imported here: a run resolves its guest through this module and prints no size)."""
+    from rich import filesize
     return filesize.decimal(n)
 
 

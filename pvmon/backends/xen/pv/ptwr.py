@@ -23,7 +23,25 @@ import struct
 from pvmon.backends.xen.pv import pagetype as PT
 from pvmon.engine.machine import PAGE_SIZE, GuestPageFault, Machine
 
-_TABLE = struct.Struct("<512Q")
+#: A table is compared a run of 64 entries (512 bytes) at a time.
+_RUN = struct.Struct("<64Q")
+
+
+def _changed_entries(before: bytes, after: bytes) -> list[tuple[int, int, int]]:
+    """(slot, old entry, new entry) of every entry of a 4 KiB table that differs
+    between ``before`` and ``after``, by slot. A write changes one entry or a
+    few: only the 512-byte runs that differ are unpacked."""
+    out = []
+    for start in range(0, PAGE_SIZE, _RUN.size):
+        end = start + _RUN.size
+        if before[start:end] == after[start:end]:
+            continue
+        first = start // 8
+        for j, (old, new) in enumerate(zip(_RUN.unpack_from(before, start),
+                                           _RUN.unpack_from(after, start), strict=True)):
+            if old != new:
+                out.append((first + j, old, new))
+    return out
 
 
 class WritablePageTables:
@@ -88,13 +106,8 @@ class WritablePageTables:
         if after == before:
             return
         types = self.b.types
-        olds = _TABLE.unpack(before)
-        news = _TABLE.unpack(after)
         refused = []
-        for i in range(512):
-            old, new = olds[i], news[i]
-            if old == new:
-                continue
+        for i, old, new in _changed_entries(before, after):
             if (level == 4 and 256 <= i < 272) or \
                     (new & 1 and types.get_entry(level, frame, new)):
                 refused.append((i, old))
