@@ -33,6 +33,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
 from pvmon.backends.xen import abi
 from pvmon.engine.machine import PAGE_SIZE, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_RW, PTE_US, Machine
 from pvmon.errors import GuestImageError
@@ -146,35 +149,41 @@ def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelIma
     the image, ``[min p_paddr, max p_paddr + p_memsz) + virt_base -
     paddr_offset`` (libelf-dominfo.c). ``exec_ranges``: see :func:`_code_ranges`.
 
-    The headers of a well-formed little-endian x86-64 ELF are read here
-    (:func:`_plain_elf64_headers`); anything else is read by pyelftools as
-    before, which says what is wrong with it (and costs about 25 ms to import).
-
     Raises GuestImageError for anything that is not an x86-64 ELF with Xen
     notes, for a segment that lies outside the file or whose file size exceeds
     its memory size, and for an entry point outside the image."""
+    import io
     name = path or "image"
     view = memoryview(data)
-    headers = _plain_elf64_headers(data)
-    if headers is None:
-        headers = _elftools_headers(data, name)
-    entry_default, phdrs, sections = headers
-    notes: dict[str, object] = {}
-    for p_type, _flags, off, _vaddr, _paddr, filesz, _memsz in phdrs:
-        if p_type == PT_NOTE:
-            notes.update(_xen_notes(bytes(view[off:off + filesz])))
-    segments = []
-    loads: list[tuple[int, int, int, int]] = []      # (paddr, vaddr, memsz, p_flags)
-    for p_type, flags, off, vaddr, paddr, filesz, memsz in phdrs:
-        if p_type == PT_LOAD and memsz and flags & (PF_R | PF_W | PF_X):
-            if off + filesz > len(view):
-                raise GuestImageError(f"{name}: PT_LOAD segment at file offset {off:#x}"
-                                      f"+{filesz:#x} extends past the end of the file")
-            if filesz > memsz:
-                raise GuestImageError(f"{name}: PT_LOAD segment has p_filesz {filesz:#x}"
-                                      f" > p_memsz {memsz:#x}")
-            segments.append((paddr, vaddr, view[off:off + filesz], memsz))
-            loads.append((paddr, vaddr, memsz, flags))
+    try:
+        elf = ELFFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+        if elf.get_machine_arch() != "x64" or elf.elfclass != 64:
+            raise GuestImageError(f"{name}: not an x86-64 ELF kernel")
+        notes: dict[str, object] = {}
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_NOTE":
+                notes.update(_xen_notes(seg.data()))
+        segments = []
+        loads: list[tuple[int, int, int, int]] = []      # (paddr, vaddr, memsz, p_flags)
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_LOAD" and seg["p_memsz"] \
+                    and seg["p_flags"] & (PF_R | PF_W | PF_X):
+                off, filesz, memsz = seg["p_offset"], seg["p_filesz"], seg["p_memsz"]
+                if off + filesz > len(view):
+                    raise GuestImageError(f"{name}: PT_LOAD segment at file offset {off:#x}"
+                                          f"+{filesz:#x} extends past the end of the file")
+                if filesz > memsz:
+                    raise GuestImageError(f"{name}: PT_LOAD segment has p_filesz {filesz:#x}"
+                                          f" > p_memsz {memsz:#x}")
+                segments.append((seg["p_paddr"], seg["p_vaddr"], view[off:off + filesz], memsz))
+                loads.append((seg["p_paddr"], seg["p_vaddr"], memsz, seg["p_flags"]))
+        entry_default = elf.header["e_entry"]
+    except ELFError as exc:
+        raise GuestImageError(f"{name}: malformed ELF ({exc})") from None
+    except GuestImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on hostile input
+        raise GuestImageError(f"{name}: unreadable ELF ({exc})") from None
     if "VIRT_BASE" not in notes and "GUEST_OS" not in notes:
         raise GuestImageError(f"{name}: no Xen ELF notes; not a Xen PV kernel")
     if not segments:
@@ -188,113 +197,10 @@ def parse_kernel(data: bytes | mmap.mmap, path: Path | None = None) -> KernelIma
         raise GuestImageError(f"{name}: entry point {entry:#x} lies outside the kernel image "
                               f"[{kstart:#x}, {kend:#x}); Xen refuses it too")
     return KernelImage(path, entry, virt_base, paddr_offset, notes.get("HYPERCALL_PAGE"), notes,
-                       segments, _code_ranges(sections, loads, entry - shift))
+                       segments, _code_ranges(elf, loads, entry - shift))
 
 
-PT_LOAD, PT_NOTE = 1, 4         # ELF p_type
-#: A program header: (p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz).
-Phdr = tuple[int, int, int, int, int, int, int]
-#: What :func:`parse_kernel` reads of an ELF: e_entry, the program headers, and
-#: (sh_addr, sh_size) of each allocated executable section of non-zero size.
-ElfHeaders = tuple[int, list[Phdr], list[tuple[int, int]]]
-
-_EHDR64 = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR64 = struct.Struct("<IIQQQQQQ")
-_SHDR64 = struct.Struct("<IIQQQQIIQQ")
-EM_X86_64, SHF_COMPRESSED, SHN_XINDEX = 62, 0x800, 0xFFFF
-#: Section types pyelftools makes a plain section of, reading nothing more when it
-#: does (NULL, PROGBITS, STRTAB, NOTE, NOBITS, INIT/FINI/PREINIT_ARRAY); a
-#: SYMTAB is checked as pyelftools checks it (see :func:`_plain_elf64_headers`).
-_PLAIN_SECTION_TYPES = frozenset({0, 1, 3, 7, 8, 14, 15, 16})
-SHT_SYMTAB, SHT_STRTAB = 2, 3
-
-
-def _plain_elf64_headers(data: bytes | mmap.mmap) -> ElfHeaders | None:
-    """What :func:`_elftools_headers` gives for ``data``, read with struct, when
-    ``data`` is an ELF pyelftools reads without complaint: 64-bit little-endian
-    x86-64, program headers of 56 bytes all inside the file (PT_NOTE contents
-    too), section headers of 64 bytes all inside the file, none compressed,
-    every section name inside the file, every section of a type pyelftools
-    builds without reading more (a SYMTAB: linked to a STRTAB, entry size
-    non-zero and dividing its size, as pyelftools asserts). None for anything
-    else: pyelftools then reads it and says what is wrong."""
-    n = len(data)
-    if n < _EHDR64.size:
-        return None
-    (ident, _type, machine, _version, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum,
-     shentsize, shnum, shstrndx) = _EHDR64.unpack_from(data, 0)
-    if ident[:6] != b"\x7fELF\x02\x01" or machine != EM_X86_64:
-        return None
-    if phnum and (phnum >= 0xFFFF or phentsize != 56 or not phoff or phoff + phnum * 56 > n):
-        return None
-    phdrs = [_PHDR64.unpack_from(data, phoff + 56 * i)[:7] for i in range(phnum)]
-    if any(t == PT_NOTE and off + fsz > n for t, _f, off, _va, _pa, fsz, _m in phdrs):
-        return None
-    if not shoff:
-        return entry, phdrs, []
-    if not shnum or shentsize != 64 or shstrndx == SHN_XINDEX or shoff + shnum * 64 > n \
-            or shoff + shstrndx * 64 + 64 > n:
-        return None
-    headers = [_SHDR64.unpack_from(data, shoff + 64 * i) for i in range(shnum)]
-    strtab = _SHDR64.unpack_from(data, shoff + 64 * shstrndx)
-    if strtab[2] & SHF_COMPRESSED:
-        return None
-    names = strtab[4]
-    sections = []
-    for sh_name, sh_type, sh_flags, sh_addr, _off, sh_size, sh_link, _info, _al, entsize \
-            in headers:
-        if sh_flags & SHF_COMPRESSED or names + sh_name > n:
-            return None
-        if sh_type == SHT_SYMTAB:
-            if not entsize or sh_size % entsize or shoff + 64 * sh_link + 64 > n:
-                return None
-            link = _SHDR64.unpack_from(data, shoff + 64 * sh_link)
-            if link[1] != SHT_STRTAB or link[2] & SHF_COMPRESSED or names + link[0] > n:
-                return None
-        elif sh_type not in _PLAIN_SECTION_TYPES:
-            return None
-        if sh_flags & (SHF_ALLOC | SHF_EXECINSTR) == SHF_ALLOC | SHF_EXECINSTR and sh_size:
-            sections.append((sh_addr, sh_size))
-    return entry, phdrs, sections
-
-
-def _elftools_headers(data: bytes | mmap.mmap, name: object) -> ElfHeaders:
-    """:data:`ElfHeaders` of ``data`` read by pyelftools. Raises GuestImageError
-    for anything that is not a readable x86-64 ELF; unreadable section headers
-    count as none (Xen's loader ignores them)."""
-    import io
-
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    try:
-        elf = ELFFile(io.BytesIO(data) if isinstance(data, bytes) else data)
-        if elf.get_machine_arch() != "x64" or elf.elfclass != 64:
-            raise GuestImageError(f"{name}: not an x86-64 ELF kernel")
-        phdrs = []
-        for seg in elf.iter_segments():
-            p_type = {"PT_LOAD": PT_LOAD, "PT_NOTE": PT_NOTE}.get(seg["p_type"], -1)
-            off, filesz = seg["p_offset"], seg["p_filesz"]
-            if p_type == PT_NOTE:
-                seg.data()          # as before: pyelftools reads the notes here
-            phdrs.append((p_type, seg["p_flags"], off, seg["p_vaddr"], seg["p_paddr"], filesz,
-                          seg["p_memsz"]))
-        entry = elf.header["e_entry"]
-    except ELFError as exc:
-        raise GuestImageError(f"{name}: malformed ELF ({exc})") from None
-    except GuestImageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on hostile input
-        raise GuestImageError(f"{name}: unreadable ELF ({exc})") from None
-    try:
-        sections = [(sec["sh_addr"], sec["sh_size"]) for sec in elf.iter_sections()
-                    if sec["sh_flags"] & (SHF_ALLOC | SHF_EXECINSTR) == SHF_ALLOC | SHF_EXECINSTR
-                    and sec["sh_size"]]
-    except Exception:  # noqa: BLE001 - hostile section headers: pyelftools raises assorted errors
-        sections = []
-    return entry, phdrs, sections
-
-
-def _code_ranges(sections: list[tuple[int, int]], loads: list[tuple[int, int, int, int]],
+def _code_ranges(elf: ELFFile, loads: list[tuple[int, int, int, int]],
                  entry_paddr: int) -> tuple[tuple[int, int], ...]:
     """The ``[start, end)`` p_paddr ranges pvmon maps executable at start of day.
 
@@ -302,12 +208,18 @@ def _code_ranges(sections: list[tuple[int, int]], loads: list[tuple[int, int, in
     start-of-day page tables, tools/libs/guest/xg_dom_x86.c, never set NX).
     pvmon sets NX on what the kernel's ELF does not declare as code, for speed
     (see :func:`build`). Declared code is: every PT_LOAD with PF_X; every
-    section with SHF_ALLOC and SHF_EXECINSTR (``sections``: their sh_addr and
-    sh_size), through the segment that holds it (Linux 7.x links
-    ``.init.text``, where its Xen entry point is, into a segment flagged RW
-    only); and, when neither covers the entry point (an image without section
-    headers), the whole segment holding the entry."""
+    section with SHF_ALLOC and SHF_EXECINSTR, through the segment that holds
+    it (Linux 7.x links ``.init.text``, where its Xen entry point is, into a
+    segment flagged RW only); and, when neither covers the entry point (an
+    image without section headers), the whole segment holding the entry.
+    Unreadable section headers count as none: Xen's loader ignores them."""
     ranges = [(p, p + m) for p, _v, m, f in loads if f & PF_X]
+    try:
+        sections = [(sec["sh_addr"], sec["sh_size"]) for sec in elf.iter_sections()
+                    if sec["sh_flags"] & (SHF_ALLOC | SHF_EXECINSTR) == SHF_ALLOC | SHF_EXECINSTR
+                    and sec["sh_size"]]
+    except Exception:  # noqa: BLE001 - hostile section headers: pyelftools raises assorted errors
+        sections = []
     for addr, size in sections:
         for p, v, m, _f in loads:
             if v <= addr < v + m:
