@@ -45,8 +45,8 @@ def _plain_width(stream) -> int | None:
     environment variable of :data:`_RICH_ENVIRON`); None otherwise.
     The width is what rich.console.Console.size reads: the first of
     stdin, stdout, stderr that is a terminal, else (or when it says 0) 80."""
-    if any(name in os.environ for name in _RICH_ENVIRON) or sys.platform == "win32":
-        return None             # (Windows: Rich's legacy-console width and boxes)
+    if any(name in os.environ for name in _RICH_ENVIRON):
+        return None
     import builtins
     if hasattr(builtins, "get_ipython"):
         return None
