@@ -95,9 +95,40 @@ def cli() -> None:
 
 
 def _print_summary(res) -> None:
-    """The end-of-run report on stderr (:func:`pvmon.summary.print_summary`)."""
-    from pvmon.summary import print_summary
-    print_summary(res)
+    """The end-of-run report: exit reason, times, hypercalls, faults. What the
+    guest or the user supplied (exit detail, symbol, names, the trace path) is
+    printed literally."""
+    from rich.table import Table
+
+    from pvmon.literal import console, markup, text
+
+    con = console(stderr=True)
+    con.print()
+    con.print(f"[bold]exit:[/bold] {markup(res.exit_kind)} - {markup(res.detail)}")
+    con.print(f"      at {res.rip:#x} {markup(res.symbol)}")
+    speed = (res.vtime_ns / 1e9) / res.wall_s if res.wall_s else 0.0
+    con.print(f"[bold]virtual time:[/bold] {res.vtime_ns / 1e9:.6f} s   "
+              f"[bold]wall time:[/bold] {res.wall_s:.3f} s   ({speed:.2f}x real time)")
+    t = Table(title="hypercalls", show_edge=False, pad_edge=False)
+    t.add_column("hypercall")
+    t.add_column("count", justify="right")
+    for name, n in res.hypercalls.most_common():
+        t.add_row(text(name), str(n))
+    t.add_row("[bold]total[/bold]", str(sum(res.hypercalls.values())))
+    con.print(t)
+    if res.faults:
+        con.print("[bold]faults delivered:[/bold] " + markup(", ".join(
+            f"{k} x{v}" for k, v in res.faults.most_common())))
+    con.print(f"[bold]event upcalls:[/bold] {res.upcalls}")
+    exits = res.extra.get("exits")
+    if exits:       # an HVM guest's other ways to the host (KVM: pvmon.dispatch.kvm)
+        con.print("[bold]guest exits:[/bold] " + markup(", ".join(
+            f"{k} {v:,}" for k, v in exits.items())))
+    if res.unsupported:
+        con.print("[bold]unsupported (-ENOSYS):[/bold] " + markup(", ".join(
+            f"{k} x{v}" for k, v in sorted(res.unsupported.items()))))
+    if res.trace_path:
+        con.print(f"[bold]trace:[/bold] {markup(res.trace_path)} ({res.events} events)")
 
 
 _RUN_OPTIONS = [
