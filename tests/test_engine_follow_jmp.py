@@ -14,28 +14,11 @@ import pytest
 import unicorn
 from unicorn import x86_const as x86
 
-import pvmon.engine  # noqa: F401  (selects pvmon's patched Unicorn before the import below)
+# CODE: the program; RW: stack and data; FUNC: a function with a forward JMP in
+# it, in its own frame; ALIAS: a second, writable mapping of FUNC's frame
+from tests.test_engine_smc import ALIAS, CODE, FUNC, engine
 
-CODE = 0x10000          # the program
-RW = 0x11000            # stack and scratch data
-FUNC = 0x17000          # a function with a forward JMP in it, in its own frame
-ALIAS = 0x18000         # a second, writable mapping of FUNC's frame
 UNMAPPED = 0x1F000      # mapped in the engine, not in the guest page tables
-
-def engine() -> unicorn.Uc:
-    """A paged x86-64 engine at CPL 0: CODE, RW and FUNC identity-mapped, ALIAS -> FUNC's frame."""
-    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-    uc.mem_map(0, 0x20000)
-    for table, nxt in ((0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x4000)):
-        uc.mem_write(table, struct.pack("<Q", nxt | 7))
-    for va, pa in ((CODE, CODE), (RW, RW), (FUNC, FUNC), (ALIAS, FUNC)):
-        uc.mem_write(0x4000 + (va >> 12) * 8, struct.pack("<Q", pa | 3))
-    uc.reg_write(x86.UC_X86_REG_CR3, 0x1000)
-    uc.reg_write(x86.UC_X86_REG_CR4, 0x20)
-    uc.msr_write(0xC0000080, 0x500)
-    uc.reg_write(x86.UC_X86_REG_CR0, 0x80010001)
-    uc.reg_write(x86.UC_X86_REG_RSP, RW + 0x800)
-    return uc
 
 
 # FUNC: jmp +5 (over five int3); mov eax, imm32; ret. The MOV sits at TARGET.

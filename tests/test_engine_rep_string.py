@@ -16,6 +16,8 @@ import pytest
 import unicorn
 from unicorn import x86_const as x86
 
+from tests.test_engine_smc import paged_engine
+
 CODE = 0x10000           # the program (one page)
 DATA = 0x20000           # eight identity-mapped data pages
 HOLE = DATA + 8 * 0x1000  # not mapped in the guest page tables: #PF
@@ -23,18 +25,8 @@ HOLE = DATA + 8 * 0x1000  # not mapped in the guest page tables: #PF
 
 def engine() -> unicorn.Uc:
     """A paged x86-64 engine at CPL 0: CODE and DATA..DATA+8 pages identity-mapped."""
-    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-    uc.mem_map(0, 0x40000)
-    for table, nxt in ((0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x4000)):
-        uc.mem_write(table, struct.pack("<Q", nxt | 7))
-    for va in [CODE] + [DATA + i * 0x1000 for i in range(8)]:
-        uc.mem_write(0x4000 + (va >> 12) * 8, struct.pack("<Q", va | 3))
-    uc.reg_write(x86.UC_X86_REG_CR3, 0x1000)
-    uc.reg_write(x86.UC_X86_REG_CR4, 0x20)
-    uc.msr_write(0xC0000080, 0x500)
-    uc.reg_write(x86.UC_X86_REG_CR0, 0x80010001)
-    uc.reg_write(x86.UC_X86_REG_RSP, DATA + 0x7F00)
-    return uc
+    pages = [(va, va) for va in [CODE] + [DATA + i * 0x1000 for i in range(8)]]
+    return paged_engine(pages, 0x40000, DATA + 0x7F00)
 
 
 def run(uc: unicorn.Uc, code: bytes, **regs: int) -> None:

@@ -19,19 +19,27 @@ FUNC = 0x17000          # a function `mov eax, imm32; ret` in its own frame
 ALIAS = 0x18000         # a second, writable mapping of FUNC's frame
 
 
-def engine() -> unicorn.Uc:
-    """A paged x86-64 engine at CPL 0: CODE, RW and FUNC identity-mapped, ALIAS -> FUNC's frame."""
+def paged_engine(pages: list[tuple[int, int]], memory: int, rsp: int) -> unicorn.Uc:
+    """A paged x86-64 engine at CPL 0 with ``memory`` bytes of RAM, page
+    tables at 0x1000-0x4fff mapping each ``(va, pa)`` 4 KiB page of ``pages``
+    (va below 2 MiB) and RSP at ``rsp``."""
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-    uc.mem_map(0, 0x20000)
+    uc.mem_map(0, memory)
     for table, nxt in ((0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x4000)):
         uc.mem_write(table, struct.pack("<Q", nxt | 7))
-    for va, pa in ((CODE, CODE), (RW, RW), (FUNC, FUNC), (ALIAS, FUNC)):
+    for va, pa in pages:
         uc.mem_write(0x4000 + (va >> 12) * 8, struct.pack("<Q", pa | 3))
     uc.reg_write(x86.UC_X86_REG_CR3, 0x1000)
     uc.reg_write(x86.UC_X86_REG_CR4, 0x20)
     uc.msr_write(0xC0000080, 0x500)
     uc.reg_write(x86.UC_X86_REG_CR0, 0x80010001)
-    uc.reg_write(x86.UC_X86_REG_RSP, RW + 0x800)
+    uc.reg_write(x86.UC_X86_REG_RSP, rsp)
+    return uc
+
+
+def engine() -> unicorn.Uc:
+    """A paged x86-64 engine at CPL 0: CODE, RW and FUNC identity-mapped, ALIAS -> FUNC's frame."""
+    uc = paged_engine([(CODE, CODE), (RW, RW), (FUNC, FUNC), (ALIAS, FUNC)], 0x20000, RW + 0x800)
     uc.mem_write(FUNC, bytes.fromhex("b801000000c3"))          # mov eax, 1; ret
     return uc
 
@@ -98,7 +106,7 @@ def test_a_store_through_an_alias_after_part_of_the_pages_code_was_replaced_retr
     # never cleaned: Unicorn keeps it for code fetches)
     uc.mem_write(0x4000 + (ALIAS >> 12) * 8, struct.pack("<Q", FUNC | 3 | 1 << 63))
     uc.mem_write(FUNC + 0x100, bytes.fromhex("b805000000c3"))      # mov eax, 5; ret
-    call_f2 = lambda at: b"\xe8" + struct.pack("<i", FUNC + 0x100 - (at + 5))  # noqa: E731
+    call_f2 = lambda at: b"\xe8" + struct.pack("<i", FUNC + 0x100 - (at + 5))
     run(uc, [call_f2, call_func, store_imm32(ALIAS + 1, 2), call_func, MOV_EBX_EAX,
              store_imm32(ALIAS + 1, 3), call_func, MOV_ECX_EAX])
     assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX)) == (2, 3)
