@@ -1,6 +1,7 @@
 """Translation blocks that go on past a direct JMP (the ninth engine patch,
-pvmon/engine/patches/unicorn-2.1.4-tb-follow-jmp.patch): the code after a
-forward JMP in one block still behaves as the CPU defines it. A store to it is
+pvmon/engine/patches/unicorn-2.1.4-tb-follow-jmp.patch) or a conditional jump
+(the eleventh, unicorn-2.1.4-tb-follow-jcc.patch): the code after it in one
+block still behaves as the CPU defines it, and both sides of a Jcc run. A store to it is
 seen by its next execution, a fault in it reports its own RIP, an exit address
 at a JMP's target stops there, and with a block hook installed blocks end at
 every JMP as before (the SMP slicer counts them). All of it holds on the stock
@@ -103,3 +104,45 @@ def test_on_the_patched_library_one_block_runs_through_the_jmp():
     tb = uc.ctl_request_cache(FUNC)
     # jmp, then the mov and ret at its target; the int3s jumped over are inside the span
     assert tuple(tb) == (FUNC, 3, len(func(1)))   # (pc, icount, size)
+
+
+# cmp edi, 0; jne +6 (to `mov eax, 7; ret`); mov eax, imm32; ret. With the
+# eleventh engine patch one block runs on past the JNE at its fall-through;
+# the taken side leaves by the block's third exit.
+def guarded(imm: int) -> bytes:
+    return (bytes.fromhex("83ff00") + bytes.fromhex("7506") + b"\xb8" + struct.pack("<I", imm)
+            + b"\xc3" + bytes.fromhex("b807000000c3"))
+
+
+FALL = FUNC + 5           # the MOV on the JNE's fall-through
+
+
+def test_after_a_jcc_both_sides_run_and_a_store_to_the_fall_through_is_seen():
+    uc = engine()
+    uc.mem_write(FUNC, guarded(1))
+    mov_edi = bytes.fromhex("bf00000000"), bytes.fromhex("bf01000000")   # mov edi, 0 / 1
+    run(uc, [mov_edi[0], call_func, MOV_EBX_EAX, mov_edi[1], call_func, MOV_ECX_EAX,
+             mov_edi[0], store_imm32(ALIAS + 6, 2), call_func])
+    assert (uc.reg_read(x86.UC_X86_REG_EBX), uc.reg_read(x86.UC_X86_REG_ECX),
+            uc.reg_read(x86.UC_X86_REG_EAX)) == (1, 7, 2)
+
+
+def test_a_fault_after_a_followed_jcc_reports_the_faulting_instructions_rip():
+    uc = engine()
+    # cmp edi, 0; jne +8; mov rax, [UNMAPPED]; ret
+    uc.mem_write(FUNC, bytes.fromhex("83ff00") + bytes.fromhex("7508")
+                 + bytes.fromhex("488b0425") + struct.pack("<I", UNMAPPED) + b"\xc3")
+    with pytest.raises(unicorn.UcError):
+        run(uc, [bytes.fromhex("bf00000000"), call_func])
+    assert uc.reg_read(x86.UC_X86_REG_RIP) == FALL
+
+
+def test_on_the_patched_library_one_block_runs_on_past_a_jcc():
+    from pvmon.engine import uclib
+    if "unicorn-2.1.4-tb-follow-jcc.patch" not in uclib.describe()["patches"]:
+        pytest.skip("needs pvmon's patched Unicorn (pvmon engine build)")
+    uc = engine()
+    uc.mem_write(FUNC, guarded(1))
+    run(uc, [bytes.fromhex("bf00000000"), call_func])
+    # cmp, jne, then the mov and ret of the fall-through, in one block
+    assert tuple(uc.ctl_request_cache(FUNC)) == (FUNC, 4, 11)

@@ -40,7 +40,7 @@ def info_cmd() -> None:
               help="Parallel compile jobs (default: the CPU count).")
 @click.option("--force", is_flag=True, help="Build again even if a current build exists.")
 def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
-    """Build Unicorn 2.1.4 with pvmon's ten patches (x86 only, about 30-40 s) into
+    """Build Unicorn 2.1.4 with pvmon's eleven patches (x86 only, about 30-40 s) into
     the cache.
 
     Two make translated code faster without changing what the guest sees. The
@@ -58,8 +58,9 @@ def build_cmd(sdist: Path | None, jobs: int | None, force: bool) -> None:
     jump cache across TLB flushes (revalidated instead of emptied). The ninth
     lets a translated block go on past a forward JMP in its page (off while a
     block or instruction hook is installed). The tenth runs REP MOVS/STOS a
-    page at a time where the bytes are plain RAM already in the TLB. Needs
-    cmake, patch, make and a C compiler."""
+    page at a time where the bytes are plain RAM already in the TLB. The
+    eleventh gives a block a third chained exit and lets it go on past one
+    conditional jump. Needs cmake, patch, make and a C compiler."""
     from pvmon.engine import uclib
 
     uclib.build(sdist=sdist, jobs=jobs, force=force, say=lambda m: click.echo(m, err=True))

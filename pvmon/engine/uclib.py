@@ -73,6 +73,13 @@ a kernel that sees ERMS clears a 4 KiB page with 4096 passes of REP STOSB. Any
 other case (a fault, a code page, a TLB miss) is an ordinary pass, so faults
 leave the registers the architecture defines (tests/test_engine_rep_string.py).
 
+``patches/unicorn-2.1.4-tb-follow-jcc.patch`` gives a translation block a third
+chained exit (QEMU has two, so every Jcc ends its block) and lets a block go on
+past one Jcc whose fall-through lies in its first page, the taken side leaving
+by exit 2. A pass of Linux 6.1's xen_rebuild_p2m_list loop (three Jccs) runs in
+two blocks instead of three. Off with the same hooks and modes as the JMP patch
+(tests/test_engine_follow_jmp.py).
+
 :func:`select` (called when ``pvmon.engine`` is imported, before anything imports
 ``unicorn``) points the binding at that library through ``LIBUNICORN_PATH``, the
 variable Unicorn's own Python binding reads first (``unicorn_py3/unicorn.py``). It
@@ -110,7 +117,8 @@ PATCHES = ("unicorn-2.1.4-tb-start-exit-check.patch",
            "unicorn-2.1.4-debug-registers.patch",
            "unicorn-2.1.4-jmp-cache-generations.patch",
            "unicorn-2.1.4-tb-follow-jmp.patch",
-           "unicorn-2.1.4-rep-string-bulk.patch")
+           "unicorn-2.1.4-rep-string-bulk.patch",
+           "unicorn-2.1.4-tb-follow-jcc.patch")
 """Applied in this order with ``patch -p1`` inside the sdist's ``src/`` tree."""
 
 LIB_NAME = "libunicorn.so.2"
