@@ -350,7 +350,7 @@ class PvMmu:
             # MMUEXT_NEW_USER_BASEPTR: the same for the user root, which may be
             # 0 (none); the same frame again changes nothing ("Error %d
             # installing new mfn").
-            if not (0 <= arg1 < self.layout.nr_pages or not arg1):     # _valid_mfn
+            if not (self._valid_mfn(arg1) or not arg1):
                 return -E.EINVAL
             old = v.user_cr3
             if arg1 != old:
@@ -414,7 +414,7 @@ class PvMmu:
         then dropped. The root in use again: no reference moves (write_ptbase
         only). A different root drops the vCPU's LDT page mappings
         (pv_destroy_ldt; pvmon.backends.xen.pv.ldt). 0 or -EINVAL."""
-        if not 0 <= mfn < self.layout.nr_pages:     # _valid_mfn
+        if not self._valid_mfn(mfn):
             return -E.EINVAL
         v = self.vcpu
         old = v.kernel_cr3
